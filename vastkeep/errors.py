@@ -63,6 +63,10 @@ class LeaseBusy(TransientError):
     """Someone else holds the lease right now."""
 
 
+class WriteConflict(TransientError):
+    """A compare-and-set write kept losing to concurrent writers; try again shortly."""
+
+
 # ── permanent: never retry ──────────────────────────────────────────────────
 class PermanentError(VastkeepError):
     """Retrying cannot help: fix the input or the configuration."""
@@ -74,6 +78,10 @@ class AuthError(PermanentError):
 
 class TokenInvalid(AuthError):
     """A token failed validation; carries ``service``."""
+
+
+class InvalidInput(PermanentError):
+    """A caller's input (admin request body, task argument) is malformed; carries ``field``, never the value."""
 
 
 class NotFound(PermanentError):

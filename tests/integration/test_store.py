@@ -1,0 +1,239 @@
+"""StateStore against a real redis-server: records, fenced compare-and-set, pool, tokens, secrets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import FullJitterBackoff
+
+from vastkeep.clock import FakeClock
+from vastkeep.errors import NotFound, StaleFence
+from vastkeep.keys import Keys
+from vastkeep.leases import Lease, LeaseManager
+from vastkeep.redis_conn import connect
+from vastkeep.settings import Secret
+from vastkeep.store import InstanceRecord, PoolSettings, StateStore
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(redis_client, clock) -> StateStore:
+    return StateStore(redis_client, Keys(), clock, default_desired_size=2)
+
+
+@pytest.fixture
+def leases(redis_client, clock) -> LeaseManager:
+    return LeaseManager(redis_client, Keys(), clock)
+
+
+def record(iid: str = "12345", **kw) -> InstanceRecord:
+    return InstanceRecord(instance_id=iid, **kw)
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.005)
+
+
+def test_put_get_list_round_trip(store, redis_client, clock):
+    rec = record(status="loading", ports={"8188/tcp": 41234}, public_ip="203.0.113.7", dph_total=0.4123,
+                 port_validation={"success": False, "candidates": []}, extra={"k": [1, 2]})
+    stored = store.put_instance(rec)
+    assert stored.created_at == clock.now() and stored.updated_at == clock.now()
+    assert store.get_instance("12345") == stored
+    assert json.loads(redis_client.get("vastkeep:instance:12345"))["ports"] == {"8188/tcp": 41234}
+    assert redis_client.smembers("vastkeep:instances") == {"12345"}
+    clock.advance(5)
+    store.put_instance(record("999"))
+    assert [r.instance_id for r in store.list_instances()] == ["12345", "999"]  # oldest first
+    assert store.get_instance("nope") is None
+
+
+def test_status_dict_has_the_guides_fields(store, clock):
+    rec = store.put_instance(record(status="ready", connection_url="http://1.2.3.4:8188",
+                                    last_heartbeat=clock.now(), leased_until=None))
+    d = rec.to_status_dict()
+    assert {k: d[k] for k in ("contractId", "status", "connectionUrl", "lastHeartbeat", "leasedUntil")} == {
+        "contractId": "12345", "status": "ready", "connectionUrl": "http://1.2.3.4:8188",
+        "lastHeartbeat": "2026-01-01T00:00:00.000Z", "leasedUntil": None}
+    json.dumps(d)
+
+
+def test_records_are_validated_and_secrets_refused(store):
+    with pytest.raises(ValueError, match="unknown instance status"):
+        record(status="running")
+    store.put_instance(record())
+    with pytest.raises(ValueError, match="unknown instance status"):
+        store.update_instance("12345", {"status": "bogus"})
+    with pytest.raises(ValueError, match="cannot change"):
+        store.update_instance("12345", {"fence": 99})
+    with pytest.raises(ValueError, match="a Secret") as err:
+        store.update_instance("12345", {"extra": {"token": Secret("hf_live_abc")}})
+    assert "hf_live_abc" not in str(err.value)
+    with pytest.raises(NotFound):
+        store.update_instance("missing", {"status": "ready"})
+
+
+def test_unfenced_update_merges_and_keeps_the_fence(store, clock):
+    store.put_instance(record(status="starting", label="a"))
+    clock.advance(3)
+    rec = store.update_instance("12345", {"status": "loading", "public_ip": "203.0.113.9"})
+    assert (rec.status, rec.public_ip, rec.label, rec.fence) == ("loading", "203.0.113.9", "a", 0)
+    assert rec.updated_at == clock.now() and rec.created_at == clock.now() - 3
+    assert store.get_instance("12345") == rec
+
+
+def test_fenced_write_under_the_current_grant_succeeds_and_stores_the_fence(store, leases):
+    store.put_instance(record())
+    lease = leases.acquire("instance:12345", "worker-a", 5_000)
+    rec = store.update_instance("12345", {"status": "ready"}, lease=lease)
+    assert rec.fence == lease.fence and store.get_instance("12345").fence == lease.fence
+
+
+def test_holder_that_outlived_its_ttl_has_its_writes_refused(store, leases):
+    store.put_instance(record(status="loading"))
+    stale = leases.acquire("instance:12345", "slow", 60)
+    assert store.update_instance("12345", {"status": "ready"}, lease=stale).fence == stale.fence
+    wait_until(lambda: leases.current("instance:12345") is None)
+    # Lapsed, nobody newer yet: refused all the same.
+    with pytest.raises(StaleFence) as err:
+        store.update_instance("12345", {"status": "failed"}, lease=stale)
+    assert err.value.instance_id == "12345" and err.value.fence == stale.fence
+    fresh = leases.acquire("instance:12345", "fast", 5_000)
+    store.update_instance("12345", {"status": "unhealthy"}, lease=fresh)
+    for attempt in ({"status": "failed"}, {"error": "late write"}):
+        with pytest.raises(StaleFence):
+            store.update_instance("12345", attempt, lease=stale)
+    with pytest.raises(StaleFence):
+        store.delete_instance("12345", lease=stale)
+    rec = store.get_instance("12345")
+    assert (rec.status, rec.error, rec.fence) == ("unhealthy", None, fresh.fence)
+
+
+def test_an_older_fence_is_refused_even_while_it_holds_the_lease_key(store, leases, redis_client):
+    store.put_instance(record())
+    leases.release(leases.acquire("instance:12345", "w0", 5_000))
+    lease = leases.acquire("instance:12345", "w1", 5_000)
+    assert lease.fence == 2
+    store.update_instance("12345", {"status": "ready"}, lease=lease)
+    # The counter is lost (say, an operator deleted it): the next grant gets fence 1 < 2 and, although
+    # it holds the lease key, must not overwrite what fence 2 wrote.
+    redis_client.delete("vastkeep:lease:instance:12345", "vastkeep:fence:instance:12345")
+    lower = leases.acquire("instance:12345", "w2", 5_000)
+    assert lower.fence == 1
+    with pytest.raises(StaleFence, match="written under fence 2"):
+        store.update_instance("12345", {"status": "failed"}, lease=lower)
+    impostor = Lease(lower.name, "someone-else", lower.fence, 5_000, 0.0)
+    with pytest.raises(StaleFence, match="lapsed or passed"):
+        store.update_instance("12345", {"status": "failed"}, lease=impostor)
+    assert store.get_instance("12345").status == "ready"
+
+
+def test_concurrent_unfenced_updates_never_lose_a_write(redis_server, redis_client):
+    StateStore(redis_client).put_instance(record(extra={}))
+    per_thread, threads_n = 25, 4
+
+    def bump(n: int) -> None:
+        st = StateStore(connect(redis_server.url))
+        for i in range(per_thread):
+            def add(old: InstanceRecord, key: str = f"t{n}-{i}") -> InstanceRecord:
+                old.extra[key] = True
+                return old
+            st.modify_instance("12345", add)
+        st.redis.close()
+
+    threads = [threading.Thread(target=bump, args=(n,)) for n in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(StateStore(redis_client).get_instance("12345").extra) == per_thread * threads_n
+
+
+def test_create_is_idempotent_and_delete_cleans_up(store, redis_client):
+    assert store.create_instance(record(label="first")) is True
+    assert store.create_instance(record(label="second")) is False
+    assert store.get_instance("12345").label == "first"
+    assert store.delete_instance("12345") is True and store.delete_instance("12345") is False
+    assert redis_client.exists("vastkeep:instance:12345") == 0
+    assert redis_client.smembers("vastkeep:instances") == set()
+
+
+def test_pool_settings(store, redis_client):
+    assert store.get_pool() == PoolSettings(desired_size=2, safe_mode=False, safe_mode_reason=None)
+    assert store.set_desired_size(3).desired_size == 3
+    assert store.set_safe_mode(True, "vastai token invalid") == PoolSettings(3, True, "vastai token invalid")
+    assert redis_client.hgetall("vastkeep:pool") == {"desired_size": "3", "safe_mode": "1",
+                                                     "safe_mode_reason": "vastai token invalid"}
+    assert store.set_safe_mode(False) == PoolSettings(3, False, None)
+    with pytest.raises(ValueError):
+        store.set_desired_size(-1)
+
+
+def test_token_results_expire(store, redis_client):
+    store.put_token_result("civitai", {"valid": False, "error": "Token authentication failed (401)"}, 60)
+    assert store.get_token_result("civitai") == {"valid": False, "error": "Token authentication failed (401)"}
+    assert 0 < redis_client.pttl("vastkeep:tokens:civitai") <= 60
+    wait_until(lambda: store.get_token_result("civitai") is None)
+    store.put_token_result("vastai", {"valid": True}, 10_000)
+    assert store.delete_token_result("vastai") and store.get_token_result("vastai") is None
+    with pytest.raises(ValueError, match="Secret"):
+        store.put_token_result("hf", {"valid": True, "token": Secret("x")}, 1000)
+
+
+def test_runtime_secrets_are_shared_and_come_back_as_secrets(store, redis_server):
+    assert store.get_runtime_secret("civitai") is None
+    store.set_runtime_secret("civitai", Secret("NEW_TOKEN_HERE"))
+    other_worker = StateStore(connect(redis_server.url))
+    got = other_worker.get_runtime_secret("civitai")
+    assert isinstance(got, Secret) and got.reveal() == "NEW_TOKEN_HERE" and "NEW_TOKEN" not in repr(got)
+    assert other_worker.clear_runtime_secret("civitai") and store.get_runtime_secret("civitai") is None
+    with pytest.raises(ValueError):
+        store.set_runtime_secret("civitai", "")
+
+
+def test_keys_use_the_prefix_and_refuse_injection(redis_client):
+    store = StateStore(redis_client, Keys("tenant2"))
+    store.put_instance(record("7"))
+    assert redis_client.exists("tenant2:instance:7") and not redis_client.exists("vastkeep:instance:7")
+    for bad in ("", "a b", "x*", "a\nb"):
+        with pytest.raises(ValueError):
+            Keys().instance(bad)
+
+
+# ── redis_conn.connect: the client every store/lease/event object is built on ──
+def test_connect_survives_a_dropped_connection(redis_server, redis_client):
+    client = connect(redis_server.url)
+    victim = client.client_id()
+    assert redis_client.client_kill_filter(_id=victim) == 1
+    assert client.set("after-kill", "1") and client.get("after-kill") == "1"  # retried on a fresh socket
+
+
+def test_connect_fails_fast_on_a_dead_port_and_refuses_non_redis_urls():
+    from tests.fixtures.redis_server import free_port
+
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert time.monotonic() - started < 5  # 3 jittered retries, capped at 1 s each
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 5.0 and kwargs["health_check_interval"] == 15
+    retry = client.get_retry()
+    assert isinstance(retry._backoff, FullJitterBackoff) and retry._retries == 3
+    delays = [retry._backoff.compute(3) for _ in range(200)]
+    assert 0 <= min(delays) < 0.1 and max(delays) <= 0.4 and len(set(delays)) > 150  # full jitter
+    for bad in ("http://127.0.0.1:6379", "", "127.0.0.1:6379"):
+        with pytest.raises(ValueError):
+            connect(bad)

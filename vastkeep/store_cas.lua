@@ -1,0 +1,31 @@
+-- Compare-and-set of one instance record, optionally fenced by a lease.
+-- KEYS[1] instance:<id> (JSON)   KEYS[2] instances (set of ids)   KEYS[3] lease:<name> (only when fenced)
+-- ARGV[1] the JSON the writer read ('' = the record must be absent)
+-- ARGV[2] the JSON to store ('' = delete the record)
+-- ARGV[3] instance id   ARGV[4] lease owner   ARGV[5] lease fence        (ARGV[4..5] only when fenced)
+-- Returns {'OK'} | {'CONFLICT'} (changed since read: re-read and retry)
+--       | {'LOST', live fence or ''} (the lease lapsed or is someone else's) | {'STALE', stored fence}
+local cur = redis.call('GET', KEYS[1])
+if #KEYS == 3 then
+  local h = redis.call('HMGET', KEYS[3], 'owner', 'fence')
+  if h[1] ~= ARGV[4] or h[2] ~= ARGV[5] then
+    return {'LOST', h[2] or ''}
+  end
+  if cur then
+    local ok, rec = pcall(cjson.decode, cur)
+    if ok and type(rec) == 'table' and type(rec['fence']) == 'number' and tonumber(ARGV[5]) < rec['fence'] then
+      return {'STALE', tostring(rec['fence'])}
+    end
+  end
+end
+if (cur or '') ~= ARGV[1] then
+  return {'CONFLICT'}
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+end
+return {'OK'}
