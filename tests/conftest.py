@@ -2,4 +2,9 @@
 
 pytest_plugins = [
     "tests.fixtures.redis_server",
+    "tests.fixtures.port_servers",
+    "tests.fixtures.celery_app",
+    "tests.fixtures.vast_stub",
+    "tests.fixtures.token_cloud",
+    "tests.fixtures.sim",
 ]

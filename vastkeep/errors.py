@@ -21,7 +21,8 @@ class VastkeepError(Exception):
     def to_dict(self) -> dict[str, object]:
         """A JSON-safe description, for task results and the admin API."""
         out: dict[str, object] = {"error": type(self).__name__, "message": self.message}
-        out.update({k: v for k, v in self.data.items() if isinstance(v, str | int | float | bool | type(None))})
+        plain = str | int | float | bool | type(None)
+        out.update({k: v for k, v in self.data.items() if isinstance(v, plain)})
         return out
 
 
@@ -81,7 +82,7 @@ class TokenInvalid(AuthError):
 
 
 class InvalidInput(PermanentError):
-    """A caller's input (admin request body, task argument) is malformed; carries ``field``, never the value."""
+    """A caller's input (admin body, task argument) is malformed; carries ``field``, never the value."""
 
 
 class NotFound(PermanentError):

@@ -1,0 +1,1 @@
+"""Benchmarks that print measured ratios side by side in one run."""

@@ -1,0 +1,46 @@
+"""What every task shares: error mapping and full-jitter retry delays.
+
+A task body calls the library and returns a small JSON dict. Library errors decide the outcome:
+a :class:`~vastkeep.errors.TransientError` is retried after ``uniform(0, min(cap, base·2^n))``
+seconds (never in lockstep with the other instances that failed at the same moment; a ``delay_s``
+hint on the error is honoured as a floor); a :class:`~vastkeep.errors.PermanentError` fails the
+task at once, because retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from celery import Task
+
+from vastkeep.backoff import BackoffPolicy, backoff_delay
+from vastkeep.errors import TransientError
+
+DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
+_rng = random.SystemRandom()
+
+
+def retry_delay_s(task: Task, exc: BaseException | None = None, policy: BackoffPolicy | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Full-jitter countdown for the task's next retry (attempt = ``task.request.retries``)."""
+    policy = policy or getattr(task, "retry_policy_backoff", None) or DEFAULT_RETRY_POLICY
+    attempt = int(getattr(task.request, "retries", 0) or 0)
+    delay = backoff_delay(attempt, policy, rng or _rng)
+    hint = getattr(exc, "delay_s", None)
+    if isinstance(hint, int | float) and hint > delay:
+        delay = float(min(hint, policy.cap_s))
+    return round(delay, 3)
+
+
+class VastkeepTask(Task):
+    """Base class of every vastkeep task: TransientError → retry with jitter; PermanentError → fail."""
+
+    max_retries = 8
+    retry_policy_backoff: BackoffPolicy = DEFAULT_RETRY_POLICY
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TransientError as exc:
+            raise self.retry(exc=exc, countdown=retry_delay_s(self, exc)) from exc

@@ -1,0 +1,96 @@
+"""Layer 3 tasks: ``vastkeep.ports.validate_instance`` and ``vastkeep.ports.validate_pool``.
+
+Thin: build the process's :class:`~vastkeep.ports.PortValidator` from the settings, call the flow in
+:mod:`vastkeep.port_flow`, return small JSON. A failed validation is a *result*, not an error (the
+instance stays "loading" and the next poll tries again), so it is never retried here. A Redis or Vast.ai
+hiccup (TransientError / redis errors) is retried with full jitter; an unknown instance is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from tasks.base import VastkeepTask, retry_delay_s
+from vastkeep import port_flow
+from vastkeep.errors import NotFound
+from vastkeep.ports import PortValidator
+from worker import wiring
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+def _validator() -> PortValidator:
+    res = wiring.resources()
+    return PortValidator.from_settings(res.settings, clock=res.clock)
+
+
+def _vast_client() -> Any:
+    """A VastClient when a key is configured (runtime override first), else None: no refresh then."""
+    res = wiring.resources()
+    key = None
+    try:
+        key = res.store.get_runtime_secret("vastai")
+    except Exception as exc:  # noqa: BLE001 - the override is optional; fall back to settings
+        log.debug("no runtime vastai key: %s", type(exc).__name__)
+    key = key or res.settings.vast_api_key
+    if key is None:
+        return None
+    from vastkeep.vast import VastClient  # noqa: PLC0415 - only needed when a refresh happens
+
+    return VastClient(key, res.settings.vast_api_url, clock=res.clock)
+
+
+def _retry_on_redis(task: Any, fn: Any) -> dict[str, Any]:
+    try:
+        return fn()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        delay = retry_delay_s(task, exc)
+        log.warning("port validation: Redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
+        raise task.retry(countdown=delay, exc=exc) from None
+
+
+@app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask, time_limit=60,
+          soft_time_limit=45)
+def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
+    """Probe one instance's ComfyUI candidates; on success it gets ``connection_url`` and turns ready."""
+    iid = str(instance_id)
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        rec = res.store.get_instance(iid)
+        vast = _vast_client() if rec is not None and not (rec.public_ip and rec.ports) else None
+        try:
+            return port_flow.validate_instance(res.store, res.events, _validator(), iid, vast=vast,
+                                               clock=res.clock)
+        except NotFound as exc:
+            return {"instance_id": iid, "success": False, "port": None, "kind": None, "connection_url": None,
+                    "error": exc.message, "firewall": False, "candidates": []}
+        finally:
+            if vast is not None:
+                vast.close()
+
+    return _retry_on_redis(self, go)
+
+
+@app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask, time_limit=300,
+          soft_time_limit=240)
+def validate_pool(self: Any) -> dict[str, Any]:
+    """Every non-destroyed instance at once, at most PORT_PROBE_CONCURRENCY sockets open."""
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        records = res.store.list_instances()
+        live = [r for r in records if r.status not in port_flow.SKIPPED_STATUSES]
+        needs = any(not (r.public_ip and r.ports) for r in live)
+        vast = _vast_client() if needs else None
+        try:
+            return port_flow.validate_pool(res.store, res.events, _validator(), vast=vast, clock=res.clock)
+        finally:
+            if vast is not None:
+                vast.close()
+
+    return _retry_on_redis(self, go)

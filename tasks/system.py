@@ -1,0 +1,31 @@
+"""System tasks: a ping to prove the round-trip, and the scheduled heartbeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.base import VastkeepTask
+from vastkeep.supervisor import write_heartbeat
+from worker import wiring
+from worker.app import app
+
+BEAT_PROCESS = "beat"
+
+
+@app.task(name="vastkeep.system.ping", bind=True, base=VastkeepTask)
+def ping(self: VastkeepTask) -> dict[str, Any]:
+    """Answer with the worker's name: proves broker → worker → result backend works."""
+    return {"pong": True, "worker": self.request.hostname}
+
+
+@app.task(name="vastkeep.system.heartbeat", bind=True, base=VastkeepTask, ignore_result=True)
+def heartbeat(self: VastkeepTask) -> dict[str, Any]:
+    """Beat → broker → worker → Redis end to end: records ``heartbeat:beat`` (who ran it, when).
+
+    Idempotent: it overwrites one key with a TTL. Worker liveness itself is written by the worker's
+    own heartbeat bootstep, so this one only says "the schedule is flowing".
+    """
+    res = wiring.resources()
+    record = write_heartbeat(res.redis, res.keys, res.clock, BEAT_PROCESS, kind="beat",
+                             worker=str(self.request.hostname or "?"))
+    return {"ok": True, "process": BEAT_PROCESS, "worker": record["worker"], "at": record["at"]}

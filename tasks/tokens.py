@@ -1,0 +1,96 @@
+"""Layer 2 tasks: ``vastkeep.tokens.validate_all`` (beat, every TOKEN_PERIODIC_CHECK_MS) and
+``vastkeep.tokens.validate_service``.
+
+Thin on purpose: build the process's :class:`~vastkeep.tokens.TokenManager`, validate, send a
+``task-token-invalid`` Celery event per freshly rejected token (so Flower shows it beside the durable
+``token-invalid`` event the library writes to Redis), and return the results. Arguments and results
+are plain JSON and never contain a token. A Redis hiccup is retried with full jitter; a bad argument
+is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from tasks.base import VastkeepTask, retry_delay_s
+from vastkeep.errors import InvalidInput
+from vastkeep.token_checks import INVALID, SERVICES
+from vastkeep.tokens import TokenManager
+from worker import wiring
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+def token_manager() -> TokenManager:
+    """The manager for this worker process (settings, shared store, event log, clock from the wiring)."""
+    res = wiring.resources()
+    return TokenManager.from_settings(res.settings, res.store, events=res.events, clock=res.clock)
+
+
+def _summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "validation": results,
+        "invalid": [s for s, r in results.items() if r.get("status") == INVALID],
+        "statuses": {s: r.get("status") for s, r in results.items()},
+    }
+
+
+def _announce_invalid(task: Any, results: dict[str, dict[str, Any]]) -> None:
+    """One ``task-token-invalid`` Celery event per fresh rejection (cached verdicts were announced before)."""
+    for service, result in results.items():
+        if result.get("status") == INVALID and not result.get("cached"):
+            try:
+                task.send_event("task-token-invalid", service=service, error=str(result.get("error")),
+                                http_status=int(result.get("httpStatus") or 0))
+            except Exception as exc:  # noqa: BLE001 - an event channel outage must not fail validation
+                log.warning("could not send task-token-invalid for %s: %s", service, type(exc).__name__)
+
+
+def _bool_arg(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false", field=name)
+    return value
+
+
+def _run(task: Any, fn: Any) -> dict[str, Any]:
+    try:
+        return fn()
+    except InvalidInput as exc:
+        return {"ok": False, **exc.to_dict()}
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        delay = retry_delay_s(task, exc)
+        log.warning("token validation: Redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
+        raise task.retry(countdown=delay, exc=exc) from None
+
+
+@app.task(name="vastkeep.tokens.validate_all", bind=True, base=VastkeepTask, time_limit=120,
+          soft_time_limit=90)
+def validate_all(self: Any, use_cache: bool = False) -> dict[str, Any]:
+    """Validate all three tokens (fresh by default: this is the periodic re-check) and report."""
+
+    def go() -> dict[str, Any]:
+        results = token_manager().validate_all(use_cache=_bool_arg(use_cache, "use_cache"))
+        _announce_invalid(self, results)
+        return {"ok": True, **_summary(results)}
+
+    return _run(self, go)
+
+
+@app.task(name="vastkeep.tokens.validate_service", bind=True, base=VastkeepTask, time_limit=60,
+          soft_time_limit=45)
+def validate_service(self: Any, service: str, use_cache: bool = False) -> dict[str, Any]:
+    """Validate one token (``service`` in vastai / huggingface / civitai)."""
+
+    def go() -> dict[str, Any]:
+        if service not in SERVICES:
+            raise InvalidInput(f"unknown service; expected one of {', '.join(SERVICES)}", field="service")
+        manager = token_manager()
+        result = manager.validate_service(service, use_cache=_bool_arg(use_cache, "use_cache"))
+        _announce_invalid(self, {service: result})
+        return {"ok": True, "service": service, **_summary({service: result})}
+
+    return _run(self, go)

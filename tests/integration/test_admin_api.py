@@ -1,0 +1,137 @@
+"""The admin API over real HTTP: uvicorn on a free loopback port, a real redis-server, the real store."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+import uvicorn
+
+from vastkeep.admin import HEADER, create_app
+from vastkeep.clock import SystemClock
+from vastkeep.events import EventLog
+from vastkeep.keys import Keys
+from vastkeep.redis_conn import connect
+from vastkeep.settings import load_settings
+from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.supervisor import write_heartbeat
+
+KEY = "integration-admin-key-abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def served(redis_server, redis_client) -> Iterator[tuple[Served, StateStore]]:
+    settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY,
+                                      "VASTKEEP_SIMULATED": "1"}, env_file=False)
+    r = connect(redis_server.url)
+    clock = SystemClock()
+    store = StateStore(r, Keys(), clock)
+    events = EventLog(r, Keys(), clock)
+    sent: list[tuple[str, dict]] = []
+
+    def dispatch(name: str, kwargs: dict) -> str:
+        sent.append((name, kwargs))
+        return f"id-{len(sent)}"
+
+    app = create_app(settings, store=store, events=events, dispatch=dispatch, redis=r, clock=clock)
+    with Served(app) as s:
+        s.sent = sent
+        yield s, store
+
+
+def test_health_pings_real_redis(served) -> None:
+    s, _ = served
+    r = requests.get(f"{s.url}/health", timeout=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["redis"] == "ok" and body["simulated"] is True
+
+
+def test_health_is_503_when_redis_is_down() -> None:
+    dead = free_port()  # nothing listens here
+    settings = load_settings(environ={"REDIS_URL": f"redis://127.0.0.1:{dead}/0"}, env_file=False)
+    app = create_app(settings, redis=connect(f"redis://127.0.0.1:{dead}/0", retry_attempts=0,
+                                             socket_connect_timeout_s=0.5))
+    with Served(app) as s:
+        r = requests.get(f"{s.url}/health", timeout=10)
+        assert r.status_code == 503
+        assert r.json()["status"] == "degraded" and r.json()["redis"].startswith("down")
+        m = requests.get(f"{s.url}/metrics", timeout=10)
+        assert m.status_code == 200 and "vastkeep_redis_up 0" in m.text
+
+
+def test_metrics_reflect_store_and_heartbeats(served, redis_client) -> None:
+    s, store = served
+    store.create_instance(InstanceRecord(instance_id="101", status="ready"))
+    store.create_instance(InstanceRecord(instance_id="102", status="ready"))
+    store.create_instance(InstanceRecord(instance_id="103", status="starting"))
+    store.set_desired_size(2)
+    write_heartbeat(store.redis, Keys(), SystemClock(), "control@test", kind="worker",
+                    queues="vastkeep.control")
+    write_heartbeat(store.redis, Keys(), SystemClock(), "beat", kind="beat")
+    r = requests.get(f"{s.url}/metrics", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert "vastkeep_redis_up 1" in text
+    assert "vastkeep_workers_alive 1" in text
+    assert 'vastkeep_instances{status="ready"} 2' in text
+    assert 'vastkeep_instances{status="starting"} 1' in text
+    assert "vastkeep_pool_desired_size 2" in text
+    assert "vastkeep_safe_mode 0" in text
+    assert 'vastkeep_heartbeat_age_seconds{process="beat"}' in text
+    for line in text.splitlines():  # every sample line is "name{labels} number"
+        if line and not line.startswith("#"):
+            float(line.rsplit(" ", 1)[1])
+
+
+def test_guarded_status_and_dispatch_over_http(served) -> None:
+    s, store = served
+    write_heartbeat(store.redis, Keys(), SystemClock(), "ssh@test", kind="worker", queues="vastkeep.ssh")
+    assert requests.get(f"{s.url}/api/proxy/admin/system/status", timeout=5).status_code == 401
+    r = requests.get(f"{s.url}/api/proxy/admin/system/status", headers={HEADER: KEY}, timeout=5)
+    assert r.status_code == 200
+    assert r.json()["processes"]["ssh@test"]["queues"] == "vastkeep.ssh"
+    r = requests.post(f"{s.url}/api/proxy/admin/system/ping", headers={HEADER: KEY}, timeout=5)
+    assert r.status_code == 202 and r.json()["taskId"] == "id-1"
+    assert s.sent == [("vastkeep.system.ping", {})]
+    big = requests.post(f"{s.url}/api/proxy/admin/system/ping", headers={HEADER: KEY},
+                        data=b"x" * (65 * 1024), timeout=5)
+    assert big.status_code == 413
+    assert requests.get(f"{s.url}/openapi.json", timeout=5).json()["info"]["title"] == "vastkeep admin API"
+    assert KEY not in requests.get(f"{s.url}/openapi.json", timeout=5).text

@@ -1,0 +1,157 @@
+"""`vastkeep up` end to end: the whole stack from an empty folder (embedded Redis, simulated cloud,
+two workers, beat, admin API, Flower), healthy per `vastkeep check`, then Ctrl-C stops every process
+(and every pool process under it) and exits 0."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(importlib.util.find_spec("vastkeep.sim.cli") is None,
+                       reason="the simulator (vastkeep.sim.cli) does not exist yet"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def group_members(pgids: set[int]) -> set[int]:
+    """Every live process whose process group is one of ``pgids`` (children and their pool processes)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
+            found.add(int(entry.name))
+    return found
+
+
+def vk(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vastkeep.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "VAST_API_KEY", "ADMIN_API_KEY", "FLOWER_BASIC_AUTH", "VASTKEEP_HOME")}
+    api_port, flower_port = free_port(), free_port()
+    env.update(ADMIN_API_PORT=str(api_port), FLOWER_PORT=str(flower_port), PYTHONPATH=str(ROOT),
+               LOG_LEVEL="INFO")
+    out_path = tmp_path / "up.out"
+    out = open(out_path, "wb")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "vastkeep.cli", "up", "--control-concurrency", "2"],
+                          cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    stack_file = tmp_path / ".vastkeep" / "stack.json"
+    try:
+        deadline = time.monotonic() + 90
+        last = None
+        while True:
+            assert up.poll() is None, out_path.read_text()
+            if stack_file.exists():
+                last = vk(["check"], tmp_path, env)
+                if last.returncode == 0:
+                    break
+            assert time.monotonic() < deadline, \
+                f"never healthy: {last and last.stdout}\n{out_path.read_text()}"
+            time.sleep(0.5)
+        assert "OK:   workers alive: control@" in last.stdout
+
+        stack = json.loads(stack_file.read_text())
+        assert stack_file.stat().st_mode & 0o777 == 0o600
+        assert stack["simulated"] is True and stack["redis_embedded"] is True
+        text = out_path.read_text()
+        assert "cloud is SIMULATED" in text
+        assert "[Watchdog] Registered process: Worker-control" in text
+        assert text.count(stack["admin_api_key"]) == 1  # printed exactly once
+        assert text.count(stack["flower_password"]) == 1
+
+        # the admin API really is guarded by the generated key; Flower by its generated login
+        api = stack["admin_api_url"]
+        assert api == f"http://127.0.0.1:{api_port}"
+        assert requests.get(f"{api}/api/proxy/admin/system/status", timeout=5).status_code == 401
+        st = requests.get(f"{api}/api/proxy/admin/system/status", timeout=5,
+                          headers={"X-Admin-Key": stack["admin_api_key"]})
+        assert st.status_code == 200 and st.json()["simulated"] is True
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
+        assert requests.get(f"{flower}/api/workers", timeout=10,
+                            auth=(stack["flower_user"], stack["flower_password"])).status_code == 200
+
+        # status prints a summary without any secret; no secret on any child's command line
+        status = vk(["status"], tmp_path, env)
+        assert status.returncode == 0 and "worker-control" in status.stdout
+        for secret in (stack["admin_api_key"], stack["flower_password"]):
+            assert secret not in status.stdout
+        pids = {c["pid"] for c in stack["children"].values() if c["pid"]}
+        assert len(pids) == 7
+        for pid in pids:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            assert stack["admin_api_key"] not in cmdline and stack["flower_password"] not in cmdline
+        members = group_members(pids)
+        assert members >= pids and len(members) > len(pids)  # prefork pool processes too
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            rc = up.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            rc = None
+        out.close()
+    assert rc == 0, out_path.read_text()[-3000:]
+    leftovers = [p for p in members if alive(p)]
+    assert leftovers == [], leftovers
+    assert not stack_file.exists()
+    assert "every process stopped" in out_path.read_text()
+    assert vk(["check"], tmp_path, env).returncode == 1
+
+
+def test_up_refuses_a_taken_admin_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VAST_API_KEY")}
+        env.update(ADMIN_API_PORT=str(port), FLOWER_PORT=str(free_port()), PYTHONPATH=str(ROOT))
+        res = vk(["up"], tmp_path, env, timeout=60)
+    assert res.returncode == 1
+    assert "ADMIN_API_PORT" in res.stderr and str(port) in res.stderr
+    assert not (tmp_path / ".vastkeep" / "stack.json").exists()
+
+
+def test_help_works_with_bad_settings(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ADMIN_API_PORT": "not-a-port"}
+    res = vk(["--help"], tmp_path, env)
+    assert res.returncode == 0 and "up" in res.stdout and "check" in res.stdout
+    res = vk(["up"], tmp_path, env)
+    assert res.returncode == 2 and "ADMIN_API_PORT" in res.stderr
+    res = vk(["check"], tmp_path, env)  # no stack here: a reason, exit 1
+    assert res.returncode == 1 and "FAIL" in res.stdout

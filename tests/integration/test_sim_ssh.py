@@ -1,0 +1,185 @@
+"""SSH into simulated instances with paramiko (RejectPolicy + the simulator's known_hosts), and SSH faults."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import paramiko
+import pytest
+
+T = 5
+
+
+def ssh_client(
+    sim, host: str, port: int, timeout_s: float = T, known_hosts: bool = True
+) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    if known_hosts:
+        client.load_host_keys(sim.info["ssh_known_hosts_path"])
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        host,
+        port,
+        username="root",
+        key_filename=sim.info["ssh_private_key_path"],
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=timeout_s,
+        banner_timeout=timeout_s,
+        auth_timeout=timeout_s,
+        channel_timeout=timeout_s,
+    )
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, bytes, bytes]:
+    _in, out, err = client.exec_command(command, timeout=T)
+    data, errors = out.read(), err.read()
+    return out.channel.recv_exit_status(), data, errors
+
+
+def direct(inst: dict) -> tuple[str, int]:
+    return inst["public_ipaddr"].strip(), int(inst["ports"]["22/tcp"][0]["HostPort"])
+
+
+def wait_running(sim, iid: int, deadline_s: float = 5) -> dict:
+    end = time.monotonic() + deadline_s
+    while True:
+        inst = sim.control.instance(iid)["instance"]
+        if inst["actual_status"] == "running":
+            return inst
+        assert time.monotonic() < end, inst["actual_status"]
+        time.sleep(0.01)
+
+
+def test_provisioning_log_grows_and_is_read_with_tail_c(sim):
+    iid = sim.control.create_instance(
+        lifecycle={"created_s": 0, "loading_s": 0.1, "boot_s": 3, "log_interval_s": 0.05}
+    )["id"]
+    inst = wait_running(sim, iid)
+    with ssh_client(sim, *direct(inst)) as client:
+        code, first, _ = run(client, "tail -c +1 /var/log/onstart.log")
+        assert code == 0 and b"[image] pulling layer" in first
+        end = time.monotonic() + 3
+        while True:
+            code, more, _ = run(client, f"tail -c +{len(first) + 1} /var/log/onstart.log")
+            if more:
+                break
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        assert b"[provision]" in more
+        code, count, _ = run(client, "wc -c /var/log/onstart.log")
+        assert int(count.split()[0]) >= len(first) + len(more)
+        assert run(client, 'echo "keepalive"')[1] == b"keepalive\n"
+
+
+def test_proxy_route_and_unknown_commands(sim):
+    inst = sim.control.create_instance(running=True)
+    sim.control.append_log(inst["id"], "line one", "line two")
+    with ssh_client(sim, inst["ssh_host"], inst["ssh_port"]) as client:
+        assert run(client, "tail -n 1 /var/log/onstart.log")[1] == b"line two\n"
+        code, _, err = run(client, "rm -rf /")
+        assert code == 127 and b"not found" in err
+
+
+def test_host_key_is_checked(sim):
+    inst = sim.control.create_instance(running=True)
+    with pytest.raises(paramiko.SSHException):
+        ssh_client(sim, *direct(inst), known_hosts=False)
+
+
+def test_kill_sessions_breaks_an_open_channel(sim):
+    inst = sim.control.create_instance(running=True)
+    client = ssh_client(sim, *direct(inst))
+    try:
+        channel = client.get_transport().open_session(timeout=T)
+        channel.settimeout(T)
+        channel.exec_command("tail -f /var/log/onstart.log")
+        sim.control.append_log(inst["id"], "before the kill")
+        assert b"before the kill" in channel.recv(4096)
+        assert sim.control.kill_ssh_sessions(inst["id"]) >= 1
+        started = time.monotonic()
+        assert channel.recv(4096) == b""  # the stream ends at once, no timeout needed
+        assert time.monotonic() - started < 2
+        end = time.monotonic() + 2
+        while client.get_transport().is_active():
+            assert time.monotonic() < end
+            time.sleep(0.01)
+    finally:
+        client.close()
+    with ssh_client(sim, *direct(inst)) as again:  # new sessions work
+        assert run(again, "echo ok")[1] == b"ok\n"
+
+
+def test_hang_after_banner_times_out_the_handshake(sim):
+    inst = sim.control.create_instance(running=True)
+    sim.control.ssh_hang_after_banner(inst["id"], "22/tcp")
+    with socket.create_connection(direct(inst), timeout=T) as raw:
+        assert raw.recv(256).startswith(b"SSH-2.0-")
+        raw.sendall(b"SSH-2.0-test\r\n")
+        raw.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            raw.recv(256)
+    started = time.monotonic()
+    with pytest.raises((paramiko.SSHException, EOFError, TimeoutError)):
+        ssh_client(sim, *direct(inst), timeout_s=1.0)
+    assert 0.9 <= time.monotonic() - started < 4
+    with ssh_client(sim, inst["ssh_host"], inst["ssh_port"]) as client:  # the proxy route is fine
+        assert run(client, "echo ok")[1] == b"ok\n"
+    sim.control.ssh_normal(inst["id"])
+    with ssh_client(sim, *direct(inst)) as client:
+        assert run(client, "echo ok")[1] == b"ok\n"
+
+
+def test_blackholed_ssh_port_makes_connect_time_out(sim):
+    inst = sim.control.create_instance(running=True)
+    sim.control.blackhole(inst["id"], "22/tcp")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        ssh_client(sim, *direct(inst), timeout_s=0.5)
+    assert time.monotonic() - started >= 0.45
+    with ssh_client(sim, inst["ssh_host"], inst["ssh_port"]) as client:
+        assert run(client, "echo ok")[1] == b"ok\n"
+    sim.control.open_path(inst["id"], "22/tcp")
+    with ssh_client(sim, *direct(inst)) as client:
+        assert run(client, "echo ok")[1] == b"ok\n"
+
+
+def test_offline_host_freezes_an_open_session(sim):
+    inst = sim.control.create_instance(running=True)
+    client = ssh_client(sim, *direct(inst))
+    try:
+        channel = client.get_transport().open_session(timeout=T)
+        channel.settimeout(T)
+        channel.exec_command("tail -f /var/log/onstart.log")
+        sim.control.append_log(inst["id"], "still online")
+        assert b"still online" in channel.recv(4096)
+        sim.control.host_offline(inst["id"])
+        sim.control.append_log(inst["id"], "nobody hears this")
+        channel.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # silence, not EOF: only a deadline notices a dead route
+            channel.recv(4096)
+        assert client.get_transport().is_active()
+    finally:
+        client.close()
+
+
+def test_builtin_ssh_backend_serves_the_same_commands():
+    from tests.fixtures.sim import start_sim
+
+    proc = start_sim(["--ssh-backend", "builtin"])
+    try:
+        assert proc.info["ssh_backend"] == "builtin"
+        inst = proc.control.create_instance(running=True)
+        proc.control.append_log(inst["id"], "from the builtin server")
+        with ssh_client(proc, *direct(inst)) as client:
+            assert run(client, "tail -n 1 /var/log/onstart.log")[1] == b"from the builtin server\n"
+            assert run(client, "wc -l /var/log/onstart.log")[1] == b"1 var/log/onstart.log\n"
+            assert run(client, "reboot")[0] == 127
+        proc.control.ssh_hang_after_banner(inst["id"])
+        with pytest.raises((paramiko.SSHException, EOFError, TimeoutError)):
+            ssh_client(proc, *direct(inst), timeout_s=0.5)
+    finally:
+        assert proc.stop() == 0
+        proc.remove_state_dir()

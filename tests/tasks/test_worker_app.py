@@ -1,0 +1,217 @@
+"""The Celery app for real: an embedded worker against the test redis-server, the configuration
+that the design pins down, routing by name prefix, error mapping, and a `celery -A worker worker`
+subprocess answering `celery -A worker inspect ping` (issue 2's done-when)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+import tasks
+from tasks.base import VastkeepTask, retry_delay_s
+from tests.fixtures.celery_app import BROKER_DB, WORKER_HOSTNAME
+from vastkeep.backoff import BackoffPolicy
+from vastkeep.errors import AuthError, NetworkError
+from vastkeep.keys import Keys
+from worker.app import app
+from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = BackoffPolicy(base_s=0.01, cap_s=0.05)
+ATTEMPTS_KEY = "vk-test:attempts:{}"
+
+
+# Test-only tasks, registered at import (before the session worker starts, so it knows them).
+@app.task(name="vastkeep.test.flaky", bind=True, base=VastkeepTask, retry_policy_backoff=TINY, max_retries=5)
+def flaky(self: VastkeepTask, run_id: str, fail_times: int) -> dict:
+    from worker import wiring
+
+    n = wiring.resources().redis.incr(ATTEMPTS_KEY.format(run_id))
+    if n <= fail_times:
+        raise NetworkError("connection reset (test)", attempt=n)
+    return {"attempts": n, "retries": self.request.retries}
+
+
+@app.task(name="vastkeep.test.denied", bind=True, base=VastkeepTask, retry_policy_backoff=TINY, max_retries=5)
+def denied(self: VastkeepTask, run_id: str) -> dict:
+    from worker import wiring
+
+    wiring.resources().redis.incr(ATTEMPTS_KEY.format(run_id))
+    raise AuthError("token rejected (test)", service="vastai")
+
+
+def test_ping_round_trip_through_real_worker(vk_celery_worker) -> None:
+    result = tasks.system.ping.delay().get(timeout=15)
+    # Celery's embedded thread worker reports the machine name in request.hostname (its fast-trace
+    # path); the subprocess test below checks the real node name.
+    assert result == {"pong": True, "worker": result["worker"]}
+    assert result["worker"] in (WORKER_HOSTNAME, socket.gethostname())
+
+
+def test_heartbeat_task_writes_beat_heartbeat(vk_celery_worker, redis_client) -> None:
+    before = time.time()
+    tasks.system.heartbeat.apply_async()
+    # ignore_result: no result to wait on, so poll the key with a deadline
+    raw = _wait(lambda: redis_client.get(Keys().heartbeat("beat")), 15, "beat heartbeat key")
+    record = json.loads(raw)
+    assert record["worker"] in (WORKER_HOSTNAME, socket.gethostname()) and record["at"] >= before - 1
+    assert 0 < redis_client.pttl(Keys().heartbeat("beat")) <= 120_000
+
+
+def test_transient_error_retries_with_jitter_then_succeeds(vk_celery_worker, redis_client) -> None:
+    result = flaky.delay(run_id="t1", fail_times=2).get(timeout=15)
+    assert result == {"attempts": 3, "retries": 2}
+
+
+def test_permanent_error_fails_without_retry(vk_celery_worker, redis_client) -> None:
+    res = denied.delay(run_id="p1")
+    with pytest.raises(AuthError):
+        res.get(timeout=15)
+    assert res.state == "FAILURE"
+    assert int(redis_client.get(ATTEMPTS_KEY.format("p1"))) == 1
+
+
+def test_retry_delay_is_full_jitter_within_policy() -> None:
+    import random
+
+    class Req:
+        retries = 3
+
+    class FakeTask:
+        request = Req()
+        retry_policy_backoff = BackoffPolicy(base_s=1.0, cap_s=60.0)
+
+    rng = random.Random(7)
+    delays = [retry_delay_s(FakeTask(), rng=rng) for _ in range(200)]
+    assert all(0 <= d <= 8.0 for d in delays)
+    assert len(set(delays)) > 150  # spread, not lockstep
+    hinted = retry_delay_s(FakeTask(), NetworkError("x", delay_s=30.0), rng=rng)
+    assert hinted >= 30.0
+
+
+def test_config_is_explicit_and_consistent(vk_celery_app, vk_settings) -> None:
+    conf = vk_celery_app.conf
+    assert conf.task_serializer == "json" and conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]
+    assert conf.task_acks_late is True and conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+    vt = vk_settings.celery_visibility_timeout_s
+    assert conf.broker_transport_options["visibility_timeout"] == vt
+    assert conf.result_backend_transport_options["visibility_timeout"] == vt
+    assert conf.visibility_timeout == vt
+    assert vt > vk_settings.ssh_collect_time_limit_s and vt > vk_settings.longest_poll_interval_s
+    assert conf.task_default_queue == CONTROL_QUEUE
+    assert {q.name for q in conf.task_queues} == {CONTROL_QUEUE, SSH_QUEUE}
+    assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started
+    assert conf.beat_schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
+    for entry in conf.beat_schedule.values():
+        assert entry["task"] in vk_celery_app.tasks, f"beat entry for unknown task {entry['task']}"
+    # every registered vastkeep task has an explicit, stable name
+    assert {"vastkeep.system.ping", "vastkeep.system.heartbeat"} <= set(vk_celery_app.tasks)
+
+
+def test_visibility_timeout_follows_settings(vk_settings) -> None:
+    from dataclasses import replace
+
+    conf = celery_config(replace(vk_settings, celery_visibility_timeout_s=7200), redis_url="redis://x:1/0")
+    assert conf["broker_transport_options"]["visibility_timeout"] == 7200
+    assert conf["result_backend_transport_options"]["visibility_timeout"] == 7200
+    assert conf["visibility_timeout"] == 7200
+
+
+def test_ssh_named_tasks_land_on_the_ssh_queue(redis_server) -> None:
+    """Publish through a real broker (a db no worker reads) and look at the Redis lists."""
+    db = 14
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    probe = Celery("routing-probe", set_as_current=False)
+    probe.conf.update(celery_config(_settings(), redis_url=url))
+    raw = redis_lib.Redis(port=redis_server.port, db=db)
+    raw.flushdb()
+    try:
+        probe.send_task("vastkeep.ssh.collect_logs", kwargs={"instance_id": "1"})
+        probe.send_task("vastkeep.logs.tail", kwargs={"instance_id": "1"})
+        probe.send_task("vastkeep.ports.validate_instance", kwargs={"instance_id": "1"})
+        assert raw.llen(SSH_QUEUE) == 2
+        assert raw.llen(CONTROL_QUEUE) == 1
+        body = json.loads(raw.lindex(CONTROL_QUEUE, 0))
+        assert body["content-type"] == "application/json"
+    finally:
+        raw.flushdb()
+        probe.close()
+
+
+def _settings():
+    from vastkeep.settings import load_settings
+
+    return load_settings(environ={}, env_file=False)
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
+    db = 13
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    raw = redis_lib.Redis(port=redis_server.port, db=db, decode_responses=True)
+    raw.flushdb()
+    env = {**os.environ, "REDIS_URL": url, "VASTKEEP_HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "LOG_LEVEL": "WARNING"}
+    env.pop("VAST_API_KEY", None)
+    name = f"cli-{os.getpid()}@localhost"
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "solo", "-n", name,
+         "-Q", f"{CONTROL_QUEUE},{SSH_QUEUE}", "--without-mingle", "--without-gossip", "-l", "WARNING"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # the worker's heartbeat bootstep says it started (no sleeps: poll with a deadline)
+        hb = _wait(lambda: raw.get(Keys().heartbeat(name)), 30, "worker heartbeat")
+        assert "vastkeep.control" in json.loads(hb)["queues"]
+        out = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping", "-d", name, "--timeout", "5"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "pong" in out.stdout and name in out.stdout
+        # and a task round-trip through this worker reports its node name
+        client = Celery("cli-probe", set_as_current=False)
+        client.conf.update(celery_config(_settings(), redis_url=url))
+        try:
+            assert client.send_task("vastkeep.system.ping").get(timeout=15) == {"pong": True, "worker": name}
+        finally:
+            client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait(5)
+        log.close()
+    assert rc == 0, (tmp_path / "worker.log").read_text()[-2000:]
+    assert raw.get(Keys().heartbeat(name)) is None  # a clean stop removes its heartbeat
+    raw.flushdb()
+
+
+def test_broker_db_is_apart_from_state_db(vk_celery_app, redis_server) -> None:
+    assert vk_celery_app.conf.broker_url.endswith(f"/{BROKER_DB}")
+    from worker import wiring
+
+    assert wiring.redis_url() == redis_server.url

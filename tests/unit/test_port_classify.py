@@ -1,0 +1,139 @@
+"""classify_probe: a pure table from per-candidate probe results to one verdict."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from vastkeep.errors import UnsafeTarget
+from vastkeep.port_candidates import Candidate
+from vastkeep.port_probe import ProbeResult, is_comfyui_stats
+from vastkeep.ports import (
+    FIREWALL_ERROR,
+    NO_CANDIDATES_ERROR,
+    PortValidation,
+    classify_probe,
+    log_validation,
+    unsafe_validation,
+)
+
+A = "203.0.113.7"
+PORTS = {"direct": 8188, "mapped": 41234, "fallback": 41235}
+DETAIL = {"refused": "TCP connection refused", "timeout": "TCP connection timeout",
+          "reset": "connection reset",
+          "http_error": "HTTP 500", "wrong_body": "response is not ComfyUI /system_stats", "ok": "",
+          "skipped": "a higher-priority candidate passed", "http_timeout": "HTTP timeout (no response)"}
+
+
+def r(kind: str, outcome: str) -> ProbeResult:
+    """Shorthand: 'timeout' = TCP-stage timeout, 'http_timeout' = connected then HTTP hung."""
+    stage = {"timeout": "tcp", "refused": "tcp", "ok": "done", "skipped": "tcp"}.get(outcome, "http")
+    tcp_ms = None if stage == "tcp" else 1.0
+    real = "timeout" if outcome == "http_timeout" else outcome
+    return ProbeResult(kind, PORTS[kind], A, real, stage, 2.0, tcp_ms=tcp_ms,
+                       http_status=500 if outcome == "http_error" else None, detail=DETAIL[outcome])
+
+
+CASES = [
+    # (results as (kind, outcome), success, winner kind, error, firewall)
+    ([("direct", "ok"), ("mapped", "ok"), ("fallback", "ok")], True, "direct", None, False),
+    ([("direct", "refused"), ("mapped", "ok"), ("fallback", "ok")], True, "mapped", None, False),
+    # priority, not order of arrival: fallback listed first still loses to mapped
+    ([("fallback", "ok"), ("mapped", "ok"), ("direct", "timeout")], True, "mapped", None, False),
+    ([("direct", "timeout"), ("mapped", "timeout"), ("fallback", "ok")], True, "fallback", None, False),
+    ([("direct", "ok"), ("mapped", "skipped"), ("fallback", "skipped")], True, "direct", None, False),
+    # the firewall rule: every candidate (two or more) timed out at TCP
+    ([("direct", "timeout"), ("mapped", "timeout"), ("fallback", "timeout")],
+     False, None, FIREWALL_ERROR, True),
+    ([("direct", "timeout"), ("mapped", "timeout")], False, None, FIREWALL_ERROR, True),
+    # one candidate alone is never "a firewall": its own reason, exactly as the guide logs it
+    ([("mapped", "timeout")], False, None, "TCP connection timeout", False),
+    ([("mapped", "refused")], False, None, "TCP connection refused", False),
+    ([("mapped", "http_error")], False, None, "HTTP 500", False),
+    ([("mapped", "wrong_body")], False, None, "response is not ComfyUI /system_stats", False),
+    ([("mapped", "reset")], False, None, "connection reset", False),
+    # a timeout after a TCP success (HTTP hang) is not a firewall
+    ([("direct", "timeout"), ("mapped", "http_timeout")], False, None,
+     "direct 8188: TCP connection timeout; mapped 41234: HTTP timeout (no response)", False),
+    # mixed failures name each candidate
+    ([("direct", "refused"), ("mapped", "http_error"), ("fallback", "timeout")], False, None,
+     "direct 8188: TCP connection refused; mapped 41234: HTTP 500; "
+     "fallback 41235: TCP connection timeout", False),
+    ([], False, None, NO_CANDIDATES_ERROR, False),
+]
+
+
+@pytest.mark.parametrize(("rows", "success", "kind", "error", "firewall"), CASES)
+def test_classify_probe_table(rows, success, kind, error, firewall):
+    pv = classify_probe([r(k, o) for k, o in rows])
+    assert pv.success is success
+    assert pv.kind == kind
+    assert pv.error == error
+    assert pv.firewall is firewall
+    if success:
+        assert pv.port == PORTS[kind]
+        assert pv.connection_url == f"http://{A}:{PORTS[kind]}"
+    else:
+        assert pv.port is None and pv.connection_url is None
+    assert [c.kind for c in pv.candidates] == [k for k in ("direct", "mapped", "fallback")
+                                               if k in {k2 for k2, _ in rows}]
+
+
+@pytest.mark.parametrize("outcome",
+                         ["refused", "timeout", "reset", "http_error", "wrong_body", "http_timeout"])
+def test_tcp_success_never_masks_http_failure(outcome):
+    """Whatever failed, a connected-but-failing candidate is never the winner."""
+    pv = classify_probe([r("direct", outcome), r("mapped", "refused")])
+    assert not pv.success
+
+
+def test_ipv6_url_is_bracketed():
+    res = ProbeResult("mapped", 41234, "2606:4700::1", "ok", "done", 1.0, tcp_ms=0.5, http_status=200)
+    assert classify_probe([res]).connection_url == "http://[2606:4700::1]:41234"
+
+
+def test_to_dict_is_small_json():
+    pv = classify_probe([r("direct", "refused"), r("mapped", "ok")])
+    d = pv.to_dict()
+    assert d["success"] is True and d["kind"] == "mapped" and d["port"] == 41234
+    assert d["candidates"][0] == {"kind": "direct", "port": 8188, "outcome": "refused", "stage": "tcp",
+                                  "ms": 2.0, "detail": "TCP connection refused"}
+
+
+def test_unsafe_validation_probes_nothing():
+    exc = UnsafeTarget("refusing", address="127.0.0.1", reason="loopback address")
+    pv = unsafe_validation([Candidate("direct", "127.0.0.1", 8188)], exc)
+    assert not pv.success
+    assert pv.error == "Unsafe target refused: loopback address"
+    assert [c.outcome for c in pv.candidates] == ["unsafe"]
+
+
+@pytest.mark.parametrize(
+    ("pv", "level", "line"),
+    [
+        (PortValidation(True, 8188, "direct", "http://a:8188"), logging.INFO,
+         "✅ Port 8188 (direct) validated and accessible"),
+        (PortValidation(True, 41234, "mapped", "http://a:41234"), logging.INFO,
+         "✅ Port 41234 (mapped) validated and accessible"),
+        (PortValidation(False, error="TCP connection timeout"), logging.WARNING,
+         "⚠️  Port validation failed: TCP connection timeout"),
+        (PortValidation(False, error=FIREWALL_ERROR), logging.WARNING,
+         "⚠️  Port validation failed: All ports blocked - firewall detected"),
+    ],
+)
+def test_guide_log_lines(caplog, pv, level, line):
+    caplog.set_level(logging.INFO, logger="vastkeep.ports")
+    log_validation(pv, "7")
+    assert [(rec.levelno, rec.getMessage()) for rec in caplog.records] == [(level, line)]
+    assert caplog.records[0].instance_id == "7"
+
+
+@pytest.mark.parametrize(
+    ("doc", "ok"),
+    [({"system": {"os": "posix"}, "devices": []}, True), ({"system": {}, "devices": [{}]}, True),
+     ({"system": [], "devices": []}, False), ({"devices": []}, False), ({"system": {}}, False),
+     ([], False), ("system", False), (None, False), ({"system": {}, "devices": {}}, False)],
+)
+def test_comfyui_shape(doc, ok):
+    assert is_comfyui_stats(doc) is ok

@@ -1,0 +1,213 @@
+"""The admin API: a FastAPI app factory that knows nothing about Celery.
+
+Operators and other services use it to look at and steer the control plane (the guide's
+``/api/proxy/admin/...`` endpoints). Tasks are triggered through an injected ``dispatch(name,
+kwargs) -> task_id`` callable, which ``worker/api.py`` implements with ``app.send_task`` - so this
+package stays importable and testable without a broker.
+
+Routers live in ``vastkeep/admin/routes_<concern>.py`` and each exports ``router``; add your module
+name to :data:`ROUTERS`. Guarded routes use :func:`vastkeep.admin.auth.require_admin_key` and live
+under :data:`ADMIN_PREFIX`; shared objects come from :func:`get_context`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vastkeep import errors
+from vastkeep.clock import SYSTEM_CLOCK, Clock
+from vastkeep.keys import Keys
+from vastkeep.settings import Settings
+
+ADMIN_PREFIX = "/api/proxy/admin"
+MAX_BODY_BYTES = 64 * 1024
+#: modules under vastkeep.admin that export ``router`` (append yours; order = OpenAPI order)
+ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens")
+log = logging.getLogger("vastkeep.admin")
+
+Dispatch = Callable[[str, dict[str, Any]], str]
+
+
+@dataclass
+class AdminContext:
+    """What route handlers share: settings, Redis, store, events, the task dispatcher, the clock."""
+
+    settings: Settings
+    redis: Any
+    keys: Keys
+    clock: Clock
+    store: Any = None
+    events: Any = None
+    dispatch: Dispatch | None = None
+
+    def send(self, name: str, kwargs: dict[str, Any] | None = None) -> str:
+        """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""
+        if self.dispatch is None:
+            raise HTTPException(status_code=503, detail="task dispatch not available in this process")
+        try:
+            return self.dispatch(name, dict(kwargs or {}))
+        except Exception as exc:  # broker down etc.: a clean 503, never a traceback
+            log.warning("dispatch of %s failed: %s", name, type(exc).__name__)
+            raise HTTPException(status_code=503,
+                                detail=f"could not queue {name}: broker unavailable") from None
+
+
+def get_context(request: Request) -> AdminContext:
+    """FastAPI dependency: the app's :class:`AdminContext`."""
+    return request.app.state.vk
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes with 413 (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _json(send, 400, {"error": "bad_request", "reason": "invalid Content-Length"})
+                    return
+                if declared > self.limit:
+                    await _json(send, 413, {"error": "payload_too_large",
+                                            "reason": f"request body over {self.limit} bytes"})
+                    return
+        # Bodies are small (<= limit): read them whole here, so an over-long stream is refused before
+        # any handler sees it (FastAPI would turn an error raised mid-parse into a generic 400).
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                await _json(send, 413, {"error": "payload_too_large",
+                                        "reason": f"request body over {self.limit} bytes"})
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _status_for(exc: errors.VastkeepError) -> int:
+    """Map the error tree onto HTTP: permanent → 4xx, transient → 503."""
+    if isinstance(exc, errors.NotFound):
+        return 404
+    if isinstance(exc, errors.LeaseBusy | errors.SafeModeActive):
+        return 409
+    if isinstance(exc, errors.TransientError):
+        return 503
+    if isinstance(exc, errors.AuthError):
+        return 502  # the provider refused *our* credentials: not the caller's fault
+    return 400
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo "input": a rejected update-token body would put the token in the response.
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                    for e in exc.errors()]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse(status_code=422, content={"error": "validation_error",
+                                                      "reason": f"{where}: {first['msg']}".strip(": "),
+                                                      "problems": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
+                            content={"error": _error_name(exc.status_code), "reason": str(exc.detail)})
+
+    @app.exception_handler(errors.VastkeepError)
+    async def _vastkeep(_: Request, exc: errors.VastkeepError) -> JSONResponse:
+        body = exc.to_dict()
+        body["reason"] = body.pop("message", "") or type(exc).__name__
+        return JSONResponse(status_code=_status_for(exc), content=body)
+
+    @app.exception_handler(ValueError)
+    async def _value(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": "bad_request", "reason": str(exc)[:300]})
+
+
+_ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                415: "unsupported_media_type", 422: "validation_error", 503: "unavailable"}
+
+
+def _error_name(status: int) -> str:
+    return _ERROR_NAMES.get(status, "error")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Any = None,
+    events: Any = None,
+    dispatch: Dispatch | None = None,
+    extra_routers: Iterable[APIRouter] = (),
+    redis: Any = None,
+    clock: Clock = SYSTEM_CLOCK,
+    keys: Keys | None = None,
+) -> FastAPI:
+    """Build the admin app. ``redis`` defaults to ``store.redis`` or a client for ``settings.redis_url``."""
+    if redis is None:
+        redis = getattr(store, "redis", None)
+    if redis is None and settings.redis_url:
+        from vastkeep.redis_conn import connect  # noqa: PLC0415
+
+        redis = connect(settings.redis_url)
+    keys = keys or getattr(store, "keys", None) or Keys()
+    app = FastAPI(title="vastkeep admin API", version="1", docs_url="/docs", openapi_url="/openapi.json",
+                  redoc_url=None,
+                  description="Steer the vastkeep control plane. "
+                              "Guarded endpoints need the `X-Admin-Key` header.")
+    app.state.admin_key = settings.admin_api_key
+    app.state.vk = AdminContext(settings=settings, redis=redis, keys=keys, clock=clock, store=store,
+                                events=events, dispatch=dispatch)
+    _install_error_handlers(app)
+    for module_name in ROUTERS:
+        module = importlib.import_module(f"vastkeep.admin.{module_name}")
+        app.include_router(module.router)
+    for router in extra_routers:
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,85 @@
+"""Layer 2 admin endpoints: validate the tokens now, replace one at runtime, show where each comes from.
+
+``POST /api/proxy/admin/validate-tokens`` and ``POST /api/proxy/admin/update-token`` keep the guide's
+paths and bodies. The handlers call :class:`vastkeep.tokens.TokenManager` directly (a fresh check
+takes at most the check timeout, and an update must be validated before it is answered), in
+FastAPI's thread pool because the checks block. A token sent to update-token is never echoed, logged
+or put in an error: bodies are parsed by hand so no validation error can quote it back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.auth import require_admin_key
+from vastkeep.errors import InvalidInput
+from vastkeep.tokens import TokenManager
+
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
+
+UPDATE_FIELDS = frozenset({"service", "token", "force"})
+UPDATE_STATUS = {None: 200, "rejected": 422, "unverified": 503}
+
+
+def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) -> TokenManager:
+    """The app's manager (``app.state.token_manager`` if set, else one built from settings + store)."""
+    manager = getattr(request.app.state, "token_manager", None)
+    if manager is not None:
+        return manager
+    if ctx.store is None:
+        raise HTTPException(status_code=503, detail="state store not available in this process")
+    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.events, clock=ctx.clock)
+
+
+@router.post("/validate-tokens", summary="Validate every token now (real API calls, not the cache)")
+def validate_tokens(manager: TokenManager = Depends(token_manager)) -> dict[str, Any]:
+    """``{"success": true, "validation": {service: result}}``; a rejected token is a result, not an error."""
+    return {"success": True, "validation": manager.validate_all(use_cache=False)}
+
+
+@router.get("/tokens", summary="Where each token comes from and its cached result (no API calls)")
+def token_status(manager: TokenManager = Depends(token_manager)) -> dict[str, Any]:
+    return {"success": True, "tokens": manager.status()}
+
+
+async def _update_body(request: Request) -> dict[str, Any]:
+    """The JSON object of an update-token request, checked field by field (never quoting a value)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("request body must be a JSON object", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object", field="body")
+    unknown = sorted(str(k)[:40] for k in body if k not in UPDATE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}; expected service, token, force",
+                           field="body")
+    if "service" not in body:
+        raise InvalidInput("service is required", field="service")
+    if "token" not in body:
+        raise InvalidInput("token is required", field="token")
+    if not isinstance(body.get("force", False), bool):
+        raise InvalidInput("force must be true or false", field="force")
+    return body
+
+
+@router.post("/update-token", summary="Replace a token at runtime, after validating it",
+             responses={400: {"description": "bad body, unknown service, malformed token"},
+                        422: {"description": "the provider rejected the new token (old one kept)"},
+                        503: {"description": "the provider could not be reached (old one kept; "
+                                             "send force=true to store it anyway)"}})
+async def update_token(request: Request, manager: TokenManager = Depends(token_manager)) -> JSONResponse:
+    """Body ``{"service": "civitai", "token": "...", "force": false}``; every worker uses it at once."""
+    body = await _update_body(request)
+    service = TokenManager.check_service(body["service"])
+    token = body["token"]
+    force = bool(body.get("force", False))
+    outcome = await run_in_threadpool(manager.update_token, service, token, force=force)
+    return JSONResponse(status_code=UPDATE_STATUS[outcome.reason], content=outcome.to_dict())

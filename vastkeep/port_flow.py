@@ -1,0 +1,127 @@
+"""Layer 3 against the store: validate one instance or the whole pool and record the verdict.
+
+The guide's integration, in Python: a validated instance gets its ``connection_url`` and turns "ready";
+a failed one stays "loading" with ``port_validation`` saying why, and the next poll simply tries again.
+Writes only set values (no counters), so a redelivered task writes the same thing twice, harmlessly;
+events are emitted only when the verdict changes, so redelivery and steady polling do not flood the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.errors import NotFound, UnsafeTarget
+from vastkeep.ports import PortValidation, PortValidator, candidates_for, unsafe_validation
+
+log = logging.getLogger("vastkeep.ports")
+
+#: Statuses a passing validation promotes to "ready" (the guide: loading → ready once a port works).
+PROMOTABLE = frozenset({"starting", "loading"})
+#: Statuses we neither probe nor write: the instance is going or gone.
+SKIPPED_STATUSES = frozenset({"destroyed", "destroying"})
+
+
+def _needs_refresh(rec: Any) -> bool:
+    return not (getattr(rec, "public_ip", None) and getattr(rec, "ports", None))
+
+
+def refresh_from_provider(store: Any, vast: Any, rec: Any) -> Any:
+    """Fill a record's ``public_ip``/``ports`` from ``VastClient.show_instance`` (loading ones lack them)."""
+    vi = vast.show_instance(int(rec.instance_id))
+    if not vi.public_ip and not vi.ports:
+        return rec
+    return store.update_instance(rec.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
+
+
+def _verdict_key(pv: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    if not pv:
+        return None
+    return (pv.get("success"), pv.get("connection_url"), pv.get("error"))
+
+
+def record_validation(store: Any, events: Any, instance_id: str, pv: PortValidation, clock: Clock) -> Any:
+    """Write the verdict: always ``port_validation``; on success also the URL and loading → ready.
+
+    A record that vanished or is being destroyed meanwhile is left alone (never resurrected).
+    """
+    rec = store.get_instance(instance_id)
+    if rec is None or rec.status in SKIPPED_STATUSES:
+        return rec
+    entry = pv.to_dict() | {"checked_at": iso(clock.now())}
+    changes: dict[str, Any] = {"port_validation": entry}
+    promoted = False
+    if pv.success:
+        changes["connection_url"] = pv.connection_url
+        if rec.status in PROMOTABLE:
+            changes["status"] = "ready"
+            promoted = True
+    changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
+    rec = store.update_instance(instance_id, changes)
+    if events is not None and changed:
+        if pv.success:
+            events.emit("port-validated", instance_id=instance_id, port=pv.port, candidate=pv.kind,
+                        connection_url=pv.connection_url, status=rec.status)
+        else:
+            events.emit("port-validation-failed", instance_id=instance_id, error=pv.error,
+                        firewall=pv.firewall, status=rec.status)
+    return rec
+
+
+def result_dict(instance_id: str, pv: PortValidation) -> dict[str, Any]:
+    """The task result: small JSON, no secrets."""
+    return {"instance_id": instance_id, "success": pv.success, "port": pv.port, "kind": pv.kind,
+            "connection_url": pv.connection_url, "error": pv.error, "firewall": pv.firewall,
+            "candidates": [{"kind": r.kind, "port": r.port, "outcome": r.outcome, "ms": round(r.ms, 1)}
+                           for r in pv.candidates]}
+
+
+def validate_instance(store: Any, events: Any, validator: PortValidator, instance_id: str, *,
+                      vast: Any = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """Probe one stored instance and record the verdict; returns :func:`result_dict`.
+
+    Raises NotFound when the record does not exist. An address refused by the SSRF guard is recorded as a
+    failed validation (nothing is probed) rather than raised, so the caller sees it in the store.
+    """
+    rec = store.get_instance(instance_id)
+    if rec is None:
+        raise NotFound(f"no instance record {instance_id}", instance_id=instance_id)
+    if rec.status in SKIPPED_STATUSES:
+        return result_dict(instance_id, PortValidation(False, error=f"instance is {rec.status}"))
+    if vast is not None and _needs_refresh(rec):
+        rec = refresh_from_provider(store, vast, rec)
+    cands = candidates_for(rec)
+    try:
+        pv = validator.validate(cands, instance_id)
+    except UnsafeTarget as exc:
+        pv = unsafe_validation(cands, exc)
+        log.warning("⚠️  Port validation failed: %s", pv.error, extra={"instance_id": instance_id})
+    record_validation(store, events, instance_id, pv, clock)
+    return result_dict(instance_id, pv)
+
+
+def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: Any = None,
+                  clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
+
+    Records lacking an address are filled from one ``VastClient.list_instances()`` call, not one call each.
+    Returns counts plus the failed ids (small JSON even for thousands of instances).
+    """
+    records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
+    if vast is not None and any(_needs_refresh(r) for r in records):
+        by_id = {str(vi.id): vi for vi in vast.list_instances()}
+        fresh = []
+        for r in records:
+            vi = by_id.get(str(r.instance_id))
+            if _needs_refresh(r) and vi is not None and (vi.public_ip or vi.ports):
+                r = store.update_instance(r.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
+            fresh.append(r)
+        records = fresh
+    verdicts = validator.validate_many({r.instance_id: candidates_for(r) for r in records})
+    ready, failed = [], []
+    for iid, pv in verdicts.items():
+        record_validation(store, events, iid, pv, clock)
+        (ready if pv.success else failed).append(iid)
+    return {"checked": len(verdicts), "passed": len(ready), "failed": len(failed),
+            "failed_ids": sorted(failed)[:100], "firewall": sum(1 for pv in verdicts.values() if pv.firewall)}

@@ -1,0 +1,236 @@
+"""``SimControl``: the small client tests and benchmarks use to drive the simulator's ``/_sim`` API.
+
+Every call has a timeout; the control token is sent as ``X-Sim-Token`` and never shown in a repr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+class SimControl:
+    """Drive a running simulator: instances, faults (and their clearing), lifecycle, keys, request log."""
+
+    def __init__(self, control_url: str, control_token: str, timeout_s: float = 30.0) -> None:
+        self.control_url = control_url.rstrip("/")
+        self._token = control_token
+        self.timeout_s = timeout_s
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"SimControl({self.control_url!r})"
+
+    @classmethod
+    def from_ready_file(cls, path: str | Path) -> SimControl:
+        info = json.loads(Path(path).read_text())
+        return cls(info["control_url"], info["control_token"])
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        resp = self._session.request(
+            method,
+            self.control_url + path,
+            json=body,
+            params=params,
+            headers={"X-Sim-Token": self._token},
+            timeout=timeout_s or self.timeout_s,
+        )
+        if resp.status_code >= 400:
+            raise RuntimeError(f"simulator control {method} {path} -> {resp.status_code}: {resp.text[:300]}")
+        return resp.json()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ── whole simulator ─────────────────────────────────────────────────────
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def reset(self) -> None:
+        """Destroy every instance, clear every fault, restore default delays, keys and rent options."""
+        self._call("POST", "/reset")
+
+    def clear_faults(self) -> None:
+        """Clear every fault (API, tokens, endpoints, fault states) but keep the instances."""
+        self._call("POST", "/clear_faults")
+
+    def set_lifecycle(self, **delays_s: float) -> dict[str, float]:
+        """Default delays for new instances: created_s, loading_s, boot_s, stop_s, log_interval_s."""
+        return self._call("POST", "/lifecycle", delays_s)
+
+    def set_rent_defaults(self, **options: Any) -> dict[str, Any]:
+        """Options for instances rented through the Vast API: ssh, ssh_proxy, direct_8188, port_18188, ..."""
+        return self._call("POST", "/rent_defaults", options)
+
+    # ── instances ───────────────────────────────────────────────────────────
+    def create_instance(self, **opts: Any) -> dict[str, Any]:
+        """Create an instance (``running=True`` skips the lifecycle); returns the Vast API instance object.
+
+        Options: running, ssh, ssh_proxy, direct_8188, port_18188, label, image, offer_id,
+        ip_trailing_newline, lifecycle={created_s, loading_s, boot_s, stop_s, log_interval_s}.
+        """
+        return self._call("POST", "/instances", opts)["instance"]
+
+    def bulk_create(self, count: int, timeout_s: float = 600.0, **opts: Any) -> dict[str, Any]:
+        """Create ``count`` running instances at once (no SSH unless asked); returns ids and elapsed_s."""
+        return self._call("POST", "/instances/bulk", {"count": count, **opts}, timeout_s=timeout_s)
+
+    def instance(self, instance_id: int) -> dict[str, Any]:
+        """{"instance": API object, "sim": endpoints and faults, "log_path": host path of onstart.log}."""
+        return self._call("GET", f"/instances/{instance_id}")
+
+    def append_log(self, instance_id: int, *lines: str) -> None:
+        self._call("POST", f"/instances/{instance_id}/log", {"lines": list(lines)})
+
+    # ── instance fault states ───────────────────────────────────────────────
+    def set_state(self, instance_id: int, state: str) -> dict[str, Any]:
+        """exited | offline | outbid | error, or running to clear."""
+        return self._call("POST", f"/instances/{instance_id}/state", {"state": state})
+
+    def exit_instance(self, instance_id: int) -> dict[str, Any]:
+        return self.set_state(instance_id, "exited")
+
+    def host_offline(self, instance_id: int) -> dict[str, Any]:
+        return self.set_state(instance_id, "offline")
+
+    def outbid(self, instance_id: int) -> dict[str, Any]:
+        return self.set_state(instance_id, "outbid")
+
+    def error_instance(self, instance_id: int) -> dict[str, Any]:
+        return self.set_state(instance_id, "error")
+
+    def restore_instance(self, instance_id: int) -> dict[str, Any]:
+        return self.set_state(instance_id, "running")
+
+    # ── ComfyUI faults ──────────────────────────────────────────────────────
+    def comfy(self, instance_id: int, mode: str, endpoint: str | None = None, delay_s: float = 0.0) -> dict:
+        body: dict[str, Any] = {"mode": mode, "delay_s": delay_s}
+        if endpoint:
+            body["endpoint"] = endpoint
+        return self._call("POST", f"/instances/{instance_id}/comfy", body)
+
+    def crash_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
+        """ComfyUI dies: connections refused, open ones reset."""
+        return self.comfy(instance_id, "crash", endpoint)
+
+    def hang_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
+        """ComfyUI accepts connections and never answers."""
+        return self.comfy(instance_id, "hang", endpoint)
+
+    def slow_comfy(self, instance_id: int, delay_s: float, endpoint: str | None = None) -> dict:
+        return self.comfy(instance_id, "slow", endpoint, delay_s)
+
+    def restore_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
+        return self.comfy(instance_id, "up", endpoint)
+
+    # ── TCP path faults ─────────────────────────────────────────────────────
+    def net(self, instance_id: int, mode: str, endpoint: str | None = None) -> dict:
+        """mode: open | refuse | blackhole | reset | firewall (= blackhole). endpoint: 8188/tcp, 18188/tcp,
+        direct, 22/tcp, ssh_proxy (None = all of them)."""
+        body: dict[str, Any] = {"mode": mode}
+        if endpoint:
+            body["endpoint"] = endpoint
+        return self._call("POST", f"/instances/{instance_id}/net", body)
+
+    def blackhole(self, instance_id: int, endpoint: str | None = None) -> dict:
+        return self.net(instance_id, "blackhole", endpoint)
+
+    def reset_path(self, instance_id: int, endpoint: str | None = None) -> dict:
+        return self.net(instance_id, "reset", endpoint)
+
+    def refuse(self, instance_id: int, endpoint: str | None = None) -> dict:
+        return self.net(instance_id, "refuse", endpoint)
+
+    def firewall(self, instance_id: int, endpoint: str) -> dict:
+        return self.net(instance_id, "firewall", endpoint)
+
+    def open_path(self, instance_id: int, endpoint: str | None = None) -> dict:
+        return self.net(instance_id, "open", endpoint)
+
+    # ── SSH faults ──────────────────────────────────────────────────────────
+    def kill_ssh_sessions(self, instance_id: int, endpoint: str | None = None) -> int:
+        body: dict[str, Any] = {"action": "kill_sessions"}
+        if endpoint:
+            body["endpoint"] = endpoint
+        return self._call("POST", f"/instances/{instance_id}/ssh", body)["killed"]
+
+    def ssh_hang_after_banner(self, instance_id: int, endpoint: str | None = None) -> dict:
+        body: dict[str, Any] = {"mode": "hang_after_banner"}
+        if endpoint:
+            body["endpoint"] = endpoint
+        return self._call("POST", f"/instances/{instance_id}/ssh", body)
+
+    def ssh_normal(self, instance_id: int, endpoint: str | None = None) -> dict:
+        body: dict[str, Any] = {"mode": "normal"}
+        if endpoint:
+            body["endpoint"] = endpoint
+        return self._call("POST", f"/instances/{instance_id}/ssh", body)
+
+    # ── API faults and keys ─────────────────────────────────────────────────
+    def api_fault(
+        self,
+        service: str = "all",
+        status: int | None = None,
+        count: int | None = None,
+        delay_s: float = 0.0,
+        path_contains: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Next ``count`` requests (None = until cleared) of ``service`` answer ``status`` and/or wait."""
+        return self._call(
+            "POST",
+            "/api_faults",
+            {
+                "service": service,
+                "status": status,
+                "count": count,
+                "delay_s": delay_s,
+                "path_contains": path_contains,
+            },
+        )["active"]
+
+    def rate_limit_burst(self, count: int, service: str = "vast") -> list[dict[str, Any]]:
+        """429 ``API requests too frequent`` (plain text, no Retry-After) for the next ``count`` requests."""
+        return self.api_fault(service, 429, count)
+
+    def server_error_burst(
+        self, count: int, status: int = 503, service: str = "vast"
+    ) -> list[dict[str, Any]]:
+        return self.api_fault(service, status, count)
+
+    def slow_api(
+        self, delay_s: float, service: str = "all", count: int | None = None
+    ) -> list[dict[str, Any]]:
+        return self.api_fault(service, None, count, delay_s)
+
+    def clear_api_faults(self) -> None:
+        self._call("DELETE", "/api_faults")
+
+    def set_valid_tokens(self, **valid: str | list[str]) -> dict[str, Any]:
+        """Keys each service accepts from now on, e.g. ``hf=["hf_new"]``; ``hf=[]`` rejects every key."""
+        return self._call("POST", "/tokens", {"valid": valid})
+
+    def invalidate_token(self, service: str) -> dict[str, Any]:
+        return self.set_valid_tokens(**{service: []})
+
+    def reset_tokens(self) -> dict[str, Any]:
+        return self._call("POST", "/tokens", {"reset": True})
+
+    def requests_seen(self, since: int = 0, service: str | None = None) -> list[dict[str, Any]]:
+        """Requests the APIs saw: method, path, auth (bearer|query|missing), key_valid, key_fingerprint."""
+        params: dict[str, Any] = {"since": since}
+        if service:
+            params["service"] = service
+        return self._call("GET", "/requests", params=params)["requests"]
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/requests")

@@ -1,0 +1,140 @@
+"""HTTP-level faults of the simulated APIs (429/5xx bursts, slow answers), the valid keys, and a request log.
+
+The request log never keeps a key: it records how the caller authenticated (``bearer`` / ``query`` /
+``missing``), whether the key was valid, and a short SHA-256 fingerprint tests can compare against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+SERVICES = ("vast", "hf", "civitai")
+TOO_FREQUENT = "API requests too frequent"
+
+
+def fingerprint(secret: str) -> str:
+    """A short, one-way tag for a key: lets tests match keys without the simulator storing them."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ApiFault:
+    """One rule: for ``service`` (or ``all``), the next ``count`` requests (None = until cleared)."""
+
+    service: str = "all"
+    status: int | None = None
+    delay_s: float = 0.0
+    count: int | None = None
+    path_contains: str | None = None
+    body: str | None = None
+
+    def matches(self, service: str, path: str) -> bool:
+        if self.count is not None and self.count <= 0:
+            return False
+        if self.service not in ("all", service):
+            return False
+        return self.path_contains is None or self.path_contains in path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "status": self.status,
+            "delay_s": self.delay_s,
+            "count": self.count,
+            "path_contains": self.path_contains,
+        }
+
+
+class ApiFaults:
+    """The active rules; the first matching rule with remaining count applies (and is consumed)."""
+
+    def __init__(self) -> None:
+        self.rules: list[ApiFault] = []
+
+    def add(self, spec: dict[str, Any]) -> ApiFault:
+        service = spec.get("service", "all")
+        if service not in (*SERVICES, "all"):
+            raise ValueError(f"unknown service {service!r}")
+        status = spec.get("status")
+        if status is not None and not 400 <= int(status) <= 599:
+            raise ValueError("status must be a 4xx or 5xx code")
+        count = spec.get("count")
+        rule = ApiFault(
+            service=service,
+            status=int(status) if status is not None else None,
+            delay_s=float(spec.get("delay_s", 0.0)),
+            count=int(count) if count is not None else None,
+            path_contains=spec.get("path_contains"),
+            body=spec.get("body"),
+        )
+        if rule.status is None and rule.delay_s <= 0:
+            raise ValueError("a fault needs a status or a delay_s")
+        self.rules.append(rule)
+        return rule
+
+    def take(self, service: str, path: str) -> ApiFault | None:
+        for rule in self.rules:
+            if rule.matches(service, path):
+                if rule.count is not None:
+                    rule.count -= 1
+                return rule
+        return None
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def active(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.rules if r.count is None or r.count > 0]
+
+
+def fault_body(status: int, service: str) -> tuple[str, str]:
+    """(body, content type) a provider really sends with this status."""
+    if status == 429:
+        return TOO_FREQUENT, "text/plain"
+    if status >= 500:
+        return f"<html><body><h1>{status} Server Error</h1></body></html>", "text/html"
+    if service == "hf":
+        return '{"error":"Invalid credentials in Authorization header"}', "application/json"
+    return '{"success": false, "error": "simulated_fault", "msg": "simulated fault"}', "application/json"
+
+
+class TokenBook:
+    """The keys each simulated service accepts (several allowed, so a rotation can be simulated)."""
+
+    def __init__(self, vast: str, hf: str, civitai: str) -> None:
+        self.valid: dict[str, set[str]] = {"vast": {vast}, "hf": {hf}, "civitai": {civitai}}
+        self._initial = {k: set(v) for k, v in self.valid.items()}
+
+    def set(self, service: str, keys: list[str]) -> None:
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}")
+        self.valid[service] = {k for k in keys if k}
+
+    def check(self, service: str, key: str | None) -> bool:
+        return bool(key) and key in self.valid[service]
+
+    def reset(self) -> None:
+        self.valid = {k: set(v) for k, v in self._initial.items()}
+
+
+class RequestLog:
+    """The last requests the APIs saw, without secrets (for asserting how a client authenticates)."""
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._seq = 0
+
+    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
+        self._seq += 1
+        entry["seq"] = self._seq
+        self._items.append(entry)
+        return entry
+
+    def since(self, seq: int = 0, service: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self._items if e["seq"] > seq and (service is None or e["service"] == service)]
+
+    def clear(self) -> None:
+        self._items.clear()

@@ -1,0 +1,93 @@
+"""The Celery app: ``celery -A worker worker|beat|flower`` finds it as ``worker.app``.
+
+Configuration comes from :mod:`worker.config` (built from Settings); per-process resources from
+:mod:`worker.wiring`. A small bootstep writes this worker's heartbeat into Redis every
+``HEARTBEAT_INTERVAL_S`` (and removes it on a clean stop), which is what ``vastkeep check`` and
+``/metrics`` read to know that every worker is alive without a broadcast round-trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from vastkeep.settings import Settings
+from vastkeep.supervisor import clear_heartbeat, write_heartbeat
+from worker import wiring
+from worker.config import celery_config
+
+HEARTBEAT_INTERVAL_S = 15.0
+log = logging.getLogger("vastkeep.worker")
+
+
+def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None = None) -> None:
+    """(Re)configure the app and the wiring from ``settings``, so tasks and broker share one Redis.
+
+    Safe before or after first use: cached broker pools and result backends are dropped so the
+    next call connects to the new URL (the test fixture relies on this).
+    """
+    wiring.configure(settings, redis_url=redis_url)
+    celery_app.conf.update(celery_config(settings, redis_url=wiring.redis_url()))
+    if celery_app._pool is not None:  # noqa: SLF001 - Celery has no public "reconnect" hook
+        celery_app._pool.force_close_all()  # noqa: SLF001
+        celery_app._pool = None  # noqa: SLF001
+    if "amqp" in celery_app.__dict__:
+        celery_app.amqp._producer_pool = None  # noqa: SLF001
+    celery_app._backend_cache = None  # noqa: SLF001
+    celery_app._local.backend = None  # noqa: SLF001
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):
+    """Write ``heartbeat:<hostname>`` now and every few seconds on the worker's own timer."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def _beat(self, worker: Any) -> None:
+        try:
+            res = wiring.resources()
+            queues = sorted(q.name for q in worker.app.amqp.queues.consume_from.values()) \
+                if worker.app.amqp.queues.consume_from else []
+            write_heartbeat(res.redis, res.keys, res.clock, worker.hostname, kind="worker",
+                            queues=",".join(queues))
+        except Exception as exc:  # noqa: BLE001 - a missed heartbeat must never stop the worker
+            log.warning("heartbeat write failed: %s", type(exc).__name__)
+
+    def start(self, worker: Any) -> None:
+        self._beat(worker)
+        self.tref = worker.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat, (worker,), priority=10)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        try:
+            res = wiring.resources()
+            clear_heartbeat(res.redis, res.keys, worker.hostname)
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            pass
+
+    shutdown = stop
+
+
+def create_app() -> Celery:
+    """Build the app from this process's settings."""
+    celery_app = Celery("vastkeep")
+    celery_app.conf.update(celery_config(wiring.settings(), redis_url=wiring.redis_url()))
+    celery_app.steps["worker"].add(WorkerHeartbeat)
+    return celery_app
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_resources_after_fork(**_: Any) -> None:
+    """A forked pool process must not reuse the parent's Redis sockets."""
+    wiring.reset()
