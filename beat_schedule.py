@@ -1,6 +1,29 @@
-"""The static Celery beat schedule: task name → interval. Nothing else lives in this file."""
+"""The static Celery beat schedule: task name → interval. Nothing else lives in this file.
 
-BEAT_SCHEDULE = {
-    "vastkeep.system.heartbeat": {"task": "vastkeep.system.heartbeat", "schedule": 30.0},
-    "vastkeep.tokens.validate_all": {"task": "vastkeep.tokens.validate_all", "schedule": 600.0},
+An interval is either a number of seconds or the name of a ``Settings`` field measured in seconds
+(e.g. ``"token_periodic_check_s"`` for TOKEN_PERIODIC_CHECK_MS), resolved by :func:`build_schedule`
+when ``worker.config`` builds the Celery configuration, so an operator's setting is honoured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEARTBEAT_INTERVAL_S = 30.0
+
+#: entry name → (task name, interval in seconds or the name of a Settings field in seconds)
+ENTRIES: dict[str, tuple[str, float | str]] = {
+    "vastkeep.system.heartbeat": ("vastkeep.system.heartbeat", HEARTBEAT_INTERVAL_S),
+    "vastkeep.tokens.validate_all": ("vastkeep.tokens.validate_all", "token_periodic_check_s"),
 }
+
+
+def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:
+    """Celery's ``beat_schedule`` for ``settings`` (a ``vastkeep.settings.Settings``)."""
+    schedule: dict[str, dict[str, Any]] = {}
+    for name, (task, interval) in ENTRIES.items():
+        seconds = float(getattr(settings, interval) if isinstance(interval, str) else interval)
+        if seconds <= 0:
+            raise ValueError(f"beat entry {name}: interval must be positive, got {seconds!r}")
+        schedule[name] = {"task": task, "schedule": seconds}
+    return schedule

@@ -9,9 +9,12 @@ task at once, because retrying cannot help.
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import redis
 from celery import Task
 
 from vastkeep.backoff import BackoffPolicy, backoff_delay
@@ -19,6 +22,8 @@ from vastkeep.errors import TransientError
 
 DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
 _rng = random.SystemRandom()
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def retry_delay_s(task: Task, exc: BaseException | None = None, policy: BackoffPolicy | None = None,
@@ -44,3 +49,17 @@ class VastkeepTask(Task):
             return super().__call__(*args, **kwargs)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=retry_delay_s(self, exc)) from exc
+
+
+def retry_on_redis(task: Task, fn: Callable[[], T], what: str) -> T:
+    """``fn()``; a Redis connection error or timeout becomes a jittered ``task.retry`` (logged as ``what``).
+
+    redis-py errors are not in the vastkeep error tree (the library lets them through), so tasks that
+    read or write the shared state wrap their body in this to retry a Redis blip instead of failing.
+    """
+    try:
+        return fn()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        delay = retry_delay_s(task, exc)
+        log.warning("%s: Redis unavailable (%s), retrying in %.1fs", what, type(exc).__name__, delay)
+        raise task.retry(countdown=delay, exc=exc) from None

@@ -8,19 +8,17 @@ hiccup (TransientError / redis errors) is retried with full jitter; an unknown i
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import redis
-
-from tasks.base import VastkeepTask, retry_delay_s
+from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep import port_flow
+from vastkeep.clients import vast_client
 from vastkeep.errors import NotFound
 from vastkeep.ports import PortValidator
 from worker import wiring
 from worker.app import app
 
-log = logging.getLogger(__name__)
+WHAT = "port validation"
 
 
 def _validator() -> PortValidator:
@@ -29,28 +27,9 @@ def _validator() -> PortValidator:
 
 
 def _vast_client() -> Any:
-    """A VastClient when a key is configured (runtime override first), else None: no refresh then."""
+    """A VastClient with the effective key (update-token's runtime override first), else None: no refresh."""
     res = wiring.resources()
-    key = None
-    try:
-        key = res.store.get_runtime_secret("vastai")
-    except Exception as exc:  # noqa: BLE001 - the override is optional; fall back to settings
-        log.debug("no runtime vastai key: %s", type(exc).__name__)
-    key = key or res.settings.vast_api_key
-    if key is None:
-        return None
-    from vastkeep.vast import VastClient  # noqa: PLC0415 - only needed when a refresh happens
-
-    return VastClient(key, res.settings.vast_api_url, clock=res.clock)
-
-
-def _retry_on_redis(task: Any, fn: Any) -> dict[str, Any]:
-    try:
-        return fn()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        delay = retry_delay_s(task, exc)
-        log.warning("port validation: Redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
-        raise task.retry(countdown=delay, exc=exc) from None
+    return vast_client(res.settings, res.store, res.clock)
 
 
 @app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask, time_limit=60,
@@ -73,7 +52,7 @@ def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
             if vast is not None:
                 vast.close()
 
-    return _retry_on_redis(self, go)
+    return retry_on_redis(self, go, WHAT)
 
 
 @app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask, time_limit=300,
@@ -93,4 +72,4 @@ def validate_pool(self: Any) -> dict[str, Any]:
             if vast is not None:
                 vast.close()
 
-    return _retry_on_redis(self, go)
+    return retry_on_redis(self, go, WHAT)

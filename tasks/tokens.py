@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
-
-from tasks.base import VastkeepTask, retry_delay_s
+from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.errors import InvalidInput
 from vastkeep.token_checks import INVALID, SERVICES
 from vastkeep.tokens import TokenManager
@@ -57,14 +55,11 @@ def _bool_arg(value: Any, name: str) -> bool:
 
 
 def _run(task: Any, fn: Any) -> dict[str, Any]:
+    """A bad argument is a result (never retried); a Redis blip is retried with jitter."""
     try:
-        return fn()
+        return retry_on_redis(task, fn, "token validation")
     except InvalidInput as exc:
         return {"ok": False, **exc.to_dict()}
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        delay = retry_delay_s(task, exc)
-        log.warning("token validation: Redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
-        raise task.retry(countdown=delay, exc=exc) from None
 
 
 @app.task(name="vastkeep.tokens.validate_all", bind=True, base=VastkeepTask, time_limit=120,

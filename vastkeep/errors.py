@@ -109,6 +109,10 @@ class SafeModeActive(PermanentError):
     """Spending is stopped: safe mode is on."""
 
 
+class StackError(PermanentError):
+    """``vastkeep up`` cannot start the stack: the message says what to change (a port, a running stack)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same call may help."""
     return isinstance(exc, TransientError)

@@ -96,6 +96,10 @@ class Keys:
         """Liveness timestamp of one process (worker, beat, admin), TTL HEARTBEAT_TTL_MS."""
         return self._k("heartbeat", _part("process name", process))
 
+    def heartbeat_pattern(self) -> str:
+        """SCAN pattern matching every process heartbeat key."""
+        return self._k("heartbeat", "*")
+
     def all_patterns(self) -> list[str]:
         """Patterns covering every key this prefix owns (for operators and test clean-up)."""
         return [self._k("*")]

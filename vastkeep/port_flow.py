@@ -44,21 +44,31 @@ def _verdict_key(pv: dict[str, Any] | None) -> tuple[Any, ...] | None:
 def record_validation(store: Any, events: Any, instance_id: str, pv: PortValidation, clock: Clock) -> Any:
     """Write the verdict: always ``port_validation``; on success also the URL and loading → ready.
 
-    A record that vanished or is being destroyed meanwhile is left alone (never resurrected).
+    The decision is taken inside the store's compare-and-set (:meth:`StateStore.modify_instance`), on the
+    record as it is at write time: an instance that turned "destroying" after we read it is never promoted,
+    and one that vanished or is being destroyed is left alone (nothing written, never resurrected).
     """
-    rec = store.get_instance(instance_id)
-    if rec is None or rec.status in SKIPPED_STATUSES:
-        return rec
     entry = pv.to_dict() | {"checked_at": iso(clock.now())}
-    changes: dict[str, Any] = {"port_validation": entry}
-    promoted = False
-    if pv.success:
-        changes["connection_url"] = pv.connection_url
-        if rec.status in PROMOTABLE:
-            changes["status"] = "ready"
-            promoted = True
-    changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
-    rec = store.update_instance(instance_id, changes)
+    changed = False
+
+    def decide(rec: Any) -> Any:
+        nonlocal changed
+        changed = False  # the CAS may call us again with a newer record
+        if rec.status in SKIPPED_STATUSES:
+            return rec  # unchanged: the store writes nothing
+        promoted = pv.success and rec.status in PROMOTABLE
+        changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
+        rec.port_validation = entry
+        if pv.success:
+            rec.connection_url = pv.connection_url
+            if promoted:
+                rec.status = "ready"
+        return rec
+
+    try:
+        rec = store.modify_instance(instance_id, decide)
+    except NotFound:
+        return None
     if events is not None and changed:
         if pv.success:
             events.emit("port-validated", instance_id=instance_id, port=pv.port, candidate=pv.kind,

@@ -28,6 +28,7 @@ from vastkeep.settings import Secret
 
 INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "destroying", "destroyed")
 CAS_ATTEMPTS = 50
+_UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
 
 
@@ -178,13 +179,17 @@ class StateStore:
                         lease: Lease | None = None) -> InstanceRecord:
         """Read-modify-write with ``fn(old) -> new`` under compare-and-set (``fn`` may run more than once).
 
-        For changes that depend on the current value (counters, merging ``extra``); same errors as
-        :meth:`update_instance`.
+        For changes that depend on the current value (counters, merging ``extra``, "only if still
+        loading"); ``fn`` gets a private copy it may change in place. When it returns the record
+        unchanged and no ``lease`` is given, nothing is written and the record as read is returned
+        (a decision not to write needs no CAS; with a lease the fenced write still proves ownership).
+        Same errors as :meth:`update_instance`.
         """
-        def build(old: InstanceRecord | None) -> InstanceRecord:
+        def build(old: InstanceRecord | None) -> InstanceRecord | object:
             if old is None:
                 raise NotFound(f"no record for instance {instance_id}", instance_id=str(instance_id))
-            return fn(replace(old, ports=dict(old.ports), extra=dict(old.extra)))
+            new = fn(InstanceRecord.from_dict(old.to_dict()))  # deep copy: nested dicts too
+            return _UNCHANGED if lease is None and new == old else new
         result = self._write(instance_id, build, lease=lease, must_exist=True)
         assert result is not None
         return result
@@ -197,9 +202,12 @@ class StateStore:
             return False
         return True
 
-    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], InstanceRecord | None],
+    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], Any],
                *, lease: Lease | None, must_exist: bool) -> InstanceRecord | None:
-        """Read, build the new record, compare-and-set in Lua; re-read on a lost race."""
+        """Read, build the new record, compare-and-set in Lua; re-read on a lost race.
+
+        ``build`` returns the record to store, None to delete, or ``_UNCHANGED`` to write nothing.
+        """
         iid = str(instance_id)
         keys = [self.keys.instance(iid), self.keys.instances()]
         fence_args: list[Any] = []
@@ -212,6 +220,8 @@ class StateStore:
             if old is None and must_exist:
                 raise NotFound(f"no record for instance {iid}", instance_id=iid)
             new = build(old)
+            if new is _UNCHANGED:
+                return old
             new_raw = ""
             if new is not None:
                 if new.instance_id != iid:

@@ -293,8 +293,7 @@ def read_heartbeats(redis: Any, keys: Any, clock: Clock, names: Sequence[str] | 
                     *, max_age_s: float | None = None) -> dict[str, dict[str, Any]]:
     """Heartbeats by process name (all of them, or just ``names``), each with its ``age_s``."""
     if names is None:
-        pattern = keys.heartbeat("_").rsplit(":", 1)[0] + ":*"
-        found = sorted(redis.scan_iter(match=pattern, count=200))
+        found = sorted(redis.scan_iter(match=keys.heartbeat_pattern(), count=200))
     else:
         found = [keys.heartbeat(n) for n in names]
     out: dict[str, dict[str, Any]] = {}

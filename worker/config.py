@@ -120,7 +120,7 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         # time
         "enable_utc": True,
         "timezone": "UTC",
-        "beat_schedule": dict(beat_schedule.BEAT_SCHEDULE),
+        "beat_schedule": beat_schedule.build_schedule(settings),
         # the tasks package registers every task module
         "imports": ("tasks",),
         "worker_hijack_root_logger": True,

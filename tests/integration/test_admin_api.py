@@ -135,3 +135,34 @@ def test_guarded_status_and_dispatch_over_http(served) -> None:
     assert big.status_code == 413
     assert requests.get(f"{s.url}/openapi.json", timeout=5).json()["info"]["title"] == "vastkeep admin API"
     assert KEY not in requests.get(f"{s.url}/openapi.json", timeout=5).text
+
+
+def test_redis_outage_is_503_with_a_reason_never_500() -> None:
+    """A dedicated redis-server, stopped under a running API: guarded routes answer 503 JSON, not 500."""
+    from tests.fixtures.redis_server import start_redis_server
+
+    own = start_redis_server()
+    try:
+        settings = load_settings(environ={"REDIS_URL": own.url, "ADMIN_API_KEY": KEY,
+                                          "VASTKEEP_SIMULATED": "1"}, env_file=False)
+        r = connect(own.url, socket_connect_timeout_s=0.5)
+        clock = SystemClock()
+        app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock),
+                         redis=r, clock=clock)
+        headers = {HEADER: KEY}
+        with Served(app) as s:
+            admin = f"{s.url}/api/proxy/admin"
+            assert requests.get(f"{admin}/tokens", headers=headers, timeout=10).status_code == 200
+            assert requests.get(f"{admin}/system/status", headers=headers, timeout=10).status_code == 200
+            own.stop()
+            for method, path in (("GET", "/tokens"), ("POST", "/validate-tokens"), ("GET", "/system/status")):
+                resp = requests.request(method, f"{admin}{path}", headers=headers, timeout=30)
+                assert resp.status_code == 503, (path, resp.status_code, resp.text)
+                body = resp.json()
+                assert body["error"] == "unavailable" and "Redis" in body["reason"], body
+                assert KEY not in resp.text
+            status = requests.get(f"{admin}/system/status", headers=headers, timeout=30).json()
+            assert status["redis"].startswith("down") and status["processes"] == {}
+            assert requests.get(f"{s.url}/health", timeout=30).status_code == 503
+    finally:
+        own.stop()

@@ -140,3 +140,37 @@ def test_sim_instance_refreshed_from_vast_then_ready(vk_celery_worker, vk_settin
     assert rec.public_ip == inst["public_ipaddr"].strip() and rec.ports["18188/tcp"] == result["port"]
     assert rec.status == "ready" and rec.connection_url == result["connection_url"]
     assert sim.api_key not in json.dumps(result)
+
+
+def test_refresh_uses_key_from_update_token(vk_celery_worker, vk_settings, store, events, sim):
+    """After update-token, the next VastClient a task builds authenticates with the new key."""
+    import secrets
+
+    from vastkeep.settings import Secret
+    from vastkeep.sim.faults import fingerprint
+    from vastkeep.tokens import TokenManager
+    from worker import wiring
+
+    rotated = f"vk-rotated-{secrets.token_hex(8)}"
+    inst = sim.control.create_instance(running=True)
+    iid = str(inst["id"])
+    store.put_instance(InstanceRecord(instance_id=iid, status="loading"))
+    settings = replace(vk_settings, vast_api_key=Secret(sim.api_key), vast_api_url=sim.vast_api_url,
+                       port_tcp_timeout_ms=300, port_http_timeout_ms=500)
+    sim.control.set_valid_tokens(vast=[sim.api_key, rotated])
+    update = TokenManager.from_settings(settings, store, events=events).update_token("vastai", rotated)
+    assert update.accepted
+    sim.control.set_valid_tokens(vast=[rotated])  # the configured key is revoked at the provider
+    sim.control.clear_requests()
+    wiring.configure(settings)
+    try:
+        result = port_tasks.validate_instance.delay(iid).get(timeout=15)
+    finally:
+        wiring.configure(vk_settings)
+    seen = sim.control.requests_seen(service="vast")
+    assert seen, "the task did not call the (simulated) Vast API"
+    assert {(r["key_fingerprint"], r["key_valid"]) for r in seen} == {(fingerprint(rotated), True)}
+    assert fingerprint(sim.api_key) not in {r["key_fingerprint"] for r in seen}
+    assert store.get_instance(iid).public_ip == inst["public_ipaddr"].strip()
+    assert result["success"] is True
+    assert rotated not in json.dumps(result) and sim.api_key not in json.dumps(result)

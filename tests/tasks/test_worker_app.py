@@ -130,6 +130,32 @@ def test_visibility_timeout_follows_settings(vk_settings) -> None:
     assert conf["visibility_timeout"] == 7200
 
 
+def test_token_check_interval_follows_settings(vk_settings) -> None:
+    """TOKEN_PERIODIC_CHECK_MS drives the beat entry of vastkeep.tokens.validate_all; heartbeat stays 30 s."""
+    from vastkeep.settings import load_settings
+
+    default = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
+    assert default["vastkeep.tokens.validate_all"]["schedule"] == 600.0
+    tuned = load_settings(environ={"TOKEN_PERIODIC_CHECK_MS": "90000"}, env_file=False)
+    schedule = celery_config(tuned, redis_url="redis://x:1/0")["beat_schedule"]
+    assert schedule["vastkeep.tokens.validate_all"] == {"task": "vastkeep.tokens.validate_all",
+                                                        "schedule": 90.0}
+    assert schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
+
+
+def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
+    """The real ``worker.app`` (what ``celery -A worker beat`` loads) reads it from the environment."""
+    env = {**os.environ, "TOKEN_PERIODIC_CHECK_MS": "45000", "PYTHONPATH": str(ROOT),
+           "VASTKEEP_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    code = ("import json; from worker import app; "
+            "print(json.dumps({k: v['schedule'] for k, v in app.conf.beat_schedule.items()}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    schedule = json.loads(out.stdout.strip().splitlines()[-1])
+    assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0}
+
+
 def test_ssh_named_tasks_land_on_the_ssh_queue(redis_server) -> None:
     """Publish through a real broker (a db no worker reads) and look at the Redis lists."""
     db = 14

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -128,7 +129,7 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 def _status_for(exc: errors.VastkeepError) -> int:
-    """Map the error tree onto HTTP: permanent → 4xx, transient → 503."""
+    """Map the error tree onto HTTP: permanent → 4xx, transient → 503 (redis-py errors: 503 too, below)."""
     if isinstance(exc, errors.NotFound):
         return 404
     if isinstance(exc, errors.LeaseBusy | errors.SafeModeActive):
@@ -162,6 +163,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = exc.to_dict()
         body["reason"] = body.pop("message", "") or type(exc).__name__
         return JSONResponse(status_code=_status_for(exc), content=body)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Redis down, timing out, loading, read-only or refusing writes (OOM): the state is unavailable,
+        # not the caller's fault and not a crash. Only the type is shown: messages name hosts and ports.
+        name = type(exc).__name__
+        log.warning("admin API: Redis error on %s %s: %s", request.method, request.url.path, name)
+        return JSONResponse(status_code=503, content={"error": "unavailable",
+                                                      "reason": f"Redis unavailable ({name})"})
 
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:

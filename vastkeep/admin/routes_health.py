@@ -91,12 +91,22 @@ def metrics(ctx: AdminContext = Depends(get_context)) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@guarded.get("/status", summary="Process heartbeats and Redis state")
-def system_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
-    """Which workers/beat are alive and how fresh their heartbeats are (no secrets)."""
+@guarded.get("/status", summary="Process heartbeats and Redis state",
+             responses={503: {"description": "Redis is down: no process state can be read"}})
+def system_status(ctx: AdminContext = Depends(get_context)) -> Any:
+    """Which workers/beat are alive and how fresh their heartbeats are (no secrets).
+
+    503 (with the same fields) when the Redis this app was given does not answer; an app built without
+    Redis (embedding, tests) says "not configured" with 200, as there is nothing to be down.
+    """
     ok, redis_state = _redis_ok(ctx)
+    simulated = bool(ctx.settings.vastkeep_simulated)
+    if not ok and ctx.redis is not None:
+        return JSONResponse(status_code=503, content={
+            "error": "unavailable", "reason": f"Redis {redis_state}", "redis": redis_state,
+            "simulated": simulated, "processes": {}})
     beats = read_heartbeats(ctx.redis, ctx.keys, ctx.clock) if ok else {}
-    return {"redis": redis_state, "simulated": bool(ctx.settings.vastkeep_simulated),
+    return {"redis": redis_state, "simulated": simulated,
             "processes": {n: {"kind": b.get("kind"), "pid": b.get("pid"), "ageSeconds": b.get("age_s"),
                               "lastHeartbeat": iso(b.get("at")), "queues": b.get("queues")}
                           for n, b in beats.items()}}

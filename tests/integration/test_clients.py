@@ -1,0 +1,61 @@
+"""vastkeep.clients.vast_client: the effective Vast.ai key (runtime override, else configured), real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from vastkeep.clients import vast_client
+from vastkeep.keys import Keys
+from vastkeep.settings import Secret, load_settings
+from vastkeep.sim.faults import fingerprint
+from vastkeep.store import StateStore
+
+
+@pytest.fixture
+def store(redis_client):
+    return StateStore(redis_client, Keys())
+
+
+def test_no_key_anywhere_means_no_client(store) -> None:
+    settings = load_settings(environ={}, env_file=False)
+    assert settings.vast_api_key is None
+    assert vast_client(settings, store) is None
+
+
+def test_runtime_override_wins_over_configured_key(store, sim) -> None:
+    settings = load_settings(environ={"VAST_API_KEY": sim.api_key, "VAST_API_URL": sim.vast_api_url},
+                             env_file=False)
+    sim.control.clear_requests()
+    with vast_client(settings, store) as client:
+        client.list_instances()
+    store.set_runtime_secret("vastai", "runtime-key-0123456789")
+    sim.control.set_valid_tokens(vast=["runtime-key-0123456789"])
+    with vast_client(settings, store) as client:
+        assert "runtime-key" not in repr(client)
+        client.list_instances()
+    prints = [r["key_fingerprint"] for r in sim.control.requests_seen(service="vast")]
+    assert prints == [fingerprint(sim.api_key), fingerprint("runtime-key-0123456789")]
+    store.clear_runtime_secret("vastai")
+    assert vast_client(settings, store) is not None  # back to the configured key
+
+
+def test_runtime_override_without_configured_key(store) -> None:
+    settings = load_settings(environ={}, env_file=False)
+    store.set_runtime_secret("vastai", Secret("only-at-runtime-abcdef"))
+    client = vast_client(settings, store)
+    assert client is not None
+    client.close()
+
+
+def test_redis_error_is_not_swallowed() -> None:
+    """An unreadable override must not silently fall back to a key an operator has since replaced."""
+    from tests.fixtures.redis_server import start_redis_server
+    from vastkeep.redis_conn import connect
+
+    own = start_redis_server()
+    store = StateStore(connect(own.url, retry_attempts=0, socket_connect_timeout_s=0.5), Keys())
+    own.stop()
+    settings = load_settings(environ={"VAST_API_KEY": "configured-key-abcdef"}, env_file=False)
+    with pytest.raises(redis.ConnectionError):
+        vast_client(settings, store)
