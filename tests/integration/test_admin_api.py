@@ -166,3 +166,51 @@ def test_redis_outage_is_503_with_a_reason_never_500() -> None:
             assert requests.get(f"{s.url}/health", timeout=30).status_code == 503
     finally:
         own.stop()
+
+
+def test_warm_pool_status_has_the_guide_shape(served) -> None:
+    s, store = served
+    store.put_instance(InstanceRecord(instance_id="7835610", status="ready",
+                                      connection_url="http://203.0.113.7:41234"))
+    store.set_desired_size(1)
+    url = f"{s.url}/api/proxy/admin/warm-pool/status"
+    assert requests.get(url, timeout=5).status_code == 401
+    r = requests.get(url, headers={HEADER: KEY}, timeout=5)
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["desiredSize"] == 1
+    assert doc["safeMode"] is False
+    assert doc["isPrewarming"] is False
+    assert doc["instance"]["contractId"] == "7835610"
+    assert doc["instance"]["connectionUrl"] == "http://203.0.113.7:41234"
+    assert doc["instance"]["leasedUntil"] is None
+
+
+def test_events_can_be_followed_by_id(served) -> None:
+    s, store = served
+    events = EventLog(store.redis, Keys(), SystemClock())
+    first = events.emit("port-validated", instance_id="1", port=41234)
+    events.emit("token-invalid", service="civitai", error="Token authentication failed (401)")
+    url = f"{s.url}/api/proxy/admin/events"
+    r = requests.get(url, headers={HEADER: KEY}, params={"after": first}, timeout=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert [e["kind"] for e in body["events"]] == ["token-invalid"]
+    assert body["next"] == body["events"][-1]["id"]
+    assert requests.get(url, headers={HEADER: KEY}, params={"after": "x; DROP"}, timeout=5).status_code == 400
+    assert requests.get(url, headers={HEADER: KEY}, params={"count": 0}, timeout=5).status_code == 422
+
+
+def test_port_validation_is_queued_by_name(served) -> None:
+    s, _ = served
+    url = f"{s.url}/api/proxy/admin/ports/validate"
+    r = requests.post(url, headers={HEADER: KEY}, json={"instanceId": "7835610"}, timeout=5)
+    assert r.status_code == 202
+    assert r.json()["scope"] == "instance"
+    r = requests.post(url, headers={HEADER: KEY}, json={}, timeout=5)
+    assert r.status_code == 202
+    assert r.json()["scope"] == "pool"
+    r = requests.post(url, headers={HEADER: KEY}, json={"instanceId": "../../etc"}, timeout=5)
+    assert r.status_code == 400
+    assert s.sent == [("vastkeep.ports.validate_instance", {"instance_id": "7835610"}),
+                      ("vastkeep.ports.validate_pool", {})]

@@ -34,7 +34,7 @@ from vastkeep.settings import Settings
 ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
 #: modules under vastkeep.admin that export ``router`` (append yours; order = OpenAPI order)
-ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens")
+ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool")
 log = logging.getLogger("vastkeep.admin")
 
 Dispatch = Callable[[str, dict[str, Any]], str]
