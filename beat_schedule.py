@@ -15,6 +15,9 @@ HEARTBEAT_INTERVAL_S = 30.0
 ENTRIES: dict[str, tuple[str, float | str]] = {
     "vastkeep.system.heartbeat": ("vastkeep.system.heartbeat", HEARTBEAT_INTERVAL_S),
     "vastkeep.tokens.validate_all": ("vastkeep.tokens.validate_all", "token_periodic_check_s"),
+    # Until the adaptive per-instance poll chain lands, a pool-wide sweep at the active interval is
+    # "the next poll" that retries instances still loading (Layer 3).
+    "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ import pytest
 import requests
 import uvicorn
 
+from tests.helpers import free_port
 from vastkeep.admin import HEADER, create_app
 from vastkeep.clock import SystemClock
 from vastkeep.events import EventLog
@@ -23,10 +23,6 @@ from vastkeep.supervisor import write_heartbeat
 KEY = "integration-admin-key-abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Served:

@@ -17,8 +17,8 @@ import pytest
 import requests
 import uvicorn
 
-from tests.fixtures.redis_server import free_port
 from tests.fixtures.token_cloud import SimCloud
+from tests.helpers import free_port
 from vastkeep.admin.app import create_app
 from vastkeep.events import EventLog
 from vastkeep.keys import Keys

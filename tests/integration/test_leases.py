@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
+from tests.helpers import wait_until
 from vastkeep.clock import FakeClock, SystemClock
 from vastkeep.errors import LeaseBusy, LeaseLost, StaleFence
 from vastkeep.keys import Keys
@@ -19,13 +19,6 @@ def leases(redis_client, redis_server) -> LeaseManager:
     return LeaseManager(connect(redis_server.url), Keys(), FakeClock())
 
 
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
-    """Poll with a deadline (test helper; real time, since the TTL is Redis's own)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.005)
 
 
 def test_acquire_grants_a_fenced_lease_and_records_it(leases, redis_client):

@@ -10,6 +10,7 @@ import pytest
 import redis
 from redis.backoff import FullJitterBackoff
 
+from tests.helpers import wait_until
 from vastkeep.clock import FakeClock
 from vastkeep.errors import NotFound, StaleFence
 from vastkeep.keys import Keys
@@ -38,12 +39,6 @@ def record(iid: str = "12345", **kw) -> InstanceRecord:
     return InstanceRecord(instance_id=iid, **kw)
 
 
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.005)
 
 
 def test_put_get_list_round_trip(store, redis_client, clock):
@@ -221,7 +216,7 @@ def test_connect_survives_a_dropped_connection(redis_server, redis_client):
 
 
 def test_connect_fails_fast_on_a_dead_port_and_refuses_non_redis_urls():
-    from tests.fixtures.redis_server import free_port
+    from tests.helpers import free_port
 
     client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout_s=0.5)
     started = time.monotonic()

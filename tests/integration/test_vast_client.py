@@ -10,8 +10,8 @@ import traceback
 import pytest
 import requests
 
-from tests.fixtures.redis_server import free_port
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
+from tests.helpers import free_port
 from vastkeep.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.clock import FakeClock
 from vastkeep.errors import (

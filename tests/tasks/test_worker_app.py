@@ -136,6 +136,7 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
 
     default = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
     assert default["vastkeep.tokens.validate_all"]["schedule"] == 600.0
+    assert default["vastkeep.ports.validate_pool"]["schedule"] == 30.0
     tuned = load_settings(environ={"TOKEN_PERIODIC_CHECK_MS": "90000"}, env_file=False)
     schedule = celery_config(tuned, redis_url="redis://x:1/0")["beat_schedule"]
     assert schedule["vastkeep.tokens.validate_all"] == {"task": "vastkeep.tokens.validate_all",
