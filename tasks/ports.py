@@ -3,7 +3,9 @@
 Thin: build the process's :class:`~vastkeep.ports.PortValidator` from the settings, call the flow in
 :mod:`vastkeep.port_flow`, return small JSON. A failed validation is a *result*, not an error (the
 instance stays "loading" and the next poll tries again), so it is never retried here. A Redis or Vast.ai
-hiccup (TransientError / redis errors) is retried with full jitter; an unknown instance is not.
+hiccup (TransientError / redis errors) is retried with full jitter; an unknown instance is not. An instance
+Vast.ai no longer knows is marked "failed" by the flow and reported with ``gone_at_provider: true``. The
+pool sweep never fails on the Vast.ai refresh: it reports ``refresh_error`` and validates the rest.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
         try:
             return port_flow.validate_instance(res.store, res.events, _validator(), iid, vast=vast,
                                                clock=res.clock)
-        except NotFound as exc:
+        except NotFound as exc:  # no record in the store (gone at Vast.ai is a result of the flow, not this)
             return {"instance_id": iid, "success": False, "port": None, "kind": None, "connection_url": None,
                     "error": exc.message, "firewall": False, "candidates": []}
         finally:

@@ -28,16 +28,18 @@ log = logging.getLogger(__name__)
 #: Known kinds (others may be emitted; these are documented and stable).
 EVENT_KINDS: dict[str, str] = {
     "token-valid": "a service's token passed validation (service)",
-    "token-invalid": "a service's token failed validation (service, error)",
-    "token-updated": "a token was replaced at runtime via update-token (service)",
-    "port-validated": "a ComfyUI port answered TCP + HTTP (instance_id, port, method, connection_url)",
-    "port-validation-failed": "no candidate port worked (instance_id, error, firewall)",
+    "token-invalid": "a service's token failed validation (service, error, http_status)",
+    "token-updated": "a token was replaced at runtime via update-token (service, status, forced)",
+    "token-update-rejected": "update-token refused a new token; the old one is kept (service, reason, error)",
+    "port-validated": "a ComfyUI port answered TCP + HTTP "
+                      "(instance_id, port, candidate, connection_url, status)",
+    "port-validation-failed": "no candidate port worked (instance_id, error, firewall, status)",
     "ping-failure": "one ComfyUI keepalive ping failed (instance_id, failures, error)",
     "connection-lost": "keepalive failures reached the limit (instance_id, failures, last_error)",
     "connection-restored": "keepalive succeeded again after a loss (instance_id)",
     "ssh-connected": "SSH log collection connected (instance_id)",
     "ssh-backoff": "SSH failed; retrying after a jittered delay (instance_id, failures, delay_s)",
-    "instance-status": "an instance changed status (instance_id, old, new)",
+    "instance-status": "an instance changed status (instance_id, old, new, reason)",
     "instance-rented": "a new instance was rented (instance_id)",
     "instance-destroyed": "an instance was destroyed (instance_id, reason)",
     "lease-acquired": "a lease was granted (name, fence)",

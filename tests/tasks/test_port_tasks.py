@@ -13,6 +13,8 @@ from vastkeep.keys import Keys
 from vastkeep.ports import FIREWALL_ERROR
 from vastkeep.store import InstanceRecord, StateStore
 
+GONE = "gone at provider: no_such_instance"  # a record/result once Vast.ai forgot the instance
+
 
 @pytest.fixture
 def short_timeouts(vk_celery_worker, vk_settings):
@@ -174,3 +176,59 @@ def test_refresh_uses_key_from_update_token(vk_celery_worker, vk_settings, store
     assert store.get_instance(iid).public_ip == inst["public_ipaddr"].strip()
     assert result["success"] is True
     assert rotated not in json.dumps(result) and sim.api_key not in json.dumps(result)
+
+
+def sim_settings(vk_settings, sim):
+    from vastkeep.settings import Secret
+
+    return replace(vk_settings, vast_api_key=Secret(sim.api_key), vast_api_url=sim.vast_api_url,
+                   port_tcp_timeout_ms=300, port_http_timeout_ms=500)
+
+
+def test_validate_pool_reports_rejected_key_and_validates_the_rest(vk_celery_worker, vk_settings, store, sim):
+    """A rejected Vast key on the refresh: still a JSON summary; records with an address get validated."""
+    from vastkeep.vast import VastClient
+    from worker import wiring
+
+    a = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    b = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    settings = sim_settings(vk_settings, sim)
+    with VastClient(settings.vast_api_key, sim.vast_api_url) as vast:
+        vi = vast.show_instance(a)
+    put(store, str(a), vi.public_ip, dict(vi.ports))
+    store.put_instance(InstanceRecord(instance_id=str(b), status="loading"))
+    sim.control.invalidate_token("vast")
+    wiring.configure(settings)
+    try:
+        result = port_tasks.validate_pool.delay().get(timeout=20)
+    finally:
+        wiring.configure(vk_settings)
+    assert result["checked"] == 1 and result["passed"] == 1 and result["skipped_ids"] == [str(b)]
+    assert result["refresh_error"]["error"] == "AuthError" and result["refresh_error"]["transient"] is False
+    assert store.get_instance(str(a)).status == "ready" and store.get_instance(str(b)).status == "loading"
+    assert sim.api_key not in json.dumps(result)
+
+
+def test_instance_gone_at_provider_is_marked_once(vk_celery_worker, vk_settings, store, events, sim):
+    """Vast.ai no longer knows the instance: marked failed + one instance-status event, even on redelivery."""
+    from vastkeep.vast import VastClient
+    from worker import wiring
+
+    iid = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    store.put_instance(InstanceRecord(instance_id=str(iid), status="loading"))
+    settings = sim_settings(vk_settings, sim)
+    with VastClient(settings.vast_api_key, sim.vast_api_url) as vast:
+        assert vast.destroy(iid) is True
+    wiring.configure(settings)
+    try:
+        first = port_tasks.validate_instance.delay(iid).get(timeout=15)
+        again = port_tasks.validate_instance.delay(iid).get(timeout=15)  # redelivery / the next poll
+    finally:
+        wiring.configure(vk_settings)
+    assert first["success"] is False and first["gone_at_provider"] is True
+    assert first["error"] == GONE and first["status"] == "failed"
+    assert again == first
+    rec = store.get_instance(str(iid))
+    assert rec.status == "failed" and rec.error == GONE
+    assert [(e.kind, e.fields["old"], e.fields["new"]) for e in events.latest(10)] == [
+        ("instance-status", "loading", "failed")]

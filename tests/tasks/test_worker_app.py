@@ -154,7 +154,8 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
-    assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0}
+    assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
+                        "vastkeep.ports.validate_pool": 30.0}
 
 
 def test_ssh_named_tasks_land_on_the_ssh_queue(redis_server) -> None:

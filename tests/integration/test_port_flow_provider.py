@@ -1,0 +1,135 @@
+"""vastkeep.port_flow when the Vast.ai side fails or forgets: real redis-server, real simulator, real sockets.
+
+- A pool sweep whose one ``list_instances`` refresh fails (rejected key, or 429/5xx after the client's
+  retries) still validates every record that already has its address; only the records that needed the
+  refresh are skipped, and the result says why (never raised, never a secret).
+- An instance Vast.ai no longer knows (``show_instance`` → NotFound) is marked "failed" with the reason,
+  one ``instance-status`` event is emitted, and a second run writes and emits nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from typing import Any
+
+import pytest
+
+from vastkeep import port_flow
+from vastkeep.backoff import BackoffPolicy
+from vastkeep.clock import FakeClock
+from vastkeep.events import EventLog
+from vastkeep.http import RetryPolicy
+from vastkeep.keys import Keys
+from vastkeep.port_probe import ProbeConfig
+from vastkeep.ports import PortValidator
+from vastkeep.settings import Secret
+from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.vast import VastClient
+
+GONE = "gone at provider: no_such_instance"
+FAST_RETRY = RetryPolicy(max_attempts=2, backoff=BackoffPolicy(base_s=0.01, cap_s=0.02))
+
+
+@pytest.fixture
+def store(redis_client: Any) -> StateStore:
+    return StateStore(redis_client, Keys())
+
+
+@pytest.fixture
+def events(redis_client: Any) -> EventLog:
+    return EventLog(redis_client, Keys())
+
+
+@pytest.fixture
+def validator() -> PortValidator:
+    config = ProbeConfig(tcp_timeout_s=0.3, http_timeout_s=0.5, allow_private=True)
+    return PortValidator(config, concurrency=20)
+
+
+def client(sim: Any) -> VastClient:
+    """The configured (old) key, fake clock for the retry sleeps, seeded jitter."""
+    return VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0), retry=FAST_RETRY,
+                      clock=FakeClock(), rng=random.Random(7))
+
+
+def two_loading_records(sim: Any, store: StateStore) -> tuple[str, str]:
+    """A: a running sim instance whose record has its address; B: a running one whose record has none."""
+    a = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    b = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    with client(sim) as vast:
+        vi = vast.show_instance(a)
+    assert vi.public_ip and vi.ports
+    store.put_instance(InstanceRecord(instance_id=str(a), status="loading", vast_status="running",
+                                      public_ip=vi.public_ip, ports=dict(vi.ports)))
+    store.put_instance(InstanceRecord(instance_id=str(b), status="loading"))
+    return str(a), str(b)
+
+
+def test_rejected_key_on_refresh_still_validates_records_with_an_address(sim, store, events, validator,
+                                                                         caplog) -> None:
+    caplog.set_level(logging.INFO)
+    a, b = two_loading_records(sim, store)
+    sim.control.invalidate_token("vast")
+    with client(sim) as vast:
+        result = port_flow.validate_pool(store, events, validator, vast=vast)
+    assert result["checked"] == 1 and result["passed"] == 1 and result["failed"] == 0
+    assert result["skipped"] == 1 and result["skipped_ids"] == [b]
+    err = result["refresh_error"]
+    assert err["error"] == "AuthError" and err["status"] == 401 and err["transient"] is False
+    assert store.get_instance(a).status == "ready" and store.get_instance(a).connection_url
+    rec_b = store.get_instance(b)
+    assert rec_b.status == "loading" and rec_b.port_validation is None  # nothing written for B
+    assert [e.kind for e in events.latest(10)] == ["port-validated"]
+    assert any("Vast.ai refresh failed (AuthError" in m and "1 instance(s)" in m for m in caplog.messages)
+    blob = json.dumps(result) + "\n".join(caplog.messages)
+    assert sim.api_key not in blob
+
+
+@pytest.mark.parametrize("status,error", [(503, "ServerError"), (429, "RateLimited")])
+def test_transient_refresh_failure_after_retries_skips_only_records_needing_it(sim, store, events, validator,
+                                                                               status, error) -> None:
+    a, b = two_loading_records(sim, store)
+    sim.control.api_fault("vast", status, FAST_RETRY.max_attempts, path_contains="/instances")
+    with client(sim) as vast:
+        result = port_flow.validate_pool(store, events, validator, vast=vast)
+    assert result["refresh_error"]["error"] == error and result["refresh_error"]["transient"] is True
+    assert result["passed"] == 1 and result["skipped_ids"] == [b]
+    assert store.get_instance(a).status == "ready" and store.get_instance(b).status == "loading"
+    # the provider recovers: the next sweep refreshes B and validates it too, no refresh_error
+    with client(sim) as vast:
+        again = port_flow.validate_pool(store, events, validator, vast=vast)
+    assert "refresh_error" not in again and again["checked"] == 2 and again["passed"] == 2
+    assert store.get_instance(b).status == "ready"
+
+
+def test_instance_gone_at_provider_is_marked_failed_once(sim, store, events, validator) -> None:
+    iid = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    store.put_instance(InstanceRecord(instance_id=str(iid), status="loading"))
+    with client(sim) as vast:
+        assert vast.destroy(iid) is True  # destroyed behind our back: Vast.ai answers no_such_instance now
+        result = port_flow.validate_instance(store, events, validator, str(iid), vast=vast)
+        assert result["success"] is False and result["gone_at_provider"] is True
+        assert result["error"] == GONE and result["status"] == "failed"
+        rec = store.get_instance(str(iid))
+        assert rec.status == "failed" and rec.error == GONE
+        [ev] = events.latest(10)
+        assert ev.kind == "instance-status"
+        assert ev.fields == {"instance_id": str(iid), "old": "loading", "new": "failed",
+                             "reason": GONE}
+        # the next poll / a redelivery: same result, nothing new written or emitted
+        raw = store.redis.get(store.keys.instance(str(iid)))
+        assert port_flow.validate_instance(store, events, validator, str(iid), vast=vast) == result
+        assert store.redis.get(store.keys.instance(str(iid))) == raw
+        assert [e.kind for e in events.latest(10)] == ["instance-status"]
+
+
+def test_gone_at_provider_leaves_a_destroying_record_alone(sim, store, events) -> None:
+    """The destroy flow's own record is not turned "failed" by a concurrent validation."""
+    store.put_instance(InstanceRecord(instance_id="424242", status="destroying"))
+    raw = store.redis.get(store.keys.instance("424242"))
+    rec = port_flow.mark_gone(store, events, "424242")
+    assert rec.status == "destroying" and store.redis.get(store.keys.instance("424242")) == raw
+    assert events.latest(10) == []
+    assert port_flow.mark_gone(store, events, "no-such-record") is None
