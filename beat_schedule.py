@@ -1,4 +1,4 @@
-"""The static Celery beat schedule: task name → interval. Nothing else lives in this file.
+"""The static Celery beat schedule: task name → interval (and, for some, send options). Nothing else here.
 
 An interval is either a number of seconds or the name of a ``Settings`` field measured in seconds
 (e.g. ``"token_periodic_check_s"`` for TOKEN_PERIODIC_CHECK_MS), resolved by :func:`build_schedule`
@@ -20,6 +20,10 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
     "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
 }
 
+#: Entries whose message expires after one interval: a sweep still queued when the next one is due is
+#: dropped rather than run late, so a busy or restarting worker does not find a backlog of sweeps.
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool"})
+
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     """Celery's ``beat_schedule`` for ``settings`` (a ``vastkeep.settings.Settings``)."""
@@ -29,4 +33,6 @@ def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:
         if seconds <= 0:
             raise ValueError(f"beat entry {name}: interval must be positive, got {seconds!r}")
         schedule[name] = {"task": task, "schedule": seconds}
+        if name in EXPIRE_AFTER_INTERVAL:
+            schedule[name]["options"] = {"expires": seconds}
     return schedule

@@ -10,7 +10,10 @@ as production does, then measures in this one process:
 3. the same code with concurrency 1 (one socket at a time) on S instances with the same black-holed share.
 
 Both deadlines (TCP connect and HTTP) are ``--timeout-s`` (default 1 s, documented smaller than the
-guide's 5 s so the run takes seconds). The goal: sweep(N) < 2 × one TCP timeout.
+guide's 5 s so the run takes seconds). The goal: sweep(N) < 2 × one TCP timeout. It is checked for both
+bounds; the exit code follows the ``--concurrency`` sweep. At the default bound the goal is not expected to
+hold for a big pool: a black-holed probe holds its slot for the whole timeout, so the sweep needs about
+ceil(black-holed probes / 200) rounds of it (3 for 1,000 instances at 20 %) — raise PORT_PROBE_CONCURRENCY.
 
     .venv/bin/python -m bench.bench_ports [--instances 1000] [--blackholed 0.2] [--timeout-s 1.0]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import subprocess
@@ -32,10 +36,12 @@ from pathlib import Path
 from vastkeep.port_candidates import derive_candidates
 from vastkeep.port_probe import ProbeConfig
 from vastkeep.ports import PortValidator
+from vastkeep.settings import Settings
 from vastkeep.sim.control import SimControl
 from vastkeep.vast import VastClient
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BOUND = Settings().port_probe_concurrency  # PORT_PROBE_CONCURRENCY's default (200)
 
 
 def start_sim(timeout_s: float = 30.0) -> tuple[subprocess.Popen, dict]:
@@ -57,7 +63,7 @@ def start_sim(timeout_s: float = 30.0) -> tuple[subprocess.Popen, dict]:
 
 
 def sweep(targets: dict, timeout_s: float, concurrency: int) -> tuple[float, Counter]:
-    v = PortValidator(ProbeConfig(tcp_timeout_s=timeout_s, http_timeout_s=timeout_s, allow_private=True),
+    v = PortValidator(ProbeConfig(tcp_timeout_s=timeout_s, http_timeout_s=timeout_s, allow_loopback=True),
                       concurrency=concurrency)
     t0 = time.perf_counter()
     verdicts = v.validate_many(targets)
@@ -96,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             instances = {str(vi.id): vi for vi in vast.list_instances()}
         targets = {iid: derive_candidates(vi.public_ip, vi.ports) for iid, vi in instances.items()}
         n_cands = sum(len(c) for c in targets.values())
+        n_black_probes = sum(len(targets[str(i)]) for i in black if str(i) in targets)
 
         sweep_s, tally = sweep(targets, args.timeout_s, args.concurrency)
-        default_s, _ = sweep(targets, args.timeout_s, 200)
+        default_s, _ = sweep(targets, args.timeout_s, DEFAULT_BOUND)
         seq_ids = [str(i) for i in ids[: args.sequential]]
         seq_targets = {i: targets[i] for i in seq_ids}
         seq_black = sum(1 for i in seq_ids if int(i) in black)
@@ -114,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run':<44}{'instances':>10}{'probes':>8}{'wall s':>9}{'per inst ms':>13}")
     print(f"{'concurrent sweep (bound ' + str(args.concurrency) + ')':<44}{len(targets):>10}{n_cands:>8}"
           f"{sweep_s:>9.3f}{per_sweep * 1000:>13.2f}")
-    print(f"{'concurrent sweep (default bound 200)':<44}{len(targets):>10}{n_cands:>8}{default_s:>9.3f}"
-          f"{default_s / len(targets) * 1000:>13.2f}")
+    print(f"{'concurrent sweep (default bound ' + str(DEFAULT_BOUND) + ')':<44}{len(targets):>10}"
+          f"{n_cands:>8}{default_s:>9.3f}{default_s / len(targets) * 1000:>13.2f}")
     print(f"{'sequential (bound 1), ' + str(seq_black) + ' black-holed':<44}{len(seq_targets):>10}"
           f"{sum(len(c) for c in seq_targets.values()):>8}{seq_s:>9.3f}{per_seq * 1000:>13.2f}")
     print(f"verdicts (sweep): {dict(tally)}; (sequential): {dict(seq_tally)}")
@@ -124,7 +131,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{per_seq * len(targets) / sweep_s:.0f}x (per instance {per_seq / per_sweep:.0f}x)")
     goal = 2 * args.timeout_s
     ok = sweep_s < goal
-    print(f"goal sweep < 2 x TCP timeout = {goal:.2f}s: {'PASS' if ok else 'FAIL'}")
+    runs = ((args.concurrency, sweep_s, ok), (DEFAULT_BOUND, default_s, default_s < goal))
+    for bound, took, passed in runs:
+        rounds = max(1, math.ceil(n_black_probes / bound))
+        print(f"goal sweep({len(targets)}) < 2 x TCP timeout = {goal:.2f}s at bound {bound}: "
+              f"{'PASS' if passed else 'FAIL'} ({took:.2f}s; {n_black_probes} black-holed probes = "
+              f"~{rounds} round(s) of the {args.timeout_s:.2f}s timeout)")
+    if default_s >= goal:
+        print(f"at the default bound PORT_PROBE_CONCURRENCY={DEFAULT_BOUND} this pool needs "
+              f"~{math.ceil(n_black_probes / DEFAULT_BOUND)} rounds of the timeout: raise "
+              f"PORT_PROBE_CONCURRENCY for big pools (keep it below the worker's fd limit)")
     return 0 if ok else 1
 
 

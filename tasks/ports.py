@@ -5,7 +5,9 @@ Thin: build the process's :class:`~vastkeep.ports.PortValidator` from the settin
 instance stays "loading" and the next poll tries again), so it is never retried here. A Redis or Vast.ai
 hiccup (TransientError / redis errors) is retried with full jitter; an unknown instance is not. An instance
 Vast.ai no longer knows is marked "failed" by the flow and reported with ``gone_at_provider: true``. The
-pool sweep never fails on the Vast.ai refresh: it reports ``refresh_error`` and validates the rest.
+pool sweep lists the instances at Vast.ai once (when a key is configured) to keep every record's address
+current, never fails on that refresh (it reports ``refresh_error`` and validates the rest), and runs under
+the ``ports-sweep`` lease so beat and admin-queued sweeps never overlap.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep import port_flow
 from vastkeep.clients import vast_client
 from vastkeep.errors import NotFound
+from vastkeep.leases import LeaseManager
 from vastkeep.ports import PortValidator
 from worker import wiring
 from worker.app import app
@@ -60,16 +63,19 @@ def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
 @app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask, time_limit=300,
           soft_time_limit=240)
 def validate_pool(self: Any) -> dict[str, Any]:
-    """Every non-destroyed instance at once, at most PORT_PROBE_CONCURRENCY sockets open."""
+    """Every non-destroyed instance at once, at most PORT_PROBE_CONCURRENCY sockets open.
+
+    One sweep at a time (the ``ports-sweep`` lease): a sweep that finds it held returns
+    ``{"skipped": "another sweep is running"}``.
+    """
 
     def go() -> dict[str, Any]:
         res = wiring.resources()
-        records = res.store.list_instances()
-        live = [r for r in records if r.status not in port_flow.SKIPPED_STATUSES]
-        needs = any(not (r.public_ip and r.ports) for r in live)
-        vast = _vast_client() if needs else None
+        vast = _vast_client()  # one list_instances per sweep keeps every record's address current
+        leases = LeaseManager(res.redis, res.keys, res.clock)
         try:
-            return port_flow.validate_pool(res.store, res.events, _validator(), vast=vast, clock=res.clock)
+            return port_flow.validate_pool(res.store, res.events, _validator(), vast=vast, clock=res.clock,
+                                           leases=leases)
         finally:
             if vast is not None:
                 vast.close()

@@ -2,8 +2,10 @@
 ``vastkeep.tokens.validate_service``.
 
 Thin on purpose: build the process's :class:`~vastkeep.tokens.TokenManager`, validate, send a
-``task-token-invalid`` Celery event per freshly rejected token (so Flower shows it beside the durable
-``token-invalid`` event the library writes to Redis), and return the results. Arguments and results
+``task-token-invalid`` Celery event per freshly rejected token (Flower counts it by type in its
+``/metrics``, but its task page does not show the event's fields; the result's ``invalid`` lists the
+services; the durable record is the ``token-invalid`` event the library writes to Redis), and return
+the results. Arguments and results
 are plain JSON and never contain a token. A Redis hiccup is retried with full jitter; a bad argument
 is not retried.
 """

@@ -1,6 +1,7 @@
 """Shared fixtures: each concern keeps its fixtures in tests/fixtures/<name>.py and lists it here."""
 
 pytest_plugins = [
+    "tests.fixtures.loopback_only",
     "tests.fixtures.redis_server",
     "tests.fixtures.port_servers",
     "tests.fixtures.celery_app",

@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     up = pid_alive(stack.get("pid"))
     print(f"stack in {home}: supervisor pid {stack.get('pid')} {'running' if up else 'NOT running'}, "
           f"started {stack.get('started_at')}{', cloud SIMULATED' if stack.get('simulated') else ''}")
-    print(f"  redis      {stack.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}")
+    print(f"  redis      {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}")
     print(f"  admin API  {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs")
     print(f"  flower     {stack.get('flower_url')}")
     for cid, child in sorted((stack.get("children") or {}).items()):

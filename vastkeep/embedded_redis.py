@@ -4,19 +4,26 @@ It is the broker, the result backend and the state store at once, so it is confi
 design asks of any Redis under Celery: ``maxmemory-policy noeviction`` (an evicted broker key is a
 lost task) and AOF ``appendfsync everysec`` (a crash loses at most a second of state). It listens
 on loopback only and keeps its data in ``VASTKEEP_HOME/redis`` so a second ``vastkeep up`` in the
-same folder finds the same state.
+same folder finds the same state. It requires a password, fresh for every stack: loopback is shared by
+every local user, and this Redis holds the runtime tokens and takes tasks. The password reaches
+redis-server through a 0600 config file (never argv, which ``ps`` shows to everyone) and the children
+through ``REDIS_URL`` in their environment.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock
 
 DEFAULT_PORTS = range(6390, 6400)
+_PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,}$")  # what secrets.token_urlsafe makes: no quoting needed
 
 
 def redis_server_binary() -> str:
@@ -60,10 +67,26 @@ def pick_port(preferred: Iterable[int] = DEFAULT_PORTS, host: str = "127.0.0.1")
         return int(s.getsockname()[1])
 
 
-def redis_argv(port: int, data_dir: Path, binary: str | None = None, host: str = "127.0.0.1") -> list[str]:
-    """Command line of the embedded redis-server (no secrets in it)."""
+def write_config(path: Path, password: str) -> Path:
+    """The config file holding ``requirepass`` (mode 0600, rewritten atomically); its path goes on argv."""
+    if not _PASSWORD_RE.match(password):
+        raise ValueError("the embedded Redis password must be URL-safe base64 (secrets.token_urlsafe)")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# written by `vastkeep up` for its embedded redis-server; removed when the stack stops\n")
+        fh.write(f"requirepass {password}\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def redis_argv(port: int, data_dir: Path, binary: str | None = None, host: str = "127.0.0.1",
+               config: Path | None = None) -> list[str]:
+    """Command line of the embedded redis-server (no secrets in it: the password is in ``config``)."""
     return [
         binary or redis_server_binary(),
+        *([str(config)] if config is not None else []),  # redis-server wants the file first
         "--port", str(port),
         "--bind", host,
         "--dir", str(data_dir),
@@ -77,21 +100,43 @@ def redis_argv(port: int, data_dir: Path, binary: str | None = None, host: str =
     ]
 
 
-def redis_url(port: int, host: str = "127.0.0.1", db: int = 0) -> str:
-    """The URL children use to reach the embedded server."""
-    return f"redis://{host}:{port}/{db}"
+def redis_url(port: int, host: str = "127.0.0.1", db: int = 0, password: str | None = None) -> str:
+    """The URL children use to reach the embedded server (with its password: keep it out of argv/logs)."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _command(*words: str) -> bytes:
+    """One command in RESP (binary-safe, unlike the inline form)."""
+    out = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read_replies(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while data.count(b"\r\n") < count:
+        chunk = sock.recv(256)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def wait_ready(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1",
-               clock: Clock = SYSTEM_CLOCK) -> bool:
-    """Poll with a deadline until the server answers PING; False when it never did."""
+               clock: Clock = SYSTEM_CLOCK, password: str | None = None) -> bool:
+    """Poll with a deadline until the server answers PING (after AUTH); False when it never did."""
     deadline = clock.monotonic() + timeout_s
+    request = (_command("AUTH", password) if password else b"") + _command("PING")
+    expect = b"+OK\r\n+PONG\r\n" if password else b"+PONG\r\n"  # another server on the port: not ours
     while clock.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=1.0) as s:
                 s.settimeout(1.0)
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                s.sendall(request)
+                if _read_replies(s, expect.count(b"\r\n")) == expect:
                     return True
         except OSError:
             pass

@@ -93,6 +93,14 @@ class InvalidRequest(PermanentError):
     """The provider refused the request as malformed (4xx other than 401/403/404/429)."""
 
 
+class RentOutcomeUnknown(PermanentError):
+    """A rent request reached Vast.ai but its answer could not be read: an instance may exist now.
+
+    Permanent on purpose: retrying would rent (and pay for) a second instance. Carries ``offer_id``
+    and ``label``; look the label up with ``VastClient.list_instances`` before renting again.
+    """
+
+
 class LeaseLost(PermanentError):
     """The lease expired or passed to another owner: this holder must stop."""
 

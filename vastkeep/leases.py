@@ -7,8 +7,9 @@ holder that paused past its TTL (GC, a stalled VM, a partitioned worker) still c
 fence, and every write it makes under the lease (see ``StateStore.update_instance``) is refused.
 A TTL alone cannot give that guarantee; the fence can.
 
-Owner tokens are capabilities (whoever knows one may renew or release), so errors and events
-never carry them.
+Owner tokens are capabilities (whoever knows one may renew or release), so errors, events, reprs
+and :meth:`Lease.to_dict` never carry them: a lease's dict may travel (task arguments and results are
+shown in Flower), its owner must not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +48,35 @@ def new_owner(label: str = "") -> str:
 
 @dataclass(frozen=True)
 class Lease:
-    """One grant: ``fence`` orders it against every other grant of the same ``name``."""
+    """One grant: ``fence`` orders it against every other grant of the same ``name``.
+
+    ``owner`` is the capability to renew or release the grant: it is kept out of ``repr`` and
+    :meth:`to_dict`, and stays with the process that acquired it.
+    """
 
     name: str
-    owner: str
+    owner: str = field(repr=False)
     fence: int
     ttl_ms: int
     acquired_at: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (a task may hand a lease to its next link)."""
-        return asdict(self)
+        """JSON-safe description *without the owner token* (fit for logs, events, task results).
+
+        It identifies the grant (``name`` + ``fence``) but cannot act on it. Do not pass a lease to
+        another task to let it renew or release: its owner would have to travel in task arguments,
+        which Flower shows. The next link acquires its own lease, or checks a fence it was given with
+        :meth:`LeaseManager.check_fence`.
+        """
+        return {"name": self.name, "fence": self.fence, "ttl_ms": self.ttl_ms,
+                "acquired_at": self.acquired_at}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Lease:
-        return cls(name=str(data["name"]), owner=str(data["owner"]), fence=int(data["fence"]),
+    def from_dict(cls, data: dict[str, Any], *, owner: str) -> Lease:
+        """Rebuild a lease from :meth:`to_dict` plus the ``owner`` token its holder kept to itself."""
+        if not owner:
+            raise ValueError("owner must be a non-empty token")
+        return cls(name=str(data["name"]), owner=owner, fence=int(data["fence"]),
                    ttl_ms=int(data["ttl_ms"]), acquired_at=float(data["acquired_at"]))
 
 

@@ -3,8 +3,8 @@
 The guide's priority is fixed: direct 8188 on the public IP, then the host port Vast maps to the
 container's ``8188/tcp``, then the one mapped to ``18188/tcp``. We only ever probe the address and the
 ports the provider reported for that instance, and we refuse internal address space (loopback, RFC 1918,
-link-local, ...) unless the simulated cloud is in use: a probe is an outbound connection made on the
-strength of data a third party sent us, i.e. a classic SSRF vector.
+link-local, ...): a probe is an outbound connection made on the strength of data a third party sent us,
+i.e. a classic SSRF vector. The simulated cloud opens exactly one hole, IPv4 loopback, where it lives.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ _PRIVATE_NETS = tuple(
     ipaddress.ip_network(n)
     for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "fc00::/7")
 )
+#: The only internal space VASTKEEP_SIMULATED opens: the simulated cloud's instances live on 127.x.y.z.
+SIMULATED_NET = ipaddress.ip_network("127.0.0.0/8")
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,13 @@ def parse_ip(host: str) -> IPAddress | None:
     return ip
 
 
-def unsafe_reason(ip: IPAddress, *, allow_private: bool) -> str | None:
+def unsafe_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
     """Why ``ip`` must not be probed, or None when it may be.
 
-    Unspecified and multicast addresses are never a host to connect to, even in simulation; loopback,
-    private, link-local (cloud metadata lives at 169.254.169.254) and reserved space only in simulation.
+    ``allow_loopback`` (VASTKEEP_SIMULATED) admits IPv4 loopback, 127.0.0.0/8, and nothing else: that is
+    the whole address space the simulated cloud uses. Link-local (cloud metadata lives at 169.254.169.254),
+    private (RFC 1918, CGNAT, unique-local), IPv6 loopback, reserved, multicast and unspecified addresses
+    stay refused in simulation too, so a simulated deployment cannot be pointed at its host's network.
     """
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -110,8 +114,8 @@ def unsafe_reason(ip: IPAddress, *, allow_private: bool) -> str | None:
         return "unspecified address"
     if ip.is_multicast:
         return "multicast address"
-    if allow_private:
-        return None
+    if ip in SIMULATED_NET:
+        return None if allow_loopback else "loopback address"
     if ip.is_loopback:
         return "loopback address"
     if ip.is_link_local:
@@ -123,11 +127,15 @@ def unsafe_reason(ip: IPAddress, *, allow_private: bool) -> str | None:
     return None
 
 
-def check_address(ip: IPAddress, *, allow_private: bool, instance_id: str | None = None) -> None:
+def check_address(ip: IPAddress, *, allow_loopback: bool, instance_id: str | None = None) -> None:
     """Raise :class:`UnsafeTarget` unless ``ip`` may be probed (see :func:`unsafe_reason`)."""
-    reason = unsafe_reason(ip, allow_private=allow_private)
+    reason = unsafe_reason(ip, allow_loopback=allow_loopback)
     if reason is not None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        hint = ("allowed only with VASTKEEP_SIMULATED" if ip in SIMULATED_NET
+                else "never probed, not even with VASTKEEP_SIMULATED")
         raise UnsafeTarget(
-            f"refusing to probe {ip}: {reason} (allowed only with VASTKEEP_SIMULATED)",
+            f"refusing to probe {ip}: {reason} ({hint})",
             address=str(ip), reason=reason, instance_id=instance_id,
         )

@@ -9,11 +9,13 @@ events are emitted only when the verdict changes, so redelivery and steady polli
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
-from vastkeep.errors import NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.leases import Lease, LeaseManager, new_owner
 from vastkeep.ports import PortValidation, PortValidator, candidates_for, unsafe_validation
 
 log = logging.getLogger("vastkeep.ports")
@@ -25,6 +27,13 @@ SKIPPED_STATUSES = frozenset({"destroyed", "destroying"})
 #: What a record says once Vast.ai no longer knows the instance (``show_instance`` → NotFound).
 GONE_STATUS = "failed"
 GONE_ERROR = "gone at provider: no_such_instance"
+#: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
+SWEEP_LEASE = "ports-sweep"
+SWEEP_BUSY = "another sweep is running"
+SWEEP_LOST = "sweep lease lost before writing; a newer sweep owns the verdicts"
+#: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
+SWEEP_SLACK_S = 30.0
+SWEEP_WRITE_S = 0.01
 
 
 def _needs_refresh(rec: Any) -> bool:
@@ -175,31 +184,59 @@ def validate_instance(store: Any, events: Any, validator: PortValidator, instanc
 
 
 def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: Any = None,
-                  clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+                  clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None) -> dict[str, Any]:
     """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
 
-    Records lacking an address are filled from one ``VastClient.list_instances()`` call, not one call each.
-    If that call fails (a rejected key, or 429/5xx/network after the client's retries), only those records
-    are affected: they are skipped this sweep (nothing probed or written for them; the next sweep retries)
-    and the result carries ``refresh_error``; every record that has its address is still validated. The
-    error is reported, never raised, so the sweep always returns its summary.
+    With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (beat runs it every poll
+    interval and the admin API can queue more; two at once would double the probes and race on the
+    verdicts): when another sweep holds it, nothing is done and ``{"skipped": SWEEP_BUSY}`` is returned.
+
+    With ``vast``, one ``VastClient.list_instances()`` call per sweep refreshes the address of *every*
+    record the provider lists (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``; see
+    :func:`apply_provider_address`), so a reassigned address is not probed forever. If that call fails (a
+    rejected key, or 429/5xx/network after the client's retries), records are probed at their stored
+    address; the ones without one are skipped this sweep (the next retries) and the result carries
+    ``skipped``, ``skipped_ids`` and ``refresh_error``. The error is reported, never raised.
     Returns counts plus the failed/skipped ids (small JSON even for thousands of instances).
     """
     records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
+    if leases is None:
+        return _sweep(store, events, validator, records, vast, clock, None)
+    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), _ttl_ms(refresh_budget_s(vast)))
+    if lease is None:
+        log.info("port sweep skipped: %s", SWEEP_BUSY)
+        return {"skipped": SWEEP_BUSY}
+    try:
+        return _sweep(store, events, validator, records, vast, clock, (leases, lease))
+    except LeaseLost as exc:
+        log.warning("⚠️  Port sweep stopped before writing: %s", exc.message)
+        return {"skipped": SWEEP_LOST}
+    finally:
+        leases.release(lease)
+
+
+def _sweep(store: Any, events: Any, validator: PortValidator, records: list[Any], vast: Any, clock: Clock,
+           held: tuple[LeaseManager, Lease] | None) -> dict[str, Any]:
     skipped: list[str] = []
     refresh_error: dict[str, Any] | None = None
-    if vast is not None and any(_needs_refresh(r) for r in records):
+    if vast is not None:
         try:
             by_id = {str(vi.id): vi for vi in vast.list_instances()}
         except VastkeepError as exc:
             skipped = [r.instance_id for r in records if _needs_refresh(r)]
             records = [r for r in records if not _needs_refresh(r)]
             refresh_error = exc.to_dict() | {"transient": is_transient(exc)}
-            log.warning("⚠️  Vast.ai refresh failed (%s: %s); %d instance(s) without an address skipped this "
-                        "sweep", type(exc).__name__, exc.message, len(skipped))
+            log.warning("⚠️  Vast.ai refresh failed (%s: %s); probing stored addresses, %d instance(s) "
+                        "without one skipped this sweep", type(exc).__name__, exc.message, len(skipped))
         else:
             records = _apply_refresh(store, records, by_id)
-    verdicts = validator.validate_many({r.instance_id: candidates_for(r) for r in records})
+    targets = {r.instance_id: candidates_for(r) for r in records}
+    if held is not None:  # the probe phase gets its own deadline, counted from now
+        probes = sum(len(c) for c in targets.values())
+        held[0].ensure_renewed(held[1], _ttl_ms(probe_budget_s(validator, probes), len(targets)))
+    verdicts = validator.validate_many(targets)
+    if held is not None:  # a sweep that outlived its lease must not write over a newer sweep's verdicts
+        held[0].ensure_renewed(held[1], _ttl_ms(0.0, len(verdicts)))
     ready, failed = [], []
     for iid, pv in verdicts.items():
         record_validation(store, events, iid, pv, clock)
@@ -213,15 +250,75 @@ def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: An
     return result
 
 
+def provider_address(vi: Any) -> dict[str, Any]:
+    """The address fields the provider reports now. A field it leaves empty is left out: a loading or
+    stopped instance reports no ports, and that is no reason to forget the last known address."""
+    fresh: dict[str, Any] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
+                             "ssh_host": vi.ssh_host, "ssh_port": vi.ssh_port}
+    return {k: v for k, v in fresh.items() if v}
+
+
+def apply_provider_address(store: Any, rec: Any, vi: Any) -> Any:
+    """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
+    as it is at write time; destroying/destroyed records are left alone). Returns the record, or None
+    when it was deleted meanwhile. An unchanged address costs no write."""
+    fresh = provider_address(vi)
+    if all(getattr(rec, k) == v for k, v in fresh.items()):
+        return rec
+    changed: dict[str, tuple[Any, Any]] = {}
+
+    def decide(cur: Any) -> Any:
+        changed.clear()  # the CAS may call us again with a newer record
+        if cur.status in SKIPPED_STATUSES:
+            return cur
+        for key, value in fresh.items():
+            if getattr(cur, key) != value:
+                changed[key] = (getattr(cur, key), value)
+                setattr(cur, key, value)
+        return cur
+
+    try:
+        new = store.modify_instance(rec.instance_id, decide)
+    except NotFound:
+        return None
+    if changed:
+        log.info("Instance %s address changed at Vast.ai: %s", rec.instance_id,
+                 ", ".join(f"{k} {old!r} -> {value!r}" for k, (old, value) in changed.items()),
+                 extra={"instance_id": rec.instance_id})
+    return new
+
+
 def _apply_refresh(store: Any, records: list[Any], by_id: dict[str, Any]) -> list[Any]:
-    """Write the provider's address into the records that lack one; a record deleted meanwhile is dropped."""
+    """Every listed record gets the provider's current address; one deleted or being destroyed is dropped."""
     fresh = []
     for r in records:
         vi = by_id.get(str(r.instance_id))
-        if _needs_refresh(r) and vi is not None and (vi.public_ip or vi.ports):
-            try:
-                r = store.update_instance(r.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
-            except NotFound:
-                continue
-        fresh.append(r)
+        if vi is not None:
+            r = apply_provider_address(store, r, vi)
+        if r is not None and r.status not in SKIPPED_STATUSES:
+            fresh.append(r)
     return fresh
+
+
+def refresh_budget_s(vast: Any) -> float:
+    """Worst case of one ``list_instances`` call: every attempt at its full timeouts, the longest backoffs."""
+    if vast is None:
+        return 0.0
+    connect_s, read_s = getattr(vast, "timeout_s", (5.0, 30.0))
+    retry = getattr(vast, "retry", None)
+    attempts = int(getattr(retry, "max_attempts", 1))
+    cap_s = float(getattr(getattr(retry, "backoff", None), "cap_s", 0.0))
+    return attempts * (connect_s + read_s) + (attempts - 1) * cap_s
+
+
+def probe_budget_s(validator: PortValidator, probes: int) -> float:
+    """Worst case of probing ``probes`` candidates: one DNS deadline, then rounds of the bound, each slot
+    held for its full TCP + HTTP deadline."""
+    cfg = validator.config
+    rounds = max(1, math.ceil(probes / validator.concurrency))
+    return cfg.dns_timeout_s + rounds * (cfg.tcp_timeout_s + cfg.http_timeout_s)
+
+
+def _ttl_ms(phase_s: float, writes: int = 0) -> int:
+    """A phase's lease TTL: its worst case, the verdict writes after it, and some slack."""
+    return int((phase_s + writes * SWEEP_WRITE_S + SWEEP_SLACK_S) * 1000)

@@ -63,11 +63,14 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Deadlines and the SSRF switch (PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, VASTKEEP_SIMULATED)."""
+    """Deadlines and the SSRF switch (PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, VASTKEEP_SIMULATED).
+
+    ``allow_loopback`` admits 127.0.0.0/8 (the simulated cloud) and no other internal address.
+    """
 
     tcp_timeout_s: float = 5.0
     http_timeout_s: float = 10.0
-    allow_private: bool = False
+    allow_loopback: bool = False
     dns_timeout_s: float = 5.0
     path: str = "/system_stats"
     user_agent: str = "vastkeep-port-probe/1"
@@ -95,7 +98,7 @@ async def resolve_safe(host: str, cfg: ProbeConfig, instance_id: str | None = No
         ip = parse_ip(infos[0][4][0])
         if ip is None:  # pragma: no cover - getaddrinfo returns literals
             raise NetworkError(f"cannot resolve {host}", host=host)
-    check_address(ip, allow_private=cfg.allow_private, instance_id=instance_id)
+    check_address(ip, allow_loopback=cfg.allow_loopback, instance_id=instance_id)
     return str(ip)
 
 

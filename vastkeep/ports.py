@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock
 from vastkeep.errors import UnsafeTarget
+from vastkeep.limits import effective_probe_concurrency
 from vastkeep.port_candidates import KINDS, Candidate, derive_candidates
 from vastkeep.port_probe import OK, SKIPPED, TIMEOUT, UNSAFE, ProbeConfig, ProbeResult, probe_candidates
 
@@ -118,11 +119,15 @@ class PortValidator:
 
     @classmethod
     def from_settings(cls, settings: Any, *, clock: Clock = SYSTEM_CLOCK) -> PortValidator:
-        """PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, PORT_PROBE_CONCURRENCY, VASTKEEP_SIMULATED."""
+        """PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, PORT_PROBE_CONCURRENCY, VASTKEEP_SIMULATED.
+
+        The probe bound is capped below this process's open-file limit (a warning names
+        PORT_PROBE_CONCURRENCY when it is): a probe past the limit would fail with EMFILE, not measure.
+        """
         cfg = ProbeConfig(tcp_timeout_s=settings.port_tcp_timeout_ms / 1000,
                           http_timeout_s=settings.port_http_timeout_ms / 1000,
-                          allow_private=bool(settings.vastkeep_simulated))
-        return cls(cfg, concurrency=settings.port_probe_concurrency, clock=clock)
+                          allow_loopback=bool(settings.vastkeep_simulated))
+        return cls(cfg, concurrency=effective_probe_concurrency(settings.port_probe_concurrency), clock=clock)
 
     async def validate_async(self, candidates: list[Candidate], instance_id: str | None = None,
                              semaphore: asyncio.Semaphore | None = None) -> PortValidation:

@@ -10,18 +10,23 @@ because a typo found at boot is cheaper than one found at 3 a.m. Secrets are wra
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import environ as django_environ
 
 from vastkeep.errors import ConfigError
+from vastkeep.settings_parse import HTTP_SCHEMES as _HTTP
+from vastkeep.settings_parse import Spec as _Spec
+from vastkeep.settings_parse import cross_check as _cross_check
+from vastkeep.settings_parse import expected as _expected
+from vastkeep.settings_parse import parse as _parse
+from vastkeep.settings_parse import problem as _problem
+from vastkeep.settings_parse import redact_url
+from vastkeep.settings_parse import shown as _shown
 
 
 class Secret:
@@ -66,30 +71,8 @@ class Secret:
         return self
 
 
-_USERINFO_RE = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^/]*@")
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with any password replaced by ``***`` (safe to log or show)."""
-    if not url:
-        return url
-    return _USERINFO_RE.sub(lambda m: m.group("head") + ":***@", url, count=1)
-
-
 # ── the variable table ───────────────────────────────────────────────────────
-@dataclass(frozen=True)
-class _Spec:
-    name: str
-    kind: str  # ms | count | seconds | port | bool | url | host | choice | level | secret | path | str
-    default: Any
-    meaning: str
-    lo: int = 1
-    hi: int = 10**9
-    extra: tuple[str, ...] = ()  # url schemes, or choices
-
-
 _H, _D = 3_600_000, 86_400_000
-_HTTP = ("http", "https")
 PROFILES: dict[str, dict[str, str]] = {
     "default": {},
     # The guide's "Recommended Production Values" (high reliability).
@@ -134,7 +117,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("ADMIN_API_PORT", "port", 3000, "admin API listen port", hi=65535),
     _Spec("VASTKEEP_PROFILE", "choice", "default", "preset of guide values (explicit variables still win)",
           extra=tuple(PROFILES)),
-    _Spec("VASTKEEP_SIMULATED", "bool", False, "simulation mode: allows loopback/private probe targets"),
+    _Spec("VASTKEEP_SIMULATED", "bool", False, "simulation mode: allows loopback (127/8) probe targets"),
     _Spec("VASTKEEP_HOME", "path", ".vastkeep", "state folder of `vastkeep up` (relative: to the cwd)"),
     _Spec("SSH_KEY_PATH", "path", None, "private key for SSH log collection"),
     _Spec("SSH_KNOWN_HOSTS_PATH", "path", None, "known_hosts file for SSH host key checks"),
@@ -150,106 +133,6 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
 )
 _BY_NAME = {s.name: s for s in SPECS}
-_TRUE = ("1", "true", "yes", "on", "y")
-_FALSE = ("0", "false", "no", "off", "n")
-_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
-
-
-def _expected(spec: _Spec) -> str:
-    ex = spec.default if spec.default is not None else {"count": 5, "ms": 30000}.get(spec.kind)
-    if spec.kind == "ms":
-        return f"expected milliseconds as a whole number, e.g. {ex}"
-    if spec.kind == "seconds":
-        return f"expected seconds as a whole number, e.g. {ex}"
-    if spec.kind == "count":
-        return f"expected a whole number, e.g. {ex}"
-    if spec.kind == "port":
-        return f"expected a TCP port number 1..65535, e.g. {ex}"
-    if spec.kind == "bool":
-        return "expected one of true/false, 1/0, yes/no, on/off"
-    if spec.kind == "url":
-        eg = "redis://127.0.0.1:6379/0" if "redis" in spec.extra else spec.default
-        return f"expected a URL starting with {' or '.join(s + '://' for s in spec.extra)}, e.g. {eg}"
-    if spec.kind in ("choice", "level"):
-        return f"expected one of {', '.join(spec.extra)}"
-    if spec.kind == "host":
-        return "expected an IP address or host name, e.g. 127.0.0.1"
-    if spec.name == "FLOWER_BASIC_AUTH":
-        return "expected user:password"
-    return "expected a path"
-
-
-def _parse(spec: _Spec, raw: str) -> Any:
-    """One raw string → typed value, or a ``problem`` string (ValueError) describing why not."""
-    kind = spec.kind
-    if kind in ("ms", "count", "seconds", "port"):
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError("is not an integer") from None
-        if value < spec.lo:
-            raise ValueError("must be positive (> 0)" if spec.lo == 1 and value <= 0
-                             else f"is below the minimum {spec.lo}")
-        if value > spec.hi:
-            raise ValueError(f"is out of range (allowed {spec.lo}..{spec.hi})")
-        return value
-    if kind == "bool":
-        low = raw.strip().lower()
-        if low in _TRUE or low in _FALSE:
-            return low in _TRUE
-        raise ValueError("is not a boolean")
-    if kind == "url":
-        try:
-            parts = urlsplit(raw.strip())
-        except ValueError:
-            raise ValueError("is not a valid URL") from None
-        if parts.scheme not in spec.extra:
-            raise ValueError(f"has scheme {parts.scheme or 'none'!r}, which is not allowed")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError("has no host")
-        if parts.scheme == "unix" and not parts.path:
-            raise ValueError("has no socket path")
-        try:
-            parts.port  # noqa: B018 - validates the port
-        except ValueError:
-            raise ValueError("has an invalid port") from None
-        return raw.strip().rstrip("/") if parts.scheme in _HTTP else raw.strip()
-    if kind == "host":
-        host = raw.strip()
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _HOST_RE.match(host):
-                raise ValueError("is not an IP address or host name") from None
-        return host
-    if kind in ("choice", "level"):
-        value = raw.strip().lower() if kind == "choice" else raw.strip().upper()
-        if value not in spec.extra:
-            raise ValueError("is not a known value")
-        return value
-    if kind == "secret":
-        if spec.name == "FLOWER_BASIC_AUTH" and (":" not in raw or raw.startswith(":")):
-            raise ValueError("is not in the form user:password")
-        return Secret(raw)
-    if kind == "path":
-        path = Path(raw.strip()).expanduser()
-        return path
-    return raw  # pragma: no cover - every kind is handled above
-
-
-def _shown(spec: _Spec, value: Any) -> Any:
-    """A value as it may be printed: secrets masked, URL passwords redacted, paths as text."""
-    if value is None:
-        return None
-    if spec.kind == "secret":
-        return "***"
-    if spec.kind == "url":
-        return redact_url(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _seconds(ms_field: str) -> Any:
     """A read-only ``<name>_s`` view (float seconds) of a ``<name>_ms`` field."""
     return property(lambda self: getattr(self, ms_field) / 1000, doc=f"{ms_field} in seconds")
@@ -390,10 +273,11 @@ def load_settings(
             values[spec.name.lower()] = spec.default
             continue
         try:
-            values[spec.name.lower()] = _parse(spec, text)
+            value = _parse(spec, text)
         except ValueError as exc:
-            shown = "<secret>" if spec.kind == "secret" else repr(_shown(spec, text))
-            problems.append((spec.name, f"{spec.name}={shown} {exc}; {_expected(spec)}"))
+            problems.append((spec.name, _problem(spec, text, exc)))
+            continue
+        values[spec.name.lower()] = Secret(value) if spec.kind == "secret" else value
     values["vastkeep_profile"] = profile
     home = values["vastkeep_home"]
     values["vastkeep_home"] = home if Path(home).is_absolute() else Path.cwd() / Path(home)
@@ -404,30 +288,6 @@ def load_settings(
                           variables=[n for n, _ in problems])
     return Settings(**values, sources=sources)
 
-
-
-def _cross_check(v: dict[str, Any]) -> list[tuple[str, str]]:
-    """Rules that involve more than one variable."""
-    out = []
-    vis = v["celery_visibility_timeout_s"]
-    longest_ms = max(v["warm_pool_poll_active_interval_ms"], v["warm_pool_poll_idle_interval_ms"],
-                     v["warm_pool_poll_interval_ms"], v["comfyui_keepalive_interval_ms"])
-    if vis * 1000 <= longest_ms:
-        out.append(("CELERY_VISIBILITY_TIMEOUT_S",
-                    f"CELERY_VISIBILITY_TIMEOUT_S={vis} must exceed the longest poll/keepalive interval "
-                    f"({longest_ms} ms), or Redis redelivers countdown messages that are still waiting; "
-                    f"expected seconds as a whole number above {longest_ms // 1000}"))
-    if vis <= v["ssh_collect_time_limit_s"]:
-        out.append(("CELERY_VISIBILITY_TIMEOUT_S",
-                    f"CELERY_VISIBILITY_TIMEOUT_S={vis} must exceed SSH_COLLECT_TIME_LIMIT_S="
-                    f"{v['ssh_collect_time_limit_s']}, or a running SSH collection is delivered twice; "
-                    f"expected seconds as a whole number above {v['ssh_collect_time_limit_s']}"))
-    if v["comfyui_keepalive_timeout_ms"] >= v["comfyui_keepalive_interval_ms"]:
-        out.append(("COMFYUI_KEEPALIVE_TIMEOUT_MS",
-                    f"COMFYUI_KEEPALIVE_TIMEOUT_MS={v['comfyui_keepalive_timeout_ms']} must be below "
-                    f"COMFYUI_KEEPALIVE_INTERVAL_MS={v['comfyui_keepalive_interval_ms']}, or pings overlap; "
-                    "expected milliseconds as a whole number, e.g. 5000"))
-    return out
 
 
 __all__ = ["PROFILES", "SPECS", "Secret", "Settings", "load_settings", "redact_url"]

@@ -5,7 +5,9 @@ Layer 6 in one object: an embedded Redis when ``REDIS_URL`` is unset, the simula
 :class:`~vastkeep.supervisor.Supervisor`. Children get their configuration through environment
 variables (secrets never go on a command line); the runtime file ``VASTKEEP_HOME/stack.json``
 (mode 0600) records URLs, pids and the generated credentials, which are printed once at start.
-``vastkeep status``/``check`` (and ``worker.config``) find that file without flags.
+``vastkeep status``/``check`` (and ``worker.config``) find that file without flags. The embedded
+Redis gets a fresh password per stack (in ``redis.conf`` 0600, ``REDIS_URL`` and ``stack.json`` only);
+every printed URL goes through :func:`~vastkeep.settings.redact_url`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vastkeep.clock import SYSTEM_CLOCK, iso
 from vastkeep.errors import StackError
 
 STACK_FILE = "stack.json"
+REDIS_CONFIG_FILE = "redis.conf"
 SECRET_FIELDS = ("admin_api_key", "flower_password", "control_token")
 
 
@@ -48,8 +51,12 @@ def read_stack(home: Path) -> dict[str, Any] | None:
 
 
 def public_view(stack: dict[str, Any]) -> dict[str, Any]:
-    """The stack file without any credential (for ``status --json``)."""
+    """The stack file without any credential (for ``status --json``); the Redis password redacted."""
+    from vastkeep.settings import redact_url  # noqa: PLC0415
+
     out = {k: v for k, v in stack.items() if k not in SECRET_FIELDS}
+    if isinstance(out.get("redis_url"), str):
+        out["redis_url"] = redact_url(out["redis_url"])
     if isinstance(out.get("simulator"), dict):
         out["simulator"] = {k: v for k, v in out["simulator"].items() if k not in SECRET_FIELDS}
     return out
@@ -94,6 +101,7 @@ class Stack:
         self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
                                      "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
         self.supervisor = Supervisor(on_change=self._write)
+        self._owns_home = False  # True once no other live stack runs from this folder
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -140,6 +148,7 @@ class Stack:
         old = read_stack(self.home)
         if old and pid_alive(old.get("pid")) and old.get("pid") != os.getpid():
             raise StackError(f"a stack is already running from {self.home} (pid {old['pid']}); stop it first")
+        self._owns_home = True
         self._check_ports()
         self.logs.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
@@ -148,12 +157,14 @@ class Stack:
         if s.redis_url:
             url, embedded = s.redis_url, False
         else:
-            port = er.pick_port()
+            port, password = er.pick_port(), new_secret()
             data = self.home / "redis"
             data.mkdir(exist_ok=True)
-            self._spawn("redis", "Redis", er.redis_argv(port, data), stop_last=True)
-            self._wait(stop, "embedded redis", 20, lambda: er.wait_ready(port, 0.3), "redis")
-            url, embedded = er.redis_url(port), True
+            config = er.write_config(self.home / REDIS_CONFIG_FILE, password)
+            self._spawn("redis", "Redis", er.redis_argv(port, data, config=config), stop_last=True)
+            self._wait(stop, "embedded redis", 20, lambda: er.wait_ready(port, 0.3, password=password),
+                       "redis")
+            url, embedded = er.redis_url(port, password=password), True
         self.env["REDIS_URL"] = url
         self.info.update(redis_url=url, redis_embedded=embedded)
         # 2. the simulated cloud
@@ -216,13 +227,15 @@ class Stack:
                                                      "control_token": info["control_token"]})
 
     def _announce(self, admin_key: str, user: str, password: str) -> None:
+        from vastkeep.settings import redact_url  # noqa: PLC0415
+
         i = self.info
         self.say("=" * 72)
         if i["simulated"]:
             self.say("  ⚠️  cloud is SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)")
             self.say(f"  simulated Vast.ai API  {i['simulator']['vast_api_url']}")
         where = f" (embedded, data in {self.home / 'redis'})" if i["redis_embedded"] else ""
-        self.say(f"  redis       {i['redis_url']}{where}")
+        self.say(f"  redis       {redact_url(i['redis_url'])}{where}")
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
         self.say(f"  metrics     {i['admin_api_url']}/metrics")
         self.say(f"  Flower      {i['flower_url']}")
@@ -245,7 +258,9 @@ class Stack:
     def shutdown(self) -> None:
         """Stop all children (idempotent) and remove the runtime file."""
         self.supervisor.stop_all()
-        (self.home / STACK_FILE).unlink(missing_ok=True)
+        if self._owns_home:  # never the runtime files of another live stack in this folder
+            (self.home / STACK_FILE).unlink(missing_ok=True)
+            (self.home / REDIS_CONFIG_FILE).unlink(missing_ok=True)
 
 
 # ── small helpers ────────────────────────────────────────────────────────────

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import requests
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock
-from vastkeep.errors import AuthError, ConfigError, InvalidRequest, MalformedResponse, NotFound
+from vastkeep.errors import (
+    AuthError,
+    ConfigError,
+    InvalidRequest,
+    MalformedResponse,
+    NotFound,
+    RentOutcomeUnknown,
+)
 from vastkeep.http import RetryPolicy, make_session, request_with_retry, safe_url
 from vastkeep.vast_models import VastInstance, VastOffer, as_int
 
@@ -51,7 +58,13 @@ class _HiddenKey:
 
 
 class VastClient:
-    """Vast.ai API v0 with bearer auth, bounded jittered retries and tolerant parsing."""
+    """Vast.ai API v0 with bearer auth, bounded jittered retries and tolerant parsing.
+
+    ``preflight`` (optional) runs first in :meth:`rent`, before any request, and refuses the rental
+    by raising; :func:`vastkeep.clients.vast_client` passes the Vast.ai token check
+    (:meth:`vastkeep.tokens.TokenManager.ensure_vast_token_valid`), so nothing is rented with a key
+    Vast.ai has rejected.
+    """
 
     def __init__(
         self,
@@ -63,6 +76,7 @@ class VastClient:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         session: requests.Session | None = None,
+        preflight: Callable[[], None] | None = None,
     ) -> None:
         raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
         if not isinstance(raw, str) or not raw.strip():
@@ -75,6 +89,7 @@ class VastClient:
         self.rng = rng if rng is not None else random.Random()
         self.session = session if session is not None else make_session(USER_AGENT)
         self._owns_session = session is None
+        self.preflight = preflight
 
     def __repr__(self) -> str:
         return f"VastClient(base_url={safe_url(self.base_url)!r})"
@@ -155,10 +170,15 @@ class VastClient:
     ) -> int:
         """Rent an offer and return the new instance id (``new_contract``).
 
+        The ``preflight`` check runs first (e.g. ``TokenInvalid`` while the Vast.ai key is rejected).
         Renting spends money and is not idempotent, so it is retried only when Vast.ai certainly
         did not act (429, connection never opened). After a timeout or 5xx, look the ``label`` up
-        with :meth:`list_instances` before renting again.
+        with :meth:`list_instances` before renting again. A success answer that cannot be read
+        (not JSON, no usable ``new_contract``) raises ``RentOutcomeUnknown``, a permanent error, so
+        no automatic retry rents a second instance.
         """
+        if self.preflight is not None:
+            self.preflight()
         oid = _check_id(offer_id, what="offer")
         payload: dict[str, Any] = {"client_id": "me", "image": image, "env": dict(env or {}),
                                    "disk": disk_gb, "runtype": runtype}
@@ -168,10 +188,13 @@ class VastClient:
             payload["onstart"] = onstart
         if price is not None:
             payload["price"] = price
-        body = self._call("PUT", f"/asks/{oid}/", json=payload, idempotent=False, offer_id=oid)
+        try:
+            body = self._call("PUT", f"/asks/{oid}/", json=payload, idempotent=False, offer_id=oid)
+        except MalformedResponse:
+            raise _outcome_unknown(oid, label, "the answer is not JSON") from None
         contract = as_int(body.get("new_contract"))
         if contract is None or contract <= 0:
-            raise MalformedResponse("Vast.ai rent answer has no usable new_contract", offer_id=oid)
+            raise _outcome_unknown(oid, label, "the answer has no usable new_contract")
         log.info("rented offer %d as instance %d (label=%s)", oid, contract, label)
         return contract
 
@@ -262,6 +285,16 @@ def _decode(response: requests.Response) -> tuple[Any, bool]:
         return response.json(), True
     except ValueError:
         return None, False
+
+
+def _outcome_unknown(offer_id: int, label: str | None, why: str) -> RentOutcomeUnknown:
+    """The permanent error for a rent whose answer was unreadable (Vast.ai may have rented)."""
+    look = (f"look for label {label!r} with list_instances()" if label is not None
+            else "look for a new instance with list_instances() (rent with a label to find it)")
+    log.error("rent of offer %d: outcome unknown (%s)", offer_id, why)
+    return RentOutcomeUnknown(
+        f"Vast.ai may have rented offer {offer_id}, but {why}; {look} before renting again",
+        offer_id=offer_id, label=label, reason=why)
 
 
 def _suffix(text: str) -> str:

@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
+from vastkeep.limits import raise_nofile_limit
 from vastkeep.settings import Settings
 from vastkeep.supervisor import clear_heartbeat, write_heartbeat
 from worker import wiring
@@ -91,3 +92,11 @@ app = create_app()
 def _fresh_resources_after_fork(**_: Any) -> None:
     """A forked pool process must not reuse the parent's Redis sockets."""
     wiring.reset()
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _raise_fd_limit(**_: Any) -> None:
+    """Each port probe holds one fd: lift the soft RLIMIT_NOFILE to the hard limit before any task runs."""
+    soft, hard = raise_nofile_limit()
+    log.info("open-file limit: soft %d, hard %d", soft, hard)

@@ -18,7 +18,7 @@ import requests
 import uvicorn
 
 from tests.fixtures.token_cloud import SimCloud
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 from vastkeep.admin.app import create_app
 from vastkeep.events import EventLog
 from vastkeep.keys import Keys
@@ -195,3 +195,38 @@ def test_update_token_bad_bodies(admin, cloud, redis_client, kwargs, status, fie
     assert sum(cloud.count_requests().values()) == 0
     assert redis_client.get(KEYS.runtime_secret(CIVITAI)) is None
     assert SECRETISH not in r.text and SECRETISH not in caplog.text
+
+
+# ── live notification of a rejected token (worker/api.py turns it into a Celery event) ──
+@pytest.mark.parametrize("fails", [False, True])
+def test_validate_tokens_notifies_each_newly_invalid_token(redis_server, cloud, caplog, fails) -> None:
+    caplog.set_level(logging.INFO)
+    notified: list[tuple[str, dict[str, Any]]] = []
+
+    def notify(kind: str, fields: dict[str, Any]) -> None:
+        notified.append((kind, fields))
+        if fails:
+            raise ConnectionError("broker down")
+
+    env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
+    client = redis_server.client()
+    app = create_app(load_settings(environ=env, env_file=False), store=StateStore(client, KEYS),
+                     events=EventLog(client, KEYS), keys=KEYS, notify=notify)
+    with Server(app) as server:
+        assert post(server, "/validate-tokens").status_code == 200
+        assert notified == []  # every token valid: nothing to announce
+        cloud.rotate(CIVITAI)
+        cloud.rotate(VASTAI)
+        r = post(server, "/validate-tokens")
+        assert r.status_code == 200  # a failing notifier never fails the request
+
+        def warned() -> list[str]:
+            return [m for m in caplog.messages if m.startswith("could not announce token-invalid")]
+
+        # announced after the response is sent
+        wait_until(lambda: len(notified) == 2 and len(warned()) == (2 if fails else 0), timeout_s=10,
+                   what="two notifications")
+    assert sorted(notified, key=lambda n: n[1]["service"]) == [
+        ("token-invalid", {"service": svc, "error": "Token authentication failed (401)", "http_status": 401})
+        for svc in (CIVITAI, VASTAI)]
+    assert_clean(json.dumps(notified) + r.text + caplog.text, cloud)

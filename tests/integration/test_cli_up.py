@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -104,18 +105,50 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         assert requests.get(f"{flower}/api/workers", timeout=10,
                             auth=(stack["flower_user"], stack["flower_password"])).status_code == 200
 
-        # status prints a summary without any secret; no secret on any child's command line
+        # the embedded Redis requires its per-stack password: without it, NOAUTH
+        redis_parts = urlsplit(stack["redis_url"])
+        redis_password = redis_parts.password
+        assert redis_password and len(redis_password) >= 16
+        secrets = (stack["admin_api_key"], stack["flower_password"], redis_password)
+        with socket.create_connection(("127.0.0.1", redis_parts.port), timeout=5) as raw:
+            raw.sendall(b"PING\r\n")
+            assert raw.recv(256).startswith(b"-NOAUTH")
+            raw.sendall(b"*2\r\n$4\r\nKEYS\r\n$10\r\nvastkeep:*\r\n")
+            assert raw.recv(256).startswith(b"-NOAUTH")
+        redis_conf = tmp_path / ".vastkeep" / "redis.conf"
+        assert redis_conf.stat().st_mode & 0o777 == 0o600
+
+        # status prints a summary without any secret; `celery inspect ping` finds the stack by itself
         status = vk(["status"], tmp_path, env)
         assert status.returncode == 0 and "worker-control" in status.stdout
-        for secret in (stack["admin_api_key"], stack["flower_password"]):
-            assert secret not in status.stdout
+        assert f"redis://:***@127.0.0.1:{redis_parts.port}/0" in status.stdout
+        status_json = vk(["status", "--json"], tmp_path, env)
+        assert json.loads(status_json.stdout)["redis_url"].startswith("redis://:***@")
+        ping = subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping",
+                               "--timeout", "10"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+        for secret in secrets:
+            for shown in (status.stdout, status_json.stdout, last.stdout, ping.stdout, ping.stderr):
+                assert secret not in shown
+
+        # a second `vastkeep up` in the same folder refuses, and leaves the running stack's files alone
+        second = vk(["up"], tmp_path, env)
+        assert second.returncode == 1 and "already running" in second.stderr
+        assert stack_file.exists() and redis_conf.exists()
+
+        # no secret on the command line of any child or of its pool processes
         pids = {c["pid"] for c in stack["children"].values() if c["pid"]}
         assert len(pids) == 7
-        for pid in pids:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            assert stack["admin_api_key"] not in cmdline and stack["flower_password"] not in cmdline
         members = group_members(pids)
         assert members >= pids and len(members) > len(pids)  # prefork pool processes too
+        for pid in members:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue  # a pool process that just ended
+            for secret in secrets:
+                assert secret not in cmdline, cmdline
     finally:
         up.send_signal(signal.SIGINT)
         try:
@@ -127,8 +160,13 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
     assert rc == 0, out_path.read_text()[-3000:]
     leftovers = [p for p in members if alive(p)]
     assert leftovers == [], leftovers
-    assert not stack_file.exists()
-    assert "every process stopped" in out_path.read_text()
+    assert not stack_file.exists() and not redis_conf.exists()
+    text = out_path.read_text()
+    assert "every process stopped" in text
+    assert f"redis://:***@127.0.0.1:{redis_parts.port}/0" in text  # the banner, redacted
+    assert redis_password not in text
+    for log_file in (tmp_path / ".vastkeep" / "logs").iterdir():  # the children's logs
+        assert redis_password not in log_file.read_text(errors="replace"), log_file.name
     assert vk(["check"], tmp_path, env).returncode == 1
 
 

@@ -6,10 +6,13 @@ import pytest
 import redis
 
 from vastkeep.clients import vast_client
+from vastkeep.errors import TokenInvalid
+from vastkeep.events import EventLog
 from vastkeep.keys import Keys
 from vastkeep.settings import Secret, load_settings
 from vastkeep.sim.faults import fingerprint
 from vastkeep.store import StateStore
+from vastkeep.tokens import TokenManager
 
 
 @pytest.fixture
@@ -59,3 +62,50 @@ def test_redis_error_is_not_swallowed() -> None:
     settings = load_settings(environ={"VAST_API_KEY": "configured-key-abcdef"}, env_file=False)
     with pytest.raises(redis.ConnectionError):
         vast_client(settings, store)
+
+
+# ── the Layer 2 pre-flight in front of every rental ─────────────────────────
+def _asks(sim) -> list[dict]:
+    return [r for r in sim.control.requests_seen(service="vast")
+            if r["method"] == "PUT" and "/asks/" in r["path"]]
+
+
+def _sim_settings(sim):
+    return load_settings(environ={"VAST_API_KEY": sim.api_key, "VAST_API_URL": sim.vast_api_url},
+                         env_file=False)
+
+
+def test_rent_is_refused_before_any_request_while_the_vast_key_is_invalid(store, sim) -> None:
+    settings = _sim_settings(sim)
+    client = vast_client(settings, store)
+    (offer,) = client.search_offers({"rentable": {"eq": True}}, limit=1)
+    sim.control.invalidate_token("vast")
+    verdict = TokenManager.from_settings(settings, store).validate_service("vastai", use_cache=False)
+    assert verdict["status"] == "invalid"  # now cached in Redis for every worker
+    sim.control.clear_requests()
+    with pytest.raises(TokenInvalid) as refused:
+        client.rent(offer.id, image="vastai/comfy:latest", label="vk-preflight")
+    assert refused.value.service == "vastai"
+    assert sim.api_key not in str(refused.value) and sim.api_key not in repr(refused.value.to_dict())
+    assert _asks(sim) == []
+    assert sim.control.requests_seen(service="vast") == []  # the cached verdict: no call at all
+    client.close()
+
+    sim.control.reset_tokens()  # the key works again and a fresh check says so
+    assert TokenManager.from_settings(settings, store).validate_service(
+        "vastai", use_cache=False)["status"] == "valid"
+    with vast_client(settings, store) as client:
+        iid = client.rent(offer.id, image="vastai/comfy:latest", label="vk-preflight")
+    assert iid > 0 and len(_asks(sim)) == 1
+
+
+def test_preflight_without_a_cached_result_checks_now_and_records_the_event(store, sim, redis_client) -> None:
+    settings = _sim_settings(sim)
+    events = EventLog(redis_client, Keys())
+    sim.control.invalidate_token("vast")
+    sim.control.clear_requests()
+    with vast_client(settings, store, events=events) as client, pytest.raises(TokenInvalid):
+        client.rent(1, image="vastai/comfy:latest")
+    seen = sim.control.requests_seen(service="vast")
+    assert [(r["method"], r["path"]) for r in seen] == [("GET", "/api/v0/instances")]  # the check only
+    assert [e.fields["service"] for e in events.latest(10) if e.kind == "token-invalid"] == ["vastai"]

@@ -79,7 +79,7 @@ def vast(cloud: Any) -> Iterator[VastClient]:
 def validator() -> PortValidator:
     """Layer 3 with short deadlines, allowed to probe the simulator's 127.x.y.z addresses."""
     return PortValidator(ProbeConfig(tcp_timeout_s=TCP_TIMEOUT_S, http_timeout_s=HTTP_TIMEOUT_S,
-                                     allow_private=True), concurrency=20)
+                                     allow_loopback=True), concurrency=20)
 
 
 # ── helpers ─────────────────────────────────────────────────────────────────

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -30,7 +31,23 @@ def test_acquire_grants_a_fenced_lease_and_records_it(leases, redis_client):
     assert 9_000 < redis_client.pttl("vastkeep:lease:pool:plan") <= 10_000
     assert redis_client.ttl("vastkeep:fence:pool:plan") == -1  # the counter never expires
     assert leases.current("pool:plan") == lease and leases.check_fence("pool:plan", 1)
-    assert Lease.from_dict(lease.to_dict()) == lease
+    assert Lease.from_dict(lease.to_dict(), owner="owner-a") == lease
+
+
+def test_lease_dict_and_repr_never_carry_the_owner_token(leases) -> None:
+    """The dict is what may travel (task args/results show in Flower); the owner is a capability."""
+    owner = new_owner("pool")
+    lease = leases.acquire("pool:plan", owner, 10_000)
+    data = lease.to_dict()
+    assert data == {"name": "pool:plan", "fence": lease.fence, "ttl_ms": 10_000,
+                    "acquired_at": lease.acquired_at}
+    assert owner not in json.dumps(data) and owner not in repr(lease) and owner not in str(lease)
+    with pytest.raises(TypeError):
+        Lease.from_dict(data)  # type: ignore[call-arg] - the owner never comes from the dict
+    with pytest.raises(ValueError):
+        Lease.from_dict(data, owner="")
+    rebuilt = Lease.from_dict(json.loads(json.dumps(data)), owner=owner)
+    assert rebuilt == lease and leases.is_held(rebuilt) and leases.renew(rebuilt)
 
 
 def test_busy_lease_is_refused_and_same_owner_reacquire_keeps_the_fence(leases, redis_client):

@@ -44,7 +44,7 @@ def events(redis_client: Any) -> EventLog:
 
 @pytest.fixture
 def validator() -> PortValidator:
-    config = ProbeConfig(tcp_timeout_s=0.3, http_timeout_s=0.5, allow_private=True)
+    config = ProbeConfig(tcp_timeout_s=0.3, http_timeout_s=0.5, allow_loopback=True)
     return PortValidator(config, concurrency=20)
 
 
@@ -102,6 +102,46 @@ def test_transient_refresh_failure_after_retries_skips_only_records_needing_it(s
         again = port_flow.validate_pool(store, events, validator, vast=vast)
     assert "refresh_error" not in again and again["checked"] == 2 and again["passed"] == 2
     assert store.get_instance(b).status == "ready"
+
+
+def test_sweep_follows_an_address_reassigned_at_the_provider(sim, store, events, validator,
+                                                              port_servers) -> None:
+    """A record with an old address and SSH route: the sweep's one listing updates it; the new one is probed.
+
+    The old address answers like ComfyUI, so probing it would "pass": only the refresh keeps the sweep honest.
+    """
+    new = sim.control.create_instance(running=True, ssh=True, ssh_proxy=True)
+    with client(sim) as vast:
+        vi = vast.show_instance(new["id"])
+    assert vi.public_ip and vi.ports and vi.ssh_host and vi.ssh_port
+    old = port_servers.open("ok")
+    iid = str(new["id"])
+    store.put_instance(InstanceRecord(instance_id=iid, status="ready", vast_status="running",
+                                      public_ip=old.ip, ports={"8188/tcp": old.port}, ssh_host="127.0.0.2",
+                                      ssh_port=2200, connection_url=f"http://{old.ip}:{old.port}"))
+    unchanged = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
+    with client(sim) as vast:
+        same = vast.show_instance(unchanged["id"])
+    store.put_instance(InstanceRecord(instance_id=str(unchanged["id"]), status="loading",
+                                      public_ip=same.public_ip, ports=dict(same.ports)))
+    sim.control.clear_requests()
+    with client(sim) as vast:
+        result = port_flow.validate_pool(store, events, validator, vast=vast)
+    assert result == {"checked": 2, "passed": 2, "failed": 0, "failed_ids": [], "firewall": 0}
+    listed = [r["path"] for r in sim.control.requests_seen(service="vast")]
+    assert listed == ["/api/v0/instances"]  # one call for the whole sweep
+    assert old.accepted == 0  # the stale address was never probed
+    rec = store.get_instance(iid)
+    assert (rec.public_ip, rec.ports) == (vi.public_ip, dict(vi.ports))
+    assert (rec.ssh_host, rec.ssh_port) == (vi.ssh_host, vi.ssh_port)
+    assert rec.connection_url.startswith(f"http://{vi.public_ip}:") and rec.status == "ready"
+    assert store.get_instance(str(unchanged["id"])).status == "ready"
+    # the provider fails next time: every record is still probed at its stored (now current) address
+    sim.control.invalidate_token("vast")
+    with client(sim) as vast:
+        again = port_flow.validate_pool(store, events, validator, vast=vast)
+    assert again["checked"] == 2 and again["passed"] == 2
+    assert again["skipped"] == 0 and again["refresh_error"]["error"] == "AuthError"
 
 
 def test_instance_gone_at_provider_is_marked_failed_once(sim, store, events, validator) -> None:

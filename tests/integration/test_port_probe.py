@@ -15,9 +15,9 @@ from vastkeep.ports import FIREWALL_ERROR, PortValidator
 TCP_S, HTTP_S = 0.3, 0.5
 
 
-def validator(allow_private: bool = True, concurrency: int = 50) -> PortValidator:
-    return PortValidator(ProbeConfig(tcp_timeout_s=TCP_S, http_timeout_s=HTTP_S, allow_private=allow_private),
-                         concurrency=concurrency)
+def validator(allow_loopback: bool = True, concurrency: int = 50) -> PortValidator:
+    cfg = ProbeConfig(tcp_timeout_s=TCP_S, http_timeout_s=HTTP_S, allow_loopback=allow_loopback)
+    return PortValidator(cfg, concurrency=concurrency)
 
 
 @pytest.mark.parametrize(
@@ -131,20 +131,75 @@ def test_internal_addresses_refused_without_simulation(port_servers, addr):
     target = lst.ip if lst else addr
     t0 = time.monotonic()
     with pytest.raises(UnsafeTarget) as info:
-        validator(allow_private=False).validate([Candidate("mapped", target, port)], "i-ssrf")
+        validator(allow_loopback=False).validate([Candidate("mapped", target, port)], "i-ssrf")
     assert time.monotonic() - t0 < 0.1  # refused before any connect attempt
     assert "VASTKEEP_SIMULATED" in info.value.message
     if lst:
         assert lst.accepted == 0
 
 
+@pytest.mark.parametrize("addr", ["169.254.169.254", "10.1.2.3", "192.168.0.1", "172.16.5.5", "100.64.0.1",
+                                  "::ffff:169.254.169.254"])
+def test_simulation_opens_loopback_only(port_servers, addr):
+    """VASTKEEP_SIMULATED admits 127.0.0.0/8 (where the simulator lives) and no other internal address."""
+    lst = port_servers.open("ok")
+    assert validator(allow_loopback=True).validate([Candidate("mapped", lst.ip, lst.port)]).success
+    t0 = time.monotonic()
+    with pytest.raises(UnsafeTarget) as info:
+        validator(allow_loopback=True).validate([Candidate("mapped", addr, 8188)], "i-ssrf-sim")
+    assert time.monotonic() - t0 < 0.1  # refused before any connect attempt
+    assert "not even with VASTKEEP_SIMULATED" in info.value.message
+
+
 def test_hostname_resolved_once_and_checked(port_servers):
     lst = port_servers.open("ok", ip="127.0.0.1")
     with pytest.raises(UnsafeTarget):
-        validator(allow_private=False).validate([Candidate("mapped", "localhost", lst.port)])
+        validator(allow_loopback=False).validate([Candidate("mapped", "localhost", lst.port)])
     assert lst.accepted == 0
-    pv = validator(allow_private=True).validate([Candidate("mapped", "localhost", lst.port)])
+    pv = validator(allow_loopback=True).validate([Candidate("mapped", "localhost", lst.port)])
     assert pv.success and pv.connection_url == f"http://127.0.0.1:{lst.port}"  # the resolved IP
+
+
+def test_each_host_is_resolved_exactly_once_and_only_that_address_is_contacted(port_servers, monkeypatch):
+    """DNS rebinding: the resolver answers A first and B afterwards; every probe must still go to A.
+
+    Two instances on two hostnames, three candidates each, every candidate connecting (two fail at HTTP,
+    the fallback passes), so a lookup per candidate or per connect would show as a second resolver call
+    and as connections on B's listeners, which sit on the same ports.
+    """
+    import socket as socket_mod
+    from asyncio import base_events
+
+    first, rebound, listeners, targets = {}, {}, {}, {}
+    for host in ("a.comfy.test", "b.comfy.test"):
+        direct = port_servers.open("http500", port=8188)
+        mapped, fallback = port_servers.open("http500", ip=direct.ip), port_servers.open("ok", ip=direct.ip)
+        on_a = [direct, mapped, fallback]
+        b_direct = port_servers.open("ok", port=8188)  # another loopback address, same three ports, healthy
+        on_b = [b_direct] + [port_servers.open("ok", ip=b_direct.ip, port=lst.port) for lst in on_a[1:]]
+        first[host], rebound[host] = direct.ip, b_direct.ip
+        listeners[host] = (on_a, on_b)
+        targets[host] = derive_candidates(host, {"8188/tcp": mapped.port, "18188/tcp": fallback.port})
+    calls: list[str] = []
+    real = base_events.BaseEventLoop.getaddrinfo
+
+    async def counting_getaddrinfo(self, host, port, *args, **kwargs):
+        if host not in first:
+            return await real(self, host, port, *args, **kwargs)
+        calls.append(host)
+        ip = first[host] if calls.count(host) == 1 else rebound[host]
+        return [(socket_mod.AF_INET, socket_mod.SOCK_STREAM, 6, "", (ip, port or 0))]
+
+    monkeypatch.setattr(base_events.BaseEventLoop, "getaddrinfo", counting_getaddrinfo)
+    verdicts = validator().validate_many(targets)
+    assert sorted(calls) == sorted(first)  # exactly one resolution per host, not per candidate
+    for host, (on_a, on_b) in listeners.items():
+        pv = verdicts[host]
+        assert [r.outcome for r in pv.candidates] == ["http_error", "http_error", "ok"], host
+        assert {r.address for r in pv.candidates} == {first[host]}
+        assert pv.connection_url == f"http://{first[host]}:{on_a[2].port}"
+        assert [lst.accepted for lst in on_a] == [1, 1, 1], host  # each request went to the first address
+        assert [lst.accepted for lst in on_b] == [0, 0, 0], host  # the rebound address saw nothing
 
 
 def test_unresolvable_hostname_is_a_failed_validation():
@@ -171,7 +226,7 @@ def test_pool_bounded_concurrency_keeps_each_verdict(port_servers):
         targets[f"p{i}"] = [Candidate("mapped", lst.ip, lst.port)]
         expected[f"p{i}"] = mode == "ok"
     unsafe = {"bad": [Candidate("mapped", "10.0.0.1", 8188)]}
-    v = PortValidator(ProbeConfig(tcp_timeout_s=TCP_S, http_timeout_s=HTTP_S, allow_private=True),
+    v = PortValidator(ProbeConfig(tcp_timeout_s=TCP_S, http_timeout_s=HTTP_S, allow_loopback=True),
                       concurrency=3)
     got = v.validate_many(targets)
     assert {k: pv.success for k, pv in got.items()} == expected
@@ -190,19 +245,33 @@ def sim_candidates(sim, **opts):
 
 
 @pytest.mark.parametrize(
-    ("fault", "outcome", "stage"),
-    [(None, "ok", "done"), ("crash", "refused", "tcp"), ("blackhole", "timeout", "tcp"),
-     ("hang", "timeout", "http"), ("reset", "reset", "*")],
+    ("fault", "outcome", "stage", "error"),
+    [(None, "ok", "done", None), ("crash", "refused", "tcp", "TCP connection refused"),
+     ("blackhole", "timeout", "tcp", "TCP connection timeout"),
+     ("hang", "timeout", "http", "HTTP timeout (no response)"),
+     ("reset", "reset", "*", None), ("error500", "http_error", "http", "HTTP 500"),
+     ("error503", "http_error", "http", "HTTP 503"),
+     ("wrong_body", "wrong_body", "http", "response is not ComfyUI /system_stats")],
 )
-def test_sim_classifications(sim, fault, outcome, stage):
+def test_sim_classifications(sim, fault, outcome, stage, error):
+    """Every classification on the simulated cloud's own sockets, faults set through SimControl."""
     vi, cands = sim_candidates(sim)
     mapped = [c for c in cands if c.kind == "mapped"]
     if fault in ("crash", "hang"):
         sim.control.comfy(vi.id, fault, "8188/tcp")
     elif fault in ("blackhole", "reset"):
         sim.control.net(vi.id, fault, "8188/tcp")
-    (res,) = validator().validate(mapped, str(vi.id)).candidates
+    elif fault in ("error500", "error503"):
+        sim.control.comfy_error(vi.id, status=int(fault[-3:]), endpoint="8188/tcp")
+    elif fault == "wrong_body":
+        sim.control.comfy_wrong_body(vi.id, endpoint="8188/tcp")
+    pv = validator().validate(mapped, str(vi.id))
+    (res,) = pv.candidates
     assert res.outcome == outcome and stage in ("*", res.stage)
+    if error is not None:
+        assert pv.error == error
+    if outcome == "http_error":
+        assert res.http_status == int(fault[-3:]) and res.tcp_ok
 
 
 def test_sim_priority_and_skip(sim):
@@ -239,4 +308,4 @@ def test_sim_tcp_ok_http_hang_not_chosen(sim):
 def test_sim_addresses_refused_without_simulated_flag(sim):
     vi, cands = sim_candidates(sim)
     with pytest.raises(UnsafeTarget):
-        validator(allow_private=False).validate(cands, str(vi.id))
+        validator(allow_loopback=False).validate(cands, str(vi.id))

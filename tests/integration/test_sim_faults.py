@@ -135,6 +135,40 @@ def test_slow_comfy_delays_the_answer(sim, inst):
         requests.get(f"http://{ip}:{port}/system_stats", timeout=(1, 0.1))
 
 
+@pytest.mark.parametrize("status", [500, 503])
+def test_comfy_error_answers_that_status_on_system_stats(sim, inst, status):
+    ip, port = endpoint(inst)
+    sim.control.comfy_error(inst["id"], status=status, endpoint="8188/tcp")
+    for prefix in ("", "/api"):
+        resp = requests.get(f"http://{ip}:{port}{prefix}/system_stats", timeout=T)
+        assert resp.status_code == status, prefix
+    assert requests.get(f"http://{ip}:{port}/queue", timeout=T).ok  # only /system_stats fails
+    assert requests.get(f"http://{ip}:8188/system_stats", timeout=T).ok  # other paths unaffected
+    shown = sim.control.instance(inst["id"])["sim"]["endpoints"]["8188/tcp"]
+    assert (shown["comfy_mode"], shown["error_status"]) == ("error500", status)
+    sim.control.restore_comfy(inst["id"])
+    assert requests.get(f"http://{ip}:{port}/system_stats", timeout=T).json().keys() == {"system", "devices"}
+
+
+def test_comfy_wrong_body_answers_200_with_json_that_is_not_comfyui(sim, inst):
+    ip, port = endpoint(inst)
+    sim.control.comfy_wrong_body(inst["id"])  # every ComfyUI path
+    for name in ("direct", "8188/tcp", "18188/tcp"):
+        host, p = endpoint(inst, name)
+        resp = requests.get(f"http://{host}:{p}/system_stats", timeout=T)
+        assert resp.status_code == 200 and resp.json() == {"ok": True}, name
+    sim.control.clear_faults()  # clear_faults clears it as well as restore_comfy
+    assert requests.get(f"http://{ip}:{port}/system_stats", timeout=T).json().keys() == {"system", "devices"}
+
+
+@pytest.mark.parametrize("body", [{"mode": "error500", "status": 200}, {"mode": "error500", "status": "x"},
+                                  {"mode": "explode"}])
+def test_comfy_mode_rejects_bad_input(sim, inst, body):
+    resp = requests.post(f"{sim.control.control_url}/instances/{inst['id']}/comfy", json=body, timeout=T,
+                         headers={"X-Sim-Token": sim.info["control_token"]})
+    assert resp.status_code == 400
+
+
 def test_host_offline_blackholes_everything(sim):
     inst = sim.control.create_instance(running=True, direct_8188=True, port_18188=True, ssh=True)
     sim.control.host_offline(inst["id"])

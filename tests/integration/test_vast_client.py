@@ -23,7 +23,9 @@ from vastkeep.errors import (
     NotFound,
     PermanentError,
     RateLimited,
+    RentOutcomeUnknown,
     ServerError,
+    TokenInvalid,
     TransientError,
     VastkeepError,
 )
@@ -399,3 +401,52 @@ def test_unusable_base_url_is_a_config_error_without_retries(base: str, clock: F
     with pytest.raises(ConfigError):
         VastClient(STUB_API_KEY, base, retry=RETRY, clock=clock).list_instances()
     assert clock.sleeps == []
+
+
+# ── renting: an unreadable answer is never retried into a second rental ─────
+def test_rent_garbage_answer_is_outcome_unknown_and_permanent(client: VastClient, vast_stub: VastStub,
+                                                              clock: FakeClock) -> None:
+    """A 200 that is not JSON: Vast.ai got the request and may have rented; a retry could rent twice."""
+    vast_stub.add_offer(617)
+    vast_stub.fail_next(1, status=200, body="<html>Bad Gateway</html>")
+    with pytest.raises(RentOutcomeUnknown) as info:
+        client.rent(617, image="img", label="pool-x")
+    exc = info.value
+    assert isinstance(exc, PermanentError) and not isinstance(exc, TransientError)
+    assert (exc.offer_id, exc.label) == (617, "pool-x")
+    assert "list_instances" in exc.message and "'pool-x'" in exc.message
+    assert exc.to_dict()["label"] == "pool-x" and exc.to_dict()["offer_id"] == 617
+    assert len(vast_stub.calls("PUT", "/asks/617/")) == 1 and clock.sleeps == []
+    assert_no_secret(exc)
+
+
+@pytest.mark.parametrize("body", [{"success": True}, {"success": True, "new_contract": None},
+                                  {"new_contract": 0}, {"new_contract": "soon"}, {"new_contract": -5}])
+def test_rent_without_usable_new_contract_is_outcome_unknown(client: VastClient, vast_stub: VastStub,
+                                                             body: dict) -> None:
+    vast_stub.add_offer(617)
+    vast_stub.override("PUT", "/asks/617/", 200, body)
+    with pytest.raises(RentOutcomeUnknown) as info:
+        client.rent(617, image="img")
+    assert info.value.offer_id == 617 and info.value.label is None
+    assert "list_instances" in info.value.message
+    assert len(vast_stub.calls("PUT")) == 1
+
+
+def test_rent_preflight_runs_first_and_can_refuse(vast_stub: VastStub, clock: FakeClock) -> None:
+    vast_stub.add_offer(617)
+    calls: list[int] = []
+
+    def refuse() -> None:
+        calls.append(len(vast_stub.calls()))
+        raise TokenInvalid("VastAI API token invalid", service="vastai")
+
+    with VastClient(STUB_API_KEY, vast_stub.url, retry=RETRY, clock=clock, preflight=refuse) as c:
+        c.list_instances()  # only renting is guarded
+        with pytest.raises(TokenInvalid):
+            c.rent(617, image="img")
+    assert calls == [1] and vast_stub.calls("PUT") == []
+    with VastClient(STUB_API_KEY, vast_stub.url, retry=RETRY, clock=clock,
+                    preflight=lambda: calls.append(-1)) as c:
+        assert c.rent(617, image="img") > 0
+    assert calls == [1, -1]

@@ -121,6 +121,46 @@ def test_validate_pool(short_timeouts, store, events, port_servers):
     assert kinds == ["port-validated"] * 2 + ["port-validation-failed"] * 3
 
 
+def test_two_pool_sweeps_at_once_only_one_runs(short_timeouts, store, events, port_servers):
+    """Beat's sweep and an admin-queued one land together on the worker's threads: one runs, one skips."""
+    listeners = []
+    for i in range(3):
+        lst = port_servers.open("delay", delay_s=0.4)  # each sweep lasts at least this long
+        put(store, f"31{i}", lst.ip, {"8188/tcp": lst.port})
+        listeners.append(lst)
+    first, second = port_tasks.validate_pool.delay(), port_tasks.validate_pool.delay()
+    results = [first.get(timeout=20), second.get(timeout=20)]
+    assert sorted(results, key=len) == [
+        {"skipped": "another sweep is running"},
+        {"checked": 3, "passed": 3, "failed": 0, "failed_ids": [], "firewall": 0}]
+    assert [lst.accepted for lst in listeners] == [1, 1, 1]
+    assert sorted(e.kind for e in events.latest(10)) == ["port-validated"] * 3
+    # released at the end: the next sweep runs
+    assert port_tasks.validate_pool.delay().get(timeout=20)["checked"] == 3
+
+
+def test_pool_sweep_lists_at_vast_and_follows_a_reassigned_address(vk_celery_worker, vk_settings, store,
+                                                                  sim, port_servers):
+    """Every record has an address, one of them stale: the task still lists once and probes the new one."""
+    from worker import wiring
+
+    inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
+    old = port_servers.open("ok")  # the stale address still answers: probing it would wrongly pass
+    put(store, str(inst["id"]), old.ip, {"8188/tcp": old.port})
+    sim.control.clear_requests()
+    wiring.configure(sim_settings(vk_settings, sim))
+    try:
+        result = port_tasks.validate_pool.delay().get(timeout=20)
+    finally:
+        wiring.configure(vk_settings)
+    assert result["checked"] == 1 and result["passed"] == 1
+    assert [r["path"] for r in sim.control.requests_seen(service="vast")] == ["/api/v0/instances"]
+    assert old.accepted == 0
+    rec = store.get_instance(str(inst["id"]))
+    assert rec.public_ip == inst["public_ipaddr"].strip() and rec.ports["8188/tcp"] != old.port
+    assert rec.status == "ready" and rec.connection_url.startswith(f"http://{rec.public_ip}:")
+
+
 def test_sim_instance_refreshed_from_vast_then_ready(vk_celery_worker, vk_settings, store, events, sim):
     """A record without address/ports (just rented): the task asks the (simulated) Vast API, then probes."""
     from vastkeep.settings import Secret

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -144,6 +145,22 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
     assert schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
 
 
+def test_pool_sweep_beat_entry_expires_after_one_interval(vk_settings) -> None:
+    """A sweep still queued when the next one is due is dropped, not run late (only this entry expires)."""
+    from celery.beat import ScheduleEntry
+
+    from vastkeep.settings import load_settings
+
+    for settings, interval in ((vk_settings, 30.0), (load_settings(
+            environ={"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "45000"}, env_file=False), 45.0)):
+        schedule = celery_config(settings, redis_url="redis://x:1/0")["beat_schedule"]
+        entry = schedule["vastkeep.ports.validate_pool"]
+        assert entry == {"task": "vastkeep.ports.validate_pool", "schedule": interval,
+                         "options": {"expires": interval}}
+        assert ScheduleEntry(name="sweep", app=app, **entry).options["expires"] == interval
+        assert "options" not in schedule["vastkeep.system.heartbeat"]
+
+
 def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     """The real ``worker.app`` (what ``celery -A worker beat`` loads) reads it from the environment."""
     env = {**os.environ, "TOKEN_PERIODIC_CHECK_MS": "45000", "PYTHONPATH": str(ROOT),
@@ -156,6 +173,27 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
                         "vastkeep.ports.validate_pool": 30.0}
+
+
+@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),
+                    reason="needs a finite hard fd limit other than 512")
+@pytest.mark.parametrize("signal_name", ["worker_init", "worker_process_init"])
+def test_worker_start_raises_the_soft_fd_limit(tmp_path, signal_name) -> None:
+    """The real ``worker.app`` lifts the soft fd limit to the hard one when a worker or pool child starts."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VASTKEEP_HOME": str(tmp_path),
+           "REDIS_URL": "redis://127.0.0.1:1/0"}
+    code = ("import json, resource; from celery import signals; from worker import app; "
+            "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; "
+            f"signals.{signal_name}.send(sender=None); "
+            "print(json.dumps([before, resource.getrlimit(resource.RLIMIT_NOFILE)[0]]))")
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60, preexec_fn=lower)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [512, hard]
 
 
 def test_ssh_named_tasks_land_on_the_ssh_queue(redis_server) -> None:

@@ -90,25 +90,64 @@ def test_is_allowed_target_only_reported_pairs():
     ],
 )
 def test_unsafe_reason_without_simulation(addr, reason):
-    assert unsafe_reason(ipaddress.ip_address(addr), allow_private=False) == reason
+    assert unsafe_reason(ipaddress.ip_address(addr), allow_loopback=False) == reason
 
 
 @pytest.mark.parametrize(
-    ("addr", "allowed"),
-    [("127.0.0.1", True), ("127.1.2.3", True), ("10.0.0.1", True), ("169.254.1.1", True),
-     ("0.0.0.0", False), ("224.0.0.1", False), ("8.8.8.8", True)],
+    ("addr", "reason"),
+    [
+        # the simulator's address space: all of 127.0.0.0/8 (also written IPv4-mapped)
+        ("127.0.0.1", None),
+        ("127.1.2.3", None),
+        ("127.255.255.254", None),
+        ("::ffff:127.3.4.5", None),
+        # public addresses are fine with or without simulation
+        ("8.8.8.8", None),
+        ("203.0.113.7", None),
+        # everything else internal stays refused in simulation: cloud metadata, RFC 1918, CGNAT, ...
+        ("169.254.169.254", "link-local address"),
+        ("169.254.1.1", "link-local address"),
+        ("fe80::1", "link-local address"),
+        ("10.0.0.1", "private address"),
+        ("172.16.0.9", "private address"),
+        ("192.168.1.1", "private address"),
+        ("100.64.0.1", "private address"),
+        ("fd00::1", "private address"),
+        ("0.1.2.3", "private address"),
+        ("::ffff:10.0.0.1", "private address"),
+        ("::1", "loopback address"),  # IPv6 loopback: the simulator never uses it
+        ("240.0.0.1", "reserved address"),
+        ("224.0.0.1", "multicast address"),
+        ("ff02::1", "multicast address"),
+        ("0.0.0.0", "unspecified address"),
+        ("::", "unspecified address"),
+    ],
 )
-def test_simulation_allows_private_but_never_unspecified_or_multicast(addr, allowed):
-    assert (unsafe_reason(ipaddress.ip_address(addr), allow_private=True) is None) is allowed
+def test_simulation_allows_only_ipv4_loopback(addr, reason):
+    assert unsafe_reason(ipaddress.ip_address(addr), allow_loopback=True) == reason
+
+
+@pytest.mark.parametrize(
+    ("addr", "allow_loopback", "hint"),
+    [
+        ("127.0.0.1", False, "allowed only with VASTKEEP_SIMULATED"),
+        ("10.0.0.1", False, "never probed, not even with VASTKEEP_SIMULATED"),
+        ("169.254.169.254", True, "never probed, not even with VASTKEEP_SIMULATED"),
+    ],
+)
+def test_refusal_message_says_whether_simulation_would_help(addr, allow_loopback, hint):
+    with pytest.raises(UnsafeTarget) as info:
+        check_address(ipaddress.ip_address(addr), allow_loopback=allow_loopback)
+    assert info.value.message.endswith(f"({hint})")
 
 
 def test_check_address_raises_unsafe_target_with_data():
     with pytest.raises(UnsafeTarget) as info:
-        check_address(ipaddress.ip_address("169.254.169.254"), allow_private=False, instance_id="42")
+        check_address(ipaddress.ip_address("169.254.169.254"), allow_loopback=False, instance_id="42")
     assert info.value.reason == "link-local address"
     assert info.value.instance_id == "42"
     assert info.value.to_dict()["address"] == "169.254.169.254"
-    check_address(ipaddress.ip_address("8.8.8.8"), allow_private=False)  # no raise
+    check_address(ipaddress.ip_address("8.8.8.8"), allow_loopback=False)  # no raise
 
 
 @pytest.mark.parametrize(

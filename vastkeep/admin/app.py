@@ -3,7 +3,9 @@
 Operators and other services use it to look at and steer the control plane (the guide's
 ``/api/proxy/admin/...`` endpoints). Tasks are triggered through an injected ``dispatch(name,
 kwargs) -> task_id`` callable, which ``worker/api.py`` implements with ``app.send_task`` - so this
-package stays importable and testable without a broker.
+package stays importable and testable without a broker. Likewise an optional ``notify(kind, fields)``
+callable announces what happened in this process (``token-invalid`` after validate-tokens);
+``worker/api.py`` sends it as a Celery event, since these checks run here and not in a worker.
 
 Routers live in ``vastkeep/admin/routes_<concern>.py`` and each exports ``router``; add your module
 name to :data:`ROUTERS`. Guarded routes use :func:`vastkeep.admin.auth.require_admin_key` and live
@@ -38,11 +40,12 @@ ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool")
 log = logging.getLogger("vastkeep.admin")
 
 Dispatch = Callable[[str, dict[str, Any]], str]
+Notify = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
 class AdminContext:
-    """What route handlers share: settings, Redis, store, events, the task dispatcher, the clock."""
+    """What route handlers share: settings, Redis, store, events, the task dispatcher, notifier, clock."""
 
     settings: Settings
     redis: Any
@@ -51,6 +54,7 @@ class AdminContext:
     store: Any = None
     events: Any = None
     dispatch: Dispatch | None = None
+    notify: Notify | None = None
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None) -> str:
         """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""
@@ -62,6 +66,19 @@ class AdminContext:
             log.warning("dispatch of %s failed: %s", name, type(exc).__name__)
             raise HTTPException(status_code=503,
                                 detail=f"could not queue {name}: broker unavailable") from None
+
+    def announce(self, kind: str, fields: dict[str, Any]) -> None:
+        """Hand ``kind`` + plain JSON ``fields`` (never a secret) to ``notify``; a failure is only logged.
+
+        The durable record is the event stream; this is the live notification on top of it, so losing
+        it must never fail the request that produced it.
+        """
+        if self.notify is None:
+            return
+        try:
+            self.notify(kind, dict(fields))
+        except Exception as exc:  # noqa: BLE001 - a notification channel outage is not the caller's problem
+            log.warning("could not announce %s: %s", kind, type(exc).__name__)
 
 
 def get_context(request: Request) -> AdminContext:
@@ -193,12 +210,17 @@ def create_app(
     store: Any = None,
     events: Any = None,
     dispatch: Dispatch | None = None,
+    notify: Notify | None = None,
     extra_routers: Iterable[APIRouter] = (),
     redis: Any = None,
     clock: Clock = SYSTEM_CLOCK,
     keys: Keys | None = None,
 ) -> FastAPI:
-    """Build the admin app. ``redis`` defaults to ``store.redis`` or a client for ``settings.redis_url``."""
+    """Build the admin app. ``redis`` defaults to ``store.redis`` or a client for ``settings.redis_url``.
+
+    ``notify(kind, fields)``, when given, is called for events worth a live notification (for now
+    ``token-invalid`` with ``service``, ``error``, ``http_status``); its failures are logged, never raised.
+    """
     if redis is None:
         redis = getattr(store, "redis", None)
     if redis is None and settings.redis_url:
@@ -212,7 +234,7 @@ def create_app(
                               "Guarded endpoints need the `X-Admin-Key` header.")
     app.state.admin_key = settings.admin_api_key
     app.state.vk = AdminContext(settings=settings, redis=redis, keys=keys, clock=clock, store=store,
-                                events=events, dispatch=dispatch)
+                                events=events, dispatch=dispatch, notify=notify)
     _install_error_handlers(app)
     for module_name in ROUTERS:
         module = importlib.import_module(f"vastkeep.admin.{module_name}")

@@ -5,6 +5,11 @@ paths and bodies. The handlers call :class:`vastkeep.tokens.TokenManager` direct
 takes at most the check timeout, and an update must be validated before it is answered), in
 FastAPI's thread pool because the checks block. A token sent to update-token is never echoed, logged
 or put in an error: bodies are parsed by hand so no validation error can quote it back.
+
+The checks run in this process, not in a worker, so no task event reports a rejection: each token
+that validate-tokens finds newly rejected is handed to the app's ``notify`` (``token-invalid``), which
+``worker/api.py`` turns into a Celery event. The durable ``token-invalid`` stream entry is written by
+the :class:`~vastkeep.tokens.TokenManager` either way.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.errors import InvalidInput
-from vastkeep.tokens import TokenManager
+from vastkeep.tokens import INVALID, TokenManager
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
 
@@ -38,9 +43,20 @@ def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) ->
 
 
 @router.post("/validate-tokens", summary="Validate every token now (real API calls, not the cache)")
-def validate_tokens(manager: TokenManager = Depends(token_manager)) -> dict[str, Any]:
-    """``{"success": true, "validation": {service: result}}``; a rejected token is a result, not an error."""
-    return {"success": True, "validation": manager.validate_all(use_cache=False)}
+def validate_tokens(background: BackgroundTasks, manager: TokenManager = Depends(token_manager),
+                    ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    """``{"success": true, "validation": {service: result}}``; a rejected token is a result, not an error.
+
+    Each newly rejected token is announced after the response is sent, so a slow or unreachable
+    broker never delays the answer.
+    """
+    results = manager.validate_all(use_cache=False)
+    for service, result in results.items():
+        if result.get("status") == INVALID and not result.get("cached"):
+            fields = {"service": service, "error": str(result.get("error")),
+                      "http_status": int(result.get("httpStatus") or 0)}
+            background.add_task(ctx.announce, "token-invalid", fields)
+    return {"success": True, "validation": results}
 
 
 @router.get("/tokens", summary="Where each token comes from and its cached result (no API calls)")

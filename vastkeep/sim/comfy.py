@@ -113,12 +113,18 @@ class ComfyApp:
         if ep.comfy_mode == "slow" and ep.slow_s > 0:
             await asyncio.sleep(ep.slow_s)
         request["sim_instance"] = inst
+        request["sim_endpoint"] = ep
         return await handler(request)
 
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(text="<html><title>ComfyUI</title></html>", content_type="text/html")
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
+        ep = request["sim_endpoint"]
+        if ep.comfy_mode == "error500":  # ComfyUI (or a proxy in front of it) failing: an HTTP error status
+            return web.json_response({"error": "Internal Server Error"}, status=ep.error_status)
+        if ep.comfy_mode == "wrong_body":  # something answers 200 JSON on the port, but it is not ComfyUI
+            return web.json_response({"ok": True})
         return web.json_response(system_stats(request["sim_instance"]))
 
     async def get_prompt(self, request: web.Request) -> web.Response:

@@ -113,10 +113,14 @@ class SimControl:
         return self.set_state(instance_id, "running")
 
     # ── ComfyUI faults ──────────────────────────────────────────────────────
-    def comfy(self, instance_id: int, mode: str, endpoint: str | None = None, delay_s: float = 0.0) -> dict:
+    def comfy(self, instance_id: int, mode: str, endpoint: str | None = None, delay_s: float = 0.0,
+              status: int | None = None) -> dict:
+        """mode: up | crash | hang | slow (``delay_s``) | error500 (``status``) | wrong_body."""
         body: dict[str, Any] = {"mode": mode, "delay_s": delay_s}
         if endpoint:
             body["endpoint"] = endpoint
+        if status is not None:
+            body["status"] = status
         return self._call("POST", f"/instances/{instance_id}/comfy", body)
 
     def crash_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
@@ -130,7 +134,16 @@ class SimControl:
     def slow_comfy(self, instance_id: int, delay_s: float, endpoint: str | None = None) -> dict:
         return self.comfy(instance_id, "slow", endpoint, delay_s)
 
+    def comfy_error(self, instance_id: int, status: int = 500, endpoint: str | None = None) -> dict:
+        """``GET /system_stats`` answers HTTP ``status`` (400..599); the TCP side and other routes work."""
+        return self.comfy(instance_id, "error500", endpoint, status=status)
+
+    def comfy_wrong_body(self, instance_id: int, endpoint: str | None = None) -> dict:
+        """``GET /system_stats`` answers 200 with JSON that is not ComfyUI's shape: ``{"ok": true}``."""
+        return self.comfy(instance_id, "wrong_body", endpoint)
+
     def restore_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
+        """Back up: clears crash, hang, slow, error500 and wrong_body."""
         return self.comfy(instance_id, "up", endpoint)
 
     # ── TCP path faults ─────────────────────────────────────────────────────

@@ -13,6 +13,7 @@ from aiohttp import web
 from vastkeep.sim.state import (
     COMFY_ENDPOINTS,
     COMFY_MODES,
+    DEFAULT_ERROR_STATUS,
     FAULT_STATES,
     NET_MODES,
     SSH_ENDPOINTS,
@@ -157,8 +158,12 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         mode = body.get("mode")
         if mode not in COMFY_MODES:
             return _bad(f"mode must be one of {COMFY_MODES}")
+        status = body.get("status", DEFAULT_ERROR_STATUS)
+        if mode == "error500" and (type(status) is not int or not 400 <= status <= 599):
+            return _bad("status must be an HTTP error status, 400..599")
         for ep in targets(inst, body, COMFY_ENDPOINTS):
             ep.comfy_mode, ep.slow_s = mode, float(body.get("delay_s", 0.0))
+            ep.error_status = status if mode == "error500" else DEFAULT_ERROR_STATUS
         await sim.net.apply(inst)
         return web.json_response(view(inst))
 

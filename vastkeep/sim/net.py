@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vastkeep.limits import raise_nofile_limit
 from vastkeep.sim.state import Endpoint, Instance
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,7 @@ log = logging.getLogger(__name__)
 
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (10,000 listeners need it); returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return raise_nofile_limit()[0]
 
 
 def desired_state(inst: Instance, ep: Endpoint) -> tuple[str, bool]:

@@ -19,7 +19,10 @@ SSH_PROXY = "ssh_proxy"
 COMFY_ENDPOINTS = (COMFY_DIRECT, COMFY_MAPPED, COMFY_FALLBACK)
 SSH_ENDPOINTS = (SSH_DIRECT, SSH_PROXY)
 NET_MODES = ("open", "refuse", "blackhole", "reset")
-COMFY_MODES = ("up", "crash", "hang", "slow")
+#: ComfyUI faults: crash (refused), hang (never answers), slow (answers late), error500 (/system_stats
+#: answers an HTTP error status, 500 unless told), wrong_body (/system_stats answers 200 ``{"ok": true}``).
+COMFY_MODES = ("up", "crash", "hang", "slow", "error500", "wrong_body")
+DEFAULT_ERROR_STATUS = 500
 SSH_MODES = ("normal", "hang_after_banner")
 FAULT_STATES = ("exited", "offline", "outbid", "error")
 
@@ -73,6 +76,7 @@ class Endpoint:
     comfy_mode: str = "up"
     slow_s: float = 0.0
     ssh_mode: str = "normal"
+    error_status: int = DEFAULT_ERROR_STATUS
 
     @property
     def kind(self) -> str:
@@ -80,6 +84,7 @@ class Endpoint:
 
     def clear(self) -> None:
         self.net_mode, self.comfy_mode, self.slow_s, self.ssh_mode = "open", "up", 0.0, "normal"
+        self.error_status = DEFAULT_ERROR_STATUS
 
 
 @dataclass
@@ -167,6 +172,7 @@ class Instance:
                     "net_mode": e.net_mode,
                     "comfy_mode": e.comfy_mode,
                     "slow_s": e.slow_s,
+                    "error_status": e.error_status,
                     "ssh_mode": e.ssh_mode,
                 }
                 for n, e in self.endpoints.items()
