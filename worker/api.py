@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from typing import Any
 
+import redis
 from fastapi import FastAPI
 
 from vastkeep.admin import create_app
@@ -26,10 +28,38 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Celery event type = this prefix + the admin app's kind (``vastkeep-token-invalid``)
 EVENT_PREFIX = "vastkeep-"
 log = logging.getLogger("vastkeep.api")
+#: how long the broker pre-check may take before a request is answered 503
+BROKER_CHECK_TIMEOUT_S = 1.0
+
+_probe_lock = threading.Lock()
+_probe: redis.Redis | None = None
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker did not answer the pre-check; the request gets a prompt 503."""
+
+
+def _broker_probe() -> redis.Redis:
+    """A client with short timeouts and no retries, only for the pre-check."""
+    global _probe
+    with _probe_lock:
+        if _probe is None:
+            _probe = redis.Redis.from_url(wiring.redis_url(), socket_timeout=BROKER_CHECK_TIMEOUT_S,
+                                          socket_connect_timeout=BROKER_CHECK_TIMEOUT_S, retry=None)
+        return _probe
 
 
 def dispatch(name: str, kwargs: dict[str, Any]) -> str:
-    """Queue task ``name`` with ``kwargs``; returns the task id."""
+    """Queue task ``name`` with ``kwargs``; returns the task id.
+
+    ``send_task`` first subscribes to the result channel under the result backend's retry policy
+    (20 × 1 s), so during a Redis outage a request would hold one of the API's threads for ~19 s and
+    enough of them would stall ``/health``; a one-second PING answers those with 503 at once.
+    """
+    try:
+        _broker_probe().ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"broker did not answer ({type(exc).__name__})") from None
     return str(celery_app.send_task(name, kwargs=kwargs).id)
 
 

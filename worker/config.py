@@ -93,7 +93,11 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # False on Redis: Celery would terminate running acks_late tasks on a connection loss expecting the
+        # broker to redeliver them (AMQP does); kombu's Redis transport keeps them unacked until
+        # visibility_timeout instead, so a 1 s Redis restart would strand them for an hour. Our tasks are
+        # idempotent and ack after the reconnect (tests/integration/test_chaos_redis.py).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": REDIS_CONNECT_TIMEOUT_S,
         "broker_transport_options": dict(transport),
