@@ -15,11 +15,6 @@ from vastkeep.store import StateStore
 from vastkeep.tokens import TokenManager
 
 
-@pytest.fixture
-def store(redis_client):
-    return StateStore(redis_client, Keys())
-
-
 def test_no_key_anywhere_means_no_client(store) -> None:
     settings = load_settings(environ={}, env_file=False)
     assert settings.vast_api_key is None

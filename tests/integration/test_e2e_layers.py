@@ -33,7 +33,6 @@ from vastkeep.clock import SYSTEM_CLOCK, FakeClock
 from vastkeep.errors import AuthError, RateLimited, ServerError, TokenInvalid
 from vastkeep.events import EventLog
 from vastkeep.http import RetryPolicy
-from vastkeep.keys import Keys
 from vastkeep.port_probe import ProbeConfig
 from vastkeep.ports import FIREWALL_ERROR, NO_CANDIDATES_ERROR, PortValidator
 from vastkeep.settings import Secret
@@ -57,16 +56,6 @@ def cloud(sim: Any) -> Any:
     sim.control.set_lifecycle(created_s=0.1, loading_s=0.6, boot_s=0.2, log_interval_s=0.2)
     sim.control.set_rent_defaults(ssh=False, ssh_proxy=False)
     return sim
-
-
-@pytest.fixture
-def store(redis_client: Any) -> StateStore:
-    return StateStore(redis_client, Keys())
-
-
-@pytest.fixture
-def events(redis_client: Any) -> EventLog:
-    return EventLog(redis_client, Keys())
 
 
 @pytest.fixture

@@ -19,9 +19,7 @@ import pytest
 from vastkeep import port_flow
 from vastkeep.backoff import BackoffPolicy
 from vastkeep.clock import FakeClock
-from vastkeep.events import EventLog
 from vastkeep.http import RetryPolicy
-from vastkeep.keys import Keys
 from vastkeep.port_probe import ProbeConfig
 from vastkeep.ports import PortValidator
 from vastkeep.settings import Secret
@@ -30,16 +28,6 @@ from vastkeep.vast import VastClient
 
 GONE = "gone at provider: no_such_instance"
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff=BackoffPolicy(base_s=0.01, cap_s=0.02))
-
-
-@pytest.fixture
-def store(redis_client: Any) -> StateStore:
-    return StateStore(redis_client, Keys())
-
-
-@pytest.fixture
-def events(redis_client: Any) -> EventLog:
-    return EventLog(redis_client, Keys())
 
 
 @pytest.fixture

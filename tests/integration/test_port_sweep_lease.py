@@ -27,16 +27,6 @@ from vastkeep.store import InstanceRecord, StateStore
 DELAY_S = 0.4
 
 
-@pytest.fixture
-def store(redis_client: Any) -> StateStore:
-    return StateStore(redis_client, Keys())
-
-
-@pytest.fixture
-def events(redis_client: Any) -> EventLog:
-    return EventLog(redis_client, Keys())
-
-
 def validator() -> PortValidator:
     config = ProbeConfig(tcp_timeout_s=0.5, http_timeout_s=1.5, allow_loopback=True)
     return PortValidator(config, concurrency=20)

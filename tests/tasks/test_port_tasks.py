@@ -8,10 +8,8 @@ from dataclasses import replace
 import pytest
 
 import tasks.ports as port_tasks
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
 from vastkeep.ports import FIREWALL_ERROR
-from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.store import InstanceRecord
 
 GONE = "gone at provider: no_such_instance"  # a record/result once Vast.ai forgot the instance
 
@@ -25,16 +23,6 @@ def short_timeouts(vk_celery_worker, vk_settings):
                              port_probe_concurrency=20))
     yield
     wiring.configure(vk_settings)
-
-
-@pytest.fixture
-def store(redis_client):
-    return StateStore(redis_client, Keys())
-
-
-@pytest.fixture
-def events(redis_client):
-    return EventLog(redis_client, Keys())
 
 
 def put(store, iid, ip, ports, status="loading"):
