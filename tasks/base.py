@@ -2,9 +2,11 @@
 
 A task body calls the library and returns a small JSON dict. Library errors decide the outcome:
 a :class:`~vastkeep.errors.TransientError` is retried after ``uniform(0, min(cap, base·2^n))``
-seconds (never in lockstep with the other instances that failed at the same moment; a ``delay_s``
-hint on the error is honoured as a floor); a :class:`~vastkeep.errors.PermanentError` fails the
-task at once, because retrying cannot help.
+seconds, never in lockstep with the other instances that failed at the same moment. A ``delay_s``
+hint on the error (an HTTP backoff ceiling, a lease's remaining time) widens that bound to
+``uniform(0, min(cap, max(hint, base·2^n)))``: it is an upper bound for the jitter, never a floor,
+because a floor would send every worker that saw the same 429 back at the same instant. A
+:class:`~vastkeep.errors.PermanentError` fails the task at once, because retrying cannot help.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from vastkeep.backoff import BackoffPolicy, backoff_delay
+from vastkeep.backoff import BackoffPolicy, backoff_ceiling, full_jitter
 from vastkeep.errors import TransientError
 
 DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
@@ -28,14 +30,18 @@ T = TypeVar("T")
 
 def retry_delay_s(task: Task, exc: BaseException | None = None, policy: BackoffPolicy | None = None,
                   rng: random.Random | None = None) -> float:
-    """Full-jitter countdown for the task's next retry (attempt = ``task.request.retries``)."""
+    """Full-jitter countdown for the task's next retry (attempt = ``task.request.retries``).
+
+    ``uniform(0, bound)`` with ``bound = min(cap, max(delay_s hint, base·2^attempt))``: the error's
+    ``delay_s`` (if any) can widen the window, never pin the countdown to one value.
+    """
     policy = policy or getattr(task, "retry_policy_backoff", None) or DEFAULT_RETRY_POLICY
     attempt = int(getattr(task.request, "retries", 0) or 0)
-    delay = backoff_delay(attempt, policy, rng or _rng)
+    bound = backoff_ceiling(attempt, policy)
     hint = getattr(exc, "delay_s", None)
-    if isinstance(hint, int | float) and hint > delay:
-        delay = float(min(hint, policy.cap_s))
-    return round(delay, 3)
+    if isinstance(hint, int | float) and not isinstance(hint, bool) and hint == hint and hint > bound:
+        bound = min(float(hint), policy.cap_s)
+    return round(full_jitter(bound, rng or _rng), 3)
 
 
 class VastkeepTask(Task):

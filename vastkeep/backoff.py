@@ -101,38 +101,3 @@ def failures_after_session(failures: int, uptime_s: float | None, gate_s: float)
     if uptime_s is not None and uptime_s >= gate_s:
         return 0
     return max(0, int(failures)) + 1
-
-
-@dataclass
-class GateReset:
-    """Consecutive-failure counter with the gate-time reset rule (autossh GATETIME).
-
-    Feed it monotonic timestamps: ``session_started(t)`` when a connection/process came up,
-    ``session_ended(t)`` when it went away, ``attempt_failed()`` when it never came up.
-    ``failures`` is then the attempt number to hand to :func:`backoff_delay`.
-    """
-
-    gate_s: float
-    failures: int = 0
-    up_since: float | None = None
-
-    def session_started(self, now: float) -> None:
-        """A session came up; the counter is *not* reset yet (it must first survive ``gate_s``)."""
-        self.up_since = now
-
-    def session_ended(self, now: float) -> bool:
-        """A session went away; returns True when it had lived past the gate and the counter reset."""
-        uptime = None if self.up_since is None else max(0.0, now - self.up_since)
-        self.up_since = None
-        self.failures = failures_after_session(self.failures, uptime, self.gate_s)
-        return self.failures == 0
-
-    def attempt_failed(self) -> int:
-        """An attempt never came up; returns the new failure count."""
-        self.up_since = None
-        self.failures = failures_after_session(self.failures, None, self.gate_s)
-        return self.failures
-
-    def is_stable(self, now: float) -> bool:
-        """True while the current session has been up at least ``gate_s``."""
-        return self.up_since is not None and now - self.up_since >= self.gate_s

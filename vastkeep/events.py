@@ -53,6 +53,10 @@ _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SECRET_NAMES = frozenset({"token", "api_key", "apikey", "secret", "password", "authorization",
                            "x-admin-key", "admin_key", "access_token", "auth"})
 MASK = "***"
+#: Each part of a stream id (``<ms>-<seq>``) is an unsigned 64-bit number; Redis refuses anything larger.
+STREAM_ID_PART_MAX = 2**64 - 1
+_STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_LAST_STREAM_ID = f"{STREAM_ID_PART_MAX}-{STREAM_ID_PART_MAX}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the admin API."""
         return {"id": self.id, "kind": self.kind, "ts": self.ts, "time": iso(self.ts), "fields": self.fields}
+
+
+def is_stream_id(value: str) -> bool:
+    """True for an id Redis accepts as a stream position: ``<ms>-<seq>``, both parts within 64 bits."""
+    match = _STREAM_ID_RE.match(value) if isinstance(value, str) else None
+    return match is not None and all(int(part) <= STREAM_ID_PART_MAX for part in match.groups())
 
 
 def _safe(value: Any, key: str | None = None) -> Any:
@@ -115,7 +125,16 @@ class EventLog:
         return event_id.decode() if isinstance(event_id, bytes) else event_id
 
     def read(self, after: str = "0-0", count: int = 100) -> list[Event]:
-        """Up to ``count`` events strictly after stream id ``after``, oldest first."""
+        """Up to ``count`` events strictly after stream id ``after``, oldest first.
+
+        ``ValueError`` when ``after`` is not a stream id (:func:`is_stream_id`); after the largest id
+        there is nothing (Redis would refuse the exclusive range, so it is not asked).
+        """
+        if not is_stream_id(after):
+            raise ValueError(f"not a stream id (<ms>-<seq>, each part at most {STREAM_ID_PART_MAX}): "
+                             f"{str(after)[:60]!r}")
+        if after == _LAST_STREAM_ID:
+            return []
         entries = self.redis.xrange(self.keys.events(), min=f"({after}", max="+", count=count)
         return [_event(eid, data) for eid, data in entries]
 

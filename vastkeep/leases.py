@@ -115,12 +115,14 @@ class LeaseManager:
                      acquired_at=float(_s(extra) or 0))
 
     def require(self, name: str, owner: str, ttl_ms: int) -> Lease:
-        """Like :meth:`acquire` but raises ``LeaseBusy`` (transient, with ``retry_after_ms``) when held."""
+        """Like :meth:`acquire` but raises ``LeaseBusy`` when held: transient, with ``retry_after_ms`` and
+        the same in seconds as ``delay_s``, the jitter bound a task retry uses (``tasks.base``)."""
         lease = self.acquire(name, owner, ttl_ms)
         if lease is None:
             remaining = self.remaining_ms(name)
+            retry_after_ms = max(0, remaining) if remaining is not None else 0
             raise LeaseBusy(f"lease {name!r} is held by another owner", name=name,
-                            retry_after_ms=remaining if remaining is not None else 0)
+                            retry_after_ms=retry_after_ms, delay_s=retry_after_ms / 1000.0)
         return lease
 
     def renew(self, lease: Lease, ttl_ms: int | None = None) -> bool:

@@ -56,5 +56,6 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
 def _view(record: InstanceRecord, now: float) -> dict[str, Any]:
     view = record.to_status_dict()
     view["isLeased"] = is_leased(record, now)
-    view.pop("fence", None)  # an internal fencing number, not a status field
+    view.pop("fence", None)  # internal fencing marks, not status fields
+    view.pop("fenceName", None)
     return view

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
@@ -30,14 +31,43 @@ GONE_ERROR = "gone at provider: no_such_instance"
 #: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
 SWEEP_LEASE = "ports-sweep"
 SWEEP_BUSY = "another sweep is running"
-SWEEP_LOST = "sweep lease lost before writing; a newer sweep owns the verdicts"
+SWEEP_LOST = "sweep lease lost; a newer sweep owns the verdicts"
 #: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
 SWEEP_SLACK_S = 30.0
 SWEEP_WRITE_S = 0.01
 
 
+T = TypeVar("T")
+
+
 def _needs_refresh(rec: Any) -> bool:
     return not (getattr(rec, "public_ip", None) and getattr(rec, "ports", None))
+
+
+def _modify_live(store: Any, instance_id: str, change: Callable[[Any], T], *,
+                 lease: Lease | None = None) -> tuple[Any, T | None]:
+    """Apply ``change(rec)`` (it edits ``rec`` in place) inside the store's compare-and-set.
+
+    The decision is taken on the record as it is at write time: one being destroyed (or gone) is left as it
+    is and ``change`` is not called. Returns ``(record, what change returned)``, the second from the attempt
+    that was stored (the CAS may call us again with a newer record, so earlier attempts' answers are
+    dropped); ``(None, None)`` when the record vanished. With ``lease`` the write is fenced and raises
+    ``StaleFence`` once that grant no longer holds it (a skipped record then gets only the fence stamp).
+    """
+    outcome: T | None = None
+
+    def decide(rec: Any) -> Any:
+        nonlocal outcome
+        outcome = None
+        if rec.status not in SKIPPED_STATUSES:
+            outcome = change(rec)
+        return rec
+
+    try:
+        rec = store.modify_instance(instance_id, decide, lease=lease)
+    except NotFound:
+        return None, None
+    return rec, outcome
 
 
 @dataclass(frozen=True)
@@ -75,23 +105,12 @@ def mark_gone(store: Any, events: Any, instance_id: str) -> Any:
     actually changes, so a redelivered task or the next poll writes nothing new and emits nothing.
     Returns the record (None when there is none).
     """
-    old_status: str | None = None
+    def change(rec: Any) -> str | None:
+        old = rec.status if rec.status != GONE_STATUS else None
+        rec.status, rec.error = GONE_STATUS, GONE_ERROR
+        return old
 
-    def decide(rec: Any) -> Any:
-        nonlocal old_status
-        old_status = None  # the CAS may call us again with a newer record
-        if rec.status in SKIPPED_STATUSES:
-            return rec
-        if rec.status != GONE_STATUS:
-            old_status = rec.status
-            rec.status = GONE_STATUS
-        rec.error = GONE_ERROR
-        return rec
-
-    try:
-        rec = store.modify_instance(instance_id, decide)
-    except NotFound:
-        return None
+    rec, old_status = _modify_live(store, instance_id, change)
     if old_status is not None:
         log.warning("⚠️  Instance %s is gone at Vast.ai: marked %s", instance_id, GONE_STATUS,
                     extra={"instance_id": instance_id})
@@ -107,33 +126,29 @@ def _verdict_key(pv: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return (pv.get("success"), pv.get("connection_url"), pv.get("error"))
 
 
-def record_validation(store: Any, events: Any, instance_id: str, pv: PortValidation, clock: Clock) -> Any:
+def record_validation(store: Any, events: Any, instance_id: str, pv: PortValidation, clock: Clock, *,
+                      lease: Lease | None = None) -> Any:
     """Write the verdict: always ``port_validation``; on success also the URL and loading → ready.
 
     The decision is taken inside the store's compare-and-set (:meth:`StateStore.modify_instance`), on the
     record as it is at write time: an instance that turned "destroying" after we read it is never promoted,
-    and one that vanished or is being destroyed is left alone (nothing written, never resurrected).
+    and one that vanished or is being destroyed is left alone (its fields untouched, never resurrected).
+    With ``lease`` (a pool sweep's) the write is fenced: ``StaleFence`` once a newer sweep owns the verdicts.
     """
     entry = pv.to_dict() | {"checked_at": iso(clock.now())}
-    changed = False
 
-    def decide(rec: Any) -> Any:
-        nonlocal changed
-        changed = False  # the CAS may call us again with a newer record
-        if rec.status in SKIPPED_STATUSES:
-            return rec  # unchanged: the store writes nothing
+    def change(rec: Any) -> bool:
         promoted = pv.success and rec.status in PROMOTABLE
-        changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
+        verdict_changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
         rec.port_validation = entry
         if pv.success:
             rec.connection_url = pv.connection_url
             if promoted:
                 rec.status = "ready"
-        return rec
+        return verdict_changed
 
-    try:
-        rec = store.modify_instance(instance_id, decide)
-    except NotFound:
+    rec, changed = _modify_live(store, instance_id, change, lease=lease)
+    if rec is None:
         return None
     if events is not None and changed:
         if pv.success:
@@ -190,6 +205,9 @@ def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: An
     With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (beat runs it every poll
     interval and the admin API can queue more; two at once would double the probes and race on the
     verdicts): when another sweep holds it, nothing is done and ``{"skipped": SWEEP_BUSY}`` is returned.
+    Every write of the sweep (addresses and verdicts) is fenced by that lease, so a sweep that stalls after
+    its last lease check is refused by the store instead of overwriting a newer sweep's verdicts; it stops
+    at the first refused write and returns ``{"skipped": SWEEP_LOST}``.
 
     With ``vast``, one ``VastClient.list_instances()`` call per sweep refreshes the address of *every*
     record the provider lists (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``; see
@@ -208,8 +226,8 @@ def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: An
         return {"skipped": SWEEP_BUSY}
     try:
         return _sweep(store, events, validator, records, vast, clock, (leases, lease))
-    except LeaseLost as exc:
-        log.warning("⚠️  Port sweep stopped before writing: %s", exc.message)
+    except LeaseLost as exc:  # StaleFence included: a write refused because a newer sweep holds the lease
+        log.warning("⚠️  Port sweep stopped: %s", exc.message)
         return {"skipped": SWEEP_LOST}
     finally:
         leases.release(lease)
@@ -217,6 +235,7 @@ def validate_pool(store: Any, events: Any, validator: PortValidator, *, vast: An
 
 def _sweep(store: Any, events: Any, validator: PortValidator, records: list[Any], vast: Any, clock: Clock,
            held: tuple[LeaseManager, Lease] | None) -> dict[str, Any]:
+    lease = held[1] if held is not None else None
     skipped: list[str] = []
     refresh_error: dict[str, Any] | None = None
     if vast is not None:
@@ -229,7 +248,7 @@ def _sweep(store: Any, events: Any, validator: PortValidator, records: list[Any]
             log.warning("⚠️  Vast.ai refresh failed (%s: %s); probing stored addresses, %d instance(s) "
                         "without one skipped this sweep", type(exc).__name__, exc.message, len(skipped))
         else:
-            records = _apply_refresh(store, records, by_id)
+            records = _apply_refresh(store, records, by_id, lease)
     targets = {r.instance_id: candidates_for(r) for r in records}
     if held is not None:  # the probe phase gets its own deadline, counted from now
         probes = sum(len(c) for c in targets.values())
@@ -239,7 +258,7 @@ def _sweep(store: Any, events: Any, validator: PortValidator, records: list[Any]
         held[0].ensure_renewed(held[1], _ttl_ms(0.0, len(verdicts)))
     ready, failed = [], []
     for iid, pv in verdicts.items():
-        record_validation(store, events, iid, pv, clock)
+        record_validation(store, events, iid, pv, clock, lease=lease)
         (ready if pv.success else failed).append(iid)
     result = {"checked": len(verdicts), "passed": len(ready), "failed": len(failed),
               "failed_ids": sorted(failed)[:100],
@@ -258,29 +277,21 @@ def provider_address(vi: Any) -> dict[str, Any]:
     return {k: v for k, v in fresh.items() if v}
 
 
-def apply_provider_address(store: Any, rec: Any, vi: Any) -> Any:
+def apply_provider_address(store: Any, rec: Any, vi: Any, *, lease: Lease | None = None) -> Any:
     """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
-    as it is at write time; destroying/destroyed records are left alone). Returns the record, or None
-    when it was deleted meanwhile. An unchanged address costs no write."""
+    as it is at write time; destroying/destroyed records are left alone; fenced by ``lease`` when given).
+    Returns the record, or None when it was deleted meanwhile. An unchanged address costs no write."""
     fresh = provider_address(vi)
     if all(getattr(rec, k) == v for k, v in fresh.items()):
         return rec
-    changed: dict[str, tuple[Any, Any]] = {}
 
-    def decide(cur: Any) -> Any:
-        changed.clear()  # the CAS may call us again with a newer record
-        if cur.status in SKIPPED_STATUSES:
-            return cur
-        for key, value in fresh.items():
-            if getattr(cur, key) != value:
-                changed[key] = (getattr(cur, key), value)
-                setattr(cur, key, value)
-        return cur
+    def change(cur: Any) -> dict[str, tuple[Any, Any]]:
+        diff = {k: (getattr(cur, k), v) for k, v in fresh.items() if getattr(cur, k) != v}
+        for key, (_, value) in diff.items():
+            setattr(cur, key, value)
+        return diff
 
-    try:
-        new = store.modify_instance(rec.instance_id, decide)
-    except NotFound:
-        return None
+    new, changed = _modify_live(store, rec.instance_id, change, lease=lease)
     if changed:
         log.info("Instance %s address changed at Vast.ai: %s", rec.instance_id,
                  ", ".join(f"{k} {old!r} -> {value!r}" for k, (old, value) in changed.items()),
@@ -288,13 +299,13 @@ def apply_provider_address(store: Any, rec: Any, vi: Any) -> Any:
     return new
 
 
-def _apply_refresh(store: Any, records: list[Any], by_id: dict[str, Any]) -> list[Any]:
+def _apply_refresh(store: Any, records: list[Any], by_id: dict[str, Any], lease: Lease | None) -> list[Any]:
     """Every listed record gets the provider's current address; one deleted or being destroyed is dropped."""
     fresh = []
     for r in records:
         vi = by_id.get(str(r.instance_id))
         if vi is not None:
-            r = apply_provider_address(store, r, vi)
+            r = apply_provider_address(store, r, vi, lease=lease)
         if r is not None and r.status not in SKIPPED_STATUSES:
             fresh.append(r)
     return fresh

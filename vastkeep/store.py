@@ -2,9 +2,14 @@
 
 Every worker on every host sees the same state. Writes to an instance record are compare-and-set
 in Lua (``store_cas.lua``): the writer's view must still be current, and a write made under a
-lease is refused with ``StaleFence`` unless that exact grant still holds the lease and its fence
-is at least the one the record last stored. A worker that paused past its lease therefore cannot
-overwrite what its successor wrote (Kleppmann's fencing token).
+lease is refused with ``StaleFence`` unless that exact grant still holds the lease and, when the
+record was last fenced by the *same* lease name, its fence is at least the one stored. Each lease
+name has its own counter, so fences of different names are never compared. A worker that paused
+past its lease therefore cannot overwrite what its successor wrote (Kleppmann's fencing token).
+
+A record Redis holds but this code cannot read (hand-edited, or written by an incompatible version)
+is skipped with a log line by :meth:`StateStore.list_instances` and refused with a clear
+``PermanentError`` by the single-record calls, so one bad record never breaks a status view.
 
 Runtime token overrides live in Redis (that is how ``update-token`` reaches every worker without a
 restart): protect Redis like the ``.env`` file itself.
@@ -13,6 +18,8 @@ restart): protect Redis like the ``.env`` file itself.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,10 +28,12 @@ from typing import Any
 import redis
 
 from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
-from vastkeep.errors import NotFound, StaleFence, WriteConflict
+from vastkeep.errors import NotFound, PermanentError, StaleFence, WriteConflict
 from vastkeep.keys import Keys
 from vastkeep.leases import Lease
 from vastkeep.settings import Secret
+
+log = logging.getLogger("vastkeep.store")
 
 INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "destroying", "destroyed")
 CAS_ATTEMPTS = 50
@@ -34,6 +43,16 @@ _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
 
 def _s(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(instance_id: str, raw: str) -> InstanceRecord:
+    """Parse a stored record; ``PermanentError`` (naming the id, not the content) when it cannot be read."""
+    try:
+        return InstanceRecord.from_dict(json.loads(raw))
+    except (ValueError, TypeError, AttributeError) as exc:
+        reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
+        raise PermanentError(f"instance record {instance_id} in Redis cannot be read ({reason}); fix or "
+                             "delete the key", instance_id=instance_id) from None
 
 
 def _dumps(data: Any, what: str) -> str:
@@ -47,7 +66,14 @@ def _dumps(data: Any, what: str) -> str:
 
 @dataclass
 class InstanceRecord:
-    """What vastkeep knows about one rented instance. ``fence`` = the lease grant that last wrote it."""
+    """What vastkeep knows about one rented instance.
+
+    ``fence_name`` / ``fence``: the lease name and fencing number of the last fenced write (None / 0
+    when none was fenced); a later fenced write under the same name needs a fence at least this high.
+    ``lease_owner`` / ``leased_until``: the warm pool's *client* lease, i.e. the name of the client
+    service that leased the instance and until when. It is never a lease owner token from
+    ``vastkeep.leases`` (those are capabilities and are never stored in a record).
+    """
 
     instance_id: str
     status: str = "starting"
@@ -69,6 +95,7 @@ class InstanceRecord:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     fence: int = 0
+    fence_name: str | None = None
 
     def __post_init__(self) -> None:
         self.instance_id = str(self.instance_id)
@@ -81,10 +108,23 @@ class InstanceRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
-        """Tolerant read: unknown keys are ignored, missing ones take their defaults."""
+        """Tolerant read: unknown keys are ignored, missing (or null) ones take their defaults.
+
+        Raises ``ValueError`` when a field holds a value of the wrong kind (a port that is not a
+        number, a time that is text), so a bad record fails here, not later in a status view.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"an instance record is a JSON object, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["ports"] = {str(k): int(v) for k, v in (kwargs.get("ports") or {}).items()}
+        for name, kind in _FIELD_KINDS.items():
+            value = kwargs.get(name)
+            if value is not None and not _is_kind(value, kind):
+                raise ValueError(f"instance record field {name!r} holds {type(value).__name__}, not {kind}")
+        ports = kwargs.get("ports") or {}
+        if not all(_is_kind(v, "int") for v in ports.values()):
+            raise ValueError("instance record field 'ports' maps to something other than port numbers")
+        kwargs["ports"] = {str(k): int(v) for k, v in ports.items()}
         kwargs["extra"] = dict(kwargs.get("extra") or {})
         kwargs["fence"] = int(kwargs.get("fence") or 0)
         return cls(**kwargs)
@@ -98,8 +138,35 @@ class InstanceRecord:
             "sshPort": self.ssh_port, "ports": dict(self.ports), "portValidation": self.port_validation,
             "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.dph_total,
             "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
-            "fence": self.fence,
+            "fence": self.fence, "fenceName": self.fence_name,
         }
+
+
+#: The JSON kind each typed field must hold when not null (checked by ``InstanceRecord.from_dict``).
+_FIELD_KINDS = {
+    "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str", "ssh_host": "str",
+    "ssh_port": "int", "ports": "dict", "connection_url": "str", "port_validation": "dict",
+    "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
+    "dph_total": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
+    "fence": "int", "fence_name": "str",
+}
+_MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "str|int":
+        return isinstance(value, str | int)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return kind == "number" or 0 <= value <= _MAX_TIME
 
 
 @dataclass(frozen=True)
@@ -127,16 +194,29 @@ class StateStore:
 
     # ── instances ───────────────────────────────────────────────────────────
     def get_instance(self, instance_id: str | int) -> InstanceRecord | None:
+        """The record, or None when there is none; ``PermanentError`` when the stored one is unreadable."""
         raw = self.redis.get(self.keys.instance(instance_id))
-        return InstanceRecord.from_dict(json.loads(_s(raw))) if raw is not None else None
+        return _decode(str(instance_id), _s(raw)) if raw is not None else None
 
     def list_instances(self) -> list[InstanceRecord]:
-        """Every record, oldest first (ids whose record vanished are skipped)."""
+        """Every readable record, oldest first.
+
+        Ids whose record vanished are skipped; so is a record that cannot be read (logged with its id),
+        so one bad record never hides the others.
+        """
         ids = sorted(_s(i) for i in self.redis.smembers(self.keys.instances()))
         if not ids:
             return []
         raws = self.redis.mget([self.keys.instance(i) for i in ids])
-        records = [InstanceRecord.from_dict(json.loads(_s(r))) for r in raws if r is not None]
+        records = []
+        for iid, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                records.append(_decode(iid, _s(raw)))
+            except PermanentError as exc:
+                log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message,
+                            extra={"instance_id": iid})
         return sorted(records, key=lambda r: (r.created_at or 0.0, r.instance_id))
 
     def put_instance(self, rec: InstanceRecord, *, lease: Lease | None = None) -> InstanceRecord:
@@ -163,7 +243,7 @@ class StateStore:
         Raises ``NotFound`` when there is no record, ``StaleFence`` when the lease no longer backs
         the write, ``WriteConflict`` after too many lost races, ``ValueError`` for unknown fields.
         """
-        unknown = set(changes) - (_FIELD_NAMES - {"instance_id", "fence", "created_at"})
+        unknown = set(changes) - (_FIELD_NAMES - {"instance_id", "fence", "fence_name", "created_at"})
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} on an instance record")
 
@@ -195,39 +275,46 @@ class StateStore:
         return result
 
     def delete_instance(self, instance_id: str | int, *, lease: Lease | None = None) -> bool:
-        """Remove the record and its id; False when there was none. Fenced by ``lease`` when given."""
+        """Remove the record and its id; False when there was none. Fenced by ``lease`` when given.
+
+        Works on a record that cannot be read, too (deleting it is one way to fix it).
+        """
         try:
-            self._write(instance_id, lambda old: None, lease=lease, must_exist=True)
+            self._write(instance_id, None, lease=lease, must_exist=True)
         except NotFound:
             return False
         return True
 
-    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], Any],
+    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], Any] | None,
                *, lease: Lease | None, must_exist: bool) -> InstanceRecord | None:
         """Read, build the new record, compare-and-set in Lua; re-read on a lost race.
 
-        ``build`` returns the record to store, None to delete, or ``_UNCHANGED`` to write nothing.
+        ``build`` returns the record to store, None to delete, or ``_UNCHANGED`` to write nothing;
+        ``build=None`` deletes without reading the old record (so an unreadable one can be deleted).
         """
         iid = str(instance_id)
         keys = [self.keys.instance(iid), self.keys.instances()]
         fence_args: list[Any] = []
         if lease is not None:
             keys.append(self.keys.lease(lease.name))
-            fence_args = [lease.owner, lease.fence]
+            fence_args = [lease.owner, lease.fence, lease.name]
         for _ in range(CAS_ATTEMPTS):
             raw = _s(self.redis.get(keys[0]))
-            old = InstanceRecord.from_dict(json.loads(raw)) if raw is not None else None
-            if old is None and must_exist:
+            if raw is None and must_exist:
                 raise NotFound(f"no record for instance {iid}", instance_id=iid)
-            new = build(old)
+            old = _decode(iid, raw) if raw is not None and build is not None else None
+            new = build(old) if build is not None else None
             if new is _UNCHANGED:
                 return old
             new_raw = ""
             if new is not None:
                 if new.instance_id != iid:
                     raise ValueError("instance_id cannot change")
-                fence = lease.fence if lease is not None else (old.fence if old else new.fence)
-                new = replace(new, fence=fence, updated_at=self.clock.now())
+                if lease is not None:
+                    fence, fence_name = lease.fence, lease.name
+                else:  # an unfenced write keeps the last fenced writer's mark
+                    fence, fence_name = (old.fence, old.fence_name) if old else (new.fence, new.fence_name)
+                new = replace(new, fence=fence, fence_name=fence_name, updated_at=self.clock.now())
                 new_raw = _dumps(new.to_dict(), "instance record")
             reply = self._cas(keys=keys, args=[raw or "", new_raw, iid, *fence_args])
             status = _s(reply[0])
@@ -236,7 +323,7 @@ class StateStore:
             if status in ("LOST", "STALE"):
                 assert lease is not None
                 why = ("the lease lapsed or passed to another owner" if status == "LOST"
-                       else f"the record was written under fence {_s(reply[1])}")
+                       else f"the record was written under fence {_s(reply[1])} of the same lease")
                 raise StaleFence(f"write to instance {iid} under lease {lease.name!r} fence {lease.fence} "
                                  f"refused: {why}", instance_id=iid, name=lease.name, fence=lease.fence)
         raise WriteConflict(f"instance {iid} kept changing under concurrent writers", instance_id=iid)

@@ -2,9 +2,12 @@
 -- KEYS[1] instance:<id> (JSON)   KEYS[2] instances (set of ids)   KEYS[3] lease:<name> (only when fenced)
 -- ARGV[1] the JSON the writer read ('' = the record must be absent)
 -- ARGV[2] the JSON to store ('' = delete the record)
--- ARGV[3] instance id   ARGV[4] lease owner   ARGV[5] lease fence        (ARGV[4..5] only when fenced)
+-- ARGV[3] instance id   ARGV[4] lease owner   ARGV[5] lease fence   ARGV[6] lease name (ARGV[4..6] only when fenced)
+-- Every lease name has its own fence counter, so the stored fence is compared only when the record was
+-- last fenced by the same lease name (its 'fence_name'); numbers of different names are incomparable.
 -- Returns {'OK'} | {'CONFLICT'} (changed since read: re-read and retry)
---       | {'LOST', live fence or ''} (the lease lapsed or is someone else's) | {'STALE', stored fence}
+--       | {'LOST', live fence or ''} (the lease lapsed or is someone else's)
+--       | {'STALE', stored fence} (the record carries a higher fence of the same lease name)
 local cur = redis.call('GET', KEYS[1])
 if #KEYS == 3 then
   local h = redis.call('HMGET', KEYS[3], 'owner', 'fence')
@@ -13,7 +16,8 @@ if #KEYS == 3 then
   end
   if cur then
     local ok, rec = pcall(cjson.decode, cur)
-    if ok and type(rec) == 'table' and type(rec['fence']) == 'number' and tonumber(ARGV[5]) < rec['fence'] then
+    if ok and type(rec) == 'table' and rec['fence_name'] == ARGV[6] and type(rec['fence']) == 'number'
+        and tonumber(ARGV[5]) < rec['fence'] then
       return {'STALE', tostring(rec['fence'])}
     end
   end

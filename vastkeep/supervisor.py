@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from vastkeep.backoff import restart_delay_s
+from vastkeep.backoff import failures_after_session, restart_delay_s
 from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
 
 log = logging.getLogger("vastkeep.supervisor")
@@ -151,10 +151,13 @@ class Supervisor:
     # ── watching ────────────────────────────────────────────────────────────
     def _crashed(self, child: _Child) -> None:
         now_mono = self.clock.monotonic()
-        uptime = now_mono - child.started_mono if child.started_mono is not None else 0.0
-        if uptime >= self.policy.stable_after_s:
-            child.consecutive_crashes = 0
-        child.consecutive_crashes += 1
+        # A spawn that failed never came up: no uptime (the last run's start time is not this attempt's).
+        came_up = child.proc is not None and child.started_mono is not None
+        uptime = now_mono - child.started_mono if came_up else None
+        # The gate rule resets the count after a run that stayed up; the crash ending that run is then
+        # the first of a new series (so it still waits base_s), hence "or 1".
+        child.consecutive_crashes = failures_after_session(
+            child.consecutive_crashes, uptime, self.policy.stable_after_s) or 1
         child.last_crash_time = self.clock.now()
         if self.policy.max_restarts >= 0 and child.restart_count >= self.policy.max_restarts:
             child.status = "failed"

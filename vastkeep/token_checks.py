@@ -21,7 +21,9 @@ from typing import Any
 
 import requests
 
-from vastkeep.http import make_session, safe_url
+from vastkeep.clock import SYSTEM_CLOCK, Clock
+from vastkeep.errors import MalformedResponse, NetworkError
+from vastkeep.http import DEADLINE_EXCEEDED, DEFAULT_MAX_BODY_BYTES, make_session, read_body, safe_url
 from vastkeep.settings import Secret
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ VASTAI, HUGGINGFACE, CIVITAI = "vastai", "huggingface", "civitai"
 SERVICES: tuple[str, ...] = (VASTAI, HUGGINGFACE, CIVITAI)
 
 VALID, INVALID, UNKNOWN, UNCONFIGURED = "valid", "invalid", "unknown", "unconfigured"
-MAX_BODY_BYTES = 8 * 1024 * 1024  # a big Vast instance list still fits; a runaway body does not
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the Vast.ai check reads the instance list, as the client does
 USER_AGENT = "vastkeep-token-check/1"
 
 
@@ -160,18 +162,6 @@ def classify(
 
 
 # ── the HTTP call ───────────────────────────────────────────────────────────
-def _read_capped(response: requests.Response, limit: int) -> bytes | None:
-    """Read at most ``limit`` bytes of the body; None when it is bigger (treated as malformed)."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def run_check(
     spec: CheckSpec,
     token: Secret,
@@ -179,12 +169,18 @@ def run_check(
     timeout_s: float,
     tested_at: Callable[[], str | None],
     session_factory: Callable[[], requests.Session] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[str, Any]:
-    """One real call with a Bearer header and a (connect, read) timeout; never raises for I/O failures.
+    """One real call with a Bearer header, ended after ``timeout_s`` in all; never raises for I/O failures.
 
-    No retry here on purpose: an unknown result is re-checked by the next periodic run, and a retry
-    inside the check would eat the caller's deadline. ``tested_at`` is called when the answer arrives.
+    ``timeout_s`` bounds each socket read *and* the whole call: the body is read by
+    :func:`vastkeep.http.read_body` against a deadline of ``timeout_s`` from the start (on
+    ``clock.monotonic()``) and a size cap, so a provider that drips bytes cannot hold the check (and
+    its worker thread) past it. No retry here on purpose: an unknown result is re-checked by the
+    next periodic run, and a retry inside the check would eat the caller's deadline. ``tested_at``
+    is called when the answer arrives.
     """
+    deadline = clock.monotonic() + timeout_s
     session = (session_factory or (lambda: make_session(USER_AGENT)))()
     try:
         response = session.get(
@@ -198,15 +194,21 @@ def run_check(
             code = response.status_code
             body = None
             if 200 <= code <= 299:
-                body = _read_capped(response, MAX_BODY_BYTES)
-                if body is None:
-                    return classify(spec.service, tested_at=tested_at(), error="response body too large")
+                body = read_body(response, deadline=deadline, clock=clock, limit_bytes=MAX_BODY_BYTES)
             return classify(spec.service, tested_at=tested_at(), status=code, body=body)
         finally:
             response.close()
     except requests.RequestException as exc:
         log.debug("token check %s %s: %s", spec.service, safe_url(spec.url), describe_exception(exc))
         return classify(spec.service, tested_at=tested_at(), error=exc)
+    except MalformedResponse as exc:  # larger than the cap, or undecodable
+        why = "response body too large" if exc.data.get("reason") == "body too large" else \
+            "malformed response body"
+        return classify(spec.service, tested_at=tested_at(), error=why)
+    except NetworkError as exc:  # the body missed the deadline or broke off
+        why = f"timed out after {timeout_s:g}s" if exc.data.get("reason") == DEADLINE_EXCEEDED \
+            else str(exc.data.get("reason"))
+        return classify(spec.service, tested_at=tested_at(), error=why)
     except Exception as exc:  # noqa: BLE001 - a check must report unknown, not crash the others
         return classify(spec.service, tested_at=tested_at(), error=f"request failed ({type(exc).__name__})")
     finally:

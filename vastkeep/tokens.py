@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECK_TIMEOUT_S = 10.0
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
+CHECK_POOL_SIZE = 8  # threads for token checks in one process, however many checks are asked for
 MAX_TOKEN_BYTES = 4096
 _FP = "_fp"  # cached results carry a fingerprint of the token they judged (never shown)
 
@@ -57,6 +59,34 @@ __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
     "TokenManager", "TokenUpdate", "public_result",
 ]
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _check_pool() -> ThreadPoolExecutor:
+    """The process's one bounded pool for token checks, made on first use.
+
+    Bounded so that repeated validations against a provider that hangs cannot grow threads without
+    limit: a check that has not started when its caller's deadline passes is cancelled, and a started
+    one ends by its own deadline (``run_check``). One per process, not per ``TokenManager``, because
+    managers are built per request and per task.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=CHECK_POOL_SIZE, thread_name_prefix="token-check")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child (Celery prefork) inherits neither the threads nor a usable lock: start afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 class TokenStore(Protocol):
@@ -191,8 +221,9 @@ class TokenManager:
                      services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
         """Every service's result: from the shared cache when fresh (``use_cache``), else a real call.
 
-        Fresh calls run concurrently in daemon threads; each is awaited only up to its own timeout, so
-        a provider that hangs costs ``timeout_s`` and is reported "unknown" while the others finish.
+        Fresh calls run concurrently in the process's bounded check pool; each is awaited only up to
+        its own timeout, so a provider that hangs costs ``timeout_s`` and is reported "unknown" while
+        the others finish (a check still queued then is cancelled; a running one ends by its deadline).
         Each result carries ``cached`` (True when read from Redis).
         """
         tokens = {s: self.effective_token(s) for s in services}
@@ -215,6 +246,7 @@ class TokenManager:
             if future.done():
                 result = future.result()
             else:
+                future.cancel()  # still queued behind hung checks: never run it late
                 result = classify(service, tested_at=iso(self.clock.now()),
                                   error=f"timed out after {self.timeout_s:g}s")
             self._record(service, token, result)
@@ -252,6 +284,7 @@ class TokenManager:
         try:
             result_now = result.result(timeout=self.timeout_s + DEADLINE_GRACE_S)
         except TimeoutError:
+            result.cancel()
             result_now = classify(service, tested_at=iso(self.clock.now()),
                                   error=f"timed out after {self.timeout_s:g}s")
         status = result_now["status"]
@@ -276,21 +309,17 @@ class TokenManager:
 
     # ── internals ───────────────────────────────────────────────────────────
     def _start_check(self, service: str, token: Secret) -> Future[dict[str, Any]]:
-        """Run one check in a daemon thread (a hung provider must not keep the process alive)."""
-        future: Future[dict[str, Any]] = Future()
-        spec = self._specs[service]
+        """Queue one check on the bounded pool; it ends by its own deadline (``timeout_s`` in all)."""
+        return _check_pool().submit(self._run_check, service, token)
 
-        def target() -> None:
-            try:
-                future.set_result(run_check(spec, token, timeout_s=self.timeout_s,
-                                            tested_at=lambda: iso(self.clock.now()),
-                                            session_factory=self._session_factory))
-            except BaseException as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
-                future.set_result(classify(service, tested_at=iso(self.clock.now()),
-                                           error=f"check crashed ({type(exc).__name__})"))
-
-        threading.Thread(target=target, name=f"token-check-{service}", daemon=True).start()
-        return future
+    def _run_check(self, service: str, token: Secret) -> dict[str, Any]:
+        try:
+            return run_check(self._specs[service], token, timeout_s=self.timeout_s,
+                             tested_at=lambda: iso(self.clock.now()),
+                             session_factory=self._session_factory, clock=self.clock)
+        except Exception as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
+            return classify(service, tested_at=iso(self.clock.now()),
+                            error=f"check crashed ({type(exc).__name__})")
 
     def _cached(self, service: str, token: Secret) -> dict[str, Any] | None:
         """The stored result if it judged this very token and is younger than its cache time."""

@@ -22,10 +22,12 @@ from vastkeep.errors import (
     ConfigError,
     InvalidRequest,
     MalformedResponse,
+    NetworkError,
     NotFound,
     RentOutcomeUnknown,
+    ServerError,
 )
-from vastkeep.http import RetryPolicy, make_session, request_with_retry, safe_url
+from vastkeep.http import DEFAULT_MAX_BODY_BYTES, RetryPolicy, make_session, request_with_retry, safe_url
 from vastkeep.vast_models import VastInstance, VastOffer, as_int
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "VastClient", "VastInstance", "VastOffer"]
@@ -77,6 +79,7 @@ class VastClient:
         rng: random.Random | None = None,
         session: requests.Session | None = None,
         preflight: Callable[[], None] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
         if not isinstance(raw, str) or not raw.strip():
@@ -90,6 +93,7 @@ class VastClient:
         self.session = session if session is not None else make_session(USER_AGENT)
         self._owns_session = session is None
         self.preflight = preflight
+        self.max_body_bytes = int(max_body_bytes)
 
     def __repr__(self) -> str:
         return f"VastClient(base_url={safe_url(self.base_url)!r})"
@@ -172,10 +176,12 @@ class VastClient:
 
         The ``preflight`` check runs first (e.g. ``TokenInvalid`` while the Vast.ai key is rejected).
         Renting spends money and is not idempotent, so it is retried only when Vast.ai certainly
-        did not act (429, connection never opened). After a timeout or 5xx, look the ``label`` up
-        with :meth:`list_instances` before renting again. A success answer that cannot be read
-        (not JSON, no usable ``new_contract``) raises ``RentOutcomeUnknown``, a permanent error, so
-        no automatic retry rents a second instance.
+        did not act (429, connection never opened); those end, if they persist, in a transient
+        ``RateLimited`` / ``NetworkError``. Whenever the request may have reached Vast.ai and the
+        answer could not be read (a 5xx, a read timeout or missed deadline, a connection broken
+        after sending, a body that is not JSON, too large, or has no usable ``new_contract``) it
+        raises ``RentOutcomeUnknown``: permanent, so no task retry rents (and pays for) a second
+        instance. Look the ``label`` up with :meth:`list_instances` before renting again.
         """
         if self.preflight is not None:
             self.preflight()
@@ -190,8 +196,17 @@ class VastClient:
             payload["price"] = price
         try:
             body = self._call("PUT", f"/asks/{oid}/", json=payload, idempotent=False, offer_id=oid)
-        except MalformedResponse:
-            raise _outcome_unknown(oid, label, "the answer is not JSON") from None
+        except ServerError as exc:
+            raise _outcome_unknown(oid, label, f"Vast.ai answered HTTP {exc.data.get('status')}",
+                                   status=exc.data.get("status")) from None
+        except NetworkError as exc:
+            if exc.data.get("maybe_sent") is False:
+                raise  # the connection never opened: Vast.ai saw nothing, a retry is safe
+            raise _outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
+        except MalformedResponse as exc:
+            why = "the answer is too large" if exc.data.get("reason") == "body too large" else \
+                "the answer is not JSON"
+            raise _outcome_unknown(oid, label, why) from None
         contract = as_int(body.get("new_contract"))
         if contract is None or contract <= 0:
             raise _outcome_unknown(oid, label, "the answer has no usable new_contract")
@@ -242,6 +257,7 @@ class VastClient:
             headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
             json=json, params=params, timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
             rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
+            max_body_bytes=self.max_body_bytes,
         )
         status = response.status_code
         where = safe_url(url)
@@ -287,14 +303,14 @@ def _decode(response: requests.Response) -> tuple[Any, bool]:
         return None, False
 
 
-def _outcome_unknown(offer_id: int, label: str | None, why: str) -> RentOutcomeUnknown:
+def _outcome_unknown(offer_id: int, label: str | None, why: str, **data: object) -> RentOutcomeUnknown:
     """The permanent error for a rent whose answer was unreadable (Vast.ai may have rented)."""
     look = (f"look for label {label!r} with list_instances()" if label is not None
             else "look for a new instance with list_instances() (rent with a label to find it)")
     log.error("rent of offer %d: outcome unknown (%s)", offer_id, why)
     return RentOutcomeUnknown(
         f"Vast.ai may have rented offer {offer_id}, but {why}; {look} before renting again",
-        offer_id=offer_id, label=label, reason=why)
+        offer_id=offer_id, label=label, reason=why, **data)
 
 
 def _suffix(text: str) -> str:

@@ -197,6 +197,41 @@ def test_events_can_be_followed_by_id(served) -> None:
     assert requests.get(url, headers={HEADER: KEY}, params={"count": 0}, timeout=5).status_code == 422
 
 
+def test_events_after_an_id_beyond_64_bits_is_400_not_503(served) -> None:
+    """The id passes a digits-only check but Redis refuses it: the caller's mistake, said as such."""
+    s, store = served
+    EventLog(store.redis, Keys(), SystemClock()).emit("port-validated", instance_id="1", port=41234)
+    url = f"{s.url}/api/proxy/admin/events"
+    top = 2**64 - 1
+    for after in (f"{top + 1}-0", f"0-{top + 1}", "99999999999999999999-0"):
+        r = requests.get(url, headers={HEADER: KEY}, params={"after": after}, timeout=5)
+        assert r.status_code == 400, after
+        assert r.json()["error"] == "bad_request" and "at most 18446744073709551615" in r.json()["reason"]
+    for after in (f"{top}-{top}", f"{top}-0"):  # the largest ids are fine: nothing comes after them
+        r = requests.get(url, headers={HEADER: KEY}, params={"after": after}, timeout=5)
+        assert r.status_code == 200 and r.json() == {"events": [], "next": after}
+    r = requests.get(url, headers={HEADER: KEY}, params={"after": f"0-{top}"}, timeout=5)
+    assert r.status_code == 200 and [e["kind"] for e in r.json()["events"]] == ["port-validated"]
+
+
+@pytest.mark.parametrize("stored", [
+    '{"instance_id": "5", "status": "ready", "ports": {"8188/tcp": null}}',
+    '{"instance_id": "5", "status": "ready", "created_at": "yesterday"}',
+    "not json at all",
+])
+def test_one_unreadable_record_never_breaks_warm_pool_status(served, stored) -> None:
+    s, store = served
+    store.put_instance(InstanceRecord(instance_id="7835610", status="ready",
+                                      connection_url="http://203.0.113.7:41234"))
+    store.redis.set(store.keys.instance("5"), stored)
+    store.redis.sadd(store.keys.instances(), "5")
+    r = requests.get(f"{s.url}/api/proxy/admin/warm-pool/status", headers={HEADER: KEY}, timeout=5)
+    assert r.status_code == 200
+    doc = r.json()
+    assert [i["contractId"] for i in doc["instances"]] == ["7835610"]
+    assert doc["instance"]["contractId"] == "7835610" and doc["counts"]["total"] == 1
+
+
 def test_port_validation_is_queued_by_name(served) -> None:
     s, _ = served
     url = f"{s.url}/api/proxy/admin/ports/validate"

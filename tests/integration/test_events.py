@@ -9,7 +9,7 @@ import pytest
 
 from vastkeep.clock import FakeClock
 from vastkeep.errors import TokenInvalid
-from vastkeep.events import EVENT_KINDS, Event, EventLog
+from vastkeep.events import EVENT_KINDS, Event, EventLog, is_stream_id
 from vastkeep.keys import Keys
 from vastkeep.redis_conn import connect
 from vastkeep.settings import Secret
@@ -83,3 +83,15 @@ def test_documented_kinds_are_well_formed(events):
     for kind in EVENT_KINDS:
         events.emit(kind)
     assert [e.kind for e in events.read(count=1000)] == list(EVENT_KINDS)
+
+
+def test_read_refuses_ids_redis_would_refuse_and_handles_the_largest(events):
+    events.emit("port-validated", instance_id="1")
+    top = 2**64 - 1
+    assert is_stream_id("0-0") and is_stream_id(f"{top}-{top}")
+    for bad in (f"{top + 1}-0", f"0-{top + 1}", "1", "1-", "-1", "1-2-3", "$", "x; DROP", ""):
+        assert not is_stream_id(bad)
+        with pytest.raises(ValueError, match="not a stream id"):
+            events.read(after=bad)
+    assert events.read(after=f"{top}-{top}") == [] and events.read(after=f"{top}-0") == []
+    assert len(events.read(after=f"0-{top}")) == 1

@@ -92,6 +92,43 @@ def test_a_sweep_that_lost_its_lease_writes_nothing(store, events, port_servers)
     assert events.latest(10) == []
 
 
+def test_a_sweep_that_stalls_after_its_last_lease_check_cannot_overwrite_a_newer_sweep(
+        store, events, redis_server, port_servers) -> None:
+    """Sweep A passes its last lease check, then stalls (GC pause, frozen VM) right before writing. Its
+    lease lapses, the instance moves to a dead address and sweep B records that. A's late "passed" verdict
+    must be refused by the store (the writes are fenced by the sweep lease), not promote the instance."""
+    ok = port_servers.open("ok")
+    dead = port_servers.open("refused")
+    store.put_instance(InstanceRecord(instance_id="7", status="loading", public_ip=ok.ip,
+                                      ports={"8188/tcp": ok.port}))
+    own = connect(redis_server.url)  # sweep A on its own connection, as on another worker
+    a_store, a_leases = StateStore(own, Keys()), LeaseManager(own, Keys())
+    b_leases = LeaseManager(store.redis, Keys())
+    b_result: list[dict[str, Any]] = []
+    real_modify = a_store.modify_instance
+
+    def stalled_modify(*args: Any, **kwargs: Any) -> Any:
+        if not b_result:  # A's first write: the stall happens here, after A's last lease check
+            a_lease, used = a_leases.current(SWEEP_LEASE), kwargs.get("lease")
+            assert a_lease is not None and used is not None  # the sweep writes under its lease
+            assert (used.name, used.fence) == (a_lease.name, a_lease.fence) == (SWEEP_LEASE, 1)
+            store.redis.delete(store.keys.lease(SWEEP_LEASE))  # A's lease lapses during the stall
+            store.update_instance("7", {"public_ip": dead.ip, "ports": {"8188/tcp": dead.port}})
+            b_result.append(port_flow.validate_pool(store, events, validator(), leases=b_leases))
+        return real_modify(*args, **kwargs)
+
+    a_store.modify_instance = stalled_modify  # type: ignore[method-assign]
+    a_result = port_flow.validate_pool(a_store, EventLog(own, Keys()), validator(), leases=a_leases)
+    assert b_result == [{"checked": 1, "passed": 0, "failed": 1, "failed_ids": ["7"], "firewall": 0}]
+    assert a_result == {"skipped": SWEEP_LOST}
+    rec = store.get_instance("7")
+    assert rec.status == "loading" and rec.connection_url is None  # A's "passed" never landed
+    assert rec.port_validation["success"] is False and rec.public_ip == dead.ip
+    assert (rec.fence_name, rec.fence) == (SWEEP_LEASE, 2)  # B's grant wrote it last
+    assert [e.kind for e in events.latest(10)] == ["port-validation-failed"]  # and A emitted nothing
+    assert ok.accepted == 1  # A probed the old address once; B probed only the new one
+
+
 @pytest.mark.parametrize(
     ("tcp_s", "http_s", "bound", "probes", "expected_s"),
     [

@@ -12,7 +12,7 @@ from redis.backoff import FullJitterBackoff
 
 from tests.helpers import wait_until
 from vastkeep.clock import FakeClock
-from vastkeep.errors import NotFound, StaleFence
+from vastkeep.errors import NotFound, PermanentError, StaleFence
 from vastkeep.keys import Keys
 from vastkeep.leases import Lease, LeaseManager
 from vastkeep.redis_conn import connect
@@ -133,6 +133,66 @@ def test_an_older_fence_is_refused_even_while_it_holds_the_lease_key(store, leas
     with pytest.raises(StaleFence, match="lapsed or passed"):
         store.update_instance("12345", {"status": "failed"}, lease=impostor)
     assert store.get_instance("12345").status == "ready"
+
+
+def test_fences_of_different_lease_names_are_never_compared(store, leases):
+    """Each lease name counts on its own: a high ``ports-sweep`` fence must not lock out ``instance:<id>``."""
+    store.put_instance(record(status="loading"))
+    for i in range(5):
+        leases.release(leases.acquire("ports-sweep", f"old-sweep-{i}", 5_000))
+    sweep = leases.acquire("ports-sweep", "sweeper", 5_000)
+    assert sweep.fence == 6
+    rec = store.update_instance("12345", {"error": "sweep wrote"}, lease=sweep)
+    assert (rec.fence_name, rec.fence) == ("ports-sweep", 6)
+    owner = leases.acquire("instance:12345", "owner-a", 5_000)
+    assert owner.fence == 1
+    rec = store.update_instance("12345", {"status": "ready"}, lease=owner)  # the live holder: accepted
+    assert (rec.status, rec.fence_name, rec.fence) == ("ready", "instance:12345", 1)
+    # the sweep still holds its grant: its fence 6 is not compared with instance:12345's 1 either way
+    assert store.update_instance("12345", {"error": None}, lease=sweep).fence_name == "ports-sweep"
+    # an unfenced write keeps the last fenced writer's mark
+    assert (store.update_instance("12345", {"label": "x"}).fence_name,
+            store.get_instance("12345").fence) == ("ports-sweep", 6)
+    # same-name fencing still holds: the sweep's lapsed grant is refused, as is a lower fence of its name
+    leases.release(sweep)
+    with pytest.raises(StaleFence, match="lapsed or passed"):
+        store.update_instance("12345", {"status": "failed"}, lease=sweep)
+    leases.redis.delete("vastkeep:fence:ports-sweep")  # counter lost: the next grant is fence 1 < 6
+    lower = leases.acquire("ports-sweep", "sweeper-2", 5_000)
+    with pytest.raises(StaleFence, match="written under fence 6 of the same lease"):
+        store.update_instance("12345", {"status": "failed"}, lease=lower)
+    assert store.update_instance("12345", {"status": "unhealthy"}, lease=owner).fence_name == "instance:12345"
+    # ... and once another name fenced it last, the record no longer carries ports-sweep's 6
+    assert store.update_instance("12345", {"status": "failed"}, lease=lower).fence == 1
+
+
+@pytest.mark.parametrize("stored", [
+    "{not json", "[1, 2]", '{"instance_id": "7", "ports": {"8188/tcp": null}}',
+    '{"instance_id": "7", "status": "running"}', '{"instance_id": "7", "created_at": "yesterday"}',
+    '{"instance_id": "7", "last_heartbeat": 1e300}', '{"instance_id": "7", "extra": [1]}',
+])
+def test_an_unreadable_record_is_skipped_by_list_and_refused_by_get(store, redis_client, stored, caplog):
+    store.put_instance(record("1", status="ready"))
+    store.put_instance(record("9", status="loading"))
+    redis_client.set("vastkeep:instance:7", stored)
+    redis_client.sadd("vastkeep:instances", "7")
+    with caplog.at_level("WARNING", logger="vastkeep.store"):
+        assert [r.instance_id for r in store.list_instances()] == ["1", "9"]
+    assert "Skipping instance record 7" in caplog.text
+    for call in (lambda: store.get_instance("7"), lambda: store.update_instance("7", {"label": "x"})):
+        with pytest.raises(PermanentError, match="instance record 7 in Redis cannot be read") as err:
+            call()
+        assert err.value.instance_id == "7"
+    assert store.get_instance("1").status == "ready"
+    assert store.delete_instance("7") is True  # deleting is one way to fix it
+    assert store.get_instance("7") is None and redis_client.smembers("vastkeep:instances") == {"1", "9"}
+
+
+def test_a_record_without_optional_fields_or_with_nulls_reads_with_defaults(store, redis_client):
+    redis_client.set("vastkeep:instance:8", '{"instance_id": 8, "ports": null, "extra": null, "fence": null}')
+    redis_client.sadd("vastkeep:instances", "8")
+    rec = store.get_instance("8")
+    assert (rec.instance_id, rec.ports, rec.extra, rec.fence, rec.fence_name) == ("8", {}, {}, 0, None)
 
 
 def test_concurrent_unfenced_updates_never_lose_a_write(redis_server, redis_client):

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.token_cloud import SimCloud
+from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
+from tests.helpers import wait_until
 from vastkeep.clock import FakeClock
 from vastkeep.errors import InvalidInput, TokenInvalid
 from vastkeep.events import EventLog
@@ -29,7 +31,7 @@ from vastkeep.keys import Keys
 from vastkeep.settings import Secret
 from vastkeep.store import StateStore
 from vastkeep.token_checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, CheckSpec, check_specs
-from vastkeep.tokens import TokenManager
+from vastkeep.tokens import CHECK_POOL_SIZE, TokenManager
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1.0
@@ -261,6 +263,59 @@ def test_checks_run_concurrently(cloud, store) -> None:
     elapsed = time.monotonic() - t0
     assert all(r["status"] == "valid" for r in results.values())
     assert elapsed < 1.2, elapsed  # the sum would be 1.5 s
+
+
+def _our_threads() -> list[threading.Thread]:
+    """Live threads of this process, minus the local HTTP stub's per-connection handlers."""
+    return [t for t in threading.enumerate() if "process_request_thread" not in t.name]
+
+
+def _token_check_threads() -> int:
+    return sum(t.name.startswith("token-check") for t in threading.enumerate())
+
+
+def test_repeated_validations_against_a_hung_provider_keep_threads_bounded(cloud, store) -> None:
+    """20 validations while every provider hangs (30 s, no answer): each ends at its timeout, and
+    the process does not gain a thread per check (it did: one daemon thread per check, per call)."""
+    cloud.control.slow_api(30.0)  # every service, until the sim is reset
+    mgr = make_manager(cloud, store, timeout_s=0.2)
+    before = threading.active_count()
+    peak = before
+    for _ in range(20):
+        t0 = time.monotonic()
+        results = mgr.validate_all(use_cache=False)
+        assert time.monotonic() - t0 < 0.2 + 0.5 + 0.3
+        assert all(r["status"] == "unknown" for r in results.values()), results
+        peak = max(peak, threading.active_count())
+    assert peak - before <= CHECK_POOL_SIZE, f"{peak - before} new threads"
+    assert _token_check_threads() <= CHECK_POOL_SIZE
+
+
+def test_checks_stuck_past_their_deadline_cannot_grow_threads(vast_stub: VastStub, store,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider that drips its *headers* holds a check past any per-read timeout. The bounded pool
+    caps the threads such checks hold; checks queued behind them are cancelled, never run late."""
+    import vastkeep.tokens as tokens_mod
+
+    monkeypatch.setattr(tokens_mod, "DEADLINE_GRACE_S", 0.05)
+    vast_stub.fail_next(1000, drip_head_s=0.05)
+    mgr = TokenManager(store=store, cache_ms=300_000, timeout_s=0.2,
+                       configured={s: Secret(STUB_API_KEY) for s in SERVICES},
+                       specs=check_specs(vast_stub.url, vast_stub.url, vast_stub.url))
+    before = len(_our_threads())
+    peak = before
+    for _ in range(20):
+        results = mgr.validate_all(use_cache=False)
+        assert all(r["status"] == "unknown" and "timed out" in r["error"] for r in results.values())
+        peak = max(peak, len(_our_threads()))
+    assert peak - before <= CHECK_POOL_SIZE, f"{peak - before} new threads"
+    assert _token_check_threads() <= CHECK_POOL_SIZE
+    assert len(vast_stub.calls()) <= CHECK_POOL_SIZE  # 60 checks asked for; only the pool's ever started
+    vast_stub.release.set()  # the provider lets go: the stuck checks end and the pool serves again
+    with vast_stub.lock:
+        vast_stub.faults.clear()
+    wait_until(lambda: mgr.validate_service(VASTAI, use_cache=False)["status"] == "valid", 10,
+               "the check pool recovering")
 
 
 # ── pre-flight ──────────────────────────────────────────────────────────────

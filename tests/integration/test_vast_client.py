@@ -348,20 +348,52 @@ def test_garbage_json_is_malformed_and_transient(client: VastClient, vast_stub: 
     assert isinstance(info.value, TransientError) and len(vast_stub.calls()) == 1
 
 
-def test_rent_is_not_retried_when_vast_may_have_acted(client: VastClient, vast_stub: VastStub,
-                                                      clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [(dict(status=502), "HTTP 502"),
+     (dict(status=500, body="upstream crashed"), "HTTP 500"),
+     (dict(status=503), "HTTP 503"),
+     (dict(drop=True), "connection error"),
+     (dict(delay_s=5, then_normal=True), "read timeout")],
+    ids=["502", "500", "503", "dropped-after-send", "read-timeout"],
+)
+def test_rent_is_not_retried_when_vast_may_have_acted(vast_stub: VastStub, clock: FakeClock, fault: dict,
+                                                      reason: str) -> None:
+    """A 5xx, a read timeout or a connection lost after sending: Vast.ai may have rented. The error is
+    permanent (a task retry would rent, and pay for, a second instance) and says how to find out."""
+    client = VastClient(STUB_API_KEY, vast_stub.url, timeout_s=(1.0, 0.3), retry=RETRY, clock=clock)
     vast_stub.add_offer(617)
-    vast_stub.fail_next(1, status=502)
-    with pytest.raises(ServerError) as info:
+    vast_stub.fail_next(1, **fault)
+    with pytest.raises(RentOutcomeUnknown) as info:
         client.rent(617, image="img", label="pool-x")
-    assert info.value.offer_id == 617
-    vast_stub.fail_next(1, drop=True)
-    with pytest.raises(NetworkError):
-        client.rent(617, image="img", label="pool-x")
-    assert len(vast_stub.calls("PUT")) == 2 and clock.sleeps == []
+    exc = info.value
+    assert isinstance(exc, PermanentError) and not isinstance(exc, TransientError)
+    assert (exc.offer_id, exc.label) == (617, "pool-x") and reason in exc.reason
+    assert "list_instances" in exc.message and "'pool-x'" in exc.message
+    assert len(vast_stub.calls("PUT", "/asks/617/")) == 1 and clock.sleeps == []
+    assert_no_secret(exc)
+
+
+def test_rent_is_retried_only_when_vast_certainly_did_not_act(client: VastClient, vast_stub: VastStub,
+                                                               clock: FakeClock) -> None:
+    vast_stub.add_offer(617)
     vast_stub.fail_next(2, status=429, body="API requests too frequent")  # refused: safe to retry
     assert client.rent(617, image="img", label="pool-x") > 0
-    assert len(vast_stub.calls("PUT")) == 5 and len(clock.sleeps) == 2
+    assert len(vast_stub.calls("PUT")) == 3 and len(clock.sleeps) == 2
+    vast_stub.fail_next(50, status=429, body="API requests too frequent")
+    with pytest.raises(RateLimited) as info:  # still transient: nothing was rented
+        client.rent(617, image="img", label="pool-x")
+    assert info.value.offer_id == 617 and len(vast_stub.calls("PUT")) == 3 + RETRY.max_attempts
+
+
+def test_rent_with_a_connection_that_never_opened_stays_transient(clock: FakeClock) -> None:
+    client = VastClient(STUB_API_KEY, f"http://127.0.0.1:{free_port()}/api/v0", timeout_s=(0.5, 0.5),
+                        retry=RETRY, clock=clock)
+    with pytest.raises(NetworkError) as info:
+        client.rent(617, image="img", label="pool-x")
+    exc = info.value
+    assert exc.reason == "connection refused" and exc.maybe_sent is False and exc.offer_id == 617
+    assert exc.attempts == RETRY.max_attempts and len(clock.sleeps) == RETRY.max_attempts - 1
 
 
 # ── the helper itself ───────────────────────────────────────────────────────

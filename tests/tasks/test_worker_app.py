@@ -21,9 +21,10 @@ from celery import Celery
 import tasks
 from tasks.base import VastkeepTask, retry_delay_s
 from tests.fixtures.celery_app import BROKER_DB, WORKER_HOSTNAME
-from vastkeep.backoff import BackoffPolicy
-from vastkeep.errors import AuthError, NetworkError
+from vastkeep.backoff import BackoffPolicy, backoff_ceiling
+from vastkeep.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
 from vastkeep.keys import Keys
+from vastkeep.leases import LeaseManager
 from worker.app import app
 from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
 
@@ -49,6 +50,33 @@ def denied(self: VastkeepTask, run_id: str) -> dict:
 
     wiring.resources().redis.incr(ATTEMPTS_KEY.format(run_id))
     raise AuthError("token rejected (test)", service="vastai")
+
+
+COUNTDOWNS_KEY = "vk-test:countdowns:{}"
+WIDE = BackoffPolicy(base_s=0.01, cap_s=30.0)  # a tiny ceiling, so a retry bound above it is the hint's
+
+
+class RecordingTask(VastkeepTask):
+    """VastkeepTask that writes the countdown (and the error's hint) it retries with to Redis."""
+
+    def retry(self, *args, **kwargs):  # type: ignore[override]
+        from worker import wiring
+
+        exc = kwargs.get("exc")
+        wiring.resources().redis.rpush(COUNTDOWNS_KEY.format(self.request.args[0]),
+                                       json.dumps([kwargs.get("countdown"), getattr(exc, "delay_s", None)]))
+        return super().retry(*args, **kwargs)
+
+
+@app.task(name="vastkeep.test.lease_wait", bind=True, base=RecordingTask, retry_policy_backoff=WIDE,
+          max_retries=1)
+def lease_wait(self: VastkeepTask, run_id: str) -> dict:
+    from worker import wiring
+
+    if self.request.retries == 0:
+        res = wiring.resources()
+        LeaseManager(res.redis, res.keys, res.clock).require(f"vk-test:{run_id}", "the-task", 1_000)
+    return {"retries": self.request.retries}
 
 
 def test_ping_round_trip_through_real_worker(vk_celery_worker) -> None:
@@ -82,22 +110,90 @@ def test_permanent_error_fails_without_retry(vk_celery_worker, redis_client) -> 
     assert int(redis_client.get(ATTEMPTS_KEY.format("p1"))) == 1
 
 
+class _Req:
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+
+
+class _FakeTask:
+    def __init__(self, retries: int, policy: BackoffPolicy = BackoffPolicy(base_s=1.0, cap_s=60.0)) -> None:
+        self.request = _Req(retries)
+        self.retry_policy_backoff = policy
+
+
 def test_retry_delay_is_full_jitter_within_policy() -> None:
     import random
 
-    class Req:
-        retries = 3
-
-    class FakeTask:
-        request = Req()
-        retry_policy_backoff = BackoffPolicy(base_s=1.0, cap_s=60.0)
-
     rng = random.Random(7)
-    delays = [retry_delay_s(FakeTask(), rng=rng) for _ in range(200)]
+    delays = [retry_delay_s(_FakeTask(3), rng=rng) for _ in range(200)]
     assert all(0 <= d <= 8.0 for d in delays)
     assert len(set(delays)) > 150  # spread, not lockstep
-    hinted = retry_delay_s(FakeTask(), NetworkError("x", delay_s=30.0), rng=rng)
-    assert hinted >= 30.0
+    hinted = [retry_delay_s(_FakeTask(3), NetworkError("x", delay_s=30.0), rng=rng) for _ in range(200)]
+    assert all(0 <= d <= 30.0 for d in hinted) and max(hinted) > 24.0  # the hint widens the window
+    capped = [retry_delay_s(_FakeTask(3), NetworkError("x", delay_s=600.0), rng=rng) for _ in range(200)]
+    assert all(0 <= d <= 60.0 for d in capped)  # never past the policy's cap
+
+
+# (error, retries) → countdowns over 1000 workers that failed at the same moment with the same error.
+HINTED = [
+    (RateLimited("429", delay_s=8.0), 0),   # what request_with_retry raises after 4 attempts
+    (RateLimited("429", delay_s=8.0), 4),   # the task's ceiling (16 s) is above the hint
+    (ServerError("503", delay_s=8.0), 2),
+    (ServerError("503", delay_s=0.0), 3),   # no hint: the task's own ceiling
+    (LeaseBusy("held", retry_after_ms=12_500, delay_s=12.5), 0),
+    (NetworkError("reset"), 3),
+    (NetworkError("odd hint", delay_s=float("nan")), 3),
+]
+
+
+@pytest.mark.parametrize(("exc", "retries"), HINTED,
+                         ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v))
+def test_retry_countdowns_are_spread_and_bounded_over_many_workers(exc: Exception, retries: int) -> None:
+    """The hint is an upper bound for full jitter, never a floor: 1000 seeds give ~1000 countdowns."""
+    import random
+
+    policy = BackoffPolicy(base_s=1.0, cap_s=60.0)
+    hint = getattr(exc, "delay_s", None)
+    hint = hint if isinstance(hint, float | int) and hint == hint else 0.0
+    bound = min(policy.cap_s, max(hint, backoff_ceiling(retries, policy)))
+    task = _FakeTask(retries, policy)
+    countdowns = [retry_delay_s(task, exc, rng=random.Random(seed)) for seed in range(1000)]
+    assert all(0.0 <= c <= bound for c in countdowns)
+    assert len(set(countdowns)) > 900, "workers would retry in lockstep"  # (ms resolution, bound ≥ 8 s)
+    assert min(countdowns) < 0.05 * bound and max(countdowns) > 0.95 * bound  # the whole window is used
+    assert 0.4 * bound < sum(countdowns) / len(countdowns) < 0.6 * bound
+
+
+def test_lease_busy_carries_its_wait_as_the_jitter_bound(redis_client) -> None:
+    import random
+
+    leases = LeaseManager(redis_client, Keys("vk-test-lb"))
+    leases.acquire("plan", "holder", 20_000)
+    with pytest.raises(LeaseBusy) as info:
+        leases.require("plan", "other", 20_000)
+    busy = info.value
+    assert 19_000 < busy.retry_after_ms <= 20_000 and busy.delay_s == busy.retry_after_ms / 1000
+    assert busy.to_dict()["delay_s"] == busy.delay_s
+    countdowns = [retry_delay_s(_FakeTask(0, WIDE), busy, rng=random.Random(s)) for s in range(500)]
+    assert all(0.0 <= c <= busy.delay_s for c in countdowns)  # bounded by the lease's remaining time
+    assert max(countdowns) > 0.9 * busy.delay_s  # ... which is the bound, not the 0.01 s ceiling
+    assert len(set(countdowns)) > 450
+
+
+def test_task_retry_after_lease_busy_uses_the_lease_wait_as_bound(vk_celery_worker, redis_client) -> None:
+    from worker import wiring
+
+    res = wiring.resources()
+    held = LeaseManager(res.redis, res.keys).acquire("vk-test:lb1", "someone-else", 1_500)
+    assert held is not None
+    result = lease_wait.delay("lb1").get(timeout=15)
+    assert result == {"retries": 1}
+    recorded = [json.loads(x) for x in res.redis.lrange(COUNTDOWNS_KEY.format("lb1"), 0, -1)]
+    assert len(recorded) == 1
+    countdown, hint = recorded[0]
+    assert 0.5 < hint <= 1.5  # the lease's remaining time, in seconds
+    assert 0.0 <= countdown <= hint  # drawn below the lease's wait, not the policy's 0.01 s ceiling
+    res.redis.delete(COUNTDOWNS_KEY.format("lb1"))
 
 
 def test_config_is_explicit_and_consistent(vk_celery_app, vk_settings) -> None:

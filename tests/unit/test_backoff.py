@@ -9,7 +9,6 @@ import pytest
 
 from vastkeep.backoff import (
     BackoffPolicy,
-    GateReset,
     backoff_ceiling,
     backoff_delay,
     failures_after_session,
@@ -140,28 +139,3 @@ def test_restart_delay_custom_bounds() -> None:
 )
 def test_failures_after_session(failures: int, uptime_s: float | None, gate_s: float, expected: int) -> None:
     assert failures_after_session(failures, uptime_s, gate_s) == expected
-
-
-def test_gate_reset_flapping_link_keeps_backing_off() -> None:
-    gate = GateReset(gate_s=60)
-    t = 1000.0
-    for expected in range(1, 6):
-        gate.session_started(t)
-        t += 5  # up for only five seconds each time
-        assert gate.session_ended(t) is False
-        assert gate.failures == expected
-    assert backoff_ceiling(gate.failures, POLICY) == 10.0
-
-
-def test_gate_reset_resets_only_after_a_stable_session() -> None:
-    gate = GateReset(gate_s=60)
-    assert gate.attempt_failed() == 1
-    assert gate.attempt_failed() == 2
-    gate.session_started(100.0)
-    assert gate.failures == 2  # coming up is not enough
-    assert not gate.is_stable(159.0)
-    assert gate.is_stable(160.0)
-    assert gate.session_ended(161.0) is True
-    assert gate.failures == 0
-    assert gate.session_ended(170.0) is False  # an end without a start counts as a failure
-    assert gate.failures == 1

@@ -169,3 +169,22 @@ def test_spawn_failure_is_a_crash_not_an_exception() -> None:
     st = sup.status()["ghost"]
     assert st["status"] == "backoff" and "spawn failed" in st["lastError"]
     sup.stop_all()
+
+
+def test_spawn_failures_after_a_stable_run_keep_backing_off() -> None:
+    """A failed spawn never came up, so the last run's long-ago start must not reset the count each time."""
+    clock = FakeClock()
+    sup = Supervisor(policy=RestartPolicy(base_s=10, cap_s=60, stable_after_s=60), clock=clock)
+    sup.register("c", ChildSpec(name="C", argv=CRASH))
+    sup._children["c"].proc.wait(5)
+    clock.advance(61)  # the run stayed up past the gate
+    sup.poll_once()
+    assert sup.status()["c"]["consecutiveCrashes"] == 1
+    sup._children["c"].spec.argv = ["/nonexistent/binary-vk"]  # from now on the binary is gone
+    for crashes, delay_s in ((2, 10), (3, 20), (4, 40)):
+        clock.advance(delay_s)
+        sup.poll_once()
+        st = sup.status()["c"]
+        assert (st["status"], st["consecutiveCrashes"]) == ("backoff", crashes)
+        assert "spawn failed" in st["lastError"]
+    sup.stop_all()

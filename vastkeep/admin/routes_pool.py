@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.events import STREAM_ID_PART_MAX, is_stream_id
 from vastkeep.pool_view import warm_pool_status
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
 
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _INSTANCE_ID = re.compile(r"^\d{1,20}$")
 
 
@@ -43,8 +43,9 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
 async def read_events(after: str = Query("0-0", description="stream id to read after, e.g. 1767225600000-0"),
                       count: int = Query(100, ge=1, le=1000),
                       ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
-    if not _STREAM_ID.match(after):
-        raise HTTPException(status_code=400, detail="after must be a stream id like 1767225600000-0")
+    if not is_stream_id(after):
+        raise HTTPException(status_code=400, detail="after must be a stream id like 1767225600000-0 "
+                                                    f"(each part at most {STREAM_ID_PART_MAX})")
     if ctx.events is None:
         raise HTTPException(status_code=503, detail="event stream not available in this process")
     events = await run_in_threadpool(ctx.events.read, after, count)
