@@ -243,5 +243,9 @@ def test_port_validation_is_queued_by_name(served) -> None:
     assert r.json()["scope"] == "pool"
     r = requests.post(url, headers={HEADER: KEY}, json={"instanceId": "../../etc"}, timeout=5)
     assert r.status_code == 400
+    for typo in ({"instance_id": "7835610"}, {"foo": 1}):
+        r = requests.post(url, headers={HEADER: KEY}, json=typo, timeout=5)
+        assert r.status_code == 400, typo
+        assert "instanceId" in r.text
     assert s.sent == [("vastkeep.ports.validate_instance", {"instance_id": "7835610"}),
                       ("vastkeep.ports.validate_pool", {})]

@@ -57,6 +57,10 @@ async def read_events(after: str = Query("0-0", description="stream id to read a
              summary="Queue port validation for one instance ({\"instanceId\": \"...\"}) or the whole pool")
 async def validate_ports(body: dict[str, Any] | None = None,
                          ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    extra = set(body or {}) - {"instanceId"}
+    if extra:  # a misspelt field must not silently turn into a sweep of the whole pool
+        raise HTTPException(status_code=400,
+                            detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; expected instanceId")
     instance_id = (body or {}).get("instanceId")
     if instance_id is None:
         return {"taskId": ctx.send("vastkeep.ports.validate_pool"), "scope": "pool"}
