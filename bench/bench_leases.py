@@ -191,6 +191,14 @@ def contend_vastkeep(server: RedisServer, threads: int, seconds: float) -> Gate:
         finally:
             client.close()
 
+    run_threads(run, threads, seconds, start, stop_at)
+    setup.redis.delete(keys.instance("9000"), keys.lease("contended"))
+    setup.redis.close()
+    return gate
+
+
+def run_threads(run, threads: int, seconds: float, start: threading.Barrier, stop_at: list[float]) -> None:
+    """Start ``threads`` contenders, release them together, let them run ``seconds``, join them."""
     workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
     for w in workers:
         w.start()
@@ -198,9 +206,6 @@ def contend_vastkeep(server: RedisServer, threads: int, seconds: float) -> Gate:
     start.wait()
     for w in workers:
         w.join(seconds + 30)
-    setup.redis.delete(keys.instance("9000"), keys.lease("contended"))
-    setup.redis.close()
-    return gate
 
 
 def contend_bare(server: RedisServer, threads: int, seconds: float) -> Gate:
@@ -227,13 +232,7 @@ def contend_bare(server: RedisServer, threads: int, seconds: float) -> Gate:
         finally:
             client.close()
 
-    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
-    for w in workers:
-        w.start()
-    stop_at[0] = time.perf_counter() + seconds
-    start.wait()
-    for w in workers:
-        w.join(seconds + 30)
+    run_threads(run, threads, seconds, start, stop_at)
     return gate
 
 
