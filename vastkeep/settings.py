@@ -123,7 +123,8 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("SSH_KNOWN_HOSTS_PATH", "path", None, "known_hosts file for SSH host key checks"),
     _Spec("PORT_TCP_TIMEOUT_MS", "ms", 5000, "port validation: TCP connect timeout", hi=_H),
     _Spec("PORT_HTTP_TIMEOUT_MS", "ms", 10000, "port validation: HTTP /system_stats timeout", hi=_H),
-    _Spec("PORT_PROBE_CONCURRENCY", "count", 200, "parallel probes (fd limit is 20000)", hi=5000),
+    _Spec("PORT_PROBE_CONCURRENCY", "count", 1000, "parallel probes (one fd each; capped below the fd limit)",
+          hi=5000),
     _Spec("CELERY_VISIBILITY_TIMEOUT_S", "seconds", 3600, "Redis redelivery timeout for unacked messages",
           hi=7 * 86400),
     _Spec("SSH_COLLECT_TIME_LIMIT_S", "seconds", 900, "hard time limit of one SSH log collection task",
@@ -172,7 +173,7 @@ class Settings:
     ssh_known_hosts_path: Path | None = None
     port_tcp_timeout_ms: int = 5000
     port_http_timeout_ms: int = 10000
-    port_probe_concurrency: int = 200
+    port_probe_concurrency: int = 1000
     celery_visibility_timeout_s: int = 3600
     ssh_collect_time_limit_s: int = 900
     flower_port: int = 5555

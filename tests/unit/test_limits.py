@@ -25,7 +25,7 @@ INF = resource.RLIM_INFINITY
 @pytest.mark.parametrize(
     ("requested", "soft", "expected"),
     [
-        (200, 20000, 200),       # the default bound on our machines: untouched
+        (200, 20000, 200),       # a bound well below the limit: untouched
         (5000, 20000, 5000),     # the settings' maximum still fits
         (200, 1024, 200),        # Linux's usual soft limit: 768 left for probes
         (2000, 1024, 1024 - NOFILE_MARGIN),  # capped at soft - margin
