@@ -28,6 +28,7 @@ import redis
 from vastkeep.clock import SYSTEM_CLOCK, Clock
 from vastkeep.errors import LeaseBusy, LeaseLost, StaleFence
 from vastkeep.keys import Keys
+from vastkeep.redis_conn import as_text
 
 _HERE = Path(__file__).parent
 
@@ -35,9 +36,6 @@ _HERE = Path(__file__).parent
 def _lua(name: str) -> str:
     return (_HERE / f"leases_{name}.lua").read_text(encoding="utf-8")
 
-
-def _s(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def new_owner(label: str = "") -> str:
@@ -112,7 +110,7 @@ class LeaseManager:
         if int(status) == 0:
             return None
         return Lease(name=name, owner=owner, fence=int(fence), ttl_ms=ttl_ms,
-                     acquired_at=float(_s(extra) or 0))
+                     acquired_at=float(as_text(extra) or 0))
 
     def require(self, name: str, owner: str, ttl_ms: int) -> Lease:
         """Like :meth:`acquire` but raises ``LeaseBusy`` when held: transient, with ``retry_after_ms`` and
@@ -145,7 +143,7 @@ class LeaseManager:
         data = self.redis.hgetall(self.keys.lease(name))
         if not data:
             return None
-        data = {_s(k): _s(v) for k, v in data.items()}
+        data = {as_text(k): as_text(v) for k, v in data.items()}
         try:
             return Lease(name=name, owner=data["owner"], fence=int(data["fence"]),
                          ttl_ms=int(data.get("ttl_ms") or 0), acquired_at=float(data.get("acquired_at") or 0))
@@ -170,7 +168,7 @@ class LeaseManager:
     def is_held(self, lease: Lease) -> bool:
         """True while this exact grant (owner and fence) holds the lease."""
         owner, fence = self.redis.hmget(self.keys.lease(lease.name), ["owner", "fence"])
-        return _s(owner) == lease.owner and fence is not None and int(fence) == lease.fence
+        return as_text(owner) == lease.owner and fence is not None and int(fence) == lease.fence
 
     def assert_held(self, lease: Lease) -> None:
         """Raise ``StaleFence`` if a newer grant exists, ``LeaseLost`` if the lease lapsed; else return."""

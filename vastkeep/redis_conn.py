@@ -8,6 +8,8 @@ twice are made safe at their source: lease acquisition is idempotent per owner.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import FullJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,6 +24,11 @@ HEALTH_CHECK_INTERVAL_S = 15
 RETRY_ATTEMPTS = 3
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
+
+
+def as_text(value: Any) -> Any:
+    """A reply as text: clients made with or without ``decode_responses`` both work with the library."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def make_retry(

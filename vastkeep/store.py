@@ -31,6 +31,7 @@ from vastkeep.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.errors import NotFound, PermanentError, StaleFence, WriteConflict
 from vastkeep.keys import Keys
 from vastkeep.leases import Lease
+from vastkeep.redis_conn import as_text
 from vastkeep.settings import Secret
 
 log = logging.getLogger("vastkeep.store")
@@ -40,9 +41,6 @@ CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
 
-
-def _s(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _decode(instance_id: str, raw: str) -> InstanceRecord:
@@ -196,7 +194,7 @@ class StateStore:
     def get_instance(self, instance_id: str | int) -> InstanceRecord | None:
         """The record, or None when there is none; ``PermanentError`` when the stored one is unreadable."""
         raw = self.redis.get(self.keys.instance(instance_id))
-        return _decode(str(instance_id), _s(raw)) if raw is not None else None
+        return _decode(str(instance_id), as_text(raw)) if raw is not None else None
 
     def list_instances(self) -> list[InstanceRecord]:
         """Every readable record, oldest first.
@@ -204,7 +202,7 @@ class StateStore:
         Ids whose record vanished are skipped; so is a record that cannot be read (logged with its id),
         so one bad record never hides the others.
         """
-        ids = sorted(_s(i) for i in self.redis.smembers(self.keys.instances()))
+        ids = sorted(as_text(i) for i in self.redis.smembers(self.keys.instances()))
         if not ids:
             return []
         raws = self.redis.mget([self.keys.instance(i) for i in ids])
@@ -213,7 +211,7 @@ class StateStore:
             if raw is None:
                 continue
             try:
-                records.append(_decode(iid, _s(raw)))
+                records.append(_decode(iid, as_text(raw)))
             except PermanentError as exc:
                 log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message,
                             extra={"instance_id": iid})
@@ -234,7 +232,7 @@ class StateStore:
         new = replace(rec, created_at=rec.created_at or now, updated_at=now)
         status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances()],
                            args=["", _dumps(new.to_dict(), "instance record"), new.instance_id])
-        return _s(status[0]) == "OK"
+        return as_text(status[0]) == "OK"
 
     def update_instance(self, instance_id: str | int, changes: dict[str, Any], *,
                         lease: Lease | None = None) -> InstanceRecord:
@@ -299,7 +297,7 @@ class StateStore:
             keys.append(self.keys.lease(lease.name))
             fence_args = [lease.owner, lease.fence, lease.name]
         for _ in range(CAS_ATTEMPTS):
-            raw = _s(self.redis.get(keys[0]))
+            raw = as_text(self.redis.get(keys[0]))
             if raw is None and must_exist:
                 raise NotFound(f"no record for instance {iid}", instance_id=iid)
             old = _decode(iid, raw) if raw is not None and build is not None else None
@@ -317,20 +315,20 @@ class StateStore:
                 new = replace(new, fence=fence, fence_name=fence_name, updated_at=self.clock.now())
                 new_raw = _dumps(new.to_dict(), "instance record")
             reply = self._cas(keys=keys, args=[raw or "", new_raw, iid, *fence_args])
-            status = _s(reply[0])
+            status = as_text(reply[0])
             if status == "OK":
                 return new
             if status in ("LOST", "STALE"):
                 assert lease is not None
                 why = ("the lease lapsed or passed to another owner" if status == "LOST"
-                       else f"the record was written under fence {_s(reply[1])} of the same lease")
+                       else f"the record was written under fence {as_text(reply[1])} of the same lease")
                 raise StaleFence(f"write to instance {iid} under lease {lease.name!r} fence {lease.fence} "
                                  f"refused: {why}", instance_id=iid, name=lease.name, fence=lease.fence)
         raise WriteConflict(f"instance {iid} kept changing under concurrent writers", instance_id=iid)
 
     # ── pool settings ───────────────────────────────────────────────────────
     def get_pool(self) -> PoolSettings:
-        data = {_s(k): _s(v) for k, v in self.redis.hgetall(self.keys.pool()).items()}
+        data = {as_text(k): as_text(v) for k, v in self.redis.hgetall(self.keys.pool()).items()}
         size = data.get("desired_size")
         return PoolSettings(
             desired_size=int(size) if size not in (None, "") else self.default_desired_size,
@@ -364,7 +362,7 @@ class StateStore:
 
     def get_token_result(self, service: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.keys.token_result(service))
-        return json.loads(_s(raw)) if raw is not None else None
+        return json.loads(as_text(raw)) if raw is not None else None
 
     def delete_token_result(self, service: str) -> bool:
         """Forget a cached result (after update-token, so the next check is real)."""
@@ -379,7 +377,7 @@ class StateStore:
         self.redis.set(self.keys.runtime_secret(service), text)
 
     def get_runtime_secret(self, service: str) -> Secret | None:
-        raw = _s(self.redis.get(self.keys.runtime_secret(service)))
+        raw = as_text(self.redis.get(self.keys.runtime_secret(service)))
         return Secret(raw) if raw else None
 
     def clear_runtime_secret(self, service: str) -> bool:

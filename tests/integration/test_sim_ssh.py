@@ -89,15 +89,25 @@ def test_host_key_is_checked(sim):
         ssh_client(sim, *direct(inst), known_hosts=False)
 
 
-def test_kill_sessions_breaks_an_open_channel(sim):
-    inst = sim.control.create_instance(running=True)
+def following_log(sim, inst, marker: str):
+    """An SSH session running ``tail -f`` on the provisioning log, shown to be live by ``marker``."""
     client = ssh_client(sim, *direct(inst))
     try:
         channel = client.get_transport().open_session(timeout=T)
         channel.settimeout(T)
         channel.exec_command("tail -f /var/log/onstart.log")
-        sim.control.append_log(inst["id"], "before the kill")
-        assert b"before the kill" in channel.recv(4096)
+        sim.control.append_log(inst["id"], marker)
+        assert marker.encode() in channel.recv(4096)
+    except BaseException:
+        client.close()
+        raise
+    return client, channel
+
+
+def test_kill_sessions_breaks_an_open_channel(sim):
+    inst = sim.control.create_instance(running=True)
+    client, channel = following_log(sim, inst, "before the kill")
+    try:
         assert sim.control.kill_ssh_sessions(inst["id"]) >= 1
         started = time.monotonic()
         assert channel.recv(4096) == b""  # the stream ends at once, no timeout needed
@@ -148,13 +158,8 @@ def test_blackholed_ssh_port_makes_connect_time_out(sim):
 
 def test_offline_host_freezes_an_open_session(sim):
     inst = sim.control.create_instance(running=True)
-    client = ssh_client(sim, *direct(inst))
+    client, channel = following_log(sim, inst, "still online")
     try:
-        channel = client.get_transport().open_session(timeout=T)
-        channel.settimeout(T)
-        channel.exec_command("tail -f /var/log/onstart.log")
-        sim.control.append_log(inst["id"], "still online")
-        assert b"still online" in channel.recv(4096)
         sim.control.host_offline(inst["id"])
         sim.control.append_log(inst["id"], "nobody hears this")
         channel.settimeout(0.5)
