@@ -26,7 +26,7 @@ EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:
-    """Celery's ``beat_schedule`` for ``settings`` (a ``vastkeep.settings.Settings``)."""
+    """Celery's ``beat_schedule`` for ``settings`` (a ``vastkeep.core.settings.Settings``)."""
     schedule: dict[str, dict[str, Any]] = {}
     for name, (task, interval) in ENTRIES.items():
         seconds = float(getattr(settings, interval) if isinstance(interval, str) else interval)

@@ -32,11 +32,11 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.redis_server import RedisServer, start_redis_server  # noqa: E402
-from vastkeep.errors import VastkeepError  # noqa: E402
-from vastkeep.keys import Keys  # noqa: E402
-from vastkeep.leases import Lease, LeaseManager  # noqa: E402
-from vastkeep.redis_conn import connect  # noqa: E402
-from vastkeep.store import InstanceRecord, StateStore  # noqa: E402
+from vastkeep.core.errors import VastkeepError  # noqa: E402
+from vastkeep.state.connection import connect  # noqa: E402
+from vastkeep.state.keys import Keys  # noqa: E402
+from vastkeep.state.leases import Lease, LeaseManager  # noqa: E402
+from vastkeep.state.store import InstanceRecord, StateStore  # noqa: E402
 
 TTL_MS = 30_000
 

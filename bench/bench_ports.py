@@ -33,12 +33,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from vastkeep.port_candidates import derive_candidates
-from vastkeep.port_probe import ProbeConfig
-from vastkeep.ports import PortValidator
-from vastkeep.settings import Settings
+from vastkeep.core.settings import Settings
+from vastkeep.ports.candidates import derive_candidates
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import PortValidator
+from vastkeep.providers.vast import VastClient
 from vastkeep.sim.control import SimControl
-from vastkeep.vast import VastClient
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BOUND = Settings().port_probe_concurrency  # PORT_PROBE_CONCURRENCY's default (200)

@@ -31,8 +31,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vastkeep.providers.vast import VastClient  # noqa: E402
 from vastkeep.sim.process import spawn  # noqa: E402
-from vastkeep.vast import VastClient  # noqa: E402
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -14,11 +14,11 @@ case "$what" in
   beat)
     exec python - <<'PY'
 import sys
-from vastkeep.clock import SYSTEM_CLOCK
-from vastkeep.keys import Keys
-from vastkeep.redis_conn import connect
-from vastkeep.settings import load_settings
-from vastkeep.supervisor import read_heartbeats
+from vastkeep.core.clock import SYSTEM_CLOCK
+from vastkeep.state.keys import Keys
+from vastkeep.state.connection import connect
+from vastkeep.core.settings import load_settings
+from vastkeep.state.heartbeats import read_heartbeats
 from worker.config import resolve_redis_url
 s = load_settings()
 beats = read_heartbeats(connect(resolve_redis_url(s), retry_attempts=0), Keys(), SYSTEM_CLOCK, ["beat"], max_age_s=120)

@@ -1,12 +1,12 @@
 """What every task shares: error mapping and full-jitter retry delays.
 
 A task body calls the library and returns a small JSON dict. Library errors decide the outcome:
-a :class:`~vastkeep.errors.TransientError` is retried after ``uniform(0, min(cap, base·2^n))``
+a :class:`~vastkeep.core.errors.TransientError` is retried after ``uniform(0, min(cap, base·2^n))``
 seconds, never in lockstep with the other instances that failed at the same moment. A ``delay_s``
 hint on the error (an HTTP backoff ceiling, a lease's remaining time) widens that bound to
 ``uniform(0, min(cap, max(hint, base·2^n)))``: it is an upper bound for the jitter, never a floor,
 because a floor would send every worker that saw the same 429 back at the same instant. A
-:class:`~vastkeep.errors.PermanentError` fails the task at once, because retrying cannot help.
+:class:`~vastkeep.core.errors.PermanentError` fails the task at once, because retrying cannot help.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import redis
 from celery import Task
 
-from vastkeep.backoff import BackoffPolicy, backoff_ceiling, full_jitter
-from vastkeep.errors import TransientError
+from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, full_jitter
+from vastkeep.core.errors import TransientError
 
 DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
 _rng = random.SystemRandom()

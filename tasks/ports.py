@@ -1,7 +1,7 @@
 """Layer 3 tasks: ``vastkeep.ports.validate_instance`` and ``vastkeep.ports.validate_pool``.
 
-Thin: build the process's :class:`~vastkeep.ports.PortValidator` from the settings, call the flow in
-:mod:`vastkeep.port_flow`, return small JSON. A failed validation is a *result*, not an error (the
+Thin: build the process's :class:`~vastkeep.ports.validator.PortValidator` from the settings, call the flow in
+:mod:`vastkeep.ports.flow`, return small JSON. A failed validation is a *result*, not an error (the
 instance stays "loading" and the next poll tries again), so it is never retried here. A Redis or Vast.ai
 hiccup (TransientError / redis errors) is retried with full jitter; an unknown instance is not. An instance
 Vast.ai no longer knows is marked "failed" by the flow and reported with ``gone_at_provider: true``. The
@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep import port_flow
-from vastkeep.clients import vast_client
-from vastkeep.errors import NotFound
-from vastkeep.leases import LeaseManager
-from vastkeep.ports import PortValidator
+from vastkeep.core.errors import NotFound
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.validator import PortValidator
+from vastkeep.state.leases import LeaseManager
+from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.base import VastkeepTask
-from vastkeep.supervisor import write_heartbeat
+from vastkeep.state.heartbeats import write_heartbeat
 from worker import wiring
 from worker.app import app
 

@@ -1,7 +1,7 @@
 """Layer 2 tasks: ``vastkeep.tokens.validate_all`` (beat, every TOKEN_PERIODIC_CHECK_MS) and
 ``vastkeep.tokens.validate_service``.
 
-Thin on purpose: build the process's :class:`~vastkeep.tokens.TokenManager`, validate, send a
+Thin on purpose: build the process's :class:`~vastkeep.tokens.manager.TokenManager`, validate, send a
 ``task-token-invalid`` Celery event per freshly rejected token (Flower counts it by type in its
 ``/metrics``, but its task page does not show the event's fields; the result's ``invalid`` lists the
 services; the durable record is the ``token-invalid`` event the library writes to Redis), and return
@@ -16,9 +16,9 @@ import logging
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.errors import InvalidInput
-from vastkeep.token_checks import INVALID, SERVICES
-from vastkeep.tokens import TokenManager
+from vastkeep.core.errors import InvalidInput
+from vastkeep.tokens.checks import INVALID, SERVICES
+from vastkeep.tokens.manager import TokenManager
 from worker import wiring
 from worker.app import app
 

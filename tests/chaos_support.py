@@ -23,7 +23,7 @@ from celery import Celery
 
 from tests.fixtures.redis_server import RedisServer, redis_server_binary, start_redis_server
 from tests.helpers import free_port
-from vastkeep.settings import load_settings
+from vastkeep.core.settings import load_settings
 from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
 
 ROOT = Path(__file__).resolve().parents[1]

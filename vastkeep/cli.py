@@ -1,7 +1,7 @@
 """The ``vastkeep`` command: ``up``, ``status``, ``check``, ``simulate``: argument parsing and commands.
 
 ``vastkeep up`` starts the whole stack from the current folder, supervised (Layer 6); the stack itself
-(its children and the runtime file ``VASTKEEP_HOME/stack.json``) is :mod:`vastkeep.stack`. ``status``
+(its children and the runtime file ``VASTKEEP_HOME/stack.json``) is :mod:`vastkeep.stack.runtime`. ``status``
 and ``check`` find that file without flags. This is a process edge: it reads ``os.environ`` to pass
 it on to children; the library below it never does.
 """
@@ -18,8 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vastkeep.clock import SYSTEM_CLOCK
-from vastkeep.errors import ConfigError, StackError
+from vastkeep.core.clock import SYSTEM_CLOCK
+from vastkeep.core.errors import ConfigError, StackError
 from vastkeep.stack import STACK_FILE, Stack, pid_alive, public_view, read_stack
 
 CHECK_HEARTBEAT_MAX_AGE_S = 60.0
@@ -28,7 +28,7 @@ CHECK_HEARTBEAT_MAX_AGE_S = 60.0
 def _home_from_settings() -> Path:
     """VASTKEEP_HOME from settings; ./.vastkeep when settings cannot be read (status must still work)."""
     try:
-        from vastkeep.settings import load_settings  # noqa: PLC0415
+        from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
         return Path(load_settings().vastkeep_home)
     except ConfigError:
@@ -36,7 +36,7 @@ def _home_from_settings() -> Path:
 
 
 def _redis_client(url: str) -> Any:
-    from vastkeep.redis_conn import connect  # noqa: PLC0415
+    from vastkeep.state.connection import connect  # noqa: PLC0415
 
     return connect(url, socket_timeout_s=3, socket_connect_timeout_s=2, retry_attempts=0)
 
@@ -57,8 +57,8 @@ def _http_health(url: str) -> tuple[bool, str]:
 def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
                admin_url: str | None) -> list[tuple[bool, str]]:
     """Redis answers, every worker has a fresh heartbeat, the admin API is healthy."""
-    from vastkeep.keys import Keys  # noqa: PLC0415
-    from vastkeep.supervisor import read_heartbeats  # noqa: PLC0415
+    from vastkeep.state.heartbeats import read_heartbeats  # noqa: PLC0415
+    from vastkeep.state.keys import Keys  # noqa: PLC0415
 
     results: list[tuple[bool, str]] = []
     if not redis_url:
@@ -95,7 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     admin_url = (stack or {}).get("admin_api_url")
     if stack is None:
         try:
-            from vastkeep.settings import load_settings  # noqa: PLC0415
+            from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
             s = load_settings()
             redis_url, admin_url = s.redis_url, f"http://{s.admin_api_host}:{s.admin_api_port}"
@@ -148,7 +148,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start and supervise the whole stack until Ctrl-C / SIGTERM."""
-    from vastkeep.settings import load_settings  # noqa: PLC0415
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, stream=sys.stdout,

@@ -14,9 +14,9 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init
 
-from vastkeep.limits import raise_nofile_limit
-from vastkeep.settings import Settings
-from vastkeep.supervisor import clear_heartbeat, write_heartbeat
+from vastkeep.core.limits import raise_nofile_limit
+from vastkeep.core.settings import Settings
+from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
 from worker import wiring
 from worker.config import celery_config
 

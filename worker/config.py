@@ -1,4 +1,4 @@
-"""Celery configuration, built from :class:`vastkeep.settings.Settings` and nothing else.
+"""Celery configuration, built from :class:`vastkeep.core.settings.Settings` and nothing else.
 
 Each value below is set explicitly because Celery's default is wrong for this system:
 
@@ -23,7 +23,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 import beat_schedule
-from vastkeep.settings import Settings
+from vastkeep.core.settings import Settings
 
 CONTROL_QUEUE = "vastkeep.control"
 SSH_QUEUE = "vastkeep.ssh"

@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 
-from vastkeep.clock import SYSTEM_CLOCK, Clock
-from vastkeep.keys import Keys
-from vastkeep.redis_conn import connect
-from vastkeep.settings import Settings, load_settings
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.settings import Settings, load_settings
+from vastkeep.state.connection import connect
+from vastkeep.state.keys import Keys
 from worker.config import resolve_redis_url
 
 _lock = threading.RLock()
@@ -43,16 +43,16 @@ class Resources:
 
     @cached_property
     def store(self) -> Any:
-        """The shared ``vastkeep.store.StateStore``."""
-        from vastkeep.store import StateStore  # noqa: PLC0415 - optional until the store module exists
+        """The shared ``vastkeep.state.store.StateStore``."""
+        from vastkeep.state.store import StateStore  # noqa: PLC0415 - optional until the store module exists
 
         return StateStore(self.redis, self.keys, self.clock,
                           default_desired_size=self.settings.warm_pool_desired_size)
 
     @cached_property
     def events(self) -> Any:
-        """The shared ``vastkeep.events.EventLog``."""
-        from vastkeep.events import EventLog  # noqa: PLC0415
+        """The shared ``vastkeep.state.events.EventLog``."""
+        from vastkeep.state.events import EventLog  # noqa: PLC0415
 
         return EventLog(self.redis, self.keys, self.clock)
 

@@ -12,13 +12,13 @@ import uvicorn
 
 from tests.helpers import free_port
 from vastkeep.admin import HEADER, create_app
-from vastkeep.clock import SystemClock
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.redis_conn import connect
-from vastkeep.settings import load_settings
-from vastkeep.store import InstanceRecord, StateStore
-from vastkeep.supervisor import write_heartbeat
+from vastkeep.core.clock import SystemClock
+from vastkeep.core.settings import load_settings
+from vastkeep.state.connection import connect
+from vastkeep.state.events import EventLog
+from vastkeep.state.heartbeats import write_heartbeat
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import InstanceRecord, StateStore
 
 KEY = "integration-admin-key-abcdef"
 

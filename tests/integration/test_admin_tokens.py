@@ -20,11 +20,11 @@ import uvicorn
 from tests.fixtures.token_cloud import SimCloud
 from tests.helpers import free_port, wait_until
 from vastkeep.admin.app import create_app
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.settings import load_settings
-from vastkeep.store import StateStore
-from vastkeep.token_checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI
+from vastkeep.core.settings import load_settings
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import StateStore
+from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI
 
 ADMIN_KEY = "adm-SECRET-7c1e0f9b"
 PREFIX = "/api/proxy/admin"

@@ -25,9 +25,9 @@ from celery import Celery
 from celery.events import EventReceiver
 
 from tests.helpers import free_port, wait_until
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.settings import load_settings
+from vastkeep.core.settings import load_settings
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "api-proc-SECRET-4b8d2e61"

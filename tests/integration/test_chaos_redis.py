@@ -20,12 +20,12 @@ import requests
 
 from tests.chaos_support import SLOW_TASK, Chaos, marker_keys, report, wait_for
 from tests.helpers import free_port
-from vastkeep.clock import SYSTEM_CLOCK
-from vastkeep.errors import StaleFence
-from vastkeep.keys import Keys
-from vastkeep.leases import LeaseManager, new_owner
-from vastkeep.redis_conn import connect
-from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.core.clock import SYSTEM_CLOCK
+from vastkeep.core.errors import StaleFence
+from vastkeep.state.connection import connect
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import LeaseManager, new_owner
+from vastkeep.state.store import InstanceRecord, StateStore
 from worker.config import CONTROL_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

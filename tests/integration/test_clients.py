@@ -1,18 +1,18 @@
-"""vastkeep.clients.vast_client: the effective Vast.ai key (runtime override, else configured), real Redis."""
+"""tokens.preflight.vast_client: the effective Vast.ai key (runtime override, else configured), real Redis."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from vastkeep.clients import vast_client
-from vastkeep.errors import TokenInvalid
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.settings import Secret, load_settings
+from vastkeep.core.errors import TokenInvalid
+from vastkeep.core.settings import Secret, load_settings
 from vastkeep.sim.faults import fingerprint
-from vastkeep.store import StateStore
-from vastkeep.tokens import TokenManager
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import StateStore
+from vastkeep.tokens.manager import TokenManager
+from vastkeep.tokens.preflight import vast_client
 
 
 def test_no_key_anywhere_means_no_client(store) -> None:
@@ -49,7 +49,7 @@ def test_runtime_override_without_configured_key(store) -> None:
 def test_redis_error_is_not_swallowed() -> None:
     """An unreadable override must not silently fall back to a key an operator has since replaced."""
     from tests.fixtures.redis_server import start_redis_server
-    from vastkeep.redis_conn import connect
+    from vastkeep.state.connection import connect
 
     own = start_redis_server()
     store = StateStore(connect(own.url, retry_attempts=0, socket_connect_timeout_s=0.5), Keys())

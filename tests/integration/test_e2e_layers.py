@@ -2,7 +2,7 @@
 
 Every test crosses at least two layers that the per-module tests exercise alone: an instance is rented
 through the real ``VastClient`` from the simulated cloud (its own process), mirrored into the real
-``StateStore`` on a real redis-server, validated by the real Layer 3 flow (``vastkeep.port_flow``) over
+``StateStore`` on a real redis-server, validated by the real Layer 3 flow (``vastkeep.ports.flow``) over
 loopback sockets, judged by the real ``TokenManager`` against the simulator's token checks, or run
 through the embedded real Celery worker. Faults come from the simulator's control API.
 
@@ -27,20 +27,20 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vastkeep import port_flow
-from vastkeep.backoff import BackoffPolicy, backoff_ceiling
-from vastkeep.clock import SYSTEM_CLOCK, FakeClock
-from vastkeep.errors import AuthError, RateLimited, ServerError, TokenInvalid
-from vastkeep.events import EventLog
-from vastkeep.http import RetryPolicy
-from vastkeep.port_probe import ProbeConfig
-from vastkeep.ports import FIREWALL_ERROR, NO_CANDIDATES_ERROR, PortValidator
-from vastkeep.settings import Secret
+from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
+from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock
+from vastkeep.core.errors import AuthError, RateLimited, ServerError, TokenInvalid
+from vastkeep.core.settings import Secret
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import FIREWALL_ERROR, NO_CANDIDATES_ERROR, PortValidator
+from vastkeep.providers.http import RetryPolicy
+from vastkeep.providers.vast import VastClient
 from vastkeep.sim.faults import fingerprint
-from vastkeep.store import InstanceRecord, StateStore
-from vastkeep.token_checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, check_specs
-from vastkeep.tokens import TokenManager
-from vastkeep.vast import VastClient
+from vastkeep.state.events import EventLog
+from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, check_specs
+from vastkeep.tokens.manager import TokenManager
 
 T = TypeVar("T")
 DEADLINE_S = 15.0

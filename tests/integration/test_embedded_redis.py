@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from tests.helpers import free_port
-from vastkeep import embedded_redis as er
-from vastkeep.settings import redact_url
-from vastkeep.stack import new_secret
+from vastkeep.core.settings import redact_url
+from vastkeep.stack import embedded_redis as er
+from vastkeep.stack.runtime import new_secret
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from vastkeep import port_flow
-from vastkeep.clock import FakeClock
-from vastkeep.events import EVENT_KINDS, EventLog
-from vastkeep.keys import Keys
-from vastkeep.ports import PortValidation
-from vastkeep.settings import Secret
-from vastkeep.store import InstanceRecord, StateStore
-from vastkeep.token_checks import CIVITAI, HUGGINGFACE, VASTAI, check_specs
-from vastkeep.tokens import TokenManager
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.settings import Secret
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.validator import PortValidation
+from vastkeep.state.events import EVENT_KINDS, EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, VASTAI, check_specs
+from vastkeep.tokens.manager import TokenManager
 
 _FIELDS_RE = re.compile(r"\(([^()]*)\)\s*$")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vastkeep.clock import FakeClock
-from vastkeep.errors import TokenInvalid
-from vastkeep.events import EVENT_KINDS, Event, EventLog, is_stream_id
-from vastkeep.keys import Keys
-from vastkeep.redis_conn import connect
-from vastkeep.settings import Secret
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.errors import TokenInvalid
+from vastkeep.core.settings import Secret
+from vastkeep.state.connection import connect
+from vastkeep.state.events import EVENT_KINDS, Event, EventLog, is_stream_id
+from vastkeep.state.keys import Keys
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Total deadlines and body caps on HTTP calls, against the real local Vast.ai stub.
 
 requests' read timeout bounds each socket read, not a whole answer: a server that drips one byte
-every half second never trips it. ``vastkeep.http.read_body`` enforces a total deadline (on the
+every half second never trips it. ``vastkeep.providers.http.read_body`` enforces a total deadline (on the
 injected clock's ``monotonic()``) and a size cap; the Vast.ai client and the token checks both use it.
 Deadlines are real time here, so the clock is the system clock (sleeps between retries are recorded
 instead of slept, to keep the tests quick).
@@ -15,13 +15,13 @@ import time
 import pytest
 
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
-from vastkeep.backoff import BackoffPolicy
-from vastkeep.clock import SystemClock
-from vastkeep.errors import MalformedResponse, NetworkError, RentOutcomeUnknown, TransientError
-from vastkeep.http import DEFAULT_MAX_BODY_BYTES, RetryPolicy, make_session, request_with_retry
-from vastkeep.settings import Secret
-from vastkeep.token_checks import VASTAI, check_specs, run_check
-from vastkeep.vast import VastClient
+from vastkeep.core.backoff import BackoffPolicy
+from vastkeep.core.clock import SystemClock
+from vastkeep.core.errors import MalformedResponse, NetworkError, RentOutcomeUnknown, TransientError
+from vastkeep.core.settings import Secret
+from vastkeep.providers.http import DEFAULT_MAX_BODY_BYTES, RetryPolicy, make_session, request_with_retry
+from vastkeep.providers.vast import VastClient
+from vastkeep.tokens.checks import VASTAI, check_specs, run_check
 
 SLACK_S = 0.6  # scheduling, connection set-up and one last in-flight read
 DRIP_S = 0.25  # one byte every 0.25 s: each read returns well inside any read timeout
@@ -143,7 +143,7 @@ def test_token_check_ends_at_its_deadline_against_a_dripping_provider(vast_stub:
 
 
 def test_token_check_oversize_body_is_unknown(vast_stub: VastStub, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vastkeep.token_checks as checks
+    import vastkeep.tokens.checks as checks
 
     many_instances(vast_stub, 20)
     monkeypatch.setattr(checks, "MAX_BODY_BYTES", 4096)

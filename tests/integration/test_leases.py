@@ -8,11 +8,11 @@ import threading
 import pytest
 
 from tests.helpers import wait_until
-from vastkeep.clock import FakeClock, SystemClock
-from vastkeep.errors import LeaseBusy, LeaseLost, StaleFence
-from vastkeep.keys import Keys
-from vastkeep.leases import Lease, LeaseManager, new_owner
-from vastkeep.redis_conn import connect
+from vastkeep.core.clock import FakeClock, SystemClock
+from vastkeep.core.errors import LeaseBusy, LeaseLost, StaleFence
+from vastkeep.state.connection import connect
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import Lease, LeaseManager, new_owner
 
 
 @pytest.fixture

@@ -1,17 +1,17 @@
-"""vastkeep.port_flow.record_validation against a real redis-server: the verdict is decided inside the CAS."""
+"""ports.flow.record_validation against a real redis-server: the verdict is decided inside the CAS."""
 
 from __future__ import annotations
 
 import pytest
 
-from vastkeep.clock import FakeClock
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.leases import LeaseManager
-from vastkeep.port_flow import record_validation
-from vastkeep.ports import PortValidation
-from vastkeep.redis_conn import connect
-from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.core.clock import FakeClock
+from vastkeep.ports.flow import record_validation
+from vastkeep.ports.validator import PortValidation
+from vastkeep.state.connection import connect
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import LeaseManager
+from vastkeep.state.store import InstanceRecord, StateStore
 
 PASSED = PortValidation(True, port=8188, kind="direct", connection_url="http://203.0.113.7:8188")
 

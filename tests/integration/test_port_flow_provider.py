@@ -1,4 +1,4 @@
-"""vastkeep.port_flow when the Vast.ai side fails or forgets: real redis-server, real simulator, real sockets.
+"""ports.flow when the Vast.ai side fails or forgets: real redis-server, real simulator, real sockets.
 
 - A pool sweep whose one ``list_instances`` refresh fails (rejected key, or 429/5xx after the client's
   retries) still validates every record that already has its address; only the records that needed the
@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from vastkeep import port_flow
-from vastkeep.backoff import BackoffPolicy
-from vastkeep.clock import FakeClock
-from vastkeep.http import RetryPolicy
-from vastkeep.port_probe import ProbeConfig
-from vastkeep.ports import PortValidator
-from vastkeep.settings import Secret
-from vastkeep.store import InstanceRecord, StateStore
-from vastkeep.vast import VastClient
+from vastkeep.core.backoff import BackoffPolicy
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.settings import Secret
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import PortValidator
+from vastkeep.providers.http import RetryPolicy
+from vastkeep.providers.vast import VastClient
+from vastkeep.state.store import InstanceRecord, StateStore
 
 GONE = "gone at provider: no_such_instance"
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff=BackoffPolicy(base_s=0.01, cap_s=0.02))

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from vastkeep.errors import UnsafeTarget
-from vastkeep.port_candidates import Candidate, derive_candidates
-from vastkeep.port_probe import ProbeConfig
-from vastkeep.ports import FIREWALL_ERROR, PortValidator
+from vastkeep.core.errors import UnsafeTarget
+from vastkeep.ports.candidates import Candidate, derive_candidates
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import FIREWALL_ERROR, PortValidator
 
 TCP_S, HTTP_S = 0.3, 0.5
 
@@ -238,7 +238,7 @@ def test_pool_bounded_concurrency_keeps_each_verdict(port_servers):
 # ── against the simulated cloud's real sockets ─────────────────────────────────────────────────────────────
 def sim_candidates(sim, **opts):
     """Create a running sim instance; its candidates come from the Vast API object, as in production."""
-    from vastkeep.vast_models import VastInstance
+    from vastkeep.providers.vast_models import VastInstance
 
     vi = VastInstance.from_api(sim.control.create_instance(running=True, **opts))
     return vi, derive_candidates(vi.public_ip, vi.ports)

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_until
-from vastkeep import port_flow
-from vastkeep.events import EventLog
-from vastkeep.http import RetryPolicy
-from vastkeep.keys import Keys
-from vastkeep.leases import LeaseManager
-from vastkeep.port_flow import SWEEP_BUSY, SWEEP_LEASE, SWEEP_LOST
-from vastkeep.port_probe import ProbeConfig
-from vastkeep.ports import PortValidator
-from vastkeep.redis_conn import connect
-from vastkeep.store import InstanceRecord, StateStore
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.flow import SWEEP_BUSY, SWEEP_LEASE, SWEEP_LOST
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import PortValidator
+from vastkeep.providers.http import RetryPolicy
+from vastkeep.state.connection import connect
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import LeaseManager
+from vastkeep.state.store import InstanceRecord, StateStore
 
 DELAY_S = 0.4
 

@@ -9,14 +9,14 @@ import time
 import pytest
 import requests
 
-from vastkeep.clock import FakeClock
+from vastkeep.core.clock import FakeClock
 
 
 def test_vast_client_full_cycle(sim):
-    vast = pytest.importorskip("vastkeep.vast")
-    http = pytest.importorskip("vastkeep.http")
-    from vastkeep.backoff import BackoffPolicy
-    from vastkeep.errors import AuthError, NotFound
+    vast = pytest.importorskip("vastkeep.providers.vast")
+    http = pytest.importorskip("vastkeep.providers.http")
+    from vastkeep.core.backoff import BackoffPolicy
+    from vastkeep.core.errors import AuthError, NotFound
 
     sim.control.set_lifecycle(created_s=0, loading_s=0.1, boot_s=0)
     retry = http.RetryPolicy(max_attempts=4, backoff=BackoffPolicy(base_s=0.01, cap_s=0.05))
@@ -80,8 +80,8 @@ def test_vast_client_full_cycle(sim):
 
 
 def test_token_checks_against_the_simulator(sim):
-    checks = pytest.importorskip("vastkeep.token_checks")
-    from vastkeep.settings import Secret
+    checks = pytest.importorskip("vastkeep.tokens.checks")
+    from vastkeep.core.settings import Secret
 
     specs = checks.check_specs(sim.vast_api_url, sim.base_url, sim.base_url)
     keys = {

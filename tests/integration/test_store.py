@@ -11,13 +11,13 @@ import redis
 from redis.backoff import FullJitterBackoff
 
 from tests.helpers import wait_until
-from vastkeep.clock import FakeClock
-from vastkeep.errors import NotFound, PermanentError, StaleFence
-from vastkeep.keys import Keys
-from vastkeep.leases import Lease, LeaseManager
-from vastkeep.redis_conn import connect
-from vastkeep.settings import Secret
-from vastkeep.store import InstanceRecord, PoolSettings, StateStore
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.errors import NotFound, PermanentError, StaleFence
+from vastkeep.core.settings import Secret
+from vastkeep.state.connection import connect
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import Lease, LeaseManager
+from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_an_unreadable_record_is_skipped_by_list_and_refused_by_get(store, redis
     store.put_instance(record("9", status="loading"))
     redis_client.set("vastkeep:instance:7", stored)
     redis_client.sadd("vastkeep:instances", "7")
-    with caplog.at_level("WARNING", logger="vastkeep.store"):
+    with caplog.at_level("WARNING", logger="vastkeep.state"):
         assert [r.instance_id for r in store.list_instances()] == ["1", "9"]
     assert "Skipping instance record 7" in caplog.text
     for call in (lambda: store.get_instance("7"), lambda: store.update_instance("7", {"label": "x"})):

@@ -24,14 +24,14 @@ import pytest
 from tests.fixtures.token_cloud import SimCloud
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
 from tests.helpers import wait_until
-from vastkeep.clock import FakeClock
-from vastkeep.errors import InvalidInput, TokenInvalid
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.settings import Secret
-from vastkeep.store import StateStore
-from vastkeep.token_checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, CheckSpec, check_specs
-from vastkeep.tokens import CHECK_POOL_SIZE, TokenManager
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.errors import InvalidInput, TokenInvalid
+from vastkeep.core.settings import Secret
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import StateStore
+from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, CheckSpec, check_specs
+from vastkeep.tokens.manager import CHECK_POOL_SIZE, TokenManager
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1.0
@@ -295,7 +295,7 @@ def test_checks_stuck_past_their_deadline_cannot_grow_threads(vast_stub: VastStu
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A provider that drips its *headers* holds a check past any per-read timeout. The bounded pool
     caps the threads such checks hold; checks queued behind them are cancelled, never run late."""
-    import vastkeep.tokens as tokens_mod
+    import vastkeep.tokens.manager as tokens_mod
 
     monkeypatch.setattr(tokens_mod, "DEADLINE_GRACE_S", 0.05)
     vast_stub.fail_next(1000, drip_head_s=0.05)
@@ -392,12 +392,12 @@ def test_update_rejects_bad_input_without_calling(service, token, field, cloud, 
 
 SECOND_WORKER = r"""
 import json, os, sys
-from vastkeep.keys import Keys
-from vastkeep.redis_conn import connect
-from vastkeep.settings import Secret
-from vastkeep.store import StateStore
-from vastkeep.token_checks import check_specs
-from vastkeep.tokens import TokenManager
+from vastkeep.state.keys import Keys
+from vastkeep.state.connection import connect
+from vastkeep.core.settings import Secret
+from vastkeep.state.store import StateStore
+from vastkeep.tokens.checks import check_specs
+from vastkeep.tokens.manager import TokenManager
 store = StateStore(connect(os.environ["T_REDIS"]), Keys("vktok"))
 old = os.environ["T_OLD"]
 mgr = TokenManager(store=store, cache_ms=300000, timeout_s=2.0,

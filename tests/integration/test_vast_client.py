@@ -12,9 +12,9 @@ import requests
 
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
 from tests.helpers import free_port
-from vastkeep.backoff import BackoffPolicy, backoff_ceiling
-from vastkeep.clock import FakeClock
-from vastkeep.errors import (
+from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
+from vastkeep.core.clock import FakeClock
+from vastkeep.core.errors import (
     AuthError,
     ConfigError,
     InvalidRequest,
@@ -29,14 +29,14 @@ from vastkeep.errors import (
     TransientError,
     VastkeepError,
 )
-from vastkeep.http import RetryPolicy, make_session, request_with_retry, safe_url
-from vastkeep.vast import VastClient
+from vastkeep.providers.http import RetryPolicy, make_session, request_with_retry, safe_url
+from vastkeep.providers.vast import VastClient
 
 RETRY = RetryPolicy(max_attempts=4, backoff=BackoffPolicy(base_s=0.5, cap_s=10.0))
 
 
 class FakeSecret:
-    """Stands in for vastkeep.settings.Secret: repr '***', .reveal() gives the value."""
+    """Stands in for vastkeep.core.settings.Secret: repr '***', .reveal() gives the value."""
 
     def __init__(self, value: str) -> None:
         self._v = value
@@ -422,7 +422,7 @@ def test_safe_url_drops_credentials_and_query(url: str, expected: str) -> None:
 
 
 def test_accepts_the_settings_secret(vast_stub: VastStub) -> None:
-    settings = pytest.importorskip("vastkeep.settings")
+    settings = pytest.importorskip("vastkeep.core.settings")
     client = VastClient(settings.Secret(STUB_API_KEY), vast_stub.url)
     client.check_key()
     assert vast_stub.calls()[0].headers["Authorization"] == f"Bearer {STUB_API_KEY}"

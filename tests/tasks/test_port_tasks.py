@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 import tasks.ports as port_tasks
-from vastkeep.ports import FIREWALL_ERROR
-from vastkeep.store import InstanceRecord
+from vastkeep.ports.validator import FIREWALL_ERROR
+from vastkeep.state.store import InstanceRecord
 
 GONE = "gone at provider: no_such_instance"  # a record/result once Vast.ai forgot the instance
 
@@ -151,7 +151,7 @@ def test_pool_sweep_lists_at_vast_and_follows_a_reassigned_address(vk_celery_wor
 
 def test_sim_instance_refreshed_from_vast_then_ready(vk_celery_worker, vk_settings, store, events, sim):
     """A record without address/ports (just rented): the task asks the (simulated) Vast API, then probes."""
-    from vastkeep.settings import Secret
+    from vastkeep.core.settings import Secret
     from worker import wiring
 
     inst = sim.control.create_instance(running=True, direct_8188=False, port_18188=True)
@@ -176,9 +176,9 @@ def test_refresh_uses_key_from_update_token(vk_celery_worker, vk_settings, store
     """After update-token, the next VastClient a task builds authenticates with the new key."""
     import secrets
 
-    from vastkeep.settings import Secret
+    from vastkeep.core.settings import Secret
     from vastkeep.sim.faults import fingerprint
-    from vastkeep.tokens import TokenManager
+    from vastkeep.tokens.manager import TokenManager
     from worker import wiring
 
     rotated = f"vk-rotated-{secrets.token_hex(8)}"
@@ -207,7 +207,7 @@ def test_refresh_uses_key_from_update_token(vk_celery_worker, vk_settings, store
 
 
 def sim_settings(vk_settings, sim):
-    from vastkeep.settings import Secret
+    from vastkeep.core.settings import Secret
 
     return replace(vk_settings, vast_api_key=Secret(sim.api_key), vast_api_url=sim.vast_api_url,
                    port_tcp_timeout_ms=300, port_http_timeout_ms=500)
@@ -215,7 +215,7 @@ def sim_settings(vk_settings, sim):
 
 def test_validate_pool_reports_rejected_key_and_validates_the_rest(vk_celery_worker, vk_settings, store, sim):
     """A rejected Vast key on the refresh: still a JSON summary; records with an address get validated."""
-    from vastkeep.vast import VastClient
+    from vastkeep.providers.vast import VastClient
     from worker import wiring
 
     a = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
@@ -239,7 +239,7 @@ def test_validate_pool_reports_rejected_key_and_validates_the_rest(vk_celery_wor
 
 def test_instance_gone_at_provider_is_marked_once(vk_celery_worker, vk_settings, store, events, sim):
     """Vast.ai no longer knows the instance: marked failed + one instance-status event, even on redelivery."""
-    from vastkeep.vast import VastClient
+    from vastkeep.providers.vast import VastClient
     from worker import wiring
 
     iid = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]

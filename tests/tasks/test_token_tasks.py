@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tests.fixtures.token_cloud import SimCloud
-from vastkeep.events import EventLog
-from vastkeep.keys import Keys
-from vastkeep.settings import Secret
-from vastkeep.token_checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI
+from vastkeep.core.settings import Secret
+from vastkeep.state.events import EventLog
+from vastkeep.state.keys import Keys
+from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI
 
 TIMEOUT = 30
 
@@ -125,7 +125,7 @@ def test_bad_arguments_are_not_retried(cloud) -> None:
 
 
 def test_runtime_update_reaches_the_worker(cloud, redis_client) -> None:
-    from vastkeep.store import StateStore
+    from vastkeep.state.store import StateStore
 
     new = cloud.rotate(HUGGINGFACE)
     assert run("validate_service", HUGGINGFACE)["statuses"] == {HUGGINGFACE: "invalid"}

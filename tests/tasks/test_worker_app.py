@@ -21,10 +21,10 @@ from celery import Celery
 import tasks
 from tasks.base import VastkeepTask, retry_delay_s
 from tests.fixtures.celery_app import BROKER_DB, WORKER_HOSTNAME
-from vastkeep.backoff import BackoffPolicy, backoff_ceiling
-from vastkeep.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
-from vastkeep.keys import Keys
-from vastkeep.leases import LeaseManager
+from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
+from vastkeep.core.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import LeaseManager
 from worker.app import app
 from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
 
@@ -229,7 +229,7 @@ def test_visibility_timeout_follows_settings(vk_settings) -> None:
 
 def test_token_check_interval_follows_settings(vk_settings) -> None:
     """TOKEN_PERIODIC_CHECK_MS drives the beat entry of vastkeep.tokens.validate_all; heartbeat stays 30 s."""
-    from vastkeep.settings import load_settings
+    from vastkeep.core.settings import load_settings
 
     default = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
     assert default["vastkeep.tokens.validate_all"]["schedule"] == 600.0
@@ -245,7 +245,7 @@ def test_pool_sweep_beat_entry_expires_after_one_interval(vk_settings) -> None:
     """A sweep still queued when the next one is due is dropped, not run late (only this entry expires)."""
     from celery.beat import ScheduleEntry
 
-    from vastkeep.settings import load_settings
+    from vastkeep.core.settings import load_settings
 
     for settings, interval in ((vk_settings, 30.0), (load_settings(
             environ={"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "45000"}, env_file=False), 45.0)):
@@ -314,7 +314,7 @@ def test_ssh_named_tasks_land_on_the_ssh_queue(redis_server) -> None:
 
 
 def _settings():
-    from vastkeep.settings import load_settings
+    from vastkeep.core.settings import load_settings
 
     return load_settings(environ={}, env_file=False)
 

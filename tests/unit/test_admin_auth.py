@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from vastkeep.admin import HEADER, create_app
 from vastkeep.admin import auth as auth_mod
 from vastkeep.admin.app import MAX_BODY_BYTES
-from vastkeep.errors import LeaseBusy, NotFound
-from vastkeep.settings import load_settings
+from vastkeep.core.errors import LeaseBusy, NotFound
+from vastkeep.core.settings import load_settings
 
 KEY = "k3y-for-tests-0123456789"
 STATUS = "/api/proxy/admin/system/status"

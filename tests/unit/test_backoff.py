@@ -7,13 +7,14 @@ import statistics
 
 import pytest
 
-from vastkeep.backoff import (
+from vastkeep.core.backoff import (
     BackoffPolicy,
+    RestartPolicy,
     backoff_ceiling,
     backoff_delay,
     failures_after_session,
     full_jitter,
-    restart_delay_s,
+    restart_delay,
     ssh_backoff_ceiling_s,
 )
 
@@ -119,11 +120,11 @@ def test_ssh_schedule_sequence() -> None:
     [(0, 0.0), (-1, 0.0), (1, 10.0), (2, 20.0), (3, 40.0), (4, 60.0), (5, 60.0), (10**9, 60.0)],
 )
 def test_restart_delay_matches_the_guide(crashes: int, expected: float) -> None:
-    assert restart_delay_s(crashes) == expected
+    assert restart_delay(crashes) == expected
 
 
 def test_restart_delay_custom_bounds() -> None:
-    assert [restart_delay_s(n, base_s=1, cap_s=5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    assert [restart_delay(n, RestartPolicy(base_s=1, cap_s=5)) for n in range(1, 6)] == [1, 2, 4, 5, 5]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from vastkeep.keys import Keys
+from vastkeep.state.keys import Keys
 
 
 @pytest.mark.parametrize("prefix", ["vastkeep", "tenant-a"])

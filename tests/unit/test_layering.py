@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[2] / "vastkeep"
 FILES = sorted(PACKAGE.rglob("*.py"))
-CLOCK = PACKAGE / "clock.py"
+CLOCK = PACKAGE / "core" / "clock.py"
 
 
 def _rel(path: Path) -> str:
@@ -69,7 +69,7 @@ def test_no_module_under_vastkeep_imports_celery(path: Path):
 @pytest.mark.parametrize("path", [f for f in FILES if f != CLOCK], ids=_rel)
 def test_only_clock_py_reads_the_wall_clock_or_sleeps(path: Path):
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    assert wall_clock_calls(tree) == [], f"{_rel(path)}: use a vastkeep.clock.Clock instead"
+    assert wall_clock_calls(tree) == [], f"{_rel(path)}: use a vastkeep.core.clock.Clock instead"
 
 
 def test_the_detectors_catch_what_they_look_for():
@@ -84,3 +84,122 @@ def test_the_detectors_catch_what_they_look_for():
     assert len(calls) == 3 and any("nap" in c for c in calls)
     good = ast.parse("import time\nx = time.monotonic()\n# time.sleep(1)\ns = 'time.time()'\n")
     assert celery_imports(good) == [] and wall_clock_calls(good) == []
+
+
+# ── the arrows: core ← state ← providers ← layer packages ← monitoring, admin, stack, cli ──────────
+RANK = {"core": 0, "state": 1, "providers": 2,
+        "tokens": 3, "ports": 3, "ssh": 3, "keepalive": 3, "polling": 3, "supervision": 3, "pool": 3,
+        "monitoring": 4, "admin": 4, "stack": 4, "cli": 4}
+LAYERS = {name for name, rank in RANK.items() if rank == 3}
+#: The simulated cloud stands apart: it may use the foundation only, and only the tools above it use it.
+SIM_MAY_IMPORT = {"core", "sim"}
+
+
+def package_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def vastkeep_imports(tree: ast.AST, path: Path) -> list[tuple[int, str]]:
+    """Every ``vastkeep.*`` module a file imports, absolute or relative, as (line, dotted name)."""
+    found: list[tuple[int, str]] = []
+    here = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "vastkeep"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - node.level]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "vastkeep":
+                continue
+            if module == "vastkeep":  # ``from vastkeep import ports``: the names are packages
+                found += [(node.lineno, f"vastkeep.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, module))
+    return found
+
+
+def arrow_violations(path: Path, tree: ast.AST) -> list[str]:
+    me = package_of(path)
+    bad = []
+    for line, module in vastkeep_imports(tree, path):
+        parts = module.split(".")
+        if len(parts) < 2:
+            continue
+        other = parts[1]
+        if other == me or other in ("__init__",):
+            continue
+        if me == "sim":
+            if other not in SIM_MAY_IMPORT:
+                bad.append(f"line {line}: the simulator imports {module}; it may use vastkeep.core only")
+            continue
+        if other == "sim":
+            if RANK.get(me, 0) < 4:
+                bad.append(f"line {line}: {me} imports the simulator")
+            continue
+        if other not in RANK:
+            continue
+        if RANK[other] > RANK[me]:
+            bad.append(f"line {line}: {me} (rank {RANK[me]}) imports {module} "
+                       f"(rank {RANK[other]}): arrows point down")
+        elif RANK[other] == RANK[me] and len(parts) > 2:
+            bad.append(f"line {line}: {me} imports {module}; use the front door `vastkeep.{other}`")
+    return bad
+
+
+def test_every_package_has_a_rank():
+    packages = {package_of(f) for f in FILES} - {"__init__", "sim"}
+    assert packages <= set(RANK), f"give these a place in the arrows: {sorted(packages - set(RANK))}"
+    assert {p for p in packages} >= LAYERS, "every planned layer has its home"
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_imports_follow_the_arrows(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    assert arrow_violations(path, tree) == []
+
+
+def test_the_arrow_check_can_fail():
+    cases = {
+        PACKAGE / "core" / "x.py": "from vastkeep.state.keys import Keys\n",
+        PACKAGE / "ports" / "x.py":
+            "from vastkeep.tokens.manager import TokenManager\nfrom vastkeep import pool\n",
+        PACKAGE / "sim" / "x.py": "from vastkeep.state import Keys\n",
+        PACKAGE / "state" / "x.py": "from ..providers import http\n",
+    }
+    for path, src in cases.items():
+        assert arrow_violations(path, ast.parse(src)), src
+    ok = arrow_violations(PACKAGE / "pool" / "x.py", ast.parse(
+        "from vastkeep.tokens import TokenManager\nfrom vastkeep.state.store import StateStore\n"))
+    assert ok == []
+
+
+# ── one explicit logger name per package, so moving a module never changes what operators filter on ──
+def logger_names(tree: ast.AST) -> list[str | None]:
+    names: list[str | None] = []
+    for node in ast.walk(tree):
+        func = getattr(node, "func", None)
+        if isinstance(node, ast.Call) and getattr(func, "attr", getattr(func, "id", "")) == "getLogger":
+            arg = node.args[0] if node.args else None
+            literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+            names.append(arg.value if literal else None)
+    return names
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_loggers_are_named_after_their_package(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    expected = f"vastkeep.{package_of(path)}"
+    for name in logger_names(tree):
+        assert name is not None, f"{_rel(path)}: getLogger needs a literal name ({expected}), not __name__"
+        assert name == expected or name.startswith(expected + "."), f"{_rel(path)}: logger {name!r}"
+
+
+# ── docs/ARCHITECTURE.md is the only module map: every module is on it ─────────────────────────────
+def test_every_module_is_on_the_module_map():
+    doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = [_rel(f) for f in FILES if f.name != "__init__.py" and _rel(f) not in doc]
+    assert missing == [], f"add these to docs/ARCHITECTURE.md's module map: {missing}"

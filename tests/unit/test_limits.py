@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vastkeep.limits import NOFILE_MARGIN, cap_concurrency, effective_probe_concurrency
+from vastkeep.core.limits import NOFILE_MARGIN, cap_concurrency, effective_probe_concurrency
 
 ROOT = Path(__file__).resolve().parents[2]
 INF = resource.RLIM_INFINITY
@@ -49,7 +49,7 @@ def test_cap_concurrency_custom_margin_and_bad_input():
 
 
 def test_cap_warns_once_naming_the_setting(caplog):
-    caplog.set_level(logging.WARNING, logger="vastkeep.limits")
+    caplog.set_level(logging.WARNING, logger="vastkeep.core")
     assert effective_probe_concurrency(4321, soft_limit=1000) == 1000 - NOFILE_MARGIN
     assert effective_probe_concurrency(4321, soft_limit=1000) == 1000 - NOFILE_MARGIN
     assert effective_probe_concurrency(100, soft_limit=1000) == 100  # fits: nothing to say
@@ -79,7 +79,7 @@ needs_headroom = pytest.mark.skipif(HARD == INF or HARD <= 600, reason="needs a 
 @needs_headroom
 def test_raise_nofile_limit_lifts_soft_to_hard():
     got = run_with_soft_limit(512, (
-        "import json, resource; from vastkeep.limits import raise_nofile_limit; "
+        "import json, resource; from vastkeep.core.limits import raise_nofile_limit; "
         "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; soft, hard = raise_nofile_limit(); "
         "print(json.dumps({'before': before, 'soft': soft, 'again': raise_nofile_limit()[0]}))"))
     assert got["before"] == 512
@@ -91,7 +91,8 @@ def test_validator_from_settings_caps_below_the_soft_limit():
     """Without the worker's raise, a 512-fd process asking for 5000 probes gets 256, and a warning."""
     got = run_with_soft_limit(512, (
         "import json, logging; logging.basicConfig(level=logging.WARNING); "
-        "from vastkeep.settings import load_settings; from vastkeep.ports import PortValidator; "
+        "from vastkeep.core.settings import load_settings; "
+        "from vastkeep.ports.validator import PortValidator; "
         "s = load_settings(environ={'PORT_PROBE_CONCURRENCY': '5000'}, env_file=False); "
         "print(json.dumps({'bound': PortValidator.from_settings(s).concurrency}))"))
     assert got["bound"] == 512 - NOFILE_MARGIN

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vastkeep.pool_view import is_leased, primary_instance, warm_pool_status
-from vastkeep.store import InstanceRecord, PoolSettings
+from vastkeep.monitoring.pool_status import is_leased, primary_instance, warm_pool_status
+from vastkeep.state.store import InstanceRecord, PoolSettings
 
 NOW = 1_767_225_600.0
 POOL = PoolSettings(desired_size=2, safe_mode=False, safe_mode_reason=None)

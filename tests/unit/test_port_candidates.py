@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from vastkeep.errors import UnsafeTarget
-from vastkeep.port_candidates import (
+from vastkeep.core.errors import UnsafeTarget
+from vastkeep.ports.candidates import (
     Candidate,
     check_address,
     derive_candidates,

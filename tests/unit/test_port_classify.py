@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from vastkeep.errors import UnsafeTarget
-from vastkeep.port_candidates import Candidate
-from vastkeep.port_probe import ProbeResult, is_comfyui_stats
-from vastkeep.ports import (
+from vastkeep.core.errors import UnsafeTarget
+from vastkeep.ports.candidates import Candidate
+from vastkeep.ports.probe import ProbeResult, is_comfyui_stats
+from vastkeep.ports.validator import (
     FIREWALL_ERROR,
     NO_CANDIDATES_ERROR,
     PortValidation,

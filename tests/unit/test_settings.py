@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vastkeep.errors import ConfigError
-from vastkeep.settings import PROFILES, SPECS, Secret, Settings, load_settings, redact_url
+from vastkeep.core.errors import ConfigError
+from vastkeep.core.settings import PROFILES, SPECS, Secret, Settings, load_settings, redact_url
 
 
 def load(env: dict[str, str] | None = None, **kw) -> Settings:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from vastkeep.errors import ConfigError
-from vastkeep.settings import load_settings, redact_url
+from vastkeep.core.errors import ConfigError
+from vastkeep.core.settings import load_settings, redact_url
 
 # Each password is made of distinctive pieces: none of them may appear anywhere in what is shown.
 # (password, does REDIS_URL=redis://user:<password>@127.0.0.1:6379/0 load?)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vastkeep.clock import FakeClock
-from vastkeep.supervisor import ChildSpec, RestartPolicy, Supervisor, restart_delay
+from vastkeep.core.backoff import RestartPolicy, restart_delay
+from vastkeep.core.clock import FakeClock
+from vastkeep.stack.supervisor import ChildSpec, Supervisor
 
 CRASH = [sys.executable, "-c", "import sys; sys.exit(3)"]
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -48,7 +49,7 @@ def test_guide_schedule(crashes: int, expected: float) -> None:
 
 
 def test_crash_restarts_on_schedule_and_logs_guide_lines(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="vastkeep.supervisor")
+    caplog.set_level(logging.INFO, logger="vastkeep.stack")
     policy = RestartPolicy(base_s=0.05, cap_s=0.2, stable_after_s=30)
     starts: list[float] = []
     seen_pids: list[int] = []
@@ -119,7 +120,7 @@ def test_stable_run_resets_crash_counter() -> None:
 
 
 def test_max_restarts_marks_failed(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="vastkeep.supervisor")
+    caplog.set_level(logging.INFO, logger="vastkeep.stack")
     clock = FakeClock()
     sup = Supervisor(policy=RestartPolicy(base_s=1, cap_s=1, stable_after_s=60, max_restarts=1), clock=clock)
     sup.register("c", ChildSpec(name="C", argv=CRASH))

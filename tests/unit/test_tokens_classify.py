@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from vastkeep.token_checks import (
+from vastkeep.tokens.checks import (
     CIVITAI,
     HUGGINGFACE,
     SERVICES,

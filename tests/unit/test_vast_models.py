@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.vast_stub import instance_record, offer_record
-from vastkeep.errors import MalformedResponse, TransientError
-from vastkeep.vast_models import VastInstance, VastOffer, as_float, as_int, as_str, parse_ports
+from vastkeep.core.errors import MalformedResponse, TransientError
+from vastkeep.providers.vast_models import VastInstance, VastOffer, as_float, as_int, as_str, parse_ports
 
 
 def test_documented_instance_parses_fully() -> None:

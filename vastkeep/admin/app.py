@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vastkeep import errors
-from vastkeep.clock import SYSTEM_CLOCK, Clock
-from vastkeep.keys import Keys
-from vastkeep.settings import Settings
+from vastkeep.core import errors
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.settings import Settings
+from vastkeep.state.keys import Keys
 
 ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
@@ -224,7 +224,7 @@ def create_app(
     if redis is None:
         redis = getattr(store, "redis", None)
     if redis is None and settings.redis_url:
-        from vastkeep.redis_conn import connect  # noqa: PLC0415
+        from vastkeep.state.connection import connect  # noqa: PLC0415
 
         redis = connect(settings.redis_url)
     keys = keys or getattr(store, "keys", None) or Keys()

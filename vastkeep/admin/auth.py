@@ -13,7 +13,7 @@ import logging
 
 from fastapi import HTTPException, Request
 
-from vastkeep.settings import Secret
+from vastkeep.core.settings import Secret
 
 HEADER = "X-Admin-Key"
 MAX_KEY_BYTES = 1024

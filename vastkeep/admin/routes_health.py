@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.clock import iso
-from vastkeep.supervisor import read_heartbeats
+from vastkeep.core.clock import iso
+from vastkeep.state.heartbeats import read_heartbeats
 
 router = APIRouter()
 guarded = APIRouter(prefix=f"{ADMIN_PREFIX}/system", dependencies=[Depends(require_admin_key)],

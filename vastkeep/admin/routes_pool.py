@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.events import STREAM_ID_PART_MAX, is_stream_id
-from vastkeep.pool_view import warm_pool_status
+from vastkeep.monitoring import warm_pool_status
+from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
 

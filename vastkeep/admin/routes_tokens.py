@@ -1,7 +1,7 @@
 """Layer 2 admin endpoints: validate the tokens now, replace one at runtime, show where each comes from.
 
 ``POST /api/proxy/admin/validate-tokens`` and ``POST /api/proxy/admin/update-token`` keep the guide's
-paths and bodies. The handlers call :class:`vastkeep.tokens.TokenManager` directly (a fresh check
+paths and bodies. The handlers call :class:`vastkeep.tokens.manager.TokenManager` directly (a fresh check
 takes at most the check timeout, and an update must be validated before it is answered), in
 FastAPI's thread pool because the checks block. A token sent to update-token is never echoed, logged
 or put in an error: bodies are parsed by hand so no validation error can quote it back.
@@ -9,7 +9,7 @@ or put in an error: bodies are parsed by hand so no validation error can quote i
 The checks run in this process, not in a worker, so no task event reports a rejection: each token
 that validate-tokens finds newly rejected is handed to the app's ``notify`` (``token-invalid``), which
 ``worker/api.py`` turns into a Celery event. The durable ``token-invalid`` stream entry is written by
-the :class:`~vastkeep.tokens.TokenManager` either way.
+the :class:`~vastkeep.tokens.manager.TokenManager` either way.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.errors import InvalidInput
-from vastkeep.tokens import INVALID, TokenManager
+from vastkeep.core.errors import InvalidInput
+from vastkeep.tokens.manager import INVALID, TokenManager
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
 

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vastkeep.limits import raise_nofile_limit
+from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.sim.state import Endpoint, Instance
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vastkeep.sim")
 
 
 def raise_fd_limit() -> int:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vastkeep.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim.control import SimControl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

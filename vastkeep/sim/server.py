@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vastkeep.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim import control_api, tokens_api, vast_api
 from vastkeep.sim.comfy import ComfyApp
 from vastkeep.sim.faults import ApiFaults, RequestLog, TokenBook, fault_body, fingerprint
@@ -36,7 +36,7 @@ from vastkeep.sim.state import (
     make_offers,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vastkeep.sim")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from vastkeep.sim.net import Path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vastkeep.sim")
 SSHD = "/usr/sbin/sshd"
 WRAPPER = FsPath(__file__).with_name("ssh_wrapper.py")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paramiko
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vastkeep.sim")
 
 
 class _Server(paramiko.ServerInterface):

@@ -1,0 +1,37 @@
+"""The foundation every other package stands on: no Redis, no network.
+
+- ``clock``: the one clock (``now()``, ``monotonic()``, ``sleep()``) and ``FakeClock`` for tests.
+- ``errors``: the error tree (``VastkeepError`` → ``TransientError`` retry / ``PermanentError`` never).
+- ``backoff``: pure full-jitter backoff, the guide's SSH and restart schedules.
+- ``limits``: the open-file limit and the probe bound under it.
+- ``settings`` (+ ``settings_parse``): the frozen, validated ``Settings`` read once from env and ``.env``.
+"""
+
+from vastkeep.core.backoff import (
+    BackoffPolicy,
+    RestartPolicy,
+    backoff_ceiling,
+    backoff_delay,
+    failures_after_session,
+    full_jitter,
+    restart_delay,
+    ssh_backoff_ceiling_s,
+)
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock, iso
+from vastkeep.core.errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    TransientError,
+    VastkeepError,
+    is_transient,
+)
+from vastkeep.core.settings import Secret, Settings, load_settings, redact_url
+
+__all__ = [
+    "SYSTEM_CLOCK", "BackoffPolicy", "Clock", "ConfigError", "FakeClock", "InvalidInput", "NotFound",
+    "PermanentError", "RestartPolicy", "Secret", "Settings", "SystemClock", "TransientError", "VastkeepError",
+    "backoff_ceiling", "backoff_delay", "failures_after_session", "full_jitter", "is_transient", "iso",
+    "load_settings", "redact_url", "restart_delay", "ssh_backoff_ceiling_s",
+]

@@ -1,0 +1,294 @@
+"""Settings, read once at start-up into a frozen, validated object.
+
+The environment (and an optional ``.env`` file, read through django-environ) is parsed here and
+nowhere else: the library receives plain parameters or this object. A bad value stops start-up with
+a :class:`~vastkeep.core.errors.ConfigError` that names the variable, the problem and the expected form,
+because a typo found at boot is cheaper than one found at 3 a.m. Secrets are wrapped in
+:class:`Secret` so they cannot reach a log line, a repr, a task argument or an exception by accident.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import environ as django_environ
+
+from vastkeep.core.errors import ConfigError
+from vastkeep.core.settings_parse import HTTP_SCHEMES as _HTTP
+from vastkeep.core.settings_parse import Spec as _Spec
+from vastkeep.core.settings_parse import cross_check as _cross_check
+from vastkeep.core.settings_parse import expected as _expected
+from vastkeep.core.settings_parse import parse as _parse
+from vastkeep.core.settings_parse import problem as _problem
+from vastkeep.core.settings_parse import redact_url
+from vastkeep.core.settings_parse import shown as _shown
+
+
+class Secret:
+    """A secret string: shows as ``'***'`` everywhere; ``.reveal()`` is the one way to read it.
+
+    Not a ``str`` subclass on purpose: ``json.dumps`` and pickling refuse it, so a secret cannot
+    slip into a Celery message or a stored record unnoticed.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a Secret needs a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: call it only at the point of use (an HTTP header, an SSH login)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a Secret cannot be pickled; pass .reveal() explicitly where that is intended")
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+
+# ── the variable table ───────────────────────────────────────────────────────
+_H, _D = 3_600_000, 86_400_000
+PROFILES: dict[str, dict[str, str]] = {
+    "default": {},
+    # The guide's "Recommended Production Values" (high reliability).
+    "production": {
+        "SSH_MAX_CONSECUTIVE_FAILURES": "999999", "SSH_KEEPALIVE_INTERVAL_MS": "10000",
+        "COMFYUI_KEEPALIVE_INTERVAL_MS": "30000", "WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "30000",
+        "WARM_POOL_POLL_IDLE_INTERVAL_MS": "180000",
+    },
+    # The guide's "Conservative Configuration" (less network traffic and fewer API calls).
+    "conservative": {
+        "SSH_KEEPALIVE_INTERVAL_MS": "30000", "COMFYUI_KEEPALIVE_INTERVAL_MS": "60000",
+        "WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "60000", "WARM_POOL_POLL_IDLE_INTERVAL_MS": "300000",
+    },
+}
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("SSH_MAX_CONSECUTIVE_FAILURES", "count", 999999, "SSH retry limit (effectively unlimited)"),
+    _Spec("SSH_READY_TIMEOUT_MS", "ms", 30000, "SSH connection (handshake) timeout", hi=_H),
+    _Spec("SSH_KEEPALIVE_INTERVAL_MS", "ms", 10000, "SSH keepalive ping interval", hi=_H),
+    _Spec("SSH_KEEPALIVE_MAX_MISS", "count", 3, "missed keepalives before the link counts as dead", hi=1000),
+    _Spec("TOKEN_VALIDATION_CACHE_MS", "ms", 300000, "how long a token check result is reused", hi=_D),
+    _Spec("TOKEN_PERIODIC_CHECK_MS", "ms", 600000, "periodic token validation interval", hi=_D),
+    _Spec("COMFYUI_KEEPALIVE_INTERVAL_MS", "ms", 30000, "ComfyUI /system_stats ping interval", hi=_D),
+    _Spec("COMFYUI_KEEPALIVE_TIMEOUT_MS", "ms", 5000, "ComfyUI ping timeout", hi=_H),
+    _Spec("COMFYUI_KEEPALIVE_MAX_FAILURES", "count", 5, "consecutive ping failures before connection-lost",
+          hi=1000),
+    _Spec("WARM_POOL_POLL_ACTIVE_INTERVAL_MS", "ms", 30000, "poll interval when starting/loading/leased",
+          hi=_D),
+    _Spec("WARM_POOL_POLL_IDLE_INTERVAL_MS", "ms", 180000, "poll interval when ready but idle", hi=_D),
+    _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
+    _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
+    _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
+          extra=("redis", "rediss", "unix")),
+    _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
+    _Spec("VAST_API_URL", "url", "https://console.vast.ai/api/v0", "Vast.ai API base URL", extra=_HTTP),
+    _Spec("HUGGINGFACE_HUB_TOKEN", "secret", None, "HuggingFace token"),
+    _Spec("CIVITAI_TOKEN", "secret", None, "Civitai token"),
+    _Spec("HUGGINGFACE_API_URL", "url", "https://huggingface.co", "HuggingFace API base URL", extra=_HTTP),
+    _Spec("CIVITAI_API_URL", "url", "https://civitai.com", "Civitai API base URL", extra=_HTTP),
+    _Spec("ADMIN_API_KEY", "secret", None, "value the admin API expects in X-Admin-Key"),
+    _Spec("ADMIN_API_HOST", "host", "127.0.0.1", "admin API listen address"),
+    _Spec("ADMIN_API_PORT", "port", 3000, "admin API listen port", hi=65535),
+    _Spec("VASTKEEP_PROFILE", "choice", "default", "preset of guide values (explicit variables still win)",
+          extra=tuple(PROFILES)),
+    _Spec("VASTKEEP_SIMULATED", "bool", False, "simulation mode: allows loopback (127/8) probe targets"),
+    _Spec("VASTKEEP_HOME", "path", ".vastkeep", "state folder of `vastkeep up` (relative: to the cwd)"),
+    _Spec("SSH_KEY_PATH", "path", None, "private key for SSH log collection"),
+    _Spec("SSH_KNOWN_HOSTS_PATH", "path", None, "known_hosts file for SSH host key checks"),
+    _Spec("PORT_TCP_TIMEOUT_MS", "ms", 5000, "port validation: TCP connect timeout", hi=_H),
+    _Spec("PORT_HTTP_TIMEOUT_MS", "ms", 10000, "port validation: HTTP /system_stats timeout", hi=_H),
+    _Spec("PORT_PROBE_CONCURRENCY", "count", 1000, "parallel probes (one fd each; capped below the fd limit)",
+          hi=5000),
+    _Spec("CELERY_VISIBILITY_TIMEOUT_S", "seconds", 3600, "Redis redelivery timeout for unacked messages",
+          hi=7 * 86400),
+    _Spec("SSH_COLLECT_TIME_LIMIT_S", "seconds", 900, "hard time limit of one SSH log collection task",
+          hi=86400),
+    _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
+    _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
+    _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+)
+_BY_NAME = {s.name: s for s in SPECS}
+def _seconds(ms_field: str) -> Any:
+    """A read-only ``<name>_s`` view (float seconds) of a ``<name>_ms`` field."""
+    return property(lambda self: getattr(self, ms_field) / 1000, doc=f"{ms_field} in seconds")
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Every setting, typed and validated. Field = env var lower-cased; units kept in the name."""
+
+    ssh_max_consecutive_failures: int = 999999
+    ssh_ready_timeout_ms: int = 30000
+    ssh_keepalive_interval_ms: int = 10000
+    ssh_keepalive_max_miss: int = 3
+    token_validation_cache_ms: int = 300000
+    token_periodic_check_ms: int = 600000
+    comfyui_keepalive_interval_ms: int = 30000
+    comfyui_keepalive_timeout_ms: int = 5000
+    comfyui_keepalive_max_failures: int = 5
+    warm_pool_poll_active_interval_ms: int = 30000
+    warm_pool_poll_idle_interval_ms: int = 180000
+    warm_pool_poll_interval_ms: int = 120000
+    warm_pool_desired_size: int = 1
+    redis_url: str | None = None
+    vast_api_key: Secret | None = None
+    vast_api_url: str = "https://console.vast.ai/api/v0"
+    huggingface_hub_token: Secret | None = None
+    civitai_token: Secret | None = None
+    huggingface_api_url: str = "https://huggingface.co"
+    civitai_api_url: str = "https://civitai.com"
+    admin_api_key: Secret | None = None
+    admin_api_host: str = "127.0.0.1"
+    admin_api_port: int = 3000
+    vastkeep_profile: str = "default"
+    vastkeep_simulated: bool = False
+    vastkeep_home: Path = Path(".vastkeep")
+    ssh_key_path: Path | None = None
+    ssh_known_hosts_path: Path | None = None
+    port_tcp_timeout_ms: int = 5000
+    port_http_timeout_ms: int = 10000
+    port_probe_concurrency: int = 1000
+    celery_visibility_timeout_s: int = 3600
+    ssh_collect_time_limit_s: int = 900
+    flower_port: int = 5555
+    flower_basic_auth: Secret | None = None
+    log_level: str = "INFO"
+    # env var → env | .env | profile:<name> (absent: default); not part of equality
+    sources: Mapping[str, str] | None = field(default=None, compare=False)
+
+    # ── seconds views, for code that talks to libraries measured in seconds ──
+    ssh_ready_timeout_s = _seconds("ssh_ready_timeout_ms")
+    ssh_keepalive_interval_s = _seconds("ssh_keepalive_interval_ms")
+    token_validation_cache_s = _seconds("token_validation_cache_ms")
+    token_periodic_check_s = _seconds("token_periodic_check_ms")
+    comfyui_keepalive_interval_s = _seconds("comfyui_keepalive_interval_ms")
+    comfyui_keepalive_timeout_s = _seconds("comfyui_keepalive_timeout_ms")
+    poll_active_interval_s = _seconds("warm_pool_poll_active_interval_ms")
+    poll_idle_interval_s = _seconds("warm_pool_poll_idle_interval_ms")
+    poll_interval_s = _seconds("warm_pool_poll_interval_ms")
+    port_tcp_timeout_s = _seconds("port_tcp_timeout_ms")
+    port_http_timeout_s = _seconds("port_http_timeout_ms")
+
+    @property
+    def longest_poll_interval_s(self) -> float:
+        """The longest countdown a polling chain schedules (bounded by the visibility timeout)."""
+        return max(self.poll_active_interval_s, self.poll_idle_interval_s, self.poll_interval_s,
+                   self.comfyui_keepalive_interval_s)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per variable (name, value with secrets as '***', default, source, meaning)."""
+        rows = []
+        for spec in SPECS:
+            value = getattr(self, spec.name.lower())
+            source = (self.sources or {}).get(spec.name, "default")
+            rows.append({"name": spec.name, "field": spec.name.lower(), "value": _shown(spec, value),
+                         "default": _shown(spec, spec.default), "source": source, "meaning": spec.meaning})
+        return rows
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{row['field']}={row['value']!r}" for row in self.describe())
+        return f"Settings({inner})"
+
+
+def _read_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Parse a .env file with django-environ without touching ``os.environ``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"env file {os.fspath(path)!r} does not exist; expected a readable .env file",
+                          variable="env_file")
+
+    class _FileEnv(django_environ.Env):
+        ENVIRON: dict[str, str] = {}
+
+    _FileEnv.read_env(os.fspath(path))
+    return dict(_FileEnv.ENVIRON)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | Literal[False] | None = None,
+) -> Settings:
+    """Read, validate and freeze every setting; raise ``ConfigError`` listing every bad variable.
+
+    ``environ`` None → ``os.environ``. ``env_file`` None → ``.env`` in the cwd if present; False → no file.
+    The real environment wins over the file; explicit variables win over the profile.
+    """
+    base = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        env_file = ".env" if os.path.isfile(".env") else False
+    file_vars = _read_file(env_file) if env_file is not False else {}
+
+    class _Env(django_environ.Env):
+        ENVIRON: dict[str, str] = {**file_vars, **base}
+
+    env = _Env()
+    problems: list[tuple[str, str]] = []
+    raw: dict[str, str | None] = {}
+    for spec in SPECS:
+        # Secrets are taken literally (no django-environ "$VAR" proxying of a token that starts with '$').
+        got = env.ENVIRON.get(spec.name) if spec.kind == "secret" else env.str(spec.name, default=None)
+        raw[spec.name] = None if got is None or got == "" else got
+    sources = {n: ("env" if n in base else ".env") for n, v in raw.items() if v is not None}
+
+    profile_raw = raw["VASTKEEP_PROFILE"] or "default"
+    profile = profile_raw.strip().lower()
+    if profile not in PROFILES:
+        problems.append(("VASTKEEP_PROFILE", f"VASTKEEP_PROFILE={profile_raw!r} is not a known profile; "
+                         f"{_expected(_BY_NAME['VASTKEEP_PROFILE'])}"))
+        profile = "default"
+    for name, value in PROFILES[profile].items():
+        if raw[name] is None:
+            raw[name], sources[name] = value, f"profile:{profile}"
+
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        text = raw[spec.name]
+        if spec.name == "VASTKEEP_PROFILE":
+            continue  # checked above
+        if text is None:
+            values[spec.name.lower()] = spec.default
+            continue
+        try:
+            value = _parse(spec, text)
+        except ValueError as exc:
+            problems.append((spec.name, _problem(spec, text, exc)))
+            continue
+        values[spec.name.lower()] = Secret(value) if spec.kind == "secret" else value
+    values["vastkeep_profile"] = profile
+    home = values["vastkeep_home"]
+    values["vastkeep_home"] = home if Path(home).is_absolute() else Path.cwd() / Path(home)
+    if not problems:
+        problems.extend(_cross_check(values))
+    if problems:
+        raise ConfigError("; ".join(p for _, p in problems), variable=problems[0][0],
+                          variables=[n for n, _ in problems])
+    return Settings(**values, sources=sources)
+
+
+
+__all__ = ["PROFILES", "SPECS", "Secret", "Settings", "load_settings", "redact_url"]

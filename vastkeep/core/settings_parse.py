@@ -1,0 +1,218 @@
+"""How one setting is described, parsed, shown and cross-checked (helpers behind ``core.settings``).
+
+Kept apart from the table and the ``Settings`` class so each stays readable; everything here is pure:
+a raw string in, a typed value (or a ``ValueError`` whose text is the *problem*) out. Secrets come back
+as plain strings; :func:`vastkeep.core.settings.load_settings` wraps them in ``Secret`` at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One variable: name, kind, default, what it means, and its bounds or allowed values."""
+
+    name: str
+    kind: str  # ms | count | seconds | port | bool | url | host | choice | level | secret | path | str
+    default: Any
+    meaning: str
+    lo: int = 1
+    hi: int = 10**9
+    extra: tuple[str, ...] = ()  # url schemes, or choices
+
+
+HTTP_SCHEMES = ("http", "https")
+_TRUE = ("1", "true", "yes", "on", "y")
+_FALSE = ("0", "false", "no", "off", "n")
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
+_QUERY_PASSWORD_RE = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
+_ENCODE_HINT = "percent-encode '/', '@', ':', '?' and '#' in a password, e.g. '/' as %2F"
+
+
+# ── redaction ────────────────────────────────────────────────────────────────
+def redact_url(url: str | None) -> str | None:
+    """The URL with any password replaced by ``***`` (safe to log or show).
+
+    A password may hold ``/``, ``@``, ``:``, ``?`` or ``#`` (typed raw instead of percent-encoded), so
+    the userinfo is taken as everything up to the *last* ``@``, not up to the first ``/``. When in doubt
+    more is masked, never less: ``user:`` stays, the rest up to that ``@`` becomes ``***``. A user name
+    alone (``redis://user@h``) is no secret; a ``password=`` query value (unix sockets) is masked too.
+    """
+    if not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo, tail = rest[:at], rest[at:]
+        user, colon, _password = userinfo.partition(":")
+        if colon and not any(c in user for c in "/?#"):
+            rest = f"{user}:***{tail}"  # user:password@ (the password may contain anything)
+        elif not colon and any(c in userinfo for c in "/?#") and scheme.lower() not in HTTP_SCHEMES:
+            rest = f"***{tail}"  # redis://pa/ss@h: a password typed without 'user:' and not encoded
+    rest = _QUERY_PASSWORD_RE.sub(lambda m: m.group(1) + "***", rest)
+    return f"{scheme}{sep}{rest}"
+
+
+def _error_view(raw: str) -> str:
+    """A URL for an error message: a value that failed to parse may be mangled in any way, so everything
+    before its last ``@`` (user name included) is masked: ``scheme://***@host...``."""
+    scheme, sep, rest = raw.strip().partition("://")
+    if not sep:
+        scheme, rest = "", raw.strip()
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***" + rest[at:]
+    return redact_url(f"{scheme}{sep}{rest}") or ""
+
+
+# ── messages ─────────────────────────────────────────────────────────────────
+def expected(spec: Spec) -> str:
+    """The ``expected ...`` half of an error message: the form the variable takes, with an example."""
+    ex = spec.default if spec.default is not None else {"count": 5, "ms": 30000}.get(spec.kind)
+    if spec.kind == "ms":
+        return f"expected milliseconds as a whole number, e.g. {ex}"
+    if spec.kind == "seconds":
+        return f"expected seconds as a whole number, e.g. {ex}"
+    if spec.kind == "count":
+        return f"expected a whole number, e.g. {ex}"
+    if spec.kind == "port":
+        return f"expected a TCP port number 1..65535, e.g. {ex}"
+    if spec.kind == "bool":
+        return "expected one of true/false, 1/0, yes/no, on/off"
+    if spec.kind == "url":
+        eg = "redis://127.0.0.1:6379/0" if "redis" in spec.extra else spec.default
+        return f"expected a URL starting with {' or '.join(s + '://' for s in spec.extra)}, e.g. {eg}"
+    if spec.kind in ("choice", "level"):
+        return f"expected one of {', '.join(spec.extra)}"
+    if spec.kind == "host":
+        return "expected an IP address or host name, e.g. 127.0.0.1"
+    if spec.name == "FLOWER_BASIC_AUTH":
+        return "expected user:password"
+    return "expected a path"
+
+
+def shown(spec: Spec, value: Any) -> Any:
+    """A value as it may be printed: secrets masked, URL passwords redacted, paths as text."""
+    if value is None:
+        return None
+    if spec.kind == "secret":
+        return "***"
+    if spec.kind == "url":
+        return redact_url(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def problem(spec: Spec, raw: str, exc: ValueError) -> str:
+    """One error line: the variable, its value as it may be shown, the problem and the expected form."""
+    if spec.kind == "secret":
+        value = "<secret>"
+    elif spec.kind == "url":
+        value = repr(_error_view(raw))
+    else:
+        value = repr(shown(spec, raw))
+    hint = f" ({_ENCODE_HINT})" if spec.kind == "url" and "@" in raw else ""
+    return f"{spec.name}={value} {exc}{hint}; {expected(spec)}"
+
+
+# ── parsing ──────────────────────────────────────────────────────────────────
+def _parse_int(spec: Spec, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("is not an integer") from None
+    if value < spec.lo:
+        raise ValueError("must be positive (> 0)" if spec.lo == 1 and value <= 0
+                         else f"is below the minimum {spec.lo}")
+    if value > spec.hi:
+        raise ValueError(f"is out of range (allowed {spec.lo}..{spec.hi})")
+    return value
+
+
+def _parse_url(spec: Spec, raw: str) -> str:
+    try:
+        parts = urlsplit(raw.strip())
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in spec.extra:
+        raise ValueError(f"has scheme {parts.scheme or 'none'!r}, which is not allowed")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("has no host")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("has no socket path")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return raw.strip().rstrip("/") if parts.scheme in HTTP_SCHEMES else raw.strip()
+
+
+def parse(spec: Spec, raw: str) -> Any:
+    """One raw string → typed value (a secret stays a ``str``), or ``ValueError(problem)``."""
+    kind = spec.kind
+    if kind in ("ms", "count", "seconds", "port"):
+        return _parse_int(spec, raw)
+    if kind == "bool":
+        low = raw.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError("is not a boolean")
+    if kind == "url":
+        return _parse_url(spec, raw)
+    if kind == "host":
+        host = raw.strip()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_RE.match(host):
+                raise ValueError("is not an IP address or host name") from None
+        return host
+    if kind in ("choice", "level"):
+        value = raw.strip().lower() if kind == "choice" else raw.strip().upper()
+        if value not in spec.extra:
+            raise ValueError("is not a known value")
+        return value
+    if kind == "secret":
+        if spec.name == "FLOWER_BASIC_AUTH" and (":" not in raw or raw.startswith(":")):
+            raise ValueError("is not in the form user:password")
+        return raw
+    if kind == "path":
+        return Path(raw.strip()).expanduser()
+    return raw  # pragma: no cover - every kind is handled above
+
+
+def cross_check(v: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules that involve more than one variable: (variable, message) for each broken one."""
+    out = []
+    vis = v["celery_visibility_timeout_s"]
+    longest_ms = max(v["warm_pool_poll_active_interval_ms"], v["warm_pool_poll_idle_interval_ms"],
+                     v["warm_pool_poll_interval_ms"], v["comfyui_keepalive_interval_ms"])
+    if vis * 1000 <= longest_ms:
+        out.append(("CELERY_VISIBILITY_TIMEOUT_S",
+                    f"CELERY_VISIBILITY_TIMEOUT_S={vis} must exceed the longest poll/keepalive interval "
+                    f"({longest_ms} ms), or Redis redelivers countdown messages that are still waiting; "
+                    f"expected seconds as a whole number above {longest_ms // 1000}"))
+    if vis <= v["ssh_collect_time_limit_s"]:
+        out.append(("CELERY_VISIBILITY_TIMEOUT_S",
+                    f"CELERY_VISIBILITY_TIMEOUT_S={vis} must exceed SSH_COLLECT_TIME_LIMIT_S="
+                    f"{v['ssh_collect_time_limit_s']}, or a running SSH collection is delivered twice; "
+                    f"expected seconds as a whole number above {v['ssh_collect_time_limit_s']}"))
+    if v["comfyui_keepalive_timeout_ms"] >= v["comfyui_keepalive_interval_ms"]:
+        out.append(("COMFYUI_KEEPALIVE_TIMEOUT_MS",
+                    f"COMFYUI_KEEPALIVE_TIMEOUT_MS={v['comfyui_keepalive_timeout_ms']} must be below "
+                    f"COMFYUI_KEEPALIVE_INTERVAL_MS={v['comfyui_keepalive_interval_ms']}, or pings overlap; "
+                    "expected milliseconds as a whole number, e.g. 5000"))
+    return out
+
+
+__all__ = ["HTTP_SCHEMES", "Spec", "cross_check", "expected", "parse", "problem", "redact_url", "shown"]

@@ -1,0 +1,61 @@
+"""The guide's warm-pool status document, computed from what Redis holds.
+
+A pure function so the admin API, `vastkeep status` and tests agree on one shape: the guide's
+``desiredSize`` / ``instance`` / ``isPrewarming`` / ``safeMode`` fields, plus every instance for pools
+larger than one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vastkeep.state.store import InstanceRecord, PoolSettings
+
+# Preference when one instance must stand for the pool (the guide's single ``instance`` field).
+_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy", "failed", "destroying")
+_GONE = frozenset({"destroyed"})
+_WARMING = frozenset({"starting", "loading"})
+
+
+def is_leased(record: InstanceRecord, now: float) -> bool:
+    """Leased while ``leased_until`` lies in the future (the guide's ``isLeased``)."""
+    return record.leased_until is not None and now < record.leased_until
+
+
+def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None:
+    """The instance the guide's single-instance view shows: ready first, then the furthest along."""
+    live = [r for r in records if r.status not in _GONE]
+    for status in _PRIMARY_ORDER:
+        for record in live:
+            if record.status == status:
+                return record
+    return live[0] if live else None
+
+
+def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
+    """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list."""
+    live = [r for r in records if r.status not in _GONE]
+    primary = primary_instance(live)
+    counts: dict[str, int] = {}
+    for record in live:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    leased = sum(1 for r in live if is_leased(r, now))
+    idle = sum(1 for r in live if r.status == "ready" and not is_leased(r, now))
+    return {
+        "desiredSize": pool.desired_size,
+        "instance": _view(primary, now) if primary else None,
+        "isPrewarming": any(r.status in _WARMING for r in live),
+        "safeMode": pool.safe_mode,
+        "safeModeReason": pool.safe_mode_reason,
+        "counts": {"total": len(live), "leased": leased, "idle": idle, "byStatus": counts},
+        "instances": [_view(r, now) for r in live],
+    }
+
+
+def _view(record: InstanceRecord, now: float) -> dict[str, Any]:
+    view = record.to_status_dict()
+    view["isLeased"] = is_leased(record, now)
+    view.pop("fence", None)  # internal fencing marks, not status fields
+    view.pop("fenceName", None)
+    return view

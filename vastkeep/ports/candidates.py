@@ -1,0 +1,141 @@
+"""Layer 3, part 1: which ComfyUI ports to try, in which order, and which addresses are safe to try.
+
+The guide's priority is fixed: direct 8188 on the public IP, then the host port Vast maps to the
+container's ``8188/tcp``, then the one mapped to ``18188/tcp``. We only ever probe the address and the
+ports the provider reported for that instance, and we refuse internal address space (loopback, RFC 1918,
+link-local, ...): a probe is an outbound connection made on the strength of data a third party sent us,
+i.e. a classic SSRF vector. The simulated cloud opens exactly one hole, IPv4 loopback, where it lives.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vastkeep.core.errors import UnsafeTarget
+
+COMFYUI_PORT = 8188
+FALLBACK_INTERNAL_PORT = 18188
+
+#: Candidate kinds in priority order (index = priority, lower wins).
+KINDS: tuple[str, ...] = ("direct", "mapped", "fallback")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Address space that never belongs to a rented instance's public side. ``is_private`` in the standard
+# library also covers the documentation ranges, which we do not need to refuse, so the private set is
+# spelled out: RFC 1918, RFC 6598 (carrier-grade NAT), "this network" and IPv6 unique-local.
+_PRIVATE_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "fc00::/7")
+)
+#: The only internal space VASTKEEP_SIMULATED opens: the simulated cloud's instances live on 127.x.y.z.
+SIMULATED_NET = ipaddress.ip_network("127.0.0.0/8")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place ComfyUI may answer: ``host`` as reported (IP or name), the port to connect to, its kind."""
+
+    kind: str
+    host: str
+    port: int
+
+    @property
+    def priority(self) -> int:
+        """Lower is better; the guide's order."""
+        return KINDS.index(self.kind)
+
+
+def _host_port(value: Any) -> int | None:
+    """A reported mapping → an int port, tolerating Vast's raw list shape and strings."""
+    if isinstance(value, list):
+        value = value[0].get("HostPort") if value and isinstance(value[0], Mapping) else None
+    if isinstance(value, Mapping):
+        value = value.get("HostPort")
+    try:
+        port = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def derive_candidates(public_ip: str | None, ports: Mapping[str, Any] | None) -> list[Candidate]:
+    """The candidates for one instance, in the guide's priority order, from provider data only.
+
+    The direct candidate is offered only when the provider reports the container's ``8188/tcp`` (the
+    instance was started with ``-p 8188:8188``); the port is never guessed beyond that. A mapping equal to
+    8188 is the direct candidate already and is not tried twice. No public IP → no candidates.
+    """
+    host = (public_ip or "").strip()
+    if not host or not ports:
+        return []
+    out: list[Candidate] = []
+    mapped = _host_port(ports.get(f"{COMFYUI_PORT}/tcp"))
+    fallback = _host_port(ports.get(f"{FALLBACK_INTERNAL_PORT}/tcp"))
+    if f"{COMFYUI_PORT}/tcp" in ports:
+        out.append(Candidate("direct", host, COMFYUI_PORT))
+    if mapped is not None and mapped != COMFYUI_PORT:
+        out.append(Candidate("mapped", host, mapped))
+    if fallback is not None and fallback not in {c.port for c in out}:
+        out.append(Candidate("fallback", host, fallback))
+    return out
+
+
+def is_allowed_target(host: str, port: int, candidates: list[Candidate]) -> bool:
+    """True only for an (address, port) pair that one of the instance's derived candidates names."""
+    return any(c.host == host and c.port == port for c in candidates)
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """An IP literal → address (IPv4-mapped IPv6 unwrapped); a hostname → None (it needs resolving)."""
+    try:
+        ip = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def unsafe_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
+    """Why ``ip`` must not be probed, or None when it may be.
+
+    ``allow_loopback`` (VASTKEEP_SIMULATED) admits IPv4 loopback, 127.0.0.0/8, and nothing else: that is
+    the whole address space the simulated cloud uses. Link-local (cloud metadata lives at 169.254.169.254),
+    private (RFC 1918, CGNAT, unique-local), IPv6 loopback, reserved, multicast and unspecified addresses
+    stay refused in simulation too, so a simulated deployment cannot be pointed at its host's network.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "unspecified address"
+    if ip.is_multicast:
+        return "multicast address"
+    if ip in SIMULATED_NET:
+        return None if allow_loopback else "loopback address"
+    if ip.is_loopback:
+        return "loopback address"
+    if ip.is_link_local:
+        return "link-local address"
+    if any(ip in net for net in _PRIVATE_NETS if net.version == ip.version):
+        return "private address"
+    if ip.is_reserved:
+        return "reserved address"
+    return None
+
+
+def check_address(ip: IPAddress, *, allow_loopback: bool, instance_id: str | None = None) -> None:
+    """Raise :class:`UnsafeTarget` unless ``ip`` may be probed (see :func:`unsafe_reason`)."""
+    reason = unsafe_reason(ip, allow_loopback=allow_loopback)
+    if reason is not None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        hint = ("allowed only with VASTKEEP_SIMULATED" if ip in SIMULATED_NET
+                else "never probed, not even with VASTKEEP_SIMULATED")
+        raise UnsafeTarget(
+            f"refusing to probe {ip}: {reason} ({hint})",
+            address=str(ip), reason=reason, instance_id=instance_id,
+        )

@@ -1,0 +1,340 @@
+"""Layer 3 against the store: validate one instance or the whole pool and record the verdict.
+
+The guide's integration, in Python: a validated instance gets its ``connection_url`` and turns "ready";
+a failed one stays "loading" with ``port_validation`` saying why, and the next poll simply tries again.
+Writes only set values (no counters), so a redelivered task writes the same thing twice, harmlessly;
+events are emitted only when the verdict changes, so redelivery and steady polling do not flood the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.ports.validator import PortValidation, PortValidator, candidates_for, unsafe_validation
+from vastkeep.providers import VastApi
+from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, Store, new_owner
+
+log = logging.getLogger("vastkeep.ports")
+
+#: Statuses a passing validation promotes to "ready" (the guide: loading → ready once a port works).
+PROMOTABLE = frozenset({"starting", "loading"})
+#: Statuses we neither probe nor write: the instance is going or gone.
+SKIPPED_STATUSES = frozenset({"destroyed", "destroying"})
+#: What a record says once Vast.ai no longer knows the instance (``show_instance`` → NotFound).
+GONE_STATUS = "failed"
+GONE_ERROR = "gone at provider: no_such_instance"
+#: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
+SWEEP_LEASE = "ports-sweep"
+SWEEP_BUSY = "another sweep is running"
+SWEEP_LOST = "sweep lease lost; a newer sweep owns the verdicts"
+#: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
+SWEEP_SLACK_S = 30.0
+SWEEP_WRITE_S = 0.01
+
+
+T = TypeVar("T")
+
+
+def _needs_refresh(rec: InstanceRecord) -> bool:
+    return not (getattr(rec, "public_ip", None) and getattr(rec, "ports", None))
+
+
+def _modify_live(store: Store, instance_id: str, change: Callable[[Any], T], *,
+                 lease: Lease | None = None) -> tuple[Any, T | None]:
+    """Apply ``change(rec)`` (it edits ``rec`` in place) inside the store's compare-and-set.
+
+    The decision is taken on the record as it is at write time: one being destroyed (or gone) is left as it
+    is and ``change`` is not called. Returns ``(record, what change returned)``, the second from the attempt
+    that was stored (the CAS may call us again with a newer record, so earlier attempts' answers are
+    dropped); ``(None, None)`` when the record vanished. With ``lease`` the write is fenced and raises
+    ``StaleFence`` once that grant no longer holds it (a skipped record then gets only the fence stamp).
+    """
+    outcome: T | None = None
+
+    def decide(rec: InstanceRecord) -> Any:
+        nonlocal outcome
+        outcome = None
+        if rec.status not in SKIPPED_STATUSES:
+            outcome = change(rec)
+        return rec
+
+    try:
+        rec = store.modify_instance(instance_id, decide, lease=lease)
+    except NotFound:
+        return None, None
+    return rec, outcome
+
+
+@dataclass(frozen=True)
+class GoneAtProvider:
+    """What :func:`refresh_from_provider` returns when Vast.ai no longer knows the instance.
+
+    A value, not an error: ``NotFound`` already means "no record in the store" to the callers, and the two
+    need opposite handling (nothing to do vs. mark the record), so this case never travels as NotFound.
+    ``record`` is the record as marked (None when it vanished meanwhile).
+    """
+
+    record: InstanceRecord | None
+
+
+def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
+                          events: EventSink | None = None) -> Any:
+    """Fill a record's ``public_ip``/``ports`` from ``VastClient.show_instance`` (loading ones lack them).
+
+    When Vast.ai answers NotFound the instance is gone there: the record is marked (:func:`mark_gone`) and a
+    :class:`GoneAtProvider` is returned. ``NotFound`` raised from here means the store has no record.
+    """
+    try:
+        vi = vast.show_instance(int(rec.instance_id))
+    except NotFound:
+        return GoneAtProvider(mark_gone(store, events, rec.instance_id))
+    if not vi.public_ip and not vi.ports:
+        return rec
+    return store.update_instance(rec.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
+
+
+def mark_gone(store: Store, events: EventSink | None, instance_id: str) -> Any:
+    """Record that Vast.ai no longer knows the instance: status "failed", ``error`` = :data:`GONE_ERROR`.
+
+    Compare-and-set on the record as it is at write time: destroying/destroyed records are left alone (that
+    is the expected end of a destroy), and the ``instance-status`` event is emitted only when the status
+    actually changes, so a redelivered task or the next poll writes nothing new and emits nothing.
+    Returns the record (None when there is none).
+    """
+    def change(rec: InstanceRecord) -> str | None:
+        old = rec.status if rec.status != GONE_STATUS else None
+        rec.status, rec.error = GONE_STATUS, GONE_ERROR
+        return old
+
+    rec, old_status = _modify_live(store, instance_id, change)
+    if old_status is not None:
+        log.warning("⚠️  Instance %s is gone at Vast.ai: marked %s", instance_id, GONE_STATUS,
+                    extra={"instance_id": instance_id})
+        if events is not None:
+            events.emit("instance-status", instance_id=str(instance_id), old=old_status, new=GONE_STATUS,
+                        reason=GONE_ERROR)
+    return rec
+
+
+def _verdict_key(pv: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    if not pv:
+        return None
+    return (pv.get("success"), pv.get("connection_url"), pv.get("error"))
+
+
+def record_validation(store: Store, events: EventSink | None, instance_id: str, pv: PortValidation,
+                      clock: Clock, *,
+                      lease: Lease | None = None) -> Any:
+    """Write the verdict: always ``port_validation``; on success also the URL and loading → ready.
+
+    The decision is taken inside the store's compare-and-set (:meth:`StateStore.modify_instance`), on the
+    record as it is at write time: an instance that turned "destroying" after we read it is never promoted,
+    and one that vanished or is being destroyed is left alone (its fields untouched, never resurrected).
+    With ``lease`` (a pool sweep's) the write is fenced: ``StaleFence`` once a newer sweep owns the verdicts.
+    """
+    entry = pv.to_dict() | {"checked_at": iso(clock.now())}
+
+    def change(rec: InstanceRecord) -> bool:
+        promoted = pv.success and rec.status in PROMOTABLE
+        verdict_changed = promoted or _verdict_key(rec.port_validation) != _verdict_key(entry)
+        rec.port_validation = entry
+        if pv.success:
+            rec.connection_url = pv.connection_url
+            if promoted:
+                rec.status = "ready"
+        return verdict_changed
+
+    rec, changed = _modify_live(store, instance_id, change, lease=lease)
+    if rec is None:
+        return None
+    if events is not None and changed:
+        if pv.success:
+            events.emit("port-validated", instance_id=instance_id, port=pv.port, candidate=pv.kind,
+                        connection_url=pv.connection_url, status=rec.status)
+        else:
+            events.emit("port-validation-failed", instance_id=instance_id, error=pv.error,
+                        firewall=pv.firewall, status=rec.status)
+    return rec
+
+
+def result_dict(instance_id: str, pv: PortValidation) -> dict[str, Any]:
+    """The task result: small JSON, no secrets."""
+    return {"instance_id": instance_id, "success": pv.success, "port": pv.port, "kind": pv.kind,
+            "connection_url": pv.connection_url, "error": pv.error, "firewall": pv.firewall,
+            "candidates": [{"kind": r.kind, "port": r.port, "outcome": r.outcome, "ms": round(r.ms, 1)}
+                           for r in pv.candidates]}
+
+
+def validate_instance(store: Store, events: EventSink | None, validator: PortValidator, instance_id: str, *,
+                      vast: VastApi | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """Probe one stored instance and record the verdict; returns :func:`result_dict`.
+
+    Raises NotFound when the record does not exist (and only then). An address refused by the SSRF guard
+    is recorded as a failed validation (nothing is probed) rather than raised, so the caller sees it in the
+    store. An instance Vast.ai no longer knows is marked (:func:`mark_gone`) and the result says
+    ``gone_at_provider: true``.
+    """
+    rec = store.get_instance(instance_id)
+    if rec is None:
+        raise NotFound(f"no instance record {instance_id}", instance_id=instance_id)
+    if rec.status in SKIPPED_STATUSES:
+        return result_dict(instance_id, PortValidation(False, error=f"instance is {rec.status}"))
+    if vast is not None and _needs_refresh(rec):
+        rec = refresh_from_provider(store, vast, rec, events=events)
+        if isinstance(rec, GoneAtProvider):
+            status = rec.record.status if rec.record is not None else None
+            return result_dict(instance_id, PortValidation(False, error=GONE_ERROR)) | {
+                "gone_at_provider": True, "status": status}
+    cands = candidates_for(rec)
+    try:
+        pv = validator.validate(cands, instance_id)
+    except UnsafeTarget as exc:
+        pv = unsafe_validation(cands, exc)
+        log.warning("⚠️  Port validation failed: %s", pv.error, extra={"instance_id": instance_id})
+    record_validation(store, events, instance_id, pv, clock)
+    return result_dict(instance_id, pv)
+
+
+def validate_pool(store: Store, events: EventSink | None, validator: PortValidator, *,
+                  vast: VastApi | None = None,
+                  clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None) -> dict[str, Any]:
+    """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
+
+    With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (beat runs it every poll
+    interval and the admin API can queue more; two at once would double the probes and race on the
+    verdicts): when another sweep holds it, nothing is done and ``{"skipped": SWEEP_BUSY}`` is returned.
+    Every write of the sweep (addresses and verdicts) is fenced by that lease, so a sweep that stalls after
+    its last lease check is refused by the store instead of overwriting a newer sweep's verdicts; it stops
+    at the first refused write and returns ``{"skipped": SWEEP_LOST}``.
+
+    With ``vast``, one ``VastClient.list_instances()`` call per sweep refreshes the address of *every*
+    record the provider lists (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``; see
+    :func:`apply_provider_address`), so a reassigned address is not probed forever. If that call fails (a
+    rejected key, or 429/5xx/network after the client's retries), records are probed at their stored
+    address; the ones without one are skipped this sweep (the next retries) and the result carries
+    ``skipped``, ``skipped_ids`` and ``refresh_error``. The error is reported, never raised.
+    Returns counts plus the failed/skipped ids (small JSON even for thousands of instances).
+    """
+    records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
+    if leases is None:
+        return _sweep(store, events, validator, records, vast, clock, None)
+    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), _ttl_ms(refresh_budget_s(vast)))
+    if lease is None:
+        log.info("port sweep skipped: %s", SWEEP_BUSY)
+        return {"skipped": SWEEP_BUSY}
+    try:
+        return _sweep(store, events, validator, records, vast, clock, (leases, lease))
+    except LeaseLost as exc:  # StaleFence included: a write refused because a newer sweep holds the lease
+        log.warning("⚠️  Port sweep stopped: %s", exc.message)
+        return {"skipped": SWEEP_LOST}
+    finally:
+        leases.release(lease)
+
+
+def _sweep(store: Store, events: EventSink | None, validator: PortValidator, records: list[InstanceRecord],
+           vast: VastApi | None, clock: Clock,
+           held: tuple[LeaseManager, Lease] | None) -> dict[str, Any]:
+    lease = held[1] if held is not None else None
+    skipped: list[str] = []
+    refresh_error: dict[str, Any] | None = None
+    if vast is not None:
+        try:
+            by_id = {str(vi.id): vi for vi in vast.list_instances()}
+        except VastkeepError as exc:
+            skipped = [r.instance_id for r in records if _needs_refresh(r)]
+            records = [r for r in records if not _needs_refresh(r)]
+            refresh_error = exc.to_dict() | {"transient": is_transient(exc)}
+            log.warning("⚠️  Vast.ai refresh failed (%s: %s); probing stored addresses, %d instance(s) "
+                        "without one skipped this sweep", type(exc).__name__, exc.message, len(skipped))
+        else:
+            records = _apply_refresh(store, records, by_id, lease)
+    targets = {r.instance_id: candidates_for(r) for r in records}
+    if held is not None:  # the probe phase gets its own deadline, counted from now
+        probes = sum(len(c) for c in targets.values())
+        held[0].ensure_renewed(held[1], _ttl_ms(probe_budget_s(validator, probes), len(targets)))
+    verdicts = validator.validate_many(targets)
+    if held is not None:  # a sweep that outlived its lease must not write over a newer sweep's verdicts
+        held[0].ensure_renewed(held[1], _ttl_ms(0.0, len(verdicts)))
+    ready, failed = [], []
+    for iid, pv in verdicts.items():
+        record_validation(store, events, iid, pv, clock, lease=lease)
+        (ready if pv.success else failed).append(iid)
+    result = {"checked": len(verdicts), "passed": len(ready), "failed": len(failed),
+              "failed_ids": sorted(failed)[:100],
+              "firewall": sum(1 for pv in verdicts.values() if pv.firewall)}
+    if refresh_error is not None:
+        result |= {"skipped": len(skipped), "skipped_ids": sorted(skipped)[:100],
+                   "refresh_error": refresh_error}
+    return result
+
+
+def provider_address(vi: Any) -> dict[str, Any]:
+    """The address fields the provider reports now. A field it leaves empty is left out: a loading or
+    stopped instance reports no ports, and that is no reason to forget the last known address."""
+    fresh: dict[str, Any] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
+                             "ssh_host": vi.ssh_host, "ssh_port": vi.ssh_port}
+    return {k: v for k, v in fresh.items() if v}
+
+
+def apply_provider_address(store: Store, rec: Any, vi: Any, *, lease: Lease | None = None) -> Any:
+    """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
+    as it is at write time; destroying/destroyed records are left alone; fenced by ``lease`` when given).
+    Returns the record, or None when it was deleted meanwhile. An unchanged address costs no write."""
+    fresh = provider_address(vi)
+    if all(getattr(rec, k) == v for k, v in fresh.items()):
+        return rec
+
+    def change(cur: Any) -> dict[str, tuple[Any, Any]]:
+        diff = {k: (getattr(cur, k), v) for k, v in fresh.items() if getattr(cur, k) != v}
+        for key, (_, value) in diff.items():
+            setattr(cur, key, value)
+        return diff
+
+    new, changed = _modify_live(store, rec.instance_id, change, lease=lease)
+    if changed:
+        log.info("Instance %s address changed at Vast.ai: %s", rec.instance_id,
+                 ", ".join(f"{k} {old!r} -> {value!r}" for k, (old, value) in changed.items()),
+                 extra={"instance_id": rec.instance_id})
+    return new
+
+
+def _apply_refresh(store: Store, records: list[Any], by_id: dict[str, Any], lease: Lease | None) -> list[Any]:
+    """Every listed record gets the provider's current address; one deleted or being destroyed is dropped."""
+    fresh = []
+    for r in records:
+        vi = by_id.get(str(r.instance_id))
+        if vi is not None:
+            r = apply_provider_address(store, r, vi, lease=lease)
+        if r is not None and r.status not in SKIPPED_STATUSES:
+            fresh.append(r)
+    return fresh
+
+
+def refresh_budget_s(vast: VastApi) -> float:
+    """Worst case of one ``list_instances`` call: every attempt at its full timeouts, the longest backoffs."""
+    if vast is None:
+        return 0.0
+    connect_s, read_s = getattr(vast, "timeout_s", (5.0, 30.0))
+    retry = getattr(vast, "retry", None)
+    attempts = int(getattr(retry, "max_attempts", 1))
+    cap_s = float(getattr(getattr(retry, "backoff", None), "cap_s", 0.0))
+    return attempts * (connect_s + read_s) + (attempts - 1) * cap_s
+
+
+def probe_budget_s(validator: PortValidator, probes: int) -> float:
+    """Worst case of probing ``probes`` candidates: one DNS deadline, then rounds of the bound, each slot
+    held for its full TCP + HTTP deadline."""
+    cfg = validator.config
+    rounds = max(1, math.ceil(probes / validator.concurrency))
+    return cfg.dns_timeout_s + rounds * (cfg.tcp_timeout_s + cfg.http_timeout_s)
+
+
+def _ttl_ms(phase_s: float, writes: int = 0) -> int:
+    """A phase's lease TTL: its worst case, the verdict writes after it, and some slack."""
+    return int((phase_s + writes * SWEEP_WRITE_S + SWEEP_SLACK_S) * 1000)

@@ -1,0 +1,168 @@
+"""Layer 3: port validation — classify the probes, pick the connection URL, validate one instance or a pool.
+
+A port the Vast API reports is not a port that works (firewalls, ComfyUI still starting, a mapping to
+nothing). So an instance becomes "ready" only after a candidate passed TCP connect *and* answered
+``GET /system_stats`` with ComfyUI's shape; the winner is the best candidate by the guide's priority,
+not the fastest. Candidate derivation and the SSRF guard live in :mod:`vastkeep.ports.candidates`, the
+sockets in :mod:`vastkeep.ports.probe`; this module holds the pure decision (:func:`classify_probe`) and
+the sync API the tasks call (asyncio inside, so a whole pool is one event loop with a bounded semaphore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import UnsafeTarget
+from vastkeep.core.limits import effective_probe_concurrency
+from vastkeep.ports.candidates import KINDS, Candidate, derive_candidates
+from vastkeep.ports.probe import OK, SKIPPED, TIMEOUT, UNSAFE, ProbeConfig, ProbeResult, probe_candidates
+
+log = logging.getLogger("vastkeep.ports")
+
+FIREWALL_ERROR = "All ports blocked - firewall detected"
+NO_CANDIDATES_ERROR = "No ComfyUI port reported by the provider"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PortValidation:
+    """The verdict for one instance: the winning candidate and URL, or why none passed."""
+
+    success: bool
+    port: int | None = None
+    kind: str | None = None
+    connection_url: str | None = None
+    error: str | None = None
+    firewall: bool = False
+    candidates: tuple[ProbeResult, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Small JSON: what the store's ``port_validation`` and the task results hold."""
+        return {"success": self.success, "port": self.port, "kind": self.kind,
+                "connection_url": self.connection_url, "error": self.error, "firewall": self.firewall,
+                "candidates": [r.to_dict() for r in self.candidates]}
+
+
+def _priority(r: ProbeResult) -> int:
+    return KINDS.index(r.kind) if r.kind in KINDS else len(KINDS)
+
+
+def classify_probe(results: Iterable[ProbeResult]) -> PortValidation:
+    """Pure: per-candidate probe results → one verdict.
+
+    - The first passing candidate *in priority order* wins (``http://address:port``).
+    - Two or more candidates, every one timed out at TCP → the guide's firewall error.
+    - Otherwise the error names each failure (one candidate: just its reason, as the guide logs it).
+    A TCP success never counts as a pass: only outcome "ok" (HTTP 2xx with ComfyUI's shape) does.
+    """
+    ordered = tuple(sorted(results, key=_priority))
+    for r in ordered:
+        if r.outcome == OK:
+            host = f"[{r.address}]" if ":" in r.address else r.address
+            return PortValidation(True, r.port, r.kind, f"http://{host}:{r.port}", None, False, ordered)
+    if not ordered:
+        return PortValidation(False, error=NO_CANDIDATES_ERROR)
+    failed = [r for r in ordered if r.outcome != SKIPPED]
+    if len(failed) >= 2 and all(r.outcome == TIMEOUT and r.stage == "tcp" for r in failed):
+        return PortValidation(False, error=FIREWALL_ERROR, firewall=True, candidates=ordered)
+    if len(failed) == 1:
+        error = failed[0].detail or failed[0].outcome
+    else:
+        error = "; ".join(f"{r.kind} {r.port}: {r.detail or r.outcome}" for r in failed)
+    return PortValidation(False, error=error, candidates=ordered)
+
+
+def unsafe_validation(candidates: list[Candidate], exc: UnsafeTarget) -> PortValidation:
+    """The verdict recorded when the SSRF guard refused the instance's address (nothing was probed)."""
+    results = tuple(ProbeResult(c.kind, c.port, c.host, UNSAFE, "resolve", 0.0, detail=exc.message)
+                    for c in candidates)
+    return PortValidation(False, error=f"Unsafe target refused: {exc.data.get('reason', exc.message)}",
+                          candidates=results)
+
+
+def log_validation(pv: PortValidation, instance_id: str | None = None, logger: logging.Logger = log) -> None:
+    """The guide's exact lines (log alerts match them); the instance id rides in ``extra``."""
+    extra = {"instance_id": instance_id}
+    if pv.success:
+        logger.info("✅ Port %s (%s) validated and accessible", pv.port, pv.kind, extra=extra)
+    else:
+        logger.warning("⚠️  Port validation failed: %s", pv.error, extra=extra)
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
+
+
+class PortValidator:
+    """Probes candidates with the configured deadlines; ``concurrency`` bounds sockets open at once."""
+
+    def __init__(self, config: ProbeConfig | None = None, *, concurrency: int = 200,
+                 clock: Clock = SYSTEM_CLOCK, logger: logging.Logger = log) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.config = config or ProbeConfig()
+        self.concurrency = concurrency
+        self.clock = clock
+        self.logger = logger
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, clock: Clock = SYSTEM_CLOCK) -> PortValidator:
+        """PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, PORT_PROBE_CONCURRENCY, VASTKEEP_SIMULATED.
+
+        The probe bound is capped below this process's open-file limit (a warning names
+        PORT_PROBE_CONCURRENCY when it is): a probe past the limit would fail with EMFILE, not measure.
+        """
+        cfg = ProbeConfig(tcp_timeout_s=settings.port_tcp_timeout_ms / 1000,
+                          http_timeout_s=settings.port_http_timeout_ms / 1000,
+                          allow_loopback=bool(settings.vastkeep_simulated))
+        return cls(cfg, concurrency=effective_probe_concurrency(settings.port_probe_concurrency), clock=clock)
+
+    async def validate_async(self, candidates: list[Candidate], instance_id: str | None = None,
+                             semaphore: asyncio.Semaphore | None = None) -> PortValidation:
+        """Probe one instance's candidates; raises UnsafeTarget (before any connect) for a refused address."""
+        sem = semaphore or asyncio.Semaphore(self.concurrency)
+        results = await probe_candidates(candidates, self.config, self.clock, sem, instance_id)
+        pv = classify_probe(results)
+        log_validation(pv, instance_id, self.logger)
+        return pv
+
+    def validate(self, candidates: list[Candidate], instance_id: str | None = None) -> PortValidation:
+        """Sync :meth:`validate_async`."""
+        return run_sync(self.validate_async(candidates, instance_id))
+
+    async def validate_many_async(self, targets: Mapping[str, list[Candidate]]) -> dict[str, PortValidation]:
+        """Every instance at once, at most ``concurrency`` sockets open; a refused target fails alone."""
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(iid: str, cands: list[Candidate]) -> PortValidation:
+            try:
+                return await self.validate_async(cands, iid, sem)
+            except UnsafeTarget as exc:
+                pv = unsafe_validation(cands, exc)
+                log_validation(pv, iid, self.logger)
+                return pv
+
+        ids = list(targets)
+        verdicts = await asyncio.gather(*(one(i, targets[i]) for i in ids))
+        return dict(zip(ids, verdicts, strict=True))
+
+    def validate_many(self, targets: Mapping[str, list[Candidate]]) -> dict[str, PortValidation]:
+        """Sync :meth:`validate_many_async`."""
+        return run_sync(self.validate_many_async(targets))
+
+
+def candidates_for(record: Any) -> list[Candidate]:
+    """Candidates from anything carrying ``public_ip`` and ``ports`` (InstanceRecord, VastInstance)."""
+    return derive_candidates(getattr(record, "public_ip", None), getattr(record, "ports", None))

@@ -1,0 +1,285 @@
+"""HTTP session factory and a bounded, jittered retry of 429 / 5xx / connection errors.
+
+Providers rate-limit by minimum gap and send no Retry-After (Vast.ai), go 5xx for a minute
+during deploys, and drop connections. One helper retries those few times with full-jitter
+delays from an injected clock, then maps the last failure onto the error tree, so every
+client behaves the same and no secret (headers, keys, query strings) reaches a message or log.
+Bodies are read under a total deadline and a size cap (:func:`read_body`), because a socket read
+timeout alone lets a server that drips bytes hold a caller forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from urllib3.exceptions import DecodeError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, backoff_delay
+from vastkeep.core.clock import Clock
+from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
+
+log = logging.getLogger("vastkeep.providers")
+
+DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
+BODY_EXCERPT_CHARS = 200
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a big Vast.ai instance list fits; a runaway body does not
+ERROR_BODY_BYTES = 64 * 1024  # what we read of a 429/5xx body (only an excerpt is ever shown)
+DEADLINE_EXCEEDED = "deadline exceeded"
+_READ_CHUNK = 65536
+_RESERVED_ERROR_KEYS = frozenset({"url", "method", "attempts", "reason", "status", "delay_s", "maybe_sent"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts in all (first try included) and the backoff between them."""
+
+    max_attempts: int = 4
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base_s=0.5, cap_s=10.0))
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be >= 1")
+
+
+def make_session(user_agent: str) -> requests.Session:
+    """A session with our User-Agent; keep one per client so connections are pooled."""
+    session = requests.Session()
+    session.headers["User-Agent"] = user_agent
+    return session
+
+
+def safe_url(url: str) -> str:
+    """The URL without credentials, query string or fragment: fit for logs and exceptions."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<unparseable url>"
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the server (safe to retry a non-idempotent call)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, NewConnectionError):
+            return True
+        nxt = getattr(cur, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = nxt or cur.__cause__ or cur.__context__
+    return False
+
+
+def _failure_kind(exc: requests.RequestException) -> str:
+    """A short, secret-free name for a transport failure (requests' own text embeds the URL)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.ReadTimeout):
+        return "read timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused" if _never_sent(exc) else "connection error"
+    return type(exc).__name__
+
+
+def body_excerpt(response: requests.Response, redact: Callable[[str], str] | None) -> str:
+    """The first characters of a response body, passed through ``redact``; empty without a redactor.
+
+    Call it on a response whose body was read by :func:`read_body` (``request_with_retry`` does), or
+    ``.text`` would read an unbounded body.
+    """
+    if redact is None:
+        return ""
+    try:
+        text = response.text[:BODY_EXCERPT_CHARS]
+    except Exception:  # noqa: BLE001 - a body we cannot decode is simply not shown
+        return ""
+    return redact(text).strip()
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket a streamed response reads from, when urllib3 exposes it (else None)."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def read_body(response: requests.Response, *, deadline: float, clock: Clock,
+              limit_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+    """The whole body of a ``stream=True`` response, read within a total deadline and a size cap.
+
+    requests' read timeout bounds each socket read, not the body: a server that drips one byte a
+    second never trips a 2 s read timeout and holds the caller for as long as it likes. Here every
+    step is one socket read (``read1``) whose timeout is cut to what is left of ``deadline`` (a
+    ``clock.monotonic()`` value), and the running size is checked after each read (decoded bytes,
+    so a compressed bomb is caught too). On success the body is also what ``response.content`` /
+    ``.json()`` / ``.text`` return. Raises ``NetworkError`` (``reason`` = ``deadline exceeded``,
+    ``read timeout`` or ``connection error``) or ``MalformedResponse`` (``reason`` = ``body too
+    large`` / ``undecodable body``), without URL or secrets; the caller adds where it happened.
+    """
+    declared = (response.headers.get("Content-Length") or "").strip()
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise MalformedResponse(f"the body is larger than {limit_bytes} bytes", reason="body too large")
+    raw = response.raw
+    sock = _socket_of(response)
+    original = sock.gettimeout() if sock is not None else None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                raise NetworkError("the body did not arrive before the deadline", reason=DEADLINE_EXCEEDED)
+            if sock is not None:
+                sock.settimeout(remaining if original is None else min(original, remaining))
+            try:
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+            except ReadTimeoutError:
+                if deadline - clock.monotonic() <= 0:
+                    raise NetworkError("the body did not arrive before the deadline",
+                                       reason=DEADLINE_EXCEEDED) from None
+                raise NetworkError("the body stalled past the read timeout", reason="read timeout") from None
+            except DecodeError:
+                raise MalformedResponse("the body could not be decoded", reason="undecodable body") from None
+            except (Urllib3Error, OSError):
+                raise NetworkError("the connection broke while reading the body",
+                                   reason="connection error") from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit_bytes:
+                raise MalformedResponse(f"the body is larger than {limit_bytes} bytes",
+                                        reason="body too large")
+            chunks.append(chunk)
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the socket may be closed by now
+                sock.settimeout(original)
+    body = b"".join(chunks)
+    # What requests' own .content does after reading: .json()/.text now use this body.
+    response._content = body
+    response._content_consumed = True
+    return body
+
+
+def request_with_retry(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+    timeout_s: tuple[float, float],
+    retry: RetryPolicy,
+    clock: Clock,
+    rng: random.Random,
+    retry_on: Container[int] = DEFAULT_RETRY_STATUSES,
+    redact: Callable[[str], str] | None = None,
+    idempotent: bool = True,
+    context: Mapping[str, object] | None = None,
+    deadline_s: float | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> requests.Response:
+    """Send one request, retrying 429/5xx/connection errors/timeouts at most ``retry.max_attempts`` times.
+
+    Returns the response for any status not in ``retry_on`` (the caller maps 4xx), its body already
+    read (at most ``max_body_bytes``, else ``MalformedResponse``) within ``deadline_s`` per attempt
+    (default: connect + read timeout; a miss is a ``NetworkError`` with reason ``deadline exceeded``,
+    retried like any timeout). After the last attempt raises ``RateLimited`` (429), ``ServerError``
+    (other retryable status) or ``NetworkError`` (transport), carrying ``url`` (no query), ``method``,
+    ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False only
+    when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
+    the server certainly did not act on it: a 429, or a connection that never opened.
+    """
+    where = safe_url(url)
+    extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
+    budget_s = float(deadline_s) if deadline_s is not None else float(timeout_s[0]) + float(timeout_s[1])
+    attempts = retry.max_attempts
+    for attempt in range(attempts):
+        last = attempt + 1 >= attempts
+        deadline = clock.monotonic() + budget_s
+        try:
+            response = session.request(method, url, headers=dict(headers), json=json, params=params,
+                                       timeout=timeout_s, stream=True)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            raise ConfigError(f"{method} {where}: not a usable URL ({type(exc).__name__})", url=where,
+                              **extra) from None
+        except requests.RequestException as exc:
+            kind = _failure_kind(exc)
+            sent = not _never_sent(exc)
+            if last or (sent and not idempotent):
+                raise NetworkError(f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
+                                   url=where, method=method, attempts=attempt + 1, reason=kind,
+                                   maybe_sent=sent, **extra) from None
+            _pause(attempt, retry, clock, rng, method, where, kind)
+            continue
+
+        status = response.status_code
+        if status not in retry_on:
+            try:
+                read_body(response, deadline=deadline, clock=clock, limit_bytes=max_body_bytes)
+            except MalformedResponse as exc:
+                response.close()
+                raise MalformedResponse(f"{method} {where} answered HTTP {status}: {exc.message}",
+                                        url=where, method=method, status=status, reason=exc.data["reason"],
+                                        **extra) from None
+            except NetworkError as exc:
+                response.close()
+                kind = str(exc.data["reason"])
+                if last or not idempotent:
+                    raise NetworkError(f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
+                                       url=where, method=method, attempts=attempt + 1, reason=kind,
+                                       status=status, maybe_sent=True, **extra) from None
+                _pause(attempt, retry, clock, rng, method, where, kind)
+                continue
+            return response
+        detail = _error_excerpt(response, redact, deadline, clock)
+        response.close()
+        retryable = idempotent or status == 429
+        if last or not retryable:
+            suffix = f": {detail}" if detail else ""
+            cls = RateLimited if status == 429 else ServerError
+            # delay_s bounds the caller's own jittered wait (tasks.base.retry_delay_s): not a floor.
+            raise cls(f"{method} {where} answered HTTP {status} after {attempt + 1} attempt(s){suffix}",
+                      url=where, method=method, attempts=attempt + 1, status=status,
+                      delay_s=backoff_ceiling(attempt + 1, retry.backoff), **extra)
+        _pause(attempt, retry, clock, rng, method, where, f"HTTP {status}")
+    raise AssertionError("unreachable: the loop either returns or raises")  # pragma: no cover
+
+
+def _error_excerpt(response: requests.Response, redact: Callable[[str], str] | None, deadline: float,
+                   clock: Clock) -> str:
+    """A redacted excerpt of a 429/5xx body, read within the deadline and a small cap; "" on any trouble."""
+    if redact is None:
+        return ""
+    try:
+        read_body(response, deadline=deadline, clock=clock, limit_bytes=ERROR_BODY_BYTES)
+    except (NetworkError, MalformedResponse):
+        return ""
+    return body_excerpt(response, redact)
+
+
+def _pause(attempt: int, retry: RetryPolicy, clock: Clock, rng: random.Random,
+           method: str, where: str, why: str) -> None:
+    """Sleep a full-jitter delay before the next attempt, and say so (without secrets)."""
+    delay = backoff_delay(attempt, retry.backoff, rng)
+    log.warning("%s %s: %s (attempt %d/%d), retrying in %.2fs",
+                method, where, why, attempt + 1, retry.max_attempts, delay)
+    clock.sleep(delay)

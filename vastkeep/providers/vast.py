@@ -1,0 +1,358 @@
+"""The Vast.ai REST client.
+
+Thin on purpose: each method is one documented call (``reference/providers.md``), sent with a
+bearer header only (never ``?api_key=``, which ends up in proxy and access logs), retried for
+429/5xx/transport failures by :func:`vastkeep.providers.http.request_with_retry`, and answered with
+tolerantly parsed :class:`VastInstance` / :class:`VastOffer` records. Every failure is an error
+from :mod:`vastkeep.core.errors`, carrying ``instance_id`` where known and never the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import requests
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import (
+    AuthError,
+    ConfigError,
+    InvalidRequest,
+    MalformedResponse,
+    NetworkError,
+    NotFound,
+    RentOutcomeUnknown,
+    ServerError,
+)
+from vastkeep.providers.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    RetryPolicy,
+    make_session,
+    request_with_retry,
+    safe_url,
+)
+from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "VastClient", "VastInstance", "VastOffer"]
+
+log = logging.getLogger("vastkeep.providers")
+
+DEFAULT_BASE_URL = "https://console.vast.ai/api/v0"
+DEFAULT_RETRY = RetryPolicy(max_attempts=4)
+USER_AGENT = "vastkeep/0.1 (+vast-client)"
+NO_SUCH_INSTANCE = "no_such_instance"
+PROVIDER_TEXT_CHARS = 300
+
+
+class VastApi(Protocol):
+    """The Vast.ai operations the layer flows use (``VastClient`` is the implementation)."""
+
+    def list_instances(self) -> list[VastInstance]: ...
+    def show_instance(self, instance_id: int) -> VastInstance: ...
+    def search_offers(self, query: Mapping[str, Any], *, limit: int | None = None) -> list[VastOffer]: ...
+    def rent(self, offer_id: int, *, image: str, env: Mapping[str, str] | None = None, disk_gb: float = 80,
+             label: str | None = None, onstart: str | None = None, runtype: str = "ssh",
+             price: float | None = None) -> int: ...
+    def destroy(self, instance_id: int) -> bool: ...
+    def set_label(self, instance_id: int, label: str) -> None: ...
+
+
+class _Revealable(Protocol):
+    def reveal(self) -> str: ...
+
+
+class _HiddenKey:
+    """Holds the key so that ``repr``/``vars`` of the client never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class VastClient:
+    """Vast.ai API v0 with bearer auth, bounded jittered retries and tolerant parsing.
+
+    ``preflight`` (optional) runs first in :meth:`rent`, before any request, and refuses the rental
+    by raising; :func:`vastkeep.tokens.preflight.vast_client` passes the Vast.ai token check
+    (:meth:`vastkeep.tokens.manager.TokenManager.ensure_vast_token_valid`), so nothing is rented with a key
+    Vast.ai has rejected.
+    """
+
+    def __init__(
+        self,
+        api_key: _Revealable | str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout_s: tuple[float, float] = (5.0, 30.0),
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        session: requests.Session | None = None,
+        preflight: Callable[[], None] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
+        if not isinstance(raw, str) or not raw.strip():
+            raise ConfigError("VAST_API_KEY is empty", variable="VAST_API_KEY")
+        self._key = _HiddenKey(raw.strip())
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = (float(timeout_s[0]), float(timeout_s[1]))
+        self.retry = retry
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self.session = session if session is not None else make_session(USER_AGENT)
+        self._owns_session = session is None
+        self.preflight = preflight
+        self.max_body_bytes = int(max_body_bytes)
+
+    def __repr__(self) -> str:
+        return f"VastClient(base_url={safe_url(self.base_url)!r})"
+
+    def close(self) -> None:
+        """Close the pooled connections if this client created the session."""
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> VastClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ── reading ──────────────────────────────────────────────────────────────
+    def check_key(self) -> None:
+        """Cheapest authenticated call: raises ``AuthError`` when the key is rejected (401/403)."""
+        self._call("GET", "/instances", params={"owner": "me"})
+
+    def list_instances(self) -> list[VastInstance]:
+        """All instances of this account; records without a usable id are logged and skipped."""
+        body = self._call("GET", "/instances", params={"owner": "me"})
+        records = body.get("instances")
+        if records is None:
+            return []
+        if isinstance(records, Mapping):
+            records = [records]
+        if not isinstance(records, list):
+            raise MalformedResponse("Vast.ai 'instances' is neither a list nor an object")
+        return _parse_many(records, VastInstance.from_api, "instance")
+
+    def show_instance(self, instance_id: int) -> VastInstance:
+        """One instance; ``NotFound`` when Vast.ai no longer knows it."""
+        iid = _check_id(instance_id)
+        body = self._call("GET", f"/instances/{iid}/", params={"owner": "me"}, instance_id=iid)
+        record = body.get("instances", body.get("instance"))
+        if isinstance(record, list):
+            matching = [r for r in record if isinstance(r, Mapping) and as_int(r.get("id")) == iid]
+            record = matching[0] if matching else (record[0] if len(record) == 1 else None)
+        if record is None or record == {}:
+            raise NotFound(f"Vast.ai instance {iid} not found", instance_id=iid)
+        try:
+            instance = VastInstance.from_api(record)
+        except MalformedResponse as exc:
+            raise MalformedResponse(exc.message, instance_id=iid) from None
+        if instance.id != iid:
+            raise MalformedResponse(f"asked for instance {iid}, Vast.ai answered {instance.id}",
+                                    instance_id=iid)
+        return instance
+
+    def search_offers(self, query: Mapping[str, Any], *, limit: int | None = None) -> list[VastOffer]:
+        """Offers matching a ``/bundles/`` query such as ``{"gpu_name": {"eq": "RTX 4090"}}``."""
+        payload = dict(query)
+        if limit is not None:
+            payload["limit"] = int(limit)
+        body = self._call("POST", "/bundles/", json=payload)
+        records = body.get("offers")
+        if records is None:
+            return []
+        if not isinstance(records, list):
+            raise MalformedResponse("Vast.ai 'offers' is not a list")
+        offers = _parse_many(records, VastOffer.from_api, "offer")
+        return offers[:limit] if limit is not None else offers
+
+    # ── spending and changing ────────────────────────────────────────────────
+    def rent(
+        self,
+        offer_id: int,
+        *,
+        image: str,
+        env: Mapping[str, str] | None = None,
+        disk_gb: float = 80,
+        label: str | None = None,
+        onstart: str | None = None,
+        runtype: str = "ssh",
+        price: float | None = None,
+    ) -> int:
+        """Rent an offer and return the new instance id (``new_contract``).
+
+        The ``preflight`` check runs first (e.g. ``TokenInvalid`` while the Vast.ai key is rejected).
+        Renting spends money and is not idempotent, so it is retried only when Vast.ai certainly
+        did not act (429, connection never opened); those end, if they persist, in a transient
+        ``RateLimited`` / ``NetworkError``. Whenever the request may have reached Vast.ai and the
+        answer could not be read (a 5xx, a read timeout or missed deadline, a connection broken
+        after sending, a body that is not JSON, too large, or has no usable ``new_contract``) it
+        raises ``RentOutcomeUnknown``: permanent, so no task retry rents (and pays for) a second
+        instance. Look the ``label`` up with :meth:`list_instances` before renting again.
+        """
+        if self.preflight is not None:
+            self.preflight()
+        oid = _check_id(offer_id, what="offer")
+        payload: dict[str, Any] = {"client_id": "me", "image": image, "env": dict(env or {}),
+                                   "disk": disk_gb, "runtype": runtype}
+        if label is not None:
+            payload["label"] = label
+        if onstart is not None:
+            payload["onstart"] = onstart
+        if price is not None:
+            payload["price"] = price
+        try:
+            body = self._call("PUT", f"/asks/{oid}/", json=payload, idempotent=False, offer_id=oid)
+        except ServerError as exc:
+            raise _outcome_unknown(oid, label, f"Vast.ai answered HTTP {exc.data.get('status')}",
+                                   status=exc.data.get("status")) from None
+        except NetworkError as exc:
+            if exc.data.get("maybe_sent") is False:
+                raise  # the connection never opened: Vast.ai saw nothing, a retry is safe
+            raise _outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
+        except MalformedResponse as exc:
+            why = "the answer is too large" if exc.data.get("reason") == "body too large" else \
+                "the answer is not JSON"
+            raise _outcome_unknown(oid, label, why) from None
+        contract = as_int(body.get("new_contract"))
+        if contract is None or contract <= 0:
+            raise _outcome_unknown(oid, label, "the answer has no usable new_contract")
+        log.info("rented offer %d as instance %d (label=%s)", oid, contract, label)
+        return contract
+
+    def destroy(self, instance_id: int) -> bool:
+        """Destroy an instance: True when destroyed now, False when it was already gone."""
+        iid = _check_id(instance_id)
+        try:
+            self._call("DELETE", f"/instances/{iid}/", instance_id=iid)
+        except NotFound:
+            log.info("instance %d was already gone", iid)
+            return False
+        log.info("destroyed instance %d", iid)
+        return True
+
+    def start(self, instance_id: int) -> None:
+        """Ask a stopped instance to run again."""
+        self._set_state(instance_id, "running")
+
+    def stop(self, instance_id: int) -> None:
+        """Stop an instance (keeps its disk, stops GPU billing)."""
+        self._set_state(instance_id, "stopped")
+
+    def set_label(self, instance_id: int, label: str) -> None:
+        """Label an instance: how the warm pool recognises its own instances."""
+        iid = _check_id(instance_id)
+        self._call("PUT", f"/instances/{iid}/", json={"label": label}, instance_id=iid)
+
+    def _set_state(self, instance_id: int, state: str) -> None:
+        iid = _check_id(instance_id)
+        self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
+
+    # ── plumbing ─────────────────────────────────────────────────────────────
+    def _redact(self, text: str) -> str:
+        key = self._key._value
+        return text.replace(key, "***") if key else text
+
+    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+              instance_id: int | None = None, idempotent: bool = True, **ctx: object) -> dict[str, Any]:
+        """One API call → the decoded JSON object, or an error from the tree."""
+        if instance_id is not None:
+            ctx["instance_id"] = instance_id
+        url = f"{self.base_url}{path}"
+        response = request_with_retry(
+            self.session, method, url,
+            headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
+            json=json, params=params, timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
+            rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
+            max_body_bytes=self.max_body_bytes,
+        )
+        status = response.status_code
+        where = safe_url(url)
+        body, parsed = _decode(response)
+        provider_text = self._provider_text(body, response)
+        data: dict[str, Any] = {"url": where, "method": method, "status": status, **ctx}
+        if status in (401, 403):
+            raise AuthError(f"Vast.ai rejected the API key (HTTP {status}) on {method} {where}", **data)
+        provider_error = body.get("error") if isinstance(body, dict) else None
+        if status == 404 or provider_error == NO_SUCH_INSTANCE:
+            raise NotFound(f"Vast.ai: not found on {method} {where}{_suffix(provider_text)}", **data)
+        if status >= 400:
+            raise InvalidRequest(f"Vast.ai refused {method} {where} (HTTP {status}){_suffix(provider_text)}",
+                                 provider_error=_plain(provider_error), **data)
+        if not parsed or not isinstance(body, dict):
+            raise MalformedResponse(f"Vast.ai answered {method} {where} with a body that is not JSON",
+                                    **data)
+        if body.get("success") is False:
+            raise InvalidRequest(f"Vast.ai refused {method} {where}{_suffix(provider_text)}",
+                                 provider_error=_plain(provider_error), **data)
+        return body
+
+    def _provider_text(self, body: Any, response: requests.Response) -> str:
+        """The provider's own explanation (error/msg/message, else the body start), redacted."""
+        parts: list[str] = []
+        if isinstance(body, dict):
+            for name in ("error", "msg", "message"):
+                value = body.get(name)
+                if isinstance(value, str | int | float) and str(value).strip():
+                    parts.append(str(value).strip())
+        elif response.status_code >= 400:
+            parts.append(response.text.strip())
+        return self._redact(": ".join(parts))[:PROVIDER_TEXT_CHARS]
+
+
+def _decode(response: requests.Response) -> tuple[Any, bool]:
+    """(body, parsed): an empty body is ``{}``; a body that is not JSON is ``(None, False)``."""
+    if not response.content or not response.content.strip():
+        return {}, True
+    try:
+        return response.json(), True
+    except ValueError:
+        return None, False
+
+
+def _outcome_unknown(offer_id: int, label: str | None, why: str, **data: object) -> RentOutcomeUnknown:
+    """The permanent error for a rent whose answer was unreadable (Vast.ai may have rented)."""
+    look = (f"look for label {label!r} with list_instances()" if label is not None
+            else "look for a new instance with list_instances() (rent with a label to find it)")
+    log.error("rent of offer %d: outcome unknown (%s)", offer_id, why)
+    return RentOutcomeUnknown(
+        f"Vast.ai may have rented offer {offer_id}, but {why}; {look} before renting again",
+        offer_id=offer_id, label=label, reason=why, **data)
+
+
+def _suffix(text: str) -> str:
+    return f": {text}" if text else ""
+
+
+def _plain(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _check_id(value: Any, what: str = "instance") -> int:
+    ident = as_int(value)
+    if ident is None or ident <= 0:
+        raise InvalidRequest(f"not a valid {what} id: {value!r}"[:120])
+    return ident
+
+
+def _parse_many(records: list[Any], parse: Any, what: str) -> list[Any]:
+    """Parse every record; one bad record is logged and skipped, never fatal for the whole list."""
+    out = []
+    for record in records:
+        try:
+            out.append(parse(record))
+        except MalformedResponse as exc:
+            log.warning("skipping a Vast.ai %s record: %s", what, exc.message)
+    return out

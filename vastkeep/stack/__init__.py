@@ -1,0 +1,13 @@
+"""``vastkeep up``: the whole system on one machine, supervised.
+
+- ``runtime``: ``Stack``, the children it starts and the runtime file ``stack.json`` other commands read.
+- ``embedded_redis``: the ``redis-server`` used when ``REDIS_URL`` is unset (AOF, noeviction, password).
+- ``supervisor``: the local watchdog (the guide's Layer 6 for processes): restart with 10/20/40/60 s.
+
+Logger: ``vastkeep.stack``.
+"""
+
+from vastkeep.stack.runtime import STACK_FILE, Stack, pid_alive, public_view, read_stack
+from vastkeep.stack.supervisor import ChildSpec, Supervisor
+
+__all__ = ["STACK_FILE", "ChildSpec", "Stack", "Supervisor", "pid_alive", "public_view", "read_stack"]

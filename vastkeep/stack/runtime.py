@@ -1,0 +1,290 @@
+"""The stack ``vastkeep up`` runs: its children, their shared environment, and the runtime file.
+
+Layer 6 in one object: an embedded Redis when ``REDIS_URL`` is unset, the simulated cloud when
+``VAST_API_KEY`` is unset, one worker per queue, beat, the admin API and Flower, all under a
+:class:`~vastkeep.stack.supervisor.Supervisor`. Children get their configuration through environment
+variables (secrets never go on a command line); the runtime file ``VASTKEEP_HOME/stack.json``
+(mode 0600) records URLs, pids and the generated credentials, which are printed once at start.
+``vastkeep status``/``check`` (and ``worker.config``) find that file without flags. The embedded
+Redis gets a fresh password per stack (in ``redis.conf`` 0600, ``REDIS_URL`` and ``stack.json`` only);
+every printed URL goes through :func:`~vastkeep.core.settings.redact_url`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, iso
+from vastkeep.core.errors import StackError
+
+STACK_FILE = "stack.json"
+REDIS_CONFIG_FILE = "redis.conf"
+SECRET_FIELDS = ("admin_api_key", "flower_password", "control_token")
+
+
+# ── the runtime file ─────────────────────────────────────────────────────────
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically write ``data`` with mode 0600 (it holds credentials)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_stack(home: Path) -> dict[str, Any] | None:
+    """The stack a ``vastkeep up`` in this folder recorded, or None."""
+    try:
+        data = json.loads((home / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def public_view(stack: dict[str, Any]) -> dict[str, Any]:
+    """The stack file without any credential (for ``status --json``); the Redis password redacted."""
+    from vastkeep.core.settings import redact_url  # noqa: PLC0415
+
+    out = {k: v for k, v in stack.items() if k not in SECRET_FIELDS}
+    if isinstance(out.get("redis_url"), str):
+        out["redis_url"] = redact_url(out["redis_url"])
+    if isinstance(out.get("simulator"), dict):
+        out["simulator"] = {k: v for k, v in out["simulator"].items() if k not in SECRET_FIELDS}
+    return out
+
+
+def pid_alive(pid: Any) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+# ── the stack ────────────────────────────────────────────────────────────────
+class Stack:
+    """The children of ``vastkeep up``, their shared environment and the runtime file."""
+
+    def __init__(self, settings: Any, environ: dict[str, str], *, control_concurrency: int = 4,
+                 ssh_concurrency: int = 2, out: Any = sys.stdout) -> None:
+        from vastkeep.stack.supervisor import Supervisor  # noqa: PLC0415
+
+        self.settings = settings
+        self.out = out
+        self.home = Path(settings.vastkeep_home).resolve()
+        self.logs = self.home / "logs"
+        self.env = dict(environ)
+        self.env["VASTKEEP_HOME"] = str(self.home)
+        self.env["PYTHONUNBUFFERED"] = "1"
+        root = project_root()
+        if root:
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH")) if p)
+        self.concurrency = {"control": control_concurrency, "ssh": ssh_concurrency}
+        self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
+                                     "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
+        self.supervisor = Supervisor(on_change=self._write)
+        self._owns_home = False  # True once no other live stack runs from this folder
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def _write(self, sup: Any = None) -> None:
+        if not self.home.is_dir():  # failed before anything started
+            return
+        self.info["children"] = self.supervisor.status()
+        write_private_json(self.home / STACK_FILE, self.info)
+
+    def _spawn(self, cid: str, name: str, argv: list[str], *, env: dict[str, str] | None = None,
+               stop_last: bool = False) -> None:
+        from vastkeep.stack.supervisor import ChildSpec  # noqa: PLC0415
+
+        self.supervisor.register(cid, ChildSpec(name=name, argv=argv, env=env or self.env, cwd=os.getcwd(),
+                                                log_path=str(self.logs / f"{cid}.log"), stop_last=stop_last))
+
+    def _wait(self, stop: threading.Event, what: str, timeout_s: float, ready: Any, cid: str) -> None:
+        deadline = SYSTEM_CLOCK.monotonic() + timeout_s
+        while not ready():
+            if stop.is_set():
+                raise StackError("interrupted")
+            if SYSTEM_CLOCK.monotonic() > deadline:
+                raise StackError(f"{what} did not become ready within {timeout_s:.0f}s; "
+                                 f"see {self.logs / (cid + '.log')}")
+            self.supervisor.poll_once()
+            stop.wait(0.1)
+
+    def _check_ports(self) -> None:
+        from vastkeep.stack.embedded_redis import port_is_free  # noqa: PLC0415
+
+        s = self.settings
+        if not port_is_free(s.admin_api_port, s.admin_api_host):
+            raise StackError(f"port {s.admin_api_port} on {s.admin_api_host} is already in use: "
+                             "set ADMIN_API_PORT to a free port (or stop what listens there)")
+        if not port_is_free(s.flower_port, "127.0.0.1"):
+            raise StackError(f"port {s.flower_port} is already in use: set FLOWER_PORT to a free port")
+
+    def start(self, stop: threading.Event) -> None:
+        """Start every child in dependency order; StackError when something cannot start."""
+        from vastkeep.stack import embedded_redis as er  # noqa: PLC0415
+
+        s = self.settings
+        old = read_stack(self.home)
+        if old and pid_alive(old.get("pid")) and old.get("pid") != os.getpid():
+            raise StackError(f"a stack is already running from {self.home} (pid {old['pid']}); stop it first")
+        self._owns_home = True
+        self._check_ports()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        py = sys.executable
+        # 1. Redis
+        if s.redis_url:
+            url, embedded = s.redis_url, False
+        else:
+            port, password = er.pick_port(), new_secret()
+            data = self.home / "redis"
+            data.mkdir(exist_ok=True)
+            config = er.write_config(self.home / REDIS_CONFIG_FILE, password)
+            self._spawn("redis", "Redis", er.redis_argv(port, data, config=config), stop_last=True)
+            self._wait(stop, "embedded redis", 20, lambda: er.wait_ready(port, 0.3, password=password),
+                       "redis")
+            url, embedded = er.redis_url(port, password=password), True
+        self.env["REDIS_URL"] = url
+        self.info.update(redis_url=url, redis_embedded=embedded)
+        # 2. the simulated cloud
+        if s.vast_api_key is None:
+            self._start_simulator(stop, py)
+        # 3. credentials for the API and Flower (generated when not configured, printed once)
+        admin_key = s.admin_api_key.reveal() if s.admin_api_key else new_secret()
+        flower_auth = s.flower_basic_auth.reveal() if s.flower_basic_auth else f"admin:{new_secret()}"
+        self.env["ADMIN_API_KEY"], self.env["FLOWER_BASIC_AUTH"] = admin_key, flower_auth
+        self.env["FLOWER_PORT"] = str(s.flower_port)
+        user, _, password = flower_auth.partition(":")
+        host = hostname()
+        self.info.update(admin_api_url=f"http://{s.admin_api_host}:{s.admin_api_port}",
+                         admin_api_key=admin_key,
+                         flower_url=f"http://127.0.0.1:{s.flower_port}", flower_user=user,
+                         flower_password=password, workers=[f"control@{host}", f"ssh@{host}"])
+        # 4. workers, beat, API, Flower
+        celery = [py, "-m", "celery", "-A", "worker"]
+        level = ["-l", s.log_level]
+        for q in ("control", "ssh"):
+            self._spawn(f"worker-{q}", f"Worker-{q}", celery + [
+                "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", "prefork",
+                "-c", str(self.concurrency[q]), *level])
+        self._spawn("beat", "Beat", celery + ["beat", "-s", str(self.home / "celerybeat-schedule"), *level])
+        self._spawn("api", "AdminAPI", [py, "-m", "uvicorn", "--factory", "worker.api:create",
+                                        "--host", s.admin_api_host, "--port", str(s.admin_api_port),
+                                        "--log-level", "warning", "--no-access-log"])
+        self._spawn("flower", "Flower", celery + ["flower", "--address=127.0.0.1", f"--port={s.flower_port}"])
+        self._write()
+        self._announce(admin_key, user, password)
+
+    def _start_simulator(self, stop: threading.Event, py: str) -> None:
+        from vastkeep.stack.embedded_redis import pick_port  # noqa: PLC0415
+
+        if importlib.util.find_spec("vastkeep.sim.cli") is None:
+            raise StackError("VAST_API_KEY is unset and the simulator (vastkeep.sim) is not installed")
+        sim_dir = self.home / "sim"
+        ready = sim_dir / "ready.json"
+        sim_dir.mkdir(exist_ok=True)
+        ready.unlink(missing_ok=True)
+        keys = {v: new_secret() for v in ("VASTKEEP_SIM_API_KEY", "VASTKEEP_SIM_HF_TOKEN",
+                                          "VASTKEEP_SIM_CIVITAI_TOKEN", "VASTKEEP_SIM_CONTROL_TOKEN")}
+        port = pick_port(range(0))  # fixed for the stack's life, so a restarted simulator keeps its URLs
+        argv = [py, "-m", "vastkeep.cli", "simulate", "--host", "127.0.0.1", "--port", str(port),
+                "--state-dir", str(sim_dir), "--ready-file", str(ready), "--log-level", "WARNING"]
+        self._spawn("simulator", "Simulator", argv, env={**self.env, **keys}, stop_last=True)
+        self._wait(stop, "simulated cloud", 60, ready.exists, "simulator")
+        info = json.loads(ready.read_text())
+        self.env.update({
+            "VAST_API_URL": info["vast_api_url"], "VAST_API_KEY": info["api_key"],
+            "HUGGINGFACE_API_URL": info["huggingface_api_url"], "HUGGINGFACE_HUB_TOKEN": info["hf_token"],
+            "CIVITAI_API_URL": info["civitai_api_url"], "CIVITAI_TOKEN": info["civitai_token"],
+            "VASTKEEP_SIMULATED": "1"})
+        for var, key in (("SSH_KEY_PATH", "ssh_private_key_path"),
+                         ("SSH_KNOWN_HOSTS_PATH", "ssh_known_hosts_path")):
+            if info.get(key):
+                self.env[var] = str(info[key])
+        self.info.update(simulated=True, simulator={"vast_api_url": info["vast_api_url"],
+                                                     "control_url": info["control_url"],
+                                                     "control_token": info["control_token"]})
+
+    def _announce(self, admin_key: str, user: str, password: str) -> None:
+        from vastkeep.core.settings import redact_url  # noqa: PLC0415
+
+        i = self.info
+        self.say("=" * 72)
+        if i["simulated"]:
+            self.say("  ⚠️  cloud is SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)")
+            self.say(f"  simulated Vast.ai API  {i['simulator']['vast_api_url']}")
+        where = f" (embedded, data in {self.home / 'redis'})" if i["redis_embedded"] else ""
+        self.say(f"  redis       {redact_url(i['redis_url'])}{where}")
+        self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
+        self.say(f"  metrics     {i['admin_api_url']}/metrics")
+        self.say(f"  Flower      {i['flower_url']}")
+        self.say(f"  logs        {self.logs}")
+        if not self.settings.admin_api_key:
+            self.say(f"  X-Admin-Key (generated, shown once): {admin_key}")
+        if not self.settings.flower_basic_auth:
+            self.say(f"  Flower login (generated, shown once): {user} / {password}")
+        self.say(f"  runtime file {self.home / STACK_FILE} (0600). Ctrl-C stops everything.")
+        self.say("=" * 72)
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Watch until a signal, then stop every child and remove the runtime file."""
+        try:
+            self.supervisor.run(stop)
+        finally:
+            self.shutdown()
+        self.say("vastkeep up: every process stopped")
+
+    def shutdown(self) -> None:
+        """Stop all children (idempotent) and remove the runtime file."""
+        self.supervisor.stop_all()
+        if self._owns_home:  # never the runtime files of another live stack in this folder
+            (self.home / STACK_FILE).unlink(missing_ok=True)
+            (self.home / REDIS_CONFIG_FILE).unlink(missing_ok=True)
+
+
+# ── small helpers ────────────────────────────────────────────────────────────
+def project_root() -> str | None:
+    """Folder holding the ``worker``/``tasks`` packages (added to children's PYTHONPATH)."""
+    spec = importlib.util.find_spec("worker")
+    if spec is None or not spec.origin:
+        return None
+    return str(Path(spec.origin).resolve().parent.parent)
+
+
+def new_secret() -> str:
+    """A fresh random credential (URL-safe, no commas: Flower splits FLOWER_BASIC_AUTH on them)."""
+    return secrets.token_urlsafe(24)
+
+
+def hostname() -> str:
+    """The name Celery's ``%h`` expands to."""
+    return socket.gethostname()
+
+
+def now_iso() -> str | None:
+    return iso(SYSTEM_CLOCK.now())
+
+
+__all__ = ["SECRET_FIELDS", "STACK_FILE", "Stack", "StackError", "pid_alive", "public_view", "read_stack",
+           "write_private_json"]

@@ -1,0 +1,388 @@
+"""Shared state in Redis: instance records, pool settings, token results and runtime token overrides.
+
+Every worker on every host sees the same state. Writes to an instance record are compare-and-set
+in Lua (``store_cas.lua``): the writer's view must still be current, and a write made under a
+lease is refused with ``StaleFence`` unless that exact grant still holds the lease and, when the
+record was last fenced by the *same* lease name, its fence is at least the one stored. Each lease
+name has its own counter, so fences of different names are never compared. A worker that paused
+past its lease therefore cannot overwrite what its successor wrote (Kleppmann's fencing token).
+
+A record Redis holds but this code cannot read (hand-edited, or written by an incompatible version)
+is skipped with a log line by :meth:`StateStore.list_instances` and refused with a clear
+``PermanentError`` by the single-record calls, so one bad record never breaks a status view.
+
+Runtime token overrides live in Redis (that is how ``update-token`` reaches every worker without a
+restart): protect Redis like the ``.env`` file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.core.errors import NotFound, PermanentError, StaleFence, WriteConflict
+from vastkeep.core.settings import Secret
+from vastkeep.state.connection import as_text
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import Lease
+
+log = logging.getLogger("vastkeep.state")
+
+INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "destroying", "destroyed")
+CAS_ATTEMPTS = 50
+_UNCHANGED = object()  # what a builder returns to write nothing
+_CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
+
+
+
+def _decode(instance_id: str, raw: str) -> InstanceRecord:
+    """Parse a stored record; ``PermanentError`` (naming the id, not the content) when it cannot be read."""
+    try:
+        return InstanceRecord.from_dict(json.loads(raw))
+    except (ValueError, TypeError, AttributeError) as exc:
+        reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
+        raise PermanentError(f"instance record {instance_id} in Redis cannot be read ({reason}); fix or "
+                             "delete the key", instance_id=instance_id) from None
+
+
+def _dumps(data: Any, what: str) -> str:
+    """JSON text, refusing anything that is not plain JSON (a ``Secret`` above all)."""
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        kind = "a Secret" if "Secret" in str(exc) else "a value that is not plain JSON"
+        raise ValueError(f"{what} contains {kind}; store plain JSON only (never secrets)") from None
+
+
+@dataclass
+class InstanceRecord:
+    """What vastkeep knows about one rented instance.
+
+    ``fence_name`` / ``fence``: the lease name and fencing number of the last fenced write (None / 0
+    when none was fenced); a later fenced write under the same name needs a fence at least this high.
+    ``lease_owner`` / ``leased_until``: the warm pool's *client* lease, i.e. the name of the client
+    service that leased the instance and until when. It is never a lease owner token from
+    ``vastkeep.state.leases`` (those are capabilities and are never stored in a record).
+    """
+
+    instance_id: str
+    status: str = "starting"
+    vast_status: str | None = None
+    public_ip: str | None = None
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    connection_url: str | None = None
+    port_validation: dict[str, Any] | None = None
+    last_heartbeat: float | None = None
+    leased_until: float | None = None
+    lease_owner: str | None = None
+    label: str | None = None
+    gpu_name: str | None = None
+    dph_total: float | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    fence: int = 0
+    fence_name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.instance_id = str(self.instance_id)
+        if self.status not in INSTANCE_STATUSES:
+            raise ValueError(f"unknown instance status {self.status!r}; expected one of {INSTANCE_STATUSES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe fields (snake_case), as stored."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
+        """Tolerant read: unknown keys are ignored, missing (or null) ones take their defaults.
+
+        Raises ``ValueError`` when a field holds a value of the wrong kind (a port that is not a
+        number, a time that is text), so a bad record fails here, not later in a status view.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"an instance record is a JSON object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for name, kind in _FIELD_KINDS.items():
+            value = kwargs.get(name)
+            if value is not None and not _is_kind(value, kind):
+                raise ValueError(f"instance record field {name!r} holds {type(value).__name__}, not {kind}")
+        ports = kwargs.get("ports") or {}
+        if not all(_is_kind(v, "int") for v in ports.values()):
+            raise ValueError("instance record field 'ports' maps to something other than port numbers")
+        kwargs["ports"] = {str(k): int(v) for k, v in ports.items()}
+        kwargs["extra"] = dict(kwargs.get("extra") or {})
+        kwargs["fence"] = int(kwargs.get("fence") or 0)
+        return cls(**kwargs)
+
+    def to_status_dict(self) -> dict[str, Any]:
+        """The guide's warm-pool status fields (camelCase, ISO times), then the rest."""
+        return {
+            "contractId": self.instance_id, "status": self.status, "connectionUrl": self.connection_url,
+            "lastHeartbeat": iso(self.last_heartbeat), "leasedUntil": iso(self.leased_until),
+            "vastStatus": self.vast_status, "publicIp": self.public_ip, "sshHost": self.ssh_host,
+            "sshPort": self.ssh_port, "ports": dict(self.ports), "portValidation": self.port_validation,
+            "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.dph_total,
+            "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
+            "fence": self.fence, "fenceName": self.fence_name,
+        }
+
+
+#: The JSON kind each typed field must hold when not null (checked by ``InstanceRecord.from_dict``).
+_FIELD_KINDS = {
+    "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str", "ssh_host": "str",
+    "ssh_port": "int", "ports": "dict", "connection_url": "str", "port_validation": "dict",
+    "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
+    "dph_total": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
+    "fence": "int", "fence_name": "str",
+}
+_MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "str|int":
+        return isinstance(value, str | int)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "dict":
+        return isinstance(value, dict)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return kind == "number" or 0 <= value <= _MAX_TIME
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The pool's shared knobs: how many instances to keep, and whether spending is stopped."""
+
+    desired_size: int
+    safe_mode: bool
+    safe_mode_reason: str | None
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(InstanceRecord))
+
+
+class StateStore:
+    """Reads and writes the shared state; the only module that knows its Redis layout."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
+                 *, default_desired_size: int = 1) -> None:
+        self.redis = redis_client
+        self.keys = keys or Keys()
+        self.clock = clock
+        self.default_desired_size = default_desired_size
+        self._cas = redis_client.register_script(_CAS_LUA)
+
+    # ── instances ───────────────────────────────────────────────────────────
+    def get_instance(self, instance_id: str | int) -> InstanceRecord | None:
+        """The record, or None when there is none; ``PermanentError`` when the stored one is unreadable."""
+        raw = self.redis.get(self.keys.instance(instance_id))
+        return _decode(str(instance_id), as_text(raw)) if raw is not None else None
+
+    def list_instances(self) -> list[InstanceRecord]:
+        """Every readable record, oldest first.
+
+        Ids whose record vanished are skipped; so is a record that cannot be read (logged with its id),
+        so one bad record never hides the others.
+        """
+        ids = sorted(as_text(i) for i in self.redis.smembers(self.keys.instances()))
+        if not ids:
+            return []
+        raws = self.redis.mget([self.keys.instance(i) for i in ids])
+        records = []
+        for iid, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                records.append(_decode(iid, as_text(raw)))
+            except PermanentError as exc:
+                log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message,
+                            extra={"instance_id": iid})
+        return sorted(records, key=lambda r: (r.created_at or 0.0, r.instance_id))
+
+    def put_instance(self, rec: InstanceRecord, *, lease: Lease | None = None) -> InstanceRecord:
+        """Store ``rec`` whole (create or overwrite); stamps ``updated_at`` (and ``created_at`` if unset)."""
+        def build(old: InstanceRecord | None) -> InstanceRecord:
+            created = rec.created_at or (old.created_at if old else None) or self.clock.now()
+            return replace(rec, created_at=created)
+        result = self._write(rec.instance_id, build, lease=lease, must_exist=False)
+        assert result is not None
+        return result
+
+    def create_instance(self, rec: InstanceRecord) -> bool:
+        """Store ``rec`` only if no record exists for its id (idempotent creation); False if one did."""
+        now = self.clock.now()
+        new = replace(rec, created_at=rec.created_at or now, updated_at=now)
+        status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances()],
+                           args=["", _dumps(new.to_dict(), "instance record"), new.instance_id])
+        return as_text(status[0]) == "OK"
+
+    def update_instance(self, instance_id: str | int, changes: dict[str, Any], *,
+                        lease: Lease | None = None) -> InstanceRecord:
+        """Apply ``changes`` (field → value) atomically; fenced by ``lease`` when given.
+
+        Raises ``NotFound`` when there is no record, ``StaleFence`` when the lease no longer backs
+        the write, ``WriteConflict`` after too many lost races, ``ValueError`` for unknown fields.
+        """
+        unknown = set(changes) - (_FIELD_NAMES - {"instance_id", "fence", "fence_name", "created_at"})
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)} on an instance record")
+
+        def build(old: InstanceRecord | None) -> InstanceRecord:
+            if old is None:
+                raise NotFound(f"no record for instance {instance_id}", instance_id=str(instance_id))
+            return replace(old, **changes)
+        result = self._write(instance_id, build, lease=lease, must_exist=True)
+        assert result is not None
+        return result
+
+    def modify_instance(self, instance_id: str | int, fn: Callable[[InstanceRecord], InstanceRecord], *,
+                        lease: Lease | None = None) -> InstanceRecord:
+        """Read-modify-write with ``fn(old) -> new`` under compare-and-set (``fn`` may run more than once).
+
+        For changes that depend on the current value (counters, merging ``extra``, "only if still
+        loading"); ``fn`` gets a private copy it may change in place. When it returns the record
+        unchanged and no ``lease`` is given, nothing is written and the record as read is returned
+        (a decision not to write needs no CAS; with a lease the fenced write still proves ownership).
+        Same errors as :meth:`update_instance`.
+        """
+        def build(old: InstanceRecord | None) -> InstanceRecord | object:
+            if old is None:
+                raise NotFound(f"no record for instance {instance_id}", instance_id=str(instance_id))
+            new = fn(InstanceRecord.from_dict(old.to_dict()))  # deep copy: nested dicts too
+            return _UNCHANGED if lease is None and new == old else new
+        result = self._write(instance_id, build, lease=lease, must_exist=True)
+        assert result is not None
+        return result
+
+    def delete_instance(self, instance_id: str | int, *, lease: Lease | None = None) -> bool:
+        """Remove the record and its id; False when there was none. Fenced by ``lease`` when given.
+
+        Works on a record that cannot be read, too (deleting it is one way to fix it).
+        """
+        try:
+            self._write(instance_id, None, lease=lease, must_exist=True)
+        except NotFound:
+            return False
+        return True
+
+    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], Any] | None,
+               *, lease: Lease | None, must_exist: bool) -> InstanceRecord | None:
+        """Read, build the new record, compare-and-set in Lua; re-read on a lost race.
+
+        ``build`` returns the record to store, None to delete, or ``_UNCHANGED`` to write nothing;
+        ``build=None`` deletes without reading the old record (so an unreadable one can be deleted).
+        """
+        iid = str(instance_id)
+        keys = [self.keys.instance(iid), self.keys.instances()]
+        fence_args: list[Any] = []
+        if lease is not None:
+            keys.append(self.keys.lease(lease.name))
+            fence_args = [lease.owner, lease.fence, lease.name]
+        for _ in range(CAS_ATTEMPTS):
+            raw = as_text(self.redis.get(keys[0]))
+            if raw is None and must_exist:
+                raise NotFound(f"no record for instance {iid}", instance_id=iid)
+            old = _decode(iid, raw) if raw is not None and build is not None else None
+            new = build(old) if build is not None else None
+            if new is _UNCHANGED:
+                return old
+            new_raw = ""
+            if new is not None:
+                if new.instance_id != iid:
+                    raise ValueError("instance_id cannot change")
+                if lease is not None:
+                    fence, fence_name = lease.fence, lease.name
+                else:  # an unfenced write keeps the last fenced writer's mark
+                    fence, fence_name = (old.fence, old.fence_name) if old else (new.fence, new.fence_name)
+                new = replace(new, fence=fence, fence_name=fence_name, updated_at=self.clock.now())
+                new_raw = _dumps(new.to_dict(), "instance record")
+            reply = self._cas(keys=keys, args=[raw or "", new_raw, iid, *fence_args])
+            status = as_text(reply[0])
+            if status == "OK":
+                return new
+            if status in ("LOST", "STALE"):
+                assert lease is not None
+                why = ("the lease lapsed or passed to another owner" if status == "LOST"
+                       else f"the record was written under fence {as_text(reply[1])} of the same lease")
+                raise StaleFence(f"write to instance {iid} under lease {lease.name!r} fence {lease.fence} "
+                                 f"refused: {why}", instance_id=iid, name=lease.name, fence=lease.fence)
+        raise WriteConflict(f"instance {iid} kept changing under concurrent writers", instance_id=iid)
+
+    # ── pool settings ───────────────────────────────────────────────────────
+    def get_pool(self) -> PoolSettings:
+        data = {as_text(k): as_text(v) for k, v in self.redis.hgetall(self.keys.pool()).items()}
+        size = data.get("desired_size")
+        return PoolSettings(
+            desired_size=int(size) if size not in (None, "") else self.default_desired_size,
+            safe_mode=data.get("safe_mode") == "1",
+            safe_mode_reason=data.get("safe_mode_reason") or None,
+        )
+
+    def set_desired_size(self, size: int) -> PoolSettings:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"desired size must be a whole number >= 0, got {size!r}")
+        self.redis.hset(self.keys.pool(), "desired_size", size)
+        return self.get_pool()
+
+    def set_safe_mode(self, on: bool, reason: str | None = None) -> PoolSettings:
+        """Stop (or resume) spending. The reason is shown in status; keep secrets out of it."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.pool(), "safe_mode", "1" if on else "0")
+            if on and reason:
+                pipe.hset(self.keys.pool(), "safe_mode_reason", reason)
+            else:
+                pipe.hdel(self.keys.pool(), "safe_mode_reason")
+            pipe.execute()
+        return self.get_pool()
+
+    # ── token validation results (cached, with TTL) ─────────────────────────
+    def put_token_result(self, service: str, result: dict[str, Any], ttl_ms: int) -> None:
+        """Cache one service's validation result for ``ttl_ms`` (TOKEN_VALIDATION_CACHE_MS)."""
+        if ttl_ms <= 0:
+            raise ValueError("ttl_ms must be positive")
+        self.redis.set(self.keys.token_result(service), _dumps(result, "token result"), px=ttl_ms)
+
+    def get_token_result(self, service: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.token_result(service))
+        return json.loads(as_text(raw)) if raw is not None else None
+
+    def delete_token_result(self, service: str) -> bool:
+        """Forget a cached result (after update-token, so the next check is real)."""
+        return bool(self.redis.delete(self.keys.token_result(service)))
+
+    # ── runtime token overrides (update-token) ──────────────────────────────
+    def set_runtime_secret(self, service: str, value: Secret | str) -> None:
+        """Store a token every worker will use instead of its start-up one (lives in Redis: protect it)."""
+        text = value.reveal() if isinstance(value, Secret) else value
+        if not isinstance(text, str) or not text:
+            raise ValueError("a runtime secret must be a non-empty string")
+        self.redis.set(self.keys.runtime_secret(service), text)
+
+    def get_runtime_secret(self, service: str) -> Secret | None:
+        raw = as_text(self.redis.get(self.keys.runtime_secret(service)))
+        return Secret(raw) if raw else None
+
+    def clear_runtime_secret(self, service: str) -> bool:
+        """Go back to the start-up token for ``service``."""
+        return bool(self.redis.delete(self.keys.runtime_secret(service)))
+
+
+__all__ = ["INSTANCE_STATUSES", "InstanceRecord", "PoolSettings", "StateStore"]

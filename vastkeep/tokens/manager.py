@@ -1,0 +1,351 @@
+"""Layer 2: token management — validate the Vast.ai, HuggingFace and Civitai tokens, cache, update.
+
+Tokens loaded once at start-up and never re-checked fail silently hours later, in the middle of a
+rental. :class:`TokenManager` validates them with real API calls (the three run concurrently, each
+bounded by its own timeout, so one slow provider never delays the others), caches the results in
+Redis so every worker shares them, emits a durable ``token-invalid`` event and the guide's log lines,
+refuses renting while the Vast.ai token is invalid (:meth:`TokenManager.ensure_vast_token_valid`), and
+accepts a new token at runtime only after it has been validated (:meth:`TokenManager.update_token`).
+
+The effective token of a service is the runtime override in Redis (set by update-token, seen by every
+worker without a restart) if there is one, else the configured secret. No token ever reaches a result,
+a log line, an event or an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.core.errors import InvalidInput, TokenInvalid
+from vastkeep.core.settings import Secret, Settings
+from vastkeep.state.protocols import EventSink, TokenResultStore
+from vastkeep.tokens.checks import (
+    CIVITAI,
+    HUGGINGFACE,
+    INVALID,
+    SERVICES,
+    UNCONFIGURED,
+    UNKNOWN,
+    VALID,
+    VASTAI,
+    CheckSpec,
+    check_specs,
+    classify,
+    run_check,
+    token_problem,
+    unconfigured_result,
+)
+
+log = logging.getLogger("vastkeep.tokens")
+
+DEFAULT_CHECK_TIMEOUT_S = 10.0
+DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
+DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
+CHECK_POOL_SIZE = 8  # threads for token checks in one process, however many checks are asked for
+MAX_TOKEN_BYTES = 4096
+_FP = "_fp"  # cached results carry a fingerprint of the token they judged (never shown)
+
+__all__ = [
+    "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
+    "TokenManager", "TokenUpdate", "public_result",
+]
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _check_pool() -> ThreadPoolExecutor:
+    """The process's one bounded pool for token checks, made on first use.
+
+    Bounded so that repeated validations against a provider that hangs cannot grow threads without
+    limit: a check that has not started when its caller's deadline passes is cancelled, and a started
+    one ends by its own deadline (``run_check``). One per process, not per ``TokenManager``, because
+    managers are built per request and per task.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=CHECK_POOL_SIZE, thread_name_prefix="token-check")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child (Celery prefork) inherits neither the threads nor a usable lock: start afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+TokenStore = TokenResultStore  # the name this module has always used
+
+
+def _fingerprint(token: Secret) -> str:
+    """A short one-way digest that tells whether a cached verdict is about the current token."""
+    return hashlib.sha256(b"vastkeep-token-fp\0" + token.reveal().encode()).hexdigest()[:16]
+
+
+def public_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result as callers see it: internal fields removed."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def _parse_iso(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class TokenUpdate:
+    """What happened to a runtime token update: ``accepted`` or refused (``reason`` says why)."""
+
+    service: str
+    accepted: bool
+    validation: dict[str, Any]
+    reason: str | None = None  # None | "rejected" (provider said 401/403) | "unverified" (provider down)
+    forced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The admin API body (never the token)."""
+        out: dict[str, Any] = {"success": self.accepted, "service": self.service,
+                               "validation": public_result(self.validation)}
+        if self.forced:
+            out["forced"] = True
+        if self.reason == "rejected":
+            out["error"] = f"token rejected by {self.service} ({self.validation.get('httpStatus', '?')})"
+        elif self.reason == "unverified":
+            out["error"] = (f"token could not be validated ({self.validation.get('error')}); "
+                            "old token kept, send \"force\": true to store it anyway")
+        return out
+
+
+class TokenManager:
+    """Validates, caches and updates the three provider tokens; one per process is enough."""
+
+    def __init__(
+        self,
+        *,
+        store: TokenStore,
+        configured: Mapping[str, Secret | None],
+        specs: Mapping[str, CheckSpec],
+        cache_ms: int,
+        events: EventSink | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
+        unknown_cache_ms: int = DEFAULT_UNKNOWN_CACHE_MS,
+        session_factory: Callable[[], requests.Session] | None = None,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.cache_ms = int(cache_ms)
+        self.unknown_cache_ms = min(int(unknown_cache_ms), self.cache_ms)
+        self.timeout_s = float(timeout_s)
+        self._configured = {s: configured.get(s) for s in SERVICES}
+        self._specs = dict(specs)
+        self._session_factory = session_factory
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink | None = None,
+                      clock: Clock = SYSTEM_CLOCK,
+                      timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> TokenManager:
+        """The manager for this process, from the frozen settings."""
+        return cls(
+            store=store, events=events, clock=clock, timeout_s=timeout_s,
+            cache_ms=settings.token_validation_cache_ms,
+            configured={VASTAI: settings.vast_api_key, HUGGINGFACE: settings.huggingface_hub_token,
+                        CIVITAI: settings.civitai_token},
+            specs=check_specs(settings.vast_api_url, settings.huggingface_api_url, settings.civitai_api_url),
+        )
+
+    def __repr__(self) -> str:
+        return f"TokenManager(services={list(SERVICES)!r}, cache_ms={self.cache_ms})"
+
+    # ── tokens ──────────────────────────────────────────────────────────────
+    @staticmethod
+    def check_service(service: Any) -> str:
+        """The service name, or InvalidInput for anything but vastai / huggingface / civitai."""
+        if not isinstance(service, str) or service not in SERVICES:
+            raise InvalidInput(f"unknown service; expected one of {', '.join(SERVICES)}", field="service")
+        return service
+
+    def effective_token(self, service: str) -> Secret | None:
+        """The runtime override from Redis if set (every worker sees it), else the configured secret."""
+        self.check_service(service)
+        override = self.store.get_runtime_secret(service)
+        return override if override is not None else self._configured[service]
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per service, without calling anyone: where the token comes from and the cached result, if fresh."""
+        out: dict[str, dict[str, Any]] = {}
+        for service in SERVICES:
+            override = self.store.get_runtime_secret(service)
+            token = override if override is not None else self._configured[service]
+            source = "runtime" if override is not None else "settings" if token is not None else None
+            out[service] = {"configured": token is not None, "source": source,
+                            "result": self._cached(service, token) if token is not None else None}
+        return out
+
+    # ── validation ──────────────────────────────────────────────────────────
+    def validate_service(self, service: str, *, use_cache: bool = True) -> dict[str, Any]:
+        """One service's result (see :meth:`validate_all`)."""
+        return self.validate_all(use_cache=use_cache, services=(self.check_service(service),))[service]
+
+    def validate_all(self, *, use_cache: bool = True,
+                     services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
+        """Every service's result: from the shared cache when fresh (``use_cache``), else a real call.
+
+        Fresh calls run concurrently in the process's bounded check pool; each is awaited only up to
+        its own timeout, so a provider that hangs costs ``timeout_s`` and is reported "unknown" while
+        the others finish (a check still queued then is cancelled; a running one ends by its deadline).
+        Each result carries ``cached`` (True when read from Redis).
+        """
+        tokens = {s: self.effective_token(s) for s in services}
+        out: dict[str, dict[str, Any]] = {}
+        pending: dict[str, tuple[Secret, Future[dict[str, Any]]]] = {}
+        for service in services:
+            token = tokens[service]
+            if token is None:
+                out[service] = unconfigured_result() | {"cached": False}
+                continue
+            if use_cache:
+                hit = self._cached(service, token)
+                if hit is not None:
+                    out[service] = hit | {"cached": True}
+                    continue
+            pending[service] = (token, self._start_check(service, token))
+        if pending:
+            wait([f for _, f in pending.values()], timeout=self.timeout_s + DEADLINE_GRACE_S)
+        for service, (token, future) in pending.items():
+            if future.done():
+                result = future.result()
+            else:
+                future.cancel()  # still queued behind hung checks: never run it late
+                result = classify(service, tested_at=iso(self.clock.now()),
+                                  error=f"timed out after {self.timeout_s:g}s")
+            self._record(service, token, result)
+            out[service] = result | {"cached": False}
+        for service in services:
+            if out[service]["status"] == UNCONFIGURED:
+                log.info("ℹ️  %s token not configured; skipping validation", service)
+        return {s: out[s] for s in services}
+
+    def ensure_vast_token_valid(self) -> dict[str, Any]:
+        """Pre-flight before renting: raise TokenInvalid(service="vastai") while Vast.ai says 401/403.
+
+        Uses the shared cache (a fresh result at most TOKEN_VALIDATION_CACHE_MS old). "unknown" and
+        "unconfigured" (the simulated cloud) do not block: only a verdict from Vast.ai itself does.
+        """
+        result = self.validate_service(VASTAI, use_cache=True)
+        if result["status"] == INVALID:
+            raise TokenInvalid(f"VastAI API token invalid: {result.get('error')}", service=VASTAI,
+                               reason=str(result.get("error")))
+        return result
+
+    # ── runtime update ──────────────────────────────────────────────────────
+    def update_token(self, service: str, token: Any, *, force: bool = False) -> TokenUpdate:
+        """Validate ``token`` first; store it in Redis (all workers use it at once) only if it passes.
+
+        Invalid (401/403): refused, old token kept. Unknown (provider down): refused unless ``force``.
+        Malformed input raises InvalidInput (field named, value never shown).
+        """
+        self.check_service(service)
+        problem = token_problem(token, max_bytes=MAX_TOKEN_BYTES)
+        if problem is not None:
+            raise InvalidInput(problem, field="token")
+        secret = Secret(token)
+        result = self._start_check(service, secret)
+        try:
+            result_now = result.result(timeout=self.timeout_s + DEADLINE_GRACE_S)
+        except TimeoutError:
+            result.cancel()
+            result_now = classify(service, tested_at=iso(self.clock.now()),
+                                  error=f"timed out after {self.timeout_s:g}s")
+        status = result_now["status"]
+        if status == INVALID:
+            log.warning("⚠️  %s token update refused: %s", service, result_now.get("error"))
+            self._emit("token-update-rejected", service=service, reason="rejected",
+                       error=str(result_now.get("error")))
+            return TokenUpdate(service, False, result_now, reason="rejected")
+        if status == UNKNOWN and not force:
+            log.warning("⚠️  %s token update refused: could not validate (%s)", service,
+                        result_now.get("error"))
+            self._emit("token-update-rejected", service=service, reason="unverified",
+                       error=str(result_now.get("error")))
+            return TokenUpdate(service, False, result_now, reason="unverified")
+        self.store.set_runtime_secret(service, secret)
+        self._store_result(service, secret, result_now)
+        forced = status == UNKNOWN
+        log.info("🔑 %s token updated at runtime (validation: %s%s)", service, status,
+                 ", forced" if forced else "")
+        self._emit("token-updated", service=service, status=status, forced=forced)
+        return TokenUpdate(service, True, result_now, forced=forced)
+
+    # ── internals ───────────────────────────────────────────────────────────
+    def _start_check(self, service: str, token: Secret) -> Future[dict[str, Any]]:
+        """Queue one check on the bounded pool; it ends by its own deadline (``timeout_s`` in all)."""
+        return _check_pool().submit(self._run_check, service, token)
+
+    def _run_check(self, service: str, token: Secret) -> dict[str, Any]:
+        try:
+            return run_check(self._specs[service], token, timeout_s=self.timeout_s,
+                             tested_at=lambda: iso(self.clock.now()),
+                             session_factory=self._session_factory, clock=self.clock)
+        except Exception as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
+            return classify(service, tested_at=iso(self.clock.now()),
+                            error=f"check crashed ({type(exc).__name__})")
+
+    def _cached(self, service: str, token: Secret) -> dict[str, Any] | None:
+        """The stored result if it judged this very token and is younger than its cache time."""
+        hit = self.store.get_token_result(service)
+        if not isinstance(hit, dict) or hit.get(_FP) != _fingerprint(token):
+            return None
+        tested = _parse_iso(hit.get("testedAt"))
+        ttl_ms = self.unknown_cache_ms if hit.get("status") == UNKNOWN else self.cache_ms
+        if tested is None or not 0 <= (self.clock.now() - tested) * 1000 < ttl_ms:
+            return None
+        return public_result(hit)
+
+    def _store_result(self, service: str, token: Secret, result: Mapping[str, Any]) -> None:
+        ttl_ms = self.unknown_cache_ms if result["status"] == UNKNOWN else self.cache_ms
+        stored = {k: v for k, v in result.items() if k != "cached"} | {_FP: _fingerprint(token)}
+        self.store.put_token_result(service, stored, ttl_ms)
+
+    def _record(self, service: str, token: Secret, result: dict[str, Any]) -> None:
+        """Cache a fresh result, log the guide's line, and emit token-invalid when rejected."""
+        self._store_result(service, token, result)
+        status, error = result["status"], result.get("error")
+        if status == VALID:
+            log.info("✅ %s token validated successfully", service)
+            self._emit("token-valid", service=service)
+        elif status == INVALID:
+            log.error("❌ %s token validation FAILED: %s", service, error)
+            self._emit("token-invalid", service=service, error=str(error),
+                       http_status=int(result.get("httpStatus") or 0))
+        else:
+            log.warning("⚠️  %s token could not be validated: %s", service, error)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events.emit(kind, **fields)
+        except Exception as exc:  # noqa: BLE001 - losing an event must not lose the verdict
+            log.warning("could not record %s event: %s", kind, type(exc).__name__)
