@@ -7,15 +7,12 @@ result and what it wrote to the store.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
-import uvicorn
 
-from tests.helpers import free_port
+from tests.helpers import ServedApp, free_port
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
@@ -28,35 +25,9 @@ from vastkeep.state.store import InstanceRecord, StateStore
 KEY = "integration-admin-key-abcdef"
 
 
-
-
-class Served:
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
-def served(redis_server, redis_client, vk_celery_worker, vk_settings) -> Iterator[Served]:
+def served(redis_server, redis_client, vk_celery_worker,
+           vk_settings) -> Iterator[tuple[ServedApp, StateStore]]:
     """The admin app wired as ``worker.api.create`` wires it: production dispatcher, a real worker behind."""
     from worker.api import dispatch
 
@@ -68,12 +39,12 @@ def served(redis_server, redis_client, vk_celery_worker, vk_settings) -> Iterato
     store = StateStore(r, Keys(), clock)
     events = EventLog(r, Keys(), clock)
     app = create_app(settings, store=store, events=events, dispatch=dispatch, redis=r, clock=clock)
-    with Served(app) as s:
+    with ServedApp(app) as s:
         s.celery = vk_celery_worker.app
         yield s, store
 
 
-def task_result(s: Served, task_id: str) -> dict:
+def task_result(s: ServedApp, task_id: str) -> dict:
     """What the worker answered for ``task_id`` (through the result backend)."""
     return s.celery.AsyncResult(task_id).get(timeout=30)
 
@@ -91,7 +62,7 @@ def test_health_is_503_when_redis_is_down() -> None:
     settings = load_settings(environ={"REDIS_URL": f"redis://127.0.0.1:{dead}/0"}, env_file=False)
     app = create_app(settings, redis=connect(f"redis://127.0.0.1:{dead}/0", retry_attempts=0,
                                              socket_connect_timeout_s=0.5))
-    with Served(app) as s:
+    with ServedApp(app) as s:
         r = requests.get(f"{s.url}/health", timeout=10)
         assert r.status_code == 503
         assert r.json()["status"] == "degraded" and r.json()["redis"].startswith("down")
@@ -155,7 +126,7 @@ def test_redis_outage_is_503_with_a_reason_never_500() -> None:
         app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock),
                          redis=r, clock=clock)
         headers = {HEADER: KEY}
-        with Served(app) as s:
+        with ServedApp(app) as s:
             admin = f"{s.url}/api/proxy/admin"
             assert requests.get(f"{admin}/tokens", headers=headers, timeout=10).status_code == 200
             assert requests.get(f"{admin}/system/status", headers=headers, timeout=10).status_code == 200
