@@ -4,7 +4,6 @@ two workers, beat, admin API, Flower), healthy per `vastkeep check`, then Ctrl-C
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,14 +20,7 @@ import requests
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(importlib.util.find_spec("vastkeep.sim.cli") is None,
-                       reason="the simulator (vastkeep.sim.cli) does not exist yet"),
-]
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def alive(pid: int) -> bool:
