@@ -100,6 +100,11 @@ class Keys:
         """SCAN pattern matching every process heartbeat key."""
         return self._k("heartbeat", "*")
 
+    def beat_prefix(self) -> str:
+        """celery-redbeat's key prefix: the beat schedule (``<prefix>:schedule`` zset, one hash per entry,
+        ``<prefix>:statics``) and the lock that lets exactly one beat of the deployment send."""
+        return self._k("redbeat") + ":"
+
     def all_patterns(self) -> list[str]:
         """Patterns covering every key this prefix owns (for operators and test clean-up)."""
         return [self._k("*")]
