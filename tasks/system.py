@@ -20,7 +20,7 @@ def ping(self: VastkeepTask) -> dict[str, Any]:
 
 @app.task(name="vastkeep.system.heartbeat", bind=True, base=VastkeepTask, ignore_result=True)
 def heartbeat(self: VastkeepTask) -> dict[str, Any]:
-    """Beat → broker → worker → Redis end to end: records ``heartbeat:beat`` (who ran it, when).
+    """Beat → broker → worker → Redis end to end: records the ``beat`` heartbeat (who ran it, when).
 
     Idempotent: it overwrites one key with a TTL. Worker liveness itself is written by the worker's
     own heartbeat bootstep, so this one only says "the schedule is flowing".

@@ -42,7 +42,7 @@ def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):
-    """Write ``heartbeat:<hostname>`` now and every few seconds on the worker's own timer."""
+    """Write this worker's heartbeat (``heartbeats`` hash, field = hostname) now and every few seconds."""
 
     requires = {"celery.worker.components:Timer"}
 
