@@ -19,6 +19,7 @@ from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
 from worker import wiring
 from worker.config import celery_config
+from worker.limits import apply_time_limits
 
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
@@ -39,6 +40,7 @@ def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None
         celery_app.amqp._producer_pool = None  # noqa: SLF001
     celery_app._backend_cache = None  # noqa: SLF001
     celery_app._local.backend = None  # noqa: SLF001
+    apply_time_limits(celery_app, settings)  # the limits follow the budgets of the new settings
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):
