@@ -19,7 +19,7 @@ from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
 from worker import wiring
 from worker.config import celery_config
-from worker.limits import apply_time_limits
+from worker.limits import apply_time_limits, limits_over_visibility
 
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
@@ -84,6 +84,11 @@ def create_app() -> Celery:
     celery_app = Celery("vastkeep")
     celery_app.conf.update(celery_config(wiring.settings(), redis_url=wiring.redis_url()))
     celery_app.steps["worker"].add(WorkerHeartbeat)
+    too_long = limits_over_visibility(wiring.settings())
+    if too_long:
+        log.warning("⚠️  time limit of %s reaches CELERY_VISIBILITY_TIMEOUT_S=%s: Redis would redeliver them "
+                    "while they run; raise CELERY_VISIBILITY_TIMEOUT_S or lower PORT_TCP/HTTP_TIMEOUT_MS",
+                    ", ".join(too_long), wiring.settings().celery_visibility_timeout_s)
     return celery_app
 
 

@@ -114,6 +114,13 @@ def limits_for(name: str, settings: Any) -> dict[str, int]:
     return table[name].options()
 
 
+def limits_over_visibility(settings: Any) -> list[str]:
+    """Tasks whose hard limit reaches CELERY_VISIBILITY_TIMEOUT_S: Redis would redeliver them while they
+    still run (a second copy in parallel). Empty with the defaults; the worker warns at start otherwise."""
+    vt = float(settings.celery_visibility_timeout_s)
+    return sorted(name for name, limit in task_time_limits(settings).items() if limit.hard_s >= vt)
+
+
 def apply_time_limits(celery_app: Any, settings: Any) -> None:
     """Set every registered vastkeep task's limits from ``settings`` (after the settings changed)."""
     table = task_time_limits(settings)
@@ -123,5 +130,5 @@ def apply_time_limits(celery_app: Any, settings: Any) -> None:
 
 
 __all__ = ["HARD_MARGIN_S", "SLACK_S", "SWEEP_PROBE_ROUNDS", "TimeLimit", "apply_time_limits", "limits_for",
-           "probe_budget_s", "sweep_probe_deadline_s", "task_time_limits", "token_checks_budget_s",
-           "vast_call_budget_s"]
+           "limits_over_visibility", "probe_budget_s", "sweep_probe_deadline_s", "task_time_limits",
+           "token_checks_budget_s", "vast_call_budget_s"]
