@@ -7,6 +7,11 @@ hint on the error (an HTTP backoff ceiling, a lease's remaining time) widens tha
 ``uniform(0, min(cap, max(hint, base·2^n)))``: it is an upper bound for the jitter, never a floor,
 because a floor would send every worker that saw the same 429 back at the same instant. A
 :class:`~vastkeep.core.errors.PermanentError` fails the task at once, because retrying cannot help.
+
+Every task has a time limit (:mod:`worker.limits`, derived from the work's own budgets). When the soft
+limit fires, ``SoftTimeLimitExceeded`` is raised inside the task; the base class turns it into a result
+(:meth:`VastkeepTask.interrupted_result`, which a task may override to report what it finished) instead
+of a failure, so the message is acknowledged once and never redelivered into the same limit again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, full_jitter
 from vastkeep.core.errors import TransientError
@@ -55,6 +61,15 @@ class VastkeepTask(Task):
             return super().__call__(*args, **kwargs)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=retry_delay_s(self, exc)) from exc
+        except SoftTimeLimitExceeded:
+            log.warning("%s: soft time limit (%ss) reached; returning what was done", self.name,
+                        self.soft_time_limit)
+            return self.interrupted_result(*args, **kwargs)
+
+    def interrupted_result(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The result after ``SoftTimeLimitExceeded`` (small JSON); override to add partial progress."""
+        return {"ok": False, "interrupted": True,
+                "error": f"stopped at the soft time limit ({self.soft_time_limit}s)"}
 
 
 def retry_on_redis(task: Task, fn: Callable[[], T], what: str) -> T:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import NotFound
 from vastkeep.ports import flow as port_flow
@@ -22,6 +24,7 @@ from vastkeep.state.leases import LeaseManager
 from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
+from worker.limits import limits_for, sweep_probe_deadline_s
 
 WHAT = "port validation"
 
@@ -37,8 +40,8 @@ def _vast_client() -> Any:
     return vast_client(res.settings, res.store, res.clock)
 
 
-@app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask, time_limit=60,
-          soft_time_limit=45)
+@app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.ports.validate_instance", wiring.settings()))
 def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
     """Probe one instance's ComfyUI candidates; on success it gets ``connection_url`` and turns ready."""
     iid = str(instance_id)
@@ -60,14 +63,18 @@ def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
     return retry_on_redis(self, go, WHAT)
 
 
-@app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask, time_limit=300,
-          soft_time_limit=240)
+@app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.ports.validate_pool", wiring.settings()))
 def validate_pool(self: Any) -> dict[str, Any]:
     """Every non-destroyed instance at once, at most PORT_PROBE_CONCURRENCY sockets open.
 
     One sweep at a time (the ``ports-sweep`` lease): a sweep that finds it held returns
-    ``{"skipped": "another sweep is running"}``.
+    ``{"skipped": "another sweep is running"}``. The probe phase has its own deadline
+    (``worker.limits.sweep_probe_deadline_s``), inside the task's time limit; each verdict is written as it
+    arrives, so a sweep stopped by its deadline or by the soft time limit keeps what it learned (the
+    result then says ``interrupted: true`` with the counts so far; the lease is released either way).
     """
+    progress: dict[str, Any] = {}
 
     def go() -> dict[str, Any]:
         res = wiring.resources()
@@ -75,9 +82,13 @@ def validate_pool(self: Any) -> dict[str, Any]:
         leases = LeaseManager(res.redis, res.keys, res.clock)
         try:
             return port_flow.validate_pool(res.store, res.events, _validator(), vast=vast, clock=res.clock,
-                                           leases=leases)
+                                           leases=leases, progress=progress,
+                                           probe_deadline_s=sweep_probe_deadline_s(res.settings))
         finally:
             if vast is not None:
                 vast.close()
 
-    return retry_on_redis(self, go, WHAT)
+    try:
+        return retry_on_redis(self, go, WHAT)
+    except SoftTimeLimitExceeded:
+        return port_flow.interrupted_sweep(progress, f"soft time limit ({self.soft_time_limit}s)")

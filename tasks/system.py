@@ -8,19 +8,22 @@ from tasks.base import VastkeepTask
 from vastkeep.state.heartbeats import write_heartbeat
 from worker import wiring
 from worker.app import app
+from worker.limits import limits_for
 
 BEAT_PROCESS = "beat"
 
 
-@app.task(name="vastkeep.system.ping", bind=True, base=VastkeepTask)
+@app.task(name="vastkeep.system.ping", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.system.ping", wiring.settings()))
 def ping(self: VastkeepTask) -> dict[str, Any]:
     """Answer with the worker's name: proves broker → worker → result backend works."""
     return {"pong": True, "worker": self.request.hostname}
 
 
-@app.task(name="vastkeep.system.heartbeat", bind=True, base=VastkeepTask, ignore_result=True)
+@app.task(name="vastkeep.system.heartbeat", bind=True, base=VastkeepTask, ignore_result=True,
+          **limits_for("vastkeep.system.heartbeat", wiring.settings()))
 def heartbeat(self: VastkeepTask) -> dict[str, Any]:
-    """Beat → broker → worker → Redis end to end: records ``heartbeat:beat`` (who ran it, when).
+    """Beat → broker → worker → Redis end to end: records the ``beat`` heartbeat (who ran it, when).
 
     Idempotent: it overwrites one key with a TTL. Worker liveness itself is written by the worker's
     own heartbeat bootstep, so this one only says "the schedule is flowing".

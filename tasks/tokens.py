@@ -21,6 +21,7 @@ from vastkeep.tokens.checks import INVALID, SERVICES
 from vastkeep.tokens.manager import TokenManager
 from worker import wiring
 from worker.app import app
+from worker.limits import limits_for
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ def _run(task: Any, fn: Any) -> dict[str, Any]:
         return {"ok": False, **exc.to_dict()}
 
 
-@app.task(name="vastkeep.tokens.validate_all", bind=True, base=VastkeepTask, time_limit=120,
-          soft_time_limit=90)
+@app.task(name="vastkeep.tokens.validate_all", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.tokens.validate_all", wiring.settings()))
 def validate_all(self: Any, use_cache: bool = False) -> dict[str, Any]:
     """Validate all three tokens (fresh by default: this is the periodic re-check) and report."""
 
@@ -77,8 +78,8 @@ def validate_all(self: Any, use_cache: bool = False) -> dict[str, Any]:
     return _run(self, go)
 
 
-@app.task(name="vastkeep.tokens.validate_service", bind=True, base=VastkeepTask, time_limit=60,
-          soft_time_limit=45)
+@app.task(name="vastkeep.tokens.validate_service", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.tokens.validate_service", wiring.settings()))
 def validate_service(self: Any, service: str, use_cache: bool = False) -> dict[str, Any]:
     """Validate one token (``service`` in vastai / huggingface / civitai)."""
 

@@ -56,33 +56,18 @@ def _http_health(url: str) -> tuple[bool, str]:
 # ── check and status ─────────────────────────────────────────────────────────
 def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
                admin_url: str | None) -> list[tuple[bool, str]]:
-    """Redis answers, every worker has a fresh heartbeat, the admin API is healthy."""
-    from vastkeep.state.heartbeats import read_heartbeats  # noqa: PLC0415
+    """Redis answers, every worker has a fresh heartbeat (the checks ``/health`` runs too, from
+    :mod:`vastkeep.monitoring.health`), and the admin API's ``/health`` is 200."""
+    from vastkeep.monitoring import run_checks as shared_checks  # noqa: PLC0415
     from vastkeep.state.keys import Keys  # noqa: PLC0415
 
-    results: list[tuple[bool, str]] = []
     if not redis_url:
         return [(False, "no stack found (no VASTKEEP_HOME/stack.json) and REDIS_URL is unset")]
-    client = _redis_client(redis_url)
-    try:
-        client.ping()
-        results.append((True, "redis answers PING"))
-    except Exception as exc:  # noqa: BLE001 - report, do not crash
-        return [(False, f"redis does not answer ({type(exc).__name__})")]
     expected = list((stack or {}).get("workers") or [])
-    beats = read_heartbeats(client, Keys(), SYSTEM_CLOCK, expected or None,
-                            max_age_s=CHECK_HEARTBEAT_MAX_AGE_S)
-    workers = [n for n, b in beats.items() if b.get("kind") == "worker"]
-    missing = [n for n in expected if n not in beats]
-    if expected and not missing:
-        results.append((True, f"workers alive: {', '.join(expected)}"))
-    elif expected:
-        results.append((False, f"no fresh heartbeat from worker(s): {', '.join(missing)}"))
-    elif workers:
-        results.append((True, f"workers alive: {', '.join(sorted(workers))}"))
-    else:
-        results.append((False, "no worker has a fresh heartbeat"))
-    if admin_url:
+    checks = shared_checks(_redis_client(redis_url), Keys(), SYSTEM_CLOCK, expected_workers=expected or None,
+                           max_age_s=CHECK_HEARTBEAT_MAX_AGE_S)
+    results = [(c.ok, c.detail) for c in checks]
+    if checks[0].ok and admin_url:
         results.append(_http_health(admin_url))
     return results
 

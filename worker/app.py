@@ -19,6 +19,7 @@ from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
 from worker import wiring
 from worker.config import celery_config
+from worker.limits import apply_time_limits, limits_over_visibility
 
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
@@ -39,10 +40,11 @@ def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None
         celery_app.amqp._producer_pool = None  # noqa: SLF001
     celery_app._backend_cache = None  # noqa: SLF001
     celery_app._local.backend = None  # noqa: SLF001
+    apply_time_limits(celery_app, settings)  # the limits follow the budgets of the new settings
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):
-    """Write ``heartbeat:<hostname>`` now and every few seconds on the worker's own timer."""
+    """Write this worker's heartbeat (``heartbeats`` hash, field = hostname) now and every few seconds."""
 
     requires = {"celery.worker.components:Timer"}
 
@@ -82,6 +84,11 @@ def create_app() -> Celery:
     celery_app = Celery("vastkeep")
     celery_app.conf.update(celery_config(wiring.settings(), redis_url=wiring.redis_url()))
     celery_app.steps["worker"].add(WorkerHeartbeat)
+    too_long = limits_over_visibility(wiring.settings())
+    if too_long:
+        log.warning("⚠️  time limit of %s reaches CELERY_VISIBILITY_TIMEOUT_S=%s: Redis would redeliver them "
+                    "while they run; raise CELERY_VISIBILITY_TIMEOUT_S or lower PORT_TCP/HTTP_TIMEOUT_MS",
+                    ", ".join(too_long), wiring.settings().celery_visibility_timeout_s)
     return celery_app
 
 

@@ -12,6 +12,10 @@ Each value below is set explicitly because Celery's default is wrong for this sy
   and task; ``Settings`` already refuses a value below the poll intervals and the SSH time limit.
 * Two queues, routed by task-name prefix: ``vastkeep.control`` (short) and ``vastkeep.ssh`` (long).
 * Task events on, so Flower sees every task, sent and started.
+* Beat uses celery-redbeat (``beat_schedule.SCHEDULER``): the static schedule lives in Redis under
+  ``Keys.beat_prefix()`` with a lock, so every host may run beat and each entry still fires once per
+  interval. The lock expires ``BEAT_LOCK_TIMEOUT_S`` after its holder stops renewing it (renewed every
+  tick, at most ``BEAT_MAX_LOOP_INTERVAL_S`` apart); a standby beat retries the lock every tick interval.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from kombu import Exchange, Queue
 
 import beat_schedule
 from vastkeep.core.settings import Settings
+from vastkeep.state.keys import Keys
 
 CONTROL_QUEUE = "vastkeep.control"
 SSH_QUEUE = "vastkeep.ssh"
@@ -33,6 +38,10 @@ FALLBACK_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESULT_EXPIRES_S = 86_400
 REDIS_SOCKET_TIMEOUT_S = 30.0
 REDIS_CONNECT_TIMEOUT_S = 5.0
+#: beat wakes at least this often (renews the lock; a standby retries it): failover within the lock timeout
+BEAT_MAX_LOOP_INTERVAL_S = 5
+#: a beat that stopped renewing loses the lock after this long (several missed ticks, never one slow tick)
+BEAT_LOCK_TIMEOUT_S = 30
 
 
 def _queue(name: str) -> Queue:
@@ -125,6 +134,15 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": beat_schedule.build_schedule(settings),
+        # one sending beat per deployment (celery-redbeat: schedule + lock in Redis)
+        "beat_scheduler": beat_schedule.SCHEDULER,
+        "beat_max_loop_interval": BEAT_MAX_LOOP_INTERVAL_S,
+        "redbeat_redis_url": url,
+        "redbeat_key_prefix": Keys().beat_prefix(),
+        "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
+        "redbeat_redis_options": {"socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+                                  "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+                                  "health_check_interval": 25, "retry_on_timeout": True},
         # the tasks package registers every task module
         "imports": ("tasks",),
         "worker_hijack_root_logger": True,

@@ -10,11 +10,12 @@ from vastkeep.state.keys import Keys
 
 
 @pytest.mark.parametrize("prefix", ["vastkeep", "tenant-a"])
-def test_heartbeat_pattern_matches_heartbeats_only(prefix: str) -> None:
+def test_heartbeats_live_in_two_keys_under_the_prefix(prefix: str) -> None:
     keys = Keys(prefix)
-    pattern = keys.heartbeat_pattern()
-    assert pattern == f"{prefix}:heartbeat:*"
-    for name in ("beat", "control@host-1", "ssh@h.example"):
-        assert fnmatchcase(keys.heartbeat(name), pattern)
-    for other in (keys.lease("x"), keys.instance("1"), keys.events(), Keys("other").heartbeat("beat")):
-        assert not fnmatchcase(other, pattern)
+    assert keys.heartbeats() == f"{prefix}:heartbeats"
+    assert keys.heartbeat_expiry() == f"{prefix}:heartbeats:expiry"
+    assert keys.instance_status_counts() == f"{prefix}:instances:by-status"
+    owned = (keys.heartbeats(), keys.heartbeat_expiry(), keys.instance_status_counts(), keys.beat_prefix())
+    for key in owned:
+        assert fnmatchcase(key, keys.all_patterns()[0])
+        assert not fnmatchcase(key, Keys("other").all_patterns()[0])

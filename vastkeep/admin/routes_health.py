@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.core.clock import iso
+from vastkeep.monitoring import check_redis, check_workers
+from vastkeep.monitoring import collect_metrics as _collect
 from vastkeep.state.heartbeats import read_heartbeats
 
 router = APIRouter()
@@ -22,62 +24,35 @@ guarded = APIRouter(prefix=f"{ADMIN_PREFIX}/system", dependencies=[Depends(requi
 
 
 def _redis_ok(ctx: AdminContext) -> tuple[bool, str]:
+    """(up, "ok" | "not configured" | "down (ErrorType)") from the shared Redis check."""
     if ctx.redis is None:
         return False, "not configured"
-    try:
-        return bool(ctx.redis.ping()), "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means "down"; the type is enough
-        return False, f"down ({type(exc).__name__})"
+    check = check_redis(ctx.redis)
+    return (True, "ok") if check.ok else (False, f"down ({check.detail.rsplit('(', 1)[-1].rstrip(')')})")
 
 
 @router.get("/health", tags=["health"], summary="Liveness + Redis reachability (no key needed)")
 def health(ctx: AdminContext = Depends(get_context)) -> JSONResponse:
-    """200 when Redis answers PING, else 503, so a load balancer can act on the status code alone."""
+    """200 when Redis answers PING, else 503, so a load balancer can act on the status code alone.
+
+    The body also carries the worker check ``vastkeep check`` runs (vastkeep.monitoring.health), for
+    information: an API whose workers are down still serves, so it does not turn the answer into a 503.
+    A bounded number of Redis calls whatever the data holds (PING, then two for the heartbeats).
+    """
     ok, redis_state = _redis_ok(ctx)
-    body = {"status": "ok" if ok else "degraded", "redis": redis_state,
-            "simulated": bool(ctx.settings.vastkeep_simulated), "time": iso(ctx.clock.now())}
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "redis": redis_state,
+                            "simulated": bool(ctx.settings.vastkeep_simulated), "time": iso(ctx.clock.now())}
+    if ok:
+        body["workers"] = check_workers(ctx.redis, ctx.keys, ctx.clock).to_dict()
     return JSONResponse(status_code=200 if ok else 503, content=body)
 
 
-def _gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} gauge")
-    for labels, value in samples:
-        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def collect_metrics(ctx: AdminContext) -> str:
-    """Prometheus text exposition (format 0.0.4) of a few gauges read from Redis and the store."""
-    lines: list[str] = []
-    ok, _ = _redis_ok(ctx)
-    _gauge(lines, "vastkeep_redis_up", "1 when Redis answers PING", [({}, 1.0 if ok else 0.0)])
-    if ok:
-        beats = read_heartbeats(ctx.redis, ctx.keys, ctx.clock)
-        workers = {n: b for n, b in beats.items() if b.get("kind") == "worker"}
-        _gauge(lines, "vastkeep_workers_alive", "workers with a live heartbeat", [({}, float(len(workers)))])
-        _gauge(lines, "vastkeep_heartbeat_age_seconds", "age of each process heartbeat",
-               [({"process": n}, float(b["age_s"])) for n, b in beats.items()])
-        if ctx.store is not None:
-            instances = ctx.store.list_instances()
-            by_status: dict[str, int] = {}
-            for rec in instances:
-                by_status[rec.status] = by_status.get(rec.status, 0) + 1
-            _gauge(lines, "vastkeep_instances", "instances known to the control plane, by status",
-                   [({"status": s}, float(c)) for s, c in sorted(by_status.items())])
-            pool = ctx.store.get_pool()
-            _gauge(lines, "vastkeep_pool_desired_size", "warm pool desired size",
-                   [({}, float(pool.desired_size))])
-            _gauge(lines, "vastkeep_safe_mode", "1 while spending is stopped",
-                   [({}, 1.0 if pool.safe_mode else 0.0)])
-        if ctx.events is not None:
-            _gauge(lines, "vastkeep_events_stream_length", "entries in the event stream",
-                   [({}, float(ctx.events.length()))])
-    return "\n".join(lines) + "\n"
+    """Prometheus text exposition (format 0.0.4): :func:`vastkeep.monitoring.collect_metrics` on this app."""
+    if ctx.redis is None:
+        return "# HELP vastkeep_redis_up 1 when Redis answers PING\n# TYPE vastkeep_redis_up gauge\n" \
+               "vastkeep_redis_up 0\n"
+    return _collect(ctx.redis, ctx.keys, ctx.clock, store=ctx.store, events=ctx.events)
 
 
 @router.get("/metrics", tags=["health"], response_class=PlainTextResponse,

@@ -1,10 +1,15 @@
 """Layer 7 — what operators see: the warm-pool status document, health checks, metrics.
 
 - ``pool_status``: pure; the guide's ``warm-pool/status`` document from records and pool settings.
+- ``health``: the checks shared by ``/health`` and ``vastkeep check`` (Redis, worker heartbeats).
+- ``metrics``: the Prometheus text of ``/metrics``, read with a bounded number of Redis calls.
 
 Logger: ``vastkeep.monitoring``.
 """
 
+from vastkeep.monitoring.health import WORKER_MAX_AGE_S, Check, check_redis, check_workers, run_checks
+from vastkeep.monitoring.metrics import collect_metrics
 from vastkeep.monitoring.pool_status import is_leased, primary_instance, warm_pool_status
 
-__all__ = ["is_leased", "primary_instance", "warm_pool_status"]
+__all__ = ["WORKER_MAX_AGE_S", "Check", "check_redis", "check_workers", "collect_metrics", "is_leased",
+           "primary_instance", "run_checks", "warm_pool_status"]

@@ -203,7 +203,9 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
 
 def validate_pool(store: Store, events: EventSink | None, validator: PortValidator, *,
                   vast: VastApi | None = None,
-                  clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None) -> dict[str, Any]:
+                  clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None,
+                  probe_deadline_s: float | None = None,
+                  progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
 
     With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (beat runs it every poll
@@ -220,16 +222,23 @@ def validate_pool(store: Store, events: EventSink | None, validator: PortValidat
     address; the ones without one are skipped this sweep (the next retries) and the result carries
     ``skipped``, ``skipped_ids`` and ``refresh_error``. The error is reported, never raised.
     Returns counts plus the failed/skipped ids (small JSON even for thousands of instances).
+
+    Each verdict is written as it arrives (not after the whole pool), so a sweep cut short keeps what it
+    learned. With ``probe_deadline_s`` the probe phase stops then: instances not finished are left for the
+    next sweep (``unfinished``, ``unfinished_ids``, ``interrupted: true``); instances whose last check is
+    oldest go first, so a pool too large for one sweep is covered in turn. ``progress`` (a dict) is kept
+    up to date as verdicts are written, for a caller interrupted mid-sweep (:func:`interrupted_sweep`).
     """
     records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
+    sweep = _Sweep(probe_deadline_s, progress if progress is not None else {})
     if leases is None:
-        return _sweep(store, events, validator, records, vast, clock, None)
+        return _sweep(store, events, validator, records, vast, clock, None, sweep)
     lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), _ttl_ms(refresh_budget_s(vast)))
     if lease is None:
         log.info("port sweep skipped: %s", SWEEP_BUSY)
         return {"skipped": SWEEP_BUSY}
     try:
-        return _sweep(store, events, validator, records, vast, clock, (leases, lease))
+        return _sweep(store, events, validator, records, vast, clock, (leases, lease), sweep)
     except LeaseLost as exc:  # StaleFence included: a write refused because a newer sweep holds the lease
         log.warning("⚠️  Port sweep stopped: %s", exc.message)
         return {"skipped": SWEEP_LOST}
@@ -237,9 +246,42 @@ def validate_pool(store: Store, events: EventSink | None, validator: PortValidat
         leases.release(lease)
 
 
+@dataclass
+class _Sweep:
+    """One sweep's probe deadline and its running counts (``progress`` is the caller's view of them)."""
+
+    deadline_s: float | None
+    progress: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.progress.update(checked=0, passed=0, failed=0, failed_ids=[], firewall=0)
+
+    def count(self, iid: str, pv: PortValidation) -> None:
+        p = self.progress
+        p["checked"] += 1
+        p["passed" if pv.success else "failed"] += 1
+        p["firewall"] += 1 if pv.firewall else 0
+        if not pv.success:
+            p["failed_ids"].append(iid)
+
+
+def _last_checked(rec: InstanceRecord) -> tuple[str, str]:
+    """Sort key: never checked first, then the oldest verdict (ISO timestamps sort as text)."""
+    pv = rec.port_validation or {}
+    return (str(pv.get("checked_at") or ""), str(rec.instance_id))
+
+
+def interrupted_sweep(progress: dict[str, Any], why: str) -> dict[str, Any]:
+    """The result of a sweep stopped from outside (a soft time limit): what it had written so far."""
+    return {"interrupted": True, "reason": why, "checked": int(progress.get("checked", 0)),
+            "passed": int(progress.get("passed", 0)), "failed": int(progress.get("failed", 0)),
+            "failed_ids": sorted(progress.get("failed_ids", []))[:100],
+            "firewall": int(progress.get("firewall", 0))}
+
+
 def _sweep(store: Store, events: EventSink | None, validator: PortValidator, records: list[InstanceRecord],
            vast: VastApi | None, clock: Clock,
-           held: tuple[LeaseManager, Lease] | None) -> dict[str, Any]:
+           held: tuple[LeaseManager, Lease] | None, sweep: _Sweep) -> dict[str, Any]:
     lease = held[1] if held is not None else None
     skipped: list[str] = []
     refresh_error: dict[str, Any] | None = None
@@ -254,20 +296,29 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
                         "without one skipped this sweep", type(exc).__name__, exc.message, len(skipped))
         else:
             records = _apply_refresh(store, records, by_id, lease)
-    targets = {r.instance_id: candidates_for(r) for r in records}
-    if held is not None:  # the probe phase gets its own deadline, counted from now
+    targets = {r.instance_id: candidates_for(r) for r in sorted(records, key=_last_checked)}
+    if held is not None:  # the probe phase (verdicts written as they come) gets its own deadline, from now
         probes = sum(len(c) for c in targets.values())
-        held[0].ensure_renewed(held[1], _ttl_ms(probe_budget_s(validator, probes), len(targets)))
-    verdicts = validator.validate_many(targets)
-    if held is not None:  # a sweep that outlived its lease must not write over a newer sweep's verdicts
-        held[0].ensure_renewed(held[1], _ttl_ms(0.0, len(verdicts)))
-    ready, failed = [], []
-    for iid, pv in verdicts.items():
+        phase_s = probe_budget_s(validator, probes)
+        if sweep.deadline_s is not None:
+            phase_s = min(phase_s, sweep.deadline_s)
+        held[0].ensure_renewed(held[1], _ttl_ms(phase_s, len(targets)))
+
+    def record(iid: str, pv: PortValidation) -> None:
+        # fenced by the lease: a sweep that outlived it is refused here (StaleFence) and stops
         record_validation(store, events, iid, pv, clock, lease=lease)
-        (ready if pv.success else failed).append(iid)
-    result = {"checked": len(verdicts), "passed": len(ready), "failed": len(failed),
-              "failed_ids": sorted(failed)[:100],
-              "firewall": sum(1 for pv in verdicts.values() if pv.firewall)}
+        sweep.count(iid, pv)
+
+    verdicts = validator.validate_many(targets, on_verdict=record, deadline_s=sweep.deadline_s)
+    p = sweep.progress
+    result = {"checked": p["checked"], "passed": p["passed"], "failed": p["failed"],
+              "failed_ids": sorted(p["failed_ids"])[:100], "firewall": p["firewall"]}
+    unfinished = [iid for iid in targets if iid not in verdicts]
+    if unfinished:
+        log.warning("⚠️  Port sweep reached its %.0fs probe deadline: %d instance(s) left for the next sweep",
+                    sweep.deadline_s or 0.0, len(unfinished))
+        result |= {"interrupted": True, "reason": "probe deadline", "unfinished": len(unfinished),
+                   "unfinished_ids": sorted(unfinished)[:100]}
     if refresh_error is not None:
         result |= {"skipped": len(skipped), "skipped_ids": sorted(skipped)[:100],
                    "refresh_error": refresh_error}

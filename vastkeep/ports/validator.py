@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -142,25 +142,48 @@ class PortValidator:
         """Sync :meth:`validate_async`."""
         return run_sync(self.validate_async(candidates, instance_id))
 
-    async def validate_many_async(self, targets: Mapping[str, list[Candidate]]) -> dict[str, PortValidation]:
-        """Every instance at once, at most ``concurrency`` sockets open; a refused target fails alone."""
-        sem = asyncio.Semaphore(self.concurrency)
+    async def validate_many_async(self, targets: Mapping[str, list[Candidate]], *,
+                                  on_verdict: Callable[[str, PortValidation], None] | None = None,
+                                  deadline_s: float | None = None) -> dict[str, PortValidation]:
+        """Every instance at once, at most ``concurrency`` sockets open; a refused target fails alone.
 
-        async def one(iid: str, cands: list[Candidate]) -> PortValidation:
+        ``on_verdict(instance_id, verdict)`` runs as each verdict arrives (so a caller can record it at once
+        and an interrupted sweep keeps what it learned); an exception from it stops everything and is
+        raised. With ``deadline_s`` probing stops then: unfinished instances are cancelled (their sockets
+        closed) and left out of the result. Instances start in ``targets`` order.
+        """
+        sem = asyncio.Semaphore(self.concurrency)
+        verdicts: dict[str, PortValidation] = {}
+
+        async def one(iid: str, cands: list[Candidate]) -> None:
             try:
-                return await self.validate_async(cands, iid, sem)
+                pv = await self.validate_async(cands, iid, sem)
             except UnsafeTarget as exc:
                 pv = unsafe_validation(cands, exc)
                 log_validation(pv, iid, self.logger)
-                return pv
+            if on_verdict is not None:
+                on_verdict(iid, pv)
+            verdicts[iid] = pv
 
-        ids = list(targets)
-        verdicts = await asyncio.gather(*(one(i, targets[i]) for i in ids))
-        return dict(zip(ids, verdicts, strict=True))
+        tasks = [asyncio.create_task(one(i, c)) for i, c in targets.items()]
+        if not tasks:
+            return {}
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=deadline_s, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return {i: verdicts[i] for i in targets if i in verdicts}
 
-    def validate_many(self, targets: Mapping[str, list[Candidate]]) -> dict[str, PortValidation]:
+    def validate_many(self, targets: Mapping[str, list[Candidate]], *,
+                      on_verdict: Callable[[str, PortValidation], None] | None = None,
+                      deadline_s: float | None = None) -> dict[str, PortValidation]:
         """Sync :meth:`validate_many_async`."""
-        return run_sync(self.validate_many_async(targets))
+        return run_sync(self.validate_many_async(targets, on_verdict=on_verdict, deadline_s=deadline_s))
 
 
 def candidates_for(record: Any) -> list[Candidate]:

@@ -188,7 +188,9 @@ class Stack:
             self._spawn(f"worker-{q}", f"Worker-{q}", celery + [
                 "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", "prefork",
                 "-c", str(self.concurrency[q]), *level])
-        self._spawn("beat", "Beat", celery + ["beat", "-s", str(self.home / "celerybeat-schedule"), *level])
+        # the scheduler is celery-redbeat (worker.config): schedule and lock in this stack's Redis, so a
+        # restarted beat child or a second stack's beat on the same Redis never sends an entry twice
+        self._spawn("beat", "Beat", celery + ["beat", *level])
         self._spawn("api", "AdminAPI", [py, "-m", "uvicorn", "--factory", "worker.api:create",
                                         "--host", s.admin_api_host, "--port", str(s.admin_api_port),
                                         "--log-level", "warning", "--no-access-log"])

@@ -1,9 +1,11 @@
 """Heartbeats in Redis: how every long-running process and logical daemon says it is alive.
 
 A heartbeat is one JSON value per name (``process``: ``control@host``, or a daemon such as a keepalive
-shard) with a TTL, so a process that dies without cleaning up simply stops being reported after the
-TTL. ``vastkeep check``, ``/health``, ``/metrics`` and the supervision layer read them; workers,
-beat and the daemons write them.
+shard) in one hash, with its expiry time in a sorted set beside it, so a process that dies without
+cleaning up simply stops being reported once it expires. Reading costs a fixed number of Redis calls
+whatever the size of the keyspace (no SCAN): ``/health`` and ``/metrics`` are unauthenticated and polled,
+so their cost must not grow with the data. ``vastkeep check``, ``/health``, ``/metrics`` and the supervision
+layer read them; workers, beat and the daemons write them (a write also prunes expired names).
 """
 
 from __future__ import annotations
@@ -11,37 +13,58 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vastkeep.core.clock import Clock
+from vastkeep.state.connection import as_text
 from vastkeep.state.keys import HEARTBEAT_TTL_MS
+
+_WRITE_LUA = (Path(__file__).with_name("heartbeats_write.lua")).read_text()
 
 
 def write_heartbeat(redis: Any, keys: Any, clock: Clock, process: str, *, ttl_ms: int | None = None,
                     **info: str | int | float | bool | None) -> dict[str, Any]:
-    """Record that ``process`` (e.g. ``control@host``) is alive now; the key expires after ``ttl_ms``."""
-    record = {"process": process, "pid": os.getpid(), "at": clock.now(), **info}
-    redis.set(keys.heartbeat(process), json.dumps(record), px=int(ttl_ms or HEARTBEAT_TTL_MS))
+    """Record that ``process`` (e.g. ``control@host``) is alive now; it counts as gone after ``ttl_ms``."""
+    now = clock.now()
+    record = {"process": process, "pid": os.getpid(), "at": now, **info}
+    expires_at = now + int(ttl_ms or HEARTBEAT_TTL_MS) / 1000
+    script = redis.register_script(_WRITE_LUA)  # EVALSHA; the script body is sent once per server
+    script(keys=[keys.heartbeats(), keys.heartbeat_expiry()],
+           args=[process, json.dumps(record), repr(expires_at), repr(now)])
     return record
 
 
 def clear_heartbeat(redis: Any, keys: Any, process: str) -> None:
     """Remove a heartbeat on clean shutdown, so a stopped worker is not reported alive for a TTL."""
-    redis.delete(keys.heartbeat(process))
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.heartbeats(), process)
+        pipe.zrem(keys.heartbeat_expiry(), process)
+        pipe.execute()
 
 
 def read_heartbeats(redis: Any, keys: Any, clock: Clock, names: Sequence[str] | None = None,
                     *, max_age_s: float | None = None) -> dict[str, dict[str, Any]]:
-    """Heartbeats by process name (all of them, or just ``names``), each with its ``age_s``."""
-    if names is None:
-        found = sorted(redis.scan_iter(match=keys.heartbeat_pattern(), count=200))
-    else:
-        found = [keys.heartbeat(n) for n in names]
-    out: dict[str, dict[str, Any]] = {}
-    values = redis.mget(found) if found else []
+    """Live heartbeats by process name (all of them, or just ``names``), each with its ``age_s``.
+
+    Two Redis calls at most (the live names by expiry, then one HMGET), whatever the keyspace holds.
+    """
     now = clock.now()
-    for raw in values:
-        if raw is None:
+    if names is None:
+        found = [as_text(n) for n in redis.zrangebyscore(keys.heartbeat_expiry(), now, "+inf")]
+        values = redis.hmget(keys.heartbeats(), found) if found else []
+        expiries: list[Any] = [float("inf")] * len(values)  # live by the query itself
+    else:
+        found = list(names)
+        if not found:
+            return {}
+        with redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.heartbeats(), found)
+            pipe.zmscore(keys.heartbeat_expiry(), found)
+            values, expiries = pipe.execute()
+    out: dict[str, dict[str, Any]] = {}
+    for raw, expires_at in zip(values, expiries, strict=True):
+        if raw is None or expires_at is None or float(expires_at) < now:
             continue
         try:
             record = json.loads(raw)

@@ -43,6 +43,15 @@ class Keys:
         """JSON record of one instance."""
         return self._k("instance", _part("instance id", instance_id))
 
+    def instance_key_prefix(self) -> str:
+        """What every ``instance(id)`` key starts with (for the store's recount script)."""
+        return self._k("instance", "")
+
+    def instance_status_counts(self) -> str:
+        """Hash: status → number of instance records, kept by the store's compare-and-set script, so
+        ``/metrics`` counts instances with one HGETALL instead of reading every record."""
+        return self._k("instances", "by-status")
+
     def instances(self) -> str:
         """Set of the instance ids that have a record."""
         return self._k("instances")
@@ -92,13 +101,20 @@ class Keys:
         """SSH log collector status of one instance."""
         return self._k("collector", _part("instance id", instance_id))
 
-    def heartbeat(self, process: str) -> str:
-        """Liveness timestamp of one process (worker, beat, admin), TTL HEARTBEAT_TTL_MS."""
-        return self._k("heartbeat", _part("process name", process))
+    def heartbeats(self) -> str:
+        """Hash: process name → its latest heartbeat (JSON). One key whatever the number of processes, so
+        reading every heartbeat costs one HMGET, never a SCAN of the keyspace."""
+        return self._k("heartbeats")
 
-    def heartbeat_pattern(self) -> str:
-        """SCAN pattern matching every process heartbeat key."""
-        return self._k("heartbeat", "*")
+    def heartbeat_expiry(self) -> str:
+        """Sorted set: process name → when its heartbeat expires (epoch seconds). Readers take the live
+        names by score; writers prune the expired ones (a hash field has no TTL before Redis 7.4)."""
+        return self._k("heartbeats", "expiry")
+
+    def beat_prefix(self) -> str:
+        """celery-redbeat's key prefix: the beat schedule (``<prefix>:schedule`` zset, one hash per entry,
+        ``<prefix>:statics``) and the lock that lets exactly one beat of the deployment send."""
+        return self._k("redbeat") + ":"
 
     def all_patterns(self) -> list[str]:
         """Patterns covering every key this prefix owns (for operators and test clean-up)."""

@@ -40,6 +40,9 @@ INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "des
 CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
+_RECOUNT_LUA = (Path(__file__).parent / "store_recount.lua").read_text(encoding="utf-8")
+#: the label an unreadable record is counted under in :meth:`StateStore.instance_counts`
+UNREADABLE_STATUS = "?"
 
 
 
@@ -189,6 +192,7 @@ class StateStore:
         self.clock = clock
         self.default_desired_size = default_desired_size
         self._cas = redis_client.register_script(_CAS_LUA)
+        self._recount = redis_client.register_script(_RECOUNT_LUA)
 
     # ── instances ───────────────────────────────────────────────────────────
     def get_instance(self, instance_id: str | int) -> InstanceRecord | None:
@@ -217,6 +221,23 @@ class StateStore:
                             extra={"instance_id": iid})
         return sorted(records, key=lambda r: (r.created_at or 0.0, r.instance_id))
 
+    def instance_counts(self) -> dict[str, int]:
+        """Records by status (an unreadable one under ``"?"``), in one round trip of two commands.
+
+        The compare-and-set script keeps the counts as it writes; when their sum disagrees with the number
+        of ids (records from before the counts existed, a hand edit), they are rebuilt once, atomically.
+        """
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.instance_status_counts())
+            pipe.scard(self.keys.instances())
+            raw, total = pipe.execute()
+        counts = {as_text(k): int(v) for k, v in raw.items()}
+        if sum(counts.values()) != int(total):
+            flat = self._recount(keys=[self.keys.instances(), self.keys.instance_status_counts()],
+                                 args=[self.keys.instance_key_prefix()])
+            counts = {as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return {k: v for k, v in sorted(counts.items()) if v > 0}
+
     def put_instance(self, rec: InstanceRecord, *, lease: Lease | None = None) -> InstanceRecord:
         """Store ``rec`` whole (create or overwrite); stamps ``updated_at`` (and ``created_at`` if unset)."""
         def build(old: InstanceRecord | None) -> InstanceRecord:
@@ -230,7 +251,8 @@ class StateStore:
         """Store ``rec`` only if no record exists for its id (idempotent creation); False if one did."""
         now = self.clock.now()
         new = replace(rec, created_at=rec.created_at or now, updated_at=now)
-        status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances()],
+        status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances(),
+                                 self.keys.instance_status_counts()],
                            args=["", _dumps(new.to_dict(), "instance record"), new.instance_id])
         return as_text(status[0]) == "OK"
 
@@ -291,7 +313,7 @@ class StateStore:
         ``build=None`` deletes without reading the old record (so an unreadable one can be deleted).
         """
         iid = str(instance_id)
-        keys = [self.keys.instance(iid), self.keys.instances()]
+        keys = [self.keys.instance(iid), self.keys.instances(), self.keys.instance_status_counts()]
         fence_args: list[Any] = []
         if lease is not None:
             keys.append(self.keys.lease(lease.name))
