@@ -26,7 +26,9 @@ POLL_NOW = "vastkeep.polling.poll_instance"
 
 
 def _config(settings: Any) -> RunnerConfig:
-    return RunnerConfig(shards=settings.comfyui_keepalive_shards, run_s=RUN_S,
+    # A dead owner's shard must be free again well within one ping interval (at most 15 s).
+    ttl_ms = int(min(15_000, max(2_000, settings.comfyui_keepalive_interval_ms / 2)))
+    return RunnerConfig(shards=settings.comfyui_keepalive_shards, run_s=RUN_S, lease_ttl_ms=ttl_ms,
                         fast_path=settings.comfyui_keepalive_fast_path)
 
 

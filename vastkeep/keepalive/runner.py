@@ -142,18 +142,23 @@ class ShardRunner:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         started = self.clock.monotonic()
         flusher = asyncio.create_task(self._flush_loop())
+        # renew well inside the lease TTL; look for new or departed instances every refresh_s
+        tick = min(self.config.refresh_s, self.config.lease_ttl_ms / 3000)
+        refreshed = -float("inf")
         try:
             while self.clock.monotonic() - started < self.config.run_s:
                 if not await asyncio.to_thread(self.leases.renew, lease, self.config.lease_ttl_ms):
                     log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
                     result = "lost"
                     break
-                await self._refresh()
-                await asyncio.to_thread(write_heartbeat, self.redis, self.keys, self.clock,
-                                        daemon_name(self.shard), kind="keepalive-shard",
-                                        watched=len(self.watches), ttl_ms=self.config.lease_ttl_ms * 4)
-                await asyncio.sleep(min(self.config.refresh_s,
-                                        max(0.0, self.config.run_s - (self.clock.monotonic() - started))))
+                if self.clock.monotonic() - refreshed >= self.config.refresh_s:
+                    refreshed = self.clock.monotonic()
+                    await self._refresh()
+                    await asyncio.to_thread(write_heartbeat, self.redis, self.keys, self.clock,
+                                            daemon_name(self.shard), kind="keepalive-shard",
+                                            watched=len(self.watches), ttl_ms=self.config.lease_ttl_ms * 4)
+                left = self.config.run_s - (self.clock.monotonic() - started)
+                await asyncio.sleep(min(tick, max(0.0, left)))
         finally:
             await self._stop_all()
             flusher.cancel()
