@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
-from vastkeep.ports.validator import PortValidation, PortValidator, candidates_for, unsafe_validation
+from vastkeep.ports.validator import (
+    PortValidation,
+    PortValidator,
+    candidates_for,
+    known_good,
+    unsafe_validation,
+)
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, Store, new_owner
 
@@ -193,7 +199,7 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
                 "gone_at_provider": True, "status": status}
     cands = candidates_for(rec)
     try:
-        pv = validator.validate(cands, instance_id)
+        pv = validator.validate(cands, instance_id, known_good=known_good(rec))
     except UnsafeTarget as exc:
         pv = unsafe_validation(cands, exc)
         log.warning("⚠️  Port validation failed: %s", pv.error, extra={"instance_id": instance_id})
@@ -258,7 +264,7 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
     if held is not None:  # the probe phase gets its own deadline, counted from now
         probes = sum(len(c) for c in targets.values())
         held[0].ensure_renewed(held[1], _ttl_ms(probe_budget_s(validator, probes), len(targets)))
-    verdicts = validator.validate_many(targets)
+    verdicts = validator.validate_many(targets, {r.instance_id: known_good(r) for r in records})
     if held is not None:  # a sweep that outlived its lease must not write over a newer sweep's verdicts
         held[0].ensure_renewed(held[1], _ttl_ms(0.0, len(verdicts)))
     ready, failed = [], []
