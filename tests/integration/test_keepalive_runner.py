@@ -182,3 +182,40 @@ def test_flapping_never_raises_connection_lost(sim, redis_client, store, events)
     t.join()
     assert "connection-lost" not in kinds(events, iid)
     assert read_states(redis_client, Keys(), [iid])[iid].total_failures >= 1
+
+
+def open_fds() -> int:
+    import os  # noqa: PLC0415
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(sim, redis_client, store,
+                                                                                 events):
+    from vastkeep.core.settings import Secret  # noqa: PLC0415
+    from vastkeep.providers.vast import VastClient  # noqa: PLC0415
+
+    sim.control.bulk_create(1000)
+    with VastClient(Secret(sim.api_key), sim.vast_api_url) as vast:
+        rows = vast.list_instances()
+    ids = []
+    for vi in rows:
+        ids.append(str(vi.id))
+        store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
+                                          connection_url=f"http://{vi.public_ip}:{vi.ports['8188/tcp']}"))
+    baseline = open_fds()
+    policy = KeepalivePolicy(interval_s=2, timeout_s=2, max_failures=3)
+    with Running(redis_client, store, events, policy=policy, run_s=40) as r:
+        wait_for(lambda: sum(s.total_pings > 0 for s in read_states(redis_client, Keys(), ids).values())
+                 == len(ids), 10)
+        held = open_fds()
+        for iid in ids:  # the instances go away (destroyed, failed ...): the runner lets go of them
+            store.delete_instance(iid)
+        wait_for(lambda: not r.runner.watches, 5)
+        # idle keep-alive connections expire after interval + timeout + 2 s; aiohttp sweeps at that period
+        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4)
+        after = open_fds()
+        r.runner.request_stop()
+    assert held >= baseline + len(ids) // 2  # keep-alive connections and held /ws sockets were open
+    assert after <= baseline + 20, (baseline, held, after)
+    assert "connection-lost" not in {e.kind for e in events.read(after="0-0", count=10_000)}

@@ -129,6 +129,7 @@ class ShardRunner:
         self._signals: list[tuple[str, Signal]] = []
         self.pings = 0
         self._session: aiohttp.ClientSession | None = None
+        self._stop_requested = False
 
     # ── the run ─────────────────────────────────────────────────────────────
     async def run(self) -> dict[str, Any]:
@@ -137,8 +138,11 @@ class ShardRunner:
         if lease is None:
             return {"shard": self.shard, "result": "busy"}
         result = "done"
+        # Idle keep-alive connections live one ping interval (+ slack): every instance reuses its own,
+        # and the connection of an instance that left the shard is closed within that time.
         connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
-                                         force_close=False, enable_cleanup_closed=True)
+                                         force_close=False, enable_cleanup_closed=True,
+                                         keepalive_timeout=self.policy.interval_s + self.policy.timeout_s + 2)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         started = self.clock.monotonic()
         flusher = asyncio.create_task(self._flush_loop())
@@ -146,7 +150,7 @@ class ShardRunner:
         tick = min(self.config.refresh_s, self.config.lease_ttl_ms / 3000)
         refreshed = -float("inf")
         try:
-            while self.clock.monotonic() - started < self.config.run_s:
+            while self.clock.monotonic() - started < self.config.run_s and not self._stop_requested:
                 if not await asyncio.to_thread(self.leases.renew, lease, self.config.lease_ttl_ms):
                     log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
                     result = "lost"
@@ -170,6 +174,10 @@ class ShardRunner:
             if result != "lost":
                 await asyncio.to_thread(self.leases.release, lease)
         return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states)}
+
+    def request_stop(self) -> None:
+        """End the run at the next tick (a warm shutdown; thread-safe enough: one flag, read by the loop)."""
+        self._stop_requested = True
 
     async def _acquire(self) -> Lease | None:
         deadline = self.clock.monotonic() + self.config.acquire_wait_s
