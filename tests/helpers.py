@@ -22,3 +22,34 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         time.sleep(interval_s)
+
+
+class ServedApp:
+    """An ASGI app under a real uvicorn on a free loopback port, in a thread: ``with ServedApp(app) as s``."""
+
+    def __init__(self, app: object) -> None:
+        import threading  # noqa: PLC0415
+
+        import uvicorn  # noqa: PLC0415
+
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

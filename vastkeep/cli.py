@@ -141,8 +141,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for flag, var in (("--api-key", "VASTKEEP_SIM_API_KEY"), ("--hf-token", "VASTKEEP_SIM_HF_TOKEN"),
                       ("--civitai-token", "VASTKEEP_SIM_CIVITAI_TOKEN"),
                       ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN")):
-        if os.environ.get(var) and flag not in rest:
-            rest += [flag, os.environ[var]]  # in-process only: never on a child's command line
+        given = any(a == flag or a.startswith(flag + "=") for a in rest)
+        if os.environ.get(var) and not given:
+            # "--flag=value", never "--flag value": a generated key may start with "-" (token_urlsafe does
+            # one time in 64), which argparse would take for an option. In-process only, never on a child's
+            # command line.
+            rest.append(f"{flag}={os.environ[var]}")
     return int(sim_main(rest) or 0)
 
 

@@ -1,16 +1,18 @@
-"""The admin API over real HTTP: uvicorn on a free loopback port, a real redis-server, the real store."""
+"""The admin API over real HTTP: uvicorn on a free loopback port, a real redis-server, the real store.
+
+Endpoints that queue tasks use the production dispatcher (``worker.api.dispatch``: ``send_task`` on the
+real broker) and the session's embedded Celery worker runs what they queued; the tests read the task's
+result and what it wrote to the store.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
-import uvicorn
 
-from tests.helpers import free_port
+from tests.helpers import ServedApp, free_port
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
@@ -23,51 +25,28 @@ from vastkeep.state.store import InstanceRecord, StateStore
 KEY = "integration-admin-key-abcdef"
 
 
-
-
-class Served:
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
-def served(redis_server, redis_client) -> Iterator[tuple[Served, StateStore]]:
+def served(redis_server, redis_client, vk_celery_worker,
+           vk_settings) -> Iterator[tuple[ServedApp, StateStore]]:
+    """The admin app wired as ``worker.api.create`` wires it: production dispatcher, a real worker behind."""
+    from worker.api import dispatch
+
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY,
                                       "VASTKEEP_SIMULATED": "1"}, env_file=False)
+    assert settings.redis_url == vk_settings.redis_url  # the API and the worker share one Redis
     r = connect(redis_server.url)
     clock = SystemClock()
     store = StateStore(r, Keys(), clock)
     events = EventLog(r, Keys(), clock)
-    sent: list[tuple[str, dict]] = []
-
-    def dispatch(name: str, kwargs: dict) -> str:
-        sent.append((name, kwargs))
-        return f"id-{len(sent)}"
-
     app = create_app(settings, store=store, events=events, dispatch=dispatch, redis=r, clock=clock)
-    with Served(app) as s:
-        s.sent = sent
+    with ServedApp(app) as s:
+        s.celery = vk_celery_worker.app
         yield s, store
+
+
+def task_result(s: ServedApp, task_id: str) -> dict:
+    """What the worker answered for ``task_id`` (through the result backend)."""
+    return s.celery.AsyncResult(task_id).get(timeout=30)
 
 
 def test_health_pings_real_redis(served) -> None:
@@ -83,7 +62,7 @@ def test_health_is_503_when_redis_is_down() -> None:
     settings = load_settings(environ={"REDIS_URL": f"redis://127.0.0.1:{dead}/0"}, env_file=False)
     app = create_app(settings, redis=connect(f"redis://127.0.0.1:{dead}/0", retry_attempts=0,
                                              socket_connect_timeout_s=0.5))
-    with Served(app) as s:
+    with ServedApp(app) as s:
         r = requests.get(f"{s.url}/health", timeout=10)
         assert r.status_code == 503
         assert r.json()["status"] == "degraded" and r.json()["redis"].startswith("down")
@@ -124,8 +103,9 @@ def test_guarded_status_and_dispatch_over_http(served) -> None:
     assert r.status_code == 200
     assert r.json()["processes"]["ssh@test"]["queues"] == "vastkeep.ssh"
     r = requests.post(f"{s.url}/api/proxy/admin/system/ping", headers={HEADER: KEY}, timeout=5)
-    assert r.status_code == 202 and r.json()["taskId"] == "id-1"
-    assert s.sent == [("vastkeep.system.ping", {})]
+    assert r.status_code == 202
+    pong = task_result(s, r.json()["taskId"])
+    assert pong["pong"] is True and pong["worker"]
     big = requests.post(f"{s.url}/api/proxy/admin/system/ping", headers={HEADER: KEY},
                         data=b"x" * (65 * 1024), timeout=5)
     assert big.status_code == 413
@@ -146,7 +126,7 @@ def test_redis_outage_is_503_with_a_reason_never_500() -> None:
         app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock),
                          redis=r, clock=clock)
         headers = {HEADER: KEY}
-        with Served(app) as s:
+        with ServedApp(app) as s:
             admin = f"{s.url}/api/proxy/admin"
             assert requests.get(f"{admin}/tokens", headers=headers, timeout=10).status_code == 200
             assert requests.get(f"{admin}/system/status", headers=headers, timeout=10).status_code == 200
@@ -233,19 +213,27 @@ def test_one_unreadable_record_never_breaks_warm_pool_status(served, stored) -> 
 
 
 def test_port_validation_is_queued_by_name(served) -> None:
-    s, _ = served
+    """Both scopes reach the worker by task name and its verdicts land in the store the API reads."""
+    s, store = served
+    dead = free_port()  # nothing listens: the probe is refused at once
+    store.put_instance(InstanceRecord(instance_id="7835610", status="loading", public_ip="127.77.0.1",
+                                      ports={"8188/tcp": dead}))
     url = f"{s.url}/api/proxy/admin/ports/validate"
     r = requests.post(url, headers={HEADER: KEY}, json={"instanceId": "7835610"}, timeout=5)
     assert r.status_code == 202
     assert r.json()["scope"] == "instance"
+    one = task_result(s, r.json()["taskId"])
+    assert one["instance_id"] == "7835610" and one["success"] is False
+    assert {c["outcome"] for c in one["candidates"]} == {"refused"}
+    assert store.get_instance("7835610").port_validation["success"] is False  # written by the worker
     r = requests.post(url, headers={HEADER: KEY}, json={}, timeout=5)
     assert r.status_code == 202
     assert r.json()["scope"] == "pool"
+    sweep = task_result(s, r.json()["taskId"])
+    assert sweep["checked"] == 1 and sweep["failed_ids"] == ["7835610"]
     r = requests.post(url, headers={HEADER: KEY}, json={"instanceId": "../../etc"}, timeout=5)
     assert r.status_code == 400
     for typo in ({"instance_id": "7835610"}, {"foo": 1}):
         r = requests.post(url, headers={HEADER: KEY}, json=typo, timeout=5)
         assert r.status_code == 400, typo
         assert "instanceId" in r.text
-    assert s.sent == [("vastkeep.ports.validate_instance", {"instance_id": "7835610"}),
-                      ("vastkeep.ports.validate_pool", {})]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -198,23 +199,81 @@ def test_update_token_bad_bodies(admin, cloud, redis_client, kwargs, status, fie
 
 
 # ── live notification of a rejected token (worker/api.py turns it into a Celery event) ──
-@pytest.mark.parametrize("fails", [False, True])
-def test_validate_tokens_notifies_each_newly_invalid_token(redis_server, cloud, caplog, fails) -> None:
+class EventTap:
+    """A real Celery event receiver on the broker, in a thread: what ``celery events`` or Flower sees."""
+
+    def __init__(self, celery_app: Any) -> None:
+        self.app = celery_app
+        self.seen: list[dict[str, Any]] = []
+        self.receiver: Any = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as conn:
+            self.receiver = self.app.events.Receiver(conn, handlers={"*": self.seen.append})
+            self.receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.seen) if e.get("type") == kind]
+
+    def __enter__(self) -> EventTap:
+        self.thread.start()
+        # fanout on Redis is PUBLISH: only a subscribed receiver hears it, so probe until one arrives
+        def heard() -> bool:
+            with self.app.events.default_dispatcher(hostname="tap-probe") as dispatcher:
+                dispatcher.send("vastkeep-tap-probe")
+            return bool(self.of_type("vastkeep-tap-probe"))
+
+        wait_until(heard, timeout_s=15, what="the event receiver to subscribe", interval_s=0.2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+        self.thread.join(10)
+
+
+def test_validate_tokens_announces_each_newly_invalid_token_as_a_celery_event(
+        redis_server, cloud, caplog, vk_celery_app) -> None:
+    """The production notifier (``worker.api.notify``) on the real broker; a real receiver hears it."""
+    from worker.api import EVENT_PREFIX, notify
+
     caplog.set_level(logging.INFO)
-    notified: list[tuple[str, dict[str, Any]]] = []
-
-    def notify(kind: str, fields: dict[str, Any]) -> None:
-        notified.append((kind, fields))
-        if fails:
-            raise ConnectionError("broker down")
-
     env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
     client = redis_server.client()
     app = create_app(load_settings(environ=env, env_file=False), store=StateStore(client, KEYS),
                      events=EventLog(client, KEYS), keys=KEYS, notify=notify)
-    with Server(app) as server:
+    kind = EVENT_PREFIX + "token-invalid"
+    with EventTap(vk_celery_app) as tap, Server(app) as server:
         assert post(server, "/validate-tokens").status_code == 200
-        assert notified == []  # every token valid: nothing to announce
+        cloud.rotate(CIVITAI)
+        cloud.rotate(VASTAI)
+        r = post(server, "/validate-tokens")
+        assert r.status_code == 200
+        wait_until(lambda: len(tap.of_type(kind)) >= 2, timeout_s=15, what="two token-invalid events")
+        events = tap.of_type(kind)
+    assert sorted((e["service"], e["error"], e["http_status"]) for e in events) == [
+        (svc, "Token authentication failed (401)", 401) for svc in (CIVITAI, VASTAI)]
+    assert {e["hostname"] for e in events} == {f"vastkeep-api@{socket.gethostname()}"}
+    assert not [m for m in caplog.messages if m.startswith(("could not announce", "could not send"))]
+    assert_clean(json.dumps(events, default=str) + r.text + caplog.text, cloud)
+
+
+def test_validate_tokens_survives_a_notifier_that_raises(redis_server, cloud, caplog) -> None:
+    """Fault injection: the app's own guard when its notifier raises (the production one never does: it
+    logs and swallows broker errors itself). The request still succeeds; each failure is logged."""
+    caplog.set_level(logging.INFO)
+    attempts: list[str] = []
+
+    def broken(kind: str, fields: dict[str, Any]) -> None:
+        attempts.append(fields["service"])
+        raise ConnectionError("broker down")
+
+    env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
+    client = redis_server.client()
+    app = create_app(load_settings(environ=env, env_file=False), store=StateStore(client, KEYS),
+                     events=EventLog(client, KEYS), keys=KEYS, notify=broken)
+    with Server(app) as server:
         cloud.rotate(CIVITAI)
         cloud.rotate(VASTAI)
         r = post(server, "/validate-tokens")
@@ -223,10 +282,6 @@ def test_validate_tokens_notifies_each_newly_invalid_token(redis_server, cloud, 
         def warned() -> list[str]:
             return [m for m in caplog.messages if m.startswith("could not announce token-invalid")]
 
-        # announced after the response is sent
-        wait_until(lambda: len(notified) == 2 and len(warned()) == (2 if fails else 0), timeout_s=10,
-                   what="two notifications")
-    assert sorted(notified, key=lambda n: n[1]["service"]) == [
-        ("token-invalid", {"service": svc, "error": "Token authentication failed (401)", "http_status": 401})
-        for svc in (CIVITAI, VASTAI)]
-    assert_clean(json.dumps(notified) + r.text + caplog.text, cloud)
+        wait_until(lambda: len(warned()) == 2, timeout_s=10, what="two logged notifier failures")
+    assert sorted(attempts) == [CIVITAI, VASTAI]
+    assert_clean(r.text + caplog.text, cloud)

@@ -4,7 +4,6 @@ two workers, beat, admin API, Flower), healthy per `vastkeep check`, then Ctrl-C
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,14 +20,7 @@ import requests
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(importlib.util.find_spec("vastkeep.sim.cli") is None,
-                       reason="the simulator (vastkeep.sim.cli) does not exist yet"),
-]
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def alive(pid: int) -> bool:
@@ -191,3 +183,41 @@ def test_help_works_with_bad_settings(tmp_path: Path) -> None:
     assert res.returncode == 2 and "ADMIN_API_PORT" in res.stderr
     res = vk(["check"], tmp_path, env)  # no stack here: a reason, exit 1
     assert res.returncode == 1 and "FAIL" in res.stdout
+
+
+def test_simulate_takes_generated_keys_that_start_with_a_dash(tmp_path: Path) -> None:
+    """`vastkeep up` hands the simulator keys from ``secrets.token_urlsafe``, which starts with "-" one
+    time in 64 per key; argparse used to read such a value as an option, so the simulator exited 2 on every
+    restart and `up` failed after 60 s (the once-in-a-while failure of the test above)."""
+    keys = {"VASTKEEP_SIM_API_KEY": "-api-Zk3", "VASTKEEP_SIM_HF_TOKEN": "--hf_tok",
+            "VASTKEEP_SIM_CIVITAI_TOKEN": "-civitai", "VASTKEEP_SIM_CONTROL_TOKEN": "-ctl-9x"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **keys}
+    ready = tmp_path / "ready.json"
+    out_path = tmp_path / "sim.out"
+    with open(out_path, "wb") as out:
+        sim = subprocess.Popen([sys.executable, "-m", "vastkeep.cli", "simulate", "--port", "0",
+                                "--state-dir", str(tmp_path / "sim"), "--ready-file", str(ready),
+                                "--ssh-backend", "off"], cwd=tmp_path, env=env, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                assert sim.poll() is None, out_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, "simulator never ready"
+                time.sleep(0.1)
+            info = json.loads(ready.read_text())
+            # the simulator accepts the dash key it was given, and refuses another
+            url = f"{info['vast_api_url']}/instances"
+            bearer = {"Authorization": f"Bearer {keys['VASTKEEP_SIM_API_KEY']}"}
+            assert requests.get(url, params={"owner": "me"}, headers=bearer, timeout=10).status_code == 200
+            assert requests.get(url, params={"owner": "me"}, timeout=10,
+                                headers={"Authorization": "Bearer api-Zk3"}).status_code == 401
+        finally:
+            sim.terminate()
+            try:
+                sim.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(sim.pid, signal.SIGKILL)
+                sim.wait(5)
+    given = (info["api_key"], info["hf_token"], info["civitai_token"], info["control_token"])
+    assert given == tuple(keys.values())

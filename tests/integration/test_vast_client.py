@@ -29,6 +29,7 @@ from vastkeep.core.errors import (
     TransientError,
     VastkeepError,
 )
+from vastkeep.core.settings import Secret
 from vastkeep.providers.http import RetryPolicy, make_session, request_with_retry, safe_url
 from vastkeep.providers.vast import VastClient
 
@@ -422,8 +423,7 @@ def test_safe_url_drops_credentials_and_query(url: str, expected: str) -> None:
 
 
 def test_accepts_the_settings_secret(vast_stub: VastStub) -> None:
-    settings = pytest.importorskip("vastkeep.core.settings")
-    client = VastClient(settings.Secret(STUB_API_KEY), vast_stub.url)
+    client = VastClient(Secret(STUB_API_KEY), vast_stub.url)
     client.check_key()
     assert vast_stub.calls()[0].headers["Authorization"] == f"Bearer {STUB_API_KEY}"
 

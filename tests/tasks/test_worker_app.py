@@ -20,7 +20,7 @@ from celery import Celery
 
 import tasks
 from tasks.base import VastkeepTask, retry_delay_s
-from tests.fixtures.celery_app import BROKER_DB, WORKER_HOSTNAME
+from tests.fixtures.celery_app import WORKER_HOSTNAME
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.core.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
 from vastkeep.state.keys import Keys
@@ -79,12 +79,18 @@ def lease_wait(self: VastkeepTask, run_id: str) -> dict:
     return {"retries": self.request.retries}
 
 
-def test_ping_round_trip_through_real_worker(vk_celery_worker) -> None:
-    result = tasks.system.ping.delay().get(timeout=15)
+def test_ping_round_trip_through_real_worker(vk_celery_worker, redis_client) -> None:
+    """Broker → worker → result backend: the answer is stored in Redis by the worker, not computed here."""
+    assert not vk_celery_worker.app.conf.task_always_eager
+    res = tasks.system.ping.delay()
+    result = res.get(timeout=15)
     # Celery's embedded thread worker reports the machine name in request.hostname (its fast-trace
     # path); the subprocess test below checks the real node name.
-    assert result == {"pong": True, "worker": result["worker"]}
+    assert result["pong"] is True and set(result) == {"pong", "worker"}
     assert result["worker"] in (WORKER_HOSTNAME, socket.gethostname())
+    stored = json.loads(redis_client.get(f"celery-task-meta-{res.id}"))  # written by the worker's backend
+    assert stored["status"] == "SUCCESS" and stored["result"] == result and stored["task_id"] == res.id
+    assert redis_client.llen(CONTROL_QUEUE) == 0  # consumed from the production queue
 
 
 def test_heartbeat_task_writes_beat_heartbeat(vk_celery_worker, redis_client) -> None:
@@ -374,8 +380,14 @@ def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
     raw.flushdb()
 
 
-def test_broker_db_is_apart_from_state_db(vk_celery_app, redis_server) -> None:
-    assert vk_celery_app.conf.broker_url.endswith(f"/{BROKER_DB}")
+def test_broker_results_and_state_share_one_redis_url_as_in_production(vk_celery_app, vk_settings,
+                                                                       redis_server) -> None:
+    """The tests run the layout production runs: one REDIS_URL for broker, result backend and state."""
     from worker import wiring
 
+    production = celery_config(vk_settings)
+    assert production["broker_url"] == production["result_backend"] == vk_settings.redis_url
+    assert vk_celery_app.conf.broker_url == vk_celery_app.conf.result_backend == redis_server.url
     assert wiring.redis_url() == redis_server.url
+    pool = wiring.resources().redis.connection_pool.connection_kwargs
+    assert (pool["port"], pool.get("db", 0)) == (redis_server.port, 0)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 VASTKEEP_SERVICES = ("worker-control", "worker-ssh", "worker-keepalive", "beat", "flower", "api")

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.fixtures.loopback_only import NonLoopbackConnect
+from tests.fixtures.loopback_only import NonLoopbackConnect, _guarded_connect, _guarded_connect_ex
 
 
 @pytest.mark.parametrize("addr", [("10.1.2.3", 8188), ("169.254.169.254", 80), ("192.168.0.1", 22),
@@ -21,9 +21,30 @@ def test_mapped_ipv6_is_unwrapped() -> None:
         s.connect(("::ffff:169.254.169.254", 80, 0, 0))
 
 
-def test_loopback_still_works() -> None:
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        with socket.socket() as c:
-            c.connect(srv.getsockname())
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "127.0.0.2"),
+                                            (socket.AF_INET6, "::1")])
+def test_loopback_still_works(family: int, host: str) -> None:
+    """The net is installed and still lets loopback through: bytes make the round trip both ways."""
+    assert socket.socket.connect is _guarded_connect and socket.socket.connect_ex is _guarded_connect_ex
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(family) as srv:
+        try:
+            srv.bind((host, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {host}: {exc}")
+        srv.listen(2)
+        srv.settimeout(5)
+        with socket.socket(family) as c:
+            c.settimeout(5)
+            c.connect(srv.getsockname()[:2])
+            peer, _ = srv.accept()
+            with peer:
+                c.sendall(b"ping")
+                assert peer.recv(4) == b"ping"
+                peer.sendall(b"pong")
+                assert c.recv(4) == b"pong"
+        with socket.socket(family) as c2:
+            c2.settimeout(5)
+            assert c2.connect_ex(srv.getsockname()[:2]) == 0
+            srv.accept()[0].close()
