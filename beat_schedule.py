@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 HEARTBEAT_INTERVAL_S = 30.0
+#: how often beat makes sure every keepalive shard has an owner (well under one ping interval)
+KEEPALIVE_ENSURE_S = 10.0
 
 #: The beat scheduler: celery-redbeat keeps this schedule in Redis and holds a lock there, so a beat
 #: started on every host (``vastkeep.target``) sends each entry once: one beat sends, the others wait
@@ -20,6 +22,7 @@ SCHEDULER = "redbeat.RedBeatScheduler"
 ENTRIES: dict[str, tuple[str, float | str]] = {
     "vastkeep.system.heartbeat": ("vastkeep.system.heartbeat", HEARTBEAT_INTERVAL_S),
     "vastkeep.tokens.validate_all": ("vastkeep.tokens.validate_all", "token_periodic_check_s"),
+    "vastkeep.keepalive.ensure_shards": ("vastkeep.keepalive.ensure_shards", KEEPALIVE_ENSURE_S),
     # Until the adaptive per-instance poll chain lands, a pool-wide sweep at the active interval is
     # "the next poll" that retries instances still loading (Layer 3).
     "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
@@ -27,7 +30,7 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
 
 #: Entries whose message expires after one interval: a sweep still queued when the next one is due is
 #: dropped rather than run late, so a busy or restarting worker does not find a backlog of sweeps.
-EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool"})
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool", "vastkeep.keepalive.ensure_shards"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:

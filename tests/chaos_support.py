@@ -172,10 +172,10 @@ class Worker(Proc):
     """``celery -A <app> worker`` on both vastkeep queues, as a subprocess."""
 
     def __init__(self, app: str, name: str, env: dict[str, str], cwd: Path, *, pool: str = "prefork",
-                 concurrency: int = 1) -> None:
+                 concurrency: int = 1, queues: tuple[str, ...] = (CONTROL_QUEUE, SSH_QUEUE)) -> None:
         self.name = name
         argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency),
-                "-n", name, "-Q", f"{CONTROL_QUEUE},{SSH_QUEUE}", "--without-mingle", "--without-gossip",
+                "-n", name, "-Q", ",".join(queues), "--without-mingle", "--without-gossip",
                 "-l", "INFO"]
         super().__init__(argv, env, cwd, cwd / f"{name.split('@')[0]}.log")
 
@@ -226,9 +226,9 @@ class Chaos:
         return clean_env(redis_url, self.home, **extra)
 
     def worker(self, app: str, label: str, env: dict[str, str], *, pool: str = "prefork",
-               concurrency: int = 1) -> Worker:
+               concurrency: int = 1, queues: tuple[str, ...] = (CONTROL_QUEUE, SSH_QUEUE)) -> Worker:
         worker = Worker(app, f"{label}-{os.getpid()}@localhost", env, self.dir, pool=pool,
-                        concurrency=concurrency)
+                        concurrency=concurrency, queues=queues)
         self.procs.append(worker)
         return worker
 

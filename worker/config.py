@@ -32,8 +32,11 @@ from vastkeep.state.keys import Keys
 
 CONTROL_QUEUE = "vastkeep.control"
 SSH_QUEUE = "vastkeep.ssh"
-QUEUES = (CONTROL_QUEUE, SSH_QUEUE)
+KEEPALIVE_QUEUE = "vastkeep.keepalive"
+QUEUES = (CONTROL_QUEUE, SSH_QUEUE, KEEPALIVE_QUEUE)
 SSH_PREFIXES = ("vastkeep.ssh.", "vastkeep.logs.")
+#: Long-lived async shard runners get a worker of their own: each holds a pool slot for its whole run.
+KEEPALIVE_TASKS = frozenset({"vastkeep.keepalive.run_shard"})
 FALLBACK_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESULT_EXPIRES_S = 86_400
 REDIS_SOCKET_TIMEOUT_S = 30.0
@@ -50,7 +53,9 @@ def _queue(name: str) -> Queue:
 
 
 def queue_for(task_name: str) -> str:
-    """The queue a task name routes to: SSH/log collection apart from everything else."""
+    """The queue a task name routes to: SSH/log collection and keepalive shards apart from everything else."""
+    if task_name in KEEPALIVE_TASKS:
+        return KEEPALIVE_QUEUE
     return SSH_QUEUE if task_name.startswith(SSH_PREFIXES) else CONTROL_QUEUE
 
 
@@ -124,7 +129,7 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         "task_create_missing_queues": False,
         "task_default_exchange": CONTROL_QUEUE,
         "task_default_routing_key": CONTROL_QUEUE,
-        "task_queues": [_queue(CONTROL_QUEUE), _queue(SSH_QUEUE)],
+        "task_queues": [_queue(q) for q in QUEUES],
         "task_routes": (route_task,),
         # visibility (Flower)
         "worker_send_task_events": True,

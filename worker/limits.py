@@ -38,6 +38,8 @@ DNS_TIMEOUT_S = 5.0
 SWEEP_PROBE_ROUNDS = 4
 #: Redis round trips (records, leases, results), process scheduling
 SLACK_S = 15.0
+#: how long one keepalive shard runner holds its shard before handing over (tasks/keepalive.py)
+KEEPALIVE_RUN_S = 60.0
 #: soft → hard: the time a task has to return a partial result after SoftTimeLimitExceeded
 HARD_MARGIN_S = 15
 
@@ -100,6 +102,11 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
         "vastkeep.ports.validate_pool": _limit(vast_call_budget_s() + sweep_probe_deadline_s(settings)),
         "vastkeep.tokens.validate_all": _limit(token_checks_budget_s(3)),
         "vastkeep.tokens.validate_service": _limit(token_checks_budget_s(1)),
+        # a shard runner's bounded run, then its flush and lease release (the stop is at the next tick)
+        "vastkeep.keepalive.run_shard": _limit(KEEPALIVE_RUN_S
+                                               + settings.comfyui_keepalive_timeout_ms / 1000),
+        # one Redis round trip per shard
+        "vastkeep.keepalive.ensure_shards": _limit(0.0),
         # a reply / one Redis write: the slack alone
         "vastkeep.system.ping": _limit(0.0),
         "vastkeep.system.heartbeat": _limit(0.0),

@@ -26,7 +26,7 @@ from vastkeep.core.errors import AuthError, LeaseBusy, NetworkError, RateLimited
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import LeaseManager
 from worker.app import app
-from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
+from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE, SSH_QUEUE, celery_config, queue_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = BackoffPolicy(base_s=0.01, cap_s=0.05)
@@ -215,7 +215,9 @@ def test_config_is_explicit_and_consistent(vk_celery_app, vk_settings) -> None:
     assert conf.visibility_timeout == vt
     assert vt > vk_settings.ssh_collect_time_limit_s and vt > vk_settings.longest_poll_interval_s
     assert conf.task_default_queue == CONTROL_QUEUE
-    assert {q.name for q in conf.task_queues} == {CONTROL_QUEUE, SSH_QUEUE}
+    assert {q.name for q in conf.task_queues} == {CONTROL_QUEUE, SSH_QUEUE, KEEPALIVE_QUEUE}
+    assert queue_for("vastkeep.keepalive.run_shard") == KEEPALIVE_QUEUE
+    assert queue_for("vastkeep.keepalive.ensure_shards") == CONTROL_QUEUE
     assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started
     assert conf.beat_schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
     for entry in conf.beat_schedule.values():
@@ -274,7 +276,7 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
-                        "vastkeep.ports.validate_pool": 30.0}
+                        "vastkeep.ports.validate_pool": 30.0, "vastkeep.keepalive.ensure_shards": 10.0}
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-VASTKEEP_SERVICES = ("worker-control", "worker-ssh", "beat", "flower", "api")
+VASTKEEP_SERVICES = ("worker-control", "worker-ssh", "worker-keepalive", "beat", "flower", "api")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,8 @@ def test_the_optional_env_file_reaches_every_vastkeep_service(compose, name):
     assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # environment: wins over .env
 
 
-@pytest.mark.parametrize(("name", "node"), [("worker-control", "control"), ("worker-ssh", "ssh")])
+@pytest.mark.parametrize(("name", "node"), [("worker-control", "control"), ("worker-ssh", "ssh"),
+                                                  ("worker-keepalive", "keepalive")])
 def test_scaled_workers_keep_their_own_hostname(compose, name, node):
     service = compose["services"][name]
     assert "hostname" not in service  # a fixed one would give every replica the same node name

@@ -11,6 +11,7 @@ from vastkeep.ports.candidates import Candidate
 from vastkeep.ports.probe import ProbeResult, is_comfyui_stats
 from vastkeep.ports.validator import (
     FIREWALL_ERROR,
+    HANG_ERROR,
     NO_CANDIDATES_ERROR,
     PortValidation,
     classify_probe,
@@ -137,3 +138,31 @@ def test_guide_log_lines(caplog, pv, level, line):
 )
 def test_comfyui_shape(doc, ok):
     assert is_comfyui_stats(doc) is ok
+
+
+@pytest.mark.parametrize(("rows", "known", "hang", "firewall"), [
+    # a port that validated before and now times out (at TCP: the accept queue is full) is a hang
+    ([("direct", "timeout"), ("mapped", "timeout"), ("fallback", "timeout")], [f"{A}:41234"], True, False),
+    ([("mapped", "http_timeout")], [f"{A}:41234"], True, False),  # connected, then no answer
+    # never validated: the guide's firewall rule stands
+    ([("direct", "timeout"), ("mapped", "timeout"), ("fallback", "timeout")], [], False, True),
+    # validated before, but another address: nothing says it is the same service
+    ([("direct", "timeout"), ("mapped", "timeout")], ["198.51.100.1:41234"], False, True),
+    # a refusal is not a hang (the process is gone)
+    ([("direct", "timeout"), ("mapped", "refused")], [f"{A}:41234"], False, False),
+])
+def test_a_hang_is_not_a_firewall(rows, known, hang, firewall):
+    pv = classify_probe([r(k, o) for k, o in rows], known)
+    assert (pv.hang, pv.firewall, pv.success) == (hang, firewall, False)
+    if hang:
+        assert pv.error == HANG_ERROR and pv.to_dict()["hang"] is True
+
+
+def test_known_good_comes_from_the_last_validated_url():
+    from vastkeep.ports.validator import known_good  # noqa: PLC0415
+    from vastkeep.state.store import InstanceRecord  # noqa: PLC0415
+
+    assert known_good(InstanceRecord("1", connection_url=f"http://{A}:41234")) == (f"{A}:41234",)
+    v6 = InstanceRecord("1", connection_url="http://[2606:4700::1]:8188")
+    assert known_good(v6) == ("2606:4700::1:8188",)
+    assert known_good(InstanceRecord("1")) == ()

@@ -99,6 +99,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("COMFYUI_KEEPALIVE_TIMEOUT_MS", "ms", 5000, "ComfyUI ping timeout", hi=_H),
     _Spec("COMFYUI_KEEPALIVE_MAX_FAILURES", "count", 5, "consecutive ping failures before connection-lost",
           hi=1000),
+    _Spec("COMFYUI_KEEPALIVE_SUSPECT_INTERVAL_MS", "ms", 0, "after a failed ping, re-ping after this "
+          "(suspect mode; 0: the guide's full interval)", lo=0, hi=_H),
+    _Spec("COMFYUI_KEEPALIVE_SHARDS", "count", 2, "keepalive shards (one long-lived runner each)", hi=256),
+    _Spec("COMFYUI_KEEPALIVE_FAST_PATH", "bool", True, "hold ComfyUI's /ws per ready instance: a crash is "
+          "seen at once, confirmed by one ping"),
     _Spec("WARM_POOL_POLL_ACTIVE_INTERVAL_MS", "ms", 30000, "poll interval when starting/loading/leased",
           hi=_D),
     _Spec("WARM_POOL_POLL_IDLE_INTERVAL_MS", "ms", 180000, "poll interval when ready but idle", hi=_D),
@@ -152,6 +157,9 @@ class Settings:
     comfyui_keepalive_interval_ms: int = 30000
     comfyui_keepalive_timeout_ms: int = 5000
     comfyui_keepalive_max_failures: int = 5
+    comfyui_keepalive_suspect_interval_ms: int = 0
+    comfyui_keepalive_shards: int = 2
+    comfyui_keepalive_fast_path: bool = True
     warm_pool_poll_active_interval_ms: int = 30000
     warm_pool_poll_idle_interval_ms: int = 180000
     warm_pool_poll_interval_ms: int = 120000

@@ -14,6 +14,7 @@ from vastkeep.ports.candidates import Candidate, derive_candidates, unsafe_reaso
 from vastkeep.ports.probe import ProbeConfig, ProbeResult
 from vastkeep.ports.validator import (
     FIREWALL_ERROR,
+    HANG_ERROR,
     PortValidation,
     PortValidator,
     candidates_for,
@@ -21,6 +22,7 @@ from vastkeep.ports.validator import (
 )
 
 __all__ = [
-    "FIREWALL_ERROR", "Candidate", "PortValidation", "PortValidator", "ProbeConfig", "ProbeResult",
+    "FIREWALL_ERROR", "HANG_ERROR", "Candidate", "PortValidation", "PortValidator", "ProbeConfig",
+    "ProbeResult",
     "candidates_for", "classify_probe", "derive_candidates", "flow", "unsafe_reason",
 ]

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
-from vastkeep.ports.validator import PortValidation, PortValidator, candidates_for, unsafe_validation
+from vastkeep.ports.validator import (
+    PortValidation,
+    PortValidator,
+    candidates_for,
+    known_good,
+    unsafe_validation,
+)
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, Store, new_owner
 
@@ -193,7 +199,7 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
                 "gone_at_provider": True, "status": status}
     cands = candidates_for(rec)
     try:
-        pv = validator.validate(cands, instance_id)
+        pv = validator.validate(cands, instance_id, known_good=known_good(rec))
     except UnsafeTarget as exc:
         pv = unsafe_validation(cands, exc)
         log.warning("⚠️  Port validation failed: %s", pv.error, extra={"instance_id": instance_id})
@@ -309,7 +315,8 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
         record_validation(store, events, iid, pv, clock, lease=lease)
         sweep.count(iid, pv)
 
-    verdicts = validator.validate_many(targets, on_verdict=record, deadline_s=sweep.deadline_s)
+    verdicts = validator.validate_many(targets, {r.instance_id: known_good(r) for r in records},
+                                       on_verdict=record, deadline_s=sweep.deadline_s)
     p = sweep.progress
     result = {"checked": p["checked"], "passed": p["passed"], "failed": p["failed"],
               "failed_ids": sorted(p["failed_ids"])[:100], "firewall": p["firewall"]}

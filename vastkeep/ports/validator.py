@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import UnsafeTarget
@@ -26,6 +27,9 @@ from vastkeep.ports.probe import OK, SKIPPED, TIMEOUT, UNSAFE, ProbeConfig, Prob
 log = logging.getLogger("vastkeep.ports")
 
 FIREWALL_ERROR = "All ports blocked - firewall detected"
+#: A candidate that validated before now times out: ComfyUI hung (its accept queue fills, then TCP times
+#: out) or the host is unreachable. Not a firewall: the port worked, so nothing blocks it.
+HANG_ERROR = "Validated port stopped answering - ComfyUI hung or host unreachable (not a firewall)"
 NO_CANDIDATES_ERROR = "No ComfyUI port reported by the provider"
 T = TypeVar("T")
 
@@ -41,22 +45,25 @@ class PortValidation:
     error: str | None = None
     firewall: bool = False
     candidates: tuple[ProbeResult, ...] = ()
+    hang: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Small JSON: what the store's ``port_validation`` and the task results hold."""
         return {"success": self.success, "port": self.port, "kind": self.kind,
                 "connection_url": self.connection_url, "error": self.error, "firewall": self.firewall,
-                "candidates": [r.to_dict() for r in self.candidates]}
+                "hang": self.hang, "candidates": [r.to_dict() for r in self.candidates]}
 
 
 def _priority(r: ProbeResult) -> int:
     return KINDS.index(r.kind) if r.kind in KINDS else len(KINDS)
 
 
-def classify_probe(results: Iterable[ProbeResult]) -> PortValidation:
+def classify_probe(results: Iterable[ProbeResult], known_good: Iterable[str] = ()) -> PortValidation:
     """Pure: per-candidate probe results → one verdict.
 
     - The first passing candidate *in priority order* wins (``http://address:port``).
+    - Every candidate timed out and one of them is ``known_good`` (``address:port`` that validated before)
+      → a hang, not a firewall (:data:`HANG_ERROR`, ``hang=True``).
     - Two or more candidates, every one timed out at TCP → the guide's firewall error.
     - Otherwise the error names each failure (one candidate: just its reason, as the guide logs it).
     A TCP success never counts as a pass: only outcome "ok" (HTTP 2xx with ComfyUI's shape) does.
@@ -69,6 +76,10 @@ def classify_probe(results: Iterable[ProbeResult]) -> PortValidation:
     if not ordered:
         return PortValidation(False, error=NO_CANDIDATES_ERROR)
     failed = [r for r in ordered if r.outcome != SKIPPED]
+    good = set(known_good)
+    if (good and failed and all(r.outcome == TIMEOUT for r in failed)
+            and any(f"{r.address}:{r.port}" in good for r in failed)):
+        return PortValidation(False, error=HANG_ERROR, candidates=ordered, hang=True)
     if len(failed) >= 2 and all(r.outcome == TIMEOUT and r.stage == "tcp" for r in failed):
         return PortValidation(False, error=FIREWALL_ERROR, firewall=True, candidates=ordered)
     if len(failed) == 1:
@@ -130,19 +141,22 @@ class PortValidator:
         return cls(cfg, concurrency=effective_probe_concurrency(settings.port_probe_concurrency), clock=clock)
 
     async def validate_async(self, candidates: list[Candidate], instance_id: str | None = None,
-                             semaphore: asyncio.Semaphore | None = None) -> PortValidation:
+                             semaphore: asyncio.Semaphore | None = None,
+                             known_good: Iterable[str] = ()) -> PortValidation:
         """Probe one instance's candidates; raises UnsafeTarget (before any connect) for a refused address."""
         sem = semaphore or asyncio.Semaphore(self.concurrency)
         results = await probe_candidates(candidates, self.config, self.clock, sem, instance_id)
-        pv = classify_probe(results)
+        pv = classify_probe(results, known_good)
         log_validation(pv, instance_id, self.logger)
         return pv
 
-    def validate(self, candidates: list[Candidate], instance_id: str | None = None) -> PortValidation:
+    def validate(self, candidates: list[Candidate], instance_id: str | None = None,
+                 known_good: Iterable[str] = ()) -> PortValidation:
         """Sync :meth:`validate_async`."""
-        return run_sync(self.validate_async(candidates, instance_id))
+        return run_sync(self.validate_async(candidates, instance_id, known_good=known_good))
 
-    async def validate_many_async(self, targets: Mapping[str, list[Candidate]], *,
+    async def validate_many_async(self, targets: Mapping[str, list[Candidate]],
+                                  known_good: Mapping[str, Iterable[str]] | None = None, *,
                                   on_verdict: Callable[[str, PortValidation], None] | None = None,
                                   deadline_s: float | None = None) -> dict[str, PortValidation]:
         """Every instance at once, at most ``concurrency`` sockets open; a refused target fails alone.
@@ -153,11 +167,12 @@ class PortValidator:
         closed) and left out of the result. Instances start in ``targets`` order.
         """
         sem = asyncio.Semaphore(self.concurrency)
+        good = known_good or {}
         verdicts: dict[str, PortValidation] = {}
 
         async def one(iid: str, cands: list[Candidate]) -> None:
             try:
-                pv = await self.validate_async(cands, iid, sem)
+                pv = await self.validate_async(cands, iid, sem, known_good=good.get(iid, ()))
             except UnsafeTarget as exc:
                 pv = unsafe_validation(cands, exc)
                 log_validation(pv, iid, self.logger)
@@ -179,11 +194,23 @@ class PortValidator:
             await asyncio.gather(*tasks, return_exceptions=True)
         return {i: verdicts[i] for i in targets if i in verdicts}
 
-    def validate_many(self, targets: Mapping[str, list[Candidate]], *,
+    def validate_many(self, targets: Mapping[str, list[Candidate]],
+                      known_good: Mapping[str, Iterable[str]] | None = None, *,
                       on_verdict: Callable[[str, PortValidation], None] | None = None,
                       deadline_s: float | None = None) -> dict[str, PortValidation]:
         """Sync :meth:`validate_many_async`."""
-        return run_sync(self.validate_many_async(targets, on_verdict=on_verdict, deadline_s=deadline_s))
+        return run_sync(self.validate_many_async(targets, known_good, on_verdict=on_verdict,
+                                                 deadline_s=deadline_s))
+
+
+def known_good(record: Any) -> tuple[str, ...]:
+    """``address:port`` of the record's last validated URL (what a hang is told apart by), if any."""
+    url = getattr(record, "connection_url", None)
+    if not url:
+        return ()
+    parts = urlsplit(url)
+    host = (parts.hostname or "").strip("[]")
+    return (f"{host}:{parts.port}",) if host and parts.port else ()
 
 
 def candidates_for(record: Any) -> list[Candidate]:

@@ -97,7 +97,9 @@ class Stack:
         root = project_root()
         if root:
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH")) if p)
-        self.concurrency = {"control": control_concurrency, "ssh": ssh_concurrency}
+        # one pool slot per keepalive shard: each runner holds its slot for its whole bounded run
+        self.concurrency = {"control": control_concurrency, "ssh": ssh_concurrency,
+                            "keepalive": max(1, int(getattr(settings, "comfyui_keepalive_shards", 2)))}
         self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
                                      "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
         self.supervisor = Supervisor(on_change=self._write)
@@ -180,11 +182,12 @@ class Stack:
         self.info.update(admin_api_url=f"http://{s.admin_api_host}:{s.admin_api_port}",
                          admin_api_key=admin_key,
                          flower_url=f"http://127.0.0.1:{s.flower_port}", flower_user=user,
-                         flower_password=password, workers=[f"control@{host}", f"ssh@{host}"])
+                         flower_password=password,
+                         workers=[f"{q}@{host}" for q in ("control", "ssh", "keepalive")])
         # 4. workers, beat, API, Flower
         celery = [py, "-m", "celery", "-A", "worker"]
         level = ["-l", s.log_level]
-        for q in ("control", "ssh"):
+        for q in ("control", "ssh", "keepalive"):
             self._spawn(f"worker-{q}", f"Worker-{q}", celery + [
                 "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", "prefork",
                 "-c", str(self.concurrency[q]), *level])

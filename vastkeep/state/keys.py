@@ -90,7 +90,7 @@ class Keys:
 
     # ── per-concern status (reserved for the layers that own them) ─────────
     def keepalive(self, instance_id: str | int) -> str:
-        """Hash: ComfyUI keepalive counters of one instance (TTL KEEPALIVE_STATUS_TTL_MS)."""
+        """JSON: keepalive counters and next ping time of an instance (TTL KEEPALIVE_STATUS_TTL_MS)."""
         return self._k("keepalive", _part("instance id", instance_id))
 
     def poll_state(self, instance_id: str | int) -> str:

@@ -1,0 +1,89 @@
+"""Layer 4 on real Celery workers: shards owned across worker processes, and taken over after ``kill -9``.
+
+Two prefork workers serve ``vastkeep.keepalive`` (one pool slot per shard each) and ``vastkeep.control``;
+``ensure_shards`` is sent once a second, as beat would. The simulator serves the ComfyUI instances; the
+records live in a private redis-server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos_support import Chaos, wait_for
+from tests.integration.test_keepalive_runner import comfy_url
+from vastkeep.keepalive import lease_name, read_states
+from vastkeep.state.keys import Keys
+from vastkeep.state.store import InstanceRecord, StateStore
+from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
+
+pytestmark = pytest.mark.slow
+INTERVAL_S = 4.0
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[Chaos]:
+    c = Chaos(tmp_path)
+    yield c
+    c.close()
+
+
+def owner_pid(r, shard: int) -> int | None:
+    owner = r.hget(Keys().lease(lease_name(shard)), "owner")
+    if owner is None:
+        return None
+    # new_owner(label) = "<label>:<host>:<pid>:<random>"
+    return int(str(owner).split(":")[-2])
+
+
+def test_shards_are_shared_and_survive_a_worker_kill(chaos, sim):
+    server = chaos.redis()
+    r = server.client()
+    store = StateStore(r, Keys())
+    ids = []
+    for _ in range(8):
+        inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
+        ids.append(str(inst["id"]))
+        store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
+                                          connection_url=comfy_url(inst)))
+    env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
+                    COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
+    workers = [chaos.worker("worker", f"ka{i}", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
+               for i in range(2)]
+    for w in workers:
+        w.wait_ready()
+    client = chaos.client(server.url, env)
+
+    def ensure() -> None:
+        client.send_task("vastkeep.keepalive.ensure_shards")
+
+    ensure()
+    wait_for(lambda: all(owner_pid(r, n) for n in range(2)), 20, "both shards owned")
+    wait_for(lambda: all(s.total_pings >= 1 for s in read_states(r, Keys(), ids).values()), 20, "first pings")
+    before = read_states(r, Keys(), ids)
+    window_s = 3 * INTERVAL_S
+    time.sleep(window_s)
+    after = read_states(r, Keys(), ids)
+    for iid in ids:  # never two owners pinging one instance: at most one ping per interval (+1 at the edge)
+        assert after[iid].total_pings - before[iid].total_pings <= window_s / INTERVAL_S + 1, iid
+        assert after[iid].total_failures == 0
+
+    victim_pid = owner_pid(r, 0)
+    victim = next(w for w in workers if victim_pid in w.pool_children())
+    victim.kill_group()
+    killed_at = time.monotonic()
+    seen = read_states(r, Keys(), ids)
+
+    def all_pinged_again() -> bool:
+        ensure()
+        now = read_states(r, Keys(), ids)
+        return all(now[i].total_pings > seen[i].total_pings for i in ids)
+
+    wait_for(all_pinged_again, 30, "every instance pinged again after the kill", interval_s=1.0)
+    took = time.monotonic() - killed_at
+    survivor = next(w for w in workers if w is not victim)
+    assert owner_pid(r, 0) in survivor.pool_children() or owner_pid(r, 0) is None
+    assert took < INTERVAL_S + 6, took  # lease TTL (2 s at this interval) + ensure cadence + one ping

@@ -1,0 +1,339 @@
+"""Layer 4 I/O: one shard of the pool pinged by one long-lived asyncio loop under a fenced lease.
+
+A Celery task per ping cannot hold a 30 s cadence for thousands of instances on one host (a task costs
+about 1 ms of CPU, a bare asyncio ping about 0.02 ms), so a shard runner owns every ``ready`` instance
+whose ``shard_of(id)`` is its shard and, for a bounded run, keeps per instance:
+
+- a *ping loop*: ``GET /system_stats`` over a keep-alive connection at the instance's own due time, with
+  ``COMFYUI_KEEPALIVE_TIMEOUT_MS`` as the whole-call deadline; a slow or black-holed instance only ever
+  delays its own loop;
+- a *held connection* (the fast path): ComfyUI's ``/ws`` websocket. A crashed ComfyUI closes it at once
+  (the host sends a FIN or RST); the close is confirmed with one immediate ping before anything is
+  reported, so a network blip never fails an instance.
+
+State (the guide's counters, ``next_ping_at``) lives in Redis, so the continuation that takes over after a
+bounded run, or another worker that takes the shard after this one died, carries on without pinging an
+instance twice in one interval. Writes and events are flushed in small batches off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from vastkeep.core.backoff import BackoffPolicy, backoff_delay
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.keepalive.decide import (
+    KeepalivePolicy,
+    KeepaliveState,
+    Signal,
+    after_close,
+    after_ping,
+    first_ping_at,
+    shard_of,
+)
+from vastkeep.state.heartbeats import write_heartbeat
+from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
+from vastkeep.state.leases import Lease, LeaseManager, new_owner
+from vastkeep.state.protocols import EventSink, Store
+
+log = logging.getLogger("vastkeep.keepalive")
+
+LEASE_PREFIX = "keepalive-shard"
+WS_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
+MAX_BODY_BYTES = 64 * 1024
+
+
+def lease_name(shard: int) -> str:
+    return f"{LEASE_PREFIX}-{int(shard)}"
+
+
+def daemon_name(shard: int) -> str:
+    """The heartbeat / supervision name of a shard's runner."""
+    return f"keepalive-shard-{int(shard)}"
+
+
+@dataclass
+class RunnerConfig:
+    """How long one runner holds its shard and how often it looks for new or departed instances."""
+
+    shards: int = 2
+    run_s: float = 60.0
+    refresh_s: float = 5.0
+    lease_ttl_ms: int = 15_000
+    flush_s: float = 0.2
+    fast_path: bool = True
+    acquire_wait_s: float = 3.0
+    max_connections: int = 0  # 0: no limit beyond one keep-alive connection per instance
+
+
+@dataclass
+class _Watch:
+    url: str
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[bool, str | None]:
+    """One keepalive ping: ``GET <url>/system_stats`` → 200 with ComfyUI's stats body, within the deadline."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with session.get(url.rstrip("/") + "/system_stats", allow_redirects=False) as resp:
+                body = await resp.content.read(MAX_BODY_BYTES + 1)
+                if resp.status != 200:
+                    return False, f"HTTP {resp.status}"
+        data = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+    except TimeoutError:
+        return False, f"timeout after {timeout_s:g}s"
+    except aiohttp.ClientConnectorError as exc:
+        refused = "refused" in str(exc).lower()
+        return False, "connection refused" if refused else f"connect failed: {exc.strerror}"
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError):
+        return False, "connection reset"
+    except aiohttp.ClientError as exc:
+        return False, f"HTTP error: {type(exc).__name__}"
+    except ValueError:
+        return False, "wrong body: not JSON"
+    stats = isinstance(data, dict) and isinstance(data.get("system"), dict)
+    if not (stats and isinstance(data.get("devices"), list)):
+        return False, "wrong body: not ComfyUI system_stats"
+    return True, None
+
+
+class ShardRunner:
+    """Pings one shard of the ready instances for a bounded run; see the module docstring."""
+
+    def __init__(self, *, redis: Any, keys: Keys, store: Store, events: EventSink | None, shard: int,
+                 policy: KeepalivePolicy, config: RunnerConfig | None = None, clock: Clock = SYSTEM_CLOCK,
+                 on_lost: Callable[[str, dict[str, Any]], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.redis, self.keys, self.store, self.events = redis, keys, store, events
+        self.shard, self.policy, self.clock = int(shard), policy, clock
+        self.config = config or RunnerConfig()
+        if not 0 <= self.shard < self.config.shards:
+            raise ValueError(f"shard {shard} outside 0..{self.config.shards - 1}")
+        self.on_lost = on_lost
+        self.rng = rng or random.Random()
+        self.leases = LeaseManager(redis, keys, clock)
+        self.owner = new_owner(daemon_name(self.shard))
+        self.states: dict[str, KeepaliveState] = {}
+        self.watches: dict[str, _Watch] = {}
+        self._dirty: set[str] = set()
+        self._signals: list[tuple[str, Signal]] = []
+        self.pings = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._stop_requested = False
+
+    # ── the run ─────────────────────────────────────────────────────────────
+    async def run(self) -> dict[str, Any]:
+        """Hold the shard for ``run_s``; ``result``: done (hand over), busy (held elsewhere) or lost."""
+        lease = await self._acquire()
+        if lease is None:
+            return {"shard": self.shard, "result": "busy"}
+        result = "done"
+        # Idle keep-alive connections live one ping interval (+ slack): every instance reuses its own,
+        # and the connection of an instance that left the shard is closed within that time.
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
+                                         force_close=False, enable_cleanup_closed=True,
+                                         keepalive_timeout=self.policy.interval_s + self.policy.timeout_s + 2)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        started = self.clock.monotonic()
+        flusher = asyncio.create_task(self._flush_loop())
+        # renew well inside the lease TTL; look for new or departed instances every refresh_s
+        tick = min(self.config.refresh_s, self.config.lease_ttl_ms / 3000)
+        refreshed = -float("inf")
+        try:
+            while self.clock.monotonic() - started < self.config.run_s and not self._stop_requested:
+                if not await asyncio.to_thread(self.leases.renew, lease, self.config.lease_ttl_ms):
+                    log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
+                    result = "lost"
+                    break
+                if self.clock.monotonic() - refreshed >= self.config.refresh_s:
+                    refreshed = self.clock.monotonic()
+                    await self._refresh()
+                    await asyncio.to_thread(write_heartbeat, self.redis, self.keys, self.clock,
+                                            daemon_name(self.shard), kind="keepalive-shard",
+                                            watched=len(self.watches), ttl_ms=self.config.lease_ttl_ms * 4)
+                left = self.config.run_s - (self.clock.monotonic() - started)
+                await asyncio.sleep(min(tick, max(0.0, left)))
+        finally:
+            await self._stop_all()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+            await self._session.close()
+            self._session = None
+            if result != "lost":
+                await asyncio.to_thread(self.leases.release, lease)
+        return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states)}
+
+    def request_stop(self) -> None:
+        """End the run at the next tick (a warm shutdown; thread-safe enough: one flag, read by the loop)."""
+        self._stop_requested = True
+
+    async def _acquire(self) -> Lease | None:
+        deadline = self.clock.monotonic() + self.config.acquire_wait_s
+        while True:
+            lease = await asyncio.to_thread(self.leases.acquire, lease_name(self.shard), self.owner,
+                                            self.config.lease_ttl_ms)
+            if lease is not None or self.clock.monotonic() >= deadline:
+                return lease
+            await asyncio.sleep(0.2)
+
+    # ── which instances ─────────────────────────────────────────────────────
+    async def _refresh(self) -> None:
+        records = await asyncio.to_thread(self.store.list_instances)
+        want = {r.instance_id: r.connection_url for r in records
+                if r.status == "ready" and r.connection_url
+                and shard_of(r.instance_id, self.config.shards) == self.shard}
+        for iid in [i for i, w in self.watches.items() if want.get(i) != w.url]:
+            await self._unwatch(iid)
+        new = [iid for iid in want if iid not in self.watches]
+        if not new:
+            return
+        stored = await asyncio.to_thread(self._load_states, new)
+        for iid in new:
+            self.states[iid] = stored.get(iid, KeepaliveState())
+            watch = _Watch(url=str(want[iid]))
+            watch.tasks.append(asyncio.create_task(self._ping_loop(iid, watch)))
+            if self.config.fast_path:
+                watch.tasks.append(asyncio.create_task(self._hold_loop(iid, watch)))
+            self.watches[iid] = watch
+
+    def _load_states(self, ids: list[str]) -> dict[str, KeepaliveState]:
+        raw = self.redis.mget([self.keys.keepalive(i) for i in ids])
+        out: dict[str, KeepaliveState] = {}
+        for iid, value in zip(ids, raw, strict=True):
+            if value is not None:
+                with contextlib.suppress(ValueError, TypeError):
+                    out[iid] = KeepaliveState.from_dict(json.loads(value))
+        return out
+
+    async def _unwatch(self, iid: str) -> None:
+        watch = self.watches.pop(iid, None)
+        if watch is None:
+            return
+        for task in watch.tasks:
+            task.cancel()
+        await asyncio.gather(*watch.tasks, return_exceptions=True)
+        self.states.pop(iid, None)
+
+    async def _stop_all(self) -> None:
+        for iid in list(self.watches):
+            await self._unwatch(iid)
+
+    # ── per instance ────────────────────────────────────────────────────────
+    async def _ping_loop(self, iid: str, watch: _Watch) -> None:
+        assert self._session is not None
+        due = first_ping_at(self.states[iid], self.clock.now(), self.policy)
+        while True:
+            wait = due - self.clock.now()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+            self.pings += 1
+            state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
+            self._apply(iid, state, signals)
+            due = state.next_ping_at or (self.clock.now() + self.policy.interval_s)
+
+    async def _hold_loop(self, iid: str, watch: _Watch) -> None:
+        """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping."""
+        assert self._session is not None
+        ws_url = watch.url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        ws_url += f"/ws?clientId=vastkeep-{iid}"
+        attempt = 0
+        while True:
+            established = False
+            try:
+                async with asyncio.timeout(self.policy.timeout_s):
+                    ws = await self._session.ws_connect(ws_url, autoping=True, heartbeat=None,
+                                                        max_msg_size=MAX_BODY_BYTES)
+                established = True
+                attempt = 0
+                async with ws:
+                    async for _msg in ws:  # status frames; we only care that the socket stays open
+                        pass
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+            if established:
+                ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+                self.pings += 1
+                state, signals = after_close(self.states[iid], ok, error or "connection closed",
+                                             self.clock.now(), self.policy)
+                self._apply(iid, state, signals)
+            attempt += 1
+            await asyncio.sleep(backoff_delay(attempt, WS_BACKOFF, self.rng))
+
+    def _apply(self, iid: str, state: KeepaliveState, signals: list[Signal]) -> None:
+        if iid not in self.watches:
+            return
+        self.states[iid] = state
+        self._dirty.add(iid)
+        for sig in signals:
+            self._signals.append((iid, sig))
+            f = sig.fields
+            if sig.kind == "connection-lost":
+                log.error("❌ ComfyUI connection LOST after %d failures: %s (instance %s, detectedBy %s)",
+                          f["failures"], f["last_error"], iid, f["detectedBy"], extra={"instance_id": iid})
+            elif sig.kind == "ping-failure":
+                log.warning("⚠️  ComfyUI ping failed (%d consecutive): %s (instance %s)", f["failures"],
+                            f["error"], iid, extra={"instance_id": iid})
+            elif sig.kind == "connection-restored":
+                log.info("✅ ComfyUI connection restored (instance %s)", iid, extra={"instance_id": iid})
+
+    # ── writes, off the event loop ─────────────────────────────────────────
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_s)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._dirty and not self._signals:
+            return
+        states = {iid: self.states[iid] for iid in self._dirty if iid in self.states}
+        signals, self._signals, self._dirty = self._signals, [], set()
+        try:
+            await asyncio.to_thread(self._write, states, signals)
+        except Exception as exc:  # Redis blip: keep the figures in memory and retry at the next flush
+            log.warning("keepalive shard %d: could not write state (%s); retrying", self.shard,
+                        type(exc).__name__)
+            self._dirty |= set(states)
+            self._signals = signals + self._signals
+
+    def _write(self, states: dict[str, KeepaliveState], signals: list[tuple[str, Signal]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for iid, st in states.items():
+            pipe.set(self.keys.keepalive(iid), json.dumps(st.to_dict()), px=KEEPALIVE_STATUS_TTL_MS)
+        pipe.execute()
+        for iid, sig in signals:
+            if self.events is not None:
+                self.events.emit(sig.kind, instance_id=iid, **sig.fields)
+            if sig.kind == "connection-lost" and self.on_lost is not None:
+                self.on_lost(iid, dict(sig.fields))
+
+
+def read_states(redis: Any, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:
+    """Stored keepalive state per instance (one MGET, whatever the pool size)."""
+    if not instance_ids:
+        return {}
+    out: dict[str, KeepaliveState] = {}
+    for iid, value in zip(instance_ids, redis.mget([keys.keepalive(i) for i in instance_ids]), strict=True):
+        state = KeepaliveState()
+        if value is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                state = KeepaliveState.from_dict(json.loads(value))
+        out[iid] = state
+    return out
+
+
+def run_shard(**kwargs: Any) -> dict[str, Any]:
+    """Run one :class:`ShardRunner` to its end in a fresh event loop (what the Celery task calls)."""
+    return asyncio.run(ShardRunner(**kwargs).run())
