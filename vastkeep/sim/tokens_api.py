@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from vastkeep.sim.server import Simulator
+    from vastkeep.sim.core import Simulator
 
 
 def unauthorized(service: str) -> web.Response:
