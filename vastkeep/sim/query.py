@@ -87,6 +87,24 @@ def _sortable(value: Any) -> Any:
     return value if isinstance(value, int | float | str) else 0 if value is None else str(value)
 
 
+def _key(value: Any) -> tuple[bool, Any]:
+    return value is None, _sortable(value)
+
+
+def _comes_after(row: dict[str, Any], last: list[Any], order: list[tuple[str, str]]) -> bool:
+    """Whether ``row`` sorts after the row whose sort values were ``last`` (the keyset of a page token)."""
+    for (col, direction), seen in zip(order, last, strict=False):
+        a, b = _key(row.get(col)), _key(seen)
+        if a == b:
+            continue
+        try:
+            greater = a > b
+        except TypeError:
+            greater = str(a) > str(b)
+        return greater if direction == "asc" else not greater
+    return False
+
+
 def filter_offers(offers: list[dict[str, Any]], query: dict[str, Any]) -> list[dict[str, Any]]:
     """Apply a Vast.ai search query (``{"field": {"op": value}}``, plus ``order`` and ``limit``)."""
     out = [o for o in offers if matches(o, query)]
@@ -115,15 +133,18 @@ def _json_param(params: dict[str, str], name: str, default: Any) -> Any:
         raise ValueError(f"{name} is not JSON") from None
 
 
-def _token(last_id: int, offset: int) -> str:
-    raw = json.dumps({"id": last_id, "n": offset}, separators=(",", ":")).encode()
+def _token(last: dict[str, Any], order: list[tuple[str, str]]) -> str:
+    """An opaque keyset token: the sort values of a page's last row (so deleted rows shift nothing)."""
+    raw = json.dumps({"after": [last.get(col) for col, _ in order]}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _untoken(token: str) -> tuple[int, int]:
+def _untoken(token: str) -> list[Any]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return int(data["id"]), int(data["n"])
+        if not isinstance(data["after"], list):
+            raise TypeError
+        return data["after"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise ValueError("after_token is not a token this API issued") from None
 
@@ -153,18 +174,18 @@ def page_instances(rows: list[dict[str, Any]], params: dict[str, str]) -> dict[s
     found = _sort([r for r in rows if matches(r, filters)], order)
     start = 0
     if params.get("after_token"):
-        last_id, offset = _untoken(params["after_token"])
-        ids = [r["id"] for r in found]
-        start = ids.index(last_id) + 1 if last_id in ids else min(offset, len(found))
+        last = _untoken(params["after_token"])
+        start = next((i for i, r in enumerate(found) if _comes_after(r, last, order)), len(found))
     page = found[start : start + limit]
     more = start + len(page) < len(found)
+    token = _token(page[-1], order) if more and page else None  # before the columns are cut
     if isinstance(cols, list) and cols and "*" not in cols:
         wanted = {"id", *map(str, cols)}
         page = [{k: v for k, v in r.items() if k in wanted} for r in page]
     return {
         "instances": page,
         "total_instances": len(found),
-        "next_token": _token(page[-1]["id"], start + len(page)) if more and page else None,
+        "next_token": token,
         "label_counts": dict(Counter(r.get("label") or "" for r in found)),
     }
 
