@@ -202,6 +202,13 @@ def test_bulk_create_stop_start_destroy(cli):
 
 def test_unknown_routes_and_errors_answer_json(sim):
     h = sim.vast_headers()
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = requests.get(f"{sim.vast_api_url}/instances/", headers=headers, timeout=10)
+        assert r.status_code == 401 and r.headers["Content-Type"] == "application/json"
+        assert r.json()["error"] == "invalid_user_key"
+    sim.control.api_fault(status=400, count=1)
+    r = requests.get(f"{sim.vast_api_url}/instances/", headers=h, timeout=10)
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/json" and r.json()["msg"]
     for method, path in (("GET", "/api/v0/no/such/route/"), ("POST", "/api/v0/users/current/")):
         r = requests.request(method, sim.vast_api_url.removesuffix("/api/v0") + path, headers=h, timeout=10)
         assert r.status_code in (404, 405) and r.headers["Content-Type"] == "application/json"

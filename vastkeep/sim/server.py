@@ -79,7 +79,10 @@ class SimServer:
         if fault is not None and fault.status is not None:
             body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status
-            return web.Response(text=fault.body or body, status=fault.status, content_type=ctype)
+            text = fault.body or body
+            if ctype == "application/json":
+                return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})
+            return web.Response(text=text, status=fault.status, content_type=ctype)
         if not admission.authorized:
             entry["status"] = 401
             return tokens_api.unauthorized(admission.service)
