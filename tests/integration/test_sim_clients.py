@@ -62,7 +62,8 @@ def test_vast_client_full_cycle(sim):
         sim.control.rate_limit_burst(2)  # the client's own retry absorbs a short 429 burst
         assert client.show_instance(iid).id == iid
         client.stop(iid)
-        assert client.show_instance(iid).actual_status == "stopped"
+        stopped = client.show_instance(iid)
+        assert stopped.is_stopped and not stopped.is_fatal and stopped.actual_status == "exited"
         client.start(iid)
         sim.control.outbid(iid)
         assert client.show_instance(iid).is_outbid

@@ -185,6 +185,14 @@ def test_builtin_ssh_backend_serves_the_same_commands():
         proc.control.ssh_hang_after_banner(inst["id"])
         with pytest.raises((paramiko.SSHException, EOFError, TimeoutError)):
             ssh_client(proc, *direct(inst), timeout_s=0.5)
+        # One route hung mid-handshake must not stall the server for the other route (the built-in server
+        # once ran each handshake on its accept loop, so the proxy route waited behind the hung one).
+        proc.control.ssh_normal(inst["id"])
+        proc.control.ssh_hang_after_banner(inst["id"], "22/tcp")
+        with pytest.raises((paramiko.SSHException, EOFError, TimeoutError)):
+            ssh_client(proc, *direct(inst), timeout_s=0.5)
+        with ssh_client(proc, inst["ssh_host"], inst["ssh_port"]) as client:
+            assert run(client, "echo ok")[1] == b"ok\n"
     finally:
         assert proc.stop() == 0
         proc.remove_state_dir()

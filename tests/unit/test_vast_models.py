@@ -165,11 +165,25 @@ ST = ("actual_status", "intended_status", "cur_state", "next_state", "status_msg
         (("unknown", "running", "running", "running", None), False, False, False, False),
         ((None, None, None, None, None), False, False, False, True),
         (("loading", "stopped", "stopped", "stopped", None), False, False, True, False),
+        # What the API shows for a stopped instance (owner's stop, or outbid): the container has exited.
+        (("exited", "stopped", "stopped", "stopped", "Exited (0)"), False, False, True, False),
+        (("exited", "stopped", "running", "stopped", None), False, False, False, False),  # stopping
     ],
 )
 def test_status_predicates(states: tuple, ready: bool, fatal: bool, outbid: bool, loading: bool) -> None:
     inst = VastInstance.from_api({"id": 1, **dict(zip(ST, states, strict=True))})
     assert (inst.is_ready, inst.is_fatal, inst.is_outbid, inst.is_loading) == (ready, fatal, outbid, loading)
+
+
+@pytest.mark.parametrize(
+    ("actual", "intended", "stopped"),
+    [("exited", "stopped", True), ("stopped", "stopped", True), ("stopped", "running", True),
+     ("exited", "running", False), ("running", "running", False), (None, "stopped", True)],
+)
+def test_is_stopped_reads_intended_status(actual: str | None, intended: str, stopped: bool) -> None:
+    inst = VastInstance.from_api({"id": 1, "actual_status": actual, "intended_status": intended})
+    assert inst.is_stopped is stopped
+    assert inst.is_fatal is (actual == "exited" and not stopped)
 
 
 def test_raw_is_kept_but_not_in_repr_or_equality() -> None:

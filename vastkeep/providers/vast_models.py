@@ -16,7 +16,7 @@ from typing import Any
 
 from vastkeep.core.errors import MalformedResponse
 
-FATAL_STATUSES = frozenset({"offline", "exited"})
+FATAL_STATUSES = frozenset({"offline", "exited"})  # fatal while the instance is meant to run
 LOADING_STATUSES = frozenset({None, "created", "loading"})
 
 
@@ -184,9 +184,19 @@ class VastInstance:
         return self.intended_status == "running" and self.actual_status == "running"
 
     @property
+    def is_stopped(self) -> bool:
+        """Stopped on purpose (by its owner, or by the host after an outbid): the API says so in
+        ``intended_status``; ``actual_status`` is then the container's own state, ``exited``. An older
+        ``actual_status: "stopped"`` is read the same way."""
+        return self.intended_status == "stopped" or self.actual_status == "stopped"
+
+    @property
     def is_fatal(self) -> bool:
-        """Will not come back by waiting: an error in ``status_msg``, or the host is offline/exited."""
-        return "Error" in (self.status_msg or "") or self.actual_status in FATAL_STATUSES
+        """Will not come back by waiting: an error in ``status_msg``, the host offline, or the container
+        exited while it was meant to run (an exited container of a stopped instance is just stopped)."""
+        if "Error" in (self.status_msg or "") or self.actual_status == "offline":
+            return True
+        return self.actual_status in FATAL_STATUSES and not self.is_stopped
 
     @property
     def is_outbid(self) -> bool:

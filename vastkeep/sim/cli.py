@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vastkeep.sim.server import SimConfig, Simulator
+from vastkeep.sim.core import SimConfig, Simulator
+from vastkeep.sim.server import SimServer
 
 log = logging.getLogger("vastkeep.sim")
 
@@ -75,14 +76,15 @@ def write_ready_file(path: Path, info: dict[str, object]) -> None:
 
 async def serve(config: SimConfig, ready_file: Path | None) -> None:
     """Start, announce, wait for a stop signal, stop."""
-    sim = Simulator(config)
+    server = SimServer(config)
+    sim = server.sim
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await sim.start()
+        await server.start()
         info = ready_info(sim)
         if ready_file is not None:
             write_ready_file(ready_file, info)
@@ -98,7 +100,7 @@ async def serve(config: SimConfig, ready_file: Path | None) -> None:
         print("=" * 72, flush=True)
         await stop.wait()
     finally:
-        await sim.stop()
+        await server.stop()
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()

@@ -22,7 +22,7 @@ from vastkeep.sim.state import (
 )
 
 if TYPE_CHECKING:
-    from vastkeep.sim.server import Simulator
+    from vastkeep.sim.core import Simulator
 
 OPTION_KEYS = (
     "ssh",

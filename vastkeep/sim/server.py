@@ -1,5 +1,8 @@
-"""The simulated cloud's core: instances, their lifecycle and faults, and the one HTTP port that serves
-Vast.ai (``/api/v0``), HuggingFace (``/api/whoami-v2``), Civitai (``/api/v1/me``) and control (``/_sim``).
+"""The simulated cloud's one HTTP port: Vast.ai (``/api/v0``, ``/api/v1/instances``), HuggingFace
+(``/api/whoami-v2``), Civitai (``/api/v1/me``) and control (``/_sim``), served by aiohttp on top of the
+:class:`~vastkeep.sim.core.Simulator` core, plus the ComfyUI stand-in on every instance's listeners.
+
+The route modules get the core, never this module: this is the only place that knows them all.
 """
 
 from __future__ import annotations
@@ -7,385 +10,100 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path as FsPath
-from typing import Any
 
 from aiohttp import web
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim import control_api, tokens_api, vast_api
 from vastkeep.sim.comfy import ComfyApp
-from vastkeep.sim.faults import ApiFaults, RequestLog, TokenBook, fault_body, fingerprint
-from vastkeep.sim.net import Network, raise_fd_limit
-from vastkeep.sim.ssh import SshService
-from vastkeep.sim.state import (
-    COMFY_DIRECT,
-    COMFY_FALLBACK,
-    COMFY_MAPPED,
-    OCI_ERROR,
-    SSH_DIRECT,
-    SSH_PROXY,
-    Endpoint,
-    Instance,
-    IpAllocator,
-    Lifecycle,
-    make_offers,
-)
+from vastkeep.sim.core import SimConfig, Simulator
+from vastkeep.sim.faults import fault_body
 
 log = logging.getLogger("vastkeep.sim")
 
-
-@dataclass
-class SimConfig:
-    """What the simulator is started with. Keys are generated when not given."""
-
-    state_dir: FsPath
-    host: str = "127.0.0.1"
-    port: int = 0
-    api_key: str = ""
-    hf_token: str = ""
-    civitai_token: str = ""
-    control_token: str = ""
-    ssh_backend: str = "auto"  # auto | sshd | builtin | off
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        self.api_key = self.api_key or secrets.token_hex(32)
-        self.hf_token = self.hf_token or "hf_" + secrets.token_urlsafe(24)
-        self.civitai_token = self.civitai_token or secrets.token_hex(16)
-        self.control_token = self.control_token or secrets.token_urlsafe(24)
-
-    def __repr__(self) -> str:  # keys never in reprs
-        return f"SimConfig(state_dir={str(self.state_dir)!r}, host={self.host!r}, port={self.port})"
+__all__ = ["SimConfig", "SimServer", "Simulator"]
 
 
-class Simulator:
-    """Owns everything; every mutation happens on the event loop thread."""
+class SimServer:
+    """The aiohttp application and runner around one :class:`Simulator` (``.sim``)."""
 
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.config = config
-        self.clock = clock
-        self.rng = random.Random(config.seed)
-        self.lifecycle = Lifecycle()
-        self.rent_defaults: dict[str, Any] = {
-            "ssh": True,
-            "ssh_proxy": True,
-            "direct_8188": False,
-            "port_18188": False,
-            "ip_trailing_newline": None,
-        }
-        self.instances: dict[int, Instance] = {}
-        self.offers = make_offers()
-        self.tokens = TokenBook(config.api_key, config.hf_token, config.civitai_token)
-        self.api_faults = ApiFaults()
-        self.requests = RequestLog()
-        # A random /16 per simulator, so two simulators on one machine do not share addresses.
-        self.ips = IpAllocator(0x7F000000 | (self.rng.randrange(1, 250) << 16))
-        self.ssh_host_ip = self.ips.allocate()
-        self._next_ssh_port = 20000
-        self._next_id = 7_835_600 + self.rng.randrange(0, 1000) * 10
-        self._tasks: dict[int, asyncio.Task] = {}
-        self.comfy = ComfyApp(None, self.instances.get)  # type: ignore[arg-type]
-        self.ssh = SshService(config.state_dir, self._ip_of) if config.ssh_backend != "off" else None
-        if self.ssh is not None:
-            self.ssh.backend = config.ssh_backend
-        self.net = Network(self.comfy.protocol_factory, self.ssh.handle if self.ssh else _no_ssh)
-        self.comfy.network = self.net
+        self.comfy = ComfyApp(None, lambda iid: self.sim.instances.get(iid))  # type: ignore[arg-type]
+        self.sim = Simulator(config, clock, comfy_protocol=self.comfy.protocol_factory)
+        self.comfy.network = self.sim.net
         self.app = web.Application(middlewares=[self._service_middleware])
-        vast_api.add_routes(self.app, self)
-        tokens_api.add_routes(self.app, self)
-        control_api.add_routes(self.app, self)
+        vast_api.add_routes(self.app, self.sim)
+        tokens_api.add_routes(self.app, self.sim)
+        control_api.add_routes(self.app, self.sim)
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    # ── start / stop ────────────────────────────────────────────────────────
     async def start(self) -> None:
-        raise_fd_limit()
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.config.state_dir / "instances").mkdir(exist_ok=True)
-        if self.ssh is not None:
-            self.ssh.start()
-            await self.ssh.wait_ready()
+        sim = self.sim
+        await sim.start()
         await self.comfy.setup()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
+        site = web.TCPSite(self._runner, sim.config.host, sim.config.port, backlog=1024)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sim.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await self.net.close()
+        await self.sim.stop_instances()
         await self.comfy.cleanup()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._runner.cleanup(), 5)
-        if self.ssh is not None:
-            self.ssh.stop()
+        self.sim.stop_ssh()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
-
-    def _ip_of(self, instance_id: int) -> str | None:
-        inst = self.instances.get(instance_id)
-        return inst.ip if inst else None
-
-    # ── HTTP plumbing shared by the simulated services ──────────────────────
     @web.middleware
     async def _service_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        """Control-token check for ``/_sim``; for the provider APIs: request log, faults, key check; and a
+        JSON answer for unknown routes (the real API never answers an API client in plain text)."""
         path = request.path
         if path.startswith("/_sim"):
-            if request.headers.get("X-Sim-Token") != self.config.control_token:
+            if request.headers.get("X-Sim-Token") != self.sim.config.control_token:
                 return web.json_response({"error": "control token required"}, status=401)
-            return await handler(request)
-        service = (
-            "vast"
-            if path.startswith(("/api/v0", "/api/v1/instances"))
-            else "hf"
-            if path.startswith("/api/whoami")
-            else "civitai"
-            if path.startswith("/api/v1/me")
-            else None
+            return await _json_errors(handler, request)
+        admission = self.sim.admit(
+            request.method, path, dict(request.query), request.headers.get("Authorization", "")
         )
-        if service is None:
-            return await handler(request)
-        auth_header = request.headers.get("Authorization", "")
-        key, how = None, "missing"
-        if auth_header.startswith("Bearer "):
-            key, how = auth_header[7:].strip(), "bearer"
-        elif service == "vast" and request.query.get("api_key"):
-            key, how = request.query["api_key"], "query"
-        entry = self.requests.add(
-            {
-                "service": service,
-                "method": request.method,
-                "path": path,
-                "query": {k: v for k, v in request.query.items() if k != "api_key"},
-                "auth": how,
-                "key_valid": self.tokens.check(service, key),
-                "key_fingerprint": fingerprint(key) if key else None,
-                "ts": self.clock.now(),
-                "status": None,
-            }
-        )
-        fault = self.api_faults.take(service, path)
+        if admission.service is None:
+            return await _json_errors(handler, request)
+        fault, entry = admission.fault, admission.entry
+        assert entry is not None
         if fault is not None and fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
-            body, ctype = fault_body(fault.status, service)
+            body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status
-            return web.Response(text=fault.body or body, status=fault.status, content_type=ctype)
-        if not entry["key_valid"]:
+            text = fault.body or body
+            if ctype == "application/json":
+                return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})
+            return web.Response(text=text, status=fault.status, content_type=ctype)
+        if not admission.authorized:
             entry["status"] = 401
-            return tokens_api.unauthorized(service)
-        response = await handler(request)
+            return tokens_api.unauthorized(admission.service)
+        response = await _json_errors(handler, request)
         entry["status"] = response.status
         return response
 
-    # ── instances ───────────────────────────────────────────────────────────
-    def _endpoints(self, ip: str, opts: dict[str, Any]) -> tuple[int, dict[str, Endpoint]]:
-        start = self.rng.randrange(20000, 60000)
-        eps = {COMFY_MAPPED: Endpoint(COMFY_MAPPED, ip, start + 4)}
-        if opts.get("port_18188"):
-            eps[COMFY_FALLBACK] = Endpoint(COMFY_FALLBACK, ip, start + 5)
-        if opts.get("direct_8188"):
-            eps[COMFY_DIRECT] = Endpoint(COMFY_DIRECT, ip, 8188)
-        if opts.get("ssh") and self.ssh is not None:
-            eps[SSH_DIRECT] = Endpoint(SSH_DIRECT, ip, start + 1)
-            if opts.get("ssh_proxy", True):
-                self._next_ssh_port += 1
-                eps[SSH_PROXY] = Endpoint(SSH_PROXY, self.ssh_host_ip, self._next_ssh_port)
-        return start, eps
 
-    def new_instance(self, offer: dict[str, Any], opts: dict[str, Any]) -> Instance:
-        """Create the record (status null); the caller starts its lifecycle."""
-        merged = {**self.rent_defaults, **{k: v for k, v in opts.items() if v is not None}}
-        ip = self.ips.allocate()
-        self._next_id += 1
-        start, eps = self._endpoints(ip, merged)
-        newline = merged.get("ip_trailing_newline")
-        inst = Instance(
-            id=self._next_id,
-            machine_id=offer["machine_id"],
-            ip=ip,
-            offer=offer,
-            label=merged.get("label"),
-            image=merged.get("image") or "vastai/comfy:latest",
-            start_date=self.clock.now(),
-            endpoints=eps,
-            direct_port_start=start,
-            ip_trailing_newline=bool(self.rng.random() < 0.5 if newline is None else newline),
-        )
-        inst.lifecycle = Lifecycle(**self.lifecycle.as_dict())
-        inst.lifecycle.update(merged.get("lifecycle") or {})
-        self.instances[inst.id] = inst
-        if self.ssh is not None and (SSH_DIRECT in eps or SSH_PROXY in eps):
-            inst_dir = self.config.state_dir / "instances" / str(inst.id)
-            (inst_dir / "var" / "log").mkdir(parents=True, exist_ok=True)
-            (inst_dir / "var" / "log" / "onstart.log").touch()
-            self.ssh.link_instance(ip, inst_dir)
-            for ep in (eps.get(SSH_DIRECT), eps.get(SSH_PROXY)):
-                if ep is not None:
-                    self.ssh.add_known_host(ep.ip, ep.port)
-        return inst
-
-    def log_path(self, inst: Instance) -> FsPath:
-        return self.config.state_dir / "instances" / str(inst.id) / "var" / "log" / "onstart.log"
-
-    def append_log(self, inst: Instance, lines: list[str]) -> None:
-        path = self.log_path(inst)
-        if path.parent.is_dir():
-            with open(path, "a") as fh:
-                fh.writelines(line.rstrip("\n") + "\n" for line in lines)
-
-    def begin(self, inst: Instance, from_loading: bool = False) -> None:
-        """(Re)start the status lifecycle of an instance as a background task."""
-        old = self._tasks.pop(inst.id, None)
-        if old is not None:
-            old.cancel()
-        self._tasks[inst.id] = asyncio.create_task(self._lifecycle(inst, from_loading))
-
-    async def _lifecycle(self, inst: Instance, from_loading: bool) -> None:
-        lc = inst.lifecycle
-        try:
-            if not from_loading:
-                inst.actual_status, inst.status_msg = None, "Provisioning"
-                await asyncio.sleep(lc.created_s / 2)
-                inst.actual_status = "created"
-                await asyncio.sleep(lc.created_s / 2)
-            inst.actual_status, inst.status_msg = "loading", f"Pulling image {inst.image}"
-            await self._logging_phase(inst, lc.loading_s, "[image] pulling layer")
-            inst.actual_status, inst.status_msg = "running", f"success, running {inst.image}"
-            inst.running_since = self.clock.now()
-            await self.net.apply(inst)
-            self.append_log(inst, ["[onstart] container started; provisioning ComfyUI"])
-            await self._logging_phase(inst, lc.boot_s, "[provision] installing nodes and models")
-            inst.comfy_ready = True
-            self.append_log(inst, ["[onstart] Starting server", "To see the GUI go to: http://0.0.0.0:8188"])
-            await self.net.apply(inst)
-        except asyncio.CancelledError:
+async def _json_errors(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], request: web.Request
+) -> web.StreamResponse:
+    """Unknown routes and wrong methods answer the API's JSON error shape instead of aiohttp's text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound as exc:
+        if exc.text and exc.content_type == "application/json":
             raise
-        except OSError as exc:
-            log.warning("instance %s: could not open its listeners: %s", inst.id, exc)
-        finally:
-            if self._tasks.get(inst.id) is asyncio.current_task():
-                self._tasks.pop(inst.id, None)
-
-    async def _logging_phase(self, inst: Instance, duration_s: float, text: str) -> None:
-        """Wait ``duration_s`` while the provisioning log grows, one line per ``log_interval_s``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + duration_s
-        n = 0
-        step = max(inst.lifecycle.log_interval_s, 0.01)
-        while True:
-            n += 1
-            self.append_log(inst, [f"{text} ({n})"])
-            left = end - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(step, left))
-
-    async def make_running(self, inst: Instance) -> None:
-        """Skip the lifecycle: running and ComfyUI ready now (bulk creation, tests)."""
-        inst.actual_status, inst.status_msg = "running", f"success, running {inst.image}"
-        inst.running_since = self.clock.now()
-        inst.comfy_ready = True
-        await self.net.apply(inst)
-
-    async def destroy(self, inst: Instance) -> None:
-        task = self._tasks.pop(inst.id, None)
-        if task is not None:
-            task.cancel()
-        self.instances.pop(inst.id, None)
-        await self.net.remove(inst)
-        if self.ssh is not None:
-            self.ssh.unlink_instance(inst.ip)
-        self.ips.release(inst.ip)
-
-    async def set_intended(self, inst: Instance, state: str) -> None:
-        """``PUT /instances/{id}/ {"state": ...}``: stop or (re)start."""
-        if state == "stopped":
-            old = self._tasks.pop(inst.id, None)
-            if old is not None:
-                old.cancel()
-            inst.intended_status = inst.cur_state = inst.next_state = "stopped"
-            await asyncio.sleep(inst.lifecycle.stop_s)
-            inst.actual_status, inst.status_msg, inst.comfy_ready = "stopped", "stopped", False
-            await self.net.apply(inst)
-        elif state == "running" and inst.actual_status != "running":
-            inst.intended_status = inst.cur_state = inst.next_state = "running"
-            inst.fault = None
-            self.begin(inst, from_loading=True)
-
-    async def set_fault_state(self, inst: Instance, state: str) -> None:
-        """Put an instance into exited / offline / outbid / error, or back to running (``running``)."""
-        old = self._tasks.pop(inst.id, None)
-        if old is not None:
-            old.cancel()
-        if state == "running":
-            inst.fault = None
-            inst.intended_status = inst.cur_state = inst.next_state = "running"
-            await self.make_running(inst)
-            return
-        inst.fault, inst.comfy_ready = state, state == "offline" and inst.comfy_ready
-        if state == "exited":
-            inst.actual_status, inst.status_msg = "exited", "Exited (137) container died"
-        elif state == "offline":
-            inst.actual_status, inst.status_msg = "offline", "host offline: no recent heartbeat"
-        elif state == "outbid":
-            inst.actual_status, inst.status_msg = "stopped", "stopped: outbid by a higher bid"
-            inst.intended_status = inst.cur_state = inst.next_state = "stopped"
-        elif state == "error":
-            inst.actual_status, inst.status_msg = "created", OCI_ERROR
-        else:
-            raise ValueError(f"unknown state {state!r}")
-        await self.net.apply(inst)
-
-    async def clear_faults(self) -> None:
-        """Every fault off: API rules, tokens, endpoint faults, fault states."""
-        self.api_faults.clear()
-        self.tokens.reset()
-        for inst in list(self.instances.values()):
-            for ep in inst.endpoints.values():
-                ep.clear()
-            if inst.fault is not None:
-                await self.set_fault_state(inst, "running")
-            else:
-                await self.net.apply(inst)
-
-    async def reset(self) -> None:
-        """Back to a fresh simulator: no instances, no faults, default lifecycle and rent options."""
-        await self.clear_faults()
-        for inst in list(self.instances.values()):
-            await self.destroy(inst)
-        self.lifecycle = Lifecycle()
-        self.rent_defaults.update(
-            {
-                "ssh": True,
-                "ssh_proxy": True,
-                "direct_8188": False,
-                "port_18188": False,
-                "ip_trailing_newline": None,
-            }
+        return vast_api.api_json(
+            {"success": False, "error": "not_found", "msg": f"no route {request.method} {request.path}"}, 404
         )
-        self.requests.clear()
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "instances": len(self.instances),
-            "listeners": {s: self.net.count(s) for s in ("serve", "blackhole", "reset")},
-            "ssh_backend": self.ssh.backend if self.ssh else "off",
-            "fd_soft_limit": raise_fd_limit(),
-        }
-
-
-async def _no_ssh(path: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.close()
+    except web.HTTPMethodNotAllowed as exc:
+        return vast_api.api_json(
+            {"success": False, "error": "method_not_allowed", "msg": f"{exc.method} not allowed here"}, 405
+        )

@@ -20,6 +20,7 @@ from pathlib import Path
 import paramiko
 
 log = logging.getLogger("vastkeep.sim")
+LOGIN_GRACE_S = 30  # as LoginGraceTime in the sshd_config: a stalled handshake is dropped after it
 
 
 class _Server(paramiko.ServerInterface):
@@ -96,9 +97,14 @@ class BuiltinSshServer:
             transport.add_server_key(self.host_key)
             self._transports = [t for t in self._transports if t.is_active()] + [transport]
             env = {"SSH_CONNECTION": f"{peer[0]} {peer[1]} 127.0.0.1 {self.port}"}
+            transport.handshake_timeout = transport.auth_timeout = LOGIN_GRACE_S
             try:
+                # With an event, start_server returns at once and the handshake runs on the transport's own
+                # thread: a client (or a hang_after_banner proxy) that stalls mid-handshake must not stop this
+                # loop from accepting the next connection, as one sshd child per connection does not.
                 transport.start_server(
-                    server=_Server(self.authorized, lambda ch, cmd, e=env: self._exec(ch, cmd, e))
+                    event=threading.Event(),
+                    server=_Server(self.authorized, lambda ch, cmd, e=env: self._exec(ch, cmd, e)),
                 )
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 log.debug("builtin ssh handshake failed: %s", type(exc).__name__)

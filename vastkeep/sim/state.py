@@ -7,6 +7,7 @@ place and can be read next to ``/work/shared/reference/providers.md``.
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ COMFY_MODES = ("up", "crash", "hang", "slow", "error500", "wrong_body")
 DEFAULT_ERROR_STATUS = 500
 SSH_MODES = ("normal", "hang_after_banner")
 FAULT_STATES = ("exited", "offline", "outbid", "error")
+LOG_LINES_KEPT = 10_000  # container log lines kept per instance for ``request_logs``
 
 GPUS = [
     ("RTX 4090", 24564, 0.35),
@@ -112,6 +114,12 @@ class Instance:
     queue_remaining: int = 0
     direct_port_start: int = 0
     direct_port_count: int = 10
+    extra_env: list[list[str]] = field(default_factory=list)  # [name, value] pairs, as the API lists them
+    disk_space: float = 10.0
+    onstart: str | None = None
+    runtype: str = "ssh"
+    is_bid: bool = False
+    log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT), repr=False)
 
     def to_api(self, now: float) -> dict[str, Any]:
         """The instance object exactly as Vast.ai's ``GET /instances`` shows it."""
@@ -152,8 +160,24 @@ class Instance:
             "direct_port_count": self.direct_port_count,
             "ports": ports if exposed else {},
             "jupyter_token": None,
-            "is_bid": False,
+            "is_bid": self.is_bid,
             "min_bid": round(self.offer["dph_total"] * 0.6, 4),
+            # Fields the official CLI reads (``extra_env`` unchecked) or shows in its tables.
+            "extra_env": [list(pair) for pair in self.extra_env],
+            "image_runtype": self.runtype,
+            "onstart": self.onstart,
+            "disk_space": self.disk_space,
+            "disk_usage": 0.0,
+            "disk_util": 0.0,
+            "gpu_util": 0.0 if status == "running" else None,
+            "cpu_cores_effective": self.offer.get("cpu_cores_effective"),
+            "cpu_ram": self.offer.get("cpu_ram"),
+            "inet_up": self.offer.get("inet_up"),
+            "inet_down": self.offer.get("inet_down"),
+            "verification": "verified" if self.offer.get("verified", True) else "unverified",
+            "template_id": None,
+            "template_name": None,
+            "volume_info": None,
         }
 
     def to_control(self) -> dict[str, Any]:
@@ -235,6 +259,7 @@ def make_offers(count: int = 64, seed: int = 7) -> list[dict[str, Any]]:
                 "inet_down": round(rng.uniform(100, 2000), 1),
                 "disk_space": float(rng.choice([100, 250, 500, 1000])),
                 "cpu_cores_effective": rng.choice([8, 16, 32]),
+                "cpu_ram": 64_000 * num,
                 "cuda_max_good": rng.choice([12.2, 12.4, 12.8]),
                 "compute_cap": 890,
                 "geolocation": rng.choice(["US", "CA", "DE", "FR", "SE", "JP"]),
@@ -245,47 +270,3 @@ def make_offers(count: int = 64, seed: int = 7) -> list[dict[str, Any]]:
             }
         )
     return offers
-
-
-_OPS = {
-    "eq": lambda a, b: a == b,
-    "neq": lambda a, b: a != b,
-    "gt": lambda a, b: a is not None and a > b,
-    "gte": lambda a, b: a is not None and a >= b,
-    "lt": lambda a, b: a is not None and a < b,
-    "lte": lambda a, b: a is not None and a <= b,
-    "in": lambda a, b: a in b,
-    "notin": lambda a, b: a not in b,
-    "nin": lambda a, b: a not in b,
-}
-_META_KEYS = {"order", "limit", "type", "allocated_storage", "external", "disable_bundling"}
-
-
-def filter_offers(offers: list[dict[str, Any]], query: dict[str, Any]) -> list[dict[str, Any]]:
-    """Apply a Vast.ai search query (``{"field": {"op": value}}``, plus ``order`` and ``limit``)."""
-    out = []
-    for offer in offers:
-        ok = True
-        for key, cond in query.items():
-            if key in _META_KEYS or not isinstance(cond, dict):
-                continue
-            for op, want in cond.items():
-                fn = _OPS.get(op)
-                if fn is None:
-                    raise ValueError(f"unsupported operator {op!r} on {key!r}")
-                try:
-                    if not fn(offer.get(key), want):
-                        ok = False
-                except TypeError:
-                    ok = False
-        if ok:
-            out.append(offer)
-    order = query.get("order") or [["score", "desc"]]
-    for item in reversed(order if isinstance(order, list) else []):
-        if isinstance(item, list | tuple) and item:
-            key, direction = item[0], (item[1] if len(item) > 1 else "asc")
-            out.sort(key=lambda o, k=key: (o.get(k) is None, o.get(k) or 0), reverse=direction == "desc")
-    limit = query.get("limit")
-    if isinstance(limit, int) and limit >= 0:
-        out = out[:limit]
-    return out

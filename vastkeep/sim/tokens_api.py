@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from vastkeep.sim.server import Simulator
+    from vastkeep.sim.core import Simulator
 
 
 def unauthorized(service: str) -> web.Response:
@@ -19,8 +19,10 @@ def unauthorized(service: str) -> web.Response:
         return web.json_response({"error": "Invalid credentials in Authorization header"}, status=401)
     if service == "civitai":
         return web.json_response({"error": "Unauthorized"}, status=401)
-    return web.json_response(
-        {"success": False, "error": "invalid_user_key", "msg": "Invalid user key"}, status=401
+    return web.Response(  # Vast.ai's JSON carries no charset (its CLI compares the header exactly)
+        body=b'{"success": false, "error": "invalid_user_key", "msg": "Invalid user key"}',
+        status=401,
+        headers={"Content-Type": "application/json"},
     )
 
 

@@ -1,6 +1,8 @@
-"""The Vast.ai REST subset our client uses, under ``/api/v0`` (shapes: shared/reference/providers.md).
+"""The Vast.ai REST API as the official CLI/SDK and our client use it, under ``/api/v0`` plus the paged
+``/api/v1/instances/`` (shapes: docs/simulator.md, checked by tests/integration/test_sim_official_cli.py).
 
-Auth, rate-limit and 5xx faults are applied before these handlers by the simulator's middleware.
+Auth, rate-limit and 5xx faults are applied before these handlers by the server's middleware. Every JSON
+answer carries ``Content-Type: application/json`` exactly: the CLI's offer search refuses anything else.
 """
 
 from __future__ import annotations
@@ -10,12 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from vastkeep.sim.query import convert, filter_offers, filter_values, page_instances
+from vastkeep.sim.state import GPUS
+
 if TYPE_CHECKING:
-    from vastkeep.sim.server import Simulator
+    from vastkeep.sim.core import Simulator
+    from vastkeep.sim.state import Instance
+
+#: Rent options a body may carry that change the instance (everything else is accepted and ignored).
+PORT_18188 = "-p 18188:18188"
+
+
+def api_json(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer with the exact ``Content-Type: application/json`` the real API sends."""
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def _error(status: int, error: str, msg: str) -> web.Response:
-    return web.json_response({"success": False, "error": error, "msg": msg}, status=status)
+    return api_json({"success": False, "error": error, "msg": msg}, status)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -31,72 +47,158 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _ids(body: dict[str, Any], key: str) -> list[int] | None:
+    raw = body.get(key)
+    if not isinstance(raw, list) or not raw:
+        return None
+    try:
+        return [int(convert(x, 0, key)) for x in raw]
+    except (TypeError, ValueError):
+        return None
+
+
+def rent_options(body: dict[str, Any]) -> dict[str, Any]:
+    """What a rent body changes: label, image, env (``extra_env`` and port options), disk, onstart, runtype,
+    a bid price. ``runtype: args`` launches the image as is, so there is no SSH into it."""
+    raw_env = body.get("env")
+    env = raw_env if isinstance(raw_env, dict) else {}
+    opts: dict[str, Any] = {
+        "label": body.get("label"),
+        "image": body.get("image"),
+        "env": {str(k): str(v) for k, v in env.items() if not str(k).startswith("-")},
+        "onstart": body.get("onstart") or None,
+        "runtype": body.get("runtype") or None,
+        "price": body.get("price"),
+    }
+    if body.get("disk") is not None:
+        opts["disk"] = float(convert(body["disk"], 0.0, "disk"))
+    if PORT_18188 in env:
+        opts["port_18188"] = True
+    if opts["runtype"] == "args":
+        opts["ssh"] = False
+    return opts
+
+
+def user_record(sim: Simulator) -> dict[str, Any]:
+    """``GET /users/current``: the simulated account, without a key (the CLI drops the real one)."""
+    return {
+        "id": 424242,
+        "username": "vastkeep-sim",
+        "fullname": "Simulated User",
+        "email": "sim@vastkeep.invalid",
+        "email_verified": True,
+        "balance": 0.0,
+        "credit": 100.0,
+        "can_pay": True,
+        "has_billing": True,
+        "host_agreement_accepted": False,
+        "ssh_key": None,
+        "user": "vastkeep-sim",
+        "instances": len(sim.instances),
+    }
+
+
 def add_routes(app: web.Application, sim: Simulator) -> None:
     """Register the Vast.ai routes on the simulator's application."""
 
-    def find(request: web.Request) -> Any:
+    def find(request: web.Request) -> Instance | None:
         try:
             return sim.instances.get(int(request.match_info["id"]))
         except ValueError:
             return None
 
-    async def list_instances(request: web.Request) -> web.Response:
+    def rows() -> list[dict[str, Any]]:
         now = sim.clock.now()
-        return web.json_response({"instances": [i.to_api(now) for i in sim.instances.values()]})
+        return [i.to_api(now) for i in sim.instances.values()]
+
+    async def list_instances(request: web.Request) -> web.Response:
+        return api_json({"instances": rows()})
+
+    async def list_instances_v1(request: web.Request) -> web.Response:
+        try:
+            return api_json(page_instances(rows(), dict(request.query)))
+        except ValueError as exc:
+            return _error(400, "invalid_args", str(exc))
+
+    async def instance_filters(request: web.Request) -> web.Response:
+        return api_json({"filters": filter_values(rows())})
 
     async def show_instance(request: web.Request) -> web.Response:
         inst = find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
-        return web.json_response({"instances": inst.to_api(sim.clock.now())})
+        return api_json({"instances": inst.to_api(sim.clock.now())})
+
+    async def current_user(request: web.Request) -> web.Response:
+        return api_json(user_record(sim))
+
+    async def gpu_names(request: web.Request) -> web.Response:
+        return api_json({"gpu_names": sorted({name for name, _ram, _dph in GPUS})})
 
     async def search_offers(request: web.Request) -> web.Response:
-        from vastkeep.sim.state import filter_offers  # noqa: PLC0415
-
         query = await _body(request)
-        if isinstance(query.get("q"), dict):  # the CLI's GET form wraps the query in "q"
+        if isinstance(query.get("q"), dict):  # the CLI's --new form wraps the query in "q"
             query = query["q"]
         rented = {i.machine_id for i in sim.instances.values()}
-        offers = [o for o in sim.offers if o["machine_id"] not in rented]
+        offers = [{**o, "rented": o["machine_id"] in rented} for o in sim.offers]
         try:
-            found = filter_offers(offers, query)
+            found = filter_offers([o for o in offers if not o["rented"]], query)
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
-        return web.json_response({"offers": found})
+        return api_json({"offers": found})
+
+    def rent_one(offer_id: int, body: dict[str, Any]) -> tuple[int | None, web.Response | None]:
+        offer = next((o for o in sim.offers if o["id"] == offer_id), None)
+        if offer is None or not offer["rentable"]:
+            return None, _error(404, "no_such_ask", "Instance type is no longer available.")
+        if any(i.machine_id == offer["machine_id"] for i in sim.instances.values()):
+            return None, _error(400, "no_such_ask", "Instance type is no longer available.")
+        try:
+            inst = sim.new_instance(offer, rent_options(body))
+        except (TypeError, ValueError) as exc:
+            return None, _error(400, "invalid_args", str(exc))
+        sim.begin(inst)
+        return inst.id, None
 
     async def rent(request: web.Request) -> web.Response:
         try:
             offer_id = int(request.match_info["offer_id"])
         except ValueError:
             return _error(400, "invalid_args", "offer id must be an integer")
-        offer = next((o for o in sim.offers if o["id"] == offer_id), None)
-        if offer is None or not offer["rentable"]:
-            return _error(404, "no_such_ask", "Instance type is no longer available.")
-        if any(i.machine_id == offer["machine_id"] for i in sim.instances.values()):
-            return _error(400, "no_such_ask", "Instance type is no longer available.")
+        new_id, failure = rent_one(offer_id, await _body(request))
+        return failure or api_json({"success": True, "new_contract": new_id})
+
+    async def rent_many(request: web.Request) -> web.Response:
         body = await _body(request)
-        env = body.get("env") if isinstance(body.get("env"), dict) else {}
-        opts: dict[str, Any] = {"label": body.get("label"), "image": body.get("image")}
-        if "-p 18188:18188" in env:
-            opts["port_18188"] = True
-        inst = sim.new_instance(offer, opts)
-        if body.get("price") is not None:
-            inst.offer = {**offer}
-        sim.begin(inst)
-        return web.json_response({"success": True, "new_contract": inst.id})
+        ids = _ids(body, "ids")
+        if ids is None:
+            return _error(400, "invalid_args", "ids must be a non-empty list of offer ids")
+        created, failed = [], []
+        for offer_id in ids:
+            new_id, failure = rent_one(offer_id, body)
+            (created if new_id is not None else failed).append(new_id if new_id is not None else offer_id)
+        return api_json({"success": not failed, "new_contracts": created, "failed_offers": failed})
 
     async def destroy(request: web.Request) -> web.Response:
         inst = find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
         await sim.destroy(inst)
-        return web.json_response({"success": True})
+        return api_json({"success": True})
 
-    async def change(request: web.Request) -> web.Response:
-        inst = find(request)
-        if inst is None:
-            return _error(404, "no_such_instance", "Instance not found.")
-        body = await _body(request)
+    async def destroy_many(request: web.Request) -> web.Response:
+        ids = _ids(await _body(request), "instance_ids")
+        if ids is None:
+            return _error(400, "invalid_args", "instance_ids must be a non-empty list of instance ids")
+        missing = [i for i in ids if i not in sim.instances]
+        for iid in ids:
+            if iid in sim.instances:
+                await sim.destroy(sim.instances[iid])
+        if missing:
+            return _error(404, "no_such_instance", f"Instances not found: {missing}")
+        return api_json({"success": True})
+
+    async def change_state(inst: Instance, body: dict[str, Any]) -> web.Response | None:
         if "label" in body:
             inst.label = None if body["label"] is None else str(body["label"])
         if "state" in body:
@@ -105,18 +207,67 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             await sim.set_intended(inst, body["state"])
         if "label" not in body and "state" not in body:
             return _error(400, "invalid_args", "nothing to change")
-        return web.json_response({"success": True})
+        return None
 
-    for base in ("/api/v0", "/api/v1"):
-        app.router.add_get(base + "/instances", list_instances)
-        app.router.add_get(base + "/instances/", list_instances)
-    app.router.add_get("/api/v0/instances/{id}", show_instance)
-    app.router.add_get("/api/v0/instances/{id}/", show_instance)
-    app.router.add_post("/api/v0/bundles", search_offers)
-    app.router.add_post("/api/v0/bundles/", search_offers)
-    app.router.add_put("/api/v0/asks/{offer_id}", rent)
-    app.router.add_put("/api/v0/asks/{offer_id}/", rent)
-    app.router.add_delete("/api/v0/instances/{id}", destroy)
-    app.router.add_delete("/api/v0/instances/{id}/", destroy)
-    app.router.add_put("/api/v0/instances/{id}", change)
-    app.router.add_put("/api/v0/instances/{id}/", change)
+    async def change(request: web.Request) -> web.Response:
+        inst = find(request)
+        if inst is None:
+            return _error(404, "no_such_instance", "Instance not found.")
+        return await change_state(inst, await _body(request)) or api_json({"success": True})
+
+    async def change_many(request: web.Request) -> web.Response:
+        body = await _body(request)
+        ids = _ids(body, "ids")
+        if ids is None or "state" not in body:
+            return _error(400, "invalid_args", "ids (a non-empty list) and state are required")
+        missing = [i for i in ids if i not in sim.instances]
+        if missing:
+            return _error(404, "no_such_instance", f"Instances not found: {missing}")
+        for iid in ids:
+            failure = await change_state(sim.instances[iid], {"state": body["state"]})
+            if failure is not None:
+                return failure
+        return api_json({"success": True})
+
+    async def request_logs(request: web.Request) -> web.Response:
+        inst = find(request)
+        if inst is None:
+            return _error(404, "no_such_instance", "Instance not found.")
+        body = await _body(request)
+        try:
+            tail = int(convert(body["tail"], 0, "tail")) if body.get("tail") not in (None, "") else 1000
+        except ValueError as exc:
+            return _error(400, "invalid_args", str(exc))
+        text = sim.container_log(inst, tail=tail, grep=str(body["filter"]) if body.get("filter") else None)
+        name = sim.store_log_result(text)
+        url = f"{request.scheme}://{request.host}/logs/{name}.txt"
+        return api_json({"success": True, "msg": "Logs will be uploaded to result_url", "result_url": url})
+
+    async def log_result(request: web.Request) -> web.Response:
+        """The uploaded log, fetched without auth like the real presigned URL (the name is the secret)."""
+        text = sim.log_results.get(request.match_info["name"])
+        if text is None:
+            return web.Response(text="Not Found", status=404)
+        return web.Response(text=text, content_type="text/plain")
+
+    r = app.router
+
+    def both(method: str, path: str, handler: Any) -> None:
+        r.add_route(method, path, handler)
+        r.add_route(method, path + "/", handler)
+
+    both("GET", "/api/v0/instances", list_instances)
+    both("GET", "/api/v1/instances", list_instances_v1)
+    both("DELETE", "/api/v0/instances", destroy_many)
+    both("PUT", "/api/v0/instances", change_many)
+    both("GET", "/api/v0/instances/filters", instance_filters)
+    both("PUT", "/api/v0/instances/request_logs/{id}", request_logs)
+    both("GET", "/api/v0/instances/{id}", show_instance)
+    both("DELETE", "/api/v0/instances/{id}", destroy)
+    both("PUT", "/api/v0/instances/{id}", change)
+    both("GET", "/api/v0/users/current", current_user)
+    both("GET", "/api/v0/gpu_names/unique", gpu_names)
+    both("POST", "/api/v0/bundles", search_offers)
+    both("POST", "/api/v0/asks/bulk", rent_many)
+    both("PUT", "/api/v0/asks/{offer_id}", rent)
+    r.add_get("/logs/{name}.txt", log_result)
