@@ -140,7 +140,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     for flag, var in (("--api-key", "VASTKEEP_SIM_API_KEY"), ("--hf-token", "VASTKEEP_SIM_HF_TOKEN"),
                       ("--civitai-token", "VASTKEEP_SIM_CIVITAI_TOKEN"),
-                      ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN")):
+                      ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN"),
+                      ("--min-gap-ms", "VASTKEEP_SIM_MIN_GAP_MS")):
         if os.environ.get(var) and flag not in rest:
             rest += [flag, os.environ[var]]  # in-process only: never on a child's command line
     return int(sim_main(rest) or 0)

@@ -21,6 +21,7 @@ from vastkeep.sim import control_api, tokens_api, vast_api
 from vastkeep.sim.comfy import ComfyApp
 from vastkeep.sim.faults import ApiFaults, RequestLog, TokenBook, fault_body, fingerprint
 from vastkeep.sim.net import Network, raise_fd_limit
+from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
 from vastkeep.sim.state import (
     COMFY_DIRECT,
@@ -52,6 +53,7 @@ class SimConfig:
     control_token: str = ""
     ssh_backend: str = "auto"  # auto | sshd | builtin | off
     seed: int | None = None
+    min_gap_s: float = 0.0  # Vast.ai's per-endpoint, per-key minimum gap (0 = off; sim/ratelimit.py)
 
     def __post_init__(self) -> None:
         self.api_key = self.api_key or secrets.token_hex(32)
@@ -83,6 +85,7 @@ class Simulator:
         self.tokens = TokenBook(config.api_key, config.hf_token, config.civitai_token)
         self.api_faults = ApiFaults()
         self.requests = RequestLog()
+        self.rate_limit = MinGapRule(config.min_gap_s)
         # A random /16 per simulator, so two simulators on one machine do not share addresses.
         self.ips = IpAllocator(0x7F000000 | (self.rng.randrange(1, 250) << 16))
         self.ssh_host_ip = self.ips.allocate()
@@ -183,6 +186,11 @@ class Simulator:
             body, ctype = fault_body(fault.status, service)
             entry["status"] = fault.status
             return web.Response(text=fault.body or body, status=fault.status, content_type=ctype)
+        too_soon = service == "vast" and self.rate_limit.check(
+            request.method, path, entry["key_fingerprint"] or "anonymous", self.clock.monotonic())
+        if too_soon:
+            entry["status"] = 429
+            return web.Response(text=too_soon, status=429, content_type="text/plain")
         if not entry["key_valid"]:
             entry["status"] = 401
             return tokens_api.unauthorized(service)
@@ -377,6 +385,7 @@ class Simulator:
             }
         )
         self.requests.clear()
+        self.rate_limit.reset()
 
     def stats(self) -> dict[str, Any]:
         return {
