@@ -150,3 +150,12 @@ def test_vast_client_shares_one_limiter_through_the_store(redis_client: redis.Re
     off = load_settings({**env, "VAST_API_MIN_GAP_MS": "0"}, env_file=False)
     with vast_client(off, store, FakeClock()) as client:
         assert client.pacer is None
+
+
+def test_without_a_pacer_a_429_retry_still_waits_at_least_half_a_second(vast_stub) -> None:
+    clock = FakeClock()  # the client's default policy: Vast.ai's gap as the 429 floor, jitter on top
+    with VastClient(STUB_API_KEY, vast_stub.url, clock=clock, rng=random.Random(7)) as client:
+        vast_stub.fail_next(3, status=429, body="API requests too frequent")
+        client.list_instances()
+    assert len(clock.sleeps) == 3 and all(s >= 0.5 for s in clock.sleeps), clock.sleeps
+    assert sum(clock.sleeps) <= 3 * 0.5 + 0.5 + 1.0 + 2.0  # bounded: floor + full jitter per retry

@@ -59,3 +59,15 @@ def test_slot_keys_carry_a_fingerprint_never_the_key() -> None:
     key = Keys("vk").rate_slot("vast", "PUT /asks/{id}", fp)
     assert key == f"vk:rate:vast:PUT_/asks/_id_:{fp}" and secret not in key
     assert Keys("vk").rate_slot_pattern() == "vk:rate:*"
+
+
+def test_vast_api_min_gap_ms_defaults_to_half_a_second_and_zero_turns_it_off() -> None:
+    from vastkeep.core.errors import ConfigError  # noqa: PLC0415
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
+    assert load_settings({}, env_file=False).vast_api_min_gap_s == 0.5
+    assert load_settings({"VAST_API_MIN_GAP_MS": "0"}, env_file=False).vast_api_min_gap_ms == 0
+    for bad in ("-1", "fast", "60001"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"VAST_API_MIN_GAP_MS": bad}, env_file=False)
+        assert info.value.variable == "VAST_API_MIN_GAP_MS" and "expected milliseconds" in str(info.value)
