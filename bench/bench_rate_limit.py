@@ -49,6 +49,11 @@ class LocalPacer:
     def gap_s(self, endpoint: str) -> float:
         return self.gap
 
+    def learn(self, endpoint: str, threshold_s: float | None) -> float:
+        if threshold_s is not None and threshold_s > self.gap:
+            self.gap = threshold_s
+        return self.gap
+
     def wait_turn(self, endpoint: str) -> float:
         now = SYSTEM_CLOCK.monotonic()
         wait = max(0.0, self.next_at - now)

@@ -63,7 +63,7 @@ def test_wait_turn_sleeps_on_the_clock_and_refuses_waits_past_the_maximum(redis_
         lim.wait_turn("GET /instances", "fp")
     assert info.value.delay_s == pytest.approx(1.5) and info.value.endpoint == "GET /instances"
     assert clock.sleeps == []  # nothing slept, nothing reserved by the refused call
-    assert other.reserve("GET /instances", "fp") == Reservation(False, 1.5)
+    assert other.reserve("GET /instances", "fp") == Reservation(False, 1.5, 0.5)
     clock.advance(1.0)
     assert lim.wait_turn("GET /instances", "fp") == pytest.approx(0.5)
     assert clock.sleeps == [pytest.approx(0.5)]
@@ -135,8 +135,28 @@ def test_client_attempts_take_shared_slots_and_429_retries_wait_at_least_the_gap
         # the slot of the first attempt (0.5, after the previous call), then the threshold the body names
         assert clock.sleeps[0] == pytest.approx(0.5) and 2.0 <= clock.sleeps[1] <= 2.2, clock.sleeps
         clock.sleeps.clear()
-        client.list_instances()  # back to back: the limiter spaces it from the previous call
-        assert clock.sleeps == [pytest.approx(0.5)]
+        client.list_instances()  # back to back: spaced by the threshold the 429 named, now shared
+        assert clock.sleeps == [pytest.approx(2.0)]
+    assert lim.reserve("GET /instances", "another-key").gap_s == 2.0  # every key, every worker
+
+
+def test_a_larger_threshold_named_by_a_429_is_shared_never_lowered_and_expires(
+        redis_client: redis.Redis, caplog) -> None:
+    clock = FakeClock()
+    lim, other = limiter(redis_client, clock), limiter(redis_client, clock)
+    assert lim.learn("PUT /asks/{id}", None) == 0.0 and lim.learn("PUT /asks/{id}", 0.4) == 0.0  # not larger
+    assert not redis_client.keys("rt:rate-gap:*")
+    caplog.set_level(logging.INFO, logger="vastkeep.state")
+    assert lim.learn("PUT /asks/{id}", 1.5) == 1.5
+    assert "named a threshold of 1.50 s" in caplog.text
+    assert other.learn("PUT /asks/{id}", 1.0) == 1.5  # never lowered
+    assert other.reserve("PUT /asks/{id}", "fp").gap_s == 1.5
+    assert other.reserve("PUT /asks/{id}", "fp").wait_s == 1.5  # the other worker is spaced by it
+    assert other.reserve("GET /instances", "fp").gap_s == 0.5  # only that endpoint
+    assert lim.learn("PUT /asks/{id}", 3600) == 60.0  # believed only up to a minute
+    (gap_key,) = redis_client.keys("rt:rate-gap:*")
+    assert gap_key == "rt:rate-gap:vast:PUT_/asks/_id_"
+    assert 3_500_000 < redis_client.pttl(gap_key) <= 3_600_000
 
 
 def test_vast_client_shares_one_limiter_through_the_store(redis_client: redis.Redis, vast_stub) -> None:

@@ -206,6 +206,7 @@ def request_with_retry(
     deadline_s: float | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     before_send: Callable[[], object] | None = None,
+    on_rate_limited: Callable[[str], object] | None = None,
 ) -> requests.Response:
     """Send one request, retrying 429/5xx/connection errors/timeouts at most ``retry.max_attempts`` times.
 
@@ -218,7 +219,8 @@ def request_with_retry(
     when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
     the server certainly did not act on it: a 429, or a connection that never opened.
     ``before_send`` runs before every attempt (a shared rate limiter waits for its slot there; what it
-    raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`.
+    raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`; ``on_rate_limited``
+    hears every 429 with its redacted body excerpt (e.g. to share the threshold it names).
     """
     where = safe_url(url)
     extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
@@ -269,6 +271,8 @@ def request_with_retry(
         response.close()
         retryable = idempotent or status == 429
         floor_s = rate_limit_floor(status, detail, retry)
+        if status == 429 and on_rate_limited is not None:
+            on_rate_limited(detail)
         if last or not retryable:
             suffix = f": {detail}" if detail else ""
             cls = RateLimited if status == 429 else ServerError

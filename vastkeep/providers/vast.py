@@ -35,6 +35,7 @@ from vastkeep.providers.http import (
     make_session,
     request_with_retry,
     safe_url,
+    threshold_s,
 )
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
 
@@ -69,6 +70,7 @@ class CallPacer(Protocol):
 
     def gap_s(self, endpoint: str) -> float: ...
     def wait_turn(self, endpoint: str) -> float: ...
+    def learn(self, endpoint: str, threshold_s: float | None) -> float: ...
 
 
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
@@ -108,7 +110,8 @@ class VastClient:
     ``pacer`` (optional) keeps the key under Vast.ai's minimum gap per endpoint: every attempt first
     waits for its slot (:meth:`CallPacer.wait_turn`, shared by all workers when it is the Redis one
     :func:`~vastkeep.tokens.preflight.vast_client` passes), and a retry after a 429 waits at least the
-    endpoint's gap, plus jitter.
+    endpoint's gap, plus jitter; a 429 naming a larger ``endpoint threshold=N`` is passed to
+    :meth:`CallPacer.learn`, so every worker keeps that gap.
     """
 
     def __init__(
@@ -297,13 +300,16 @@ class VastClient:
         if instance_id is not None:
             ctx["instance_id"] = instance_id
         url = f"{self.base_url}{path}"
-        retry, before_send = self._pacing(endpoint_name(method, path))
+        endpoint = endpoint_name(method, path)
+        retry, before_send = self._pacing(endpoint)
+        pacer = self.pacer
         response = request_with_retry(
             self.session, method, url,
             headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
             json=json, params=params, timeout_s=self.timeout_s, retry=retry, clock=self.clock,
             rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
             max_body_bytes=self.max_body_bytes, before_send=before_send,
+            on_rate_limited=None if pacer is None else lambda text: pacer.learn(endpoint, threshold_s(text)),
         )
         status = response.status_code
         where = safe_url(url)

@@ -15,6 +15,7 @@ EVENTS_MAXLEN = 10_000  # approximate cap of the event stream (XADD MAXLEN ~)
 KEEPALIVE_STATUS_TTL_MS = 86_400_000  # keepalive status of an instance that stopped being watched
 HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
 RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
+RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
 
 _ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -113,6 +114,11 @@ class Keys:
         return self._k("rate", _part("service", service), _part("endpoint", slug),
                        _part("key fingerprint", key_fingerprint))
 
+    def rate_gap(self, service: str, endpoint: str) -> str:
+        """A larger gap (us) an endpoint's 429 named, for every key (PX RATE_GAP_LEARNED_TTL_MS)."""
+        slug = _ENDPOINT_UNSAFE_RE.sub("_", endpoint)
+        return self._k("rate-gap", _part("service", service), _part("endpoint", slug))
+
     def rate_slot_pattern(self) -> str:
         """SCAN pattern matching every rate-limit slot key."""
         return self._k("rate", "*")
@@ -123,4 +129,4 @@ class Keys:
 
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
-           "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS", "Keys"]
+           "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS", "Keys"]

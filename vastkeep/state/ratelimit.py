@@ -13,6 +13,8 @@ gap apart, in arrival order, across processes and hosts.
 - A wait longer than ``max_wait_s`` is not reserved: :meth:`SharedRateLimiter.wait_turn` raises
   ``RateLimited`` (transient, ``delay_s`` = the wait) so a task retries later instead of blocking a worker.
 - The API key never reaches Redis, a log or an error: only :func:`key_fingerprint`, a one-way hash.
+- A 429 that names a larger threshold than ours (``endpoint threshold=N``) is remembered per endpoint for
+  every worker (:meth:`SharedRateLimiter.learn`, an hour), so one refused call re-spaces all of them.
 - A Redis error does not stop the call (fail open, with a warning): the provider's own 429 and the
   client's retry still protect it, and a Redis outage is reported by the health checks.
 """
@@ -30,13 +32,16 @@ import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import RateLimited
-from vastkeep.state.keys import RATE_SLOT_GRACE_MS, Keys
+from vastkeep.state.keys import RATE_GAP_LEARNED_TTL_MS, RATE_SLOT_GRACE_MS, Keys
 
 log = logging.getLogger("vastkeep.state")
 
 DEFAULT_MAX_WAIT_S = 10.0  # a caller never sleeps longer than this for its slot (else RateLimited)
+MAX_LEARNED_GAP_S = 60.0  # a 429 naming more than this is believed only up to here
 KEY_FINGERPRINT_CHARS = 16
-_LUA = (Path(__file__).parent / "ratelimit_reserve.lua").read_text(encoding="utf-8")
+_HERE = Path(__file__).parent
+_RESERVE_LUA = (_HERE / "ratelimit_reserve.lua").read_text(encoding="utf-8")
+_LEARN_LUA = (_HERE / "ratelimit_learn.lua").read_text(encoding="utf-8")
 _US = 1_000_000
 
 
@@ -47,10 +52,12 @@ def key_fingerprint(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Reservation:
-    """The answer of one reservation: ``granted`` (the slot is ours after ``wait_s``) or not (too far)."""
+    """The answer of one reservation: ``granted`` (the slot is ours after ``wait_s``) or not (too far);
+    ``gap_s`` the gap in force (ours, or a larger one a 429 named)."""
 
     granted: bool
     wait_s: float
+    gap_s: float = 0.0
 
 
 def _seconds(value: float, what: str) -> float:
@@ -79,13 +86,14 @@ class SharedRateLimiter:
         self.max_wait_s = _seconds(max_wait_s, "max_wait_s")
         self.service = service
         self.server_time = server_time
-        self._reserve = redis_client.register_script(_LUA)
+        self._reserve = redis_client.register_script(_RESERVE_LUA)
+        self._learn = redis_client.register_script(_LEARN_LUA)
 
     def __repr__(self) -> str:
         return f"SharedRateLimiter(service={self.service!r}, min_gap_s={self.min_gap_s:g})"
 
     def gap_s(self, endpoint: str) -> float:
-        """The minimum gap between two calls to ``endpoint`` with one key."""
+        """The configured minimum gap between two calls to ``endpoint`` with one key (0 = not limited)."""
         return self.gaps.get(endpoint, self.min_gap_s)
 
     def reserve(self, endpoint: str, key_fp: str) -> Reservation:
@@ -94,10 +102,30 @@ class SharedRateLimiter:
         if gap <= 0:
             return Reservation(True, 0.0)
         now = "" if self.server_time else str(int(self.clock.now() * _US))
-        granted, wait_us = self._reserve(
-            keys=[self.keys.rate_slot(self.service, endpoint, key_fp)],
+        granted, wait_us, gap_us = self._reserve(
+            keys=[self.keys.rate_slot(self.service, endpoint, key_fp),
+                  self.keys.rate_gap(self.service, endpoint)],
             args=[int(gap * _US), int(self.max_wait_s * _US), now, RATE_SLOT_GRACE_MS])
-        return Reservation(bool(int(granted)), int(wait_us) / _US)
+        return Reservation(bool(int(granted)), int(wait_us) / _US, int(gap_us) / _US)
+
+    def learn(self, endpoint: str, threshold_s: float | None) -> float:
+        """A 429 named ``threshold_s`` for ``endpoint``: when larger than our gap, every worker keeps it from
+        now on (for RATE_GAP_LEARNED_TTL_MS, at most MAX_LEARNED_GAP_S). Returns the learned gap in force
+        (0.0 when nothing was learned); a Redis error is logged and ignored."""
+        gap = self.gap_s(endpoint)
+        if threshold_s is None or gap <= 0 or not math.isfinite(threshold_s) or threshold_s <= gap:
+            return 0.0
+        wanted = min(threshold_s, MAX_LEARNED_GAP_S)
+        try:
+            in_force = int(self._learn(keys=[self.keys.rate_gap(self.service, endpoint)],
+                                       args=[int(wanted * _US), RATE_GAP_LEARNED_TTL_MS])) / _US
+        except redis.RedisError as exc:
+            log.warning("rate limiter unavailable for %s %s (%s): threshold %.2f s not shared",
+                        self.service, endpoint, type(exc).__name__, wanted)
+            return 0.0
+        log.info("%s %s: the provider named a threshold of %.2f s (ours: %.2f s); every worker keeps %.2f s",
+                 self.service, endpoint, threshold_s, gap, in_force)
+        return in_force
 
     def wait_turn(self, endpoint: str, key_fp: str) -> float:
         """Block (on the clock) until this caller's slot, and return the seconds waited.
@@ -145,5 +173,10 @@ class KeyPacer:
         """Wait for this key's next slot on ``endpoint`` (see :meth:`SharedRateLimiter.wait_turn`)."""
         return self.limiter.wait_turn(endpoint, self._fp)
 
+    def learn(self, endpoint: str, threshold_s: float | None) -> float:
+        """Share a larger threshold a 429 named (see :meth:`SharedRateLimiter.learn`)."""
+        return self.limiter.learn(endpoint, threshold_s)
 
-__all__ = ["DEFAULT_MAX_WAIT_S", "KeyPacer", "Reservation", "SharedRateLimiter", "key_fingerprint"]
+
+__all__ = ["DEFAULT_MAX_WAIT_S", "MAX_LEARNED_GAP_S", "KeyPacer", "Reservation", "SharedRateLimiter",
+           "key_fingerprint"]
