@@ -300,16 +300,13 @@ class VastClient:
         if instance_id is not None:
             ctx["instance_id"] = instance_id
         url = f"{self.base_url}{path}"
-        endpoint = endpoint_name(method, path)
-        retry, before_send = self._pacing(endpoint)
-        pacer = self.pacer
+        retry, before_send, on_rate_limited = self._pacing(endpoint_name(method, path))
         response = request_with_retry(
             self.session, method, url,
             headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
             json=json, params=params, timeout_s=self.timeout_s, retry=retry, clock=self.clock,
             rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
-            max_body_bytes=self.max_body_bytes, before_send=before_send,
-            on_rate_limited=None if pacer is None else lambda text: pacer.learn(endpoint, threshold_s(text)),
+            max_body_bytes=self.max_body_bytes, before_send=before_send, on_rate_limited=on_rate_limited,
         )
         status = response.status_code
         where = safe_url(url)
@@ -332,13 +329,17 @@ class VastClient:
                                  provider_error=_plain(provider_error), **data)
         return body
 
-    def _pacing(self, endpoint: str) -> tuple[RetryPolicy, Callable[[], object] | None]:
-        """The retry policy (429 floor raised to the endpoint's gap) and the per-attempt wait of the pacer."""
+    def _pacing(self, endpoint: str) -> tuple[RetryPolicy, Callable[[], object] | None,
+                                              Callable[[str], object] | None]:
+        """The retry policy (429 floor raised to the endpoint's gap), the pacer's wait before each attempt,
+        and what a 429 tells it (the threshold its body names), for one call to ``endpoint``."""
         pacer = self.pacer
         if pacer is None:
-            return self.retry, None
+            return self.retry, None, None
         floor = max(self.retry.rate_limit_floor_s, pacer.gap_s(endpoint))
-        return dataclasses.replace(self.retry, rate_limit_floor_s=floor), lambda: pacer.wait_turn(endpoint)
+        return (dataclasses.replace(self.retry, rate_limit_floor_s=floor),
+                lambda: pacer.wait_turn(endpoint),
+                lambda text: pacer.learn(endpoint, threshold_s(text)))
 
     def _provider_text(self, body: Any, response: requests.Response) -> str:
         """The provider's own explanation (error/msg/message, else the body start), redacted."""
