@@ -38,6 +38,7 @@ log = logging.getLogger("vastkeep.state")
 
 DEFAULT_MAX_WAIT_S = 10.0  # a caller never sleeps longer than this for its slot (else RateLimited)
 MAX_LEARNED_GAP_S = 60.0  # a 429 naming more than this is believed only up to here
+LEARNED_GAP_FACTOR = 1.2  # a named threshold is kept with 20 % to spare: calls arrive with jitter
 KEY_FINGERPRINT_CHARS = 16
 _HERE = Path(__file__).parent
 _RESERVE_LUA = (_HERE / "ratelimit_reserve.lua").read_text(encoding="utf-8")
@@ -109,13 +110,14 @@ class SharedRateLimiter:
         return Reservation(bool(int(granted)), int(wait_us) / _US, int(gap_us) / _US)
 
     def learn(self, endpoint: str, threshold_s: float | None) -> float:
-        """A 429 named ``threshold_s`` for ``endpoint``: when larger than our gap, every worker keeps it from
-        now on (for RATE_GAP_LEARNED_TTL_MS, at most MAX_LEARNED_GAP_S). Returns the learned gap in force
-        (0.0 when nothing was learned); a Redis error is logged and ignored."""
+        """A 429 named ``threshold_s`` for ``endpoint``: when larger than our gap, every worker keeps it, 20 %
+        to spare (the arrival times of calls spaced exactly by it jitter), from now on (for
+        RATE_GAP_LEARNED_TTL_MS, at most MAX_LEARNED_GAP_S). Returns the learned gap in force (0.0 when
+        nothing was learned); a Redis error is logged and ignored."""
         gap = self.gap_s(endpoint)
         if threshold_s is None or gap <= 0 or not math.isfinite(threshold_s) or threshold_s <= gap:
             return 0.0
-        wanted = min(threshold_s, MAX_LEARNED_GAP_S)
+        wanted = min(threshold_s * LEARNED_GAP_FACTOR, MAX_LEARNED_GAP_S)
         try:
             in_force = int(self._learn(keys=[self.keys.rate_gap(self.service, endpoint)],
                                        args=[int(wanted * _US), RATE_GAP_LEARNED_TTL_MS])) / _US
@@ -178,5 +180,5 @@ class KeyPacer:
         return self.limiter.learn(endpoint, threshold_s)
 
 
-__all__ = ["DEFAULT_MAX_WAIT_S", "MAX_LEARNED_GAP_S", "KeyPacer", "Reservation", "SharedRateLimiter",
-           "key_fingerprint"]
+__all__ = ["DEFAULT_MAX_WAIT_S", "LEARNED_GAP_FACTOR", "MAX_LEARNED_GAP_S", "KeyPacer", "Reservation",
+           "SharedRateLimiter", "key_fingerprint"]
