@@ -125,7 +125,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     for flag, var in (("--api-key", "VASTKEEP_SIM_API_KEY"), ("--hf-token", "VASTKEEP_SIM_HF_TOKEN"),
                       ("--civitai-token", "VASTKEEP_SIM_CIVITAI_TOKEN"),
-                      ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN")):
+                      ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN"),
+                      ("--min-gap-ms", "VASTKEEP_SIM_MIN_GAP_MS")):
         given = any(a == flag or a.startswith(flag + "=") for a in rest)
         if os.environ.get(var) and not given:
             # "--flag=value", never "--flag value": a generated key may start with "-" (token_urlsafe does

@@ -113,6 +113,8 @@ SPECS: tuple[_Spec, ...] = (
           extra=("redis", "rediss", "unix")),
     _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
     _Spec("VAST_API_URL", "url", "https://console.vast.ai/api/v0", "Vast.ai API base URL", extra=_HTTP),
+    _Spec("VAST_API_MIN_GAP_MS", "ms", 500, "Vast.ai rate limit: minimum gap between two calls to one "
+          "endpoint with one key, kept by all workers together (0 = off)", lo=0, hi=60_000),
     _Spec("HUGGINGFACE_HUB_TOKEN", "secret", None, "HuggingFace token"),
     _Spec("CIVITAI_TOKEN", "secret", None, "Civitai token"),
     _Spec("HUGGINGFACE_API_URL", "url", "https://huggingface.co", "HuggingFace API base URL", extra=_HTTP),
@@ -167,6 +169,7 @@ class Settings:
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"
+    vast_api_min_gap_ms: int = 500
     huggingface_hub_token: Secret | None = None
     civitai_token: Secret | None = None
     huggingface_api_url: str = "https://huggingface.co"
@@ -202,6 +205,7 @@ class Settings:
     poll_interval_s = _seconds("warm_pool_poll_interval_ms")
     port_tcp_timeout_s = _seconds("port_tcp_timeout_ms")
     port_http_timeout_s = _seconds("port_http_timeout_ms")
+    vast_api_min_gap_s = _seconds("vast_api_min_gap_ms")
 
     @property
     def longest_poll_interval_s(self) -> float:

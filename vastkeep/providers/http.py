@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
+import re
 import socket
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
@@ -35,19 +37,27 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a big Vast.ai instance list fits; a
 ERROR_BODY_BYTES = 64 * 1024  # what we read of a 429/5xx body (only an excerpt is ever shown)
 DEADLINE_EXCEEDED = "deadline exceeded"
 _READ_CHUNK = 65536
+_THRESHOLD_RE = re.compile(r"threshold\s*=\s*([0-9]+(?:\.[0-9]+)?)")
 _RESERVED_ERROR_KEYS = frozenset({"url", "method", "attempts", "reason", "status", "delay_s", "maybe_sent"})
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts in all (first try included) and the backoff between them."""
+    """How many attempts in all (first try included) and the backoff between them.
+
+    ``rate_limit_floor_s``: a retry after a 429 waits at least this long (a provider's minimum gap
+    between calls), plus the full-jitter delay on top; see :func:`rate_limit_floor`.
+    """
 
     max_attempts: int = 4
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base_s=0.5, cap_s=10.0))
+    rate_limit_floor_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("RetryPolicy.max_attempts must be >= 1")
+        if not (math.isfinite(self.rate_limit_floor_s) and self.rate_limit_floor_s >= 0):
+            raise ValueError("RetryPolicy.rate_limit_floor_s must be a finite number >= 0")
 
 
 def make_session(user_agent: str) -> requests.Session:
@@ -195,6 +205,8 @@ def request_with_retry(
     context: Mapping[str, object] | None = None,
     deadline_s: float | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    before_send: Callable[[], object] | None = None,
+    on_rate_limited: Callable[[str], object] | None = None,
 ) -> requests.Response:
     """Send one request, retrying 429/5xx/connection errors/timeouts at most ``retry.max_attempts`` times.
 
@@ -206,6 +218,9 @@ def request_with_retry(
     ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False only
     when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
     the server certainly did not act on it: a 429, or a connection that never opened.
+    ``before_send`` runs before every attempt (a shared rate limiter waits for its slot there; what it
+    raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`; ``on_rate_limited``
+    hears every 429 with its redacted body excerpt (e.g. to share the threshold it names).
     """
     where = safe_url(url)
     extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
@@ -213,6 +228,8 @@ def request_with_retry(
     attempts = retry.max_attempts
     for attempt in range(attempts):
         last = attempt + 1 >= attempts
+        if before_send is not None:
+            before_send()
         deadline = clock.monotonic() + budget_s
         try:
             response = session.request(method, url, headers=dict(headers), json=json, params=params,
@@ -253,14 +270,17 @@ def request_with_retry(
         detail = _error_excerpt(response, redact, deadline, clock)
         response.close()
         retryable = idempotent or status == 429
+        floor_s = rate_limit_floor(status, detail, retry)
+        if status == 429 and on_rate_limited is not None:
+            on_rate_limited(detail)
         if last or not retryable:
             suffix = f": {detail}" if detail else ""
             cls = RateLimited if status == 429 else ServerError
             # delay_s bounds the caller's own jittered wait (tasks.base.retry_delay_s): not a floor.
             raise cls(f"{method} {where} answered HTTP {status} after {attempt + 1} attempt(s){suffix}",
                       url=where, method=method, attempts=attempt + 1, status=status,
-                      delay_s=backoff_ceiling(attempt + 1, retry.backoff), **extra)
-        _pause(attempt, retry, clock, rng, method, where, f"HTTP {status}")
+                      delay_s=max(backoff_ceiling(attempt + 1, retry.backoff), floor_s), **extra)
+        _pause(attempt, retry, clock, rng, method, where, f"HTTP {status}", floor_s=floor_s)
     raise AssertionError("unreachable: the loop either returns or raises")  # pragma: no cover
 
 
@@ -276,10 +296,25 @@ def _error_excerpt(response: requests.Response, redact: Callable[[str], str] | N
     return body_excerpt(response, redact)
 
 
+def threshold_s(text: str) -> float | None:
+    """The seconds in Vast.ai's 429 body ``API requests too frequent: endpoint threshold=N``, else None."""
+    found = _THRESHOLD_RE.search(text or "")
+    return float(found.group(1)) if found else None
+
+
+def rate_limit_floor(status: int, detail: str, retry: RetryPolicy) -> float:
+    """The least a retry after ``status`` waits: for a 429, the policy's floor or the threshold the body
+    names, whichever is larger, bounded by the backoff cap (never an hour because a body says so); else 0."""
+    if status != 429:
+        return 0.0
+    named = threshold_s(detail) or 0.0
+    return min(max(retry.rate_limit_floor_s, named), max(retry.rate_limit_floor_s, retry.backoff.cap_s))
+
+
 def _pause(attempt: int, retry: RetryPolicy, clock: Clock, rng: random.Random,
-           method: str, where: str, why: str) -> None:
-    """Sleep a full-jitter delay before the next attempt, and say so (without secrets)."""
-    delay = backoff_delay(attempt, retry.backoff, rng)
+           method: str, where: str, why: str, floor_s: float = 0.0) -> None:
+    """Sleep ``floor_s`` plus a full-jitter delay before the next attempt, and say so (without secrets)."""
+    delay = floor_s + backoff_delay(attempt, retry.backoff, rng)
     log.warning("%s %s: %s (attempt %d/%d), retrying in %.2fs",
                 method, where, why, attempt + 1, retry.max_attempts, delay)
     clock.sleep(delay)

@@ -9,8 +9,10 @@ from :mod:`vastkeep.core.errors`, carrying ``instance_id`` where known and never
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -33,15 +35,18 @@ from vastkeep.providers.http import (
     make_session,
     request_with_retry,
     safe_url,
+    threshold_s,
 )
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "VastClient", "VastInstance", "VastOffer"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "CallPacer", "VastClient", "VastInstance", "VastOffer",
+           "endpoint_name"]
 
 log = logging.getLogger("vastkeep.providers")
 
 DEFAULT_BASE_URL = "https://console.vast.ai/api/v0"
-DEFAULT_RETRY = RetryPolicy(max_attempts=4)
+# A retry after a 429 waits at least 0.5 s (Vast.ai's minimum gap; see VAST_API_MIN_GAP_MS) plus jitter.
+DEFAULT_RETRY = RetryPolicy(max_attempts=4, rate_limit_floor_s=0.5)
 USER_AGENT = "vastkeep/0.1 (+vast-client)"
 NO_SUCH_INSTANCE = "no_such_instance"
 PROVIDER_TEXT_CHARS = 300
@@ -58,6 +63,22 @@ class VastApi(Protocol):
              price: float | None = None) -> int: ...
     def destroy(self, instance_id: int) -> bool: ...
     def set_label(self, instance_id: int, label: str) -> None: ...
+
+
+class CallPacer(Protocol):
+    """Keeps one key under Vast.ai's minimum gap per endpoint (``state.KeyPacer``: shared by all workers)."""
+
+    def gap_s(self, endpoint: str) -> float: ...
+    def wait_turn(self, endpoint: str) -> float: ...
+    def learn(self, endpoint: str, threshold_s: float | None) -> float: ...
+
+
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def endpoint_name(method: str, path: str) -> str:
+    """What Vast.ai rate-limits: method + route, ``PUT /asks/617/`` → ``PUT /asks/{id}`` (no end slash)."""
+    return f"{method.upper()} {_ID_SEGMENT.sub('/{id}', path).rstrip('/') or '/'}"
 
 
 class _Revealable(Protocol):
@@ -85,6 +106,12 @@ class VastClient:
     by raising; :func:`vastkeep.tokens.preflight.vast_client` passes the Vast.ai token check
     (:meth:`vastkeep.tokens.manager.TokenManager.ensure_vast_token_valid`), so nothing is rented with a key
     Vast.ai has rejected.
+
+    ``pacer`` (optional) keeps the key under Vast.ai's minimum gap per endpoint: every attempt first
+    waits for its slot (:meth:`CallPacer.wait_turn`, shared by all workers when it is the Redis one
+    :func:`~vastkeep.tokens.preflight.vast_client` passes), and a retry after a 429 waits at least the
+    endpoint's gap, plus jitter; a 429 naming a larger ``endpoint threshold=N`` is passed to
+    :meth:`CallPacer.learn`, so every worker keeps that gap.
     """
 
     def __init__(
@@ -99,6 +126,7 @@ class VastClient:
         session: requests.Session | None = None,
         preflight: Callable[[], None] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        pacer: CallPacer | None = None,
     ) -> None:
         raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
         if not isinstance(raw, str) or not raw.strip():
@@ -113,6 +141,7 @@ class VastClient:
         self._owns_session = session is None
         self.preflight = preflight
         self.max_body_bytes = int(max_body_bytes)
+        self.pacer = pacer
 
     def __repr__(self) -> str:
         return f"VastClient(base_url={safe_url(self.base_url)!r})"
@@ -271,12 +300,13 @@ class VastClient:
         if instance_id is not None:
             ctx["instance_id"] = instance_id
         url = f"{self.base_url}{path}"
+        retry, before_send, on_rate_limited = self._pacing(endpoint_name(method, path))
         response = request_with_retry(
             self.session, method, url,
             headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
-            json=json, params=params, timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
+            json=json, params=params, timeout_s=self.timeout_s, retry=retry, clock=self.clock,
             rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
-            max_body_bytes=self.max_body_bytes,
+            max_body_bytes=self.max_body_bytes, before_send=before_send, on_rate_limited=on_rate_limited,
         )
         status = response.status_code
         where = safe_url(url)
@@ -298,6 +328,18 @@ class VastClient:
             raise InvalidRequest(f"Vast.ai refused {method} {where}{_suffix(provider_text)}",
                                  provider_error=_plain(provider_error), **data)
         return body
+
+    def _pacing(self, endpoint: str) -> tuple[RetryPolicy, Callable[[], object] | None,
+                                              Callable[[str], object] | None]:
+        """The retry policy (429 floor raised to the endpoint's gap), the pacer's wait before each attempt,
+        and what a 429 tells it (the threshold its body names), for one call to ``endpoint``."""
+        pacer = self.pacer
+        if pacer is None:
+            return self.retry, None, None
+        floor = max(self.retry.rate_limit_floor_s, pacer.gap_s(endpoint))
+        return (dataclasses.replace(self.retry, rate_limit_floor_s=floor),
+                lambda: pacer.wait_turn(endpoint),
+                lambda text: pacer.learn(endpoint, threshold_s(text)))
 
     def _provider_text(self, body: Any, response: requests.Response) -> str:
         """The provider's own explanation (error/msg/message, else the body start), redacted."""

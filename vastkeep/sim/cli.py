@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", default="", help="write URLs and keys here as JSON once ready")
     p.add_argument("--ssh-backend", default="auto", choices=["auto", "sshd", "builtin", "off"])
     p.add_argument("--seed", type=int, default=None, help="seed for addresses/ports (reproducible runs)")
+    p.add_argument("--min-gap-ms", type=int, default=0,
+                   help="Vast.ai rate limit: minimum gap between two calls to one endpoint with one key; "
+                        "sooner calls answer 429 (0 = off; env VASTKEEP_SIM_MIN_GAP_MS)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -95,6 +98,8 @@ async def serve(config: SimConfig, ready_file: Path | None) -> None:
         print(f"  Civitai:      {info['civitai_api_url']}/api/v1/me")
         print(f"  Control:      {info['control_url']}  (X-Sim-Token; see the ready file)")
         print(f"  SSH backend:  {info['ssh_backend']}   state: {config.state_dir}")
+        print(f"  Rate limit:   {config.min_gap_s:g} s between calls to one endpoint per key"
+              if config.min_gap_s > 0 else "  Rate limit:   off")
         if ready_file is not None:
             print(f"  Ready file:   {ready_file}  (keys inside, mode 0600)")
         print("=" * 72, flush=True)
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         control_token=args.control_token,
         ssh_backend=args.ssh_backend,
         seed=args.seed,
+        min_gap_s=max(0, args.min_gap_ms) / 1000,
     )
     ready = Path(args.ready_file).resolve() if args.ready_file else None
     try:

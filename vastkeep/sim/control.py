@@ -228,6 +228,23 @@ class SimControl:
     def clear_api_faults(self) -> None:
         self._call("DELETE", "/api_faults")
 
+    def set_rate_limit(self, min_gap_s: float | None = None,
+                       endpoints: dict[str, float] | None = None) -> dict[str, Any]:
+        """Vast.ai's minimum gap per endpoint and key: calls sooner answer 429 ``API requests too frequent:
+        endpoint threshold=N``. ``min_gap_s`` for every endpoint (0 = off), ``endpoints`` per endpoint
+        (``{"GET /instances": 1.0, "PUT /asks/{id}": 2.0}``, replacing earlier ones). Returns the rule's
+        state: ``min_gap_s``, ``endpoints``, ``refused`` (429s answered so far)."""
+        body: dict[str, Any] = {}
+        if min_gap_s is not None:
+            body["min_gap_s"] = min_gap_s
+        if endpoints is not None:
+            body["endpoints"] = endpoints
+        return self._call("POST", "/rate_limit", body)
+
+    def rate_limit(self) -> dict[str, Any]:
+        """The minimum-gap rule in force and ``refused``, the number of 429s it answered."""
+        return self._call("GET", "/rate_limit")
+
     def set_valid_tokens(self, **valid: str | list[str]) -> dict[str, Any]:
         """Keys each service accepts from now on, e.g. ``hf=["hf_new"]``; ``hf=[]`` rejects every key."""
         return self._call("POST", "/tokens", {"valid": valid})

@@ -243,6 +243,15 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         since = int(request.query.get("since", "0"))
         return web.json_response({"requests": sim.requests.since(since, request.query.get("service"))})
 
+    async def rate_limit(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            body = await _json(request)
+            try:
+                sim.rate_limit.configure(body.get("min_gap_s"), body.get("endpoints"))
+            except ValueError as exc:
+                return _bad(str(exc))
+        return web.json_response(sim.rate_limit.as_dict())
+
     async def clear_requests(request: web.Request) -> web.Response:
         sim.requests.clear()
         return web.json_response({"ok": True})
@@ -266,3 +275,5 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     r.add_post("/_sim/rent_defaults", rent_defaults)
     r.add_get("/_sim/requests", requests_seen)
     r.add_delete("/_sim/requests", clear_requests)
+    r.add_get("/_sim/rate_limit", rate_limit)
+    r.add_post("/_sim/rate_limit", rate_limit)

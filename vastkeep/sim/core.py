@@ -21,6 +21,7 @@ from typing import Any
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim.faults import ApiFault, ApiFaults, RequestLog, TokenBook, fingerprint
 from vastkeep.sim.net import Network, raise_fd_limit
+from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
 from vastkeep.sim.state import (
     COMFY_DIRECT,
@@ -62,6 +63,7 @@ class SimConfig:
     control_token: str = ""
     ssh_backend: str = "auto"  # auto | sshd | builtin | off
     seed: int | None = None
+    min_gap_s: float = 0.0  # Vast.ai's per-endpoint, per-key minimum gap (0 = off; sim/ratelimit.py)
 
     def __post_init__(self) -> None:
         self.api_key = self.api_key or secrets.token_hex(32)
@@ -116,6 +118,7 @@ class Simulator:
         self.tokens = TokenBook(config.api_key, config.hf_token, config.civitai_token)
         self.api_faults = ApiFaults()
         self.requests = RequestLog()
+        self.rate_limit = MinGapRule(config.min_gap_s)
         self.log_results: OrderedDict[str, str] = OrderedDict()
         # A random /16 per simulator, so two simulators on one machine do not share addresses.
         self.ips = IpAllocator(0x7F000000 | (self.rng.randrange(1, 250) << 16))
@@ -399,6 +402,7 @@ class Simulator:
         self.lifecycle = Lifecycle()
         self.rent_defaults.update(DEFAULT_RENT_OPTIONS)
         self.requests.clear()
+        self.rate_limit.reset()
         self.log_results.clear()
 
     def stats(self) -> dict[str, Any]:

@@ -83,6 +83,11 @@ class SimServer:
             if ctype == "application/json":
                 return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})
             return web.Response(text=text, status=fault.status, content_type=ctype)
+        too_soon = admission.service == "vast" and self.sim.rate_limit.check(
+            request.method, path, entry["key_fingerprint"] or "anonymous", self.sim.clock.monotonic())
+        if too_soon:  # Vast.ai's minimum gap: plain text, no Retry-After
+            entry["status"] = 429
+            return web.Response(text=too_soon, status=429, content_type="text/plain")
         if not admission.authorized:
             entry["status"] = 401
             return tokens_api.unauthorized(admission.service)

@@ -28,6 +28,7 @@ from vastkeep.core.errors import StackError
 STACK_FILE = "stack.json"
 REDIS_CONFIG_FILE = "redis.conf"
 SECRET_FIELDS = ("admin_api_key", "flower_password", "control_token")
+DEMO_SIM_MIN_GAP_MS = 300  # `vastkeep up`'s simulated cloud answers 429 to calls sooner than this
 
 
 # ── the runtime file ─────────────────────────────────────────────────────────
@@ -215,6 +216,8 @@ class Stack:
         port = pick_port(range(0))  # fixed for the stack's life, so a restarted simulator keeps its URLs
         argv = [py, "-m", "vastkeep.cli", "simulate", "--host", "127.0.0.1", "--port", str(port),
                 "--state-dir", str(sim_dir), "--ready-file", str(ready), "--log-level", "WARNING"]
+        # A realistic Vast.ai rate limit (below VAST_API_MIN_GAP_MS, the gap the shared limiter keeps).
+        keys["VASTKEEP_SIM_MIN_GAP_MS"] = self.env.get("VASTKEEP_SIM_MIN_GAP_MS") or str(DEMO_SIM_MIN_GAP_MS)
         self._spawn("simulator", "Simulator", argv, env={**self.env, **keys}, stop_last=True)
         self._wait(stop, "simulated cloud", 60, ready.exists, "simulator")
         info = json.loads(ready.read_text())

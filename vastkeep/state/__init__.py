@@ -6,6 +6,7 @@
 - ``store``: instance records, pool settings, token results; fenced compare-and-set writes.
 - ``events``: the durable event stream.
 - ``heartbeats``: "this process / daemon is alive" with a TTL.
+- ``ratelimit``: one shared pace per (endpoint, API key) for every worker on every host (Lua beside it).
 - ``protocols``: the narrow interfaces (``Store``, ``EventSink``, ...) the layer flows are typed against.
 """
 
@@ -15,10 +16,12 @@ from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_he
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, LeaseStore, Store, TokenResultStore
+from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
 from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
 
 __all__ = [
-    "EVENT_KINDS", "Event", "EventLog", "EventSink", "InstanceRecord", "Keys", "Lease", "LeaseManager",
-    "LeaseStore", "PoolSettings", "StateStore", "Store", "TokenResultStore", "as_text", "clear_heartbeat",
-    "connect", "new_owner", "read_heartbeats", "write_heartbeat",
+    "EVENT_KINDS", "Event", "EventLog", "EventSink", "InstanceRecord", "KeyPacer", "Keys", "Lease",
+    "LeaseManager", "LeaseStore", "PoolSettings", "SharedRateLimiter", "StateStore", "Store",
+    "TokenResultStore", "as_text", "clear_heartbeat", "connect", "key_fingerprint", "new_owner",
+    "read_heartbeats", "write_heartbeat",
 ]

@@ -14,7 +14,10 @@ LEASE_DEFAULT_TTL_MS = 30_000  # a lease nobody renews for this long is free aga
 EVENTS_MAXLEN = 10_000  # approximate cap of the event stream (XADD MAXLEN ~)
 KEEPALIVE_STATUS_TTL_MS = 86_400_000  # keepalive status of an instance that stopped being watched
 HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
+RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
+RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
 
+_ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
 
 
@@ -116,10 +119,30 @@ class Keys:
         ``<prefix>:statics``) and the lock that lets exactly one beat of the deployment send."""
         return self._k("redbeat") + ":"
 
+    # ── provider rate limits ────────────────────────────────────────────────
+    def rate_slot(self, service: str, endpoint: str, key_fingerprint: str) -> str:
+        """Next allowed call time (us) of one endpoint with one API key, shared by every worker.
+
+        ``endpoint`` is ``"GET /instances/{id}"`` (made key-safe: ``GET_/instances/_id_``); the API key
+        itself never appears, only its one-way fingerprint. PX TTL: until that time + RATE_SLOT_GRACE_MS.
+        """
+        slug = _ENDPOINT_UNSAFE_RE.sub("_", endpoint)
+        return self._k("rate", _part("service", service), _part("endpoint", slug),
+                       _part("key fingerprint", key_fingerprint))
+
+    def rate_gap(self, service: str, endpoint: str) -> str:
+        """A larger gap (us) an endpoint's 429 named, for every key (PX RATE_GAP_LEARNED_TTL_MS)."""
+        slug = _ENDPOINT_UNSAFE_RE.sub("_", endpoint)
+        return self._k("rate-gap", _part("service", service), _part("endpoint", slug))
+
+    def rate_slot_pattern(self) -> str:
+        """SCAN pattern matching every rate-limit slot key."""
+        return self._k("rate", "*")
+
     def all_patterns(self) -> list[str]:
         """Patterns covering every key this prefix owns (for operators and test clean-up)."""
         return [self._k("*")]
 
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
-           "TOKEN_RESULT_TTL_MS", "Keys"]
+           "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS", "Keys"]

@@ -14,6 +14,7 @@ from typing import Any
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
 from vastkeep.providers.vast import VastClient
+from vastkeep.state import KeyPacer, SharedRateLimiter
 from vastkeep.tokens.manager import VASTAI, EventSink, TokenManager, TokenStore
 
 
@@ -27,7 +28,10 @@ def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLO
 
     A Redis error reading the override propagates (the caller retries): silently falling back to a
     start-up key that an operator has since replaced would authenticate with the wrong account key.
-    ``options`` go to :class:`VastClient` (``timeout_s``, ``retry``, ``rng``, ``session``).
+    Every client built here shares one pace per endpoint and key with every other worker on every host
+    (:class:`~vastkeep.state.SharedRateLimiter` in the store's Redis, ``VAST_API_MIN_GAP_MS`` apart), so
+    the workers together stay under Vast.ai's minimum gap instead of each of them alone.
+    ``options`` go to :class:`VastClient` (``timeout_s``, ``retry``, ``rng``, ``session``, ``pacer``).
     """
     manager = TokenManager.from_settings(settings, store, events=events, clock=clock)
     token = manager.effective_token(VASTAI)
@@ -37,7 +41,21 @@ def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLO
     def preflight() -> None:
         manager.ensure_vast_token_valid()
 
+    if "pacer" not in options:
+        options["pacer"] = shared_pacer(settings, store, token.reveal(), clock)
     return VastClient(token, settings.vast_api_url, clock=clock, preflight=preflight, **options)
 
 
-__all__ = ["vast_client"]
+def shared_pacer(settings: Settings, store: TokenStore, key: str,
+                 clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
+    """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis; None when the gap is 0 or the
+    store has no Redis (then only the client's own 429 retry floor applies)."""
+    redis_client = getattr(store, "redis", None)
+    if settings.vast_api_min_gap_ms <= 0 or redis_client is None:
+        return None
+    limiter = SharedRateLimiter(redis_client, getattr(store, "keys", None), clock,
+                                min_gap_s=settings.vast_api_min_gap_s)
+    return limiter.for_key(key)
+
+
+__all__ = ["shared_pacer", "vast_client"]
