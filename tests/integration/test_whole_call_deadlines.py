@@ -10,12 +10,16 @@ Deadlines are real time, so these tests use the system clock and assert generous
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import random
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +48,7 @@ class StallServer:
     """A real TCP server speaking just enough HTTP/1.1: ``silent`` (read the request, never answer),
     ``drip_head`` (a status line, then one header byte every 50 ms) or ``ok`` (keep-alive JSON)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, tls: ssl.SSLContext | None = None) -> None:
         self.mode = mode
         self.release = threading.Event()
         self.connections = 0
@@ -59,6 +63,8 @@ class StallServer:
                 conn: socket.socket = self.request
                 conn.settimeout(HOLD_S)
                 try:
+                    if tls is not None:
+                        conn = tls.wrap_socket(conn, server_side=True)
                     while owner._serve_one(conn):
                         pass
                 except OSError:
@@ -69,7 +75,8 @@ class StallServer:
             allow_reuse_address = True
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -106,13 +113,41 @@ class StallServer:
 def stall() -> Iterator[Any]:
     servers: list[StallServer] = []
 
-    def start(mode: str) -> StallServer:
-        servers.append(StallServer(mode))
+    def start(mode: str, tls: ssl.SSLContext | None = None) -> StallServer:
+        servers.append(StallServer(mode, tls))
         return servers[-1]
 
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A self-signed certificate for 127.0.0.1 that requests trusts for this test (REQUESTS_CA_BUNDLE)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx
 
 
 class NoSleepClock(SystemClock):
@@ -143,6 +178,18 @@ def test_request_ends_at_its_deadline_while_headers_stall(stall, mode: str) -> N
     elapsed = time.monotonic() - started
     assert 0.8 - 0.05 <= elapsed < 0.8 + SLACK_S, f"took {elapsed:.2f}s against a 0.8 s deadline"
     assert info.value.reason == "deadline exceeded" and info.value.maybe_sent is True
+
+
+def test_https_request_ends_at_its_deadline_while_headers_stall(stall, tls_server_context) -> None:
+    """The same over TLS (Vast.ai is HTTPS): the watchdog shuts the TLS connection's socket."""
+    server = stall("drip_head", tls_server_context)
+    assert _get(f"{stall('ok', tls_server_context).url}/a", deadline_s=5.0).json() == {"instances": []}
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as info:
+        _get(f"{server.url}/instances", deadline_s=0.8)
+    elapsed = time.monotonic() - started
+    assert 0.8 - 0.05 <= elapsed < 0.8 + SLACK_S, f"took {elapsed:.2f}s against a 0.8 s deadline"
+    assert info.value.reason == "deadline exceeded"
 
 
 def test_a_stalled_attempt_is_retried_with_a_deadline_of_its_own(stall) -> None:
