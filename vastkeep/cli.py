@@ -87,25 +87,42 @@ def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
     return results
 
 
+def config_findings(stack: dict[str, Any] | None, settings: Any) -> list[tuple[bool, str]]:
+    """Likely configuration mistakes, ``(fatal, text)``: those the running stack recorded at start-up,
+    else those of the settings this shell would start one with."""
+    from vastkeep.core.config_hints import config_warnings  # noqa: PLC0415
+
+    recorded = (stack or {}).get("config_warnings")
+    if isinstance(recorded, list):
+        return [(bool(f.get("fatal")), str(f.get("text"))) for f in recorded if isinstance(f, dict)]
+    return config_warnings(settings) if settings is not None else []
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Exit 0 when the stack is healthy, 1 with the reasons otherwise."""
+    """Exit 0 when the stack is healthy, 1 with the reasons otherwise (a WARN line does not fail)."""
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
     home = _home_from_settings()
     stack = read_stack(home)
     redis_url = (stack or {}).get("redis_url")
     admin_url = (stack or {}).get("admin_api_url")
-    if stack is None:
-        try:
-            from vastkeep.core.settings import load_settings  # noqa: PLC0415
-
-            s = load_settings()
-            redis_url, admin_url = s.redis_url, f"http://{s.admin_api_host}:{s.admin_api_port}"
-        except ConfigError as exc:
+    settings = None
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        if stack is None:
             print(f"FAIL: configuration: {exc}")
             return 1
+    if stack is None and settings is not None:
+        redis_url, admin_url = settings.redis_url, f"http://{settings.admin_api_host}:{settings.admin_api_port}"
+    findings = config_findings(stack, settings)
+    for fatal, text in findings:
+        print(("FAIL: " if fatal else "WARN: ") + "configuration: " + text)
     results = run_checks(stack, redis_url, admin_url)
     for ok, text in results:
         print(("OK:   " if ok else "FAIL: ") + text)
-    return 0 if results and all(ok for ok, _ in results) else 1
+    healthy = results and all(ok for ok, _ in results) and not any(fatal for fatal, _ in findings)
+    return 0 if healthy else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -149,6 +149,30 @@ def test_connection_refused_is_unknown(cloud, store) -> None:
         assert (r["valid"], r["status"], r["error"]) == (None, "unknown", "connection error")
 
 
+def test_vast_url_without_api_v0_says_what_is_wrong(cloud, store, caplog) -> None:
+    """VAST_API_URL=http://host:port (no /api/v0): every call 404s; the result says why, not just 404."""
+    caplog.set_level(logging.WARNING, logger="vastkeep.tokens")
+    vast_url, hf_url, civitai_url = cloud.urls()
+    assert vast_url.endswith("/api/v0")
+    bare = vast_url.removesuffix("/api/v0")
+    r = make_manager(cloud, store, specs=check_specs(bare, hf_url, civitai_url)).validate_service(
+        VASTAI, use_cache=False)
+    assert (r["valid"], r["status"], r["httpStatus"]) == (None, "unknown", 404)
+    assert r["error"] == (f"unexpected HTTP 404: VAST_API_URL should end with /api/v0 (e.g. "
+                          f"https://console.vast.ai/api/v0); it is {bare}, so every Vast.ai call answers 404")
+    assert r["hint"].startswith("VAST_API_URL should end with /api/v0")
+    assert f"⚠️  vastai token could not be validated: {r['error']}" in caplog.messages
+    assert_no_secret(caplog.text + json.dumps(r), cloud)
+
+
+def test_404_on_another_service_names_its_setting(cloud, store) -> None:
+    vast_url, hf_url, civitai_url = cloud.urls()
+    specs = check_specs(vast_url, hf_url, civitai_url + "/nope")
+    r = make_manager(cloud, store, specs=specs).validate_service(CIVITAI, use_cache=False)
+    assert r["status"] == "unknown" and r["httpStatus"] == 404
+    assert r["error"].startswith(f"unexpected HTTP 404: check CIVITAI_API_URL: it is {civitai_url}/nope")
+
+
 class _Garbage(http.server.BaseHTTPRequestHandler):
     """A 200 with an HTML login page: what a captive portal answers. Not a verdict on the token."""
 

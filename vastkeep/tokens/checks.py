@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.config_hints import not_found_hint
 from vastkeep.core.errors import MalformedResponse, NetworkError
 from vastkeep.core.settings import Secret
 from vastkeep.providers.deadline import call_deadline, watch_session
@@ -208,7 +209,8 @@ def run_check(
                         body = read_body(response, deadline=deadline, clock=clock, limit_bytes=MAX_BODY_BYTES)
                     if call.expired:  # the socket was shut mid-body: what was read is not the answer
                         return classify(spec.service, tested_at=tested_at(), error=timed_out)
-                    return classify(spec.service, tested_at=tested_at(), status=code, body=body)
+                    return with_hint(spec, classify(spec.service, tested_at=tested_at(), status=code,
+                                                    body=body))
                 finally:
                     response.close()
             except requests.RequestException as exc:
@@ -228,6 +230,14 @@ def run_check(
         return classify(spec.service, tested_at=tested_at(), error=f"request failed ({type(exc).__name__})")
     finally:
         session.close()
+
+
+def with_hint(spec: CheckSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """A 404 means the check's URL is wrong, not the token: say which setting (``hint`` and ``error``)."""
+    if result.get("status") != UNKNOWN or result.get("httpStatus") != 404:
+        return result
+    hint = not_found_hint(spec.service, spec.base_url)
+    return result | {"error": f"{result['error']}: {hint}", "hint": hint}
 
 
 def token_problem(value: object, *, max_bytes: int = 4096) -> str | None:
