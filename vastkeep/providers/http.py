@@ -208,7 +208,9 @@ def request_with_retry(
     (other retryable status) or ``NetworkError`` (transport), carrying ``url`` (no query), ``method``,
     ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False only
     when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
-    the server certainly did not act on it: a 429, or a connection that never opened.
+    the server certainly did not act on it: a 429, or a connection that never opened. Each attempt as a
+    whole (status line, headers, body) ends at its deadline: ``session`` gets a
+    :class:`~vastkeep.providers.deadline.DeadlineAdapter` mounted if it lacks one.
     """
     where = safe_url(url)
     extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
