@@ -75,12 +75,21 @@ class StallServer:
             allow_reuse_address = True
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        scheme = "https" if tls is not None else "http"
+        scheme = "https" if tls is not None or mode == "tls_stall" else "http"
         self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def _serve_one(self, conn: socket.socket) -> bool:
+        if self.mode == "tls_stall":  # a TLS record header promising 16 KiB, then one byte at a time
+            conn.recv(65536)  # the ClientHello
+            with self.lock:
+                self.requests.append("TLS ClientHello")
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            stop = time.monotonic() + HOLD_S
+            while time.monotonic() < stop and not self.release.wait(0.05):
+                conn.sendall(b"\x00")
+            return False
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
@@ -192,6 +201,19 @@ def test_https_request_ends_at_its_deadline_while_headers_stall(stall, tls_serve
     assert info.value.reason == "deadline exceeded"
 
 
+def test_https_request_ends_at_its_deadline_while_the_tls_handshake_stalls(stall) -> None:
+    """TCP connects, then the server's TLS answer drips: the handshake ends by the deadline too (Python's
+    ssl bounds a whole handshake by the socket timeout, which request_with_retry caps at the budget;
+    the watchdog covers it as well)."""
+    server = stall("tls_stall")
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as info:
+        _get(f"{server.url}/instances", deadline_s=0.8)
+    elapsed = time.monotonic() - started
+    assert 0.8 - 0.05 <= elapsed < 0.8 + SLACK_S, f"took {elapsed:.2f}s against a 0.8 s deadline"
+    assert info.value.reason == "deadline exceeded" and server.requests == ["TLS ClientHello"]
+
+
 def test_a_stalled_attempt_is_retried_with_a_deadline_of_its_own(stall) -> None:
     server = stall("drip_head")
     started = time.monotonic()
@@ -249,6 +271,27 @@ def test_deadlines_cost_one_thread_per_process(stall) -> None:
     after = {t.ident for t in threading.enumerate() if "process_request" not in t.name}
     assert after <= before, "a call left a thread behind"
     assert sum(t.name == "vastkeep-http-deadline" for t in threading.enumerate()) == 1
+
+
+def test_deadlines_leave_no_descriptor_behind(stall) -> None:
+    silent, ok = stall("silent"), stall("ok")
+    session = make_session("vk-test")
+    _get(f"{ok.url}/warm", deadline_s=2.0, session=session)
+
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    before = open_fds()
+    for _ in range(10):
+        with pytest.raises(NetworkError):
+            _get(f"{silent.url}/x", deadline_s=0.05, session=session)
+        _get(f"{ok.url}/y", deadline_s=2.0, session=session)
+    session.close()
+    silent.release.set()  # the servers (in this process too) let go of their ends
+    deadline = time.monotonic() + 5
+    while open_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert open_fds() <= before, "a call left a descriptor open"
 
 
 # ── token checks ────────────────────────────────────────────────────────────

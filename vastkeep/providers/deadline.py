@@ -4,14 +4,17 @@ requests' ``timeout`` bounds each socket operation, not a call: a server that ac
 its status line and headers one byte at a time (or a body, see ``http.read_body``) never trips a read
 timeout and holds the caller, and its worker thread, for as long as it likes. Here a call runs inside
 :func:`call_deadline`; the connections of sessions that carry a :class:`DeadlineAdapter` (every
-session from ``http.make_session``) attach their socket to the current call when they connect and
-when they wait for a response, and one process-wide watchdog thread ``shutdown()``s those sockets when
-the deadline passes. The blocked read returns at once, requests raises, and the caller sees
-``call.expired`` and reports "deadline exceeded". No thread per call, nothing left running after it.
+session from ``http.make_session``) attach their socket to the current call as soon as TCP connects
+(before any TLS handshake) and when they wait for a response, and one process-wide watchdog thread
+``shutdown()``s those sockets when the deadline passes. The blocked read returns at once, requests
+raises, and the caller sees ``call.expired`` and reports "deadline exceeded". No thread per call,
+nothing left running after it.
 
-``shutdown()`` (not ``close()``) is safe from another thread: the file descriptor stays owned by the
-reading thread, which closes it as usual. A finished call detaches its sockets, so a keep-alive
-connection back in the pool is never touched by a deadline that is no longer its own.
+The watchdog shuts down (never closes) a duplicate descriptor of the socket that the call owns, so the
+reading thread keeps and closes its own descriptor as usual; a duplicate made right after TCP connects
+also wakes a TLS handshake that stalls (the TLS layer replaces the socket object it was given). A
+finished call closes its duplicates, so a keep-alive connection back in the pool is never touched by a
+deadline that is no longer its own.
 
 Deadlines here are real time (``SYSTEM_CLOCK.monotonic()``), because sockets wait in real time. What
 this cannot interrupt: DNS resolution (``getaddrinfo``) and the TCP connect itself, which callers bound
@@ -40,23 +43,27 @@ from vastkeep.core.clock import SYSTEM_CLOCK
 _RUNNING, _EXPIRED, _DONE = "running", "expired", "done"
 
 
-def _shut(sock: Any) -> None:
-    """Wake any thread blocked on ``sock`` (reads return EOF); the owner still closes it."""
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            # socket.socket's own method, also for an SSLSocket: no TLS close_notify from this thread
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+def _shut(sock: socket.socket) -> None:
+    """Wake any thread blocked on the socket ``sock`` duplicates (its reads return EOF)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class CallDeadline:
-    """One call's deadline (real monotonic seconds) and the sockets it has used so far."""
+    """One call's deadline (real monotonic seconds) and the sockets it has used so far.
+
+    It holds its own duplicate descriptor of each socket, shut at the deadline and closed when the call
+    ends, both under one lock: the watchdog never touches a descriptor the connection owns, so a
+    descriptor number closed and reused elsewhere can never be shut by mistake.
+    """
 
     def __init__(self, budget_s: float) -> None:
         self.budget_s = float(budget_s)
         self.due = SYSTEM_CLOCK.monotonic() + self.budget_s
         self._lock = threading.Lock()
         self._state = _RUNNING
-        self._socks: list[Any] = []
+        self._dups: list[socket.socket] = []
+        self._watched: set[int] = set()  # id() of the connection sockets already duplicated
 
     @property
     def expired(self) -> bool:
@@ -72,17 +79,21 @@ class CallDeadline:
         return max(0.0, self.due - SYSTEM_CLOCK.monotonic())
 
     def attach(self, sock: Any) -> None:
-        """Put ``sock`` under this deadline (shut at once if it has passed already)."""
-        if sock is None:
+        """Put the socket ``sock`` (plain or TLS) under this deadline; shut at once if it has passed."""
+        if sock is None or id(sock) in self._watched:
             return
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except (OSError, ValueError):
+            return  # already closed: nothing left to wake
         with self._lock:
+            self._watched.add(id(sock))
             if self._state == _RUNNING:
-                if all(s is not sock for s in self._socks):
-                    self._socks.append(sock)
+                self._dups.append(dup)
                 return
-            expired = self._state == _EXPIRED
-        if expired:
-            _shut(sock)
+            if self._state == _EXPIRED:
+                _shut(dup)
+            dup.close()
 
     def expire(self) -> None:
         """The deadline passed: shut every socket of a call still running."""
@@ -90,16 +101,17 @@ class CallDeadline:
             if self._state != _RUNNING:
                 return
             self._state = _EXPIRED
-            socks, self._socks = self._socks, []
-        for sock in socks:
-            _shut(sock)
+            for dup in self._dups:
+                _shut(dup)
 
     def finish(self) -> None:
         """The call is over: its sockets (maybe back in a pool) are no longer this deadline's business."""
         with self._lock:
             if self._state == _RUNNING:
                 self._state = _DONE
-            self._socks = []
+            dups, self._dups = self._dups, []
+            for dup in dups:
+                dup.close()  # only our duplicate descriptor: the connection itself lives on
 
 
 class _Watchdog:
@@ -191,19 +203,21 @@ def _attach_current(sock: Any) -> None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+    def _new_conn(self) -> socket.socket:  # TCP connected; a TLS handshake (if any) comes next
+        sock = super()._new_conn()
+        _attach_current(sock)
+        return sock
 
-    def getresponse(self) -> Any:  # a reused keep-alive connection did not connect() in this call
+    def getresponse(self) -> Any:  # a reused keep-alive connection did not connect in this call
         _attach_current(self.sock)
         return super().getresponse()
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _attach_current(sock)
+        return sock
 
     def getresponse(self) -> Any:
         _attach_current(self.sock)
