@@ -41,13 +41,25 @@ def _redis_client(url: str) -> Any:
     return connect(url, socket_timeout_s=3, socket_connect_timeout_s=2, retry_attempts=0)
 
 
+HEALTH_DEADLINE_S = 7.0  # the whole /health call, headers and body included
+
+
 def _http_health(url: str) -> tuple[bool, str]:
+    """GET /health within :data:`HEALTH_DEADLINE_S` in all (a server that stalls cannot hang ``check``)."""
     import requests  # noqa: PLC0415
 
-    try:
-        r = requests.get(f"{url}/health", timeout=(2, 5))
-    except requests.RequestException as exc:
-        return False, f"{url}/health unreachable ({type(exc).__name__})"
+    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.http import make_session  # noqa: PLC0415
+
+    with make_session("vastkeep-check/1") as session, call_deadline(HEALTH_DEADLINE_S) as call:
+        try:
+            r = session.get(f"{url}/health", timeout=(2, 5))
+            r.content  # noqa: B018 - read the body inside the deadline
+        except requests.RequestException as exc:
+            why = f"no answer within {HEALTH_DEADLINE_S:g}s" if call.expired else type(exc).__name__
+            return False, f"{url}/health unreachable ({why})"
+    if call.expired:
+        return False, f"{url}/health unreachable (no answer within {HEALTH_DEADLINE_S:g}s)"
     if r.status_code != 200:
         return False, f"{url}/health answered {r.status_code}"
     return True, f"{url}/health ok"
