@@ -81,6 +81,8 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         assert stack["simulated"] is True and stack["redis_embedded"] is True
         text = out_path.read_text()
         assert "cloud is SIMULATED" in text
+        assert f"Vast.ai API {stack['simulator']['vast_api_url']}   (SIMULATED" in text
+        assert stack["vast_mode"] == "simulated" and stack["config_warnings"] == []
         assert "[Watchdog] Registered process: Worker-control" in text
         assert text.count(stack["admin_api_key"]) == 1  # printed exactly once
         assert text.count(stack["flower_password"]) == 1

@@ -139,7 +139,8 @@ def test_internal_addresses_refused_without_simulation(port_servers, addr):
 
 
 @pytest.mark.parametrize("addr", ["169.254.169.254", "10.1.2.3", "192.168.0.1", "172.16.5.5", "100.64.0.1",
-                                  "::ffff:169.254.169.254"])
+                                  "::ffff:169.254.169.254", "198.18.0.1", "192.0.0.8", "2002:a9fe:a9fe::1",
+                                  "2001::1", "fec0::1"])
 def test_simulation_opens_loopback_only(port_servers, addr):
     """VASTKEEP_SIMULATED admits 127.0.0.0/8 (where the simulator lives) and no other internal address."""
     lst = port_servers.open("ok")

@@ -7,13 +7,14 @@ import logging
 import pytest
 
 from vastkeep.core.errors import UnsafeTarget
-from vastkeep.ports.candidates import Candidate
+from vastkeep.ports.candidates import Candidate, derive_candidates
 from vastkeep.ports.probe import ProbeResult, is_comfyui_stats
 from vastkeep.ports.validator import (
     FIREWALL_ERROR,
     HANG_ERROR,
     NO_CANDIDATES_ERROR,
     PortValidation,
+    PortValidator,
     classify_probe,
     log_validation,
     unsafe_validation,
@@ -128,6 +129,28 @@ def test_guide_log_lines(caplog, pv, level, line):
     log_validation(pv, "7")
     assert [(rec.levelno, rec.getMessage()) for rec in caplog.records] == [(level, line)]
     assert caplog.records[0].instance_id == "7"
+
+
+def test_no_ports_reported_yet_is_info_not_the_alert_line(caplog):
+    """Normal provisioning (the provider has not reported ports yet) must not print the alert line."""
+    caplog.set_level(logging.DEBUG, logger="vastkeep.ports")
+    pv = classify_probe([])
+    assert pv.error == NO_CANDIDATES_ERROR
+    log_validation(pv, "7")
+    assert [(rec.levelno, rec.getMessage()) for rec in caplog.records] == [
+        (logging.INFO, "⏳ No ComfyUI port reported by the provider yet; nothing to probe (instance 7)")]
+    assert caplog.records[0].instance_id == "7"
+    assert not any("Port validation failed" in m for m in caplog.messages)
+
+
+def test_no_ports_reported_yet_through_the_validator_is_info(caplog):
+    """The same through PortValidator (what validate_instance and the pool sweep call), with no probe."""
+    caplog.set_level(logging.DEBUG, logger="vastkeep.ports")
+    for ports in ({}, None, {"22/tcp": 41231}):
+        pv = PortValidator().validate(derive_candidates("203.0.113.7", ports), "8")
+        assert not pv.success and pv.error == NO_CANDIDATES_ERROR
+    assert not any("Port validation failed" in m for m in caplog.messages)
+    assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
 
 
 @pytest.mark.parametrize(

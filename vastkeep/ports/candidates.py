@@ -2,9 +2,10 @@
 
 The guide's priority is fixed: direct 8188 on the public IP, then the host port Vast maps to the
 container's ``8188/tcp``, then the one mapped to ``18188/tcp``. We only ever probe the address and the
-ports the provider reported for that instance, and we refuse internal address space (loopback, RFC 1918,
-link-local, ...): a probe is an outbound connection made on the strength of data a third party sent us,
-i.e. a classic SSRF vector. The simulated cloud opens exactly one hole, IPv4 loopback, where it lives.
+ports the provider reported for that instance, and we refuse every address that is not globally routable
+(loopback, RFC 1918, link-local, benchmarking, tunnels to any of those, ...): a probe is an outbound
+connection made on the strength of data a third party sent us, i.e. a classic SSRF vector. The
+simulated cloud opens exactly one hole, IPv4 loopback, where it lives.
 """
 
 from __future__ import annotations
@@ -24,13 +25,25 @@ KINDS: tuple[str, ...] = ("direct", "mapped", "fallback")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Address space that never belongs to a rented instance's public side. ``is_private`` in the standard
-# library also covers the documentation ranges, which we do not need to refuse, so the private set is
-# spelled out: RFC 1918, RFC 6598 (carrier-grade NAT), "this network" and IPv6 unique-local.
+# Private space, named as such in refusals: RFC 1918, RFC 6598 (carrier-grade NAT), "this network",
+# IPv6 unique-local and the deprecated IPv6 site-local block.
 _PRIVATE_NETS = tuple(
     ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "fc00::/7")
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "0.0.0.0/8", "fc00::/7",
+              "fec0::/10")
 )
+# The IANA special-purpose blocks that are not globally reachable, spelled out because the standard
+# library's ``is_global`` misses several of them on Python 3.11 (192.0.0.0/24, fec0::/10, ...).
+# Embedded-IPv4 forms (IPv4-mapped, 6to4, Teredo, NAT64) are unwrapped before this table is consulted.
+_NON_GLOBAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "198.18.0.0/15", "198.51.100.0/24",
+              "203.0.113.0/24", "240.0.0.0/4", "255.255.255.255/32",
+              "::/8", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16")
+)
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: The only internal space VASTKEEP_SIMULATED opens: the simulated cloud's instances live on 127.x.y.z.
 SIMULATED_NET = ipaddress.ip_network("127.0.0.0/8")
 
@@ -100,22 +113,30 @@ def parse_ip(host: str) -> IPAddress | None:
     return ip
 
 
-def unsafe_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
-    """Why ``ip`` must not be probed, or None when it may be.
+def _embedded(ip: IPAddress) -> list[tuple[IPAddress, str]]:
+    """The addresses traffic to ``ip`` really reaches: ``ip`` itself, or the IPv4 inside a tunnel form.
 
-    ``allow_loopback`` (VASTKEEP_SIMULATED) admits IPv4 loopback, 127.0.0.0/8, and nothing else: that is
-    the whole address space the simulated cloud uses. Link-local (cloud metadata lives at 169.254.169.254),
-    private (RFC 1918, CGNAT, unique-local), IPv6 loopback, reserved, multicast and unspecified addresses
-    stay refused in simulation too, so a simulated deployment cannot be pointed at its host's network.
+    6to4 (2002::/16) and NAT64 (64:ff9b::/96) carry one IPv4 address; Teredo (2001::/32) carries the
+    server's and the (obfuscated) client's, and both must pass. IPv4-mapped is unwrapped by the caller.
     """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return [(ip, "")]
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        return [(ip.sixtofour, "6to4")]
+    if ip in _TEREDO and ip.teredo is not None:
+        server, client = ip.teredo
+        return [(server, "Teredo"), (client, "Teredo")]
+    if ip in _NAT64:
+        return [(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64")]
+    return [(ip, "")]
+
+
+def _plain_reason(ip: IPAddress) -> str | None:
+    """Why one (unwrapped) address is not a globally routable unicast address, or None when it is."""
     if ip.is_unspecified:
         return "unspecified address"
     if ip.is_multicast:
         return "multicast address"
-    if ip in SIMULATED_NET:
-        return None if allow_loopback else "loopback address"
     if ip.is_loopback:
         return "loopback address"
     if ip.is_link_local:
@@ -124,12 +145,38 @@ def unsafe_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
         return "private address"
     if ip.is_reserved:
         return "reserved address"
+    if any(ip in net for net in _NON_GLOBAL_NETS if net.version == ip.version) or not ip.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def unsafe_reason(host: str | IPAddress, *, simulated: bool = False) -> str | None:
+    """Why ``host`` (an IP address or its text) must not be probed, or None when it may be.
+
+    Only globally routable unicast addresses pass: everything ``is_global`` rejects and the IANA
+    special-purpose blocks it misses, judged on the address the traffic really reaches (IPv4-mapped,
+    6to4, Teredo and NAT64 forms are unwrapped, so ``2002:a9fe:a9fe::`` is the metadata service at
+    169.254.169.254). ``simulated`` (VASTKEEP_SIMULATED) admits IPv4 loopback, 127.0.0.0/8, and nothing
+    else: that is the whole address space the simulated cloud uses. A hostname is refused: resolve it
+    first and judge the address, so the probe connects to exactly what was judged.
+    """
+    ip = parse_ip(host) if isinstance(host, str) else host
+    if ip is None:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if simulated and ip in SIMULATED_NET:
+        return None
+    for inner, tunnel in _embedded(ip):
+        reason = _plain_reason(inner)
+        if reason is not None:
+            return f"{reason} inside a {tunnel} address ({inner})" if tunnel else reason
     return None
 
 
 def check_address(ip: IPAddress, *, allow_loopback: bool, instance_id: str | None = None) -> None:
     """Raise :class:`UnsafeTarget` unless ``ip`` may be probed (see :func:`unsafe_reason`)."""
-    reason = unsafe_reason(ip, allow_loopback=allow_loopback)
+    reason = unsafe_reason(ip, simulated=allow_loopback)
     if reason is not None:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped

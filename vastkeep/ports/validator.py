@@ -98,10 +98,18 @@ def unsafe_validation(candidates: list[Candidate], exc: UnsafeTarget) -> PortVal
 
 
 def log_validation(pv: PortValidation, instance_id: str | None = None, logger: logging.Logger = log) -> None:
-    """The guide's exact lines (log alerts match them); the instance id rides in ``extra``."""
+    """The guide's exact lines (log alerts match them); the instance id rides in ``extra``.
+
+    An instance for which the provider has reported no ComfyUI port (nor, often, an address) yet is
+    still provisioning: nothing was probed and nothing failed, so it gets an INFO line in other words,
+    never the guide's alert line, which would page on every rental.
+    """
     extra = {"instance_id": instance_id}
     if pv.success:
         logger.info("✅ Port %s (%s) validated and accessible", pv.port, pv.kind, extra=extra)
+    elif pv.error == NO_CANDIDATES_ERROR and not pv.candidates:
+        logger.info("⏳ No ComfyUI port reported by the provider yet; nothing to probe (instance %s)",
+                    instance_id if instance_id is not None else "?", extra=extra)
     else:
         logger.warning("⚠️  Port validation failed: %s", pv.error, extra=extra)
 

@@ -5,7 +5,8 @@ during deploys, and drop connections. One helper retries those few times with fu
 delays from an injected clock, then maps the last failure onto the error tree, so every
 client behaves the same and no secret (headers, keys, query strings) reaches a message or log.
 Bodies are read under a total deadline and a size cap (:func:`read_body`), because a socket read
-timeout alone lets a server that drips bytes hold a caller forever.
+timeout alone lets a server that drips bytes hold a caller forever; each attempt as a whole, status line
+and headers included, also ends at that deadline (:mod:`vastkeep.providers.deadline`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, backoff_delay
 from vastkeep.core.clock import Clock
 from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
+from vastkeep.providers.deadline import call_deadline, watch_session
 
 log = logging.getLogger("vastkeep.providers")
 
@@ -61,8 +63,9 @@ class RetryPolicy:
 
 
 def make_session(user_agent: str) -> requests.Session:
-    """A session with our User-Agent; keep one per client so connections are pooled."""
-    session = requests.Session()
+    """A session with our User-Agent whose calls honour whole-call deadlines; keep one per client so
+    connections are pooled."""
+    session = watch_session(requests.Session())
     session.headers["User-Agent"] = user_agent
     return session
 
@@ -217,7 +220,9 @@ def request_with_retry(
     (other retryable status) or ``NetworkError`` (transport), carrying ``url`` (no query), ``method``,
     ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False only
     when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
-    the server certainly did not act on it: a 429, or a connection that never opened.
+    the server certainly did not act on it: a 429, or a connection that never opened. Each attempt as a
+    whole (status line, headers, body) ends at its deadline: ``session`` gets a
+    :class:`~vastkeep.providers.deadline.DeadlineAdapter` mounted if it lacks one.
     ``before_send`` runs before every attempt (a shared rate limiter waits for its slot there; what it
     raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`; ``on_rate_limited``
     hears every 429 with its redacted body excerpt (e.g. to share the threshold it names).
@@ -225,50 +230,63 @@ def request_with_retry(
     where = safe_url(url)
     extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
     budget_s = float(deadline_s) if deadline_s is not None else float(timeout_s[0]) + float(timeout_s[1])
+    # the connect itself cannot be interrupted: never let it wait longer than the whole budget
+    timeouts = (min(float(timeout_s[0]), budget_s), float(timeout_s[1]))
+    watch_session(session)
     attempts = retry.max_attempts
     for attempt in range(attempts):
         last = attempt + 1 >= attempts
         if before_send is not None:
             before_send()
         deadline = clock.monotonic() + budget_s
-        try:
-            response = session.request(method, url, headers=dict(headers), json=json, params=params,
-                                       timeout=timeout_s, stream=True)
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema) as exc:
-            raise ConfigError(f"{method} {where}: not a usable URL ({type(exc).__name__})", url=where,
-                              **extra) from None
-        except requests.RequestException as exc:
-            kind = _failure_kind(exc)
-            sent = not _never_sent(exc)
-            if last or (sent and not idempotent):
-                raise NetworkError(f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
-                                   url=where, method=method, attempts=attempt + 1, reason=kind,
-                                   maybe_sent=sent, **extra) from None
-            _pause(attempt, retry, clock, rng, method, where, kind)
-            continue
-
-        status = response.status_code
-        if status not in retry_on:
+        again: str | None = None  # why this attempt failed in a way worth another one
+        with call_deadline(budget_s) as call:  # one deadline for the attempt: headers, body, excerpt
+            response: requests.Response | None = None
             try:
-                read_body(response, deadline=deadline, clock=clock, limit_bytes=max_body_bytes)
-            except MalformedResponse as exc:
-                response.close()
-                raise MalformedResponse(f"{method} {where} answered HTTP {status}: {exc.message}",
-                                        url=where, method=method, status=status, reason=exc.data["reason"],
-                                        **extra) from None
-            except NetworkError as exc:
-                response.close()
-                kind = str(exc.data["reason"])
-                if last or not idempotent:
+                response = session.request(method, url, headers=dict(headers), json=json, params=params,
+                                           timeout=timeouts, stream=True)
+            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidSchema) as exc:
+                raise ConfigError(f"{method} {where}: not a usable URL ({type(exc).__name__})", url=where,
+                                  **extra) from None
+            except requests.RequestException as exc:
+                sent = not _never_sent(exc)
+                kind = DEADLINE_EXCEEDED if call.expired else _failure_kind(exc)
+                if last or (sent and not idempotent):
                     raise NetworkError(f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
                                        url=where, method=method, attempts=attempt + 1, reason=kind,
-                                       status=status, maybe_sent=True, **extra) from None
-                _pause(attempt, retry, clock, rng, method, where, kind)
-                continue
-            return response
-        detail = _error_excerpt(response, redact, deadline, clock)
-        response.close()
+                                       maybe_sent=sent, **extra) from None
+                again = kind
+            if response is not None:
+                status = response.status_code
+                if status not in retry_on:
+                    try:
+                        read_body(response, deadline=deadline, clock=clock, limit_bytes=max_body_bytes)
+                        if call.expired:  # shut mid-body: what was read may look complete but is not
+                            raise NetworkError("the body did not arrive before the deadline",
+                                               reason=DEADLINE_EXCEEDED)
+                    except MalformedResponse as exc:
+                        response.close()
+                        raise MalformedResponse(f"{method} {where} answered HTTP {status}: {exc.message}",
+                                                url=where, method=method, status=status,
+                                                reason=exc.data["reason"], **extra) from None
+                    except NetworkError as exc:
+                        response.close()
+                        kind = DEADLINE_EXCEEDED if call.expired else str(exc.data["reason"])
+                        if last or not idempotent:
+                            raise NetworkError(
+                                f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
+                                url=where, method=method, attempts=attempt + 1, reason=kind,
+                                status=status, maybe_sent=True, **extra) from None
+                        again = kind
+                    else:
+                        return response
+                else:
+                    detail = _error_excerpt(response, redact, deadline, clock)
+                    response.close()
+        if again is not None:  # pause outside the deadline: the next attempt gets its own
+            _pause(attempt, retry, clock, rng, method, where, again)
+            continue
         retryable = idempotent or status == 429
         floor_s = rate_limit_floor(status, detail, retry)
         if status == 429 and on_rate_limited is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import socket
@@ -24,6 +25,8 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, iso
 from vastkeep.core.errors import StackError
+
+log = logging.getLogger("vastkeep.stack")
 
 STACK_FILE = "stack.json"
 REDIS_CONFIG_FILE = "redis.conf"
@@ -173,6 +176,7 @@ class Stack:
         # 2. the simulated cloud
         if s.vast_api_key is None:
             self._start_simulator(stop, py)
+        self._record_vast_config()
         # 3. credentials for the API and Flower (generated when not configured, printed once)
         admin_key = s.admin_api_key.reveal() if s.admin_api_key else new_secret()
         flower_auth = s.flower_basic_auth.reveal() if s.flower_basic_auth else f"admin:{new_secret()}"
@@ -234,14 +238,24 @@ class Stack:
                                                      "control_url": info["control_url"],
                                                      "control_token": info["control_token"]})
 
+    def _record_vast_config(self) -> None:
+        """Which Vast.ai API the children use, real or simulated, and any likely mistake (no secrets)."""
+        from vastkeep.core.config_hints import config_warnings, shown_url, vast_mode  # noqa: PLC0415
+
+        url = self.info["simulator"]["vast_api_url"] if self.info["simulated"] else self.settings.vast_api_url
+        self.info.update(vast_api_url=shown_url(url), vast_mode=vast_mode(self.settings),
+                         config_warnings=[{"fatal": fatal, "text": text}
+                                          for fatal, text in config_warnings(self.settings)])
+        for finding in self.info["config_warnings"]:
+            log.warning("⚠️  configuration: %s", finding["text"])
+
     def _announce(self, admin_key: str, user: str, password: str) -> None:
         from vastkeep.core.settings import redact_url  # noqa: PLC0415
 
         i = self.info
         self.say("=" * 72)
-        if i["simulated"]:
-            self.say("  ⚠️  cloud is SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)")
-            self.say(f"  simulated Vast.ai API  {i['simulator']['vast_api_url']}")
+        for line in vast_banner_lines(i):
+            self.say(line)
         where = f" (embedded, data in {self.home / 'redis'})" if i["redis_embedded"] else ""
         self.say(f"  redis       {redact_url(i['redis_url'])}{where}")
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
@@ -272,6 +286,27 @@ class Stack:
 
 
 # ── small helpers ────────────────────────────────────────────────────────────
+_MODE_WORDS = {
+    "real": "REAL Vast.ai: real instances, real money",
+    "simulated": "SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)",
+    "stand-in": "a real VAST_API_KEY with VASTKEEP_SIMULATED=1 (a stand-in of the API?)",
+}
+
+
+def vast_banner_lines(info: dict[str, Any]) -> list[str]:
+    """The banner's Vast.ai lines: the API URL in use, real or simulated, and loud configuration warnings."""
+    mode = str(info.get("vast_mode") or ("simulated" if info.get("simulated") else "real"))
+    lines = []
+    if mode == "simulated":
+        lines.append("  ⚠️  cloud is SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)")
+    lines.append(f"  Vast.ai API {info.get('vast_api_url')}   ({_MODE_WORDS.get(mode, mode)})")
+    for finding in info.get("config_warnings") or []:
+        lines.append("  " + "!" * 70)
+        lines.append(f"  ⚠️  WARNING: {finding['text']}")
+        lines.append("  " + "!" * 70)
+    return lines
+
+
 def project_root() -> str | None:
     """Folder holding the ``worker``/``tasks`` packages (added to children's PYTHONPATH)."""
     spec = importlib.util.find_spec("worker")
@@ -295,4 +330,4 @@ def now_iso() -> str | None:
 
 
 __all__ = ["SECRET_FIELDS", "STACK_FILE", "Stack", "StackError", "pid_alive", "public_view", "read_stack",
-           "write_private_json"]
+           "vast_banner_lines", "write_private_json"]

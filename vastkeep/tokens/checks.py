@@ -22,8 +22,10 @@ from typing import Any
 import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.config_hints import not_found_hint
 from vastkeep.core.errors import MalformedResponse, NetworkError
 from vastkeep.core.settings import Secret
+from vastkeep.providers.deadline import call_deadline, watch_session
 from vastkeep.providers.http import (
     DEADLINE_EXCEEDED,
     DEFAULT_MAX_BODY_BYTES,
@@ -179,46 +181,63 @@ def run_check(
 ) -> dict[str, Any]:
     """One real call with a Bearer header, ended after ``timeout_s`` in all; never raises for I/O failures.
 
-    ``timeout_s`` bounds each socket read *and* the whole call: the body is read by
-    :func:`vastkeep.providers.http.read_body` against a deadline of ``timeout_s`` from the start (on
-    ``clock.monotonic()``) and a size cap, so a provider that drips bytes cannot hold the check (and
-    its worker thread) past it. No retry here on purpose: an unknown result is re-checked by the
-    next periodic run, and a retry inside the check would eat the caller's deadline. ``tested_at``
-    is called when the answer arrives.
+    ``timeout_s`` bounds each socket read *and* the whole call, status line and headers included: the
+    call runs under :func:`vastkeep.providers.deadline.call_deadline`, whose watchdog shuts the socket
+    at the deadline, and the body is read by :func:`vastkeep.providers.http.read_body` against the same
+    deadline (on ``clock.monotonic()``) and a size cap, so a provider that drips headers or bytes
+    cannot hold the check (and its worker thread) past it. No retry here on purpose: an unknown result
+    is re-checked by the next periodic run, and a retry inside the check would eat the caller's
+    deadline. ``tested_at`` is called when the answer arrives.
     """
+    timed_out = f"timed out after {timeout_s:g}s"
     deadline = clock.monotonic() + timeout_s
-    session = (session_factory or (lambda: make_session(USER_AGENT)))()
+    session = watch_session((session_factory or (lambda: make_session(USER_AGENT)))())
     try:
-        response = session.get(
-            spec.url,
-            headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
-            timeout=(min(timeout_s, 5.0), timeout_s),
-            allow_redirects=False,
-            stream=True,
-        )
-        try:
-            code = response.status_code
-            body = None
-            if 200 <= code <= 299:
-                body = read_body(response, deadline=deadline, clock=clock, limit_bytes=MAX_BODY_BYTES)
-            return classify(spec.service, tested_at=tested_at(), status=code, body=body)
-        finally:
-            response.close()
-    except requests.RequestException as exc:
-        log.debug("token check %s %s: %s", spec.service, safe_url(spec.url), describe_exception(exc))
-        return classify(spec.service, tested_at=tested_at(), error=exc)
-    except MalformedResponse as exc:  # larger than the cap, or undecodable
-        why = "response body too large" if exc.data.get("reason") == "body too large" else \
-            "malformed response body"
-        return classify(spec.service, tested_at=tested_at(), error=why)
-    except NetworkError as exc:  # the body missed the deadline or broke off
-        why = f"timed out after {timeout_s:g}s" if exc.data.get("reason") == DEADLINE_EXCEEDED \
-            else str(exc.data.get("reason"))
-        return classify(spec.service, tested_at=tested_at(), error=why)
+        with call_deadline(timeout_s) as call:
+            try:
+                response = session.get(
+                    spec.url,
+                    headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
+                    timeout=(min(timeout_s, 5.0), timeout_s),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                try:
+                    code = response.status_code
+                    body = None
+                    if 200 <= code <= 299:
+                        body = read_body(response, deadline=deadline, clock=clock, limit_bytes=MAX_BODY_BYTES)
+                    if call.expired:  # the socket was shut mid-body: what was read is not the answer
+                        return classify(spec.service, tested_at=tested_at(), error=timed_out)
+                    return with_hint(spec, classify(spec.service, tested_at=tested_at(), status=code,
+                                                    body=body))
+                finally:
+                    response.close()
+            except requests.RequestException as exc:
+                if call.expired:
+                    return classify(spec.service, tested_at=tested_at(), error=timed_out)
+                log.debug("token check %s %s: %s", spec.service, safe_url(spec.url), describe_exception(exc))
+                return classify(spec.service, tested_at=tested_at(), error=exc)
+            except MalformedResponse as exc:  # larger than the cap, or undecodable
+                why = "response body too large" if exc.data.get("reason") == "body too large" else \
+                    "malformed response body"
+                return classify(spec.service, tested_at=tested_at(), error=why)
+            except NetworkError as exc:  # the body missed the deadline or broke off
+                why = timed_out if call.expired or exc.data.get("reason") == DEADLINE_EXCEEDED \
+                    else str(exc.data.get("reason"))
+                return classify(spec.service, tested_at=tested_at(), error=why)
     except Exception as exc:  # noqa: BLE001 - a check must report unknown, not crash the others
         return classify(spec.service, tested_at=tested_at(), error=f"request failed ({type(exc).__name__})")
     finally:
         session.close()
+
+
+def with_hint(spec: CheckSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """A 404 means the check's URL is wrong, not the token: say which setting (``hint`` and ``error``)."""
+    if result.get("status") != UNKNOWN or result.get("httpStatus") != 404:
+        return result
+    hint = not_found_hint(spec.service, spec.base_url)
+    return result | {"error": f"{result['error']}: {hint}", "hint": hint}
 
 
 def token_problem(value: object, *, max_bytes: int = 4096) -> str | None:

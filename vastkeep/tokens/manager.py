@@ -52,39 +52,44 @@ log = logging.getLogger("vastkeep.tokens")
 DEFAULT_CHECK_TIMEOUT_S = 10.0
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
-CHECK_POOL_SIZE = 8  # threads for token checks in one process, however many checks are asked for
+CHECK_POOL_SIZE = 8  # threads per service for token checks in one process, however many are asked for
 MAX_TOKEN_BYTES = 4096
+MAX_CHECK_THREADS = CHECK_POOL_SIZE * len(SERVICES)  # the most token-check threads a process ever has
 _FP = "_fp"  # cached results carry a fingerprint of the token they judged (never shown)
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "TokenManager", "TokenUpdate", "public_result",
+    "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "TokenManager", "TokenUpdate", "public_result",
 ]
 
 
 _pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
 
 
-def _check_pool() -> ThreadPoolExecutor:
-    """The process's one bounded pool for token checks, made on first use.
+def _check_pool(service: str) -> ThreadPoolExecutor:
+    """The process's bounded pool for one service's token checks, made on first use.
 
     Bounded so that repeated validations against a provider that hangs cannot grow threads without
-    limit: a check that has not started when its caller's deadline passes is cancelled, and a started
-    one ends by its own deadline (``run_check``). One per process, not per ``TokenManager``, because
-    managers are built per request and per task.
+    limit; one pool per service so that checks hung on one provider never queue another provider's
+    checks behind them (eight hung Civitai checks used to turn the Vast.ai token "unknown"). A check
+    ends by its own whole-call deadline (``run_check``), headers included, so it frees its thread
+    then; one still queued when its caller's deadline passes is cancelled. One set per process, not
+    per ``TokenManager``, because managers are built per request and per task.
     """
-    global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=CHECK_POOL_SIZE, thread_name_prefix="token-check")
-        return _pool
+        pool = _pools.get(service)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=CHECK_POOL_SIZE,
+                                      thread_name_prefix=f"token-check-{service}")
+            _pools[service] = pool
+        return pool
 
 
 def _forget_pool_after_fork() -> None:
     """A forked child (Celery prefork) inherits neither the threads nor a usable lock: start afresh."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pools, _pool_lock
+    _pools, _pool_lock = {}, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -212,9 +217,10 @@ class TokenManager:
                      services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
         """Every service's result: from the shared cache when fresh (``use_cache``), else a real call.
 
-        Fresh calls run concurrently in the process's bounded check pool; each is awaited only up to
-        its own timeout, so a provider that hangs costs ``timeout_s`` and is reported "unknown" while
-        the others finish (a check still queued then is cancelled; a running one ends by its deadline).
+        Fresh calls run concurrently in the process's bounded per-service check pools; each is awaited
+        only up to its own timeout, so a provider that hangs costs ``timeout_s`` and is reported "unknown"
+        while the others finish (a check still queued then is cancelled; a running one ends by its
+        deadline).
         Each result carries ``cached`` (True when read from Redis).
         """
         tokens = {s: self.effective_token(s) for s in services}
@@ -300,8 +306,8 @@ class TokenManager:
 
     # ── internals ───────────────────────────────────────────────────────────
     def _start_check(self, service: str, token: Secret) -> Future[dict[str, Any]]:
-        """Queue one check on the bounded pool; it ends by its own deadline (``timeout_s`` in all)."""
-        return _check_pool().submit(self._run_check, service, token)
+        """Queue one check on its service's bounded pool; it ends by its own deadline (``timeout_s``)."""
+        return _check_pool(service).submit(self._run_check, service, token)
 
     def _run_check(self, service: str, token: Secret) -> dict[str, Any]:
         try:
