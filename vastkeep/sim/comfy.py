@@ -3,12 +3,22 @@
 One aiohttp application answers on every instance's ComfyUI listeners; the listening address a request
 arrived on (``sockname``) says which instance and which path it is, so 10,000 instances cost one socket
 each and no extra Python objects per connection beyond aiohttp's own.
+
+It fails the way a real ComfyUI (0.3.64, measured) fails, where the keepalive layer depends on it:
+
+* ``hang`` (a SIGSTOPped process): new connections complete at TCP but get no answer; after
+  :data:`~vastkeep.sim.net.HANG_ACCEPT_QUEUE` of them the accept queue is full and connects time out. Held
+  websockets get nothing, not even pongs (we answer pings ourselves instead of letting aiohttp do it).
+* ``blackhole`` / host ``offline``: the same silence on held connections.
+* ``crash``: held connections are aborted, new connects refused (the network layer does that).
+* ``/ws`` and ``/api/ws``: one status frame, a reply to a client's ``feature_flags``, nothing else unprompted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,10 +26,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
-from vastkeep.sim.net import Network, Path
+from vastkeep.sim.net import HANG_ACCEPT_QUEUE, Network, Path
 from vastkeep.sim.state import Instance
 
-COMFYUI_VERSION = "0.3.43"
+COMFYUI_VERSION = "0.3.64"
+FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+SERVER_FEATURE_FLAGS = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 GiB = 1024**3
 
 
@@ -32,23 +44,25 @@ def system_stats(inst: Instance) -> dict[str, Any]:
             "ram_total": 64 * GiB,
             "ram_free": 51 * GiB,
             "comfyui_version": COMFYUI_VERSION,
-            "required_frontend_version": "1.23.4",
+            "required_frontend_version": "1.27.10",
+            "installed_templates_version": "0.1.94",
+            "required_templates_version": "0.1.94",
             "python_version": "3.12.3 (main, Jun 18 2025, 17:59:45) [GCC 13.3.0]",
-            "pytorch_version": "2.7.1+cu128",
+            "pytorch_version": "2.8.0+cu128",
             "embedded_python": False,
             "argv": ["main.py", "--listen", "0.0.0.0", "--port", "8188"],
         },
+        # exactly one device, the one torch uses, however many GPUs the machine has
         "devices": [
             {
-                "name": f"cuda:{i} NVIDIA GeForce {inst.offer.get('gpu_name', 'RTX 4090')} : cudaMallocAsync",
+                "name": f"cuda:0 NVIDIA GeForce {inst.offer.get('gpu_name', 'RTX 4090')} : cudaMallocAsync",
                 "type": "cuda",
-                "index": i,
+                "index": 0,
                 "vram_total": vram,
                 "vram_free": vram - 512 * 1024 * 1024,
                 "torch_vram_total": 0,
                 "torch_vram_free": 0,
             }
-            for i in range(int(inst.offer.get("num_gpus", 1)))
         ],
     }
 
@@ -64,7 +78,8 @@ class ComfyApp:
             self.app.router.add_get(prefix + "/system_stats", self.get_system_stats)
             self.app.router.add_get(prefix + "/prompt", self.get_prompt)
             self.app.router.add_get(prefix + "/queue", self.get_queue)
-        self.app.router.add_get("/ws", self.ws)
+            self.app.router.add_get(prefix + "/features", self.get_features)
+            self.app.router.add_get(prefix + "/ws", self.ws)
         self.app.router.add_get("/", self.index)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         self._server: web.Server | None = None
@@ -106,14 +121,20 @@ class ComfyApp:
     ) -> web.StreamResponse:
         path, inst = self._resolve(request)
         ep = path.endpoint
-        if ep.comfy_mode == "hang":
-            await asyncio.Future()  # accepted, never answered (until the connection is closed)
+        if not path.awake.is_set():  # hung: accepted by the kernel, never answered until the hang ends
+            ep.hung_conns += 1
+            if ep.hung_conns == HANG_ACCEPT_QUEUE:  # the accept queue is full from now on
+                asyncio.get_running_loop().create_task(self.network.apply(inst))
+            await path.awake.wait()
         if not path.flowing.is_set():
             await path.flowing.wait()  # a black-holed route: silence until the fault is cleared
         if ep.comfy_mode == "slow" and ep.slow_s > 0:
             await asyncio.sleep(ep.slow_s)
         request["sim_instance"] = inst
         request["sim_endpoint"] = ep
+        path_ = request.match_info.route.resource
+        if path_ is None:  # unknown path: ComfyUI answers 404 with an empty body
+            return web.Response(status=404)
         return await handler(request)
 
     async def index(self, request: web.Request) -> web.Response:
@@ -134,10 +155,15 @@ class ComfyApp:
     async def get_queue(self, request: web.Request) -> web.Response:
         return web.json_response({"queue_running": [], "queue_pending": []})
 
+    async def get_features(self, request: web.Request) -> web.Response:
+        return web.json_response(FEATURES)
+
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
         inst: Instance = request["sim_instance"]
+        path, _ = self._resolve(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
-        sock = web.WebSocketResponse(heartbeat=None)
+        # autoping off: a hung or cut-off ComfyUI must not answer pings (aiohttp would, on its own)
+        sock = web.WebSocketResponse(heartbeat=None, autoping=False)
         await sock.prepare(request)
         await sock.send_json(
             {
@@ -146,7 +172,21 @@ class ComfyApp:
             }
         )
         async for msg in sock:
-            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
+            if path.frozen():
+                continue  # silence: no pong, no reply, nothing
+            if msg.type == WSMsgType.PING:
+                await sock.pong(msg.data)
+            elif msg.type == WSMsgType.TEXT and _is_feature_flags(msg.data):
+                await sock.send_json({"type": "feature_flags", "data": SERVER_FEATURE_FLAGS})
         return sock
+
+
+def _is_feature_flags(text: str) -> bool:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "feature_flags"
 

@@ -35,10 +35,17 @@ def raise_fd_limit() -> int:
     return raise_nofile_limit()[0]
 
 
+#: A hung (SIGSTOPped) ComfyUI: the kernel still completes handshakes until the accept queue holds
+#: backlog + 1 connections (128 + 1 with ComfyUI's defaults); after that, connects time out at TCP.
+HANG_ACCEPT_QUEUE = 129
+
+
 def desired_state(inst: Instance, ep: Endpoint) -> tuple[str, bool]:
     """(socket state, bytes flowing) an endpoint should be in: the one rule behind every fault."""
     if inst.fault == "offline" or ep.net_mode == "blackhole":
         return "blackhole", False
+    if ep.kind == "comfy" and ep.comfy_mode == "hang" and ep.hung_conns >= HANG_ACCEPT_QUEUE:
+        return "blackhole", False  # the accept queue is full: further SYNs are dropped
     if inst.actual_status != "running":
         return "none", False
     if ep.kind == "comfy" and (not inst.comfy_ready or ep.comfy_mode == "crash"):
@@ -71,6 +78,11 @@ class Path:
     blackhole_socks: list[socket.socket] = field(default_factory=list)
     conns: set[Any] = field(default_factory=set)
     flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    awake: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while ComfyUI hangs
+
+    def frozen(self) -> bool:
+        """Nothing answers on this path right now: a hang, a black hole or an offline host."""
+        return not self.awake.is_set() or not self.flowing.is_set()
 
     def track(self, conn: Any) -> None:
         """Remember an open connection (an asyncio transport) so a crash can abort it."""
@@ -143,6 +155,11 @@ class Network:
                 path.flowing.set()
             else:
                 path.flowing.clear()
+            if ep.kind == "comfy" and ep.comfy_mode == "hang":
+                path.awake.clear()
+            else:
+                ep.hung_conns = 0
+                path.awake.set()
 
     async def remove(self, inst: Instance) -> None:
         """Close every socket of a destroyed instance."""
@@ -150,6 +167,7 @@ class Network:
             path = self.paths.pop((ep.ip, ep.port), None)
             if path is not None:
                 path.flowing.set()  # let frozen handlers run into their closed transports
+                path.awake.set()
                 await self._switch(path, "none")
 
     async def close(self) -> None:

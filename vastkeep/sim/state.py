@@ -79,6 +79,7 @@ class Endpoint:
     slow_s: float = 0.0
     ssh_mode: str = "normal"
     error_status: int = DEFAULT_ERROR_STATUS
+    hung_conns: int = 0  # connections held unanswered by a hung ComfyUI (its accept queue fills at 129)
 
     @property
     def kind(self) -> str:
@@ -87,6 +88,7 @@ class Endpoint:
     def clear(self) -> None:
         self.net_mode, self.comfy_mode, self.slow_s, self.ssh_mode = "open", "up", 0.0, "normal"
         self.error_status = DEFAULT_ERROR_STATUS
+        self.hung_conns = 0
 
 
 @dataclass
