@@ -129,6 +129,17 @@ SPECS: tuple[_Spec, ...] = (
           hi=7 * 86400),
     _Spec("SSH_COLLECT_TIME_LIMIT_S", "seconds", 900, "hard time limit of one SSH log collection task",
           hi=86400),
+    _Spec("SSH_COLLECT_HOLD_S", "seconds", 300, "how long one collector task holds its SSH link before its "
+          "continuation takes over", hi=86400),
+    _Spec("SSH_COLLECT_WHILE_READY", "bool", False, "keep collecting logs after an instance is ready"),
+    _Spec("SSH_COMFYUI_LOG_PATH", "path", None,
+          "remote ComfyUI log to collect too (unset: provisioning log only)"),
+    _Spec("SSH_BACKOFF_GATE_S", "seconds", 60, "an SSH session up this long resets the failure count",
+          hi=86400),
+    _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
+          hi=86400),
+    _Spec("SSH_LOG_MAXLEN", "count", 100000, "lines kept per instance and log file (stream MAXLEN ~)",
+          hi=10_000_000),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
     _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
@@ -176,6 +187,12 @@ class Settings:
     port_probe_concurrency: int = 1000
     celery_visibility_timeout_s: int = 3600
     ssh_collect_time_limit_s: int = 900
+    ssh_collect_hold_s: int = 300
+    ssh_collect_while_ready: bool = False
+    ssh_comfyui_log_path: Path | None = None
+    ssh_backoff_gate_s: int = 60
+    ssh_fallback_after_s: int = 120
+    ssh_log_maxlen: int = 100000
     flower_port: int = 5555
     flower_basic_auth: Secret | None = None
     log_level: str = "INFO"

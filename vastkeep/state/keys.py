@@ -89,8 +89,20 @@ class Keys:
         return self._k("poll", _part("instance id", instance_id))
 
     def collector(self, instance_id: str | int) -> str:
-        """SSH log collector status of one instance."""
+        """Hash: SSH log collector status of one instance (``offset:<file>``, failures, route, ...)."""
         return self._k("collector", _part("instance id", instance_id))
+
+    def ssh_log(self, instance_id: str | int, file: str) -> str:
+        """Stream of one remote log file's lines; entry id ``<byte offset>-1`` (XADD MAXLEN ~)."""
+        return self._k("sshlog", _part("instance id", instance_id), _part("log file", file))
+
+    def ssh_host_key(self, instance_id: str | int) -> str:
+        """The pinned SSH host key of an instance (``<type> <base64>``): set once, never replaced."""
+        return self._k("hostkey", _part("instance id", instance_id))
+
+    def collector_queued(self, instance_id: str | int) -> str:
+        """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
+        return self._k("collector-queued", _part("instance id", instance_id))
 
     def heartbeat(self, process: str) -> str:
         """Liveness timestamp of one process (worker, beat, admin), TTL HEARTBEAT_TTL_MS."""
