@@ -108,7 +108,9 @@ def open_client(route: Route, instance_id: str, pkey: paramiko.PKey, pins: HostK
                        route=route.name, reason="host-key-changed") from None
     except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
-        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        text = str(exc).lower()
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in text or "timeout" in text
+        reason = "timeout" if timed_out else type(exc).__name__
         raise SSHError(f"SSH to instance {instance_id} via {route.name} failed: {reason}",
                        instance_id=instance_id, route=route.name, reason=reason) from None
     except BaseException:
