@@ -46,7 +46,8 @@ class Rig:
             ssh_host=inst["ssh_host"], ssh_port=int(inst["ssh_port"])))
         self.pkey = load_private_key(sim.info["ssh_private_key_path"])
         defaults = dict(ready_timeout_s=3.0, keepalive_interval_s=0.5, keepalive_max_miss=3,
-                        health_interval_s=5.0, health_timeout_s=2.0, gate_s=0.2, hold_s=120.0)
+                        health_interval_s=5.0, health_timeout_s=2.0, gate_s=0.2, hold_s=120.0,
+                        reconnect_window_s=0.05)
         self.cfg = CollectorConfig(**{**defaults, **cfg})
         self.lease = self.leases.acquire(lease_name(self.iid), new_owner("test"), 60_000)
         self.collector: Collector | None = None

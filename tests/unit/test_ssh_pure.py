@@ -12,6 +12,7 @@ from vastkeep.ssh.decide import (
     backoff_ceiling_s,
     backoff_delay_s,
     failures_after,
+    reconnect_delay_s,
     use_fallback,
 )
 from vastkeep.ssh.lines import split_lines
@@ -95,6 +96,13 @@ def test_backoff_is_full_jitter_within_the_ceiling():
     assert all(0 <= d <= 32 for d in delays)
     assert min(delays) < 2 and max(delays) > 30  # spread over the whole window, not pinned near the top
     assert backoff_delay_s(0, 999999, rng) == 0.0
+
+
+def test_even_a_healthy_drop_reconnects_after_a_jittered_window():
+    rng = random.Random(5)
+    delays = [reconnect_delay_s(0, 999999, rng, window_s=1.0) for _ in range(1000)]
+    assert all(0 <= d <= 1.0 for d in delays) and max(delays) - min(delays) > 0.9
+    assert all(0 <= reconnect_delay_s(4, 999999, rng) <= 8.0 for _ in range(100))
 
 
 @pytest.mark.parametrize(("failures", "uptime", "gate", "expected"),

@@ -67,6 +67,7 @@ class CollectorConfig:
     gate_s: float = 60.0
     hold_s: float = 300.0
     fallback_after_s: float = 120.0
+    reconnect_window_s: float = decide.RECONNECT_WINDOW_S
     username: str = "root"
 
     @classmethod
@@ -230,7 +231,8 @@ class Collector:
                 if not self._status().get("down_since"):
                     self._save(down_since=self.clock.now())
             self.result.failures = failures
-            delay = decide.backoff_delay_s(failures, self.cfg.max_failures, self.rng)
+            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
+                                             self.cfg.reconnect_window_s)
             self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)

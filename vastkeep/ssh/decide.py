@@ -20,7 +20,12 @@ from vastkeep.core.backoff import (
     ssh_backoff_ceiling_s,
 )
 
-__all__ = ["backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "failures_after", "use_fallback"]
+__all__ = ["RECONNECT_WINDOW_S", "backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "failures_after",
+           "reconnect_delay_s", "use_fallback"]
+
+#: Even a healthy link that drops waits ``uniform(0, RECONNECT_WINDOW_S)`` before reconnecting: when a
+#: host or the proxy drops 200 links at once, their handshakes spread over this window instead of one instant.
+RECONNECT_WINDOW_S = 1.0
 
 
 def backoff_ceiling_s(failures: int, max_failures: int) -> float:
@@ -36,6 +41,14 @@ def backoff_ceiling_s(failures: int, max_failures: int) -> float:
 def backoff_delay_s(failures: int, max_failures: int, rng: random.Random) -> float:
     """The jittered wait before the next connection attempt."""
     return full_jitter(backoff_ceiling_s(failures, max_failures), rng)
+
+
+def reconnect_delay_s(failures: int, max_failures: int, rng: random.Random,
+                      window_s: float = RECONNECT_WINDOW_S) -> float:
+    """The wait before reconnecting: the backoff after failures, else a short jitter window."""
+    if int(failures) > 0:
+        return backoff_delay_s(failures, max_failures, rng)
+    return full_jitter(window_s, rng)
 
 
 def failures_after(failures: int, uptime_s: float | None, gate_s: float) -> int:
