@@ -66,7 +66,7 @@ def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
     config = CollectorConfig.from_settings(settings)
 
     def go() -> dict[str, Any]:
-        logstore = LogStore(_raw_redis(), res.keys, settings.ssh_log_maxlen)
+        logstore = LogStore(_raw_redis(), res.keys, settings.ssh_log_keep_bytes)
         return ssh_flow.collect_once(iid, redis_client=res.redis, keys=res.keys, store=res.store,
                                      logstore=logstore, config=config, pkey=pkey, events=res.events,
                                      clock=res.clock, while_ready=settings.ssh_collect_while_ready)

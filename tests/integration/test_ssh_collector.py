@@ -123,6 +123,7 @@ def _kill_while_streaming(r: Rig, kills: int) -> None:
             time.sleep(0.001)
 
     r.append("naïve ünïcode and bytes: ".encode() + b"\xff\xfe\n")
+    r.append(b"L" * 150_000 + b"\n")  # a runaway line: stored in 64 KiB pieces, still byte for byte
     r.start()
     t = threading.Thread(target=writer, daemon=True)
     t.start()

@@ -15,7 +15,7 @@ from vastkeep.ssh.decide import (
     reconnect_delay_s,
     use_fallback,
 )
-from vastkeep.ssh.lines import split_lines
+from vastkeep.ssh.lines import complete_part, split_lines
 from vastkeep.ssh.liveness import Liveness
 from vastkeep.ssh.routes import DIRECT, PROXY, Route, ssh_routes
 
@@ -153,3 +153,18 @@ def test_split_lines_pieces_rebuild_the_input_byte_for_byte():
             assert off == sum(len(b) for b in out)
             out.append(line)
     assert b"".join(out) + pending == data
+
+
+@pytest.mark.parametrize("max_line", [3, 7, 50, 64 * 1024])
+def test_complete_part_is_split_lines_laid_end_to_end(max_line):
+    rng = random.Random(max_line)
+    for _ in range(300):
+        data = bytes(rng.choice(b"abc\n") for _ in range(rng.randint(0, 120)))
+        base = rng.randint(0, 10**12)
+        lines, rest, rest_at = split_lines(data, base, max_line)
+        blob, lengths, rest2, rest_at2 = complete_part(data, base, max_line)
+        assert (blob, rest2, rest_at2) == (b"".join(b for _o, b in lines), rest, rest_at)
+        if lengths is None:  # readers split on newlines: that must give the same lines
+            assert all(b.endswith(b"\n") for _o, b in lines)
+        else:
+            assert lengths == [len(b) for _o, b in lines]

@@ -138,8 +138,8 @@ SPECS: tuple[_Spec, ...] = (
           hi=86400),
     _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
           hi=86400),
-    _Spec("SSH_LOG_MAXLEN", "count", 100000, "lines kept per instance and log file (stream MAXLEN ~)",
-          hi=10_000_000),
+    _Spec("SSH_LOG_KEEP_BYTES", "count", 4194304, "bytes of log kept per instance and file (the newest)",
+          lo=65536, hi=2**30),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
     _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
@@ -192,7 +192,7 @@ class Settings:
     ssh_comfyui_log_path: Path | None = None
     ssh_backoff_gate_s: int = 60
     ssh_fallback_after_s: int = 120
-    ssh_log_maxlen: int = 100000
+    ssh_log_keep_bytes: int = 4194304
     flower_port: int = 5555
     flower_basic_auth: Secret | None = None
     log_level: str = "INFO"

@@ -93,7 +93,7 @@ class Keys:
         return self._k("collector", _part("instance id", instance_id))
 
     def ssh_log(self, instance_id: str | int, file: str) -> str:
-        """Stream of one remote log file's lines; entry id ``<byte offset>-1`` (XADD MAXLEN ~)."""
+        """Stream of one remote log file's lines; entry id = byte offset of its first line (XADD MINID ~)."""
         return self._k("sshlog", _part("instance id", instance_id), _part("log file", file))
 
     def ssh_host_key(self, instance_id: str | int) -> str:
