@@ -256,3 +256,21 @@ def test_blackholed_link_is_detected_within_interval_times_max_miss_plus_timeout
         assert r.stored() == b"before\nafter\n"
     finally:
         r.stop()
+
+
+@pytest.mark.parametrize("backend", ["sshd", "builtin"])
+def test_an_idle_healthy_link_is_kept_alive_by_answered_keepalives(backend, sim, builtin_sim, redis_server):
+    cloud = sim if backend == "sshd" else builtin_sim
+    r = Rig(cloud, redis_server, keepalive_interval_s=0.3, keepalive_max_miss=2, health_interval_s=1.0)
+    try:
+        r.append(b"only line\n")
+        r.start()
+        r.wait_stored(10)
+        time.sleep(4.0)  # ~13 keepalive intervals and 4 health checks with no log data at all
+        assert r.collector.result.sessions == 1, "a silent but healthy link was declared dead"
+        r.append(b"still here\n")
+        r.wait_stored(21)
+    finally:
+        r.stop()
+        if backend == "builtin":
+            builtin_sim.control.reset()

@@ -33,7 +33,7 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
-from vastkeep.ssh.connect import HostKeyPins, exec_channel, open_client, run_probe
+from vastkeep.ssh.connect import HostKeyPins, exec_channel, keepalive_probe, open_client, run_probe
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import (
     HEALTH_CHECK_COMMAND,
@@ -310,17 +310,17 @@ class Collector:
                 log.warning("SSH link of instance %s is dead: no reply for %.1fs (%d keepalives missed)",
                             self.iid, now - live.last_reply, live.missed(now))
                 raise SSHError("peer silent", reason="keepalive")
-            if live.health_check_due(now) or live.probe_due(now):
-                health = live.health_check_due(now)
-                live.probed(now, health)
-                timeout = cfg.health_timeout_s if health else min(cfg.health_timeout_s,
-                                                                  cfg.keepalive_interval_s)
-                ok = run_probe(client, HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, timeout,
-                               self.clock.monotonic)
-                if ok:
-                    live.replied(self.clock.monotonic())
-                elif health:
+            if live.health_check_due(now):  # the guide's `echo keepalive` round trip, 5 s
+                live.probed(now, health_check=True)
+                if not run_probe(client, HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, cfg.health_timeout_s,
+                                 self.clock.monotonic):
                     raise SSHError("health check failed", reason="health-check")
+                live.replied(self.clock.monotonic())
+                continue
+            if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
+                live.probed(now)
+                if keepalive_probe(client, min(cfg.health_timeout_s, cfg.keepalive_interval_s)):
+                    live.replied(self.clock.monotonic())
                 continue
             self._beat("streaming")
             ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))

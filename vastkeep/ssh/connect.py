@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,31 @@ def run_probe(client: paramiko.SSHClient, command: str, expect: bytes, timeout_s
     finally:
         with contextlib.suppress(Exception):
             channel.close()
+
+
+KEEPALIVE_REQUEST = "keepalive@openssh.com"
+
+
+def keepalive_probe(client: paramiko.SSHClient, timeout_s: float) -> bool:
+    """An SSH-level keepalive that *waits for the answer* (what OpenSSH's ``ServerAliveInterval`` sends):
+    a ``keepalive@openssh.com`` global request with want-reply; any reply, success or failure, proves the
+    peer alive. No remote process is started, unlike an exec probe.
+
+    paramiko's ``global_request`` blocks until a reply or the end of the transport, so it runs in a small
+    daemon thread and this call waits at most ``timeout_s``. A thread left waiting on a silent peer ends
+    when the collector closes the dead link (paramiko checks ``active`` every 0.1 s): no thread outlives
+    the link it probes.
+    """
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        return False
+    answered = threading.Event()
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):  # a closing transport may raise anything: it is not alive
+            transport.global_request(KEEPALIVE_REQUEST, wait=True)
+            if transport.is_active():
+                answered.set()
+
+    threading.Thread(target=ask, name="ssh-keepalive", daemon=True).start()
+    return answered.wait(timeout_s)
