@@ -26,6 +26,7 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
     # Until the adaptive per-instance poll chain lands, a pool-wide sweep at the active interval is
     # "the next poll" that retries instances still loading (Layer 3).
     "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
+    "vastkeep.ssh.ensure_collectors": ("vastkeep.ssh.ensure_collectors", 30.0),
 }
 
 #: Entries whose message expires after one interval: a sweep still queued when the next one is due is

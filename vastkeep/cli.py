@@ -1,4 +1,4 @@
-"""The ``vastkeep`` command: ``up``, ``status``, ``check``, ``simulate``: argument parsing and commands.
+"""The ``vastkeep`` command: ``up``, ``status``, ``check``, ``logs``, ``simulate``: parsing and commands.
 
 ``vastkeep up`` starts the whole stack from the current folder, supervised (Layer 6); the stack itself
 (its children and the runtime file ``VASTKEEP_HOME/stack.json``) is :mod:`vastkeep.stack.runtime`. ``status``
@@ -147,6 +147,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_url_here() -> str | None:
+    """The Redis of the stack in this folder, else REDIS_URL."""
+    stack = read_stack(_home_from_settings())
+    if stack and stack.get("redis_url"):
+        return str(stack["redis_url"])
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
+    return load_settings().redis_url
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print an instance's collected log from ``--after`` (bytes, exactly as stored); ``-f`` follows it."""
+    from vastkeep.ssh import MAX_READ_LINES, LogStore  # noqa: PLC0415
+    from vastkeep.state.connection import connect  # noqa: PLC0415
+    from vastkeep.state.keys import Keys  # noqa: PLC0415
+
+    if not args.instance_id.isdigit():
+        print("vastkeep logs: the instance id is a number (the Vast.ai contract id)", file=sys.stderr)
+        return 2
+    url = _redis_url_here()
+    if not url:
+        print("vastkeep logs: no stack here and REDIS_URL is not set", file=sys.stderr)
+        return 1
+    logs = LogStore(connect(url, decode_responses=False, socket_timeout_s=5, socket_connect_timeout_s=3),
+                    Keys())
+    after, out = max(0, args.after), sys.stdout.buffer
+    try:
+        while True:
+            lines = logs.read(args.instance_id, args.file, after, MAX_READ_LINES)
+            for line in lines:
+                out.write(line.data)
+            out.flush()
+            if lines:
+                after = lines[-1].end
+                continue
+            if not args.follow:
+                return 0
+            SYSTEM_CLOCK.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the simulated cloud in the foreground (keys may come from VASTKEEP_SIM_* env vars)."""
     from vastkeep.sim.cli import main as sim_main  # noqa: PLC0415
@@ -198,7 +240,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,simulate}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,simulate}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=2, help="processes of the SSH worker")
@@ -208,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     ck = sub.add_parser("check", help="health check: exit 0 when redis, workers and the API are ok")
     ck.set_defaults(func=cmd_check)
+    lg = sub.add_parser("logs", help="print an instance's collected provisioning log (-f: follow it)")
+    lg.add_argument("instance_id", help="Vast.ai instance id")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they arrive")
+    lg.add_argument("--after", type=int, default=0, help="byte offset to start from (default 0)")
+    lg.add_argument("--file", default="/var/log/onstart.log",
+                    help="remote log file (default: the provisioning log)")
+    lg.set_defaults(func=cmd_logs)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)

@@ -107,6 +107,12 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
                                                + settings.comfyui_keepalive_timeout_ms / 1000),
         # one Redis round trip per shard
         "vastkeep.keepalive.ensure_shards": _limit(0.0),
+        # one collector run holds its link SSH_COLLECT_HOLD_S; SSH_COLLECT_TIME_LIMIT_S is its hard ceiling
+        "vastkeep.ssh.collect": TimeLimit(soft_s=int(settings.ssh_collect_time_limit_s) - HARD_MARGIN_S,
+                                          hard_s=int(settings.ssh_collect_time_limit_s),
+                                          budget_s=float(settings.ssh_collect_hold_s)),
+        # the records, the leases held, a send per instance that needs a collector
+        "vastkeep.ssh.ensure_collectors": _limit(15.0),
         # a reply / one Redis write: the slack alone
         "vastkeep.system.ping": _limit(0.0),
         "vastkeep.system.heartbeat": _limit(0.0),

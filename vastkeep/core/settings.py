@@ -136,6 +136,17 @@ SPECS: tuple[_Spec, ...] = (
           hi=7 * 86400),
     _Spec("SSH_COLLECT_TIME_LIMIT_S", "seconds", 900, "hard time limit of one SSH log collection task",
           hi=86400),
+    _Spec("SSH_COLLECT_HOLD_S", "seconds", 300, "how long one collector task holds its SSH link before its "
+          "continuation takes over", hi=86400),
+    _Spec("SSH_COLLECT_WHILE_READY", "bool", False, "keep collecting logs after an instance is ready"),
+    _Spec("SSH_COMFYUI_LOG_PATH", "path", None,
+          "remote ComfyUI log to collect too (unset: provisioning log only)"),
+    _Spec("SSH_BACKOFF_GATE_S", "seconds", 60, "an SSH session up this long resets the failure count",
+          hi=86400),
+    _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
+          hi=86400),
+    _Spec("SSH_LOG_KEEP_BYTES", "count", 4194304, "bytes of log kept per instance and file (the newest)",
+          lo=65536, hi=2**30),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
     _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
@@ -187,6 +198,12 @@ class Settings:
     port_probe_concurrency: int = 1000
     celery_visibility_timeout_s: int = 3600
     ssh_collect_time_limit_s: int = 900
+    ssh_collect_hold_s: int = 300
+    ssh_collect_while_ready: bool = False
+    ssh_comfyui_log_path: Path | None = None
+    ssh_backoff_gate_s: int = 60
+    ssh_fallback_after_s: int = 120
+    ssh_log_keep_bytes: int = 4194304
     flower_port: int = 5555
     flower_basic_auth: Secret | None = None
     log_level: str = "INFO"

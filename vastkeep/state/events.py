@@ -39,6 +39,8 @@ EVENT_KINDS: dict[str, str] = {
     "connection-restored": "keepalive succeeded again after a loss (instance_id)",
     "ssh-connected": "SSH log collection connected (instance_id)",
     "ssh-backoff": "SSH failed; retrying after a jittered delay (instance_id, failures, delay_s)",
+    "ssh-host-key-changed": "ALERT: an instance presented a host key other than its pinned one; refused "
+                            "(instance_id, route, fingerprint)",
     "instance-status": "an instance changed status (instance_id, old, new, reason)",
     "instance-rented": "a new instance was rented (instance_id)",
     "instance-destroyed": "an instance was destroyed (instance_id, reason)",

@@ -101,13 +101,24 @@ class Keys:
         return self._k("poll", _part("instance id", instance_id))
 
     def collector(self, instance_id: str | int) -> str:
-        """SSH log collector status of one instance."""
+        """Hash: SSH log collector status of one instance (``offset:<file>``, failures, route, ...)."""
         return self._k("collector", _part("instance id", instance_id))
 
     def heartbeats(self) -> str:
         """Hash: process name → its latest heartbeat (JSON). One key whatever the number of processes, so
         reading every heartbeat costs one HMGET, never a SCAN of the keyspace."""
         return self._k("heartbeats")
+    def ssh_log(self, instance_id: str | int, file: str) -> str:
+        """Stream of one remote log file's lines; entry id = byte offset of its first line (XADD MINID ~)."""
+        return self._k("sshlog", _part("instance id", instance_id), _part("log file", file))
+
+    def ssh_host_key(self, instance_id: str | int) -> str:
+        """The pinned SSH host key of an instance (``<type> <base64>``): set once, never replaced."""
+        return self._k("hostkey", _part("instance id", instance_id))
+
+    def collector_queued(self, instance_id: str | int) -> str:
+        """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
+        return self._k("collector-queued", _part("instance id", instance_id))
 
     def heartbeat_expiry(self) -> str:
         """Sorted set: process name → when its heartbeat expires (epoch seconds). Readers take the live
