@@ -53,10 +53,12 @@ def test_interval_follows_settings() -> None:
 
 
 def row(actual: str | None = "running", *, intended: str = "running", cur: str = "running",
-        nxt: str = "running", msg: str | None = "success, running", label: str = "vastkeep:pool") -> VastInstance:
+        nxt: str = "running", msg: str | None = "success, running",
+        label: str = "vastkeep:pool") -> VastInstance:
     return VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
                                   "cur_state": cur, "next_state": nxt, "status_msg": msg, "label": label,
-                                  "public_ipaddr": "203.0.113.7", "ports": {"8188/tcp": [{"HostPort": "41234"}]}})
+                                  "public_ipaddr": "203.0.113.7",
+                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}})
 
 
 OCI = "Error response from daemon: OCI runtime create failed: runc create failed"

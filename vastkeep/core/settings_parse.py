@@ -20,7 +20,7 @@ class Spec:
     """One variable: name, kind, default, what it means, and its bounds or allowed values."""
 
     name: str
-    kind: str  # ms | count | seconds | port | bool | url | host | choice | level | secret | path | label | str
+    kind: str  # ms|count|seconds|port|bool|url|host|choice|level|secret|path|label|str
     default: Any
     meaning: str
     lo: int = 1

@@ -13,8 +13,10 @@ from typing import Any
 from vastkeep.state.store import InstanceRecord, PoolSettings
 
 # Preference when one instance must stand for the pool (the guide's single ``instance`` field).
-_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy", "failed", "destroying")
+_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy")
 _GONE = frozenset({"destroyed"})
+#: Never stands for the pool and never counts as warming: the provider said it is dead (Layer 5).
+_NOT_LIVE = frozenset({"failed", "gone", "destroying", "destroyed"})
 _WARMING = frozenset({"starting", "loading"})
 
 
@@ -24,13 +26,15 @@ def is_leased(record: InstanceRecord, now: float) -> bool:
 
 
 def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None:
-    """The instance the guide's single-instance view shows: ready first, then the furthest along."""
-    live = [r for r in records if r.status not in _GONE]
+    """The instance the guide's single-instance view shows: ready first, then the furthest along.
+
+    A failed, gone or destroying instance never stands for the pool (it must never be handed out)."""
+    live = [r for r in records if r.status not in _NOT_LIVE]
     for status in _PRIMARY_ORDER:
         for record in live:
             if record.status == status:
                 return record
-    return live[0] if live else None
+    return None
 
 
 def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float) -> dict[str, Any]:

@@ -236,7 +236,8 @@ class StateStore:
             try:
                 out[iid] = _decode(iid, as_text(raw))
             except PermanentError as exc:
-                log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message, extra={"instance_id": iid})
+                log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message,
+                            extra={"instance_id": iid})
         return out
 
     def instance_ids(self) -> set[str]:
