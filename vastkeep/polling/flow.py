@@ -200,7 +200,8 @@ class Poller:
         return new
 
     # ── the dispatcher ───────────────────────────────────────────────────────
-    def run(self, leases: LeaseManager, budget_s: float) -> dict[str, Any]:
+    def run(self, leases: LeaseManager, budget_s: float,
+            should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Claim and poll due instances for up to ``budget_s``, under the fenced dispatcher lease.
 
         Returns ``{"skipped": DISPATCH_BUSY}`` when another dispatcher holds it. The loop refreshes the
@@ -214,7 +215,7 @@ class Poller:
         totals = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
         deadline = self.clock.monotonic() + budget_s
         try:
-            while self.clock.monotonic() < deadline:
+            while self.clock.monotonic() < deadline and not (should_stop is not None and should_stop()):
                 if not leases.renew(lease):
                     totals["lost"] = True
                     break

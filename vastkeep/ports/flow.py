@@ -148,7 +148,7 @@ def record_validation(store: Store, events: EventSink | None, instance_id: str, 
         if pv.success:
             rec.connection_url = pv.connection_url
             if promoted:
-                rec.status = "ready"
+                rec.status, rec.status_reason = "ready", None
         return verdict_changed
 
     rec, changed = _modify_live(store, instance_id, change, lease=lease)
