@@ -4,9 +4,10 @@ Thin: build the process's :class:`~vastkeep.polling.Poller` and call it. ``dispa
 poller: a bounded loop (:data:`DISPATCH_BUDGET_S`) under the ``poll-dispatcher`` lease that claims due
 instances from the Redis schedule, polls them from the shared provider snapshot and hands over to a fresh
 ``dispatch`` message at the end (so no message is ever held longer than the budget, and a ``kill -9``
-costs at most the lease TTL + one beat interval). ``ensure`` (beat, every :data:`ENSURE_INTERVAL_S`) only
-queues a ``dispatch`` when nobody holds the lease. ``poll_instance`` makes one instance due now and wakes
-the dispatcher (one poll in flight per instance stays true: the dispatcher's claim does the poll).
+costs at most the lease TTL (10 s) + one beat interval (10 s)). ``ensure`` (beat, every
+:data:`ENSURE_INTERVAL_S`) only queues a ``dispatch`` when nobody holds the lease. ``poll_instance``
+makes one instance due now and wakes the dispatcher (one poll in flight per instance stays true: the
+dispatcher's claim does the poll).
 Each status change also goes out as the Celery event ``task-instance-status`` (Flower).
 """
 
@@ -44,8 +45,11 @@ def poller(task: Any = None) -> Poller:
                   send=send, notify=notify, vast=vast_client(res.settings, res.store, res.clock))
 
 
+# acks_late off for this one task: a dispatcher needs no redelivery (beat's ensure starts a new one within
+# the lease TTL + 10 s, and the schedule lives in Redis), and a 50 s message held unacked is what kombu
+# must restore when the broker connection drops, which crashed the worker in our Redis-restart test.
 @app.task(name=DISPATCH, bind=True, base=VastkeepTask, time_limit=DISPATCH_BUDGET_S + 40,
-          soft_time_limit=DISPATCH_BUDGET_S + 25, max_retries=None)
+          soft_time_limit=DISPATCH_BUDGET_S + 25, max_retries=None, acks_late=False)
 def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
     """Poll every due instance for ``budget_s`` seconds, then hand over to the next ``dispatch``."""
     budget = max(0.1, min(float(budget_s), DISPATCH_BUDGET_S))

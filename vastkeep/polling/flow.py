@@ -35,7 +35,7 @@ from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, State
 log = logging.getLogger("vastkeep.polling")
 
 DISPATCH_LEASE = "poll-dispatcher"
-DISPATCH_LEASE_TTL_MS = 20_000
+DISPATCH_LEASE_TTL_MS = 10_000
 DISPATCH_BUSY = "another dispatcher is running"
 BATCH = 200
 SHOWS_PER_BATCH = 5
@@ -126,6 +126,8 @@ class Poller:
             if idle:
                 pipe.srem(self.keys.poll_active(), *idle)
             pipe.hincrby(self.keys.poll_stats(), "polls", len(done))
+            for iid, _, _ in done:
+                pipe.hincrby(self.keys.poll_counts(), iid, 1)
             if stale:
                 pipe.hincrby(self.keys.poll_stats(), "stale_finishes", stale)
             if shows:

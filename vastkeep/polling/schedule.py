@@ -23,7 +23,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.state import Keys, as_text
 
 #: A claimed poll not finished within this comes back by itself (bound of the kill -9 recovery).
-CLAIM_TIMEOUT_S = 20.0
+CLAIM_TIMEOUT_S = 15.0
 #: Wake-up list cap: one pending push is enough to wake the dispatcher.
 WAKE_MAX = 16
 _HERE = Path(__file__).parent
@@ -74,6 +74,7 @@ class PollSchedule:
             pipe.zrem(self.keys.poll_due(), iid)
             pipe.hdel(self.keys.poll_claims(), iid)
             pipe.hdel(self.keys.poll_last(), iid)
+            pipe.hdel(self.keys.poll_counts(), iid)
             pipe.srem(self.keys.poll_active(), iid)
             pipe.execute()
 

@@ -105,6 +105,10 @@ class Keys:
         """Hash: instance id → unix time of its last finished poll."""
         return self._k("poll", "last")
 
+    def poll_counts(self) -> str:
+        """Hash: instance id → polls finished (operators' and tests' evidence of the cadence)."""
+        return self._k("poll", "counts")
+
     def poll_active(self) -> str:
         """Set of ids whose last poll found them starting/loading/leased (snapshot refresh cadence)."""
         return self._k("poll", "active")
