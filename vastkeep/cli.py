@@ -136,20 +136,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 INSTANCE_COLUMNS = (("id", "contractId", 10), ("status", "status", 10), ("provider", "vastStatus", 9),
-                    ("reason", "statusReason", 28), ("url", "connectionUrl", 26),
-                    ("last poll", "lastPollAt", 20), ("next poll", "nextPollAt", 20),
+                    ("reason", "statusReason", 30), ("url", "connectionUrl", 28),
+                    ("last poll", "lastPollAt", 9), ("next poll", "nextPollAt", 9),
                     ("leased until", "leasedUntil", 20))
+_CLOCK_COLUMNS = frozenset({"lastPollAt", "nextPollAt"})  # shown as HH:MM:SS (UTC)
 
 
 def instance_rows(view: dict[str, Any]) -> list[str]:
     """The instances of a warm-pool status document as fixed-width table lines (header first)."""
-    def cell(value: Any, width: int) -> str:
+    def cell(value: Any, width: int, key: str = "") -> str:
         text = "-" if value in (None, "") else str(value).replace("+00:00", "Z")
+        if key in _CLOCK_COLUMNS and len(text) >= 19:
+            text = text[11:19]
         return text if len(text) <= width else text[:width - 1] + "…"
 
     lines = ["  " + " ".join(f"{title:<{w}}" for title, _, w in INSTANCE_COLUMNS)]
     for inst in view.get("instances") or []:
-        lines.append("  " + " ".join(f"{cell(inst.get(k), w):<{w}}" for _, k, w in INSTANCE_COLUMNS))
+        lines.append("  " + " ".join(f"{cell(inst.get(k), w, k):<{w}}" for _, k, w in INSTANCE_COLUMNS))
     return lines
 
 
@@ -173,7 +176,7 @@ def print_instances(redis_url: str) -> None:
         return
     counts = view["counts"]
     print(f"  instances: {counts['total']} (leased {counts['leased']}, idle {counts['idle']}); "
-          f"desired {view['desiredSize']}{', SAFE MODE' if view['safeMode'] else ''}")
+          f"poll times UTC; desired {view['desiredSize']}{', SAFE MODE' if view['safeMode'] else ''}")
     for line in instance_rows(view):
         print(line)
 
