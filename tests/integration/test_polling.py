@@ -192,7 +192,7 @@ def test_claims_are_exclusive_and_stale_finishers_do_not_reschedule(store) -> No
     sched = PollSchedule(store.redis, store.keys, claim_timeout_s=0.5)
     ids = [str(1000 + i) for i in range(300)]
     sched.ensure(ids, due=time.time() - 1)
-    got: list[list[tuple[str, str]]] = [[], [], []]
+    got: list[list[Any]] = [[], [], []]
 
     def claimer(k: int) -> None:
         while True:
@@ -206,11 +206,12 @@ def test_claims_are_exclusive_and_stale_finishers_do_not_reschedule(store) -> No
         t.start()
     for t in threads:
         t.join()
-    claimed = [iid for part in got for iid, _ in part]
+    claimed = [c.instance_id for part in got for c in part]
     assert sorted(claimed) == sorted(ids), "every due id claimed exactly once"
-    iid, token = got[0][0] if got[0] else got[1][0]
+    iid, token, due, _ = got[0][0] if got[0] else got[1][0]
+    assert due < time.time() - 0.9
     time.sleep(0.6)  # the claim expires: a dead claimer's member comes back by itself
-    again = [x for x in sched.claim_due(1000) if x[0] == iid]
+    again = [x for x in sched.claim_due(1000) if x.instance_id == iid]
     assert again and again[0][1] != token
     assert sched.finish([(iid, token, time.time() + 999)]) == 1, "stale token: not rescheduled"
     assert sched.due_times([iid])[iid] < time.time() + 10

@@ -12,6 +12,8 @@ dispatcher loop a single Celery task runs under the ``poll-dispatcher`` lease.
 from __future__ import annotations
 
 import logging
+import statistics
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,7 @@ from vastkeep.polling.decide import (
     next_poll_interval,
     provider_verdict,
 )
-from vastkeep.polling.schedule import PollSchedule
+from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ABSENT_BEFORE_SHOW, ProviderSnapshot, record_from_row
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, StateStore, new_owner
@@ -40,6 +42,7 @@ DISPATCH_BUSY = "another dispatcher is running"
 BATCH = 200
 SHOWS_PER_BATCH = 5
 MAX_WAIT_S = 1.0
+LATENESS_SAMPLES = 200_000
 VALIDATE_TASK = "vastkeep.ports.validate_instance"
 
 Send = Callable[[str, dict[str, Any]], Any]
@@ -78,15 +81,18 @@ class Poller:
         self.notify = notify
         self.vast = vast
         self.schedule = schedule or PollSchedule(self.redis, self.keys, clock)
+        #: how late each claimed poll started against its due time (recent ones; reported by ``run``)
+        self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self.snapshot = snapshot or ProviderSnapshot(
             self.redis, self.keys, clock, label_prefix=policy.label_prefix,
             idle_max_age_s=min(30.0, policy.poll_active_interval_s),
             active_max_age_s=min(5.0, policy.poll_active_interval_s))
 
     # ── one batch ────────────────────────────────────────────────────────────
-    def poll_batch(self, claimed: list[tuple[str, str]], *, lease: Lease | None = None) -> dict[str, Any]:
-        """Poll the claimed ``(id, token)`` pairs and reschedule them; returns counts."""
-        ids = [iid for iid, _ in claimed]
+    def poll_batch(self, claimed: list[Claim], *, lease: Lease | None = None) -> dict[str, Any]:
+        """Poll the claimed instances and reschedule them; returns counts."""
+        ids = [c.instance_id for c in claimed]
+        self.lateness_s.extend(c.lateness_s for c in claimed)
         records = self.store.get_instances(ids)
         rows = self.snapshot.rows(ids)
         absent = self.snapshot.absent_counts(ids)
@@ -95,7 +101,7 @@ class Poller:
         done: list[tuple[str, str, float]] = []
         dropped, active, idle = [], [], []
         changed = 0
-        for iid, token in claimed:
+        for iid, token, _, _ in claimed:
             rec = records.get(iid)
             if rec is None:  # forgotten or deleted meanwhile: stop polling it
                 dropped.append(iid)
@@ -240,6 +246,7 @@ class Poller:
             totals["lost"] = True
         finally:
             leases.release(lease)
+        totals |= lateness_summary(list(self.lateness_s))
         return totals
 
     def refresh(self, *, force: bool = False) -> dict[str, Any]:
@@ -253,6 +260,16 @@ class Poller:
             return False
         self.schedule.poll_now(str(instance_id))
         return True
+
+
+def lateness_summary(samples: list[float]) -> dict[str, float]:
+    """p50 / p99 / max lateness (seconds) of claimed polls against their due time."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {"lateness_p50_s": round(statistics.median(ordered), 4), "lateness_p99_s": round(p99, 4),
+            "lateness_max_s": round(ordered[-1], 4)}
 
 
 def _change(cur: InstanceRecord, row: Any, shown_404: bool, seen_at: float | None,

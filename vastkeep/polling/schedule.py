@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -28,6 +29,19 @@ CLAIM_TIMEOUT_S = 15.0
 WAKE_MAX = 16
 _HERE = Path(__file__).parent
 _CHUNK = 1000
+
+
+class Claim(NamedTuple):
+    """One claimed poll: the token that lets it finish, when it was due and when it was claimed."""
+
+    instance_id: str
+    token: str
+    due: float
+    claimed_at: float
+
+    @property
+    def lateness_s(self) -> float:
+        return max(0.0, self.claimed_at - self.due)
 
 
 def _lua(name: str) -> str:
@@ -79,13 +93,13 @@ class PollSchedule:
             pipe.execute()
 
     # ── claims ───────────────────────────────────────────────────────────────
-    def claim_due(self, limit: int) -> list[tuple[str, str]]:
-        """Claim up to ``limit`` due polls not already in flight: ``[(instance_id, token), ...]``."""
+    def claim_due(self, limit: int) -> list[Claim]:
+        """Claim up to ``limit`` due polls not already in flight (earliest due first)."""
         now = self.clock.now()
         reply = self._claim(keys=[self.keys.poll_due(), self.keys.poll_claims(), self.keys.poll_claim_seq()],
                             args=[repr(now), int(limit), repr(now + self.claim_timeout_s)])
         items = [as_text(x) for x in reply]
-        return list(zip(items[0::2], items[1::2], strict=True))
+        return [Claim(items[k], items[k + 1], float(items[k + 2]), now) for k in range(0, len(items), 3)]
 
     def finish(self, done: Iterable[tuple[str, str, float]]) -> int:
         """Reschedule finished polls ``(id, token, next due)``; returns how many claims were stale."""
@@ -136,4 +150,4 @@ class PollSchedule:
         return False
 
 
-__all__ = ["CLAIM_TIMEOUT_S", "PollSchedule"]
+__all__ = ["CLAIM_TIMEOUT_S", "Claim", "PollSchedule"]

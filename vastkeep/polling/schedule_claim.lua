@@ -2,13 +2,14 @@
 -- KEYS[1] due zset, KEYS[2] claims hash, KEYS[3] claim counter.
 -- ARGV[1] now, ARGV[2] limit, ARGV[3] claimed until (now + claim timeout).
 -- A claimed member's score moves to "claimed until", so a claimer that dies (kill -9) loses it by itself.
--- Returns {id1, token1, id2, token2, ...}.
+-- Returns {id1, token1, due1, id2, token2, due2, ...} (due = the score before the claim: lateness).
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit * 2)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, limit * 2)
 local out = {}
 local n = 0
-for _, id in ipairs(ids) do
+for i = 1, #ids, 2 do
+  local id = ids[i]
   if n >= limit then break end
   local claim = redis.call('HGET', KEYS[2], id)
   local live = false
@@ -22,6 +23,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', KEYS[2], id, token .. '|' .. ARGV[3])
     out[#out + 1] = id
     out[#out + 1] = token
+    out[#out + 1] = ids[i + 1]
     n = n + 1
   end
 end
