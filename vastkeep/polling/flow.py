@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,9 @@ SHOWS_PER_BATCH = 5
 MAX_WAIT_S = 1.0
 LATENESS_SAMPLES = 200_000
 VALIDATE_TASK = "vastkeep.ports.validate_instance"
+REFRESH_TASK = "vastkeep.polling.refresh"
+REFRESH_QUEUED_TTL_MS = 30_000
+REFRESH_RECHECK_S = 0.25
 
 Send = Callable[[str, dict[str, Any]], Any]
 Notify = Callable[[str, dict[str, Any]], None]
@@ -132,6 +135,8 @@ class Poller:
             if idle:
                 pipe.srem(self.keys.poll_active(), *idle)
             pipe.hincrby(self.keys.poll_stats(), "polls", len(done))
+            for bucket, n in lateness_buckets(c.lateness_s for c in claimed).items():
+                pipe.hincrby(self.keys.poll_stats(), bucket, n)
             for iid, _, _ in done:
                 pipe.hincrby(self.keys.poll_counts(), iid, 1)
             if stale:
@@ -196,8 +201,7 @@ class Poller:
             log.log(level, "%sInstance %s: %s -> %s (%s)", "⚠️  " if level == logging.WARNING else "",
                     rec.instance_id, old, status, reason or "provider",
                     extra={"instance_id": rec.instance_id})
-            fields = {"instance_id": rec.instance_id, "old": old, "new": status, "reason": reason,
-                      "vast_status": new.vast_status}
+            fields = {"instance_id": rec.instance_id, "old": old, "new": status, "reason": reason}
             if self.events is not None:
                 self.events.emit("instance-status", **fields)
             if self.notify is not None:
@@ -228,7 +232,7 @@ class Poller:
                     totals["lost"] = True
                     break
                 refreshed = self.refresh()
-                totals["refreshes"] += int(refreshed.get("refreshed", False))
+                totals["refreshes"] += int(bool(refreshed.get("refreshed") or refreshed.get("queued")))
                 claimed = self.schedule.claim_due(BATCH)
                 if claimed:
                     result = self.poll_batch(claimed, lease=lease)
@@ -238,8 +242,10 @@ class Poller:
                     continue
                 now = self.clock.now()
                 next_due = self.schedule.next_due()
-                wake_at = min(x for x in (next_due, self.snapshot.next_refresh_at(), now + MAX_WAIT_S)
-                              if x is not None)
+                refresh_at = self.snapshot.next_refresh_at()
+                if refresh_at <= now:  # being refreshed by the refresh task: look again shortly
+                    refresh_at = now + REFRESH_RECHECK_S
+                wake_at = min(x for x in (next_due, refresh_at, now + MAX_WAIT_S) if x is not None)
                 remaining = deadline - self.clock.monotonic()
                 self.schedule.wait(min(max(0.0, wake_at - now), remaining, MAX_WAIT_S))
         except LeaseLost:  # StaleFence: a newer dispatcher owns the records now
@@ -249,9 +255,30 @@ class Poller:
         totals |= lateness_summary(list(self.lateness_s))
         return totals
 
-    def refresh(self, *, force: bool = False) -> dict[str, Any]:
-        """Refresh the snapshot if due (single-flight); a Redis-level error propagates, a provider one not."""
-        return self.snapshot.refresh(self.vast, self.store, self.schedule, force=force).to_dict()
+    def refresh(self, *, force: bool = False, inline: bool | None = None) -> dict[str, Any]:
+        """Refresh the snapshot if due (single-flight); a Redis-level error propagates, a provider one not.
+
+        With a ``send`` callable (the dispatcher in a worker) the refresh runs as its own task
+        (:data:`REFRESH_TASK`, queued at most once per :data:`REFRESH_QUEUED_TTL_MS`) in another worker
+        process, so parsing a 10,000-row listing never delays the polls; ``inline=True`` (the refresh task
+        itself, tests) runs it here.
+        """
+        run_here = inline if inline is not None else self.send is None
+        if run_here:
+            result = self.snapshot.refresh(self.vast, self.store, self.schedule, force=force).to_dict()
+            if self.send is not None or inline:
+                self.redis.delete(self.keys.poll_refresh_queued())
+            return result
+        if not force and not self.snapshot.is_stale():
+            return {"skipped": "fresh"}
+        if self.redis.set(self.keys.poll_refresh_queued(), "1", nx=True, px=REFRESH_QUEUED_TTL_MS):
+            try:
+                self.send(REFRESH_TASK, {})  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - the next loop queues it again
+                self.redis.delete(self.keys.poll_refresh_queued())
+                log.warning("⚠️  could not queue %s: %s", REFRESH_TASK, type(exc).__name__)
+            return {"queued": True}
+        return {"skipped": "queued"}
 
     # ── operators ────────────────────────────────────────────────────────────
     def request_poll(self, instance_id: str) -> bool:
@@ -260,6 +287,20 @@ class Poller:
             return False
         self.schedule.poll_now(str(instance_id))
         return True
+
+
+#: Upper bounds (seconds) of the lateness histogram kept in the ``poll:stats`` hash (``late_le_<bound>``).
+LATENESS_BOUNDS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def lateness_buckets(samples: Iterable[float]) -> dict[str, int]:
+    """Histogram counts (``late_le_<bound>`` or ``late_gt_30.0``) of some lateness samples."""
+    out: dict[str, int] = {}
+    for value in samples:
+        over = f"late_gt_{LATENESS_BOUNDS_S[-1]}"
+        name = next((f"late_le_{b}" for b in LATENESS_BOUNDS_S if value <= b), over)
+        out[name] = out.get(name, 0) + 1
+    return out
 
 
 def lateness_summary(samples: list[float]) -> dict[str, float]:

@@ -117,6 +117,10 @@ class Keys:
         """List the dispatcher BLPOPs on: a push wakes it for a "poll now"."""
         return self._k("poll", "wake")
 
+    def poll_refresh_queued(self) -> str:
+        """Marker (PX): a provider snapshot refresh task is queued, do not queue another."""
+        return self._k("poll", "refreshq")
+
     def poll_stats(self) -> str:
         """Hash of counters: polls, stale_finishes, claims, snapshot refreshes, show calls."""
         return self._k("poll", "stats")
