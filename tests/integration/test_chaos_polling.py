@@ -21,7 +21,7 @@ import pytest
 from tests.chaos_support import Chaos, Proc, report, wait_for
 from vastkeep.state import Keys, StateStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 ACTIVE_S, IDLE_S, DEFAULT_S = 1.0, 3.0, 2.0
 POLL_ENV = {"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": str(int(ACTIVE_S * 1000)),
@@ -76,7 +76,7 @@ def test_kill_9_of_the_dispatcher_worker_every_instance_polled_again_within_the_
         w.wait_ready(60)
     beat(chaos, env, "beat")
     store = StateStore(r, Keys())
-    wait_for(lambda: all_ready(store, ids), 60, "every instance discovered and ready")
+    wait_for(lambda: all_ready(store, ids), 150, "every instance discovered and ready")
     pid = wait_for(lambda: dispatcher_pid(r), 20, "a dispatcher holds the lease")
     victim = next(w for w in workers if pid in w.pool_children() or pid == w.pid)
     survivor = next(w for w in workers if w is not victim)
@@ -103,7 +103,7 @@ def test_two_workers_two_beats_one_poll_in_flight_per_instance(chaos, sim) -> No
         w.wait_ready(60)
     beats = [beat(chaos, env, f"beat-{k}") for k in "ab"]
     store = StateStore(r, Keys())
-    wait_for(lambda: all_ready(store, ids), 60, "every instance ready")
+    wait_for(lambda: all_ready(store, ids), 150, "every instance ready")
     r.delete(Keys().poll_counts())
     t0 = time.time()
     time.sleep(20.0)
@@ -130,7 +130,7 @@ def test_redis_restart_under_load_polling_resumes(chaos, sim) -> None:
     worker.wait_ready(60)
     beat(chaos, env, "beat")
     store = StateStore(r, Keys())
-    wait_for(lambda: all_ready(store, ids), 60, "every instance ready")
+    wait_for(lambda: all_ready(store, ids), 150, "every instance ready")
     time.sleep(1.5)  # AOF everysec: the schedule is on disk
     rs.stop()
     time.sleep(2.0)
