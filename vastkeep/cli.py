@@ -144,6 +144,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"restarts {child.get('restartCount')}")
     for ok, text in run_checks(stack, stack.get("redis_url"), stack.get("admin_api_url")):
         print(("  OK   " if ok else "  FAIL ") + text)
+    if stack.get("redis_url"):
+        print_instances(stack["redis_url"])
     return 0
 
 
@@ -187,6 +189,51 @@ def cmd_logs(args: argparse.Namespace) -> int:
             SYSTEM_CLOCK.sleep(0.5)
     except KeyboardInterrupt:
         return 0
+
+INSTANCE_COLUMNS = (("id", "contractId", 10), ("status", "status", 10), ("provider", "vastStatus", 9),
+                    ("reason", "statusReason", 30), ("url", "connectionUrl", 28),
+                    ("last poll", "lastPollAt", 9), ("next poll", "nextPollAt", 9),
+                    ("leased until", "leasedUntil", 20))
+_CLOCK_COLUMNS = frozenset({"lastPollAt", "nextPollAt"})  # shown as HH:MM:SS (UTC)
+
+
+def instance_rows(view: dict[str, Any]) -> list[str]:
+    """The instances of a warm-pool status document as fixed-width table lines (header first)."""
+    def cell(value: Any, width: int, key: str = "") -> str:
+        text = "-" if value in (None, "") else str(value).replace("+00:00", "Z")
+        if key in _CLOCK_COLUMNS and len(text) >= 19:
+            text = text[11:19]
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    lines = ["  " + " ".join(f"{title:<{w}}" for title, _, w in INSTANCE_COLUMNS)]
+    for inst in view.get("instances") or []:
+        lines.append("  " + " ".join(f"{cell(inst.get(k), w, k):<{w}}" for _, k, w in INSTANCE_COLUMNS))
+    return lines
+
+
+def print_instances(redis_url: str) -> None:
+    """The warm pool's instances, as ``GET .../warm-pool/status`` lists them (read straight from Redis)."""
+    from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
+    from vastkeep.polling import PollSchedule  # noqa: PLC0415
+    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+
+    try:
+        r = _redis_client(redis_url)
+        store = StateStore(r, Keys())
+        records = store.list_instances()
+        schedule = PollSchedule(r, Keys())
+        ids = [rec.instance_id for rec in records]
+        last, due = schedule.last_polls(ids), schedule.due_times(ids)
+        view = warm_pool_status(store.get_pool(), records, SYSTEM_CLOCK.now(),
+                                {i: (last.get(i), due.get(i)) for i in ids})
+    except Exception as exc:  # noqa: BLE001 - status must still print the rest
+        print(f"  instances: unavailable ({type(exc).__name__})")
+        return
+    counts = view["counts"]
+    print(f"  instances: {counts['total']} (leased {counts['leased']}, idle {counts['idle']}); "
+          f"poll times UTC; desired {view['desiredSize']}{', SAFE MODE' if view['safeMode'] else ''}")
+    for line in instance_rows(view):
+        print(line)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.monitoring import warm_pool_status
+from vastkeep.polling import PollSchedule
 from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
@@ -34,7 +35,13 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
     store = _store(ctx)
 
     def read() -> dict[str, Any]:
-        return warm_pool_status(store.get_pool(), store.list_instances(), ctx.clock.now())
+        records = store.list_instances()
+        ids = [r.instance_id for r in records]
+        schedule = PollSchedule(ctx.redis, ctx.keys, ctx.clock) if ctx.redis is not None else None
+        last = schedule.last_polls(ids) if schedule else {}
+        due = schedule.due_times(ids) if schedule else {}
+        polls = {i: (last.get(i), due.get(i)) for i in ids}
+        return warm_pool_status(store.get_pool(), records, ctx.clock.now(), polls)
 
     return await run_in_threadpool(read)
 

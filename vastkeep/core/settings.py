@@ -108,6 +108,7 @@ SPECS: tuple[_Spec, ...] = (
           hi=_D),
     _Spec("WARM_POOL_POLL_IDLE_INTERVAL_MS", "ms", 180000, "poll interval when ready but idle", hi=_D),
     _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
+    _Spec("WARM_POOL_LABEL_PREFIX", "label", "vastkeep", "instances labelled `<prefix>:...` are ours"),
     _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
     _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
@@ -177,6 +178,7 @@ class Settings:
     warm_pool_poll_idle_interval_ms: int = 180000
     warm_pool_poll_interval_ms: int = 120000
     warm_pool_desired_size: int = 1
+    warm_pool_label_prefix: str = "vastkeep"
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"

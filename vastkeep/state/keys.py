@@ -100,6 +100,67 @@ class Keys:
         """Adaptive polling state of one instance."""
         return self._k("poll", _part("instance id", instance_id))
 
+    # ── adaptive polling (Layer 5) ─────────────────────────────────────────
+    def poll_due(self) -> str:
+        """Sorted set: instance id → unix time its next poll is due (a claimed one: its claim's expiry)."""
+        return self._k("poll", "due")
+
+    def poll_claims(self) -> str:
+        """Hash: instance id → ``<token>|<claimed until>`` of the poll in flight (one per instance)."""
+        return self._k("poll", "claims")
+
+    def poll_claim_seq(self) -> str:
+        """Counter that numbers claims (INCR), so a stale finisher is told apart from a newer claim."""
+        return self._k("poll", "claimseq")
+
+    def poll_last(self) -> str:
+        """Hash: instance id → unix time of its last finished poll."""
+        return self._k("poll", "last")
+
+    def poll_counts(self) -> str:
+        """Hash: instance id → polls finished (operators' and tests' evidence of the cadence)."""
+        return self._k("poll", "counts")
+
+    def poll_active(self) -> str:
+        """Set of ids whose last poll found them starting/loading/leased (snapshot refresh cadence)."""
+        return self._k("poll", "active")
+
+    def poll_wake(self) -> str:
+        """List the dispatcher BLPOPs on: a push wakes it for a "poll now"."""
+        return self._k("poll", "wake")
+
+    def poll_refresh_queued(self) -> str:
+        """Marker (PX): a provider snapshot refresh task is queued, do not queue another."""
+        return self._k("poll", "refreshq")
+
+    def poll_stats(self) -> str:
+        """Hash of counters: polls, stale_finishes, claims, snapshot refreshes, show calls."""
+        return self._k("poll", "stats")
+
+    def poll_l3(self, instance_id: str | int) -> str:
+        """Marker (PX = active interval): Layer 3 was queued for this instance recently."""
+        return self._k("poll", "l3", _part("instance id", instance_id))
+
+    def provider_snapshot(self) -> str:
+        """Hash: instance id → the provider's row (trimmed JSON) from the last listing."""
+        return self._k("provider", "snapshot")
+
+    def provider_snapshot_meta(self) -> str:
+        """Hash: fetched_at, count, error of the last listing."""
+        return self._k("provider", "meta")
+
+    def provider_absent(self) -> str:
+        """Hash: id of a record → consecutive listings it was missing from."""
+        return self._k("provider", "absent")
+
+    def adopted(self) -> str:
+        """Set of instance ids an operator adopted (ours although unlabelled)."""
+        return self._k("adopted")
+
+    def forgotten(self) -> str:
+        """Set of instance ids an operator released from our care (discovery leaves them alone)."""
+        return self._k("forgotten")
+
     def collector(self, instance_id: str | int) -> str:
         """Hash: SSH log collector status of one instance (``offset:<file>``, failures, route, ...)."""
         return self._k("collector", _part("instance id", instance_id))
