@@ -18,11 +18,12 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
     # Until the adaptive per-instance poll chain lands, a pool-wide sweep at the active interval is
     # "the next poll" that retries instances still loading (Layer 3).
     "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
+    "vastkeep.pool.reconcile": ("vastkeep.pool.reconcile", "warm_pool_reconcile_interval_s"),
 }
 
 #: Entries whose message expires after one interval: a sweep still queued when the next one is due is
 #: dropped rather than run late, so a busy or restarting worker does not find a backlog of sweeps.
-EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool"})
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool", "vastkeep.pool.reconcile"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:

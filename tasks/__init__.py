@@ -4,6 +4,7 @@ Add one line `import tasks.<module>  # noqa: F401` per task module, sorted
 (the worker imports this package at start-up).
 """
 
+import tasks.pool  # noqa: F401
 import tasks.ports  # noqa: F401
 import tasks.system  # noqa: F401
 import tasks.tokens  # noqa: F401

@@ -268,7 +268,7 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
-                        "vastkeep.ports.validate_pool": 30.0}
+                        "vastkeep.ports.validate_pool": 30.0, "vastkeep.pool.reconcile": 15.0}
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),

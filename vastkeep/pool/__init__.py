@@ -1,4 +1,46 @@
-"""The warm pool: rent to the desired size, replace what dies, lease to client services (planned: issue 10).
+"""The warm pool: rent to the desired size, replace what dies, stop spending when in doubt (issue 10).
+
+- ``plan``: pure decisions (``plan_pool``, labels and slots, the offer search, the spend rate).
+- ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
+- ``safety``: entering and leaving safe mode.
+- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
 
 Logger: ``vastkeep.pool``.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.pool import safety
+from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
+from vastkeep.pool.plan import (
+    OfferParams,
+    PendingRent,
+    Plan,
+    PlanParams,
+    make_label,
+    offer_query,
+    pick_offer,
+    plan_pool,
+    rank_offers,
+    slot_of,
+    spend_rate,
+)
+from vastkeep.pool.reconcile import BUSY, Reconciler, lease_name
+from vastkeep.state import LeaseManager
+
+
+def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, keys: Any, vast: Any,
+                     clock: Clock = SYSTEM_CLOCK) -> Reconciler:
+    """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run)."""
+    return Reconciler(settings, store, events, LeaseManager(redis_client, keys, clock),
+                      PoolBook(redis_client, keys, settings.warm_pool_name), vast, clock)
+
+
+__all__ = [
+    "BUSY", "CAUSES", "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "OfferParams",
+    "PendingRent", "Plan", "PlanParams", "PoolBook", "Reconciler", "build_reconciler", "lease_name",
+    "make_label", "offer_query", "pick_offer", "plan_pool", "rank_offers", "safety", "slot_of", "spend_rate",
+]

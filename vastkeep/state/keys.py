@@ -52,6 +52,18 @@ class Keys:
         """Hash: desired_size, safe_mode, safe_mode_reason."""
         return self._k("pool")
 
+    def pool_pending(self, pool: str) -> str:
+        """Hash slot → JSON pending rent of one warm pool (written before the rent request is sent)."""
+        return self._k("pool", "pending", _part("pool name", pool))
+
+    def pool_failures(self, pool: str) -> str:
+        """Sorted set: rent/provision failures of one warm pool scored by time (the safe-mode window)."""
+        return self._k("pool", "failures", _part("pool name", pool))
+
+    def pool_safety(self) -> str:
+        """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
+        return self._k("pool", "safety")
+
     # ── tokens ──────────────────────────────────────────────────────────────
     def token_result(self, service: str) -> str:
         """JSON validation result of one service (PX TTL = TOKEN_VALIDATION_CACHE_MS)."""
