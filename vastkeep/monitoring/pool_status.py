@@ -7,7 +7,7 @@ larger than one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vastkeep.state.store import InstanceRecord, PoolSettings
@@ -33,8 +33,14 @@ def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None
     return live[0] if live else None
 
 
-def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
-    """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list."""
+def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float,
+                     figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list.
+
+    ``figures`` (``vastkeep.pool.ops.pool_figures``): pool-level numbers from the warm pool's own book (rents
+    in flight, spend rate and cap, the safe-mode cause), shown under ``pool``; a rent in flight also makes
+    ``isPrewarming`` true, as in the guide (prewarming = renting and waiting for ready).
+    """
     live = [r for r in records if r.status not in _GONE]
     primary = primary_instance(live)
     counts: dict[str, int] = {}
@@ -45,10 +51,11 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
     return {
         "desiredSize": pool.desired_size,
         "instance": _view(primary, now) if primary else None,
-        "isPrewarming": any(r.status in _WARMING for r in live),
+        "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
         "counts": {"total": len(live), "leased": leased, "idle": idle, "byStatus": counts},
+        "pool": dict(figures or {}),
         "instances": [_view(r, now) for r in live],
     }
 

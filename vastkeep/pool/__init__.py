@@ -15,6 +15,7 @@ from typing import Any
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
+from vastkeep.pool.ops import parse_size, pool_figures, safe_mode_view, set_safe_mode, set_size
 from vastkeep.pool.plan import (
     OfferParams,
     PendingRent,
@@ -42,5 +43,6 @@ def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, 
 __all__ = [
     "BUSY", "CAUSES", "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "OfferParams",
     "PendingRent", "Plan", "PlanParams", "PoolBook", "Reconciler", "build_reconciler", "lease_name",
-    "make_label", "offer_query", "pick_offer", "plan_pool", "rank_offers", "safety", "slot_of", "spend_rate",
+    "make_label", "offer_query", "parse_size", "pick_offer", "plan_pool", "pool_figures", "rank_offers",
+    "safe_mode_view", "safety", "set_safe_mode", "set_size", "slot_of", "spend_rate",
 ]

@@ -51,6 +51,7 @@ EVENT_KINDS: dict[str, str] = {
     "rent-resolved": "a rent with an unknown outcome was resolved by its label (label, outcome, instance_id)",
     "lease-acquired": "a lease was granted (name, fence)",
     "lease-lost": "a holder found its lease gone (name, fence)",
+    "pool-resized": "an operator changed the warm pool's desired size (desired_size, previous)",
     "safe-mode": "safe mode switched on or off (on, reason, cause)",
     "process-restarted": "the supervisor restarted a child (name, restarts, delay_s)",
     "process-failed": "the supervisor gave up on a child (name, restarts)",
