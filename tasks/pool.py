@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.core.errors import LeaseLost, TransientError
 from vastkeep.pool import build_reconciler
 from vastkeep.tokens import vast_client
 from worker import wiring
@@ -28,10 +27,8 @@ def reconcile(self: Any) -> dict[str, Any]:
         res = wiring.resources()
         vast = vast_client(res.settings, res.store, res.clock, events=res.events)
         try:
-            rc = build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast, res.clock)
-            return rc.run()
-        except (TransientError, LeaseLost) as exc:
-            return {"error": type(exc).__name__, "message": exc.message[:300]}
+            return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
+                                    res.clock).run()
         finally:
             if vast is not None:
                 vast.close()
