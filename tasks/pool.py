@@ -1,4 +1,5 @@
-"""Warm-pool task: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS).
+"""Warm-pool tasks: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS) and the client
+leases ``vastkeep.pool.lease`` / ``renew_lease`` / ``release_lease`` (by name, same answers as the admin API).
 
 Thin: build the reconciler from the process's resources and run one round. A round that finds another one
 running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai hiccup (TransientError) or a lost
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.pool import build_reconciler
+from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
+from vastkeep.pool import build_leases, build_reconciler
 from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
@@ -34,3 +36,58 @@ def reconcile(self: Any) -> dict[str, Any]:
                 vast.close()
 
     return retry_on_redis(self, go, WHAT)
+
+
+# ── client leases, callable by name (app.send_task) ─────────────────────────
+def _leases() -> Any:
+    res = wiring.resources()
+    return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events)
+
+
+def _refused(exc: VastkeepError) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "reason": exc.message}
+    if isinstance(exc, LeaseBusy):
+        out["retryAfterS"] = int(exc.data.get("retry_after_s") or 1)
+    return out
+
+
+@app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask, time_limit=30, soft_time_limit=20)
+def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
+    """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
+    "fence", "client"}``, or ``{"ok": false, "error": "LeaseBusy", "reason", "retryAfterS"}``.
+
+    Not retried when busy: the caller decides whether to wait ``retryAfterS``.
+    """
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().grant(duration_s, client).to_dict()}
+        except (LeaseBusy, PermanentError) as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "lease")
+
+
+@app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask, time_limit=30, soft_time_limit=20)
+def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, Any]:
+    """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
+    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed)."""
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().renew(lease_id, duration_s)}
+        except PermanentError as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "renew lease")
+
+
+@app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask, time_limit=30, soft_time_limit=20)
+def release_lease(self: Any, lease_id: str) -> dict[str, Any]:
+    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false."""
+
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().release(lease_id)}
+        except PermanentError as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "release lease")

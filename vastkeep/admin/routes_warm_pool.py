@@ -5,6 +5,10 @@
 converging now, not at the next beat.
 ``GET|POST /api/proxy/admin/safe-mode`` shows or switches safe mode (``{"enabled": bool, "reason": "..."}``);
 switching it on here is an operator's safe mode, which never ends by itself.
+``POST /api/proxy/admin/warm-pool/leases`` ``{"durationS", "client"}`` leases a ready instance (201 with
+``leaseId``, ``instanceId``, ``connectionUrl``, ``leasedUntil``, ``fence``; 409 when all are leased, 503
+when none is ready, both with ``retryAfterS``); ``POST .../leases/{leaseId}/renew``;
+``DELETE .../leases/{leaseId}``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.core.errors import InvalidInput
-from vastkeep.pool import PoolBook, safe_mode_view, set_safe_mode, set_size
+from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy
+from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
@@ -83,3 +88,51 @@ async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get
     if not view["enabled"]:
         view["taskId"] = _kick(ctx)
     return view
+
+
+# ── client leases ────────────────────────────────────────────────────────────
+def _leases(ctx: AdminContext) -> Any:
+    store, _ = _parts(ctx)
+    return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events)
+
+
+def _busy(exc: LeaseBusy) -> JSONResponse:
+    """409 when every ready instance is leased, 503 when none is ready yet; both say when to retry."""
+    retry = int(exc.data.get("retry_after_s") or 1)
+    status = 409 if exc.data.get("reason") == "all-leased" else 503
+    return JSONResponse(status_code=status, headers={"Retry-After": str(retry)},
+                        content={"error": "conflict" if status == 409 else "unavailable",
+                                 "reason": exc.message, "retryAfterS": retry})
+
+
+@router.post("/warm-pool/leases", status_code=201,
+             summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503")
+async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> Any:
+    data = _body(body, {"durationS", "client"})
+    leases = _leases(ctx)
+    try:
+        grant = await run_in_threadpool(leases.grant, data.get("durationS"), data.get("client"))
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    except LeaseBusy as exc:
+        return _busy(exc)
+    return grant.to_dict()
+
+
+@router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})")
+async def renew_lease(lease_id: str, body: Any = Body(None),
+                      ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    data = _body(body if body is not None else {}, {"durationS"})
+    leases = _leases(ctx)
+    try:
+        return await run_in_threadpool(leases.renew, lease_id, data.get("durationS", 600))
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    except LeaseBroken as exc:
+        raise HTTPException(status_code=409, detail=exc.message) from None
+
+
+@router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool")
+async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    leases = _leases(ctx)
+    return await run_in_threadpool(leases.release, lease_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -37,7 +37,9 @@ from vastkeep.core.errors import (
 )
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
+from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
+    REASON_EXCESS,
     REASON_FAILED,
     REASON_PROVISION_TIMEOUT,
     REASON_RETRY_DESTROY,
@@ -93,6 +95,14 @@ def _record_from_provider(vi: Any, slot: int, pool: str, now: float) -> Instance
         extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
 
 
+def _with_lease(rec: InstanceRecord, entry: dict[str, Any] | None) -> InstanceRecord:
+    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
+    if entry is None:
+        return rec
+    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
+    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
+
+
 @dataclass
 class RoundReport:
     """What one round did (a task's small JSON result)."""
@@ -117,8 +127,12 @@ class Reconciler:
     """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
 
     def __init__(self, settings: Any, store: Any, events: EventSink | None, leases: LeaseManager,
-                 book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK) -> None:
+                 book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                 client_leases: PoolLeases | None = None) -> None:
         self.settings = settings
+        self.client_leases = client_leases or PoolLeases(
+            book.redis, book.keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock, store,
+            events)
         self.store = store
         self.events = events
         self.leases = leases
@@ -174,7 +188,8 @@ class _Round:
         pending_labels = self._resolve_pending(by_label)
         records = {r.instance_id: r for r in rc.store.list_instances()}
         self._adopt_and_dedupe(by_label, records, pending_labels)
-        records_list = rc.store.list_instances()
+        active = rc.client_leases.active(self.now)
+        records_list = [_with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
         pending = rc.book.pending()
         self._safety(records_list, pending)
         pool = rc.store.get_pool()
@@ -285,6 +300,9 @@ class _Round:
         self._renew()
         first = rec.status != "destroying"
         cause = reason if first else (rec.error or reason)
+        if not rc.client_leases.claim(rec.instance_id, cause, force=reason != REASON_EXCESS):
+            self.report.wait.append(f"instance {rec.instance_id} was leased meanwhile: kept")
+            return
         if first:
             try:
                 rc.store.update_instance(rec.instance_id, {"status": "destroying", "error": reason},
@@ -303,6 +321,7 @@ class _Round:
         shown = cause if reason == REASON_RETRY_DESTROY else reason
         if self._provider_destroy(rec.instance_id, rec.label, shown):
             rc.store.delete_instance(rec.instance_id, lease=self.lease)
+            rc.client_leases.forget(rec.instance_id)
 
     def _provider_destroy(self, instance_id: str, label: str | None, reason: str) -> bool:
         """Destroy at Vast.ai (only our labels); True when it is gone there now."""

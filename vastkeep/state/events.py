@@ -51,6 +51,9 @@ EVENT_KINDS: dict[str, str] = {
     "rent-resolved": "a rent with an unknown outcome was resolved by its label (label, outcome, instance_id)",
     "lease-acquired": "a lease was granted (name, fence)",
     "lease-lost": "a holder found its lease gone (name, fence)",
+    "pool-lease-granted": "a client service leased a warm-pool instance "
+                          "(instance_id, client, fence, leased_until)",
+    "pool-lease-ended": "a client lease was released (instance_id, client, fence, reason)",
     "pool-resized": "an operator changed the warm pool's desired size (desired_size, previous)",
     "safe-mode": "safe mode switched on or off (on, reason, cause)",
     "process-restarted": "the supervisor restarted a child (name, restarts, delay_s)",

@@ -60,6 +60,22 @@ class Keys:
         """Sorted set: rent/provision failures of one warm pool scored by time (the safe-mode window)."""
         return self._k("pool", "failures", _part("pool name", pool))
 
+    def pool_leases(self, pool: str) -> str:
+        """Hash instance id → JSON client lease (lease id, client, until, fence, state) of one warm pool."""
+        return self._k("pool", "leases", _part("pool name", pool))
+
+    def pool_lease_index(self, pool: str) -> str:
+        """Hash lease id → instance id of the live client leases of one warm pool."""
+        return self._k("pool", "lease-index", _part("pool name", pool))
+
+    def pool_lease_fence(self, pool: str) -> str:
+        """Counter: the fence of every client lease grant of one warm pool (INCR, never expires)."""
+        return self._k("pool", "lease-fence", _part("pool name", pool))
+
+    def pool_claims(self, pool: str) -> str:
+        """Hash instance id → reason: instances claimed for destruction (never leased again)."""
+        return self._k("pool", "claims", _part("pool name", pool))
+
     def pool_safety(self) -> str:
         """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
         return self._k("pool", "safety")
