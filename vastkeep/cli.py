@@ -227,6 +227,8 @@ def cmd_pool(args: argparse.Namespace) -> int:
           f"prewarming {'yes' if doc['isPrewarming'] else 'no'}")
     if doc["safeMode"]:
         print(f"  SAFE MODE ({figures['safeModeCause']}): {doc['safeModeReason']}")
+    for reason in (figures.get("lastRound") or {}).get("wait") or []:
+        print(f"  waiting: {reason}")
     for inst in doc["instances"]:
         print(f"  {inst['contractId']:>10}  {inst['status']:<10} {inst.get('label') or '-':<22} "
               f"{inst.get('connectionUrl') or '-':<28} leased until {inst.get('leasedUntil') or '-'}")

@@ -306,3 +306,13 @@ def test_records_of_other_pools_and_unlabelled_instances_are_left_alone(pool: Po
     out = pool.run()
     assert out["destroyed"] == [] and out["adopted"] == []
     assert {other, bare} <= {vi.id for vi in pool.provider()}
+
+
+def test_the_status_says_why_the_pool_waits(pool: Pool) -> None:
+    from vastkeep.pool import pool_figures
+
+    pool.size(40)  # more than the simulated catalogue holds for this search
+    pool.run()
+    figures = pool_figures(pool.settings, pool.book, pool.store.list_instances(), False)
+    assert figures["liveInstances"] == len(pool.provider()) < 40
+    assert any("no offer matches" in w for w in figures["lastRound"]["wait"])

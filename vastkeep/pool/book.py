@@ -19,6 +19,7 @@ import redis
 
 from vastkeep.pool.plan import PendingRent
 from vastkeep.state import Keys, Lease, as_text
+from vastkeep.state.keys import POOL_LAST_ROUND_TTL_MS
 
 _HERE = Path(__file__).parent
 CAUSE_OPERATOR = "operator"
@@ -84,6 +85,18 @@ class PoolBook:
 
     def clear_failures(self) -> None:
         self.redis.delete(self.keys.pool_failures(self.pool))
+
+    # ── the last round (status) ─────────────────────────────────────────────
+    def put_last_round(self, summary: dict[str, object]) -> None:
+        self.redis.set(self.keys.pool_last_round(self.pool), json.dumps(summary, separators=(",", ":")),
+                       px=POOL_LAST_ROUND_TTL_MS)
+
+    def last_round(self) -> dict[str, object] | None:
+        raw = self.redis.get(self.keys.pool_last_round(self.pool))
+        try:
+            return json.loads(as_text(raw)) if raw is not None else None
+        except ValueError:
+            return None
 
     # ── safe-mode cause ─────────────────────────────────────────────────────
     def cause(self) -> str | None:

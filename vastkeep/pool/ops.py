@@ -75,6 +75,7 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "spendDph": spend_rate(mine, pending, prefix),
         "maxSpendDph": settings.warm_pool_max_spend_dph,
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,
+        "lastRound": book.last_round(),
     }
 
 

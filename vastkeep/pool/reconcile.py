@@ -150,14 +150,19 @@ class Reconciler:
         if lease is None:
             return {"skipped": BUSY}
         try:
-            return _Round(self, lease).go().to_dict()
+            out = _Round(self, lease).go().to_dict()
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
             log.warning("warm-pool round ended early: %s", exc.message[:200])
-            return {"error": type(exc).__name__, "message": exc.message[:300], "fence": lease.fence}
+            out = {"error": type(exc).__name__, "message": exc.message[:300], "fence": lease.fence}
         finally:
             self.leases.release(lease)
+        errors = out.get("errors", []) + ([out["error"]] if "error" in out else [])
+        self.book.put_last_round({"at": self.clock.now(), "wait": out.get("wait", []), "errors": errors,
+                                  "rented": len(out.get("rented", [])),
+                                  "destroyed": len(out.get("destroyed", []))})
+        return out
 
 
 class _Round:

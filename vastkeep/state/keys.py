@@ -14,6 +14,7 @@ LEASE_DEFAULT_TTL_MS = 30_000  # a lease nobody renews for this long is free aga
 EVENTS_MAXLEN = 10_000  # approximate cap of the event stream (XADD MAXLEN ~)
 KEEPALIVE_STATUS_TTL_MS = 86_400_000  # keepalive status of an instance that stopped being watched
 HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
+POOL_LAST_ROUND_TTL_MS = 3_600_000  # the last reconcile round's summary (status: why the pool waits)
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
 
@@ -76,6 +77,10 @@ class Keys:
         """Hash instance id → reason: instances claimed for destruction (never leased again)."""
         return self._k("pool", "claims", _part("pool name", pool))
 
+    def pool_last_round(self, pool: str) -> str:
+        """JSON summary of the last reconcile round of one pool (why it waits); TTL POOL_LAST_ROUND_TTL_MS."""
+        return self._k("pool", "last-round", _part("pool name", pool))
+
     def pool_safety(self) -> str:
         """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
         return self._k("pool", "safety")
@@ -134,4 +139,4 @@ class Keys:
 
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
-           "TOKEN_RESULT_TTL_MS", "Keys"]
+           "POOL_LAST_ROUND_TTL_MS", "TOKEN_RESULT_TTL_MS", "Keys"]
