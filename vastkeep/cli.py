@@ -198,7 +198,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
     """``vastkeep pool size N | safe-mode on|off [--reason ...] | status [--json]``."""
     from vastkeep.core.errors import InvalidInput  # noqa: PLC0415
     from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
-    from vastkeep.pool import pool_figures, set_safe_mode, set_size  # noqa: PLC0415
+    from vastkeep.pool import build_leases, pool_figures, set_safe_mode, set_size  # noqa: PLC0415
 
     try:
         settings, store, events, book = _pool_parts()
@@ -213,8 +213,10 @@ def cmd_pool(args: argparse.Namespace) -> int:
                   + (f" ({view['cause']}: {view['reason']})" if view["enabled"] else ""))
             return 0
         pool, records = store.get_pool(), store.list_instances()
-        doc = warm_pool_status(pool, records, SYSTEM_CLOCK.now(),
-                               pool_figures(settings, book, records, pool.safe_mode))
+        now = SYSTEM_CLOCK.now()
+        leases = build_leases(settings, store.redis, store.keys, SYSTEM_CLOCK)
+        figures = pool_figures(settings, book, records, pool.safe_mode, leases, now)
+        doc = warm_pool_status(pool, records, now, figures)
     except (InvalidInput, StackError) as exc:
         print(f"vastkeep pool: {exc}", file=sys.stderr)
         return 2

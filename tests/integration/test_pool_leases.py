@@ -56,6 +56,10 @@ def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None
         assert rec.lease_owner.startswith("svc-") and rec.leased_until
     status = requests.get(f"{s.url}/api/proxy/admin/warm-pool/status", headers=H, timeout=5).json()
     assert status["counts"]["leased"] == 5 and status["counts"]["idle"] == 0
+    views = status["pool"]["leases"]
+    assert sorted(v["instanceId"] for v in views) == ids
+    assert all(v["client"].startswith("svc-") for v in views)
+    assert "lse_" not in str(status)  # lease ids are the holders' capabilities: never shown
     # renew, release; the next grant of that instance carries a higher fence after its health check
     lid, iid = won[0]["leaseId"], won[0]["instanceId"]
     r = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}/renew", json={"durationS": 1200},

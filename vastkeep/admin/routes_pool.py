@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.monitoring import warm_pool_status
-from vastkeep.pool import PoolBook, pool_figures
+from vastkeep.pool import PoolBook, build_leases, pool_figures
 from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
@@ -37,8 +37,10 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
     def read() -> dict[str, Any]:
         pool, records = store.get_pool(), store.list_instances()
         book = PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
-        figures = pool_figures(ctx.settings, book, records, pool.safe_mode)
-        return warm_pool_status(pool, records, ctx.clock.now(), figures)
+        now = ctx.clock.now()
+        leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)
+        figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now)
+        return warm_pool_status(pool, records, now, figures)
 
     return await run_in_threadpool(read)
 

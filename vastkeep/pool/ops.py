@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
@@ -62,7 +63,8 @@ def set_safe_mode(store: Any, book: PoolBook, events: EventSink | None, enabled:
     return safe_mode_view(store, book)
 
 
-def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mode: bool) -> dict[str, Any]:
+def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mode: bool,
+                 leases: Any = None, now: float | None = None) -> dict[str, Any]:
     """Pool-level status figures: rents in flight, spend rate and cap, the safe-mode cause."""
     pending = book.pending()
     prefix, name = settings.warm_pool_label_prefix, settings.warm_pool_name
@@ -76,7 +78,16 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "maxSpendDph": settings.warm_pool_max_spend_dph,
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,
         "lastRound": book.last_round(),
+        "leases": _lease_views(leases, now),
     }
+
+
+def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:
+    """Every live client lease (never its lease id: that is the holder's capability)."""
+    if leases is None or now is None:
+        return []
+    return [{"instanceId": iid, "client": e.get("client"), "leasedUntil": iso(float(e.get("until") or 0)),
+             "fence": e.get("fence")} for iid, e in sorted(leases.active(now).items())]
 
 
 __all__ = ["parse_size", "pool_figures", "safe_mode_view", "set_safe_mode", "set_size"]
