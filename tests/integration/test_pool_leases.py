@@ -151,3 +151,19 @@ def test_the_reconciler_honours_a_client_lease_even_without_its_record_mirror(si
     assert broken == [{"instance_id": grant.instance_id, "client": "svc-keep", "reason": "failed"}]
     with pytest.raises(NotFound):
         leases.renew(grant.lease_id, 60)
+
+
+def test_a_duplicate_label_keeps_the_leased_instance(sim, redis_client) -> None:
+    pool = Pool(sim, redis_client)
+    pool.size(1)
+    pool.run()
+    [first] = pool.store.list_instances()
+    with pool.vast() as vast:
+        offer = vast.search_offers({"rentable": {"eq": True}, "direct_port_count": {"gte": 1}})[0]
+        dup = str(vast.rent(offer.id, image="x", label=first.label))
+    pool.store.put_instance(InstanceRecord(dup, status="ready", label=first.label, connection_url="http://x:1"))
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", pool.clock, pool.store)
+    assert leases.grant(600, "svc").instance_id == dup  # the duplicate is the only ready one: leased
+    out = pool.run()
+    assert out["destroyed"] == [[first.instance_id, "duplicate"]]
+    assert [str(vi.id) for vi in pool.provider()] == [dup]

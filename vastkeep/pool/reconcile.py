@@ -173,6 +173,7 @@ class _Round:
         self.report = RoundReport(fence=lease.fence)
         self.vast: Any = rc.vast
         self.used_machines: set[int] = set()
+        self.leased_ids: set[str] = set()
 
     # ── the round ───────────────────────────────────────────────────────────
     def go(self) -> RoundReport:
@@ -191,6 +192,7 @@ class _Round:
         for vi in sorted(ours, key=lambda v: v.id):
             by_label.setdefault(vi.label, []).append(vi)
         pending_labels = self._resolve_pending(by_label)
+        self.leased_ids = set(rc.client_leases.active(self.now))
         records = {r.instance_id: r for r in rc.store.list_instances()}
         self._adopt_and_dedupe(by_label, records, pending_labels)
         active = rc.client_leases.active(self.now)
@@ -259,7 +261,8 @@ class _Round:
             if label in pending_labels:
                 continue  # its rent is still in flight: resolved (and adopted) by label next round
             recorded = [vi for vi in found if str(vi.id) in records]
-            keep = recorded[0] if recorded else found[0]
+            leased = [vi for vi in recorded if str(vi.id) in self.leased_ids]
+            keep = (leased or recorded or found)[0]  # a held one first: never pull it from its client
             if str(keep.id) not in records:
                 slot = slot_of(label, p.prefix, p.pool)
                 assert slot is not None
