@@ -141,8 +141,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for flag, var in (("--api-key", "VASTKEEP_SIM_API_KEY"), ("--hf-token", "VASTKEEP_SIM_HF_TOKEN"),
                       ("--civitai-token", "VASTKEEP_SIM_CIVITAI_TOKEN"),
                       ("--control-token", "VASTKEEP_SIM_CONTROL_TOKEN")):
-        if os.environ.get(var) and flag not in rest:
-            rest += [flag, os.environ[var]]  # in-process only: never on a child's command line
+        if os.environ.get(var) and not any(a == flag or a.startswith(f"{flag}=") for a in rest):
+            # "--flag=value": a generated token may start with '-', which argparse would take for a flag.
+            rest.append(f"{flag}={os.environ[var]}")  # in-process only: never on a child's command line
     return int(sim_main(rest) or 0)
 
 
