@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
-from tests.integration.test_pool_reconcile import Pool
+from tests.integration.test_pool_reconcile import Pool, destroy_all
 from vastkeep.admin import HEADER
 from vastkeep.core.clock import FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
@@ -130,8 +130,14 @@ def test_a_claimed_instance_breaks_its_lease(redis_client) -> None:
         leases.renew(grant.lease_id, 600)
 
 
-def test_the_reconciler_honours_a_client_lease_even_without_its_record_mirror(sim, redis_client) -> None:
-    pool = Pool(sim, redis_client)
+@pytest.fixture
+def cloud(sim):
+    yield sim
+    destroy_all(sim)
+
+
+def test_the_reconciler_honours_a_client_lease_even_without_its_record_mirror(cloud, redis_client) -> None:
+    pool = Pool(cloud, redis_client)
     pool.size(2)
     pool.run()
     for rec in pool.store.list_instances():  # pretend the port sweep validated them
@@ -153,8 +159,8 @@ def test_the_reconciler_honours_a_client_lease_even_without_its_record_mirror(si
         leases.renew(grant.lease_id, 60)
 
 
-def test_a_duplicate_label_keeps_the_leased_instance(sim, redis_client) -> None:
-    pool = Pool(sim, redis_client)
+def test_a_duplicate_label_keeps_the_leased_instance(cloud, redis_client) -> None:
+    pool = Pool(cloud, redis_client)
     pool.size(1)
     pool.run()
     [first] = pool.store.list_instances()

@@ -9,10 +9,18 @@ desired number; over the whole run every instance that ever existed was recorded
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from tests.integration.test_pool_reconcile import Pool
+from tests.integration.test_pool_reconcile import Pool, destroy_all
+
+
+@pytest.fixture(autouse=True)
+def _empty_cloud_after(sim) -> Any:
+    yield
+    destroy_all(sim)
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -78,6 +78,21 @@ def check_events(pool: Pool) -> None:
             assert set(ev.fields) == documented_fields(ev.kind), ev.kind
 
 
+def destroy_all(sim: Any) -> None:
+    """Leave the simulated cloud empty: its reset re-binds the listeners of every leftover instance, which
+    can fail with EADDRINUSE on a busy host (a simulator issue) and then breaks every later test."""
+    with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(5.0, 30.0)) as vast:
+        sim.control.clear_api_faults()
+        for vi in vast.list_instances():
+            vast.destroy(vi.id)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cloud_after(sim) -> Any:
+    yield
+    destroy_all(sim)
+
+
 @pytest.fixture
 def pool(sim, redis_client) -> Pool:
     sim.control.clear_requests()

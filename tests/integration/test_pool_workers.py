@@ -15,9 +15,17 @@ from typing import Any
 import pytest
 
 from tests.chaos_support import Chaos, wait_for
+from tests.integration.test_pool_reconcile import destroy_all
 from vastkeep.core.settings import Secret
 from vastkeep.providers.vast import VastClient
 from vastkeep.state import Keys, StateStore, connect
+
+
+@pytest.fixture(autouse=True)
+def _empty_cloud_after(sim) -> Any:
+    yield
+    destroy_all(sim)
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TASK = "vastkeep.pool.reconcile"
