@@ -64,7 +64,7 @@ def test_two_workers_racing_rounds_rent_exactly_the_desired_size(chaos: Chaos, s
                    WARM_POOL_RENT_SETTLE_MS="2000")
     workers = [chaos.worker("worker", f"pool{i}", env, concurrency=2) for i in range(2)]
     for w in workers:
-        w.wait_ready()
+        w.wait_ready(120)
     client = chaos.client(server.url, env)
     store = StateStore(connect(server.url), Keys())
     sim.control.clear_requests()
@@ -109,7 +109,7 @@ def test_a_worker_killed_mid_rent_never_leads_to_paying_twice(chaos: Chaos, sim)
     env = chaos.env(server.url, **sim.env(), WARM_POOL_MIN_RELIABILITY="0.9", WARM_POOL_DESIRED_SIZE="1",
                     WARM_POOL_RENT_SETTLE_MS="2000")
     victim = chaos.worker("worker", "victim", env, concurrency=1)
-    victim.wait_ready()
+    victim.wait_ready(120)
     client = chaos.client(server.url, env)
     r = connect(server.url)
     keys = Keys()
@@ -125,7 +125,7 @@ def test_a_worker_killed_mid_rent_never_leads_to_paying_twice(chaos: Chaos, sim)
     victim.reap_group()
     r.delete(keys.lease("pool-reconcile:default"))  # its TTL (LEASE_TTL_MS) has run out
     survivor = chaos.worker("worker", "survivor", env, concurrency=1)
-    survivor.wait_ready()
+    survivor.wait_ready(120)
     out = rounds(client, 1)[0]
     assert out["rented"] == [] and any("in flight" in w for w in out["wait"])  # settle time not over
     found = converge(client, sim, 1)
