@@ -127,7 +127,8 @@ def test_a_worker_killed_mid_rent_never_leads_to_paying_twice(chaos: Chaos, sim)
     survivor = chaos.worker("worker", "survivor", env, concurrency=1)
     survivor.wait_ready(120)
     out = rounds(client, 1)[0]
-    assert out["rented"] == [] and any("in flight" in w for w in out["wait"])  # settle time not over
+    if not out["rented"]:  # still within the settle time (a slow host may already be past it)
+        assert any("in flight" in w for w in out["wait"])
     found = converge(client, sim, 1)
     assert [vi.label for vi in found] == ["vastkeep:default:0"] and r.hlen(keys.pool_pending("default")) == 0
     time.sleep(0.5)

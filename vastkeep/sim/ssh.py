@@ -139,6 +139,10 @@ class SshService:
                     "X11Forwarding no",
                     "AllowAgentForwarding no",
                     "PermitUserEnvironment no",
+                    # bash sources ~/.bashrc for a command run by sshd when it is a top-level shell;
+                    # SHLVL=1 makes it a nested one, so a login profile (pyenv init, ...) never runs
+                    # for the ForceCommand (it cost seconds per session and piled up under load)
+                    "SetEnv SHLVL=1",
                     "ClientAliveInterval 0",
                     "",
                 ]
