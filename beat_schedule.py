@@ -27,11 +27,14 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
     # Layer 5: beat only makes sure one polling dispatcher runs; the dispatcher polls every instance at its
     # own adaptive interval ("the next poll"; vastkeep.ports.validate_pool stays an operator's tool).
     "vastkeep.polling.ensure": ("vastkeep.polling.ensure", 10.0),
+    # the warm pool: one reconcile round (rent / destroy / adopt) per interval, one worker at a time
+    "vastkeep.pool.reconcile": ("vastkeep.pool.reconcile", "warm_pool_reconcile_interval_s"),
 }
 
 #: Entries whose message expires after one interval: one still queued when the next one is due is
 #: dropped rather than run late, so a busy or restarting worker does not find a backlog of them.
-EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards"})
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards",
+                                   "vastkeep.pool.reconcile"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ Add one line `import tasks.<module>  # noqa: F401` per task module, sorted
 
 import tasks.keepalive  # noqa: F401
 import tasks.polling  # noqa: F401
+import tasks.pool  # noqa: F401
 import tasks.ports  # noqa: F401
 import tasks.ssh  # noqa: F401
 import tasks.system  # noqa: F401

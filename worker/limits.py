@@ -114,6 +114,12 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
         # one Vast.ai listing (with retries) and its write to the snapshot
         "vastkeep.polling.refresh": _limit(vast_call_budget_s() + 5.0),
         "vastkeep.polling.ensure": _limit(0.0),
+        # one listing, then rents and destroys (a lost rent answer ends the round's renting)
+        "vastkeep.pool.reconcile": _limit(vast_call_budget_s() + 40.0),
+        # one Lua call each
+        "vastkeep.pool.lease": _limit(5.0),
+        "vastkeep.pool.renew_lease": _limit(5.0),
+        "vastkeep.pool.release_lease": _limit(5.0),
         # one record: the snapshot row, a CAS write, at most one show_instance
         "vastkeep.polling.poll_instance": _limit(vast_call_budget_s()),
         # one collector run holds its link SSH_COLLECT_HOLD_S; SSH_COLLECT_TIME_LIMIT_S is its hard ceiling

@@ -273,7 +273,7 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
                         "vastkeep.keepalive.ensure_shards": 10.0, "vastkeep.ssh.ensure_collectors": 30.0,
-                        "vastkeep.polling.ensure": 10.0}
+                        "vastkeep.polling.ensure": 10.0, "vastkeep.pool.reconcile": 15.0}
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),

@@ -39,11 +39,15 @@ def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None
 
 
 def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float,
-                     polls: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+                     polls: Mapping[str, tuple[float | None, float | None]] | None = None,
+                     figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list.
 
     ``polls`` (id → (last poll, next poll due), from Layer 5's schedule) overrides the record's own
     ``lastPollAt`` / ``nextPollAt``, which are only written when a poll changes the record.
+    ``figures`` (``vastkeep.pool.ops.pool_figures``): pool-level numbers from the warm pool's own book (rents
+    in flight, spend rate and cap, the safe-mode cause), shown under ``pool``; a rent in flight also makes
+    ``isPrewarming`` true, as in the guide (prewarming = renting and waiting for ready).
     """
     live = [r for r in records if r.status not in _GONE]
     primary = primary_instance(live)
@@ -55,10 +59,11 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
     return {
         "desiredSize": pool.desired_size,
         "instance": _view(primary, now, polls) if primary else None,
-        "isPrewarming": any(r.status in _WARMING for r in live),
+        "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
         "counts": {"total": len(live), "leased": leased, "idle": idle, "byStatus": counts},
+        "pool": dict(figures or {}),
         "instances": [_view(r, now, polls) for r in live],
     }
 

@@ -16,6 +16,7 @@ KEEPALIVE_STATUS_TTL_MS = 86_400_000  # keepalive status of an instance that sto
 HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
 RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
 RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
+POOL_LAST_ROUND_TTL_MS = 3_600_000  # the last reconcile round's summary (status: why the pool waits)
 
 _ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -63,6 +64,38 @@ class Keys:
     def pool(self) -> str:
         """Hash: desired_size, safe_mode, safe_mode_reason."""
         return self._k("pool")
+
+    def pool_pending(self, pool: str) -> str:
+        """Hash slot → JSON pending rent of one warm pool (written before the rent request is sent)."""
+        return self._k("pool", "pending", _part("pool name", pool))
+
+    def pool_failures(self, pool: str) -> str:
+        """Sorted set: rent/provision failures of one warm pool scored by time (the safe-mode window)."""
+        return self._k("pool", "failures", _part("pool name", pool))
+
+    def pool_leases(self, pool: str) -> str:
+        """Hash instance id → JSON client lease (lease id, client, until, fence, state) of one warm pool."""
+        return self._k("pool", "leases", _part("pool name", pool))
+
+    def pool_lease_index(self, pool: str) -> str:
+        """Hash lease id → instance id of the live client leases of one warm pool."""
+        return self._k("pool", "lease-index", _part("pool name", pool))
+
+    def pool_lease_fence(self, pool: str) -> str:
+        """Counter: the fence of every client lease grant of one warm pool (INCR, never expires)."""
+        return self._k("pool", "lease-fence", _part("pool name", pool))
+
+    def pool_claims(self, pool: str) -> str:
+        """Hash instance id → reason: instances claimed for destruction (never leased again)."""
+        return self._k("pool", "claims", _part("pool name", pool))
+
+    def pool_last_round(self, pool: str) -> str:
+        """JSON summary of the last reconcile round of one pool (why it waits); TTL POOL_LAST_ROUND_TTL_MS."""
+        return self._k("pool", "last-round", _part("pool name", pool))
+
+    def pool_safety(self) -> str:
+        """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
+        return self._k("pool", "safety")
 
     # ── tokens ──────────────────────────────────────────────────────────────
     def token_result(self, service: str) -> str:
@@ -217,4 +250,5 @@ class Keys:
 
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
-           "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS", "Keys"]
+           "POOL_LAST_ROUND_TTL_MS", "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS",
+           "Keys"]
