@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.test_admin_api import KEY, Served
+from tests.helpers import ServedApp as Served
+from tests.integration.test_admin_api import KEY
 from vastkeep.admin import HEADER, create_app
 from vastkeep.cli import instance_rows
 from vastkeep.core.clock import SystemClock
