@@ -23,14 +23,18 @@ ENTRIES: dict[str, tuple[str, float | str]] = {
     "vastkeep.system.heartbeat": ("vastkeep.system.heartbeat", HEARTBEAT_INTERVAL_S),
     "vastkeep.tokens.validate_all": ("vastkeep.tokens.validate_all", "token_periodic_check_s"),
     "vastkeep.keepalive.ensure_shards": ("vastkeep.keepalive.ensure_shards", KEEPALIVE_ENSURE_S),
-    # Until the adaptive per-instance poll chain lands, a pool-wide sweep at the active interval is
-    # "the next poll" that retries instances still loading (Layer 3).
-    "vastkeep.ports.validate_pool": ("vastkeep.ports.validate_pool", "poll_active_interval_s"),
+    "vastkeep.ssh.ensure_collectors": ("vastkeep.ssh.ensure_collectors", 30.0),
+    # Layer 5: beat only makes sure one polling dispatcher runs; the dispatcher polls every instance at its
+    # own adaptive interval ("the next poll"; vastkeep.ports.validate_pool stays an operator's tool).
+    "vastkeep.polling.ensure": ("vastkeep.polling.ensure", 10.0),
+    # the warm pool: one reconcile round (rent / destroy / adopt) per interval, one worker at a time
+    "vastkeep.pool.reconcile": ("vastkeep.pool.reconcile", "warm_pool_reconcile_interval_s"),
 }
 
-#: Entries whose message expires after one interval: a sweep still queued when the next one is due is
-#: dropped rather than run late, so a busy or restarting worker does not find a backlog of sweeps.
-EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.ports.validate_pool", "vastkeep.keepalive.ensure_shards"})
+#: Entries whose message expires after one interval: one still queued when the next one is due is
+#: dropped rather than run late, so a busy or restarting worker does not find a backlog of them.
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards",
+                                   "vastkeep.pool.reconcile"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,10 @@ Add one line `import tasks.<module>  # noqa: F401` per task module, sorted
 """
 
 import tasks.keepalive  # noqa: F401
+import tasks.polling  # noqa: F401
+import tasks.pool  # noqa: F401
 import tasks.ports  # noqa: F401
+import tasks.ssh  # noqa: F401
 import tasks.system  # noqa: F401
 import tasks.tokens  # noqa: F401
 from tasks.base import VastkeepTask, retry_delay_s

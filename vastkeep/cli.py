@@ -1,4 +1,4 @@
-"""The ``vastkeep`` command: ``up``, ``status``, ``check``, ``simulate``: argument parsing and commands.
+"""The ``vastkeep`` command (up, status, check, logs, pool, simulate): parsing and commands.
 
 ``vastkeep up`` starts the whole stack from the current folder, supervised (Layer 6); the stack itself
 (its children and the runtime file ``VASTKEEP_HOME/stack.json``) is :mod:`vastkeep.stack.runtime`. ``status``
@@ -144,7 +144,96 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"restarts {child.get('restartCount')}")
     for ok, text in run_checks(stack, stack.get("redis_url"), stack.get("admin_api_url")):
         print(("  OK   " if ok else "  FAIL ") + text)
+    if stack.get("redis_url"):
+        print_instances(stack["redis_url"])
     return 0
+
+
+def _redis_url_here() -> str | None:
+    """The Redis of the stack in this folder, else REDIS_URL."""
+    stack = read_stack(_home_from_settings())
+    if stack and stack.get("redis_url"):
+        return str(stack["redis_url"])
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
+    return load_settings().redis_url
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print an instance's collected log from ``--after`` (bytes, exactly as stored); ``-f`` follows it."""
+    from vastkeep.ssh import MAX_READ_LINES, LogStore  # noqa: PLC0415
+    from vastkeep.state.connection import connect  # noqa: PLC0415
+    from vastkeep.state.keys import Keys  # noqa: PLC0415
+
+    if not args.instance_id.isdigit():
+        print("vastkeep logs: the instance id is a number (the Vast.ai contract id)", file=sys.stderr)
+        return 2
+    url = _redis_url_here()
+    if not url:
+        print("vastkeep logs: no stack here and REDIS_URL is not set", file=sys.stderr)
+        return 1
+    logs = LogStore(connect(url, decode_responses=False, socket_timeout_s=5, socket_connect_timeout_s=3),
+                    Keys())
+    after, out = max(0, args.after), sys.stdout.buffer
+    try:
+        while True:
+            lines = logs.read(args.instance_id, args.file, after, MAX_READ_LINES)
+            for line in lines:
+                out.write(line.data)
+            out.flush()
+            if lines:
+                after = lines[-1].end
+                continue
+            if not args.follow:
+                return 0
+            SYSTEM_CLOCK.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+INSTANCE_COLUMNS = (("id", "contractId", 10), ("status", "status", 10), ("provider", "vastStatus", 9),
+                    ("reason", "statusReason", 30), ("url", "connectionUrl", 28),
+                    ("last poll", "lastPollAt", 9), ("next poll", "nextPollAt", 9),
+                    ("leased until", "leasedUntil", 20))
+_CLOCK_COLUMNS = frozenset({"lastPollAt", "nextPollAt"})  # shown as HH:MM:SS (UTC)
+
+
+def instance_rows(view: dict[str, Any]) -> list[str]:
+    """The instances of a warm-pool status document as fixed-width table lines (header first)."""
+    def cell(value: Any, width: int, key: str = "") -> str:
+        text = "-" if value in (None, "") else str(value).replace("+00:00", "Z")
+        if key in _CLOCK_COLUMNS and len(text) >= 19:
+            text = text[11:19]
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    lines = ["  " + " ".join(f"{title:<{w}}" for title, _, w in INSTANCE_COLUMNS)]
+    for inst in view.get("instances") or []:
+        lines.append("  " + " ".join(f"{cell(inst.get(k), w, k):<{w}}" for _, k, w in INSTANCE_COLUMNS))
+    return lines
+
+
+def print_instances(redis_url: str) -> None:
+    """The warm pool's instances, as ``GET .../warm-pool/status`` lists them (read straight from Redis)."""
+    from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
+    from vastkeep.polling import PollSchedule  # noqa: PLC0415
+    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+
+    try:
+        r = _redis_client(redis_url)
+        store = StateStore(r, Keys())
+        records = store.list_instances()
+        schedule = PollSchedule(r, Keys())
+        ids = [rec.instance_id for rec in records]
+        last, due = schedule.last_polls(ids), schedule.due_times(ids)
+        view = warm_pool_status(store.get_pool(), records, SYSTEM_CLOCK.now(),
+                                {i: (last.get(i), due.get(i)) for i in ids})
+    except Exception as exc:  # noqa: BLE001 - status must still print the rest
+        print(f"  instances: unavailable ({type(exc).__name__})")
+        return
+    counts = view["counts"]
+    print(f"  instances: {counts['total']} (leased {counts['leased']}, idle {counts['idle']}); "
+          f"poll times UTC; desired {view['desiredSize']}{', SAFE MODE' if view['safeMode'] else ''}")
+    for line in instance_rows(view):
+        print(line)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -194,11 +283,73 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+# ── vastkeep pool ... ────────────────────────────────────────────────────────
+def _pool_parts() -> tuple[Any, Any, Any, Any]:
+    """(settings, store, events, book) on the Redis of the stack in this folder, else REDIS_URL."""
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+    from vastkeep.pool import PoolBook  # noqa: PLC0415
+    from vastkeep.state import EventLog, Keys, StateStore  # noqa: PLC0415
+
+    settings = load_settings()
+    stack = read_stack(Path(settings.vastkeep_home))
+    url = (stack or {}).get("redis_url") or settings.redis_url
+    if not url:
+        raise StackError("no Redis to talk to: start the stack with `vastkeep up` here, or set REDIS_URL")
+    client = _redis_client(url)
+    keys = Keys()
+    store = StateStore(client, keys, SYSTEM_CLOCK, default_desired_size=settings.warm_pool_desired_size)
+    events = EventLog(client, keys, SYSTEM_CLOCK)
+    return settings, store, events, PoolBook(client, keys, settings.warm_pool_name)
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    """``vastkeep pool size N | safe-mode on|off [--reason ...] | status [--json]``."""
+    from vastkeep.core.errors import InvalidInput  # noqa: PLC0415
+    from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
+    from vastkeep.pool import build_leases, pool_figures, set_safe_mode, set_size  # noqa: PLC0415
+
+    try:
+        settings, store, events, book = _pool_parts()
+        if args.pool_command == "size":
+            out = set_size(store, events, args.n, settings.warm_pool_max_size)
+            print(f"desired size {out['previous']} -> {out['desiredSize']}; the pool converges within "
+                  f"{settings.warm_pool_reconcile_interval_s:.0f} s")
+            return 0
+        if args.pool_command == "safe-mode":
+            view = set_safe_mode(store, book, events, args.state == "on", args.reason, SYSTEM_CLOCK.now())
+            print(f"safe mode {'ON' if view['enabled'] else 'OFF'}"
+                  + (f" ({view['cause']}: {view['reason']})" if view["enabled"] else ""))
+            return 0
+        pool, records = store.get_pool(), store.list_instances()
+        now = SYSTEM_CLOCK.now()
+        leases = build_leases(settings, store.redis, store.keys, SYSTEM_CLOCK)
+        figures = pool_figures(settings, book, records, pool.safe_mode, leases, now)
+        doc = warm_pool_status(pool, records, now, figures)
+    except (InvalidInput, StackError) as exc:
+        print(f"vastkeep pool: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    figures = doc["pool"]
+    print(f"pool {figures['poolName']}: desired {doc['desiredSize']}, live {figures['liveInstances']}, "
+          f"renting {figures['pendingRents']}, spend {figures['spendDph']:.3f}/{figures['maxSpendDph']} $/h, "
+          f"prewarming {'yes' if doc['isPrewarming'] else 'no'}")
+    if doc["safeMode"]:
+        print(f"  SAFE MODE ({figures['safeModeCause']}): {doc['safeModeReason']}")
+    for reason in (figures.get("lastRound") or {}).get("wait") or []:
+        print(f"  waiting: {reason}")
+    for inst in doc["instances"]:
+        print(f"  {inst['contractId']:>10}  {inst['status']:<10} {inst.get('label') or '-':<22} "
+              f"{inst.get('connectionUrl') or '-':<28} leased until {inst.get('leasedUntil') or '-'}")
+    return 0
+
+
 # ── argument parsing ─────────────────────────────────────────────────────────
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,simulate}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=2, help="processes of the SSH worker")
@@ -208,6 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     ck = sub.add_parser("check", help="health check: exit 0 when redis, workers and the API are ok")
     ck.set_defaults(func=cmd_check)
+    lg = sub.add_parser("logs", help="print an instance's collected provisioning log (-f: follow it)")
+    lg.add_argument("instance_id", help="Vast.ai instance id")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they arrive")
+    lg.add_argument("--after", type=int, default=0, help="byte offset to start from (default 0)")
+    lg.add_argument("--file", default="/var/log/onstart.log",
+                    help="remote log file (default: the provisioning log)")
+    lg.set_defaults(func=cmd_logs)
+    pool = sub.add_parser("pool", help="size the warm pool, switch safe mode, show the pool")
+    pool_sub = pool.add_subparsers(dest="pool_command", metavar="{size,safe-mode,status}", required=True)
+    size = pool_sub.add_parser("size", help="set the desired number of ready instances")
+    size.add_argument("n", help="0..WARM_POOL_MAX_SIZE")
+    safe = pool_sub.add_parser("safe-mode", help="stop (on) or resume (off) renting")
+    safe.add_argument("state", choices=("on", "off"))
+    safe.add_argument("--reason", default=None, help="shown in the status (no secrets)")
+    pst = pool_sub.add_parser("status", help="the warm-pool status document")
+    pst.add_argument("--json", action="store_true")
+    pool.set_defaults(func=cmd_pool)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)

@@ -37,6 +37,8 @@ QUEUES = (CONTROL_QUEUE, SSH_QUEUE, KEEPALIVE_QUEUE)
 SSH_PREFIXES = ("vastkeep.ssh.", "vastkeep.logs.")
 #: Long-lived async shard runners get a worker of their own: each holds a pool slot for its whole run.
 KEEPALIVE_TASKS = frozenset({"vastkeep.keepalive.run_shard"})
+#: Short tasks named under an SSH prefix: they must not wait behind long collectors.
+CONTROL_TASKS = frozenset({"vastkeep.ssh.ensure_collectors"})
 FALLBACK_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESULT_EXPIRES_S = 86_400
 REDIS_SOCKET_TIMEOUT_S = 30.0
@@ -56,6 +58,8 @@ def queue_for(task_name: str) -> str:
     """The queue a task name routes to: SSH/log collection and keepalive shards apart from everything else."""
     if task_name in KEEPALIVE_TASKS:
         return KEEPALIVE_QUEUE
+    if task_name in CONTROL_TASKS:
+        return CONTROL_QUEUE
     return SSH_QUEUE if task_name.startswith(SSH_PREFIXES) else CONTROL_QUEUE
 
 

@@ -40,6 +40,8 @@ SWEEP_PROBE_ROUNDS = 4
 SLACK_S = 15.0
 #: how long one keepalive shard runner holds its shard before handing over (tasks/keepalive.py)
 KEEPALIVE_RUN_S = 60.0
+#: how long one polling dispatcher runs before handing over (tasks/polling.py)
+POLL_DISPATCH_RUN_S = 50.0
 #: soft → hard: the time a task has to return a partial result after SoftTimeLimitExceeded
 HARD_MARGIN_S = 15
 
@@ -107,6 +109,25 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
                                                + settings.comfyui_keepalive_timeout_ms / 1000),
         # one Redis round trip per shard
         "vastkeep.keepalive.ensure_shards": _limit(0.0),
+        # the dispatcher's bounded loop, then its hand-over
+        "vastkeep.polling.dispatch": _limit(POLL_DISPATCH_RUN_S + 10.0),
+        # one Vast.ai listing (with retries) and its write to the snapshot
+        "vastkeep.polling.refresh": _limit(vast_call_budget_s() + 5.0),
+        "vastkeep.polling.ensure": _limit(0.0),
+        # one listing, then rents and destroys (a lost rent answer ends the round's renting)
+        "vastkeep.pool.reconcile": _limit(vast_call_budget_s() + 40.0),
+        # one Lua call each
+        "vastkeep.pool.lease": _limit(5.0),
+        "vastkeep.pool.renew_lease": _limit(5.0),
+        "vastkeep.pool.release_lease": _limit(5.0),
+        # one record: the snapshot row, a CAS write, at most one show_instance
+        "vastkeep.polling.poll_instance": _limit(vast_call_budget_s()),
+        # one collector run holds its link SSH_COLLECT_HOLD_S; SSH_COLLECT_TIME_LIMIT_S is its hard ceiling
+        "vastkeep.ssh.collect": TimeLimit(soft_s=int(settings.ssh_collect_time_limit_s) - HARD_MARGIN_S,
+                                          hard_s=int(settings.ssh_collect_time_limit_s),
+                                          budget_s=float(settings.ssh_collect_hold_s)),
+        # the records, the leases held, a send per instance that needs a collector
+        "vastkeep.ssh.ensure_collectors": _limit(15.0),
         # a reply / one Redis write: the slack alone
         "vastkeep.system.ping": _limit(0.0),
         "vastkeep.system.heartbeat": _limit(0.0),

@@ -104,6 +104,8 @@ def test_a_crash_is_seen_in_under_two_seconds_through_the_held_connection(sim, r
     assert took < 2.0
     lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"][0]
     assert lost.fields["detectedBy"] == CONNECTION_CLOSED
+    extra = store.get_instance(iid).extra  # the warm pool replaces it once this is older than its grace
+    assert extra["keepalive_detected_by"] == CONNECTION_CLOSED and extra["keepalive_lost_since"] > 0
     assert r.lost and r.lost[0][0] == iid  # the immediate poll was asked for
 
 
@@ -120,6 +122,7 @@ def test_each_failure_kind_is_lost_after_max_failures(sim, redis_client, store, 
         c.restore_comfy(int(iid))
         c.open_path(int(iid))
         wait_for(lambda: "connection-restored" in kinds(events, iid), 6)
+        wait_for(lambda: "keepalive_lost_since" not in store.get_instance(iid).extra, 2)
     seen = kinds(events, iid)
     assert seen.count("connection-lost") == 1 and seen.count("ping-failure") >= FAST.max_failures
     lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"][0]

@@ -3,7 +3,7 @@
 - A pool sweep whose one ``list_instances`` refresh fails (rejected key, or 429/5xx after the client's
   retries) still validates every record that already has its address; only the records that needed the
   refresh are skipped, and the result says why (never raised, never a secret).
-- An instance Vast.ai no longer knows (``show_instance`` → NotFound) is marked "failed" with the reason,
+- An instance Vast.ai no longer knows (``show_instance`` → NotFound) is marked "gone" with the reason,
   one ``instance-status`` event is emitted, and a second run writes and emits nothing new.
 """
 
@@ -132,19 +132,19 @@ def test_sweep_follows_an_address_reassigned_at_the_provider(sim, store, events,
     assert again["skipped"] == 0 and again["refresh_error"]["error"] == "AuthError"
 
 
-def test_instance_gone_at_provider_is_marked_failed_once(sim, store, events, validator) -> None:
+def test_instance_gone_at_provider_is_marked_gone_once(sim, store, events, validator) -> None:
     iid = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
     store.put_instance(InstanceRecord(instance_id=str(iid), status="loading"))
     with client(sim) as vast:
         assert vast.destroy(iid) is True  # destroyed behind our back: Vast.ai answers no_such_instance now
         result = port_flow.validate_instance(store, events, validator, str(iid), vast=vast)
         assert result["success"] is False and result["gone_at_provider"] is True
-        assert result["error"] == GONE and result["status"] == "failed"
+        assert result["error"] == GONE and result["status"] == "gone"
         rec = store.get_instance(str(iid))
-        assert rec.status == "failed" and rec.error == GONE
+        assert rec.status == "gone" and rec.error == GONE
         [ev] = events.latest(10)
         assert ev.kind == "instance-status"
-        assert ev.fields == {"instance_id": str(iid), "old": "loading", "new": "failed",
+        assert ev.fields == {"instance_id": str(iid), "old": "loading", "new": "gone",
                              "reason": GONE}
         # the next poll / a redelivery: same result, nothing new written or emitted
         raw = store.redis.get(store.keys.instance(str(iid)))

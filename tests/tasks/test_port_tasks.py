@@ -254,9 +254,9 @@ def test_instance_gone_at_provider_is_marked_once(vk_celery_worker, vk_settings,
     finally:
         wiring.configure(vk_settings)
     assert first["success"] is False and first["gone_at_provider"] is True
-    assert first["error"] == GONE and first["status"] == "failed"
+    assert first["error"] == GONE and first["status"] == "gone"
     assert again == first
     rec = store.get_instance(str(iid))
-    assert rec.status == "failed" and rec.error == GONE
+    assert rec.status == "gone" and rec.error == GONE
     assert [(e.kind, e.fields["old"], e.fields["new"]) for e in events.latest(10)] == [
-        ("instance-status", "loading", "failed")]
+        ("instance-status", "loading", "gone")]

@@ -241,7 +241,8 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
 
     default = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
     assert default["vastkeep.tokens.validate_all"]["schedule"] == 600.0
-    assert default["vastkeep.ports.validate_pool"]["schedule"] == 30.0
+    assert default["vastkeep.polling.ensure"]["schedule"] == 10.0
+    assert "vastkeep.ports.validate_pool" not in default  # polling is "the next poll" now
     tuned = load_settings(environ={"TOKEN_PERIODIC_CHECK_MS": "90000"}, env_file=False)
     schedule = celery_config(tuned, redis_url="redis://x:1/0")["beat_schedule"]
     assert schedule["vastkeep.tokens.validate_all"] == {"task": "vastkeep.tokens.validate_all",
@@ -249,20 +250,15 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
     assert schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
 
 
-def test_pool_sweep_beat_entry_expires_after_one_interval(vk_settings) -> None:
-    """A sweep still queued when the next one is due is dropped, not run late (only this entry expires)."""
+def test_polling_ensure_beat_entry_expires_after_one_interval(vk_settings) -> None:
+    """An ensure still queued when the next one is due is dropped, not run late (only this entry expires)."""
     from celery.beat import ScheduleEntry
 
-    from vastkeep.core.settings import load_settings
-
-    for settings, interval in ((vk_settings, 30.0), (load_settings(
-            environ={"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "45000"}, env_file=False), 45.0)):
-        schedule = celery_config(settings, redis_url="redis://x:1/0")["beat_schedule"]
-        entry = schedule["vastkeep.ports.validate_pool"]
-        assert entry == {"task": "vastkeep.ports.validate_pool", "schedule": interval,
-                         "options": {"expires": interval}}
-        assert ScheduleEntry(name="sweep", app=app, **entry).options["expires"] == interval
-        assert "options" not in schedule["vastkeep.system.heartbeat"]
+    schedule = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
+    entry = schedule["vastkeep.polling.ensure"]
+    assert entry == {"task": "vastkeep.polling.ensure", "schedule": 10.0, "options": {"expires": 10.0}}
+    assert ScheduleEntry(name="ensure", app=app, **entry).options["expires"] == 10.0
+    assert "options" not in schedule["vastkeep.system.heartbeat"]
 
 
 def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
@@ -276,7 +272,8 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
-                        "vastkeep.ports.validate_pool": 30.0, "vastkeep.keepalive.ensure_shards": 10.0}
+                        "vastkeep.keepalive.ensure_shards": 10.0, "vastkeep.ssh.ensure_collectors": 30.0,
+                        "vastkeep.polling.ensure": 10.0, "vastkeep.pool.reconcile": 15.0}
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),

@@ -36,7 +36,8 @@ from vastkeep.state.keys import Keys
 ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
 #: modules under vastkeep.admin that export ``router`` (append yours; order = OpenAPI order)
-ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool", "routes_keepalive")
+ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool", "routes_keepalive",
+                             "routes_logs", "routes_instances", "routes_warm_pool")
 log = logging.getLogger("vastkeep.admin")
 
 Dispatch = Callable[[str, dict[str, Any]], str]

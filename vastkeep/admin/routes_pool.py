@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.monitoring import warm_pool_status
+from vastkeep.polling import PollSchedule
+from vastkeep.pool import PoolBook, build_leases, pool_figures
 from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
@@ -34,7 +36,17 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
     store = _store(ctx)
 
     def read() -> dict[str, Any]:
-        return warm_pool_status(store.get_pool(), store.list_instances(), ctx.clock.now())
+        pool, records = store.get_pool(), store.list_instances()
+        ids = [r.instance_id for r in records]
+        schedule = PollSchedule(ctx.redis, ctx.keys, ctx.clock) if ctx.redis is not None else None
+        last = schedule.last_polls(ids) if schedule else {}
+        due = schedule.due_times(ids) if schedule else {}
+        polls = {i: (last.get(i), due.get(i)) for i in ids}
+        book = PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
+        now = ctx.clock.now()
+        leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)
+        figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now)
+        return warm_pool_status(pool, records, now, polls, figures)
 
     return await run_in_threadpool(read)
 

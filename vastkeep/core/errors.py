@@ -109,6 +109,10 @@ class StaleFence(LeaseLost):
     """A write carried a fencing number older than the current grant: refused."""
 
 
+class LeaseBroken(PermanentError):
+    """A client lease's instance is being destroyed (it died or was replaced): take a new lease."""
+
+
 class UnsafeTarget(PermanentError):
     """A probe target is not one the provider reported, or is loopback/private outside simulation."""
 

@@ -108,7 +108,40 @@ SPECS: tuple[_Spec, ...] = (
           hi=_D),
     _Spec("WARM_POOL_POLL_IDLE_INTERVAL_MS", "ms", 180000, "poll interval when ready but idle", hi=_D),
     _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
+    _Spec("WARM_POOL_LABEL_PREFIX", "label", "vastkeep", "instances labelled `<prefix>:...` are ours"),
     _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
+    # ── the warm pool (issue 10): what to rent, how long to wait, when to stop spending ──
+    _Spec("WARM_POOL_MAX_SIZE", "count", 50, "largest desiredSize the admin API / CLI accept", hi=1000),
+    _Spec("WARM_POOL_NAME", "name", "default", "this pool's name: the middle part of every rent's label"),
+    _Spec("WARM_POOL_GPU_NAME", "text", None,
+          "offer search: exact GPU model, e.g. 'RTX 4090' (unset/any: any)"),
+    _Spec("WARM_POOL_NUM_GPUS", "count", 1, "offer search: GPUs per instance (ComfyUI uses one)", hi=16),
+    _Spec("WARM_POOL_MIN_GPU_RAM_GB", "count", 16, "offer search: minimum VRAM per GPU in GB", lo=0,
+          hi=1024),
+    _Spec("WARM_POOL_MAX_DPH", "float", 1.0, "offer search: highest price per instance, $/h", lo=0, hi=1000),
+    _Spec("WARM_POOL_MIN_RELIABILITY", "float", 0.98, "offer search: minimum host reliability (0..1)", lo=0,
+          hi=1),
+    _Spec("WARM_POOL_DISK_GB", "count", 60, "disk per instance in GB (models, custom nodes, outputs)",
+          lo=8, hi=10000),
+    _Spec("WARM_POOL_IMAGE", "text", "vastai/comfy:latest", "Docker image of every rent (a ComfyUI image)"),
+    _Spec("WARM_POOL_COMFYUI_ARGS", "text", "--listen 0.0.0.0 --port 8188",
+          "ComfyUI launch arguments, passed as env COMFYUI_ARGS"),
+    _Spec("WARM_POOL_ONSTART", "text", None, "onstart script run in the container (unset: the image's own)"),
+    _Spec("WARM_POOL_PROVISION_TIMEOUT_MS", "ms", 900000,
+          "an instance still starting/loading after this is destroyed and replaced", hi=_D),
+    _Spec("WARM_POOL_UNHEALTHY_GRACE_MS", "ms", 300000,
+          "an instance unhealthy (keepalive connection-lost) this long is destroyed and replaced", hi=_D),
+    _Spec("WARM_POOL_RENT_SETTLE_MS", "ms", 120000,
+          "a rent whose outcome is unknown blocks its slot this long unless its label shows up", hi=_H),
+    _Spec("WARM_POOL_SAFE_MODE_FAILURES", "count", 3, "rent/provision failures within the window that "
+          "turn safe mode on", hi=1000),
+    _Spec("WARM_POOL_SAFE_MODE_WINDOW_MS", "ms", 600000, "the window those failures are counted in", hi=_D),
+    _Spec("WARM_POOL_MAX_SPEND_DPH", "float", 10.0, "spend cap: live instances + the next rent, $/h", lo=0,
+          hi=100000),
+    _Spec("WARM_POOL_SAFE_MODE_AUTO_EXIT", "bool", True,
+          "leave an automatic safe mode by itself once its cause clears (else only by an operator)"),
+    _Spec("WARM_POOL_RECONCILE_INTERVAL_MS", "ms", 15000, "how often the pool is reconciled (beat)",
+          lo=1000, hi=_H),
     _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
     _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
@@ -136,6 +169,17 @@ SPECS: tuple[_Spec, ...] = (
           hi=7 * 86400),
     _Spec("SSH_COLLECT_TIME_LIMIT_S", "seconds", 900, "hard time limit of one SSH log collection task",
           hi=86400),
+    _Spec("SSH_COLLECT_HOLD_S", "seconds", 300, "how long one collector task holds its SSH link before its "
+          "continuation takes over", hi=86400),
+    _Spec("SSH_COLLECT_WHILE_READY", "bool", False, "keep collecting logs after an instance is ready"),
+    _Spec("SSH_COMFYUI_LOG_PATH", "path", None,
+          "remote ComfyUI log to collect too (unset: provisioning log only)"),
+    _Spec("SSH_BACKOFF_GATE_S", "seconds", 60, "an SSH session up this long resets the failure count",
+          hi=86400),
+    _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
+          hi=86400),
+    _Spec("SSH_LOG_KEEP_BYTES", "count", 4194304, "bytes of log kept per instance and file (the newest)",
+          lo=65536, hi=2**30),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
     _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
@@ -166,6 +210,26 @@ class Settings:
     warm_pool_poll_idle_interval_ms: int = 180000
     warm_pool_poll_interval_ms: int = 120000
     warm_pool_desired_size: int = 1
+    warm_pool_max_size: int = 50
+    warm_pool_name: str = "default"
+    warm_pool_label_prefix: str = "vastkeep"
+    warm_pool_gpu_name: str | None = None
+    warm_pool_num_gpus: int = 1
+    warm_pool_min_gpu_ram_gb: int = 16
+    warm_pool_max_dph: float = 1.0
+    warm_pool_min_reliability: float = 0.98
+    warm_pool_disk_gb: int = 60
+    warm_pool_image: str = "vastai/comfy:latest"
+    warm_pool_comfyui_args: str = "--listen 0.0.0.0 --port 8188"
+    warm_pool_onstart: str | None = None
+    warm_pool_provision_timeout_ms: int = 900000
+    warm_pool_unhealthy_grace_ms: int = 300000
+    warm_pool_rent_settle_ms: int = 120000
+    warm_pool_safe_mode_failures: int = 3
+    warm_pool_safe_mode_window_ms: int = 600000
+    warm_pool_max_spend_dph: float = 10.0
+    warm_pool_safe_mode_auto_exit: bool = True
+    warm_pool_reconcile_interval_ms: int = 15000
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"
@@ -187,6 +251,12 @@ class Settings:
     port_probe_concurrency: int = 1000
     celery_visibility_timeout_s: int = 3600
     ssh_collect_time_limit_s: int = 900
+    ssh_collect_hold_s: int = 300
+    ssh_collect_while_ready: bool = False
+    ssh_comfyui_log_path: Path | None = None
+    ssh_backoff_gate_s: int = 60
+    ssh_fallback_after_s: int = 120
+    ssh_log_keep_bytes: int = 4194304
     flower_port: int = 5555
     flower_basic_auth: Secret | None = None
     log_level: str = "INFO"
@@ -206,6 +276,11 @@ class Settings:
     port_tcp_timeout_s = _seconds("port_tcp_timeout_ms")
     port_http_timeout_s = _seconds("port_http_timeout_ms")
     vast_api_min_gap_s = _seconds("vast_api_min_gap_ms")
+    warm_pool_provision_timeout_s = _seconds("warm_pool_provision_timeout_ms")
+    warm_pool_unhealthy_grace_s = _seconds("warm_pool_unhealthy_grace_ms")
+    warm_pool_rent_settle_s = _seconds("warm_pool_rent_settle_ms")
+    warm_pool_safe_mode_window_s = _seconds("warm_pool_safe_mode_window_ms")
+    warm_pool_reconcile_interval_s = _seconds("warm_pool_reconcile_interval_ms")
 
     @property
     def longest_poll_interval_s(self) -> float:

@@ -20,7 +20,7 @@ class Spec:
     """One variable: name, kind, default, what it means, and its bounds or allowed values."""
 
     name: str
-    kind: str  # ms | count | seconds | port | bool | url | host | choice | level | secret | path | str
+    kind: str  # ms|count|seconds|port|bool|url|host|choice|level|secret|path|label|float|name|text
     default: Any
     meaning: str
     lo: int = 1
@@ -32,7 +32,10 @@ HTTP_SCHEMES = ("http", "https")
 _TRUE = ("1", "true", "yes", "on", "y")
 _FALSE = ("0", "false", "no", "off", "n")
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _QUERY_PASSWORD_RE = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+TEXT_MAX_CHARS = 4096
 _ENCODE_HINT = "percent-encode '/', '@', ':', '?' and '#' in a password, e.g. '/' as %2F"
 
 
@@ -97,6 +100,14 @@ def expected(spec: Spec) -> str:
         return "expected an IP address or host name, e.g. 127.0.0.1"
     if spec.name == "FLOWER_BASIC_AUTH":
         return "expected user:password"
+    if spec.kind == "label":
+        return f"expected 1-64 letters, digits, '.', '_' or '-' (no ':'), e.g. {spec.default}"
+    if spec.kind == "float":
+        return f"expected a number from {spec.lo} to {spec.hi}, e.g. {ex}"
+    if spec.kind == "name":
+        return f"expected 1-40 letters, digits, '_', '.' or '-' (no ':'), e.g. {ex}"
+    if spec.kind == "text":
+        return f"expected text of at most {TEXT_MAX_CHARS} characters" + (f", e.g. {ex}" if ex else "")
     return "expected a path"
 
 
@@ -188,6 +199,29 @@ def parse(spec: Spec, raw: str) -> Any:
         return raw
     if kind == "path":
         return Path(raw.strip()).expanduser()
+    if kind == "label":
+        text = raw.strip()
+        if not _LABEL_RE.match(text):
+            raise ValueError("is not a label prefix")
+        return text
+    if kind == "float":
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ValueError("is not a number") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("is not a finite number")
+        if number < spec.lo or number > spec.hi:
+            raise ValueError(f"is out of range (allowed {spec.lo}..{spec.hi})")
+        return number
+    if kind == "name":
+        if not _NAME_RE.match(raw.strip()):
+            raise ValueError("is not a plain name")
+        return raw.strip()
+    if kind == "text":
+        if len(raw) > TEXT_MAX_CHARS:
+            raise ValueError(f"is longer than {TEXT_MAX_CHARS} characters")
+        return raw.strip()
     return raw  # pragma: no cover - every kind is handled above
 
 
@@ -212,6 +246,16 @@ def cross_check(v: dict[str, Any]) -> list[tuple[str, str]]:
                     f"COMFYUI_KEEPALIVE_TIMEOUT_MS={v['comfyui_keepalive_timeout_ms']} must be below "
                     f"COMFYUI_KEEPALIVE_INTERVAL_MS={v['comfyui_keepalive_interval_ms']}, or pings overlap; "
                     "expected milliseconds as a whole number, e.g. 5000"))
+    if v["warm_pool_max_spend_dph"] < v["warm_pool_max_dph"]:
+        out.append(("WARM_POOL_MAX_SPEND_DPH",
+                    f"WARM_POOL_MAX_SPEND_DPH={v['warm_pool_max_spend_dph']} is below WARM_POOL_MAX_DPH="
+                    f"{v['warm_pool_max_dph']}, so not even one instance could be rented; "
+                    f"expected a number of at least {v['warm_pool_max_dph']}"))
+    if v["warm_pool_desired_size"] > v["warm_pool_max_size"]:
+        out.append(("WARM_POOL_DESIRED_SIZE",
+                    f"WARM_POOL_DESIRED_SIZE={v['warm_pool_desired_size']} is above WARM_POOL_MAX_SIZE="
+                    f"{v['warm_pool_max_size']}; expected a whole number from 0 to "
+                    f"{v['warm_pool_max_size']}"))
     return out
 
 

@@ -316,8 +316,31 @@ class ShardRunner:
         for iid, sig in signals:
             if self.events is not None:
                 self.events.emit(sig.kind, instance_id=iid, **sig.fields)
+            if sig.kind in ("connection-lost", "connection-restored"):
+                self._mark_record(iid, sig)
             if sig.kind == "connection-lost" and self.on_lost is not None:
                 self.on_lost(iid, dict(sig.fields))
+
+    def _mark_record(self, iid: str, sig: Signal) -> None:
+        """Put the loss on the record (``extra.keepalive_lost_since``) for the warm pool, which replaces an
+        instance whose ComfyUI stayed unreachable past ``WARM_POOL_UNHEALTHY_GRACE_MS``; a restore clears it.
+        The status itself stays Layer 5's (the provider's word)."""
+        now = self.clock.now()
+        lost = sig.kind == "connection-lost"
+
+        def change(rec: Any) -> Any:
+            if lost and "keepalive_lost_since" not in rec.extra:
+                rec.extra["keepalive_lost_since"] = now
+                rec.extra["keepalive_detected_by"] = sig.fields.get("detectedBy")
+            elif not lost:
+                rec.extra.pop("keepalive_lost_since", None)
+                rec.extra.pop("keepalive_detected_by", None)
+            return rec
+
+        try:
+            self.store.modify_instance(iid, change)
+        except Exception as exc:  # gone meanwhile, or a Redis blip: the event is out, the next loss retries
+            log.info("keepalive: could not mark instance %s (%s)", iid, type(exc).__name__)
 
 
 def read_states(redis: Any, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:

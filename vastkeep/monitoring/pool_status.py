@@ -7,14 +7,17 @@ larger than one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vastkeep.core.clock import iso
 from vastkeep.state.store import InstanceRecord, PoolSettings
 
 # Preference when one instance must stand for the pool (the guide's single ``instance`` field).
-_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy", "failed", "destroying")
+_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy")
 _GONE = frozenset({"destroyed"})
+#: Never stands for the pool and never counts as warming: the provider said it is dead (Layer 5).
+_NOT_LIVE = frozenset({"failed", "gone", "destroying", "destroyed"})
 _WARMING = frozenset({"starting", "loading"})
 
 
@@ -24,17 +27,28 @@ def is_leased(record: InstanceRecord, now: float) -> bool:
 
 
 def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None:
-    """The instance the guide's single-instance view shows: ready first, then the furthest along."""
-    live = [r for r in records if r.status not in _GONE]
+    """The instance the guide's single-instance view shows: ready first, then the furthest along.
+
+    A failed, gone or destroying instance never stands for the pool (it must never be handed out)."""
+    live = [r for r in records if r.status not in _NOT_LIVE]
     for status in _PRIMARY_ORDER:
         for record in live:
             if record.status == status:
                 return record
-    return live[0] if live else None
+    return None
 
 
-def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
-    """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list."""
+def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float,
+                     polls: Mapping[str, tuple[float | None, float | None]] | None = None,
+                     figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list.
+
+    ``polls`` (id → (last poll, next poll due), from Layer 5's schedule) overrides the record's own
+    ``lastPollAt`` / ``nextPollAt``, which are only written when a poll changes the record.
+    ``figures`` (``vastkeep.pool.ops.pool_figures``): pool-level numbers from the warm pool's own book (rents
+    in flight, spend rate and cap, the safe-mode cause), shown under ``pool``; a rent in flight also makes
+    ``isPrewarming`` true, as in the guide (prewarming = renting and waiting for ready).
+    """
     live = [r for r in records if r.status not in _GONE]
     primary = primary_instance(live)
     counts: dict[str, int] = {}
@@ -44,17 +58,24 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
     idle = sum(1 for r in live if r.status == "ready" and not is_leased(r, now))
     return {
         "desiredSize": pool.desired_size,
-        "instance": _view(primary, now) if primary else None,
-        "isPrewarming": any(r.status in _WARMING for r in live),
+        "instance": _view(primary, now, polls) if primary else None,
+        "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
         "counts": {"total": len(live), "leased": leased, "idle": idle, "byStatus": counts},
-        "instances": [_view(r, now) for r in live],
+        "pool": dict(figures or {}),
+        "instances": [_view(r, now, polls) for r in live],
     }
 
 
-def _view(record: InstanceRecord, now: float) -> dict[str, Any]:
+def _view(record: InstanceRecord, now: float,
+          polls: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
     view = record.to_status_dict()
+    last, due = (polls or {}).get(record.instance_id, (None, None))
+    if last is not None:
+        view["lastPollAt"] = iso(last)
+    if due is not None:
+        view["nextPollAt"] = iso(due)
     view["isLeased"] = is_leased(record, now)
     view.pop("fence", None)  # internal fencing marks, not status fields
     view.pop("fenceName", None)

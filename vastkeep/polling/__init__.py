@@ -1,4 +1,28 @@
-"""Layer 5 — every instance followed by its own adaptive poll (planned: issue 8).
+"""Layer 5 — every instance followed by its own adaptive poll; the provider's word always wins.
+
+- ``decide``: pure ``next_poll_interval``, ``provider_verdict``, ``is_ours`` (table-tested).
+- ``schedule``: the due-time sorted set in Redis, atomic claims (Lua) with tokens, "poll now".
+- ``snapshot``: the shared provider listing, refreshed single-flight under a lease; discovery.
+- ``flow``: ``Poller`` (apply verdicts with CAS writes, reschedule, events, Layer 3 hand-off, the
+  dispatcher loop), ``adopt`` / ``forget``.
 
 Logger: ``vastkeep.polling``.
 """
+
+from vastkeep.polling.decide import (
+    NOT_LIVE,
+    Verdict,
+    is_ours,
+    needs_port_validation,
+    next_poll_interval,
+    provider_verdict,
+)
+from vastkeep.polling.flow import DISPATCH_BUSY, DISPATCH_LEASE, Poller, PollPolicy, adopt, forget
+from vastkeep.polling.schedule import CLAIM_TIMEOUT_S, PollSchedule
+from vastkeep.polling.snapshot import ProviderSnapshot
+
+__all__ = [
+    "CLAIM_TIMEOUT_S", "DISPATCH_BUSY", "DISPATCH_LEASE", "NOT_LIVE", "PollPolicy", "PollSchedule",
+    "Poller", "ProviderSnapshot", "Verdict", "adopt", "forget", "is_ours", "needs_port_validation",
+    "next_poll_interval", "provider_verdict",
+]

@@ -1,4 +1,57 @@
-"""The warm pool: rent to the desired size, replace what dies, lease to client services (planned: issue 10).
+"""The warm pool: rent to the desired size, replace what dies, stop spending when in doubt (issue 10).
+
+- ``plan``: pure decisions (``plan_pool``, labels and slots, the offer search, the spend rate).
+- ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
+- ``safety``: entering and leaving safe mode.
+- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
 
 Logger: ``vastkeep.pool``.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.pool import safety
+from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
+from vastkeep.pool.leasing import MAX_LEASE_S, ClientLease, PoolLeases
+from vastkeep.pool.ops import parse_size, pool_figures, safe_mode_view, set_safe_mode, set_size
+from vastkeep.pool.plan import (
+    OfferParams,
+    PendingRent,
+    Plan,
+    PlanParams,
+    make_label,
+    offer_query,
+    pick_offer,
+    plan_pool,
+    rank_offers,
+    slot_of,
+    spend_rate,
+)
+from vastkeep.pool.reconcile import BUSY, Reconciler, lease_name
+from vastkeep.state import LeaseManager
+
+
+def build_leases(settings: Any, redis_client: Any, keys: Any, clock: Clock = SYSTEM_CLOCK, store: Any = None,
+                 events: Any = None) -> PoolLeases:
+    """Client leases of ``settings.warm_pool_name`` (retry hints: one active poll interval at most)."""
+    return PoolLeases(redis_client, keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock,
+                      store, events, retry_s=max(1, int(settings.poll_active_interval_s)))
+
+
+def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, keys: Any, vast: Any,
+                     clock: Clock = SYSTEM_CLOCK) -> Reconciler:
+    """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run)."""
+    return Reconciler(settings, store, events, LeaseManager(redis_client, keys, clock),
+                      PoolBook(redis_client, keys, settings.warm_pool_name), vast, clock)
+
+
+__all__ = [
+    "BUSY", "CAUSES", "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "MAX_LEASE_S",
+    "ClientLease", "OfferParams", "PendingRent", "Plan", "PlanParams", "PoolBook", "PoolLeases", "Reconciler",
+    "build_leases", "build_reconciler", "lease_name", "make_label", "offer_query", "parse_size", "pick_offer",
+    "plan_pool", "pool_figures", "rank_offers", "safe_mode_view", "safety", "set_safe_mode", "set_size",
+    "slot_of", "spend_rate",
+]

@@ -30,10 +30,11 @@ log = logging.getLogger("vastkeep.ports")
 
 #: Statuses a passing validation promotes to "ready" (the guide: loading → ready once a port works).
 PROMOTABLE = frozenset({"starting", "loading"})
-#: Statuses we neither probe nor write: the instance is going or gone.
-SKIPPED_STATUSES = frozenset({"destroyed", "destroying"})
+#: Statuses we neither probe nor write: the instance is going or gone, or the provider said it failed
+#: (Layer 5: a failed or gone record is never promoted by a probe nor swept as if alive).
+SKIPPED_STATUSES = frozenset({"destroyed", "destroying", "failed", "gone"})
 #: What a record says once Vast.ai no longer knows the instance (``show_instance`` → NotFound).
-GONE_STATUS = "failed"
+GONE_STATUS = "gone"
 GONE_ERROR = "gone at provider: no_such_instance"
 #: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
 SWEEP_LEASE = "ports-sweep"
@@ -106,7 +107,7 @@ def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
 
 
 def mark_gone(store: Store, events: EventSink | None, instance_id: str) -> Any:
-    """Record that Vast.ai no longer knows the instance: status "failed", ``error`` = :data:`GONE_ERROR`.
+    """Record that Vast.ai no longer knows the instance: status "gone", ``error`` = :data:`GONE_ERROR`.
 
     Compare-and-set on the record as it is at write time: destroying/destroyed records are left alone (that
     is the expected end of a destroy), and the ``instance-status`` event is emitted only when the status
@@ -115,7 +116,7 @@ def mark_gone(store: Store, events: EventSink | None, instance_id: str) -> Any:
     """
     def change(rec: InstanceRecord) -> str | None:
         old = rec.status if rec.status != GONE_STATUS else None
-        rec.status, rec.error = GONE_STATUS, GONE_ERROR
+        rec.status, rec.error, rec.status_reason = GONE_STATUS, GONE_ERROR, GONE_ERROR
         return old
 
     rec, old_status = _modify_live(store, instance_id, change)
@@ -153,7 +154,7 @@ def record_validation(store: Store, events: EventSink | None, instance_id: str, 
         if pv.success:
             rec.connection_url = pv.connection_url
             if promoted:
-                rec.status = "ready"
+                rec.status, rec.status_reason = "ready", None
         return verdict_changed
 
     rec, changed = _modify_live(store, instance_id, change, lease=lease)
@@ -189,6 +190,9 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
     rec = store.get_instance(instance_id)
     if rec is None:
         raise NotFound(f"no instance record {instance_id}", instance_id=instance_id)
+    if rec.status == GONE_STATUS:  # the same answer as when it was found gone (redelivery, the next poll)
+        return result_dict(instance_id, PortValidation(False, error=GONE_ERROR)) | {
+            "gone_at_provider": True, "status": rec.status}
     if rec.status in SKIPPED_STATUSES:
         return result_dict(instance_id, PortValidation(False, error=f"instance is {rec.status}"))
     if vast is not None and _needs_refresh(rec):
@@ -363,12 +367,15 @@ def apply_provider_address(store: Store, rec: Any, vi: Any, *, lease: Lease | No
 
 
 def _apply_refresh(store: Store, records: list[Any], by_id: dict[str, Any], lease: Lease | None) -> list[Any]:
-    """Every listed record gets the provider's current address; one deleted or being destroyed is dropped."""
+    """Every listed record gets the provider's current address; one deleted or being destroyed is dropped,
+    and so is one the listing does not show: its stored address may belong to someone else by now, so it
+    is never probed there (Layer 5 polling tells listing lag from "gone")."""
     fresh = []
     for r in records:
         vi = by_id.get(str(r.instance_id))
-        if vi is not None:
-            r = apply_provider_address(store, r, vi, lease=lease)
+        if vi is None:
+            continue
+        r = apply_provider_address(store, r, vi, lease=lease)
         if r is not None and r.status not in SKIPPED_STATUSES:
             fresh.append(r)
     return fresh

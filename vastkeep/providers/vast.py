@@ -289,6 +289,33 @@ class VastClient:
         iid = _check_id(instance_id)
         self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
 
+    def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0) -> str:
+        """The container log through Vast.ai's own log API, a log source that needs no SSH (Layer 1's
+        fallback): ``PUT /instances/request_logs/{id}/`` answers ``{"result_url"}``, a storage URL that
+        answers 200 with the text once the log is uploaded. It is polled (jittered, growing waits) for at
+        most ``wait_s`` and is sent **without** the API key (it is not Vast.ai's API). ``NetworkError``
+        when the log is not ready in time."""
+        iid = _check_id(instance_id)
+        body = self._call("PUT", f"/instances/request_logs/{iid}/", json={"tail": str(max(1, int(tail)))},
+                          instance_id=iid)
+        url = body.get("result_url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise MalformedResponse("Vast.ai request_logs answered without a result_url", instance_id=iid)
+        deadline = self.clock.monotonic() + wait_s
+        delay = 0.5
+        while True:
+            resp = request_with_retry(self.session, "GET", url, headers={"Accept": "text/plain"},
+                                      timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
+                                      rng=self.rng, context={"instance_id": iid},
+                                      max_body_bytes=self.max_body_bytes)
+            if resp.status_code == 200:
+                return resp.text
+            if self.clock.monotonic() + delay > deadline:
+                raise NetworkError(f"Vast.ai log of instance {iid} not ready after {wait_s:.0f}s "
+                                   f"(HTTP {resp.status_code})", instance_id=iid, status=resp.status_code)
+            self.clock.sleep(self.rng.uniform(0.0, delay))
+            delay = min(delay * 2, 5.0)
+
     # ── plumbing ─────────────────────────────────────────────────────────────
     def _redact(self, text: str) -> str:
         key = self._key._value

@@ -39,12 +39,25 @@ EVENT_KINDS: dict[str, str] = {
     "connection-restored": "keepalive succeeded again after a loss (instance_id)",
     "ssh-connected": "SSH log collection connected (instance_id)",
     "ssh-backoff": "SSH failed; retrying after a jittered delay (instance_id, failures, delay_s)",
+    "ssh-host-key-changed": "ALERT: an instance presented a host key other than its pinned one; refused "
+                            "(instance_id, route, fingerprint)",
     "instance-status": "an instance changed status (instance_id, old, new, reason)",
-    "instance-rented": "a new instance was rented (instance_id)",
-    "instance-destroyed": "an instance was destroyed (instance_id, reason)",
+    "instance-rented": "the warm pool rented (or adopted by label) an instance "
+                       "(instance_id, label, slot, offer_id, dph, adopted)",
+    "instance-destroyed": "the warm pool destroyed an instance (instance_id, label, reason, existed)",
+    "instance-replaced": "a dead/stuck instance was destroyed so its slot is refilled "
+                         "(instance_id, label, reason, leased, lease_owner)",
+    "lease-broken": "a leased instance died; its holder may lease the replacement "
+                    "(instance_id, client, reason)",
+    "rent-unknown": "a rent's answer was lost; resolved by label before any retry (label, offer_id, reason)",
+    "rent-resolved": "a rent with an unknown outcome was resolved by its label (label, outcome, instance_id)",
     "lease-acquired": "a lease was granted (name, fence)",
     "lease-lost": "a holder found its lease gone (name, fence)",
-    "safe-mode": "safe mode switched on or off (on, reason)",
+    "pool-lease-granted": "a client service leased a warm-pool instance "
+                          "(instance_id, client, fence, leased_until)",
+    "pool-lease-ended": "a client lease was released (instance_id, client, fence, reason)",
+    "pool-resized": "an operator changed the warm pool's desired size (desired_size, previous)",
+    "safe-mode": "safe mode switched on or off (on, reason, cause)",
     "process-restarted": "the supervisor restarted a child (name, restarts, delay_s)",
     "process-failed": "the supervisor gave up on a child (name, restarts)",
 }

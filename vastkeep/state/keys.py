@@ -16,6 +16,7 @@ KEEPALIVE_STATUS_TTL_MS = 86_400_000  # keepalive status of an instance that sto
 HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
 RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
 RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
+POOL_LAST_ROUND_TTL_MS = 3_600_000  # the last reconcile round's summary (status: why the pool waits)
 
 _ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -64,6 +65,38 @@ class Keys:
         """Hash: desired_size, safe_mode, safe_mode_reason."""
         return self._k("pool")
 
+    def pool_pending(self, pool: str) -> str:
+        """Hash slot → JSON pending rent of one warm pool (written before the rent request is sent)."""
+        return self._k("pool", "pending", _part("pool name", pool))
+
+    def pool_failures(self, pool: str) -> str:
+        """Sorted set: rent/provision failures of one warm pool scored by time (the safe-mode window)."""
+        return self._k("pool", "failures", _part("pool name", pool))
+
+    def pool_leases(self, pool: str) -> str:
+        """Hash instance id → JSON client lease (lease id, client, until, fence, state) of one warm pool."""
+        return self._k("pool", "leases", _part("pool name", pool))
+
+    def pool_lease_index(self, pool: str) -> str:
+        """Hash lease id → instance id of the live client leases of one warm pool."""
+        return self._k("pool", "lease-index", _part("pool name", pool))
+
+    def pool_lease_fence(self, pool: str) -> str:
+        """Counter: the fence of every client lease grant of one warm pool (INCR, never expires)."""
+        return self._k("pool", "lease-fence", _part("pool name", pool))
+
+    def pool_claims(self, pool: str) -> str:
+        """Hash instance id → reason: instances claimed for destruction (never leased again)."""
+        return self._k("pool", "claims", _part("pool name", pool))
+
+    def pool_last_round(self, pool: str) -> str:
+        """JSON summary of the last reconcile round of one pool (why it waits); TTL POOL_LAST_ROUND_TTL_MS."""
+        return self._k("pool", "last-round", _part("pool name", pool))
+
+    def pool_safety(self) -> str:
+        """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
+        return self._k("pool", "safety")
+
     # ── tokens ──────────────────────────────────────────────────────────────
     def token_result(self, service: str) -> str:
         """JSON validation result of one service (PX TTL = TOKEN_VALIDATION_CACHE_MS)."""
@@ -100,14 +133,86 @@ class Keys:
         """Adaptive polling state of one instance."""
         return self._k("poll", _part("instance id", instance_id))
 
+    # ── adaptive polling (Layer 5) ─────────────────────────────────────────
+    def poll_due(self) -> str:
+        """Sorted set: instance id → unix time its next poll is due (a claimed one: its claim's expiry)."""
+        return self._k("poll", "due")
+
+    def poll_claims(self) -> str:
+        """Hash: instance id → ``<token>|<claimed until>`` of the poll in flight (one per instance)."""
+        return self._k("poll", "claims")
+
+    def poll_claim_seq(self) -> str:
+        """Counter that numbers claims (INCR), so a stale finisher is told apart from a newer claim."""
+        return self._k("poll", "claimseq")
+
+    def poll_last(self) -> str:
+        """Hash: instance id → unix time of its last finished poll."""
+        return self._k("poll", "last")
+
+    def poll_counts(self) -> str:
+        """Hash: instance id → polls finished (operators' and tests' evidence of the cadence)."""
+        return self._k("poll", "counts")
+
+    def poll_active(self) -> str:
+        """Set of ids whose last poll found them starting/loading/leased (snapshot refresh cadence)."""
+        return self._k("poll", "active")
+
+    def poll_wake(self) -> str:
+        """List the dispatcher BLPOPs on: a push wakes it for a "poll now"."""
+        return self._k("poll", "wake")
+
+    def poll_refresh_queued(self) -> str:
+        """Marker (PX): a provider snapshot refresh task is queued, do not queue another."""
+        return self._k("poll", "refreshq")
+
+    def poll_stats(self) -> str:
+        """Hash of counters: polls, stale_finishes, claims, snapshot refreshes, show calls."""
+        return self._k("poll", "stats")
+
+    def poll_l3(self, instance_id: str | int) -> str:
+        """Marker (PX = active interval): Layer 3 was queued for this instance recently."""
+        return self._k("poll", "l3", _part("instance id", instance_id))
+
+    def provider_snapshot(self) -> str:
+        """Hash: instance id → the provider's row (trimmed JSON) from the last listing."""
+        return self._k("provider", "snapshot")
+
+    def provider_snapshot_meta(self) -> str:
+        """Hash: fetched_at, count, error of the last listing."""
+        return self._k("provider", "meta")
+
+    def provider_absent(self) -> str:
+        """Hash: id of a record → consecutive listings it was missing from."""
+        return self._k("provider", "absent")
+
+    def adopted(self) -> str:
+        """Set of instance ids an operator adopted (ours although unlabelled)."""
+        return self._k("adopted")
+
+    def forgotten(self) -> str:
+        """Set of instance ids an operator released from our care (discovery leaves them alone)."""
+        return self._k("forgotten")
+
     def collector(self, instance_id: str | int) -> str:
-        """SSH log collector status of one instance."""
+        """Hash: SSH log collector status of one instance (``offset:<file>``, failures, route, ...)."""
         return self._k("collector", _part("instance id", instance_id))
 
     def heartbeats(self) -> str:
         """Hash: process name → its latest heartbeat (JSON). One key whatever the number of processes, so
         reading every heartbeat costs one HMGET, never a SCAN of the keyspace."""
         return self._k("heartbeats")
+    def ssh_log(self, instance_id: str | int, file: str) -> str:
+        """Stream of one remote log file's lines; entry id = byte offset of its first line (XADD MINID ~)."""
+        return self._k("sshlog", _part("instance id", instance_id), _part("log file", file))
+
+    def ssh_host_key(self, instance_id: str | int) -> str:
+        """The pinned SSH host key of an instance (``<type> <base64>``): set once, never replaced."""
+        return self._k("hostkey", _part("instance id", instance_id))
+
+    def collector_queued(self, instance_id: str | int) -> str:
+        """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
+        return self._k("collector-queued", _part("instance id", instance_id))
 
     def heartbeat_expiry(self) -> str:
         """Sorted set: process name → when its heartbeat expires (epoch seconds). Readers take the live
@@ -145,4 +250,5 @@ class Keys:
 
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
-           "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS", "Keys"]
+           "POOL_LAST_ROUND_TTL_MS", "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS",
+           "Keys"]

@@ -36,7 +36,7 @@ from vastkeep.state.leases import Lease
 
 log = logging.getLogger("vastkeep.state")
 
-INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "destroying", "destroyed")
+INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "gone", "destroying", "destroyed")
 CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
@@ -95,6 +95,10 @@ class InstanceRecord:
     updated_at: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    status_reason: str | None = None
+    provider_seen_at: float | None = None
+    last_poll_at: float | None = None
+    next_poll_at: float | None = None
     fence: int = 0
     fence_name: str | None = None
 
@@ -139,6 +143,8 @@ class InstanceRecord:
             "sshPort": self.ssh_port, "ports": dict(self.ports), "portValidation": self.port_validation,
             "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.dph_total,
             "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
+            "statusReason": self.status_reason, "providerSeenAt": iso(self.provider_seen_at),
+            "lastPollAt": iso(self.last_poll_at), "nextPollAt": iso(self.next_poll_at),
             "fence": self.fence, "fenceName": self.fence_name,
         }
 
@@ -149,7 +155,8 @@ _FIELD_KINDS = {
     "ssh_port": "int", "ports": "dict", "connection_url": "str", "port_validation": "dict",
     "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
     "dph_total": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
-    "fence": "int", "fence_name": "str",
+    "fence": "int", "fence_name": "str", "status_reason": "str", "provider_seen_at": "time",
+    "last_poll_at": "time", "next_poll_at": "time",
 }
 _MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
 
@@ -237,6 +244,26 @@ class StateStore:
                                  args=[self.keys.instance_key_prefix()])
             counts = {as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return {k: v for k, v in sorted(counts.items()) if v > 0}
+
+    def get_instances(self, instance_ids: list[str]) -> dict[str, InstanceRecord]:
+        """Many records in one round trip (id → record); missing and unreadable ones are left out (logged)."""
+        ids = [str(i) for i in instance_ids]
+        if not ids:
+            return {}
+        out: dict[str, InstanceRecord] = {}
+        for iid, raw in zip(ids, self.redis.mget([self.keys.instance(i) for i in ids]), strict=True):
+            if raw is None:
+                continue
+            try:
+                out[iid] = _decode(iid, as_text(raw))
+            except PermanentError as exc:
+                log.warning("⚠️  Skipping instance record %s: %s", iid, exc.message,
+                            extra={"instance_id": iid})
+        return out
+
+    def instance_ids(self) -> set[str]:
+        """The ids that have a record (one SMEMBERS; cheaper than reading the records)."""
+        return {as_text(i) for i in self.redis.smembers(self.keys.instances())}
 
     def put_instance(self, rec: InstanceRecord, *, lease: Lease | None = None) -> InstanceRecord:
         """Store ``rec`` whole (create or overwrite); stamps ``updated_at`` (and ``created_at`` if unset)."""

@@ -1,0 +1,120 @@
+"""Layer 5 tasks: ``vastkeep.polling.dispatch``, ``.ensure`` and ``.poll_instance``.
+
+Thin: build the process's :class:`~vastkeep.polling.Poller` and call it. ``dispatch`` is the one long-lived
+poller: a bounded loop (:data:`DISPATCH_BUDGET_S`) under the ``poll-dispatcher`` lease that claims due
+instances from the Redis schedule, polls them from the shared provider snapshot and hands over to a fresh
+``dispatch`` message at the end (so no message is ever held longer than the budget, and a ``kill -9``
+costs at most the lease TTL (10 s) + one beat interval (10 s)). ``ensure`` (beat, every
+:data:`ENSURE_INTERVAL_S`) only queues a ``dispatch`` when nobody holds the lease. ``poll_instance``
+makes one instance due now and wakes the dispatcher (one poll in flight per instance stays true: the
+dispatcher's claim does the poll).
+Each status change also goes out as the Celery event ``task-instance-status`` (Flower).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tasks.base import VastkeepTask, retry_on_redis
+from vastkeep.polling import DISPATCH_LEASE, Poller, PollPolicy
+from vastkeep.state.leases import LeaseManager
+from vastkeep.tokens.preflight import vast_client
+from worker import wiring
+from worker.app import app
+from worker.limits import POLL_DISPATCH_RUN_S, limits_for
+
+log = logging.getLogger("vastkeep.worker")
+WHAT = "polling"
+DISPATCH_BUDGET_S = POLL_DISPATCH_RUN_S
+ENSURE_INTERVAL_S = 10.0
+DISPATCH = "vastkeep.polling.dispatch"
+
+
+def poller(task: Any = None) -> Poller:
+    """The poller of this process: settings, store, events and a Vast.ai client from the wiring."""
+    res = wiring.resources()
+
+    def send(name: str, kwargs: dict[str, Any]) -> None:
+        app.send_task(name, kwargs=kwargs)
+
+    def notify(kind: str, fields: dict[str, Any]) -> None:
+        if task is not None:
+            task.send_event(f"task-{kind}", **fields)
+
+    return Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
+                  send=send, notify=notify, vast=vast_client(res.settings, res.store, res.clock))
+
+
+# acks_late off for this one task: a dispatcher needs no redelivery (beat's ensure starts a new one within
+# the lease TTL + 10 s, and the schedule lives in Redis), and a 50 s message held unacked is what kombu
+# must restore when the broker connection drops, which crashed the worker in our Redis-restart test.
+@app.task(name=DISPATCH, bind=True, base=VastkeepTask, max_retries=None, acks_late=False,
+          **limits_for(DISPATCH, wiring.settings()))
+def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
+    """Poll every due instance for ``budget_s`` seconds, then hand over to the next ``dispatch``."""
+    budget = max(0.1, min(float(budget_s), DISPATCH_BUDGET_S))
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        p = poller(self)
+        try:
+            result = p.run(LeaseManager(res.redis, res.keys, res.clock), budget)
+        finally:
+            if p.vast is not None:
+                p.vast.close()
+        if "skipped" not in result and not result.get("lost"):
+            dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
+        return result
+
+    return retry_on_redis(self, go, WHAT)
+
+
+@app.task(name="vastkeep.polling.refresh", bind=True, base=VastkeepTask, acks_late=False,
+          **limits_for("vastkeep.polling.refresh", wiring.settings()))
+def refresh(self: Any) -> dict[str, Any]:
+    """Refresh the shared provider snapshot if it is due (single-flight under its lease); discovery."""
+
+    def go() -> dict[str, Any]:
+        p = poller(self)
+        try:
+            return p.refresh(inline=True)
+        finally:
+            if p.vast is not None:
+                p.vast.close()
+
+    return retry_on_redis(self, go, WHAT)
+
+
+@app.task(name="vastkeep.polling.ensure", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.polling.ensure", wiring.settings()))
+def ensure(self: Any) -> dict[str, Any]:
+    """Make sure a dispatcher runs: queue one when the dispatcher lease is free (beat calls this)."""
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        if LeaseManager(res.redis, res.keys, res.clock).current(DISPATCH_LEASE) is not None:
+            return {"dispatcher": "running"}
+        dispatch.apply_async(expires=ENSURE_INTERVAL_S * 3)
+        return {"dispatcher": "queued"}
+
+    return retry_on_redis(self, go, WHAT)
+
+
+@app.task(name="vastkeep.polling.poll_instance", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.polling.poll_instance", wiring.settings()))
+def poll_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
+    """Poll one instance now (a lease taken, a keepalive failure, an operator): due now + wake-up."""
+    iid = str(instance_id)
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        p = Poller(res.store, PollPolicy.from_settings(res.settings), clock=res.clock)
+        if not iid.isdigit() or not p.request_poll(iid):
+            return {"instance_id": iid, "requested": False, "error": "no instance record"}
+        running = LeaseManager(res.redis, res.keys, res.clock).current(DISPATCH_LEASE) is not None
+        if not running:
+            dispatch.apply_async(expires=ENSURE_INTERVAL_S * 3)
+        return {"instance_id": iid, "requested": True, "dispatcher": "running" if running else "queued"}
+
+    return retry_on_redis(self, go, WHAT)

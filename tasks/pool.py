@@ -1,0 +1,98 @@
+"""Warm-pool tasks: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS) and the client
+leases ``vastkeep.pool.lease`` / ``renew_lease`` / ``release_lease`` (by name, same answers as the admin API).
+
+Thin: build the reconciler from the process's resources and run one round. A round that finds another one
+running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai hiccup (TransientError) or a lost
+lease ends the round with ``{"error": ...}`` and is *not* retried: the next beat, one interval later, is the
+retry, and a retry queued beside it would only find the lease held. A Redis blip is retried with jitter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.base import VastkeepTask, retry_on_redis
+from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
+from vastkeep.pool import build_leases, build_reconciler
+from vastkeep.tokens import vast_client
+from worker import wiring
+from worker.app import app
+from worker.limits import limits_for
+
+WHAT = "warm-pool reconcile"
+
+
+@app.task(name="vastkeep.pool.reconcile", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.pool.reconcile", wiring.settings()))
+def reconcile(self: Any) -> dict[str, Any]:
+    """One reconcile round: rent to the desired size, replace what died, destroy idle excess."""
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        vast = vast_client(res.settings, res.store, res.clock, events=res.events)
+        try:
+            return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
+                                    res.clock).run()
+        finally:
+            if vast is not None:
+                vast.close()
+
+    return retry_on_redis(self, go, WHAT)
+
+
+# ── client leases, callable by name (app.send_task) ─────────────────────────
+def _leases() -> Any:
+    res = wiring.resources()
+    return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events)
+
+
+def _refused(exc: VastkeepError) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "reason": exc.message}
+    if isinstance(exc, LeaseBusy):
+        out["retryAfterS"] = int(exc.data.get("retry_after_s") or 1)
+    return out
+
+
+@app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.pool.lease", wiring.settings()))
+def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
+    """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
+    "fence", "client"}``, or ``{"ok": false, "error": "LeaseBusy", "reason", "retryAfterS"}``.
+
+    Not retried when busy: the caller decides whether to wait ``retryAfterS``.
+    """
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().grant(duration_s, client).to_dict()}
+        except (LeaseBusy, PermanentError) as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "lease")
+
+
+@app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.pool.renew_lease", wiring.settings()))
+def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, Any]:
+    """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
+    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed)."""
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().renew(lease_id, duration_s)}
+        except PermanentError as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "renew lease")
+
+
+@app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.pool.release_lease", wiring.settings()))
+def release_lease(self: Any, lease_id: str) -> dict[str, Any]:
+    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false."""
+
+    def go() -> dict[str, Any]:
+        try:
+            return {"ok": True, **_leases().release(lease_id)}
+        except PermanentError as exc:
+            return _refused(exc)
+
+    return retry_on_redis(self, go, "release lease")

@@ -1,0 +1,99 @@
+"""Layer 1 tasks: ``vastkeep.ssh.collect`` (one bounded collector run + its continuation) and
+``vastkeep.ssh.ensure_collectors`` (beat: every instance that wants a collector has one).
+
+Thin: the library (:mod:`vastkeep.ssh.flow`) holds the lease, streams, and says whether a continuation
+should follow; this module sends it. A collector holds its SSH link for ``SSH_COLLECT_HOLD_S`` (capped a
+minute below ``SSH_COLLECT_TIME_LIMIT_S``), then re-sends itself, so no task outlives the visibility
+timeout and redelivery after a worker death re-runs one bounded link that resumes from the stored offset.
+A run that finds the lease held returns ``skipped`` (the holder continues itself); a collector lost with a
+``kill -9``'d worker comes back through ``ensure_collectors`` once its lease TTL (3 keepalive intervals)
+has passed. ``collect`` runs on the ``vastkeep.ssh`` queue; ``ensure_collectors`` is short and runs on
+``vastkeep.control`` (worker.config.CONTROL_TASKS), so it never waits behind long collectors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from tasks.base import VastkeepTask, retry_on_redis
+from vastkeep.ssh import CollectorConfig, LogStore, load_private_key
+from vastkeep.ssh import flow as ssh_flow
+from vastkeep.state import LeaseManager
+from vastkeep.state.connection import connect
+from worker import wiring
+from worker.app import app
+from worker.limits import limits_for
+
+WHAT = "ssh log collection"
+COLLECT = "vastkeep.ssh.collect"
+_local: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def _raw_redis() -> Any:
+    """A bytes client (log lines are raw bytes) for this process; rebuilt after a fork."""
+    with _lock:
+        if _local.get("pid") != os.getpid():
+            _local.clear()
+            _local.update(pid=os.getpid(), redis=connect(wiring.redis_url(), decode_responses=False))
+        return _local["redis"]
+
+
+def _pkey(path: Any) -> Any:
+    """The private key, read once per process (its content never leaves this process)."""
+    with _lock:
+        cache = _local.setdefault("keys", {})
+        if str(path) not in cache:
+            cache[str(path)] = load_private_key(path)
+        return cache[str(path)]
+
+
+def send_options(settings: Any) -> dict[str, Any]:
+    """Per-message time limits from the settings (a decorator cannot read them at import time)."""
+    limit = int(settings.ssh_collect_time_limit_s)
+    return {"time_limit": limit, "soft_time_limit": max(1, limit - 30)}
+
+
+@app.task(name=COLLECT, bind=True, base=VastkeepTask, **limits_for(COLLECT, wiring.settings()))
+def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
+    """Collect one instance's logs for a bounded time, then hand over to a continuation."""
+    iid = str(instance_id)
+    res = wiring.resources()
+    settings = res.settings
+    if settings.ssh_key_path is None:
+        return {"instance_id": iid, "skipped": "SSH_KEY_PATH is not set", "continue": False}
+    pkey = _pkey(settings.ssh_key_path)
+    config = CollectorConfig.from_settings(settings)
+
+    def go() -> dict[str, Any]:
+        logstore = LogStore(_raw_redis(), res.keys, settings.ssh_log_keep_bytes)
+        return ssh_flow.collect_once(iid, redis_client=res.redis, keys=res.keys, store=res.store,
+                                     logstore=logstore, config=config, pkey=pkey, events=res.events,
+                                     clock=res.clock, while_ready=settings.ssh_collect_while_ready)
+
+    result = retry_on_redis(self, go, WHAT)
+    if result.get("continue"):
+        collect.apply_async((iid,), **send_options(settings))
+    return result
+
+
+@app.task(name="vastkeep.ssh.ensure_collectors", bind=True, base=VastkeepTask,
+          **limits_for("vastkeep.ssh.ensure_collectors", wiring.settings()))
+def ensure_collectors(self: Any) -> dict[str, Any]:
+    """Start a collector for every starting/loading (and, if configured, ready) instance without one."""
+
+    def go() -> dict[str, Any]:
+        res = wiring.resources()
+        settings = res.settings
+        if settings.ssh_key_path is None:
+            return {"started": [], "skipped": "SSH_KEY_PATH is not set"}
+        leases = LeaseManager(res.redis, res.keys, res.clock)
+        ids = ssh_flow.instances_needing_collectors(res.store.list_instances(), leases, res.redis, res.keys,
+                                                     settings.ssh_collect_while_ready)
+        for iid in ids:
+            collect.apply_async((iid,), **send_options(settings))
+        return {"started": ids}
+
+    return retry_on_redis(self, go, WHAT)

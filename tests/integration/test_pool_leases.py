@@ -1,0 +1,175 @@
+"""Client leases on a real redis-server: racing clients over real HTTP, fences, renew, release, expiry with a
+health check before the instance is handed out again, and the reconciler never taking a leased instance."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
+from tests.integration.test_pool_reconcile import Pool, destroy_all
+from vastkeep.admin import HEADER
+from vastkeep.core.clock import FakeClock, iso
+from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
+from vastkeep.pool import PoolLeases
+from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore
+
+H = {HEADER: KEY}
+
+
+def ready(store: StateStore, n: int, *, checked_at: str = "2026-01-01T00:00:00.000Z",
+          first: int = 100) -> list[str]:
+    ids = []
+    for i in range(n):
+        iid = str(first + i)
+        store.put_instance(InstanceRecord(iid, status="ready", label=f"vastkeep:default:{i}",
+                                          connection_url=f"http://127.0.0.{i + 1}:8188",
+                                          port_validation={"success": True, "checked_at": checked_at}))
+        ids.append(iid)
+    return ids
+
+
+def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None:  # noqa: F811
+    s, store = served
+    ids = ready(store, 5)
+    barrier = threading.Barrier(20)
+
+    def take(i: int) -> requests.Response:
+        barrier.wait()
+        return requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases",
+                             json={"durationS": 600, "client": f"svc-{i}"}, headers=H, timeout=10)
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(take, range(20)))
+    won = [a.json() for a in answers if a.status_code == 201]
+    lost = [a for a in answers if a.status_code != 201]
+    assert len(won) == 5 and sorted(w["instanceId"] for w in won) == ids  # each leased exactly once
+    assert sorted(w["fence"] for w in won) == [1, 2, 3, 4, 5]
+    assert all(w["connectionUrl"] and w["leasedUntil"] and w["leaseId"].startswith("lse_") for w in won)
+    assert {a.status_code for a in lost} == {409} and len(lost) == 15
+    assert all(1 <= a.json()["retryAfterS"] <= 30 and a.headers["Retry-After"] for a in lost)
+    for w in won:  # the record mirrors the lease (status view, polling)
+        rec = store.get_instance(w["instanceId"])
+        assert rec.lease_owner.startswith("svc-") and rec.leased_until
+    status = requests.get(f"{s.url}/api/proxy/admin/warm-pool/status", headers=H, timeout=5).json()
+    assert status["counts"]["leased"] == 5 and status["counts"]["idle"] == 0
+    views = status["pool"]["leases"]
+    assert sorted(v["instanceId"] for v in views) == ids
+    assert all(v["client"].startswith("svc-") for v in views)
+    assert "lse_" not in str(status)  # lease ids are the holders' capabilities: never shown
+    # renew, release; the next grant of that instance carries a higher fence after its health check
+    lid, iid = won[0]["leaseId"], won[0]["instanceId"]
+    r = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}/renew", json={"durationS": 1200},
+                      headers=H, timeout=5)
+    assert r.status_code == 200 and r.json()["instanceId"] == iid and r.json()["fence"] == won[0]["fence"]
+    assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
+                           timeout=5).json()["released"] is True
+    assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
+                           timeout=5).status_code == 404
+    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
+                          headers=H, timeout=5)
+    assert again.status_code == 503 and "health-checked" in again.json()["reason"]  # not before a check
+    checked = {"success": True, "checked_at": "2999-01-01T00:00:00.000Z"}  # a port sweep passed it again
+    store.update_instance(iid, {"port_validation": checked})
+    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
+                          headers=H, timeout=5)
+    assert again.status_code == 201 and again.json()["instanceId"] == iid and again.json()["fence"] == 6
+
+
+def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
+    s, _ = served
+    url = f"{s.url}/api/proxy/admin/warm-pool/leases"
+    for body in ({"durationS": 0, "client": "a"}, {"durationS": 600}, {"durationS": "600", "client": "a"},
+                 {"durationS": 600, "client": "bad name"}, {"durationS": 600, "client": "a", "x": 1}):
+        assert requests.post(url, json=body, headers=H, timeout=5).status_code == 422, body
+    empty = requests.post(url, json={"durationS": 600, "client": "a"}, headers=H, timeout=5)
+    assert empty.status_code == 503 and empty.json()["retryAfterS"] == 30
+    assert requests.post(f"{url}/lse_nosuchleaseatall0000/renew", json={"durationS": 5}, headers=H,
+                         timeout=5).status_code == 404
+    assert requests.post(f"{url}/../x/renew", json={}, headers=H, timeout=5).status_code == 404
+
+
+def test_expiry_returns_the_instance_after_a_health_check(redis_client) -> None:
+    clock = FakeClock()
+    store = StateStore(redis_client, Keys(), clock)
+    events = EventLog(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
+    [iid] = ready(store, 1)
+    first = leases.grant(10, "svc-a")
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(10, "svc-b")
+    assert busy.value.data["reason"] == "all-leased" and busy.value.data["retry_after_s"] == 10
+    clock.advance(11)
+    with pytest.raises(NotFound):
+        leases.renew(first.lease_id, 10)
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(10, "svc-b")
+    assert busy.value.data["reason"] == "none-ready"
+    store.update_instance(iid, {"port_validation": {"success": True, "checked_at": iso(clock.now())}})
+    second = leases.grant(10, "svc-b")
+    assert second.instance_id == iid and second.fence > first.fence
+    with pytest.raises(InvalidInput):
+        leases.grant(10**6, "svc")
+    granted = [e.fields for e in events.read() if e.kind == "pool-lease-granted"]
+    assert [g["client"] for g in granted] == ["svc-a", "svc-b"]
+    assert all("lease_id" not in g and "lse_" not in str(g) for g in granted)  # the capability stays private
+
+
+def test_a_claimed_instance_breaks_its_lease(redis_client) -> None:
+    clock = FakeClock()
+    store = StateStore(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
+    ready(store, 1)
+    grant = leases.grant(600, "svc")
+    assert leases.claim(grant.instance_id, "excess", force=False) is False  # never taken from a holder
+    assert leases.claim(grant.instance_id, "failed", force=True) is True
+    with pytest.raises(LeaseBroken):
+        leases.renew(grant.lease_id, 600)
+
+
+@pytest.fixture
+def cloud(sim):
+    yield sim
+    destroy_all(sim)
+
+
+def test_the_reconciler_honours_a_client_lease_even_without_its_record_mirror(cloud, redis_client) -> None:
+    pool = Pool(cloud, redis_client)
+    pool.size(2)
+    pool.run()
+    for rec in pool.store.list_instances():  # pretend the port sweep validated them
+        pool.store.update_instance(rec.instance_id, {"status": "ready", "connection_url": "http://127.0.0.1:1",
+                                                     "port_validation": {"success": True, "checked_at": "x"}})
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", pool.clock, pool.store, pool.events)
+    grant = leases.grant(600, "svc-keep")
+    pool.store.update_instance(grant.instance_id, {"leased_until": None, "lease_owner": None})  # lost mirror
+    pool.size(0)
+    out = pool.run()
+    assert [d[0] for d in out["destroyed"]] != [grant.instance_id] and len(out["destroyed"]) == 1
+    assert [str(vi.id) for vi in pool.provider()] == [grant.instance_id]
+    pool.store.update_instance(grant.instance_id, {"status": "failed", "error": "exited"})
+    out = pool.run()  # it died: destroyed even though leased, and its holder is told
+    assert out["destroyed"] == [[grant.instance_id, "failed"]]
+    broken = [e.fields for e in pool.events.read(count=1000) if e.kind == "lease-broken"]
+    assert broken == [{"instance_id": grant.instance_id, "client": "svc-keep", "reason": "failed"}]
+    with pytest.raises(NotFound):
+        leases.renew(grant.lease_id, 60)
+
+
+def test_a_duplicate_label_keeps_the_leased_instance(cloud, redis_client) -> None:
+    pool = Pool(cloud, redis_client)
+    pool.size(1)
+    pool.run()
+    [first] = pool.store.list_instances()
+    with pool.vast() as vast:
+        offer = vast.search_offers({"rentable": {"eq": True}, "direct_port_count": {"gte": 1}})[0]
+        dup = str(vast.rent(offer.id, image="x", label=first.label))
+    pool.store.put_instance(InstanceRecord(dup, status="ready", label=first.label, connection_url="http://x:1"))
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", pool.clock, pool.store)
+    assert leases.grant(600, "svc").instance_id == dup  # the duplicate is the only ready one: leased
+    out = pool.run()
+    assert out["destroyed"] == [[first.instance_id, "duplicate"]]
+    assert [str(vi.id) for vi in pool.provider()] == [dup]

@@ -1,0 +1,110 @@
+"""Layer 1 with real Celery workers: ``vastkeep.ssh.collect`` hands over to its continuations under the
+fenced lease, and after ``kill -9`` of the whole worker running a collector, another worker resumes it
+(started by ``vastkeep.ssh.ensure_collectors`` once the lease expired): one collector at a time, and the
+stored log equals the remote file byte for byte."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.chaos_support import Chaos, wait_for
+from vastkeep.core.clock import SystemClock
+from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
+from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore
+from vastkeep.state.heartbeats import read_heartbeats
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[Chaos]:
+    c = Chaos(tmp_path)
+    yield c
+    c.close()
+
+
+def _record(sim, store: StateStore) -> tuple[str, Path]:
+    inst = sim.control.create_instance(running=True)
+    iid = str(inst["id"])
+    store.put_instance(InstanceRecord(
+        iid, status="loading", public_ip=inst["public_ipaddr"].strip(),
+        ports={"22/tcp": int(inst["ports"]["22/tcp"][0]["HostPort"])}, ssh_host=inst["ssh_host"],
+        ssh_port=int(inst["ssh_port"])))
+    return iid, Path(sim.control.instance(inst["id"])["log_path"])
+
+
+def _writer(path: Path, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            with open(path, "ab") as fh:
+                fh.write(f"[provision] line {n} {'y' * (n % 97)}\n".encode())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_kill_9_of_the_worker_running_a_collector_another_resumes_nothing_lost(chaos, sim) -> None:
+    rs = chaos.redis()
+    r = rs.client()
+    raw = redis.Redis(host="127.0.0.1", port=rs.port)  # log lines are bytes
+    keys = Keys()
+    store = StateStore(r, keys)
+    logs = LogStore(raw, keys)
+    leases = LeaseManager(r, keys)
+    iid, log_path = _record(sim, store)
+    env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="1000",
+                    SSH_COLLECT_HOLD_S="4", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="5000")
+    a = chaos.worker("worker", "ssh-a", env)
+    b = chaos.worker("worker", "ssh-b", env)
+    for w in (a, b):
+        w.wait_ready()
+    client = chaos.client(rs.url, env)
+    stop = threading.Event()
+    writer = _writer(log_path, stop)
+    try:
+        client.send_task("vastkeep.ssh.collect", args=[iid])
+        wait_for(lambda: logs.offset(iid, PROVISION_LOG) > 0, 20, "first lines stored")
+        first_fence = leases.current(lease_name(iid)).fence
+        # continuations: the lease is handed over (a new fence) while lines keep coming
+        wait_for(lambda: leases.last_fence(lease_name(iid)) >= first_fence + 2, 30, "two hand-overs")
+        # kill -9 the whole worker that runs the collector now
+        name = f"ssh-collector:{iid}"
+        beat = wait_for(lambda: read_heartbeats(r, keys, SystemClock(), [name]).get(name), 10,
+                        "collector heartbeat")
+        pid = beat["pid"]
+        victim = next(w for w in (a, b) if pid in w.pool_children())
+        survivor = b if victim is a else a
+        fence_before = leases.last_fence(lease_name(iid))
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        offset_at_kill = logs.offset(iid, PROVISION_LOG)
+
+        # beat's job, done by hand here: a collector for every loading instance without one
+        def resumed() -> bool:
+            client.send_task("vastkeep.ssh.ensure_collectors")
+            return logs.offset(iid, PROVISION_LOG) > offset_at_kill + 1000 and \
+                leases.last_fence(lease_name(iid)) > fence_before
+        wait_for(resumed, 40, "another worker resumes the collector", interval_s=1.0)
+        resumed_after = time.monotonic() - killed_at
+        holder = read_heartbeats(r, keys, SystemClock(), [name])[name]["pid"]
+        assert holder in survivor.pool_children()
+        survivor.assert_alive()
+    finally:
+        stop.set()
+        writer.join(5)
+    size = log_path.stat().st_size
+    wait_for(lambda: logs.offset(iid, PROVISION_LOG) >= size, 30, "the collector catches up")
+    assert logs.read_all_bytes(iid, PROVISION_LOG) == log_path.read_bytes()
+    print(f"[chaos] ssh collector resumed {resumed_after:.1f}s after kill -9 of {victim.name}")

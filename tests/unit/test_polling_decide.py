@@ -1,0 +1,135 @@
+"""Layer 5's pure decisions, table by table: the interval per state, the provider's word, ownership."""
+
+from __future__ import annotations
+
+import pytest
+
+from vastkeep.core.settings import load_settings
+from vastkeep.polling.decide import (
+    GONE_REASON,
+    is_ours,
+    needs_port_validation,
+    next_poll_interval,
+    provider_signature,
+    provider_verdict,
+)
+from vastkeep.providers import VastInstance
+from vastkeep.state import InstanceRecord
+
+NOW = 1_767_225_600.0
+S = load_settings(environ={}, env_file=False)
+VALIDATED = {"success": True, "connection_url": "http://203.0.113.7:8188"}
+
+
+def rec(status: str = "loading", *, leased_s: float | None = None, validated: bool = False) -> InstanceRecord:
+    return InstanceRecord("7", status=status, leased_until=None if leased_s is None else NOW + leased_s,
+                          port_validation=VALIDATED if validated else None,
+                          connection_url=VALIDATED["connection_url"] if validated else None)
+
+
+@pytest.mark.parametrize(("record", "expected"), [
+    (None, 120.0),
+    (rec("starting"), 30.0),
+    (rec("loading"), 30.0),
+    (rec("ready"), 180.0),
+    (rec("ready", leased_s=60), 30.0),
+    (rec("ready", leased_s=-1), 180.0),  # a lease that ran out is idle again
+    (rec("unhealthy"), 120.0),
+    (rec("unhealthy", leased_s=60), 30.0),
+    (rec("failed"), 120.0),
+    (rec("failed", leased_s=60), 120.0),  # never "active" once dead, lease or not
+    (rec("gone"), 120.0),
+    (rec("destroying"), 120.0),
+    (rec("destroyed"), 120.0),
+])
+def test_interval_table(record, expected) -> None:
+    assert next_poll_interval(record, NOW, S) == expected
+
+
+def test_interval_follows_settings() -> None:
+    s = load_settings(environ={"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": "1000", "WARM_POOL_POLL_IDLE_INTERVAL_MS":
+                               "5000", "WARM_POOL_POLL_INTERVAL_MS": "3000"}, env_file=False)
+    assert [next_poll_interval(r, NOW, s) for r in (rec("loading"), rec("ready"), rec("failed"))] == [1, 5, 3]
+
+
+def row(actual: str | None = "running", *, intended: str = "running", cur: str = "running",
+        nxt: str = "running", msg: str | None = "success, running",
+        label: str = "vastkeep:pool") -> VastInstance:
+    return VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
+                                  "cur_state": cur, "next_state": nxt, "status_msg": msg, "label": label,
+                                  "public_ipaddr": "203.0.113.7",
+                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}})
+
+
+OCI = "Error response from daemon: OCI runtime create failed: runc create failed"
+
+
+@pytest.mark.parametrize(("provider", "record", "shown_404", "expected"), [
+    (row(None), rec("starting"), False, ("starting", None)),
+    (row("created"), rec("starting"), False, ("starting", None)),
+    (row("loading"), rec("starting"), False, ("loading", None)),
+    (row("running"), rec("loading"), False, ("loading", "running at provider; port validation pending")),
+    (row("running"), rec("loading", validated=True), False, ("ready", None)),
+    (row("running"), rec("ready", validated=True), False, ("ready", None)),
+    (row("running"), rec("unhealthy", validated=True), False,
+     ("loading", "running at provider; port validation pending")),
+    (row("exited"), rec("ready", validated=True), False, ("failed", "container exited")),
+    (row("offline"), rec("ready", validated=True), False, ("failed", "host offline")),
+    (row("running", msg=OCI), rec("loading"), False, ("failed", f"provider error: {OCI}")),
+    (row("loading", msg="OCI runtime exec failed"), rec("loading"), False,
+     ("failed", "provider error: OCI runtime exec failed")),
+    (row("stopped", intended="stopped", cur="stopped", nxt="stopped"), rec("ready", validated=True), False,
+     ("failed", "outbid")),
+    (row("running", intended="stopped"), rec("ready", validated=True), False,
+     ("failed", "outbid: the provider is stopping it")),
+    (row("running", nxt="stopped"), rec("ready", validated=True), False,
+     ("failed", "outbid: the provider is stopping it")),
+    (row("unknown"), rec("ready", validated=True), False, ("unhealthy", "provider status unknown")),
+    (row("rebooting"), rec("ready", validated=True), False, ("unhealthy", "provider status rebooting")),
+    (None, rec("ready", validated=True), False, ("ready", None)),  # listing lag: unchanged
+    (None, rec("loading"), True, ("gone", GONE_REASON)),
+    (None, rec("ready", validated=True), True, ("gone", GONE_REASON)),
+    # terminal and hands-off records keep their status whatever the provider says
+    (row("running"), rec("failed", validated=True), False, ("failed", None)),
+    (row("running"), rec("gone"), False, ("gone", None)),
+    (None, rec("destroying"), True, ("destroying", None)),
+    (row("running"), rec("destroyed"), False, ("destroyed", None)),
+])
+def test_provider_verdict_table(provider, record, shown_404, expected) -> None:
+    assert tuple(provider_verdict(provider, record, shown_404=shown_404, now=NOW)) == expected
+
+
+@pytest.mark.parametrize(("provider", "record", "expected"), [
+    (row("running"), rec("loading"), True),
+    (row("running"), rec("starting"), True),
+    (row("running"), rec("ready", validated=True), False),
+    (row("running"), rec("unhealthy", validated=True), True),
+    (row("loading"), rec("loading"), False),
+    (row("running", msg=OCI), rec("loading"), False),
+    (row("running"), rec("failed"), False),
+    (None, rec("loading"), False),
+])
+def test_layer3_runs_only_for_running_unvalidated(provider, record, expected) -> None:
+    assert needs_port_validation(provider, record) is expected
+
+
+@pytest.mark.parametrize(("label", "prefix", "expected"), [
+    ("vastkeep:pool", "vastkeep", True),
+    ("vastkeep:", "vastkeep", True),
+    ("vastkeep:a:b", "vastkeep", True),
+    ("vastkeep", "vastkeep", False),
+    ("vastkeeper:pool", "vastkeep", False),
+    ("other:pool", "vastkeep", False),
+    ("pool-comfy-01", "vastkeep", False),
+    (None, "vastkeep", False),
+    ("team1:pool", "team1", True),
+])
+def test_is_ours(label, prefix, expected) -> None:
+    assert is_ours(label, prefix) is expected
+
+
+def test_signature_changes_with_status_and_address_only() -> None:
+    base = provider_signature(row("running"))
+    assert provider_signature(row("running")) == base
+    assert provider_signature(row("offline")) != base
+    assert provider_signature(row("running", nxt="stopped")) != base

@@ -1,0 +1,87 @@
+"""Per-instance operator actions of Layer 5: adopt, forget, poll now.
+
+``POST /api/proxy/admin/instances/{id}/adopt`` takes an unlabelled instance the provider lists into our
+care (404: not in the provider listing; 409: already ours; 422: not a contract id). ``.../forget``
+releases one: its record and schedule go, discovery leaves it alone from then on, and nothing at all is
+done to the instance itself (404: no record; 409: leased to a client right now). ``.../poll`` makes it
+due now (a lease taken elsewhere, an operator's doubt): the dispatcher polls it within a moment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.auth import require_admin_key
+from vastkeep.core.errors import NotFound
+from vastkeep.polling import PollSchedule, ProviderSnapshot, adopt, forget
+
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["instances"])
+
+_INSTANCE_ID = re.compile(r"^\d{1,20}$")
+
+
+def _checked(ctx: AdminContext, instance_id: str) -> Any:
+    if not _INSTANCE_ID.match(instance_id):
+        raise HTTPException(status_code=422, detail="instance id must be a Vast.ai contract id (digits)")
+    if ctx.store is None:
+        raise HTTPException(status_code=503, detail="state store not available in this process")
+    return ctx.store
+
+
+def _schedule(ctx: AdminContext) -> PollSchedule:
+    return PollSchedule(ctx.redis, ctx.keys, ctx.clock)
+
+
+@router.post("/instances/{instance_id}/adopt", summary="Take an unlabelled instance into vastkeep's care")
+async def adopt_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store = _checked(ctx, instance_id)
+    snapshot = ProviderSnapshot(ctx.redis, ctx.keys, ctx.clock,
+                                label_prefix=ctx.settings.warm_pool_label_prefix)
+
+    def go() -> dict[str, Any]:
+        try:
+            rec = adopt(store, snapshot, _schedule(ctx), instance_id)
+        except NotFound as exc:
+            raise HTTPException(status_code=404, detail=exc.message) from None
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return {"instanceId": rec.instance_id, "adopted": True, "status": rec.status,
+                "vastStatus": rec.vast_status, "label": rec.label}
+
+    return await run_in_threadpool(go)
+
+
+@router.post("/instances/{instance_id}/forget",
+             summary="Release an instance from vastkeep's care (nothing is done to the instance)")
+async def forget_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store = _checked(ctx, instance_id)
+
+    def go() -> dict[str, Any]:
+        rec = store.get_instance(instance_id)
+        if rec is None:
+            raise HTTPException(status_code=404, detail=f"no record for instance {instance_id}")
+        if rec.leased_until is not None and rec.leased_until > ctx.clock.now():
+            raise HTTPException(status_code=409, detail=f"instance {instance_id} is leased to "
+                                f"{rec.lease_owner or 'a client'}; release the lease first")
+        forget(store, _schedule(ctx), instance_id)
+        return {"instanceId": instance_id, "forgotten": True}
+
+    return await run_in_threadpool(go)
+
+
+@router.post("/instances/{instance_id}/poll", status_code=202, summary="Poll one instance now")
+async def poll_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store = _checked(ctx, instance_id)
+
+    def go() -> dict[str, Any]:
+        if store.get_instance(instance_id) is None:
+            raise HTTPException(status_code=404, detail=f"no record for instance {instance_id}")
+        _schedule(ctx).poll_now(instance_id)
+        return {"instanceId": instance_id, "requested": True}
+
+    return await run_in_threadpool(go)

@@ -1,0 +1,57 @@
+"""Collected instance logs (Layer 1): ``GET /api/proxy/admin/instances/{id}/logs?after=&limit=&file=``.
+
+Reads from any byte offset: ``after`` is a byte offset in the remote file (0 = the start), the answer's
+``next`` is the offset to pass as ``after`` to continue (the end of the last line returned, or ``after``
+itself when nothing new arrived), so a client follows a log live by polling with ``next``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
+
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.auth import require_admin_key
+from vastkeep.ssh import MAX_READ_LINES, PROVISION_LOG, LogStore
+
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["logs"])
+
+_INSTANCE_ID = re.compile(r"^\d{1,20}$")
+_FILE = re.compile(r"^/[A-Za-z0-9_./+=-]{1,199}$")
+
+
+def _logstore(ctx: AdminContext) -> LogStore:
+    """A LogStore on a bytes client sharing the admin Redis settings (log lines are raw bytes)."""
+    cached = getattr(ctx, "_logstore", None)
+    if cached is not None:
+        return cached
+    if ctx.redis is None:
+        raise HTTPException(status_code=503, detail="Redis not available in this process")
+    kwargs = dict(ctx.redis.connection_pool.connection_kwargs)
+    kwargs["decode_responses"] = False
+    pool = redis.ConnectionPool(connection_class=ctx.redis.connection_pool.connection_class, **kwargs)
+    store = LogStore(redis.Redis(connection_pool=pool), ctx.keys)
+    ctx._logstore = store  # type: ignore[attr-defined]
+    return store
+
+
+@router.get("/instances/{instance_id}/logs",
+            summary="Collected log lines from a byte offset ({lines: [{offset, file, text}], next})")
+async def instance_logs(instance_id: str,
+                        after: int = Query(0, ge=0, le=2**53, description="byte offset to read from"),
+                        limit: int = Query(1000, ge=1, le=MAX_READ_LINES, description="lines at most"),
+                        file: str = Query(PROVISION_LOG, description="remote log file"),
+                        ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    if not _INSTANCE_ID.match(instance_id):
+        raise HTTPException(status_code=400, detail="instance id must be a Vast.ai contract id (digits)")
+    if not _FILE.match(file) or ".." in file:
+        raise HTTPException(status_code=400,
+                            detail="file must be an absolute path such as /var/log/onstart.log")
+    logs = _logstore(ctx)
+    lines = await run_in_threadpool(logs.read, instance_id, file, after, limit)
+    return {"instanceId": instance_id, "file": file, "lines": [ln.to_dict() for ln in lines],
+            "next": lines[-1].end if lines else after}

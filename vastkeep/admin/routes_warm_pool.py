@@ -1,0 +1,138 @@
+"""Steer the warm pool: its desired size and safe mode (issue 10).
+
+``PUT /api/proxy/admin/warm-pool/size`` ``{"desiredSize": n}`` stores the size
+(0..WARM_POOL_MAX_SIZE, else 422 with the reason) and queues a reconcile round so the pool starts
+converging now, not at the next beat.
+``GET|POST /api/proxy/admin/safe-mode`` shows or switches safe mode (``{"enabled": bool, "reason": "..."}``);
+switching it on here is an operator's safe mode, which never ends by itself.
+``POST /api/proxy/admin/warm-pool/leases`` ``{"durationS", "client"}`` leases a ready instance (201 with
+``leaseId``, ``instanceId``, ``connectionUrl``, ``leasedUntil``, ``fence``; 409 when all are leased, 503
+when none is ready, both with ``retryAfterS``); ``POST .../leases/{leaseId}/renew``;
+``DELETE .../leases/{leaseId}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.auth import require_admin_key
+from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy
+from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
+
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
+RECONCILE_TASK = "vastkeep.pool.reconcile"
+
+
+def _parts(ctx: AdminContext) -> tuple[Any, PoolBook]:
+    if ctx.store is None or ctx.redis is None:
+        raise HTTPException(status_code=503, detail="state store not available in this process")
+    return ctx.store, PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
+
+
+def _body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise HTTPException(status_code=422, detail="the body must be a JSON object")
+    extra = set(body) - allowed
+    if extra:
+        raise HTTPException(status_code=422, detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; "
+                                                    f"expected {', '.join(sorted(allowed))}")
+    return body
+
+
+def _kick(ctx: AdminContext) -> str | None:
+    """Queue a reconcile round now (best effort: the beat runs one within its interval anyway)."""
+    if ctx.dispatch is None:
+        return None
+    try:
+        return ctx.dispatch(RECONCILE_TASK, {})
+    except Exception:  # noqa: BLE001 - the size is stored; the beat will converge
+        return None
+
+
+@router.put("/warm-pool/size", summary="Set the warm pool's desired size ({\"desiredSize\": n})")
+async def put_size(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store, _ = _parts(ctx)
+    data = _body(body, {"desiredSize"})
+    if "desiredSize" not in data:
+        raise HTTPException(status_code=422, detail="desiredSize is required")
+    try:
+        result = await run_in_threadpool(set_size, store, ctx.events, data["desiredSize"],
+                                         ctx.settings.warm_pool_max_size)
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    return {**result, "maxSize": ctx.settings.warm_pool_max_size, "taskId": _kick(ctx)}
+
+
+@router.get("/safe-mode", summary="Is spending stopped, and why ({enabled, reason, cause, since})")
+async def get_safe_mode(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store, book = _parts(ctx)
+    return await run_in_threadpool(safe_mode_view, store, book)
+
+
+@router.post("/safe-mode", summary="Switch safe mode ({\"enabled\": bool, \"reason\": \"...\"})")
+async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    store, book = _parts(ctx)
+    data = _body(body, {"enabled", "reason"})
+    if "enabled" not in data:
+        raise HTTPException(status_code=422, detail="enabled is required (true or false)")
+    try:
+        view = await run_in_threadpool(set_safe_mode, store, book, ctx.events, data["enabled"],
+                                       data.get("reason"), ctx.clock.now())
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    if not view["enabled"]:
+        view["taskId"] = _kick(ctx)
+    return view
+
+
+# ── client leases ────────────────────────────────────────────────────────────
+def _leases(ctx: AdminContext) -> Any:
+    store, _ = _parts(ctx)
+    return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events)
+
+
+def _busy(exc: LeaseBusy) -> JSONResponse:
+    """409 when every ready instance is leased, 503 when none is ready yet; both say when to retry."""
+    retry = int(exc.data.get("retry_after_s") or 1)
+    status = 409 if exc.data.get("reason") == "all-leased" else 503
+    return JSONResponse(status_code=status, headers={"Retry-After": str(retry)},
+                        content={"error": "conflict" if status == 409 else "unavailable",
+                                 "reason": exc.message, "retryAfterS": retry})
+
+
+@router.post("/warm-pool/leases", status_code=201,
+             summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503")
+async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> Any:
+    data = _body(body, {"durationS", "client"})
+    leases = _leases(ctx)
+    try:
+        grant = await run_in_threadpool(leases.grant, data.get("durationS"), data.get("client"))
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    except LeaseBusy as exc:
+        return _busy(exc)
+    return grant.to_dict()
+
+
+@router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})")
+async def renew_lease(lease_id: str, body: Any = Body(None),
+                      ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    data = _body(body if body is not None else {}, {"durationS"})
+    leases = _leases(ctx)
+    try:
+        return await run_in_threadpool(leases.renew, lease_id, data.get("durationS", 600))
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=exc.message) from None
+    except LeaseBroken as exc:
+        raise HTTPException(status_code=409, detail=exc.message) from None
+
+
+@router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool")
+async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+    leases = _leases(ctx)
+    return await run_in_threadpool(leases.release, lease_id)

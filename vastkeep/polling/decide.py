@@ -1,0 +1,147 @@
+"""Layer 5, pure: how often to poll an instance, what the provider's word means for it, which are ours.
+
+No I/O and no clock of their own (``now`` is passed in), so the table tests pin every rule down:
+
+* :func:`next_poll_interval` is the guide's ``getPollingInterval()`` per instance: starting, loading or
+  leased → ``WARM_POOL_POLL_ACTIVE_INTERVAL_MS``; ready and idle → ``_IDLE_``; anything else →
+  ``WARM_POOL_POLL_INTERVAL_MS``.
+* :func:`provider_verdict` maps one Vast.ai row (``providers.md``: ready / fatal / outbid rules) to our
+  status and the reason. The provider's word wins over anything a probe found: a failed or gone
+  instance is never turned back into a live one here (:data:`TERMINAL`).
+* :func:`is_ours`: a label ``<prefix>:<anything>`` marks an instance vastkeep rented.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+#: Statuses polled at the active interval (and the lease makes any status active).
+ACTIVE_STATUSES = frozenset({"starting", "loading"})
+#: Once there, the provider's word never turns the record back into a live one (an operator must act).
+TERMINAL = frozenset({"failed", "gone"})
+#: Records another flow owns the end of (the destroy flow): polling leaves their status alone.
+HANDS_OFF = frozenset({"destroying", "destroyed"})
+#: Statuses that must never be handed out, probed into "ready" or swept as if alive.
+NOT_LIVE = TERMINAL | HANDS_OFF
+
+GONE_REASON = "gone at provider: no_such_instance"
+_STARTING_PROVIDER = frozenset({None, "created"})
+_MAX_MSG = 160
+
+
+class Verdict(NamedTuple):
+    """What the provider's row means for our record: the status and why (None: nothing to say)."""
+
+    status: str
+    reason: str | None
+
+
+def is_leased(record: Any, now: float) -> bool:
+    """Leased while ``leased_until`` lies in the future (the guide's ``isLeased``)."""
+    until = getattr(record, "leased_until", None)
+    return until is not None and now < until
+
+
+def next_poll_interval(record: Any, now: float, settings: Any) -> float:
+    """Seconds until this record's next poll (the guide's table, per instance).
+
+    ``settings`` needs ``poll_active_interval_s``, ``poll_idle_interval_s`` and ``poll_interval_s``
+    (``vastkeep.core.settings.Settings`` has them). ``record`` None (no instance) → the default interval.
+    """
+    if record is None:
+        return float(settings.poll_interval_s)
+    if record.status in ACTIVE_STATUSES or (is_leased(record, now) and record.status not in NOT_LIVE):
+        return float(settings.poll_active_interval_s)
+    if record.status == "ready":
+        return float(settings.poll_idle_interval_s)
+    return float(settings.poll_interval_s)
+
+
+def is_ours(label: str | None, prefix: str) -> bool:
+    """True for ``<prefix>:<pool name...>`` (any pool name, even empty); never for another prefix."""
+    return isinstance(label, str) and label.startswith(f"{prefix}:")
+
+
+def port_validated(record: Any) -> bool:
+    """Layer 3 found a working ComfyUI port for the record's current address."""
+    pv = getattr(record, "port_validation", None) or {}
+    return bool(pv.get("success")) and bool(getattr(record, "connection_url", None))
+
+
+def fatal_reason(row: Any) -> str | None:
+    """Why the provider's row says the instance will not come back by waiting (None: it may)."""
+    msg = (row.status_msg or "").strip()
+    if "Error" in msg or "OCI" in msg:
+        return f"provider error: {msg[:_MAX_MSG]}"
+    if row.actual_status == "offline":
+        return "host offline"
+    if row.actual_status == "exited":
+        return "container exited"
+    # We always want our instances running (this layer never stops one), so the provider planning
+    # to stop it means it lost its bid (cur_state == intended_status == next_state == "stopped" is
+    # the full form; either planning field is enough to stop handing it out).
+    if row.cur_state == row.intended_status == row.next_state == "stopped":
+        return "outbid"
+    if row.intended_status == "stopped" or row.next_state == "stopped":
+        return "outbid: the provider is stopping it"
+    return None
+
+
+def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> Verdict:
+    """The status the provider's word gives ``record`` (a ``VastInstance`` row, None when unlisted).
+
+    * unlisted: ``gone`` once ``show`` answered 404 (``shown_404``), else unchanged (listing lag);
+    * destroying/destroyed and failed/gone records keep their status (:data:`NOT_LIVE`);
+    * fatal (``Error``/OCI in ``status_msg``, ``offline``, ``exited``) or outbid → ``failed`` + reason;
+    * ``null``/``created`` → ``starting``; ``loading`` → ``loading``;
+    * ``running`` → ``ready`` with a validated port, else ``loading`` (Layer 3 must run:
+      :func:`needs_port_validation`);
+    * anything in between (``stopped``, ``frozen``, ``rebooting``, ``unknown``...) → ``unhealthy``.
+    ``now`` is accepted for rules that depend on time (none yet) and to keep the signature stable.
+    """
+    del now  # no time-dependent rule yet
+    status = record.status
+    if status in NOT_LIVE:
+        return Verdict(status, record.status_reason)
+    if row is None:
+        return Verdict("gone", GONE_REASON) if shown_404 else Verdict(status, record.status_reason)
+    fatal = fatal_reason(row)
+    if fatal is not None:
+        return Verdict("failed", fatal)
+    actual = row.actual_status
+    if actual in _STARTING_PROVIDER:
+        return Verdict("starting", None)
+    if actual == "loading":
+        return Verdict("loading", None)
+    if actual == "running":
+        if port_validated(record) and status != "unhealthy":  # back from unhealthy: prove the port again
+            return Verdict("ready", None)
+        return Verdict("loading", "running at provider; port validation pending")
+    return Verdict("unhealthy", f"provider status {str(actual)[:40]}")
+
+
+def needs_port_validation(row: Any, record: Any) -> bool:
+    """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
+    return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
+            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready"))
+
+
+def address_of(row: Any) -> dict[str, Any]:
+    """The address fields the provider reports now; empty ones are left out (a loading row has none)."""
+    fresh: dict[str, Any] = {"public_ip": row.public_ip, "ports": dict(row.ports) if row.ports else None,
+                             "ssh_host": row.ssh_host, "ssh_port": row.ssh_port}
+    return {k: v for k, v in fresh.items() if v}
+
+
+def provider_signature(row: Any) -> str:
+    """A short fingerprint of what matters in a row (status fields + address): a change → poll now."""
+    ports = ",".join(f"{k}={v}" for k, v in sorted((row.ports or {}).items()))
+    return "|".join(str(x) for x in (row.actual_status, row.intended_status, row.cur_state, row.next_state,
+                                     (row.status_msg or "")[:_MAX_MSG], row.public_ip, ports, row.label))
+
+
+__all__ = [
+    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "NOT_LIVE", "TERMINAL", "Verdict", "address_of",
+    "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval", "port_validated",
+    "provider_signature", "provider_verdict",
+]

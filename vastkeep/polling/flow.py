@@ -1,0 +1,387 @@
+"""Layer 5 against the store: apply the provider's word to due instances, reschedule them, dispatch.
+
+:class:`Poller` polls claimed instances in batches: for each it reads the record and the snapshot row,
+asks :func:`~vastkeep.polling.decide.provider_verdict`, writes the change (compare-and-set on the record
+as it is at write time, fenced by the dispatcher's lease), emits ``instance-status`` once per change,
+queues Layer 3 (``vastkeep.ports.validate_instance``) for running-but-unvalidated instances at most once
+per active interval, and reschedules with :func:`~vastkeep.polling.decide.next_poll_interval`. A poll
+needs no network to the instance, so thousands fit in one process; :meth:`Poller.run` is the bounded
+dispatcher loop a single Celery task runs under the ``poll-dispatcher`` lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import LeaseLost, NotFound, VastkeepError
+from vastkeep.polling.decide import (
+    ACTIVE_STATUSES,
+    HANDS_OFF,
+    address_of,
+    is_leased,
+    needs_port_validation,
+    next_poll_interval,
+    provider_verdict,
+)
+from vastkeep.polling.schedule import Claim, PollSchedule
+from vastkeep.polling.snapshot import ABSENT_BEFORE_SHOW, ProviderSnapshot, record_from_row
+from vastkeep.providers import VastApi
+from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, StateStore, new_owner
+
+log = logging.getLogger("vastkeep.polling")
+
+DISPATCH_LEASE = "poll-dispatcher"
+DISPATCH_LEASE_TTL_MS = 10_000
+DISPATCH_BUSY = "another dispatcher is running"
+BATCH = 200
+SHOWS_PER_BATCH = 5
+MAX_WAIT_S = 1.0
+LATENESS_SAMPLES = 200_000
+VALIDATE_TASK = "vastkeep.ports.validate_instance"
+REFRESH_TASK = "vastkeep.polling.refresh"
+REFRESH_QUEUED_TTL_MS = 30_000
+REFRESH_RECHECK_S = 0.25
+
+Send = Callable[[str, dict[str, Any]], Any]
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """The intervals (seconds) and the label prefix; built from Settings by :meth:`from_settings`."""
+
+    poll_active_interval_s: float = 30.0
+    poll_idle_interval_s: float = 180.0
+    poll_interval_s: float = 120.0
+    label_prefix: str = "vastkeep"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PollPolicy:
+        return cls(settings.poll_active_interval_s, settings.poll_idle_interval_s, settings.poll_interval_s,
+                   settings.warm_pool_label_prefix)
+
+
+class Poller:
+    """Polls instances from the shared snapshot; see the module docstring."""
+
+    def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink | None = None,
+                 clock: Clock = SYSTEM_CLOCK, send: Send | None = None, notify: Notify | None = None,
+                 vast: VastApi | None = None, schedule: PollSchedule | None = None,
+                 snapshot: ProviderSnapshot | None = None) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self.policy = policy
+        self.events = events
+        self.clock = clock
+        self.send = send
+        self.notify = notify
+        self.vast = vast
+        self.schedule = schedule or PollSchedule(self.redis, self.keys, clock)
+        #: how late each claimed poll started against its due time (recent ones; reported by ``run``)
+        self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        self.snapshot = snapshot or ProviderSnapshot(
+            self.redis, self.keys, clock, label_prefix=policy.label_prefix,
+            idle_max_age_s=min(30.0, policy.poll_active_interval_s),
+            active_max_age_s=min(5.0, policy.poll_active_interval_s))
+
+    # ── one batch ────────────────────────────────────────────────────────────
+    def poll_batch(self, claimed: list[Claim], *, lease: Lease | None = None) -> dict[str, Any]:
+        """Poll the claimed instances and reschedule them; returns counts."""
+        ids = [c.instance_id for c in claimed]
+        self.lateness_s.extend(c.lateness_s for c in claimed)
+        records = self.store.get_instances(ids)
+        rows = self.snapshot.rows(ids)
+        absent = self.snapshot.absent_counts(ids)
+        fetched_at = self.snapshot.fetched_at()
+        shows = 0
+        done: list[tuple[str, str, float]] = []
+        dropped, active, idle = [], [], []
+        changed = 0
+        for iid, token, _, _ in claimed:
+            rec = records.get(iid)
+            if rec is None:  # forgotten or deleted meanwhile: stop polling it
+                dropped.append(iid)
+                continue
+            row = rows.get(iid)
+            shown_404 = False
+            if row is None and absent.get(iid, 0) >= ABSENT_BEFORE_SHOW and rec.status not in HANDS_OFF \
+                    and rec.status != "gone" and self.vast is not None and shows < SHOWS_PER_BATCH:
+                shows += 1
+                row, shown_404 = self._show(iid)
+            now = self.clock.now()
+            new = self._apply(rec, row, shown_404=shown_404, seen_at=fetched_at, lease=lease)
+            if new is None:
+                dropped.append(iid)
+                continue
+            changed += new is not rec
+            if needs_port_validation(row, new):
+                self._queue_layer3(iid)
+            interval = next_poll_interval(new, now, self.policy)
+            (active if interval <= self.policy.poll_active_interval_s else idle).append(iid)
+            done.append((iid, token, now + interval))
+        stale = self.schedule.finish(done)
+        for iid in dropped:
+            self.schedule.remove(iid)
+        with self.redis.pipeline(transaction=False) as pipe:
+            if active:
+                pipe.sadd(self.keys.poll_active(), *active)
+            if idle:
+                pipe.srem(self.keys.poll_active(), *idle)
+            pipe.hincrby(self.keys.poll_stats(), "polls", len(done))
+            for bucket, n in lateness_buckets(c.lateness_s for c in claimed).items():
+                pipe.hincrby(self.keys.poll_stats(), bucket, n)
+            for iid, _, _ in done:
+                pipe.hincrby(self.keys.poll_counts(), iid, 1)
+            if stale:
+                pipe.hincrby(self.keys.poll_stats(), "stale_finishes", stale)
+            if shows:
+                pipe.hincrby(self.keys.poll_stats(), "vast_show_calls", shows)
+            pipe.execute()
+        return {"polled": len(done), "changed": changed, "dropped": len(dropped), "stale": stale,
+                "shows": shows}
+
+    def _show(self, iid: str) -> tuple[Any, bool]:
+        """``show`` one unlisted instance: (its row, False) on listing lag, (None, True) on 404."""
+        try:
+            return self.vast.show_instance(int(iid)), False  # type: ignore[union-attr]
+        except NotFound:
+            return None, True
+        except VastkeepError as exc:
+            log.warning("⚠️  show of unlisted instance %s failed (%s); the next poll tries again", iid,
+                        type(exc).__name__, extra={"instance_id": iid})
+            return None, False
+
+    def _queue_layer3(self, iid: str) -> None:
+        """Queue port validation, at most once per active interval per instance."""
+        if self.send is None:
+            return
+        ttl_ms = max(1, int(self.policy.poll_active_interval_s * 1000))
+        if self.redis.set(self.keys.poll_l3(iid), "1", nx=True, px=ttl_ms):
+            try:
+                self.send(VALIDATE_TASK, {"instance_id": iid})
+            except Exception as exc:  # noqa: BLE001 - the next poll queues it again
+                self.redis.delete(self.keys.poll_l3(iid))
+                log.warning("⚠️  could not queue %s for %s: %s", VALIDATE_TASK, iid, type(exc).__name__)
+
+    def _apply(self, rec: InstanceRecord, row: Any, *, shown_404: bool, seen_at: float | None,
+               lease: Lease | None) -> InstanceRecord | None:
+        """Write what the provider's word changes (nothing when nothing changes); emit the event once."""
+        now = self.clock.now()
+        if rec.status in HANDS_OFF:
+            return rec
+        probe = InstanceRecord.from_dict(rec.to_dict())
+        if _change(probe, row, shown_404, seen_at, now) is None and probe == rec:
+            return rec
+        outcome: tuple[str, str, str | None] | None = None
+
+        def fn(cur: InstanceRecord) -> InstanceRecord:
+            nonlocal outcome
+            outcome = None
+            if cur.status in HANDS_OFF:
+                return cur
+            outcome = _change(cur, row, shown_404, seen_at, now)
+            cur.last_poll_at = now
+            cur.next_poll_at = now + next_poll_interval(cur, now, self.policy)
+            return cur
+
+        try:
+            new = self.store.modify_instance(rec.instance_id, fn, lease=lease)
+        except NotFound:
+            return None
+        if outcome is not None:
+            old, status, reason = outcome
+            level = logging.WARNING if status in ("failed", "gone", "unhealthy") else logging.INFO
+            log.log(level, "%sInstance %s: %s -> %s (%s)", "⚠️  " if level == logging.WARNING else "",
+                    rec.instance_id, old, status, reason or "provider",
+                    extra={"instance_id": rec.instance_id})
+            fields = {"instance_id": rec.instance_id, "old": old, "new": status, "reason": reason}
+            if self.events is not None:
+                self.events.emit("instance-status", **fields)
+            if self.notify is not None:
+                try:
+                    self.notify("instance-status", fields)
+                except Exception as exc:  # noqa: BLE001 - the durable record is the event stream
+                    log.warning("could not announce instance-status: %s", type(exc).__name__)
+        return new
+
+    # ── the dispatcher ───────────────────────────────────────────────────────
+    def run(self, leases: LeaseManager, budget_s: float,
+            should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Claim and poll due instances for up to ``budget_s``, under the fenced dispatcher lease.
+
+        Returns ``{"skipped": DISPATCH_BUSY}`` when another dispatcher holds it. The loop refreshes the
+        snapshot when it is due, polls every due batch, then sleeps until the next due time, the next
+        snapshot refresh or a "poll now" wake-up, whichever comes first (at most :data:`MAX_WAIT_S`, so
+        the lease is renewed often).
+        """
+        lease = leases.acquire(DISPATCH_LEASE, new_owner(DISPATCH_LEASE), DISPATCH_LEASE_TTL_MS)
+        if lease is None:
+            return {"skipped": DISPATCH_BUSY}
+        totals = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
+        deadline = self.clock.monotonic() + budget_s
+        try:
+            while self.clock.monotonic() < deadline and not (should_stop is not None and should_stop()):
+                if not leases.renew(lease):
+                    totals["lost"] = True
+                    break
+                refreshed = self.refresh()
+                totals["refreshes"] += int(bool(refreshed.get("refreshed") or refreshed.get("queued")))
+                claimed = self.schedule.claim_due(BATCH)
+                if claimed:
+                    result = self.poll_batch(claimed, lease=lease)
+                    totals["batches"] += 1
+                    for k in ("polled", "changed", "stale"):
+                        totals[k] += result[k]
+                    continue
+                now = self.clock.now()
+                next_due = self.schedule.next_due()
+                refresh_at = self.snapshot.next_refresh_at()
+                if refresh_at <= now:  # being refreshed by the refresh task: look again shortly
+                    refresh_at = now + REFRESH_RECHECK_S
+                wake_at = min(x for x in (next_due, refresh_at, now + MAX_WAIT_S) if x is not None)
+                remaining = deadline - self.clock.monotonic()
+                self.schedule.wait(min(max(0.0, wake_at - now), remaining, MAX_WAIT_S))
+        except LeaseLost:  # StaleFence: a newer dispatcher owns the records now
+            totals["lost"] = True
+        finally:
+            leases.release(lease)
+        totals |= lateness_summary(list(self.lateness_s))
+        return totals
+
+    def refresh(self, *, force: bool = False, inline: bool | None = None) -> dict[str, Any]:
+        """Refresh the snapshot if due (single-flight); a Redis-level error propagates, a provider one not.
+
+        With a ``send`` callable (the dispatcher in a worker) the refresh runs as its own task
+        (:data:`REFRESH_TASK`, queued at most once per :data:`REFRESH_QUEUED_TTL_MS`) in another worker
+        process, so parsing a 10,000-row listing never delays the polls; ``inline=True`` (the refresh task
+        itself, tests) runs it here.
+        """
+        run_here = inline if inline is not None else self.send is None
+        if run_here:
+            result = self.snapshot.refresh(self.vast, self.store, self.schedule, force=force).to_dict()
+            if self.send is not None or inline:
+                self.redis.delete(self.keys.poll_refresh_queued())
+            return result
+        if not force and not self.snapshot.is_stale():
+            return {"skipped": "fresh"}
+        if self.redis.set(self.keys.poll_refresh_queued(), "1", nx=True, px=REFRESH_QUEUED_TTL_MS):
+            try:
+                self.send(REFRESH_TASK, {})  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - the next loop queues it again
+                self.redis.delete(self.keys.poll_refresh_queued())
+                log.warning("⚠️  could not queue %s: %s", REFRESH_TASK, type(exc).__name__)
+            return {"queued": True}
+        return {"skipped": "queued"}
+
+    # ── operators ────────────────────────────────────────────────────────────
+    def request_poll(self, instance_id: str) -> bool:
+        """Poll now (a lease taken, a keepalive failure, an operator): False when there is no record."""
+        if self.store.get_instance(instance_id) is None:
+            return False
+        self.schedule.poll_now(str(instance_id))
+        return True
+
+
+#: Upper bounds (seconds) of the lateness histogram kept in the ``poll:stats`` hash (``late_le_<bound>``).
+LATENESS_BOUNDS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def lateness_buckets(samples: Iterable[float]) -> dict[str, int]:
+    """Histogram counts (``late_le_<bound>`` or ``late_gt_30.0``) of some lateness samples."""
+    out: dict[str, int] = {}
+    for value in samples:
+        over = f"late_gt_{LATENESS_BOUNDS_S[-1]}"
+        name = next((f"late_le_{b}" for b in LATENESS_BOUNDS_S if value <= b), over)
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def lateness_summary(samples: list[float]) -> dict[str, float]:
+    """p50 / p99 / max lateness (seconds) of claimed polls against their due time."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {"lateness_p50_s": round(statistics.median(ordered), 4), "lateness_p99_s": round(p99, 4),
+            "lateness_max_s": round(ordered[-1], 4)}
+
+
+def _change(cur: InstanceRecord, row: Any, shown_404: bool, seen_at: float | None,
+            now: float) -> tuple[str, str, str | None] | None:
+    """Apply the provider's row to ``cur`` in place; returns (old, new, reason) when the status changes."""
+    if row is not None:
+        fresh = address_of(row)
+        moved = {k: v for k, v in fresh.items() if getattr(cur, k) != v}
+        if moved:
+            if ("public_ip" in moved or "ports" in moved) and (cur.connection_url or cur.port_validation):
+                cur.connection_url = None  # proven at the old address only: Layer 3 must run again
+                cur.port_validation = None
+            for key, value in moved.items():
+                setattr(cur, key, value)
+        if cur.vast_status != row.actual_status or cur.provider_seen_at is None:
+            cur.vast_status = row.actual_status
+            cur.provider_seen_at = seen_at if seen_at is not None else now
+        for name in ("label", "gpu_name", "dph_total"):
+            if getattr(cur, name) is None and getattr(row, name) is not None:
+                setattr(cur, name, getattr(row, name))
+    verdict = provider_verdict(row, cur, shown_404=shown_404, now=now)
+    if verdict.status == cur.status and verdict.reason == cur.status_reason:
+        return None
+    old = cur.status
+    cur.status_reason = verdict.reason
+    if verdict.status == old:
+        return None
+    cur.status = verdict.status
+    if verdict.status in ("failed", "gone"):
+        cur.error = verdict.reason
+    return old, verdict.status, verdict.reason
+
+
+def is_active(record: InstanceRecord, now: float) -> bool:
+    return record.status in ACTIVE_STATUSES or is_leased(record, now)
+
+
+def adopt(store: StateStore, snapshot: ProviderSnapshot, schedule: PollSchedule,
+          instance_id: str) -> InstanceRecord:
+    """Take an unlabelled instance into our care: ``NotFound`` when not in the provider listing,
+    ``ValueError`` when it already has a record."""
+    iid = str(instance_id)
+    if store.get_instance(iid) is not None:
+        raise ValueError(f"instance {iid} is already ours")
+    row = snapshot.row(iid)
+    if row is None:
+        raise NotFound(f"instance {iid} is not in the provider listing (refreshed at "
+                       f"{snapshot.fetched_at()})", instance_id=iid)
+    with store.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(store.keys.adopted(), iid)
+        pipe.srem(store.keys.forgotten(), iid)
+        pipe.execute()
+    if not store.create_instance(record_from_row(row)):
+        raise ValueError(f"instance {iid} is already ours")
+    schedule.poll_now(iid)
+    rec = store.get_instance(iid)
+    assert rec is not None
+    return rec
+
+
+def forget(store: StateStore, schedule: PollSchedule, instance_id: str) -> bool:
+    """Release an instance from our care: its record goes, discovery leaves it alone; nothing is done to
+    the instance itself. False when there was no record."""
+    iid = str(instance_id)
+    with store.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(store.keys.forgotten(), iid)
+        pipe.srem(store.keys.adopted(), iid)
+        pipe.execute()
+    existed = store.delete_instance(iid)
+    schedule.remove(iid)
+    return existed
+
+
+__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "PollPolicy", "Poller", "adopt", "forget", "is_active"]

@@ -1,0 +1,16 @@
+-- Extend a live client lease. KEYS[1] leases hash   KEYS[2] lease index   KEYS[3] destroy claims hash
+-- ARGV[1] lease id   ARGV[2] now (epoch s)   ARGV[3] new until (epoch s)   ARGV[4] new until ISO
+-- Returns {1, instance id, fence} | {0} unknown or expired | {-1, instance id} the instance is being destroyed.
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if not id then return {0} end
+local raw = redis.call('HGET', KEYS[1], id)
+if not raw then return {0} end
+local entry = cjson.decode(raw)
+if entry.lease_id ~= ARGV[1] or entry.state ~= 'active' or tonumber(entry['until']) <= tonumber(ARGV[2]) then
+  return {0}
+end
+if redis.call('HEXISTS', KEYS[3], id) == 1 then return {-1, id} end
+entry['until'] = tonumber(ARGV[3])
+entry.ended_iso = ARGV[4]
+redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+return {1, id, entry.fence}

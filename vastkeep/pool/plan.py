@@ -1,0 +1,306 @@
+"""The warm pool's decisions, as pure functions: what to rent, what to destroy, which offer, what it costs.
+
+Everything here takes plain values and returns plain values (no Redis, no HTTP, no clock), so the whole
+policy is table-tested (``tests/unit/test_pool_plan.py``) and the reconciler only carries a plan out.
+
+Slots and labels: every instance the pool rents is labelled ``<prefix>:<pool>:<slot>``. A slot stays
+taken by any record of the pool that is not yet destroyed (a failed one being destroyed included) and by
+a rent in flight, so two live instances never share a label: a label lookup after a rent whose outcome is
+unknown then finds at most that one rent (or duplicates of it, which are ours to destroy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Statuses that count towards the desired size (an unhealthy one until its grace runs out).
+LIVE_STATUSES = frozenset({"starting", "loading", "ready", "unhealthy"})
+#: Still provisioning: replaced when stuck past the provision timeout.
+PROVISIONING_STATUSES = frozenset({"starting", "loading"})
+#: Dead by the provider's word (polling): destroyed and replaced.
+DEAD_STATUSES = frozenset({"failed", "gone"})
+#: A destroy that was started: tried again until it went through.
+DESTROYING = "destroying"
+DESTROYED = "destroyed"
+#: Destroy order among idle instances beyond the desired size: the least useful first.
+_EXCESS_ORDER = {"unhealthy": 0, "starting": 1, "loading": 2, "ready": 3}
+
+# Reasons (stable strings: events, logs and tests use them).
+REASON_FAILED = "failed"
+REASON_GONE = "gone"
+REASON_PROVISION_TIMEOUT = "provision-timeout"
+REASON_UNHEALTHY = "unhealthy"
+REASON_KEEPALIVE_LOST = "keepalive: connection lost"
+REASON_EXCESS = "excess"
+REASON_RETRY_DESTROY = "destroy-retry"
+#: Reasons whose slot is refilled: the instance died, it was not unwanted.
+REPLACE_REASONS = frozenset({REASON_FAILED, REASON_GONE, REASON_PROVISION_TIMEOUT, REASON_UNHEALTHY,
+                             REASON_KEEPALIVE_LOST})
+
+
+class RecordLike(Protocol):
+    """What the plan reads from an instance record (``vastkeep.state.InstanceRecord`` fits)."""
+
+    instance_id: str
+    status: str
+    label: str | None
+    created_at: float | None
+    updated_at: float | None
+    leased_until: float | None
+    dph_total: float | None
+    error: str | None
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingRent:
+    """A rent recorded before its request was sent; it holds its slot until resolved by label."""
+
+    slot: int
+    label: str
+    started_at: float
+    offer_id: int | None = None
+    dph: float | None = None
+    state: str = "sending"  # sending | unknown (the answer was lost)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, "label": self.label, "started_at": self.started_at,
+                "offer_id": self.offer_id, "dph": self.dph, "state": self.state}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingRent:
+        return cls(slot=int(data["slot"]), label=str(data["label"]), started_at=float(data["started_at"]),
+                   offer_id=None if data.get("offer_id") is None else int(data["offer_id"]),
+                   dph=None if data.get("dph") is None else float(data["dph"]),
+                   state=str(data.get("state") or "sending"))
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    """The knobs of one plan (from ``Settings``: see :meth:`from_settings`)."""
+
+    prefix: str = "vastkeep"
+    pool: str = "default"
+    provision_timeout_s: float = 900.0
+    unhealthy_grace_s: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PlanParams:
+        return cls(prefix=settings.warm_pool_label_prefix, pool=settings.warm_pool_name,
+                   provision_timeout_s=settings.warm_pool_provision_timeout_s,
+                   unhealthy_grace_s=settings.warm_pool_unhealthy_grace_s)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile round does: rent these slots, destroy these (id, reason), and why it waits."""
+
+    rent: tuple[int, ...] = ()
+    destroy: tuple[tuple[str, str], ...] = ()
+    wait_reasons: tuple[str, ...] = ()
+    live: int = 0
+    pending: int = 0
+    desired: int = 0
+    slots: Mapping[str, int] = field(default_factory=dict)  # instance id → slot, for events
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rent": list(self.rent), "destroy": [list(d) for d in self.destroy],
+                "wait": list(self.wait_reasons), "live": self.live, "pending": self.pending,
+                "desired": self.desired}
+
+
+# ── labels ───────────────────────────────────────────────────────────────────
+def make_label(prefix: str, pool: str, slot: int) -> str:
+    """``<prefix>:<pool>:<slot>``: how the pool (and polling, by prefix) recognises its instances."""
+    if slot < 0:
+        raise ValueError(f"slot must be >= 0, got {slot}")
+    return f"{prefix}:{pool}:{slot}"
+
+
+def slot_of(label: str | None, prefix: str, pool: str) -> int | None:
+    """The slot of a label of *this* pool, or None (another pool's, unlabelled, or malformed)."""
+    if not label:
+        return None
+    head = f"{prefix}:{pool}:"
+    if not label.startswith(head):
+        return None
+    tail = label[len(head):]
+    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) <= 6 else None
+
+
+def is_ours(label: str | None, prefix: str) -> bool:
+    """Any pool's label under our prefix: the only instances vastkeep may destroy on its own."""
+    return bool(label) and str(label).startswith(f"{prefix}:")
+
+
+def is_leased(record: RecordLike, now: float) -> bool:
+    return record.leased_until is not None and now < record.leased_until
+
+
+# ── the plan ─────────────────────────────────────────────────────────────────
+def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | None:
+    """Why a record must go (and be replaced), or None while it still counts."""
+    if record.status == DESTROYING:
+        return REASON_RETRY_DESTROY
+    if record.status in DEAD_STATUSES:
+        return REASON_GONE if record.status == "gone" else REASON_FAILED
+    if record.status in PROVISIONING_STATUSES:
+        started = record.created_at if record.created_at is not None else now
+        if now - started > params.provision_timeout_s:
+            return REASON_PROVISION_TIMEOUT
+    if record.status == "unhealthy":
+        since = (record.extra or {}).get("unhealthy_since", record.updated_at)
+        if isinstance(since, int | float) and now - since > params.unhealthy_grace_s:
+            return REASON_UNHEALTHY
+    lost = (record.extra or {}).get("keepalive_lost_since")  # Layer 4: ComfyUI unreachable since then
+    if isinstance(lost, int | float) and not isinstance(lost, bool) and now - lost > params.unhealthy_grace_s:
+        return REASON_KEEPALIVE_LOST
+    return None
+
+
+def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
+              pending_rents: Iterable[PendingRent], now: float, params: PlanParams | None = None) -> Plan:
+    """Rent N / destroy these / wait, from the records of this pool (others are ignored).
+
+    - failed/gone, stuck provisioning past the timeout, unhealthy past the grace → destroyed and replaced
+      (even when leased: a dead instance serves nobody; the holder gets ``instance-replaced``);
+    - beyond the desired size → idle ones destroyed (unhealthy, then starting, loading, ready; newest first),
+      never a leased one before its lease ends (counted in ``wait_reasons``);
+    - below it → rent into the lowest free slot numbers, unless in safe mode. Safe mode still destroys dead
+      and excess instances: it stops *spending*, and destroying only lowers the spend.
+    Rents in flight count as live for renting but are never destroyed (they are not instances yet).
+    """
+    params = params or PlanParams()
+    desired = max(0, int(desired_size))
+    pending = list(pending_rents)
+    taken: set[int] = {p.slot for p in pending}
+    destroy: list[tuple[str, str]] = []
+    live: list[RecordLike] = []
+    slots: dict[str, int] = {}
+    wait: list[str] = []
+    for record in records:
+        slot = slot_of(record.label, params.prefix, params.pool)
+        if slot is None or record.status == DESTROYED:
+            continue
+        slots[record.instance_id] = slot
+        taken.add(slot)  # until destroyed: labels stay unique among existing instances
+        reason = _dead_reason(record, now, params)
+        if reason is not None:
+            destroy.append((record.instance_id, reason))
+        elif record.status in LIVE_STATUSES:
+            live.append(record)
+    excess = len(live) - desired
+    if excess > 0:
+        idle = [r for r in live if not is_leased(r, now)]
+        idle.sort(key=lambda r: (_EXCESS_ORDER.get(r.status, 0), -(r.created_at or 0.0), r.instance_id))
+        for record in idle[:excess]:
+            destroy.append((record.instance_id, REASON_EXCESS))
+        kept = excess - min(excess, len(idle))
+        if kept:
+            wait.append(f"{kept} leased instance(s) beyond the desired size kept until their lease ends")
+    missing = desired - len(live) - len(pending)
+    rent: list[int] = []
+    if missing > 0 and safe_mode:
+        wait.append(f"safe mode: {missing} instance(s) not rented")
+    elif missing > 0:
+        slot = 0
+        while len(rent) < missing:
+            if slot not in taken:
+                rent.append(slot)
+            slot += 1
+    unknown = [p for p in pending if p.state != "sending"]
+    if pending:
+        wait.append(f"{len(pending)} rent(s) in flight" +
+                    (f", {len(unknown)} with an unknown outcome awaiting their label" if unknown else ""))
+    return Plan(rent=tuple(rent), destroy=tuple(destroy), wait_reasons=tuple(wait), live=len(live),
+                pending=len(pending), desired=desired, slots=slots)
+
+
+# ── offers ───────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class OfferParams:
+    """The offer search (from ``Settings``: see :meth:`from_settings`)."""
+
+    gpu_name: str | None = None
+    num_gpus: int = 1
+    min_gpu_ram_gb: int = 16
+    max_dph: float = 1.0
+    min_reliability: float = 0.98
+    disk_gb: int = 60
+    limit: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OfferParams:
+        name = settings.warm_pool_gpu_name
+        return cls(gpu_name=None if not name or name.strip().lower() == "any" else name.strip(),
+                   num_gpus=settings.warm_pool_num_gpus, min_gpu_ram_gb=settings.warm_pool_min_gpu_ram_gb,
+                   max_dph=settings.warm_pool_max_dph, min_reliability=settings.warm_pool_min_reliability,
+                   disk_gb=settings.warm_pool_disk_gb)
+
+
+def offer_query(params: OfferParams) -> dict[str, Any]:
+    """The ``POST /bundles/`` body: rentable, verified, a direct port (Layer 3 needs one), cheapest first.
+
+    ``gpu_ram`` is in MB as Vast.ai reports it (a "16 GB" card reports about 16,300).
+    """
+    query: dict[str, Any] = {
+        "rentable": {"eq": True},
+        "verified": {"eq": True},
+        "rented": {"eq": False},
+        "direct_port_count": {"gte": 1},
+        "num_gpus": {"eq": params.num_gpus},
+        "dph_total": {"lte": params.max_dph},
+        "reliability2": {"gte": params.min_reliability},
+        "disk_space": {"gte": params.disk_gb},
+        "order": [["dph_total", "asc"]],
+        "type": "on-demand",
+        "limit": params.limit,
+    }
+    if params.min_gpu_ram_gb > 0:
+        query["gpu_ram"] = {"gte": params.min_gpu_ram_gb * 1000}
+    if params.gpu_name:
+        query["gpu_name"] = {"eq": params.gpu_name}
+    return query
+
+
+def rank_offers(offers: Iterable[Any], params: OfferParams,
+                exclude_machines: Iterable[int] = ()) -> list[Any]:
+    """Offers that really match (the provider may ignore a filter), cheapest first, then most reliable.
+
+    An offer without a price is never picked: the spend cap could not be checked.
+    """
+    skip = set(exclude_machines)
+    good = [o for o in offers
+            if o.dph_total is not None and o.dph_total <= params.max_dph
+            and (o.reliability is None or o.reliability >= params.min_reliability)
+            and (o.direct_port_count or 0) >= 1
+            and (not params.gpu_name or o.gpu_name == params.gpu_name)
+            and (o.machine_id is None or o.machine_id not in skip)]
+    return sorted(good, key=lambda o: (o.dph_total, -(o.reliability or 0.0), o.id))
+
+
+def pick_offer(offers: Iterable[Any], params: OfferParams, exclude_machines: Iterable[int] = ()) -> Any:
+    """The cheapest matching offer, or None."""
+    ranked = rank_offers(offers, params, exclude_machines)
+    return ranked[0] if ranked else None
+
+
+# ── spending ─────────────────────────────────────────────────────────────────
+def spend_rate(records: Iterable[RecordLike], pending: Sequence[PendingRent], prefix: str) -> float:
+    """$/h of every instance of ours not yet destroyed (the dying still bill) plus rents in flight."""
+    total = sum(r.dph_total or 0.0 for r in records if r.status != DESTROYED and is_ours(r.label, prefix))
+    return round(total + sum(p.dph or 0.0 for p in pending), 6)
+
+
+def spend_allows(current_dph: float, offer_dph: float, cap_dph: float) -> bool:
+    """True when renting one more at ``offer_dph`` keeps the rate at or under the cap."""
+    return current_dph + offer_dph <= cap_dph + 1e-9
+
+
+__all__ = [
+    "DEAD_STATUSES", "LIVE_STATUSES", "REPLACE_REASONS", "OfferParams", "PendingRent", "Plan", "PlanParams",
+    "is_leased", "is_ours", "make_label", "offer_query", "pick_offer", "plan_pool", "rank_offers", "slot_of",
+    "spend_allows", "spend_rate",
+]

@@ -1,0 +1,441 @@
+"""Carry the warm pool's plan out: one reconciler at a time across all workers, never paying twice.
+
+One round, under the fenced ``pool-reconcile:<pool>`` lease:
+
+1. list the instances at Vast.ai once;
+2. resolve every rent in flight (``PoolBook`` pending entries) by its label: found → adopt it (and destroy
+   any duplicate of that label); not found after ``WARM_POOL_RENT_SETTLE_MS`` → the rent never happened;
+3. adopt labelled instances of this pool that have no record (Redis was flushed, a worker died between the
+   rent's answer and the record), so their slots are never rented again;
+4. safe mode: enter on too many failures in the window, leave an automatic one whose cause cleared;
+5. plan (:func:`vastkeep.pool.plan.plan_pool`) and carry it out: destroy (mark ``destroying``, call
+   Vast.ai, delete the record; fenced writes), then rent cheapest-first, each rent recorded as pending
+   *before* its request is sent. A rent whose answer is lost (``RentOutcomeUnknown``) stays pending and
+   stops this round's renting: the next round looks its label up before anything is rented again.
+
+Only instances whose label starts with ``<WARM_POOL_LABEL_PREFIX>:<WARM_POOL_NAME>:`` are ever destroyed.
+Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``); the
+port sweep promotes them to ``ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import (
+    AuthError,
+    InvalidRequest,
+    LeaseLost,
+    NotFound,
+    RentOutcomeUnknown,
+    TransientError,
+    VastkeepError,
+)
+from vastkeep.pool import safety
+from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
+from vastkeep.pool.leasing import PoolLeases
+from vastkeep.pool.plan import (
+    REASON_EXCESS,
+    REASON_FAILED,
+    REASON_PROVISION_TIMEOUT,
+    REASON_RETRY_DESTROY,
+    REPLACE_REASONS,
+    OfferParams,
+    PendingRent,
+    PlanParams,
+    is_leased,
+    make_label,
+    offer_query,
+    plan_pool,
+    rank_offers,
+    slot_of,
+    spend_allows,
+    spend_rate,
+)
+from vastkeep.providers import VastApi
+from vastkeep.state import EventSink, InstanceRecord, LeaseManager, new_owner
+
+log = logging.getLogger("vastkeep.pool")
+
+LEASE_PREFIX = "pool-reconcile"
+#: Longer than one rent request can take (connect 5 s + read 30 s, never retried) plus a destroy or two.
+LEASE_TTL_MS = 120_000
+BUSY = "another reconciler is running"
+#: At most this many rents per round (the next round, one beat interval later, rents the rest).
+MAX_RENTS_PER_ROUND = 25
+#: Offers tried for one slot before the round gives up on it (offers vanish between search and rent).
+OFFER_ATTEMPTS = 3
+REASON_DUPLICATE = "duplicate"
+#: Failures counted towards safe mode.
+_FAILURE_REASONS = frozenset({REASON_FAILED, REASON_PROVISION_TIMEOUT})
+
+
+def lease_name(pool: str) -> str:
+    return f"{LEASE_PREFIX}:{pool}"
+
+
+def rent_env(settings: Any) -> dict[str, str]:
+    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
+    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
+
+
+def _record_from_provider(vi: Any, slot: int, pool: str, now: float) -> InstanceRecord:
+    """A first record for an instance found by its label (polling refines it from then on)."""
+    running = vi.actual_status == "running"
+    port = vi.host_port(8188)
+    return InstanceRecord(
+        instance_id=str(vi.id), status="loading" if running else "starting", vast_status=vi.actual_status,
+        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
+        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
+        created_at=vi.start_date if vi.start_date else now,
+        extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
+
+
+def _with_lease(rec: InstanceRecord, entry: dict[str, Any] | None) -> InstanceRecord:
+    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
+    if entry is None:
+        return rec
+    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
+    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
+
+
+@dataclass
+class RoundReport:
+    """What one round did (a task's small JSON result)."""
+
+    rented: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    destroyed: list[list[str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    wait: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    safe_mode: bool = False
+    fence: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rented": self.rented, "adopted": self.adopted, "destroyed": self.destroyed,
+                "unknown": self.unknown, "wait": self.wait, "errors": self.errors, "plan": self.plan,
+                "safeMode": self.safe_mode, "fence": self.fence}
+
+
+class Reconciler:
+    """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
+
+    def __init__(self, settings: Any, store: Any, events: EventSink | None, leases: LeaseManager,
+                 book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                 client_leases: PoolLeases | None = None) -> None:
+        self.settings = settings
+        self.client_leases = client_leases or PoolLeases(
+            book.redis, book.keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock, store,
+            events)
+        self.store = store
+        self.events = events
+        self.leases = leases
+        self.book = book
+        self.vast = vast
+        self.clock = clock
+        self.params = PlanParams.from_settings(settings)
+        self.offers = OfferParams.from_settings(settings)
+
+    def run(self) -> dict[str, Any]:
+        """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key."""
+        if self.vast is None:
+            return {"skipped": "no Vast.ai key configured"}
+        lease = self.leases.acquire(lease_name(self.params.pool), new_owner("pool"), LEASE_TTL_MS)
+        if lease is None:
+            return {"skipped": BUSY}
+        try:
+            out = _Round(self, lease).go().to_dict()
+        except (TransientError, LeaseLost) as exc:
+            # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
+            # included), and the next round (one beat interval later) carries on from there.
+            log.warning("warm-pool round ended early: %s", exc.message[:200])
+            out = {"error": type(exc).__name__, "message": exc.message[:300], "fence": lease.fence}
+        finally:
+            self.leases.release(lease)
+        errors = out.get("errors", []) + ([out["error"]] if "error" in out else [])
+        self.book.put_last_round({"at": self.clock.now(), "wait": out.get("wait", []), "errors": errors,
+                                  "rented": len(out.get("rented", [])),
+                                  "destroyed": len(out.get("destroyed", []))})
+        return out
+
+
+class _Round:
+    def __init__(self, rc: Reconciler, lease: Any) -> None:
+        self.rc = rc
+        self.lease = lease
+        self.now = rc.clock.now()
+        self.report = RoundReport(fence=lease.fence)
+        self.vast: Any = rc.vast
+        self.used_machines: set[int] = set()
+        self.leased_ids: set[str] = set()
+
+    # ── the round ───────────────────────────────────────────────────────────
+    def go(self) -> RoundReport:
+        rc, p = self.rc, self.rc.params
+        try:
+            listing = self.vast.list_instances()
+        except AuthError as exc:  # the key is rejected: nothing can be rented, and nothing should be
+            safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
+                         f"Vast.ai rejects the API key ({exc.message[:120]})", self.now)
+            self.report.errors.append(f"list: {type(exc).__name__}")
+            self.report.safe_mode = True
+            return self.report
+        ours = [vi for vi in listing if slot_of(vi.label, p.prefix, p.pool) is not None]
+        self.used_machines = {vi.machine_id for vi in listing if vi.machine_id is not None}
+        by_label: dict[str, list[Any]] = {}
+        for vi in sorted(ours, key=lambda v: v.id):
+            by_label.setdefault(vi.label, []).append(vi)
+        pending_labels = self._resolve_pending(by_label)
+        self.leased_ids = set(rc.client_leases.active(self.now))
+        records = {r.instance_id: r for r in rc.store.list_instances()}
+        self._adopt_and_dedupe(by_label, records, pending_labels)
+        active = rc.client_leases.active(self.now)
+        records_list = [_with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
+        pending = rc.book.pending()
+        self._safety(records_list, pending)
+        pool = rc.store.get_pool()
+        plan = plan_pool(records_list, pool.desired_size, pool.safe_mode, pending, self.now, p)
+        self.report.plan = plan.to_dict()
+        self.report.wait.extend(plan.wait_reasons)
+        by_id = {r.instance_id: r for r in records_list}
+        for instance_id, reason in plan.destroy:
+            self._destroy(by_id[instance_id], reason)
+        if plan.destroy:  # failures just counted may trip safe mode before anything is rented
+            self._trip_on_failures()
+        if plan.rent:
+            self._rent(plan.rent, rc.store.list_instances())
+        self.report.safe_mode = rc.store.get_pool().safe_mode
+        return self.report
+
+    # ── 2. rents in flight ──────────────────────────────────────────────────
+    def _resolve_pending(self, by_label: dict[str, list[Any]]) -> set[str]:
+        """Adopt or expire every pending rent; returns the labels still in flight."""
+        rc = self.rc
+        waiting: set[str] = set()
+        for pend in rc.book.pending():
+            found = by_label.get(pend.label) or []
+            if found:
+                keep = found[0]
+                self._adopt(keep, pend.slot, pend)
+                if pend.state != "sending" and rc.events is not None:
+                    rc.events.emit("rent-resolved", label=pend.label, outcome="adopted",
+                                   instance_id=str(keep.id))
+                rc.book.drop_pending(pend)
+                continue
+            if self.now - pend.started_at > rc.settings.warm_pool_rent_settle_s:
+                rc.book.drop_pending(pend)
+                log.warning("rent of %s never showed up at Vast.ai within %.0f s: the slot is free again",
+                            pend.label, rc.settings.warm_pool_rent_settle_s)
+                if pend.state != "sending":
+                    rc.book.add_failure(f"rent:{pend.label}:{pend.started_at!r}", self.now)
+                if rc.events is not None:
+                    rc.events.emit("rent-resolved", label=pend.label, outcome="absent", instance_id=None)
+                continue
+            waiting.add(pend.label)
+        return waiting
+
+    def _adopt(self, vi: Any, slot: int, pend: PendingRent | None) -> None:
+        rc = self.rc
+        rec = _record_from_provider(vi, slot, rc.params.pool, self.now)
+        if pend is not None:
+            rec.extra["offer_id"] = pend.offer_id
+            rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
+        if rc.store.create_instance(rec):
+            self.report.adopted.append(rec.instance_id)
+            log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
+            if rc.events is not None:
+                rc.events.emit("instance-rented", instance_id=rec.instance_id, label=vi.label, slot=slot,
+                               offer_id=pend.offer_id if pend else None, dph=rec.dph_total, adopted=True)
+
+    # ── 3. labelled instances without a record; duplicate labels ───────────
+    def _adopt_and_dedupe(self, by_label: dict[str, list[Any]], records: dict[str, Any],
+                          pending_labels: set[str]) -> None:
+        p = self.rc.params
+        for label, found in by_label.items():
+            if label in pending_labels:
+                continue  # its rent is still in flight: resolved (and adopted) by label next round
+            recorded = [vi for vi in found if str(vi.id) in records]
+            leased = [vi for vi in recorded if str(vi.id) in self.leased_ids]
+            keep = (leased or recorded or found)[0]  # a held one first: never pull it from its client
+            if str(keep.id) not in records:
+                slot = slot_of(label, p.prefix, p.pool)
+                assert slot is not None
+                self._adopt(keep, slot, None)
+            for dup in found:
+                if dup is not keep:
+                    self._destroy_unrecorded_or(dup, records.get(str(dup.id)))
+
+    def _destroy_unrecorded_or(self, vi: Any, rec: Any) -> None:
+        if rec is not None:
+            self._destroy(rec, REASON_DUPLICATE)
+            return
+        self._provider_destroy(str(vi.id), vi.label, REASON_DUPLICATE)
+
+    # ── 4. safe mode ────────────────────────────────────────────────────────
+    def _safety(self, records: Sequence[Any], pending: Sequence[PendingRent]) -> None:
+        rc, s = self.rc, self.rc.settings
+        failures = rc.book.failures(self.now, s.warm_pool_safe_mode_window_s)
+        if not rc.store.get_pool().safe_mode:
+            self._trip_on_failures()
+            return
+        cause = rc.book.cause() or CAUSE_OPERATOR
+        if cause == CAUSE_OPERATOR or not s.warm_pool_safe_mode_auto_exit:
+            return
+        why = safety.cause_cleared(cause, failures=failures, failure_limit=s.warm_pool_safe_mode_failures,
+                                   records=records, pending=pending, prefix=rc.params.prefix,
+                                   max_dph=s.warm_pool_max_dph, cap_dph=s.warm_pool_max_spend_dph,
+                                   preflight=getattr(self.vast, "preflight", None))
+        if why is not None:
+            safety.leave(rc.store, rc.book, rc.events, f"automatic: {why}", self.now)
+
+    def _trip_on_failures(self) -> None:
+        rc, s = self.rc, self.rc.settings
+        failures = rc.book.failures(self.now, s.warm_pool_safe_mode_window_s)
+        if failures >= s.warm_pool_safe_mode_failures:
+            safety.enter(rc.store, rc.book, rc.events, CAUSE_FAILURES,
+                         f"{failures} rent/provision failures within {s.warm_pool_safe_mode_window_s:.0f} s "
+                         f"(WARM_POOL_SAFE_MODE_FAILURES={s.warm_pool_safe_mode_failures})", self.now)
+
+    # ── 5a. destroy ─────────────────────────────────────────────────────────
+    def _destroy(self, rec: Any, reason: str) -> None:
+        rc = self.rc
+        self._renew()
+        first = rec.status != "destroying"
+        cause = reason if first else (rec.error or reason)
+        if not rc.client_leases.claim(rec.instance_id, cause, force=reason != REASON_EXCESS):
+            self.report.wait.append(f"instance {rec.instance_id} was leased meanwhile: kept")
+            return
+        if first:
+            try:
+                rc.store.update_instance(rec.instance_id, {"status": "destroying", "error": reason},
+                                         lease=self.lease)
+            except NotFound:
+                return
+            if reason in REPLACE_REASONS and rc.events is not None:
+                leased = is_leased(rec, self.now)
+                rc.events.emit("instance-replaced", instance_id=rec.instance_id, label=rec.label,
+                               reason=reason, leased=leased, lease_owner=rec.lease_owner if leased else None)
+                if leased:
+                    rc.events.emit("lease-broken", instance_id=rec.instance_id, client=rec.lease_owner,
+                                   reason=reason)
+            if reason in _FAILURE_REASONS:
+                rc.book.add_failure(f"provision:{rec.instance_id}", self.now)
+        shown = cause if reason == REASON_RETRY_DESTROY else reason
+        if self._provider_destroy(rec.instance_id, rec.label, shown):
+            rc.store.delete_instance(rec.instance_id, lease=self.lease)
+            rc.client_leases.forget(rec.instance_id)
+
+    def _provider_destroy(self, instance_id: str, label: str | None, reason: str) -> bool:
+        """Destroy at Vast.ai (only our labels); True when it is gone there now."""
+        rc = self.rc
+        if not (label or "").startswith(f"{rc.params.prefix}:"):
+            log.error("refusing to destroy instance %s: label %r is not ours", instance_id, label)
+            return False
+        try:
+            existed = self.vast.destroy(int(instance_id))
+        except (TransientError, InvalidRequest) as exc:
+            self.report.errors.append(f"destroy {instance_id}: {type(exc).__name__}")
+            log.warning("destroy of instance %s failed (%s); the next round tries again", instance_id,
+                        exc.message)
+            return False
+        self.report.destroyed.append([instance_id, reason])
+        log.info("destroyed instance %s (%s)", instance_id, reason)
+        if rc.events is not None:
+            rc.events.emit("instance-destroyed", instance_id=instance_id, label=label, reason=reason,
+                           existed=existed)
+        return True
+
+    # ── 5b. rent ────────────────────────────────────────────────────────────
+    def _rent(self, slots: Sequence[int], records: Sequence[Any]) -> None:
+        rc, s = self.rc, self.rc.settings
+        offers = rank_offers(self.vast.search_offers(offer_query(rc.offers)), rc.offers, self.used_machines)
+        spend = spend_rate(records, rc.book.pending(), rc.params.prefix)
+        for slot in list(slots)[:MAX_RENTS_PER_ROUND]:
+            if rc.store.get_pool().safe_mode:
+                return
+            for _ in range(OFFER_ATTEMPTS):
+                offer = next((o for o in offers if o.machine_id not in self.used_machines), None)
+                if offer is None:
+                    self.report.wait.append("no offer matches the search (WARM_POOL_GPU_NAME, _MAX_DPH, "
+                                            "_MIN_RELIABILITY, ...)")
+                    return
+                self.used_machines.add(offer.machine_id)
+                offers.remove(offer)
+                if not spend_allows(spend, offer.dph_total, s.warm_pool_max_spend_dph):
+                    safety.enter(rc.store, rc.book, rc.events, CAUSE_SPEND,
+                                 f"spend cap: {spend:.3f} $/h + {offer.dph_total:.3f} $/h for the next "
+                                 f"rent > "
+                                 f"WARM_POOL_MAX_SPEND_DPH={s.warm_pool_max_spend_dph}", self.now)
+                    return
+                outcome = self._rent_one(slot, offer)
+                if outcome == "rented":
+                    spend += offer.dph_total
+                    break
+                if outcome == "stop":
+                    return
+                # "next": the offer was gone; try the next one for this slot
+
+    def _rent_one(self, slot: int, offer: Any) -> str:
+        """Rent ``offer`` into ``slot``: "rented", "next" (offer gone: try another) or "stop" (this round)."""
+        rc, s = self.rc, self.rc.settings
+        label = make_label(rc.params.prefix, rc.params.pool, slot)
+        self._renew()
+        pend = PendingRent(slot=slot, label=label, started_at=rc.clock.now(), offer_id=offer.id,
+                           dph=offer.dph_total)
+        added = rc.book.add_pending(pend, self.lease)
+        if added == -1:
+            raise LeaseLost(f"lease {self.lease.name!r} lost before renting", name=self.lease.name,
+                            fence=self.lease.fence)
+        if added == 0:
+            return "stop"  # a rent for this slot is already in flight
+        try:
+            instance_id = self.vast.rent(offer.id, image=s.warm_pool_image, env=rent_env(s),
+                                         disk_gb=s.warm_pool_disk_gb, label=label,
+                                         onstart=s.warm_pool_onstart, runtype="ssh")
+        except AuthError as exc:  # TokenInvalid from the pre-flight, or a 401/403 on the rent itself
+            rc.book.drop_pending(pend)
+            safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
+                         f"the Vast.ai key is rejected ({exc.message[:120]})", self.now)
+            return "stop"
+        except RentOutcomeUnknown as exc:
+            unknown = PendingRent(**{**pend.to_dict(), "state": "unknown"})
+            rc.book.replace_pending(pend, unknown)
+            self.report.unknown.append(label)
+            if rc.events is not None:
+                rc.events.emit("rent-unknown", label=label, offer_id=offer.id, reason=exc.data.get("reason"))
+            return "stop"
+        except (NotFound, InvalidRequest) as exc:
+            rc.book.drop_pending(pend)
+            log.info("offer %s could not be rented (%s); trying another", offer.id, exc.message[:120])
+            self.report.errors.append(f"offer {offer.id}: {type(exc).__name__}")
+            return "next"
+        except VastkeepError as exc:  # transient: Vast.ai certainly did not act (429, connection refused)
+            rc.book.drop_pending(pend)
+            self.report.errors.append(f"rent {label}: {type(exc).__name__}")
+            log.warning("rent of %s not sent (%s); the next round tries again", label, exc.message[:120])
+            return "stop"
+        rec = InstanceRecord(instance_id=str(instance_id), status="starting", label=label,
+                             gpu_name=offer.gpu_name, dph_total=offer.dph_total, created_at=rc.clock.now(),
+                             extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
+                                    "machine_id": offer.machine_id})
+        rc.store.create_instance(rec)
+        rc.book.drop_pending(pend)
+        self.report.rented.append(rec.instance_id)
+        log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
+                 offer.dph_total)
+        if rc.events is not None:
+            rc.events.emit("instance-rented", instance_id=rec.instance_id, label=label, slot=slot,
+                           offer_id=offer.id, dph=offer.dph_total, adopted=False)
+        return "rented"
+
+    def _renew(self) -> None:
+        self.rc.leases.ensure_renewed(self.lease, LEASE_TTL_MS)
+
+
+__all__ = ["BUSY", "LEASE_PREFIX", "LEASE_TTL_MS", "Reconciler", "RoundReport", "lease_name", "rent_env"]

@@ -1,0 +1,364 @@
+"""The SSH log collector of one instance: stream remote log files into Redis, resume after anything.
+
+One :class:`Collector` run holds the instance's fenced lease (kept alive by :class:`LeaseKeeper`, a
+small thread) for at most ``hold_s`` seconds, then returns so its task can hand over to a continuation.
+During the run it loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline set
+(:mod:`vastkeep.ssh.connect`), and stream each file with ``tail -c +<offset+1> -F <file>`` on its own exec
+channel. Bytes are cut into lines that keep their byte offset (:mod:`vastkeep.ssh.lines`) and stored with
+the new offset in one fenced Lua call (:mod:`vastkeep.ssh.logstore`), so after a dropped link, a worker
+death or a redelivery the next session reads from exactly the end of the last stored complete line: no
+line lost, none duplicated. Reads wait in ``select`` for at most the time left before the next keepalive
+decision (:mod:`vastkeep.ssh.liveness`), so a silent peer is noticed within ``interval × max_miss``.
+After a failure it waits a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's line
+``[LogCollector] N consecutive failures, backing off Xs before retry``; the failure count, the route that
+worked and the time of the next attempt are kept in the collector hash, so a continuation keeps backing off
+where its predecessor stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import select
+import shlex
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+import redis
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
+from vastkeep.ssh import decide
+from vastkeep.ssh.connect import HostKeyPins, exec_channel, keepalive_probe, open_client, run_probe
+from vastkeep.ssh.lines import complete_part
+from vastkeep.ssh.liveness import (
+    HEALTH_CHECK_COMMAND,
+    HEALTH_CHECK_INTERVAL_S,
+    HEALTH_CHECK_REPLY,
+    HEALTH_CHECK_TIMEOUT_S,
+    Liveness,
+)
+from vastkeep.ssh.logstore import LogStore
+from vastkeep.ssh.routes import Route, routes_for
+from vastkeep.state import Lease, LeaseManager, write_heartbeat
+
+log = logging.getLogger("vastkeep.ssh")
+
+PROVISION_LOG = "/var/log/onstart.log"
+READ_CHUNK = 256 * 1024
+BATCH_BYTES = 512 * 1024  # at most this much is read before one fenced append
+HEARTBEAT_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything a run needs to know, in seconds (``from_settings`` maps the environment)."""
+
+    files: tuple[str, ...] = (PROVISION_LOG,)
+    ready_timeout_s: float = 30.0
+    keepalive_interval_s: float = 10.0
+    keepalive_max_miss: int = 3
+    health_interval_s: float = HEALTH_CHECK_INTERVAL_S
+    health_timeout_s: float = HEALTH_CHECK_TIMEOUT_S
+    max_failures: int = 999999
+    gate_s: float = 60.0
+    hold_s: float = 300.0
+    fallback_after_s: float = 120.0
+    reconnect_window_s: float = decide.RECONNECT_WINDOW_S
+    username: str = "root"
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> CollectorConfig:
+        files = [PROVISION_LOG]
+        if settings.ssh_comfyui_log_path:
+            files.append(str(settings.ssh_comfyui_log_path))
+        hold = min(float(settings.ssh_collect_hold_s), max(1.0, settings.ssh_collect_time_limit_s - 60.0))
+        values = dict(files=tuple(files), ready_timeout_s=settings.ssh_ready_timeout_s,
+                      keepalive_interval_s=settings.ssh_keepalive_interval_s,
+                      keepalive_max_miss=settings.ssh_keepalive_max_miss,
+                      max_failures=settings.ssh_max_consecutive_failures,
+                      gate_s=float(settings.ssh_backoff_gate_s),
+                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s))
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The collector lease TTL: three keepalive intervals, at least 3 s (renewed every third of it)."""
+        return int(max(3.0, 3 * self.keepalive_interval_s) * 1000)
+
+
+class LeaseKeeper:
+    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
+
+    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.leases, self.lease = leases, lease
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        every = self.lease.ttl_ms / 3000.0
+        while not self._stop.wait(every):
+            try:
+                if not self.leases.renew(self.lease):
+                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
+                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
+
+
+@dataclass
+class _File:
+    """One streamed file: the stored offset, and the bytes received after it that end in no newline yet."""
+
+    path: str
+    offset: int
+    pending: bytes = b""
+    channel: paramiko.Channel | None = None
+
+
+@dataclass
+class RunResult:
+    """What one run did (the task returns ``to_dict()``)."""
+
+    instance_id: str
+    stopped: str = "hold-expired"  # hold-expired | lease-lost | no-record | stop
+    sessions: int = 0
+    lines: int = 0
+    bytes: int = 0
+    failures: int = 0
+    route: str | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "stopped": self.stopped, "sessions": self.sessions,
+                "lines": self.lines, "bytes": self.bytes, "failures": self.failures, "route": self.route,
+                "offsets": dict(self.offsets)}
+
+
+class Collector:
+    """Streams one instance's log files into a :class:`LogStore` under a held lease (see the module doc)."""
+
+    def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
+                 lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
+                 events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
+                 lost: threading.Event | None = None) -> None:
+        self.iid = str(instance_id)
+        self.redis, self.keys, self.store = redis_client, keys, logstore
+        self.lease, self.pkey, self.get_record, self.cfg = lease, pkey, get_record, config
+        self.events, self.clock = events, clock
+        self.rng = rng or random.SystemRandom()
+        self.lost = lost or threading.Event()
+        self.stop_event = threading.Event()
+        self.pins = HostKeyPins(redis_client, keys, events)
+        self._status_key = keys.collector(self.iid)
+        self._last_beat = -1e18
+        self.result = RunResult(self.iid)
+
+    # ── status kept in the collector hash ───────────────────────────────────
+    def _status(self) -> dict[str, str]:
+        raw = self.redis.hgetall(self._status_key) or {}
+        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+
+    def _save(self, **fields: Any) -> None:
+        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+        self.redis.hset(self._status_key, mapping=mapping)
+
+    def _beat(self, state: str, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        write_heartbeat(self.redis, self.keys, self.clock, f"ssh-collector:{self.iid}", instance_id=self.iid,
+                        state=state, fence=self.lease.fence, route=self.result.route)
+
+    def _stopping(self) -> bool:
+        return self.lost.is_set() or self.stop_event.is_set()
+
+    def _sleep_until(self, until_mono: float, state: str) -> None:
+        """Wait in short steps (heartbeat, lease) until ``until_mono``, the hold deadline or a stop."""
+        while not self._stopping():
+            left = until_mono - self.clock.monotonic()
+            if left <= 0:
+                return
+            self._beat(state)
+            self.clock.sleep(min(left, HEARTBEAT_EVERY_S))
+
+    # ── the run ─────────────────────────────────────────────────────────────
+    def run(self) -> RunResult:
+        """Collect until the hold time is over, the lease is lost or :attr:`stop_event` is set."""
+        start = self.clock.monotonic()
+        deadline = start + self.cfg.hold_s
+        status = self._status()
+        failures = int(status.get("failures") or 0)
+        last_good = status.get("route") or None
+        next_at = float(status.get("next_attempt_at") or 0)
+        wait = next_at - self.clock.now()  # the predecessor's backoff goes on
+        if wait > 0:
+            self._sleep_until(min(deadline, start + wait), "backoff")
+        self._save(state="running", fence=self.lease.fence)
+        while not self._stopping() and self.clock.monotonic() < deadline:
+            self._beat("connecting", force=True)
+            rec = self.get_record()
+            if rec is None:
+                self.result.stopped = "no-record"
+                break
+            client, route = self._connect(routes_for(rec, last_good))
+            if client is not None and route is not None:
+                last_good = route.name
+                self.result.route = route.name
+                self._save(route=route.name, down_since="", state="streaming")
+                uptime = self._session(client, deadline)
+                failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
+                if self._stopping() or self.clock.monotonic() >= deadline:
+                    break
+            else:
+                failures += 1
+                if not self._status().get("down_since"):
+                    self._save(down_since=self.clock.now())
+            self.result.failures = failures
+            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
+                                             self.cfg.reconnect_window_s)
+            self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
+            if failures > 0:
+                log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)
+                if self.events is not None:
+                    self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
+                                     delay_s=round(delay, 3))
+            self._sleep_until(self.clock.monotonic() + delay, "backoff")
+        if self.lost.is_set():
+            self.result.stopped = "lease-lost"
+        elif self.stop_event.is_set():
+            self.result.stopped = "stop"
+        self.result.failures = failures
+        with contextlib.suppress(redis.RedisError):
+            self._save(failures=failures, state="handover" if self.result.stopped == "hold-expired"
+                       else self.result.stopped)
+        return self.result
+
+    def _connect(self, routes: list[Route]) -> tuple[paramiko.SSHClient | None, Route | None]:
+        """The first route that connects (the last good one first), or (None, None)."""
+        if not routes:
+            log.warning("instance %s has no SSH route yet (no 22/tcp mapping, no ssh_host)", self.iid)
+        for route in routes:
+            if self._stopping():
+                break
+            try:
+                client = open_client(route, self.iid, self.pkey, self.pins, self.cfg.ready_timeout_s,
+                                     self.cfg.username)
+            except SSHError as exc:
+                log.info("SSH to instance %s via %s (%s:%s) failed: %s", self.iid, route.name, route.host,
+                         route.port, getattr(exc, "reason", "error"))
+                continue
+            log.info("SSH connected to instance %s via %s", self.iid, route.name)
+            if self.events is not None:
+                self.events.emit("ssh-connected", instance_id=self.iid)
+            return client, route
+        return None, None
+
+    def _session(self, client: paramiko.SSHClient, deadline: float) -> float:
+        """Stream until the link dies, the hold ends or the lease is lost; returns the session's uptime."""
+        connected = self.clock.monotonic()
+        self.result.sessions += 1
+        files = [_File(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
+        try:
+            for f in files:
+                cmd = f"tail -c +{f.offset + 1} -F {shlex.quote(f.path)}"
+                f.channel = exec_channel(client, cmd, self.cfg.ready_timeout_s)
+            self._stream(client, files, deadline)
+        except SSHError as exc:
+            log.info("SSH session of instance %s ended: %s", self.iid, exc.message)
+        except (StaleFence, WriteConflict) as exc:
+            log.warning("collector of instance %s stops writing: %s", self.iid, exc.message)
+            if isinstance(exc, StaleFence):
+                self.lost.set()
+        finally:
+            for f in files:
+                self.result.offsets[f.path] = f.offset
+                if f.channel is not None:
+                    with contextlib.suppress(Exception):
+                        f.channel.close()
+            with contextlib.suppress(Exception):
+                client.close()
+        return self.clock.monotonic() - connected
+
+    def _stream(self, client: paramiko.SSHClient, files: list[_File], deadline: float) -> None:
+        cfg = self.cfg
+        live = Liveness.start(self.clock.monotonic(), cfg.keepalive_interval_s, cfg.keepalive_max_miss,
+                              cfg.health_interval_s)
+        by_channel = {f.channel: f for f in files}
+        while not self._stopping():
+            now = self.clock.monotonic()
+            if now >= deadline:
+                return
+            if live.is_dead(now):
+                log.warning("SSH link of instance %s is dead: no reply for %.1fs (%d keepalives missed)",
+                            self.iid, now - live.last_reply, live.missed(now))
+                raise SSHError("peer silent", reason="keepalive")
+            if live.health_check_due(now):  # the guide's `echo keepalive` round trip, 5 s
+                live.probed(now, health_check=True)
+                if not run_probe(client, HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, cfg.health_timeout_s,
+                                 self.clock.monotonic):
+                    raise SSHError("health check failed", reason="health-check")
+                live.replied(self.clock.monotonic())
+                continue
+            if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
+                live.probed(now)
+                if keepalive_probe(client, min(cfg.health_timeout_s, cfg.keepalive_interval_s)):
+                    live.replied(self.clock.monotonic())
+                continue
+            self._beat("streaming")
+            ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))
+            for channel in ready:
+                self._drain_stderr(channel)
+                data = self._read_burst(channel)
+                if not data:
+                    raise SSHError(f"log stream ended (exit {self._exit_code(channel)})", reason="eof")
+                live.replied(self.clock.monotonic())
+                self._take(by_channel[channel], data)
+
+    @staticmethod
+    def _read_burst(channel: paramiko.Channel) -> bytes:
+        """What the channel holds now (up to ``BATCH_BYTES``), so a fast log costs one write per burst."""
+        chunks = [channel.recv(READ_CHUNK)]
+        size = len(chunks[0])
+        while chunks[-1] and size < BATCH_BYTES and channel.recv_ready():
+            chunks.append(channel.recv(READ_CHUNK))
+            size += len(chunks[-1])
+        return b"".join(chunks)
+
+    def _take(self, f: _File, data: bytes) -> None:
+        blob, lengths, rest, _rest_at = complete_part(f.pending + data if f.pending else data, f.offset)
+        f.pending = rest
+        if not blob:
+            return
+        f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, blob, lengths)
+        self.result.lines += len(lengths) if lengths is not None else blob.count(b"\n")
+        self.result.bytes += len(blob)
+
+    @staticmethod
+    def _drain_stderr(channel: paramiko.Channel) -> None:
+        while channel.recv_stderr_ready():
+            err = channel.recv_stderr(4096)
+            if not err:
+                return
+            log.debug("remote tail: %s", err[:200].decode("utf-8", "replace").strip())
+
+    @staticmethod
+    def _exit_code(channel: paramiko.Channel) -> int | None:
+        return channel.recv_exit_status() if channel.exit_status_ready() else None

@@ -1,0 +1,88 @@
+"""One collector run under its fenced lease, and which instances need a collector.
+
+At most one collector per instance runs at any moment across every worker: a run first takes the lease
+``ssh-collector:<id>`` (a held lease means another run is alive: this one returns ``skipped``), keeps it
+alive from a thread while it streams, and releases it when it hands over. Its writes carry the lease's
+fence, so even a run that paused past its TTL cannot write once a successor holds the lease. The task
+layer sends the continuation; the beat task asks :func:`instances_needing_collectors` for instances that
+want one and have none, which is also how a collector lost with a ``kill -9``'d worker comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import paramiko
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.ssh.collector import Collector, CollectorConfig, LeaseKeeper
+from vastkeep.ssh.logstore import LogStore, lease_name
+from vastkeep.state import LeaseManager, clear_heartbeat, new_owner
+
+log = logging.getLogger("vastkeep.ssh")
+
+COLLECT_STATUSES = ("starting", "loading")
+QUEUED_MARKER_TTL_MS = 120_000
+
+
+def wants_collector(status: str | None, while_ready: bool = False) -> bool:
+    """Provisioning instances always; ready ones only with ``SSH_COLLECT_WHILE_READY``."""
+    return status in COLLECT_STATUSES or (while_ready and status == "ready")
+
+
+def heartbeat_name(instance_id: str | int) -> str:
+    """The heartbeat a collector beats (``vastkeep.state.heartbeats``): supervision finds stale ones."""
+    return f"ssh-collector:{instance_id}"
+
+
+def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store: Any, logstore: LogStore,
+                 config: CollectorConfig, pkey: paramiko.PKey, events: Any = None,
+                 clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
+                 while_ready: bool = False) -> dict[str, Any]:
+    """Run one bounded collection of ``instance_id``; ``continue`` in the result says whether a
+    continuation should follow (the instance still wants a collector)."""
+    iid = str(instance_id)
+    rec = store.get_instance(iid)
+    if rec is None or not wants_collector(rec.status, while_ready):
+        redis_client.delete(keys.collector_queued(iid))
+        return {"instance_id": iid, "skipped": "instance does not want a collector",
+                "status": getattr(rec, "status", None), "continue": False}
+    leases = LeaseManager(redis_client, keys, clock)
+    lease = leases.acquire(lease_name(iid), new_owner("ssh"), config.lease_ttl_ms)
+    if lease is None:
+        return {"instance_id": iid, "skipped": "another collector holds the lease", "continue": False}
+    redis_client.delete(keys.collector_queued(iid))
+    try:
+        with LeaseKeeper(leases, lease, clock) as keeper:
+            collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
+                                  pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
+                                  events=events, clock=clock, rng=rng, lost=keeper.lost)
+            result = collector.run().to_dict()
+    finally:
+        leases.release(lease)
+    rec = store.get_instance(iid)
+    wanted = rec is not None and wants_collector(rec.status, while_ready)
+    more = result["stopped"] == "hold-expired" and wanted
+    if not more:
+        clear_heartbeat(redis_client, keys, heartbeat_name(iid))
+    result |= {"fence": lease.fence, "continue": more}
+    return result
+
+
+def instances_needing_collectors(records: Iterable[Any], leases: LeaseManager, redis_client: Any, keys: Any,
+                                 while_ready: bool = False) -> list[str]:
+    """Ids that want a collector, have none running (lease free) and none queued; marks them queued."""
+    out = []
+    for rec in records:
+        if not wants_collector(rec.status, while_ready):
+            continue
+        if leases.current(lease_name(rec.instance_id)) is not None:
+            continue
+        marker = keys.collector_queued(rec.instance_id)
+        if not redis_client.set(marker, "1", nx=True, px=QUEUED_MARKER_TTL_MS):
+            continue
+        out.append(str(rec.instance_id))
+    return out

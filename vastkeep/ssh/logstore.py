@@ -1,0 +1,148 @@
+"""Collected log lines in Redis: one bounded stream per instance and file, written atomically and fenced.
+
+Each write is one stream entry holding a burst of complete lines: its id is ``<byte offset of its first
+line>-1``, field ``t`` the raw bytes (newlines included) and ``n`` the line lengths, so every line keeps its
+byte offset, a reader can start at any offset (the entry at or before it, then the ones after), and a line
+can never be stored twice (stream ids only grow). One entry per burst instead of one per line is what lets
+a fast log be stored at network speed (bench/bench_ssh.py). Because ids are byte offsets, the stream is
+bounded by *bytes of log kept* (``XADD MINID ~ <end - SSH_LOG_KEEP_BYTES>``), not by a line count.
+
+The offset to resume from lives in the collector hash (``offset:<file>``) and moves in the same Lua call
+(``logstore_append.lua``) that appends the entry, and that call first checks the collector lease's fence: a
+collector that lost its lease (paused, partitioned, replaced) cannot write a line, and a new collector
+resumes exactly where the last write ended. Binary-safe: bytes are never decoded on the way in; readers
+decode with ``errors="replace"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from vastkeep.core.errors import StaleFence, WriteConflict
+from vastkeep.state import Keys
+
+_LUA = (Path(__file__).parent / "logstore_append.lua").read_text(encoding="utf-8")
+MAX_READ_LINES = 10_000
+DEFAULT_KEEP_BYTES = 4 * 1024 * 1024
+
+
+def lease_name(instance_id: str | int) -> str:
+    """The fenced lease that makes a collector the only writer of an instance's logs."""
+    return f"ssh-collector:{instance_id}"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One stored line: the byte offset it started at in ``file``, and its bytes."""
+
+    file: str
+    offset: int
+    data: bytes
+    source: str = "ssh"
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        text = self.data.decode("utf-8", "replace")
+        return {"offset": self.offset, "file": self.file, "text": text[:-1] if text.endswith("\n") else text,
+                "source": self.source}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LogStore:
+    """Append (fenced) and read collected lines. Works with clients with or without ``decode_responses``
+    for writes; reads need raw bytes, so give it a client made with ``decode_responses=False``."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys, keep_bytes: int = DEFAULT_KEEP_BYTES) -> None:
+        self.redis = redis_client
+        self.keys = keys
+        self.keep_bytes = int(keep_bytes)
+        self._append = redis_client.register_script(_LUA)
+
+    def offset(self, instance_id: str | int, file: str) -> int:
+        """Where the next line of ``file`` starts: the end of the last stored complete line (0 at first)."""
+        value = self.redis.hget(self.keys.collector(instance_id), f"offset:{file}")
+        return int(_text(value)) if value is not None else 0
+
+    def append(self, instance_id: str | int, file: str, fence: int, expected_offset: int,
+               lines: list[tuple[int, bytes]]) -> int:
+        """Store ``lines`` (consecutive, starting at ``expected_offset``) and move the offset past them.
+
+        ``StaleFence`` when the collector lease has a newer (or no) grant than ``fence``; ``WriteConflict``
+        (with ``stored_offset``) when the stored offset is not ``expected_offset``. Returns the new offset.
+        """
+        if not lines:
+            return expected_offset
+        blob = b"".join(data for _off, data in lines)
+        if lines[0][0] != expected_offset or lines[-1][0] + len(lines[-1][1]) != expected_offset + len(blob):
+            raise ValueError("lines must be consecutive and start at expected_offset")
+        return self.append_blob(instance_id, file, fence, expected_offset, blob,
+                                [len(data) for _off, data in lines])
+
+    def append_blob(self, instance_id: str | int, file: str, fence: int, expected_offset: int, blob: bytes,
+                    lengths: list[int] | None = None) -> int:
+        """:meth:`append` for lines already laid end to end; ``lengths`` None means "split on newlines"
+        (every line of ``blob`` ends with one). Same errors, same result."""
+        if not blob:
+            return expected_offset
+        args: list[Any] = [int(fence), file, int(expected_offset), expected_offset + len(blob),
+                           self.keep_bytes, blob, ",".join(map(str, lengths)) if lengths is not None else ""]
+        code, value = self._append(
+            keys=[self.keys.lease(lease_name(instance_id)), self.keys.collector(instance_id),
+                  self.keys.ssh_log(instance_id, file)], args=args)
+        code = int(code)
+        if code == -1:
+            raise StaleFence(f"collector of instance {instance_id} holds a stale fence {fence}",
+                             instance_id=str(instance_id), fence=int(fence))
+        if code == -2:
+            raise WriteConflict(f"stored offset of {file} moved", instance_id=str(instance_id),
+                                stored_offset=int(_text(value)))
+        return int(_text(value))
+
+    def read(self, instance_id: str | int, file: str, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        """Up to ``limit`` lines of ``file`` starting at byte offset ``after`` or later, oldest first."""
+        limit = max(1, min(int(limit), MAX_READ_LINES))
+        after = max(0, int(after))
+        key = self.keys.ssh_log(instance_id, file)
+        entries = list(self.redis.xrevrange(key, max=f"{after}-1", min="-", count=1))  # may hold `after`
+        entries += self.redis.xrange(key, min=f"({after}-1", max="+", count=limit)  # one line or more each
+        out: list[LogLine] = []
+        for eid, fields in entries:
+            off = int(_text(eid).split("-", 1)[0])
+            data = fields.get(b"t", fields.get("t", b""))
+            data = data if isinstance(data, bytes) else str(data).encode()
+            pos = 0
+            sizes = _text(fields.get(b"n", fields.get("n", b"")))
+            lengths = [int(s) for s in sizes.split(",") if s] if sizes else \
+                [len(p) + 1 for p in data.split(b"\n")[:-1]]
+            for n in lengths:
+                if off + pos >= after:
+                    out.append(LogLine(file, off + pos, data[pos:pos + n]))
+                    if len(out) >= limit:
+                        return out
+                pos += n
+        return out
+
+    def read_all_bytes(self, instance_id: str | int, file: str) -> bytes:
+        """Every stored line of ``file`` laid end to end (tests compare it with the remote file)."""
+        chunks, after = [], 0
+        while True:
+            batch = self.read(instance_id, file, after, MAX_READ_LINES)
+            if not batch:
+                return b"".join(chunks)
+            chunks.extend(line.data for line in batch)
+            after = batch[-1].end
+
+    def files(self, instance_id: str | int) -> list[str]:
+        """The files of an instance that have a stored offset."""
+        fields = self.redis.hkeys(self.keys.collector(instance_id))
+        return sorted(_text(f)[len("offset:"):] for f in fields if _text(f).startswith("offset:"))
