@@ -110,7 +110,8 @@ def test_websocket_routes_send_status_and_answer_feature_flags(sim, inst, route)
             return status, flags
 
     status, flags = asyncio.run(go())
-    assert status == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "abc"}}
+    want = {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "abc"}}
+    assert status == want
     assert flags["type"] == "feature_flags" and "max_upload_size" in flags["data"]
 
 
