@@ -324,7 +324,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
         now = SYSTEM_CLOCK.now()
         leases = build_leases(settings, store.redis, store.keys, SYSTEM_CLOCK)
         figures = pool_figures(settings, book, records, pool.safe_mode, leases, now)
-        doc = warm_pool_status(pool, records, now, figures)
+        doc = warm_pool_status(pool, records, now, figures=figures)
     except (InvalidInput, StackError) as exc:
         print(f"vastkeep pool: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,8 @@ from vastkeep.tokens import vast_client
 
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff=BackoffPolicy(base_s=0.01, cap_s=0.02))
 #: Search wide enough for the simulator's catalogue to hold 5+ offers (the defaults match only 3).
-WIDE = {"WARM_POOL_MIN_RELIABILITY": "0.9"}
+# the shared Vast.ai rate limiter off: these rigs run rounds back to back, far faster than real time
+WIDE = {"WARM_POOL_MIN_RELIABILITY": "0.9", "VAST_API_MIN_GAP_MS": "0"}
 
 
 class Pool:

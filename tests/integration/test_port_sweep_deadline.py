@@ -40,9 +40,9 @@ def test_sweep_stops_at_its_probe_deadline_and_keeps_the_verdicts_it_had(store, 
     order: list[str] = []
     real = validator.validate_many
 
-    def spy(targets, **kw):
+    def spy(targets, known_good=None, **kw):
         order.extend(targets)
-        return real({}, **kw)
+        return real({}, known_good, **kw)
 
     validator.validate_many = spy  # type: ignore[method-assign]
     port_flow.validate_pool(store, None, validator, leases=leases, probe_deadline_s=1.5)

@@ -188,7 +188,9 @@ class Simulator:
 
     # ── instances ───────────────────────────────────────────────────────────
     def _endpoints(self, ip: str, opts: dict[str, Any]) -> tuple[int, dict[str, Endpoint]]:
-        start = self.rng.randrange(20000, 60000)
+        # below Linux's ephemeral range (32768+): a client socket bound to this 127.x address (the SSH
+        # proxy's, a probe's) can then never hold a port an instance later listens on
+        start = self.rng.randrange(10000, 32000)
         eps = {COMFY_MAPPED: Endpoint(COMFY_MAPPED, ip, start + 4)}
         if opts.get("port_18188"):
             eps[COMFY_FALLBACK] = Endpoint(COMFY_FALLBACK, ip, start + 5)
@@ -320,7 +322,7 @@ class Simulator:
         inst.actual_status, inst.status_msg = "running", f"success, running {inst.image}"
         inst.running_since = self.clock.now()
         inst.comfy_ready = True
-        await self.net.apply(inst)
+        await self.net.apply(inst, strict=True)
 
     async def destroy(self, inst: Instance) -> None:
         task = self._tasks.pop(inst.id, None)
@@ -396,9 +398,9 @@ class Simulator:
 
     async def reset(self) -> None:
         """Back to a fresh simulator: no instances, no faults, default lifecycle and rent options."""
-        await self.clear_faults()
-        for inst in list(self.instances.values()):
+        for inst in list(self.instances.values()):  # destroyed first: nothing to re-open for them
             await self.destroy(inst)
+        await self.clear_faults()
         self.lifecycle = Lifecycle()
         self.rent_defaults.update(DEFAULT_RENT_OPTIONS)
         self.requests.clear()

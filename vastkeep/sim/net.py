@@ -141,8 +141,12 @@ class Network:
             return None
         return self.paths.get((sockname[0], sockname[1]))
 
-    async def apply(self, inst: Instance) -> None:
-        """Bring every endpoint of ``inst`` to its desired state (idempotent)."""
+    async def apply(self, inst: Instance, *, strict: bool = False) -> None:
+        """Bring every endpoint of ``inst`` to its desired state (idempotent).
+
+        A port held elsewhere raises ``OSError`` only when ``strict`` (creating an instance, which can pick
+        another); otherwise that path stays closed and the others still change (a reset never fails half-way).
+        """
         for ep in inst.endpoints.values():
             key = (ep.ip, ep.port)
             path = self.paths.get(key)
@@ -150,7 +154,13 @@ class Network:
                 path = self.paths[key] = Path(inst.id, ep)
             state, flowing = desired_state(inst, ep)
             if state != path.state:
-                await self._switch(path, state)
+                try:
+                    await self._switch(path, state)
+                except OSError as exc:  # the port is held elsewhere: this path stays closed, the rest go on
+                    if strict:
+                        raise
+                    log.warning("instance %s: cannot open %s:%s (%s); it stays closed until the next change",
+                                inst.id, ep.ip, ep.port, exc.strerror)
             if flowing:
                 path.flowing.set()
             else:
