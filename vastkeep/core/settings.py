@@ -108,7 +108,7 @@ SPECS: tuple[_Spec, ...] = (
           hi=_D),
     _Spec("WARM_POOL_POLL_IDLE_INTERVAL_MS", "ms", 180000, "poll interval when ready but idle", hi=_D),
     _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
-    _Spec("WARM_POOL_LABEL_PREFIX", "label", "vastkeep", "instances labelled `<prefix>:...` are ours"),
+    _Spec("WARM_POOL_LABEL_PREFIX", "name", "vastkeep", "instances labelled `<prefix>:...` are ours"),
     _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
     # ── the warm pool (issue 10): what to rent, how long to wait, when to stop spending ──
     _Spec("WARM_POOL_MAX_SIZE", "count", 50, "largest desiredSize the admin API / CLI accept", hi=1000),

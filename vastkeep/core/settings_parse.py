@@ -20,7 +20,7 @@ class Spec:
     """One variable: name, kind, default, what it means, and its bounds or allowed values."""
 
     name: str
-    kind: str  # ms|count|seconds|port|bool|url|host|choice|level|secret|path|label|float|name|text
+    kind: str  # ms|count|seconds|port|bool|url|host|choice|level|secret|path|float|name|text
     default: Any
     meaning: str
     lo: int = 1
@@ -32,9 +32,8 @@ HTTP_SCHEMES = ("http", "https")
 _TRUE = ("1", "true", "yes", "on", "y")
 _FALSE = ("0", "false", "no", "off", "n")
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _QUERY_PASSWORD_RE = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TEXT_MAX_CHARS = 4096
 _ENCODE_HINT = "percent-encode '/', '@', ':', '?' and '#' in a password, e.g. '/' as %2F"
 
@@ -100,12 +99,10 @@ def expected(spec: Spec) -> str:
         return "expected an IP address or host name, e.g. 127.0.0.1"
     if spec.name == "FLOWER_BASIC_AUTH":
         return "expected user:password"
-    if spec.kind == "label":
-        return f"expected 1-64 letters, digits, '.', '_' or '-' (no ':'), e.g. {spec.default}"
     if spec.kind == "float":
         return f"expected a number from {spec.lo} to {spec.hi}, e.g. {ex}"
     if spec.kind == "name":
-        return f"expected 1-40 letters, digits, '_', '.' or '-' (no ':'), e.g. {ex}"
+        return f"expected 1-64 letters, digits, '_', '.' or '-' (no ':'), e.g. {ex}"
     if spec.kind == "text":
         return f"expected text of at most {TEXT_MAX_CHARS} characters" + (f", e.g. {ex}" if ex else "")
     return "expected a path"
@@ -199,11 +196,6 @@ def parse(spec: Spec, raw: str) -> Any:
         return raw
     if kind == "path":
         return Path(raw.strip()).expanduser()
-    if kind == "label":
-        text = raw.strip()
-        if not _LABEL_RE.match(text):
-            raise ValueError("is not a label prefix")
-        return text
     if kind == "float":
         try:
             number = float(raw.strip())
