@@ -50,6 +50,7 @@ log = logging.getLogger("vastkeep.keepalive")
 LEASE_PREFIX = "keepalive-shard"
 WS_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
 MAX_BODY_BYTES = 64 * 1024
+LATENESS_SAMPLES = 200_000
 
 
 def lease_name(shard: int) -> str:
@@ -93,7 +94,8 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tu
     except TimeoutError:
         return False, f"timeout after {timeout_s:g}s"
     except aiohttp.ClientConnectorError as exc:
-        refused = "refused" in str(exc).lower()
+        os_error = getattr(exc, "os_error", None)
+        refused = isinstance(os_error, ConnectionRefusedError) or "refused" in str(exc).lower()
         return False, "connection refused" if refused else f"connect failed: {exc.strerror}"
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError):
         return False, "connection reset"
@@ -130,6 +132,7 @@ class ShardRunner:
         self.pings = 0
         self._session: aiohttp.ClientSession | None = None
         self._stop_requested = False
+        self.lateness_s: list[float] = []  # how late each ping started against its due time
 
     # ── the run ─────────────────────────────────────────────────────────────
     async def run(self) -> dict[str, Any]:
@@ -173,7 +176,9 @@ class ShardRunner:
             self._session = None
             if result != "lost":
                 await asyncio.to_thread(self.leases.release, lease)
-        return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states)}
+        return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states),
+                "lateness_p50_s": _quantile(self.lateness_s, 0.5),
+                "lateness_p99_s": _quantile(self.lateness_s, 0.99)}
 
     def request_stop(self) -> None:
         """End the run at the next tick (a warm shutdown; thread-safe enough: one flag, read by the loop)."""
@@ -238,6 +243,8 @@ class ShardRunner:
             wait = due - self.clock.now()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if len(self.lateness_s) < LATENESS_SAMPLES:
+                self.lateness_s.append(max(0.0, self.clock.now() - due))
             ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
             self.pings += 1
             state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
@@ -355,6 +362,13 @@ def read_states(redis: Any, keys: Keys, instance_ids: list[str]) -> dict[str, Ke
                 state = KeepaliveState.from_dict(json.loads(value))
         out[iid] = state
     return out
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
 
 
 def run_shard(**kwargs: Any) -> dict[str, Any]:
