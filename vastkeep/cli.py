@@ -222,10 +222,8 @@ def print_instances(redis_url: str) -> None:
         store = StateStore(r, Keys())
         records = store.list_instances()
         schedule = PollSchedule(r, Keys())
-        ids = [rec.instance_id for rec in records]
-        last, due = schedule.last_polls(ids), schedule.due_times(ids)
-        view = warm_pool_status(store.get_pool(), records, SYSTEM_CLOCK.now(),
-                                {i: (last.get(i), due.get(i)) for i in ids})
+        polls = schedule.poll_times([rec.instance_id for rec in records])
+        view = warm_pool_status(store.get_pool(), records, SYSTEM_CLOCK.now(), polls)
     except Exception as exc:  # noqa: BLE001 - status must still print the rest
         print(f"  instances: unavailable ({type(exc).__name__})")
         return

@@ -37,11 +37,8 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
 
     def read() -> dict[str, Any]:
         pool, records = store.get_pool(), store.list_instances()
-        ids = [r.instance_id for r in records]
-        schedule = PollSchedule(ctx.redis, ctx.keys, ctx.clock) if ctx.redis is not None else None
-        last = schedule.last_polls(ids) if schedule else {}
-        due = schedule.due_times(ids) if schedule else {}
-        polls = {i: (last.get(i), due.get(i)) for i in ids}
+        polls = (PollSchedule(ctx.redis, ctx.keys, ctx.clock).poll_times([r.instance_id for r in records])
+                 if ctx.redis is not None else {})
         book = PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
         now = ctx.clock.now()
         leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)

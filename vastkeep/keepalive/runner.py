@@ -40,6 +40,7 @@ from vastkeep.keepalive.decide import (
     first_ping_at,
     shard_of,
 )
+from vastkeep.ports import is_comfyui_stats
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
@@ -103,8 +104,7 @@ async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tu
         return False, f"HTTP error: {type(exc).__name__}"
     except ValueError:
         return False, "wrong body: not JSON"
-    stats = isinstance(data, dict) and isinstance(data.get("system"), dict)
-    if not (stats and isinstance(data.get("devices"), list)):
+    if not is_comfyui_stats(data):
         return False, "wrong body: not ComfyUI system_stats"
     return True, None
 
@@ -204,7 +204,7 @@ class ShardRunner:
         new = [iid for iid in want if iid not in self.watches]
         if not new:
             return
-        stored = await asyncio.to_thread(self._load_states, new)
+        stored = await asyncio.to_thread(read_states, self.redis, self.keys, new)
         for iid in new:
             self.states[iid] = stored.get(iid, KeepaliveState())
             watch = _Watch(url=str(want[iid]))
@@ -212,15 +212,6 @@ class ShardRunner:
             if self.config.fast_path:
                 watch.tasks.append(asyncio.create_task(self._hold_loop(iid, watch)))
             self.watches[iid] = watch
-
-    def _load_states(self, ids: list[str]) -> dict[str, KeepaliveState]:
-        raw = self.redis.mget([self.keys.keepalive(i) for i in ids])
-        out: dict[str, KeepaliveState] = {}
-        for iid, value in zip(ids, raw, strict=True):
-            if value is not None:
-                with contextlib.suppress(ValueError, TypeError):
-                    out[iid] = KeepaliveState.from_dict(json.loads(value))
-        return out
 
     async def _unwatch(self, iid: str) -> None:
         watch = self.watches.pop(iid, None)

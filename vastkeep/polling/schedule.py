@@ -131,6 +131,11 @@ class PollSchedule:
         values = self.redis.hmget(self.keys.poll_last(), [str(i) for i in instance_ids])
         return {str(i): float(as_text(v)) for i, v in zip(instance_ids, values, strict=True) if v is not None}
 
+    def poll_times(self, instance_ids: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        """id → (last finished poll, next due): what the status view shows, in two round trips."""
+        last, due = self.last_polls(instance_ids), self.due_times(instance_ids)
+        return {str(i): (last.get(str(i)), due.get(str(i))) for i in instance_ids}
+
     def scheduled_count(self) -> int:
         return int(self.redis.zcard(self.keys.poll_due()))
 

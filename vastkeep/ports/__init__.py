@@ -11,7 +11,7 @@ Logger: ``vastkeep.ports``.
 
 from vastkeep.ports import flow
 from vastkeep.ports.candidates import Candidate, derive_candidates, unsafe_reason
-from vastkeep.ports.probe import ProbeConfig, ProbeResult
+from vastkeep.ports.probe import ProbeConfig, ProbeResult, is_comfyui_stats
 from vastkeep.ports.validator import (
     FIREWALL_ERROR,
     HANG_ERROR,
@@ -24,5 +24,5 @@ from vastkeep.ports.validator import (
 __all__ = [
     "FIREWALL_ERROR", "HANG_ERROR", "Candidate", "PortValidation", "PortValidator", "ProbeConfig",
     "ProbeResult",
-    "candidates_for", "classify_probe", "derive_candidates", "flow", "unsafe_reason",
+    "candidates_for", "classify_probe", "derive_candidates", "flow", "is_comfyui_stats", "unsafe_reason",
 ]
