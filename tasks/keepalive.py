@@ -1,11 +1,12 @@
 """Layer 4 tasks: ``vastkeep.keepalive.run_shard`` (long-lived, own queue) and ``...ensure_shards``.
 
 A shard runner holds its shard for a bounded run (``KEEPALIVE_RUN_S``) and then hands over to its
-continuation, so no task outlives the visibility timeout and a worker can be drained between runs. Beat
-only makes sure every shard has an owner: ``ensure_shards`` sends ``run_shard`` for each shard whose lease
-is free (a worker that died lets its lease lapse within ``lease_ttl_ms``, so another worker takes the shard
-within one ping interval). Two runners for one shard cannot both run: the second finds the lease held and
-returns ``busy`` without a continuation.
+continuation, so no task outlives the visibility timeout and a worker can be drained between runs. The
+supervision sweep (``vastkeep.supervision.sweep``, Layer 6) makes sure every shard has an owner: a shard
+whose heartbeat went stale and whose lease lapsed (a worker that died) is restarted with the guide's
+backoff. ``ensure_shards`` is no longer on the beat schedule: it stays an operator's tool that sends
+``run_shard`` at once for each shard whose lease is free. Two runners for one shard cannot both run: the
+second finds the lease held and returns ``busy`` without a continuation.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def run_shard(self: Any, shard: int) -> dict[str, Any]:
 @app.task(name="vastkeep.keepalive.ensure_shards", bind=True, base=VastkeepTask, ignore_result=True,
           **limits_for("vastkeep.keepalive.ensure_shards", wiring.settings()))
 def ensure_shards(self: Any) -> dict[str, Any]:
-    """Send ``run_shard`` for every shard nobody holds (beat runs this; idempotent)."""
+    """Send ``run_shard`` for every shard nobody holds now (an operator's tool; beat runs the supervision
+    sweep instead, which adds the backoff; idempotent)."""
     res = wiring.resources()
 
     def go() -> dict[str, Any]:
