@@ -97,30 +97,30 @@ def test_a_queued_start_within_the_start_timeout_is_not_a_crash_and_a_handover_i
     keys, clock = Keys(), FakeClock()
     spec = keepalive_shard(1)
     sent: list[float] = []
-    result = sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1),
-                   clock=clock)
+
+    def once() -> dict:
+        return sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY,
+                     start=lambda s: sent.append(1), clock=clock)
+
+    result = once()
     assert result["started"] == ["keepalive-shard-1"] and len(sent) == 1
     for _ in range(4):  # the start sits in a queue for 4 s (< start timeout 5 s): nothing more happens
         clock.advance(1.0)
-        result = sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1),
-                       clock=clock)
+        result = once()
         assert result["crashed"] == [] and len(sent) == 1
     write_heartbeat(redis_client, keys, clock, spec.id, ttl_ms=600_000)  # it came up
-    sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1), clock=clock)
+    once()
     # a handover: the lease is free for a moment, the heartbeat is fresh → still healthy
     clock.advance(1.5)
-    result = sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1),
-                   clock=clock)
+    result = once()
     assert result["crashed"] == [] and SupervisionBook(redis_client, keys).all()[spec.id].status == "running"
     # a lease held with an old heartbeat (a runner between two beats) is alive too
     leases = LeaseManager(redis_client, keys, clock)
     lease = leases.acquire(spec.lease, new_owner("t"), 60_000)
     clock.advance(30)
-    assert sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1),
-                 clock=clock)["crashed"] == []
+    assert once()["crashed"] == []
     leases.release(lease)
-    assert sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: sent.append(1),
-                 clock=clock)["crashed"] == ["keepalive-shard-1"]
+    assert once()["crashed"] == ["keepalive-shard-1"]
 
 
 def test_one_sweeper_at_a_time_and_writes_are_fenced(redis_client) -> None:
@@ -170,8 +170,8 @@ def test_a_failing_start_is_recorded_and_the_sweep_goes_on(redis_client) -> None
         if spec.id.endswith("0"):
             raise ConnectionError("broker down")
 
-    result = sweep(redis=redis_client, keys=keys, specs=[keepalive_shard(0), keepalive_shard(1)], policy=POLICY,
-                   start=start, clock=clock)
+    specs = [keepalive_shard(0), keepalive_shard(1)]
+    result = sweep(redis=redis_client, keys=keys, specs=specs, policy=POLICY, start=start, clock=clock)
     assert result["started"] == ["keepalive-shard-0", "keepalive-shard-1"]
     book = SupervisionBook(redis_client, keys).all()
     assert book["keepalive-shard-0"].last_error == "start failed: ConnectionError"
