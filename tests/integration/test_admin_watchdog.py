@@ -16,19 +16,20 @@ GUIDE_FIELDS = {"name", "pid", "status", "restartCount", "consecutiveCrashes", "
                 "lastCrashTime", "lastError"}
 
 
-def test_watchdog_status_shows_processes_and_daemons_in_the_guide_shape(redis_server) -> None:
+def test_watchdog_status_shows_processes_and_daemons_in_the_guide_shape(redis_client, redis_server) -> None:
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY}, env_file=False)
     r = connect(redis_server.url)
     clock = SystemClock()
-    app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock), redis=r,
-                     clock=clock)
+    keys = Keys("wdtest")  # its own prefix: a dispatcher left by another test in the session worker beats too
+    app = create_app(settings, store=StateStore(r, keys, clock), events=EventLog(r, keys, clock), redis=r,
+                     clock=clock, keys=keys)
     sent = []
-    sweep(redis=r, keys=Keys(), specs=[keepalive_shard(0), poll_dispatcher()], policy=SupervisionPolicy(),
+    sweep(redis=r, keys=keys, specs=[keepalive_shard(0), poll_dispatcher()], policy=SupervisionPolicy(),
           start=sent.append, clock=clock)
-    write_heartbeat(r, Keys(), clock, "keepalive-shard-0", kind="keepalive-shard")
-    sweep(redis=r, keys=Keys(), specs=[keepalive_shard(0), poll_dispatcher()], policy=SupervisionPolicy(),
+    write_heartbeat(r, keys, clock, "keepalive-shard-0", kind="keepalive-shard")
+    sweep(redis=r, keys=keys, specs=[keepalive_shard(0), poll_dispatcher()], policy=SupervisionPolicy(),
           start=sent.append, clock=clock)
-    publish_processes(r, Keys(), clock, {"worker-control": {"name": "Worker-control", "pid": 4242,
+    publish_processes(r, keys, clock, {"worker-control": {"name": "Worker-control", "pid": 4242,
                                                             "status": "running", "restartCount": 0}})
     with ServedApp(app) as s:
         url = f"{s.url}/api/proxy/admin/watchdog/status"

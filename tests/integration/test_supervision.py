@@ -60,7 +60,7 @@ def run_sweeps(redis, keys, clock, daemon, spec, seconds: int, events=None, jitt
 
 def test_a_crash_looping_daemon_restarts_at_10_20_40_60_s_and_resets_after_a_stable_run(redis_client,
                                                                                           caplog) -> None:
-    keys, clock = Keys(), FakeClock()
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
     events = EventLog(redis_client, keys, clock)
     spec = keepalive_shard(0)
     # five short runs (crash 3 s after each start), then one stable 70 s run, then a crash again
@@ -94,7 +94,7 @@ def test_a_crash_looping_daemon_restarts_at_10_20_40_60_s_and_resets_after_a_sta
 
 
 def test_a_queued_start_within_the_start_timeout_is_not_a_crash_and_a_handover_is_not_either(redis_client):
-    keys, clock = Keys(), FakeClock()
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
     spec = keepalive_shard(1)
     sent: list[float] = []
 
@@ -124,7 +124,7 @@ def test_a_queued_start_within_the_start_timeout_is_not_a_crash_and_a_handover_i
 
 
 def test_one_sweeper_at_a_time_and_writes_are_fenced(redis_client) -> None:
-    keys, clock = Keys(), FakeClock()
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
     leases = LeaseManager(redis_client, keys, clock)
     held = leases.acquire(SUPERVISOR_LEASE, new_owner("other"), 30_000)
     result = sweep(redis=redis_client, keys=keys, specs=[keepalive_shard(0)], policy=POLICY,
@@ -143,7 +143,7 @@ def test_one_sweeper_at_a_time_and_writes_are_fenced(redis_client) -> None:
 
 
 def test_unwanted_daemons_are_retired_and_the_status_view_has_the_guide_fields(redis_client) -> None:
-    keys, clock = Keys(), FakeClock()
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
     specs = [keepalive_shard(0), keepalive_shard(1)]
     sweep(redis=redis_client, keys=keys, specs=specs, policy=POLICY, start=lambda s: None, clock=clock)
     write_heartbeat(redis_client, keys, clock, "keepalive-shard-0", ttl_ms=600_000)
@@ -164,7 +164,7 @@ def test_unwanted_daemons_are_retired_and_the_status_view_has_the_guide_fields(r
 
 
 def test_a_failing_start_is_recorded_and_the_sweep_goes_on(redis_client) -> None:
-    keys, clock = Keys(), FakeClock()
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
 
     def start(spec: DaemonSpec) -> None:
         if spec.id.endswith("0"):
