@@ -15,8 +15,9 @@ import logging
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, lease_name
+from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, daemon_name, lease_name
 from vastkeep.keepalive import run_shard as run_shard_once
+from vastkeep.supervision import mark_handover
 from worker import wiring
 from worker.app import app
 from worker.limits import KEEPALIVE_RUN_S, limits_for
@@ -54,6 +55,8 @@ def run_shard(self: Any, shard: int) -> dict[str, Any]:
 
     result = retry_on_redis(self, go, "keepalive shard")
     if result.get("result") == "done":
+        # supervision (Layer 6) counts the shard alive while its continuation waits in the queue
+        mark_handover(res.redis, res.keys, res.clock, daemon_name(n))
         self.apply_async(args=[n])
     return result
 

@@ -20,6 +20,7 @@ from typing import Any
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.polling import DISPATCH_LEASE, Poller, PollPolicy
 from vastkeep.state.leases import LeaseManager
+from vastkeep.supervision import mark_handover
 from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
@@ -65,6 +66,8 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
             if p.vast is not None:
                 p.vast.close()
         if "skipped" not in result and not result.get("lost"):
+            # supervision (Layer 6) counts the dispatcher alive while its continuation waits in the queue
+            mark_handover(res.redis, res.keys, res.clock, DISPATCH_LEASE)
             dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
         return result
 

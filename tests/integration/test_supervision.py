@@ -176,3 +176,22 @@ def test_a_failing_start_is_recorded_and_the_sweep_goes_on(redis_client) -> None
     book = SupervisionBook(redis_client, keys).all()
     assert book["keepalive-shard-0"].last_error == "start failed: ConnectionError"
     assert book["keepalive-shard-1"].last_error is None
+
+
+def test_a_handover_mark_keeps_a_daemon_alive_while_its_continuation_is_queued(redis_client) -> None:
+    from vastkeep.supervision import mark_handover
+
+    keys, clock = Keys("suptest"), FakeClock()
+    spec = keepalive_shard(0)
+
+    def once() -> dict:
+        return sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: None,
+                     clock=clock)
+
+    write_heartbeat(redis_client, keys, clock, spec.id, ttl_ms=600_000)
+    once()
+    mark_handover(redis_client, keys, clock, spec.id)  # the run ended, its continuation is in the queue
+    clock.advance(POLICY.start_timeout_s - 1)  # well past stale_s (2 s): still alive
+    assert once()["crashed"] == []
+    clock.advance(2)  # the continuation never ran: now it is a crash
+    assert once()["crashed"] == ["keepalive-shard-0"]

@@ -37,11 +37,18 @@ from vastkeep.supervision.decide import (
     jittered_delay,
     no_jitter,
 )
-from vastkeep.supervision.flow import SUPERVISOR_LEASE, SWEEP_BUSY, daemon_status, sweep, watchdog_status
+from vastkeep.supervision.flow import (
+    SUPERVISOR_LEASE,
+    SWEEP_BUSY,
+    daemon_status,
+    mark_handover,
+    sweep,
+    watchdog_status,
+)
 
 __all__ = [
     "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
     "DaemonSpec", "Decision", "Observed", "SupervisionBook", "SupervisionPolicy", "daemon_status", "decide",
-    "hash_jitter", "jittered_delay", "keepalive_shard", "no_jitter", "poll_dispatcher", "publish_processes",
-    "read_processes", "ssh_collector", "sweep", "wanted_daemons", "watchdog_status",
+    "hash_jitter", "jittered_delay", "keepalive_shard", "mark_handover", "no_jitter", "poll_dispatcher",
+    "publish_processes", "read_processes", "ssh_collector", "sweep", "wanted_daemons", "watchdog_status",
 ]

@@ -11,8 +11,9 @@ daemon and calls :func:`decide` with
 
 and gets a :class:`Decision`: the new record, whether to send a start, and what to announce.
 
-The rules (``alive`` = heartbeat not older than ``stale_s`` **or** the daemon's lease held, so a normal
-handover, where the lease is free for a moment while the heartbeat stays fresh, is never a crash):
+The rules (``alive`` = heartbeat not older than ``stale_s`` **or** the daemon's lease held **or** a heartbeat
+marked ``handover`` not older than ``start_timeout_s``, so a normal handover, where the lease is free while
+the heartbeat stays fresh or the continuation waits in a queue, is never a crash):
 
 =====================  ==============================================================================
 record status          not alive →
@@ -88,10 +89,13 @@ class Observed:
     heartbeat_age_s: float | None = None
     lease_held: bool = False
     pid: int | None = None
+    handover: bool = False  # the last heartbeat said "my continuation is sent" (it may wait in a queue)
 
     def alive(self, policy: SupervisionPolicy) -> bool:
-        fresh = self.heartbeat_age_s is not None and self.heartbeat_age_s <= policy.stale_s
-        return fresh or self.lease_held
+        age = self.heartbeat_age_s
+        fresh = age is not None and age <= policy.stale_s
+        handing_over = self.handover and age is not None and age <= policy.start_timeout_s
+        return fresh or self.lease_held or handing_over
 
 
 @dataclass(frozen=True)

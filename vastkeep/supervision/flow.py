@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
-from vastkeep.state import EventSink, Keys, LeaseManager, new_owner, read_heartbeats
+from vastkeep.state import EventSink, Keys, LeaseManager, new_owner, read_heartbeats, write_heartbeat
 from vastkeep.supervision.book import SupervisionBook, read_processes
 from vastkeep.supervision.catalogue import DaemonSpec
 from vastkeep.supervision.decide import (
@@ -53,7 +53,8 @@ def _observe(redis: Any, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) 
         beat = beats.get(spec.id)
         out[spec.id] = Observed(heartbeat_age_s=float(beat["age_s"]) if beat else None,
                                 lease_held=bool(int(lease_held or 0)),
-                                pid=int(beat["pid"]) if beat and beat.get("pid") is not None else None)
+                                pid=int(beat["pid"]) if beat and beat.get("pid") is not None else None,
+                                handover=bool(beat.get("handover")) if beat else False)
     return out
 
 
@@ -142,6 +143,12 @@ def _emit(events: EventSink | None, kind: str, **fields: Any) -> None:
         log.warning("could not emit %s: %s", kind, type(exc).__name__)
 
 
+def mark_handover(redis: Any, keys: Keys, clock: Clock, daemon_id: str, *, ttl_ms: int = 600_000) -> None:
+    """Beat once with ``handover`` before sending a continuation: until the continuation beats (or the start
+    timeout passes) the sweep treats the daemon as alive, even while the continuation waits in a queue."""
+    write_heartbeat(redis, keys, clock, daemon_id, kind="handover", handover=True, ttl_ms=ttl_ms)
+
+
 def daemon_status(rec: DaemonRecord, observed: Observed | None) -> dict[str, Any]:
     """One daemon in the guide's getStatus shape (times as ISO-8601), plus heartbeatAgeS and nextRestartAt."""
     return {"name": rec.name, "pid": observed.pid if observed else None, "status": rec.status,
@@ -162,4 +169,5 @@ def watchdog_status(redis: Any, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict
     return {"processes": read_processes(redis, keys), "daemons": daemons}
 
 
-__all__ = ["SUPERVISOR_LEASE", "SWEEP_BUSY", "Start", "daemon_status", "sweep", "watchdog_status"]
+__all__ = ["SUPERVISOR_LEASE", "SWEEP_BUSY", "Start", "daemon_status", "mark_handover", "sweep",
+           "watchdog_status"]
