@@ -43,16 +43,18 @@ Start = Callable[[DaemonSpec], Any]
 
 
 def _observe(redis: Any, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) -> dict[str, Observed]:
+    """Heartbeats and leases of ``specs`` in three Redis calls (HMGET + ZMSCORE, one EXISTS pipeline)."""
     beats = read_heartbeats(redis, keys, clock, [s.id for s in specs])
+    with_lease = [s for s in specs if s.lease]
     with redis.pipeline(transaction=False) as pipe:
-        for spec in specs:
-            pipe.exists(keys.lease(spec.lease)) if spec.lease else pipe.echo("0")
-        held = pipe.execute()
+        for spec in with_lease:
+            pipe.exists(keys.lease(spec.lease))
+        held_by_id = {s.id: bool(int(n or 0)) for s, n in zip(with_lease, pipe.execute(), strict=True)}
     out = {}
-    for spec, lease_held in zip(specs, held, strict=True):
+    for spec in specs:
         beat = beats.get(spec.id)
         out[spec.id] = Observed(heartbeat_age_s=float(beat["age_s"]) if beat else None,
-                                lease_held=bool(int(lease_held or 0)),
+                                lease_held=held_by_id.get(spec.id, False),
                                 pid=int(beat["pid"]) if beat and beat.get("pid") is not None else None,
                                 handover=bool(beat.get("handover")) if beat else False)
     return out
