@@ -145,7 +145,7 @@ SPECS: tuple[_Spec, ...] = (
     # ── supervision of the logical daemons (Layer 6) ──
     _Spec("SUPERVISION_SWEEP_INTERVAL_MS", "ms", 5000, "how often beat runs the supervision sweep", lo=500,
           hi=_H),
-    _Spec("SUPERVISION_HEARTBEAT_STALE_MS", "ms", 20000, "a daemon whose heartbeat is older than this and "
+    _Spec("SUPERVISION_HEARTBEAT_STALE_MS", "ms", 10000, "a daemon whose heartbeat is older than this and "
           "whose lease is free counts as crashed", lo=1000, hi=_H),
     _Spec("SUPERVISION_START_TIMEOUT_MS", "ms", 60000, "after a start is sent, wait this long for the "
           "daemon's first heartbeat before calling it crashed", lo=1000, hi=_H),
@@ -246,7 +246,7 @@ class Settings:
     warm_pool_safe_mode_auto_exit: bool = True
     warm_pool_reconcile_interval_ms: int = 15000
     supervision_sweep_interval_ms: int = 5000
-    supervision_heartbeat_stale_ms: int = 20000
+    supervision_heartbeat_stale_ms: int = 10000
     supervision_start_timeout_ms: int = 60000
     supervision_max_restarts: int = -1
     supervision_restart_jitter_pct: int = 20

@@ -65,7 +65,7 @@ class SupervisionPolicy:
     """When a daemon counts as dead, how long a start may take, the restart schedule and the alert rule."""
 
     restart: RestartPolicy = field(default_factory=RestartPolicy)
-    stale_s: float = 20.0
+    stale_s: float = 10.0
     start_timeout_s: float = 60.0
     jitter_fraction: float = 0.2
     crash_loop_crashes: int = 5
