@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 HEARTBEAT_INTERVAL_S = 30.0
-#: how often beat makes sure every keepalive shard has an owner (well under one ping interval)
-KEEPALIVE_ENSURE_S = 10.0
 
 #: The beat scheduler: celery-redbeat keeps this schedule in Redis and holds a lock there, so a beat
 #: started on every host (``vastkeep.target``) sends each entry once: one beat sends, the others wait
@@ -22,19 +20,18 @@ SCHEDULER = "redbeat.RedBeatScheduler"
 ENTRIES: dict[str, tuple[str, float | str]] = {
     "vastkeep.system.heartbeat": ("vastkeep.system.heartbeat", HEARTBEAT_INTERVAL_S),
     "vastkeep.tokens.validate_all": ("vastkeep.tokens.validate_all", "token_periodic_check_s"),
-    "vastkeep.keepalive.ensure_shards": ("vastkeep.keepalive.ensure_shards", KEEPALIVE_ENSURE_S),
-    "vastkeep.ssh.ensure_collectors": ("vastkeep.ssh.ensure_collectors", 30.0),
-    # Layer 5: beat only makes sure one polling dispatcher runs; the dispatcher polls every instance at its
-    # own adaptive interval ("the next poll"; vastkeep.ports.validate_pool stays an operator's tool).
-    "vastkeep.polling.ensure": ("vastkeep.polling.ensure", 10.0),
+    # Layer 6: one sweep starts and restarts (with the guide's backoff) every logical daemon: the keepalive
+    # shards, the poll dispatcher, the SSH collectors. It replaced the ensure entries of Layers 1, 4 and 5
+    # (vastkeep.keepalive.ensure_shards, vastkeep.ssh.ensure_collectors, vastkeep.polling.ensure), which
+    # stay callable by name as operators' tools.
+    "vastkeep.supervision.sweep": ("vastkeep.supervision.sweep", "supervision_sweep_interval_s"),
     # the warm pool: one reconcile round (rent / destroy / adopt) per interval, one worker at a time
     "vastkeep.pool.reconcile": ("vastkeep.pool.reconcile", "warm_pool_reconcile_interval_s"),
 }
 
 #: Entries whose message expires after one interval: one still queued when the next one is due is
 #: dropped rather than run late, so a busy or restarting worker does not find a backlog of them.
-EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards",
-                                   "vastkeep.pool.reconcile"})
+EXPIRE_AFTER_INTERVAL = frozenset({"vastkeep.supervision.sweep", "vastkeep.pool.reconcile"})
 
 
 def build_schedule(settings: Any) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ import tasks.polling  # noqa: F401
 import tasks.pool  # noqa: F401
 import tasks.ports  # noqa: F401
 import tasks.ssh  # noqa: F401
+import tasks.supervision  # noqa: F401
 import tasks.system  # noqa: F401
 import tasks.tokens  # noqa: F401
 from tasks.base import VastkeepTask, retry_delay_s

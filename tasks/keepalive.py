@@ -1,11 +1,12 @@
 """Layer 4 tasks: ``vastkeep.keepalive.run_shard`` (long-lived, own queue) and ``...ensure_shards``.
 
 A shard runner holds its shard for a bounded run (``KEEPALIVE_RUN_S``) and then hands over to its
-continuation, so no task outlives the visibility timeout and a worker can be drained between runs. Beat
-only makes sure every shard has an owner: ``ensure_shards`` sends ``run_shard`` for each shard whose lease
-is free (a worker that died lets its lease lapse within ``lease_ttl_ms``, so another worker takes the shard
-within one ping interval). Two runners for one shard cannot both run: the second finds the lease held and
-returns ``busy`` without a continuation.
+continuation, so no task outlives the visibility timeout and a worker can be drained between runs. The
+supervision sweep (``vastkeep.supervision.sweep``, Layer 6) makes sure every shard has an owner: a shard
+whose heartbeat went stale and whose lease lapsed (a worker that died) is restarted with the guide's
+backoff. ``ensure_shards`` is no longer on the beat schedule: it stays an operator's tool that sends
+``run_shard`` at once for each shard whose lease is free. Two runners for one shard cannot both run: the
+second finds the lease held and returns ``busy`` without a continuation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import logging
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, lease_name
+from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, daemon_name, lease_name
 from vastkeep.keepalive import run_shard as run_shard_once
+from vastkeep.supervision import mark_handover
 from worker import wiring
 from worker.app import app
 from worker.limits import KEEPALIVE_RUN_S, limits_for
@@ -53,6 +55,8 @@ def run_shard(self: Any, shard: int) -> dict[str, Any]:
 
     result = retry_on_redis(self, go, "keepalive shard")
     if result.get("result") == "done":
+        # supervision (Layer 6) counts the shard alive while its continuation waits in the queue
+        mark_handover(res.redis, res.keys, res.clock, daemon_name(n))
         self.apply_async(args=[n])
     return result
 
@@ -60,7 +64,8 @@ def run_shard(self: Any, shard: int) -> dict[str, Any]:
 @app.task(name="vastkeep.keepalive.ensure_shards", bind=True, base=VastkeepTask, ignore_result=True,
           **limits_for("vastkeep.keepalive.ensure_shards", wiring.settings()))
 def ensure_shards(self: Any) -> dict[str, Any]:
-    """Send ``run_shard`` for every shard nobody holds (beat runs this; idempotent)."""
+    """Send ``run_shard`` for every shard nobody holds now (an operator's tool; beat runs the supervision
+    sweep instead, which adds the backoff; idempotent)."""
     res = wiring.resources()
 
     def go() -> dict[str, Any]:

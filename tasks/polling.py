@@ -4,8 +4,9 @@ Thin: build the process's :class:`~vastkeep.polling.Poller` and call it. ``dispa
 poller: a bounded loop (:data:`DISPATCH_BUDGET_S`) under the ``poll-dispatcher`` lease that claims due
 instances from the Redis schedule, polls them from the shared provider snapshot and hands over to a fresh
 ``dispatch`` message at the end (so no message is ever held longer than the budget, and a ``kill -9``
-costs at most the lease TTL (10 s) + one beat interval (10 s)). ``ensure`` (beat, every
-:data:`ENSURE_INTERVAL_S`) only queues a ``dispatch`` when nobody holds the lease. ``poll_instance``
+costs at most the heartbeat staleness + the supervision backoff: the supervision sweep of Layer 6 restarts
+a dispatcher whose heartbeat (``poll-dispatcher``) went stale). ``ensure`` is an operator's tool (no longer
+on the beat schedule): it queues a ``dispatch`` at once when nobody holds the lease. ``poll_instance``
 makes one instance due now and wakes the dispatcher (one poll in flight per instance stays true: the
 dispatcher's claim does the poll).
 Each status change also goes out as the Celery event ``task-instance-status`` (Flower).
@@ -19,6 +20,7 @@ from typing import Any
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.polling import DISPATCH_LEASE, Poller, PollPolicy
 from vastkeep.state.leases import LeaseManager
+from vastkeep.supervision import mark_handover
 from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
@@ -64,6 +66,8 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
             if p.vast is not None:
                 p.vast.close()
         if "skipped" not in result and not result.get("lost"):
+            # supervision (Layer 6) counts the dispatcher alive while its continuation waits in the queue
+            mark_handover(res.redis, res.keys, res.clock, DISPATCH_LEASE)
             dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
         return result
 
@@ -89,7 +93,7 @@ def refresh(self: Any) -> dict[str, Any]:
 @app.task(name="vastkeep.polling.ensure", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.polling.ensure", wiring.settings()))
 def ensure(self: Any) -> dict[str, Any]:
-    """Make sure a dispatcher runs: queue one when the dispatcher lease is free (beat calls this)."""
+    """Queue a dispatcher when the dispatcher lease is free (an operator's tool; beat runs the sweep)."""
 
     def go() -> dict[str, Any]:
         res = wiring.resources()

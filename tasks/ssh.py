@@ -82,7 +82,11 @@ def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
 @app.task(name="vastkeep.ssh.ensure_collectors", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.ssh.ensure_collectors", wiring.settings()))
 def ensure_collectors(self: Any) -> dict[str, Any]:
-    """Start a collector for every starting/loading (and, if configured, ready) instance without one."""
+    """Start a collector for every starting/loading (and, if configured, ready) instance without one.
+
+    An operator's tool since Layer 6: beat runs ``vastkeep.supervision.sweep``, which starts and restarts
+    collectors with the guide's backoff; this one sends at once, without backoff or supervision records.
+    """
 
     def go() -> dict[str, Any]:
         res = wiring.resources()

@@ -38,7 +38,7 @@ SSH_PREFIXES = ("vastkeep.ssh.", "vastkeep.logs.")
 #: Long-lived async shard runners get a worker of their own: each holds a pool slot for its whole run.
 KEEPALIVE_TASKS = frozenset({"vastkeep.keepalive.run_shard"})
 #: Short tasks named under an SSH prefix: they must not wait behind long collectors.
-CONTROL_TASKS = frozenset({"vastkeep.ssh.ensure_collectors"})
+CONTROL_TASKS = frozenset({"vastkeep.ssh.ensure_collectors", "vastkeep.supervision.sweep"})
 FALLBACK_REDIS_URL = "redis://127.0.0.1:6379/0"
 RESULT_EXPIRES_S = 86_400
 REDIS_SOCKET_TIMEOUT_S = 30.0

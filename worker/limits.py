@@ -128,6 +128,8 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
                                           budget_s=float(settings.ssh_collect_hold_s)),
         # the records, the leases held, a send per instance that needs a collector
         "vastkeep.ssh.ensure_collectors": _limit(15.0),
+        # Layer 6: the records, the heartbeats, the leases (fixed Redis calls) and one send per start
+        "vastkeep.supervision.sweep": _limit(5.0),
         # a reply / one Redis write: the slack alone
         "vastkeep.system.ping": _limit(0.0),
         "vastkeep.system.heartbeat": _limit(0.0),

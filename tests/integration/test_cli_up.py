@@ -94,6 +94,17 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         st = requests.get(f"{api}/api/proxy/admin/system/status", timeout=5,
                           headers={"X-Admin-Key": stack["admin_api_key"]})
         assert st.status_code == 200 and st.json()["simulated"] is True
+        # Layer 6: the stack's watchdog publishes its processes; beat's supervision sweep registers daemons
+        deadline, wd = time.monotonic() + 40, {}
+        while time.monotonic() < deadline:
+            wd = requests.get(f"{api}/api/proxy/admin/watchdog/status", timeout=5,
+                              headers={"X-Admin-Key": stack["admin_api_key"]}).json()
+            if wd["processes"] and {"keepalive-shard-0", "poll-dispatcher"} <= set(wd["daemons"]):
+                break
+            time.sleep(0.5)
+        assert set(wd["processes"]) == set(stack["children"]), wd
+        assert all(p["status"] == "running" and p["pid"] for p in wd["processes"].values()), wd
+        assert wd["daemons"]["poll-dispatcher"]["status"] in ("starting", "running"), wd
         flower = f"http://127.0.0.1:{flower_port}"
         assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
         assert requests.get(f"{flower}/api/workers", timeout=10,

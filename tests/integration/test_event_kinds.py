@@ -85,3 +85,17 @@ def test_token_events_match_their_docs(sim, store, events) -> None:
     manager.validate_service(CIVITAI, use_cache=False)
     assert assert_documented(events) == {"token-update-rejected", "token-updated", "token-valid",
                                          "token-invalid"}
+
+
+def test_supervision_events_match_their_docs(redis_client, clock, events) -> None:
+    """process-restarted / process-failed / process-crash-loop as the sweep emits them (guide's fields)."""
+    from vastkeep.core.backoff import RestartPolicy
+    from vastkeep.supervision import SupervisionPolicy, keepalive_shard, no_jitter, sweep
+
+    policy = SupervisionPolicy(restart=RestartPolicy(max_restarts=1), stale_s=1, start_timeout_s=2,
+                               crash_loop_crashes=2, crash_loop_window_s=600)
+    for _ in range(40):  # never beats: start, time out (crash 1), restart after 10 s, time out (failed)
+        sweep(redis=redis_client, keys=Keys("evtest"), specs=[keepalive_shard(0)], policy=policy,
+              start=lambda s: None, events=events, clock=clock, jitter=no_jitter)
+        clock.advance(1.0)
+    assert assert_documented(events) == {"process-restarted", "process-failed", "process-crash-loop"}

@@ -218,6 +218,7 @@ def test_config_is_explicit_and_consistent(vk_celery_app, vk_settings) -> None:
     assert {q.name for q in conf.task_queues} == {CONTROL_QUEUE, SSH_QUEUE, KEEPALIVE_QUEUE}
     assert queue_for("vastkeep.keepalive.run_shard") == KEEPALIVE_QUEUE
     assert queue_for("vastkeep.keepalive.ensure_shards") == CONTROL_QUEUE
+    assert queue_for("vastkeep.supervision.sweep") == CONTROL_QUEUE
     assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started
     assert conf.beat_schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
     for entry in conf.beat_schedule.values():
@@ -241,7 +242,12 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
 
     default = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
     assert default["vastkeep.tokens.validate_all"]["schedule"] == 600.0
-    assert default["vastkeep.polling.ensure"]["schedule"] == 10.0
+    assert default["vastkeep.supervision.sweep"]["schedule"] == 5.0
+    # the supervision sweep replaced the three ensure entries (they stay callable by name)
+    assert not {"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards",
+                "vastkeep.ssh.ensure_collectors"} & set(default)
+    assert {"vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards",
+            "vastkeep.ssh.ensure_collectors"} <= set(app.tasks)
     assert "vastkeep.ports.validate_pool" not in default  # polling is "the next poll" now
     tuned = load_settings(environ={"TOKEN_PERIODIC_CHECK_MS": "90000"}, env_file=False)
     schedule = celery_config(tuned, redis_url="redis://x:1/0")["beat_schedule"]
@@ -250,14 +256,19 @@ def test_token_check_interval_follows_settings(vk_settings) -> None:
     assert schedule["vastkeep.system.heartbeat"]["schedule"] == 30.0
 
 
-def test_polling_ensure_beat_entry_expires_after_one_interval(vk_settings) -> None:
-    """An ensure still queued when the next one is due is dropped, not run late (only this entry expires)."""
+def test_supervision_sweep_beat_entry_expires_after_one_interval(vk_settings) -> None:
+    """A sweep still queued when the next one is due is dropped, not run late."""
     from celery.beat import ScheduleEntry
 
+    from vastkeep.core.settings import load_settings
+
     schedule = celery_config(vk_settings, redis_url="redis://x:1/0")["beat_schedule"]
-    entry = schedule["vastkeep.polling.ensure"]
-    assert entry == {"task": "vastkeep.polling.ensure", "schedule": 10.0, "options": {"expires": 10.0}}
-    assert ScheduleEntry(name="ensure", app=app, **entry).options["expires"] == 10.0
+    entry = schedule["vastkeep.supervision.sweep"]
+    assert entry == {"task": "vastkeep.supervision.sweep", "schedule": 5.0, "options": {"expires": 5.0}}
+    assert ScheduleEntry(name="sweep", app=app, **entry).options["expires"] == 5.0
+    tuned = load_settings(environ={"SUPERVISION_SWEEP_INTERVAL_MS": "2000"}, env_file=False)
+    assert celery_config(tuned, redis_url="redis://x:1/0")["beat_schedule"]["vastkeep.supervision.sweep"][
+        "schedule"] == 2.0
     assert "options" not in schedule["vastkeep.system.heartbeat"]
 
 
@@ -272,8 +283,7 @@ def test_worker_app_beat_schedule_honours_env(tmp_path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     schedule = json.loads(out.stdout.strip().splitlines()[-1])
     assert schedule == {"vastkeep.system.heartbeat": 30.0, "vastkeep.tokens.validate_all": 45.0,
-                        "vastkeep.keepalive.ensure_shards": 10.0, "vastkeep.ssh.ensure_collectors": 30.0,
-                        "vastkeep.polling.ensure": 10.0, "vastkeep.pool.reconcile": 15.0}
+                        "vastkeep.supervision.sweep": 5.0, "vastkeep.pool.reconcile": 15.0}
 
 
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] in (resource.RLIM_INFINITY, 512),

@@ -189,3 +189,27 @@ def test_spawn_failures_after_a_stable_run_keep_backing_off() -> None:
         assert (st["status"], st["consecutiveCrashes"]) == ("backoff", crashes)
         assert "spawn failed" in st["lastError"]
     sup.stop_all()
+
+
+def test_status_is_published_on_change_and_every_interval_and_a_failing_publish_is_harmless() -> None:
+    """``vastkeep up`` publishes the watchdog status (to Redis) so the admin API can show it."""
+    from vastkeep.core.clock import FakeClock
+
+    clock = FakeClock()
+    got: list[dict] = []
+    sup = Supervisor(clock=clock, publish=got.append, publish_interval_s=5.0)
+    sup.register("sleeper", ChildSpec(name="Sleeper", argv=["sleep", "30"]), start=False)
+    sup._maybe_publish()
+    sup._maybe_publish()
+    assert len(got) == 1 and got[0]["sleeper"]["name"] == "Sleeper"
+    clock.advance(5.0)
+    sup._maybe_publish()
+    assert len(got) == 2
+
+    def broken(status: dict) -> None:
+        raise ConnectionError("redis is restarting")
+
+    sup.publish = broken
+    assert sup.publish_now() is False  # logged at debug, never raised into the watchdog loop
+    sup.publish = None
+    assert sup.publish_now() is False

@@ -37,7 +37,7 @@ ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
 #: modules under vastkeep.admin that export ``router`` (append yours; order = OpenAPI order)
 ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool", "routes_keepalive",
-                             "routes_logs", "routes_instances", "routes_warm_pool")
+                             "routes_logs", "routes_instances", "routes_warm_pool", "routes_watchdog")
 log = logging.getLogger("vastkeep.admin")
 
 Dispatch = Callable[[str, dict[str, Any]], str]

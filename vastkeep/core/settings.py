@@ -142,6 +142,21 @@ SPECS: tuple[_Spec, ...] = (
           "leave an automatic safe mode by itself once its cause clears (else only by an operator)"),
     _Spec("WARM_POOL_RECONCILE_INTERVAL_MS", "ms", 15000, "how often the pool is reconciled (beat)",
           lo=1000, hi=_H),
+    # ── supervision of the logical daemons (Layer 6) ──
+    _Spec("SUPERVISION_SWEEP_INTERVAL_MS", "ms", 5000, "how often beat runs the supervision sweep", lo=500,
+          hi=_H),
+    _Spec("SUPERVISION_HEARTBEAT_STALE_MS", "ms", 10000, "a daemon whose heartbeat is older than this and "
+          "whose lease is free counts as crashed", lo=1000, hi=_H),
+    _Spec("SUPERVISION_START_TIMEOUT_MS", "ms", 60000, "after a start is sent, wait this long for the "
+          "daemon's first heartbeat before calling it crashed", lo=1000, hi=_H),
+    _Spec("SUPERVISION_MAX_RESTARTS", "count", -1, "restarts before a daemon is given up (process-failed); "
+          "-1: unlimited", lo=-1),
+    _Spec("SUPERVISION_RESTART_JITTER_PCT", "count", 20, "restart delays spread over their last N %, "
+          "differently per daemon (never later than 10/20/40/60 s)", lo=0, hi=100),
+    _Spec("SUPERVISION_CRASH_LOOP_CRASHES", "count", 5, "crashes within the window that raise a "
+          "process-crash-loop alert", hi=1000),
+    _Spec("SUPERVISION_CRASH_LOOP_WINDOW_MS", "ms", 600000, "the window those crashes are counted in",
+          lo=1000, hi=_D),
     _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
     _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
@@ -230,6 +245,13 @@ class Settings:
     warm_pool_max_spend_dph: float = 10.0
     warm_pool_safe_mode_auto_exit: bool = True
     warm_pool_reconcile_interval_ms: int = 15000
+    supervision_sweep_interval_ms: int = 5000
+    supervision_heartbeat_stale_ms: int = 10000
+    supervision_start_timeout_ms: int = 60000
+    supervision_max_restarts: int = -1
+    supervision_restart_jitter_pct: int = 20
+    supervision_crash_loop_crashes: int = 5
+    supervision_crash_loop_window_ms: int = 600000
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"
@@ -281,6 +303,7 @@ class Settings:
     warm_pool_rent_settle_s = _seconds("warm_pool_rent_settle_ms")
     warm_pool_safe_mode_window_s = _seconds("warm_pool_safe_mode_window_ms")
     warm_pool_reconcile_interval_s = _seconds("warm_pool_reconcile_interval_ms")
+    supervision_sweep_interval_s = _seconds("supervision_sweep_interval_ms")
 
     @property
     def longest_poll_interval_s(self) -> float:

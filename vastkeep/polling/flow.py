@@ -33,12 +33,16 @@ from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ABSENT_BEFORE_SHOW, ProviderSnapshot, record_from_row
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, StateStore, new_owner
+from vastkeep.state import write_heartbeat as _beat
 
 log = logging.getLogger("vastkeep.polling")
 
 DISPATCH_LEASE = "poll-dispatcher"
 DISPATCH_LEASE_TTL_MS = 10_000
 DISPATCH_BUSY = "another dispatcher is running"
+#: the dispatcher beats its heartbeat (named like its lease) this often; supervision (Layer 6) reads it
+DISPATCH_HEARTBEAT_EVERY_S = 2.0
+DISPATCH_HEARTBEAT_TTL_MS = 60_000
 BATCH = 200
 SHOWS_PER_BATCH = 5
 MAX_WAIT_S = 1.0
@@ -226,11 +230,16 @@ class Poller:
             return {"skipped": DISPATCH_BUSY}
         totals = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
         deadline = self.clock.monotonic() + budget_s
+        beat_at = -float("inf")
         try:
             while self.clock.monotonic() < deadline and not (should_stop is not None and should_stop()):
                 if not leases.renew(lease):
                     totals["lost"] = True
                     break
+                if self.clock.monotonic() - beat_at >= DISPATCH_HEARTBEAT_EVERY_S:
+                    beat_at = self.clock.monotonic()
+                    _beat(self.redis, self.keys, self.clock, DISPATCH_LEASE, kind="poll-dispatcher",
+                          fence=lease.fence, ttl_ms=DISPATCH_HEARTBEAT_TTL_MS)
                 refreshed = self.refresh()
                 totals["refreshes"] += int(bool(refreshed.get("refreshed") or refreshed.get("queued")))
                 claimed = self.schedule.claim_due(BATCH)

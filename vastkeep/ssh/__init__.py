@@ -11,6 +11,7 @@ under the lease; which instances need a collector).
 from vastkeep.ssh.collector import PROVISION_LOG, Collector, CollectorConfig, LeaseKeeper, RunResult
 from vastkeep.ssh.connect import HostKeyPins, fingerprint, load_private_key, open_client
 from vastkeep.ssh.decide import backing_off_line, backoff_ceiling_s, backoff_delay_s
+from vastkeep.ssh.flow import heartbeat_name, wants_collector
 from vastkeep.ssh.lines import split_lines
 from vastkeep.ssh.liveness import Liveness
 from vastkeep.ssh.logstore import DEFAULT_KEEP_BYTES, MAX_READ_LINES, LogLine, LogStore, lease_name
@@ -18,5 +19,6 @@ from vastkeep.ssh.routes import Route, routes_for, ssh_routes
 
 __all__ = ["DEFAULT_KEEP_BYTES", "MAX_READ_LINES", "PROVISION_LOG", "Collector", "CollectorConfig",
            "HostKeyPins", "LeaseKeeper", "Liveness", "LogLine", "LogStore", "Route", "RunResult",
-           "backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "fingerprint", "lease_name",
-           "load_private_key", "open_client", "routes_for", "split_lines", "ssh_routes"]
+           "backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "fingerprint", "heartbeat_name",
+           "lease_name", "load_private_key", "open_client", "routes_for", "split_lines", "ssh_routes",
+           "wants_collector"]

@@ -106,7 +106,8 @@ class Stack:
                             "keepalive": max(1, int(getattr(settings, "comfyui_keepalive_shards", 2)))}
         self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
                                      "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
-        self.supervisor = Supervisor(on_change=self._write)
+        self.supervisor = Supervisor(on_change=self._write, publish=self._publish)
+        self._redis: Any = None
         self._owns_home = False  # True once no other live stack runs from this folder
 
     def say(self, text: str = "") -> None:
@@ -117,6 +118,18 @@ class Stack:
             return
         self.info["children"] = self.supervisor.status()
         write_private_json(self.home / STACK_FILE, self.info)
+
+    def _publish(self, status: dict[str, Any]) -> None:
+        """Publish the watchdog's status to the stack's Redis, for ``GET .../watchdog/status``."""
+        from vastkeep.state import Keys, connect  # noqa: PLC0415
+        from vastkeep.supervision import publish_processes  # noqa: PLC0415
+
+        url = self.info.get("redis_url")
+        if not url:
+            return  # Redis is not chosen yet
+        if self._redis is None:  # short deadlines, no retries: the watchdog loop must never wait on Redis
+            self._redis = connect(url, socket_timeout_s=1.0, socket_connect_timeout_s=1.0, retry_attempts=0)
+        publish_processes(self._redis, Keys(), SYSTEM_CLOCK, status)
 
     def _spawn(self, cid: str, name: str, argv: list[str], *, env: dict[str, str] | None = None,
                stop_last: bool = False) -> None:

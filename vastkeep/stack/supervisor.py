@@ -14,6 +14,10 @@ so a worker's pool processes never outlive ``vastkeep up``.
 The log lines keep the guide's wording so existing log alerts keep working:
 ``[Watchdog] Registered process: <name>``, ``Restarted <id> (attempt N, M crashes)`` and
 ``[Watchdog] Process <name> FAILED after N restarts``.
+
+With a ``publish`` callable the watchdog hands its :meth:`Supervisor.status` to it on every change and at
+least every ``publish_interval_s`` (``vastkeep up`` publishes it to Redis, where the admin API's
+``GET /api/proxy/admin/watchdog/status`` reads it); a failing publish never disturbs the watchdog.
 """
 
 from __future__ import annotations
@@ -72,12 +76,17 @@ class Supervisor:
         poll_interval_s: float = 0.5,
         stop_timeout_s: float = 15.0,
         on_change: Callable[[Supervisor], None] | None = None,
+        publish: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+        publish_interval_s: float = 5.0,
     ) -> None:
         self.policy = policy or RestartPolicy()
         self.clock = clock
         self.poll_interval_s = poll_interval_s
         self.stop_timeout_s = stop_timeout_s
         self.on_change = on_change
+        self.publish = publish
+        self.publish_interval_s = publish_interval_s
+        self._published_mono: float | None = None
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -127,6 +136,25 @@ class Supervisor:
                 self.on_change(self)
             except Exception:  # a status file write must never take the watchdog down
                 log.exception("supervisor on_change hook failed")
+        self.publish_now()
+
+    def publish_now(self) -> bool:
+        """Hand :meth:`status` to ``publish`` (if any); False when there is none or it failed."""
+        if self.publish is None:
+            return False
+        self._published_mono = self.clock.monotonic()
+        try:
+            self.publish(self.status())
+        except Exception as exc:  # noqa: BLE001 - Redis may be one of the children, restarting
+            log.debug("watchdog status publish failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    def _maybe_publish(self) -> None:
+        last = self._published_mono
+        if self.publish is not None and (last is None
+                                         or self.clock.monotonic() - last >= self.publish_interval_s):
+            self.publish_now()
 
     # ── watching ────────────────────────────────────────────────────────────
     def _crashed(self, child: _Child) -> None:
@@ -176,6 +204,7 @@ class Supervisor:
         try:
             while not stop_event.is_set():
                 self.poll_once()
+                self._maybe_publish()
                 stop_event.wait(self.poll_interval_s)
         finally:
             self.stop_all()

@@ -58,8 +58,12 @@ EVENT_KINDS: dict[str, str] = {
     "pool-lease-ended": "a client lease was released (instance_id, client, fence, reason)",
     "pool-resized": "an operator changed the warm pool's desired size (desired_size, previous)",
     "safe-mode": "safe mode switched on or off (on, reason, cause)",
-    "process-restarted": "the supervisor restarted a child (name, restarts, delay_s)",
-    "process-failed": "the supervisor gave up on a child (name, restarts)",
+    "process-restarted": "supervision restarted a daemon whose heartbeat went stale, on the guide's "
+                         "10/20/40/60 s schedule (id, name, restartCount, consecutiveCrashes)",
+    "process-failed": "supervision gave up on a daemon after SUPERVISION_MAX_RESTARTS "
+                      "(id, name, restartCount)",
+    "process-crash-loop": "ALERT: a daemon crashed SUPERVISION_CRASH_LOOP_CRASHES times within the window "
+                          "(id, name, crashes, consecutiveCrashes, restartCount)",
 }
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -17,6 +17,7 @@ HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
 RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
 RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
 POOL_LAST_ROUND_TTL_MS = 3_600_000  # the last reconcile round's summary (status: why the pool waits)
+WATCHDOG_PROCESSES_TTL_MS = 60_000  # `vastkeep up`'s published watchdog status counts as gone after this
 
 _ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
@@ -224,6 +225,16 @@ class Keys:
         ``<prefix>:statics``) and the lock that lets exactly one beat of the deployment send."""
         return self._k("redbeat") + ":"
 
+    # ── supervision (Layer 6) ──────────────────────────────────────────────
+    def supervision_book(self) -> str:
+        """Hash: daemon id → JSON supervision record (status, restartCount, consecutiveCrashes, times...)."""
+        return self._k("supervision", "daemons")
+
+    def watchdog_processes(self) -> str:
+        """JSON: the ``vastkeep up`` watchdog's status of its local processes (PX WATCHDOG_PROCESSES_TTL_MS),
+        published by the supervisor so the admin API process can read it."""
+        return self._k("supervision", "processes")
+
     # ── provider rate limits ────────────────────────────────────────────────
     def rate_slot(self, service: str, endpoint: str, key_fingerprint: str) -> str:
         """Next allowed call time (us) of one endpoint with one API key, shared by every worker.
@@ -251,4 +262,4 @@ class Keys:
 
 __all__ = ["EVENTS_MAXLEN", "HEARTBEAT_TTL_MS", "KEEPALIVE_STATUS_TTL_MS", "LEASE_DEFAULT_TTL_MS",
            "POOL_LAST_ROUND_TTL_MS", "RATE_GAP_LEARNED_TTL_MS", "RATE_SLOT_GRACE_MS", "TOKEN_RESULT_TTL_MS",
-           "Keys"]
+           "WATCHDOG_PROCESSES_TTL_MS", "Keys"]

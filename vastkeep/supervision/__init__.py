@@ -1,6 +1,54 @@
-"""Layer 6 — supervision of the logical daemons (planned: issue 11).
+"""Layer 6 — supervision of the logical daemons: every keepalive shard, the poll dispatcher and each
+instance's SSH log collector is restarted on the guide's schedule when its heartbeat goes stale.
 
-Collectors, the poll machinery and keepalive shards beat a heartbeat; stale ones are restarted.
+- ``decide``: pure; one daemon's verdict per sweep (start, wait, crashed → backoff 10/20/40/60 s with
+  jitter across daemons, restart, failed, crash-loop alert; reset after a 60 s stable run; a start grace
+  so a queued start or a normal handover is never a crash). Table-tested.
+- ``catalogue``: which daemons are wanted now and their names (heartbeat, lease, guide-style display name).
+- ``book``: the records in Redis (fenced writes), and ``vastkeep up``'s published process status.
+- ``flow``: ``sweep`` (one supervisor at a time, under the ``supervisor`` lease; starts through an injected
+  callable; the guide's log lines and the ``process-*`` events) and ``watchdog_status`` (the admin view).
 
-Logger: ``vastkeep.supervision``.
+The ``vastkeep up`` local-process watchdog itself is :mod:`vastkeep.stack.supervisor`; both use the one
+restart schedule, :func:`vastkeep.core.backoff.restart_delay`.
+
+Logger: ``vastkeep.supervision``. Lines: ``[Watchdog] Registered process: <name>``,
+``Restarted <id> (attempt N, M crashes)``, ``[Watchdog] Process <name> FAILED after N restarts``.
 """
+
+from vastkeep.supervision.book import SupervisionBook, publish_processes, read_processes
+from vastkeep.supervision.catalogue import (
+    KEEPALIVE_SHARD,
+    POLL_DISPATCHER,
+    SSH_COLLECTOR,
+    DaemonSpec,
+    keepalive_shard,
+    poll_dispatcher,
+    ssh_collector,
+    wanted_daemons,
+)
+from vastkeep.supervision.decide import (
+    DaemonRecord,
+    Decision,
+    Observed,
+    SupervisionPolicy,
+    decide,
+    hash_jitter,
+    jittered_delay,
+    no_jitter,
+)
+from vastkeep.supervision.flow import (
+    SUPERVISOR_LEASE,
+    SWEEP_BUSY,
+    daemon_status,
+    mark_handover,
+    sweep,
+    watchdog_status,
+)
+
+__all__ = [
+    "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
+    "DaemonSpec", "Decision", "Observed", "SupervisionBook", "SupervisionPolicy", "daemon_status", "decide",
+    "hash_jitter", "jittered_delay", "keepalive_shard", "mark_handover", "no_jitter", "poll_dispatcher",
+    "publish_processes", "read_processes", "ssh_collector", "sweep", "wanted_daemons", "watchdog_status",
+]

@@ -1,0 +1,197 @@
+"""Layer 6 sweep against a real redis-server with a fake clock: the guide's 10/20/40/60 s schedule for a
+crash-looping daemon, the reset after a stable run, one sweeper at a time, fenced writes, the status view.
+
+The daemon is simulated by the ``start`` callable: each start makes it beat its heartbeat for ``run_s``
+seconds of fake time, then it "crashes" (stops beating). The sweep runs every fake second.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from vastkeep.core.clock import FakeClock
+from vastkeep.state import EventLog, Keys, LeaseManager, new_owner, write_heartbeat
+from vastkeep.supervision import (
+    SUPERVISOR_LEASE,
+    SWEEP_BUSY,
+    DaemonSpec,
+    SupervisionBook,
+    SupervisionPolicy,
+    keepalive_shard,
+    no_jitter,
+    publish_processes,
+    sweep,
+    watchdog_status,
+)
+
+POLICY = SupervisionPolicy(stale_s=2.0, start_timeout_s=5.0, jitter_fraction=0.2, crash_loop_crashes=4,
+                           crash_loop_window_s=300.0)
+
+
+class FakeDaemon:
+    """Beats while 'running'; each start runs it for the next entry of ``runs_s`` (then it crashes)."""
+
+    def __init__(self, redis: Any, keys: Keys, clock: FakeClock, runs_s: list[float]) -> None:
+        self.redis, self.keys, self.clock, self.runs_s = redis, keys, clock, list(runs_s)
+        self.starts: list[float] = []
+        self.until = -1.0
+
+    def start(self, spec: DaemonSpec) -> None:
+        self.starts.append(self.clock.now())
+        self.until = self.clock.now() + (self.runs_s.pop(0) if self.runs_s else 1e9)
+
+    def beat(self, spec: DaemonSpec) -> None:
+        if self.clock.now() <= self.until:
+            write_heartbeat(self.redis, self.keys, self.clock, spec.id, kind="test", ttl_ms=600_000)
+
+
+def run_sweeps(redis, keys, clock, daemon, spec, seconds: int, events=None, jitter=no_jitter) -> list[dict]:
+    out = []
+    for _ in range(seconds):
+        daemon.beat(spec)
+        out.append(sweep(redis=redis, keys=keys, specs=[spec], policy=POLICY, start=daemon.start,
+                         events=events, clock=clock, jitter=jitter))
+        clock.advance(1.0)
+    return out
+
+
+def test_a_crash_looping_daemon_restarts_at_10_20_40_60_s_and_resets_after_a_stable_run(redis_client,
+                                                                                          caplog) -> None:
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
+    events = EventLog(redis_client, keys, clock)
+    spec = keepalive_shard(0)
+    # five short runs (crash 3 s after each start), then one stable 70 s run, then a crash again
+    daemon = FakeDaemon(redis_client, keys, clock, runs_s=[3, 3, 3, 3, 3, 70, 3])
+    caplog.set_level(logging.INFO, logger="vastkeep.supervision")
+    run_sweeps(redis_client, keys, clock, daemon, spec, 400, events=events)
+
+    starts = daemon.starts
+    # the first start is immediate; each later start = previous start + 3 s run + 2 s stale + delay (+1 s
+    # sweep granularity: the crash is seen at the first sweep after the heartbeat turned stale)
+    gaps = [round(b - a - 3 - POLICY.stale_s - 1) for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps[:5] == [10, 20, 40, 60, 60], gaps
+    # the sixth run stayed up 70 s (≥ 60 s stable): the crash that ended it waits 10 s again
+    assert round(starts[6] - starts[5] - 70 - POLICY.stale_s - 1) == 10
+    assert round(starts[7] - starts[6] - 3 - POLICY.stale_s - 1) == 20  # and the new series goes on: 20 s
+    assert len(starts) == 8
+
+    book = SupervisionBook(redis_client, keys).all()[spec.id]
+    assert book.restart_count == 7 and book.status == "running"
+    restarted = [e for e in events.read(count=1000) if e.kind == "process-restarted"]
+    assert [e.fields["restartCount"] for e in restarted] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.fields["consecutiveCrashes"] for e in restarted] == [1, 2, 3, 4, 5, 1, 2]
+    assert restarted[0].fields == {"id": "keepalive-shard-0", "name": "KeepaliveShard-0", "restartCount": 1,
+                                   "consecutiveCrashes": 1}
+    loops = [e for e in events.read(count=1000) if e.kind == "process-crash-loop"]
+    assert len(loops) == 1 and loops[0].fields["crashes"] == 4  # 4 crashes within 300 s: one alert
+    lines = [r.getMessage() for r in caplog.records if r.name == "vastkeep.supervision"]
+    assert lines.count("[Watchdog] Registered process: KeepaliveShard-0") == 1
+    assert "Restarted keepalive-shard-0 (attempt 1, 1 crashes)" in lines
+    assert "Restarted keepalive-shard-0 (attempt 4, 4 crashes)" in lines
+
+
+def test_a_queued_start_within_the_start_timeout_is_not_a_crash_and_a_handover_is_not_either(redis_client):
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
+    spec = keepalive_shard(1)
+    sent: list[float] = []
+
+    def once() -> dict:
+        return sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY,
+                     start=lambda s: sent.append(1), clock=clock)
+
+    result = once()
+    assert result["started"] == ["keepalive-shard-1"] and len(sent) == 1
+    for _ in range(4):  # the start sits in a queue for 4 s (< start timeout 5 s): nothing more happens
+        clock.advance(1.0)
+        result = once()
+        assert result["crashed"] == [] and len(sent) == 1
+    write_heartbeat(redis_client, keys, clock, spec.id, ttl_ms=600_000)  # it came up
+    once()
+    # a handover: the lease is free for a moment, the heartbeat is fresh → still healthy
+    clock.advance(1.5)
+    result = once()
+    assert result["crashed"] == [] and SupervisionBook(redis_client, keys).all()[spec.id].status == "running"
+    # a lease held with an old heartbeat (a runner between two beats) is alive too
+    leases = LeaseManager(redis_client, keys, clock)
+    lease = leases.acquire(spec.lease, new_owner("t"), 60_000)
+    clock.advance(30)
+    assert once()["crashed"] == []
+    leases.release(lease)
+    assert once()["crashed"] == ["keepalive-shard-1"]
+
+
+def test_one_sweeper_at_a_time_and_writes_are_fenced(redis_client) -> None:
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
+    leases = LeaseManager(redis_client, keys, clock)
+    held = leases.acquire(SUPERVISOR_LEASE, new_owner("other"), 30_000)
+    result = sweep(redis=redis_client, keys=keys, specs=[keepalive_shard(0)], policy=POLICY,
+                   start=lambda s: pytest.fail("a second sweeper must not start anything"), clock=clock)
+    assert result == {"skipped": SWEEP_BUSY}
+    book = SupervisionBook(redis_client, keys)
+    leases.release(held)
+    stale = leases.acquire(SUPERVISOR_LEASE, new_owner("a"), 30_000)
+    leases.release(stale)
+    newer = leases.acquire(SUPERVISOR_LEASE, new_owner("b"), 30_000)
+    from vastkeep.supervision import DaemonRecord
+
+    assert book.write(stale, [DaemonRecord(id="x", name="X")]) is False  # a paused ex-sweeper writes nothing
+    assert book.all() == {}
+    assert book.write(newer, [DaemonRecord(id="x", name="X")]) is True and set(book.all()) == {"x"}
+
+
+def test_unwanted_daemons_are_retired_and_the_status_view_has_the_guide_fields(redis_client) -> None:
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
+    specs = [keepalive_shard(0), keepalive_shard(1)]
+    sweep(redis=redis_client, keys=keys, specs=specs, policy=POLICY, start=lambda s: None, clock=clock)
+    write_heartbeat(redis_client, keys, clock, "keepalive-shard-0", ttl_ms=600_000)
+    publish_processes(redis_client, keys, clock, {"worker-control": {"name": "Worker-control", "pid": 7,
+                                                                     "status": "running"}})
+    status = watchdog_status(redis_client, keys, clock)
+    assert set(status) == {"processes", "daemons"}
+    assert status["processes"]["worker-control"]["pid"] == 7
+    shard0 = status["daemons"]["keepalive-shard-0"]
+    assert set(shard0) == {"name", "pid", "status", "restartCount", "consecutiveCrashes", "lastStartTime",
+                           "lastCrashTime", "lastError", "heartbeatAgeS", "nextRestartAt"}
+    assert shard0["heartbeatAgeS"] == 0.0 and shard0["lastStartTime"].startswith("2026-01-01T")
+    assert status["daemons"]["keepalive-shard-1"]["heartbeatAgeS"] is None
+    result = sweep(redis=redis_client, keys=keys, specs=specs[:1], policy=POLICY, start=lambda s: None,
+                   clock=clock)
+    assert result["retired"] == ["keepalive-shard-1"]
+    assert set(watchdog_status(redis_client, keys, clock)["daemons"]) == {"keepalive-shard-0"}
+
+
+def test_a_failing_start_is_recorded_and_the_sweep_goes_on(redis_client) -> None:
+    keys, clock = Keys("suptest"), FakeClock()  # own prefix: no daemon of another test
+
+    def start(spec: DaemonSpec) -> None:
+        if spec.id.endswith("0"):
+            raise ConnectionError("broker down")
+
+    specs = [keepalive_shard(0), keepalive_shard(1)]
+    result = sweep(redis=redis_client, keys=keys, specs=specs, policy=POLICY, start=start, clock=clock)
+    assert result["started"] == ["keepalive-shard-0", "keepalive-shard-1"]
+    book = SupervisionBook(redis_client, keys).all()
+    assert book["keepalive-shard-0"].last_error == "start failed: ConnectionError"
+    assert book["keepalive-shard-1"].last_error is None
+
+
+def test_a_handover_mark_keeps_a_daemon_alive_while_its_continuation_is_queued(redis_client) -> None:
+    from vastkeep.supervision import mark_handover
+
+    keys, clock = Keys("suptest"), FakeClock()
+    spec = keepalive_shard(0)
+
+    def once() -> dict:
+        return sweep(redis=redis_client, keys=keys, specs=[spec], policy=POLICY, start=lambda s: None,
+                     clock=clock)
+
+    write_heartbeat(redis_client, keys, clock, spec.id, ttl_ms=600_000)
+    once()
+    mark_handover(redis_client, keys, clock, spec.id)  # the run ended, its continuation is in the queue
+    clock.advance(POLICY.start_timeout_s - 1)  # well past stale_s (2 s): still alive
+    assert once()["crashed"] == []
+    clock.advance(2)  # the continuation never ran: now it is a crash
+    assert once()["crashed"] == ["keepalive-shard-0"]

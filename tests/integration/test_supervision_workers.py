@@ -1,0 +1,98 @@
+"""Layer 6 on real Celery worker processes: ``kill -9`` the worker whose pool child runs keepalive shard 0;
+the supervision sweep (sent once a second, as beat would) restarts the shard on the other worker after the
+guide's first backoff step (10 s), a ``process-restarted`` event appears, and the admin API's
+``watchdog/status`` shows ``restartCount`` 1 for ``keepalive-shard-0``.
+
+Two prefork workers serve ``vastkeep.control`` and ``vastkeep.keepalive``; the simulator answers the poll
+dispatcher's provider calls; the records live in a private redis-server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.chaos_support import Chaos, report, wait_for
+from tests.helpers import ServedApp
+from vastkeep.admin import HEADER, create_app
+from vastkeep.core.clock import SystemClock
+from vastkeep.core.settings import load_settings
+from vastkeep.keepalive import lease_name
+from vastkeep.state import EventLog, Keys, StateStore
+from vastkeep.supervision import SupervisionBook
+from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
+
+pytestmark = pytest.mark.slow
+KEY = "integration-admin-key-supervision"
+SHARD = "keepalive-shard-0"
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[Chaos]:
+    c = Chaos(tmp_path)
+    yield c
+    c.close()
+
+
+def owner_pid(r, shard: int) -> int | None:
+    owner = r.hget(Keys().lease(lease_name(shard)), "owner")
+    return int(str(owner).split(":")[-2]) if owner is not None else None  # "<label>:<host>:<pid>:<rand>"
+
+
+def test_a_killed_shard_worker_is_restarted_on_the_other_worker_after_the_backoff(chaos, sim) -> None:
+    server = chaos.redis()
+    r = server.client()
+    env = chaos.env(server.url, **sim.env(), COMFYUI_KEEPALIVE_INTERVAL_MS="4000",
+                    COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="1",
+                    SUPERVISION_HEARTBEAT_STALE_MS="3000", SUPERVISION_START_TIMEOUT_MS="10000",
+                    SUPERVISION_RESTART_JITTER_PCT="0", ADMIN_API_KEY=KEY)
+    workers = [chaos.worker("worker", f"sup{i}", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
+               for i in range(2)]
+    for w in workers:
+        w.wait_ready()
+    client = chaos.client(server.url, env)
+    book = SupervisionBook(r, Keys())
+
+    def sweep_and(check):
+        def go():
+            client.send_task("vastkeep.supervision.sweep")
+            return check()
+        return go
+
+    wait_for(sweep_and(lambda: owner_pid(r, 0) is not None and book.all().get(SHARD) is not None
+                       and book.all()[SHARD].status == "running"), 20, "shard 0 started and running",
+             interval_s=1.0)
+    victim_pid = owner_pid(r, 0)
+    victim = next(w for w in workers if victim_pid in w.pool_children())
+    survivor = next(w for w in workers if w is not victim)
+    victim.kill_group()
+    killed_at = time.monotonic()
+
+    wait_for(sweep_and(lambda: book.all()[SHARD].restart_count >= 1), 25, "the sweep restarted shard 0",
+             interval_s=1.0)
+    restarted_after = time.monotonic() - killed_at
+    wait_for(lambda: owner_pid(r, 0) in survivor.pool_children(), 10, "the survivor owns shard 0")
+    taken_after = time.monotonic() - killed_at
+    report("supervision: shard worker kill -9", restarted_after=restarted_after, taken_after=taken_after)
+    assert restarted_after >= 10.0, restarted_after  # the guide's first backoff step was honoured
+
+    events = [e for e in EventLog(r, Keys()).read(count=1000) if e.kind == "process-restarted"]
+    shard_events = [e.fields for e in events if e.fields["id"] == SHARD]
+    assert shard_events == [{"id": SHARD, "name": "KeepaliveShard-0", "restartCount": 1,
+                             "consecutiveCrashes": 1}]
+
+    settings = load_settings(environ=env, env_file=False)
+    clock = SystemClock()
+    app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock), redis=r,
+                     clock=clock)
+    with ServedApp(app) as s:
+        url = f"{s.url}/api/proxy/admin/watchdog/status"
+        body = requests.get(url, headers={HEADER: KEY}, timeout=5).json()
+    shard = body["daemons"][SHARD]
+    assert shard["restartCount"] == 1 and shard["consecutiveCrashes"] == 1
+    assert shard["lastCrashTime"] is not None and shard["lastError"] == "heartbeat stale and lease free"
+    assert "poll-dispatcher" in body["daemons"]

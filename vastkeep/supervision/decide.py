@@ -1,0 +1,234 @@
+"""Layer 6, pure: what to do with one logical daemon at one sweep.
+
+A logical daemon (a keepalive shard runner, the poll dispatcher, an instance's SSH collector) is not a
+process: it is a chain of bounded Celery tasks, each handing over to its continuation, that beats a
+heartbeat in Redis and holds a fenced lease while it runs. The supervision sweep looks at each wanted
+daemon and calls :func:`decide` with
+
+- its supervision record (:class:`DaemonRecord`, the guide's watchdog fields plus the sweep's own),
+- what Redis says about it now (:class:`Observed`: heartbeat age, lease held),
+- whether it is still wanted, the :class:`SupervisionPolicy`, the time and a jitter source,
+
+and gets a :class:`Decision`: the new record, whether to send a start, and what to announce.
+
+The rules (``alive`` = heartbeat not older than ``stale_s`` **or** the daemon's lease held **or** a heartbeat
+marked ``handover`` not older than ``start_timeout_s``, so a normal handover, where the lease is free while
+the heartbeat stays fresh or the continuation waits in a queue, is never a crash):
+
+=====================  ==============================================================================
+record status          not alive →
+=====================  ==============================================================================
+(new) ``registered``   ``start`` now: the first start never waits (and is not a restart)
+``starting``           ``wait`` until ``start_timeout_s`` after the start was sent (the message may sit
+                       in a queue); then it is a crash ("no heartbeat within the start timeout")
+``running``            a crash: ``consecutiveCrashes`` +1 (reset to 1 if it had run ``stable_after_s``),
+                       status ``backoff`` until ``nextRestartAt`` = now + :func:`restart_delay` with jitter
+``backoff``            ``wait``, then at ``nextRestartAt`` ``restart``: ``restartCount`` +1, ``starting``
+``failed``             nothing (an operator resets it); ``maxRestarts`` reached (never with -1)
+=====================  ==============================================================================
+
+An alive daemon is ``running``; after ``stable_after_s`` of it, ``consecutiveCrashes`` goes back to 0.
+``crash_loop_crashes`` crashes within ``crash_loop_window_s`` raise one ``crash-loop`` alert per window.
+The jitter only ever shortens a delay (spread over its last ``jitter_fraction``), so a restart is never later
+than the guide's 10/20/40/60 s, and daemons that died together (a worker with three shards) restart apart.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vastkeep.core.backoff import RestartPolicy, failures_after_session, restart_delay
+
+#: A jitter source: (daemon id, consecutive crashes) → a number in [0, 1).
+Jitter = Callable[[str, int], float]
+
+STATUSES = ("registered", "starting", "running", "backoff", "failed")
+START_TIMEOUT_ERROR = "no heartbeat within the start timeout"
+STALE_ERROR = "heartbeat stale and lease free"
+
+
+def hash_jitter(daemon_id: str, crashes: int) -> float:
+    """Deterministic per daemon and crash number, different across daemons: the default jitter source."""
+    return zlib.crc32(f"{daemon_id}#{int(crashes)}".encode()) / 2**32
+
+
+def no_jitter(daemon_id: str, crashes: int) -> float:
+    """The guide's exact schedule (tests, and ``SUPERVISION_RESTART_JITTER_PCT=0``)."""
+    return 0.0
+
+
+@dataclass(frozen=True)
+class SupervisionPolicy:
+    """When a daemon counts as dead, how long a start may take, the restart schedule and the alert rule."""
+
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stale_s: float = 10.0
+    start_timeout_s: float = 60.0
+    jitter_fraction: float = 0.2
+    crash_loop_crashes: int = 5
+    crash_loop_window_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SupervisionPolicy:
+        """The SUPERVISION_* settings (the restart schedule itself is the guide's, not configurable)."""
+        return cls(restart=RestartPolicy(max_restarts=int(settings.supervision_max_restarts)),
+                   stale_s=settings.supervision_heartbeat_stale_ms / 1000,
+                   start_timeout_s=settings.supervision_start_timeout_ms / 1000,
+                   jitter_fraction=settings.supervision_restart_jitter_pct / 100,
+                   crash_loop_crashes=int(settings.supervision_crash_loop_crashes),
+                   crash_loop_window_s=settings.supervision_crash_loop_window_ms / 1000)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What Redis says about a daemon now: its heartbeat's age (None: no live heartbeat), its lease."""
+
+    heartbeat_age_s: float | None = None
+    lease_held: bool = False
+    pid: int | None = None
+    handover: bool = False  # the last heartbeat said "my continuation is sent" (it may wait in a queue)
+
+    def alive(self, policy: SupervisionPolicy) -> bool:
+        age = self.heartbeat_age_s
+        fresh = age is not None and age <= policy.stale_s
+        handing_over = self.handover and age is not None and age <= policy.start_timeout_s
+        return fresh or self.lease_held or handing_over
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    """One daemon's supervision record (times are epoch seconds; the JSON form uses the guide's names)."""
+
+    id: str
+    name: str
+    status: str = "registered"
+    restart_count: int = 0
+    consecutive_crashes: int = 0
+    last_start_time: float | None = None
+    last_crash_time: float | None = None
+    last_error: str | None = None
+    next_restart_at: float | None = None
+    running_since: float | None = None
+    crash_times: tuple[float, ...] = ()
+    alerted_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "status": self.status, "restartCount": self.restart_count,
+                "consecutiveCrashes": self.consecutive_crashes, "lastStartTime": self.last_start_time,
+                "lastCrashTime": self.last_crash_time, "lastError": self.last_error,
+                "nextRestartAt": self.next_restart_at, "runningSince": self.running_since,
+                "crashTimes": list(self.crash_times), "alertedAt": self.alerted_at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DaemonRecord:
+        def num(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if value is not None else None
+
+        status = str(data.get("status") or "registered")
+        return cls(id=str(data["id"]), name=str(data.get("name") or data["id"]),
+                   status=status if status in STATUSES else "registered",
+                   restart_count=int(data.get("restartCount") or 0),
+                   consecutive_crashes=int(data.get("consecutiveCrashes") or 0),
+                   last_start_time=num("lastStartTime"), last_crash_time=num("lastCrashTime"),
+                   last_error=data.get("lastError"), next_restart_at=num("nextRestartAt"),
+                   running_since=num("runningSince"),
+                   crash_times=tuple(float(t) for t in data.get("crashTimes") or ()),
+                   alerted_at=num("alertedAt"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``action``: healthy | start | wait | crashed | restart | failed | retire.
+
+    ``start`` says whether to send the daemon's start now; ``announce`` lists what to log and emit
+    (``registered``, ``crashed``, ``restarted``, ``failed``, ``crash-loop``); ``delay_s`` is the backoff
+    chosen at a crash. ``record`` is None for ``retire`` (drop it from the book).
+    """
+
+    action: str
+    record: DaemonRecord | None
+    start: bool = False
+    announce: tuple[str, ...] = ()
+    delay_s: float | None = None
+
+
+def jittered_delay(daemon_id: str, crashes: int, policy: SupervisionPolicy, jitter: Jitter) -> float:
+    """``restart_delay(crashes)`` shortened by up to ``jitter_fraction`` of itself, per daemon."""
+    base = restart_delay(crashes, policy.restart)
+    u = min(max(float(jitter(daemon_id, crashes)), 0.0), 1.0)
+    return round(base * (1.0 - policy.jitter_fraction * u), 3)
+
+
+def decide(record: DaemonRecord | None, observed: Observed, *, daemon_id: str, name: str, wanted: bool,
+           now: float, policy: SupervisionPolicy, jitter: Jitter = hash_jitter) -> Decision:
+    """One sweep's verdict for one daemon (see the module docstring for the table)."""
+    announce: tuple[str, ...] = ()
+    if record is None:
+        if not wanted:
+            return Decision("retire", None)
+        record = DaemonRecord(id=daemon_id, name=name)
+        announce = ("registered",)
+    if not wanted:
+        return Decision("retire", None)
+    alive = observed.alive(policy)
+    if alive:
+        return _alive(record, now, policy, announce)
+    if record.status == "failed":
+        return Decision("failed", record, announce=announce)
+    if record.status == "registered":
+        started = replace(record, status="starting", last_start_time=now, running_since=None,
+                          next_restart_at=None)
+        return Decision("start", started, start=True, announce=announce)
+    if record.status == "starting" and now - (record.last_start_time or now) < policy.start_timeout_s:
+        return Decision("wait", record, announce=announce)
+    if record.status == "backoff":
+        if record.next_restart_at is not None and now < record.next_restart_at:
+            return Decision("wait", record, announce=announce)
+        restarted = replace(record, status="starting", restart_count=record.restart_count + 1,
+                            last_start_time=now, running_since=None, next_restart_at=None)
+        return Decision("restart", restarted, start=True, announce=(*announce, "restarted"))
+    error = START_TIMEOUT_ERROR if record.status == "starting" else STALE_ERROR
+    return _crashed(record, now, policy, jitter, error, announce)
+
+
+def _alive(record: DaemonRecord, now: float, policy: SupervisionPolicy,
+           announce: tuple[str, ...]) -> Decision:
+    since = record.running_since if record.status == "running" and record.running_since is not None else now
+    crashes = record.consecutive_crashes
+    if crashes and now - since >= policy.restart.stable_after_s:
+        crashes = 0  # a stable run proves the daemon works: the next crash waits base_s again
+    new = replace(record, status="running", running_since=since, consecutive_crashes=crashes,
+                  next_restart_at=None)
+    return Decision("healthy", new, announce=announce)
+
+
+def _crashed(record: DaemonRecord, now: float, policy: SupervisionPolicy, jitter: Jitter, error: str,
+             announce: tuple[str, ...]) -> Decision:
+    uptime = now - record.running_since if record.running_since is not None else None
+    # the crash that ends a stable run is the first of a new series (it still waits base_s): "or 1"
+    crashes = failures_after_session(record.consecutive_crashes, uptime, policy.restart.stable_after_s) or 1
+    window_start = now - policy.crash_loop_window_s
+    keep = max(1, policy.crash_loop_crashes)
+    recent = tuple(t for t in (*record.crash_times, now) if t > window_start)[-keep:]
+    crashed = replace(record, consecutive_crashes=crashes, last_crash_time=now, last_error=error,
+                      running_since=None, crash_times=recent)
+    loop = len(recent) >= policy.crash_loop_crashes and (record.alerted_at is None
+                                                          or record.alerted_at <= window_start)
+    if loop:
+        crashed = replace(crashed, alerted_at=now)
+        announce = (*announce, "crash-loop")
+    limit = policy.restart.max_restarts
+    if limit >= 0 and record.restart_count >= limit:
+        return Decision("failed", replace(crashed, status="failed", next_restart_at=None),
+                        announce=(*announce, "failed"))
+    delay = jittered_delay(record.id, crashes, policy, jitter)
+    crashed = replace(crashed, status="backoff", next_restart_at=now + delay)
+    return Decision("crashed", crashed, announce=(*announce, "crashed"), delay_s=delay)
+
+
+__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "DaemonRecord", "Decision", "Jitter", "Observed",
+           "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter"]

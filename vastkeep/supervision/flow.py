@@ -1,0 +1,175 @@
+"""Layer 6 I/O: one supervision sweep over every wanted daemon, by one supervisor at a time.
+
+:func:`sweep` takes the fenced ``supervisor`` lease (a second sweeper returns ``skipped``), reads in a
+fixed number of Redis calls the book, the daemons' heartbeats and whether each daemon's lease is held,
+asks :func:`~vastkeep.supervision.decide.decide` for each daemon, sends the starts through the injected
+``start(spec)`` (the task layer sends the daemon's Celery task; tests pass a function), writes the new
+records fenced by the lease, and announces what happened: the guide's log lines on logger
+``vastkeep.supervision`` and the events ``process-restarted``, ``process-failed`` and
+``process-crash-loop`` on the event stream.
+
+:func:`watchdog_status` is the read side: the guide's ``getStatus()`` shape for the daemons (plus
+``heartbeatAgeS`` and ``nextRestartAt``) and the published status of ``vastkeep up``'s processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.state import EventSink, Keys, LeaseManager, new_owner, read_heartbeats, write_heartbeat
+from vastkeep.supervision.book import SupervisionBook, read_processes
+from vastkeep.supervision.catalogue import DaemonSpec
+from vastkeep.supervision.decide import (
+    DaemonRecord,
+    Decision,
+    Jitter,
+    Observed,
+    SupervisionPolicy,
+    decide,
+    hash_jitter,
+)
+
+log = logging.getLogger("vastkeep.supervision")
+
+SUPERVISOR_LEASE = "supervisor"
+SUPERVISOR_LEASE_TTL_MS = 30_000
+SWEEP_BUSY = "another supervisor is sweeping"
+
+Start = Callable[[DaemonSpec], Any]
+
+
+def _observe(redis: Any, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) -> dict[str, Observed]:
+    """Heartbeats and leases of ``specs`` in three Redis calls (HMGET + ZMSCORE, one EXISTS pipeline)."""
+    beats = read_heartbeats(redis, keys, clock, [s.id for s in specs])
+    with_lease = [s for s in specs if s.lease]
+    with redis.pipeline(transaction=False) as pipe:
+        for spec in with_lease:
+            pipe.exists(keys.lease(spec.lease))
+        held_by_id = {s.id: bool(int(n or 0)) for s, n in zip(with_lease, pipe.execute(), strict=True)}
+    out = {}
+    for spec in specs:
+        beat = beats.get(spec.id)
+        out[spec.id] = Observed(heartbeat_age_s=float(beat["age_s"]) if beat else None,
+                                lease_held=held_by_id.get(spec.id, False),
+                                pid=int(beat["pid"]) if beat and beat.get("pid") is not None else None,
+                                handover=bool(beat.get("handover")) if beat else False)
+    return out
+
+
+def sweep(*, redis: Any, keys: Keys, specs: Sequence[DaemonSpec], policy: SupervisionPolicy, start: Start,
+          events: EventSink | None = None, clock: Clock = SYSTEM_CLOCK, jitter: Jitter = hash_jitter,
+          lease_ttl_ms: int = SUPERVISOR_LEASE_TTL_MS) -> dict[str, Any]:
+    """Supervise every daemon in ``specs`` once; returns counts (and ``skipped`` when not our turn)."""
+    leases = LeaseManager(redis, keys, clock)
+    lease = leases.acquire(SUPERVISOR_LEASE, new_owner(SUPERVISOR_LEASE), lease_ttl_ms)
+    if lease is None:
+        return {"skipped": SWEEP_BUSY}
+    book = SupervisionBook(redis, keys)
+    totals: dict[str, Any] = {"daemons": len(specs), "started": [], "restarted": [], "crashed": [],
+                              "failed": [], "fence": lease.fence}
+    try:
+        records = book.all()
+        observed = _observe(redis, keys, clock, specs)
+        now = clock.now()
+        changed: list[DaemonRecord] = []
+        for spec in specs:
+            old = records.get(spec.id)
+            d = decide(old, observed[spec.id], daemon_id=spec.id, name=spec.name, wanted=True, now=now,
+                       policy=policy, jitter=jitter)
+            if d.start and (error := _send(spec, start)) is not None and d.record is not None:
+                d = replace(d, record=replace(d.record, last_error=error))
+            if d.start:
+                totals["restarted" if d.action == "restart" else "started"].append(spec.id)
+            if d.action in ("crashed", "failed"):
+                totals[d.action].append(spec.id)
+            _announce(spec, d, events)
+            if d.record is not None and d.record != old:
+                changed.append(d.record)
+        wanted = {s.id for s in specs}
+        retired = [daemon_id for daemon_id in records if daemon_id not in wanted]
+        if (changed or retired) and not book.write(lease, changed, retired):
+            log.warning("supervision sweep: the supervisor lease was lost; records not written")
+            totals["lost"] = True
+        totals["retired"] = retired
+    finally:
+        leases.release(lease)
+    return totals
+
+
+def _send(spec: DaemonSpec, start: Start) -> str | None:
+    """Send one start; the error text when it failed (the start timeout then turns it into a crash)."""
+    try:
+        start(spec)
+    except Exception as exc:  # noqa: BLE001 - one daemon's failed start must not stop the sweep
+        log.warning("[Watchdog] could not send the start of %s: %s", spec.name, type(exc).__name__)
+        return f"start failed: {type(exc).__name__}"
+    return None
+
+
+def _announce(spec: DaemonSpec, d: Decision, events: EventSink | None) -> None:
+    rec = d.record
+    for what in d.announce:
+        if what == "registered":
+            log.info("[Watchdog] Registered process: %s", spec.name)
+        elif rec is None:
+            continue
+        elif what == "crashed":
+            log.warning("[Watchdog] Process %s stopped (%s); restarting in %.1fs", spec.name, rec.last_error,
+                        d.delay_s or 0.0)
+        elif what == "restarted":
+            log.warning("Restarted %s (attempt %d, %d crashes)", spec.id, rec.restart_count,
+                        rec.consecutive_crashes)
+            _emit(events, "process-restarted", id=spec.id, name=spec.name, restartCount=rec.restart_count,
+                  consecutiveCrashes=rec.consecutive_crashes)
+        elif what == "failed":
+            log.error("[Watchdog] Process %s FAILED after %d restarts", spec.name, rec.restart_count)
+            _emit(events, "process-failed", id=spec.id, name=spec.name, restartCount=rec.restart_count)
+        elif what == "crash-loop":
+            span = rec.crash_times[-1] - rec.crash_times[0] if rec.crash_times else 0.0
+            log.error("[Watchdog] Process %s is crash-looping: %d crashes within %.0fs", spec.name,
+                      len(rec.crash_times), span)
+            _emit(events, "process-crash-loop", id=spec.id, name=spec.name, crashes=len(rec.crash_times),
+                  consecutiveCrashes=rec.consecutive_crashes, restartCount=rec.restart_count)
+
+
+def _emit(events: EventSink | None, kind: str, **fields: Any) -> None:
+    if events is None:
+        return
+    try:
+        events.emit(kind, **fields)
+    except Exception as exc:  # noqa: BLE001 - the log line already went out; the sweep must go on
+        log.warning("could not emit %s: %s", kind, type(exc).__name__)
+
+
+def mark_handover(redis: Any, keys: Keys, clock: Clock, daemon_id: str, *, ttl_ms: int = 600_000) -> None:
+    """Beat once with ``handover`` before sending a continuation: until the continuation beats (or the start
+    timeout passes) the sweep treats the daemon as alive, even while the continuation waits in a queue."""
+    write_heartbeat(redis, keys, clock, daemon_id, kind="handover", handover=True, ttl_ms=ttl_ms)
+
+
+def daemon_status(rec: DaemonRecord, observed: Observed | None) -> dict[str, Any]:
+    """One daemon in the guide's getStatus shape (times as ISO-8601), plus heartbeatAgeS and nextRestartAt."""
+    return {"name": rec.name, "pid": observed.pid if observed else None, "status": rec.status,
+            "restartCount": rec.restart_count, "consecutiveCrashes": rec.consecutive_crashes,
+            "lastStartTime": iso(rec.last_start_time), "lastCrashTime": iso(rec.last_crash_time),
+            "lastError": rec.last_error,
+            "heartbeatAgeS": observed.heartbeat_age_s if observed else None,
+            "nextRestartAt": iso(rec.next_restart_at)}
+
+
+def watchdog_status(redis: Any, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """``{"processes": {...}, "daemons": {...}}``: ``vastkeep up``'s processes (if published) and the book."""
+    records = SupervisionBook(redis, keys).all()
+    specs = [DaemonSpec(r.id, r.name, "") for r in records.values()]
+    observed = _observe(redis, keys, clock, specs) if specs else {}
+    daemons = {daemon_id: daemon_status(rec, observed.get(daemon_id))
+               for daemon_id, rec in sorted(records.items())}
+    return {"processes": read_processes(redis, keys), "daemons": daemons}
+
+
+__all__ = ["SUPERVISOR_LEASE", "SWEEP_BUSY", "Start", "daemon_status", "mark_handover", "sweep",
+           "watchdog_status"]
