@@ -17,27 +17,46 @@ from vastkeep.pool import build_leases, build_reconciler
 from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
-from worker.limits import limits_for
+from worker.limits import limits_for, task_time_limits
 
 WHAT = "warm-pool reconcile"
 
 
-@app.task(name="vastkeep.pool.reconcile", bind=True, base=VastkeepTask,
-          **limits_for("vastkeep.pool.reconcile", wiring.settings()))
-def reconcile(self: Any) -> dict[str, Any]:
-    """One reconcile round: rent to the desired size, replace what died, destroy idle excess."""
+RECONCILE = "vastkeep.pool.reconcile"
+#: A wake-up due within this is run now (the queue hop costs about as much).
+WAKE_SLACK_S = 0.05
+
+
+@app.task(name=RECONCILE, bind=True, base=VastkeepTask, **limits_for(RECONCILE, wiring.settings()))
+def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
+    """One reconcile round: rent to the desired size, replace what died, destroy idle excess.
+
+    ``wake_at`` (epoch s): sent by the polling flow when one of our instances failed (now) or its keepalive
+    loss passes the grace (then): a round due later is deferred to then (a countdown, never a sleep).
+    """
+    res = wiring.resources()
+    if wake_at is not None:
+        wait_s = float(wake_at) - res.clock.now()
+        if wait_s > WAKE_SLACK_S:
+            self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
+                             expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
+            return {"deferred": round(wait_s, 3)}
 
     def go() -> dict[str, Any]:
-        res = wiring.resources()
         vast = vast_client(res.settings, res.store, res.clock, events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
-                                    res.clock).run()
+                                    res.clock, max_round_s=_round_limit_s()).run(wake=wake_at is not None)
         finally:
             if vast is not None:
                 vast.close()
 
     return retry_on_redis(self, go, WHAT)
+
+
+def _round_limit_s() -> float:
+    """The round's hard time limit: its lease is renewed no longer than that."""
+    return float(task_time_limits(wiring.settings())[RECONCILE].hard_s)
 
 
 # ── client leases, callable by name (app.send_task) ─────────────────────────

@@ -69,7 +69,7 @@ CASES = [
     ("provisioning within the timeout waits", [R("1", "loading", 0, created_at=NOW - 599)], 1, False, [],
      (), ()),
     # the provision timeout runs from when the record last entered provisioning (status_since), not from
-    # created_at: an old instance bounced back to loading (ComfyUI restart, host reboot) is not replaced at once
+    # created_at: an old instance bounced back to loading (ComfyUI restart, reboot) is not replaced at once
     ("old instance back in loading is given the timeout",
      [R("1", "loading", 0, created_at=NOW - 86_400, status_since=NOW - 30)], 1, False, [], (), ()),
     ("old instance stuck in loading since its bounce replaced",

@@ -56,15 +56,16 @@ from vastkeep.pool.plan import (
     spend_allows,
     spend_rate,
 )
+from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, LeaseManager, new_owner
 
 log = logging.getLogger("vastkeep.pool")
 
 LEASE_PREFIX = "pool-reconcile"
-#: Longer than one rent request can take (connect 5 s + read 30 s, never retried) plus a destroy or two.
-LEASE_TTL_MS = 120_000
 BUSY = "another reconciler is running"
+#: Extra rounds one lease holder runs when woken meanwhile (then the next wake-up or beat).
+MAX_RERUNS = 2
 #: At most this many rents per round (the next round, one beat interval later, rents the rest).
 MAX_RENTS_PER_ROUND = 25
 #: Offers tried for one slot before the round gives up on it (offers vanish between search and rent).
@@ -128,8 +129,12 @@ class Reconciler:
 
     def __init__(self, settings: Any, store: Any, events: EventSink | None, leases: LeaseManager,
                  book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
-                 client_leases: PoolLeases | None = None) -> None:
+                 client_leases: PoolLeases | None = None, max_round_s: float = DEFAULT_MAX_ROUND_S) -> None:
         self.settings = settings
+        #: the round lease: short TTL (a killed round frees the pool fast), renewed while the round runs,
+        #: for at most ``max_round_s`` (the task's hard time limit)
+        self.lease_ttl_ms = round_lease_ttl_ms(settings)
+        self.max_round_s = max_round_s
         self.client_leases = client_leases or PoolLeases(
             book.redis, book.keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock, store,
             events)
@@ -142,15 +147,27 @@ class Reconciler:
         self.params = PlanParams.from_settings(settings)
         self.offers = OfferParams.from_settings(settings)
 
-    def run(self) -> dict[str, Any]:
-        """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key."""
+    def run(self, wake: bool = False) -> dict[str, Any]:
+        """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key.
+
+        ``wake``: an event (an instance failed, a keepalive loss passed its grace) asked for this round; if
+        a round is running, it is asked to go once more (it may have listed before the event).
+        """
         if self.vast is None:
             return {"skipped": "no Vast.ai key configured"}
-        lease = self.leases.acquire(lease_name(self.params.pool), new_owner("pool"), LEASE_TTL_MS)
+        lease = self.leases.acquire(lease_name(self.params.pool), new_owner("pool"), self.lease_ttl_ms)
         if lease is None:
+            if wake:  # a wake-up arrived while a round runs: that round goes once more before it ends
+                self.book.request_rerun()
             return {"skipped": BUSY}
         try:
-            out = _Round(self, lease).go().to_dict()
+            with RoundLeaseKeeper(self.leases, lease, self.lease_ttl_ms, self.max_round_s,
+                                  self.clock) as keeper:
+                out = _Round(self, lease, keeper).go().to_dict()
+                for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
+                    if not self.book.take_rerun():
+                        break
+                    out = _Round(self, lease, keeper).go().to_dict()
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
@@ -166,9 +183,10 @@ class Reconciler:
 
 
 class _Round:
-    def __init__(self, rc: Reconciler, lease: Any) -> None:
+    def __init__(self, rc: Reconciler, lease: Any, keeper: RoundLeaseKeeper) -> None:
         self.rc = rc
         self.lease = lease
+        self.keeper = keeper
         self.now = rc.clock.now()
         self.report = RoundReport(fence=lease.fence)
         self.vast: Any = rc.vast
@@ -435,7 +453,7 @@ class _Round:
         return "rented"
 
     def _renew(self) -> None:
-        self.rc.leases.ensure_renewed(self.lease, LEASE_TTL_MS)
+        self.keeper.check()
 
 
-__all__ = ["BUSY", "LEASE_PREFIX", "LEASE_TTL_MS", "Reconciler", "RoundReport", "lease_name", "rent_env"]
+__all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RoundReport", "lease_name", "rent_env"]
