@@ -35,6 +35,7 @@ from vastkeep.core.errors import (
     TransientError,
     VastkeepError,
 )
+from vastkeep.polling import PollSchedule
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
 from vastkeep.pool.leasing import PoolLeases
@@ -265,6 +266,7 @@ class _Round:
             rec.extra["offer_id"] = pend.offer_id
             rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
         if rc.store.create_instance(rec):
+            self._follow(rec.instance_id)
             self.report.adopted.append(rec.instance_id)
             log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
             if rc.events is not None:
@@ -443,6 +445,7 @@ class _Round:
                              extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
                                     "machine_id": offer.machine_id})
         rc.store.create_instance(rec)
+        self._follow(rec.instance_id)
         rc.book.drop_pending(pend)
         self.report.rented.append(rec.instance_id)
         log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
@@ -454,6 +457,11 @@ class _Round:
 
     def _renew(self) -> None:
         self.keeper.check()
+
+    def _follow(self, instance_id: str) -> None:
+        """Layer 5 polls a new instance now (so it joins the active set and the snapshot's short refresh)
+        instead of at its discovery by the next idle-age snapshot refresh, up to 30 s later."""
+        PollSchedule(self.rc.book.redis, self.rc.book.keys, self.rc.clock).poll_now(instance_id)
 
 
 __all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RoundReport", "lease_name", "rent_env"]
