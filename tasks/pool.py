@@ -9,6 +9,7 @@ retry, and a retry queued beside it would only find the lease held. A Redis blip
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
@@ -60,6 +61,47 @@ def _round_limit_s() -> float:
 
 
 # ── client leases, callable by name (app.send_task) ─────────────────────────
+# A lease id is the holder's capability to renew and release. Celery shows a task's arguments (task-sent and
+# task-received events: the message's argsrepr/kwargsrepr, which only the *sender* sets) and a repr of its
+# result (task-succeeded event, the worker's success log line) to anyone watching events (Flower). So:
+# * results carrying a lease id are PrivateResult: the result backend stores the whole answer (the caller's
+#   .get() has it), the repr everything else sees shows "lse_***";
+# * callers of renew_lease / release_lease send the id with kwargsrepr redacted (docs/tasks.md). A renewal
+#   whose id was sent in the clear is carried out *and* the lease gets a new id in the same Lua step (returned
+#   privately; the exposed one is dead); a release ends the lease, so its exposed id is dead anyway.
+REDACTED = "lse_***"
+
+
+class PrivateResult(Mapping[str, Any]):
+    """A task result whose repr hides the lease id; kombu's JSON encoder stores it whole (``__json__``)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __json__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return repr({k: (REDACTED if k == "leaseId" and v else v) for k, v in self._data.items()})
+
+
+def _exposed(task: Any, lease_id: Any) -> bool:
+    """True when the message shows the lease id in its argsrepr/kwargsrepr (what events and Flower show)."""
+    if not isinstance(lease_id, str) or len(lease_id) < 8:
+        return False
+    shown = f"{task.request.get('argsrepr') or ''} {task.request.get('kwargsrepr') or ''}"
+    return lease_id in shown
+
+
 def _leases() -> Any:
     res = wiring.resources()
     return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events)
@@ -74,15 +116,16 @@ def _refused(exc: VastkeepError) -> dict[str, Any]:
 
 @app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.lease", wiring.settings()))
-def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
+def lease(self: Any, duration_s: int, client: str) -> Mapping[str, Any]:
     """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
-    "fence", "client"}``, or ``{"ok": false, "error": "LeaseBusy", "reason", "retryAfterS"}``.
+    "fence", "client"}`` (``leaseId`` shown as ``lse_***`` in events and logs), or ``{"ok": false,
+    "error": "LeaseBusy", "reason", "retryAfterS"}``.
 
     Not retried when busy: the caller decides whether to wait ``retryAfterS``.
     """
-    def go() -> dict[str, Any]:
+    def go() -> Mapping[str, Any]:
         try:
-            return {"ok": True, **_leases().grant(duration_s, client).to_dict()}
+            return PrivateResult({"ok": True, **_leases().grant(duration_s, client).to_dict()})
         except (LeaseBusy, PermanentError) as exc:
             return _refused(exc)
 
@@ -91,12 +134,16 @@ def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
 
 @app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.renew_lease", wiring.settings()))
-def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, Any]:
+def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> Mapping[str, Any]:
     """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
-    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed)."""
-    def go() -> dict[str, Any]:
+    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed). Send the id with
+    ``kwargsrepr`` redacted; if it was sent in the clear, the answer adds ``"rotated": true`` and the new
+    ``leaseId`` to use from now on (the exposed id no longer works)."""
+    rotate = _exposed(self, lease_id)
+
+    def go() -> Mapping[str, Any]:
         try:
-            return {"ok": True, **_leases().renew(lease_id, duration_s)}
+            return PrivateResult({"ok": True, **_leases().renew(lease_id, duration_s, rotate=rotate)})
         except PermanentError as exc:
             return _refused(exc)
 
@@ -106,7 +153,8 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, An
 @app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.release_lease", wiring.settings()))
 def release_lease(self: Any, lease_id: str) -> dict[str, Any]:
-    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false."""
+    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false.
+    Send the id with ``kwargsrepr`` redacted (once released, an exposed id is worthless anyway)."""
 
     def go() -> dict[str, Any]:
         try:
