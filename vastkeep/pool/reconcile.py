@@ -165,10 +165,11 @@ class Reconciler:
             with RoundLeaseKeeper(self.leases, lease, self.lease_ttl_ms, self.max_round_s,
                                   self.clock) as keeper:
                 out = _Round(self, lease, keeper).go().to_dict()
+                out["rounds"] = 1
                 for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
                     if not self.book.take_rerun():
                         break
-                    out = _Round(self, lease, keeper).go().to_dict()
+                    out = _merge(out, _Round(self, lease, keeper).go().to_dict())
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
@@ -181,6 +182,15 @@ class Reconciler:
                                   "rented": len(out.get("rented", [])),
                                   "destroyed": len(out.get("destroyed", []))})
         return out
+
+
+def _merge(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds under one lease as one result: what both did; the plan, waits and safe mode of the last."""
+    out = dict(again)
+    for key in ("rented", "adopted", "destroyed", "unknown", "errors"):
+        out[key] = list(first.get(key, [])) + list(again.get(key, []))
+    out["rounds"] = int(first.get("rounds", 1)) + 1
+    return out
 
 
 class _Round:
