@@ -147,7 +147,7 @@ def test_discovers_only_labelled_instances_and_follows_them_to_ready(harness, si
 @pytest.mark.parametrize("fault", ["offline", "exited", "outbid", "error", "destroyed"])
 def test_provider_fault_turns_failed_within_one_active_interval_and_is_never_handed_out(
         harness, sim, store, fault) -> None:
-    iid = create(sim, running=True)
+    iid = create(sim, label="vastkeep:default:0", running=True)  # a warm-pool instance: wakes the pool
     keep = create(sim, running=True)
     harness.start(budget_s=40)
     wait_for(lambda: harness.status(iid) == "ready" and harness.status(keep) == "ready", 20, "both ready")

@@ -147,6 +147,8 @@ def test_signature_changes_with_status_and_address_only() -> None:
      {"keepalive_lost_since": 1_000.0 + 10_000}, None),
     ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, None),
     ("not ours: nothing", "failed", "someone-else", {}, None),
+    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, None),
+    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, None),
     ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, None),
 ])
 def test_pool_wake_at(name, status, label, extra, want):
@@ -154,4 +156,4 @@ def test_pool_wake_at(name, status, label, extra, want):
     from vastkeep.state import InstanceRecord  # noqa: PLC0415
 
     rec = InstanceRecord("1", status=status, label=label, extra=extra)
-    assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep") == want
+    assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want

@@ -124,14 +124,17 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
 MAX_WAKE_DELAY_S = 600.0
 
 
-def pool_wake_at(record: Any, now: float, grace_s: float, prefix: str) -> float | None:
+def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> float | None:
     """When the warm pool's reconciler must run for this record (epoch s), or None: no need.
+
+    Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
 
     One of our instances that failed or is gone → now (it is replaced at once, not at the next beat); one
     whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → when that loss passes the
     grace (``WARM_POOL_UNHEALTHY_GRACE_MS``), unless that is more than :data:`MAX_WAKE_DELAY_S` away.
     """
-    if not is_ours(getattr(record, "label", None), prefix) or record.status in HANDS_OFF:
+    label = getattr(record, "label", None)
+    if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
         return None
     if record.status in TERMINAL:
         return now

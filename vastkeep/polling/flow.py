@@ -70,11 +70,14 @@ class PollPolicy:
     label_prefix: str = "vastkeep"
     #: WARM_POOL_UNHEALTHY_GRACE_MS: a keepalive loss this old gets the pool's reconciler woken
     pool_grace_s: float = 300.0
+    #: WARM_POOL_NAME: only instances labelled ``<prefix>:<pool>:`` wake the pool's reconciler
+    pool_name: str = "default"
 
     @classmethod
     def from_settings(cls, settings: Any) -> PollPolicy:
         return cls(settings.poll_active_interval_s, settings.poll_idle_interval_s, settings.poll_interval_s,
-                   settings.warm_pool_label_prefix, settings.warm_pool_unhealthy_grace_s)
+                   settings.warm_pool_label_prefix, settings.warm_pool_unhealthy_grace_s,
+                   settings.warm_pool_name)
 
 
 class Poller:
@@ -184,7 +187,8 @@ class Poller:
     def _wake_pool(self, rec: InstanceRecord, now: float) -> None:
         """Wake the warm pool's reconciler for a failed instance (now) or a keepalive loss (at its grace's
         end) instead of leaving the replacement to the next beat; one send per due second (a Redis marker)."""
-        due = pool_wake_at(rec, now, self.policy.pool_grace_s, self.policy.label_prefix)
+        head = f"{self.policy.label_prefix}:{self.policy.pool_name}:"
+        due = pool_wake_at(rec, now, self.policy.pool_grace_s, head)
         if due is None or self.send is None:
             return
         key = self.keys.pool_wake(int(due))
