@@ -1,10 +1,13 @@
 """Warm-pool tasks: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS) and the client
 leases ``vastkeep.pool.lease`` / ``renew_lease`` / ``release_lease`` (by name, same answers as the admin API).
 
-Thin: build the reconciler from the process's resources and run one round. A round that finds another one
-running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai hiccup (TransientError) or a lost
-lease ends the round with ``{"error": ...}`` and is *not* retried: the next beat, one interval later, is the
-retry, and a retry queued beside it would only find the lease held. A Redis blip is retried with jitter.
+Thin: build the reconciler from the process's resources and run one round. Besides the beat, the polling
+flow sends ``reconcile(wake_at=...)`` when one of the pool's instances failed or its keepalive loss passes
+the grace (``vastkeep/polling/flow.py``: ``Poller._wake_pool``), so a dead instance is replaced at once. A
+round that finds another one running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai
+hiccup (TransientError) or a lost lease ends the round with ``{"error": ...}`` and is *not* retried: the next
+beat, one interval later, is the retry, and a retry queued beside it would only find the lease held. A Redis
+blip is retried with jitter.
 """
 
 from __future__ import annotations
@@ -35,15 +38,14 @@ def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
     ``wake_at`` (epoch s): sent by the polling flow when one of our instances failed (now) or its keepalive
     loss passes the grace (then): a round due later is deferred to then (a countdown, never a sleep).
     """
-    res = wiring.resources()
-    if wake_at is not None:
-        wait_s = float(wake_at) - res.clock.now()
-        if wait_s > WAKE_SLACK_S:
-            self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
-                             expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
-            return {"deferred": round(wait_s, 3)}
-
     def go() -> dict[str, Any]:
+        res = wiring.resources()
+        if wake_at is not None:
+            wait_s = float(wake_at) - res.clock.now()
+            if wait_s > WAKE_SLACK_S:
+                self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
+                                 expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
+                return {"deferred": round(wait_s, 3)}
         vast = vast_client(res.settings, res.store, res.clock, events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
