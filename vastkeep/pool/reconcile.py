@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -58,6 +57,7 @@ from vastkeep.pool.plan import (
     spend_rate,
 )
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
+from vastkeep.pool.roundparts import RoundReport, merge_rounds, record_from_provider, rent_env, with_lease
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, LeaseManager, new_owner
 
@@ -78,51 +78,6 @@ _FAILURE_REASONS = frozenset({REASON_FAILED, REASON_PROVISION_TIMEOUT})
 
 def lease_name(pool: str) -> str:
     return f"{LEASE_PREFIX}:{pool}"
-
-
-def rent_env(settings: Any) -> dict[str, str]:
-    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
-    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
-
-
-def _record_from_provider(vi: Any, slot: int, pool: str, now: float) -> InstanceRecord:
-    """A first record for an instance found by its label (polling refines it from then on)."""
-    running = vi.actual_status == "running"
-    port = vi.host_port(8188)
-    return InstanceRecord(
-        instance_id=str(vi.id), status="loading" if running else "starting", vast_status=vi.actual_status,
-        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
-        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
-        created_at=vi.start_date if vi.start_date else now,
-        extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
-
-
-def _with_lease(rec: InstanceRecord, entry: dict[str, Any] | None) -> InstanceRecord:
-    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
-    if entry is None:
-        return rec
-    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
-    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
-
-
-@dataclass
-class RoundReport:
-    """What one round did (a task's small JSON result)."""
-
-    rented: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-    destroyed: list[list[str]] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    wait: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    plan: dict[str, Any] = field(default_factory=dict)
-    safe_mode: bool = False
-    fence: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rented": self.rented, "adopted": self.adopted, "destroyed": self.destroyed,
-                "unknown": self.unknown, "wait": self.wait, "errors": self.errors, "plan": self.plan,
-                "safeMode": self.safe_mode, "fence": self.fence}
 
 
 class Reconciler:
@@ -169,7 +124,7 @@ class Reconciler:
                 for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
                     if not self.book.take_rerun():
                         break
-                    out = _merge(out, _Round(self, lease, keeper).go().to_dict())
+                    out = merge_rounds(out, _Round(self, lease, keeper).go().to_dict())
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
@@ -182,15 +137,6 @@ class Reconciler:
                                   "rented": len(out.get("rented", [])),
                                   "destroyed": len(out.get("destroyed", []))})
         return out
-
-
-def _merge(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
-    """Two rounds under one lease as one result: what both did; the plan, waits and safe mode of the last."""
-    out = dict(again)
-    for key in ("rented", "adopted", "destroyed", "unknown", "errors"):
-        out[key] = list(first.get(key, [])) + list(again.get(key, []))
-    out["rounds"] = int(first.get("rounds", 1)) + 1
-    return out
 
 
 class _Round:
@@ -225,7 +171,7 @@ class _Round:
         records = {r.instance_id: r for r in rc.store.list_instances()}
         self._adopt_and_dedupe(by_label, records, pending_labels)
         active = rc.client_leases.active(self.now)
-        records_list = [_with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
+        records_list = [with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
         pending = rc.book.pending()
         self._safety(records_list, pending)
         pool = rc.store.get_pool()
@@ -271,7 +217,7 @@ class _Round:
 
     def _adopt(self, vi: Any, slot: int, pend: PendingRent | None) -> None:
         rc = self.rc
-        rec = _record_from_provider(vi, slot, rc.params.pool, self.now)
+        rec = record_from_provider(vi, slot, rc.params.pool, self.now)
         if pend is not None:
             rec.extra["offer_id"] = pend.offer_id
             rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
