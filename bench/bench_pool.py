@@ -161,6 +161,157 @@ def lease_latency(redis_url: str, clients: int, instances: int, ops: int) -> dic
             "fences_unique": len(fences) == len(set(fences)), "mean_grant": statistics.mean(grant_ms)}
 
 
+# ── 3. a ComfyUI crash → a ready replacement ─────────────────────────────────
+POLL_NOW = "vastkeep.polling.poll_instance"
+
+
+class Transport:
+    """What the workers do with the tasks the flows send, in this process (one thread per task run).
+
+    The flows are the production ones (keepalive runner → ``on_lost`` → poll now; the poller's
+    ``send`` for Layer 3, snapshot refreshes and the pool wake-up; the reconciler); only the Celery hop is
+    replaced by a thread. ``wake=False`` drops the pool wake-up: the replacement then waits for the beat
+    (what vastkeep did before the wake-up existed).
+    """
+
+    def __init__(self, settings: Any, client: Any, keys: Any, store: Any, events: Any, wake: bool) -> None:
+        from vastkeep.polling import Poller, PollPolicy  # noqa: PLC0415
+
+        self.settings, self.client, self.keys, self.store, self.events = settings, client, keys, store, events
+        self.wake = wake
+        self.policy = PollPolicy.from_settings(settings)
+        probe = ProbeConfig(tcp_timeout_s=1.0, http_timeout_s=1.0, allow_loopback=True)
+        self.validator = PortValidator(probe, concurrency=20)
+        self.stopping = threading.Event()
+        self.wakes = 0
+        self.poller = Poller(store, self.policy, events=events, send=self.send,
+                             vast=vast_client(settings, store, events=events))
+        self._make_poller = lambda: Poller(store, self.policy, events=events, send=self.send,  # noqa: E731
+                                           vast=vast_client(settings, store, events=events))
+
+    def _thread(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.stopping.is_set():
+            threading.Thread(target=fn, args=args, kwargs=kwargs, daemon=True).start()
+
+    def send(self, name: str, kwargs: dict[str, Any]) -> None:
+        if name == "vastkeep.polling.refresh":
+            self._thread(lambda: self._make_poller().refresh(inline=True))
+        elif name == "vastkeep.ports.validate_instance":
+            self._thread(port_flow.validate_instance, self.store, self.events, self.validator,
+                         kwargs["instance_id"])
+        elif name == POLL_NOW:
+            self.poller.request_poll(kwargs["instance_id"])
+        elif name == "vastkeep.pool.reconcile" and self.wake:
+            self.wakes += 1
+            delay = max(0.0, float(kwargs["wake_at"]) - time.time())
+            timer = threading.Timer(delay, self.reconcile, kwargs={"wake": True})
+            timer.daemon = True
+            timer.start()
+
+    def reconcile(self, wake: bool = False) -> None:
+        if self.stopping.is_set():
+            return
+        with vast_client(self.settings, self.store, events=self.events) as vast:
+            rc = Reconciler(self.settings, self.store, self.events, LeaseManager(self.client, self.keys),
+                            PoolBook(self.client, self.keys, self.settings.warm_pool_name), vast)
+            rc.run(wake=wake)
+
+    def beat(self) -> None:
+        while not self.stopping.wait(self.settings.warm_pool_reconcile_interval_s):
+            self.reconcile()
+
+    def start(self) -> None:
+        from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, run_shard  # noqa: PLC0415
+
+        ka = RunnerConfig(shards=1, run_s=3600.0, lease_ttl_ms=15_000,
+                          fast_path=self.settings.comfyui_keepalive_fast_path)
+        self._thread(run_shard, redis=self.client, keys=self.keys, store=self.store, events=self.events,
+                     shard=0, policy=KeepalivePolicy.from_settings(self.settings), config=ka,
+                     on_lost=lambda iid, _f: self.send(POLL_NOW, {"instance_id": iid}))
+        self._thread(self.poller.run, LeaseManager(self.client, self.keys), 3600.0, self.stopping.is_set)
+        self._thread(self.beat)
+        self._thread(self.reconcile)
+
+
+def _ready_ids(store: Any) -> set[str]:
+    return {r.instance_id for r in store.list_instances() if r.status == "ready"}
+
+
+def _watched(client: Any, keys: Any, iid: str) -> bool:
+    import json  # noqa: PLC0415
+
+    raw = client.get(keys.keepalive(iid))
+    return bool(raw) and int(json.loads(raw).get("total_successes") or 0) >= 1
+
+
+def crash_to_replacement(sim: Any, redis_url: str, crashes: int, wake: bool,
+                         grace_ms: int) -> list[dict[str, float]]:
+    """Crash the ready instance's ComfyUI ``crashes`` times; per crash: detection (the keepalive's
+    ``keepalive_lost_since``), the replacement rented, and a different instance ready."""
+    client = connect(redis_url)
+    client.flushdb()
+    keys = Keys()
+    settings = load_settings({**sim.env(), "WARM_POOL_MIN_RELIABILITY": "0.85", "WARM_POOL_MAX_DPH": "5",
+                              "WARM_POOL_MAX_SPEND_DPH": "1000",
+                              "WARM_POOL_UNHEALTHY_GRACE_MS": str(grace_ms),
+                              "COMFYUI_KEEPALIVE_SHARDS": "1", "WARM_POOL_DESIRED_SIZE": "1"}, env_file=False)
+    store = StateStore(client, keys)
+    events = EventLog(client, keys)
+    store.set_desired_size(1)
+    transport = Transport(settings, client, keys, store, events, wake)
+    transport.start()
+    out: list[dict[str, float]] = []
+    try:
+        for _ in range(crashes):
+            deadline = time.monotonic() + 120
+            while True:  # one ready instance, watched by the keepalive (its /ws held), nothing else left
+                ready = _ready_ids(store)
+                live = [r for r in store.list_instances() if r.status != "destroyed"]
+                if len(ready) == 1 and len(live) == 1 and _watched(client, keys, next(iter(ready))):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pool did not settle: {[(r.instance_id, r.status) for r in live]}")
+                time.sleep(0.05)
+            time.sleep(1.0)  # the fast path's /ws opens beside the first ping
+            victim = next(iter(ready))
+            t0 = time.monotonic()
+            sim.control.crash_comfy(int(victim))
+            marks: dict[str, float] = {}
+            while "ready" not in marks:
+                now = time.monotonic() - t0
+                rec = store.get_instance(victim)
+                if "detect" not in marks and (rec is None or "keepalive_lost_since" in rec.extra):
+                    marks["detect"] = now
+                others = [r for r in store.list_instances() if r.instance_id != victim]
+                if "rented" not in marks and others:
+                    marks["rented"] = now
+                if any(r.status == "ready" for r in others):
+                    marks["ready"] = now
+                if now > 120:
+                    raise RuntimeError("no replacement within 120 s")
+                time.sleep(0.02)
+            out.append(marks)
+    finally:
+        transport.stopping.set()
+    time.sleep(0.5)
+    return out
+
+
+def report_crashes(sim: Any, redis_url: str, args: Any, floor: float) -> None:
+    """Part 3, both modes in this run: the replacement left to the beat, then woken by the polling flow."""
+    for wake in (False, True):
+        runs = crash_to_replacement(sim, redis_url, args.crashes, wake, args.grace_ms)
+        detect = statistics.median(r["detect"] for r in runs)
+        ready = [r["ready"] for r in runs]
+        base = detect + args.grace_ms / 1000 + floor
+        mode = "woken at once " if wake else "beat only     "
+        rented = statistics.median(r["rented"] for r in runs)
+        print(f"crash -> ready replacement, {mode}: median {statistics.median(ready):.2f} s, max "
+              f"{max(ready):.2f} s (rented after median {rented:.2f} s; "
+              f"{len(runs)} crashes); floor = detection {detect:.2f} s + grace {args.grace_ms / 1000:.2f} s "
+              f"+ provisioning {floor:.2f} s = {base:.2f} s; ratio {statistics.median(ready) / base:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ready", type=int, default=20)
@@ -168,6 +319,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--ops", type=int, default=40)
+    ap.add_argument("--crashes", type=int, default=3, help="crashes per mode (0: skip part 3)")
+    ap.add_argument("--grace-ms", type=int, default=1, help="WARM_POOL_UNHEALTHY_GRACE_MS for part 3")
     args = ap.parse_args()
     server = start_redis_server()
     logging.basicConfig(level=logging.ERROR)
@@ -185,6 +338,8 @@ def main() -> int:
               f"p99 {lat['nx_p99']:.2f} ms; ratio p50 {lat['grant_p50'] / lat['nx_p50']:.1f}x, "
               f"p99 {lat['grant_p99'] / lat['nx_p99']:.1f}x")
         print(f"double leases: {len(lat['problems'])}; fences unique: {lat['fences_unique']}")
+        if args.crashes:
+            report_crashes(sim, server.url, args, floor)
         return 0 if not lat["problems"] and lat["fences_unique"] else 1
     finally:
         sim.stop()

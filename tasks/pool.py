@@ -1,14 +1,18 @@
 """Warm-pool tasks: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS) and the client
 leases ``vastkeep.pool.lease`` / ``renew_lease`` / ``release_lease`` (by name, same answers as the admin API).
 
-Thin: build the reconciler from the process's resources and run one round. A round that finds another one
-running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai hiccup (TransientError) or a lost
-lease ends the round with ``{"error": ...}`` and is *not* retried: the next beat, one interval later, is the
-retry, and a retry queued beside it would only find the lease held. A Redis blip is retried with jitter.
+Thin: build the reconciler from the process's resources and run one round. Besides the beat, the polling
+flow sends ``reconcile(wake_at=...)`` when one of the pool's instances failed or its keepalive loss passes
+the grace (``vastkeep/polling/flow.py``: ``Poller._wake_pool``), so a dead instance is replaced at once. A
+round that finds another one running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai
+hiccup (TransientError) or a lost lease ends the round with ``{"error": ...}`` and is *not* retried: the next
+beat, one interval later, is the retry, and a retry queued beside it would only find the lease held. A Redis
+blip is retried with jitter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
@@ -17,22 +21,35 @@ from vastkeep.pool import build_leases, build_reconciler
 from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
-from worker.limits import limits_for
+from worker.limits import limits_for, task_time_limits
 
 WHAT = "warm-pool reconcile"
 
 
-@app.task(name="vastkeep.pool.reconcile", bind=True, base=VastkeepTask,
-          **limits_for("vastkeep.pool.reconcile", wiring.settings()))
-def reconcile(self: Any) -> dict[str, Any]:
-    """One reconcile round: rent to the desired size, replace what died, destroy idle excess."""
+RECONCILE = "vastkeep.pool.reconcile"
+#: A wake-up due within this is run now (the queue hop costs about as much).
+WAKE_SLACK_S = 0.05
 
+
+@app.task(name=RECONCILE, bind=True, base=VastkeepTask, **limits_for(RECONCILE, wiring.settings()))
+def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
+    """One reconcile round: rent to the desired size, replace what died, destroy idle excess.
+
+    ``wake_at`` (epoch s): sent by the polling flow when one of our instances failed (now) or its keepalive
+    loss passes the grace (then): a round due later is deferred to then (a countdown, never a sleep).
+    """
     def go() -> dict[str, Any]:
         res = wiring.resources()
+        if wake_at is not None:
+            wait_s = float(wake_at) - res.clock.now()
+            if wait_s > WAKE_SLACK_S:
+                self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
+                                 expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
+                return {"deferred": round(wait_s, 3)}
         vast = vast_client(res.settings, res.store, res.clock, events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
-                                    res.clock).run()
+                                    res.clock, max_round_s=_round_limit_s()).run(wake=wake_at is not None)
         finally:
             if vast is not None:
                 vast.close()
@@ -40,7 +57,53 @@ def reconcile(self: Any) -> dict[str, Any]:
     return retry_on_redis(self, go, WHAT)
 
 
+def _round_limit_s() -> float:
+    """The round's hard time limit: its lease is renewed no longer than that."""
+    return float(task_time_limits(wiring.settings())[RECONCILE].hard_s)
+
+
 # ── client leases, callable by name (app.send_task) ─────────────────────────
+# A lease id is the holder's capability to renew and release. Celery shows a task's arguments (task-sent and
+# task-received events: the message's argsrepr/kwargsrepr, which only the *sender* sets) and a repr of its
+# result (task-succeeded event, the worker's success log line) to anyone watching events (Flower). So:
+# * results carrying a lease id are PrivateResult: the result backend stores the whole answer (the caller's
+#   .get() has it), the repr everything else sees shows "lse_***";
+# * callers of renew_lease / release_lease send the id with kwargsrepr redacted (docs/tasks.md). A renewal
+#   whose id was sent in the clear is carried out *and* the lease gets a new id in the same Lua step (returned
+#   privately; the exposed one is dead); a release ends the lease, so its exposed id is dead anyway.
+REDACTED = "lse_***"
+
+
+class PrivateResult(Mapping[str, Any]):
+    """A task result whose repr hides the lease id; kombu's JSON encoder stores it whole (``__json__``)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __json__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return repr({k: (REDACTED if k == "leaseId" and v else v) for k, v in self._data.items()})
+
+
+def _exposed(task: Any, lease_id: Any) -> bool:
+    """True when the message shows the lease id in its argsrepr/kwargsrepr (what events and Flower show)."""
+    if not isinstance(lease_id, str) or len(lease_id) < 8:
+        return False
+    shown = f"{task.request.get('argsrepr') or ''} {task.request.get('kwargsrepr') or ''}"
+    return lease_id in shown
+
+
 def _leases() -> Any:
     res = wiring.resources()
     return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events)
@@ -55,15 +118,16 @@ def _refused(exc: VastkeepError) -> dict[str, Any]:
 
 @app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.lease", wiring.settings()))
-def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
+def lease(self: Any, duration_s: int, client: str) -> Mapping[str, Any]:
     """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
-    "fence", "client"}``, or ``{"ok": false, "error": "LeaseBusy", "reason", "retryAfterS"}``.
+    "fence", "client"}`` (``leaseId`` shown as ``lse_***`` in events and logs), or ``{"ok": false,
+    "error": "LeaseBusy", "reason", "retryAfterS"}``.
 
     Not retried when busy: the caller decides whether to wait ``retryAfterS``.
     """
-    def go() -> dict[str, Any]:
+    def go() -> Mapping[str, Any]:
         try:
-            return {"ok": True, **_leases().grant(duration_s, client).to_dict()}
+            return PrivateResult({"ok": True, **_leases().grant(duration_s, client).to_dict()})
         except (LeaseBusy, PermanentError) as exc:
             return _refused(exc)
 
@@ -72,12 +136,16 @@ def lease(self: Any, duration_s: int, client: str) -> dict[str, Any]:
 
 @app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.renew_lease", wiring.settings()))
-def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, Any]:
+def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> Mapping[str, Any]:
     """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
-    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed)."""
-    def go() -> dict[str, Any]:
+    (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed). Send the id with
+    ``kwargsrepr`` redacted; if it was sent in the clear, the answer adds ``"rotated": true`` and the new
+    ``leaseId`` to use from now on (the exposed id no longer works)."""
+    rotate = _exposed(self, lease_id)
+
+    def go() -> Mapping[str, Any]:
         try:
-            return {"ok": True, **_leases().renew(lease_id, duration_s)}
+            return PrivateResult({"ok": True, **_leases().renew(lease_id, duration_s, rotate=rotate)})
         except PermanentError as exc:
             return _refused(exc)
 
@@ -87,7 +155,8 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> dict[str, An
 @app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.release_lease", wiring.settings()))
 def release_lease(self: Any, lease_id: str) -> dict[str, Any]:
-    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false."""
+    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false.
+    Send the id with ``kwargsrepr`` redacted (once released, an exposed id is worthless anyway)."""
 
     def go() -> dict[str, Any]:
         try:

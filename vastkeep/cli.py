@@ -130,8 +130,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no stack is running from {home} (no {STACK_FILE}); start one with `vastkeep up`")
         return 1
     view = public_view(stack)
+    overview, error = None, None
+    if stack.get("redis_url"):
+        try:
+            overview = _overview(stack["redis_url"])
+        except Exception as exc:  # noqa: BLE001 - status must still print the rest
+            error = type(exc).__name__
     if args.json:
-        print(json.dumps(view, indent=2, sort_keys=True))
+        print(json.dumps({**view, **(overview or {})}, indent=2, sort_keys=True))
         return 0
     up = pid_alive(stack.get("pid"))
     print(f"stack in {home}: supervisor pid {stack.get('pid')} {'running' if up else 'NOT running'}, "
@@ -144,8 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"restarts {child.get('restartCount')}")
     for ok, text in run_checks(stack, stack.get("redis_url"), stack.get("admin_api_url")):
         print(("  OK   " if ok else "  FAIL ") + text)
-    if stack.get("redis_url"):
-        print_instances(stack["redis_url"])
+    print_overview(overview, error or ("no Redis in stack.json" if not stack.get("redis_url") else None))
     return 0
 
 
@@ -190,47 +195,54 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
 
-INSTANCE_COLUMNS = (("id", "contractId", 10), ("status", "status", 10), ("provider", "vastStatus", 9),
-                    ("reason", "statusReason", 30), ("url", "connectionUrl", 28),
-                    ("last poll", "lastPollAt", 9), ("next poll", "nextPollAt", 9),
-                    ("leased until", "leasedUntil", 20))
-_CLOCK_COLUMNS = frozenset({"lastPollAt", "nextPollAt"})  # shown as HH:MM:SS (UTC)
+def _overview(redis_url: str) -> dict[str, Any]:
+    """Each token's last verdict as the workers stored it (no API call; the stack's own tokens may not be in
+    this shell's environment) and the warm-pool status document."""
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+    from vastkeep.pool import PoolBook  # noqa: PLC0415
+    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+    from vastkeep.tokens import SERVICES  # noqa: PLC0415
+
+    settings = load_settings()
+    client = _redis_client(redis_url)
+    store = StateStore(client, Keys(), SYSTEM_CLOCK, default_desired_size=settings.warm_pool_desired_size)
+    tokens = {}
+    for service in SERVICES:
+        hit = store.get_token_result(service)
+        tokens[service] = {"result": {k: v for k, v in hit.items() if not k.startswith("_")}
+                           if isinstance(hit, dict) else None,
+                           "runtimeOverride": store.get_runtime_secret(service) is not None}
+    return {"tokens": tokens, "warmPool": _pool_document(settings, store,
+                                                         PoolBook(client, Keys(), settings.warm_pool_name))}
 
 
-def instance_rows(view: dict[str, Any]) -> list[str]:
-    """The instances of a warm-pool status document as fixed-width table lines (header first)."""
-    def cell(value: Any, width: int, key: str = "") -> str:
-        text = "-" if value in (None, "") else str(value).replace("+00:00", "Z")
-        if key in _CLOCK_COLUMNS and len(text) >= 19:
-            text = text[11:19]
-        return text if len(text) <= width else text[:width - 1] + "…"
-
-    lines = ["  " + " ".join(f"{title:<{w}}" for title, _, w in INSTANCE_COLUMNS)]
-    for inst in view.get("instances") or []:
-        lines.append("  " + " ".join(f"{cell(inst.get(k), w, k):<{w}}" for _, k, w in INSTANCE_COLUMNS))
-    return lines
-
-
-def print_instances(redis_url: str) -> None:
-    """The warm pool's instances, as ``GET .../warm-pool/status`` lists them (read straight from Redis)."""
+def _pool_document(settings: Any, store: Any, book: Any) -> dict[str, Any]:
+    """``GET /api/proxy/admin/warm-pool/status``, read straight from Redis (poll times, figures, slots)."""
     from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
     from vastkeep.polling import PollSchedule  # noqa: PLC0415
-    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+    from vastkeep.pool import build_leases, pool_figures  # noqa: PLC0415
 
-    try:
-        r = _redis_client(redis_url)
-        store = StateStore(r, Keys())
-        records = store.list_instances()
-        schedule = PollSchedule(r, Keys())
-        polls = schedule.poll_times([rec.instance_id for rec in records])
-        view = warm_pool_status(store.get_pool(), records, SYSTEM_CLOCK.now(), polls)
-    except Exception as exc:  # noqa: BLE001 - status must still print the rest
-        print(f"  instances: unavailable ({type(exc).__name__})")
+    pool, records = store.get_pool(), store.list_instances()
+    now = SYSTEM_CLOCK.now()
+    polls = PollSchedule(store.redis, store.keys).poll_times([r.instance_id for r in records])
+    leases = build_leases(settings, store.redis, store.keys, SYSTEM_CLOCK)
+    figures = pool_figures(settings, book, records, pool.safe_mode, leases, now, pool.desired_size)
+    return warm_pool_status(pool, records, now, polls, figures)
+
+
+def print_overview(overview: dict[str, Any] | None, error: str | None) -> None:
+    """Tokens, the pool in one line, then every instance with its status."""
+    from vastkeep.monitoring import instance_rows, pool_summary_line, token_lines  # noqa: PLC0415
+
+    if overview is None:
+        print(f"  tokens, pool and instances: unavailable ({error})")
         return
-    counts = view["counts"]
-    print(f"  instances: {counts['total']} (leased {counts['leased']}, idle {counts['idle']}); "
-          f"poll times UTC; desired {view['desiredSize']}{', SAFE MODE' if view['safeMode'] else ''}")
-    for line in instance_rows(view):
+    for line in token_lines(overview["tokens"]):
+        print(line)
+    doc = overview["warmPool"]
+    print(pool_summary_line(doc))
+    print(f"  instances: {doc['counts']['total']} (poll times UTC)")
+    for line in instance_rows(doc):
         print(line)
 
 
@@ -303,8 +315,8 @@ def _pool_parts() -> tuple[Any, Any, Any, Any]:
 def cmd_pool(args: argparse.Namespace) -> int:
     """``vastkeep pool size N | safe-mode on|off [--reason ...] | status [--json]``."""
     from vastkeep.core.errors import InvalidInput  # noqa: PLC0415
-    from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
-    from vastkeep.pool import build_leases, pool_figures, set_safe_mode, set_size  # noqa: PLC0415
+    from vastkeep.monitoring import pool_document_lines  # noqa: PLC0415
+    from vastkeep.pool import set_safe_mode, set_size  # noqa: PLC0415
 
     try:
         settings, store, events, book = _pool_parts()
@@ -318,28 +330,15 @@ def cmd_pool(args: argparse.Namespace) -> int:
             print(f"safe mode {'ON' if view['enabled'] else 'OFF'}"
                   + (f" ({view['cause']}: {view['reason']})" if view["enabled"] else ""))
             return 0
-        pool, records = store.get_pool(), store.list_instances()
-        now = SYSTEM_CLOCK.now()
-        leases = build_leases(settings, store.redis, store.keys, SYSTEM_CLOCK)
-        figures = pool_figures(settings, book, records, pool.safe_mode, leases, now)
-        doc = warm_pool_status(pool, records, now, figures=figures)
+        doc = _pool_document(settings, store, book)
     except (InvalidInput, StackError) as exc:
         print(f"vastkeep pool: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    figures = doc["pool"]
-    print(f"pool {figures['poolName']}: desired {doc['desiredSize']}, live {figures['liveInstances']}, "
-          f"renting {figures['pendingRents']}, spend {figures['spendDph']:.3f}/{figures['maxSpendDph']} $/h, "
-          f"prewarming {'yes' if doc['isPrewarming'] else 'no'}")
-    if doc["safeMode"]:
-        print(f"  SAFE MODE ({figures['safeModeCause']}): {doc['safeModeReason']}")
-    for reason in (figures.get("lastRound") or {}).get("wait") or []:
-        print(f"  waiting: {reason}")
-    for inst in doc["instances"]:
-        print(f"  {inst['contractId']:>10}  {inst['status']:<10} {inst.get('label') or '-':<22} "
-              f"{inst.get('connectionUrl') or '-':<28} leased until {inst.get('leasedUntil') or '-'}")
+    for line in pool_document_lines(doc):
+        print(line)
     return 0
 
 
@@ -352,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=2, help="processes of the SSH worker")
     up.set_defaults(func=cmd_up)
-    st = sub.add_parser("status", help="show the stack started by `vastkeep up` in this folder")
+    st = sub.add_parser("status", help="the system here: processes, checks, tokens, the pool in one line, "
+                                       "every instance")
     st.add_argument("--json", action="store_true", help="machine-readable (no secrets)")
     st.set_defaults(func=cmd_status)
     ck = sub.add_parser("check", help="health check: exit 0 when redis, workers and the API are ok")
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     safe = pool_sub.add_parser("safe-mode", help="stop (on) or resume (off) renting")
     safe.add_argument("state", choices=("on", "off"))
     safe.add_argument("--reason", default=None, help="shown in the status (no secrets)")
-    pst = pool_sub.add_parser("status", help="the warm-pool status document")
+    pst = pool_sub.add_parser("status", help="the warm-pool document: guide fields, slots, leases, safe mode")
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)

@@ -13,9 +13,9 @@ import requests
 from tests.helpers import ServedApp as Served
 from tests.integration.test_admin_api import KEY
 from vastkeep.admin import HEADER, create_app
-from vastkeep.cli import instance_rows
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import Secret, load_settings
+from vastkeep.monitoring import instance_rows
 from vastkeep.polling import PollSchedule, ProviderSnapshot
 from vastkeep.providers.vast import VastClient
 from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore, connect

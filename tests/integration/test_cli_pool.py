@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vastkeep.state import Keys, StateStore
+from vastkeep.state import InstanceRecord, Keys, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +35,47 @@ def test_pool_size_safe_mode_and_status(tmp_path: Path, redis_server, redis_clie
     assert doc["desiredSize"] == 4 and doc["safeMode"] is True and doc["pool"]["poolName"] == "default"
     off = vk(["pool", "safe-mode", "off"], tmp_path, redis_server.url)
     assert off.returncode == 0 and "OFF" in off.stdout and not store.get_pool().safe_mode
+
+
+def test_status_is_the_system_overview_and_pool_status_the_pool_document(tmp_path: Path, redis_server,
+                                                                         redis_client) -> None:
+    """``vastkeep status``: processes, checks, tokens, the pool in one line, every instance with its status.
+    ``vastkeep pool status``: the warm-pool document (guide fields, slots, leases, safe mode), no lease id."""
+    from vastkeep.pool import PoolLeases  # noqa: PLC0415
+
+    store = StateStore(redis_client, Keys())
+    store.set_desired_size(3)
+    store.put_instance(InstanceRecord("41", status="ready", label="vastkeep:default:0",
+                                      connection_url="http://127.0.0.9:8188"))
+    store.put_instance(InstanceRecord("42", status="loading", label="vastkeep:default:1"))
+    store.put_token_result("vastai", {"status": "valid", "testedAt": "2026-01-01T00:00:00+00:00",
+                                      "_fp": "abc"}, 60_000)
+    grant = PoolLeases(redis_client, Keys(), "default", "vastkeep", store=store).grant(300, "svc-a")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stack.json").write_text(json.dumps({
+        "pid": os.getpid(), "redis_url": redis_server.url, "admin_api_url": "http://127.0.0.1:9",
+        "children": {"worker-control": {"status": "running", "pid": os.getpid(), "restartCount": 0}}}))
+
+    overview = vk(["status"], tmp_path, redis_server.url)
+    assert overview.returncode == 0, overview.stderr
+    text = overview.stdout
+    assert "worker-control" in text and "token vastai       valid" in text and "_fp" not in text
+    pool_lines = [line for line in text.splitlines() if "warm pool default" in line]
+    assert len(pool_lines) == 1 and "desired 3, ready 1, warming 1" in pool_lines[0]
+    assert "leased 1" in pool_lines[0] and "vastkeep pool status" in pool_lines[0]
+    assert "41" in text and "42" in text and "loading" in text
+    assert "slots" not in text and "client svc-a" not in text  # those are the pool document's
+    as_json = json.loads(vk(["status", "--json"], tmp_path, redis_server.url).stdout)
+    assert as_json["warmPool"]["desiredSize"] == 3
+    assert as_json["tokens"]["vastai"]["result"]["status"] == "valid"
+
+    doc = vk(["pool", "status"], tmp_path, redis_server.url)
+    assert doc.returncode == 0, doc.stderr
+    for part in ("desired 3", "safe mode: off", "instance: 41 ready", "slots (3):", "vastkeep:default:2",
+                 "free", "leases (1):", "client svc-a", f"fence {grant.fence}"):
+        assert part in doc.stdout, part
+    full = json.loads(vk(["pool", "status", "--json"], tmp_path, redis_server.url).stdout)
+    assert [s["status"] for s in full["pool"]["slots"]] == ["ready", "loading", "free"]
+    for shown in (text, doc.stdout, json.dumps(full), json.dumps(as_json)):
+        assert grant.lease_id not in shown

@@ -51,6 +51,7 @@ class Harness:
         self.sim, self.store, self.events = sim, store, events
         self.vast = VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0))
         self.sent: list[tuple[float, str]] = []
+        self.wakes: list[tuple[float, float]] = []
         probe = ProbeConfig(tcp_timeout_s=0.5, http_timeout_s=1.0, allow_loopback=True)
         self.validator = PortValidator(probe, concurrency=20)
         self.auto_validate = True
@@ -65,6 +66,9 @@ class Harness:
     def _send(self, name: str, kwargs: dict[str, Any]) -> None:
         if name == "vastkeep.polling.refresh":  # what the worker does with the refresh task
             self._helper(self.poller.refresh, inline=True)
+            return
+        if name == "vastkeep.pool.reconcile":  # the warm pool woken for a dead instance
+            self.wakes.append((time.time(), kwargs["wake_at"]))
             return
         self.sent.append((time.monotonic(), kwargs["instance_id"]))
         if self.auto_validate:  # what the worker would do with vastkeep.ports.validate_instance
@@ -143,7 +147,7 @@ def test_discovers_only_labelled_instances_and_follows_them_to_ready(harness, si
 @pytest.mark.parametrize("fault", ["offline", "exited", "outbid", "error", "destroyed"])
 def test_provider_fault_turns_failed_within_one_active_interval_and_is_never_handed_out(
         harness, sim, store, fault) -> None:
-    iid = create(sim, running=True)
+    iid = create(sim, label="vastkeep:default:0", running=True)  # a warm-pool instance: wakes the pool
     keep = create(sim, running=True)
     harness.start(budget_s=40)
     wait_for(lambda: harness.status(iid) == "ready" and harness.status(keep) == "ready", 20, "both ready")
@@ -168,6 +172,10 @@ def test_provider_fault_turns_failed_within_one_active_interval_and_is_never_han
     time.sleep(ACTIVE_S * 2)  # more polls and probes: nothing changes, nothing is emitted again
     changes = [e for e in harness.status_events(iid) if e[1] == expected]
     assert len(changes) == 1, changes
+    # the warm pool's reconciler is woken for it at once (not left to the next beat), de-duplicated:
+    # one wake per due second however often the dead instance is polled meanwhile
+    assert harness.wakes and all(abs(at - due) < 0.5 for at, due in harness.wakes), harness.wakes
+    assert len({int(due) for _, due in harness.wakes}) == len(harness.wakes)
     assert harness.status(iid) == expected
     assert primary_instance(store.list_instances()).instance_id == keep
     # a probe never promotes it either

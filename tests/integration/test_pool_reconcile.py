@@ -48,11 +48,11 @@ class Pool:
         return vast_client(self.settings, self.store, self.clock, events=self.events,
                            timeout_s=(2.0, read_timeout_s), retry=FAST_RETRY, rng=random.Random(3))
 
-    def run(self, read_timeout_s: float = 5.0) -> dict[str, Any]:
+    def run(self, read_timeout_s: float = 5.0, wake: bool = False) -> dict[str, Any]:
         with self.vast(read_timeout_s) as vast:
             leases = LeaseManager(self.redis, self.keys, self.clock)
             rc = Reconciler(self.settings, self.store, self.events, leases, self.book, vast, self.clock)
-            return rc.run()
+            return rc.run(wake=wake)
 
     def size(self, n: int) -> None:
         self.store.set_desired_size(n)
@@ -332,3 +332,36 @@ def test_the_status_says_why_the_pool_waits(pool: Pool) -> None:
     figures = pool_figures(pool.settings, pool.book, pool.store.list_instances(), False)
     assert figures["liveInstances"] == len(pool.provider()) < 40
     assert any("no offer matches" in w for w in figures["lastRound"]["wait"])
+
+
+def test_a_long_round_keeps_its_short_lease_and_no_second_reconciler_runs(sim, redis_client) -> None:
+    """The round lease's TTL is one reconcile interval (3 s here), renewed by the keeper thread while the
+    round blocks in a slow Vast.ai listing three TTLs long: every other reconciler is refused all along."""
+    import threading  # noqa: PLC0415
+
+    from vastkeep.pool import round_lease_ttl_ms  # noqa: PLC0415
+
+    pool = Pool(sim, redis_client, WARM_POOL_RECONCILE_INTERVAL_MS="1000")
+    assert round_lease_ttl_ms(pool.settings) == 3_000
+    pool.size(1)
+    sim.control.api_fault("vast", None, count=1, delay_s=9.0, path_contains="/instances")
+    out: dict[str, Any] = {}
+    first = threading.Thread(target=lambda: out.update(pool.run(read_timeout_s=20.0)))
+    first.start()
+    leases = LeaseManager(pool.redis, pool.keys)
+    deadline = time.monotonic() + 5
+    while leases.current("pool-reconcile:default") is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    held = leases.current("pool-reconcile:default")
+    assert held is not None and held.ttl_ms == 3_000
+    skipped = 0
+    while first.is_alive():
+        # a wake-up (an instance just failed) while the round runs: refused, and the running round goes once
+        # more before it lets go (it listed before the failure)
+        assert pool.run(wake=skipped == 3) == {"skipped": "another reconciler is running"}
+        skipped += 1
+        time.sleep(0.5)
+    first.join()
+    assert skipped >= 12  # about 9 s of refusals: three TTLs and more
+    assert "error" not in out and len(out["rented"]) == 1 and out["rounds"] == 2, out
+    assert leases.current("pool-reconcile:default") is None  # released at the end

@@ -107,7 +107,7 @@ def test_a_worker_killed_mid_rent_never_leads_to_paying_twice(chaos: Chaos, sim)
     settle time, and rents once."""
     server = chaos.redis()
     env = chaos.env(server.url, **sim.env(), WARM_POOL_MIN_RELIABILITY="0.9", WARM_POOL_DESIRED_SIZE="1",
-                    WARM_POOL_RENT_SETTLE_MS="2000")
+                    WARM_POOL_RENT_SETTLE_MS="2000", WARM_POOL_RECONCILE_INTERVAL_MS="3000")
     victim = chaos.worker("worker", "victim", env, concurrency=1)
     victim.wait_ready(120)
     client = chaos.client(server.url, env)
@@ -121,9 +121,15 @@ def test_a_worker_killed_mid_rent_never_leads_to_paying_twice(chaos: Chaos, sim)
 
     wait_for(rent_sent, 30, "the rent request reached the provider")
     assert r.hlen(keys.pool_pending("default")) == 1  # recorded before the request was sent
+    lease_key = keys.lease("pool-reconcile:default")
+    assert 0 < r.pttl(lease_key) <= 3_000  # the round lease: one reconcile interval, renewed by its keeper
+    time.sleep(3.5)  # longer than the TTL: the keeper thread kept it up while the rent blocked
+    assert r.exists(lease_key)
     victim.kill_group()
+    killed_at = time.monotonic()
     victim.reap_group()
-    r.delete(keys.lease("pool-reconcile:default"))  # its TTL (LEASE_TTL_MS) has run out
+    wait_for(lambda: not r.exists(lease_key), 10, "the killed round's lease lapsed")
+    assert time.monotonic() - killed_at <= 3.5  # a killed round blocks the pool one TTL at most
     survivor = chaos.worker("worker", "survivor", env, concurrency=1)
     survivor.wait_ready(120)
     out = rounds(client, 1)[0]

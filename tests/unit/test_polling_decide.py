@@ -133,3 +133,27 @@ def test_signature_changes_with_status_and_address_only() -> None:
     assert provider_signature(row("running")) == base
     assert provider_signature(row("offline")) != base
     assert provider_signature(row("running", nxt="stopped")) != base
+
+
+# ── waking the warm pool's reconciler (pool_wake_at) ────────────────────────
+@pytest.mark.parametrize(("name", "status", "label", "extra", "want"), [
+    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, 1_000.0),
+    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, 1_000.0),
+    ("keepalive loss: at the grace's end", "ready", "vastkeep:default:0", {"keepalive_lost_since": 990.0},
+     1_020.0),
+    ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 900.0},
+     1_000.0),
+    ("keepalive loss far off: left to the beat", "ready", "vastkeep:default:0",
+     {"keepalive_lost_since": 1_000.0 + 10_000}, None),
+    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, None),
+    ("not ours: nothing", "failed", "someone-else", {}, None),
+    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, None),
+    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, None),
+    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, None),
+])
+def test_pool_wake_at(name, status, label, extra, want):
+    from vastkeep.polling.decide import pool_wake_at  # noqa: PLC0415
+    from vastkeep.state import InstanceRecord  # noqa: PLC0415
+
+    rec = InstanceRecord("1", status=status, label=label, extra=extra)
+    assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want

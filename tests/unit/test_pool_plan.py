@@ -43,6 +43,7 @@ class R:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    status_since: float | None = None
 
     def __post_init__(self) -> None:
         if self.label is None and self.slot is not None:
@@ -67,6 +68,21 @@ CASES = [
      (("1", "provision-timeout"),)),
     ("provisioning within the timeout waits", [R("1", "loading", 0, created_at=NOW - 599)], 1, False, [],
      (), ()),
+    # the provision timeout runs from when the record last entered provisioning (status_since), not from
+    # created_at: an old instance bounced back to loading (ComfyUI restart, reboot) is not replaced at once
+    ("old instance back in loading is given the timeout",
+     [R("1", "loading", 0, created_at=NOW - 86_400, status_since=NOW - 30)], 1, False, [], (), ()),
+    ("old instance stuck in loading since its bounce replaced",
+     [R("1", "loading", 0, created_at=NOW - 86_400, status_since=NOW - 601)], 1, False, [], (1,),
+     (("1", "provision-timeout"),)),
+    ("old instance back in starting (host reboot) is given the timeout",
+     [R("1", "starting", 0, created_at=NOW - 3_600, status_since=NOW - 599)], 1, False, [], (), ()),
+    ("a record without status_since falls back to created_at",
+     [R("1", "loading", 0, created_at=NOW - 601, status_since=None)], 1, False, [], (1,),
+     (("1", "provision-timeout"),)),
+    ("status_since does not shield a dead instance",
+     [R("1", "failed", 0, created_at=NOW - 86_400, status_since=NOW - 1)], 1, False, [], (1,),
+     (("1", "failed"),)),
     ("unhealthy past the grace replaced", [R("1", "unhealthy", 0, updated_at=NOW - 121)], 1, False, [], (1,),
      (("1", "unhealthy"),)),
     ("unhealthy within the grace counts", [R("1", "unhealthy", 0, updated_at=NOW - 30)], 1, False, [], (),
@@ -191,3 +207,26 @@ def test_spend_rate_and_cap():
     rate = spend_rate(recs, [PendingRent(3, "vk:p:3", 0.0, dph=0.25)], "vk")
     assert rate == 1.0
     assert spend_allows(rate, 1.0, 2.0) and not spend_allows(rate, 1.01, 2.0)
+
+
+def test_store_stamps_status_since_on_phase_changes_only(redis_client):
+    """The store (real Redis) stamps ``status_since`` when a record enters a status; starting → loading is
+    one provisioning phase (one clock), ready → loading starts it again (what the plan's timeout reads)."""
+    from vastkeep.core.clock import FakeClock  # noqa: PLC0415
+    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+
+    clock = FakeClock(1_000.0)
+    store = StateStore(redis_client, Keys(), clock)
+    store.create_instance(InstanceRecord("7", status="starting", label="vk:p:0"))
+    assert store.get_instance("7").status_since == 1_000.0
+    clock.advance(50)
+    assert store.update_instance("7", {"status": "loading"}).status_since == 1_000.0  # same phase
+    clock.advance(50)
+    assert store.update_instance("7", {"status": "ready"}).status_since == 1_100.0
+    clock.advance(5_000)
+    assert store.update_instance("7", {"error": None}).status_since == 1_100.0  # no status change
+    bounced = store.update_instance("7", {"status": "loading"})
+    assert bounced.status_since == 6_100.0 and bounced.created_at == 1_000.0
+    plan = plan_pool([bounced], 1, False, [], 6_200.0, PlanParams(prefix="vk", pool="p",
+                                                                    provision_timeout_s=600))
+    assert plan.destroy == ()

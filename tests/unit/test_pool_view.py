@@ -60,3 +60,65 @@ def test_empty_pool_in_safe_mode() -> None:
     assert doc["isPrewarming"] is False
     assert doc["safeMode"] is True
     assert doc["safeModeReason"] == "vastai token invalid"
+
+
+# ── slots and the two CLI views (vastkeep status vs vastkeep pool status) ───
+def slotted(iid: str, status: str, slot: int, **kw) -> InstanceRecord:
+    return InstanceRecord(instance_id=iid, status=status, label=f"vk:p:{slot}", created_at=NOW - 100, **kw)
+
+
+@pytest.mark.parametrize(("name", "records", "pending", "desired", "want"), [
+    ("empty pool: every slot free up to the size", [], [], 2, [(0, None, "free"), (1, None, "free")]),
+    ("held and renting", [slotted("7", "ready", 0)], [(1, "unknown")], 2,
+     [(0, "7", "ready"), (1, None, "renting")]),
+    ("a dead one keeps its slot while its replacement takes the next",
+     [slotted("7", "failed", 0), slotted("8", "starting", 1)], [], 1,
+     [(0, "7", "failed"), (1, "8", "starting")]),
+    ("destroyed records free their slot; other pools are not slots",
+     [slotted("7", "destroyed", 0), InstanceRecord("9", status="ready", label="vk:other:0")], [], 1,
+     [(0, None, "free")]),
+    ("scaled to zero: nothing", [], [], 0, []),
+])
+def test_slot_views(name, records, pending, desired, want) -> None:
+    from vastkeep.pool import PendingRent  # noqa: PLC0415
+    from vastkeep.pool.ops import slot_views  # noqa: PLC0415
+
+    rents = [PendingRent(slot=s, label=f"vk:p:{s}", started_at=NOW, state=st) for s, st in pending]
+    got = slot_views(records, rents, desired, "vk", "p")
+    assert [(v["slot"], v["instanceId"], v["status"]) for v in got] == want
+    assert all(v["label"] == f"vk:p:{v['slot']}" for v in got)
+
+
+def test_system_overview_is_one_pool_line_and_the_pool_document_has_slots_and_leases() -> None:
+    from vastkeep.monitoring import pool_document_lines, pool_summary_line, token_lines  # noqa: PLC0415
+
+    records = [rec("1", "ready", leased_until=NOW + 60, url="http://h:1"), rec("2", "loading")]
+    figures = {"poolName": "default", "pendingRents": 1, "liveInstances": 2, "spendDph": 0.9,
+               "maxSpendDph": 10.0, "safeModeCause": None, "lastRound": {"wait": ["1 rent(s) in flight"]},
+               "slots": [{"slot": 0, "label": "vastkeep:default:0", "instanceId": "1", "status": "ready",
+                          "rent": None},
+                         {"slot": 2, "label": "vastkeep:default:2", "instanceId": None, "status": "renting",
+                          "rent": "sending"}],
+               "leases": [{"instanceId": "1", "client": "svc", "leasedUntil": "2026-01-01T00:01:00Z",
+                           "fence": 4}]}
+    doc = warm_pool_status(POOL, records, NOW, figures=figures)
+    line = pool_summary_line(doc)
+    assert "desired 2" in line and "ready 1" in line and "warming 1" in line and "renting 1" in line
+    assert "leased 1" in line and "safe mode off" in line and "vastkeep pool status" in line
+    text = "\n".join(pool_document_lines(doc))
+    for part in ("pool default: desired 2", "prewarming yes", "safe mode: off", "instance: 1 ready http://h:1",
+                 "slots (2):", "vastkeep:default:2", "renting (rent sending)", "leases (1):", "client svc",
+                 "fence 4", "waiting: 1 rent(s) in flight", "instances:"):
+        assert part in text, part
+    safe = warm_pool_status(PoolSettings(desired_size=2, safe_mode=True, safe_mode_reason="budget"), records,
+                            NOW, figures={**figures, "safeModeCause": "spend"})
+    assert "SAFE MODE (spend)" in pool_summary_line(safe)
+    assert "SAFE MODE (spend): budget" in "\n".join(pool_document_lines(safe))
+    tokens = token_lines({"vastai": {"result": {"status": "valid", "testedAt": "2026-01-01T00:00:00+00:00"},
+                                     "runtimeOverride": False},
+                          "civitai": {"result": {"status": "invalid", "error": "401"},
+                                      "runtimeOverride": True},
+                          "huggingface": {"result": None, "runtimeOverride": False}})
+    assert tokens == ["  token vastai       valid, checked 2026-01-01 00:00:00",
+                      "  token civitai      invalid (401), runtime token",
+                      "  token huggingface  no recent check"]

@@ -42,7 +42,7 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
         book = PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
         now = ctx.clock.now()
         leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)
-        figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now)
+        figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now, pool.desired_size)
         return warm_pool_status(pool, records, now, polls, figures)
 
     return await run_in_threadpool(read)

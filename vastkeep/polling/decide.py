@@ -120,6 +120,31 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
     return Verdict("unhealthy", f"provider status {str(actual)[:40]}")
 
 
+#: A keepalive loss whose grace ends later than this is left to the reconcile beat (no long countdowns).
+MAX_WAKE_DELAY_S = 600.0
+
+
+def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> float | None:
+    """When the warm pool's reconciler must run for this record (epoch s), or None: no need.
+
+    Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
+
+    One of our instances that failed or is gone → now (it is replaced at once, not at the next beat); one
+    whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → when that loss passes the
+    grace (``WARM_POOL_UNHEALTHY_GRACE_MS``), unless that is more than :data:`MAX_WAKE_DELAY_S` away.
+    """
+    label = getattr(record, "label", None)
+    if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
+        return None
+    if record.status in TERMINAL:
+        return now
+    lost = (getattr(record, "extra", None) or {}).get("keepalive_lost_since")
+    if isinstance(lost, int | float) and not isinstance(lost, bool):
+        due = max(now, float(lost) + grace_s)
+        return due if due - now <= MAX_WAKE_DELAY_S else None
+    return None
+
+
 def needs_port_validation(row: Any, record: Any) -> bool:
     """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
     return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
@@ -141,7 +166,8 @@ def provider_signature(row: Any) -> str:
 
 
 __all__ = [
-    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "NOT_LIVE", "TERMINAL", "Verdict", "address_of",
-    "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval", "port_validated",
+    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
+    "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval",
+    "pool_wake_at", "port_validated",
     "provider_signature", "provider_verdict",
 ]

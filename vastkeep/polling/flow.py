@@ -27,6 +27,7 @@ from vastkeep.polling.decide import (
     is_leased,
     needs_port_validation,
     next_poll_interval,
+    pool_wake_at,
     provider_verdict,
 )
 from vastkeep.polling.schedule import Claim, PollSchedule
@@ -49,6 +50,9 @@ MAX_WAIT_S = 1.0
 LATENESS_SAMPLES = 200_000
 VALIDATE_TASK = "vastkeep.ports.validate_instance"
 REFRESH_TASK = "vastkeep.polling.refresh"
+RECONCILE_TASK = "vastkeep.pool.reconcile"
+#: A wake-up marker outlives its due time by this (a late worker still finds it: no second send).
+WAKE_MARK_MS = 60_000
 REFRESH_QUEUED_TTL_MS = 30_000
 REFRESH_RECHECK_S = 0.25
 
@@ -64,11 +68,16 @@ class PollPolicy:
     poll_idle_interval_s: float = 180.0
     poll_interval_s: float = 120.0
     label_prefix: str = "vastkeep"
+    #: WARM_POOL_UNHEALTHY_GRACE_MS: a keepalive loss this old gets the pool's reconciler woken
+    pool_grace_s: float = 300.0
+    #: WARM_POOL_NAME: only instances labelled ``<prefix>:<pool>:`` wake the pool's reconciler
+    pool_name: str = "default"
 
     @classmethod
     def from_settings(cls, settings: Any) -> PollPolicy:
         return cls(settings.poll_active_interval_s, settings.poll_idle_interval_s, settings.poll_interval_s,
-                   settings.warm_pool_label_prefix)
+                   settings.warm_pool_label_prefix, settings.warm_pool_unhealthy_grace_s,
+                   settings.warm_pool_name)
 
 
 class Poller:
@@ -125,6 +134,7 @@ class Poller:
                 dropped.append(iid)
                 continue
             changed += new is not rec
+            self._wake_pool(new, now)
             if needs_port_validation(row, new):
                 self._queue_layer3(iid)
             interval = next_poll_interval(new, now, self.policy)
@@ -173,6 +183,21 @@ class Poller:
             except Exception as exc:  # noqa: BLE001 - the next poll queues it again
                 self.redis.delete(self.keys.poll_l3(iid))
                 log.warning("⚠️  could not queue %s for %s: %s", VALIDATE_TASK, iid, type(exc).__name__)
+
+    def _wake_pool(self, rec: InstanceRecord, now: float) -> None:
+        """Wake the warm pool's reconciler for a failed instance (now) or a keepalive loss (at its grace's
+        end) instead of leaving the replacement to the next beat; one send per due second (a Redis marker)."""
+        head = f"{self.policy.label_prefix}:{self.policy.pool_name}:"
+        due = pool_wake_at(rec, now, self.policy.pool_grace_s, head)
+        if due is None or self.send is None:
+            return
+        key = self.keys.pool_wake(int(due))
+        if self.redis.set(key, "1", nx=True, px=int(max(0.0, due - now) * 1000) + WAKE_MARK_MS):
+            try:
+                self.send(RECONCILE_TASK, {"wake_at": due})
+            except Exception as exc:  # noqa: BLE001 - the beat runs the round anyway
+                self.redis.delete(key)
+                log.warning("⚠️  could not wake %s: %s", RECONCILE_TASK, type(exc).__name__)
 
     def _apply(self, rec: InstanceRecord, row: Any, *, shown_404: bool, seen_at: float | None,
                lease: Lease | None) -> InstanceRecord | None:

@@ -4,6 +4,7 @@
 - ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
 - ``safety``: entering and leaving safe mode.
 - ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
+- ``roundlease``: the round lease's TTL (from the reconcile interval) and its keeper thread.
 
 Logger: ``vastkeep.pool``.
 """
@@ -31,6 +32,7 @@ from vastkeep.pool.plan import (
     spend_rate,
 )
 from vastkeep.pool.reconcile import BUSY, Reconciler, lease_name
+from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
 from vastkeep.state import LeaseManager
 
 
@@ -42,15 +44,18 @@ def build_leases(settings: Any, redis_client: Any, keys: Any, clock: Clock = SYS
 
 
 def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, keys: Any, vast: Any,
-                     clock: Clock = SYSTEM_CLOCK) -> Reconciler:
-    """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run)."""
+                     clock: Clock = SYSTEM_CLOCK, max_round_s: float = DEFAULT_MAX_ROUND_S) -> Reconciler:
+    """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run); its lease is
+    renewed for at most ``max_round_s`` (the task's hard time limit)."""
     return Reconciler(settings, store, events, LeaseManager(redis_client, keys, clock),
-                      PoolBook(redis_client, keys, settings.warm_pool_name), vast, clock)
+                      PoolBook(redis_client, keys, settings.warm_pool_name), vast, clock,
+                      max_round_s=max_round_s)
 
 
 __all__ = [
     "BUSY", "CAUSES", "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "MAX_LEASE_S",
-    "ClientLease", "OfferParams", "PendingRent", "Plan", "PlanParams", "PoolBook", "PoolLeases", "Reconciler",
+    "ClientLease", "DEFAULT_MAX_ROUND_S", "OfferParams", "PendingRent", "Plan", "PlanParams", "PoolBook",
+    "PoolLeases", "Reconciler", "RoundLeaseKeeper", "round_lease_ttl_ms",
     "build_leases", "build_reconciler", "lease_name", "make_label", "offer_query", "parse_size", "pick_offer",
     "plan_pool", "pool_figures", "rank_offers", "safe_mode_view", "safety", "set_safe_mode", "set_size",
     "slot_of", "spend_rate",

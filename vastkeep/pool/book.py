@@ -21,6 +21,9 @@ from vastkeep.pool.plan import PendingRent
 from vastkeep.state import Keys, Lease, as_text
 from vastkeep.state.keys import POOL_LAST_ROUND_TTL_MS
 
+#: A rerun asked for long ago is moot: the beat has run rounds since.
+POOL_RERUN_TTL_MS = 60_000
+
 _HERE = Path(__file__).parent
 CAUSE_OPERATOR = "operator"
 CAUSE_TOKEN = "token"
@@ -97,6 +100,15 @@ class PoolBook:
             return json.loads(as_text(raw)) if raw is not None else None
         except ValueError:
             return None
+
+    # ── wake-ups while a round runs ─────────────────────────────────────────
+    def request_rerun(self) -> None:
+        """A wake-up found a round running: ask it to go once more (it may have listed before the event)."""
+        self.redis.set(self.keys.pool_rerun(self.pool), "1", px=POOL_RERUN_TTL_MS)
+
+    def take_rerun(self) -> bool:
+        """True (once) when a rerun was asked for."""
+        return bool(self.redis.delete(self.keys.pool_rerun(self.pool)))
 
     # ── safe-mode cause ─────────────────────────────────────────────────────
     def cause(self) -> str | None:

@@ -56,6 +56,11 @@ class ClientLease:
                 "fence": self.fence, "client": self.client}
 
 
+def new_lease_id() -> str:
+    """A fresh lease id: 144 random bits, the holder's capability to renew and release."""
+    return "lse_" + secrets.token_urlsafe(18)
+
+
 def parse_duration(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEASE_S:
         raise InvalidInput(f"durationS must be a whole number of seconds from 1 to {MAX_LEASE_S}",
@@ -96,7 +101,7 @@ class PoolLeases:
         name = parse_client(client)
         now = self.clock.now()
         until = now + duration
-        lease_id = "lse_" + secrets.token_urlsafe(18)
+        lease_id = new_lease_id()
         instance_prefix = self.keys.instance("x")[:-1]
         k, pool = self.keys, self.pool
         reply = self._grant(keys=[k.instances(), k.pool_leases(pool), k.pool_lease_index(pool),
@@ -122,15 +127,20 @@ class PoolLeases:
         why = "instances are being health-checked after a lease" if unchecked else "no instance is ready yet"
         raise LeaseBusy(why, retry_after_s=self.retry_s, delay_s=float(self.retry_s), reason="none-ready")
 
-    def renew(self, lease_id: Any, duration_s: Any) -> dict[str, Any]:
-        """Extend a live lease to now + ``duration_s``; ``NotFound`` when unknown or expired."""
+    def renew(self, lease_id: Any, duration_s: Any, *, rotate: bool = False) -> dict[str, Any]:
+        """Extend a live lease to now + ``duration_s``; ``NotFound`` when unknown or expired.
+
+        ``rotate``: the id was exposed (sent where events show it): the same step replaces it with a new id,
+        returned as ``leaseId``; the exposed one is dead from then on.
+        """
         lid = check_lease_id(lease_id)
         duration = parse_duration(duration_s)
         now = self.clock.now()
         until = now + duration
+        new_id = new_lease_id() if rotate else ""
         k, pool = self.keys, self.pool
         reply = self._renew(keys=[k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
-                            args=[lid, repr(now), repr(until), iso(until)])
+                            args=[lid, repr(now), repr(until), iso(until), new_id])
         status = int(reply[0])
         if status == 0:
             raise NotFound("no such lease (unknown, released or expired)", field="leaseId")
@@ -139,7 +149,8 @@ class PoolLeases:
             raise LeaseBroken(f"instance {instance_id} is being destroyed; take a new lease",
                               instance_id=instance_id)
         self._mirror(instance_id, until, None)
-        return {"instanceId": instance_id, "leasedUntil": iso(until), "fence": int(reply[2])}
+        out = {"instanceId": instance_id, "leasedUntil": iso(until), "fence": int(reply[2])}
+        return {**out, "leaseId": new_id, "rotated": True} if new_id else out
 
     def release(self, lease_id: Any) -> dict[str, Any]:
         """End a live lease now; ``NotFound`` when unknown, released already or expired."""
@@ -203,4 +214,4 @@ class PoolLeases:
             log.warning("lease mirror on instance %s not written: %s", instance_id, exc.message[:120])
 
 
-__all__ = ["MAX_LEASE_S", "ClientLease", "PoolLeases", "parse_client", "parse_duration"]
+__all__ = ["MAX_LEASE_S", "ClientLease", "PoolLeases", "new_lease_id", "parse_client", "parse_duration"]

@@ -13,7 +13,7 @@ from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
-from vastkeep.pool.plan import LIVE_STATUSES, slot_of, spend_rate
+from vastkeep.pool.plan import DESTROYED, LIVE_STATUSES, PendingRent, make_label, slot_of, spend_rate
 from vastkeep.state import EventSink
 
 MAX_REASON_CHARS = 300
@@ -64,12 +64,13 @@ def set_safe_mode(store: Any, book: PoolBook, events: EventSink | None, enabled:
 
 
 def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mode: bool,
-                 leases: Any = None, now: float | None = None) -> dict[str, Any]:
-    """Pool-level status figures: rents in flight, spend rate and cap, the safe-mode cause."""
+                 leases: Any = None, now: float | None = None, desired: int = 0) -> dict[str, Any]:
+    """Pool-level status figures: rents in flight, spend rate and cap, the safe-mode cause, the slots."""
     pending = book.pending()
     prefix, name = settings.warm_pool_label_prefix, settings.warm_pool_name
     mine = [r for r in records if slot_of(r.label, prefix, name) is not None]
     return {
+        "slots": slot_views(mine, pending, desired, prefix, name),
         "poolName": name,
         "pendingRents": len(pending),
         "unknownRents": sum(1 for p in pending if p.state != "sending"),
@@ -82,6 +83,34 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
     }
 
 
+def slot_views(records: Sequence[Any], pending: Sequence[PendingRent], desired: int, prefix: str,
+               name: str) -> list[dict[str, Any]]:
+    """Slot by slot (0 up to the desired size or the highest one taken): the instance holding its label, a
+    rent in flight for it, or free. A dead instance keeps its slot until destroyed, so its replacement is
+    rented into another one: ``slots`` may run past the desired size while that happens."""
+    holders: dict[int, list[Any]] = {}
+    for rec in records:
+        slot = slot_of(rec.label, prefix, name)
+        if slot is not None and rec.status != DESTROYED:
+            holders.setdefault(slot, []).append(rec)
+    rents = {p.slot: p for p in pending}
+    top = max([desired - 1, *holders, *rents], default=-1)
+    out = []
+    for slot in range(top + 1):
+        held = sorted(holders.get(slot, []), key=lambda r: r.instance_id)
+        rent = rents.get(slot)
+        view: dict[str, Any] = {
+            "slot": slot, "label": make_label(prefix, name, slot),
+            "instanceId": held[0].instance_id if held else None,
+            "status": held[0].status if held else ("renting" if rent else "free"),
+            "rent": rent.state if rent else None,
+        }
+        if len(held) > 1:
+            view["duplicates"] = [r.instance_id for r in held[1:]]
+        out.append(view)
+    return out
+
+
 def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:
     """Every live client lease (never its lease id: that is the holder's capability)."""
     if leases is None or now is None:
@@ -90,4 +119,4 @@ def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:
              "fence": e.get("fence")} for iid, e in sorted(leases.active(now).items())]
 
 
-__all__ = ["parse_size", "pool_figures", "safe_mode_view", "set_safe_mode", "set_size"]
+__all__ = ["parse_size", "pool_figures", "safe_mode_view", "set_safe_mode", "set_size", "slot_views"]

@@ -52,6 +52,11 @@ class RecordLike(Protocol):
     dph_total: float | None
     error: str | None
     extra: dict[str, Any]
+    status_since: float | None
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,10 @@ def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | No
     if record.status in DEAD_STATUSES:
         return REASON_GONE if record.status == "gone" else REASON_FAILED
     if record.status in PROVISIONING_STATUSES:
-        started = record.created_at if record.created_at is not None else now
+        # from when it last *entered* provisioning: an old instance bounced back to loading (ComfyUI
+        # restarted, host rebooted) gets the whole timeout again; created_at only for records from before
+        # the store stamped status_since
+        started = _first(getattr(record, "status_since", None), record.created_at, now)
         if now - started > params.provision_timeout_s:
             return REASON_PROVISION_TIMEOUT
     if record.status == "unhealthy":

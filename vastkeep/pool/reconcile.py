@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -35,6 +34,7 @@ from vastkeep.core.errors import (
     TransientError,
     VastkeepError,
 )
+from vastkeep.polling import PollSchedule
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
 from vastkeep.pool.leasing import PoolLeases
@@ -56,15 +56,17 @@ from vastkeep.pool.plan import (
     spend_allows,
     spend_rate,
 )
+from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
+from vastkeep.pool.roundparts import RoundReport, merge_rounds, record_from_provider, rent_env, with_lease
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, LeaseManager, new_owner
 
 log = logging.getLogger("vastkeep.pool")
 
 LEASE_PREFIX = "pool-reconcile"
-#: Longer than one rent request can take (connect 5 s + read 30 s, never retried) plus a destroy or two.
-LEASE_TTL_MS = 120_000
 BUSY = "another reconciler is running"
+#: Extra rounds one lease holder runs when woken meanwhile (then the next wake-up or beat).
+MAX_RERUNS = 2
 #: At most this many rents per round (the next round, one beat interval later, rents the rest).
 MAX_RENTS_PER_ROUND = 25
 #: Offers tried for one slot before the round gives up on it (offers vanish between search and rent).
@@ -78,58 +80,17 @@ def lease_name(pool: str) -> str:
     return f"{LEASE_PREFIX}:{pool}"
 
 
-def rent_env(settings: Any) -> dict[str, str]:
-    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
-    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
-
-
-def _record_from_provider(vi: Any, slot: int, pool: str, now: float) -> InstanceRecord:
-    """A first record for an instance found by its label (polling refines it from then on)."""
-    running = vi.actual_status == "running"
-    port = vi.host_port(8188)
-    return InstanceRecord(
-        instance_id=str(vi.id), status="loading" if running else "starting", vast_status=vi.actual_status,
-        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
-        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
-        created_at=vi.start_date if vi.start_date else now,
-        extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
-
-
-def _with_lease(rec: InstanceRecord, entry: dict[str, Any] | None) -> InstanceRecord:
-    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
-    if entry is None:
-        return rec
-    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
-    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
-
-
-@dataclass
-class RoundReport:
-    """What one round did (a task's small JSON result)."""
-
-    rented: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-    destroyed: list[list[str]] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    wait: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    plan: dict[str, Any] = field(default_factory=dict)
-    safe_mode: bool = False
-    fence: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rented": self.rented, "adopted": self.adopted, "destroyed": self.destroyed,
-                "unknown": self.unknown, "wait": self.wait, "errors": self.errors, "plan": self.plan,
-                "safeMode": self.safe_mode, "fence": self.fence}
-
-
 class Reconciler:
     """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
 
     def __init__(self, settings: Any, store: Any, events: EventSink | None, leases: LeaseManager,
                  book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
-                 client_leases: PoolLeases | None = None) -> None:
+                 client_leases: PoolLeases | None = None, max_round_s: float = DEFAULT_MAX_ROUND_S) -> None:
         self.settings = settings
+        #: the round lease: short TTL (a killed round frees the pool fast), renewed while the round runs,
+        #: for at most ``max_round_s`` (the task's hard time limit)
+        self.lease_ttl_ms = round_lease_ttl_ms(settings)
+        self.max_round_s = max_round_s
         self.client_leases = client_leases or PoolLeases(
             book.redis, book.keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock, store,
             events)
@@ -142,15 +103,28 @@ class Reconciler:
         self.params = PlanParams.from_settings(settings)
         self.offers = OfferParams.from_settings(settings)
 
-    def run(self) -> dict[str, Any]:
-        """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key."""
+    def run(self, wake: bool = False) -> dict[str, Any]:
+        """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key.
+
+        ``wake``: an event (an instance failed, a keepalive loss passed its grace) asked for this round; if
+        a round is running, it is asked to go once more (it may have listed before the event).
+        """
         if self.vast is None:
             return {"skipped": "no Vast.ai key configured"}
-        lease = self.leases.acquire(lease_name(self.params.pool), new_owner("pool"), LEASE_TTL_MS)
+        lease = self.leases.acquire(lease_name(self.params.pool), new_owner("pool"), self.lease_ttl_ms)
         if lease is None:
+            if wake:  # a wake-up arrived while a round runs: that round goes once more before it ends
+                self.book.request_rerun()
             return {"skipped": BUSY}
         try:
-            out = _Round(self, lease).go().to_dict()
+            with RoundLeaseKeeper(self.leases, lease, self.lease_ttl_ms, self.max_round_s,
+                                  self.clock) as keeper:
+                out = _Round(self, lease, keeper).go().to_dict()
+                out["rounds"] = 1
+                for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
+                    if not self.book.take_rerun():
+                        break
+                    out = merge_rounds(out, _Round(self, lease, keeper).go().to_dict())
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
@@ -166,9 +140,10 @@ class Reconciler:
 
 
 class _Round:
-    def __init__(self, rc: Reconciler, lease: Any) -> None:
+    def __init__(self, rc: Reconciler, lease: Any, keeper: RoundLeaseKeeper) -> None:
         self.rc = rc
         self.lease = lease
+        self.keeper = keeper
         self.now = rc.clock.now()
         self.report = RoundReport(fence=lease.fence)
         self.vast: Any = rc.vast
@@ -196,7 +171,7 @@ class _Round:
         records = {r.instance_id: r for r in rc.store.list_instances()}
         self._adopt_and_dedupe(by_label, records, pending_labels)
         active = rc.client_leases.active(self.now)
-        records_list = [_with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
+        records_list = [with_lease(r, active.get(r.instance_id)) for r in rc.store.list_instances()]
         pending = rc.book.pending()
         self._safety(records_list, pending)
         pool = rc.store.get_pool()
@@ -242,11 +217,12 @@ class _Round:
 
     def _adopt(self, vi: Any, slot: int, pend: PendingRent | None) -> None:
         rc = self.rc
-        rec = _record_from_provider(vi, slot, rc.params.pool, self.now)
+        rec = record_from_provider(vi, slot, rc.params.pool, self.now)
         if pend is not None:
             rec.extra["offer_id"] = pend.offer_id
             rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
         if rc.store.create_instance(rec):
+            self._follow(rec.instance_id)
             self.report.adopted.append(rec.instance_id)
             log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
             if rc.events is not None:
@@ -425,6 +401,7 @@ class _Round:
                              extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
                                     "machine_id": offer.machine_id})
         rc.store.create_instance(rec)
+        self._follow(rec.instance_id)
         rc.book.drop_pending(pend)
         self.report.rented.append(rec.instance_id)
         log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
@@ -435,7 +412,12 @@ class _Round:
         return "rented"
 
     def _renew(self) -> None:
-        self.rc.leases.ensure_renewed(self.lease, LEASE_TTL_MS)
+        self.keeper.check()
+
+    def _follow(self, instance_id: str) -> None:
+        """Layer 5 polls a new instance now (so it joins the active set and the snapshot's short refresh)
+        instead of at its discovery by the next idle-age snapshot refresh, up to 30 s later."""
+        PollSchedule(self.rc.book.redis, self.rc.book.keys, self.rc.clock).poll_now(instance_id)
 
 
-__all__ = ["BUSY", "LEASE_PREFIX", "LEASE_TTL_MS", "Reconciler", "RoundReport", "lease_name", "rent_env"]
+__all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RoundReport", "lease_name", "rent_env"]

@@ -94,6 +94,14 @@ class Keys:
         """JSON summary of the last reconcile round of one pool (why it waits); TTL POOL_LAST_ROUND_TTL_MS."""
         return self._k("pool", "last-round", _part("pool name", pool))
 
+    def pool_rerun(self, pool: str) -> str:
+        """Flag (PX POOL_RERUN_TTL_MS): a wake-up came while a round ran; that round goes once more."""
+        return self._k("pool", "rerun", _part("pool name", pool))
+
+    def pool_wake(self, due_s: int) -> str:
+        """Marker: a reconcile wake-up due at this second is queued already (de-duplicates wake-ups)."""
+        return self._k("pool", "wake", _part("due second", due_s))
+
     def pool_safety(self) -> str:
         """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
         return self._k("pool", "safety")

@@ -37,6 +37,8 @@ from vastkeep.state.leases import Lease
 log = logging.getLogger("vastkeep.state")
 
 INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "gone", "destroying", "destroyed")
+#: One phase for ``status_since``: moving between these does not restart the clock.
+PROVISIONING_STATUSES = frozenset({"starting", "loading"})
 CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
@@ -54,6 +56,21 @@ def _decode(instance_id: str, raw: str) -> InstanceRecord:
         reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
         raise PermanentError(f"instance record {instance_id} in Redis cannot be read ({reason}); fix or "
                              "delete the key", instance_id=instance_id) from None
+
+
+def _status_since(old: InstanceRecord | None, new: InstanceRecord, now: float) -> float | None:
+    """When ``new`` entered its status: now on a status change or a new record, else as stored before
+    (a writer that set ``status_since`` itself is believed; a record from before the field keeps None)."""
+    if old is None:
+        return new.status_since or now
+    if new.status_since != old.status_since:
+        return new.status_since
+    return now if _phase(new.status) != _phase(old.status) else old.status_since
+
+
+def _phase(status: str) -> str:
+    """starting → loading is one provisioning phase (image pull, then ComfyUI start): one clock for both."""
+    return "provisioning" if status in PROVISIONING_STATUSES else status
 
 
 def _dumps(data: Any, what: str) -> str:
@@ -101,6 +118,9 @@ class InstanceRecord:
     next_poll_at: float | None = None
     fence: int = 0
     fence_name: str | None = None
+    #: when the record entered its current status (stamped by the store on every change; starting and
+    #: loading count as one provisioning phase): "stuck provisioning" is measured from here, not created_at
+    status_since: float | None = None
 
     def __post_init__(self) -> None:
         self.instance_id = str(self.instance_id)
@@ -145,7 +165,7 @@ class InstanceRecord:
             "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
             "statusReason": self.status_reason, "providerSeenAt": iso(self.provider_seen_at),
             "lastPollAt": iso(self.last_poll_at), "nextPollAt": iso(self.next_poll_at),
-            "fence": self.fence, "fenceName": self.fence_name,
+            "fence": self.fence, "fenceName": self.fence_name, "statusSince": iso(self.status_since),
         }
 
 
@@ -156,7 +176,7 @@ _FIELD_KINDS = {
     "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
     "dph_total": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
     "fence": "int", "fence_name": "str", "status_reason": "str", "provider_seen_at": "time",
-    "last_poll_at": "time", "next_poll_at": "time",
+    "last_poll_at": "time", "next_poll_at": "time", "status_since": "time",
 }
 _MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
 
@@ -277,7 +297,8 @@ class StateStore:
     def create_instance(self, rec: InstanceRecord) -> bool:
         """Store ``rec`` only if no record exists for its id (idempotent creation); False if one did."""
         now = self.clock.now()
-        new = replace(rec, created_at=rec.created_at or now, updated_at=now)
+        new = replace(rec, created_at=rec.created_at or now, updated_at=now,
+                      status_since=rec.status_since or now)
         status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances(),
                                  self.keys.instance_status_counts()],
                            args=["", _dumps(new.to_dict(), "instance record"), new.instance_id])
@@ -361,7 +382,9 @@ class StateStore:
                     fence, fence_name = lease.fence, lease.name
                 else:  # an unfenced write keeps the last fenced writer's mark
                     fence, fence_name = (old.fence, old.fence_name) if old else (new.fence, new.fence_name)
-                new = replace(new, fence=fence, fence_name=fence_name, updated_at=self.clock.now())
+                now = self.clock.now()
+                new = replace(new, fence=fence, fence_name=fence_name, updated_at=now,
+                              status_since=_status_since(old, new, now))
                 new_raw = _dumps(new.to_dict(), "instance record")
             reply = self._cas(keys=keys, args=[raw or "", new_raw, iid, *fence_args])
             status = as_text(reply[0])

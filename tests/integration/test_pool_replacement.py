@@ -1,0 +1,85 @@
+"""A ComfyUI crash replaced through the real chain on real worker processes, with no beat at all.
+
+keepalive shard runner (fast path) → ``connection-lost`` → ``vastkeep.polling.poll_instance`` → the
+dispatcher polls it and wakes ``vastkeep.pool.reconcile`` (``wake_at`` = loss + grace) → the round destroys it
+and rents a replacement. Before the wake-up existed, nothing but the beat ran a round, so without a beat the
+crashed instance was never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos_support import Chaos, wait_for
+from tests.integration.test_pool_reconcile import destroy_all
+from vastkeep.state import EventLog, Keys, StateStore, connect
+from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(autouse=True)
+def _empty_cloud_after(sim) -> Any:
+    yield
+    destroy_all(sim)
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[Chaos]:
+    c = Chaos(tmp_path)
+    yield c
+    c.close()
+
+
+def test_a_crashed_instance_is_replaced_without_waiting_for_the_beat(chaos: Chaos, sim) -> None:
+    server = chaos.redis()
+    env = chaos.env(server.url, **sim.env(), WARM_POOL_MIN_RELIABILITY="0.9", WARM_POOL_DESIRED_SIZE="1",
+                    WARM_POOL_UNHEALTHY_GRACE_MS="1000", COMFYUI_KEEPALIVE_SHARDS="1",
+                    COMFYUI_KEEPALIVE_INTERVAL_MS="5000", COMFYUI_KEEPALIVE_TIMEOUT_MS="2000",
+                    VAST_API_MIN_GAP_MS="0")
+    worker = chaos.worker("worker", "pool", env, concurrency=5, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
+    worker.wait_ready(120)
+    client = chaos.client(server.url, env)
+    r = connect(server.url)
+    keys = Keys()
+    store = StateStore(r, keys)
+    client.send_task("vastkeep.polling.ensure")
+    client.send_task("vastkeep.keepalive.ensure_shards")
+    client.send_task("vastkeep.pool.reconcile")  # the first rent (no beat runs in this test)
+
+    def one_ready() -> str | None:
+        ready = [rec.instance_id for rec in store.list_instances() if rec.status == "ready"]
+        return ready[0] if len(ready) == 1 else None
+
+    victim = wait_for(one_ready, 90, "the first instance ready", interval_s=0.2)
+
+    def watched() -> bool:
+        raw = r.get(keys.keepalive(victim))
+        return bool(raw) and int(json.loads(raw).get("total_successes") or 0) >= 1
+
+    wait_for(watched, 30, "the keepalive pinging it", interval_s=0.2)
+    time.sleep(1.0)  # the fast path's /ws opens beside the first ping
+    sim.control.crash_comfy(int(victim))
+    crashed_at = time.monotonic()
+
+    def replacement() -> str | None:
+        others = [rec.instance_id for rec in store.list_instances() if rec.instance_id != victim]
+        return others[0] if others else None
+
+    new = wait_for(replacement, 30, "a replacement rented (no beat: only the wake-up can do it)",
+                   interval_s=0.1)
+    took = time.monotonic() - crashed_at
+    assert took < 15, took  # detection + 1 s grace + the queue hops, far from any beat interval
+    wait_for(lambda: store.get_instance(victim) is None, 30, "the crashed instance destroyed", interval_s=0.2)
+    wait_for(lambda: (rec := store.get_instance(new)) is not None and rec.status == "ready", 60,
+             "the replacement ready", interval_s=0.2)
+    replaced = [e.fields for e in EventLog(r, keys).read(count=1000) if e.kind == "instance-replaced"]
+    assert [f["instance_id"] for f in replaced] == [victim]
+    assert replaced[0]["reason"] == "keepalive: connection lost"
+    worker.assert_alive()

@@ -1,0 +1,69 @@
+"""Small pieces of a reconcile round: what it reports, two rounds merged, the rent's container env, the first
+record of an instance found by its label, the record as the plan sees it under a live client lease.
+
+Kept apart from ``reconcile`` so that module stays about carrying the plan out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vastkeep.state import InstanceRecord
+
+
+def rent_env(settings: Any) -> dict[str, str]:
+    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
+    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
+
+
+def record_from_provider(vi: Any, slot: int, pool: str, now: float) -> InstanceRecord:
+    """A first record for an instance found by its label (polling refines it from then on)."""
+    running = vi.actual_status == "running"
+    port = vi.host_port(8188)
+    return InstanceRecord(
+        instance_id=str(vi.id), status="loading" if running else "starting", vast_status=vi.actual_status,
+        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
+        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
+        created_at=vi.start_date if vi.start_date else now,
+        extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
+
+
+def with_lease(rec: InstanceRecord, entry: dict[str, Any] | None) -> InstanceRecord:
+    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
+    if entry is None:
+        return rec
+    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
+    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
+
+
+@dataclass
+class RoundReport:
+    """What one round did (a task's small JSON result)."""
+
+    rented: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    destroyed: list[list[str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    wait: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    safe_mode: bool = False
+    fence: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rented": self.rented, "adopted": self.adopted, "destroyed": self.destroyed,
+                "unknown": self.unknown, "wait": self.wait, "errors": self.errors, "plan": self.plan,
+                "safeMode": self.safe_mode, "fence": self.fence}
+
+
+def merge_rounds(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds under one lease as one result: what both did; the plan, waits and safe mode of the last."""
+    out = dict(again)
+    for key in ("rented", "adopted", "destroyed", "unknown", "errors"):
+        out[key] = list(first.get(key, [])) + list(again.get(key, []))
+    out["rounds"] = int(first.get("rounds", 1)) + 1
+    return out
+
+
+__all__ = ["RoundReport", "merge_rounds", "record_from_provider", "rent_env", "with_lease"]
