@@ -43,6 +43,8 @@ from vastkeep.ssh.liveness import (
     Liveness,
 )
 from vastkeep.ssh.logstore import LogStore
+from vastkeep.ssh.provider_log import ProviderLog
+from vastkeep.ssh.rotation import notice_in, remote_stat, rotation_reason
 from vastkeep.ssh.routes import Route, routes_for
 from vastkeep.state import Lease, LeaseManager, write_heartbeat
 
@@ -68,6 +70,7 @@ class CollectorConfig:
     gate_s: float = 60.0
     hold_s: float = 300.0
     fallback_after_s: float = 120.0
+    provider_interval_s: float = 60.0
     reconnect_window_s: float = decide.RECONNECT_WINDOW_S
     username: str = "root"
 
@@ -82,7 +85,8 @@ class CollectorConfig:
                       keepalive_max_miss=settings.ssh_keepalive_max_miss,
                       max_failures=settings.ssh_max_consecutive_failures,
                       gate_s=float(settings.ssh_backoff_gate_s),
-                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s))
+                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
+                      provider_interval_s=float(settings.ssh_provider_log_interval_s))
         values.update(overrides)
         return cls(**values)
 
@@ -127,6 +131,7 @@ class _File:
 
     path: str
     offset: int
+    base: int = 0  # the stored offset of byte 0 of the current remote file (rotation.py)
     pending: bytes = b""
     channel: paramiko.Channel | None = None
 
@@ -156,7 +161,7 @@ class Collector:
     def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
                  lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
                  events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 lost: threading.Event | None = None) -> None:
+                 lost: threading.Event | None = None, provider_log: ProviderLog | None = None) -> None:
         self.iid = str(instance_id)
         self.redis, self.keys, self.store = redis_client, keys, logstore
         self.lease, self.pkey, self.get_record, self.cfg = lease, pkey, get_record, config
@@ -165,6 +170,10 @@ class Collector:
         self.lost = lost or threading.Event()
         self.stop_event = threading.Event()
         self.pins = HostKeyPins(redis_client, keys, events)
+        self.provider_log = provider_log
+        self._down_since: float | None = None
+        self._provider_polled_at = 0.0
+        self._fallback_on = False
         self._status_key = keys.collector(self.iid)
         self._last_beat = -1e18
         self.result = RunResult(self.iid)
@@ -197,7 +206,10 @@ class Collector:
             if left <= 0:
                 return
             self._beat(state)
-            self.clock.sleep(min(left, HEARTBEAT_EVERY_S))
+            self._fallback_tick()
+            left = until_mono - self.clock.monotonic()
+            if left > 0 and not self._stopping():
+                self.clock.sleep(min(left, HEARTBEAT_EVERY_S))
 
     # ── the run ─────────────────────────────────────────────────────────────
     def run(self) -> RunResult:
@@ -208,6 +220,9 @@ class Collector:
         failures = int(status.get("failures") or 0)
         last_good = status.get("route") or None
         next_at = float(status.get("next_attempt_at") or 0)
+        self._down_since = float(status["down_since"]) if status.get("down_since") else None
+        self._provider_polled_at = float(status.get("provider_polled_at") or 0)
+        self._fallback_on = status.get("fallback") == "1"
         wait = next_at - self.clock.now()  # the predecessor's backoff goes on
         if wait > 0:
             self._sleep_until(min(deadline, start + wait), "backoff")
@@ -222,15 +237,21 @@ class Collector:
             if client is not None and route is not None:
                 last_good = route.name
                 self.result.route = route.name
-                self._save(route=route.name, down_since="", state="streaming")
+                if self._fallback_on:
+                    log.warning("SSH to instance %s answers again: back to streaming over SSH", self.iid)
+                    if self.events is not None:
+                        self.events.emit("ssh-fallback-ended", instance_id=self.iid)
+                self._down_since, self._fallback_on = None, False
+                self._save(route=route.name, down_since="", fallback="", state="streaming")
                 uptime = self._session(client, deadline)
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
                     break
             else:
                 failures += 1
-                if not self._status().get("down_since"):
-                    self._save(down_since=self.clock.now())
+                if self._down_since is None:
+                    self._down_since = self.clock.now()
+                    self._save(down_since=self._down_since)
             self.result.failures = failures
             delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
                                              self.cfg.reconnect_window_s)
@@ -250,6 +271,31 @@ class Collector:
             self._save(failures=failures, state="handover" if self.result.stopped == "hold-expired"
                        else self.result.stopped)
         return self.result
+
+    def _fallback_tick(self) -> None:
+        """While no SSH route has worked for ``fallback_after_s``, read the provider's log API every
+        ``provider_interval_s`` (:mod:`vastkeep.ssh.provider_log`); SSH retries go on meanwhile."""
+        if self.provider_log is None or self._down_since is None:
+            return
+        now = self.clock.now()
+        if not decide.use_fallback(self._down_since, now, self.cfg.fallback_after_s) or \
+                now - self._provider_polled_at < self.cfg.provider_interval_s:
+            return
+        if not self._fallback_on:
+            log.warning("no SSH route to instance %s for %.0fs: reading the provider's log API until SSH "
+                        "answers", self.iid, now - self._down_since)
+            if self.events is not None:
+                self.events.emit("ssh-fallback-started", instance_id=self.iid,
+                                 down_s=round(now - self._down_since, 1))
+        self._fallback_on, self._provider_polled_at = True, now
+        self._save(fallback="1", provider_polled_at=now, state="fallback")
+        self._beat("fallback", force=True)
+        try:
+            self.provider_log.poll(self.lease.fence)
+        except StaleFence:
+            self.lost.set()
+        except (WriteConflict, redis.RedisError) as exc:
+            log.warning("provider log of instance %s not stored: %s", self.iid, type(exc).__name__)
 
     def _connect(self, routes: list[Route]) -> tuple[paramiko.SSHClient | None, Route | None]:
         """The first route that connects (the last good one first), or (None, None)."""
@@ -278,8 +324,7 @@ class Collector:
         files = [_File(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
         try:
             for f in files:
-                cmd = f"tail -c +{f.offset + 1} -F {shlex.quote(f.path)}"
-                f.channel = exec_channel(client, cmd, self.cfg.ready_timeout_s)
+                self._open(client, f)
             self._stream(client, files, deadline)
         except SSHError as exc:
             log.info("SSH session of instance %s ended: %s", self.iid, exc.message)
@@ -296,6 +341,33 @@ class Collector:
             with contextlib.suppress(Exception):
                 client.close()
         return self.clock.monotonic() - connected
+
+    def _open(self, client: paramiko.SSHClient, f: _File, notice: str | None = None) -> None:
+        """(Re)start ``tail`` on ``f`` at its stored offset, after checking the remote file did not shrink
+        or change under it (else a new generation starts: :mod:`vastkeep.ssh.rotation`)."""
+        if f.channel is not None:
+            with contextlib.suppress(Exception):
+                f.channel.close()
+            f.channel = None
+        f.pending = b""
+        _gen, f.base, known_inode = self.store.generation(self.iid, f.path)
+        size, inode = remote_stat(client, f.path, self.cfg.health_timeout_s, self.clock.monotonic)
+        pos = f.offset - f.base
+        why = rotation_reason(size, inode, pos, known_inode)
+        if why is None and notice is not None and pos > 0:
+            why = f"tail: file {notice}"
+        if why is not None:
+            gen = self.store.new_generation(self.iid, f.path, self.lease.fence, f.offset, inode or "")
+            log.warning("%s of instance %s was truncated or rotated (%s): generation %d starts at offset %d",
+                        f.path, self.iid, why, gen, f.offset)
+            if self.events is not None:
+                self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
+                                 offset=f.offset, reason=why)
+            f.base, pos = f.offset, 0
+        elif inode and inode != known_inode:
+            self.store.set_inode(self.iid, f.path, inode)
+        cmd = f"tail -c +{pos + 1} -F {shlex.quote(f.path)}"
+        f.channel = exec_channel(client, cmd, self.cfg.ready_timeout_s)
 
     def _stream(self, client: paramiko.SSHClient, files: list[_File], deadline: float) -> None:
         cfg = self.cfg
@@ -325,7 +397,13 @@ class Collector:
             self._beat("streaming")
             ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))
             for channel in ready:
-                self._drain_stderr(channel)
+                notice = notice_in(self._drain_stderr(channel))
+                if notice is not None:  # the file changed under tail: reopen it from a checked position
+                    f = by_channel.pop(channel)
+                    self._open(client, f, notice)
+                    by_channel[f.channel] = f
+                    live.replied(self.clock.monotonic())
+                    continue
                 data = self._read_burst(channel)
                 if not data:
                     raise SSHError(f"log stream ended (exit {self._exit_code(channel)})", reason="eof")
@@ -352,12 +430,16 @@ class Collector:
         self.result.bytes += len(blob)
 
     @staticmethod
-    def _drain_stderr(channel: paramiko.Channel) -> None:
+    def _drain_stderr(channel: paramiko.Channel) -> str:
+        """What tail said on stderr (its notices about the file), logged at debug."""
+        said = []
         while channel.recv_stderr_ready():
             err = channel.recv_stderr(4096)
             if not err:
-                return
-            log.debug("remote tail: %s", err[:200].decode("utf-8", "replace").strip())
+                break
+            said.append(err.decode("utf-8", "replace"))
+            log.debug("remote tail: %s", said[-1][:200].strip())
+        return "".join(said)
 
     @staticmethod
     def _exit_code(channel: paramiko.Channel) -> int | None:

@@ -20,6 +20,7 @@ import paramiko
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.ssh.collector import Collector, CollectorConfig, LeaseKeeper
 from vastkeep.ssh.logstore import LogStore, lease_name
+from vastkeep.ssh.provider_log import DEFAULT_TAIL, Fetch, ProviderLog
 from vastkeep.state import LeaseManager, clear_heartbeat, new_owner
 
 log = logging.getLogger("vastkeep.ssh")
@@ -41,9 +42,12 @@ def heartbeat_name(instance_id: str | int) -> str:
 def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store: Any, logstore: LogStore,
                  config: CollectorConfig, pkey: paramiko.PKey, events: Any = None,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 while_ready: bool = False) -> dict[str, Any]:
+                 while_ready: bool = False, provider_fetch: Fetch | None = None,
+                 allow_loopback: bool = False, provider_tail: int = DEFAULT_TAIL) -> dict[str, Any]:
     """Run one bounded collection of ``instance_id``; ``continue`` in the result says whether a
-    continuation should follow (the instance still wants a collector)."""
+    continuation should follow (the instance still wants a collector). ``provider_fetch`` (the provider's
+    log API, :mod:`vastkeep.ssh.provider_log`) is read while SSH stays down; ``allow_loopback`` admits a
+    loopback ``result_url`` (the simulated cloud only)."""
     iid = str(instance_id)
     rec = store.get_instance(iid)
     if rec is None or not wants_collector(rec.status, while_ready):
@@ -55,11 +59,14 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
     if lease is None:
         return {"instance_id": iid, "skipped": "another collector holds the lease", "continue": False}
     redis_client.delete(keys.collector_queued(iid))
+    provider_log = None if provider_fetch is None else ProviderLog(
+        iid, logstore, provider_fetch, allow_loopback=allow_loopback, tail=provider_tail, events=events)
     try:
         with LeaseKeeper(leases, lease, clock) as keeper:
             collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
                                   pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
-                                  events=events, clock=clock, rng=rng, lost=keeper.lost)
+                                  events=events, clock=clock, rng=rng, lost=keeper.lost,
+                                  provider_log=provider_log)
             result = collector.run().to_dict()
     finally:
         leases.release(lease)
