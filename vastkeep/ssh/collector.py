@@ -21,8 +21,8 @@ import contextlib
 import logging
 import random
 import select
-import shlex
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +44,17 @@ from vastkeep.ssh.liveness import (
 )
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.ssh.provider_log import ProviderLog
-from vastkeep.ssh.rotation import notice_in, remote_stat, rotation_reason
+from vastkeep.ssh.rotation import (
+    HEAD_BYTES,
+    RECENT_BYTES,
+    RECENT_S,
+    notice_in,
+    overlap,
+    remote_head,
+    remote_stat,
+    rotation_reason,
+    tail_command,
+)
 from vastkeep.ssh.routes import Route, routes_for
 from vastkeep.state import Lease, LeaseManager, write_heartbeat
 
@@ -132,7 +142,10 @@ class _File:
     path: str
     offset: int
     base: int = 0  # the stored offset of byte 0 of the current remote file (rotation.py)
+    inode: str = ""  # of the file tail has open
+    head: bytes = b""  # the first stored bytes of this generation (up to HEAD_BYTES): its fingerprint
     pending: bytes = b""
+    recent: deque[tuple[float, bytes]] = field(default_factory=deque)  # (when, bytes) stored last
     channel: paramiko.Channel | None = None
 
 
@@ -328,6 +341,8 @@ class Collector:
             self._stream(client, files, deadline)
         except SSHError as exc:
             log.info("SSH session of instance %s ended: %s", self.iid, exc.message)
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:  # a read at its deadline
+            log.info("SSH session of instance %s ended: %s", self.iid, type(exc).__name__)
         except (StaleFence, WriteConflict) as exc:
             log.warning("collector of instance %s stops writing: %s", self.iid, exc.message)
             if isinstance(exc, StaleFence):
@@ -351,23 +366,51 @@ class Collector:
             f.channel = None
         f.pending = b""
         _gen, f.base, known_inode = self.store.generation(self.iid, f.path)
+        f.head = self._stored_head(f)
         size, inode = remote_stat(client, f.path, self.cfg.health_timeout_s, self.clock.monotonic)
         pos = f.offset - f.base
-        why = rotation_reason(size, inode, pos, known_inode)
-        if why is None and notice is not None and pos > 0:
-            why = f"tail: file {notice}"
+        why = rotation_reason(size, inode, pos, known_inode) or self._head_changed(client, f)
+        if why is None and notice == "truncated" and pos > 0:
+            why = "tail: file truncated"
         if why is not None:
-            gen = self.store.new_generation(self.iid, f.path, self.lease.fence, f.offset, inode or "")
+            kept = 0
+            if notice == "truncated" and size:  # tail restarts at byte 0 itself: some may be stored already
+                since = self.clock.monotonic() - RECENT_S
+                recent = b"".join(b for t, b in f.recent if t >= since)[-min(pos, RECENT_BYTES):]
+                kept = overlap(recent, remote_head(client, f.path, min(len(recent), size),
+                                                   self.cfg.health_timeout_s, self.clock.monotonic))
+            gen = self.store.new_generation(self.iid, f.path, self.lease.fence, f.offset, inode or "",
+                                            f.offset - kept)
             log.warning("%s of instance %s was truncated or rotated (%s): generation %d starts at offset %d",
-                        f.path, self.iid, why, gen, f.offset)
+                        f.path, self.iid, why, gen, f.offset - kept)
             if self.events is not None:
                 self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
-                                 offset=f.offset, reason=why)
-            f.base, pos = f.offset, 0
+                                 offset=f.offset - kept, reason=why)
+            f.base, pos = f.offset - kept, kept
+            f.recent.clear()
+            f.head = self._stored_head(f)
         elif inode and inode != known_inode:
             self.store.set_inode(self.iid, f.path, inode)
-        cmd = f"tail -c +{pos + 1} -F {shlex.quote(f.path)}"
-        f.channel = exec_channel(client, cmd, self.cfg.ready_timeout_s)
+        f.inode = inode or known_inode
+        f.channel = exec_channel(client, tail_command(f.path, pos), self.cfg.ready_timeout_s)
+
+    def _rotated(self, client: paramiko.SSHClient, f: _File) -> bool:
+        """The periodic check: the path now names another file, or a shorter one, than tail has open, or
+        its first bytes are not the ones stored (truncated and grown back past the offset)."""
+        size, inode = remote_stat(client, f.path, self.cfg.health_timeout_s, self.clock.monotonic)
+        return (rotation_reason(size, inode, f.offset - f.base, f.inode) or self._head_changed(client, f)) \
+            is not None
+
+    def _stored_head(self, f: _File) -> bytes:
+        """The first stored bytes of the current generation (what its file must still start with)."""
+        lines = self.store.read(self.iid, f.path, f.base, 8) if f.offset > f.base else []
+        return b"".join(ln.data for ln in lines if ln.offset >= f.base)[:HEAD_BYTES]
+
+    def _head_changed(self, client: paramiko.SSHClient, f: _File) -> str | None:
+        if not f.head:
+            return None
+        now = remote_head(client, f.path, len(f.head), self.cfg.health_timeout_s, self.clock.monotonic)
+        return "its first bytes changed" if now and now != f.head else None
 
     def _stream(self, client: paramiko.SSHClient, files: list[_File], deadline: float) -> None:
         cfg = self.cfg
@@ -388,6 +431,10 @@ class Collector:
                                  self.clock.monotonic):
                     raise SSHError("health check failed", reason="health-check")
                 live.replied(self.clock.monotonic())
+                for f in files:  # a rotation by rename shows here (tail keeps the renamed file open)
+                    if self._rotated(client, f):
+                        self._open(client, f)
+                by_channel = {f.channel: f for f in files}
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
                 live.probed(now)
@@ -398,12 +445,14 @@ class Collector:
             ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))
             for channel in ready:
                 notice = notice_in(self._drain_stderr(channel))
-                if notice is not None:  # the file changed under tail: reopen it from a checked position
+                if notice == "truncated":  # tail starts over at byte 0: reopen it from a checked position
                     f = by_channel.pop(channel)
                     self._open(client, f, notice)
                     by_channel[f.channel] = f
                     live.replied(self.clock.monotonic())
                     continue
+                if not channel.recv_ready() and not channel.eof_received:
+                    continue  # woken by stderr only
                 data = self._read_burst(channel)
                 if not data:
                     raise SSHError(f"log stream ended (exit {self._exit_code(channel)})", reason="eof")
@@ -426,6 +475,12 @@ class Collector:
         if not blob:
             return
         f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, blob, lengths)
+        if len(f.head) < HEAD_BYTES:
+            f.head = (f.head + blob)[:HEAD_BYTES]
+        now = self.clock.monotonic()
+        f.recent.append((now, blob[-RECENT_BYTES:]))
+        while f.recent and (f.recent[0][0] < now - RECENT_S or len(f.recent) > 64):
+            f.recent.popleft()
         self.result.lines += len(lengths) if lengths is not None else blob.count(b"\n")
         self.result.bytes += len(blob)
 

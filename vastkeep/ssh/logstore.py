@@ -27,14 +27,14 @@ from vastkeep.state import Keys
 
 _LUA = (Path(__file__).parent / "logstore_append.lua").read_text(encoding="utf-8")
 # A new generation of a file (it was truncated or rotated): fenced, and only from the offset the caller saw.
-# KEYS[1] lease  KEYS[2] collector hash  ARGV fence, file, offset, inode
+# KEYS[1] lease  KEYS[2] collector hash  ARGV fence, file, offset, inode, base (≤ offset)
 # → {1, generation} | {-1} | {-2, stored}
 _NEW_GENERATION = """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return {-1, ''} end
 local stored = redis.call('HGET', KEYS[2], 'offset:' .. ARGV[2]) or '0'
 if stored ~= ARGV[3] then return {-2, stored} end
 local gen = redis.call('HINCRBY', KEYS[2], 'gen:' .. ARGV[2], 1)
-redis.call('HSET', KEYS[2], 'base:' .. ARGV[2], ARGV[3], 'inode:' .. ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[2], 'base:' .. ARGV[2], ARGV[5], 'inode:' .. ARGV[2], ARGV[4])
 return {1, gen}
 """
 MAX_READ_LINES = 10_000
@@ -120,13 +120,16 @@ class LogStore:
         """Remember the remote file's inode (a later different one means it was replaced)."""
         self.redis.hset(self.keys.collector(instance_id), f"inode:{file}", inode)
 
-    def new_generation(self, instance_id: str | int, file: str, fence: int, offset: int, inode: str) -> int:
-        """Start a new generation of ``file`` at stored offset ``offset`` (the end of what was stored): its
-        byte 0 is stored at ``offset`` from now on, so offsets stay unique and only grow. Fenced like
+    def new_generation(self, instance_id: str | int, file: str, fence: int, offset: int, inode: str,
+                       base: int | None = None) -> int:
+        """Start a new generation of ``file`` while the stored offset is ``offset`` (the end of what was
+        stored): the new file's byte 0 is stored at ``base`` (``offset`` unless some of the new file was
+        already stored after the old one), so offsets stay unique and only grow. Fenced like
         :meth:`append`; returns the new generation number."""
+        base = int(offset) if base is None else min(int(base), int(offset))
         code, value = self._new_generation(
             keys=[self.keys.lease(lease_name(instance_id)), self.keys.collector(instance_id)],
-            args=[int(fence), file, int(offset), inode])
+            args=[int(fence), file, int(offset), inode, base])
         if int(code) == -1:
             raise StaleFence(f"collector of instance {instance_id} holds a stale fence {fence}",
                              instance_id=str(instance_id), fence=int(fence))

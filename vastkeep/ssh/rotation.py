@@ -1,10 +1,25 @@
 """A remote log file that shrank or was replaced: detect it, start a new generation (mostly pure).
 
-The collector resumes a file at its stored offset with ``tail -c +<pos+1> -F``. If the file was truncated
-(``> file``) or rotated (renamed, a new one created), that position is past the end of the new file, or in a
-different file: reading on would skip the new file's first bytes or store them at the wrong offsets. So
-before each session the collector asks ``stat -c '%s %i'`` (size, inode) and, while streaming, watches
-``tail``'s own notices on stderr (``file truncated``, ``has been replaced``, ``has appeared``).
+The collector resumes a file at its stored offset with ``tail -c +<pos+1> --follow=descriptor --retry``
+(:func:`tail_command`). If the file was truncated (``> file``, copytruncate) or rotated (renamed and a new
+one created), that position is past the end of the new file, or in a different file: reading on would skip
+the new file's first bytes or store them at the wrong offsets. Three checks:
+
+* before each ``tail`` starts, ``stat -c '%s %i'`` and ``head -c 64``: a size below the position, another
+  inode than the one last seen, or first bytes other than the generation's first stored bytes
+  (:data:`HEAD_BYTES`) mean a new file;
+* while streaming, the same checks with each 30 s health check: a rotation by rename is seen there (tail
+  follows the *descriptor*, so it keeps reading the old, renamed file until then and never switches files
+  by itself: every byte it sends belongs to the file it opened). A file truncated and refilled past the
+  stored offset between two checks cannot be told apart from growth until then: the bytes tail sent from
+  it meanwhile are stored in the old generation, and the new one starts again from its first byte;
+* tail's own ``file truncated`` notice on stderr. A truncated file is the one case where tail itself starts
+  over at byte 0, and sshd may forward those bytes before the notice (it reads stdout before stderr), so
+  they may already be stored after the old file's end. The bytes stored in the last
+  :data:`RECENT_S` seconds are compared with the new file's head (``head -c``): the longest overlap
+  (:func:`overlap`) is taken as already stored from the new file, so it is neither dropped nor stored
+  twice. (If the old file's last bytes equal the new file's first ones by chance, that overlap is
+  ambiguous: a few bytes of the new file may then be taken for stored.)
 
 A detected change starts a new **generation** of the file: the new file's byte 0 is stored at the offset
 where the old one ended (``base``), so stored offsets stay unique and only grow for readers, and the
@@ -23,8 +38,29 @@ import paramiko
 from vastkeep.core.errors import SSHError
 from vastkeep.ssh.connect import exec_channel
 
-#: What GNU tail -F prints on stderr when the file it follows changes under it.
+#: What GNU tail prints on stderr when the file it follows changes under it.
 NOTICES = (("file truncated", "truncated"), ("has been replaced", "replaced"), ("has appeared", "appeared"))
+#: After a ``file truncated`` notice, bytes stored this recently may be the new file's first ones.
+RECENT_S = 2.0
+#: The first bytes of a generation, compared with the remote file's (``head -c``): a file truncated and
+#: grown back past the stored offset (copytruncate) keeps its inode and is not shorter; its start differs.
+HEAD_BYTES = 64
+RECENT_BYTES = 64 * 1024
+
+
+def tail_command(path: str, pos: int) -> str:
+    """Follow ``path`` from byte ``pos`` (0-based) of the *open file* (``--follow=descriptor``: a rename
+    never makes tail switch files); ``--retry`` waits for a file that does not exist yet."""
+    return f"tail -c +{int(pos) + 1} --follow=descriptor --retry {shlex.quote(path)}"
+
+
+def overlap(recent: bytes, head: bytes) -> int:
+    """The longest ``k`` with ``recent[-k:] == head[:k]`` (0 when none): how many of the bytes stored last
+    were already the new file's first bytes."""
+    for k in range(min(len(recent), len(head)), 0, -1):
+        if recent.endswith(head[:k]):
+            return k
+    return 0
 
 
 def rotation_reason(size: int | None, inode: str | None, pos: int, known_inode: str) -> str | None:
@@ -62,25 +98,39 @@ def parse_stat(output: bytes | None) -> tuple[int | None, str | None]:
 def remote_stat(client: paramiko.SSHClient, path: str, timeout_s: float,
                 monotonic: Callable[[], float]) -> tuple[int | None, str | None]:
     """Size and inode of ``path`` on the instance, within ``timeout_s``; ``(None, None)`` when unknown."""
+    return parse_stat(_capture(client, f"stat -c '%s %i' {shlex.quote(path)}", 256, timeout_s, monotonic))
+
+
+def remote_head(client: paramiko.SSHClient, path: str, size: int, timeout_s: float,
+                monotonic: Callable[[], float]) -> bytes:
+    """The first ``size`` bytes of ``path`` (fewer when it is shorter or the read fails)."""
+    if size <= 0:
+        return b""
+    return _capture(client, f"head -c {int(size)} {shlex.quote(path)}", size, timeout_s, monotonic) or b""
+
+
+def _capture(client: paramiko.SSHClient, command: str, limit: int, timeout_s: float,
+             monotonic: Callable[[], float]) -> bytes | None:
+    """A short command's stdout (at most ``limit`` bytes) within ``timeout_s``; None when it failed."""
     deadline = monotonic() + timeout_s
     try:
-        channel = exec_channel(client, f"stat -c '%s %i' {shlex.quote(path)}", timeout_s)
+        channel = exec_channel(client, command, timeout_s)
     except SSHError:
-        return None, None
+        return None
     out = b""
     try:
-        while len(out) < 256:
+        while len(out) < limit:
             left = deadline - monotonic()
             if left <= 0:
-                return None, None
+                return None
             channel.settimeout(left)
-            chunk = channel.recv(256)
+            chunk = channel.recv(min(65536, limit - len(out)))
             if not chunk:
                 break
             out += chunk
     except (TimeoutError, paramiko.SSHException, EOFError, OSError):
-        return None, None
+        return None
     finally:
         with contextlib.suppress(Exception):
             channel.close()
-    return parse_stat(out)
+    return out
