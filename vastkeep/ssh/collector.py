@@ -7,7 +7,7 @@ During the run it loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with
 channel. Bytes are cut into lines that keep their byte offset (:mod:`vastkeep.ssh.lines`) and stored with
 the new offset in one fenced Lua call (:mod:`vastkeep.ssh.logstore`), so after a dropped link, a worker
 death or a redelivery the next session reads from exactly the end of the last stored complete line: no
-line lost, none duplicated. Reads wait in ``select`` for at most the time left before the next keepalive
+line lost, none duplicated. Reads wait in ``poll`` for at most the time left before the next keepalive
 decision (:mod:`vastkeep.ssh.liveness`), so a silent peer is noticed within ``interval × max_miss``.
 After a failure it waits a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's line
 ``[LogCollector] N consecutive failures, backing off Xs before retry``; the failure count, the route that
@@ -104,6 +104,18 @@ class CollectorConfig:
     def lease_ttl_ms(self) -> int:
         """The collector lease TTL: three keepalive intervals, at least 3 s (renewed every third of it)."""
         return int(max(3.0, 3 * self.keepalive_interval_s) * 1000)
+
+
+def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Channel]:
+    """The channels with data, waiting at most ``timeout_s``. ``poll``, not ``select``: one threads-pool
+    worker holds many collectors, and ``select`` refuses file descriptors above 1023."""
+    poller = select.poll()
+    by_fd = {}
+    for channel in channels:
+        fd = channel.fileno()  # paramiko's pipe, set when data arrives
+        by_fd[fd] = channel
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
 
 
 class LeaseKeeper:
@@ -442,7 +454,7 @@ class Collector:
                     live.replied(self.clock.monotonic())
                 continue
             self._beat("streaming")
-            ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))
+            ready = _readable(by_channel, live.wait_s(now))
             for channel in ready:
                 notice = notice_in(self._drain_stderr(channel))
                 if notice == "truncated":  # tail starts over at byte 0: reopen it from a checked position
