@@ -178,6 +178,8 @@ SPECS: tuple[_Spec, ...] = (
           hi=86400),
     _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
           hi=86400),
+    _Spec("SSH_RECONNECT_WINDOW_S", "seconds", 10, "a healthy SSH link that drops reconnects after "
+          "uniform(0, this): links dropped together reconnect spread out", lo=0, hi=3600),
     _Spec("SSH_PROVIDER_LOG_INTERVAL_S", "seconds", 60, "while SSH is down past SSH_FALLBACK_AFTER_S: how "
           "often the provider's log API is read", lo=5, hi=86400),
     _Spec("SSH_PROVIDER_LOG_TAIL", "count", 1000, "lines asked from the provider's log API per read",
@@ -263,6 +265,7 @@ class Settings:
     ssh_backoff_gate_s: int = 60
     ssh_fallback_after_s: int = 120
     ssh_provider_log_interval_s: int = 60
+    ssh_reconnect_window_s: int = 10
     ssh_provider_log_tail: int = 1000
     ssh_worker_concurrency: int = 64
     ssh_log_keep_bytes: int = 4194304

@@ -96,7 +96,8 @@ class CollectorConfig:
                       max_failures=settings.ssh_max_consecutive_failures,
                       gate_s=float(settings.ssh_backoff_gate_s),
                       hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
-                      provider_interval_s=float(settings.ssh_provider_log_interval_s))
+                      provider_interval_s=float(settings.ssh_provider_log_interval_s),
+                      reconnect_window_s=float(settings.ssh_reconnect_window_s))
         values.update(overrides)
         return cls(**values)
 
@@ -463,7 +464,7 @@ class Collector:
                     by_channel[f.channel] = f
                     live.replied(self.clock.monotonic())
                     continue
-                if not channel.recv_ready() and not channel.eof_received:
+                if not (channel.recv_ready() or channel.eof_received or channel.closed):
                     continue  # woken by stderr only
                 data = self._read_burst(channel)
                 if not data:
