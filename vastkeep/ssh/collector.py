@@ -1,18 +1,19 @@
 """The SSH log collector of one instance: stream remote log files into Redis, resume after anything.
 
-One :class:`Collector` run holds the instance's fenced lease (kept alive by :class:`LeaseKeeper`, a
-small thread) for at most ``hold_s`` seconds, then returns so its task can hand over to a continuation.
-During the run it loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline set
-(:mod:`vastkeep.ssh.connect`), and stream each file with ``tail -c +<offset+1> -F <file>`` on its own exec
-channel. Bytes are cut into lines that keep their byte offset (:mod:`vastkeep.ssh.lines`) and stored with
-the new offset in one fenced Lua call (:mod:`vastkeep.ssh.logstore`), so after a dropped link, a worker
-death or a redelivery the next session reads from exactly the end of the last stored complete line: no
-line lost, none duplicated. Reads wait in ``poll`` for at most the time left before the next keepalive
-decision (:mod:`vastkeep.ssh.liveness`), so a silent peer is noticed within ``interval × max_miss``.
-After a failure it waits a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's line
-``[LogCollector] N consecutive failures, backing off Xs before retry``; the failure count, the route that
-worked and the time of the next attempt are kept in the collector hash, so a continuation keeps backing off
-where its predecessor stopped.
+One :class:`Collector` run holds the instance's fenced lease (kept alive by
+:class:`~vastkeep.ssh.flow.LeaseKeeper`) for at most ``hold_s`` seconds, then returns so its task can hand
+over to a continuation. It loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline
+set (:mod:`vastkeep.ssh.connect`), and stream each file with ``tail`` on its own exec channel, started and
+checked for truncation/rotation by :mod:`vastkeep.ssh.rotation`. Bytes are cut into lines that keep their
+byte offset (:mod:`vastkeep.ssh.lines`) and stored with the new offset in one fenced Lua call
+(:mod:`vastkeep.ssh.logstore`): after a dropped link, a worker death or a redelivery the next session reads
+from exactly the end of the last stored complete line, no line lost, none duplicated. Reads wait in
+``poll`` at most until the next keepalive decision (:mod:`vastkeep.ssh.liveness`). After a failure it waits
+a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's ``[LogCollector] N consecutive
+failures, backing off Xs before retry``; failures, the route that worked and the next attempt's time live
+in the collector hash, so a continuation backs off where its predecessor stopped. While no route has
+worked for ``fallback_after_s`` it also reads the provider's log API (:mod:`vastkeep.ssh.provider_log`).
+Per-run state only (no module globals are written): one process runs many collectors as threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import logging
 import random
 import select
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
-from vastkeep.ssh.connect import HostKeyPins, exec_channel, keepalive_probe, open_client, run_probe
+from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import (
     HEALTH_CHECK_COMMAND,
@@ -44,19 +44,9 @@ from vastkeep.ssh.liveness import (
 )
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.ssh.provider_log import ProviderLog
-from vastkeep.ssh.rotation import (
-    HEAD_BYTES,
-    RECENT_BYTES,
-    RECENT_S,
-    notice_in,
-    overlap,
-    remote_head,
-    remote_stat,
-    rotation_reason,
-    tail_command,
-)
+from vastkeep.ssh.rotation import Followed, Tailer, notice_in
 from vastkeep.ssh.routes import Route, routes_for
-from vastkeep.state import Lease, LeaseManager, write_heartbeat
+from vastkeep.state import Lease, write_heartbeat
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -119,49 +109,6 @@ def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Chann
     return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
 
 
-class LeaseKeeper:
-    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
-
-    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.leases, self.lease = leases, lease
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        every = self.lease.ttl_ms / 3000.0
-        while not self._stop.wait(every):
-            try:
-                if not self.leases.renew(self.lease):
-                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
-                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
-
-
-@dataclass
-class _File:
-    """One streamed file: the stored offset, and the bytes received after it that end in no newline yet."""
-
-    path: str
-    offset: int
-    base: int = 0  # the stored offset of byte 0 of the current remote file (rotation.py)
-    inode: str = ""  # of the file tail has open
-    head: bytes = b""  # the first stored bytes of this generation (up to HEAD_BYTES): its fingerprint
-    pending: bytes = b""
-    recent: deque[tuple[float, bytes]] = field(default_factory=deque)  # (when, bytes) stored last
-    channel: paramiko.Channel | None = None
-
-
 @dataclass
 class RunResult:
     """What one run did (the task returns ``to_dict()``)."""
@@ -196,6 +143,8 @@ class Collector:
         self.lost = lost or threading.Event()
         self.stop_event = threading.Event()
         self.pins = HostKeyPins(redis_client, keys, events)
+        self.tailer = Tailer(self.iid, logstore, lease.fence, events, config.health_timeout_s,
+                             config.ready_timeout_s, clock.monotonic)
         self.provider_log = provider_log
         self._down_since: float | None = None
         self._provider_polled_at = 0.0
@@ -347,10 +296,10 @@ class Collector:
         """Stream until the link dies, the hold ends or the lease is lost; returns the session's uptime."""
         connected = self.clock.monotonic()
         self.result.sessions += 1
-        files = [_File(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
+        files = [Followed(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
         try:
             for f in files:
-                self._open(client, f)
+                self.tailer.open(client, f)
             self._stream(client, files, deadline)
         except SSHError as exc:
             log.info("SSH session of instance %s ended: %s", self.iid, exc.message)
@@ -370,62 +319,7 @@ class Collector:
                 client.close()
         return self.clock.monotonic() - connected
 
-    def _open(self, client: paramiko.SSHClient, f: _File, notice: str | None = None) -> None:
-        """(Re)start ``tail`` on ``f`` at its stored offset, after checking the remote file did not shrink
-        or change under it (else a new generation starts: :mod:`vastkeep.ssh.rotation`)."""
-        if f.channel is not None:
-            with contextlib.suppress(Exception):
-                f.channel.close()
-            f.channel = None
-        f.pending = b""
-        _gen, f.base, known_inode = self.store.generation(self.iid, f.path)
-        f.head = self._stored_head(f)
-        size, inode = remote_stat(client, f.path, self.cfg.health_timeout_s, self.clock.monotonic)
-        pos = f.offset - f.base
-        why = rotation_reason(size, inode, pos, known_inode) or self._head_changed(client, f)
-        if why is None and notice == "truncated" and pos > 0:
-            why = "tail: file truncated"
-        if why is not None:
-            kept = 0
-            if notice == "truncated" and size:  # tail restarts at byte 0 itself: some may be stored already
-                since = self.clock.monotonic() - RECENT_S
-                recent = b"".join(b for t, b in f.recent if t >= since)[-min(pos, RECENT_BYTES):]
-                kept = overlap(recent, remote_head(client, f.path, min(len(recent), size),
-                                                   self.cfg.health_timeout_s, self.clock.monotonic))
-            gen = self.store.new_generation(self.iid, f.path, self.lease.fence, f.offset, inode or "",
-                                            f.offset - kept)
-            log.warning("%s of instance %s was truncated or rotated (%s): generation %d starts at offset %d",
-                        f.path, self.iid, why, gen, f.offset - kept)
-            if self.events is not None:
-                self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
-                                 offset=f.offset - kept, reason=why)
-            f.base, pos = f.offset - kept, kept
-            f.recent.clear()
-            f.head = self._stored_head(f)
-        elif inode and inode != known_inode:
-            self.store.set_inode(self.iid, f.path, inode)
-        f.inode = inode or known_inode
-        f.channel = exec_channel(client, tail_command(f.path, pos), self.cfg.ready_timeout_s)
-
-    def _rotated(self, client: paramiko.SSHClient, f: _File) -> bool:
-        """The periodic check: the path now names another file, or a shorter one, than tail has open, or
-        its first bytes are not the ones stored (truncated and grown back past the offset)."""
-        size, inode = remote_stat(client, f.path, self.cfg.health_timeout_s, self.clock.monotonic)
-        return (rotation_reason(size, inode, f.offset - f.base, f.inode) or self._head_changed(client, f)) \
-            is not None
-
-    def _stored_head(self, f: _File) -> bytes:
-        """The first stored bytes of the current generation (what its file must still start with)."""
-        lines = self.store.read(self.iid, f.path, f.base, 8) if f.offset > f.base else []
-        return b"".join(ln.data for ln in lines if ln.offset >= f.base)[:HEAD_BYTES]
-
-    def _head_changed(self, client: paramiko.SSHClient, f: _File) -> str | None:
-        if not f.head:
-            return None
-        now = remote_head(client, f.path, len(f.head), self.cfg.health_timeout_s, self.clock.monotonic)
-        return "its first bytes changed" if now and now != f.head else None
-
-    def _stream(self, client: paramiko.SSHClient, files: list[_File], deadline: float) -> None:
+    def _stream(self, client: paramiko.SSHClient, files: list[Followed], deadline: float) -> None:
         cfg = self.cfg
         live = Liveness.start(self.clock.monotonic(), cfg.keepalive_interval_s, cfg.keepalive_max_miss,
                               cfg.health_interval_s)
@@ -445,8 +339,8 @@ class Collector:
                     raise SSHError("health check failed", reason="health-check")
                 live.replied(self.clock.monotonic())
                 for f in files:  # a rotation by rename shows here (tail keeps the renamed file open)
-                    if self._rotated(client, f):
-                        self._open(client, f)
+                    if self.tailer.rotated(client, f):
+                        self.tailer.open(client, f)
                 by_channel = {f.channel: f for f in files}
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
@@ -460,7 +354,7 @@ class Collector:
                 notice = notice_in(self._drain_stderr(channel))
                 if notice == "truncated":  # tail starts over at byte 0: reopen it from a checked position
                     f = by_channel.pop(channel)
-                    self._open(client, f, notice)
+                    self.tailer.open(client, f, notice)
                     by_channel[f.channel] = f
                     live.replied(self.clock.monotonic())
                     continue
@@ -482,18 +376,13 @@ class Collector:
             size += len(chunks[-1])
         return b"".join(chunks)
 
-    def _take(self, f: _File, data: bytes) -> None:
+    def _take(self, f: Followed, data: bytes) -> None:
         blob, lengths, rest, _rest_at = complete_part(f.pending + data if f.pending else data, f.offset)
         f.pending = rest
         if not blob:
             return
         f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, blob, lengths)
-        if len(f.head) < HEAD_BYTES:
-            f.head = (f.head + blob)[:HEAD_BYTES]
-        now = self.clock.monotonic()
-        f.recent.append((now, blob[-RECENT_BYTES:]))
-        while f.recent and (f.recent[0][0] < now - RECENT_S or len(f.recent) > 64):
-            f.recent.popleft()
+        f.stored(blob, self.clock.monotonic())
         self.result.lines += len(lengths) if lengths is not None else blob.count(b"\n")
         self.result.bytes += len(blob)
 

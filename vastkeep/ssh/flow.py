@@ -12,21 +12,53 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 import paramiko
+import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.ssh.collector import Collector, CollectorConfig, LeaseKeeper
+from vastkeep.ssh.collector import Collector, CollectorConfig
 from vastkeep.ssh.logstore import LogStore, lease_name
 from vastkeep.ssh.provider_log import DEFAULT_TAIL, Fetch, ProviderLog
-from vastkeep.state import LeaseManager, clear_heartbeat, new_owner
+from vastkeep.state import Lease, LeaseManager, clear_heartbeat, new_owner
 
 log = logging.getLogger("vastkeep.ssh")
 
 COLLECT_STATUSES = ("starting", "loading")
 QUEUED_MARKER_TTL_MS = 120_000
+
+
+class LeaseKeeper:
+    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
+
+    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.leases, self.lease = leases, lease
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        every = self.lease.ttl_ms / 3000.0
+        while not self._stop.wait(every):
+            try:
+                if not self.leases.renew(self.lease):
+                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
+                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
+
 
 
 def wants_collector(status: str | None, while_ready: bool = False) -> bool:

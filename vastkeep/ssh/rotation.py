@@ -30,13 +30,20 @@ live in the collector hash; ``ssh-log-rotated`` is emitted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 
 from vastkeep.core.errors import SSHError
 from vastkeep.ssh.connect import exec_channel
+from vastkeep.ssh.logstore import LogStore
+
+log = logging.getLogger("vastkeep.ssh")
 
 #: What GNU tail prints on stderr when the file it follows changes under it.
 NOTICES = (("file truncated", "truncated"), ("has been replaced", "replaced"), ("has appeared", "appeared"))
@@ -134,3 +141,89 @@ def _capture(client: paramiko.SSHClient, command: str, limit: int, timeout_s: fl
         with contextlib.suppress(Exception):
             channel.close()
     return out
+
+
+@dataclass
+class Followed:
+    """One streamed file: the stored offset, and the bytes received after it that end in no newline yet."""
+
+    path: str
+    offset: int
+    base: int = 0  # the stored offset of byte 0 of the current remote file
+    inode: str = ""  # of the file tail has open
+    head: bytes = b""  # the first stored bytes of this generation (up to HEAD_BYTES): its fingerprint
+    pending: bytes = b""
+    channel: paramiko.Channel | None = None
+    recent: deque[tuple[float, bytes]] = field(default_factory=deque)  # (when, bytes) stored last
+
+    def stored(self, blob: bytes, now: float) -> None:
+        """Bookkeeping after ``blob`` was stored: the generation's head, the recent bytes."""
+        if len(self.head) < HEAD_BYTES:
+            self.head = (self.head + blob)[:HEAD_BYTES]
+        self.recent.append((now, blob[-RECENT_BYTES:]))
+        while self.recent and (self.recent[0][0] < now - RECENT_S or len(self.recent) > 64):
+            self.recent.popleft()
+
+
+class Tailer:
+    """Starts ``tail`` on a :class:`Followed` file of one instance, with the checks of the module doc."""
+
+    def __init__(self, instance_id: str, store: LogStore, fence: int, events: Any, check_timeout_s: float,
+                 open_timeout_s: float, monotonic: Callable[[], float]) -> None:
+        self.iid, self.store, self.fence, self.events = instance_id, store, fence, events
+        self.check_timeout_s, self.open_timeout_s, self.monotonic = check_timeout_s, open_timeout_s, monotonic
+
+    def open(self, client: paramiko.SSHClient, f: Followed, notice: str | None = None) -> None:
+        """(Re)start ``tail`` on ``f`` at its stored offset, after checking the remote file did not shrink
+        or change under it (else a new generation starts)."""
+        if f.channel is not None:
+            with contextlib.suppress(Exception):
+                f.channel.close()
+            f.channel = None
+        f.pending = b""
+        _gen, f.base, known_inode = self.store.generation(self.iid, f.path)
+        f.head = self._stored_head(f)
+        size, inode = remote_stat(client, f.path, self.check_timeout_s, self.monotonic)
+        pos = f.offset - f.base
+        why = rotation_reason(size, inode, pos, known_inode) or self._head_changed(client, f)
+        if why is None and notice == "truncated" and pos > 0:
+            why = "tail: file truncated"
+        if why is not None:
+            kept = 0
+            if notice == "truncated" and size:  # tail restarts at byte 0 itself: some may be stored already
+                since = self.monotonic() - RECENT_S
+                recent = b"".join(b for t, b in f.recent if t >= since)[-min(pos, RECENT_BYTES):]
+                kept = overlap(recent, remote_head(client, f.path, min(len(recent), size),
+                                                   self.check_timeout_s, self.monotonic))
+            gen = self.store.new_generation(self.iid, f.path, self.fence, f.offset, inode or "",
+                                            f.offset - kept)
+            log.warning("%s of instance %s was truncated or rotated (%s): generation %d starts at offset %d",
+                        f.path, self.iid, why, gen, f.offset - kept)
+            if self.events is not None:
+                self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
+                                 offset=f.offset - kept, reason=why)
+            f.base, pos = f.offset - kept, kept
+            f.recent.clear()
+            f.head = self._stored_head(f)
+        elif inode and inode != known_inode:
+            self.store.set_inode(self.iid, f.path, inode)
+        f.inode = inode or known_inode
+        f.channel = exec_channel(client, tail_command(f.path, pos), self.open_timeout_s)
+
+    def rotated(self, client: paramiko.SSHClient, f: Followed) -> bool:
+        """The periodic check: the path now names another file, or a shorter one, than tail has open, or
+        its first bytes are not the ones stored (truncated and grown back past the offset)."""
+        size, inode = remote_stat(client, f.path, self.check_timeout_s, self.monotonic)
+        return (rotation_reason(size, inode, f.offset - f.base, f.inode) or self._head_changed(client, f)) \
+            is not None
+
+    def _stored_head(self, f: Followed) -> bytes:
+        """The first stored bytes of the current generation (what its file must still start with)."""
+        lines = self.store.read(self.iid, f.path, f.base, 8) if f.offset > f.base else []
+        return b"".join(ln.data for ln in lines if ln.offset >= f.base)[:HEAD_BYTES]
+
+    def _head_changed(self, client: paramiko.SSHClient, f: Followed) -> str | None:
+        if not f.head:
+            return None
+        now = remote_head(client, f.path, len(f.head), self.check_timeout_s, self.monotonic)
+        return "its first bytes changed" if now and now != f.head else None
