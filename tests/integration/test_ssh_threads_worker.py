@@ -81,3 +81,31 @@ def test_one_threads_worker_streams_20_collectors_at_once(chaos, sim) -> None:
         wait_for(lambda i=iid, s=size: logs.offset(i, PROVISION_LOG) >= s, 60, f"{iid} catches up")
         assert logs.read_all_bytes(iid, PROVISION_LOG) == path.read_bytes()
     worker.assert_alive()
+
+
+def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused(chaos, sim) -> None:
+    """The task wiring end to end: the worker builds the Vast.ai client from its settings (the simulated
+    cloud's key and URL; VASTKEEP_SIMULATED admits its loopback result_url) and, with SSH refused on both
+    routes past SSH_FALLBACK_AFTER_S, stores the provider's lines marked ``provider-api``."""
+    from vastkeep.ssh import PROVIDER_FILE
+
+    rs = chaos.redis()
+    r = rs.client()
+    keys = Keys()
+    store, logs = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys)
+    iid, _path = _record(sim, store)
+    sim.control.append_log(int(iid), "provisioning step 1", "provisioning step 2")
+    sim.control.refuse(int(iid), "22/tcp")
+    sim.control.refuse(int(iid), "ssh_proxy")
+    env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_READY_TIMEOUT_MS="2000",
+                    SSH_FALLBACK_AFTER_S="1", SSH_PROVIDER_LOG_INTERVAL_S="5", SSH_COLLECT_HOLD_S="20",
+                    VAST_API_KEY=sim.api_key, VAST_API_URL=sim.vast_api_url, VASTKEEP_SIMULATED="1")
+    worker = chaos.worker("worker", "ssh-fallback", env, pool="threads", concurrency=4, queues=(SSH_QUEUE,))
+    worker.wait_ready()
+    chaos.client(rs.url, env).send_task("vastkeep.ssh.collect", args=[iid])
+    wait_for(lambda: len(logs.read(iid, PROVIDER_FILE)) >= 2, 60, "provider lines stored by the worker",
+             interval_s=0.5)
+    lines = [ln.to_dict() for ln in logs.read(iid, PROVIDER_FILE)]
+    assert [ln["text"] for ln in lines] == ["provisioning step 1", "provisioning step 2"]
+    assert {ln["source"] for ln in lines} == {"provider-api"}
+    assert logs.offset(iid, PROVISION_LOG) == 0  # SSH never answered: its stream is untouched
