@@ -18,15 +18,20 @@ import threading
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
+from vastkeep.core.errors import ConfigError
 from vastkeep.ssh import CollectorConfig, LogStore, load_private_key
 from vastkeep.ssh import flow as ssh_flow
 from vastkeep.state import LeaseManager
 from vastkeep.state.connection import connect
+from vastkeep.supervision import mark_handover
+from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import limits_for
 
 WHAT = "ssh log collection"
+#: How long one read of the provider's log API may wait for its result URL (within the collector's hold).
+PROVIDER_LOG_WAIT_S = 20.0
 COLLECT = "vastkeep.ssh.collect"
 _local: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -50,6 +55,22 @@ def _pkey(path: Any) -> Any:
         return cache[str(path)]
 
 
+def _provider_fetch(res: Any) -> Any:
+    """The provider's log API for the fallback; the client is built on first use (a run whose SSH works
+    never needs it) and is None-safe when no Vast.ai key is configured."""
+    made: dict[str, Any] = {}
+
+    def fetch(instance_id: str, tail: int, url_guard: Any) -> str:
+        if "vast" not in made:
+            made["vast"] = vast_client(res.settings, res.store, res.clock)
+        if made["vast"] is None:
+            raise ConfigError("no Vast.ai key: the provider log API is not available")
+        return made["vast"].request_logs(int(instance_id), tail, wait_s=PROVIDER_LOG_WAIT_S,
+                                         url_guard=url_guard)
+
+    return fetch
+
+
 def send_options(settings: Any) -> dict[str, Any]:
     """Per-message time limits from the settings (a decorator cannot read them at import time)."""
     limit = int(settings.ssh_collect_time_limit_s)
@@ -71,10 +92,15 @@ def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
         logstore = LogStore(_raw_redis(), res.keys, settings.ssh_log_keep_bytes)
         return ssh_flow.collect_once(iid, redis_client=res.redis, keys=res.keys, store=res.store,
                                      logstore=logstore, config=config, pkey=pkey, events=res.events,
-                                     clock=res.clock, while_ready=settings.ssh_collect_while_ready)
+                                     clock=res.clock, while_ready=settings.ssh_collect_while_ready,
+                                     provider_fetch=_provider_fetch(res),
+                                     allow_loopback=bool(settings.vastkeep_simulated),
+                                     provider_tail=settings.ssh_provider_log_tail)
 
     result = retry_on_redis(self, go, WHAT)
     if result.get("continue"):
+        # the continuation may wait in a busy vastkeep.ssh queue: supervision must not count that as a crash
+        mark_handover(res.redis, res.keys, res.clock, ssh_flow.heartbeat_name(iid))
         collect.apply_async((iid,), **send_options(settings))
     return result
 

@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
-    up.add_argument("--ssh-concurrency", type=int, default=2, help="processes of the SSH worker")
+    up.add_argument("--ssh-concurrency", type=int, default=None,
+                    help="collector threads of the SSH worker (default SSH_WORKER_CONCURRENCY, 64)")
     up.set_defaults(func=cmd_up)
     st = sub.add_parser("status", help="the system here: processes, checks, tokens, the pool in one line, "
                                        "every instance")

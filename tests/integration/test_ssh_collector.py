@@ -53,11 +53,11 @@ class Rig:
         self.collector: Collector | None = None
         self.thread: threading.Thread | None = None
 
-    def start(self) -> Collector:
+    def start(self, **extra) -> Collector:
         self.collector = Collector(self.iid, redis_client=self.redis, keys=self.keys, logstore=self.logs,
                                    lease=self.lease, pkey=self.pkey,
                                    get_record=lambda: self.store.get_instance(self.iid), config=self.cfg,
-                                   events=self.events, rng=random.Random(1))
+                                   events=self.events, rng=random.Random(1), **extra)
         self.thread = threading.Thread(target=self.collector.run, daemon=True)
         self.thread.start()
         return self.collector

@@ -91,3 +91,17 @@ def test_vastkeep_logs_prints_the_stored_bytes(redis_server, stored, tmp_path) -
     finally:
         follow.terminate()
         follow.wait(10)
+
+
+def test_the_provider_log_stream_is_readable_and_marked(api, stored, redis_client) -> None:
+    """The fallback's own stream (``file=provider:container-log``) reads back marked ``provider-api``; any
+    other non-path file name is still refused."""
+    from vastkeep.ssh import PROVIDER_FILE
+
+    lease = LeaseManager(redis_client, Keys()).current(lease_name("42"))
+    stored.append("42", PROVIDER_FILE, lease.fence, 0, [(0, b"from the API\n")])
+    body = get(api, "/instances/42/logs", file=PROVIDER_FILE).json()
+    assert body["lines"] == [{"offset": 0, "file": PROVIDER_FILE, "text": "from the API",
+                              "source": "provider-api"}]
+    assert get(api, "/instances/42/logs").json()["lines"][0]["source"] == "ssh"
+    assert get(api, "/instances/42/logs", file="provider:other").status_code == 400

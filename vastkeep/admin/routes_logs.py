@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.ssh import MAX_READ_LINES, PROVISION_LOG, LogStore
+from vastkeep.ssh import MAX_READ_LINES, PROVIDER_FILE, PROVISION_LOG, LogStore
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["logs"])
 
@@ -44,11 +44,12 @@ def _logstore(ctx: AdminContext) -> LogStore:
 async def instance_logs(instance_id: str,
                         after: int = Query(0, ge=0, le=2**53, description="byte offset to read from"),
                         limit: int = Query(1000, ge=1, le=MAX_READ_LINES, description="lines at most"),
-                        file: str = Query(PROVISION_LOG, description="remote log file"),
+                        file: str = Query(PROVISION_LOG, description="remote log file, or "
+                                          "provider:container-log (the provider log-API fallback)"),
                         ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     if not _INSTANCE_ID.match(instance_id):
         raise HTTPException(status_code=400, detail="instance id must be a Vast.ai contract id (digits)")
-    if not _FILE.match(file) or ".." in file:
+    if file != PROVIDER_FILE and (not _FILE.match(file) or ".." in file):
         raise HTTPException(status_code=400,
                             detail="file must be an absolute path such as /var/log/onstart.log")
     logs = _logstore(ctx)

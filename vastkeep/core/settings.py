@@ -193,6 +193,14 @@ SPECS: tuple[_Spec, ...] = (
           hi=86400),
     _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
           hi=86400),
+    _Spec("SSH_RECONNECT_WINDOW_S", "seconds", 10, "a healthy SSH link that drops reconnects after "
+          "uniform(0, this): links dropped together reconnect spread out", lo=0, hi=3600),
+    _Spec("SSH_PROVIDER_LOG_INTERVAL_S", "seconds", 60, "while SSH is down past SSH_FALLBACK_AFTER_S: how "
+          "often the provider's log API is read", lo=5, hi=86400),
+    _Spec("SSH_PROVIDER_LOG_TAIL", "count", 1000, "lines asked from the provider's log API per read",
+          lo=1, hi=100000),
+    _Spec("SSH_WORKER_CONCURRENCY", "count", 64, "collectors one SSH worker runs at once (threads pool)",
+          lo=1, hi=2000),
     _Spec("SSH_LOG_KEEP_BYTES", "count", 4194304, "bytes of log kept per instance and file (the newest)",
           lo=65536, hi=2**30),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
@@ -278,6 +286,10 @@ class Settings:
     ssh_comfyui_log_path: Path | None = None
     ssh_backoff_gate_s: int = 60
     ssh_fallback_after_s: int = 120
+    ssh_provider_log_interval_s: int = 60
+    ssh_reconnect_window_s: int = 10
+    ssh_provider_log_tail: int = 1000
+    ssh_worker_concurrency: int = 64
     ssh_log_keep_bytes: int = 4194304
     flower_port: int = 5555
     flower_basic_auth: Secret | None = None

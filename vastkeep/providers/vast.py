@@ -52,6 +52,16 @@ NO_SUCH_INSTANCE = "no_such_instance"
 PROVIDER_TEXT_CHARS = 300
 
 
+def _redirect_guard(url_guard: Callable[[str], object]) -> Callable[..., None]:
+    """A requests response hook that runs ``url_guard`` on a redirect's target before it is followed."""
+
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if response.is_redirect:
+            url_guard(requests.compat.urljoin(response.url, response.headers.get("location", "")))
+
+    return hook
+
+
 class VastApi(Protocol):
     """The Vast.ai operations the layer flows use (``VastClient`` is the implementation)."""
 
@@ -289,22 +299,37 @@ class VastClient:
         iid = _check_id(instance_id)
         self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
 
-    def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0) -> str:
+    def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
+                     url_guard: Callable[[str], object] | None = None) -> str:
         """The container log through Vast.ai's own log API, a log source that needs no SSH (Layer 1's
         fallback): ``PUT /instances/request_logs/{id}/`` answers ``{"result_url"}``, a storage URL that
         answers 200 with the text once the log is uploaded. It is polled (jittered, growing waits) for at
         most ``wait_s`` and is sent **without** the API key (it is not Vast.ai's API). ``NetworkError``
-        when the log is not ready in time."""
+        when the log is not ready in time. ``url_guard(url)`` (an SSRF check; it raises to refuse) is
+        called with the result URL before it is fetched and with every redirect target before it is
+        followed; with a guard the URL is fetched on a session of its own, so the hook stays local."""
         iid = _check_id(instance_id)
         body = self._call("PUT", f"/instances/request_logs/{iid}/", json={"tail": str(max(1, int(tail)))},
                           instance_id=iid)
         url = body.get("result_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise MalformedResponse("Vast.ai request_logs answered without a result_url", instance_id=iid)
+        session = self.session
+        if url_guard is not None:
+            url_guard(url)
+            session = make_session(USER_AGENT)
+            session.hooks["response"].append(_redirect_guard(url_guard))
+        try:
+            return self._poll_log(session, url, iid, wait_s)
+        finally:
+            if session is not self.session:
+                session.close()
+
+    def _poll_log(self, session: Any, url: str, iid: int, wait_s: float) -> str:
         deadline = self.clock.monotonic() + wait_s
         delay = 0.5
         while True:
-            resp = request_with_retry(self.session, "GET", url, headers={"Accept": "text/plain"},
+            resp = request_with_retry(session, "GET", url, headers={"Accept": "text/plain"},
                                       timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
                                       rng=self.rng, context={"instance_id": iid},
                                       max_body_bytes=self.max_body_bytes)

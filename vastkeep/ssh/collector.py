@@ -1,18 +1,19 @@
 """The SSH log collector of one instance: stream remote log files into Redis, resume after anything.
 
-One :class:`Collector` run holds the instance's fenced lease (kept alive by :class:`LeaseKeeper`, a
-small thread) for at most ``hold_s`` seconds, then returns so its task can hand over to a continuation.
-During the run it loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline set
-(:mod:`vastkeep.ssh.connect`), and stream each file with ``tail -c +<offset+1> -F <file>`` on its own exec
-channel. Bytes are cut into lines that keep their byte offset (:mod:`vastkeep.ssh.lines`) and stored with
-the new offset in one fenced Lua call (:mod:`vastkeep.ssh.logstore`), so after a dropped link, a worker
-death or a redelivery the next session reads from exactly the end of the last stored complete line: no
-line lost, none duplicated. Reads wait in ``select`` for at most the time left before the next keepalive
-decision (:mod:`vastkeep.ssh.liveness`), so a silent peer is noticed within ``interval × max_miss``.
-After a failure it waits a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's line
-``[LogCollector] N consecutive failures, backing off Xs before retry``; the failure count, the route that
-worked and the time of the next attempt are kept in the collector hash, so a continuation keeps backing off
-where its predecessor stopped.
+One :class:`Collector` run holds the instance's fenced lease (kept alive by
+:class:`~vastkeep.ssh.flow.LeaseKeeper`) for at most ``hold_s`` seconds, then returns so its task can hand
+over to a continuation. It loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline
+set (:mod:`vastkeep.ssh.connect`), and stream each file with ``tail`` on its own exec channel, started and
+checked for truncation/rotation by :mod:`vastkeep.ssh.rotation`. Bytes are cut into lines that keep their
+byte offset (:mod:`vastkeep.ssh.lines`) and stored with the new offset in one fenced Lua call
+(:mod:`vastkeep.ssh.logstore`): after a dropped link, a worker death or a redelivery the next session reads
+from exactly the end of the last stored complete line, no line lost, none duplicated. Reads wait in
+``poll`` at most until the next keepalive decision (:mod:`vastkeep.ssh.liveness`). After a failure it waits
+a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's ``[LogCollector] N consecutive
+failures, backing off Xs before retry``; failures, the route that worked and the next attempt's time live
+in the collector hash, so a continuation backs off where its predecessor stopped. While no route has
+worked for ``fallback_after_s`` it also reads the provider's log API (:mod:`vastkeep.ssh.provider_log`).
+Per-run state only (no module globals are written): one process runs many collectors as threads.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import contextlib
 import logging
 import random
 import select
-import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
-from vastkeep.ssh.connect import HostKeyPins, exec_channel, keepalive_probe, open_client, run_probe
+from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import (
     HEALTH_CHECK_COMMAND,
@@ -43,8 +43,10 @@ from vastkeep.ssh.liveness import (
     Liveness,
 )
 from vastkeep.ssh.logstore import LogStore
+from vastkeep.ssh.provider_log import ProviderLog
+from vastkeep.ssh.rotation import Followed, Tailer, notice_in
 from vastkeep.ssh.routes import Route, routes_for
-from vastkeep.state import Lease, LeaseManager, write_heartbeat
+from vastkeep.state import Lease, write_heartbeat
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -68,6 +70,7 @@ class CollectorConfig:
     gate_s: float = 60.0
     hold_s: float = 300.0
     fallback_after_s: float = 120.0
+    provider_interval_s: float = 60.0
     reconnect_window_s: float = decide.RECONNECT_WINDOW_S
     username: str = "root"
 
@@ -82,7 +85,9 @@ class CollectorConfig:
                       keepalive_max_miss=settings.ssh_keepalive_max_miss,
                       max_failures=settings.ssh_max_consecutive_failures,
                       gate_s=float(settings.ssh_backoff_gate_s),
-                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s))
+                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
+                      provider_interval_s=float(settings.ssh_provider_log_interval_s),
+                      reconnect_window_s=float(settings.ssh_reconnect_window_s))
         values.update(overrides)
         return cls(**values)
 
@@ -92,43 +97,16 @@ class CollectorConfig:
         return int(max(3.0, 3 * self.keepalive_interval_s) * 1000)
 
 
-class LeaseKeeper:
-    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
-
-    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.leases, self.lease = leases, lease
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        every = self.lease.ttl_ms / 3000.0
-        while not self._stop.wait(every):
-            try:
-                if not self.leases.renew(self.lease):
-                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
-                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
-
-
-@dataclass
-class _File:
-    """One streamed file: the stored offset, and the bytes received after it that end in no newline yet."""
-
-    path: str
-    offset: int
-    pending: bytes = b""
-    channel: paramiko.Channel | None = None
+def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Channel]:
+    """The channels with data, waiting at most ``timeout_s``. ``poll``, not ``select``: one threads-pool
+    worker holds many collectors, and ``select`` refuses file descriptors above 1023."""
+    poller = select.poll()
+    by_fd = {}
+    for channel in channels:
+        fd = channel.fileno()  # paramiko's pipe, set when data arrives
+        by_fd[fd] = channel
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
 
 
 @dataclass
@@ -156,7 +134,7 @@ class Collector:
     def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
                  lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
                  events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 lost: threading.Event | None = None) -> None:
+                 lost: threading.Event | None = None, provider_log: ProviderLog | None = None) -> None:
         self.iid = str(instance_id)
         self.redis, self.keys, self.store = redis_client, keys, logstore
         self.lease, self.pkey, self.get_record, self.cfg = lease, pkey, get_record, config
@@ -165,6 +143,12 @@ class Collector:
         self.lost = lost or threading.Event()
         self.stop_event = threading.Event()
         self.pins = HostKeyPins(redis_client, keys, events)
+        self.tailer = Tailer(self.iid, logstore, lease.fence, events, config.health_timeout_s,
+                             config.ready_timeout_s, clock.monotonic)
+        self.provider_log = provider_log
+        self._down_since: float | None = None
+        self._provider_polled_at = 0.0
+        self._fallback_on = False
         self._status_key = keys.collector(self.iid)
         self._last_beat = -1e18
         self.result = RunResult(self.iid)
@@ -197,7 +181,10 @@ class Collector:
             if left <= 0:
                 return
             self._beat(state)
-            self.clock.sleep(min(left, HEARTBEAT_EVERY_S))
+            self._fallback_tick()
+            left = until_mono - self.clock.monotonic()
+            if left > 0 and not self._stopping():
+                self.clock.sleep(min(left, HEARTBEAT_EVERY_S))
 
     # ── the run ─────────────────────────────────────────────────────────────
     def run(self) -> RunResult:
@@ -208,6 +195,9 @@ class Collector:
         failures = int(status.get("failures") or 0)
         last_good = status.get("route") or None
         next_at = float(status.get("next_attempt_at") or 0)
+        self._down_since = float(status["down_since"]) if status.get("down_since") else None
+        self._provider_polled_at = float(status.get("provider_polled_at") or 0)
+        self._fallback_on = status.get("fallback") == "1"
         wait = next_at - self.clock.now()  # the predecessor's backoff goes on
         if wait > 0:
             self._sleep_until(min(deadline, start + wait), "backoff")
@@ -222,15 +212,21 @@ class Collector:
             if client is not None and route is not None:
                 last_good = route.name
                 self.result.route = route.name
-                self._save(route=route.name, down_since="", state="streaming")
+                if self._fallback_on:
+                    log.warning("SSH to instance %s answers again: back to streaming over SSH", self.iid)
+                    if self.events is not None:
+                        self.events.emit("ssh-fallback-ended", instance_id=self.iid)
+                self._down_since, self._fallback_on = None, False
+                self._save(route=route.name, down_since="", fallback="", state="streaming")
                 uptime = self._session(client, deadline)
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
                     break
             else:
                 failures += 1
-                if not self._status().get("down_since"):
-                    self._save(down_since=self.clock.now())
+                if self._down_since is None:
+                    self._down_since = self.clock.now()
+                    self._save(down_since=self._down_since)
             self.result.failures = failures
             delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
                                              self.cfg.reconnect_window_s)
@@ -250,6 +246,31 @@ class Collector:
             self._save(failures=failures, state="handover" if self.result.stopped == "hold-expired"
                        else self.result.stopped)
         return self.result
+
+    def _fallback_tick(self) -> None:
+        """While no SSH route has worked for ``fallback_after_s``, read the provider's log API every
+        ``provider_interval_s`` (:mod:`vastkeep.ssh.provider_log`); SSH retries go on meanwhile."""
+        if self.provider_log is None or self._down_since is None:
+            return
+        now = self.clock.now()
+        if not decide.use_fallback(self._down_since, now, self.cfg.fallback_after_s) or \
+                now - self._provider_polled_at < self.cfg.provider_interval_s:
+            return
+        if not self._fallback_on:
+            log.warning("no SSH route to instance %s for %.0fs: reading the provider's log API until SSH "
+                        "answers", self.iid, now - self._down_since)
+            if self.events is not None:
+                self.events.emit("ssh-fallback-started", instance_id=self.iid,
+                                 down_s=round(now - self._down_since, 1))
+        self._fallback_on, self._provider_polled_at = True, now
+        self._save(fallback="1", provider_polled_at=now, state="fallback")
+        self._beat("fallback", force=True)
+        try:
+            self.provider_log.poll(self.lease.fence)
+        except StaleFence:
+            self.lost.set()
+        except (WriteConflict, redis.RedisError) as exc:
+            log.warning("provider log of instance %s not stored: %s", self.iid, type(exc).__name__)
 
     def _connect(self, routes: list[Route]) -> tuple[paramiko.SSHClient | None, Route | None]:
         """The first route that connects (the last good one first), or (None, None)."""
@@ -275,14 +296,15 @@ class Collector:
         """Stream until the link dies, the hold ends or the lease is lost; returns the session's uptime."""
         connected = self.clock.monotonic()
         self.result.sessions += 1
-        files = [_File(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
+        files = [Followed(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
         try:
             for f in files:
-                cmd = f"tail -c +{f.offset + 1} -F {shlex.quote(f.path)}"
-                f.channel = exec_channel(client, cmd, self.cfg.ready_timeout_s)
+                self.tailer.open(client, f)
             self._stream(client, files, deadline)
         except SSHError as exc:
             log.info("SSH session of instance %s ended: %s", self.iid, exc.message)
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError) as exc:  # a read at its deadline
+            log.info("SSH session of instance %s ended: %s", self.iid, type(exc).__name__)
         except (StaleFence, WriteConflict) as exc:
             log.warning("collector of instance %s stops writing: %s", self.iid, exc.message)
             if isinstance(exc, StaleFence):
@@ -297,7 +319,7 @@ class Collector:
                 client.close()
         return self.clock.monotonic() - connected
 
-    def _stream(self, client: paramiko.SSHClient, files: list[_File], deadline: float) -> None:
+    def _stream(self, client: paramiko.SSHClient, files: list[Followed], deadline: float) -> None:
         cfg = self.cfg
         live = Liveness.start(self.clock.monotonic(), cfg.keepalive_interval_s, cfg.keepalive_max_miss,
                               cfg.health_interval_s)
@@ -316,6 +338,10 @@ class Collector:
                                  self.clock.monotonic):
                     raise SSHError("health check failed", reason="health-check")
                 live.replied(self.clock.monotonic())
+                for f in files:  # a rotation by rename shows here (tail keeps the renamed file open)
+                    if self.tailer.rotated(client, f):
+                        self.tailer.open(client, f)
+                by_channel = {f.channel: f for f in files}
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
                 live.probed(now)
@@ -323,9 +349,17 @@ class Collector:
                     live.replied(self.clock.monotonic())
                 continue
             self._beat("streaming")
-            ready, _w, _x = select.select(list(by_channel), [], [], live.wait_s(now))
+            ready = _readable(by_channel, live.wait_s(now))
             for channel in ready:
-                self._drain_stderr(channel)
+                notice = notice_in(self._drain_stderr(channel))
+                if notice == "truncated":  # tail starts over at byte 0: reopen it from a checked position
+                    f = by_channel.pop(channel)
+                    self.tailer.open(client, f, notice)
+                    by_channel[f.channel] = f
+                    live.replied(self.clock.monotonic())
+                    continue
+                if not (channel.recv_ready() or channel.eof_received or channel.closed):
+                    continue  # woken by stderr only
                 data = self._read_burst(channel)
                 if not data:
                     raise SSHError(f"log stream ended (exit {self._exit_code(channel)})", reason="eof")
@@ -342,22 +376,27 @@ class Collector:
             size += len(chunks[-1])
         return b"".join(chunks)
 
-    def _take(self, f: _File, data: bytes) -> None:
+    def _take(self, f: Followed, data: bytes) -> None:
         blob, lengths, rest, _rest_at = complete_part(f.pending + data if f.pending else data, f.offset)
         f.pending = rest
         if not blob:
             return
         f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, blob, lengths)
+        f.stored(blob, self.clock.monotonic())
         self.result.lines += len(lengths) if lengths is not None else blob.count(b"\n")
         self.result.bytes += len(blob)
 
     @staticmethod
-    def _drain_stderr(channel: paramiko.Channel) -> None:
+    def _drain_stderr(channel: paramiko.Channel) -> str:
+        """What tail said on stderr (its notices about the file), logged at debug."""
+        said = []
         while channel.recv_stderr_ready():
             err = channel.recv_stderr(4096)
             if not err:
-                return
-            log.debug("remote tail: %s", err[:200].decode("utf-8", "replace").strip())
+                break
+            said.append(err.decode("utf-8", "replace"))
+            log.debug("remote tail: %s", said[-1][:200].strip())
+        return "".join(said)
 
     @staticmethod
     def _exit_code(channel: paramiko.Channel) -> int | None:

@@ -12,20 +12,53 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 import paramiko
+import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.ssh.collector import Collector, CollectorConfig, LeaseKeeper
+from vastkeep.ssh.collector import Collector, CollectorConfig
 from vastkeep.ssh.logstore import LogStore, lease_name
-from vastkeep.state import LeaseManager, clear_heartbeat, new_owner
+from vastkeep.ssh.provider_log import DEFAULT_TAIL, Fetch, ProviderLog
+from vastkeep.state import Lease, LeaseManager, clear_heartbeat, new_owner
 
 log = logging.getLogger("vastkeep.ssh")
 
 COLLECT_STATUSES = ("starting", "loading")
 QUEUED_MARKER_TTL_MS = 120_000
+
+
+class LeaseKeeper:
+    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
+
+    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.leases, self.lease = leases, lease
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        every = self.lease.ttl_ms / 3000.0
+        while not self._stop.wait(every):
+            try:
+                if not self.leases.renew(self.lease):
+                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
+                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
+
 
 
 def wants_collector(status: str | None, while_ready: bool = False) -> bool:
@@ -41,9 +74,12 @@ def heartbeat_name(instance_id: str | int) -> str:
 def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store: Any, logstore: LogStore,
                  config: CollectorConfig, pkey: paramiko.PKey, events: Any = None,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 while_ready: bool = False) -> dict[str, Any]:
+                 while_ready: bool = False, provider_fetch: Fetch | None = None,
+                 allow_loopback: bool = False, provider_tail: int = DEFAULT_TAIL) -> dict[str, Any]:
     """Run one bounded collection of ``instance_id``; ``continue`` in the result says whether a
-    continuation should follow (the instance still wants a collector)."""
+    continuation should follow (the instance still wants a collector). ``provider_fetch`` (the provider's
+    log API, :mod:`vastkeep.ssh.provider_log`) is read while SSH stays down; ``allow_loopback`` admits a
+    loopback ``result_url`` (the simulated cloud only)."""
     iid = str(instance_id)
     rec = store.get_instance(iid)
     if rec is None or not wants_collector(rec.status, while_ready):
@@ -55,11 +91,14 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
     if lease is None:
         return {"instance_id": iid, "skipped": "another collector holds the lease", "continue": False}
     redis_client.delete(keys.collector_queued(iid))
+    provider_log = None if provider_fetch is None else ProviderLog(
+        iid, logstore, provider_fetch, allow_loopback=allow_loopback, tail=provider_tail, events=events)
     try:
         with LeaseKeeper(leases, lease, clock) as keeper:
             collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
                                   pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
-                                  events=events, clock=clock, rng=rng, lost=keeper.lost)
+                                  events=events, clock=clock, rng=rng, lost=keeper.lost,
+                                  provider_log=provider_log)
             result = collector.run().to_dict()
     finally:
         leases.release(lease)

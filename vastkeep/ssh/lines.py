@@ -54,3 +54,27 @@ def _short_lines(blob: bytes, max_line: int) -> bool:
 
 def _cut(line: bytes, offset: int, max_line: int) -> list[tuple[int, bytes]]:
     return [(offset + i, line[i:i + max_line]) for i in range(0, len(line), max_line)]
+
+
+def snapshot_news(stored_tail: list[bytes], snapshot: bytes) -> tuple[list[bytes], bool]:
+    """The lines of a provider log snapshot that are not stored yet (pure).
+
+    The provider's log API answers the *last N lines* of the container log, not a byte range, so there is
+    no offset to resume from. ``stored_tail`` is the last lines already stored from earlier snapshots
+    (newline included), ``snapshot`` the new answer. The longest suffix of ``stored_tail`` that is a
+    prefix of the snapshot is what both saw; the lines after it are new. A trailing line without its
+    newline is held back (it may still grow), as for SSH. Returns ``(new lines, gap)``: ``gap`` is True
+    when stored lines exist but none overlaps the snapshot (more than N lines came and went between two
+    polls, or the log was rewritten): then the whole snapshot is new and lines before it may be missing.
+    A run of identical lines is ambiguous (the longest overlap wins, so a repeat may be taken for one
+    already stored): the price of a source that has no offsets.
+    """
+    end = snapshot.rfind(b"\n") + 1
+    lines = [piece + b"\n" for piece in snapshot[:end].split(b"\n")[:-1]] if end else []
+    if not stored_tail or not lines:
+        return lines, False
+    first = lines[0]
+    for k in range(min(len(stored_tail), len(lines)), 0, -1):
+        if stored_tail[-k] == first and stored_tail[-k:] == lines[:k]:
+            return lines[k:], False
+    return lines, True

@@ -26,7 +26,21 @@ from vastkeep.core.errors import StaleFence, WriteConflict
 from vastkeep.state import Keys
 
 _LUA = (Path(__file__).parent / "logstore_append.lua").read_text(encoding="utf-8")
+# A new generation of a file (it was truncated or rotated): fenced, and only from the offset the caller saw.
+# KEYS[1] lease  KEYS[2] collector hash  ARGV fence, file, offset, inode, base (≤ offset)
+# → {1, generation} | {-1} | {-2, stored}
+_NEW_GENERATION = """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return {-1, ''} end
+local stored = redis.call('HGET', KEYS[2], 'offset:' .. ARGV[2]) or '0'
+if stored ~= ARGV[3] then return {-2, stored} end
+local gen = redis.call('HINCRBY', KEYS[2], 'gen:' .. ARGV[2], 1)
+redis.call('HSET', KEYS[2], 'base:' .. ARGV[2], ARGV[5], 'inode:' .. ARGV[2], ARGV[4])
+return {1, gen}
+"""
 MAX_READ_LINES = 10_000
+#: Files whose name starts with this are not remote files but the provider's log API (``source`` below).
+PROVIDER_PREFIX = "provider:"
+PROVIDER_SOURCE = "provider-api"
 DEFAULT_KEEP_BYTES = 4 * 1024 * 1024
 
 
@@ -54,8 +68,28 @@ class LogLine:
                 "source": self.source}
 
 
+def source_of(file: str) -> str:
+    """``provider-api`` for a provider log stream (``provider:...``), ``ssh`` for a remote file."""
+    return PROVIDER_SOURCE if file.startswith(PROVIDER_PREFIX) else "ssh"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_lines(file: str, eid: Any, fields: Any) -> list[LogLine]:
+    """The lines of one stream entry, each with its byte offset."""
+    off = int(_text(eid).split("-", 1)[0])
+    data = fields.get(b"t", fields.get("t", b""))
+    data = data if isinstance(data, bytes) else str(data).encode()
+    sizes = _text(fields.get(b"n", fields.get("n", b"")))
+    lengths = ([int(s) for s in sizes.split(",") if s] if sizes
+               else [len(p) + 1 for p in data.split(b"\n")[:-1]])
+    out, pos, source = [], 0, source_of(file)
+    for n in lengths:
+        out.append(LogLine(file, off + pos, data[pos:pos + n], source))
+        pos += n
+    return out
 
 
 class LogStore:
@@ -67,11 +101,42 @@ class LogStore:
         self.keys = keys
         self.keep_bytes = int(keep_bytes)
         self._append = redis_client.register_script(_LUA)
+        self._new_generation = redis_client.register_script(_NEW_GENERATION)
 
     def offset(self, instance_id: str | int, file: str) -> int:
         """Where the next line of ``file`` starts: the end of the last stored complete line (0 at first)."""
         value = self.redis.hget(self.keys.collector(instance_id), f"offset:{file}")
         return int(_text(value)) if value is not None else 0
+
+    def generation(self, instance_id: str | int, file: str) -> tuple[int, int, str]:
+        """``(generation, base, inode)`` of ``file``: the stored offset of byte 0 of the current remote file
+        is ``base`` (0 until the file was first truncated or rotated); ``inode`` as last seen ('' unknown)."""
+        gen, base, inode = self.redis.hmget(self.keys.collector(instance_id), f"gen:{file}", f"base:{file}",
+                                            f"inode:{file}")
+        return (int(_text(gen)) if gen is not None else 0, int(_text(base)) if base is not None else 0,
+                _text(inode) if inode is not None else "")
+
+    def set_inode(self, instance_id: str | int, file: str, inode: str) -> None:
+        """Remember the remote file's inode (a later different one means it was replaced)."""
+        self.redis.hset(self.keys.collector(instance_id), f"inode:{file}", inode)
+
+    def new_generation(self, instance_id: str | int, file: str, fence: int, offset: int, inode: str,
+                       base: int | None = None) -> int:
+        """Start a new generation of ``file`` while the stored offset is ``offset`` (the end of what was
+        stored): the new file's byte 0 is stored at ``base`` (``offset`` unless some of the new file was
+        already stored after the old one), so offsets stay unique and only grow. Fenced like
+        :meth:`append`; returns the new generation number."""
+        base = int(offset) if base is None else min(int(base), int(offset))
+        code, value = self._new_generation(
+            keys=[self.keys.lease(lease_name(instance_id)), self.keys.collector(instance_id)],
+            args=[int(fence), file, int(offset), inode, base])
+        if int(code) == -1:
+            raise StaleFence(f"collector of instance {instance_id} holds a stale fence {fence}",
+                             instance_id=str(instance_id), fence=int(fence))
+        if int(code) == -2:
+            raise WriteConflict(f"stored offset of {file} moved", instance_id=str(instance_id),
+                                stored_offset=int(_text(value)))
+        return int(_text(value))
 
     def append(self, instance_id: str | int, file: str, fence: int, expected_offset: int,
                lines: list[tuple[int, bytes]]) -> int:
@@ -117,20 +182,26 @@ class LogStore:
         entries += self.redis.xrange(key, min=f"({after}-1", max="+", count=limit)  # one line or more each
         out: list[LogLine] = []
         for eid, fields in entries:
-            off = int(_text(eid).split("-", 1)[0])
-            data = fields.get(b"t", fields.get("t", b""))
-            data = data if isinstance(data, bytes) else str(data).encode()
-            pos = 0
-            sizes = _text(fields.get(b"n", fields.get("n", b"")))
-            lengths = [int(s) for s in sizes.split(",") if s] if sizes else \
-                [len(p) + 1 for p in data.split(b"\n")[:-1]]
-            for n in lengths:
-                if off + pos >= after:
-                    out.append(LogLine(file, off + pos, data[pos:pos + n]))
+            for line in _entry_lines(file, eid, fields):
+                if line.offset >= after:
+                    out.append(line)
                     if len(out) >= limit:
                         return out
-                pos += n
         return out
+
+    def tail_lines(self, instance_id: str | int, file: str, count: int) -> list[bytes]:
+        """The last ``count`` stored lines of ``file`` (oldest first), newline included."""
+        key = self.keys.ssh_log(instance_id, file)
+        out: list[bytes] = []
+        top = "+"
+        while len(out) < count:
+            entries = self.redis.xrevrange(key, max=top, min="-", count=16)
+            if not entries:
+                break
+            for eid, fields in entries:
+                out[:0] = [ln.data for ln in _entry_lines(file, eid, fields)]
+                top = f"({_text(eid)}"
+        return out[-count:] if count > 0 else []
 
     def read_all_bytes(self, instance_id: str | int, file: str) -> bytes:
         """Every stored line of ``file`` laid end to end (tests compare it with the remote file)."""

@@ -88,7 +88,7 @@ class Stack:
     """The children of ``vastkeep up``, their shared environment and the runtime file."""
 
     def __init__(self, settings: Any, environ: dict[str, str], *, control_concurrency: int = 4,
-                 ssh_concurrency: int = 2, out: Any = sys.stdout) -> None:
+                 ssh_concurrency: int | None = None, out: Any = sys.stdout) -> None:
         from vastkeep.stack.supervisor import Supervisor  # noqa: PLC0415
 
         self.settings = settings
@@ -102,7 +102,11 @@ class Stack:
         if root:
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH")) if p)
         # one pool slot per keepalive shard: each runner holds its slot for its whole bounded run
-        self.concurrency = {"control": control_concurrency, "ssh": ssh_concurrency,
+        # the SSH worker runs threads: collectors wait on the network (paramiko blocks), and each bounds
+        # itself (SSH_COLLECT_HOLD_S, a deadline on every read), since no time limit is enforced on threads
+        ssh = ssh_concurrency or int(getattr(settings, "ssh_worker_concurrency", 64))
+        self.pools = {"control": "prefork", "ssh": "threads", "keepalive": "prefork"}
+        self.concurrency = {"control": control_concurrency, "ssh": ssh,
                             "keepalive": max(1, int(getattr(settings, "comfyui_keepalive_shards", 2)))}
         self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
                                      "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
@@ -207,7 +211,7 @@ class Stack:
         level = ["-l", s.log_level]
         for q in ("control", "ssh", "keepalive"):
             self._spawn(f"worker-{q}", f"Worker-{q}", celery + [
-                "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", "prefork",
+                "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", self.pools[q],
                 "-c", str(self.concurrency[q]), *level])
         # the scheduler is celery-redbeat (worker.config): schedule and lock in this stack's Redis, so a
         # restarted beat child or a second stack's beat on the same Redis never sends an entry twice

@@ -41,6 +41,13 @@ EVENT_KINDS: dict[str, str] = {
     "ssh-backoff": "SSH failed; retrying after a jittered delay (instance_id, failures, delay_s)",
     "ssh-host-key-changed": "ALERT: an instance presented a host key other than its pinned one; refused "
                             "(instance_id, route, fingerprint)",
+    "ssh-fallback-started": "no SSH route worked for SSH_FALLBACK_AFTER_S: the provider's log API is read "
+                            "(instance_id, down_s)",
+    "ssh-fallback-ended": "SSH answers again after the provider log fallback (instance_id)",
+    "ssh-provider-log-refused": "the provider's log result_url failed the SSRF guard; not fetched "
+                                "(instance_id, reason)",
+    "ssh-log-rotated": "a collected remote file shrank or was replaced: a new generation starts "
+                       "(instance_id, file, generation, offset, reason)",
     "instance-status": "an instance changed status (instance_id, old, new, reason)",
     "instance-rented": "the warm pool rented (or adopted by label) an instance "
                        "(instance_id, label, slot, offer_id, dph, adopted)",

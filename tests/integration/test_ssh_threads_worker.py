@@ -1,0 +1,111 @@
+"""One real SSH worker process with the threads pool (``-P threads``, as ``ops/start-worker-ssh.sh`` and
+``vastkeep up`` run it) holds 20 collectors at once against the simulated cloud's SSH server and a real
+redis-server: every one of them streams from the same process at the same time, the stored logs equal the
+remote files byte for byte, and each collector hands over to its continuation after ``SSH_COLLECT_HOLD_S``
+by itself (Celery enforces no time limit on threads: the bound is the collector's own)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.chaos_support import SSH_QUEUE, Chaos, wait_for
+from tests.integration.test_ssh_chaos import _record
+from vastkeep.core.clock import SystemClock
+from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
+from vastkeep.state import Keys, LeaseManager, StateStore
+from vastkeep.state.heartbeats import read_heartbeats
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+COLLECTORS = 20
+
+
+@pytest.fixture
+def chaos(tmp_path: Path) -> Iterator[Chaos]:
+    c = Chaos(tmp_path)
+    yield c
+    c.close()
+
+
+def test_one_threads_worker_streams_20_collectors_at_once(chaos, sim) -> None:
+    rs = chaos.redis()
+    r = rs.client()
+    raw = redis.Redis(host="127.0.0.1", port=rs.port)
+    keys = Keys()
+    store, logs, leases = StateStore(r, keys), LogStore(raw, keys), LeaseManager(r, keys)
+    instances = [_record(sim, store) for _ in range(COLLECTORS)]
+    env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
+                    SSH_COLLECT_HOLD_S="8", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="10000")
+    worker = chaos.worker("worker", "ssh-threads", env, pool="threads", concurrency=COLLECTORS + 4,
+                          queues=(SSH_QUEUE,))
+    worker.wait_ready()
+    client = chaos.client(rs.url, env)
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            for iid, path in instances:
+                with open(path, "ab") as fh:
+                    fh.write(f"[provision {iid}] line {n} {'z' * (n % 61)}\n".encode())
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        for iid, _path in instances:
+            client.send_task("vastkeep.ssh.collect", args=[iid])
+        names = [f"ssh-collector:{iid}" for iid, _ in instances]
+
+        def all_streaming() -> bool:
+            beats = read_heartbeats(r, keys, SystemClock(), names)
+            return len(beats) == COLLECTORS and all(b.get("state") == "streaming" for b in beats.values())
+
+        wait_for(all_streaming, 60, "all 20 collectors streaming at once", interval_s=0.2)
+        beats = read_heartbeats(r, keys, SystemClock(), names)
+        assert {b["pid"] for b in beats.values()} == {worker.pid}  # one process, 20 threads
+        first = {iid: leases.last_fence(lease_name(iid)) for iid, _ in instances}
+        wait_for(lambda: all(leases.last_fence(lease_name(iid)) > first[iid] for iid, _ in instances), 60,
+                 "every collector handed over to its continuation by itself", interval_s=0.5)
+    finally:
+        stop.set()
+        writer.join(5)
+    for iid, path in instances:
+        size = path.stat().st_size
+        wait_for(lambda i=iid, s=size: logs.offset(i, PROVISION_LOG) >= s, 60, f"{iid} catches up")
+        assert logs.read_all_bytes(iid, PROVISION_LOG) == path.read_bytes()
+    worker.assert_alive()
+
+
+def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused(chaos, sim) -> None:
+    """The task wiring end to end: the worker builds the Vast.ai client from its settings (the simulated
+    cloud's key and URL; VASTKEEP_SIMULATED admits its loopback result_url) and, with SSH refused on both
+    routes past SSH_FALLBACK_AFTER_S, stores the provider's lines marked ``provider-api``."""
+    from vastkeep.ssh import PROVIDER_FILE
+
+    rs = chaos.redis()
+    r = rs.client()
+    keys = Keys()
+    store, logs = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys)
+    iid, _path = _record(sim, store)
+    sim.control.append_log(int(iid), "provisioning step 1", "provisioning step 2")
+    sim.control.refuse(int(iid), "22/tcp")
+    sim.control.refuse(int(iid), "ssh_proxy")
+    env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_READY_TIMEOUT_MS="2000",
+                    SSH_FALLBACK_AFTER_S="1", SSH_PROVIDER_LOG_INTERVAL_S="5", SSH_COLLECT_HOLD_S="20",
+                    VAST_API_KEY=sim.api_key, VAST_API_URL=sim.vast_api_url, VASTKEEP_SIMULATED="1")
+    worker = chaos.worker("worker", "ssh-fallback", env, pool="threads", concurrency=4, queues=(SSH_QUEUE,))
+    worker.wait_ready()
+    chaos.client(rs.url, env).send_task("vastkeep.ssh.collect", args=[iid])
+    wait_for(lambda: len(logs.read(iid, PROVIDER_FILE)) >= 2, 60, "provider lines stored by the worker",
+             interval_s=0.5)
+    lines = [ln.to_dict() for ln in logs.read(iid, PROVIDER_FILE)]
+    assert [ln["text"] for ln in lines] == ["provisioning step 1", "provisioning step 2"]
+    assert {ln["source"] for ln in lines} == {"provider-api"}
+    assert logs.offset(iid, PROVISION_LOG) == 0  # SSH never answered: its stream is untouched
