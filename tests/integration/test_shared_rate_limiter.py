@@ -19,6 +19,7 @@ from vastkeep.providers.http import RetryPolicy
 from vastkeep.providers.vast import VastClient
 from vastkeep.state import Keys, SharedRateLimiter, StateStore, key_fingerprint
 from vastkeep.state.ratelimit import Reservation
+from vastkeep.tokens.manager import TokenManager
 from vastkeep.tokens.preflight import vast_client
 
 KEY = "k" * 40
@@ -179,3 +180,21 @@ def test_without_a_pacer_a_429_retry_still_waits_at_least_half_a_second(vast_stu
         client.list_instances()
     assert len(clock.sleeps) == 3 and all(s >= 0.5 for s in clock.sleeps), clock.sleeps
     assert sum(clock.sleeps) <= 3 * 0.5 + 0.5 + 1.0 + 2.0  # bounded: floor + full jitter per retry
+
+
+def test_the_vast_token_check_takes_the_shared_slot_of_the_endpoint_it_calls(redis_client: redis.Redis,
+                                                                             sim) -> None:
+    """The Vast.ai check calls ``GET /instances``, as the poller's list does: unpaced, a check sent just
+    after a list drew a 429 from the simulated cloud (its minimum gap on) and an "unknown" verdict (seen at
+    every `vastkeep up` start). Fails without the check's pacing."""
+    sim.control.set_rate_limit(min_gap_s=0.3)
+    store = StateStore(redis_client, Keys("rt-check"))
+    settings = load_settings({**sim.env(), "VAST_API_MIN_GAP_MS": "400"}, env_file=False)
+    manager = TokenManager.from_settings(settings, store)
+    verdicts = []
+    with vast_client(settings, store) as client:
+        for _ in range(3):
+            client.list_instances()
+            verdicts.append(manager.validate_service("vastai", use_cache=False)["status"])
+    assert verdicts == ["valid"] * 3
+    assert sim.control.rate_limit()["refused"] == 0

@@ -29,6 +29,8 @@ import requests
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
+from vastkeep.providers.vast import endpoint_name
+from vastkeep.state import SharedRateLimiter
 from vastkeep.state.protocols import EventSink, TokenResultStore
 from vastkeep.tokens.checks import (
     CIVITAI,
@@ -50,6 +52,8 @@ from vastkeep.tokens.checks import (
 log = logging.getLogger("vastkeep.tokens")
 
 DEFAULT_CHECK_TIMEOUT_S = 10.0
+#: what the Vast.ai token check calls (providers.md): paced with the client's calls to the same endpoint
+VAST_CHECK_ENDPOINT = endpoint_name("GET", "/instances")
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
 CHECK_POOL_SIZE = 8  # threads per service for token checks in one process, however many are asked for
@@ -156,8 +160,10 @@ class TokenManager:
         timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
         unknown_cache_ms: int = DEFAULT_UNKNOWN_CACHE_MS,
         session_factory: Callable[[], requests.Session] | None = None,
+        vast_min_gap_s: float = 0.0,
     ) -> None:
         self.store = store
+        self.vast_min_gap_s = float(vast_min_gap_s)
         self.events = events
         self.clock = clock
         self.cache_ms = int(cache_ms)
@@ -178,6 +184,7 @@ class TokenManager:
             configured={VASTAI: settings.vast_api_key, HUGGINGFACE: settings.huggingface_hub_token,
                         CIVITAI: settings.civitai_token},
             specs=check_specs(settings.vast_api_url, settings.huggingface_api_url, settings.civitai_api_url),
+            vast_min_gap_s=settings.vast_api_min_gap_s,
         )
 
     def __repr__(self) -> str:
@@ -311,12 +318,31 @@ class TokenManager:
 
     def _run_check(self, service: str, token: Secret) -> dict[str, Any]:
         try:
+            if service == VASTAI:
+                self._wait_vast_turn(token)
             return run_check(self._specs[service], token, timeout_s=self.timeout_s,
                              tested_at=lambda: iso(self.clock.now()),
                              session_factory=self._session_factory, clock=self.clock)
         except Exception as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
             return classify(service, tested_at=iso(self.clock.now()),
                             error=f"check crashed ({type(exc).__name__})")
+
+    def _wait_vast_turn(self, token: Secret) -> None:
+        """Take the key's slot on ``GET /instances`` in the shared pacer before the Vast.ai check.
+
+        The check calls the endpoint the poller lists instances with; unpaced, a check sent beside a
+        poll (every start-up: the pre-flight and the first refresh) drew a 429 and an "unknown" verdict.
+        Pacing is best effort: a Redis error here leaves the check to run (its 429 reads as unknown).
+        """
+        redis_client = getattr(self.store, "redis", None)
+        if self.vast_min_gap_s <= 0 or redis_client is None:
+            return
+        try:
+            limiter = SharedRateLimiter(redis_client, getattr(self.store, "keys", None), self.clock,
+                                        min_gap_s=self.vast_min_gap_s)
+            limiter.for_key(token.reveal()).wait_turn(VAST_CHECK_ENDPOINT)
+        except Exception as exc:  # noqa: BLE001 - pacing must never fail a check
+            log.debug("token check pacing skipped (%s)", type(exc).__name__)
 
     def _cached(self, service: str, token: Secret) -> dict[str, Any] | None:
         """The stored result if it judged this very token and is younger than its cache time."""
