@@ -173,3 +173,24 @@ def test_a_duplicate_label_keeps_the_leased_instance(cloud, redis_client) -> Non
     out = pool.run()
     assert out["destroyed"] == [[first.instance_id, "duplicate"]]
     assert [str(vi.id) for vi in pool.provider()] == [dup]
+
+
+def test_an_instance_whose_comfyui_is_lost_is_not_leased_until_it_answers_again(redis_client) -> None:
+    """Layer 4 marks a ready instance whose ComfyUI stopped answering (``extra.keepalive_lost_since``); its
+    provider still says running, so it stays ``ready`` until the pool replaces it after the grace. Leasing it
+    meanwhile hands a client a dead URL (seen in `vastkeep up`: a crash, then 5 minutes of grants)."""
+    clock = FakeClock()
+    store = StateStore(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
+    lost, healthy = ready(store, 2)
+    store.update_instance(lost, {"extra": {"keepalive_lost_since": clock.now()}})
+    assert leases.grant(60, "svc-a").instance_id == healthy
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(60, "svc-b")
+    assert busy.value.data["reason"] == "all-leased"  # the lost one is not counted as ready
+    store.update_instance(healthy, {"status": "failed"})
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(60, "svc-b")
+    assert busy.value.data["reason"] == "none-ready" and "keepalive lost" in str(busy.value)
+    store.update_instance(lost, {"extra": {}})  # a ping answered again: the runner drops the mark
+    assert leases.grant(60, "svc-b").instance_id == lost

@@ -122,3 +122,18 @@ def test_system_overview_is_one_pool_line_and_the_pool_document_has_slots_and_le
     assert tokens == ["  token vastai       valid, checked 2026-01-01 00:00:00",
                       "  token civitai      invalid (401), runtime token",
                       "  token huggingface  no recent check"]
+
+
+@pytest.mark.parametrize(("extra", "reason", "shown"), [
+    ({}, None, "-"),
+    ({"keepalive_lost_since": NOW - 30}, None, "ComfyUI not answering since"),
+    ({"keepalive_lost_since": NOW - 30}, "host offline", "host offline"),  # the provider's reason first
+    ({"keepalive_lost_since": "garbage"}, None, "-"),  # another layer's bad value is not shown as a time
+])
+def test_a_ready_instance_whose_comfyui_is_lost_says_so_in_the_table(extra, reason, shown) -> None:
+    from vastkeep.monitoring import instance_rows  # noqa: PLC0415
+
+    record = InstanceRecord(instance_id="9", status="ready", extra=extra, status_reason=reason,
+                            created_at=NOW - 100, updated_at=NOW - 10)
+    [_, row] = instance_rows({"instances": [record.to_status_dict()]})
+    assert row.split()[1] == "ready" and shown in row

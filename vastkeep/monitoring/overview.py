@@ -32,8 +32,17 @@ def instance_rows(view: Mapping[str, Any]) -> list[str]:
     """The instances of a warm-pool status document as fixed-width table lines (header first)."""
     lines = ["  " + " ".join(f"{title:<{w}}" for title, _, w in INSTANCE_COLUMNS)]
     for inst in view.get("instances") or []:
+        inst = {**inst, "statusReason": _reason(inst)}
         lines.append("  " + " ".join(f"{_cell(inst.get(k), w, k):<{w}}" for _, k, w in INSTANCE_COLUMNS))
     return lines
+
+
+def _reason(inst: Mapping[str, Any]) -> Any:
+    """The record's status reason; for a ready instance whose ComfyUI stopped answering (Layer 4), that."""
+    lost = inst.get("comfyuiLostSince")
+    if inst.get("statusReason") or not lost:
+        return inst.get("statusReason")
+    return f"ComfyUI not answering since {str(lost)[11:19]}"
 
 
 def token_lines(tokens: Mapping[str, Mapping[str, Any]]) -> list[str]:

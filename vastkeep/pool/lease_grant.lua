@@ -6,8 +6,11 @@
 -- ARGV[8] now ISO
 -- An instance is grantable when its record is "ready" under our label, no destroy claim is on it, and it has no
 -- live lease; after a lease ended (expired or released) it needs a passing port validation checked after that end
--- (Layer 3 is the health check). Lowest instance id first, so grants are deterministic.
--- Returns {1, instance id, fence, connection url} | {0, ready, leased, soonest end (epoch s or -1), unchecked}.
+-- (Layer 3 is the health check). A ready record whose Layer 4 keepalive lost ComfyUI (extra.keepalive_lost_since
+-- set, cleared when a ping answers again) is not handed out: its provider says running, its ComfyUI does not answer.
+-- Lowest instance id first, so grants are deterministic.
+-- Returns {1, instance id, fence, connection url}
+--       | {0, ready, leased, soonest end (epoch s or -1), unchecked, unreachable}.
 local now = tonumber(ARGV[3])
 local ids = redis.call('SMEMBERS', KEYS[1])
 table.sort(ids, function(a, b)
@@ -15,14 +18,22 @@ table.sort(ids, function(a, b)
   if na and nb then return na < nb end
   return a < b
 end)
-local ready, leased, unchecked, soonest = 0, 0, 0, -1
+local ready, leased, unchecked, unreachable, soonest = 0, 0, 0, 0, -1
+local function lost(rec)
+  if type(rec.extra) ~= 'table' then return false end
+  local since = rec.extra.keepalive_lost_since
+  return since ~= nil and since ~= cjson.null and since ~= false
+end
 for _, id in ipairs(ids) do
   local raw = redis.call('GET', ARGV[1] .. id)
   if raw then
     local ok, rec = pcall(cjson.decode, raw)
-    if ok and type(rec) == 'table' and rec.status == 'ready' and type(rec.label) == 'string'
+    local candidate = ok and type(rec) == 'table' and rec.status == 'ready' and type(rec.label) == 'string'
         and string.sub(rec.label, 1, string.len(ARGV[2])) == ARGV[2]
-        and redis.call('HEXISTS', KEYS[5], id) == 0 then
+        and redis.call('HEXISTS', KEYS[5], id) == 0
+    if candidate and lost(rec) then
+      unreachable = unreachable + 1
+    elseif candidate then
       ready = ready + 1
       local free = true
       local entry_raw = redis.call('HGET', KEYS[2], id)
@@ -55,4 +66,4 @@ for _, id in ipairs(ids) do
     end
   end
 end
-return {0, ready, leased, tostring(soonest), unchecked}
+return {0, ready, leased, tostring(soonest), unchecked, unreachable}

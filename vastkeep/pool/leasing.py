@@ -124,7 +124,10 @@ class PoolLeases:
             retry = min(max(1, int(soonest - now + 0.999)), self.retry_s)
             raise LeaseBusy(f"all {leased} ready instance(s) are leased", retry_after_s=retry,
                             delay_s=float(retry), reason="all-leased")
-        why = "instances are being health-checked after a lease" if unchecked else "no instance is ready yet"
+        unreachable = int(reply[5]) if len(reply) > 5 else 0
+        why = ("instances are being health-checked after a lease" if unchecked else
+               f"ComfyUI does not answer on {unreachable} ready instance(s) (keepalive lost; being replaced)"
+               if unreachable else "no instance is ready yet")
         raise LeaseBusy(why, retry_after_s=self.retry_s, delay_s=float(self.retry_s), reason="none-ready")
 
     def renew(self, lease_id: Any, duration_s: Any, *, rotate: bool = False) -> dict[str, Any]:
