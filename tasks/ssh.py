@@ -17,6 +17,8 @@ import os
 import threading
 from typing import Any
 
+from celery.signals import worker_shutting_down
+
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import ConfigError
 from vastkeep.ssh import CollectorConfig, LogStore, load_private_key
@@ -35,6 +37,15 @@ PROVIDER_LOG_WAIT_S = 20.0
 COLLECT = "vastkeep.ssh.collect"
 _local: dict[str, Any] = {}
 _lock = threading.Lock()
+#: Set when this worker begins its (warm) shutdown: every collector it runs ends its hold and hands over,
+#: so a threads worker (the SSH worker's pool) stops in seconds instead of waiting out holds of minutes
+#: (and being SIGKILLed). The signal fires in the main process: prefork children never see it.
+SHUTTING_DOWN = threading.Event()
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    SHUTTING_DOWN.set()
 
 
 def _raw_redis() -> Any:
@@ -95,7 +106,7 @@ def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
                                      clock=res.clock, while_ready=settings.ssh_collect_while_ready,
                                      provider_fetch=_provider_fetch(res),
                                      allow_loopback=bool(settings.vastkeep_simulated),
-                                     provider_tail=settings.ssh_provider_log_tail)
+                                     provider_tail=settings.ssh_provider_log_tail, stop=SHUTTING_DOWN)
 
     result = retry_on_redis(self, go, WHAT)
     if result.get("continue"):

@@ -109,3 +109,46 @@ def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused
     assert [ln["text"] for ln in lines] == ["provisioning step 1", "provisioning step 2"]
     assert {ln["source"] for ln in lines} == {"provider-api"}
     assert logs.offset(iid, PROVISION_LOG) == 0  # SSH never answered: its stream is untouched
+
+
+def test_a_warm_shutdown_ends_the_holds_at_once_and_hands_the_collectors_over(chaos, sim) -> None:
+    """SIGTERM (systemd stop, `vastkeep up` Ctrl-C) starts Celery's warm shutdown, which waits for running
+    tasks: collectors holding for minutes made the threads worker wait them out and be SIGKILLed (seen in
+    `vastkeep up`). Each collector now ends on the shutdown and queues its continuation, which a second
+    worker takes with nothing lost. Fails without the shutdown hook (the worker is still alive at 15 s)."""
+    rs = chaos.redis()
+    r = rs.client()
+    keys = Keys()
+    store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
+        LeaseManager(r, keys)
+    instances = [_record(sim, store) for _ in range(3)]
+    env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
+                    SSH_COLLECT_HOLD_S="300", SSH_READY_TIMEOUT_MS="10000")
+    first = chaos.worker("worker", "ssh-stop-a", env, pool="threads", concurrency=8, queues=(SSH_QUEUE,))
+    first.wait_ready()
+    client = chaos.client(rs.url, env)
+    for iid, path in instances:
+        with open(path, "ab") as fh:
+            fh.write(f"before the stop {iid}\n".encode())
+        client.send_task("vastkeep.ssh.collect", args=[iid])
+    names = [f"ssh-collector:{iid}" for iid, _ in instances]
+    wait_for(lambda: all(b.get("state") == "streaming"
+                         for b in read_heartbeats(r, keys, SystemClock(), names).values())
+             and len(read_heartbeats(r, keys, SystemClock(), names)) == 3, 60, "3 collectors streaming",
+             interval_s=0.2)
+    fences = {iid: leases.last_fence(lease_name(iid)) for iid, _ in instances}
+    t0 = time.monotonic()
+    first.proc.send_signal(15)
+    first.proc.wait(15)  # raises TimeoutExpired when the holds are waited out
+    stopped_in = time.monotonic() - t0
+    assert stopped_in < 15, stopped_in
+    for iid, path in instances:
+        with open(path, "ab") as fh:
+            fh.write(f"after the stop {iid}\n".encode())
+    second = chaos.worker("worker", "ssh-stop-b", env, pool="threads", concurrency=8, queues=(SSH_QUEUE,))
+    second.wait_ready()
+    for iid, path in instances:  # the continuations the first worker queued, taken by the second
+        wait_for(lambda i=iid: leases.last_fence(lease_name(i)) > fences[i], 60, f"{iid} continued")
+        size = path.stat().st_size
+        wait_for(lambda i=iid, s=size: logs.offset(i, PROVISION_LOG) >= s, 60, f"{iid} catches up")
+        assert logs.read_all_bytes(iid, PROVISION_LOG) == path.read_bytes()

@@ -134,14 +134,15 @@ class Collector:
     def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
                  lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
                  events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
-                 lost: threading.Event | None = None, provider_log: ProviderLog | None = None) -> None:
+                 lost: threading.Event | None = None, provider_log: ProviderLog | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.iid = str(instance_id)
         self.redis, self.keys, self.store = redis_client, keys, logstore
         self.lease, self.pkey, self.get_record, self.cfg = lease, pkey, get_record, config
         self.events, self.clock = events, clock
         self.rng = rng or random.SystemRandom()
         self.lost = lost or threading.Event()
-        self.stop_event = threading.Event()
+        self.stop_event = stop or threading.Event()  # the worker's shutdown, shared by its collectors
         self.pins = HostKeyPins(redis_client, keys, events)
         self.tailer = Tailer(self.iid, logstore, lease.fence, events, config.health_timeout_s,
                              config.ready_timeout_s, clock.monotonic)

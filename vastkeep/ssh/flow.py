@@ -75,11 +75,13 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
                  config: CollectorConfig, pkey: paramiko.PKey, events: Any = None,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
                  while_ready: bool = False, provider_fetch: Fetch | None = None,
-                 allow_loopback: bool = False, provider_tail: int = DEFAULT_TAIL) -> dict[str, Any]:
+                 allow_loopback: bool = False, provider_tail: int = DEFAULT_TAIL,
+                 stop: threading.Event | None = None) -> dict[str, Any]:
     """Run one bounded collection of ``instance_id``; ``continue`` in the result says whether a
-    continuation should follow (the instance still wants a collector). ``provider_fetch`` (the provider's
-    log API, :mod:`vastkeep.ssh.provider_log`) is read while SSH stays down; ``allow_loopback`` admits a
-    loopback ``result_url`` (the simulated cloud only)."""
+    continuation should follow (the instance still wants a collector). ``stop`` (the worker shutting down)
+    ends the run early, like the end of the hold: the continuation goes to whichever worker is left.
+    ``provider_fetch`` (the provider's log API, :mod:`vastkeep.ssh.provider_log`) is read while SSH stays
+    down; ``allow_loopback`` admits a loopback ``result_url`` (the simulated cloud only)."""
     iid = str(instance_id)
     rec = store.get_instance(iid)
     if rec is None or not wants_collector(rec.status, while_ready):
@@ -98,13 +100,13 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
             collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
                                   pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
                                   events=events, clock=clock, rng=rng, lost=keeper.lost,
-                                  provider_log=provider_log)
+                                  provider_log=provider_log, stop=stop)
             result = collector.run().to_dict()
     finally:
         leases.release(lease)
     rec = store.get_instance(iid)
     wanted = rec is not None and wants_collector(rec.status, while_ready)
-    more = result["stopped"] == "hold-expired" and wanted
+    more = result["stopped"] in ("hold-expired", "stop") and wanted
     if not more:
         clear_heartbeat(redis_client, keys, heartbeat_name(iid))
     result |= {"fence": lease.fence, "continue": more}
