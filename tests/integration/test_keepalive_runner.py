@@ -75,12 +75,12 @@ def kinds(events: Any, iid: str) -> list[str]:
     return [e.kind for e in events.read(after="0-0", count=10_000) if e.fields.get("instance_id") == iid]
 
 
-def wait_for(cond: Any, timeout_s: float) -> float:
+def wait_for(cond: Any, timeout_s: float, every_s: float = 0.02) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if cond():
             return time.monotonic() - start
-        time.sleep(0.02)
+        time.sleep(every_s)
     raise AssertionError(f"not within {timeout_s}s")
 
 
@@ -209,14 +209,15 @@ def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(si
     baseline = open_fds()
     policy = KeepalivePolicy(interval_s=2, timeout_s=2, max_failures=3)
     with Running(redis_client, store, events, policy=policy, run_s=40) as r:
+        # reading 1,000 states is itself CPU in this process (the runner's): poll it sparingly
         wait_for(lambda: sum(s.total_pings > 0 for s in read_states(redis_client, Keys(), ids).values())
-                 == len(ids), 10)
+                 == len(ids), 10, every_s=0.5)
         held = open_fds()
         for iid in ids:  # the instances go away (destroyed, failed ...): the runner lets go of them
             store.delete_instance(iid)
         wait_for(lambda: not r.runner.watches, 5)
         # idle keep-alive connections expire after interval + timeout + 2 s; aiohttp sweeps at that period
-        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4)
+        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4, every_s=0.2)
         after = open_fds()
         r.runner.request_stop()
     assert held >= baseline + len(ids) // 2  # keep-alive connections and held /ws sockets were open

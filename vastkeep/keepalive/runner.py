@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_delay
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -75,19 +76,33 @@ class RunnerConfig:
     fast_path: bool = True
     acquire_wait_s: float = 3.0
     max_connections: int = 0  # 0: no limit beyond one keep-alive connection per instance
+    #: websocket handshakes in flight at once: a run's start (thousands of them) must not starve the pings
+    #: nor time its own handshakes out under load and retry them
+    ws_handshakes: int = 64
 
 
 @dataclass
 class _Watch:
     url: str
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    stats_url: URL | None = None  # parsed once: the steady path does not re-parse a URL per ping
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # a ping succeeded since it was cleared
+
+    def __post_init__(self) -> None:
+        self.stats_url = URL(self.url.rstrip("/") + "/system_stats")
 
 
 async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[bool, str | None]:
     """One keepalive ping: ``GET <url>/system_stats`` → 200 with ComfyUI's stats body, within the deadline."""
+    return await ping_stats(session, URL(url.rstrip("/") + "/system_stats"), timeout_s)
+
+
+async def ping_stats(session: aiohttp.ClientSession, stats_url: URL,
+                     timeout_s: float) -> tuple[bool, str | None]:
+    """:func:`ping` with the ``/system_stats`` URL already built (what a shard runner calls)."""
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.get(url.rstrip("/") + "/system_stats", allow_redirects=False) as resp:
+            async with session.get(stats_url, allow_redirects=False) as resp:
                 body = await resp.content.read(MAX_BODY_BYTES + 1)
                 if resp.status != 200:
                     return False, f"HTTP {resp.status}"
@@ -130,7 +145,11 @@ class ShardRunner:
         self._dirty: set[str] = set()
         self._signals: list[tuple[str, Signal]] = []
         self.pings = 0
+        self.ws_attempts = 0  # websocket handshakes tried (a storm of them is CPU the pings do not get)
+        self.ws_closes = 0  # established websockets that closed
         self._session: aiohttp.ClientSession | None = None
+        self._handshakes: asyncio.Semaphore | None = None
+        self._shard_cache: dict[str, int] = {}
         self._stop_requested = False
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
@@ -147,6 +166,7 @@ class ShardRunner:
                                          force_close=False, enable_cleanup_closed=True,
                                          keepalive_timeout=self.policy.interval_s + self.policy.timeout_s + 2)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._handshakes = asyncio.Semaphore(max(1, self.config.ws_handshakes))
         started = self.clock.monotonic()
         flusher = asyncio.create_task(self._flush_loop())
         # renew well inside the lease TTL; look for new or departed instances every refresh_s
@@ -177,6 +197,7 @@ class ShardRunner:
             if result != "lost":
                 await asyncio.to_thread(self.leases.release, lease)
         return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states),
+                "ws_attempts": self.ws_attempts, "ws_closes": self.ws_closes,
                 "lateness_p50_s": _quantile(self.lateness_s, 0.5),
                 "lateness_p99_s": _quantile(self.lateness_s, 0.99)}
 
@@ -195,10 +216,7 @@ class ShardRunner:
 
     # ── which instances ─────────────────────────────────────────────────────
     async def _refresh(self) -> None:
-        records = await asyncio.to_thread(self.store.list_instances)
-        want = {r.instance_id: r.connection_url for r in records
-                if r.status == "ready" and r.connection_url
-                and shard_of(r.instance_id, self.config.shards) == self.shard}
+        want = await asyncio.to_thread(self._wanted)
         for iid in [i for i, w in self.watches.items() if want.get(i) != w.url]:
             await self._unwatch(iid)
         new = [iid for iid in want if iid not in self.watches]
@@ -212,6 +230,21 @@ class ShardRunner:
             if self.config.fast_path:
                 watch.tasks.append(asyncio.create_task(self._hold_loop(iid, watch)))
             self.watches[iid] = watch
+
+    def _wanted(self) -> dict[str, str]:
+        """This shard's ready instances and their URLs: one SMEMBERS, then only this shard's records are
+        read and decoded (every runner decoding the whole pool every refresh grows with pool × runners)."""
+        shards, cache = self.config.shards, self._shard_cache
+        mine = []
+        for iid in self.store.instance_ids():
+            n = cache.get(iid)
+            if n is None:
+                n = cache[iid] = shard_of(iid, shards)
+            if n == self.shard:
+                mine.append(iid)
+        records = self.store.get_instances(mine)
+        return {iid: str(r.connection_url) for iid, r in records.items()
+                if r.status == "ready" and r.connection_url}
 
     async def _unwatch(self, iid: str) -> None:
         watch = self.watches.pop(iid, None)
@@ -236,22 +269,31 @@ class ShardRunner:
                 await asyncio.sleep(wait)
             if len(self.lateness_s) < LATENESS_SAMPLES:
                 self.lateness_s.append(max(0.0, self.clock.now() - due))
-            ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+            ok, error = await ping_stats(self._session, watch.stats_url, self.policy.timeout_s)
             self.pings += 1
+            if ok:
+                watch.answered.set()
             state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
             self._apply(iid, state, signals)
             due = state.next_ping_at or (self.clock.now() + self.policy.interval_s)
 
     async def _hold_loop(self, iid: str, watch: _Watch) -> None:
-        """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping."""
-        assert self._session is not None
+        """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping.
+
+        A handshake that fails (ComfyUI down, hung or unreachable: its pings are failing too) is retried only
+        once a ping has answered again — within one interval for a healthy instance — instead of every few
+        seconds: a hung instance's retries would cost more CPU than all its pings and fill its accept
+        queue."""
+        assert self._session is not None and self._handshakes is not None
         ws_url = watch.url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         ws_url += f"/ws?clientId=vastkeep-{iid}"
         attempt = 0
         while True:
             established = False
+            self.ws_attempts += 1
+            watch.answered.clear()
             try:
-                async with asyncio.timeout(self.policy.timeout_s):
+                async with self._handshakes, asyncio.timeout(self.policy.timeout_s):
                     ws = await self._session.ws_connect(ws_url, autoping=True, heartbeat=None,
                                                         max_msg_size=MAX_BODY_BYTES)
                 established = True
@@ -262,13 +304,18 @@ class ShardRunner:
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             if established:
-                ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+                self.ws_closes += 1
+                ok, error = await ping_stats(self._session, watch.stats_url, self.policy.timeout_s)
                 self.pings += 1
+                if ok:
+                    watch.answered.set()
                 state, signals = after_close(self.states[iid], ok, error or "connection closed",
                                              self.clock.now(), self.policy)
                 self._apply(iid, state, signals)
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt, WS_BACKOFF, self.rng))
+            if not established:
+                await watch.answered.wait()
 
     def _apply(self, iid: str, state: KeepaliveState, signals: list[Signal]) -> None:
         if iid not in self.watches:
