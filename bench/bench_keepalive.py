@@ -1,7 +1,7 @@
 """Layer 4 at scale: shard-runner worker processes vs a bare asyncio client doing the same pings, same run.
 
     .venv/bin/python bench/bench_keepalive.py [--instances 10000] [--hang 0.1] [--cadence-s 30]
-        [--timeout-s 5] [--window-s 75] [--run-s 60] [--workers 1,2,4] [--crashes 20] [--blackholes 5]
+        [--timeout-s 5] [--window-s 75] [--run-s 300] [--workers 1,2,4] [--crashes 20] [--blackholes 5]
         [--per-sim 2500] [--no-detect] [--quick]
 
 Setup: a private redis-server, the simulated cloud split over ``ceil(instances / per-sim)`` simulator
@@ -52,6 +52,7 @@ from vastkeep.keepalive import KeepalivePolicy, KeepaliveState, shard_of  # noqa
 from vastkeep.state.events import EventLog  # noqa: E402
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys  # noqa: E402
 from vastkeep.state.store import InstanceRecord, StateStore  # noqa: E402
+from worker.limits import KEEPALIVE_RUN_S  # noqa: E402
 
 BARE_PER_PROC = 15_000
 LEAD_S = 5.0  # the runners' first pings are due (at most) this long after their processes are started
@@ -91,7 +92,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout-s", type=float, default=5.0, help="COMFYUI_KEEPALIVE_TIMEOUT_MS (default 5 s)")
     ap.add_argument("--max-failures", type=int, default=5)
     ap.add_argument("--window-s", type=float, default=None, help="per phase (default 2 × cadence + 15)")
-    ap.add_argument("--run-s", type=float, default=60.0, help="one run_shard run (KEEPALIVE_RUN_S)")
+    ap.add_argument("--run-s", type=float, default=KEEPALIVE_RUN_S, help="one run_shard run")
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--crashes", type=int, default=20)
     ap.add_argument("--blackholes", type=int, default=5)

@@ -41,17 +41,17 @@ from vastkeep.keepalive.decide import (
     first_ping_at,
     shard_of,
 )
-from vastkeep.ports import is_comfyui_stats
+from vastkeep.keepalive.probe import MAX_BODY_BYTES, ping_stats
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, Store
+from vastkeep.state.store import InstanceRecord
 
 log = logging.getLogger("vastkeep.keepalive")
 
 LEASE_PREFIX = "keepalive-shard"
 WS_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
-MAX_BODY_BYTES = 64 * 1024
 LATENESS_SAMPLES = 200_000
 
 
@@ -92,38 +92,6 @@ class _Watch:
         self.stats_url = URL(self.url.rstrip("/") + "/system_stats")
 
 
-async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[bool, str | None]:
-    """One keepalive ping: ``GET <url>/system_stats`` → 200 with ComfyUI's stats body, within the deadline."""
-    return await ping_stats(session, URL(url.rstrip("/") + "/system_stats"), timeout_s)
-
-
-async def ping_stats(session: aiohttp.ClientSession, stats_url: URL,
-                     timeout_s: float) -> tuple[bool, str | None]:
-    """:func:`ping` with the ``/system_stats`` URL already built (what a shard runner calls)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            async with session.get(stats_url, allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
-                if resp.status != 200:
-                    return False, f"HTTP {resp.status}"
-        data = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
-    except TimeoutError:
-        return False, f"timeout after {timeout_s:g}s"
-    except aiohttp.ClientConnectorError as exc:
-        os_error = getattr(exc, "os_error", None)
-        refused = isinstance(os_error, ConnectionRefusedError) or "refused" in str(exc).lower()
-        return False, "connection refused" if refused else f"connect failed: {exc.strerror}"
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError):
-        return False, "connection reset"
-    except aiohttp.ClientError as exc:
-        return False, f"HTTP error: {type(exc).__name__}"
-    except ValueError:
-        return False, "wrong body: not JSON"
-    if not is_comfyui_stats(data):
-        return False, "wrong body: not ComfyUI system_stats"
-    return True, None
-
-
 class ShardRunner:
     """Pings one shard of the ready instances for a bounded run; see the module docstring."""
 
@@ -150,6 +118,7 @@ class ShardRunner:
         self._session: aiohttp.ClientSession | None = None
         self._handshakes: asyncio.Semaphore | None = None
         self._shard_cache: dict[str, int] = {}
+        self._record_cache: dict[str, tuple[Any, str | None]] = {}  # id → (raw record, URL if ready)
         self._stop_requested = False
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
@@ -232,19 +201,35 @@ class ShardRunner:
             self.watches[iid] = watch
 
     def _wanted(self) -> dict[str, str]:
-        """This shard's ready instances and their URLs: one SMEMBERS, then only this shard's records are
-        read and decoded (every runner decoding the whole pool every refresh grows with pool × runners)."""
-        shards, cache = self.config.shards, self._shard_cache
+        """This shard's ready instances and their URLs: one SMEMBERS, one MGET of this shard's records, and
+        only records that changed since the last refresh are decoded (decoding the whole pool in every
+        runner every few seconds grows with pool × runners and was a tenth of a runner's CPU)."""
+        shards, shard_cache, cache = self.config.shards, self._shard_cache, self._record_cache
         mine = []
         for iid in self.store.instance_ids():
-            n = cache.get(iid)
+            n = shard_cache.get(iid)
             if n is None:
-                n = cache[iid] = shard_of(iid, shards)
+                n = shard_cache[iid] = shard_of(iid, shards)
             if n == self.shard:
                 mine.append(iid)
-        records = self.store.get_instances(mine)
-        return {iid: str(r.connection_url) for iid, r in records.items()
-                if r.status == "ready" and r.connection_url}
+        raws = self.redis.mget([self.keys.instance(i) for i in mine]) if mine else []
+        want: dict[str, str] = {}
+        seen: dict[str, tuple[Any, str | None]] = {}
+        for iid, raw in zip(mine, raws, strict=True):
+            if raw is None:
+                continue
+            hit = cache.get(iid)
+            if hit is None or hit[0] != raw:
+                try:
+                    rec = InstanceRecord.from_dict(json.loads(raw))
+                except (ValueError, TypeError, AttributeError):
+                    continue  # unreadable: the store logs it where it is read for status
+                hit = (raw, str(rec.connection_url) if rec.status == "ready" and rec.connection_url else None)
+            seen[iid] = hit
+            if hit[1]:
+                want[iid] = hit[1]
+        self._record_cache = seen
+        return want
 
     async def _unwatch(self, iid: str) -> None:
         watch = self.watches.pop(iid, None)
