@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import resource
 import threading
 import time
@@ -89,31 +90,41 @@ class SimCluster:
         self.sims: list[SimulatorProcess] = []
         n = max(1, -(-count // per_sim))
         sizes = [count // n + (1 if i < count % n else 0) for i in range(n)]
-        seed, nets = 1000, set()
+        self._seed, self._nets = 1000, set()  # type: ignore[var-annotated]
         try:
-            while len(self.sims) < n:
-                seed += 1
-                net = __import__("random").Random(seed).randrange(1, 250)
-                if net in nets:
-                    continue  # the same /16 as another simulator: pick another seed
-                nets.add(net)
-                self.sims.append(spawn(["--ssh-backend", "off", "--seed", str(seed)]))
-            with ThreadPoolExecutor(len(self.sims)) as pool:
-                list(pool.map(lambda a: a[0].control.bulk_create(a[1], timeout_s=900),
-                              zip(self.sims, sizes, strict=True)))
+            with ThreadPoolExecutor(n) as pool:
+                self.sims = list(pool.map(self._start, sizes))
+            # Simulators draw instance ids from overlapping ranges: the bench's id is k × 10^8 + the sim's id
             self.urls: dict[str, str] = {}
-            self.owner: dict[str, SimulatorProcess] = {}
-            for sim in self.sims:
+            self.owner: dict[str, tuple[SimulatorProcess, int]] = {}
+            for k, sim in enumerate(self.sims, start=1):
                 with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(5.0, 120.0)) as vast:
                     for vi in vast.list_instances():
-                        self.urls[str(vi.id)] = f"http://{vi.public_ip}:{vi.ports['8188/tcp']}"
-                        self.owner[str(vi.id)] = sim
+                        iid = str(k * 100_000_000 + int(vi.id))
+                        self.urls[iid] = f"http://{vi.public_ip}:{vi.ports['8188/tcp']}"
+                        self.owner[iid] = (sim, int(vi.id))
         except BaseException:
             self.stop()
             raise
-        if len(set(self.urls.values())) != len(self.urls):
+        if len(set(self.urls.values())) != len(self.urls) or len(self.urls) != count:
             self.stop()
-            raise RuntimeError("two simulated instances share an address")
+            raise RuntimeError(f"{len(self.urls)} distinct simulated instances, {count} asked for")
+
+    def _start(self, size: int) -> SimulatorProcess:
+        """One simulator with ``size`` running instances. Another simulator on the machine (another
+        engineer's) may use the same 127.X/16: then creations fail on taken ports, and we try another X."""
+        for _ in range(8):
+            self._seed += 1
+            net = random.Random(self._seed).randrange(1, 250)  # what the simulator draws first
+            if net in self._nets:
+                continue
+            self._nets.add(net)
+            sim = spawn(["--ssh-backend", "off", "--seed", str(self._seed)])
+            if sim.control.bulk_create(size, timeout_s=900)["failed"] == 0:
+                return sim
+            sim.stop()
+            sim.remove_state_dir()
+        raise RuntimeError("no free 127.X/16 for a simulator after 8 tries")
 
     @property
     def pids(self) -> list[int]:
@@ -125,7 +136,7 @@ class SimCluster:
     def each(self, action: str, ids: list[str]) -> None:
         """Apply a control action (``hang_comfy``, ``crash_comfy``, ``blackhole``, ``restore_comfy``)."""
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: getattr(self.owner[i].control, action)(int(i)), ids))
+            list(pool.map(lambda i: getattr(self.owner[i][0].control, action)(self.owner[i][1]), ids))
 
     def stop(self) -> None:
         for sim in self.sims:
