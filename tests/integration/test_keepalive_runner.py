@@ -109,6 +109,22 @@ def test_a_crash_is_seen_in_under_two_seconds_through_the_held_connection(sim, r
     assert r.lost and r.lost[0][0] == iid  # the immediate poll was asked for
 
 
+def test_a_crash_between_two_runs_is_seen_at_once_through_the_refused_handshake(sim, redis_client, store,
+                                                                                  events):
+    """The continuation starts after ComfyUI died: no held socket can close, but the refused handshake is
+    confirmed by one ping and reported at once, not 5 intervals later."""
+    slow = KeepalivePolicy(interval_s=30, timeout_s=1, max_failures=5)  # the pings alone would take minutes
+    iid = ready_instance(sim, store)
+    with Running(redis_client, store, events, policy=slow, run_s=1.5):
+        wait_for(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
+    sim.control.crash_comfy(int(iid))
+    with Running(redis_client, store, events, policy=slow, run_s=4):
+        took = wait_for(lambda: "connection-lost" in kinds(events, iid), 4)
+    assert took < 2.0
+    lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"]
+    assert len(lost) == 1 and lost[0].fields["detectedBy"] == CONNECTION_CLOSED
+
+
 @pytest.mark.parametrize("fault", ["hang", "error500", "wrong_body", "blackhole", "refuse", "slow_over"])
 def test_each_failure_kind_is_lost_after_max_failures(sim, redis_client, store, events, fault):
     iid = ready_instance(sim, store)

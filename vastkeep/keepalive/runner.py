@@ -265,16 +265,18 @@ class ShardRunner:
     async def _hold_loop(self, iid: str, watch: _Watch) -> None:
         """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping.
 
-        A handshake that fails (ComfyUI down, hung or unreachable: its pings are failing too) is retried only
-        once a ping has answered again — within one interval for a healthy instance — instead of every few
-        seconds: a hung instance's retries would cost more CPU than all its pings and fill its accept
-        queue."""
+        A handshake refused or reset (nothing listens: ComfyUI died, say between two runs of the shard, when
+        no socket was held to close) is confirmed the same way, so a crash during a hand-over is still seen at
+        once. A handshake that fails otherwise (ComfyUI hung or unreachable: its pings are failing too) is
+        retried only once a ping has answered again — within one interval for a healthy instance — instead of
+        every few seconds: a hung instance's retries would cost more CPU than all its pings and fill its
+        accept queue."""
         assert self._session is not None and self._handshakes is not None
         ws_url = watch.url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         ws_url += f"/ws?clientId=vastkeep-{iid}"
         attempt = 0
         while True:
-            established = False
+            established = refused = False
             self.ws_attempts += 1
             watch.answered.clear()
             try:
@@ -286,10 +288,14 @@ class ShardRunner:
                 async with ws:
                     async for _msg in ws:  # status frames; we only care that the socket stays open
                         pass
+            except aiohttp.ClientConnectorError as exc:  # before ClientOSError: it is one
+                refused = isinstance(exc.os_error, ConnectionRefusedError | ConnectionResetError)
+            except (aiohttp.ServerDisconnectedError, ConnectionResetError):
+                refused = not established
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
-            if established:
-                self.ws_closes += 1
+            if established or (refused and not self.states[iid].lost):
+                self.ws_closes += established
                 ok, error = await ping_stats(self._session, watch.stats_url, self.policy.timeout_s)
                 self.pings += 1
                 if ok:
