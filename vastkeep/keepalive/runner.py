@@ -265,12 +265,13 @@ class ShardRunner:
     async def _hold_loop(self, iid: str, watch: _Watch) -> None:
         """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping.
 
-        A handshake refused or reset (nothing listens: ComfyUI died, say between two runs of the shard, when
-        no socket was held to close) is confirmed the same way, so a crash during a hand-over is still seen at
-        once. A handshake that fails otherwise (ComfyUI hung or unreachable: its pings are failing too) is
-        retried only once a ping has answered again — within one interval for a healthy instance — instead of
-        every few seconds: a hung instance's retries would cost more CPU than all its pings and fill its
-        accept queue."""
+        A refused handshake (nothing listens: ComfyUI died, say between two runs of the shard, when no
+        socket was held to close) is a crash when the confirming ping is refused too, so a crash during a
+        hand-over is still seen at once; refused then silent is a flapping route, counted as one failed ping.
+        A handshake that fails otherwise (ComfyUI hung or unreachable: its pings are failing too) is retried
+        only once a ping has answered again — within one interval for a healthy instance — instead of every
+        few seconds: a hung instance's retries would cost more CPU than all its pings and fill its accept
+        queue."""
         assert self._session is not None and self._handshakes is not None
         ws_url = watch.url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         ws_url += f"/ws?clientId=vastkeep-{iid}"
@@ -289,9 +290,7 @@ class ShardRunner:
                     async for _msg in ws:  # status frames; we only care that the socket stays open
                         pass
             except aiohttp.ClientConnectorError as exc:  # before ClientOSError: it is one
-                refused = isinstance(exc.os_error, ConnectionRefusedError | ConnectionResetError)
-            except (aiohttp.ServerDisconnectedError, ConnectionResetError):
-                refused = not established
+                refused = isinstance(exc.os_error, ConnectionRefusedError)
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             if established or (refused and not self.states[iid].lost):
@@ -300,8 +299,11 @@ class ShardRunner:
                 self.pings += 1
                 if ok:
                     watch.answered.set()
-                state, signals = after_close(self.states[iid], ok, error or "connection closed",
-                                             self.clock.now(), self.policy)
+                if established or ok or error == "connection refused":
+                    state, signals = after_close(self.states[iid], ok, error or "connection closed",
+                                                 self.clock.now(), self.policy)
+                else:  # refused, then silence: a route flapping, not a dead process — an ordinary failure
+                    state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
                 self._apply(iid, state, signals)
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt, WS_BACKOFF, self.rng))
