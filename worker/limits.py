@@ -39,7 +39,7 @@ SWEEP_PROBE_ROUNDS = 4
 #: Redis round trips (records, leases, results), process scheduling
 SLACK_S = 15.0
 #: how long one keepalive shard runner holds its shard before handing over (tasks/keepalive.py)
-KEEPALIVE_RUN_S = 60.0
+KEEPALIVE_RUN_S = 300.0
 #: how long one polling dispatcher runs before handing over (tasks/polling.py)
 POLL_DISPATCH_RUN_S = 50.0
 #: soft → hard: the time a task has to return a partial result after SoftTimeLimitExceeded

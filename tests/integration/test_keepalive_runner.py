@@ -75,12 +75,12 @@ def kinds(events: Any, iid: str) -> list[str]:
     return [e.kind for e in events.read(after="0-0", count=10_000) if e.fields.get("instance_id") == iid]
 
 
-def wait_for(cond: Any, timeout_s: float) -> float:
+def wait_for(cond: Any, timeout_s: float, every_s: float = 0.02) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if cond():
             return time.monotonic() - start
-        time.sleep(0.02)
+        time.sleep(every_s)
     raise AssertionError(f"not within {timeout_s}s")
 
 
@@ -107,6 +107,22 @@ def test_a_crash_is_seen_in_under_two_seconds_through_the_held_connection(sim, r
     extra = store.get_instance(iid).extra  # the warm pool replaces it once this is older than its grace
     assert extra["keepalive_detected_by"] == CONNECTION_CLOSED and extra["keepalive_lost_since"] > 0
     assert r.lost and r.lost[0][0] == iid  # the immediate poll was asked for
+
+
+def test_a_crash_between_two_runs_is_seen_at_once_through_the_refused_handshake(sim, redis_client, store,
+                                                                                  events):
+    """The continuation starts after ComfyUI died: no held socket can close, but the refused handshake is
+    confirmed by one ping and reported at once, not 5 intervals later."""
+    slow = KeepalivePolicy(interval_s=30, timeout_s=1, max_failures=5)  # the pings alone would take minutes
+    iid = ready_instance(sim, store)
+    with Running(redis_client, store, events, policy=slow, run_s=1.5):
+        wait_for(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
+    sim.control.crash_comfy(int(iid))
+    with Running(redis_client, store, events, policy=slow, run_s=4):
+        took = wait_for(lambda: "connection-lost" in kinds(events, iid), 4)
+    assert took < 2.0
+    lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"]
+    assert len(lost) == 1 and lost[0].fields["detectedBy"] == CONNECTION_CLOSED
 
 
 @pytest.mark.parametrize("fault", ["hang", "error500", "wrong_body", "blackhole", "refuse", "slow_over"])
@@ -209,14 +225,15 @@ def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(si
     baseline = open_fds()
     policy = KeepalivePolicy(interval_s=2, timeout_s=2, max_failures=3)
     with Running(redis_client, store, events, policy=policy, run_s=40) as r:
+        # reading 1,000 states is itself CPU in this process (the runner's): poll it sparingly
         wait_for(lambda: sum(s.total_pings > 0 for s in read_states(redis_client, Keys(), ids).values())
-                 == len(ids), 10)
+                 == len(ids), 10, every_s=0.5)
         held = open_fds()
         for iid in ids:  # the instances go away (destroyed, failed ...): the runner lets go of them
             store.delete_instance(iid)
         wait_for(lambda: not r.runner.watches, 5)
         # idle keep-alive connections expire after interval + timeout + 2 s; aiohttp sweeps at that period
-        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4)
+        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4, every_s=0.2)
         after = open_fds()
         r.runner.request_stop()
     assert held >= baseline + len(ids) // 2  # keep-alive connections and held /ws sockets were open

@@ -2,6 +2,7 @@
 
 - ``decide``: pure; what a ping or a closed connection means (the guide's counters and alert rules,
   suspect mode, the handover rule, shard assignment, the guide's status shapes).
+- ``probe``: the ping itself (``GET /system_stats`` within a deadline, failures named as the guide does).
 - ``runner``: one shard of the ready instances pinged by one long-lived asyncio loop under a fenced
   lease, holding ComfyUI's ``/ws`` per instance so a crash is seen at once.
 
@@ -19,18 +20,18 @@ from vastkeep.keepalive.decide import (
     shard_of,
     status_view,
 )
+from vastkeep.keepalive.probe import ping, ping_stats
 from vastkeep.keepalive.runner import (
     RunnerConfig,
     ShardRunner,
     daemon_name,
     lease_name,
-    ping,
     read_states,
     run_shard,
 )
 
 __all__ = [
     "CONNECTION_CLOSED", "PING_FAILURES", "KeepalivePolicy", "KeepaliveState", "RunnerConfig", "ShardRunner",
-    "after_close", "after_ping", "daemon_name", "lease_name", "ping", "pool_view", "read_states", "run_shard",
-    "shard_of", "status_view",
+    "after_close", "after_ping", "daemon_name", "lease_name", "ping", "ping_stats", "pool_view",
+    "read_states", "run_shard", "shard_of", "status_view",
 ]

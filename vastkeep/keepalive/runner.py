@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_delay
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -40,17 +41,17 @@ from vastkeep.keepalive.decide import (
     first_ping_at,
     shard_of,
 )
-from vastkeep.ports import is_comfyui_stats
+from vastkeep.keepalive.probe import MAX_BODY_BYTES, ping_stats
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, Store
+from vastkeep.state.store import InstanceRecord
 
 log = logging.getLogger("vastkeep.keepalive")
 
 LEASE_PREFIX = "keepalive-shard"
 WS_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
-MAX_BODY_BYTES = 64 * 1024
 LATENESS_SAMPLES = 200_000
 
 
@@ -75,38 +76,20 @@ class RunnerConfig:
     fast_path: bool = True
     acquire_wait_s: float = 3.0
     max_connections: int = 0  # 0: no limit beyond one keep-alive connection per instance
+    #: websocket handshakes in flight at once: a run's start (thousands of them) must not starve the pings
+    #: nor time its own handshakes out under load and retry them
+    ws_handshakes: int = 64
 
 
 @dataclass
 class _Watch:
     url: str
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    stats_url: URL | None = None  # parsed once: the steady path does not re-parse a URL per ping
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # a ping succeeded since it was cleared
 
-
-async def ping(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[bool, str | None]:
-    """One keepalive ping: ``GET <url>/system_stats`` → 200 with ComfyUI's stats body, within the deadline."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            async with session.get(url.rstrip("/") + "/system_stats", allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
-                if resp.status != 200:
-                    return False, f"HTTP {resp.status}"
-        data = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
-    except TimeoutError:
-        return False, f"timeout after {timeout_s:g}s"
-    except aiohttp.ClientConnectorError as exc:
-        os_error = getattr(exc, "os_error", None)
-        refused = isinstance(os_error, ConnectionRefusedError) or "refused" in str(exc).lower()
-        return False, "connection refused" if refused else f"connect failed: {exc.strerror}"
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError):
-        return False, "connection reset"
-    except aiohttp.ClientError as exc:
-        return False, f"HTTP error: {type(exc).__name__}"
-    except ValueError:
-        return False, "wrong body: not JSON"
-    if not is_comfyui_stats(data):
-        return False, "wrong body: not ComfyUI system_stats"
-    return True, None
+    def __post_init__(self) -> None:
+        self.stats_url = URL(self.url.rstrip("/") + "/system_stats")
 
 
 class ShardRunner:
@@ -130,7 +113,12 @@ class ShardRunner:
         self._dirty: set[str] = set()
         self._signals: list[tuple[str, Signal]] = []
         self.pings = 0
+        self.ws_attempts = 0  # websocket handshakes tried (a storm of them is CPU the pings do not get)
+        self.ws_closes = 0  # established websockets that closed
         self._session: aiohttp.ClientSession | None = None
+        self._handshakes: asyncio.Semaphore | None = None
+        self._shard_cache: dict[str, int] = {}
+        self._record_cache: dict[str, tuple[Any, str | None]] = {}  # id → (raw record, URL if ready)
         self._stop_requested = False
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
@@ -147,6 +135,7 @@ class ShardRunner:
                                          force_close=False, enable_cleanup_closed=True,
                                          keepalive_timeout=self.policy.interval_s + self.policy.timeout_s + 2)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._handshakes = asyncio.Semaphore(max(1, self.config.ws_handshakes))
         started = self.clock.monotonic()
         flusher = asyncio.create_task(self._flush_loop())
         # renew well inside the lease TTL; look for new or departed instances every refresh_s
@@ -177,6 +166,7 @@ class ShardRunner:
             if result != "lost":
                 await asyncio.to_thread(self.leases.release, lease)
         return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states),
+                "ws_attempts": self.ws_attempts, "ws_closes": self.ws_closes,
                 "lateness_p50_s": _quantile(self.lateness_s, 0.5),
                 "lateness_p99_s": _quantile(self.lateness_s, 0.99)}
 
@@ -195,10 +185,7 @@ class ShardRunner:
 
     # ── which instances ─────────────────────────────────────────────────────
     async def _refresh(self) -> None:
-        records = await asyncio.to_thread(self.store.list_instances)
-        want = {r.instance_id: r.connection_url for r in records
-                if r.status == "ready" and r.connection_url
-                and shard_of(r.instance_id, self.config.shards) == self.shard}
+        want = await asyncio.to_thread(self._wanted)
         for iid in [i for i, w in self.watches.items() if want.get(i) != w.url]:
             await self._unwatch(iid)
         new = [iid for iid in want if iid not in self.watches]
@@ -212,6 +199,37 @@ class ShardRunner:
             if self.config.fast_path:
                 watch.tasks.append(asyncio.create_task(self._hold_loop(iid, watch)))
             self.watches[iid] = watch
+
+    def _wanted(self) -> dict[str, str]:
+        """This shard's ready instances and their URLs: one SMEMBERS, one MGET of this shard's records, and
+        only records that changed since the last refresh are decoded (decoding the whole pool in every
+        runner every few seconds grows with pool × runners and was a tenth of a runner's CPU)."""
+        shards, shard_cache, cache = self.config.shards, self._shard_cache, self._record_cache
+        mine = []
+        for iid in self.store.instance_ids():
+            n = shard_cache.get(iid)
+            if n is None:
+                n = shard_cache[iid] = shard_of(iid, shards)
+            if n == self.shard:
+                mine.append(iid)
+        raws = self.redis.mget([self.keys.instance(i) for i in mine]) if mine else []
+        want: dict[str, str] = {}
+        seen: dict[str, tuple[Any, str | None]] = {}
+        for iid, raw in zip(mine, raws, strict=True):
+            if raw is None:
+                continue
+            hit = cache.get(iid)
+            if hit is None or hit[0] != raw:
+                try:
+                    rec = InstanceRecord.from_dict(json.loads(raw))
+                except (ValueError, TypeError, AttributeError):
+                    continue  # unreadable: the store logs it where it is read for status
+                hit = (raw, str(rec.connection_url) if rec.status == "ready" and rec.connection_url else None)
+            seen[iid] = hit
+            if hit[1]:
+                want[iid] = hit[1]
+        self._record_cache = seen
+        return want
 
     async def _unwatch(self, iid: str) -> None:
         watch = self.watches.pop(iid, None)
@@ -236,22 +254,34 @@ class ShardRunner:
                 await asyncio.sleep(wait)
             if len(self.lateness_s) < LATENESS_SAMPLES:
                 self.lateness_s.append(max(0.0, self.clock.now() - due))
-            ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+            ok, error = await ping_stats(self._session, watch.stats_url, self.policy.timeout_s)
             self.pings += 1
+            if ok:
+                watch.answered.set()
             state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
             self._apply(iid, state, signals)
             due = state.next_ping_at or (self.clock.now() + self.policy.interval_s)
 
     async def _hold_loop(self, iid: str, watch: _Watch) -> None:
-        """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping."""
-        assert self._session is not None
+        """Hold ``/ws``; a close of an established socket is confirmed by one immediate ping.
+
+        A refused handshake (nothing listens: ComfyUI died, say between two runs of the shard, when no
+        socket was held to close) is a crash when the confirming ping is refused too, so a crash during a
+        hand-over is still seen at once; refused then silent is a flapping route, counted as one failed ping.
+        A handshake that fails otherwise (ComfyUI hung or unreachable: its pings are failing too) is retried
+        only once a ping has answered again — within one interval for a healthy instance — instead of every
+        few seconds: a hung instance's retries would cost more CPU than all its pings and fill its accept
+        queue."""
+        assert self._session is not None and self._handshakes is not None
         ws_url = watch.url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         ws_url += f"/ws?clientId=vastkeep-{iid}"
         attempt = 0
         while True:
-            established = False
+            established = refused = False
+            self.ws_attempts += 1
+            watch.answered.clear()
             try:
-                async with asyncio.timeout(self.policy.timeout_s):
+                async with self._handshakes, asyncio.timeout(self.policy.timeout_s):
                     ws = await self._session.ws_connect(ws_url, autoping=True, heartbeat=None,
                                                         max_msg_size=MAX_BODY_BYTES)
                 established = True
@@ -259,16 +289,26 @@ class ShardRunner:
                 async with ws:
                     async for _msg in ws:  # status frames; we only care that the socket stays open
                         pass
+            except aiohttp.ClientConnectorError as exc:  # before ClientOSError: it is one
+                refused = isinstance(exc.os_error, ConnectionRefusedError)
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
-            if established:
-                ok, error = await ping(self._session, watch.url, self.policy.timeout_s)
+            if established or (refused and not self.states[iid].lost):
+                self.ws_closes += established
+                ok, error = await ping_stats(self._session, watch.stats_url, self.policy.timeout_s)
                 self.pings += 1
-                state, signals = after_close(self.states[iid], ok, error or "connection closed",
-                                             self.clock.now(), self.policy)
+                if ok:
+                    watch.answered.set()
+                if established or ok or error == "connection refused":
+                    state, signals = after_close(self.states[iid], ok, error or "connection closed",
+                                                 self.clock.now(), self.policy)
+                else:  # refused, then silence: a route flapping, not a dead process — an ordinary failure
+                    state, signals = after_ping(self.states[iid], ok, error, self.clock.now(), self.policy)
                 self._apply(iid, state, signals)
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt, WS_BACKOFF, self.rng))
+            if not established:
+                await watch.answered.wait()
 
     def _apply(self, iid: str, state: KeepaliveState, signals: list[Signal]) -> None:
         if iid not in self.watches:
