@@ -87,3 +87,38 @@ def test_shards_are_shared_and_survive_a_worker_kill(chaos, sim):
     survivor = next(w for w in workers if w is not victim)
     assert owner_pid(r, 0) in survivor.pool_children() or owner_pid(r, 0) is None
     assert took < INTERVAL_S + 6, took  # lease TTL (2 s at this interval) + ensure cadence + one ping
+
+
+def test_a_warm_shutdown_hands_the_shards_over_within_one_refresh(chaos, sim):
+    """SIGTERM (systemd stop, `vastkeep up` Ctrl-C): Celery's warm shutdown waits for running tasks, and a
+    shard runner's run lasts KEEPALIVE_RUN_S (300 s), so the worker used to be killed at TimeoutStopSec. The
+    main process now marks itself stopping in Redis; the runners in its prefork children hand over at their
+    next refresh and the worker exits within seconds, its shards continued by the other worker. Fails
+    without it."""
+    server = chaos.redis()
+    r = server.client()
+    store = StateStore(r, Keys())
+    ids = []
+    for _ in range(4):
+        inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
+        ids.append(str(inst["id"]))
+        store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
+                                          connection_url=comfy_url(inst)))
+    env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
+                    COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
+    first = chaos.worker("worker", "ka-stop-a", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
+    first.wait_ready()
+    client = chaos.client(server.url, env)
+    client.send_task("vastkeep.keepalive.ensure_shards")
+    wait_for(lambda: all(owner_pid(r, n) in first.pool_children() for n in range(2)), 20, "both shards owned")
+    second = chaos.worker("worker", "ka-stop-b", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
+    second.wait_ready()
+    t0 = time.monotonic()
+    first.proc.send_signal(15)
+    first.proc.wait(20)  # raises TimeoutExpired while the runs hold the worker
+    assert time.monotonic() - t0 < 20
+    wait_for(lambda: all(owner_pid(r, n) in second.pool_children() for n in range(2)), 20,
+             "both shards continued by the other worker (no ensure sent)")
+    seen = read_states(r, Keys(), ids)
+    wait_for(lambda: all(s.total_pings > seen[i].total_pings for i, s in read_states(r, Keys(), ids).items()),
+             20, "every instance pinged by the new owner")

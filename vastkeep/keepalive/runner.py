@@ -98,7 +98,7 @@ class ShardRunner:
     def __init__(self, *, redis: Any, keys: Keys, store: Store, events: EventSink | None, shard: int,
                  policy: KeepalivePolicy, config: RunnerConfig | None = None, clock: Clock = SYSTEM_CLOCK,
                  on_lost: Callable[[str, dict[str, Any]], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, should_stop: Callable[[], bool] | None = None) -> None:
         self.redis, self.keys, self.store, self.events = redis, keys, store, events
         self.shard, self.policy, self.clock = int(shard), policy, clock
         self.config = config or RunnerConfig()
@@ -120,6 +120,7 @@ class ShardRunner:
         self._shard_cache: dict[str, int] = {}
         self._record_cache: dict[str, tuple[Any, str | None]] = {}  # id → (raw record, URL if ready)
         self._stop_requested = False
+        self.should_stop = should_stop  # asked at each refresh: the worker began a warm shutdown
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
     # ── the run ─────────────────────────────────────────────────────────────
@@ -149,6 +150,9 @@ class ShardRunner:
                     break
                 if self.clock.monotonic() - refreshed >= self.config.refresh_s:
                     refreshed = self.clock.monotonic()
+                    if self.should_stop is not None and await asyncio.to_thread(self.should_stop):
+                        log.info("keepalive shard %d: the worker is stopping; handing over", self.shard)
+                        break
                     await self._refresh()
                     await asyncio.to_thread(write_heartbeat, self.redis, self.keys, self.clock,
                                             daemon_name(self.shard), kind="keepalive-shard",

@@ -219,6 +219,11 @@ class Keys:
         """The pinned SSH host key of an instance (``<type> <base64>``): set once, never replaced."""
         return self._k("hostkey", _part("instance id", instance_id))
 
+    def worker_stopping(self, hostname: str) -> str:
+        """String (PX TTL): the pid of a worker's main process that began its warm shutdown. Prefork children
+        never see Celery's shutdown signal; long-running daemons in them (keepalive shards) read this."""
+        return self._k("worker-stopping", _part("worker hostname", hostname))
+
     def collector_queued(self, instance_id: str | int) -> str:
         """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
         return self._k("collector-queued", _part("instance id", instance_id))
