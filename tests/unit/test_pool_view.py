@@ -126,7 +126,7 @@ def test_system_overview_is_one_pool_line_and_the_pool_document_has_slots_and_le
 
 @pytest.mark.parametrize(("extra", "reason", "shown"), [
     ({}, None, "-"),
-    ({"keepalive_lost_since": NOW - 30}, None, "ComfyUI not answering since"),
+    ({"keepalive_lost_since": NOW - 30}, None, "ComfyUI down since"),
     ({"keepalive_lost_since": NOW - 30}, "host offline", "host offline"),  # the provider's reason first
     ({"keepalive_lost_since": "garbage"}, None, "-"),  # another layer's bad value is not shown as a time
 ])

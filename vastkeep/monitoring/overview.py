@@ -42,7 +42,7 @@ def _reason(inst: Mapping[str, Any]) -> Any:
     lost = inst.get("comfyuiLostSince")
     if inst.get("statusReason") or not lost:
         return inst.get("statusReason")
-    return f"ComfyUI not answering since {str(lost)[11:19]}"
+    return f"ComfyUI down since {str(lost)[11:19]}"
 
 
 def token_lines(tokens: Mapping[str, Mapping[str, Any]]) -> list[str]:
