@@ -39,18 +39,24 @@ def owner_pid(r, shard: int) -> int | None:
     return int(str(owner).split(":")[-2])
 
 
-def test_shards_are_shared_and_survive_a_worker_kill(chaos, sim):
+def _ready_instances(chaos, sim, n: int):
+    """A private redis-server with ``n`` ready simulated instances (SSH off), and the workers' environment."""
     server = chaos.redis()
     r = server.client()
     store = StateStore(r, Keys())
     ids = []
-    for _ in range(8):
+    for _ in range(n):
         inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
         ids.append(str(inst["id"]))
         store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
                                           connection_url=comfy_url(inst)))
     env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
                     COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
+    return server, r, ids, env
+
+
+def test_shards_are_shared_and_survive_a_worker_kill(chaos, sim):
+    server, r, ids, env = _ready_instances(chaos, sim, 8)
     workers = [chaos.worker("worker", f"ka{i}", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
                for i in range(2)]
     for w in workers:
@@ -95,17 +101,7 @@ def test_a_warm_shutdown_hands_the_shards_over_within_one_refresh(chaos, sim):
     main process now marks itself stopping in Redis; the runners in its prefork children hand over at their
     next refresh and the worker exits within seconds, its shards continued by the other worker. Fails
     without it."""
-    server = chaos.redis()
-    r = server.client()
-    store = StateStore(r, Keys())
-    ids = []
-    for _ in range(4):
-        inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
-        ids.append(str(inst["id"]))
-        store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
-                                          connection_url=comfy_url(inst)))
-    env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
-                    COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
+    server, r, ids, env = _ready_instances(chaos, sim, 4)
     first = chaos.worker("worker", "ka-stop-a", env, concurrency=3, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
     first.wait_ready()
     client = chaos.client(server.url, env)

@@ -12,17 +12,10 @@ next fenced write or checkpoint fails with ``LeaseLost``.
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
-import redis
-
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.core.errors import LeaseLost
-from vastkeep.state import Lease, LeaseManager
-
-log = logging.getLogger("vastkeep.pool")
+from vastkeep.state import Lease, LeaseKeeper, LeaseManager
 
 MIN_TTL_MS = 3_000
 MAX_TTL_MS = 30_000
@@ -37,53 +30,13 @@ def round_lease_ttl_ms(settings: Any) -> int:
     return int(min(MAX_TTL_MS, max(MIN_TTL_MS, interval_ms)))
 
 
-class RoundLeaseKeeper:
-    """Renews one round's lease every ``ttl/3`` from a daemon thread until stopped or past ``max_round_s``."""
+class RoundLeaseKeeper(LeaseKeeper):
+    """The shared :class:`~vastkeep.state.LeaseKeeper` with the round's TTL and its time limit."""
 
     def __init__(self, leases: LeaseManager, lease: Lease, ttl_ms: int, max_round_s: float,
                  clock: Clock = SYSTEM_CLOCK) -> None:
-        self.leases, self.lease, self.ttl_ms = leases, lease, ttl_ms
-        self.max_round_s, self.clock = max_round_s, clock
-        self.started = clock.monotonic()
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
-
-    def __enter__(self) -> RoundLeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def overdue(self) -> bool:
-        return self.clock.monotonic() - self.started > self.max_round_s
-
-    def check(self) -> None:
-        """A checkpoint of the round: renew now, or ``LeaseLost`` (lease gone, or the round overran)."""
-        if self.lost.is_set() or self.overdue():
-            self.lost.set()
-            why = "given up: the round ran past its time limit" if self.overdue() else "lost"
-            raise LeaseLost(f"lease {self.lease.name!r} (fence {self.lease.fence}) {why}",
-                            name=self.lease.name, fence=self.lease.fence)
-        self.leases.ensure_renewed(self.lease, self.ttl_ms)
-
-    def _run(self) -> None:
-        every = self.ttl_ms / 3000.0
-        while not self._stop.wait(every):
-            if self.overdue():
-                log.warning("reconcile round over its time limit (%.0f s): lease %s no longer renewed",
-                            self.max_round_s, self.lease.name)
-                self.lost.set()
-                return
-            try:
-                if not self.leases.renew(self.lease, self.ttl_ms):
-                    log.warning("reconcile lease %s (fence %s) lost", self.lease.name, self.lease.fence)
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
-                log.warning("reconcile lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
+        super().__init__(leases, lease, clock, ttl_ms=ttl_ms, max_hold_s=max_round_s, what="reconcile")
+        self.max_round_s = max_round_s
 
 
 __all__ = ["DEFAULT_MAX_ROUND_S", "RoundLeaseKeeper", "round_lease_ttl_ms"]

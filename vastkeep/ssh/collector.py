@@ -1,7 +1,7 @@
 """The SSH log collector of one instance: stream remote log files into Redis, resume after anything.
 
 One :class:`Collector` run holds the instance's fenced lease (kept alive by
-:class:`~vastkeep.ssh.flow.LeaseKeeper`) for at most ``hold_s`` seconds, then returns so its task can hand
+:class:`~vastkeep.state.LeaseKeeper`) for at most ``hold_s`` seconds, then returns so its task can hand
 over to a continuation. It loops: pick a route (:mod:`vastkeep.ssh.routes`), connect with every deadline
 set (:mod:`vastkeep.ssh.connect`), and stream each file with ``tail`` on its own exec channel, started and
 checked for truncation/rotation by :mod:`vastkeep.ssh.rotation`. Bytes are cut into lines that keep their

@@ -17,48 +17,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import paramiko
-import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.ssh.collector import Collector, CollectorConfig
 from vastkeep.ssh.logstore import LogStore, lease_name
 from vastkeep.ssh.provider_log import DEFAULT_TAIL, Fetch, ProviderLog
-from vastkeep.state import Lease, LeaseManager, clear_heartbeat, new_owner
+from vastkeep.state import LeaseKeeper, LeaseManager, clear_heartbeat, new_owner
 
 log = logging.getLogger("vastkeep.ssh")
 
 COLLECT_STATUSES = ("starting", "loading")
 QUEUED_MARKER_TTL_MS = 120_000
-
-
-class LeaseKeeper:
-    """Renews a lease every third of its TTL from a daemon thread; ``lost`` is set when renewal fails."""
-
-    def __init__(self, leases: LeaseManager, lease: Lease, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.leases, self.lease = leases, lease
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.name}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        every = self.lease.ttl_ms / 3000.0
-        while not self._stop.wait(every):
-            try:
-                if not self.leases.renew(self.lease):
-                    log.warning("collector lease %s (fence %s) lost", self.lease.name, self.lease.fence)
-                    self.lost.set()
-                    return
-            except redis.RedisError as exc:  # a blip: try again next tick; expiry is caught by the fence
-                log.warning("collector lease %s: renew failed (%s)", self.lease.name, type(exc).__name__)
-
 
 
 def wants_collector(status: str | None, while_ready: bool = False) -> bool:
@@ -96,7 +65,7 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
     provider_log = None if provider_fetch is None else ProviderLog(
         iid, logstore, provider_fetch, allow_loopback=allow_loopback, tail=provider_tail, events=events)
     try:
-        with LeaseKeeper(leases, lease, clock) as keeper:
+        with LeaseKeeper(leases, lease, clock, what="collector") as keeper:
             collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
                                   pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
                                   events=events, clock=clock, rng=rng, lost=keeper.lost,
