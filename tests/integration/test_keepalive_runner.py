@@ -7,6 +7,7 @@ held ``/ws``) runs at its real speed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -239,3 +240,16 @@ def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(si
     assert held >= baseline + len(ids) // 2  # keep-alive connections and held /ws sockets were open
     assert after <= baseline + 20, (baseline, held, after)
     assert "connection-lost" not in {e.kind for e in events.read(after="0-0", count=10_000)}
+
+
+def test_the_runner_logs_the_guides_start_line_once_per_shard(sim, redis_client, store, events, caplog,
+                                                                monkeypatch):
+    from vastkeep.keepalive import runner  # noqa: PLC0415
+
+    monkeypatch.setattr(runner, "_ANNOUNCED", set())
+    caplog.set_level(logging.INFO, logger="vastkeep.keepalive")
+    ready_instance(sim, store)
+    for _ in range(2):  # a continuation in the same process: no second line
+        with Running(redis_client, store, events, run_s=0.5):
+            pass
+    assert caplog.text.count("[Keepalive] Starting ComfyUI connection monitoring") == 1

@@ -9,6 +9,7 @@ stale-address case, a lease shortening the next poll at once, claims (one poll i
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -278,3 +279,15 @@ def test_two_dispatchers_one_runs(store) -> None:
     holder = leases.acquire("poll-dispatcher", "someone", 5000)
     assert holder is not None
     assert p.run(leases, 0.5) == {"skipped": "another dispatcher is running"}
+
+
+def test_the_dispatcher_logs_the_guides_start_line_once_per_process(store, caplog, monkeypatch) -> None:
+    from vastkeep.polling import flow  # noqa: PLC0415
+
+    monkeypatch.setattr(flow, "_ANNOUNCED", [])
+    caplog.set_level(logging.INFO, logger="vastkeep.polling")
+    leases = LeaseManager(store.redis, store.keys)
+    p = Poller(store, POLICY, clock=SYSTEM_CLOCK)
+    p.run(leases, 0.2)
+    p.run(leases, 0.2)  # a continuation in the same process: no second line
+    assert caplog.text.count("[Polling] Starting adaptive polling loop") == 1

@@ -92,6 +92,10 @@ class _Watch:
         self.stats_url = URL(self.url.rstrip("/") + "/system_stats")
 
 
+#: shards this process has announced with the guide's start line
+_ANNOUNCED: set[int] = set()
+
+
 class ShardRunner:
     """Pings one shard of the ready instances for a bounded run; see the module docstring."""
 
@@ -129,6 +133,10 @@ class ShardRunner:
         lease = await self._acquire()
         if lease is None:
             return {"shard": self.shard, "result": "busy"}
+        if self.shard not in _ANNOUNCED:  # the guide's line, once per shard and process (runs last 300 s)
+            _ANNOUNCED.add(self.shard)
+            log.info("[Keepalive] Starting ComfyUI connection monitoring (shard %d of %d)", self.shard,
+                     self.config.shards)
         result = "done"
         # Idle keep-alive connections live one ping interval (+ slack): every instance reuses its own,
         # and the connection of an instance that left the shard is closed within that time.
