@@ -12,12 +12,10 @@ second finds the lease held and returns ``busy`` without a continuation.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-from celery.signals import worker_shutting_down
-
 from tasks.base import VastkeepTask, retry_on_redis
+from tasks.shutdown import stopping_check
 from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, daemon_name, lease_name
 from vastkeep.keepalive import run_shard as run_shard_once
 from vastkeep.supervision import mark_handover
@@ -38,29 +36,6 @@ def _config(settings: Any) -> RunnerConfig:
                         fast_path=settings.comfyui_keepalive_fast_path)
 
 
-#: How long the "worker stopping" mark lives: longer than any warm shutdown (systemd's TimeoutStopSec=120).
-STOPPING_TTL_MS = 600_000
-
-
-@worker_shutting_down.connect
-def _on_shutdown(sender: Any = None, **_: Any) -> None:
-    """Warm shutdown began (main process): mark it in Redis for the shard runners in the pool's children,
-    which hand over at their next refresh (≤ 5 s) rather than hold the worker for the rest of a 300 s run."""
-    try:
-        res = wiring.resources()
-        res.redis.set(res.keys.worker_stopping(str(sender)), str(os.getpid()), px=STOPPING_TTL_MS)
-    except Exception as exc:  # noqa: BLE001 - stopping anyway; the runs then end by their own bound
-        log.warning("could not mark the worker stopping for its keepalive shards (%s)", type(exc).__name__)
-
-
-def _stopping(res: Any, hostname: str | None) -> Any:
-    """True once this worker's main process (our parent under prefork, ourselves under solo/threads) began
-    its warm shutdown; a restarted worker has another pid, so an old mark never stops it."""
-    key = res.keys.worker_stopping(str(hostname))
-    mine = {str(os.getppid()), str(os.getpid())}
-    return lambda: res.redis.get(key) in mine
-
-
 def _poll_now(instance_id: str, fields: dict[str, Any]) -> None:
     """connection-lost → poll the instance now (Layer 5 decides whether it failed), once polling exists."""
     if POLL_NOW in app.tasks:
@@ -78,7 +53,7 @@ def run_shard(self: Any, shard: int) -> dict[str, Any]:
         return run_shard_once(redis=res.redis, keys=res.keys, store=res.store, events=res.events, shard=n,
                               policy=KeepalivePolicy.from_settings(res.settings),
                               config=_config(res.settings), clock=res.clock, on_lost=_poll_now,
-                              should_stop=_stopping(res, self.request.hostname))
+                              should_stop=stopping_check(res, self.request.hostname))
 
     result = retry_on_redis(self, go, "keepalive shard")
     if result.get("result") == "done":

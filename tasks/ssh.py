@@ -17,9 +17,8 @@ import os
 import threading
 from typing import Any
 
-from celery.signals import worker_shutting_down
-
 from tasks.base import VastkeepTask, retry_on_redis
+from tasks.shutdown import SHUTTING_DOWN
 from vastkeep.core.errors import ConfigError
 from vastkeep.ssh import CollectorConfig, LogStore, load_private_key
 from vastkeep.ssh import flow as ssh_flow
@@ -37,15 +36,6 @@ PROVIDER_LOG_WAIT_S = 20.0
 COLLECT = "vastkeep.ssh.collect"
 _local: dict[str, Any] = {}
 _lock = threading.Lock()
-#: Set when this worker begins its (warm) shutdown: every collector it runs ends its hold and hands over,
-#: so a threads worker (the SSH worker's pool) stops in seconds instead of waiting out holds of minutes
-#: (and being SIGKILLed). The signal fires in the main process: prefork children never see it.
-SHUTTING_DOWN = threading.Event()
-
-
-@worker_shutting_down.connect
-def _on_shutdown(**_: Any) -> None:
-    SHUTTING_DOWN.set()
 
 
 def _raw_redis() -> Any:

@@ -284,7 +284,7 @@ def test_two_dispatchers_one_runs(store) -> None:
 def test_the_dispatcher_logs_the_guides_start_line_once_per_process(store, caplog, monkeypatch) -> None:
     from vastkeep.polling import flow  # noqa: PLC0415
 
-    monkeypatch.setattr(flow, "_ANNOUNCED", [])
+    monkeypatch.setattr(flow, "_ANNOUNCED", set())
     caplog.set_level(logging.INFO, logger="vastkeep.polling")
     leases = LeaseManager(store.redis, store.keys)
     p = Poller(store, POLICY, clock=SYSTEM_CLOCK)

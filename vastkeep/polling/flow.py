@@ -253,8 +253,8 @@ class Poller:
         lease = leases.acquire(DISPATCH_LEASE, new_owner(DISPATCH_LEASE), DISPATCH_LEASE_TTL_MS)
         if lease is None:
             return {"skipped": DISPATCH_BUSY}
-        if not _ANNOUNCED:  # the guide's line, once per process (a dispatcher run lasts 50 s)
-            _ANNOUNCED.append(lease.fence)
+        if DISPATCH_LEASE not in _ANNOUNCED:  # the guide's line, once per process (a run lasts 50 s)
+            _ANNOUNCED.add(DISPATCH_LEASE)
             log.info("[Polling] Starting adaptive polling loop (dispatcher fence %d)", lease.fence)
         totals = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
         deadline = self.clock.monotonic() + budget_s
@@ -330,8 +330,8 @@ class Poller:
 LATENESS_BOUNDS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-#: set once this process ran the dispatcher (the guide's start line is logged then)
-_ANNOUNCED: list[int] = []
+#: what this process has announced with the guide's start line (the dispatcher, once)
+_ANNOUNCED: set[str] = set()
 
 
 def lateness_buckets(samples: Iterable[float]) -> dict[str, int]:

@@ -166,7 +166,8 @@ class InstanceRecord:
             "statusReason": self.status_reason, "providerSeenAt": iso(self.provider_seen_at),
             "lastPollAt": iso(self.last_poll_at), "nextPollAt": iso(self.next_poll_at),
             "fence": self.fence, "fenceName": self.fence_name, "statusSince": iso(self.status_since),
-            "comfyuiLostSince": iso(_epoch_or_none(self.extra.get("keepalive_lost_since"))),
+            "comfyuiLostSince": iso(self.extra["keepalive_lost_since"])
+            if _is_kind(self.extra.get("keepalive_lost_since"), "time") else None,
         }
 
 
@@ -180,11 +181,6 @@ _FIELD_KINDS = {
     "last_poll_at": "time", "next_poll_at": "time", "status_since": "time",
 }
 _MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
-
-
-def _epoch_or_none(value: Any) -> float | None:
-    """A number read from ``extra`` (written by another layer), or None for anything else."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _is_kind(value: Any, kind: str) -> bool:

@@ -30,7 +30,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
 from vastkeep.providers.vast import endpoint_name
-from vastkeep.state import SharedRateLimiter
+from vastkeep.state import KeyPacer, SharedRateLimiter
 from vastkeep.state.protocols import EventSink, TokenResultStore
 from vastkeep.tokens.checks import (
     CIVITAI,
@@ -143,6 +143,16 @@ class TokenUpdate:
             out["error"] = (f"token could not be validated ({self.validation.get('error')}); "
                             "old token kept, send \"force\": true to store it anyway")
         return out
+
+
+def key_pacer(store: Any, min_gap_s: float, key: str, clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
+    """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis, shared by every worker; None
+    when the gap is 0 or the store has no Redis."""
+    redis_client = getattr(store, "redis", None)
+    if min_gap_s <= 0 or redis_client is None:
+        return None
+    limiter = SharedRateLimiter(redis_client, getattr(store, "keys", None), clock, min_gap_s=min_gap_s)
+    return limiter.for_key(key)
 
 
 class TokenManager:
@@ -334,13 +344,10 @@ class TokenManager:
         poll (every start-up: the pre-flight and the first refresh) drew a 429 and an "unknown" verdict.
         Pacing is best effort: a Redis error here leaves the check to run (its 429 reads as unknown).
         """
-        redis_client = getattr(self.store, "redis", None)
-        if self.vast_min_gap_s <= 0 or redis_client is None:
-            return
         try:
-            limiter = SharedRateLimiter(redis_client, getattr(self.store, "keys", None), self.clock,
-                                        min_gap_s=self.vast_min_gap_s)
-            limiter.for_key(token.reveal()).wait_turn(VAST_CHECK_ENDPOINT)
+            pacer = key_pacer(self.store, self.vast_min_gap_s, token.reveal(), self.clock)
+            if pacer is not None:
+                pacer.wait_turn(VAST_CHECK_ENDPOINT)
         except Exception as exc:  # noqa: BLE001 - pacing must never fail a check
             log.debug("token check pacing skipped (%s)", type(exc).__name__)
 

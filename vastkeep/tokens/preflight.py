@@ -14,8 +14,8 @@ from typing import Any
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import KeyPacer, SharedRateLimiter
-from vastkeep.tokens.manager import VASTAI, EventSink, TokenManager, TokenStore
+from vastkeep.state import KeyPacer
+from vastkeep.tokens.manager import VASTAI, EventSink, TokenManager, TokenStore, key_pacer
 
 
 def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLOCK, *,
@@ -50,12 +50,7 @@ def shared_pacer(settings: Settings, store: TokenStore, key: str,
                  clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
     """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis; None when the gap is 0 or the
     store has no Redis (then only the client's own 429 retry floor applies)."""
-    redis_client = getattr(store, "redis", None)
-    if settings.vast_api_min_gap_ms <= 0 or redis_client is None:
-        return None
-    limiter = SharedRateLimiter(redis_client, getattr(store, "keys", None), clock,
-                                min_gap_s=settings.vast_api_min_gap_s)
-    return limiter.for_key(key)
+    return key_pacer(store, settings.vast_api_min_gap_s, key, clock)
 
 
 __all__ = ["shared_pacer", "vast_client"]
