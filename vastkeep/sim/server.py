@@ -29,9 +29,9 @@ class SimServer:
     """The aiohttp application and runner around one :class:`Simulator` (``.sim``)."""
 
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.comfy = ComfyApp(None, lambda iid: self.sim.instances.get(iid))  # type: ignore[arg-type]
+        self.comfy = ComfyApp()
         self.sim = Simulator(config, clock, comfy_protocol=self.comfy.protocol_factory)
-        self.comfy.network = self.sim.net
+        self.comfy.attach(self.sim)
         self.app = web.Application(middlewares=[self._service_middleware])
         vast_api.add_routes(self.app, self.sim)
         tokens_api.add_routes(self.app, self.sim)
