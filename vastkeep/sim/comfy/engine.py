@@ -342,10 +342,12 @@ class ComfyProcess:
         loop = asyncio.get_running_loop()
         count = plan.steps(node)
         for step in range(1, count + 1):
-            end = loop.time() + seconds / count
-            while (left := end - loop.time()) > 0:
+            left = seconds / count  # work left: time spent hung does not count
+            while left > 0:
                 await self.awake.wait()
+                began = loop.time()
                 await asyncio.sleep(min(SLICE_S, left))
+                left -= loop.time() - began
             await self.awake.wait()
             if self.interrupt_flag:
                 raise Interrupted()
