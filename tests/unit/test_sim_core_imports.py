@@ -107,3 +107,14 @@ except ImportError:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["core", "ok", "server", "needs", "aiohttp"]
+
+
+COMFY_CORE = ("engine", "host", "plan", "validate", "nodes", "execute", "png")
+
+
+@pytest.mark.parametrize("module", COMFY_CORE)
+def test_the_simulated_comfyuis_engine_has_no_web_layer(module: str):
+    """Only ``comfy/app.py`` and ``comfy/routes.py`` speak HTTP; the prompt engine runs without them."""
+    mods = sim_imports(SIM / "comfy" / f"{module}.py")
+    assert not [m for m in mods if m.split(".")[0] == "aiohttp"]
+    assert not mods & {"vastkeep.sim.comfy.app", "vastkeep.sim.comfy.routes", "vastkeep.sim.server"}
