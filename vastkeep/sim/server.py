@@ -16,7 +16,7 @@ from aiohttp import web
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim import control_api, tokens_api, vast_api
-from vastkeep.sim.comfy import ComfyApp
+from vastkeep.sim.comfy.app import ComfyApp
 from vastkeep.sim.core import SimConfig, Simulator
 from vastkeep.sim.faults import fault_body
 

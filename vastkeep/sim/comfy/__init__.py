@@ -6,7 +6,3 @@ its pure helpers; ``host.py`` the processes per instance and the faults that kil
 ``validate.py``, ``nodes.py``, ``execute.py`` and ``png.py`` what a graph is checked against, what its nodes
 do and the images they write. Only ``app.py`` and ``routes.py`` import aiohttp.
 """
-
-from vastkeep.sim.comfy.app import COMFYUI_VERSION, ComfyApp, system_stats
-
-__all__ = ["COMFYUI_VERSION", "ComfyApp", "system_stats"]
