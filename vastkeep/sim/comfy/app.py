@@ -11,7 +11,8 @@ It fails the way a real ComfyUI (0.3.64, measured) fails, where the keepalive la
   websockets get nothing, not even pongs (we answer pings ourselves instead of letting aiohttp do it).
 * ``blackhole`` / host ``offline``: the same silence on held connections.
 * ``crash``: held connections are aborted, new connects refused (the network layer does that).
-* ``/ws`` and ``/api/ws``: one status frame, a reply to a client's ``feature_flags``, nothing else unprompted.
+* ``/ws`` and ``/api/ws``: one status frame, a reply to a client's ``feature_flags``, and then only the
+  messages of prompts (``engine.py``), held back while the path is silent and late while it is slow.
 """
 
 from __future__ import annotations
