@@ -104,6 +104,8 @@ class ComfyApp:
         self._server = self.runner.server
 
     async def cleanup(self) -> None:
+        if self.host is not None:
+            self.host.stop_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.runner.cleanup(), 5)
 

@@ -196,6 +196,9 @@ class ComfyProcess:
         if self.running is not None:
             self.on_phase(self.running[1], "resumed" if awake else "hung", node=self.last_node_id)
 
+    def stop(self) -> None:
+        self._worker.cancel()
+
     def kill(self, reason: str) -> None:
         """The process died: the running prompt, the queue, the history and every socket are gone."""
         self._worker.cancel()

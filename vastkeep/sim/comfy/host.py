@@ -93,6 +93,12 @@ class ComfyHost:
         if proc is not None:
             proc.kill("destroyed")
 
+    def stop_all(self) -> None:
+        """The simulator stops: every process's worker ends (no phases: nothing was lost to a fault)."""
+        for proc in self.procs.values():
+            proc.stop()
+        self.procs.clear()
+
     def phase(self, inst: Instance, prompt_id: str, phase: str, **detail: Any) -> None:
         """Record one phase of a prompt: the control API's list, the simulator's log, ComfyUI's console."""
         entry = {"ts": round(self.sim.clock.now(), 3), "prompt_id": prompt_id, "phase": phase, **detail}
