@@ -423,3 +423,34 @@ def _png(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+def test_the_newest_socket_of_a_client_id_gets_the_messages_and_a_reconnect_hears_the_running_node(sim, inst):
+    sim.control.set_prompt_s(inst["id"], 1.0)
+
+    async def go():
+        async with Client(base_url(inst)) as old, Client(base_url(inst), client_id="c2") as other:
+            pid = await old.queue(empty_image_graph())
+            await old.wait_for(lambda f: f.type == "executing" and f.data.get("node") == "1")
+            async with Client(base_url(inst)) as new:  # same clientId "c1": it takes over
+                await new.finished(pid)
+                return pid, old.frames, new.frames, other.frames
+
+    pid, old, new, other = run(go())
+    assert new[1].type == "executing" and new[1].data == {"node": "1"}  # where the prompt is, on reconnect
+    assert [f.type for f in old].count("execution_success") == 0  # the older socket hears no more of it
+    assert "execution_success" in [f.type for f in new]
+    assert {f.type for f in other} == {"status"}  # another clientId sees only the broadcasts
+
+
+def test_history_max_items_keeps_the_newest(sim, inst):
+    async def go():
+        async with Client(base_url(inst)) as c:
+            pids = []
+            for color in range(3):
+                pids.append(await c.queue(empty_image_graph(color=color)))
+                await c.finished(pids[-1])
+            return pids, await c.get("/history", max_items=2), await c.get("/api/history", max_items=1)
+
+    pids, two, one = run(go())
+    assert list(two) == pids[1:] and list(one) == pids[2:]

@@ -184,3 +184,45 @@ def test_png_is_a_valid_png_of_that_size(width, height):
         assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
         assert len(zlib.decompress(chunks[1][1])) == height * (1 + 3 * width)
     assert png.size_of(b"not a png at all, really") is None
+
+
+def _inst(status="running", fault=None, ready=True, modes=("up",)):
+    from vastkeep.sim.state import Endpoint, Instance
+
+    names = ["8188/tcp", "18188/tcp", "direct"][: len(modes)]
+    eps = {n: Endpoint(n, "127.9.0.1", 10000 + i, comfy_mode=m) for i, (n, m) in enumerate(zip(names, modes))}
+    eps["22/tcp"] = Endpoint("22/tcp", "127.9.0.1", 9999)
+    return Instance(
+        id=1,
+        machine_id=1,
+        ip="127.9.0.1",
+        offer={},
+        actual_status=status,
+        fault=fault,
+        comfy_ready=ready,
+        endpoints=eps,
+    )
+
+
+PROCESS = [
+    # (name, instance, alive, hung)
+    ("running", _inst(), True, False),
+    ("booting", _inst(ready=False), False, False),
+    ("exited", _inst(status="exited", fault="exited"), False, False),
+    ("stopped", _inst(status="exited", ready=False), False, False),
+    ("oci error", _inst(status="created", fault="error"), False, False),
+    ("offline host keeps running", _inst(status="offline", fault="offline"), True, False),
+    ("crash on every path", _inst(modes=("crash", "crash")), False, False),
+    ("crash on one path of two", _inst(modes=("crash", "up")), True, False),
+    ("hang on every path", _inst(modes=("hang", "hang")), True, True),
+    ("hang on one path of two", _inst(modes=("hang", "up")), True, False),
+    ("slow", _inst(modes=("slow",)), True, False),
+]
+
+
+@pytest.mark.parametrize("name,inst,alive,hung", PROCESS, ids=[p[0] for p in PROCESS])
+def test_when_the_comfyui_process_is_alive_or_hung(name, inst, alive, hung):
+    from vastkeep.sim.comfy.host import process_alive, process_hung
+
+    assert process_alive(inst) is alive
+    assert process_hung(inst) is hung
