@@ -190,7 +190,10 @@ def _inst(status="running", fault=None, ready=True, modes=("up",)):
     from vastkeep.sim.state import Endpoint, Instance
 
     names = ["8188/tcp", "18188/tcp", "direct"][: len(modes)]
-    eps = {n: Endpoint(n, "127.9.0.1", 10000 + i, comfy_mode=m) for i, (n, m) in enumerate(zip(names, modes))}
+    eps = {
+        n: Endpoint(n, "127.9.0.1", 10000 + i, comfy_mode=m)
+        for i, (n, m) in enumerate(zip(names, modes, strict=True))
+    }
     eps["22/tcp"] = Endpoint("22/tcp", "127.9.0.1", 9999)
     return Instance(
         id=1,
