@@ -151,7 +151,7 @@ def test_a_slow_path_delivers_the_prompts_messages_late(sim, inst):
 
 def test_prompt_s_sets_how_long_each_prompt_works_and_they_run_one_at_a_time(sim, inst):
     iid, c = inst["id"], sim.control
-    c.set_prompt_s(iid, 1.0)
+    c.set_prompt_s(iid, 1.5)  # not the default (1 s)
 
     async def go():
         async with Client(base_url(inst)) as cl:
@@ -170,7 +170,7 @@ def test_prompt_s_sets_how_long_each_prompt_works_and_they_run_one_at_a_time(sim
     a, b, times = run(go())
     for pid in (a, b):
         took = times[pid][1] - times[pid][0]
-        assert 1.0 - 0.05 <= took < 2.5, f"a 1 s prompt took {took:.2f} s"
+        assert 1.5 - 0.05 <= took < 3.5, f"a 1.5 s prompt took {took:.2f} s"
     assert times[b][0] >= times[a][1]  # b started once a was done: one at a time, in queue order
     c.set_prompt_s(iid, 0)
 
