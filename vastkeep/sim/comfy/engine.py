@@ -68,7 +68,7 @@ class ComfyProcess:
         self.awake = asyncio.Event()
         self.awake.set()
         self._wake = asyncio.Event()
-        self._worker = asyncio.get_running_loop().create_task(self._work_loop())
+        self._worker: asyncio.Task | None = None  # started by the first prompt (a ws alone costs no task)
 
     # ── websocket clients ───────────────────────────────────────────────────
     def attach(self, sid: str, client: Client) -> None:
@@ -142,6 +142,8 @@ class ComfyProcess:
         self.on_phase(prompt_id, "queued", number=number)
         self.queue_updated()
         self._wake.set()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work_loop())
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
 
     def current_queue(self) -> dict[str, list]:
@@ -197,11 +199,12 @@ class ComfyProcess:
             self.on_phase(self.running[1], "resumed" if awake else "hung", node=self.last_node_id)
 
     def stop(self) -> None:
-        self._worker.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
 
     def kill(self, reason: str) -> None:
         """The process died: the running prompt, the queue, the history and every socket are gone."""
-        self._worker.cancel()
+        self.stop()
         lost = ([self.running] if self.running else []) + self.queue
         for item in lost:
             self.on_phase(

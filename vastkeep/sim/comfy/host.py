@@ -54,10 +54,8 @@ class ComfyHost:
         self.procs: dict[int, ComfyProcess] = {}
 
     def dirs(self, inst: Instance) -> Dirs:
-        root = self.sim.config.state_dir / "instances" / str(inst.id) / "comfy"
-        for kind in ("input", "output", "temp"):
-            (root / kind).mkdir(parents=True, exist_ok=True)
-        return Dirs(root)
+        """The folders are made when something is written into them (10,000 held websockets make none)."""
+        return Dirs(self.sim.config.state_dir / "instances" / str(inst.id) / "comfy")
 
     def process(self, inst: Instance) -> ComfyProcess:
         proc = self.procs.get(inst.id)
