@@ -32,8 +32,12 @@ SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 
 
-def _int(default: int, lo: int, hi: int, step: int = 1, **extra: Any) -> tuple[str, dict[str, Any]]:
-    return ("INT", {"default": default, "min": lo, "max": hi, "step": step, **extra})
+def _int(default: int, lo: int, hi: int, step: int | None = None, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """An INT spec; ``step`` only where ComfyUI's node declares one."""
+    spec: dict[str, Any] = {"default": default, "min": lo, "max": hi}
+    if step is not None:
+        spec["step"] = step
+    return ("INT", {**spec, **extra})
 
 
 def _size(default: int = 512, lo: int = 1, step: int = 1) -> tuple[str, dict[str, Any]]:
@@ -86,7 +90,7 @@ NODES: dict[str, NodeClass] = {
                     "width": _size(),
                     "height": _size(),
                     "batch_size": _int(1, 1, 4096),
-                    "color": _int(0, 0, 0xFFFFFF, display="color"),
+                    "color": _int(0, 0, 0xFFFFFF, 1, display="color"),
                 }
             },
             ("IMAGE",),
@@ -113,8 +117,8 @@ NODES: dict[str, NodeClass] = {
                 "required": {
                     "image": ("IMAGE",),
                     "upscale_method": (UPSCALE_METHODS,),
-                    "width": _int(512, 0, MAX_RESOLUTION),
-                    "height": _int(512, 0, MAX_RESOLUTION),
+                    "width": _int(512, 0, MAX_RESOLUTION, 1),
+                    "height": _int(512, 0, MAX_RESOLUTION, 1),
                     "crop": (["disabled", "center"],),
                 }
             },
