@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vastkeep.core import errors
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
 from vastkeep.state.keys import Keys
 
@@ -187,7 +188,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Redis down, timing out, loading, read-only or refusing writes (OOM): the state is unavailable,
         # not the caller's fault and not a crash. Only the type is shown: messages name hosts and ports.
         name = type(exc).__name__
-        log.warning("admin API: Redis error on %s %s: %s", request.method, request.url.path, name)
+        log.warning("admin API: Redis error on %s %s: %s", request.method, redact_path(request.url.path),
+                    name)
         return JSONResponse(status_code=503, content={"error": "unavailable",
                                                       "reason": f"Redis unavailable ({name})"})
 
