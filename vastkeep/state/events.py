@@ -71,6 +71,8 @@ EVENT_KINDS: dict[str, str] = {
                       "(id, name, restartCount)",
     "process-crash-loop": "ALERT: a daemon crashed SUPERVISION_CRASH_LOOP_CRASHES times within the window "
                           "(id, name, crashes, consecutiveCrashes, restartCount)",
+    "process-reset": "an operator reset a failed daemon (POST .../watchdog/{name}/reset); the next sweep "
+                     "starts it (id, name, previousStatus, restartCount)",
 }
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
