@@ -93,7 +93,7 @@ def configure_logging(level: str) -> None:
     building the app twice never duplicates lines, and a ``--log-config`` given to uvicorn wins.
     """
     logging.basicConfig(level=level, format=LOG_FORMAT)
-    install_redaction(*UVICORN_LOGGERS)
+    install_redaction(*(logging.getLogger(name) for name in UVICORN_LOGGERS))
 
 
 def create() -> FastAPI:

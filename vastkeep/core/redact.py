@@ -53,10 +53,10 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def install_redaction(*logger_names: str) -> None:
-    """One :class:`RedactFilter` on every handler of the root logger and of ``logger_names`` (idempotent)."""
-    for name in ("", *logger_names):
-        for handler in logging.getLogger(name or None).handlers:
+def install_redaction(*loggers: logging.Logger) -> None:
+    """One :class:`RedactFilter` on every handler of the root logger and of ``loggers`` (idempotent)."""
+    for logger in (logging.root, *loggers):
+        for handler in logger.handlers:
             if not any(isinstance(f, RedactFilter) for f in handler.filters):
                 handler.addFilter(RedactFilter())
 
