@@ -6,6 +6,7 @@ import requests
 
 from tests.helpers import ServedApp
 from vastkeep.admin import HEADER, create_app
+from vastkeep.admin.routes_watchdog import RESET_ANSWER
 from vastkeep.core.backoff import RestartPolicy
 from vastkeep.core.clock import FakeClock, SystemClock
 from vastkeep.core.settings import load_settings
@@ -88,6 +89,7 @@ def test_reset_brings_a_failed_daemon_back_through_the_next_sweep(redis_client, 
             "previousStatus": "failed", "restartCount": 0, "consecutiveCrashes": 0,
             "nextRestartAt": None}.items() <= body.items()
     assert GUIDE_FIELDS | {"id", "previousStatus", "heartbeatAgeS", "nextRestartAt"} == set(body)
+    assert set(body) == set(RESET_ANSWER["properties"]) and set(RESET_ANSWER["required"]) <= set(body)
     assert body["lastCrashTime"].endswith("Z") and body["lastError"]  # the history stays, in ISO 8601
     assert again.status_code == 200 and again.json() == body          # a repeat answers the same
     resets = [e for e in events.read(count=100) if e.kind == "process-reset"]

@@ -28,6 +28,19 @@ from vastkeep.supervision import NOT_FAILED, RESET, UNKNOWN, SupervisionBook, re
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["watchdog"])
 KNOWN_SHOWN = 20
+_TIME = {"type": ["string", "null"], "description": "ISO 8601"}
+#: the reset's answer: one ``daemons`` entry of watchdog/status, plus ``id`` and ``previousStatus``
+RESET_ANSWER = {
+    "type": "object", "required": ["id", "name", "status", "previousStatus", "restartCount"],
+    "properties": {
+        "id": {"type": "string", "description": "the book's key (keepalive-shard-0, poll-dispatcher, ...)"},
+        "name": {"type": "string", "description": "the guide-style display name (KeepaliveShard-0)"},
+        "status": {"type": "string", "description": "registered: the next sweep starts it"},
+        "previousStatus": {"type": "string"}, "pid": {"type": ["integer", "null"]},
+        "restartCount": {"type": "integer"}, "consecutiveCrashes": {"type": "integer"},
+        "lastStartTime": _TIME, "lastCrashTime": _TIME, "lastError": {"type": ["string", "null"]},
+        "heartbeatAgeS": {"type": ["number", "null"]}, "nextRestartAt": _TIME},
+}
 
 
 def _redis(ctx: AdminContext) -> Any:
@@ -44,7 +57,8 @@ async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
 
 @router.post("/watchdog/{name}/reset",
              summary="Reset a daemon supervision marked failed: the next sweep starts it",
-             responses={404: {"description": "no daemon of that id or name in the supervision book"},
+             responses={200: {"content": {"application/json": {"schema": RESET_ANSWER}}},
+                        404: {"description": "no daemon of that id or name in the supervision book"},
                         409: {"description": "the daemon is not failed (supervision is handling it)"}})
 async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     """``{"id", "name", "status": "registered", "previousStatus": "failed", "restartCount": 0, ...}``."""
