@@ -74,6 +74,8 @@ def test_openapi_document_matches_the_api(sim: Any, tmp_path: Path) -> None:
              f"{api.url}/openapi.json", "--checks", "all", "--no-color", "--workers", "2",
              "--request-timeout", "20", "--suppress-health-check", "all"],
             cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+        client = redis.client()
+        queued = {k: client.llen(k) for k in client.scan_iter(match="vastkeep.*") if client.type(k) == "list"}
     finally:
         api.stop()
         redis.stop()
@@ -82,4 +84,6 @@ def test_openapi_document_matches_the_api(sim: Any, tmp_path: Path) -> None:
     summary = output[output.rfind("SUMMARY"):] if "SUMMARY" in output else output[-3000:]
     assert run.returncode == 0, f"schemathesis found mismatches:\n{output[-12000:]}"
     assert "No issues found" in output or " passed" in summary, summary
-    print(f"schemathesis: {took_s:.0f} s\n{summary}")
+    # the routes that queue tasks answered 202 for real: their messages wait in the private broker, unrun
+    assert sum(queued.values()) > 0, queued
+    print(f"schemathesis: {took_s:.0f} s; left unrun in the private broker: {queued}\n{summary}")
