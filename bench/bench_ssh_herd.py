@@ -4,8 +4,9 @@ Flow level, in one process: N real :class:`vastkeep.ssh.Collector` runs as threa
 worker holds them), each streaming its instance's log from the simulated cloud's SSH server (real sshd, or
 the built-in server) into a real redis-server. Once all stream and are past the gate time, every SSH session
 is killed at once (the simulator's kill-sessions fault, sent from 32 threads: all within a fraction of a
-second). Each collector then waits its full-jitter reconnect delay, ``uniform(0, SSH_RECONNECT_WINDOW_S)``,
-and reconnects. The completed handshakes (``ssh-connected``) are time-stamped; the figure is the **peak
+second). Each collector records its drop in the shared count (``vastkeep:ssh-drops``); the first few (below
+``HERD_DROPS``) reconnect at once, the rest see a herd and wait ``uniform(0, SSH_RECONNECT_WINDOW_S)``.
+The completed handshakes (``ssh-connected``) are time-stamped; the figure is the **peak
 number of handshakes in any 1 s window** (sliding), with the same herd and no window (0 s) for comparison.
 Real Celery worker processes are not used: on a 2-CPU host that also runs every instance's sshd, the
 collectors' work is the same either way and the worker adds nothing to the spread.

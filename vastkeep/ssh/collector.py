@@ -39,6 +39,7 @@ from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
 from vastkeep.ssh.config import PROVIDER_STEP_S, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
+from vastkeep.ssh.drops import record_drop
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, Liveness
 from vastkeep.ssh.logstore import LogStore
@@ -173,6 +174,7 @@ class Collector:
             if rec is None:
                 self.result.stopped = "no-record"
                 break
+            drops = 0  # session drops within the window, when this round ended one
             client, route = self._connect(routes_for(rec, last_good))
             if client is not None and route is not None:
                 last_good = route.name
@@ -187,13 +189,15 @@ class Collector:
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
                     break
+                drops = record_drop(self.redis, self.keys, self.iid, self.clock.now(),
+                                    self.cfg.reconnect_window_s)
             else:
                 failures += 1
                 if self._down_since is None:
                     self._down_since = self.clock.now()
                     self._save(down_since=self._down_since)
             self.result.failures = failures
-            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
+            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng, drops,
                                              self.cfg.reconnect_window_s)
             self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
             if failures > 0:
