@@ -198,7 +198,7 @@ class Collector:
                     self._save(down_since=self._down_since)
             self.result.failures = failures
             delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng, drops,
-                                             self.cfg.reconnect_window_s)
+                                             self.cfg.reconnect_window_s, self.cfg.herd_drops)
             self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)

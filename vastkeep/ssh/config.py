@@ -34,6 +34,7 @@ class CollectorConfig:
     fallback_after_s: float = 120.0
     provider_interval_s: float = 60.0
     reconnect_window_s: float = decide.RECONNECT_WINDOW_S
+    herd_drops: int = decide.HERD_DROPS
     username: str = "root"
 
     @classmethod
