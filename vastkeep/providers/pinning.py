@@ -5,7 +5,7 @@ again to connect, a DNS answer that changed in between (rebinding) would reach a
 :class:`PinnedAdapter` closes that gap: each ``(host, port)`` is connected only to the address pinned for
 it (by the guard, before the request or a redirect is sent), and a host without a pin is refused. Only the
 TCP destination changes: the URL, the ``Host`` header, TLS SNI and certificate verification all keep the
-host *name* (urllib3 connects to its ``_dns_host`` and verifies against ``host``). Proxies from the
+host *name* (only urllib3's TCP connect, which dials ``_dns_host``, sees the pinned address). Proxies from the
 environment are not used on a pinned session (a proxy would resolve the name itself).
 """
 
@@ -19,7 +19,12 @@ import requests
 from urllib3.connectionpool import HTTPConnectionPool
 
 from vastkeep.core.errors import UnsafeTarget
-from vastkeep.providers.deadline import _WATCHED_POOLS, DeadlineAdapter
+from vastkeep.providers.deadline import (
+    _WATCHED_POOLS,
+    DeadlineAdapter,
+    _WatchedHTTPConnection,
+    _WatchedHTTPSConnection,
+)
 
 #: ``(host, port)`` → the IP address to connect to.
 Pins = MutableMapping[tuple[str, int], str]
@@ -32,17 +37,42 @@ def pin_key(url: str) -> tuple[str, int]:
     return (parts.hostname or "").lower(), int(port)
 
 
-def _pinned_pool(base: type[HTTPConnectionPool], pins: Pins, default_port: int) -> type[HTTPConnectionPool]:
+class _Pinned:
+    """Mixed into a urllib3 connection: the TCP connect goes to ``pinned_address``; everything else (the
+    ``Host`` header, SNI, certificate checks) keeps using the host name."""
+
+    pinned_address: str | None = None
+
+    def _new_conn(self) -> Any:
+        if not self.pinned_address:
+            raise UnsafeTarget("refusing to connect: no checked address is pinned for this host",
+                               reason="not pinned")
+        name = self._dns_host  # type: ignore[attr-defined]
+        self._dns_host = self.pinned_address  # what urllib3 hands to create_connection
+        try:
+            return super()._new_conn()  # type: ignore[misc]
+        finally:
+            self._dns_host = name
+
+
+class _PinnedHTTPConnection(_Pinned, _WatchedHTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_Pinned, _WatchedHTTPSConnection):
+    pass
+
+
+def _pinned_pool(base: type[HTTPConnectionPool], conn: type[Any], pins: Pins,
+                 default_port: int) -> type[HTTPConnectionPool]:
     class Pinned(base):  # type: ignore[valid-type,misc]
+        ConnectionCls = conn
+
         def _new_conn(self) -> Any:
-            conn = super()._new_conn()
+            made = super()._new_conn()
             host = (self.host or "").strip("[]").lower()
-            address = pins.get((host, int(self.port or default_port)))
-            if address is None:
-                raise UnsafeTarget(f"refusing to connect to {host}: no checked address is pinned for it",
-                                   reason="not pinned")
-            conn._dns_host = address  # the TCP destination; Host, SNI and the certificate keep the name
-            return conn
+            made.pinned_address = pins.get((host, int(self.port or default_port)))
+            return made
 
     return Pinned
 
@@ -57,8 +87,8 @@ class PinnedAdapter(DeadlineAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _pinned_pool(_WATCHED_POOLS["http"], self.pins, 80),
-            "https": _pinned_pool(_WATCHED_POOLS["https"], self.pins, 443)}
+            "http": _pinned_pool(_WATCHED_POOLS["http"], _PinnedHTTPConnection, self.pins, 80),
+            "https": _pinned_pool(_WATCHED_POOLS["https"], _PinnedHTTPSConnection, self.pins, 443)}
 
 
 def pin_session(session: requests.Session, check: Callable[[str], str]) -> Callable[[str], None]:
