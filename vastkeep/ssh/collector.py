@@ -312,8 +312,20 @@ class Collector:
                     raise SSHError("health check failed", reason="health-check")
                 live.replied(self.clock.monotonic())
                 for f in files:  # a rotation by rename shows here (tail keeps the renamed file open)
-                    if self.tailer.rotated(client, f):
+                    if f.draining_since is not None:
+                        continue
+                    change = self.tailer.changed(client, f)
+                    if change == "renamed":  # read the old file to its end before switching
+                        f.draining_since = self.clock.monotonic()
+                    elif change is not None:
                         self.tailer.open(client, f)
+                by_channel = {f.channel: f for f in files}
+                continue
+            if any(f.drained(now) for f in files):
+                self._mark(cfg.open_step_s(len(files)))
+                for f in files:
+                    if f.drained(now):
+                        self._switch(client, f)
                 by_channel = {f.channel: f for f in files}
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
@@ -352,7 +364,19 @@ class Collector:
             size += len(chunks[-1])
         return b"".join(chunks)
 
+    def _switch(self, client: paramiko.SSHClient, f: Followed) -> None:
+        """A renamed file is drained: store its last line even without a newline (nothing more will come
+        to complete it), then follow the new file from its first byte (a new generation)."""
+        if f.pending:
+            f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, f.pending,
+                                              [len(f.pending)])
+            self.result.lines += 1
+            self.result.bytes += len(f.pending)
+            f.pending = b""
+        self.tailer.open(client, f)
+
     def _take(self, f: Followed, data: bytes) -> None:
+        f.last_data_at = self.clock.monotonic()
         blob, lengths, rest, _rest_at = complete_part(f.pending + data if f.pending else data, f.offset)
         f.pending = rest
         if not blob:
