@@ -12,6 +12,7 @@ Real Celery worker processes are not used: on a 2-CPU host that also runs every 
 collectors' work is the same either way and the worker adds nothing to the spread.
 
     .venv/bin/python -m bench.bench_ssh_herd [--count 200] [--window 10] [--no-baseline] [--always-spread]
+    [--earlier-rule-first]
 
 Collectors are started ``--ramp`` per second so the initial connects do not themselves form a herd.
 """
@@ -110,15 +111,18 @@ def main() -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the same herd with no window (0 s)")
     p.add_argument("--ramp", type=float, default=40.0, help="collectors started per second")
     p.add_argument("--always-spread", action="store_true",
-                   help="first the same herd with the earlier rule (every drop waits in the window)")
+                   help="also the same herd with the earlier rule (every drop waits in the window)")
+    p.add_argument("--earlier-rule-first", action="store_true", help="with --always-spread: run it first")
     a = p.parse_args()
     b = Bench()
     print(f"SSH backend: {b.sim.info['ssh_backend']}, CPUs: {os.cpu_count()}; {a.count} instances lose SSH "
           f"at once:")
     try:
-        if a.always_spread:
-            show(herd(b, a.count, a.window, a.ramp, herd_drops=1))
-        show(herd(b, a.count, a.window, a.ramp))
+        rules = [HERD_DROPS, 1] if a.always_spread else [HERD_DROPS]
+        if a.earlier_rule_first:
+            rules.reverse()
+        for herd_drops in rules:
+            show(herd(b, a.count, a.window, a.ramp, herd_drops=herd_drops))
         if not a.no_baseline:
             show(herd(b, a.count, 0.0, a.ramp))
     finally:
