@@ -37,6 +37,7 @@ from vastkeep.providers.http import (
     safe_url,
     threshold_s,
 )
+from vastkeep.providers.pinning import pin_session
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "CallPacer", "VastClient", "VastInstance", "VastOffer",
@@ -300,14 +301,15 @@ class VastClient:
         self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
 
     def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
-                     url_guard: Callable[[str], object] | None = None) -> str:
+                     url_guard: Callable[[str], str] | None = None) -> str:
         """The container log through Vast.ai's own log API, a log source that needs no SSH (Layer 1's
         fallback): ``PUT /instances/request_logs/{id}/`` answers ``{"result_url"}``, a storage URL that
         answers 200 with the text once the log is uploaded. It is polled (jittered, growing waits) for at
         most ``wait_s`` and is sent **without** the API key (it is not Vast.ai's API). ``NetworkError``
-        when the log is not ready in time. ``url_guard(url)`` (an SSRF check; it raises to refuse) is
-        called with the result URL before it is fetched and with every redirect target before it is
-        followed; with a guard the URL is fetched on a session of its own, so the hook stays local."""
+        when the log is not ready in time. ``url_guard(url)`` (an SSRF check; it raises to refuse, else
+        returns the address it passed) is called with the result URL before it is fetched and with every
+        redirect target before it is followed; with a guard the URL is fetched on a session of its own
+        that connects only to those addresses (:mod:`vastkeep.providers.pinning`: no second DNS lookup)."""
         iid = _check_id(instance_id)
         body = self._call("PUT", f"/instances/request_logs/{iid}/", json={"tail": str(max(1, int(tail)))},
                           instance_id=iid)
@@ -315,10 +317,11 @@ class VastClient:
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise MalformedResponse("Vast.ai request_logs answered without a result_url", instance_id=iid)
         session = self.session
-        if url_guard is not None:
-            url_guard(url)
+        if url_guard is not None:  # a session of its own, connecting only to the addresses the guard passed
             session = make_session(USER_AGENT)
-            session.hooks["response"].append(_redirect_guard(url_guard))
+            guard = pin_session(session, url_guard)
+            guard(url)
+            session.hooks["response"].append(_redirect_guard(guard))
         try:
             return self._poll_log(session, url, iid, wait_s)
         finally:

@@ -224,6 +224,11 @@ class Keys:
         never see Celery's shutdown signal; long-running daemons in them (keepalive shards) read this."""
         return self._k("worker-stopping", _part("worker hostname", hostname))
 
+    def ssh_drops(self) -> str:
+        """Sorted set: recent SSH session drops (member the instance id, score the time of its last drop),
+        trimmed to the reconnect window; its size tells a lone drop from a herd."""
+        return self._k("ssh-drops")
+
     def collector_queued(self, instance_id: str | int) -> str:
         """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
         return self._k("collector-queued", _part("instance id", instance_id))
