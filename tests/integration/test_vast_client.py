@@ -99,8 +99,8 @@ def test_list_instances_empty_list_is_no_instances(client: VastClient, vast_stub
 
 
 @pytest.mark.parametrize("body", [{"instances": None}, {}])
-def test_list_instances_without_a_list_is_an_error_not_an_empty_account(client: VastClient,
-                                                                         vast_stub: VastStub, body: dict) -> None:
+def test_list_instances_without_a_list_is_an_error_not_an_empty_account(
+        client: VastClient, vast_stub: VastStub, body: dict) -> None:
     vast_stub.override("GET", "/instances", 200, body)
     with pytest.raises(MalformedResponse) as info:
         client.list_instances()

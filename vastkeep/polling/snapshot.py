@@ -3,8 +3,10 @@
 Polls never call Vast.ai per instance: they read this snapshot. One ``list_instances`` call refreshes it
 (single-flight under the ``provider-snapshot`` lease), at most every :data:`ACTIVE_MAX_AGE_S` while
 something is starting, loading or leased and every :data:`IDLE_MAX_AGE_S` otherwise, so the number of
-Vast.ai calls per minute does not grow with the pool. ``show`` is called only to tell "gone" from
-listing lag (an instance missing from :data:`ABSENT_BEFORE_SHOW` consecutive listings).
+Vast.ai calls per minute does not grow with the pool. Only a well-formed listing (``{"instances": [...]}``)
+is written and counts absences: an empty body or ``{"instances": null}`` is an error (the client raises),
+so it neither empties the snapshot nor makes anything look missing. ``show`` is asked only to tell "gone"
+from listing lag (:func:`~vastkeep.polling.decide.absence_verdict`, :mod:`vastkeep.polling.absence`).
 
 A refresh also *discovers*: a listed instance whose label is ``<prefix>:...`` (or that an operator
 adopted), that has no record and that was not forgotten, gets one, so the pool is found again after
@@ -23,7 +25,8 @@ import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import VastkeepError
-from vastkeep.polling.decide import is_ours
+from vastkeep.polling.absence import ShowAnswers
+from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.providers import VastApi, VastInstance
 from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore, as_text, new_owner
@@ -34,7 +37,6 @@ SNAPSHOT_LEASE = "provider-snapshot"
 SNAPSHOT_LEASE_TTL_MS = 120_000
 ACTIVE_MAX_AGE_S = 5.0
 IDLE_MAX_AGE_S = 30.0
-ABSENT_BEFORE_SHOW = 2
 #: The row fields polls use (the rest of a Vast.ai row is dropped to keep the snapshot small).
 ROW_FIELDS = ("id", "label", "actual_status", "intended_status", "cur_state", "next_state", "status_msg",
               "public_ipaddr", "ssh_host", "ssh_port", "ports", "gpu_name", "dph_total", "direct_port_count")
@@ -192,7 +194,9 @@ class ProviderSnapshot:
         back = [i for i in back if i in listed or i not in records]
         if back:
             self.redis.hdel(key, *back)
-        return [iid for iid, n in zip(missing, counts, strict=True) if int(n) == ABSENT_BEFORE_SHOW]
+            ShowAnswers(self.redis, self.keys).drop(back)  # listed again: what show said is moot
+        due = (ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS)
+        return [iid for iid, n in zip(missing, counts, strict=True) if int(n) in due]
 
     def _discover(self, store: StateStore, rows: dict[str, VastInstance], records: set[str]) -> list[str]:
         """Create a record for every listed instance of ours that has none."""
@@ -220,5 +224,6 @@ def record_from_row(row: VastInstance, status: str = "starting") -> InstanceReco
                           ports=dict(row.ports), ssh_host=row.ssh_host, ssh_port=row.ssh_port)
 
 
-__all__ = ["ABSENT_BEFORE_SHOW", "ACTIVE_MAX_AGE_S", "IDLE_MAX_AGE_S", "ProviderSnapshot", "RefreshResult",
+__all__ = ["ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_MAX_AGE_S", "IDLE_MAX_AGE_S",
+           "ProviderSnapshot", "RefreshResult",
            "SNAPSHOT_LEASE", "record_from_row", "trim"]
