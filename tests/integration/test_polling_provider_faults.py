@@ -1,7 +1,7 @@
-"""Layer 5 under a slow provider, on real processes: a ``celery worker`` subprocess of the product's app (the
-dispatcher, the refresh and the ``show`` questions each in their own pool process), a private redis-server,
-the simulated cloud with its slow-API fault. No beat and no supervision sweep: polling must keep itself
-alive, so a dispatcher chain that dies shows as polls that stop.
+"""Layer 5 under a slow or ambiguous provider, on real processes: a ``celery worker`` subprocess of the
+product's app (the dispatcher, the refresh and the ``show`` questions each in their own pool process), a
+private redis-server, the simulated cloud with its slow-API and ambiguous-answer faults. No beat and no
+supervision sweep: polling must keep itself alive, so a dispatcher chain that dies shows as polls that stop.
 
 * ``show`` about an instance destroyed outside answers after 12 s (and 60 s, beyond the client's 30 s read
   timeout): every other instance is still polled within its interval + the answer time (measured: within
@@ -9,6 +9,10 @@ alive, so a dispatcher chain that dies shows as polls that stop.
   timeouts make nothing ``gone``.
 * a dispatcher whose lease is taken from it (what a stall past the 10 s TTL does) hands over at once: a
   new dispatcher holds the lease within seconds and polling goes on, with no supervision to restart it.
+* an empty 200 body on every listing and show: nothing turns ``gone``, a leased instance least of all.
+* ``{"instances": null}`` on show after two well-formed listings that lacked the instances: live ones
+  (one leased) stay as they are; one really destroyed is ``gone`` once a third listing lacked it.
+* Layer 3 asking show about a leased record without an address gets ``{"instances": null}``: not gone.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from typing import Any
 import pytest
 
 from tests.chaos_support import Chaos, report, wait_for
+from vastkeep.core.errors import MalformedResponse
 from vastkeep.core.settings import Secret
+from vastkeep.ports import flow as port_flow
+from vastkeep.ports.probe import ProbeConfig
+from vastkeep.ports.validator import PortValidator
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import Keys, StateStore
+from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore, as_text
 
 pytestmark = [pytest.mark.timeout(400)]
 
@@ -82,7 +90,7 @@ class PollWatch:
         self.sample()
 
     def longest_gap_s(self, since: float) -> float:
-        """The longest time any instance went unpolled from ``since`` (polls before it bound the first gap)."""
+        """The longest time any instance went unpolled from ``since`` (its poll before ``since`` included)."""
         now, worst = time.time(), 0.0
         for times in self.seen.values():
             before = [t for t in times if t <= since]
@@ -153,3 +161,68 @@ def test_a_dispatcher_that_loses_its_lease_hands_over_at_once(chaos, sim) -> Non
     assert new != old
     assert took <= 5.0, f"the continuation took the lease {took:.1f} s after the loss"
     assert gap <= IDLE_S + 5.0
+
+
+def lease_record(store: StateStore, iid: str) -> None:
+    """What a client lease writes on the record (the fields polling and the pool read)."""
+    store.update_instance(iid, {"leased_until": time.time() + 600, "lease_owner": "client-a"})
+
+
+def gone_events(store: StateStore) -> list[dict[str, Any]]:
+    return [e.fields for e in EventLog(store.redis, store.keys).read(count=10_000)
+            if e.kind == "instance-status" and e.fields.get("new") == "gone"]
+
+
+def test_an_empty_body_never_makes_an_instance_gone(chaos, sim) -> None:
+    worker, r, live, _ = start_stack(chaos, sim, live=3)
+    store = StateStore(r, Keys())
+    lease_record(store, live[0])
+    listings_before = int(r.hget(Keys().poll_stats(), "vast_list_calls") or 0)
+    sim.control.ambiguous_answer("", path_contains="/instances", method="GET")  # listing and show alike
+    t0 = time.time()
+    time.sleep(12.0)  # ~10 listings at the 1 s active cadence: old code needed 2 + one show
+    listings = int(r.hget(Keys().poll_stats(), "vast_list_calls") or 0) - listings_before
+    meta = {as_text(k): as_text(v) for k, v in r.hgetall(Keys().provider_snapshot_meta()).items()}
+    empties = [e for e in sim.control.requests_seen(service="vast") if e["ts"] >= t0 and e["status"] == 200]
+    worker.assert_alive()
+    report("empty 200 bodies", listings=listings, empty_answers=len(empties))
+    assert listings >= 3 and empties, "the listing was asked (and answered empty) while the fault was on"
+    assert all_status(store, live, "ready"), {i: rec.status for i, rec in store.get_instances(live).items()}
+    assert gone_events(store) == []
+    assert "MalformedResponse" in str(meta.get("error")), meta  # the empty listing was an error, not []
+    sim.control.clear_api_faults()
+    time.sleep(3.0)
+    assert all_status(store, live, "ready") and gone_events(store) == []
+
+
+def test_instances_null_on_show_is_no_verdict_and_absence_is_confirmed_by_listings(chaos, sim) -> None:
+    worker, r, live, doomed = start_stack(chaos, sim, live=2, doomed=1)
+    store = StateStore(r, Keys())
+    lease_record(store, live[0])
+    with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0)) as vast:
+        assert vast.destroy(int(doomed[0])) is True  # really gone: the provider answers null for it too
+    t0 = time.time()
+    sim.control.ambiguous_answer('{"instances": null}', path_contains="/instances/", method="GET")
+    sim.control.ambiguous_answer('{"instances": []}', path_equals="/api/v0/instances", count=2)
+    wait_for(lambda: all_status(store, doomed, "gone"), 30, "the destroyed instance confirmed gone")
+    time.sleep(3.0)
+    shows = {e["path"].rstrip("/").rsplit("/", 1)[-1] for e in sim.control.requests_seen(service="vast")
+             if e["ts"] >= t0 and e["method"] == "GET" and "/instances/" in e["path"] and e["status"] == 200}
+    worker.assert_alive()
+    report("instances null on show", asked=sorted(shows))
+    assert set(live) <= shows, "show was asked about the live instances (and answered null)"
+    assert all_status(store, live, "ready"), {i: rec.status for i, rec in store.get_instances(live).items()}
+    assert [e["instance_id"] for e in gone_events(store)] == doomed
+
+
+def test_layer3_show_answering_null_leaves_a_leased_record_alone(sim, store, events) -> None:
+    iid = str(sim.control.create_instance(label="vastkeep:slow", running=True, ssh=False,
+                                          ssh_proxy=False)["id"])
+    store.put_instance(InstanceRecord(iid, status="ready", label="vastkeep:slow",
+                                      leased_until=time.time() + 600, lease_owner="client-a"))
+    sim.control.ambiguous_answer('{"instances": null}', path_contains=f"/instances/{iid}/", method="GET")
+    validator = PortValidator(ProbeConfig(tcp_timeout_s=0.3, http_timeout_s=0.5, allow_loopback=True))
+    vast = VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0))
+    with vast, pytest.raises(MalformedResponse):  # transient: the task retries; never read as "not found"
+        port_flow.validate_instance(store, events, validator, iid, vast=vast)
+    assert store.get_instance(iid).status == "ready"
