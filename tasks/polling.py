@@ -11,10 +11,9 @@ past the TTL, or a newer dispatcher took over) hands over at once too: its conti
 free lease or finds the newer holder and exits, so polling never waits for supervision's backoff.
 ``refresh`` and ``confirm_absence`` are the only Layer 5 tasks that call Vast.ai (the listing; one ``show``
 about an unlisted instance), each in its own worker slot, so the dispatcher never waits for the provider.
-``ensure`` is an operator's tool (no longer
-on the beat schedule): it queues a ``dispatch`` at once when nobody holds the lease. ``poll_instance``
-makes one instance due now and wakes the dispatcher (one poll in flight per instance stays true: the
-dispatcher's claim does the poll).
+``ensure`` is an operator's tool (no longer on the beat schedule): it queues a ``dispatch`` at once when
+nobody holds the lease. ``poll_instance`` makes one instance due now and wakes the dispatcher (one poll in
+flight per instance stays true: the dispatcher's claim does the poll).
 Each status change also goes out as the Celery event ``task-instance-status`` (Flower).
 """
 
