@@ -3,6 +3,8 @@ confirmed, ownership."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from vastkeep.core.settings import load_settings
@@ -10,6 +12,7 @@ from vastkeep.polling.decide import (
     ABSENT_BEFORE_SHOW,
     ABSENT_CONFIRM_LISTINGS,
     GONE_REASON,
+    REFRESH_RETRY_CAP_S,
     Absence,
     ShowAnswer,
     absence_verdict,
@@ -18,6 +21,7 @@ from vastkeep.polling.decide import (
     next_poll_interval,
     provider_signature,
     provider_verdict,
+    refresh_retry_s,
 )
 from vastkeep.providers import VastInstance
 from vastkeep.state import InstanceRecord
@@ -192,3 +196,20 @@ def test_pool_wake_at(name, status, label, extra, want):
 
     rec = InstanceRecord("1", status=status, label=label, extra=extra)
     assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want
+
+
+@pytest.mark.parametrize(("failures", "age_s", "low", "high"), [
+    (1, 1.0, 1.0, 2.0),     # the first retry: the snapshot's age + up to one more age
+    (2, 1.0, 1.0, 3.0),
+    (4, 5.0, 5.0, 45.0),
+    (30, 5.0, 5.0, 5.0 + REFRESH_RETRY_CAP_S),  # capped
+    (1, 30.0, 30.0, 60.0),
+    (9, 90.0, 90.0, 180.0),  # an age above the cap: the cap grows to it
+    (0, 1.0, 1.0, 2.0),      # a caller's zero is read as the first failure
+])
+def test_refresh_retry_is_never_faster_than_the_cadence_and_is_jittered(failures, age_s, low, high) -> None:
+    rng = random.Random(7)
+    delays = [refresh_retry_s(failures, age_s, rng) for _ in range(2000)]
+    assert all(low <= d <= high for d in delays), (min(delays), max(delays))
+    assert len({round(d, 6) for d in delays}) > 1900  # spread: workers that failed together retry apart
+    assert max(delays) - min(delays) > 0.9 * (high - low)

@@ -15,8 +15,11 @@ No I/O and no clock of their own (``now`` is passed in), so the table tests pin 
 
 from __future__ import annotations
 
+import random
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+from vastkeep.core.backoff import BackoffPolicy, backoff_delay
 
 #: Statuses polled at the active interval (and the lease makes any status active).
 ACTIVE_STATUSES = frozenset({"starting", "loading"})
@@ -81,6 +84,22 @@ def absence_verdict(absent_listings: int, answer: str | None) -> Absence:
     if answer == ShowAnswer.NO_RECORD and absent_listings >= ABSENT_CONFIRM_LISTINGS:
         return Absence.GONE
     return Absence.WAIT
+
+
+#: A listing that keeps failing is retried at most this far apart (plus the snapshot's own age).
+REFRESH_RETRY_CAP_S = 60.0
+
+
+def refresh_retry_s(failures: int, max_age_s: float, rng: random.Random) -> float:
+    """Seconds until the next listing after ``failures`` failed ones in a row (``failures`` >= 1).
+
+    At least the snapshot's normal age (a failing or ambiguous listing is never retried faster than a good
+    one is refreshed), plus a full-jitter backoff growing from that age to :data:`REFRESH_RETRY_CAP_S`, so
+    workers that saw the same outage do not retry in step.
+    """
+    age = max(0.0, float(max_age_s))
+    policy = BackoffPolicy(base_s=age, cap_s=max(age, REFRESH_RETRY_CAP_S))
+    return age + backoff_delay(max(0, int(failures) - 1), policy, rng)
 
 
 class Verdict(NamedTuple):
@@ -223,6 +242,7 @@ def provider_signature(row: Any) -> str:
 __all__ = [
     "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "Absence",
     "ShowAnswer", "absence_verdict", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
+    "REFRESH_RETRY_CAP_S", "refresh_retry_s",
     "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval",
     "pool_wake_at", "port_validated",
     "provider_signature", "provider_verdict",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import VastkeepError
 from vastkeep.polling.absence import ShowAnswers
-from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours
+from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours, refresh_retry_s
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.providers import VastApi, VastInstance
 from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore, as_text, new_owner
@@ -74,13 +75,14 @@ class ProviderSnapshot:
 
     def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  label_prefix: str = "vastkeep", active_max_age_s: float = ACTIVE_MAX_AGE_S,
-                 idle_max_age_s: float = IDLE_MAX_AGE_S) -> None:
+                 idle_max_age_s: float = IDLE_MAX_AGE_S, rng: random.Random | None = None) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
         self.clock = clock
         self.label_prefix = label_prefix
         self.active_max_age_s = active_max_age_s
         self.idle_max_age_s = idle_max_age_s
+        self.rng = rng if rng is not None else random.Random()
         self.leases = LeaseManager(redis_client, self.keys, clock)
 
     # ── reading ──────────────────────────────────────────────────────────────
@@ -122,8 +124,10 @@ class ProviderSnapshot:
         return self.active_max_age_s if active else self.idle_max_age_s
 
     def next_refresh_at(self) -> float:
-        fetched = self.fetched_at()
-        return (fetched or 0.0) + self.max_age_s()
+        """The last good listing + the snapshot's age, or later after failed listings (``retry_at``)."""
+        fetched, retry_at = self.redis.hmget(self.keys.provider_snapshot_meta(), ["fetched_at", "retry_at"])
+        due = (float(as_text(fetched)) if fetched is not None else 0.0) + self.max_age_s()
+        return max(due, float(as_text(retry_at))) if retry_at is not None else due
 
     def is_stale(self) -> bool:
         return self.clock.now() >= self.next_refresh_at()
@@ -152,10 +156,14 @@ class ProviderSnapshot:
         try:
             listed = vast.list_instances()
         except VastkeepError as exc:
-            self.redis.hset(self.keys.provider_snapshot_meta(), mapping={
-                "error": f"{type(exc).__name__}: {exc.message}"[:300], "error_at": repr(self.clock.now())})
-            log.warning("⚠️  Provider snapshot refresh failed (%s); polls keep the last listing",
-                        type(exc).__name__)
+            meta = self.keys.provider_snapshot_meta()
+            failures = int(self.redis.hincrby(meta, "failures", 1))
+            now = self.clock.now()
+            retry_at = now + refresh_retry_s(failures, self.max_age_s(), self.rng)
+            self.redis.hset(meta, mapping={"error": f"{type(exc).__name__}: {exc.message}"[:300],
+                                           "error_at": repr(now), "retry_at": repr(retry_at)})
+            log.warning("⚠️  Provider snapshot refresh failed (%s, %d in a row); polls keep the last listing, "
+                        "next listing in %.1f s", type(exc).__name__, failures, retry_at - now)
             return RefreshResult(error=type(exc).__name__)
         new = {str(r.id): trim(r) for r in listed}
         old = {as_text(k): as_text(v) for k, v in self.redis.hgetall(self.keys.provider_snapshot()).items()}
@@ -169,6 +177,7 @@ class ProviderSnapshot:
                 pipe.hset(self.keys.provider_snapshot(), mapping=dict(items[start:start + _CHUNK]))
             pipe.hset(self.keys.provider_snapshot_meta(),
                       mapping={"fetched_at": repr(started), "count": len(new), "error": ""})
+            pipe.hdel(self.keys.provider_snapshot_meta(), "failures", "retry_at")
             pipe.execute()
         records = store.instance_ids()
         absent = self._count_absent(records, new)
