@@ -7,12 +7,14 @@
 - ``absence``: ``show`` asked about an unlisted instance by its own task (``confirm_absence``), never
   by the dispatcher; the answers kept for the next poll.
 - ``flow``: ``Poller`` (apply verdicts with CAS writes, reschedule, events, Layer 3 hand-off, the
-  dispatcher loop), ``adopt`` / ``forget``.
+  dispatcher loop).
+- ``care``: ``adopt`` / ``forget`` (operators).
 
 Logger: ``vastkeep.polling``.
 """
 
 from vastkeep.polling.absence import CONFIRM_TASK, ShowAnswers, confirm_absence
+from vastkeep.polling.care import adopt, forget
 from vastkeep.polling.decide import (
     NOT_LIVE,
     Absence,
@@ -24,7 +26,7 @@ from vastkeep.polling.decide import (
     next_poll_interval,
     provider_verdict,
 )
-from vastkeep.polling.flow import DISPATCH_BUSY, DISPATCH_LEASE, Poller, PollPolicy, adopt, forget
+from vastkeep.polling.flow import DISPATCH_BUSY, DISPATCH_LEASE, Poller, PollPolicy
 from vastkeep.polling.schedule import CLAIM_TIMEOUT_S, PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot
 
