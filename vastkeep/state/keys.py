@@ -183,6 +183,10 @@ class Keys:
         """Marker (PX = active interval): Layer 3 was queued for this instance recently."""
         return self._k("poll", "l3", _part("instance id", instance_id))
 
+    def poll_shown(self, instance_id: str | int) -> str:
+        """String (with a TTL): what ``show`` said about an instance missing from the listing."""
+        return self._k("poll", "shown", _part("instance id", instance_id))
+
     def provider_snapshot(self) -> str:
         """Hash: instance id → the provider's row (trimmed JSON) from the last listing."""
         return self._k("provider", "snapshot")
