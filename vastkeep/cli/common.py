@@ -38,3 +38,31 @@ def redis_url_here() -> str | None:
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
     return load_settings().redis_url
+
+
+HTTP_DEADLINE_S = 15.0  # one CLI call to the admin API or the simulator, headers and body included
+
+
+class Unreachable(Exception):
+    """The server did not answer (refused, timed out): the text says which URL, never a header."""
+
+
+def call_json(method: str, url: str, *, headers: dict[str, str] | None = None,
+              body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One HTTP call within :data:`HTTP_DEADLINE_S`: ``(status, parsed JSON body or its text)``."""
+    import requests  # noqa: PLC0415
+
+    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.http import make_session, safe_url  # noqa: PLC0415
+
+    with make_session("vastkeep-cli/1") as session, call_deadline(HTTP_DEADLINE_S) as call:
+        try:
+            r = session.request(method, url, headers=headers or {}, json=body, timeout=(3, 10))
+            r.content  # noqa: B018 - read the body inside the deadline
+        except requests.RequestException as exc:
+            why = f"no answer within {HTTP_DEADLINE_S:g}s" if call.expired else type(exc).__name__
+            raise Unreachable(f"{safe_url(url)} unreachable ({why})") from None
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, r.text[:300]

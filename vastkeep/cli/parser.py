@@ -10,12 +10,13 @@ from vastkeep.cli.pool import cmd_pool
 from vastkeep.cli.simulate import cmd_simulate
 from vastkeep.cli.stack_cmds import cmd_up
 from vastkeep.cli.status import cmd_status
+from vastkeep.cli.watchdog import cmd_watchdog
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate,watchdog}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=None,
@@ -44,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     pst = pool_sub.add_parser("status", help="the warm-pool document: guide fields, slots, leases, safe mode")
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
-    sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
+    sim = sub.add_parser("simulate", add_help=False,
+                         help="run the simulated cloud in the foreground; `vastkeep simulate fault <id> "
+                              "crash|hang|offline|exited|outbid|ssh-drop|heal` breaks (or heals) an "
+                              "instance of the stack here")
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)
+    wd = sub.add_parser("watchdog", help="reset a daemon that supervision marked failed")
+    wd_sub = wd.add_subparsers(dest="watchdog_command", metavar="{reset}", required=True)
+    reset = wd_sub.add_parser("reset", help="forget a failed daemon's record: the next sweep starts it again")
+    reset.add_argument("name", help="its name in `GET /api/proxy/admin/watchdog/status` "
+                                    "(e.g. poll-dispatcher)")
+    wd.set_defaults(func=cmd_watchdog)
     return p

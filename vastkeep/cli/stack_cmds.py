@@ -11,10 +11,24 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from vastkeep.core.errors import StackError
 from vastkeep.stack import Stack
+
+
+def cli_command(cwd: Path | None = None) -> str:
+    """This ``vastkeep`` as another terminal can run it without activating the venv: the console script
+    beside this Python (relative to the folder when inside it, ``.venv/bin/vastkeep``), else ``-m``."""
+    script = Path(sys.executable).parent / "vastkeep"
+    if not script.is_file():
+        return f"{sys.executable} -m vastkeep.cli"
+    here = cwd or Path.cwd()
+    try:
+        return str(script.relative_to(here))
+    except ValueError:
+        return str(script)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -32,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     stack = Stack(settings, dict(os.environ), control_concurrency=args.control_concurrency,
-                  ssh_concurrency=args.ssh_concurrency, out=sys.stdout)
+                  ssh_concurrency=args.ssh_concurrency, out=sys.stdout, cli=cli_command())
     try:
         stack.start(stop)
     except StackError as exc:

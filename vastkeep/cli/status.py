@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from vastkeep.cli.common import home_from_settings, redis_client
 from vastkeep.cli.health import run_checks
 from vastkeep.core.clock import SYSTEM_CLOCK
-from vastkeep.stack import STACK_FILE, pid_alive, public_view, read_stack
+from vastkeep.stack import STACK_FILE, pid_alive, public_view, read_stack, simulator_lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -27,30 +28,44 @@ def cmd_status(args: argparse.Namespace) -> int:
     overview, error = None, None
     if stack.get("redis_url"):
         try:
-            overview = overview_of(stack["redis_url"])
+            overview = overview_of(stack["redis_url"], stack.get("tokens_configured"))
         except Exception as exc:  # noqa: BLE001 - status must still print the rest
             error = type(exc).__name__
     if args.json:
         print(json.dumps({**view, **(overview or {})}, indent=2, sort_keys=True))
         return 0
-    up = pid_alive(stack.get("pid"))
-    print(f"stack in {home}: supervisor pid {stack.get('pid')} {'running' if up else 'NOT running'}, "
-          f"started {stack.get('started_at')}{', cloud SIMULATED' if stack.get('simulated') else ''}")
-    print(f"  redis      {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}")
-    print(f"  admin API  {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs")
-    print(f"  flower     {stack.get('flower_url')}")
-    for cid, child in sorted((stack.get("children") or {}).items()):
-        print(f"  {cid:<15} {child.get('status'):<9} pid {child.get('pid')}  "
-              f"restarts {child.get('restartCount')}")
+    for line in stack_lines(stack, view, home, pid_alive(stack.get("pid"))):
+        print(line)
     for ok, text in run_checks(stack, stack.get("redis_url"), stack.get("admin_api_url")):
         print(("  OK   " if ok else "  FAIL ") + text)
     print_overview(overview, error or ("no Redis in stack.json" if not stack.get("redis_url") else None))
     return 0
 
 
-def overview_of(redis_url: str) -> dict[str, Any]:
+def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: bool) -> list[str]:
+    """The processes part of ``vastkeep status``: where each part listens, the simulator's control API and
+    where its token lives (never the token), then one aligned row per child."""
+    lines = [f"stack in {home}: supervisor pid {stack.get('pid')} {'running' if up else 'NOT running'}, "
+             f"started {stack.get('started_at')}{', cloud SIMULATED' if stack.get('simulated') else ''}",
+             f"  redis       {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}",
+             f"  admin API   {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs",
+             f"  flower      {stack.get('flower_url')}",
+             *simulator_lines(stack, home)]
+    children = sorted((stack.get("children") or {}).items())
+    width = max([len(cid) for cid, _ in children] + [len("process")])
+    status_width = max([len(str(c.get("status"))) for _, c in children] + [len("status")])
+    if children:
+        lines.append(f"  {'process':<{width}}  {'status':<{status_width}}  pid      restarts")
+    for cid, child in children:
+        lines.append(f"  {cid:<{width}}  {str(child.get('status')):<{status_width}}  "
+                     f"{str(child.get('pid')):<7}  {child.get('restartCount')}")
+    return lines
+
+
+def overview_of(redis_url: str, configured: dict[str, bool] | None = None) -> dict[str, Any]:
     """Each token's last verdict as the workers stored it (no API call; the stack's own tokens may not be in
-    this shell's environment) and the warm-pool status document."""
+    this shell's environment, so which are configured comes from ``stack.json``: ``configured``) and the
+    warm-pool status document."""
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
     from vastkeep.pool import PoolBook  # noqa: PLC0415
     from vastkeep.state import Keys, StateStore  # noqa: PLC0415
@@ -64,7 +79,8 @@ def overview_of(redis_url: str) -> dict[str, Any]:
         hit = store.get_token_result(service)
         tokens[service] = {"result": {k: v for k, v in hit.items() if not k.startswith("_")}
                            if isinstance(hit, dict) else None,
-                           "runtimeOverride": store.get_runtime_secret(service) is not None}
+                           "runtimeOverride": store.get_runtime_secret(service) is not None,
+                           "configured": (configured or {}).get(service)}
     return {"tokens": tokens, "warmPool": pool_document(settings, store,
                                                         PoolBook(client, Keys(), settings.warm_pool_name))}
 
