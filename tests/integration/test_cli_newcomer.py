@@ -121,9 +121,9 @@ def reset_route() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             prefix, suffix = "/api/proxy/admin/watchdog/", "/reset"
             name = self.path[len(prefix):-len(suffix)] if self.path.startswith(prefix) else ""
             if self.headers.get("X-Admin-Key") != ADMIN_KEY:
-                self._answer(401, {"detail": "invalid or missing X-Admin-Key"})
+                self._answer(401, {"error": "unauthorized", "reason": "invalid or missing X-Admin-Key"})
             elif not self.path.endswith(suffix) or name != "poll-dispatcher":
-                self._answer(404, {"detail": f"no daemon {name!r}"})
+                self._answer(404, {"error": "not_found", "reason": f"no daemon {name!r}"})
             else:
                 self._answer(200, {"name": name, "status": "registered", "reset": True})
 
@@ -163,10 +163,10 @@ def test_watchdog_reset_errors_exit_1(here: Path, reset_route, capsys) -> None:
     write_stack(here, admin_api_url=url, admin_api_key=ADMIN_KEY)
     assert main(["watchdog", "reset", "no-such"]) == 1
     err = capsys.readouterr().err
-    assert "no daemon or process named 'no-such'" in err and "watchdog/status" in err
+    assert "no daemon or process named 'no-such' (no daemon 'no-such')" in err and "watchdog/status" in err
     write_stack(here, admin_api_url=url, admin_api_key="wrong")
     assert main(["watchdog", "reset", "poll-dispatcher"]) == 1
-    assert "answered 401" in capsys.readouterr().err
+    assert "answered 401: invalid or missing X-Admin-Key" in capsys.readouterr().err
 
 
 # ── vastkeep status: tokens the stack has not ───────────────────────────────

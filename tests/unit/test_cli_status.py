@@ -53,9 +53,8 @@ def test_status_rows_are_aligned_even_for_the_longest_child(here: Path, capsys) 
 def test_status_shows_the_simulator_and_where_its_token_lives(here: Path, capsys) -> None:
     assert main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "simulator   http://127.0.0.1:7/_sim" in out
-    where = f"X-Sim-Token is \"control_token\" in {here / 'stack.json'} and {here / 'sim' / 'ready.json'}"
-    assert where in out
+    assert "simulator   http://127.0.0.1:7/_sim   (control API, header X-Sim-Token)" in out
+    assert 'its token: "control_token" in .vastkeep/sim/ready.json (and .vastkeep/stack.json)' in out
     assert "vastkeep simulate fault <id>" in out
     assert main(["status", "--json"]) == 0
     shown = out + capsys.readouterr().out
@@ -94,4 +93,5 @@ def test_the_banner_names_the_simulator_and_the_second_terminal_command(tmp_path
     assert "  simulator   http://127.0.0.1:7/_sim" in text and "sim/ready.json" in text
     assert CONTROL_TOKEN not in text
     assert "In another terminal in this folder: .venv/bin/vastkeep status" in text
+    assert "break an instance: .venv/bin/vastkeep simulate fault <id>" in text
     assert text.count("SIMULATED") == 1, text

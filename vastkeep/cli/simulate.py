@@ -42,7 +42,8 @@ FAULTS: dict[str, Fault] = {
     "outbid": Fault((("state", {"state": "outbid"}),), "the instance was outbid (stopped by the host)",
                     "polling fails it at its next poll and the pool rents a replacement"),
     "ssh-drop": Fault((("ssh", {"action": "kill_sessions"}),), "every SSH session to it was dropped",
-                      "the log collector reconnects and resumes from its byte offset (`vastkeep logs <id>`)"),
+                      "the log collector reconnects (events `ssh-backoff`, then `ssh-connected`) and resumes "
+                      "from its byte offset: `vastkeep logs <id>` loses and repeats no line"),
     "heal": Fault((("comfy", {"mode": "up"}), ("net", {"mode": "open"}), ("ssh", {"mode": "normal"})),
                   "every fault of this instance cleared",
                   "keepalive sees ComfyUI answer again (an instance already failed stays replaced)"),

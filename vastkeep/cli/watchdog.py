@@ -26,14 +26,21 @@ def cmd_watchdog(args: argparse.Namespace) -> int:
         code, answer = call_json("POST", url, headers={"X-Admin-Key": str(stack["admin_api_key"])})
     except Unreachable as exc:
         return _fail(f"the admin API does not answer: {exc}")
-    detail = answer.get("detail") if isinstance(answer, dict) else answer
+    reason = _reason(answer)
     if code == 404:
-        return _fail(f"no daemon or process named {args.name!r} ({detail}); "
-                     "`vastkeep status` and GET /api/proxy/admin/watchdog/status list them")
+        return _fail(f"no daemon or process named {args.name!r}{f' ({reason})' if reason else ''}; "
+                     "GET /api/proxy/admin/watchdog/status lists them")
     if code >= 400 or not isinstance(answer, dict):
-        return _fail(f"the admin API answered {code}: {detail}")
+        return _fail(f"the admin API answered {code}{f': {reason}' if reason else ''}")
     print(f"{answer.get('name')}: {answer.get('status')}")
     return 0
+
+
+def _reason(answer: object) -> str:
+    """The admin API's refusal ``{"error", "reason"}`` (FastAPI's ``detail`` too), in a few words."""
+    if isinstance(answer, dict):
+        return str(answer.get("reason") or answer.get("detail") or answer.get("error") or "")
+    return str(answer or "")[:200]
 
 
 def _fail(text: str) -> int:

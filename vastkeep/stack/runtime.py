@@ -280,7 +280,7 @@ class Stack:
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
         self.say(f"  metrics     {i['admin_api_url']}/metrics")
         self.say(f"  Flower      {i['flower_url']}")
-        for line in simulator_lines(i, self.home):
+        for line in simulator_lines(i, self.home, self.cli):
             self.say(line)
         self.say(f"  logs        {self.logs}")
         if not self.settings.admin_api_key:
@@ -329,16 +329,25 @@ def vast_banner_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def simulator_lines(info: dict[str, Any], home: Path) -> list[str]:
+def simulator_lines(info: dict[str, Any], home: Path, cli: str = "vastkeep") -> list[str]:
     """Where the simulated cloud's control API (``/_sim``) listens and where its token lives (never the
     token), with the command that breaks an instance; nothing for a stack on the real cloud."""
     control = (info.get("simulator") or {}).get("control_url")
     if not info.get("simulated") or not control:
         return []
-    return [f"  simulator   {control}   (control API; its X-Sim-Token is \"control_token\" in "
-            f"{home / STACK_FILE} and {home / 'sim' / 'ready.json'})",
-            "              break an instance: vastkeep simulate fault <id> "
+    return [f"  simulator   {control}   (control API, header X-Sim-Token)",
+            f"              its token: \"control_token\" in {shown_path(home / 'sim' / 'ready.json')} "
+            f"(and {shown_path(home / STACK_FILE)})",
+            f"              break an instance: {cli} simulate fault <id> "
             "crash|hang|offline|exited|outbid|ssh-drop|heal"]
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when inside it (what a user types from there)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def tokens_configured(settings: Any, *, simulated: bool) -> dict[str, bool]:
