@@ -176,7 +176,7 @@ def test_status_says_not_configured_for_a_token_the_stack_has_not(here: Path, re
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "token huggingface  not configured" in out and "token civitai      not configured" in out
-    assert "token vastai       no recent check" in out
+    assert "token vastai       configured, no recent check" in out
     assert main(["status", "--json"]) == 0
     tokens = json.loads(capsys.readouterr().out)["tokens"]
     assert tokens["huggingface"]["configured"] is False and tokens["vastai"]["configured"] is True

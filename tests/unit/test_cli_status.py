@@ -55,7 +55,7 @@ def test_status_shows_the_simulator_and_where_its_token_lives(here: Path, capsys
     out = capsys.readouterr().out
     assert "simulator   http://127.0.0.1:7/_sim   (control API, header X-Sim-Token)" in out
     assert 'its token: "control_token" in .vastkeep/sim/ready.json (and .vastkeep/stack.json)' in out
-    assert "vastkeep simulate fault <id>" in out
+    assert "break an instance: " in out and "vastkeep simulate fault <id>" in out
     assert main(["status", "--json"]) == 0
     shown = out + capsys.readouterr().out
     assert CONTROL_TOKEN not in shown
@@ -63,7 +63,7 @@ def test_status_shows_the_simulator_and_where_its_token_lives(here: Path, capsys
 
 @pytest.mark.parametrize(("info", "verdict"), [
     ({"configured": False, "result": None, "runtimeOverride": False}, "not configured"),
-    ({"configured": True, "result": None, "runtimeOverride": False}, "no recent check"),
+    ({"configured": True, "result": None, "runtimeOverride": False}, "configured, no recent check"),
     ({"configured": None, "result": None, "runtimeOverride": False}, "no recent check"),  # an older stack
     ({"configured": False, "result": {"status": "valid"}, "runtimeOverride": True}, "valid"),
 ])
@@ -95,3 +95,15 @@ def test_the_banner_names_the_simulator_and_the_second_terminal_command(tmp_path
     assert "In another terminal in this folder: .venv/bin/vastkeep status" in text
     assert "break an instance: .venv/bin/vastkeep simulate fault <id>" in text
     assert text.count("SIMULATED") == 1, text
+
+
+def test_the_second_terminal_command_needs_no_activation(tmp_path: Path) -> None:
+    import sys
+
+    from vastkeep.cli.common import cli_command
+
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "vastkeep").is_file():
+        pytest.skip("no vastkeep console script beside this Python")
+    assert cli_command(venv_bin.parent.parent) == f"{venv_bin.parent.name}/bin/vastkeep"
+    assert cli_command(tmp_path) == str(venv_bin / "vastkeep")  # outside the folder: the full path

@@ -6,6 +6,7 @@ that ``vastkeep up`` started in the current folder, without flags, through :func
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,18 @@ def home_from_settings() -> Path:
         return Path(load_settings().vastkeep_home)
     except ConfigError:
         return Path.cwd() / ".vastkeep"
+
+
+def cli_command(cwd: Path | None = None) -> str:
+    """This ``vastkeep`` as another terminal can run it without activating the venv: the console script
+    beside this Python (relative to the folder when inside it, ``.venv/bin/vastkeep``), else ``-m``."""
+    script = Path(sys.executable).parent / "vastkeep"
+    if not script.is_file():
+        return f"{sys.executable} -m vastkeep.cli"
+    try:
+        return str(script.relative_to(cwd or Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def redis_client(url: str) -> Any:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from vastkeep.cli.common import Unreachable, call_json, home_from_settings
+from vastkeep.cli.common import Unreachable, call_json, cli_command, home_from_settings
 from vastkeep.stack import STACK_FILE, read_stack
 
 
@@ -34,7 +34,8 @@ FAULTS: dict[str, Fault] = {
                    "keepalive sees it within seconds (reason `ComfyUI down since ...`); `heal` brings it "
                    "back, else the pool replaces it after WARM_POOL_UNHEALTHY_GRACE_MS (5 min)"),
     "hang": Fault((("comfy", {"mode": "hang"}),), "ComfyUI hangs (accepts, never answers)",
-                  "keepalive's pings time out, then as for crash"),
+                  "keepalive's pings time out; after COMFYUI_KEEPALIVE_MAX_FAILURES (5) of them, 30 s apart, "
+                  "the reason reads `ComfyUI down since ...` (about 2.5 min), then as for crash"),
     "offline": Fault((("state", {"state": "offline"}),), "the host went offline (every path black-holed)",
                      "polling fails it at its next poll and the pool rents a replacement"),
     "exited": Fault((("state", {"state": "exited"}),), "the container exited while meant to run",
@@ -46,7 +47,8 @@ FAULTS: dict[str, Fault] = {
                       "from its byte offset: `vastkeep logs <id>` loses and repeats no line"),
     "heal": Fault((("comfy", {"mode": "up"}), ("net", {"mode": "open"}), ("ssh", {"mode": "normal"})),
                   "every fault of this instance cleared",
-                  "keepalive sees ComfyUI answer again (an instance already failed stays replaced)"),
+                  "keepalive sees ComfyUI answer at its next ping (COMFYUI_KEEPALIVE_INTERVAL_MS, 30 s); "
+                  "an instance already failed stays replaced"),
 }
 
 
@@ -116,7 +118,8 @@ def _inject(args: argparse.Namespace) -> int:
     except Unreachable as exc:
         _fail(f"the simulator does not answer: {exc}; is `vastkeep up` still running here?")
     print(f"instance {args.instance_id}: {fault.what}.")
-    print(f"  what vastkeep does: {fault.expect}. Watch it: vastkeep status")
+    print(f"  what vastkeep does: {fault.expect}.")
+    print(f"  watch it: {cli_command()} status")
     return 0
 
 

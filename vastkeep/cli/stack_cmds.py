@@ -11,24 +11,11 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
+from vastkeep.cli.common import cli_command
 from vastkeep.core.errors import StackError
 from vastkeep.stack import Stack
-
-
-def cli_command(cwd: Path | None = None) -> str:
-    """This ``vastkeep`` as another terminal can run it without activating the venv: the console script
-    beside this Python (relative to the folder when inside it, ``.venv/bin/vastkeep``), else ``-m``."""
-    script = Path(sys.executable).parent / "vastkeep"
-    if not script.is_file():
-        return f"{sys.executable} -m vastkeep.cli"
-    here = cwd or Path.cwd()
-    try:
-        return str(script.relative_to(here))
-    except ValueError:
-        return str(script)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

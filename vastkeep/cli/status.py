@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vastkeep.cli.common import home_from_settings, redis_client
+from vastkeep.cli.common import cli_command, home_from_settings, redis_client
 from vastkeep.cli.health import run_checks
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.stack import STACK_FILE, pid_alive, public_view, read_stack, simulator_lines
@@ -50,7 +50,7 @@ def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: boo
              f"  redis       {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}",
              f"  admin API   {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs",
              f"  flower      {stack.get('flower_url')}",
-             *simulator_lines(stack, home)]
+             *simulator_lines(stack, home, cli_command())]
     children = sorted((stack.get("children") or {}).items())
     width = max([len(cid) for cid, _ in children] + [len("process")])
     status_width = max([len(str(c.get("status"))) for _, c in children] + [len("status")])

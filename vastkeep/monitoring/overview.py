@@ -54,7 +54,8 @@ def token_lines(tokens: Mapping[str, Mapping[str, Any]]) -> list[str]:
             out.append(f"  token {service:<12} not configured")
             continue
         result = info.get("result") or {}
-        verdict = result.get("status") or "no recent check"
+        verdict = result.get("status") or ("configured, no recent check" if info.get("configured")
+                                           else "no recent check")
         error = f" ({result['error']})" if result.get("error") else ""
         when = f", checked {str(result['testedAt'])[:19].replace('T', ' ')}" if result.get("testedAt") else ""
         runtime = ", runtime token" if info.get("runtimeOverride") else ""
