@@ -34,8 +34,9 @@ FAULTS: dict[str, Fault] = {
                    "keepalive sees it within seconds (reason `ComfyUI down since ...`); `heal` brings it "
                    "back, else the pool replaces it after WARM_POOL_UNHEALTHY_GRACE_MS (5 min)"),
     "hang": Fault((("comfy", {"mode": "hang"}),), "ComfyUI hangs (accepts, never answers)",
-                  "keepalive's pings time out; after COMFYUI_KEEPALIVE_MAX_FAILURES (5) of them, 30 s apart, "
-                  "the reason reads `ComfyUI down since ...` (about 2.5 min), then as for crash"),
+                  "keepalive's pings time out (GET /api/proxy/admin/keepalive/status counts them); after "
+                  "COMFYUI_KEEPALIVE_MAX_FAILURES (5), 35 s apart, the reason reads `ComfyUI down since ...` "
+                  "(about 3 min), then as for crash"),
     "offline": Fault((("state", {"state": "offline"}),), "the host went offline (every path black-holed)",
                      "polling fails it at its next poll and the pool rents a replacement"),
     "exited": Fault((("state", {"state": "exited"}),), "the container exited while meant to run",
