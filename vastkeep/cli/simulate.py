@@ -29,6 +29,9 @@ class Fault:
     expect: str
 
 
+REPLACED = ("polling fails it and the pool rents a replacement (three failures within "
+            "WARM_POOL_SAFE_MODE_WINDOW_MS put the pool in safe mode: `vastkeep pool safe-mode off`)")
+
 FAULTS: dict[str, Fault] = {
     "crash": Fault((("comfy", {"mode": "crash"}),), "ComfyUI crashed (connections refused, open ones reset)",
                    "keepalive sees it within seconds (reason `ComfyUI down since ...`); `heal` brings it "
@@ -38,11 +41,11 @@ FAULTS: dict[str, Fault] = {
                   "COMFYUI_KEEPALIVE_MAX_FAILURES (5), 35 s apart, the reason reads `ComfyUI down since ...` "
                   "(about 3 min), then as for crash"),
     "offline": Fault((("state", {"state": "offline"}),), "the host went offline (every path black-holed)",
-                     "polling fails it at its next poll and the pool rents a replacement"),
+                     REPLACED),
     "exited": Fault((("state", {"state": "exited"}),), "the container exited while meant to run",
-                    "polling fails it at its next poll and the pool rents a replacement"),
+                    REPLACED),
     "outbid": Fault((("state", {"state": "outbid"}),), "the instance was outbid (stopped by the host)",
-                    "polling fails it at its next poll and the pool rents a replacement"),
+                    REPLACED),
     "ssh-drop": Fault((("ssh", {"action": "kill_sessions"}),), "every SSH session to it was dropped",
                       "the log collector reconnects (events `ssh-backoff`, then `ssh-connected`) and resumes "
                       "from its byte offset: `vastkeep logs <id>` loses and repeats no line"),
