@@ -125,7 +125,8 @@ def reset_route() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             elif not self.path.endswith(suffix) or name != "poll-dispatcher":
                 self._answer(404, {"error": "not_found", "reason": f"no daemon {name!r}"})
             else:
-                self._answer(200, {"name": name, "status": "registered", "reset": True})
+                self._answer(200, {"id": name, "name": "PollDispatcher", "status": "registered",
+                                   "previousStatus": "failed"})
 
         def _answer(self, code: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
@@ -151,7 +152,7 @@ def test_watchdog_reset_calls_the_route_with_the_stack_key(here: Path, reset_rou
     write_stack(here, admin_api_url=url, admin_api_key=ADMIN_KEY)
     assert main(["watchdog", "reset", "poll-dispatcher"]) == 0
     out = capsys.readouterr()
-    assert out.out.strip() == "poll-dispatcher: registered"
+    assert out.out.strip() == "PollDispatcher: registered (was failed); the next supervision sweep starts it"
     assert seen == [{"path": "/api/proxy/admin/watchdog/poll-dispatcher/reset", "key": ADMIN_KEY}]
     assert ADMIN_KEY not in out.out + out.err
 
@@ -167,6 +168,41 @@ def test_watchdog_reset_errors_exit_1(here: Path, reset_route, capsys) -> None:
     write_stack(here, admin_api_url=url, admin_api_key="wrong")
     assert main(["watchdog", "reset", "poll-dispatcher"]) == 1
     assert "answered 401: invalid or missing X-Admin-Key" in capsys.readouterr().err
+
+
+def test_watchdog_reset_against_the_real_admin_api(here: Path, tmp_path: Path, redis_client, redis_server,
+                                                  capsys) -> None:
+    """The admin API as its own process (as `vastkeep up` runs it) with a daemon supervision marked failed."""
+    from tests.fixtures.api_process import api_env, spawn_api
+    from vastkeep.core.backoff import RestartPolicy
+    from vastkeep.core.clock import FakeClock
+    from vastkeep.state import EventLog, Keys, write_heartbeat
+    from vastkeep.supervision import SupervisionPolicy, keepalive_shard, poll_dispatcher, sweep
+
+    keys, clock = Keys(), FakeClock()
+    events = EventLog(redis_client, keys, clock)
+    policy = SupervisionPolicy(restart=RestartPolicy(max_restarts=0), start_timeout_s=5.0)
+    specs = [keepalive_shard(0), poll_dispatcher()]
+    for _ in range(2):  # registered and started; then the dispatcher never beat: 0 restarts allowed → failed
+        sweep(redis=redis_client, keys=keys, specs=specs, policy=policy, start=lambda spec: None, clock=clock,
+              events=events)
+        write_heartbeat(redis_client, keys, clock, "keepalive-shard-0", kind="keepalive-shard",
+                        ttl_ms=3_600_000)
+        clock.advance(6)
+    api = spawn_api(api_env(REDIS_URL=redis_server.url, ADMIN_API_KEY=ADMIN_KEY), tmp_path / "api")
+    try:
+        write_stack(here, admin_api_url=api.url, admin_api_key=ADMIN_KEY)
+        assert main(["watchdog", "reset", "poll-dispatcher"]) == 0
+        assert capsys.readouterr().out.strip() == (
+            "PollDispatcher: registered (was failed); the next supervision sweep starts it")
+        assert main(["watchdog", "reset", "no-such-daemon"]) == 1
+        err = capsys.readouterr().err
+        assert "no daemon or process named 'no-such-daemon'" in err and "poll-dispatcher" in err, err
+        assert main(["watchdog", "reset", "keepalive-shard-0"]) == 1  # running: 409, not failed
+        assert "answered 409" in capsys.readouterr().err
+    finally:
+        api.stop()
+    assert [e.kind for e in events.read(count=100)].count("process-reset") == 1
 
 
 # ── vastkeep status: tokens the stack has not ───────────────────────────────

@@ -32,7 +32,8 @@ def cmd_watchdog(args: argparse.Namespace) -> int:
                      "GET /api/proxy/admin/watchdog/status lists them")
     if code >= 400 or not isinstance(answer, dict):
         return _fail(f"the admin API answered {code}{f': {reason}' if reason else ''}")
-    print(f"{answer.get('name')}: {answer.get('status')}")
+    was = f" (was {answer['previousStatus']})" if answer.get("previousStatus") else ""
+    print(f"{answer.get('name')}: {answer.get('status')}{was}; the next supervision sweep starts it")
     return 0
 
 
