@@ -1,10 +1,14 @@
 """Client leases on a real redis-server: racing clients over real HTTP, fences, renew, release, expiry with a
-health check before the instance is handed out again, and the reconciler never taking a leased instance."""
+health check before the instance is handed out again (queued by the release or the expiry itself and run by
+the real worker's port validation against a real ComfyUI stand-in), the reconcile round noticing expiries
+(index entry dropped, check queued, a failed check retired), and the reconciler never taking a leased
+instance. The whole cycle on `vastkeep up`: tests/integration/test_stack_lease_cycles.py."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -12,29 +16,45 @@ import requests
 from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
 from tests.integration.test_pool_reconcile import Pool, destroy_all
 from vastkeep.admin import HEADER
-from vastkeep.core.clock import FakeClock, iso
+from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
+from vastkeep.core.settings import load_settings
 from vastkeep.pool import PoolLeases
+from vastkeep.ports.flow import validate_instance
+from vastkeep.ports.validator import PortValidator
 from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore
 
 H = {HEADER: KEY}
 
 
 def ready(store: StateStore, n: int, *, checked_at: str = "2026-01-01T00:00:00.000Z",
-          first: int = 100) -> list[str]:
+          first: int = 100, comfy: list[Any] | None = None) -> list[str]:
+    """``n`` ready records of the pool; with ``comfy`` (port_servers listeners) each at a real ComfyUI."""
     ids = []
     for i in range(n):
         iid = str(first + i)
+        where = {} if comfy is None else {"public_ip": comfy[i].ip, "ports": {"8188/tcp": comfy[i].port}}
         store.put_instance(InstanceRecord(iid, status="ready", label=f"vastkeep:default:{i}",
                                           connection_url=f"http://127.0.0.{i + 1}:8188",
-                                          port_validation={"success": True, "checked_at": checked_at}))
+                                          port_validation={"success": True, "checked_at": checked_at},
+                                          **where))
         ids.append(iid)
     return ids
 
 
-def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None:  # noqa: F811
+class Checks:
+    """The leasing flow's check port, recording what it was asked (the wiring sends the task instead)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, instance_id: str) -> None:
+        self.asked.append(instance_id)
+
+
+def test_20_clients_race_for_5_instances_over_http(served, redis_client, port_servers) -> None:  # noqa: F811
     s, store = served
-    ids = ready(store, 5)
+    ids = ready(store, 5, comfy=[port_servers.open("ok") for _ in range(5)])
     barrier = threading.Barrier(20)
 
     def take(i: int) -> requests.Response:
@@ -60,23 +80,31 @@ def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None
     assert sorted(v["instanceId"] for v in views) == ids
     assert all(v["client"].startswith("svc-") for v in views)
     assert "lse_" not in str(status)  # lease ids are the holders' capabilities: never shown
-    # renew, release; the next grant of that instance carries a higher fence after its health check
+    # renew, release; the release queues the instance's health check (a port validation on the real worker);
+    # the next grant of that instance carries a higher fence and comes only after that check passed
     lid, iid = won[0]["leaseId"], won[0]["instanceId"]
     r = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}/renew", json={"durationS": 1200},
                       headers=H, timeout=5)
     assert r.status_code == 200 and r.json()["instanceId"] == iid and r.json()["fence"] == won[0]["fence"]
+    released_at = iso(SYSTEM_CLOCK.now())
     assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
                            timeout=5).json()["released"] is True
     assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
                            timeout=5).status_code == 404
-    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
-                          headers=H, timeout=5)
-    assert again.status_code == 503 and "health-checked" in again.json()["reason"]  # not before a check
-    checked = {"success": True, "checked_at": "2999-01-01T00:00:00.000Z"}  # a port sweep passed it again
-    store.update_instance(iid, {"port_validation": checked})
-    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
-                          headers=H, timeout=5)
+    refusals = []
+    deadline = SYSTEM_CLOCK.monotonic() + 30  # one keepalive interval
+    while True:
+        again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases",
+                              json={"durationS": 60, "client": "x"}, headers=H, timeout=5)
+        if again.status_code == 201 or SYSTEM_CLOCK.monotonic() > deadline:
+            break
+        assert again.status_code == 503 and "health-checked" in again.json()["reason"], again.text
+        assert again.headers["Retry-After"] == "1"
+        refusals.append(again)
+        SYSTEM_CLOCK.sleep(0.05)
     assert again.status_code == 201 and again.json()["instanceId"] == iid and again.json()["fence"] == 6
+    checked = store.get_instance(iid).port_validation
+    assert checked["success"] is True and checked["checked_at"] > released_at  # the real check ran
 
 
 def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
@@ -92,12 +120,13 @@ def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
     assert requests.post(f"{url}/../x/renew", json={}, headers=H, timeout=5).status_code == 404
 
 
-def test_expiry_returns_the_instance_after_a_health_check(redis_client) -> None:
-    clock = FakeClock()
+def test_expiry_returns_the_instance_after_a_health_check(redis_client, port_servers) -> None:
+    clock = FakeClock(SYSTEM_CLOCK.now())
     store = StateStore(redis_client, Keys(), clock)
     events = EventLog(redis_client, Keys(), clock)
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
-    [iid] = ready(store, 1)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
     first = leases.grant(10, "svc-a")
     with pytest.raises(LeaseBusy) as busy:
         leases.grant(10, "svc-b")
@@ -107,8 +136,14 @@ def test_expiry_returns_the_instance_after_a_health_check(redis_client) -> None:
         leases.renew(first.lease_id, 10)
     with pytest.raises(LeaseBusy) as busy:
         leases.grant(10, "svc-b")
-    assert busy.value.data["reason"] == "none-ready"
-    store.update_instance(iid, {"port_validation": {"success": True, "checked_at": iso(clock.now())}})
+    assert busy.value.data["reason"] == "checking" and busy.value.data["retry_after_s"] == 1
+    assert checks.asked == [iid]  # the grant that met the expired lease queued its check, once
+    with pytest.raises(LeaseBusy):
+        leases.grant(10, "svc-b")
+    assert checks.asked == [iid]
+    simulated = load_settings(environ={"VASTKEEP_SIMULATED": "1"}, env_file=False)
+    validator = PortValidator.from_settings(simulated, clock=clock)
+    assert validate_instance(store, events, validator, iid, clock=clock)["success"] is True  # the check
     second = leases.grant(10, "svc-b")
     assert second.instance_id == iid and second.fence > first.fence
     with pytest.raises(InvalidInput):

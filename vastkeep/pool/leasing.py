@@ -5,12 +5,31 @@ keys, so across any number of API processes and workers no instance is ever leas
 is never taken as excess, and every grant carries a fence from one per-pool counter (strictly increasing).
 The lease entry is the truth; the record's ``leased_until`` / ``lease_owner`` mirror it (status, polling).
 
-An ended lease (released, or expired) returns its instance to the pool only after a port validation that
-passed *after* the lease ended: Layer 3 (the pool sweep) is the health check, so the next holder never gets
-an instance the previous one left broken.
+Safe to re-send: every grant, renewal and release carries a request id fixed once per logical call (made by
+the caller before its first attempt: the admin route per HTTP request, a task from its Celery task id, which
+retries keep). The script stores its first answer under that id for ``POOL_LEASE_REQUEST_TTL_MS``
+(``lease_memo.lua``); a re-sent script (redis-py after a timeout) or a retried task gets that answer again,
+so one call never grants twice, and a rotation or release that went through is answered as it happened.
+
+After a lease: an ended lease (released, expired, or its holder gone and so never renewed) returns its
+instance to the pool only after a health check (Layer 3's port validation) that ran *after* the lease ended.
+The check is queued through the injected ``check`` port (the task and API wiring send
+``vastkeep.ports.validate_instance`` by name; the library never imports Celery):
+
+- by :meth:`PoolLeases.release` itself, at once;
+- by :meth:`PoolLeases.grant` for every ended, unchecked lease it walks past (a client asking after an
+  expiry gets its instance a check later, not a round later);
+- by :meth:`PoolLeases.settle`, which the reconcile round runs first: it is the process that notices an
+  expiry (an ``until`` field, not a Redis TTL), at most ``WARM_POOL_RECONCILE_INTERVAL_MS`` (+ the beat's
+  lateness) after it; it marks the lease ended, drops its id from the index, emits ``pool-lease-ended``
+  (reason ``expired``), re-queues a check whose message was lost, and retires an instance whose check failed.
+
+A check is queued at most once per ``POOL_LEASE_CHECK_QUEUED_TTL_MS`` per instance (a Redis marker). An
+instance whose post-lease check failed is never granted; the round marks it ``failed`` (reason
+:data:`CHECK_FAILED`) and the plan destroys and replaces it.
 
 The lease id is the holder's capability to renew or release: it is returned once to the client and never
-written to events or logs.
+written to events or logs (the memo stores it in Redis, beside the index that already holds it).
 """
 
 from __future__ import annotations
@@ -19,6 +38,8 @@ import json
 import logging
 import re
 import secrets
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +49,7 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound, PermanentError
 from vastkeep.state import EventSink, Keys, as_text
+from vastkeep.state.keys import POOL_LEASE_CHECK_QUEUED_TTL_MS, POOL_LEASE_REQUEST_TTL_MS
 
 log = logging.getLogger("vastkeep.pool")
 
@@ -35,8 +57,17 @@ _HERE = Path(__file__).parent
 MAX_LEASE_S = 86_400
 _CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
 _LEASE_ID_RE = re.compile(r"^lse_[A-Za-z0-9_-]{16,64}$")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 #: When nothing is ready and nothing is leased: about one port sweep / poll away.
 DEFAULT_RETRY_S = 30
+#: When an instance waits for its post-lease check: one check (a port probe) away.
+CHECK_RETRY_S = 1
+#: The status reason of an instance retired because its health check after a lease failed.
+CHECK_FAILED = "post-lease health check failed"
+#: Record statuses a failed post-lease check retires (polling may have demoted a ready one to loading).
+_RETIRABLE = frozenset({"ready", "loading"})
+#: The health-check port: queue a check of this instance (a port validation by name, in the wiring).
+CheckPort = Callable[[str], Any]
 
 
 @dataclass(frozen=True)
@@ -81,36 +112,99 @@ def check_lease_id(value: Any) -> str:
     return value
 
 
+def new_request_id() -> str:
+    """A request id for one logical call whose caller has none (made once, before the first attempt)."""
+    return uuid.uuid4().hex
+
+
+def check_request_id(value: Any) -> str:
+    if not isinstance(value, str) or not _REQUEST_ID_RE.match(value):
+        raise InvalidInput("a request id is 1-128 letters, digits or _ . : - (e.g. a UUID)",
+                           field="requestId")
+    return value
+
+
+def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict[str, Any] | None,
+                now: float) -> str:
+    """What an instance needs after a client lease (pure; ``entry`` is its lease entry).
+
+    ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable);
+    ``"retire"`` the check after the end failed and the instance is still counted live (replace it);
+    ``"check"`` no check after the end yet (queue one); ``"wait"`` not ready (polling and Layer 3 decide).
+    """
+    if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
+        return "live"
+    pv = port_validation or {}
+    checked_at = pv.get("checked_at")
+    checked = isinstance(checked_at, str) and checked_at > str(entry.get("ended_iso") or "")
+    if checked and pv.get("success") is True:
+        return "free"
+    if checked and status in _RETIRABLE:
+        return "retire"
+    return "check" if status == "ready" else "wait"
+
+
+def _pairs(value: Any) -> list[tuple[str, int]]:
+    """(instance id, fence) pairs from a script's flat JSON array (cjson encodes an empty one as ``{}``)."""
+    flat = value if isinstance(value, list) else []
+    return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+
+
 class PoolLeases:
     """Client leases of one pool."""
 
     def __init__(self, redis_client: redis.Redis, keys: Keys, pool: str, prefix: str,
                  clock: Clock = SYSTEM_CLOCK, store: Any = None, events: EventSink | None = None,
-                 retry_s: int = DEFAULT_RETRY_S) -> None:
+                 retry_s: int = DEFAULT_RETRY_S, check: CheckPort | None = None) -> None:
         self.redis, self.keys, self.pool, self.prefix = redis_client, keys, pool, prefix
         self.clock, self.store, self.events, self.retry_s = clock, store, events, retry_s
-        load = lambda name: redis_client.register_script(  # noqa: E731
-            (_HERE / f"lease_{name}.lua").read_text(encoding="utf-8"))
-        self._grant, self._renew, self._release, self._claim = (load(n) for n in
-                                                               ("grant", "renew", "release", "claim"))
+        #: the health-check port; None: checks are left to the reconcile round's wiring
+        self.check = check
+        memo = (_HERE / "lease_memo.lua").read_text(encoding="utf-8")
+        load = lambda name, tail="": redis_client.register_script(  # noqa: E731
+            (_HERE / f"lease_{name}.lua").read_text(encoding="utf-8") + tail)
+        self._grant, self._renew, self._release = (load(n, "\n" + memo)
+                                                   for n in ("grant", "renew", "release"))
+        self._claim, self._settle = load("claim"), load("settle")
+
+    def _once(self, script: Any, op: str, request_id: str | None, keys: Sequence[str],
+              args: Sequence[str]) -> tuple[bool, list[Any]]:
+        """Run a memoised op script: (replayed, its answer). The request id is fixed before the first
+        attempt, so redis-py's re-send of this very call finds the first answer."""
+        rid = check_request_id(request_id) if request_id is not None else new_request_id()
+        raw = script(keys=[*keys, self.keys.pool_lease_request(self.pool, op, rid)],
+                     args=[*args, str(POOL_LEASE_REQUEST_TTL_MS)])
+        answer = json.loads(as_text(raw[1]))
+        return int(raw[0]) == 1, answer if isinstance(answer, list) else []
 
     # ── client operations ───────────────────────────────────────────────────
-    def grant(self, duration_s: Any, client: Any) -> ClientLease:
-        """Lease a ready idle instance, or ``LeaseBusy`` (all leased / none ready) with ``retry_after_s``."""
+    def grant(self, duration_s: Any, client: Any, *, request_id: str | None = None) -> ClientLease:
+        """Lease a ready idle instance, or ``LeaseBusy`` (all leased / none ready) with ``retry_after_s``.
+
+        ``request_id``: the same id answers a repeat of this call (a retried task) with the first answer.
+        """
         duration = parse_duration(duration_s)
         name = parse_client(client)
         now = self.clock.now()
         until = now + duration
-        lease_id = new_lease_id()
         instance_prefix = self.keys.instance("x")[:-1]
         k, pool = self.keys, self.pool
-        reply = self._grant(keys=[k.instances(), k.pool_leases(pool), k.pool_lease_index(pool),
-                                  k.pool_lease_fence(pool), k.pool_claims(pool)],
-                            args=[instance_prefix, f"{self.prefix}:{self.pool}:", repr(now), repr(until),
-                                  iso(until), lease_id, name, iso(now)])
+        replayed, reply = self._once(
+            self._grant, "grant", request_id,
+            [k.instances(), k.pool_leases(pool), k.pool_lease_index(pool), k.pool_lease_fence(pool),
+             k.pool_claims(pool)],
+            [instance_prefix, f"{self.prefix}:{self.pool}:", repr(now), repr(until), iso(until),
+             new_lease_id(), name, iso(now)])
         if int(reply[0]) == 1:
-            grant = ClientLease(lease_id=lease_id, instance_id=as_text(reply[1]), fence=int(reply[2]),
-                                connection_url=as_text(reply[3]) or None, leased_until=until, client=name)
+            held = True
+            if replayed:  # the first attempt's answer was lost: its until, and mirror only a lease still held
+                entry = self._entry(str(reply[1]))
+                until = float(entry.get("until") or until)
+                held = entry.get("lease_id") == reply[4] and entry.get("state") == "active"
+            grant = ClientLease(lease_id=str(reply[4]), instance_id=str(reply[1]), fence=int(reply[2]),
+                                connection_url=str(reply[3]) or None, leased_until=until, client=name)
+            if replayed and not held:
+                return grant
             self._mirror(grant.instance_id, until, name)
             log.info("client lease granted: instance %s to %s until %s (fence %d)", grant.instance_id, name,
                      iso(until), grant.fence)
@@ -118,57 +212,149 @@ class PoolLeases:
                 self.events.emit("pool-lease-granted", instance_id=grant.instance_id, client=name,
                                  fence=grant.fence, leased_until=iso(until))
             return grant
-        ready, leased, unchecked = int(reply[1]), int(reply[2]), int(reply[4])
-        soonest = float(as_text(reply[3]))
-        if leased and leased == ready and not unchecked:
+        ready, leased, unchecked, unreachable = int(reply[1]), int(reply[2]), int(reply[4]), int(reply[5])
+        failed = int(reply[7]) if len(reply) > 7 else 0
+        for iid, fence in _pairs(reply[6] if len(reply) > 6 else None):
+            self.request_check(iid, fence)
+        soonest = float(reply[3])
+        if leased and leased == ready and not (unchecked or failed):
             retry = min(max(1, int(soonest - now + 0.999)), self.retry_s)
             raise LeaseBusy(f"all {leased} ready instance(s) are leased", retry_after_s=retry,
                             delay_s=float(retry), reason="all-leased")
-        unreachable = int(reply[5]) if len(reply) > 5 else 0
-        why = ("instances are being health-checked after a lease" if unchecked else
+        if unchecked:
+            raise LeaseBusy("instances are being health-checked after a lease", retry_after_s=CHECK_RETRY_S,
+                            delay_s=float(CHECK_RETRY_S), reason="checking")
+        why = (f"{failed} instance(s) failed their health check after a lease (being replaced)" if failed else
                f"ComfyUI does not answer on {unreachable} ready instance(s) (keepalive lost; being replaced)"
                if unreachable else "no instance is ready yet")
         raise LeaseBusy(why, retry_after_s=self.retry_s, delay_s=float(self.retry_s), reason="none-ready")
 
-    def renew(self, lease_id: Any, duration_s: Any, *, rotate: bool = False) -> dict[str, Any]:
+    def renew(self, lease_id: Any, duration_s: Any, *, rotate: bool = False,
+              request_id: str | None = None) -> dict[str, Any]:
         """Extend a live lease to now + ``duration_s``; ``NotFound`` when unknown or expired.
 
         ``rotate``: the id was exposed (sent where events show it): the same step replaces it with a new id,
-        returned as ``leaseId``; the exposed one is dead from then on.
+        returned as ``leaseId``; the exposed one is dead from then on. A repeat with the same ``request_id``
+        answers as the first call did (the new id included).
         """
         lid = check_lease_id(lease_id)
         duration = parse_duration(duration_s)
         now = self.clock.now()
         until = now + duration
-        new_id = new_lease_id() if rotate else ""
         k, pool = self.keys, self.pool
-        reply = self._renew(keys=[k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
-                            args=[lid, repr(now), repr(until), iso(until), new_id])
+        replayed, reply = self._once(self._renew, "renew", request_id,
+                                     [k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
+                                     [lid, repr(now), repr(until), iso(until),
+                                      new_lease_id() if rotate else ""])
         status = int(reply[0])
         if status == 0:
             raise NotFound("no such lease (unknown, released or expired)", field="leaseId")
-        instance_id = as_text(reply[1])
+        instance_id = str(reply[1])
         if status == -1:
             raise LeaseBroken(f"instance {instance_id} is being destroyed; take a new lease",
                               instance_id=instance_id)
+        if replayed:
+            until = float(self._entry(instance_id).get("until") or until)
         self._mirror(instance_id, until, None)
+        new_id = str(reply[3]) if len(reply) > 3 else ""
         out = {"instanceId": instance_id, "leasedUntil": iso(until), "fence": int(reply[2])}
         return {**out, "leaseId": new_id, "rotated": True} if new_id else out
 
-    def release(self, lease_id: Any) -> dict[str, Any]:
-        """End a live lease now; ``NotFound`` when unknown, released already or expired."""
+    def release(self, lease_id: Any, *, request_id: str | None = None) -> dict[str, Any]:
+        """End a live lease now and queue the instance's health check; ``NotFound`` when unknown, released
+        already or expired. A repeat with the same ``request_id`` answers as the first call did."""
         lid = check_lease_id(lease_id)
         now = self.clock.now()
-        reply = self._release(keys=[self.keys.pool_leases(self.pool), self.keys.pool_lease_index(self.pool)],
-                              args=[lid, repr(now), iso(now)])
+        k = self.keys
+        replayed, reply = self._once(self._release, "release", request_id,
+                                     [k.pool_leases(self.pool), k.pool_lease_index(self.pool)],
+                                     [lid, repr(now), iso(now)])
         if int(reply[0]) != 1:
             raise NotFound("no such lease (unknown, released or expired)", field="leaseId")
-        instance_id, fence, client = as_text(reply[1]), int(reply[2]), as_text(reply[3])
-        self._mirror(instance_id, None, None)
-        if self.events is not None:
-            self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
-                             reason="released")
+        instance_id, fence, client = str(reply[1]), int(reply[2]), str(reply[3])
+        if not (replayed and self._entry(instance_id).get("state") == "active"):  # not re-granted meanwhile
+            self._mirror(instance_id, None, None)
+            if self.events is not None:
+                self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
+                                 reason="released")
+        self.request_check(instance_id, fence)
         return {"instanceId": instance_id, "released": True, "fence": fence}
+
+    # ── after a lease: the health check ─────────────────────────────────────
+    def request_check(self, instance_id: str, fence: int) -> bool:
+        """Queue the health check of ``instance_id`` after its lease ``fence`` ended, through the ``check``
+        port, at most once per ``POOL_LEASE_CHECK_QUEUED_TTL_MS`` (a Redis marker); True when queued now."""
+        if self.check is None:
+            return False
+        marker = self.keys.pool_lease_check(self.pool, instance_id, fence)
+        if not self.redis.set(marker, "1", nx=True, px=POOL_LEASE_CHECK_QUEUED_TTL_MS):
+            return False
+        try:
+            self.check(instance_id)
+        except Exception as exc:  # noqa: BLE001 - the marker goes; the next grant or round queues it again
+            self.redis.delete(marker)
+            log.warning("could not queue the health check of instance %s after a lease: %s", instance_id,
+                        type(exc).__name__)
+            return False
+        return True
+
+    def settle(self) -> dict[str, Any]:
+        """The reconcile round's pass over the leases: notice expiries (ended, index entry dropped, event,
+        mirror), queue the check of every ended lease still unchecked, retire an instance whose check failed.
+        Returns counts for the round's result."""
+        now = self.clock.now()
+        k = self.keys
+        flat = self._settle(keys=[k.pool_leases(self.pool), k.pool_lease_index(self.pool)], args=[repr(now)])
+        expired = [(str(flat[i]), str(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        for iid, client, fence in expired:
+            self._mirror(iid, None, None)
+            log.info("client lease on instance %s expired (%s, fence %d)", iid, client, fence)
+            if self.events is not None:
+                self.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence,
+                                 reason="expired")
+        checks, retired = 0, []
+        entries = {as_text(i): as_text(v) for i, v in self.redis.hgetall(k.pool_leases(self.pool)).items()}
+        records = self.store.get_instances(list(entries)) if self.store is not None and entries else {}
+        for iid, raw in entries.items():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            rec = records.get(iid)
+            need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None),
+                               now)
+            if need == "check":
+                checks += self.request_check(iid, int(entry.get("fence") or 0))
+            elif need == "retire" and self._retire(iid, str(entry.get("ended_iso") or "")):
+                retired.append(iid)
+        return {"expired": len(expired), "checks": checks, "retired": retired}
+
+    def _retire(self, instance_id: str, ended_iso: str) -> bool:
+        """Mark an instance whose post-lease check failed ``failed`` (decided again on the record as it is at
+        write time), so the plan destroys and replaces it; True when marked now."""
+        why: list[str] = []
+
+        def change(rec: Any) -> Any:
+            why.clear()
+            pv = rec.port_validation or {}
+            entry = {"state": "ended", "until": 0, "ended_iso": ended_iso}
+            if after_lease(entry, rec.status, pv, self.clock.now()) == "retire":
+                why.append(f"{CHECK_FAILED}: {str(pv.get('error') or 'no answer')[:160]}")
+                why.append(rec.status)
+                rec.status, rec.error, rec.status_reason = "failed", why[0], why[0]
+            return rec
+
+        try:
+            self.store.modify_instance(instance_id, change)
+        except NotFound:
+            return False
+        if not why:
+            return False
+        log.warning("⚠️  Instance %s %s: retired, the pool replaces it", instance_id, why[0])
+        if self.events is not None:
+            self.events.emit("instance-status", instance_id=instance_id, old=why[1], new="failed",
+                             reason=why[0])
+        return True
 
     # ── the reconciler's side ───────────────────────────────────────────────
     def active(self, now: float) -> dict[str, dict[str, Any]]:
@@ -204,6 +390,15 @@ class PoolLeases:
         pipe.hdel(self.keys.pool_claims(self.pool), instance_id)
         pipe.execute()
 
+    def _entry(self, instance_id: str) -> dict[str, Any]:
+        """The lease entry of ``instance_id`` ({} when none or unreadable)."""
+        raw = self.redis.hget(self.keys.pool_leases(self.pool), instance_id)
+        try:
+            entry = json.loads(as_text(raw)) if raw else {}
+        except ValueError:
+            return {}
+        return entry if isinstance(entry, dict) else {}
+
     def _mirror(self, instance_id: str, until: float | None, client: str | None) -> None:
         """Copy the lease into the record (status and polling read it there); best effort."""
         if self.store is None:
@@ -217,4 +412,5 @@ class PoolLeases:
             log.warning("lease mirror on instance %s not written: %s", instance_id, exc.message[:120])
 
 
-__all__ = ["MAX_LEASE_S", "ClientLease", "PoolLeases", "new_lease_id", "parse_client", "parse_duration"]
+__all__ = ["CHECK_FAILED", "CHECK_RETRY_S", "MAX_LEASE_S", "CheckPort", "ClientLease", "PoolLeases",
+           "after_lease", "new_lease_id", "new_request_id", "parse_client", "parse_duration"]
