@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers import wait_until
 from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
 from tests.integration.test_pool_reconcile import Pool, destroy_all
 from vastkeep.admin import HEADER
 from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
 from vastkeep.core.settings import load_settings
-from vastkeep.pool import PoolLeases
+from vastkeep.pool import PoolLeases, Reconciler
 from vastkeep.ports.flow import validate_instance
 from vastkeep.ports.validator import PortValidator
-from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore
+from vastkeep.state import EventLog, InstanceRecord, Keys, LeaseManager, StateStore
 
 H = {HEADER: KEY}
 
@@ -229,3 +230,56 @@ def test_an_instance_whose_comfyui_is_lost_is_not_leased_until_it_answers_again(
     assert busy.value.data["reason"] == "none-ready" and "keepalive lost" in str(busy.value)
     store.update_instance(lost, {"extra": {}})  # a ping answered again: the runner drops the mark
     assert leases.grant(60, "svc-b").instance_id == lost
+
+
+def test_the_round_notices_an_expiry_and_replaces_an_instance_whose_check_failed(cloud, redis_client) -> None:
+    """An expiry is an ``until`` field: the reconcile round is the process that notices it (the lease ends,
+    its id leaves the index, its check is queued); a check that fails after the end retires the instance
+    and the same round's plan destroys and replaces it."""
+    cloud.control.set_lifecycle(created_s=0.1, loading_s=0.3, boot_s=0.1)
+    cloud.control.set_rent_defaults(ssh=False, ssh_proxy=False)
+    pool = Pool(cloud, redis_client)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", pool.clock, pool.store, pool.events,
+                        check=checks)
+
+    def round_() -> dict[str, Any]:
+        with pool.vast() as vast:
+            return Reconciler(pool.settings, pool.store, pool.events, LeaseManager(redis_client, Keys(),
+                              pool.clock), pool.book, vast, pool.clock, client_leases=leases).run()
+
+    pool.size(1)
+    round_()
+    [rec] = pool.store.list_instances()
+    iid = rec.instance_id
+    validator = PortValidator.from_settings(pool.settings, clock=pool.clock)
+
+    def check() -> dict[str, Any]:  # what the worker's vastkeep.ports.validate_instance does
+        with pool.vast() as vast:
+            return validate_instance(pool.store, pool.events, validator, iid, vast=vast, clock=pool.clock)
+
+    wait_until(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
+    assert pool.store.get_instance(iid).status == "ready"
+    grant = leases.grant(10, "svc-gone")  # its holder goes away: never renews, never releases
+    index = Keys().pool_lease_index("default")
+    assert redis_client.hlen(index) == 1
+    pool.clock.advance(11)
+    out = round_()
+    assert out["leases"] == {"expired": 1, "checks": 1, "retired": []}
+    assert redis_client.hlen(index) == 0  # no residue: the expired lease's id left the index
+    assert checks.asked == [iid]
+    ended = [e.fields for e in pool.events.read(count=1000) if e.kind == "pool-lease-ended"]
+    assert ended == [{"instance_id": iid, "client": "svc-gone", "fence": grant.fence, "reason": "expired"}]
+    assert pool.store.get_instance(iid).leased_until is None  # the mirror follows
+    assert round_()["leases"] == {"expired": 0, "checks": 0, "retired": []}  # queued once, not per round
+
+    cloud.control.refuse(int(iid))  # the instance's ComfyUI port is closed: the post-lease check fails
+    pool.clock.advance(0.01)
+    assert check()["success"] is False
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(60, "svc-next")
+    assert "failed their health check" in str(busy.value)  # never handed out
+    out = round_()
+    assert out["leases"]["retired"] == [iid]
+    assert out["destroyed"] == [[iid, "failed"]] and len(out["rented"]) == 1  # replaced in the same round
+    assert [str(vi.id) for vi in pool.provider()] == out["rented"]
