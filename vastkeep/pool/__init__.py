@@ -16,8 +16,9 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.pool import safety
+from vastkeep.pool.aftercare import CHECK_FAILED, after_lease
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
-from vastkeep.pool.leasing import CHECK_FAILED, MAX_LEASE_S, CheckPort, ClientLease, PoolLeases, after_lease
+from vastkeep.pool.leasing import MAX_LEASE_S, CheckPort, ClientLease, PoolLeases
 from vastkeep.pool.ops import parse_size, pool_figures, safe_mode_view, set_safe_mode, set_size
 from vastkeep.pool.plan import (
     OfferParams,

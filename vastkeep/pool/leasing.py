@@ -11,22 +11,13 @@ retries keep). The script stores its first answer under that id for ``POOL_LEASE
 (``lease_memo.lua``); a re-sent script (redis-py after a timeout) or a retried task gets that answer again,
 so one call never grants twice, and a rotation or release that went through is answered as it happened.
 
-After a lease: an ended lease (released, expired, or its holder gone and so never renewed) returns its
-instance to the pool only after a health check (Layer 3's port validation) that ran *after* the lease ended.
-The check is queued through the injected ``check`` port (the task and API wiring send
-``vastkeep.ports.validate_instance`` by name; the library never imports Celery):
-
-- by :meth:`PoolLeases.release` itself, at once;
-- by :meth:`PoolLeases.grant` for every ended, unchecked lease it walks past (a client asking after an
-  expiry gets its instance a check later, not a round later);
-- by :meth:`PoolLeases.settle`, which the reconcile round runs first: it is the process that notices an
-  expiry (an ``until`` field, not a Redis TTL), at most ``WARM_POOL_RECONCILE_INTERVAL_MS`` (+ the beat's
-  lateness) after it; it marks the lease ended, drops its id from the index, emits ``pool-lease-ended``
-  (reason ``expired``), re-queues a check whose message was lost, and retires an instance whose check failed.
-
-A check is queued at most once per ``POOL_LEASE_CHECK_QUEUED_TTL_MS`` per instance (a Redis marker). An
-instance whose post-lease check failed is never granted; the round marks it ``failed`` (reason
-:data:`CHECK_FAILED`) and the plan destroys and replaces it.
+After a lease: an ended lease returns its instance to the pool only after a health check (Layer 3's port
+validation) that ran *after* the end (:mod:`vastkeep.pool.aftercare`). The check is queued through the
+injected ``check`` port (the task and API wiring send ``vastkeep.ports.validate_instance`` by name; the
+library never imports Celery): by :meth:`PoolLeases.release` at once; by :meth:`PoolLeases.grant` for every
+ended, unchecked lease it walks past (a client asking after an expiry waits one check, not one round); by
+:meth:`PoolLeases.settle`, the reconcile round's pass, which is what notices an expiry. A check is queued
+once per ended lease (a Redis marker, ``POOL_LEASE_CHECK_QUEUED_TTL_MS``: re-queued after it if lost).
 
 The lease id is the holder's capability to renew or release: it is returned once to the client and never
 written to events or logs (the memo stores it in Redis, beside the index that already holds it).
@@ -48,6 +39,7 @@ import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound, PermanentError
+from vastkeep.pool import aftercare
 from vastkeep.state import EventSink, Keys, as_text
 from vastkeep.state.keys import POOL_LEASE_CHECK_QUEUED_TTL_MS, POOL_LEASE_REQUEST_TTL_MS
 
@@ -62,10 +54,6 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 DEFAULT_RETRY_S = 30
 #: When an instance waits for its post-lease check: one check (a port probe) away.
 CHECK_RETRY_S = 1
-#: The status reason of an instance retired because its health check after a lease failed.
-CHECK_FAILED = "post-lease health check failed"
-#: Record statuses a failed post-lease check retires (polling may have demoted a ready one to loading).
-_RETIRABLE = frozenset({"ready", "loading"})
 #: The health-check port: queue a check of this instance (a port validation by name, in the wiring).
 CheckPort = Callable[[str], Any]
 
@@ -122,26 +110,6 @@ def check_request_id(value: Any) -> str:
         raise InvalidInput("a request id is 1-128 letters, digits or _ . : - (e.g. a UUID)",
                            field="requestId")
     return value
-
-
-def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict[str, Any] | None,
-                now: float) -> str:
-    """What an instance needs after a client lease (pure; ``entry`` is its lease entry).
-
-    ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable);
-    ``"retire"`` the check after the end failed and the instance is still counted live (replace it);
-    ``"check"`` no check after the end yet (queue one); ``"wait"`` not ready (polling and Layer 3 decide).
-    """
-    if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
-        return "live"
-    pv = port_validation or {}
-    checked_at = pv.get("checked_at")
-    checked = isinstance(checked_at, str) and checked_at > str(entry.get("ended_iso") or "")
-    if checked and pv.get("success") is True:
-        return "free"
-    if checked and status in _RETIRABLE:
-        return "retire"
-    return "check" if status == "ready" else "wait"
 
 
 def _pairs(value: Any) -> list[tuple[str, int]]:
@@ -205,7 +173,7 @@ class PoolLeases:
                                 connection_url=str(reply[3]) or None, leased_until=until, client=name)
             if replayed and not held:
                 return grant
-            self._mirror(grant.instance_id, until, name)
+            self.mirror(grant.instance_id, until, name)
             log.info("client lease granted: instance %s to %s until %s (fence %d)", grant.instance_id, name,
                      iso(until), grant.fence)
             if self.events is not None:
@@ -255,7 +223,7 @@ class PoolLeases:
                               instance_id=instance_id)
         if replayed:
             until = float(self._entry(instance_id).get("until") or until)
-        self._mirror(instance_id, until, None)
+        self.mirror(instance_id, until, None)
         new_id = str(reply[3]) if len(reply) > 3 else ""
         out = {"instanceId": instance_id, "leasedUntil": iso(until), "fence": int(reply[2])}
         return {**out, "leaseId": new_id, "rotated": True} if new_id else out
@@ -273,7 +241,7 @@ class PoolLeases:
             raise NotFound("no such lease (unknown, released or expired)", field="leaseId")
         instance_id, fence, client = str(reply[1]), int(reply[2]), str(reply[3])
         if not (replayed and self._entry(instance_id).get("state") == "active"):  # not re-granted meanwhile
-            self._mirror(instance_id, None, None)
+            self.mirror(instance_id, None, None)
             if self.events is not None:
                 self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
                                  reason="released")
@@ -299,62 +267,8 @@ class PoolLeases:
         return True
 
     def settle(self) -> dict[str, Any]:
-        """The reconcile round's pass over the leases: notice expiries (ended, index entry dropped, event,
-        mirror), queue the check of every ended lease still unchecked, retire an instance whose check failed.
-        Returns counts for the round's result."""
-        now = self.clock.now()
-        k = self.keys
-        flat = self._settle(keys=[k.pool_leases(self.pool), k.pool_lease_index(self.pool)], args=[repr(now)])
-        expired = [(str(flat[i]), str(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
-        for iid, client, fence in expired:
-            self._mirror(iid, None, None)
-            log.info("client lease on instance %s expired (%s, fence %d)", iid, client, fence)
-            if self.events is not None:
-                self.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence,
-                                 reason="expired")
-        checks, retired = 0, []
-        entries = {as_text(i): as_text(v) for i, v in self.redis.hgetall(k.pool_leases(self.pool)).items()}
-        records = self.store.get_instances(list(entries)) if self.store is not None and entries else {}
-        for iid, raw in entries.items():
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            rec = records.get(iid)
-            need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None),
-                               now)
-            if need == "check":
-                checks += self.request_check(iid, int(entry.get("fence") or 0))
-            elif need == "retire" and self._retire(iid, str(entry.get("ended_iso") or "")):
-                retired.append(iid)
-        return {"expired": len(expired), "checks": checks, "retired": retired}
-
-    def _retire(self, instance_id: str, ended_iso: str) -> bool:
-        """Mark an instance whose post-lease check failed ``failed`` (decided again on the record as it is at
-        write time), so the plan destroys and replaces it; True when marked now."""
-        why: list[str] = []
-
-        def change(rec: Any) -> Any:
-            why.clear()
-            pv = rec.port_validation or {}
-            entry = {"state": "ended", "until": 0, "ended_iso": ended_iso}
-            if after_lease(entry, rec.status, pv, self.clock.now()) == "retire":
-                why.append(f"{CHECK_FAILED}: {str(pv.get('error') or 'no answer')[:160]}")
-                why.append(rec.status)
-                rec.status, rec.error, rec.status_reason = "failed", why[0], why[0]
-            return rec
-
-        try:
-            self.store.modify_instance(instance_id, change)
-        except NotFound:
-            return False
-        if not why:
-            return False
-        log.warning("⚠️  Instance %s %s: retired, the pool replaces it", instance_id, why[0])
-        if self.events is not None:
-            self.events.emit("instance-status", instance_id=instance_id, old=why[1], new="failed",
-                             reason=why[0])
-        return True
+        """The reconcile round's pass over the leases (:func:`vastkeep.pool.aftercare.settle`)."""
+        return aftercare.settle(self, self._settle)
 
     # ── the reconciler's side ───────────────────────────────────────────────
     def active(self, now: float) -> dict[str, dict[str, Any]]:
@@ -399,7 +313,7 @@ class PoolLeases:
             return {}
         return entry if isinstance(entry, dict) else {}
 
-    def _mirror(self, instance_id: str, until: float | None, client: str | None) -> None:
+    def mirror(self, instance_id: str, until: float | None, client: str | None) -> None:
         """Copy the lease into the record (status and polling read it there); best effort."""
         if self.store is None:
             return
@@ -412,5 +326,5 @@ class PoolLeases:
             log.warning("lease mirror on instance %s not written: %s", instance_id, exc.message[:120])
 
 
-__all__ = ["CHECK_FAILED", "CHECK_RETRY_S", "MAX_LEASE_S", "CheckPort", "ClientLease", "PoolLeases",
-           "after_lease", "new_lease_id", "new_request_id", "parse_client", "parse_duration"]
+__all__ = ["CHECK_RETRY_S", "MAX_LEASE_S", "CheckPort", "ClientLease", "PoolLeases", "check_request_id",
+           "new_lease_id", "new_request_id", "parse_client", "parse_duration"]
