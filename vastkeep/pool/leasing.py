@@ -50,7 +50,7 @@ MAX_LEASE_S = 86_400
 _CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
 _LEASE_ID_RE = re.compile(r"^lse_[A-Za-z0-9_-]{16,64}$")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-#: When nothing is ready and nothing is leased: about one port sweep / poll away.
+#: When nothing is ready and nothing is leased: about one poll (and its port validation) away.
 DEFAULT_RETRY_S = 30
 #: When an instance waits for its post-lease check: one check (a port probe) away.
 CHECK_RETRY_S = 1

@@ -17,7 +17,7 @@ One round, under the fenced ``pool-reconcile:<pool>`` lease:
 
 Only instances whose label starts with ``<WARM_POOL_LABEL_PREFIX>:<WARM_POOL_NAME>:`` are ever destroyed.
 Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``); the
-port sweep promotes them to ``ready``.
+Layer 3 (queued by polling for a running instance) promotes them to ``ready``.
 """
 
 from __future__ import annotations
