@@ -16,7 +16,7 @@ One round, under the fenced ``pool-reconcile:<pool>`` lease:
    stops this round's renting: the next round looks its label up before anything is rented again.
 
 Only instances whose label starts with ``<WARM_POOL_LABEL_PREFIX>:<WARM_POOL_NAME>:`` are ever destroyed.
-Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``); the
+Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``), and
 Layer 3 (queued by polling for a running instance) promotes them to ``ready``.
 """
 
