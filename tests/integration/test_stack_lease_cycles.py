@@ -165,7 +165,7 @@ def test_a_pool_of_one_serves_lease_release_lease_again(pool_of_one: Stack) -> N
     lease, _ = client.take()
     sim = stack.sim()
     sim.refuse(int(iid))
-    client.release(lease)
+    broken_at = client.release(lease)
     deadline = SYSTEM_CLOCK.monotonic() + 150
     replacement = None
     while replacement is None:
@@ -177,6 +177,8 @@ def test_a_pool_of_one_serves_lease_release_lease_again(pool_of_one: Stack) -> N
         assert r.status_code == 503 and r.headers["Retry-After"], r.text
         assert SYSTEM_CLOCK.monotonic() < deadline, f"no replacement granted: {r.text}"
         SYSTEM_CLOCK.sleep(1)
+    print(f"closed port: replacement {replacement} granted {SYSTEM_CLOCK.now() - broken_at:.1f} s after the "
+          f"release")
     rented = [e["fields"]["instance_id"] for e in events(stack, "instance-rented")]
     assert replacement in rented and rented[0] == iid and len(rented) == 2
     replaced = [e["fields"] for e in events(stack, "instance-replaced")]
