@@ -283,3 +283,23 @@ def test_the_round_notices_an_expiry_and_replaces_an_instance_whose_check_failed
     assert out["leases"]["retired"] == [iid]
     assert out["destroyed"] == [[iid, "failed"]] and len(out["rented"]) == 1  # replaced in the same round
     assert [str(vi.id) for vi in pool.provider()] == out["rented"]
+
+
+def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> None:
+    """One request id is one logical call: a repeat after a grant returns that grant; a refusal changed
+    nothing, so a repeat with the same id (a client retrying its 503 with its Idempotency-Key) is served."""
+    clock = FakeClock(SYSTEM_CLOCK.now())
+    store = StateStore(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
+    with pytest.raises(LeaseBusy):
+        leases.grant(60, "svc", request_id="call-1")
+    [iid] = ready(store, 1)
+    first = leases.grant(60, "svc", request_id="call-1")
+    assert first.instance_id == iid
+    assert leases.grant(60, "svc", request_id="call-1") == first  # not a second lease, nor a refusal
+    released = leases.release(first.lease_id, request_id="call-2")
+    assert leases.release(first.lease_id, request_id="call-2") == released  # not NotFound
+    with pytest.raises(NotFound):
+        leases.release(first.lease_id, request_id="call-3")  # a new call: that lease is gone
+    with pytest.raises(InvalidInput):
+        leases.grant(60, "svc", request_id="no spaces allowed")

@@ -7,7 +7,8 @@ The lease entry is the truth; the record's ``leased_until`` / ``lease_owner`` mi
 
 Safe to re-send: every grant, renewal and release carries a request id fixed once per logical call (made by
 the caller before its first attempt: the admin route per HTTP request, a task from its Celery task id, which
-retries keep). The script stores its first answer under that id for ``POOL_LEASE_REQUEST_TTL_MS``
+retries keep). The script stores its first answer that changed something (granted, renewed, released;
+a refusal changed nothing and may be asked again) under that id for ``POOL_LEASE_REQUEST_TTL_MS``
 (``lease_memo.lua``); a re-sent script (redis-py after a timeout) or a retried task gets that answer again,
 so one call never grants twice, and a rotation or release that went through is answered as it happened.
 
@@ -149,7 +150,7 @@ class PoolLeases:
     def grant(self, duration_s: Any, client: Any, *, request_id: str | None = None) -> ClientLease:
         """Lease a ready idle instance, or ``LeaseBusy`` (all leased / none ready) with ``retry_after_s``.
 
-        ``request_id``: the same id answers a repeat of this call (a retried task) with the first answer.
+        ``request_id``: the same id answers a repeat of this call (a retried task) with the first grant.
         """
         duration = parse_duration(duration_s)
         name = parse_client(client)
