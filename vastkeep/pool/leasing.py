@@ -155,7 +155,7 @@ class PoolLeases:
         duration = parse_duration(duration_s)
         name = parse_client(client)
         now = self.clock.now()
-        until = now + duration
+        until = round(now + duration, 3)  # ms: what cjson keeps of it (a replay reads it back)
         instance_prefix = self.keys.instance("x")[:-1]
         k, pool = self.keys, self.pool
         replayed, reply = self._once(
@@ -209,7 +209,7 @@ class PoolLeases:
         lid = check_lease_id(lease_id)
         duration = parse_duration(duration_s)
         now = self.clock.now()
-        until = now + duration
+        until = round(now + duration, 3)  # ms: what cjson keeps of it (a replay reads it back)
         k, pool = self.keys, self.pool
         replayed, reply = self._once(self._renew, "renew", request_id,
                                      [k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
