@@ -290,7 +290,8 @@ def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> Non
     nothing, so a repeat with the same id (a client retrying its 503 with its Idempotency-Key) is served."""
     clock = FakeClock(SYSTEM_CLOCK.now())
     store = StateStore(redis_client, Keys(), clock)
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
+    events = EventLog(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
     with pytest.raises(LeaseBusy):
         leases.grant(60, "svc", request_id="call-1")
     [iid] = ready(store, 1)
@@ -303,3 +304,4 @@ def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> Non
         leases.release(first.lease_id, request_id="call-3")  # a new call: that lease is gone
     with pytest.raises(InvalidInput):
         leases.grant(60, "svc", request_id="no spaces allowed")
+    assert [e.kind for e in events.read(count=100)] == ["pool-lease-granted", "pool-lease-ended"]  # once each

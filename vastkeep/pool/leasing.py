@@ -137,14 +137,20 @@ class PoolLeases:
         self._claim, self._settle = load("claim"), load("settle")
 
     def _once(self, script: Any, op: str, request_id: str | None, keys: Sequence[str],
-              args: Sequence[str]) -> tuple[bool, list[Any]]:
-        """Run a memoised op script: (replayed, its answer). The request id is fixed before the first
-        attempt, so redis-py's re-send of this very call finds the first answer."""
+              args: Sequence[str]) -> tuple[bool, list[Any], str]:
+        """Run a memoised op script: (replayed, its answer, the request id). The request id is fixed
+        before the first attempt, so redis-py's re-send of this very call finds the first answer."""
         rid = check_request_id(request_id) if request_id is not None else new_request_id()
         raw = script(keys=[*keys, self.keys.pool_lease_request(self.pool, op, rid)],
                      args=[*args, str(POOL_LEASE_REQUEST_TTL_MS)])
         answer = json.loads(as_text(raw[1]))
-        return int(raw[0]) == 1, answer if isinstance(answer, list) else []
+        return int(raw[0]) == 1, answer if isinstance(answer, list) else [], rid
+
+    def _first_report(self, op: str, rid: str) -> bool:
+        """True once per request id: the event of an answer is emitted by the first caller that got it (a
+        replay after a lost reply still emits it; a client's repeat of an answered call does not)."""
+        key = self.keys.pool_lease_request(self.pool, f"{op}-reported", rid)
+        return bool(self.redis.set(key, "1", nx=True, px=POOL_LEASE_REQUEST_TTL_MS))
 
     # ── client operations ───────────────────────────────────────────────────
     def grant(self, duration_s: Any, client: Any, *, request_id: str | None = None) -> ClientLease:
@@ -158,7 +164,7 @@ class PoolLeases:
         until = round(now + duration, 3)  # ms: what cjson keeps of it (a replay reads it back)
         instance_prefix = self.keys.instance("x")[:-1]
         k, pool = self.keys, self.pool
-        replayed, reply = self._once(
+        replayed, reply, rid = self._once(
             self._grant, "grant", request_id,
             [k.instances(), k.pool_leases(pool), k.pool_lease_index(pool), k.pool_lease_fence(pool),
              k.pool_claims(pool)],
@@ -175,6 +181,8 @@ class PoolLeases:
             if replayed and not held:
                 return grant
             self.mirror(grant.instance_id, until, name)
+            if not self._first_report("grant", rid):
+                return grant
             log.info("client lease granted: instance %s to %s until %s (fence %d)", grant.instance_id, name,
                      iso(until), grant.fence)
             if self.events is not None:
@@ -211,7 +219,7 @@ class PoolLeases:
         now = self.clock.now()
         until = round(now + duration, 3)  # ms: what cjson keeps of it (a replay reads it back)
         k, pool = self.keys, self.pool
-        replayed, reply = self._once(self._renew, "renew", request_id,
+        replayed, reply, _ = self._once(self._renew, "renew", request_id,
                                      [k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
                                      [lid, repr(now), repr(until), iso(until),
                                       new_lease_id() if rotate else ""])
@@ -235,7 +243,7 @@ class PoolLeases:
         lid = check_lease_id(lease_id)
         now = self.clock.now()
         k = self.keys
-        replayed, reply = self._once(self._release, "release", request_id,
+        replayed, reply, rid = self._once(self._release, "release", request_id,
                                      [k.pool_leases(self.pool), k.pool_lease_index(self.pool)],
                                      [lid, repr(now), iso(now)])
         if int(reply[0]) != 1:
@@ -243,9 +251,9 @@ class PoolLeases:
         instance_id, fence, client = str(reply[1]), int(reply[2]), str(reply[3])
         if not (replayed and self._entry(instance_id).get("state") == "active"):  # not re-granted meanwhile
             self.mirror(instance_id, None, None)
-            if self.events is not None:
-                self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
-                                 reason="released")
+        if self._first_report("release", rid) and self.events is not None:
+            self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
+                             reason="released")
         self.request_check(instance_id, fence)
         return {"instanceId": instance_id, "released": True, "fence": fence}
 
