@@ -89,7 +89,7 @@ def parse_duration(value: Any) -> int:
 
 
 def parse_client(value: Any) -> str:
-    if not isinstance(value, str) or not _CLIENT_RE.match(value):
+    if not isinstance(value, str) or not _CLIENT_RE.fullmatch(value):
         raise InvalidInput("client must be 1-64 letters, digits or _ . @ : - (a service name)",
                            field="client")
     return value
@@ -107,7 +107,7 @@ def new_request_id() -> str:
 
 
 def check_request_id(value: Any) -> str:
-    if not isinstance(value, str) or not _REQUEST_ID_RE.match(value):
+    if not isinstance(value, str) or not _REQUEST_ID_RE.fullmatch(value):
         raise InvalidInput("a request id is 1-128 letters, digits or _ . : - (e.g. a UUID)",
                            field="requestId")
     return value
