@@ -21,8 +21,8 @@ from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
 from vastkeep.core.settings import load_settings
 from vastkeep.pool import PoolLeases, Reconciler
-from vastkeep.ports.flow import validate_instance
-from vastkeep.ports.validator import PortValidator
+from vastkeep.ports.flow import record_validation, validate_instance
+from vastkeep.ports.validator import PortValidation, PortValidator
 from vastkeep.state import EventLog, InstanceRecord, Keys, LeaseManager, StateStore
 
 H = {HEADER: KEY}
@@ -305,3 +305,24 @@ def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> Non
     with pytest.raises(InvalidInput):
         leases.grant(60, "svc", request_id="no spaces allowed")
     assert [e.kind for e in events.read(count=100)] == ["pool-lease-granted", "pool-lease-ended"]  # once each
+
+
+def test_a_later_failing_verdict_is_not_a_failed_post_lease_check(redis_client, port_servers) -> None:
+    """Once a check passed after a lease's end, the round marks that lease cleared: a verdict that fails
+    later (Layer 3 run again for any reason) is Layer 4/5's business and never retires the instance."""
+    clock = FakeClock(SYSTEM_CLOCK.now())
+    store = StateStore(redis_client, Keys(), clock)
+    events = EventLog(redis_client, Keys(), clock)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
+    simulated = load_settings(environ={"VASTKEEP_SIMULATED": "1"}, env_file=False)
+    validator = PortValidator.from_settings(simulated, clock=clock)
+    leases.release(leases.grant(60, "svc").lease_id)
+    clock.advance(0.01)
+    assert checks.asked == [iid] and validate_instance(store, events, validator, iid, clock=clock)["success"]
+    assert leases.settle() == {"expired": 0, "checks": 0, "retired": []}
+    clock.advance(0.01)
+    record_validation(store, events, iid, PortValidation(False, error="a later blip"), clock)
+    assert leases.settle()["retired"] == [] and store.get_instance(iid).status == "ready"
+    assert leases.grant(60, "svc").instance_id == iid  # the grant honours the cleared lease too

@@ -31,6 +31,8 @@ def ended(**kw: Any) -> dict[str, Any]:
     (ended(), None, None, "wait"),  # no record
     (ended(), "ready", {"success": True}, "check"),  # no time on the verdict
     ({"state": "ended", "until": NOW - 5}, "ready", {"success": True, "checked_at": AFTER}, "free"),
+    (ended(cleared=True), "ready", {"success": False, "checked_at": AFTER}, "free"),  # passed once: done
+    (ended(cleared=True), "loading", None, "free"),
 ])
 def test_after_lease(entry: dict[str, Any], status: str | None, pv: dict[str, Any] | None, need: str) -> None:
     assert after_lease(entry, status, pv, NOW) == need

@@ -7,8 +7,10 @@ not a Redis TTL, so some process must notice it: the reconcile round runs :func:
 ``WARM_POOL_RECONCILE_INTERVAL_MS`` (plus the beat's lateness) after an expiry. It ends every expired lease
 (``lease_settle.lua``: state ended, its id out of the lease-id index), emits ``pool-lease-ended`` (reason
 ``expired``), clears the record's mirror, queues the check of every ended lease not yet checked (through the
-leases' check port; once per ended lease), and retires an instance whose check failed: its record turns
-``failed`` (reason :data:`CHECK_FAILED`), and the same round's plan destroys and replaces it.
+leases' check port; once per ended lease), marks an ended lease whose check passed ``cleared`` (a later
+failing verdict is Layer 4/5's business, never a post-lease failure), and retires an instance whose check
+failed: its record turns ``failed`` (reason :data:`CHECK_FAILED`), and the same round's plan destroys and
+replaces it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict
                 now: float) -> str:
     """What an instance needs after a client lease (pure; ``entry`` is its lease entry).
 
-    ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable);
+    ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable; the round then
+    marks the entry ``cleared``, so a later failing verdict never retires it as a post-lease failure);
     ``"retire"`` the check after the end failed and the instance is still counted live (replace it);
     ``"check"`` no check after the end yet (queue one); ``"wait"`` not ready (polling and Layer 3 decide).
     """
     if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
         return "live"
+    if entry.get("cleared"):  # a check passed after the end: later verdicts are not the post-lease check's
+        return "free"
     pv = port_validation or {}
     checked_at = pv.get("checked_at")
     checked = isinstance(checked_at, str) and checked_at > str(entry.get("ended_iso") or "")
@@ -51,8 +56,9 @@ def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict
     return "check" if status == "ready" else "wait"
 
 
-def settle(leases: PoolLeases, script: Any) -> dict[str, Any]:
-    """One pass over the pool's leases (``script``: ``lease_settle.lua``); counts for the round's result."""
+def settle(leases: PoolLeases, script: Any, clear: Any) -> dict[str, Any]:
+    """One pass over the pool's leases (``script``: ``lease_settle.lua``, ``clear``: ``lease_clear.lua``);
+    counts for the round's result."""
     now = leases.clock.now()
     k, pool = leases.keys, leases.pool
     flat = script(keys=[k.pool_leases(pool), k.pool_lease_index(pool)], args=[repr(now)])
@@ -63,7 +69,7 @@ def settle(leases: PoolLeases, script: Any) -> dict[str, Any]:
         if leases.events is not None:
             leases.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence,
                                reason="expired")
-    checks, retired = 0, []
+    checks, retired, cleared = 0, [], []
     entries = {as_text(i): as_text(v) for i, v in leases.redis.hgetall(k.pool_leases(pool)).items()}
     records = leases.store.get_instances(list(entries)) if leases.store is not None and entries else {}
     for iid, raw in entries.items():
@@ -73,10 +79,14 @@ def settle(leases: PoolLeases, script: Any) -> dict[str, Any]:
             continue
         rec = records.get(iid)
         need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None), now)
-        if need == "check":
+        if need == "free" and not entry.get("cleared"):
+            cleared += [iid, str(entry.get("fence"))]
+        elif need == "check":
             checks += leases.request_check(iid, int(entry.get("fence") or 0))
         elif need == "retire" and retire(leases, iid, str(entry.get("ended_iso") or "")):
             retired.append(iid)
+    if cleared:
+        clear(keys=[k.pool_leases(pool)], args=cleared)
     return {"expired": len(expired), "checks": checks, "retired": retired}
 
 

@@ -6,8 +6,8 @@
 -- ARGV[8] now ISO   (+ the memo's key and TTL: lease_memo.lua, so a re-sent grant never leases twice)
 -- An instance is grantable when its record is "ready" under our label, no destroy claim is on it, and it has no
 -- live lease; after a lease ended (expired or released) it needs a passing health check (a port validation)
--- checked after that end: one not checked yet is listed so the caller queues its check, one whose check failed
--- is counted (the reconcile round retires and replaces it). A ready record whose Layer 4 keepalive lost ComfyUI
+-- checked after that end (or its entry cleared by the round once one passed): one not checked yet is listed so
+-- the caller queues its check, one whose check failed is counted (the reconcile round retires and replaces it). A ready record whose Layer 4 keepalive lost ComfyUI
 -- (extra.keepalive_lost_since set, cleared when a ping answers again) is not handed out either.
 -- Lowest instance id first, so grants are deterministic.
 -- Answers {1, instance id, fence, connection url, lease id}
@@ -51,7 +51,7 @@ local function run()
             local pv = rec.port_validation
             local checked = type(pv) == 'table' and type(pv.checked_at) == 'string'
                 and pv.checked_at > tostring(entry.ended_iso or '')
-            if not (checked and pv.success == true) then
+            if not (entry.cleared or (checked and pv.success == true)) then
               free = false
               if checked then
                 failed = failed + 1

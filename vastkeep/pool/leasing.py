@@ -134,7 +134,7 @@ class PoolLeases:
             (_HERE / f"lease_{name}.lua").read_text(encoding="utf-8") + tail)
         self._grant, self._renew, self._release = (load(n, "\n" + memo)
                                                    for n in ("grant", "renew", "release"))
-        self._claim, self._settle = load("claim"), load("settle")
+        self._claim, self._settle, self._clear = load("claim"), load("settle"), load("clear")
 
     def _once(self, script: Any, op: str, request_id: str | None, keys: Sequence[str],
               args: Sequence[str]) -> tuple[bool, list[Any], str]:
@@ -277,7 +277,7 @@ class PoolLeases:
 
     def settle(self) -> dict[str, Any]:
         """The reconcile round's pass over the leases (:func:`vastkeep.pool.aftercare.settle`)."""
-        return aftercare.settle(self, self._settle)
+        return aftercare.settle(self, self._settle, self._clear)
 
     # ── the reconciler's side ───────────────────────────────────────────────
     def active(self, now: float) -> dict[str, dict[str, Any]]:
