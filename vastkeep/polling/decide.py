@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, comfyui_lost_since
+
 #: Statuses polled at the active interval (and the lease makes any status active).
 ACTIVE_STATUSES = frozenset({"starting", "loading"})
 #: Once there, the provider's word never turns the record back into a live one (an operator must act).
@@ -95,7 +97,8 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
     * fatal (``Error``/OCI in ``status_msg``, ``offline``, ``exited``) or outbid → ``failed`` + reason;
     * ``null``/``created`` → ``starting``; ``loading`` → ``loading``;
     * ``running`` → ``ready`` with a validated port, else ``loading`` (Layer 3 must run:
-      :func:`needs_port_validation`);
+      :func:`needs_port_validation`); ``unhealthy`` (:data:`COMFYUI_LOST_REASON`) while Layer 4 finds its
+      ComfyUI lost (the keepalive turns it ``ready`` again when a ping answers);
     * anything in between (``stopped``, ``frozen``, ``rebooting``, ``unknown``...) → ``unhealthy``.
     ``now`` is accepted for rules that depend on time (none yet) and to keep the signature stable.
     """
@@ -114,6 +117,8 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
     if actual == "loading":
         return Verdict("loading", None)
     if actual == "running":
+        if comfyui_lost_since(record) is not None:  # Layer 4's word: running, but ComfyUI does not answer
+            return Verdict(COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON)
         if port_validated(record) and status != "unhealthy":  # back from unhealthy: prove the port again
             return Verdict("ready", None)
         return Verdict("loading", "running at provider; port validation pending")
@@ -122,6 +127,9 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
 
 #: A keepalive loss whose grace ends later than this is left to the reconcile beat (no long countdowns).
 MAX_WAKE_DELAY_S = 600.0
+#: For this long after a keepalive loss a poll wakes the pool at once (it rents the replacement); the
+#: polling flow's wake marker (one per due second, ``WAKE_MARK_MS``) makes that one send per loss.
+LOSS_WAKE_WINDOW_S = 60.0
 
 
 def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> float | None:
@@ -129,18 +137,22 @@ def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> fl
 
     Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
 
-    One of our instances that failed or is gone → now (it is replaced at once, not at the next beat); one
-    whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → when that loss passes the
-    grace (``WARM_POOL_UNHEALTHY_GRACE_MS``), unless that is more than :data:`MAX_WAKE_DELAY_S` away.
+    One of our instances that failed or is gone → now (it is replaced at once, not at the next beat). One
+    whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → the loss time itself during
+    :data:`LOSS_WAKE_WINDOW_S` (the pool rents its replacement at once), then when the loss passes the grace
+    (``WARM_POOL_UNHEALTHY_GRACE_MS``: the sick one is destroyed), unless that is more than
+    :data:`MAX_WAKE_DELAY_S` away.
     """
     label = getattr(record, "label", None)
     if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
         return None
     if record.status in TERMINAL:
         return now
-    lost = (getattr(record, "extra", None) or {}).get("keepalive_lost_since")
-    if isinstance(lost, int | float) and not isinstance(lost, bool):
-        due = max(now, float(lost) + grace_s)
+    lost = comfyui_lost_since(record)
+    if lost is not None:
+        if abs(now - lost) < LOSS_WAKE_WINDOW_S:  # abs: another host's clock may run a little ahead
+            return lost
+        due = max(now, lost + grace_s)
         return due if due - now <= MAX_WAKE_DELAY_S else None
     return None
 
@@ -148,7 +160,8 @@ def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> fl
 def needs_port_validation(row: Any, record: Any) -> bool:
     """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
     return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
-            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready"))
+            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready")
+            and comfyui_lost_since(record) is None)  # Layer 4 watches a lost one until it answers again
 
 
 def address_of(row: Any) -> dict[str, Any]:
@@ -166,8 +179,7 @@ def provider_signature(row: Any) -> str:
 
 
 __all__ = [
-    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
-    "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval",
-    "pool_wake_at", "port_validated",
-    "provider_signature", "provider_verdict",
+    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE",
+    "TERMINAL", "Verdict", "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation",
+    "next_poll_interval", "pool_wake_at", "port_validated", "provider_signature", "provider_verdict",
 ]
