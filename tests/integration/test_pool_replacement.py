@@ -1,8 +1,8 @@
 """A ComfyUI crash replaced through the real chain on real worker processes, with no beat at all.
 
 keepalive shard runner (fast path) → ``connection-lost`` → ``vastkeep.polling.poll_instance`` → the
-dispatcher polls it and wakes ``vastkeep.pool.reconcile`` (``wake_at`` = loss + grace) → the round destroys it
-and rents a replacement. Before the wake-up existed, nothing but the beat ran a round, so without a beat the
+dispatcher polls it and wakes ``vastkeep.pool.reconcile`` (``wake_at`` = the loss, then loss + grace) → the
+first round rents a replacement, the second destroys the crashed one. Before the wake-up existed, nothing but the beat ran a round, so without a beat the
 crashed instance was never replaced.
 """
 

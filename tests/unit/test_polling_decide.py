@@ -149,23 +149,23 @@ def test_signature_changes_with_status_and_address_only() -> None:
 
 # ── waking the warm pool's reconciler (pool_wake_at) ────────────────────────
 @pytest.mark.parametrize(("name", "status", "label", "extra", "want"), [
-    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, 1_000.0),
-    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, 1_000.0),
-    ("fresh keepalive loss: at once (the loss time, one wake per loss)", "unhealthy", "vastkeep:default:0",
-     {"keepalive_lost_since": 990.0}, 990.0),
+    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, (1_000.0,)),
+    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, (1_000.0,)),
+    ("fresh keepalive loss: at once (the loss time, one wake per loss) and at the grace's end", "unhealthy",
+     "vastkeep:default:0", {"keepalive_lost_since": 990.0}, (990.0, 1_110.0)),
     ("a loss stamped by a clock a little ahead: at once", "unhealthy", "vastkeep:default:0",
-     {"keepalive_lost_since": 1_001.5}, 1_001.5),
+     {"keepalive_lost_since": 1_001.5}, (1_001.5, 1_121.5)),
     ("keepalive loss past the wake window: at the grace's end", "unhealthy", "vastkeep:default:0",
-     {"keepalive_lost_since": 930.0}, 1_050.0),
+     {"keepalive_lost_since": 930.0}, (1_050.0,)),
     ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 800.0},
-     1_000.0),
+     (1_000.0,)),
     ("keepalive loss far off: left to the beat", "ready", "vastkeep:default:0",
-     {"keepalive_lost_since": 1_000.0 + 10_000}, None),
-    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, None),
-    ("not ours: nothing", "failed", "someone-else", {}, None),
-    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, None),
-    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, None),
-    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, None),
+     {"keepalive_lost_since": 1_000.0 + 10_000}, ()),
+    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, ()),
+    ("not ours: nothing", "failed", "someone-else", {}, ()),
+    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, ()),
+    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, ()),
+    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, ()),
 ])
 def test_pool_wake_at(name, status, label, extra, want):
     from vastkeep.polling.decide import pool_wake_at  # noqa: PLC0415

@@ -80,6 +80,8 @@ CASES = [
      False, CAPPED, (2,), (("1", REPLACED),)),
     ("spend cap: a leased sick one is never cut short", [sick("1", leased_until=NOW + 60), R("2", slot=1)], 2,
      False, CAPPED, (2,), ()),
+    ("a lost one's grace counts from the loss, not its last write",
+     [sick("1", lost_s=5, updated_at=NOW - 500), R("2", "loading", 1)], 1, False, P, (), ()),
     ("a provider-unhealthy instance (no loss) still counts", [R("1", "unhealthy", 0)], 1, False, P, (), ()),
 ]
 

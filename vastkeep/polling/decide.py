@@ -132,29 +132,32 @@ MAX_WAKE_DELAY_S = 600.0
 LOSS_WAKE_WINDOW_S = 60.0
 
 
-def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> float | None:
-    """When the warm pool's reconciler must run for this record (epoch s), or None: no need.
+def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tuple[float, ...]:
+    """When the warm pool's reconciler must run for this record (epoch s, earliest first); empty: no need.
 
     Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
 
     One of our instances that failed or is gone → now (it is replaced at once, not at the next beat). One
     whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → the loss time itself during
-    :data:`LOSS_WAKE_WINDOW_S` (the pool rents its replacement at once), then when the loss passes the grace
+    :data:`LOSS_WAKE_WINDOW_S` (the pool rents its replacement at once), and when the loss passes the grace
     (``WARM_POOL_UNHEALTHY_GRACE_MS``: the sick one is destroyed), unless that is more than
     :data:`MAX_WAKE_DELAY_S` away.
     """
     label = getattr(record, "label", None)
     if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
-        return None
+        return ()
     if record.status in TERMINAL:
-        return now
+        return (now,)
     lost = comfyui_lost_since(record)
-    if lost is not None:
-        if abs(now - lost) < LOSS_WAKE_WINDOW_S:  # abs: another host's clock may run a little ahead
-            return lost
-        due = max(now, lost + grace_s)
-        return due if due - now <= MAX_WAKE_DELAY_S else None
-    return None
+    if lost is None:
+        return ()
+    wakes = []
+    if abs(now - lost) < LOSS_WAKE_WINDOW_S:  # abs: another host's clock may run a little ahead
+        wakes.append(lost)
+    due = max(now, lost + grace_s)
+    if due - now <= MAX_WAKE_DELAY_S and due not in wakes:
+        wakes.append(due)
+    return tuple(sorted(wakes))
 
 
 def needs_port_validation(row: Any, record: Any) -> bool:

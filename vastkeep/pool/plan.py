@@ -170,13 +170,13 @@ def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | No
         started = _first(getattr(record, "status_since", None), record.created_at, now)
         if now - started > params.provision_timeout_s:
             return REASON_PROVISION_TIMEOUT
+    lost = comfyui_lost_since(record)  # Layer 4: ComfyUI unreachable since then (its grace counts from there)
+    if lost is not None:
+        return REASON_KEEPALIVE_LOST if now - lost > params.unhealthy_grace_s else None
     if record.status == "unhealthy":
         since = (record.extra or {}).get("unhealthy_since", record.updated_at)
         if isinstance(since, int | float) and now - since > params.unhealthy_grace_s:
             return REASON_UNHEALTHY
-    lost = comfyui_lost_since(record)  # Layer 4: ComfyUI unreachable since then
-    if lost is not None and now - lost > params.unhealthy_grace_s:
-        return REASON_KEEPALIVE_LOST
     return None
 
 
