@@ -2,8 +2,8 @@
 
 keepalive shard runner (fast path) → ``connection-lost`` → ``vastkeep.polling.poll_instance`` → the
 dispatcher polls it and wakes ``vastkeep.pool.reconcile`` (``wake_at`` = the loss, then loss + grace) → the
-first round rents a replacement, the second destroys the crashed one. Before the wake-up existed, nothing but the beat ran a round, so without a beat the
-crashed instance was never replaced.
+first round rents a replacement, the second destroys the crashed one. Before the wake-up existed, nothing
+but the beat ran a round, so without a beat the crashed instance was never replaced.
 """
 
 from __future__ import annotations

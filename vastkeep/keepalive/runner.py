@@ -237,7 +237,7 @@ class ShardRunner:
                     rec = InstanceRecord.from_dict(json.loads(raw))
                 except (ValueError, TypeError, AttributeError):
                     continue  # unreadable: the store logs it where it is read for status
-                hit = (raw, str(rec.connection_url) if _watched(rec) else None)
+                hit = (raw, str(rec.connection_url) if is_watched(rec) else None)
             seen[iid] = hit
             if hit[1]:
                 want[iid] = hit[1]
@@ -401,7 +401,7 @@ class ShardRunner:
             log.info("keepalive: could not mark instance %s (%s)", iid, type(exc).__name__)
 
 
-def _watched(rec: InstanceRecord) -> bool:
+def is_watched(rec: InstanceRecord) -> bool:
     """Ready instances with a URL, and those whose loss this layer marked (so their recovery is seen)."""
     if not rec.connection_url:
         return False
