@@ -100,7 +100,7 @@ def test_a_crashed_comfyui_is_shown_lost_at_once_and_replaced_within_provisionin
     cli = stack.cli("status")
     row = next(line for line in cli.stdout.splitlines() if line.strip().startswith(victim))
     assert "unhealthy" in row and "ComfyUI down since" in row, cli.stdout
-    assert "ComfyUI lost 1" in cli.stdout or victim not in {i["contractId"] for i in status()["instances"]}
+    assert "ComfyUI lost 1" in cli.stdout, cli.stdout  # the pool's line, from the same document
 
     def replacement() -> list[str]:
         return sorted({i["contractId"] for i in status()["instances"]} - first_ids)
