@@ -123,6 +123,18 @@ class SimControl:
             body["status"] = status
         return self._call("POST", f"/instances/{instance_id}/comfy", body)
 
+    def set_prompt_s(self, instance_id: int, prompt_s: float) -> dict:
+        """How long this instance's ComfyUI works on each prompt (seconds, from the next prompt on)."""
+        return self._call("POST", f"/instances/{instance_id}/comfy", {"prompt_s": prompt_s})
+
+    def comfy_phases(self, instance_id: int, prompt_id: str | None = None) -> list[dict[str, Any]]:
+        """Each prompt's phases, oldest first: ``{"ts", "prompt_id", "phase", ...}`` with phase ``queued``,
+        ``rejected``, ``execution_start``, ``executing`` (``node``, ``class_type``), ``hung``, ``resumed``,
+        ``execution_success``, ``execution_error``, ``execution_interrupted``, ``done`` (``status``,
+        ``elapsed_s``) or ``lost`` (``reason``: crash, exited, ...; ``node`` it was on)."""
+        params = {"prompt_id": prompt_id} if prompt_id else None
+        return self._call("GET", f"/instances/{instance_id}/comfy", params=params)["phases"]
+
     def crash_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
         """ComfyUI dies: connections refused, open ones reset."""
         return self.comfy(instance_id, "crash", endpoint)
@@ -197,19 +209,30 @@ class SimControl:
         count: int | None = None,
         delay_s: float = 0.0,
         path_contains: str | None = None,
+        *,
+        body: str | None = None,
+        path_equals: str | None = None,
+        method: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Next ``count`` requests (None = until cleared) of ``service`` answer ``status`` and/or wait."""
-        return self._call(
-            "POST",
-            "/api_faults",
-            {
-                "service": service,
-                "status": status,
-                "count": count,
-                "delay_s": delay_s,
-                "path_contains": path_contains,
-            },
-        )["active"]
+        """Next ``count`` requests (None = until cleared) of ``service`` answer ``status`` and/or wait.
+
+        ``status=200`` with a ``body`` answers that body (an ambiguous answer; see :meth:`ambiguous_answer`).
+        """
+        spec: dict[str, Any] = {"service": service, "status": status, "count": count, "delay_s": delay_s,
+                                "path_contains": path_contains}
+        for name, value in (("body", body), ("path_equals", path_equals), ("method", method)):
+            if value is not None:
+                spec[name] = value
+        return self._call("POST", "/api_faults", spec)["active"]
+
+    def ambiguous_answer(
+        self, body: str = "", *, count: int | None = None, path_contains: str | None = None,
+        path_equals: str | None = None, method: str | None = "GET", service: str = "vast",
+    ) -> list[dict[str, Any]]:
+        """200 with ``body`` (``""``: an empty body; ``'{"instances": null}'``; ``'{"instances": []}'``...)
+        for the matching requests: what a provider sends now and then, and a client must read as unknown."""
+        return self.api_fault(service, 200, count, 0.0, path_contains, body=body, path_equals=path_equals,
+                              method=method)
 
     def rate_limit_burst(self, count: int, service: str = "vast") -> list[dict[str, Any]]:
         """429 ``API requests too frequent`` (plain text, no Retry-After) for the next ``count`` requests."""

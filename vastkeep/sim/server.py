@@ -16,7 +16,7 @@ from aiohttp import web
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim import control_api, tokens_api, vast_api
-from vastkeep.sim.comfy import ComfyApp
+from vastkeep.sim.comfy.app import ComfyApp
 from vastkeep.sim.core import SimConfig, Simulator
 from vastkeep.sim.faults import fault_body
 
@@ -29,9 +29,9 @@ class SimServer:
     """The aiohttp application and runner around one :class:`Simulator` (``.sim``)."""
 
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.comfy = ComfyApp(None, lambda iid: self.sim.instances.get(iid))  # type: ignore[arg-type]
+        self.comfy = ComfyApp()
         self.sim = Simulator(config, clock, comfy_protocol=self.comfy.protocol_factory)
-        self.comfy.network = self.sim.net
+        self.comfy.attach(self.sim)
         self.app = web.Application(middlewares=[self._service_middleware])
         vast_api.add_routes(self.app, self.sim)
         tokens_api.add_routes(self.app, self.sim)
@@ -76,6 +76,10 @@ class SimServer:
         assert entry is not None
         if fault is not None and fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status == 200:  # ambiguous: a 200 whose body says nothing reliable
+            entry["status"] = 200
+            return web.Response(body=(fault.body or "").encode(), status=200,
+                                headers={"Content-Type": "application/json"})
         if fault is not None and fault.status is not None:
             body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status

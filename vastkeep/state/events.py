@@ -48,6 +48,10 @@ EVENT_KINDS: dict[str, str] = {
                                 "(instance_id, reason)",
     "ssh-log-rotated": "a collected remote file shrank or was replaced: a new generation starts "
                        "(instance_id, file, generation, offset, reason)",
+    "ssh-collector-stalled": "a collector's loop made no progress past its step's deadline: its lease is "
+                             "released so supervision restarts it (instance_id, fence, stalled_s)",
+    "ssh-provider-log-gap": "more lines than SSH_PROVIDER_LOG_TAIL came between two reads of the provider's "
+                            "log API: lines between them are missing (instance_id, tail, stored)",
     "instance-status": "an instance changed status (instance_id, old, new, reason)",
     "instance-rented": "the warm pool rented (or adopted by label) an instance "
                        "(instance_id, label, slot, offer_id, dph, adopted)",
@@ -71,6 +75,8 @@ EVENT_KINDS: dict[str, str] = {
                       "(id, name, restartCount)",
     "process-crash-loop": "ALERT: a daemon crashed SUPERVISION_CRASH_LOOP_CRASHES times within the window "
                           "(id, name, crashes, consecutiveCrashes, restartCount)",
+    "process-reset": "an operator reset a failed daemon (POST .../watchdog/{name}/reset); the next sweep "
+                     "starts it (id, name, previousStatus, restartCount)",
 }
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -79,7 +85,7 @@ _SECRET_NAMES = frozenset({"token", "api_key", "apikey", "secret", "password", "
 MASK = "***"
 #: Each part of a stream id (``<ms>-<seq>``) is an unsigned 64-bit number; Redis refuses anything larger.
 STREAM_ID_PART_MAX = 2**64 - 1
-_STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII digits, whole string (fullmatch)
 _LAST_STREAM_ID = f"{STREAM_ID_PART_MAX}-{STREAM_ID_PART_MAX}"
 
 
@@ -99,7 +105,7 @@ class Event:
 
 def is_stream_id(value: str) -> bool:
     """True for an id Redis accepts as a stream position: ``<ms>-<seq>``, both parts within 64 bits."""
-    match = _STREAM_ID_RE.match(value) if isinstance(value, str) else None
+    match = _STREAM_ID_RE.fullmatch(value) if isinstance(value, str) else None
     return match is not None and all(int(part) <= STREAM_ID_PART_MAX for part in match.groups())
 
 

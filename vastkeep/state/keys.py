@@ -183,6 +183,10 @@ class Keys:
         """Marker (PX = active interval): Layer 3 was queued for this instance recently."""
         return self._k("poll", "l3", _part("instance id", instance_id))
 
+    def poll_shown(self, instance_id: str | int) -> str:
+        """String (with a TTL): what ``show`` said about an instance missing from the listing."""
+        return self._k("poll", "shown", _part("instance id", instance_id))
+
     def provider_snapshot(self) -> str:
         """Hash: instance id → the provider's row (trimmed JSON) from the last listing."""
         return self._k("provider", "snapshot")
@@ -223,6 +227,11 @@ class Keys:
         """String (PX TTL): the pid of a worker's main process that began its warm shutdown. Prefork children
         never see Celery's shutdown signal; long-running daemons in them (keepalive shards) read this."""
         return self._k("worker-stopping", _part("worker hostname", hostname))
+
+    def ssh_drops(self) -> str:
+        """Sorted set: recent SSH session drops (member the instance id, score the time of its last drop),
+        trimmed to the reconnect window; its size tells a lone drop from a herd."""
+        return self._k("ssh-drops")
 
     def collector_queued(self, instance_id: str | int) -> str:
         """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""
