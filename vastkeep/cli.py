@@ -145,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  redis      {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}")
     print(f"  admin API  {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs")
     print(f"  flower     {stack.get('flower_url')}")
+    if stack.get("proxy_url"):
+        print(f"  proxy      {stack['proxy_url']}   (/c/{{endpointToken}}/, /pool/, /metrics)")
     for cid, child in sorted((stack.get("children") or {}).items()):
         print(f"  {cid:<15} {child.get('status'):<9} pid {child.get('pid')}  "
               f"restarts {child.get('restartCount')}")
@@ -212,8 +214,13 @@ def _overview(redis_url: str) -> dict[str, Any]:
         tokens[service] = {"result": {k: v for k, v in hit.items() if not k.startswith("_")}
                            if isinstance(hit, dict) else None,
                            "runtimeOverride": store.get_runtime_secret(service) is not None}
+    from vastkeep.proxy import lease_endpoints  # noqa: PLC0415
+
+    stack = read_stack(_home_from_settings()) or {}
     return {"tokens": tokens, "warmPool": _pool_document(settings, store,
-                                                         PoolBook(client, Keys(), settings.warm_pool_name))}
+                                                         PoolBook(client, Keys(), settings.warm_pool_name)),
+            "endpoints": lease_endpoints(client, Keys(), settings.warm_pool_name, stack.get("proxy_url"),
+                                         SYSTEM_CLOCK.now())}
 
 
 def _pool_document(settings: Any, store: Any, book: Any) -> dict[str, Any]:
@@ -244,6 +251,10 @@ def print_overview(overview: dict[str, Any] | None, error: str | None) -> None:
     print(f"  instances: {doc['counts']['total']} (poll times UTC)")
     for line in instance_rows(doc):
         print(line)
+    for e in overview.get("endpoints") or []:  # each lease's endpoint (token by fingerprint) → its instance
+        print(f"  lease {e['client']} fence {e['fence']}: {e['endpoint'] or '(no endpoint token)'}"
+              f"{' [' + e['tokenFingerprint'] + ']' if e['tokenFingerprint'] else ''} → instance "
+              f"{e['instanceId']} at {e['target'] or '(no connection URL)'}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -343,10 +354,17 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
 
 # ── argument parsing ─────────────────────────────────────────────────────────
+def cmd_proxy(args: argparse.Namespace) -> int:
+    """Serve the ComfyUI endpoint until SIGINT/SIGTERM (``vastkeep up`` runs it as a child)."""
+    from vastkeep.proxy import run_proxy  # noqa: PLC0415
+
+    return run_proxy()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,proxy,simulate}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=None,
@@ -375,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     pst = pool_sub.add_parser("status", help="the warm-pool document: guide fields, slots, leases, safe mode")
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
+    px = sub.add_parser("proxy", help="run the ComfyUI endpoint (/c/<endpointToken>/, /pool/), foreground")
+    px.set_defaults(func=cmd_proxy)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)

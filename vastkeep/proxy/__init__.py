@@ -13,4 +13,13 @@ Logger: ``vastkeep.proxy`` (access log ``vastkeep.proxy.access``).
 from vastkeep.proxy import endpoints
 from vastkeep.proxy.endpoints import REDACTED, endpoint_url, lease_endpoints, redact
 
-__all__ = ["REDACTED", "endpoint_url", "endpoints", "lease_endpoints", "redact"]
+
+
+def run_proxy() -> int:
+    """``vastkeep proxy``: serve until SIGINT/SIGTERM (imports aiohttp only now)."""
+    from vastkeep.proxy.main import main  # noqa: PLC0415
+
+    return main()
+
+
+__all__ = ["REDACTED", "endpoint_url", "endpoints", "lease_endpoints", "redact", "run_proxy"]

@@ -96,6 +96,20 @@ def refresh(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: i
     return True
 
 
+def follow_lease(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
+    """After a renewal: set the token's expiry to the lease entry's end (True when a token was moved)."""
+    until = lease_matches(redis_client.hget(keys.pool_leases(pool), instance_id),
+                          Grant(pool, str(instance_id), int(fence)), 0.0)
+    return until is not None and refresh(redis_client, keys, pool, instance_id, fence, until)
+
+
+def with_endpoint(answer: dict[str, Any], redis_client: Any, keys: Keys, pool: str, proxy_url: str,
+                  until_s: float) -> dict[str, Any]:
+    """A grant's answer (``instanceId``, ``fence``) plus a fresh ``endpointToken`` and ``endpointUrl``."""
+    token = issue(redis_client, keys, pool, answer["instanceId"], int(answer["fence"]), until_s)
+    return {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
+
+
 def drop(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
     """The lease ended: delete its token (idempotent; False when there was none)."""
     gkey = keys.endpoint_grant(pool, instance_id, fence)
@@ -157,5 +171,7 @@ def lease_endpoints(redis_client: Any, keys: Keys, pool: str, proxy_url: str | N
     return rows
 
 
-__all__ = ["REDACTED", "TOKEN_PREFIX", "Grant", "digest", "drop", "endpoint_url", "fingerprint", "is_token",
-           "issue", "lease_endpoints", "lease_matches", "new_token", "parse_grant", "redact", "refresh"]
+__all__ = ["REDACTED", "TOKEN_PREFIX", "Grant", "digest", "drop", "endpoint_url", "fingerprint",
+           "follow_lease", "is_token", "issue", "lease_endpoints", "lease_matches", "new_token",
+           "parse_grant",
+           "redact", "refresh", "with_endpoint"]
