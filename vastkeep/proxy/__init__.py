@@ -14,7 +14,6 @@ from vastkeep.proxy import endpoints
 from vastkeep.proxy.endpoints import REDACTED, endpoint_url, lease_endpoints, redact
 
 
-
 def run_proxy() -> int:
     """``vastkeep proxy``: serve until SIGINT/SIGTERM (imports aiohttp only now)."""
     from vastkeep.proxy.main import main  # noqa: PLC0415

@@ -96,6 +96,8 @@ class ProxyServer:
 
     # ── plain routes ────────────────────────────────────────────────────────
     async def get_metrics(self, request: web.Request) -> web.Response:
+        if self.resolver.refused_unsafe:
+            self.metrics.upstream_errors["refused-address"] = self.resolver.refused_unsafe
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
