@@ -147,7 +147,7 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
 
         # no secret on the command line of any child or of its pool processes
         pids = {c["pid"] for c in stack["children"].values() if c["pid"]}
-        assert len(pids) == 8  # redis, simulator, 3 workers, beat, API, Flower
+        assert len(pids) == 9  # redis, simulator, 3 workers, beat, API, Flower, proxy
         members = group_members(pids)
         assert members >= pids and len(members) > len(pids)  # prefork pool processes too
         for pid in members:

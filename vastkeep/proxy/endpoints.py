@@ -117,6 +117,7 @@ def drop(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int)
     if not d:
         return False
     redis_client.delete(keys.endpoint(d), gkey)
+    redis_client.publish(keys.endpoint_dropped(), d)
     return True
 
 

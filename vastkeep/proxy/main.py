@@ -45,9 +45,12 @@ async def run(settings: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.ensure_future(server.resolver.watch_drops(client, stop))
     try:
         await serve(server, settings.proxy_host, settings.proxy_port, stop)
     finally:
+        stop.set()
+        await asyncio.wait([watcher], timeout=3)
         await client.aclose()
 
 

@@ -1,15 +1,19 @@
 """Where a request goes: an endpoint token → its lease's instance, or ``/pool`` → the ready instances.
 
 Read from Redis (asyncio client), never written except to move a token's expiry to its lease's end
-(a renewal made anywhere is then honoured). A resolution is cached for at most ``cache_s`` (and never past
-the lease's end), so a released lease stops resolving within that time; the SSRF guard judges every
-upstream address before it is used.
+(a renewal made anywhere is then honoured). A resolution is cached for at most ``cache_s`` and never past
+the lease's end; a release also publishes the token's digest (``Keys.endpoint_dropped``), which evicts it at
+once (:meth:`Resolver.watch_drops`; while that subscription is down the whole cache is dropped instead).
+The SSRF guard judges every upstream address before it is used.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +62,31 @@ class Resolver:
 
     def forget(self, token: str) -> None:
         self._tokens.pop(endpoints.digest(token), None)
+
+    async def watch_drops(self, subscriber: Any, stop: asyncio.Event, *, max_backoff_s: float = 5.0) -> None:
+        """Evict each token a release drops, until ``stop``; reconnects with full jitter after an error."""
+        attempt = 0
+        while not stop.is_set():
+            pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.endpoint_dropped())
+                self._tokens.clear()  # drops missed while unsubscribed
+                attempt = 0
+                while not stop.is_set():
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("type") == "message":
+                        self._tokens.pop(as_text(msg["data"]), None)
+            except Exception as exc:  # noqa: BLE001 - any Redis error: the next subscription starts clean
+                self._tokens.clear()
+                attempt += 1
+                log.warning("endpoint drop subscription lost (%s); cache cleared, resubscribing",
+                            type(exc).__name__)
+                pause_s = random.uniform(0, min(max_backoff_s, 0.1 * 2**attempt))  # full jitter
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause_s)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    await pubsub.aclose()
 
     async def token(self, token: str) -> Target | None:
         """The lease's instance, or None: unknown token, lease ended or expired, fence moved, no safe URL."""

@@ -112,6 +112,11 @@ class Keys:
         itself is never stored); PEXPIREAT the lease's end, moved on renewal, deleted on release."""
         return self._k("endpoint", _part("token digest", token_digest))
 
+    def endpoint_dropped(self) -> str:
+        """Pub/sub channel: the digest of each endpoint token dropped (released), so every proxy forgets it
+        at once instead of after its resolution cache's second."""
+        return self._k("endpoint-dropped")
+
     def endpoint_grant(self, pool: str, instance_id: str | int, fence: int) -> str:
         """The token digest issued for one lease grant (pool + instance + fence); same expiry as above."""
         return self._k("endpoint-grant", _part("pool name", pool), _part("instance id", instance_id),
