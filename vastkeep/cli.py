@@ -358,7 +358,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     """Serve the ComfyUI endpoint until SIGINT/SIGTERM (``vastkeep up`` runs it as a child)."""
     from vastkeep.proxy import run_proxy  # noqa: PLC0415
 
-    return run_proxy()
+    return run_proxy(args.loop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
     px = sub.add_parser("proxy", help="run the ComfyUI endpoint (/c/<endpointToken>/, /pool/), foreground")
+    px.add_argument("--loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
+                    help="event loop (auto: uvloop where installed; bench/bench_proxy.py compares them)")
     px.set_defaults(func=cmd_proxy)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)

@@ -14,11 +14,11 @@ from vastkeep.proxy import endpoints
 from vastkeep.proxy.endpoints import REDACTED, endpoint_url, lease_endpoints, redact
 
 
-def run_proxy() -> int:
+def run_proxy(loop: str = "asyncio") -> int:
     """``vastkeep proxy``: serve until SIGINT/SIGTERM (imports aiohttp only now)."""
     from vastkeep.proxy.main import main  # noqa: PLC0415
 
-    return main()
+    return main(loop)
 
 
 __all__ = ["REDACTED", "endpoint_url", "endpoints", "lease_endpoints", "redact", "run_proxy"]

@@ -54,11 +54,26 @@ async def run(settings: Any) -> None:
         await client.aclose()
 
 
-def main() -> int:
+def use_loop(loop: str) -> str:
+    """``auto``: uvloop where installed, else asyncio's own; returns the one in use."""
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415
+        except ImportError:
+            if loop == "uvloop":
+                raise SystemExit("vastkeep proxy: --loop uvloop, but uvloop is not installed") from None
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return "uvloop"
+    return "asyncio"
+
+
+def main(loop: str = "asyncio") -> int:
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("event loop: %s", use_loop(loop))
     asyncio.run(run(settings))
     return 0
 

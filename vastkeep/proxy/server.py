@@ -45,6 +45,7 @@ access_log = logging.getLogger("vastkeep.proxy.access")
 
 SMALL_BODY = 65_536  # bodies known to be at most this are read whole (one write each way); larger stream
 CHUNK = 262_144
+READ_BUFFER = 4 * 1024 * 1024  # an upstream body is read in pieces up to this size (fewer, larger writes)
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
@@ -87,7 +88,8 @@ class ProxyServer:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, force_close=False)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                             cookie_jar=aiohttp.DummyCookieJar(), timeout=self.timeout,
+                                             read_bufsize=READ_BUFFER, cookie_jar=aiohttp.DummyCookieJar(),
+                                             timeout=self.timeout,
                                              skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
 
     async def _close(self, _app: web.Application) -> None:
@@ -235,6 +237,8 @@ class ProxyServer:
                 resp = web.StreamResponse(status=up.status, headers=out_headers)
                 if n is not None:
                     resp.content_length = n
+                if request.transport is not None:  # large bodies: fewer, larger writes before a drain
+                    request.transport.set_write_buffer_limits(high=READ_BUFFER)
                 await resp.prepare(request)
                 self.metrics.requests[(route, up.status)] += 1
                 async for chunk in up.content.iter_any():
