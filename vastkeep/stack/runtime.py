@@ -283,7 +283,8 @@ class Stack:
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
         self.say(f"  metrics     {i['admin_api_url']}/metrics")
         self.say(f"  Flower      {i['flower_url']}")
-        self.say(f"  ComfyUI     {i['proxy_url']}/c/<endpointToken>/ (lease: endpointUrl), /pool/  "
+        self.say(f"  ComfyUI     {i.get('proxy_url') or self.settings.proxy_url}/c/<endpointToken>/ "
+                 "(a lease's endpointUrl), /pool/  "
                  "(docs/proxy.md)")
         self.say(f"  logs        {self.logs}")
         if not self.settings.admin_api_key:
