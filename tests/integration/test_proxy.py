@@ -124,39 +124,44 @@ def test_tokens_and_lease_ids_never_reach_the_proxy_log(proxy_rig):
     assert proxy_rig.env["ADMIN_API_KEY"] not in text
 
 
-def test_the_pool_way_in_needs_a_credential_and_takes_the_shortest_queue(proxy_rig):
-    a, b = proxy_rig.ready_instance(prompt_s=1.0), proxy_rig.ready_instance(prompt_s=1.0)
+def test_the_pool_way_in_needs_a_credential_and_takes_the_shortest_queue(proxy_rig, sim):
+    a, b = proxy_rig.ready_instance(), proxy_rig.ready_instance()
     assert requests.get(f"{proxy_rig.url}/pool/system_stats", timeout=5).status_code == 401
     assert requests.get(f"{proxy_rig.url}/pool/system_stats", headers={"X-Admin-Key": "wrong"},
                         timeout=5).status_code == 401
     h = proxy_rig.headers
 
-    async def go():
-        async with aiohttp.ClientSession() as s:
-            # two slow uploads in flight at once must land on two instances (the first one is busy)
-            async def up(i):
-                form = aiohttp.FormData()
-                form.add_field("image", b"x" * 50_000, filename=f"p{i}.png", content_type="image/png")
-                async with s.post(f"{proxy_rig.url}/pool/upload/image", data=form, headers=h) as r:
-                    return r.status, await r.json()
-            return await asyncio.gather(up(0), up(1))
+    def holders(names):
+        """Instance id → which of ``names`` it holds as input files."""
+        return {str(inst["id"]): [n for n in names if requests.get(
+            base_url(inst) + "/view", params={"filename": n, "type": "input"}, timeout=5).status_code == 200]
+            for inst in (a, b)}
 
-    answers = run(go())
-    assert [st for st, _ in answers] == [200, 200]
-    # each upload went to a different instance: each instance has exactly one of the two files
-    seen = []
+    async def uploads(names, together):
+        async with aiohttp.ClientSession() as s:
+            async def up(name):
+                form = aiohttp.FormData()
+                form.add_field("image", b"x" * 5_000, filename=name, content_type="image/png")
+                async with s.post(f"{proxy_rig.url}/pool/upload/image", data=form, headers=h) as r:
+                    return r.status
+            if together:
+                return await asyncio.gather(*(up(n) for n in names))
+            return [await up(n) for n in names]
+
+    # both instances answer after 0.5 s: two uploads in flight at once go to two instances (shortest queue)
     for inst in (a, b):
-        names = [n for n in ("p0.png", "p1.png")
-                 if requests.get(base_url(inst) + "/view", params={"filename": n, "type": "input"},
-                                 timeout=5).status_code == 200]
-        seen.append(names)
-    assert sorted(len(n) for n in seen) in ([0, 2], [1, 1])
-    # a leased instance leaves the pool way in
+        sim.control.slow_comfy(inst["id"], 0.5)
+    assert run(uploads(["p0.png", "p1.png"], together=True)) == [200, 200]
+    assert sorted(len(v) for v in holders(["p0.png", "p1.png"]).values()) == [1, 1]
+    for inst in (a, b):
+        sim.control.restore_comfy(inst["id"])
+    # a leased instance leaves the pool way in: every later request goes to the other one
     lease = proxy_rig.lease()
     time.sleep(1.1)  # the pool view is cached for a second
-    for _ in range(5):
-        r = requests.get(f"{proxy_rig.url}/pool/system_stats", headers=h, timeout=5)
-        assert r.status_code == 200
+    names = ["q0.png", "q1.png", "q2.png"]
+    assert run(uploads(names, together=False)) == [200, 200, 200]
+    held = holders(names)
+    assert held[lease["instanceId"]] == [] and len([n for v in held.values() for n in v]) == 3
     token_ok = requests.get(f"{proxy_rig.url}/pool/system_stats",
                             headers={"X-Endpoint-Token": lease["endpointToken"]}, timeout=5)
     assert token_ok.status_code == 200
