@@ -8,13 +8,19 @@ deleted on release). The proxy trusts none of it on its own: each resolution rea
 (``Keys.pool_leases``) and needs the same instance id and fence on an active, unexpired lease, so a token
 dies with its lease even when its key outlives it.
 
+The token is derived, not drawn: HMAC-SHA256 of the grant under a per-deployment secret kept in Redis
+(``Keys.endpoint_secret``), so a grant answered twice (a re-sent script, a retried task, a client's
+``Idempotency-Key``) answers the same token, and issuing is safe to repeat.
+
 These functions run after the lease scripts (the admin route and the ``vastkeep.pool.*`` tasks call them);
 they never change a lease.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -30,8 +36,21 @@ REDACTED = "ept_***"
 
 
 def new_token() -> str:
-    """A fresh endpoint token: 192 random bits."""
+    """A fresh random endpoint token: 192 random bits (tests; grants use :func:`grant_token`)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+def grant_token(secret: bytes, pool: str, instance_id: str, fence: int) -> str:
+    """The token of one grant: 192 bits of HMAC-SHA256(secret, pool/instance/fence), URL-safe."""
+    mac = hmac.new(secret, f"{pool}\0{instance_id}\0{int(fence)}".encode(), hashlib.sha256).digest()
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def endpoint_secret(redis_client: Any, keys: Keys) -> bytes:
+    """The deployment's token key, made by the first caller (SET NX), the same for every process after."""
+    key = keys.endpoint_secret()
+    redis_client.set(key, secrets.token_hex(32), nx=True)
+    return bytes.fromhex(as_text(redis_client.get(key)))
 
 
 def is_token(value: Any) -> bool:
@@ -70,8 +89,9 @@ def _expire_at_ms(until_s: float) -> int:
 
 
 def issue(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int, until_s: float) -> str:
-    """Issue the token of a fresh grant; both keys expire at the lease's end ``until_s`` (epoch s)."""
-    token = new_token()
+    """Issue the token of a grant (the same token every time for the same grant: safe to repeat); both keys
+    expire at the lease's end ``until_s`` (epoch s)."""
+    token = grant_token(endpoint_secret(redis_client, keys), pool, str(instance_id), int(fence))
     d = digest(token)
     at = _expire_at_ms(until_s)
     grant = json.dumps({"pool": pool, "instance_id": str(instance_id), "fence": int(fence)})
@@ -105,7 +125,7 @@ def follow_lease(redis_client: Any, keys: Keys, pool: str, instance_id: str, fen
 
 def with_endpoint(answer: dict[str, Any], redis_client: Any, keys: Keys, pool: str, proxy_url: str,
                   until_s: float) -> dict[str, Any]:
-    """A grant's answer (``instanceId``, ``fence``) plus a fresh ``endpointToken`` and ``endpointUrl``."""
+    """A grant's answer (``instanceId``, ``fence``) plus its ``endpointToken`` and ``endpointUrl``."""
     token = issue(redis_client, keys, pool, answer["instanceId"], int(answer["fence"]), until_s)
     return {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
 
@@ -173,6 +193,7 @@ def lease_endpoints(redis_client: Any, keys: Keys, pool: str, proxy_url: str | N
 
 
 __all__ = ["REDACTED", "TOKEN_PREFIX", "Grant", "digest", "drop", "endpoint_url", "fingerprint",
-           "follow_lease", "is_token", "issue", "lease_endpoints", "lease_matches", "new_token",
+           "follow_lease", "grant_token", "is_token", "issue", "lease_endpoints", "lease_matches",
+           "new_token",
            "parse_grant",
            "redact", "refresh", "with_endpoint"]

@@ -131,6 +131,11 @@ class Keys:
         at once instead of after its resolution cache's second."""
         return self._k("endpoint-dropped")
 
+    def endpoint_secret(self) -> str:
+        """32 random bytes (hex), made once (SET NX): the HMAC key that derives a grant's endpoint token, so a
+        re-sent or retried grant answers the same token."""
+        return self._k("endpoint-secret")
+
     def endpoint_grant(self, pool: str, instance_id: str | int, fence: int) -> str:
         """The token digest issued for one lease grant (pool + instance + fence); same expiry as above."""
         return self._k("endpoint-grant", _part("pool name", pool), _part("instance id", instance_id),
