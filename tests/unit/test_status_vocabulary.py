@@ -41,3 +41,9 @@ def test_derived_sets(members: frozenset[InstanceStatus], expected: set[str]) ->
 def test_an_unknown_status_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="expected one of starting, loading, ready"):
         InstanceRecord(instance_id="1", status="warming")
+
+
+def test_the_null_event_sink_is_an_event_sink_that_keeps_nothing() -> None:
+    from vastkeep.state import NULL_EVENTS, EventSink
+
+    assert isinstance(NULL_EVENTS, EventSink) and NULL_EVENTS.emit("pool-lease-granted", fence=1) == ""
