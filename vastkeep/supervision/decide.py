@@ -291,6 +291,7 @@ def reset_record(record: DaemonRecord) -> DaemonRecord:
                    next_restart_at=None, running_since=None, crash_times=(), alerted_at=None)
 
 
-__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement", "DaemonRecord", "DaemonStatus",
+__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement", "DaemonRecord",
+           "DaemonStatus",
            "Decision", "Jitter", "Observed",
            "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter", "reset_record"]
