@@ -27,9 +27,8 @@ import logging
 import random
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import paramiko
 import redis
@@ -39,14 +38,14 @@ from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
 from vastkeep.ssh.config import PROVIDER_STEP_S, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
-from vastkeep.ssh.drops import record_drop
+from vastkeep.ssh.drops import Redis, record_drop
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, Liveness
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.ssh.provider_log import ProviderLog
 from vastkeep.ssh.rotation import Followed, Tailer, notice_in
 from vastkeep.ssh.routes import Route, routes_for
-from vastkeep.state import Lease, Progress, write_heartbeat
+from vastkeep.state import NULL_EVENTS, EventSink, InstanceRecord, Keys, Lease, Progress, write_heartbeat
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -55,16 +54,21 @@ BATCH_BYTES = 512 * 1024  # at most this much is read before one fenced append
 HEARTBEAT_EVERY_S = 1.0
 
 
-def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Channel]:
+def _readable(channels: Iterable[paramiko.Channel], timeout_s: float) -> list[paramiko.Channel]:
     """The channels with data, waiting at most ``timeout_s``. ``poll``, not ``select``: one threads-pool
     worker holds many collectors, and ``select`` refuses file descriptors above 1023."""
     poller = select.poll()
-    by_fd = {}
+    by_fd: dict[int, paramiko.Channel] = {}
     for channel in channels:
         fd = channel.fileno()  # paramiko's pipe, set when data arrives
         by_fd[fd] = channel
         poller.register(fd, select.POLLIN)
     return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
+
+
+def _by_channel(files: Iterable[Followed]) -> dict[paramiko.Channel, Followed]:
+    """The open files by their ``tail`` channel (what :func:`_readable` polls)."""
+    return {f.channel: f for f in files if f.channel is not None}
 
 
 @dataclass
@@ -80,7 +84,7 @@ class RunResult:
     route: str | None = None
     offsets: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"instance_id": self.instance_id, "stopped": self.stopped, "sessions": self.sessions,
                 "lines": self.lines, "bytes": self.bytes, "failures": self.failures, "route": self.route,
                 "offsets": dict(self.offsets)}
@@ -89,9 +93,10 @@ class RunResult:
 class Collector:
     """Streams one instance's log files into a :class:`LogStore` under a held lease (see the module doc)."""
 
-    def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
-                 lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
-                 events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
+    def __init__(self, instance_id: str, *, redis_client: Redis, keys: Keys, logstore: LogStore,
+                 lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], InstanceRecord | None],
+                 config: CollectorConfig, events: EventSink = NULL_EVENTS, clock: Clock = SYSTEM_CLOCK,
+                 rng: random.Random | None = None,
                  lost: threading.Event | None = None, provider_log: ProviderLog | None = None,
                  stop: threading.Event | None = None, progress: Progress | None = None) -> None:
         self.iid = str(instance_id)
@@ -119,8 +124,8 @@ class Collector:
         return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                 for k, v in raw.items()}
 
-    def _save(self, **fields: Any) -> None:
-        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+    def _save(self, **fields: object) -> None:
+        mapping: dict[str | bytes, str] = {k: ("" if v is None else str(v)) for k, v in fields.items()}
         self.redis.hset(self._status_key, mapping=mapping)
 
     def _mark(self, within_s: float = 0.0) -> None:
@@ -181,8 +186,7 @@ class Collector:
                 self.result.route = route.name
                 if self._fallback_on:
                     log.warning("SSH to instance %s answers again: back to streaming over SSH", self.iid)
-                    if self.events is not None:
-                        self.events.emit("ssh-fallback-ended", instance_id=self.iid)
+                    self.events.emit("ssh-fallback-ended", instance_id=self.iid)
                 self._down_since, self._fallback_on = None, False
                 self._save(route=route.name, down_since="", fallback="", state="streaming")
                 uptime = self._session(client, deadline)
@@ -202,9 +206,8 @@ class Collector:
             self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)
-                if self.events is not None:
-                    self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
-                                     delay_s=round(delay, 3))
+                self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
+                                 delay_s=round(delay, 3))
             self._sleep_until(self.clock.monotonic() + delay, "backoff")
         if self.lost.is_set():
             self.result.stopped = "lease-lost"
@@ -228,9 +231,8 @@ class Collector:
         if not self._fallback_on:
             log.warning("no SSH route to instance %s for %.0fs: reading the provider's log API until SSH "
                         "answers", self.iid, now - self._down_since)
-            if self.events is not None:
-                self.events.emit("ssh-fallback-started", instance_id=self.iid,
-                                 down_s=round(now - self._down_since, 1))
+            self.events.emit("ssh-fallback-started", instance_id=self.iid,
+                             down_s=round(now - self._down_since, 1))
         self._fallback_on, self._provider_polled_at = True, now
         self._save(fallback="1", provider_polled_at=now, state="fallback")
         self._beat("fallback", force=True)
@@ -258,8 +260,7 @@ class Collector:
                          route.port, getattr(exc, "reason", "error"))
                 continue
             log.info("SSH connected to instance %s via %s", self.iid, route.name)
-            if self.events is not None:
-                self.events.emit("ssh-connected", instance_id=self.iid)
+            self.events.emit("ssh-connected", instance_id=self.iid)
             return client, route
         return None, None
 
@@ -295,7 +296,7 @@ class Collector:
         cfg = self.cfg
         live = Liveness.start(self.clock.monotonic(), cfg.keepalive_interval_s, cfg.keepalive_max_miss,
                               cfg.health_interval_s)
-        by_channel = {f.channel: f for f in files}
+        by_channel = _by_channel(files)
         while not self._stopping():
             now = self.clock.monotonic()
             if now >= deadline:
@@ -319,14 +320,14 @@ class Collector:
                         f.draining_since = self.clock.monotonic()
                     elif change is not None:
                         self.tailer.open(client, f)
-                by_channel = {f.channel: f for f in files}
+                by_channel = _by_channel(files)
                 continue
             if any(f.drained(now) for f in files):
                 self._mark(cfg.open_step_s(len(files)))
                 for f in files:
                     if f.drained(now):
                         self._switch(client, f)
-                by_channel = {f.channel: f for f in files}
+                by_channel = _by_channel(files)
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
                 self._mark(cfg.health_timeout_s)
@@ -343,7 +344,8 @@ class Collector:
                     self._mark(cfg.open_step_s())
                     f = by_channel.pop(channel)
                     self.tailer.open(client, f, notice)
-                    by_channel[f.channel] = f
+                    if f.channel is not None:  # open() either sets a channel or raises
+                        by_channel[f.channel] = f
                     live.replied(self.clock.monotonic())
                     continue
                 if not (channel.recv_ready() or channel.eof_received or channel.closed):
