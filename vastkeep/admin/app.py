@@ -297,5 +297,5 @@ def create_app(
             app.openapi_schema = build_document(app, settings, ROUTERS)
         return app.openapi_schema
 
-    app.openapi = document  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]  # FastAPI's documented way to replace the document
     return app

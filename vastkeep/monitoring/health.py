@@ -36,7 +36,7 @@ class Check:
 
 
 def check_redis(client: Redis | None) -> Check:
-    """PING: one call. Any failure means "down"; its type is enough to say why (no URL, no secret)."""
+    """PING: one call. Every failure means "down"; its type is enough to say why (no URL, no secret)."""
     if client is None:
         return Check("redis", False, "redis not configured")
     try:

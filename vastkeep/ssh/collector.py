@@ -29,6 +29,7 @@ import select
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import paramiko
 import redis
@@ -66,6 +67,27 @@ def _readable(channels: Iterable[paramiko.Channel], timeout_s: float) -> list[pa
     return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
 
 
+class StopReason(StrEnum):
+    """Why a collector run ended (its result's ``stopped``)."""
+
+    HOLD_EXPIRED = "hold-expired"  # the run's bounded hold is over: a continuation follows
+    LEASE_LOST = "lease-lost"
+    NO_RECORD = "no-record"
+    STOP = "stop"  # the worker is shutting down
+    STALLED = "stalled"  # the loop stopped beating; the lease keeper released the lease
+
+
+class CollectorState(StrEnum):
+    """What a collector is doing, in its heartbeat and its status hash (a run that ended: its reason)."""
+
+    RUNNING = "running"
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    BACKOFF = "backoff"
+    FALLBACK = "fallback"
+    HANDOVER = "handover"
+
+
 def _by_channel(files: Iterable[Followed]) -> dict[paramiko.Channel, Followed]:
     """The open files by their ``tail`` channel (what :func:`_readable` polls)."""
     return {f.channel: f for f in files if f.channel is not None}
@@ -76,7 +98,7 @@ class RunResult:
     """What one run did (the task returns ``to_dict()``)."""
 
     instance_id: str
-    stopped: str = "hold-expired"  # hold-expired | lease-lost | no-record | stop
+    stopped: StopReason = StopReason.HOLD_EXPIRED
     sessions: int = 0
     lines: int = 0
     bytes: int = 0
@@ -133,7 +155,7 @@ class Collector:
         if self.progress is not None:
             self.progress.beat(within_s)
 
-    def _beat(self, state: str, force: bool = False) -> None:
+    def _beat(self, state: CollectorState, force: bool = False) -> None:
         self._mark(HEARTBEAT_EVERY_S)
         now = self.clock.monotonic()
         if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
@@ -145,7 +167,7 @@ class Collector:
     def _stopping(self) -> bool:
         return self.lost.is_set() or self.stop_event.is_set()
 
-    def _sleep_until(self, until_mono: float, state: str) -> None:
+    def _sleep_until(self, until_mono: float, state: CollectorState) -> None:
         """Wait in short steps (heartbeat, lease) until ``until_mono``, the hold deadline or a stop."""
         while not self._stopping():
             left = until_mono - self.clock.monotonic()
@@ -171,13 +193,13 @@ class Collector:
         self._fallback_on = status.get("fallback") == "1"
         wait = next_at - self.clock.now()  # the predecessor's backoff goes on
         if wait > 0:
-            self._sleep_until(min(deadline, start + wait), "backoff")
-        self._save(state="running", fence=self.lease.fence)
+            self._sleep_until(min(deadline, start + wait), CollectorState.BACKOFF)
+        self._save(state=CollectorState.RUNNING, fence=self.lease.fence)
         while not self._stopping() and self.clock.monotonic() < deadline:
-            self._beat("connecting", force=True)
+            self._beat(CollectorState.CONNECTING, force=True)
             rec = self.get_record()
             if rec is None:
-                self.result.stopped = "no-record"
+                self.result.stopped = StopReason.NO_RECORD
                 break
             drops = 0  # session drops within the window, when this round ended one
             client, route = self._connect(routes_for(rec, last_good))
@@ -188,7 +210,7 @@ class Collector:
                     log.warning("SSH to instance %s answers again: back to streaming over SSH", self.iid)
                     self.events.emit("ssh-fallback-ended", instance_id=self.iid)
                 self._down_since, self._fallback_on = None, False
-                self._save(route=route.name, down_since="", fallback="", state="streaming")
+                self._save(route=route.name, down_since="", fallback="", state=CollectorState.STREAMING)
                 uptime = self._session(client, deadline)
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
@@ -203,20 +225,21 @@ class Collector:
             self.result.failures = failures
             delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng, drops,
                                              self.cfg.reconnect_window_s, self.cfg.herd_drops)
-            self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
+            self._save(failures=failures, next_attempt_at=self.clock.now() + delay,
+                       state=CollectorState.BACKOFF)
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)
                 self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
                                  delay_s=round(delay, 3))
-            self._sleep_until(self.clock.monotonic() + delay, "backoff")
+            self._sleep_until(self.clock.monotonic() + delay, CollectorState.BACKOFF)
         if self.lost.is_set():
-            self.result.stopped = "lease-lost"
+            self.result.stopped = StopReason.LEASE_LOST
         elif self.stop_event.is_set():
-            self.result.stopped = "stop"
+            self.result.stopped = StopReason.STOP
         self.result.failures = failures
         with contextlib.suppress(redis.RedisError):
-            self._save(failures=failures, state="handover" if self.result.stopped == "hold-expired"
-                       else self.result.stopped)
+            self._save(failures=failures, state=CollectorState.HANDOVER
+                       if self.result.stopped == StopReason.HOLD_EXPIRED else self.result.stopped)
         return self.result
 
     def _fallback_tick(self) -> None:
@@ -234,8 +257,8 @@ class Collector:
             self.events.emit("ssh-fallback-started", instance_id=self.iid,
                              down_s=round(now - self._down_since, 1))
         self._fallback_on, self._provider_polled_at = True, now
-        self._save(fallback="1", provider_polled_at=now, state="fallback")
-        self._beat("fallback", force=True)
+        self._save(fallback="1", provider_polled_at=now, state=CollectorState.FALLBACK)
+        self._beat(CollectorState.FALLBACK, force=True)
         self._mark(PROVIDER_STEP_S)
         try:
             self.provider_log.poll(self.lease.fence)
@@ -335,7 +358,7 @@ class Collector:
                 if keepalive_probe(client, min(cfg.health_timeout_s, cfg.keepalive_interval_s)):
                     live.replied(self.clock.monotonic())
                 continue
-            self._beat("streaming")
+            self._beat(CollectorState.STREAMING)
             self._mark(cfg.ready_timeout_s)  # a poll (≤ 1 s), a read of what is there, one fenced write
             ready = _readable(by_channel, live.wait_s(now))
             for channel in ready:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import paramiko
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.ssh.collector import Collector
+from vastkeep.ssh.collector import Collector, StopReason
 from vastkeep.ssh.config import CollectorConfig
 from vastkeep.ssh.drops import Redis
 from vastkeep.ssh.logstore import LogStore, lease_name
@@ -89,13 +89,14 @@ def collect_once(instance_id: str | int, *, redis_client: Redis, keys: Keys, sto
                                   provider_log=provider_log, stop=stop, progress=progress)
             result = collector.run().to_dict()
             if keeper.stalled.is_set():
-                result["stopped"] = "stalled"
+                result["stopped"] = StopReason.STALLED
     finally:
         leases.release(lease)
     rec = store.get_instance(iid)
     wanted = rec is not None and wants_collector(rec.status, while_ready)
-    more = result["stopped"] in ("hold-expired", "stop") and wanted
-    if not more and result["stopped"] not in ("lease-lost", "stalled"):  # a successor may beat that name now
+    more = result["stopped"] in (StopReason.HOLD_EXPIRED, StopReason.STOP) and wanted
+    # after a lost lease or a stall a successor may beat that name now: leave its heartbeat alone
+    if not more and result["stopped"] not in (StopReason.LEASE_LOST, StopReason.STALLED):
         clear_heartbeat(redis_client, keys, heartbeat_name(iid))
     result |= {"fence": lease.fence, "continue": more}
     return result
