@@ -1,4 +1,4 @@
-"""Steer the warm pool: its desired size and safe mode (issue 10).
+"""Steer the warm pool: its desired size and safe mode, and client leases.
 
 ``PUT /api/proxy/admin/warm-pool/size`` ``{"desiredSize": n}`` stores the size
 (0..WARM_POOL_MAX_SIZE, else 422 with the reason) and queues a reconcile round so the pool starts

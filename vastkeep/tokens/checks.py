@@ -73,7 +73,7 @@ class CheckSpec:
 
 
 def check_specs(vast_api_url: str, huggingface_api_url: str, civitai_api_url: str) -> dict[str, CheckSpec]:
-    """The three checks of providers.md, against the configured (or simulated) base URLs."""
+    """One authenticated "who am I" call per service, against the configured (or simulated) base URLs."""
     return {
         VASTAI: CheckSpec(VASTAI, vast_api_url, "/instances?owner=me"),
         HUGGINGFACE: CheckSpec(HUGGINGFACE, huggingface_api_url, "/api/whoami-v2"),

@@ -54,7 +54,7 @@ from vastkeep.tokens.checks import (
 log = logging.getLogger("vastkeep.tokens")
 
 DEFAULT_CHECK_TIMEOUT_S = 10.0
-#: what the Vast.ai token check calls (providers.md): paced with the client's calls to the same endpoint
+#: what the Vast.ai token check calls (``GET /instances``): paced with the client's calls to the same endpoint
 VAST_CHECK_ENDPOINT = endpoint_name("GET", "/instances")
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
