@@ -35,6 +35,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
 from vastkeep.state.keys import Keys
+from vastkeep.state.protocols import NULL_EVENTS, EventSink
 
 if TYPE_CHECKING:
     from vastkeep.ssh import LogStore
@@ -67,6 +68,11 @@ class AdminContext:
     notify: Notify | None = None
     #: the bytes-client log store, made on first use (:mod:`vastkeep.admin.routes_logs`)
     logstore: LogStore | None = field(default=None, repr=False)
+
+    @property
+    def sink(self) -> EventSink:
+        """Where handlers report what happened: the event stream, or the sink that keeps nothing."""
+        return self.events if self.events is not None else NULL_EVENTS
 
     def need_redis(self) -> Redis:
         """This app's Redis client; 503 when it was built without one."""

@@ -25,7 +25,6 @@ from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput
-from vastkeep.state import NULL_EVENTS
 from vastkeep.tokens.manager import INVALID, MAX_TOKEN_BYTES, SERVICES, TokenManager, UpdateRefusal
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
@@ -49,7 +48,7 @@ def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) ->
         return manager
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
-    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.events or NULL_EVENTS,
+    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.sink,
                                       clock=ctx.clock)
 
 

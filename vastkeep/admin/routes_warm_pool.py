@@ -33,7 +33,7 @@ from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode,
 from vastkeep.pool.leasing import MAX_LEASE_S, PoolLeases, check_request_id, new_request_id
 from vastkeep.pool.ops import MAX_REASON_CHARS
 from vastkeep.proxy import endpoints
-from vastkeep.state import NULL_EVENTS, StateStore
+from vastkeep.state import StateStore
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
@@ -114,7 +114,7 @@ async def put_size(body: object = Body(None), ctx: AdminContext = Depends(get_co
         raise HTTPException(status_code=422, detail="desiredSize must be a JSON whole number "
                                                     f"from 0 to {ctx.settings.warm_pool_max_size}")
     try:
-        result = await run_in_threadpool(set_size, store, ctx.events or NULL_EVENTS, size,
+        result = await run_in_threadpool(set_size, store, ctx.sink, size,
                                          ctx.settings.warm_pool_max_size)
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
@@ -136,7 +136,7 @@ async def post_safe_mode(body: object = Body(None),
     if "enabled" not in data:
         raise HTTPException(status_code=422, detail="enabled is required (true or false)")
     try:
-        view = await run_in_threadpool(set_safe_mode, store, book, ctx.events or NULL_EVENTS,
+        view = await run_in_threadpool(set_safe_mode, store, book, ctx.sink,
                                        data["enabled"], data.get("reason"), ctx.clock.now())
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None

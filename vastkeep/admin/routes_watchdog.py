@@ -22,7 +22,6 @@ from starlette.concurrency import run_in_threadpool
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.core.redact import redact_path
-from vastkeep.state import NULL_EVENTS
 from vastkeep.supervision import (
     NOT_FAILED,
     RESET,
@@ -74,7 +73,7 @@ async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str
     redis, keys, clock = _redis(ctx), ctx.keys, ctx.clock
 
     def go() -> tuple[ResetOutcome, ResetView | None, list[str]]:
-        outcome, view = reset_daemon(redis, keys, clock, name, ctx.events or NULL_EVENTS)
+        outcome, view = reset_daemon(redis, keys, clock, name, ctx.sink)
         known = sorted(SupervisionBook(redis, keys).all()) if outcome == UNKNOWN else []
         return outcome, view, known
 
