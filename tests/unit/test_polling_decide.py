@@ -1,17 +1,27 @@
-"""Layer 5's pure decisions, table by table: the interval per state, the provider's word, ownership."""
+"""Layer 5's pure decisions, table by table: the interval per state, the provider's word, when absence is
+confirmed, ownership."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from vastkeep.core.settings import load_settings
 from vastkeep.polling.decide import (
+    ABSENT_BEFORE_SHOW,
+    ABSENT_CONFIRM_LISTINGS,
     GONE_REASON,
+    REFRESH_RETRY_CAP_S,
+    Absence,
+    ShowAnswer,
+    absence_verdict,
     is_ours,
     needs_port_validation,
     next_poll_interval,
     provider_signature,
     provider_verdict,
+    refresh_retry_s,
 )
 from vastkeep.providers import VastInstance
 from vastkeep.state import InstanceRecord
@@ -21,10 +31,13 @@ S = load_settings(environ={}, env_file=False)
 VALIDATED = {"success": True, "connection_url": "http://203.0.113.7:8188"}
 
 
-def rec(status: str = "loading", *, leased_s: float | None = None, validated: bool = False) -> InstanceRecord:
+def rec(status: str = "loading", *, leased_s: float | None = None, validated: bool = False,
+        lost: bool = False) -> InstanceRecord:
     return InstanceRecord("7", status=status, leased_until=None if leased_s is None else NOW + leased_s,
                           port_validation=VALIDATED if validated else None,
-                          connection_url=VALIDATED["connection_url"] if validated else None)
+                          connection_url=VALIDATED["connection_url"] if validated else None,
+                          extra={"keepalive_lost_since": NOW - 5} if lost else {},
+                          status_reason="keepalive: connection lost" if lost else None)
 
 
 @pytest.mark.parametrize(("record", "expected"), [
@@ -64,7 +77,7 @@ def row(actual: str | None = "running", *, intended: str = "running", cur: str =
 OCI = "Error response from daemon: OCI runtime create failed: runc create failed"
 
 
-@pytest.mark.parametrize(("provider", "record", "shown_404", "expected"), [
+@pytest.mark.parametrize(("provider", "record", "confirmed", "expected"), [
     (row(None), rec("starting"), False, ("starting", None)),
     (row("created"), rec("starting"), False, ("starting", None)),
     (row("loading"), rec("starting"), False, ("loading", None)),
@@ -94,9 +107,46 @@ OCI = "Error response from daemon: OCI runtime create failed: runc create failed
     (row("running"), rec("gone"), False, ("gone", None)),
     (None, rec("destroying"), True, ("destroying", None)),
     (row("running"), rec("destroyed"), False, ("destroyed", None)),
+    # Layer 4 lost ComfyUI: running at the provider is not ready (never "loading": it would count as warming)
+    (row("running"), rec("unhealthy", validated=True, lost=True), False,
+     ("unhealthy", "keepalive: connection lost")),
+    (row("running"), rec("ready", validated=True, lost=True), False,
+     ("unhealthy", "keepalive: connection lost")),
+    (row("running"), rec("unhealthy", lost=True), False, ("unhealthy", "keepalive: connection lost")),
+    (row("offline"), rec("unhealthy", validated=True, lost=True), False, ("failed", "host offline")),
+    (row("loading"), rec("unhealthy", validated=True, lost=True), False, ("loading", None)),
 ])
-def test_provider_verdict_table(provider, record, shown_404, expected) -> None:
-    assert tuple(provider_verdict(provider, record, shown_404=shown_404, now=NOW)) == expected
+def test_provider_verdict_table(provider, record, confirmed, expected) -> None:
+    assert tuple(provider_verdict(provider, record, absence_confirmed=confirmed, now=NOW)) == expected
+
+
+A = ShowAnswer
+
+
+@pytest.mark.parametrize(("absent", "answer", "expected"), [
+    # listing lag: nothing is asked, nothing decided, whatever an old answer said
+    (0, None, Absence.WAIT), (1, None, Absence.WAIT), (1, A.NOT_FOUND, Absence.WAIT),
+    (1, A.NO_RECORD, Absence.WAIT),
+    # missing from two well-formed listings: ask show once
+    (2, None, Absence.ASK), (7, None, Absence.ASK),
+    # asked and not answered yet, or answered with nothing (timeout, 5xx, empty body): wait, asked again later
+    (2, A.ASKED, Absence.WAIT), (5, A.ASKED, Absence.WAIT),
+    (2, A.ERROR, Absence.WAIT), (9, A.ERROR, Absence.WAIT),
+    # show found it: listing lag, the record stays
+    (2, A.FOUND, Absence.PRESENT), (9, A.FOUND, Absence.PRESENT),
+    # a real 404: confirmed
+    (2, A.NOT_FOUND, Absence.GONE), (4, A.NOT_FOUND, Absence.GONE),
+    # 200 {"instances": null}: never a verdict alone; confirmed only with a third missing listing
+    (2, A.NO_RECORD, Absence.WAIT), (3, A.NO_RECORD, Absence.GONE), (6, A.NO_RECORD, Absence.GONE),
+    # an answer this code does not know is no verdict
+    (5, "bogus", Absence.WAIT),
+])
+def test_absence_verdict_table(absent, answer, expected) -> None:
+    assert absence_verdict(absent, answer) is expected
+
+
+def test_absence_thresholds_are_ordered() -> None:
+    assert 2 <= ABSENT_BEFORE_SHOW < ABSENT_CONFIRM_LISTINGS
 
 
 @pytest.mark.parametrize(("provider", "record", "expected"), [
@@ -104,6 +154,7 @@ def test_provider_verdict_table(provider, record, shown_404, expected) -> None:
     (row("running"), rec("starting"), True),
     (row("running"), rec("ready", validated=True), False),
     (row("running"), rec("unhealthy", validated=True), True),
+    (row("running"), rec("unhealthy", validated=True, lost=True), False),  # Layer 4 watches it
     (row("loading"), rec("loading"), False),
     (row("running", msg=OCI), rec("loading"), False),
     (row("running"), rec("failed"), False),
@@ -137,23 +188,44 @@ def test_signature_changes_with_status_and_address_only() -> None:
 
 # ── waking the warm pool's reconciler (pool_wake_at) ────────────────────────
 @pytest.mark.parametrize(("name", "status", "label", "extra", "want"), [
-    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, 1_000.0),
-    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, 1_000.0),
-    ("keepalive loss: at the grace's end", "ready", "vastkeep:default:0", {"keepalive_lost_since": 990.0},
-     1_020.0),
-    ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 900.0},
-     1_000.0),
+    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, (1_000.0,)),
+    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, (1_000.0,)),
+    ("fresh keepalive loss: at once (the loss time, one wake per loss) and at the grace's end", "unhealthy",
+     "vastkeep:default:0", {"keepalive_lost_since": 990.0}, (990.0, 1_110.0)),
+    ("a loss stamped by a clock a little ahead: at once", "unhealthy", "vastkeep:default:0",
+     {"keepalive_lost_since": 1_001.5}, (1_001.5, 1_121.5)),
+    ("keepalive loss past the wake window: at the grace's end", "unhealthy", "vastkeep:default:0",
+     {"keepalive_lost_since": 930.0}, (1_050.0,)),
+    ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 800.0},
+     (1_000.0,)),
     ("keepalive loss far off: left to the beat", "ready", "vastkeep:default:0",
-     {"keepalive_lost_since": 1_000.0 + 10_000}, None),
-    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, None),
-    ("not ours: nothing", "failed", "someone-else", {}, None),
-    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, None),
-    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, None),
-    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, None),
+     {"keepalive_lost_since": 1_000.0 + 10_000}, ()),
+    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, ()),
+    ("not ours: nothing", "failed", "someone-else", {}, ()),
+    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, ()),
+    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, ()),
+    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, ()),
 ])
 def test_pool_wake_at(name, status, label, extra, want):
     from vastkeep.polling.decide import pool_wake_at  # noqa: PLC0415
     from vastkeep.state import InstanceRecord  # noqa: PLC0415
 
     rec = InstanceRecord("1", status=status, label=label, extra=extra)
-    assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want
+    assert pool_wake_at(rec, 1_000.0, 120.0, "vastkeep:default:") == want
+
+
+@pytest.mark.parametrize(("failures", "age_s", "low", "high"), [
+    (1, 1.0, 1.0, 2.0),     # the first retry: the snapshot's age + up to one more age
+    (2, 1.0, 1.0, 3.0),
+    (4, 5.0, 5.0, 45.0),
+    (30, 5.0, 5.0, 5.0 + REFRESH_RETRY_CAP_S),  # capped
+    (1, 30.0, 30.0, 60.0),
+    (9, 90.0, 90.0, 180.0),  # an age above the cap: the cap grows to it
+    (0, 1.0, 1.0, 2.0),      # a caller's zero is read as the first failure
+])
+def test_refresh_retry_is_never_faster_than_the_cadence_and_is_jittered(failures, age_s, low, high) -> None:
+    rng = random.Random(7)
+    delays = [refresh_retry_s(failures, age_s, rng) for _ in range(2000)]
+    assert all(low <= d <= high for d in delays), (min(delays), max(delays))
+    assert len({round(d, 6) for d in delays}) > 1900  # spread: workers that failed together retry apart
+    assert max(delays) - min(delays) > 0.9 * (high - low)

@@ -26,6 +26,7 @@ from vastkeep.core.errors import (
     MalformedResponse,
     NetworkError,
     NotFound,
+    RecordMissing,
     RentOutcomeUnknown,
     ServerError,
 )
@@ -174,11 +175,17 @@ class VastClient:
         self._call("GET", "/instances", params={"owner": "me"})
 
     def list_instances(self) -> list[VastInstance]:
-        """All instances of this account; records without a usable id are logged and skipped."""
+        """All instances of this account; records without a usable id are logged and skipped.
+
+        Only ``{"instances": [...]}`` is a listing. An empty body, ``{}`` or ``{"instances": null}`` says
+        nothing about the account and raises ``MalformedResponse`` (transient): read as "no instances" it
+        would make every instance look gone.
+        """
         body = self._call("GET", "/instances", params={"owner": "me"})
         records = body.get("instances")
         if records is None:
-            return []
+            raise MalformedResponse("Vast.ai answered the listing without an 'instances' list"
+                                    + ("" if body else " (empty body)"), reason="no instances list")
         if isinstance(records, Mapping):
             records = [records]
         if not isinstance(records, list):
@@ -186,15 +193,25 @@ class VastClient:
         return _parse_many(records, VastInstance.from_api, "instance")
 
     def show_instance(self, instance_id: int) -> VastInstance:
-        """One instance; ``NotFound`` when Vast.ai no longer knows it."""
+        """One instance.
+
+        ``NotFound`` only when Vast.ai says so (HTTP 404 or ``no_such_instance``). A 200 whose record is
+        null or empty raises ``RecordMissing`` and an empty body or one without ``instances``
+        ``MalformedResponse``: both transient, never a verdict (Layer 5 decides what absence means:
+        :func:`vastkeep.polling.decide.absence_verdict`).
+        """
         iid = _check_id(instance_id)
         body = self._call("GET", f"/instances/{iid}/", params={"owner": "me"}, instance_id=iid)
+        if "instances" not in body and "instance" not in body:
+            raise MalformedResponse(f"Vast.ai answered show of instance {iid} without an instance"
+                                    + ("" if body else " (empty body)"), instance_id=iid)
         record = body.get("instances", body.get("instance"))
         if isinstance(record, list):
             matching = [r for r in record if isinstance(r, Mapping) and as_int(r.get("id")) == iid]
             record = matching[0] if matching else (record[0] if len(record) == 1 else None)
         if record is None or record == {}:
-            raise NotFound(f"Vast.ai instance {iid} not found", instance_id=iid)
+            raise RecordMissing(f"Vast.ai answered show of instance {iid} with no record (not a 404)",
+                                instance_id=iid)
         try:
             instance = VastInstance.from_api(record)
         except MalformedResponse as exc:

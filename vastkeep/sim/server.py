@@ -76,6 +76,10 @@ class SimServer:
         assert entry is not None
         if fault is not None and fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status == 200:  # ambiguous: a 200 whose body says nothing reliable
+            entry["status"] = 200
+            return web.Response(body=(fault.body or "").encode(), status=200,
+                                headers={"Content-Type": "application/json"})
         if fault is not None and fault.status is not None:
             body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status

@@ -18,12 +18,19 @@ from vastkeep.state.lease_keeper import LeaseKeeper, Progress
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, LeaseStore, Store, TokenResultStore
 from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
-from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
+from vastkeep.state.store import (
+    COMFYUI_LOST_REASON,
+    COMFYUI_LOST_STATUS,
+    InstanceRecord,
+    PoolSettings,
+    StateStore,
+    comfyui_lost_since,
+)
 
 __all__ = [
-    "EVENT_KINDS", "Event", "EventLog", "EventSink", "InstanceRecord", "KeyPacer", "Keys", "Lease",
-    "LeaseKeeper", "LeaseManager", "LeaseStore", "PoolSettings", "Progress", "SharedRateLimiter",
-    "StateStore", "Store",
-    "TokenResultStore", "as_text", "clear_heartbeat", "connect", "key_fingerprint", "new_owner",
-    "read_heartbeats", "write_heartbeat",
+    "COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "EVENT_KINDS", "Event", "EventLog", "EventSink",
+    "InstanceRecord", "KeyPacer", "Keys", "Lease", "LeaseKeeper", "LeaseManager", "LeaseStore",
+    "PoolSettings", "Progress", "SharedRateLimiter", "StateStore", "Store", "TokenResultStore", "as_text",
+    "clear_heartbeat", "comfyui_lost_since", "connect", "key_fingerprint", "new_owner", "read_heartbeats",
+    "write_heartbeat",
 ]
