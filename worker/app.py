@@ -17,12 +17,13 @@ from celery.signals import worker_init, worker_process_init
 from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
-from worker import wiring
+from worker import broker_guard, wiring
 from worker.config import celery_config
 from worker.limits import apply_time_limits, limits_over_visibility
 
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
+broker_guard.install()  # a worker holding unacked messages must survive a Redis restart
 
 
 def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None = None) -> None:
