@@ -138,3 +138,4 @@ def stale_writes(commands: list[Command], *, owner: str, iid: str, daemon: str) 
                 or (sha == beat and daemon in c.args[3:4]):
             accepted.append(c)
     return StaleWrites(fenced, accepted)
+

@@ -51,7 +51,13 @@ def client(tmp_path: Path) -> Iterator:
         app.close()
 
 
-def test_a_cut_off_host_loses_its_daemons_to_the_other_and_its_stale_writes_are_refused(host_lab, client):
+@pytest.mark.parametrize("fault", ["cut", pytest.param("pause", marks=pytest.mark.slow)])
+def test_a_host_cut_off_or_paused_loses_its_daemons_and_its_stale_writes_are_refused(host_lab, client, fault,
+                                                                                     request):
+    """``cut``: host A's link black-holed. ``pause``: host A's workers SIGSTOPped past every lease TTL (a
+    stop-the-world pause), then SIGCONT: they resume mid-write with their connections still open."""
+    if fault == "pause":
+        request.getfixturevalue("slow_selected")
     net_a, net_b = host_lab.network("a"), host_lab.network("b")
     server = host_lab.redis()
     r = server.client()
@@ -71,7 +77,7 @@ def test_a_cut_off_host_loses_its_daemons_to_the_other_and_its_stale_writes_are_
         owner_a = str(r.hget(Keys().lease(SHARD0), "owner"))
         monitor = Monitor(server.port, net_a.host_ip, server.password).start()
         try:
-            a.cut()
+            a.cut() if fault == "cut" else a.pause()
             cut_at = time.monotonic()
             moved: dict[str, float] = {}
 
@@ -83,18 +89,20 @@ def test_a_cut_off_host_loses_its_daemons_to_the_other_and_its_stale_writes_are_
 
             wait_for(both_moved, 60, "shard 0 and the dispatcher moved to host B", interval_s=0.2)
             time.sleep(4)  # host A's runner keeps pinging in the dark: failures, a lost connection, in memory
-            a.restore()
-            restored_at = time.monotonic()
+            restored_at = time.monotonic()  # before: a resumed host writes at once
+            a.restore() if fault == "cut" else a.resume()
             holders = set()
             while time.monotonic() - restored_at < 20:  # A reconnects and acts on what it believed
                 holders.add(holder(r, SHARD0)[0])
                 time.sleep(0.2)
         finally:
             a.restore()
+            a.resume()
             monitor.stop()
     after = monitor.since(restored_at)
     stale = stale_writes(after, owner=owner_a, iid=IID, daemon=daemon_name(0))
-    report("judge: host cut off", shard_moved_after=moved[SHARD0], dispatcher_moved_after=moved[DISPATCHER],
+    report(f"judge: host {'cut off' if fault == 'cut' else 'paused'}",
+           shard_moved_after=moved[SHARD0], dispatcher_moved_after=moved[DISPATCHER],
            commands_from_a_after_restore=len(after), stale_fenced_refused=len(stale.fenced),
            stale_accepted=len(stale.accepted))
     for c in stale.accepted:
