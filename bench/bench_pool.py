@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.core.errors import LeaseBusy  # noqa: E402
 from vastkeep.core.settings import Secret, load_settings  # noqa: E402
 from vastkeep.pool import PoolBook, PoolLeases, Reconciler  # noqa: E402

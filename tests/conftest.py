@@ -8,5 +8,6 @@ pytest_plugins = [
     "tests.fixtures.vast_stub",
     "tests.fixtures.token_cloud",
     "tests.fixtures.sim",
+    "tests.fixtures.proxy",
     "tests.fixtures.hosts",
 ]

@@ -266,7 +266,8 @@ class Poller:
         Returns ``{"skipped": DISPATCH_BUSY}`` when another dispatcher holds it. The loop refreshes the
         snapshot when it is due, polls every due batch, then sleeps until the next due time, the next
         snapshot refresh or a "poll now" wake-up, whichever comes first (at most :data:`MAX_WAIT_S`, so
-        the lease is renewed often).
+        the lease is renewed often). ``should_stop`` (the worker's warm shutdown) is asked at every turn: a
+        stopped run ends there with ``"stopped": True`` and releases the lease for its continuation.
         """
         lease = leases.acquire(DISPATCH_LEASE, new_owner(DISPATCH_LEASE), DISPATCH_LEASE_TTL_MS)
         if lease is None:
@@ -278,7 +279,10 @@ class Poller:
         deadline = self.clock.monotonic() + budget_s
         beat_at = -float("inf")
         try:
-            while self.clock.monotonic() < deadline and not (should_stop is not None and should_stop()):
+            while self.clock.monotonic() < deadline:
+                if should_stop is not None and should_stop():
+                    totals["stopped"] = True
+                    break
                 if not leases.renew(lease):
                     totals["lost"] = True
                     break

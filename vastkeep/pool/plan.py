@@ -42,9 +42,9 @@ REASON_KEEPALIVE_LOST = COMFYUI_LOST_REASON
 REASON_LOST_REPLACED = "keepalive: connection lost, replaced"
 REASON_EXCESS = "excess"
 REASON_RETRY_DESTROY = "destroy-retry"
-#: Reasons whose slot is refilled: the instance died, it was not unwanted.
+#: Reasons that mean the instance died, it was not unwanted (its destruction is an ``instance-replaced``).
 REPLACE_REASONS = frozenset({REASON_FAILED, REASON_GONE, REASON_PROVISION_TIMEOUT, REASON_UNHEALTHY,
-                             REASON_KEEPALIVE_LOST})
+                             REASON_KEEPALIVE_LOST, REASON_LOST_REPLACED})
 
 
 class RecordLike(Protocol):
