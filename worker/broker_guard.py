@@ -46,9 +46,9 @@ def install() -> bool:
             return None
 
     setattr(restore_unacked, _MARK, True)
-    qos.restore_unacked = restore_unacked
-    qos.ack = _on_open_channel(qos.ack)
-    qos.reject = _on_open_channel(qos.reject)
+    setattr(qos, "restore_unacked", restore_unacked)  # noqa: B010 - a patch of kombu's class, on purpose
+    setattr(qos, "ack", _on_open_channel(qos.ack))  # noqa: B010
+    setattr(qos, "reject", _on_open_channel(qos.reject))  # noqa: B010
     return True
 
 

@@ -52,7 +52,7 @@ def backlog(redis: Any, queues: list[str]) -> int:
 class ConsumptionWatchdog(bootsteps.StartStopStep):
     """Starts the watchdog thread with the worker (off when ``WORKER_STALL_TIMEOUT_MS`` is 0)."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires = ("celery.worker.components:Pool",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
