@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SERVICES = ("vast", "hf", "civitai")
+#: 200 answers whose body is not the API's JSON (an ambiguous answer, never a verdict): empty, cut short.
+BAD_BODIES = {"empty": "", "malformed": '{"instances": [{"id": 1, "actual_status": "runn'}
 TOO_FREQUENT = "API requests too frequent"
 
 
@@ -30,6 +32,8 @@ class ApiFault:
     count: int | None = None
     path_contains: str | None = None
     body: str | None = None
+    body_kind: str | None = None  # "empty" | "malformed": a 200 whose body is not the API's JSON
+
 
     def matches(self, service: str, path: str) -> bool:
         if self.count is not None and self.count <= 0:
@@ -45,6 +49,7 @@ class ApiFault:
             "delay_s": self.delay_s,
             "count": self.count,
             "path_contains": self.path_contains,
+            "body_kind": self.body_kind,
         }
 
 
@@ -59,8 +64,13 @@ class ApiFaults:
         if service not in (*SERVICES, "all"):
             raise ValueError(f"unknown service {service!r}")
         status = spec.get("status")
-        if status is not None and not 400 <= int(status) <= 599:
-            raise ValueError("status must be a 4xx or 5xx code")
+        body_kind = spec.get("body_kind")
+        if body_kind is not None and body_kind not in BAD_BODIES:
+            raise ValueError(f"body_kind must be one of {tuple(BAD_BODIES)}")
+        if body_kind is not None and status is None:
+            status = 200
+        if status is not None and not (400 <= int(status) <= 599 or (body_kind and int(status) == 200)):
+            raise ValueError("status must be a 4xx or 5xx code (or 200 with a body_kind)")
         count = spec.get("count")
         rule = ApiFault(
             service=service,
@@ -69,6 +79,7 @@ class ApiFaults:
             count=int(count) if count is not None else None,
             path_contains=spec.get("path_contains"),
             body=spec.get("body"),
+            body_kind=body_kind,
         )
         if rule.status is None and rule.delay_s <= 0:
             raise ValueError("a fault needs a status or a delay_s")
@@ -90,8 +101,10 @@ class ApiFaults:
         return [r.as_dict() for r in self.rules if r.count is None or r.count > 0]
 
 
-def fault_body(status: int, service: str) -> tuple[str, str]:
-    """(body, content type) a provider really sends with this status."""
+def fault_body(status: int, service: str, body_kind: str | None = None) -> tuple[str, str]:
+    """(body, content type) a provider really sends with this status (or the bad 200 body asked for)."""
+    if body_kind is not None:
+        return BAD_BODIES[body_kind], "application/json"
     if status == 429:
         return TOO_FREQUENT, "text/plain"
     if status >= 500:
@@ -118,6 +131,25 @@ class TokenBook:
 
     def reset(self) -> None:
         self.valid = {k: set(v) for k, v in self._initial.items()}
+
+
+class Ledger:
+    """Every rent and destroy the simulated cloud performed, kept whole (the soak's source of truth for
+    double rents and instances nobody knows; the request log is a bounded window)."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+
+    def add(self, action: str, instance_id: int, ts: float, *, label: str | None = None,
+            via: str = "api") -> None:
+        self._items.append({"seq": len(self._items) + 1, "action": action, "instance_id": instance_id,
+                            "label": label, "via": via, "ts": ts})
+
+    def since(self, seq: int = 0) -> list[dict[str, Any]]:
+        return self._items[seq:]
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 class RequestLog:

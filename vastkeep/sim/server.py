@@ -75,11 +75,13 @@ class SimServer:
         fault, entry = admission.fault, admission.entry
         assert entry is not None
         if fault is not None and fault.delay_s > 0:
+            entry["fault"] = "slow"
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
-            body, ctype = fault_body(fault.status, admission.service)
+            body, ctype = fault_body(fault.status, admission.service, fault.body_kind)
             entry["status"] = fault.status
-            text = fault.body or body
+            entry["fault"] = fault.body_kind or str(fault.status)
+            text = fault.body if fault.body is not None else body
             if ctype == "application/json":
                 return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})
             return web.Response(text=text, status=fault.status, content_type=ctype)
