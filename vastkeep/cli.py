@@ -1,4 +1,4 @@
-"""The ``vastkeep`` command (up, status, check, logs, pool, simulate): parsing and commands.
+"""The ``vastkeep`` command (up, status, check, logs, pool, soak, simulate): parsing and commands.
 
 ``vastkeep up`` starts the whole stack from the current folder, supervised (Layer 6); the stack itself
 (its children and the runtime file ``VASTKEEP_HOME/stack.json``) is :mod:`vastkeep.stack.runtime`. ``status``
@@ -342,11 +342,57 @@ def cmd_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+# ── vastkeep soak ────────────────────────────────────────────────────────────
+def add_soak_parser(sub: Any) -> None:
+    """``vastkeep soak --minutes N [--seed S] [--report FILE]`` (self-contained: moves as one piece)."""
+    sk = sub.add_parser("soak", help="run the stack as clients use it, break it at random (seeded), count "
+                                     "what a client saw; exit 1 on any failure")
+    sk.add_argument("--minutes", type=float, required=True, help="length of the run (the short form: 4)")
+    sk.add_argument("--seed", type=int, default=None, help="replay a run's faults (default: new, printed)")
+    sk.add_argument("--report", default=None, help="write the JSON report to this file")
+    sk.add_argument("--pool-size", type=int, default=10, help="warm pool size of the soaked stack (10)")
+    sk.add_argument("--clients", type=int, default=4, help="client programs at once (4)")
+    sk.set_defaults(func=cmd_soak)
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    """Run a soak; print its table; exit 0 only when every count is 0 and every fault family was seen."""
+    import secrets  # noqa: PLC0415
+
+    from vastkeep.soak import SoakRun, format_table, refuse_real_cloud  # noqa: PLC0415
+
+    why = refuse_real_cloud(dict(os.environ))
+    if why:
+        print(f"vastkeep soak: refused: {why}", file=sys.stderr)
+        return 2
+    if args.minutes <= 0 or args.pool_size < 1 or args.clients < 1:
+        print("vastkeep soak: --minutes, --pool-size and --clients must be positive", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    print(f"vastkeep soak: seed {seed} (replay with --seed {seed})", flush=True)
+    run = SoakRun(minutes=args.minutes, seed=seed, pool_size=args.pool_size, clients=args.clients,
+                  say=lambda text: print(text, flush=True))
+    try:
+        report = run.run()
+    except StackError as exc:
+        print(f"vastkeep soak: the stack did not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not getattr(run.stack, "keep", False):
+            run.stack.cleanup()
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    print(format_table(report))
+    if not report["ok"]:
+        print(f"vastkeep soak: logs kept in {report.get('folder')}")
+    return 0 if report["ok"] else 1
+
+
 # ── argument parsing ─────────────────────────────────────────────────────────
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,simulate}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,soak,simulate}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=None,
@@ -375,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     pst = pool_sub.add_parser("status", help="the warm-pool document: guide fields, slots, leases, safe mode")
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
+    add_soak_parser(sub)
     sim = sub.add_parser("simulate", help="run the simulated cloud in the foreground", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)
