@@ -263,6 +263,11 @@ def test_observation_of_instance_and_api_faults():
     ]
     assert observe_instance_fault(inj, events) == 3
     assert observe_instance_fault(crash("7", T0), events) is None
+    # an event long after the fault was undone is not credited to it
+    late = [{"kind": "ping-failure", "ts": T0 + 100, "data": {"instance_id": "5"}}]
+    assert observe_instance_fault(crash("5", T0, T0 + 10), late) is None
+    gone = [{"kind": "instance-status", "ts": T0 + 100, "data": {"instance_id": "5"}}]
+    assert observe_instance_fault(crash("5", T0, family="host-offline"), gone) == 100
     api = {"family": "api-5xx", "at": T0}
     reqs = [{"ts": T0 + 1, "fault": "503", "status": 503}, {"ts": T0 + 4, "status": 200}]
     assert observe_api_fault(api, reqs) == 4

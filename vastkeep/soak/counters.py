@@ -363,16 +363,20 @@ def canary_hits(texts: Mapping[str, str], canaries: Mapping[str, str]) -> list[d
 
 # ── what the system observed of each fault ─────────────────────────────────
 def observe_instance_fault(inj: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> float | None:
-    """Seconds from the injection to the first event on its instance of a kind that family counts."""
+    """Seconds from the injection to the first event on its instance of a kind that family counts, within
+    the fault's window (an undone fault: until its undo plus :data:`RECOVERY_GRACE_S`; a lasting one: the
+    guide's :data:`DETECTION_BOUND_S`); a later event is not credited to this fault."""
     fam = FAMILIES[str(inj["family"])]
     at, target = float(inj["at"]), str(inj.get("target"))
+    if fam.restorable and fam.hold_s[1] > 0:
+        until = float(inj.get("restored_at") or at + fam.hold_s[1]) + RECOVERY_GRACE_S
+    else:
+        until = at + DETECTION_BOUND_S
     for ev in events:
-        if (
-            ev.get("kind") in fam.observed_by
-            and str((ev.get("data") or {}).get("instance_id")) == target
-            and float(ev["ts"]) >= at - 0.5
-        ):
-            return max(0.0, float(ev["ts"]) - at)
+        ts = float(ev["ts"])
+        if ev.get("kind") in fam.observed_by and str((ev.get("data") or {}).get("instance_id")) == target \
+                and at - 0.5 <= ts <= until:
+            return max(0.0, ts - at)
     return None
 
 

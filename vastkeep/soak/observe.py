@@ -117,9 +117,11 @@ class Observer:
 
     def polling_intervals(self) -> dict[str, list[float]]:
         """Seconds between successive ``lastPollAt`` values per instance, by the state it was in (leased,
-        ready-idle, warming), from the status snapshots."""
+        ready-idle, warming), from the status snapshots; ``scheduled:<state>``: ``nextPollAt - lastPollAt``,
+        the interval Layer 5 chose (so a poll sooner than scheduled shows)."""
         last: dict[str, tuple[float, str]] = {}
         out: dict[str, list[float]] = defaultdict(list)
+        seen: set[tuple[str, float]] = set()
         for _t, insts in self.snapshots:
             for i in insts:
                 iid, polled = str(i.get("contractId")), _iso_s(i.get("lastPollAt"))
@@ -130,6 +132,10 @@ class Observer:
                     if i.get("isLeased")
                     else ("ready-idle" if i.get("status") == "ready" else str(i.get("status")))
                 )
+                due = _iso_s(i.get("nextPollAt"))
+                if due is not None and due > polled and (iid, polled) not in seen:
+                    seen.add((iid, polled))
+                    out[f"scheduled:{state}"].append(due - polled)
                 prev = last.get(iid)
                 if prev is not None and polled > prev[0] + 0.5:
                     out[prev[1]].append(polled - prev[0])

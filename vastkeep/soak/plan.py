@@ -45,15 +45,15 @@ _PROCS = (
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("comfy-crash", INSTANCE, (8, 20), _COMFY_SEEN),
-        Family("comfy-hang", INSTANCE, (15, 30), _COMFY_SEEN),
-        Family("comfy-slow", INSTANCE, (15, 30), _COMFY_SEEN),
+        Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN),
+        Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN),
+        Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN),
         Family("host-offline", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("host-exited", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("outbid", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("destroyed-outside", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("ssh-drop", INSTANCE, (0, 0), _SSH_SEEN),
-        Family("ssh-blackhole", INSTANCE, (10, 25), _SSH_SEEN),
+        Family("ssh-blackhole", INSTANCE, (40, 60), _SSH_SEEN),
         Family("api-slow", API, (0, 0)),
         Family("api-429", API, (0, 0)),
         Family("api-5xx", API, (0, 0)),
@@ -63,6 +63,9 @@ FAMILIES: dict[str, Family] = {
         *(Family(f"stop-{kind}", PROCESS, (4, 12), process=cid, signal="stop") for kind, cid in _PROCS),
     )
 }
+
+# Holds: a hang or a slow answer lasts past one ComfyUI keepalive interval (30 s) plus its 5 s timeout, an SSH
+# black hole past the dead-peer rule (3 missed keepalives of 10 s), so a ping or a keepalive meets each one.
 
 #: Two faults on the same process child at least this far apart (a restart waits 10 s, a second one 20 s).
 PROCESS_SPACING_S = 45.0
