@@ -327,28 +327,18 @@ def unknown_billing(cloud_ids: Iterable[Iterable[Any]], known_ids: Iterable[Iter
 
 
 def log_diff(remote: str, collected: str) -> dict[str, int]:
-    """Lines lost and duplicated: the collected text against the same span of the remote file.
-
-    The collector may lag: only the remote lines up to the last one collected are due. A line is lost when
-    it is due and was collected fewer times than it occurs; duplicated when collected more often.
-    """
-    rlines, clines = remote.splitlines(), collected.splitlines()
-    if not clines:
-        return {"lost": 0, "duplicated": 0, "due": 0}
-    due = len(clines)
-    for i in range(len(rlines) - 1, -1, -1):  # the due span ends at the last collected line's place
-        if rlines[i] == clines[-1]:
-            due = i + 1
-            break
+    """Lines lost and duplicated: the collected text against the span of the remote file it covers (the
+    runner passes the remote bytes up to the collector's offset: a collector that lags has lost nothing).
+    A line is lost when collected fewer times than it occurs there, duplicated when collected more often."""
     want: dict[str, int] = defaultdict(int)
     got: dict[str, int] = defaultdict(int)
-    for line in rlines[:due]:
+    for line in remote.splitlines():
         want[line] += 1
-    for line in clines:
+    for line in collected.splitlines():
         got[line] += 1
     lost = sum(max(0, n - got[k]) for k, n in want.items())
     dup = sum(max(0, n - want[k]) for k, n in got.items())
-    return {"lost": lost, "duplicated": dup, "due": due}
+    return {"lost": lost, "duplicated": dup, "due": sum(want.values())}
 
 
 def canary_hits(texts: Mapping[str, str], canaries: Mapping[str, str]) -> list[dict[str, str]]:

@@ -144,15 +144,12 @@ class Observer:
         return out
 
     # ── end-of-run sources ──────────────────────────────────────────────────
-    def collected_log(self, iid: str) -> str:
+    def collected_log(self, iid: str) -> tuple[str, int]:
+        """The provisioning log vastkeep collected for ``iid`` and the remote byte offset it reaches."""
         lines, after = [], 0
         for _ in range(50):
-            r = self.http.get(
-                f"{self.admin}/api/proxy/admin/instances/{iid}/logs",
-                headers=self.headers,
-                params={"after": after, "limit": 1000},
-                timeout=HTTP_TIMEOUT_S,
-            )
+            r = self.http.get(f"{self.admin}/api/proxy/admin/instances/{iid}/logs", headers=self.headers,
+                              params={"after": after, "limit": 1000}, timeout=HTTP_TIMEOUT_S)
             if r.status_code != 200:
                 break
             data = r.json()
@@ -160,13 +157,13 @@ class Observer:
             lines += [str(x.get("text", "")).rstrip("\n") for x in got]
             if not got or data.get("next") == after:
                 break
-            after = data["next"]
-        return "\n".join(lines) + ("\n" if lines else "")
+            after = int(data["next"])
+        return "\n".join(lines) + ("\n" if lines else ""), after
 
-    def remote_log(self, iid: str) -> str | None:
+    def remote_log(self, iid: str) -> bytes | None:
         try:
             path = self.control._call("GET", f"/instances/{int(iid)}")["log_path"]
-            return Path(path).read_text(errors="replace")
+            return Path(path).read_bytes()
         except Exception:  # noqa: BLE001 - destroyed since
             return None
 

@@ -136,21 +136,30 @@ def build_plan(
         fam = FAMILIES[name]
         hold = round(rng.uniform(*fam.hold_s), 1) if fam.hold_s[1] > 0 else 0.0
         steps.append(FaultStep(round(at, 1), name, hold, round(rng.random(), 4), _params(fam, rng)))
-    return _space_processes(sorted(steps, key=lambda s: s.at_s), end_s)
+    return _space_processes(sorted(steps, key=lambda s: s.at_s), start_s, end_s)
 
 
-def _space_processes(steps: list[FaultStep], end_s: float) -> list[FaultStep]:
-    last: dict[str, float] = {}
+def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> list[FaultStep]:
+    """Keep faults on one process child :data:`PROCESS_SPACING_S` apart: a step too close to the one before is
+    pushed back; when that leaves the window, it takes the first free place from the window's start."""
+    taken: dict[str, list[float]] = {}
     out = []
+
+    def free(proc: str, at: float) -> bool:
+        return all(abs(at - t) >= PROCESS_SPACING_S for t in taken.get(proc, ()))
+
     for step in steps:
         proc = FAMILIES[step.family].process
         at = step.at_s
-        if proc is not None and proc in last and at - last[proc] < PROCESS_SPACING_S:
-            at = last[proc] + PROCESS_SPACING_S
-        if proc is not None:
+        if proc is not None and not free(proc, at):
+            at = max(taken[proc]) + PROCESS_SPACING_S
             if at > end_s:
-                continue  # no room left for it in this run
-            last[proc] = at
+                at = next((start_s + 5.0 * k for k in range(int((end_s - start_s) / 5.0) + 1)
+                           if free(proc, start_s + 5.0 * k)), end_s + 1)
+            if at > end_s:
+                continue  # no room left for it in this run: the report shows it planned, injected 0 times
+        if proc is not None:
+            taken.setdefault(proc, []).append(at)
         out.append(FaultStep(round(at, 1), step.family, step.hold_s, step.pick, step.params))
     return sorted(out, key=lambda s: s.at_s)
 

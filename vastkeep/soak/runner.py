@@ -33,6 +33,7 @@ from vastkeep.soak.stackrun import SoakStack
 CLIENT_PROGRAM = Path(__file__).with_name("client_workload")
 WARMUP_MAX_S = 150.0
 SETTLE_S = 20.0
+FINISH_S = 30.0  # end-of-run reads and the stack's stop
 CLIENT_KILL_EVERY_S = 45.0
 
 
@@ -108,6 +109,7 @@ class SoakRun:
         )
         self.out_dir = self.stack.dir / "soak"
         self.out_dir.mkdir()
+        t_start = self.clock.monotonic()
         self.stack.start()
         try:
             info = self.stack.info
@@ -116,9 +118,9 @@ class SoakRun:
             obs = Observer(info["redis_url"], info["admin_api_url"], info["admin_api_key"], control)
             self.obs = obs
             warm_s = self._warm_up(obs)
-            total_s = self.minutes * 60.0
-            work_s = max(30.0, total_s - warm_s - SETTLE_S)
-            plan = build_plan(self.seed, 5.0, max(10.0, work_s - 15.0))
+            spent_s = self.clock.monotonic() - t_start  # start-up and warm-up count against the minutes
+            work_s = max(30.0, self.minutes * 60.0 - spent_s - SETTLE_S - FINISH_S)
+            plan = build_plan(self.seed, 5.0, max(10.0, work_s - 20.0))
             self.say(f"pool warm after {warm_s:.0f} s; workload {work_s:.0f} s, {len(plan)} faults planned")
             self._workload(obs, Injector(control, self.stack, self.clock), plan, work_s)
             return self._finish(obs, plan, started_at, warm_s)
@@ -279,7 +281,10 @@ class SoakRun:
             remote = obs.remote_log(iid)
             if remote is None:
                 continue
-            diff = judge.log_diff(remote, obs.collected_log(iid))
+            collected, offset = obs.collected_log(iid)
+            if offset <= 0:
+                continue  # nothing collected yet: nothing is due
+            diff = judge.log_diff(remote[:offset].decode("utf-8", "replace"), collected)
             if diff["lost"]:
                 lost.append({"instance": iid, **diff})
             if diff["duplicated"]:
