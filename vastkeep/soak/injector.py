@@ -2,7 +2,8 @@
 control API or signals to the stack's processes, and undoes it after its hold.
 
 Targets: instance faults strike one instance among those the warm-pool status shows ready (leased ones
-preferred, so clients meet the fault), picked by the step's ``pick``; process faults strike the stack child
+preferred, so clients meet the fault), picked by the step's ``pick``; SSH faults strike an instance whose
+log collector runs (collectors run while an instance provisions); process faults strike the stack child
 the supervisor runs (``kill -9`` of its leader, which the watchdog must restart; ``SIGSTOP`` of its whole
 process group, pool children included, then ``SIGCONT``).
 """
@@ -17,6 +18,7 @@ from typing import Any
 from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, pick_target
 
 _SSH_ENDPOINTS = ("22/tcp", "ssh_proxy")
+NO_TARGET = "no instance to strike (none ready; for SSH faults, none with a running collector)"
 
 
 class Injector:
@@ -27,7 +29,9 @@ class Injector:
         self.stack = stack
         self.clock = clock
 
-    def apply(self, step: FaultStep, ready: list[str], leased: list[str]) -> dict[str, Any]:
+    def apply(
+        self, step: FaultStep, ready: list[str], leased: list[str], collecting: list[str] | None = None
+    ) -> dict[str, Any]:
         fam = FAMILIES[step.family]
         inj: dict[str, Any] = {
             "family": step.family,
@@ -39,9 +43,12 @@ class Injector:
         }
         try:
             if fam.target == INSTANCE:
-                target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
+                if step.family.startswith("ssh-"):  # only a running collector can notice an SSH fault
+                    target = pick_target(list(collecting or []), step.pick)
+                else:
+                    target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 if target is None:
-                    inj["error"] = "no ready instance to strike"
+                    inj["error"] = NO_TARGET
                     return inj
                 inj["target"] = target
                 self._instance(step, int(target))

@@ -99,6 +99,21 @@ class Observer:
             str(i["contractId"]) for i in insts if i.get("status") == "ready" and i.get("isLeased")
         ]
 
+    def collecting(self) -> list[str]:
+        """Instance ids whose SSH log collector beat within the last 10 s (a collector runs while an instance
+        provisions and for its hold after; an SSH fault elsewhere has nobody to notice it)."""
+        from vastkeep.state import Keys, read_heartbeats  # noqa: PLC0415
+
+        try:
+            beats = read_heartbeats(self.redis, Keys(), SYSTEM_CLOCK)
+        except Exception:  # noqa: BLE001 - Redis busy for a moment: no target this time
+            return []
+        return sorted(
+            n.split(":", 1)[1]
+            for n, b in beats.items()
+            if n.startswith("ssh-collector:") and float(b.get("age_s") or 0) < 10.0
+        )
+
     # ── derived views ───────────────────────────────────────────────────────
     def breaks(self) -> dict[str, list[float]]:
         """Instance id → times vastkeep said its lease broke or it was replaced/destroyed."""
@@ -148,8 +163,12 @@ class Observer:
         """The provisioning log vastkeep collected for ``iid`` and the remote byte offset it reaches."""
         lines, after = [], 0
         for _ in range(50):
-            r = self.http.get(f"{self.admin}/api/proxy/admin/instances/{iid}/logs", headers=self.headers,
-                              params={"after": after, "limit": 1000}, timeout=HTTP_TIMEOUT_S)
+            r = self.http.get(
+                f"{self.admin}/api/proxy/admin/instances/{iid}/logs",
+                headers=self.headers,
+                params={"after": after, "limit": 1000},
+                timeout=HTTP_TIMEOUT_S,
+            )
             if r.status_code != 200:
                 break
             data = r.json()

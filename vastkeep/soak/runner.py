@@ -24,9 +24,9 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, iso
 from vastkeep.soak import counters as judge
-from vastkeep.soak.injector import Injector
+from vastkeep.soak.injector import NO_TARGET, Injector
 from vastkeep.soak.observe import SAMPLE_S, Observer
-from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, build_plan
+from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, build_plan
 from vastkeep.soak.report import build_report
 from vastkeep.soak.stackrun import SoakStack
 
@@ -35,6 +35,7 @@ WARMUP_MAX_S = 150.0
 SETTLE_S = 20.0
 FINISH_S = 30.0  # end-of-run reads and the stack's stop
 CLIENT_KILL_EVERY_S = 45.0
+DEFER_S = 3.0  # a step with nothing to strike is tried again this much later
 
 
 class SoakRun:
@@ -157,7 +158,18 @@ class SoakRun:
             while pending and pending[0].at_s <= elapsed:
                 step = pending.pop(0)
                 ready, leased = obs.ready_and_leased()
-                record = inj.apply(step, ready, leased)
+                record = inj.apply(
+                    step, ready, leased, obs.collecting() if step.family.startswith("ssh-") else []
+                )
+                if record.get("error") == NO_TARGET and elapsed + DEFER_S < work_s - 15:
+                    # nothing to strike now (the pool is refilling, no collector runs): try again shortly
+                    pending.append(
+                        FaultStep(
+                            round(elapsed + DEFER_S, 1), step.family, step.hold_s, step.pick, step.params
+                        )
+                    )
+                    pending.sort(key=lambda s: s.at_s)
+                    continue
                 self.injections.append(record)
                 self.say(
                     f"  +{elapsed:6.1f}s {step.family:<18} {record.get('target') or ''} "
