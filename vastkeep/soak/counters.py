@@ -364,8 +364,11 @@ def observe_instance_fault(inj: Mapping[str, Any], events: Sequence[Mapping[str,
         until = at + DETECTION_BOUND_S
     for ev in events:
         ts = float(ev["ts"])
-        if ev.get("kind") in fam.observed_by and str((ev.get("data") or {}).get("instance_id")) == target \
-                and at - 0.5 <= ts <= until:
+        if (
+            ev.get("kind") in fam.observed_by
+            and str((ev.get("data") or {}).get("instance_id")) == target
+            and at - 0.5 <= ts <= until
+        ):
             return max(0.0, ts - at)
     return None
 

@@ -6,7 +6,9 @@ instances then ready, by the step's ``pick`` fraction, so they replay as closely
 
 Every family of :data:`FAMILIES` appears at least once when the run is long enough (the short form's
 guarantee); the rest of the time is filled with families drawn at random. Families that strike the same
-process are spaced so a restart's back-off (10 s, then 20 s) does not turn one kill into a crash loop.
+process are spaced so a restart's back-off (10 s, then 20 s) does not turn one kill into a crash loop. At run
+time the runner also holds back a fault on a process while an instance fault that process must notice
+(``observer``) is still unobserved in its window, so one fault never hides another.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Family:
     restorable: bool = True
     process: str | None = None  # stack child id for process faults
     signal: str | None = None  # "kill" | "stop"
+    observer: str | None = None  # the stack child whose work notices this instance fault
 
 
 _COMFY_SEEN = ("ping-failure", "connection-lost", "instance-status", "instance-replaced", "lease-broken")
@@ -45,15 +48,15 @@ _PROCS = (
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN),
-        Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN),
-        Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN),
+        Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN, observer="worker-keepalive"),
+        Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
+        Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
         Family("host-offline", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("host-exited", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("outbid", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
         Family("destroyed-outside", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
-        Family("ssh-drop", INSTANCE, (0, 0), _SSH_SEEN),
-        Family("ssh-blackhole", INSTANCE, (40, 60), _SSH_SEEN),
+        Family("ssh-drop", INSTANCE, (0, 0), _SSH_SEEN, observer="worker-ssh"),
+        Family("ssh-blackhole", INSTANCE, (40, 60), _SSH_SEEN, observer="worker-ssh"),
         Family("api-slow", API, (0, 0)),
         Family("api-429", API, (0, 0)),
         Family("api-5xx", API, (0, 0)),
@@ -154,8 +157,14 @@ def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> li
         if proc is not None and not free(proc, at):
             at = max(taken[proc]) + PROCESS_SPACING_S
             if at > end_s:
-                at = next((start_s + 5.0 * k for k in range(int((end_s - start_s) / 5.0) + 1)
-                           if free(proc, start_s + 5.0 * k)), end_s + 1)
+                at = next(
+                    (
+                        start_s + 5.0 * k
+                        for k in range(int((end_s - start_s) / 5.0) + 1)
+                        if free(proc, start_s + 5.0 * k)
+                    ),
+                    end_s + 1,
+                )
             if at > end_s:
                 continue  # no room left for it in this run: the report shows it planned, injected 0 times
         if proc is not None:

@@ -157,6 +157,14 @@ class SoakRun:
             obs.sample()
             while pending and pending[0].at_s <= elapsed:
                 step = pending.pop(0)
+                if self._hidden_by(step, obs) and elapsed + DEFER_S < work_s - 15:
+                    pending.append(
+                        FaultStep(
+                            round(elapsed + DEFER_S, 1), step.family, step.hold_s, step.pick, step.params
+                        )
+                    )
+                    pending.sort(key=lambda s: s.at_s)
+                    continue
                 ready, leased = obs.ready_and_leased()
                 record = inj.apply(
                     step, ready, leased, obs.collecting() if step.family.startswith("ssh-") else []
@@ -193,6 +201,21 @@ class SoakRun:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.send_signal(signal.SIGKILL)
+
+    def _hidden_by(self, step: FaultStep, obs: Observer) -> bool:
+        """True while ``step`` (a process fault) would hide an instance fault its process has yet to notice."""
+        fam = FAMILIES[step.family]
+        if fam.target != PROCESS:
+            return False
+        now = self.clock.now()
+        for record in self.injections:
+            rfam = FAMILIES[record["family"]]
+            if not record.get("injected") or rfam.observer != fam.process:
+                continue
+            end = float(record["at"]) + (rfam.hold_s[1] or 0.0) + judge.RECOVERY_GRACE_S
+            if now < end and judge.observe_instance_fault(record, obs.events) is None:
+                return True
+        return False
 
     def _track_processes(self) -> None:
         """Fill ``back_at`` of kill/stop injections: the child runs again (a new pid, or resumed)."""
