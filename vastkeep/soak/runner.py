@@ -203,7 +203,7 @@ class SoakRun:
                 p.send_signal(signal.SIGKILL)
 
     def _hidden_by(self, step: FaultStep, obs: Observer) -> bool:
-        """True while ``step`` (a process fault) would hide an instance fault its process has yet to notice."""
+        """True while ``step`` (a process fault) would hide an instance fault its process has to notice."""
         fam = FAMILIES[step.family]
         if fam.target != PROCESS:
             return False
