@@ -1,8 +1,8 @@
 """The soak's short form: `vastkeep soak --minutes 4 --seed 20261207` as a user runs it, in CI.
 
-Real processes throughout: the command starts vastkeep up's children (embedded Redis, simulated cloud, a worker
-per queue, beat, admin API, Flower), four client programs that never import vastkeep, and every fault family
-of the plan at least once. It fails on any client-visible failure, any must-never count, a fault family
+Real processes throughout: the command starts vastkeep up's children (embedded Redis, simulated cloud, a
+worker per queue, beat, admin API, Flower), four client programs that never import vastkeep, and every fault
+family of the plan at least once. It fails on any client-visible failure, any must-never count, a fault family
 injected 0 times or never observed, or a killed process not restarted (docs/reliability.md).
 
 ``KNOWN_OPEN`` names the defects this run found on the code it was written against, each being fixed on its
