@@ -144,6 +144,11 @@ def format_table(report: Mapping[str, Any]) -> str:
                 out.append(
                     f"  {state:<22} n {s.get('n')}  p50 {_fmt(s.get('p50'))}  max {_fmt(s.get('max'))}"
                 )
+    if report.get("logicalDaemonRestarts"):
+        out.append(
+            "logical daemons (supervision events): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(report["logicalDaemonRestarts"].items()))
+        )
     for note in report.get("notes") or []:
         out.append(f"note: {note}")
     out += ["", "RESULT: " + ("PASS" if report["ok"] else "FAIL")] + [f"  - {r}" for r in report["reasons"]]

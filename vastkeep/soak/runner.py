@@ -35,6 +35,7 @@ WARMUP_MAX_S = 150.0
 SETTLE_S = 20.0
 FINISH_S = 30.0  # end-of-run reads and the stack's stop
 CLIENT_KILL_EVERY_S = 45.0
+GUIDE_BOUNDS_S = {"comfy-crash": 2.0}  # the guide's figures; every other family: 150 s
 DEFER_S = 3.0  # a step with nothing to strike is tried again this much later
 
 
@@ -273,8 +274,17 @@ class SoakRun:
                 "sources unreadable for a moment: " + ", ".join(f"{k} x{v}" for k, v in obs.errors.items())
             )
         kinds: dict[str, int] = {}
+        logical: dict[str, int] = {}
         for ev in obs.events:
             kinds[ev["kind"]] = kinds.get(ev["kind"], 0) + 1
+            if ev["kind"] in ("process-restarted", "process-failed"):
+                name = str(ev["data"].get("name") or ev["data"].get("id"))
+                logical[f"{ev['kind']}:{name}"] = logical.get(f"{ev['kind']}:{name}", 0) + 1
+        for name, row in sorted(families.items()):
+            bound = GUIDE_BOUNDS_S.get(name, judge.DETECTION_BOUND_S)
+            worst = (row.get("detection") or {}).get("max")
+            if FAMILIES[name].target == INSTANCE and worst is not None and worst > bound:
+                self.notes.append(f"{name}: detection max {worst:.1f} s is above the guide's {bound:g} s")
         report = build_report(
             seed=self.seed,
             minutes=self.minutes,
@@ -293,6 +303,7 @@ class SoakRun:
             injections=self.injections,
             clientKills=self.client_kills,
             eventCounts=kinds,
+            logicalDaemonRestarts=logical,
             folder=str(self.stack.dir),
         )
         if not report["ok"]:
