@@ -166,10 +166,13 @@ class SoakRun:
                     )
                     pending.sort(key=lambda s: s.at_s)
                     continue
+                busy = self._struck()
                 ready, leased = obs.ready_and_leased()
-                record = inj.apply(
-                    step, ready, leased, obs.collecting() if step.family.startswith("ssh-") else []
+                ready, leased = [i for i in ready if i not in busy], [i for i in leased if i not in busy]
+                collecting = (
+                    [i for i in obs.collecting() if i not in busy] if step.family.startswith("ssh-") else []
                 )
+                record = inj.apply(step, ready, leased, collecting)
                 if record.get("error") == NO_TARGET and elapsed + DEFER_S < work_s - 15:
                     # nothing to strike now (the pool is refilling, no collector runs): try again shortly
                     pending.append(
@@ -202,6 +205,21 @@ class SoakRun:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.send_signal(signal.SIGKILL)
+
+    def _struck(self) -> set[str]:
+        """Instances a fault still holds (or killed): never struck twice at once (one cause per figure)."""
+        now, out = self.clock.now(), set()
+        for record in self.injections:
+            fam = FAMILIES[record["family"]]
+            if fam.target != INSTANCE or not record.get("injected"):
+                continue
+            if not fam.restorable:
+                out.add(str(record["target"]))
+                continue
+            undone = record.get("restored_at") if fam.hold_s[1] > 0 else record["at"]
+            if undone is None or now < float(undone) + judge.RECOVERY_GRACE_S:
+                out.add(str(record["target"]))
+        return out
 
     def _hidden_by(self, step: FaultStep, obs: Observer) -> bool:
         """True while ``step`` (a process fault) would hide an instance fault its process has to notice."""
