@@ -94,10 +94,14 @@ class SoakRun:
         live = sorted(n for n, p in self.procs.items() if p.poll() is None)
         if not live:
             return
-        name = self.rng.choice(live)
+        last: dict[str, str] = {}
+        for line in read_lines(self.out_dir / "clients.jsonl"):
+            last[str(line.get("client"))] = str(line.get("op"))
+        holding = [n for n in live if last.get(n) in ("grant", "url-ok", "url-fail", "renew")]
+        name = self.rng.choice(holding or live)
         self.procs[name].kill()
         self.procs[name].wait(timeout=10)
-        self.client_kills.append({"client": name, "t": self.clock.now()})
+        self.client_kills.append({"client": name, "t": self.clock.now(), "holding": name in holding})
         self._start_client(f"c{serial}", until)
 
     # ── the run ─────────────────────────────────────────────────────────────
