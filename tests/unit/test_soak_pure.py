@@ -335,3 +335,20 @@ def test_the_client_program_imports_no_vastkeep_and_parses():
     mods += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in mods if m.split(".")[0] == "vastkeep"]
     assert "celery" in mods and "requests" in mods
+
+
+def test_log_mark_after_finds_the_first_ready_line_after_a_time(tmp_path):
+    from datetime import datetime
+
+    from vastkeep.soak.runner import log_mark_after
+
+    log = tmp_path / "worker-control.log"
+    log.write_text("[2026-12-07 05:03:08,381: INFO/MainProcess] control@vm ready.\n"
+                   "junk line\n"
+                   "[2026-12-07 05:05:21,500: INFO/MainProcess] mingle: sync with 1 nodes control@vm\n"
+                   "[2026-12-07 05:05:22,250: INFO/MainProcess] control@vm ready.\n")
+    since = datetime(2026, 12, 7, 5, 5, 10).timestamp()
+    got = log_mark_after(log, "control@", since, need=" ready.")
+    assert got == datetime(2026, 12, 7, 5, 5, 22, 250000).timestamp()
+    assert log_mark_after(log, "ssh@", since, need=" ready.") is None
+    assert log_mark_after(tmp_path / "missing.log", "x", 0) is None

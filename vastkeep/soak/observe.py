@@ -89,6 +89,14 @@ class Observer:
         )
         return r.json() if r.status_code == 200 else None
 
+    def api_answers(self) -> bool:
+        """The admin API answers ``/health`` (any status: the process serves HTTP again)."""
+        try:
+            self.http.get(f"{self.admin}/health", timeout=(1.0, 3.0))
+        except requests.RequestException:
+            return False
+        return True
+
     def ready_and_leased(self) -> tuple[list[str], list[str]]:
         """Instance ids the last status showed ready, and those of them leased."""
         if not self.snapshots:

@@ -241,7 +241,9 @@ class SoakRun:
         return False
 
     def _track_processes(self) -> None:
-        """Fill ``back_at`` of kill/stop injections: the child runs again (a new pid, or resumed)."""
+        """Fill ``respawned_at`` and ``back_at`` of process faults. Back means serving again, not spawned: the
+        API answers ``/health``; a worker logged ``<name>@<host> ready.``; beat logged ``beat: Starting...``
+        (after a kill); a stopped process is back at ``SIGCONT`` (the API: once ``/health`` answers)."""
         status = None
         for record in self.injections:
             fam = FAMILIES[record["family"]]
@@ -249,11 +251,31 @@ class SoakRun:
                 continue
             status = status or self.stack.status()
             child = status.get(fam.process) or {}
-            if fam.signal == "kill":
+            if fam.signal == "kill" and not record.get("respawned_at"):
                 if child.get("status") == "running" and child.get("pid") not in (None, record["pid"]):
+                    record["respawned_at"] = self.clock.now()
+                continue
+            if fam.signal == "stop":
+                if not record.get("restored_at") or child.get("pid") != record["pid"]:
+                    continue
+                record["respawned_at"] = record["restored_at"]
+                if fam.process != "api":
+                    record["back_at"] = record["restored_at"]
+                    continue
+            since = float(record["respawned_at"])
+            if fam.process == "api":
+                if self.obs.api_answers():
                     record["back_at"] = self.clock.now()
-            elif record.get("restored_at") and child.get("pid") == record["pid"]:
-                record["back_at"] = record["restored_at"]
+            else:
+                marker = "beat: Starting..." if fam.process == "beat" else f"{fam.process.split('-')[-1]}@"
+                seen = log_mark_after(
+                    self.stack.home / "logs" / f"{fam.process}.log",
+                    marker,
+                    since,
+                    need="" if fam.process == "beat" else " ready.",
+                )
+                if seen is not None:
+                    record["back_at"] = seen
 
     # ── judging ─────────────────────────────────────────────────────────────
     def _observe(self, obs: Observer) -> None:
@@ -380,6 +402,27 @@ class SoakRun:
             "unknown-billing": judge.unknown_billing(cloud, known),
             "canary-leaks": judge.canary_hits(texts, self.stack.canaries),
         }
+
+
+def log_mark_after(path: Path, marker: str, since: float, need: str = "") -> float | None:
+    """Time of the first line of a Celery log holding ``marker`` (and ``need``) stamped at or after ``since``
+    (epoch seconds; Celery stamps local time as ``[YYYY-mm-dd HH:MM:SS,mmm: ...``)."""
+    from datetime import datetime  # noqa: PLC0415
+
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if marker not in line or need not in line or not line.startswith("["):
+            continue
+        try:
+            t = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except ValueError:
+            continue
+        if t >= since - 1.0:
+            return t
+    return None
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
