@@ -21,10 +21,13 @@ import redis
 from fastapi import FastAPI
 
 from vastkeep.admin import create_app
+from vastkeep.core.redact import install_redaction
 from worker import wiring
 from worker.app import app as celery_app
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: uvicorn's own loggers (they do not propagate to the root): their handlers get the redaction filter too
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 #: Celery event type = this prefix + the admin app's kind (``vastkeep-token-invalid``)
 EVENT_PREFIX = "vastkeep-"
 log = logging.getLogger("vastkeep.api")
@@ -82,12 +85,15 @@ def notify(kind: str, fields: dict[str, Any]) -> None:
 
 
 def configure_logging(level: str) -> None:
-    """Root logger to stderr at ``level`` with time, level and logger name; a no-op once configured.
+    """Root logger to stderr at ``level`` with time, level and logger name; lease ids redacted everywhere.
 
+    Every handler of the root logger and of uvicorn's loggers (its access log prints request paths)
+    passes records through :class:`vastkeep.core.redact.RedactFilter`, so no lease id reaches a log.
     Idempotent (``logging.basicConfig`` does nothing when the root logger already has a handler), so
     building the app twice never duplicates lines, and a ``--log-config`` given to uvicorn wins.
     """
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    install_redaction(*(logging.getLogger(name) for name in UVICORN_LOGGERS))
 
 
 def create() -> FastAPI:

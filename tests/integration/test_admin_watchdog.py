@@ -6,7 +6,9 @@ import requests
 
 from tests.helpers import ServedApp
 from vastkeep.admin import HEADER, create_app
-from vastkeep.core.clock import SystemClock
+from vastkeep.admin.routes_watchdog import RESET_ANSWER
+from vastkeep.core.backoff import RestartPolicy
+from vastkeep.core.clock import FakeClock, SystemClock
 from vastkeep.core.settings import load_settings
 from vastkeep.state import EventLog, Keys, StateStore, connect, write_heartbeat
 from vastkeep.supervision import SupervisionPolicy, keepalive_shard, poll_dispatcher, publish_processes, sweep
@@ -45,3 +47,54 @@ def test_watchdog_status_shows_processes_and_daemons_in_the_guide_shape(redis_cl
     dispatcher = body["daemons"]["poll-dispatcher"]
     assert dispatcher["status"] == "starting" and dispatcher["heartbeatAgeS"] is None
     assert [spec.id for spec in sent] == ["keepalive-shard-0", "poll-dispatcher"]
+
+
+def test_reset_brings_a_failed_daemon_back_through_the_next_sweep(redis_client, redis_server) -> None:
+    """POST .../watchdog/{name}/reset: failed → registered, zero counters, an event; the next sweep starts."""
+    settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY}, env_file=False)
+    r = connect(redis_server.url)
+    clock = FakeClock()
+    keys = Keys("wdreset")
+    events = EventLog(r, keys, clock)
+    app = create_app(settings, store=StateStore(r, keys, clock), events=events, redis=r, clock=clock,
+                     keys=keys)
+    policy = SupervisionPolicy(restart=RestartPolicy(max_restarts=0), start_timeout_s=5.0)
+    specs = [keepalive_shard(0), poll_dispatcher()]
+    sent: list = []
+
+    def run_sweep() -> None:
+        sweep(redis=r, keys=keys, specs=specs, policy=policy, start=sent.append, clock=clock, events=events)
+
+    run_sweep()                                    # both registered and started
+    write_heartbeat(r, keys, clock, "keepalive-shard-0", kind="keepalive-shard", ttl_ms=3_600_000)
+    clock.advance(6)
+    run_sweep()                                    # the dispatcher never beat: 0 restarts allowed → failed
+    url = "{}/api/proxy/admin/watchdog/{}/reset"
+    with ServedApp(app) as s:
+        status = requests.get(f"{s.url}/api/proxy/admin/watchdog/status", headers={HEADER: KEY}, timeout=5)
+        assert status.json()["daemons"]["poll-dispatcher"]["status"] == "failed"
+        assert requests.post(url.format(s.url, "poll-dispatcher"), timeout=5).status_code == 401
+        unknown = requests.post(url.format(s.url, "no-such-daemon"), headers={HEADER: KEY}, timeout=5)
+        running = requests.post(url.format(s.url, "keepalive-shard-0"), headers={HEADER: KEY}, timeout=5)
+        # by display name, then a repeat by id
+        resp = requests.post(url.format(s.url, "PollDispatcher"), headers={HEADER: KEY}, timeout=5)
+        again = requests.post(url.format(s.url, "poll-dispatcher"), headers={HEADER: KEY}, timeout=5)
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"] == "not_found"
+    assert "known: keepalive-shard-0, poll-dispatcher" in unknown.json()["reason"]
+    assert running.status_code == 409 and "running, not failed" in running.json()["reason"]
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert {"id": "poll-dispatcher", "name": "PollDispatcher", "status": "registered",
+            "previousStatus": "failed", "restartCount": 0, "consecutiveCrashes": 0,
+            "nextRestartAt": None}.items() <= body.items()
+    assert GUIDE_FIELDS | {"id", "previousStatus", "heartbeatAgeS", "nextRestartAt"} == set(body)
+    assert set(body) == set(RESET_ANSWER["properties"]) and set(RESET_ANSWER["required"]) <= set(body)
+    assert body["lastCrashTime"].endswith("Z") and body["lastError"]  # the history stays, in ISO 8601
+    assert again.status_code == 200 and again.json() == body          # a repeat answers the same
+    resets = [e for e in events.read(count=100) if e.kind == "process-reset"]
+    assert [e.fields for e in resets] == [
+        {"id": "poll-dispatcher", "name": "PollDispatcher", "previousStatus": "failed", "restartCount": 0}]
+    sent.clear()
+    run_sweep()                                    # the next sweep starts it at once
+    assert [spec.id for spec in sent] == ["poll-dispatcher"]

@@ -107,3 +107,30 @@ except ImportError:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["core", "ok", "server", "needs", "aiohttp"]
+
+
+COMFY_CORE = ("engine", "host", "plan", "validate", "nodes", "execute", "png")
+
+
+@pytest.mark.parametrize("module", COMFY_CORE)
+def test_the_simulated_comfyuis_engine_has_no_web_layer(module: str):
+    """Only ``comfy/app.py`` and ``comfy/routes.py`` speak HTTP; the prompt engine runs without them."""
+    mods = sim_imports(SIM / "comfy" / f"{module}.py")
+    assert not [m for m in mods if m.split(".")[0] == "aiohttp"]
+    assert not mods & {"vastkeep.sim.comfy.app", "vastkeep.sim.comfy.routes", "vastkeep.sim.server"}
+
+
+def test_the_comfy_engine_validates_and_plans_with_aiohttp_blocked():
+    script = BLOCKER + """
+from vastkeep.sim.comfy import engine, host, plan  # noqa: F401
+from vastkeep.sim.comfy.validate import validate_prompt
+graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "p"}}}
+assert validate_prompt(graph, [], lambda f: False)[0] is True
+assert plan.order(graph, ["2"], set()) == ["1", "2"]
+assert not any(m == "aiohttp" or m.startswith("aiohttp.") for m in sys.modules)
+print("engine ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["engine", "ok"]

@@ -28,8 +28,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vastkeep.admin.openapi import build_document
 from vastkeep.core import errors
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
 from vastkeep.state.keys import Keys
 
@@ -80,6 +82,13 @@ class AdminContext:
             self.notify(kind, dict(fields))
         except Exception as exc:  # noqa: BLE001 - a notification channel outage is not the caller's problem
             log.warning("could not announce %s: %s", kind, type(exc).__name__)
+
+
+def json_whole(value: Any) -> Any:
+    """A JSON number that is a whole number as an int (JSON Schema's ``integer`` admits 3.0 as well as 3)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def get_context(request: Request) -> AdminContext:
@@ -172,8 +181,11 @@ def _install_error_handlers(app: FastAPI) -> None:
                                                       "problems": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods; a path may have several
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return JSONResponse(status_code=exc.status_code, headers=headers or None,
                             content={"error": _error_name(exc.status_code), "reason": str(exc.detail)})
 
     @app.exception_handler(errors.VastkeepError)
@@ -187,13 +199,32 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Redis down, timing out, loading, read-only or refusing writes (OOM): the state is unavailable,
         # not the caller's fault and not a crash. Only the type is shown: messages name hosts and ports.
         name = type(exc).__name__
-        log.warning("admin API: Redis error on %s %s: %s", request.method, request.url.path, name)
+        log.warning("admin API: Redis error on %s %s: %s", request.method, redact_path(request.url.path),
+                    name)
         return JSONResponse(status_code=503, content={"error": "unavailable",
                                                       "reason": f"Redis unavailable ({name})"})
 
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"error": "bad_request", "reason": str(exc)[:300]})
+
+
+def flat_routes(app: FastAPI) -> list[Any]:
+    """Every route of the app, routers included (FastAPI >= 0.160 keeps included routers as nodes)."""
+    from fastapi import routing  # noqa: PLC0415
+
+    flatten = getattr(routing, "iter_route_contexts", None)
+    return list(flatten(app.routes)) if flatten is not None else list(app.routes)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at ``path`` (the ``Allow`` header of a 405)."""
+    methods: set[str] = set()
+    for route in flat_routes(app):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 _ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -243,4 +274,11 @@ def create_app(
     for router in extra_routers:
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_document(app, settings, ROUTERS)
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
     return app

@@ -13,6 +13,7 @@ import logging
 
 from fastapi import HTTPException, Request
 
+from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Secret
 
 HEADER = "X-Admin-Key"
@@ -44,5 +45,5 @@ def require_admin_key(request: Request) -> None:
                             headers={"WWW-Authenticate": HEADER})
     if not key_matches(presented, expected):
         client = request.client.host if request.client else "?"
-        log.warning("admin API: wrong %s from %s for %s", HEADER, client, request.url.path)
+        log.warning("admin API: wrong %s from %s for %s", HEADER, client, redact_path(request.url.path))
         raise HTTPException(status_code=401, detail=f"invalid {HEADER}", headers={"WWW-Authenticate": HEADER})

@@ -19,6 +19,12 @@ from vastkeep.monitoring import collect_metrics as _collect
 from vastkeep.state.heartbeats import read_heartbeats
 
 router = APIRouter()
+#: /health's body, 200 and 503 alike (a load balancer acts on the status code; people read the body)
+HEALTH_BODY = {"type": "object", "required": ["status", "redis", "simulated", "time"],
+               "properties": {"status": {"enum": ["ok", "degraded"]}, "redis": {"type": "string"},
+                              "simulated": {"type": "boolean"},
+                              "time": {"type": "string", "description": "ISO 8601"},
+                              "workers": {"type": "object"}}}
 guarded = APIRouter(prefix=f"{ADMIN_PREFIX}/system", dependencies=[Depends(require_admin_key)],
                     tags=["system"])
 
@@ -31,7 +37,10 @@ def _redis_ok(ctx: AdminContext) -> tuple[bool, str]:
     return (True, "ok") if check.ok else (False, f"down ({check.detail.rsplit('(', 1)[-1].rstrip(')')})")
 
 
-@router.get("/health", tags=["health"], summary="Liveness + Redis reachability (no key needed)")
+@router.get("/health", tags=["health"], summary="Liveness + Redis reachability (no key needed)",
+            responses={200: {"content": {"application/json": {"schema": HEALTH_BODY}}},
+                       503: {"description": "Redis does not answer PING",
+                             "content": {"application/json": {"schema": HEALTH_BODY}}}})
 def health(ctx: AdminContext = Depends(get_context)) -> JSONResponse:
     """200 when Redis answers PING, else 503, so a load balancer can act on the status code alone.
 

@@ -12,22 +12,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.admin.openapi import INSTANCE_ID_PATTERN
 from vastkeep.core.errors import NotFound
 from vastkeep.polling import PollSchedule, ProviderSnapshot, adopt, forget
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["instances"])
 
-_INSTANCE_ID = re.compile(r"^\d{1,20}$")
+_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
+#: the path parameter as documented (the handlers check it themselves: 422 with their own reason)
+INSTANCE_ID = Path(description="a Vast.ai contract id", json_schema_extra={"pattern": INSTANCE_ID_PATTERN})
+NOT_A_CONTRACT_ID = "instance id must be a Vast.ai contract id (digits)"
 
 
 def _checked(ctx: AdminContext, instance_id: str) -> Any:
-    if not _INSTANCE_ID.match(instance_id):
-        raise HTTPException(status_code=422, detail="instance id must be a Vast.ai contract id (digits)")
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        raise HTTPException(status_code=422, detail=NOT_A_CONTRACT_ID)
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     return ctx.store
@@ -37,8 +41,11 @@ def _schedule(ctx: AdminContext) -> PollSchedule:
     return PollSchedule(ctx.redis, ctx.keys, ctx.clock)
 
 
-@router.post("/instances/{instance_id}/adopt", summary="Take an unlabelled instance into vastkeep's care")
-async def adopt_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+@router.post("/instances/{instance_id}/adopt", summary="Take an unlabelled instance into vastkeep's care",
+             responses={404: {"description": "not in the provider listing (the reason says when read)"},
+                        409: {"description": "already in vastkeep's care"}})
+async def adopt_instance(instance_id: str = INSTANCE_ID,
+                         ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     store = _checked(ctx, instance_id)
     snapshot = ProviderSnapshot(ctx.redis, ctx.keys, ctx.clock,
                                 label_prefix=ctx.settings.warm_pool_label_prefix)
@@ -57,8 +64,11 @@ async def adopt_instance(instance_id: str, ctx: AdminContext = Depends(get_conte
 
 
 @router.post("/instances/{instance_id}/forget",
-             summary="Release an instance from vastkeep's care (nothing is done to the instance)")
-async def forget_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+             summary="Release an instance from vastkeep's care (nothing is done to the instance)",
+             responses={404: {"description": "no record for this instance"},
+                        409: {"description": "leased to a client right now"}})
+async def forget_instance(instance_id: str = INSTANCE_ID,
+                          ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     store = _checked(ctx, instance_id)
 
     def go() -> dict[str, Any]:
@@ -74,8 +84,10 @@ async def forget_instance(instance_id: str, ctx: AdminContext = Depends(get_cont
     return await run_in_threadpool(go)
 
 
-@router.post("/instances/{instance_id}/poll", status_code=202, summary="Poll one instance now")
-async def poll_instance(instance_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+@router.post("/instances/{instance_id}/poll", status_code=202, summary="Poll one instance now",
+             responses={404: {"description": "no record for this instance"}})
+async def poll_instance(instance_id: str = INSTANCE_ID,
+                        ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     store = _checked(ctx, instance_id)
 
     def go() -> dict[str, Any]:

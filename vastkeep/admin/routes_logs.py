@@ -11,17 +11,22 @@ import re
 from typing import Any
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.admin.openapi import INSTANCE_ID_PATTERN
 from vastkeep.ssh import MAX_READ_LINES, PROVIDER_FILE, PROVISION_LOG, LogStore
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["logs"])
 
-_INSTANCE_ID = re.compile(r"^\d{1,20}$")
-_FILE = re.compile(r"^/[A-Za-z0-9_./+=-]{1,199}$")
+_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
+_FILE = re.compile(r"/[A-Za-z0-9_./+=-]{1,199}")  # whole string (fullmatch), and no ".." in it
+#: the same rule as a JSON Schema: an absolute path of 2..200 characters without "..", or the provider log
+FILE_SCHEMA = {"anyOf": [{"const": PROVIDER_FILE},
+                         {"type": "string", "minLength": 2, "maxLength": 200,
+                          "pattern": r"^/(?:(?:[A-Za-z0-9_/+=-]|\.[A-Za-z0-9_/+=-])+\.?|\.)$"}]}
 
 
 def _logstore(ctx: AdminContext) -> LogStore:
@@ -40,16 +45,20 @@ def _logstore(ctx: AdminContext) -> LogStore:
 
 
 @router.get("/instances/{instance_id}/logs",
-            summary="Collected log lines from a byte offset ({lines: [{offset, file, text}], next})")
-async def instance_logs(instance_id: str,
+            summary="Collected log lines from a byte offset ({lines: [{offset, file, text}], next})",
+            responses={400: {"description": "the instance id is not a contract id, or file is not an "
+                                            "absolute path without '..'"}})
+async def instance_logs(instance_id: str = Path(description="a Vast.ai contract id",
+                                                json_schema_extra={"pattern": INSTANCE_ID_PATTERN}),
                         after: int = Query(0, ge=0, le=2**53, description="byte offset to read from"),
                         limit: int = Query(1000, ge=1, le=MAX_READ_LINES, description="lines at most"),
                         file: str = Query(PROVISION_LOG, description="remote log file, or "
-                                          "provider:container-log (the provider log-API fallback)"),
+                                          "provider:container-log (the provider log-API fallback)",
+                                          json_schema_extra=FILE_SCHEMA),
                         ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
-    if not _INSTANCE_ID.match(instance_id):
+    if not _INSTANCE_ID.fullmatch(instance_id):
         raise HTTPException(status_code=400, detail="instance id must be a Vast.ai contract id (digits)")
-    if file != PROVIDER_FILE and (not _FILE.match(file) or ".." in file):
+    if file != PROVIDER_FILE and (not _FILE.fullmatch(file) or ".." in file):
         raise HTTPException(status_code=400,
                             detail="file must be an absolute path such as /var/log/onstart.log")
     logs = _logstore(ctx)

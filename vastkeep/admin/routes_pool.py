@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context, json_whole
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.admin.openapi import INSTANCE_ID_PATTERN, decimal_at_most, json_body
 from vastkeep.monitoring import warm_pool_status
 from vastkeep.polling import PollSchedule
 from vastkeep.pool import PoolBook, build_leases, pool_figures
@@ -22,7 +23,18 @@ from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
 
-_INSTANCE_ID = re.compile(r"^\d{1,20}$")
+_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
+_PART = decimal_at_most(STREAM_ID_PART_MAX, 20)
+#: exactly what :func:`is_stream_id` accepts, for the document
+STREAM_ID_PATTERN = f"^{_PART}-{_PART}$"
+VALIDATE_BODY = {
+    "type": ["object", "null"], "additionalProperties": False,
+    "description": "{} or no body: the whole pool; instanceId: one instance",
+    "properties": {"instanceId": {"anyOf": [
+        {"type": "string", "pattern": INSTANCE_ID_PATTERN},
+        {"type": "integer", "minimum": 0, "maximum": 10**20 - 1},
+        {"type": "null"}]}},
+}
 
 
 def _store(ctx: AdminContext) -> Any:
@@ -48,8 +60,10 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
     return await run_in_threadpool(read)
 
 
-@router.get("/events", summary="Read the durable event stream after a stream id, oldest first")
-async def read_events(after: str = Query("0-0", description="stream id to read after, e.g. 1767225600000-0"),
+@router.get("/events", summary="Read the durable event stream after a stream id, oldest first",
+            responses={400: {"description": "after is not a stream id <ms>-<seq> (each part <= 2**64-1)"}})
+async def read_events(after: str = Query("0-0", description="stream id to read after, e.g. 1767225600000-0",
+                                         json_schema_extra={"pattern": STREAM_ID_PATTERN}),
                       count: int = Query(100, ge=1, le=1000),
                       ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     if not is_stream_id(after):
@@ -63,18 +77,20 @@ async def read_events(after: str = Query("0-0", description="stream id to read a
 
 
 @router.post("/ports/validate", status_code=202,
-             summary="Queue port validation for one instance ({\"instanceId\": \"...\"}) or the whole pool")
+             summary="Queue port validation for one instance ({\"instanceId\": \"...\"}) or the whole pool",
+             responses={400: {"description": "an unknown field, or an instanceId that is not a contract id"}},
+             openapi_extra=json_body(VALIDATE_BODY, required=False))
 async def validate_ports(body: dict[str, Any] | None = None,
                          ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     extra = set(body or {}) - {"instanceId"}
     if extra:  # a misspelt field must not silently turn into a sweep of the whole pool
         raise HTTPException(status_code=400,
                             detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; expected instanceId")
-    instance_id = (body or {}).get("instanceId")
+    instance_id = json_whole((body or {}).get("instanceId"))
     if instance_id is None:
         return {"taskId": ctx.send("vastkeep.ports.validate_pool"), "scope": "pool"}
     instance_id = str(instance_id)
-    if not _INSTANCE_ID.match(instance_id):
+    if not _INSTANCE_ID.fullmatch(instance_id) or isinstance((body or {}).get("instanceId"), bool):
         raise HTTPException(status_code=400, detail="instanceId must be a Vast.ai contract id (digits)")
     task_id = ctx.send("vastkeep.ports.validate_instance", {"instance_id": instance_id})
     return {"taskId": task_id, "scope": "instance", "instanceId": instance_id}

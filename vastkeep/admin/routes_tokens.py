@@ -23,13 +23,21 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput
-from vastkeep.tokens.manager import INVALID, TokenManager
+from vastkeep.tokens.manager import INVALID, MAX_TOKEN_BYTES, SERVICES, TokenManager
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
 
 UPDATE_FIELDS = frozenset({"service", "token", "force"})
 UPDATE_STATUS = {None: 200, "rejected": 422, "unverified": 503}
+#: exactly what ``_update_body`` and ``token_problem`` accept: printable ASCII, no spaces, at most 4 KiB
+UPDATE_BODY = {"type": "object", "required": ["service", "token"], "additionalProperties": False,
+               "properties": {"service": {"enum": list(SERVICES)},
+                              "token": {"type": "string", "pattern": "^[!-~]+$", "maxLength": MAX_TOKEN_BYTES,
+                                        "writeOnly": True, "description": "never echoed or logged"},
+                              "force": {"type": "boolean", "default": False,
+                                        "description": "store it even when the provider cannot be reached"}}}
 
 
 def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) -> TokenManager:
@@ -87,15 +95,22 @@ async def _update_body(request: Request) -> dict[str, Any]:
 
 
 @router.post("/update-token", summary="Replace a token at runtime, after validating it",
+             openapi_extra=json_body(UPDATE_BODY),
              responses={400: {"description": "bad body, unknown service, malformed token"},
                         422: {"description": "the provider rejected the new token (old one kept)"},
                         503: {"description": "the provider could not be reached (old one kept; "
                                              "send force=true to store it anyway)"}})
 async def update_token(request: Request, manager: TokenManager = Depends(token_manager)) -> JSONResponse:
-    """Body ``{"service": "civitai", "token": "...", "force": false}``; every worker uses it at once."""
+    """Body ``{"service": "civitai", "token": "...", "force": false}``; every worker uses it at once.
+
+    Answers ``{"success", "service", "validation"}``; a refusal adds ``error`` and ``reason`` (the same text).
+    """
     body = await _update_body(request)
     service = TokenManager.check_service(body["service"])
     token = body["token"]
     force = bool(body.get("force", False))
     outcome = await run_in_threadpool(manager.update_token, service, token, force=force)
-    return JSONResponse(status_code=UPDATE_STATUS[outcome.reason], content=outcome.to_dict())
+    body = outcome.to_dict()
+    if "error" in body:  # a refusal: the API's error shape ({error, reason}) around the guide's fields
+        body["reason"] = body["error"]
+    return JSONResponse(status_code=UPDATE_STATUS[outcome.reason], content=body)

@@ -19,13 +19,41 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context, json_whole
 from vastkeep.admin.auth import require_admin_key
+from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy
+from vastkeep.core.settings import Settings
 from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
+from vastkeep.pool.leasing import MAX_LEASE_S
+from vastkeep.pool.ops import MAX_REASON_CHARS
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
+SIZE_PATH = f"{ADMIN_PREFIX}/warm-pool/size"
+
+# What each handler accepts, exactly (an unknown field is refused with 422 by ``_body``).
+DURATION = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_S, "description": "seconds"}
+SIZE_BODY = {"type": "object", "required": ["desiredSize"], "additionalProperties": False,
+             "properties": {"desiredSize": {"type": "integer", "minimum": 0,
+                                            "description": "0..WARM_POOL_MAX_SIZE"}}}
+SAFE_MODE_BODY = {"type": "object", "required": ["enabled"], "additionalProperties": False,
+                  "properties": {"enabled": {"type": "boolean"},
+                                 "reason": {"type": ["string", "null"], "maxLength": MAX_REASON_CHARS}}}
+LEASE_BODY = {"type": "object", "required": ["durationS", "client"], "additionalProperties": False,
+              "properties": {"durationS": DURATION,
+                             "client": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$",
+                                        "description": "the client service's name"}}}
+RENEW_BODY = {"type": ["object", "null"], "additionalProperties": False,
+              "properties": {"durationS": {**DURATION, "default": 600}}}
+BUSY = {"description": "every ready instance is leased (409) / none is ready (503, also when Redis is "
+                       "down); retryAfterS and Retry-After say when to try again"}
+
+
+def document(doc: dict[str, Any], settings: Settings) -> None:
+    """This deployment's bound on the desired size, in the OpenAPI document."""
+    body = doc["paths"][SIZE_PATH]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    body["properties"]["desiredSize"]["maximum"] = settings.warm_pool_max_size
 
 
 def _parts(ctx: AdminContext) -> tuple[Any, PoolBook]:
@@ -41,7 +69,7 @@ def _body(body: Any, allowed: set[str]) -> dict[str, Any]:
     if extra:
         raise HTTPException(status_code=422, detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; "
                                                     f"expected {', '.join(sorted(allowed))}")
-    return body
+    return {k: json_whole(v) for k, v in body.items()}
 
 
 def _kick(ctx: AdminContext) -> str | None:
@@ -54,12 +82,16 @@ def _kick(ctx: AdminContext) -> str | None:
         return None
 
 
-@router.put("/warm-pool/size", summary="Set the warm pool's desired size ({\"desiredSize\": n})")
+@router.put("/warm-pool/size", summary="Set the warm pool's desired size ({\"desiredSize\": n})",
+            openapi_extra=json_body(SIZE_BODY))
 async def put_size(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     store, _ = _parts(ctx)
     data = _body(body, {"desiredSize"})
     if "desiredSize" not in data:
         raise HTTPException(status_code=422, detail="desiredSize is required")
+    if isinstance(data["desiredSize"], bool) or not isinstance(data["desiredSize"], int):
+        raise HTTPException(status_code=422, detail="desiredSize must be a JSON whole number "
+                                                    f"from 0 to {ctx.settings.warm_pool_max_size}")
     try:
         result = await run_in_threadpool(set_size, store, ctx.events, data["desiredSize"],
                                          ctx.settings.warm_pool_max_size)
@@ -74,7 +106,8 @@ async def get_safe_mode(ctx: AdminContext = Depends(get_context)) -> dict[str, A
     return await run_in_threadpool(safe_mode_view, store, book)
 
 
-@router.post("/safe-mode", summary="Switch safe mode ({\"enabled\": bool, \"reason\": \"...\"})")
+@router.post("/safe-mode", summary="Switch safe mode ({\"enabled\": bool, \"reason\": \"...\"})",
+             openapi_extra=json_body(SAFE_MODE_BODY))
 async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     store, book = _parts(ctx)
     data = _body(body, {"enabled", "reason"})
@@ -106,7 +139,8 @@ def _busy(exc: LeaseBusy) -> JSONResponse:
 
 
 @router.post("/warm-pool/leases", status_code=201,
-             summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503")
+             summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503",
+             responses={409: BUSY, 503: BUSY}, openapi_extra=json_body(LEASE_BODY))
 async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> Any:
     data = _body(body, {"durationS", "client"})
     leases = _leases(ctx)
@@ -119,7 +153,10 @@ async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_c
     return grant.to_dict()
 
 
-@router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})")
+@router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})",
+             responses={404: {"description": "no such lease (unknown, released or expired)"},
+                        409: {"description": "the leased instance is being destroyed; take a new lease"}},
+             openapi_extra=json_body(RENEW_BODY, required=False))
 async def renew_lease(lease_id: str, body: Any = Body(None),
                       ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     data = _body(body if body is not None else {}, {"durationS"})
@@ -132,7 +169,8 @@ async def renew_lease(lease_id: str, body: Any = Body(None),
         raise HTTPException(status_code=409, detail=exc.message) from None
 
 
-@router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool")
+@router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool",
+               responses={404: {"description": "no such lease (unknown, released already or expired)"}})
 async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
     leases = _leases(ctx)
     return await run_in_threadpool(leases.release, lease_id)

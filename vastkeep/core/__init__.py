@@ -4,6 +4,7 @@
 - ``errors``: the error tree (``VastkeepError`` → ``TransientError`` retry / ``PermanentError`` never).
 - ``backoff``: pure full-jitter backoff, the guide's SSH and restart schedules.
 - ``limits``: the open-file limit and the probe bound under it.
+- ``redact``: ``redact_path``, lease ids out of any path or text before it is logged, raised or emitted.
 - ``settings`` (+ ``settings_parse``): the frozen, validated ``Settings`` read once from env and ``.env``.
 """
 
@@ -27,11 +28,12 @@ from vastkeep.core.errors import (
     VastkeepError,
     is_transient,
 )
+from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Secret, Settings, load_settings, redact_url
 
 __all__ = [
     "SYSTEM_CLOCK", "BackoffPolicy", "Clock", "ConfigError", "FakeClock", "InvalidInput", "NotFound",
     "PermanentError", "RestartPolicy", "Secret", "Settings", "SystemClock", "TransientError", "VastkeepError",
     "backoff_ceiling", "backoff_delay", "failures_after_session", "full_jitter", "is_transient", "iso",
-    "load_settings", "redact_url", "restart_delay", "ssh_backoff_ceiling_s",
+    "load_settings", "redact_path", "redact_url", "restart_delay", "ssh_backoff_ceiling_s",
 ]

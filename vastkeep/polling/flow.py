@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, VastkeepError
 from vastkeep.polling.decide import (
     ACTIVE_STATUSES,
@@ -399,7 +399,7 @@ def adopt(store: StateStore, snapshot: ProviderSnapshot, schedule: PollSchedule,
     row = snapshot.row(iid)
     if row is None:
         raise NotFound(f"instance {iid} is not in the provider listing (refreshed at "
-                       f"{snapshot.fetched_at()})", instance_id=iid)
+                       f"{iso(snapshot.fetched_at()) or 'never'})", instance_id=iid)
     with store.redis.pipeline(transaction=True) as pipe:
         pipe.sadd(store.keys.adopted(), iid)
         pipe.srem(store.keys.forgotten(), iid)

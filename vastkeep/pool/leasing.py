@@ -69,7 +69,7 @@ def parse_duration(value: Any) -> int:
 
 
 def parse_client(value: Any) -> str:
-    if not isinstance(value, str) or not _CLIENT_RE.match(value):
+    if not isinstance(value, str) or not _CLIENT_RE.fullmatch(value):
         raise InvalidInput("client must be 1-64 letters, digits or _ . @ : - (a service name)",
                            field="client")
     return value

@@ -41,12 +41,13 @@ def set_size(store: Any, events: EventSink | None, value: Any, max_size: int) ->
 
 
 def safe_mode_view(store: Any, book: PoolBook) -> dict[str, Any]:
-    """``{"enabled", "reason", "cause", "since"}`` (cause: operator|token|failures|spend, None when off)."""
+    """``{"enabled", "reason", "cause", "since"}`` (cause: operator|token|failures|spend, None when off;
+    since: ISO 8601)."""
     pool = store.get_pool()
     cause = book.cause() if pool.safe_mode else None
     return {"enabled": pool.safe_mode, "reason": pool.safe_mode_reason,
             "cause": (cause or CAUSE_OPERATOR) if pool.safe_mode else None,
-            "since": book.since() if pool.safe_mode else None}
+            "since": iso(book.since()) if pool.safe_mode else None}
 
 
 def set_safe_mode(store: Any, book: PoolBook, events: EventSink | None, enabled: Any, reason: Any,
@@ -78,9 +79,17 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "spendDph": spend_rate(mine, pending, prefix),
         "maxSpendDph": settings.warm_pool_max_spend_dph,
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,
-        "lastRound": book.last_round(),
+        "lastRound": last_round_view(book.last_round()),
         "leases": _lease_views(leases, now),
     }
+
+
+def last_round_view(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last reconcile round's summary as people read it: its time ``at`` in ISO 8601."""
+    if summary is None:
+        return None
+    at = summary.get("at")
+    return {**summary, "at": iso(float(at)) if isinstance(at, int | float) else at}
 
 
 def slot_views(records: Sequence[Any], pending: Sequence[PendingRent], desired: int, prefix: str,
@@ -119,4 +128,5 @@ def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:
              "fence": e.get("fence")} for iid, e in sorted(leases.active(now).items())]
 
 
-__all__ = ["parse_size", "pool_figures", "safe_mode_view", "set_safe_mode", "set_size", "slot_views"]
+__all__ = ["last_round_view", "parse_size", "pool_figures", "safe_mode_view", "set_safe_mode", "set_size",
+           "slot_views"]

@@ -123,6 +123,18 @@ class SimControl:
             body["status"] = status
         return self._call("POST", f"/instances/{instance_id}/comfy", body)
 
+    def set_prompt_s(self, instance_id: int, prompt_s: float) -> dict:
+        """How long this instance's ComfyUI works on each prompt (seconds, from the next prompt on)."""
+        return self._call("POST", f"/instances/{instance_id}/comfy", {"prompt_s": prompt_s})
+
+    def comfy_phases(self, instance_id: int, prompt_id: str | None = None) -> list[dict[str, Any]]:
+        """Each prompt's phases, oldest first: ``{"ts", "prompt_id", "phase", ...}`` with phase ``queued``,
+        ``rejected``, ``execution_start``, ``executing`` (``node``, ``class_type``), ``hung``, ``resumed``,
+        ``execution_success``, ``execution_error``, ``execution_interrupted``, ``done`` (``status``,
+        ``elapsed_s``) or ``lost`` (``reason``: crash, exited, ...; ``node`` it was on)."""
+        params = {"prompt_id": prompt_id} if prompt_id else None
+        return self._call("GET", f"/instances/{instance_id}/comfy", params=params)["phases"]
+
     def crash_comfy(self, instance_id: int, endpoint: str | None = None) -> dict:
         """ComfyUI dies: connections refused, open ones reset."""
         return self.comfy(instance_id, "crash", endpoint)

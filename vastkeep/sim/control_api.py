@@ -156,9 +156,16 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
 
     async def comfy(request: web.Request) -> web.Response:
         inst, body = find(request), await _json(request)
+        if "prompt_s" in body:  # how long this instance's ComfyUI works on each prompt from now on
+            prompt_s = body["prompt_s"]
+            if type(prompt_s) not in (int, float) or not 0 <= prompt_s <= 86400:
+                return _bad("prompt_s must be a number of seconds, 0..86400")
+            inst.prompt_s = float(prompt_s)
+            if "mode" not in body:
+                return web.json_response(view(inst))
         mode = body.get("mode")
         if mode not in COMFY_MODES:
-            return _bad(f"mode must be one of {COMFY_MODES}")
+            return _bad(f"mode must be one of {COMFY_MODES} (or prompt_s alone)")
         status = body.get("status", DEFAULT_ERROR_STATUS)
         if mode == "error500" and (type(status) is not int or not 400 <= status <= 599):
             return _bad("status must be an HTTP error status, 400..599")
@@ -167,6 +174,14 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             ep.error_status = status if mode == "error500" else DEFAULT_ERROR_STATUS
         await sim.net.apply(inst)
         return web.json_response(view(inst))
+
+    async def comfy_phases(request: web.Request) -> web.Response:
+        """Each prompt's phases on this instance (queued, execution_start, executing, done, lost, ...)."""
+        inst = find(request)
+        pid = request.query.get("prompt_id")
+        phases = [p for p in inst.comfy_phases if pid is None or p["prompt_id"] == pid]
+        return web.json_response({"prompt_s": inst.prompt_s, "queue_remaining": inst.queue_remaining,
+                                  "phases": phases})
 
     async def net(request: web.Request) -> web.Response:
         inst, body = find(request), await _json(request)
@@ -275,6 +290,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     r.add_get("/_sim/instances/{id}", show)
     r.add_post("/_sim/instances/{id}/state", set_state)
     r.add_post("/_sim/instances/{id}/comfy", comfy)
+    r.add_get("/_sim/instances/{id}/comfy", comfy_phases)
     r.add_post("/_sim/instances/{id}/net", net)
     r.add_post("/_sim/instances/{id}/ssh", ssh)
     r.add_post("/_sim/instances/{id}/log", append_log)

@@ -135,6 +135,9 @@ class Network:
         self._comfy_factory = comfy_factory
         self._ssh_handler = ssh_handler
         self.paths: dict[tuple[str, int], Path] = {}
+        #: Told after every change of an instance's paths and when it is removed (ComfyUI processes follow).
+        self.on_apply: Callable[[Instance], None] | None = None
+        self.on_remove: Callable[[Instance], None] | None = None
 
     def lookup(self, sockname: tuple[str, int] | None) -> Path | None:
         if not sockname:
@@ -170,9 +173,13 @@ class Network:
             else:
                 ep.hung_conns = 0
                 path.awake.set()
+        if self.on_apply is not None:
+            self.on_apply(inst)
 
     async def remove(self, inst: Instance) -> None:
         """Close every socket of a destroyed instance."""
+        if self.on_remove is not None:
+            self.on_remove(inst)
         for ep in inst.endpoints.values():
             path = self.paths.pop((ep.ip, ep.port), None)
             if path is not None:

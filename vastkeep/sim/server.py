@@ -16,7 +16,7 @@ from aiohttp import web
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim import control_api, tokens_api, vast_api
-from vastkeep.sim.comfy import ComfyApp
+from vastkeep.sim.comfy.app import ComfyApp
 from vastkeep.sim.core import SimConfig, Simulator
 from vastkeep.sim.faults import fault_body
 
@@ -29,9 +29,9 @@ class SimServer:
     """The aiohttp application and runner around one :class:`Simulator` (``.sim``)."""
 
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.comfy = ComfyApp(None, lambda iid: self.sim.instances.get(iid))  # type: ignore[arg-type]
+        self.comfy = ComfyApp()
         self.sim = Simulator(config, clock, comfy_protocol=self.comfy.protocol_factory)
-        self.comfy.network = self.sim.net
+        self.comfy.attach(self.sim)
         self.app = web.Application(middlewares=[self._service_middleware])
         vast_api.add_routes(self.app, self.sim)
         tokens_api.add_routes(self.app, self.sim)

@@ -27,6 +27,8 @@ DEFAULT_ERROR_STATUS = 500
 SSH_MODES = ("normal", "hang_after_banner")
 FAULT_STATES = ("exited", "offline", "outbid", "error")
 LOG_LINES_KEPT = 10_000  # container log lines kept per instance for ``request_logs``
+DEFAULT_PROMPT_S = 1.0  # how long a simulated ComfyUI works on one prompt (``/_sim/instances/{id}/comfy``)
+PHASES_KEPT = 2_000  # prompt phases kept per instance for the control API
 
 GPUS = [
     ("RTX 4090", 24564, 0.35),
@@ -122,6 +124,8 @@ class Instance:
     runtype: str = "ssh"
     is_bid: bool = False
     log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT), repr=False)
+    prompt_s: float = DEFAULT_PROMPT_S
+    comfy_phases: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=PHASES_KEPT), repr=False)
 
     def to_api(self, now: float) -> dict[str, Any]:
         """The instance object exactly as Vast.ai's ``GET /instances`` shows it."""
@@ -190,6 +194,8 @@ class Instance:
             "actual_status": self.actual_status,
             "fault": self.fault,
             "comfy_ready": self.comfy_ready,
+            "prompt_s": self.prompt_s,
+            "queue_remaining": self.queue_remaining,
             "lifecycle": self.lifecycle.as_dict(),
             "endpoints": {
                 n: {

@@ -71,6 +71,8 @@ EVENT_KINDS: dict[str, str] = {
                       "(id, name, restartCount)",
     "process-crash-loop": "ALERT: a daemon crashed SUPERVISION_CRASH_LOOP_CRASHES times within the window "
                           "(id, name, crashes, consecutiveCrashes, restartCount)",
+    "process-reset": "an operator reset a failed daemon (POST .../watchdog/{name}/reset); the next sweep "
+                     "starts it (id, name, previousStatus, restartCount)",
 }
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -79,7 +81,7 @@ _SECRET_NAMES = frozenset({"token", "api_key", "apikey", "secret", "password", "
 MASK = "***"
 #: Each part of a stream id (``<ms>-<seq>``) is an unsigned 64-bit number; Redis refuses anything larger.
 STREAM_ID_PART_MAX = 2**64 - 1
-_STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII digits, whole string (fullmatch)
 _LAST_STREAM_ID = f"{STREAM_ID_PART_MAX}-{STREAM_ID_PART_MAX}"
 
 
@@ -99,7 +101,7 @@ class Event:
 
 def is_stream_id(value: str) -> bool:
     """True for an id Redis accepts as a stream position: ``<ms>-<seq>``, both parts within 64 bits."""
-    match = _STREAM_ID_RE.match(value) if isinstance(value, str) else None
+    match = _STREAM_ID_RE.fullmatch(value) if isinstance(value, str) else None
     return match is not None and all(int(part) <= STREAM_ID_PART_MAX for part in match.groups())
 
 

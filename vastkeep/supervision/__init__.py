@@ -7,7 +7,8 @@ instance's SSH log collector is restarted on the guide's schedule when its heart
 - ``catalogue``: which daemons are wanted now and their names (heartbeat, lease, guide-style display name).
 - ``book``: the records in Redis (fenced writes), and ``vastkeep up``'s published process status.
 - ``flow``: ``sweep`` (one supervisor at a time, under the ``supervisor`` lease; starts through an injected
-  callable; the guide's log lines and the ``process-*`` events) and ``watchdog_status`` (the admin view).
+  callable; the guide's log lines and the ``process-*`` events), ``watchdog_status`` (the admin view) and
+  ``reset_daemon`` (an operator's reset of a ``failed`` daemon: ``process-reset``).
 
 The ``vastkeep up`` local-process watchdog itself is :mod:`vastkeep.stack.supervisor`; both use the one
 restart schedule, :func:`vastkeep.core.backoff.restart_delay`.
@@ -36,17 +37,25 @@ from vastkeep.supervision.decide import (
     hash_jitter,
     jittered_delay,
     no_jitter,
+    reset_record,
 )
 from vastkeep.supervision.flow import (
+    ALREADY_RESET,
+    NOT_FAILED,
+    RESET,
     SUPERVISOR_LEASE,
     SWEEP_BUSY,
+    UNKNOWN,
     daemon_status,
+    find_daemon,
     mark_handover,
+    reset_daemon,
     sweep,
     watchdog_status,
 )
 
 __all__ = [
+    "ALREADY_RESET", "NOT_FAILED", "RESET", "UNKNOWN", "find_daemon", "reset_daemon", "reset_record",
     "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
     "DaemonSpec", "Decision", "Observed", "SupervisionBook", "SupervisionPolicy", "daemon_status", "decide",
     "hash_jitter", "jittered_delay", "keepalive_shard", "mark_handover", "no_jitter", "poll_dispatcher",

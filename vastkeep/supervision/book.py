@@ -23,6 +23,7 @@ from vastkeep.state.keys import WATCHDOG_PROCESSES_TTL_MS
 from vastkeep.supervision.decide import DaemonRecord
 
 _WRITE_LUA = Path(__file__).with_name("book_write.lua").read_text(encoding="utf-8")
+_REPLACE_LUA = Path(__file__).with_name("book_replace.lua").read_text(encoding="utf-8")
 
 
 class SupervisionBook:
@@ -32,6 +33,7 @@ class SupervisionBook:
         self.redis = redis
         self.keys = keys
         self._write = redis.register_script(_WRITE_LUA)
+        self._replace = redis.register_script(_REPLACE_LUA)
 
     def all(self) -> dict[str, DaemonRecord]:
         """Every record in the book (a corrupt one is skipped: the next sweep writes it afresh)."""
@@ -53,6 +55,22 @@ class SupervisionBook:
         args += list(drop)
         done = self._write(keys=[self.keys.supervision_book(), self.keys.lease(lease.name)], args=args)
         return int(done) >= 0
+
+    def get(self, daemon_id: str) -> tuple[DaemonRecord | None, str | None]:
+        """One record and its stored JSON text (for :meth:`replace`); (None, None) when absent or corrupt."""
+        raw = self.redis.hget(self.keys.supervision_book(), daemon_id)
+        if raw is None:
+            return None, None
+        try:
+            return DaemonRecord.from_json(json.loads(as_text(raw))), as_text(raw)
+        except (ValueError, KeyError, TypeError):
+            return None, None
+
+    def replace(self, old_text: str, new: DaemonRecord) -> bool:
+        """Write ``new`` only while the stored record is still ``old_text`` (an operator's write)."""
+        done = self._replace(keys=[self.keys.supervision_book()],
+                             args=[new.id, old_text, json.dumps(new.to_json(), separators=(",", ":"))])
+        return int(done) == 1
 
     def reset(self, daemon_id: str) -> bool:
         """Forget one daemon's record (an operator's reset of a ``failed`` one: the next sweep starts it)."""

@@ -230,5 +230,14 @@ def _crashed(record: DaemonRecord, now: float, policy: SupervisionPolicy, jitter
     return Decision("crashed", crashed, announce=(*announce, "crashed"), delay_s=delay)
 
 
+def reset_record(record: DaemonRecord) -> DaemonRecord:
+    """An operator's reset: ``registered`` with no crash or restart counted, so the next sweep starts it now.
+
+    ``lastCrashTime`` and ``lastError`` stay, as the history of what had failed.
+    """
+    return replace(record, status="registered", restart_count=0, consecutive_crashes=0, next_restart_at=None,
+                   running_since=None, crash_times=(), alerted_at=None)
+
+
 __all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "DaemonRecord", "Decision", "Jitter", "Observed",
-           "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter"]
+           "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter", "reset_record"]

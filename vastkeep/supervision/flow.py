@@ -10,6 +10,10 @@ records fenced by the lease, and announces what happened: the guide's log lines 
 
 :func:`watchdog_status` is the read side: the guide's ``getStatus()`` shape for the daemons (plus
 ``heartbeatAgeS`` and ``nextRestartAt``) and the published status of ``vastkeep up``'s processes.
+
+:func:`reset_daemon` is an operator's way out of ``failed`` (which the sweep never leaves by itself): the
+record goes back to ``registered`` with its counters at zero (a compare-and-set beside the sweep, safe to
+send twice), the next sweep starts the daemon at once, and a ``process-reset`` event records who was reset.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
+from vastkeep.core.errors import WriteConflict
 from vastkeep.state import EventSink, Keys, LeaseManager, new_owner, read_heartbeats, write_heartbeat
 from vastkeep.supervision.book import SupervisionBook, read_processes
 from vastkeep.supervision.catalogue import DaemonSpec
@@ -31,6 +36,7 @@ from vastkeep.supervision.decide import (
     SupervisionPolicy,
     decide,
     hash_jitter,
+    reset_record,
 )
 
 log = logging.getLogger("vastkeep.supervision")
@@ -171,5 +177,52 @@ def watchdog_status(redis: Any, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict
     return {"processes": read_processes(redis, keys), "daemons": daemons}
 
 
-__all__ = ["SUPERVISOR_LEASE", "SWEEP_BUSY", "Start", "daemon_status", "mark_handover", "sweep",
-           "watchdog_status"]
+#: what :func:`reset_daemon` found: reset now, already reset (a repeat), not failed, no such daemon
+RESET, ALREADY_RESET, NOT_FAILED, UNKNOWN = "reset", "already-reset", "not-failed", "unknown"
+_RESET_ATTEMPTS = 5
+
+
+def find_daemon(records: dict[str, DaemonRecord], name: str) -> str | None:
+    """The book id for ``name``: a daemon id (``keepalive-shard-0``) or a display name."""
+    if name in records:
+        return name
+    return next((daemon_id for daemon_id, rec in sorted(records.items()) if rec.name == name), None)
+
+
+def reset_daemon(redis: Any, keys: Keys, clock: Clock, name: str,
+                 events: EventSink | None = None) -> tuple[str, dict[str, Any] | None]:
+    """Reset the ``failed`` daemon ``name`` (id or display name): (outcome, its new status view or None).
+
+    The view is :func:`daemon_status`'s shape plus ``id`` and ``previousStatus``. Only a ``failed`` daemon is
+    reset (``not-failed`` otherwise: a running or backing-off one is the sweep's to handle); a repeat of a
+    reset the sweep has not picked up yet answers ``already-reset`` with the same view.
+    """
+    book = SupervisionBook(redis, keys)
+    daemon_id = find_daemon(book.all(), name)
+    if daemon_id is None:
+        return UNKNOWN, None
+    for _ in range(_RESET_ATTEMPTS):
+        rec, text = book.get(daemon_id)
+        if rec is None or text is None:
+            return UNKNOWN, None
+        if rec.status != "failed":
+            fresh = rec == reset_record(rec)  # registered with zero counters: our reset, not yet swept
+            outcome = ALREADY_RESET if fresh else NOT_FAILED
+            return outcome, _reset_view(redis, keys, clock, rec, "failed" if fresh else rec.status)
+        new = reset_record(rec)
+        if book.replace(text, new):
+            log.warning("[Watchdog] Process %s reset by an operator (was failed after %d restarts)", rec.name,
+                        rec.restart_count)
+            _emit(events, "process-reset", id=rec.id, name=rec.name, previousStatus=rec.status,
+                  restartCount=rec.restart_count)
+            return RESET, _reset_view(redis, keys, clock, new, rec.status)
+    raise WriteConflict(f"the supervision record of {daemon_id} kept changing; try again")
+
+
+def _reset_view(redis: Any, keys: Keys, clock: Clock, rec: DaemonRecord, previous: str) -> dict[str, Any]:
+    observed = _observe(redis, keys, clock, [DaemonSpec(rec.id, rec.name, "")])
+    return {"id": rec.id, **daemon_status(rec, observed.get(rec.id)), "previousStatus": previous}
+
+
+__all__ = ["ALREADY_RESET", "NOT_FAILED", "RESET", "SUPERVISOR_LEASE", "SWEEP_BUSY", "UNKNOWN", "Start",
+           "daemon_status", "find_daemon", "mark_handover", "reset_daemon", "sweep", "watchdog_status"]

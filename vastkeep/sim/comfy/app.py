@@ -11,7 +11,8 @@ It fails the way a real ComfyUI (0.3.64, measured) fails, where the keepalive la
   websockets get nothing, not even pongs (we answer pings ourselves instead of letting aiohttp do it).
 * ``blackhole`` / host ``offline``: the same silence on held connections.
 * ``crash``: held connections are aborted, new connects refused (the network layer does that).
-* ``/ws`` and ``/api/ws``: one status frame, a reply to a client's ``feature_flags``, nothing else unprompted.
+* ``/ws`` and ``/api/ws``: one status frame, a reply to a client's ``feature_flags``, and then only the
+  messages of prompts (``engine.py``), held back while the path is silent and late while it is slow.
 """
 
 from __future__ import annotations
@@ -21,17 +22,23 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
+from vastkeep.sim.comfy import routes
+from vastkeep.sim.comfy.host import ComfyHost
 from vastkeep.sim.net import HANG_ACCEPT_QUEUE, Network, Path
 from vastkeep.sim.state import Instance
+
+if TYPE_CHECKING:
+    from vastkeep.sim.core import Simulator
 
 COMFYUI_VERSION = "0.3.64"
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 SERVER_FEATURE_FLAGS = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+MAX_UPLOAD_SIZE = 104857600  # ComfyUI's --max-upload-size default (100 MB): the aiohttp body limit
 GiB = 1024**3
 
 
@@ -70,33 +77,43 @@ def system_stats(inst: Instance) -> dict[str, Any]:
 class ComfyApp:
     """Routes plus the per-request gate that turns a path's faults into hangs and delays."""
 
-    def __init__(self, network: Network, instances: Callable[[int], Instance | None]) -> None:
-        self.network = network
-        self.instances = instances
-        self.app = web.Application(middlewares=[self._gate])
+    def __init__(self) -> None:
+        self.network: Network | None = None
+        self.host: ComfyHost | None = None
+        self.instances: Callable[[int], Instance | None] = lambda iid: None
+        self.app = web.Application(middlewares=[self._gate], client_max_size=MAX_UPLOAD_SIZE)
         for prefix in ("", "/api"):
             self.app.router.add_get(prefix + "/system_stats", self.get_system_stats)
-            self.app.router.add_get(prefix + "/prompt", self.get_prompt)
-            self.app.router.add_get(prefix + "/queue", self.get_queue)
             self.app.router.add_get(prefix + "/features", self.get_features)
             self.app.router.add_get(prefix + "/ws", self.ws)
+        routes.add_routes(self.app, lambda: self.host)
         self.app.router.add_get("/", self.index)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         self._server: web.Server | None = None
+
+    def attach(self, sim: Simulator) -> None:
+        """Serve ``sim``'s instances: its network carries the connections, its faults reach the processes."""
+        self.network = sim.net
+        self.instances = sim.instances.get
+        self.host = ComfyHost(sim)
+        sim.net.on_apply = self.host.observe
+        sim.net.on_remove = self.host.forget
 
     async def setup(self) -> None:
         await self.runner.setup()
         self._server = self.runner.server
 
     async def cleanup(self) -> None:
+        if self.host is not None:
+            self.host.stop_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.runner.cleanup(), 5)
 
     def protocol_factory(self) -> asyncio.Protocol:
         """A RequestHandler that registers its transport with its path, so a crash can abort it."""
         server = self._server
-        assert server is not None
         network = self.network
+        assert server is not None and network is not None
 
         class Tracked(RequestHandler):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,6 +126,7 @@ class ComfyApp:
 
     def _resolve(self, request: web.Request) -> tuple[Path, Instance]:
         transport = request.transport
+        assert self.network is not None
         path = self.network.lookup(transport.get_extra_info("sockname") if transport else None)
         inst = self.instances(path.instance_id) if path else None
         if path is None or inst is None:
@@ -124,7 +142,7 @@ class ComfyApp:
         if not path.awake.is_set():  # hung: accepted by the kernel, never answered until the hang ends
             ep.hung_conns += 1
             if ep.hung_conns == HANG_ACCEPT_QUEUE:  # the accept queue is full from now on
-                asyncio.get_running_loop().create_task(self.network.apply(inst))
+                asyncio.get_running_loop().create_task(self.network.apply(inst))  # type: ignore[union-attr]
             await path.awake.wait()
         if not path.flowing.is_set():
             await path.flowing.wait()  # a black-holed route: silence until the fault is cleared
@@ -148,39 +166,66 @@ class ComfyApp:
             return web.json_response({"ok": True})
         return web.json_response(system_stats(request["sim_instance"]))
 
-    async def get_prompt(self, request: web.Request) -> web.Response:
-        inst: Instance = request["sim_instance"]
-        return web.json_response({"exec_info": {"queue_remaining": inst.queue_remaining}})
-
-    async def get_queue(self, request: web.Request) -> web.Response:
-        return web.json_response({"queue_running": [], "queue_pending": []})
-
     async def get_features(self, request: web.Request) -> web.Response:
         return web.json_response(FEATURES)
 
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        """``/ws?clientId=``: the status frame, then whatever the process sends this client, through the
+        path's faults (nothing while it hangs or is black-holed, ``delay_s`` late while slow)."""
         inst: Instance = request["sim_instance"]
         path, _ = self._resolve(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
         # autoping off: a hung or cut-off ComfyUI must not answer pings (aiohttp would, on its own)
         sock = web.WebSocketResponse(heartbeat=None, autoping=False)
         await sock.prepare(request)
-        await sock.send_json(
-            {
-                "type": "status",
-                "data": {"status": {"exec_info": {"queue_remaining": inst.queue_remaining}}, "sid": sid},
-            }
-        )
-        async for msg in sock:
-            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                break
-            if path.frozen():
-                continue  # silence: no pong, no reply, nothing
-            if msg.type == WSMsgType.PING:
-                await sock.pong(msg.data)
-            elif msg.type == WSMsgType.TEXT and _is_feature_flags(msg.data):
-                await sock.send_json({"type": "feature_flags", "data": SERVER_FEATURE_FLAGS})
+        assert self.host is not None
+        proc = self.host.process(inst)
+        client = WsClient(sock, path)
+        writer = asyncio.get_running_loop().create_task(client.write_all())
+        proc.attach(sid, client)
+        try:
+            async for msg in sock:
+                if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
+                if path.frozen():
+                    continue  # silence: no pong, no reply, nothing
+                if msg.type == WSMsgType.PING:
+                    await sock.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT and _is_feature_flags(msg.data):
+                    client.push("json", {"type": "feature_flags", "data": SERVER_FEATURE_FLAGS})
+        finally:
+            proc.detach(sid, client)
+            writer.cancel()
         return sock
+
+
+class WsClient:
+    """One websocket's outgoing frames, in order: held while its path is silent, late while it is slow."""
+
+    def __init__(self, sock: web.WebSocketResponse, path: Path) -> None:
+        self.sock = sock
+        self.path = path
+        self.frames: asyncio.Queue[tuple[float, str, Any]] = asyncio.Queue()
+
+    def push(self, kind: str, payload: Any) -> None:
+        self.frames.put_nowait((asyncio.get_running_loop().time(), kind, payload))
+
+    async def write_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        ep = self.path.endpoint
+        try:
+            while True:
+                made, kind, payload = await self.frames.get()
+                await self.path.awake.wait()
+                await self.path.flowing.wait()
+                if ep.comfy_mode == "slow" and (late := made + ep.slow_s - loop.time()) > 0:
+                    await asyncio.sleep(late)
+                if kind == "json":
+                    await self.sock.send_str(json.dumps(payload))
+                else:
+                    await self.sock.send_bytes(payload)
+        except (ConnectionError, RuntimeError):
+            return  # the socket is gone
 
 
 def _is_feature_flags(text: str) -> bool:
@@ -189,4 +234,3 @@ def _is_feature_flags(text: str) -> bool:
     except ValueError:
         return False
     return isinstance(data, dict) and data.get("type") == "feature_flags"
-

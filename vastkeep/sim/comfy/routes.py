@@ -1,0 +1,171 @@
+"""ComfyUI's prompt routes as its ``server.py`` answers them (also under ``/api``): ``/prompt``, ``/queue``,
+``/history``, ``/interrupt``, ``/view``, ``/upload/image``, ``/object_info``.
+
+Each request reaches the instance's one ComfyUI process (``request["sim_instance"]``, set by the gate in
+``app.py``); the process does the work (``engine.py``), these handlers only parse and answer.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from vastkeep.sim.comfy.engine import ComfyProcess
+from vastkeep.sim.comfy.host import ComfyHost
+from vastkeep.sim.comfy.nodes import object_info
+
+#: aiohttp's own answer to a handler that raised, which is what ComfyUI gives a body that is not JSON.
+SERVER_ERROR = "500 Internal Server Error\n\nServer got itself in trouble"
+UNSAFE_TYPES = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
+
+
+def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> None:
+    """Register the prompt routes at ``/`` and ``/api`` on ComfyUI's application."""
+
+    def proc_of(request: web.Request) -> ComfyProcess:
+        h = host()
+        assert h is not None
+        return h.process(request["sim_instance"])
+
+    async def body_of(request: web.Request) -> dict[str, Any] | None:
+        try:
+            data = await request.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def ok() -> web.Response:
+        return web.Response(status=200)
+
+    async def get_prompt(request: web.Request) -> web.Response:
+        return web.json_response(proc_of(request).queue_info())
+
+    async def post_prompt(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if body is None:
+            return web.Response(status=500, text=SERVER_ERROR)
+        status, answer = proc_of(request).submit(body)
+        return web.json_response(answer, status=status)
+
+    async def get_queue(request: web.Request) -> web.Response:
+        return web.json_response(proc_of(request).current_queue())
+
+    async def post_queue(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if body is None:
+            return web.Response(status=500, text=SERVER_ERROR)
+        proc = proc_of(request)
+        if body.get("clear"):
+            proc.clear_pending()
+        if "delete" in body:
+            proc.delete_pending(list(body["delete"]))
+        return ok()
+
+    async def post_interrupt(request: web.Request) -> web.Response:
+        body = await body_of(request) if request.can_read_body else {}
+        proc_of(request).interrupt((body or {}).get("prompt_id"))
+        return ok()
+
+    async def get_history(request: web.Request) -> web.Response:
+        q = request.rel_url.query
+        max_items = int(q["max_items"]) if "max_items" in q else None
+        offset = int(q.get("offset", -1))
+        return web.json_response(proc_of(request).get_history(max_items=max_items, offset=offset))
+
+    async def get_history_item(request: web.Request) -> web.Response:
+        return web.json_response(proc_of(request).get_history(request.match_info["prompt_id"]))
+
+    async def post_history(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if body is None:
+            return web.Response(status=500, text=SERVER_ERROR)
+        proc = proc_of(request)
+        if body.get("clear"):
+            proc.history.clear()
+        for pid in body.get("delete", []):
+            proc.history.pop(pid, None)
+        return ok()
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        q = request.rel_url.query
+        if "filename" not in q:
+            return web.Response(status=404)
+        dirs = proc_of(request).dirs
+        filename, kind = q["filename"], None
+        for tag in ("output", "input", "temp"):  # an annotated name: "x.png [input]"
+            if filename.endswith(f" [{tag}]"):
+                filename, kind = filename[: -len(tag) - 3], tag
+        if not filename or filename[0] == "/" or ".." in filename:
+            return web.Response(status=400)
+        base = dirs.of(kind or q.get("type", "output"))
+        if base is None:
+            return web.Response(status=400)
+        folder = str(base)
+        if "subfolder" in q:
+            full = os.path.join(folder, q["subfolder"])
+            if os.path.commonpath((os.path.abspath(full), folder)) != folder:
+                return web.Response(status=403)
+            folder = full
+        name = os.path.basename(filename)
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return web.Response(status=404)
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if ctype in UNSAFE_TYPES:
+            ctype = "application/octet-stream"
+        return web.FileResponse(
+            path, headers={"Content-Disposition": f'filename="{name}"', "Content-Type": ctype}
+        )
+
+    async def upload_image(request: web.Request) -> web.Response:
+        post = await request.post()
+        image = post.get("image")
+        kind = str(post.get("type") or "input")
+        dirs = proc_of(request).dirs
+        base = dirs.of(kind if kind in ("input", "temp", "output") else "input")
+        if base is None or not isinstance(image, web.FileField) or not image.filename:
+            return web.Response(status=400)
+        subfolder = str(post.get("subfolder", ""))
+        folder = os.path.join(str(base), os.path.normpath(subfolder))
+        filename = image.filename
+        path = os.path.abspath(os.path.join(folder, filename))
+        if os.path.commonpath((str(base), path)) != str(base):
+            return web.Response(status=400)
+        os.makedirs(folder, exist_ok=True)
+        data = image.file.read()
+        if str(post.get("overwrite")) not in ("true", "1"):
+            stem, ext = os.path.splitext(filename)
+            i = 1
+            while os.path.exists(path):
+                with open(path, "rb") as fh:
+                    if fh.read() == data:  # the same image again: ComfyUI keeps the one it has
+                        break
+                filename = f"{stem} ({i}){ext}"
+                path = os.path.join(folder, filename)
+                i += 1
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
+
+    async def get_object_info(request: web.Request) -> web.Response:
+        files = proc_of(request).dirs.input_files()
+        return web.json_response(object_info(files, request.match_info.get("node_class")))
+
+    r = app.router
+    for prefix in ("", "/api"):
+        r.add_get(prefix + "/prompt", get_prompt)
+        r.add_post(prefix + "/prompt", post_prompt)
+        r.add_get(prefix + "/queue", get_queue)
+        r.add_post(prefix + "/queue", post_queue)
+        r.add_post(prefix + "/interrupt", post_interrupt)
+        r.add_get(prefix + "/history", get_history)
+        r.add_get(prefix + "/history/{prompt_id}", get_history_item)
+        r.add_post(prefix + "/history", post_history)
+        r.add_get(prefix + "/view", view)
+        r.add_post(prefix + "/upload/image", upload_image)
+        r.add_get(prefix + "/object_info", get_object_info)
+        r.add_get(prefix + "/object_info/{node_class}", get_object_info)
