@@ -36,7 +36,8 @@ SETTLE_S = 20.0
 FINISH_S = 30.0  # end-of-run reads and the stack's stop
 CLIENT_KILL_EVERY_S = 45.0
 GUIDE_BOUNDS_S = {"comfy-crash": 2.0}  # the guide's figures; every other family: 150 s
-DEFER_S = 3.0  # a step with nothing to strike is tried again this much later
+DEFER_S = 3.0  # a step with nothing to strike (or that would blur another) is tried again this much later
+OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and restarts it after 10 s more
 
 
 class SoakRun:
@@ -226,11 +227,22 @@ class SoakRun:
         return out
 
     def _hidden_by(self, step: FaultStep, obs: Observer) -> bool:
-        """True while ``step`` (a process fault) would hide an instance fault its process has to notice."""
+        """True while ``step`` and an earlier fault would blur each other's figures: a process fault while an
+        instance fault its process has to notice is unobserved; an instance fault while the process that must
+        notice it is down, or back for less than :data:`OBSERVER_SETTLE_S` (its logical daemons, such as the
+        keepalive shards, restart through supervision after it)."""
         fam = FAMILIES[step.family]
+        now = self.clock.now()
+        if fam.target == INSTANCE and fam.observer:
+            for record in self.injections:
+                rfam = FAMILIES[record["family"]]
+                if record.get("injected") and rfam.process == fam.observer:
+                    back = record.get("back_at")
+                    if back is None or now < float(back) + OBSERVER_SETTLE_S:
+                        return True
+            return False
         if fam.target != PROCESS:
             return False
-        now = self.clock.now()
         for record in self.injections:
             rfam = FAMILIES[record["family"]]
             if not record.get("injected") or rfam.observer != fam.process:
