@@ -352,3 +352,23 @@ def test_log_mark_after_finds_the_first_ready_line_after_a_time(tmp_path):
     assert got == datetime(2026, 12, 7, 5, 5, 22, 250000).timestamp()
     assert log_mark_after(log, "ssh@", since, need=" ready.") is None
     assert log_mark_after(tmp_path / "missing.log", "x", 0) is None
+
+
+def test_polling_intervals_take_the_state_at_poll_time():
+    from vastkeep.soak.observe import Observer
+
+    obs = Observer.__new__(Observer)
+
+    def view(status, leased, polled, due):
+        return {"contractId": "5", "status": status, "isLeased": leased, "lastPollAt": iso(polled),
+                "nextPollAt": iso(due)}
+
+    obs.snapshots = [
+        (T0 - 1, [view("ready", True, T0 - 30, T0)]),  # before the first poll we judge: unknown state there
+        (T0 + 1, [view("ready", True, T0, T0 + 30)]),  # polled at T0 while leased: 30 s scheduled
+        (T0 + 5, [view("ready", False, T0, T0 + 30)]),  # released after the poll: still the leased poll
+        (T0 + 31, [view("ready", False, T0 + 30, T0 + 210)]),  # polled idle: 180 s scheduled
+    ]
+    got = obs.polling_intervals()
+    assert got["scheduled:leased"] == [30.0] and got["scheduled:ready-idle"] == [180.0]
+    assert got["leased"] == [30.0]

@@ -26,6 +26,12 @@ def _iso_s(value: Any) -> float | None:
     return parse(value)
 
 
+def _state(view: dict[str, Any]) -> str:
+    if view.get("isLeased"):
+        return "leased"
+    return "ready-idle" if view.get("status") == "ready" else str(view.get("status"))
+
+
 class Observer:
     """Incremental readers of every source the judges use."""
 
@@ -139,31 +145,32 @@ class Observer:
         ]
 
     def polling_intervals(self) -> dict[str, list[float]]:
-        """Seconds between successive ``lastPollAt`` values per instance, by the state it was in (leased,
-        ready-idle, warming), from the status snapshots; ``scheduled:<state>``: ``nextPollAt - lastPollAt``,
-        the interval Layer 5 chose (so a poll sooner than scheduled shows)."""
-        last: dict[str, tuple[float, str]] = {}
-        out: dict[str, list[float]] = defaultdict(list)
-        seen: set[tuple[str, float]] = set()
-        for _t, insts in self.snapshots:
+        """Seconds between successive ``lastPollAt`` values per instance, by the state it was in when it was
+        polled (leased, ready-idle, warming: the snapshot taken at or just before the poll; leases churn
+        faster than polls, so the state shown later says little); ``scheduled:<state>``:
+        ``nextPollAt - lastPollAt``, the interval Layer 5 chose at that poll."""
+        history: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        polls: dict[str, dict[float, float | None]] = defaultdict(dict)
+        for t, insts in self.snapshots:
             for i in insts:
-                iid, polled = str(i.get("contractId")), _iso_s(i.get("lastPollAt"))
-                if polled is None:
-                    continue
-                state = (
-                    "leased"
-                    if i.get("isLeased")
-                    else ("ready-idle" if i.get("status") == "ready" else str(i.get("status")))
-                )
-                due = _iso_s(i.get("nextPollAt"))
-                if due is not None and due > polled and (iid, polled) not in seen:
-                    seen.add((iid, polled))
+                iid = str(i.get("contractId"))
+                history[iid].append((t, _state(i)))
+                polled = _iso_s(i.get("lastPollAt"))
+                if polled is not None and polled not in polls[iid]:
+                    polls[iid][polled] = _iso_s(i.get("nextPollAt"))
+        out: dict[str, list[float]] = defaultdict(list)
+        for iid, seen in polls.items():
+            times = sorted(seen)
+            for n, polled in enumerate(times):
+                before = [st for t, st in history[iid] if t <= polled + 0.5]
+                if not before:
+                    continue  # polled before the first snapshot: its state is unknown
+                state = before[-1]
+                due = seen[polled]
+                if due is not None and due > polled:
                     out[f"scheduled:{state}"].append(due - polled)
-                prev = last.get(iid)
-                if prev is not None and polled > prev[0] + 0.5:
-                    out[prev[1]].append(polled - prev[0])
-                if prev is None or polled > prev[0] + 0.5:
-                    last[iid] = (polled, state)
+                if n + 1 < len(times):
+                    out[state].append(times[n + 1] - polled)
         return out
 
     # ── end-of-run sources ──────────────────────────────────────────────────
