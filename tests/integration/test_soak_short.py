@@ -24,8 +24,8 @@ SEED = 20261207
 MINUTES = 4
 
 KNOWN_OPEN = [
-    # On main (fb578b4): after a lease's release every later lease request answers 503/409 "instances are being
-    # health-checked after a lease" for good (branch fix-lease-cycle).
+    # On main (fb578b4): after a lease's release every later lease request answers 503/409 "instances are
+    # being health-checked after a lease" for good (branch fix-lease-cycle).
     # With fix-lease-cycle merged: a lease is refused ("being health-checked after a lease", "failed their
     # health check") while warm-pool/status shows that instance ready and idle (see docs/reliability.md).
     "refused-while-idle",
