@@ -372,11 +372,19 @@ def cmd_soak(args: argparse.Namespace) -> int:
     print(f"vastkeep soak: seed {seed} (replay with --seed {seed})", flush=True)
     run = SoakRun(minutes=args.minutes, seed=seed, pool_size=args.pool_size, clients=args.clients,
                   say=lambda text: print(text, flush=True))
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # the run's finally stops the clients and every child of the stack
+
+    signal.signal(signal.SIGTERM, _on_term)
     try:
         report = run.run()
     except StackError as exc:
         print(f"vastkeep soak: the stack did not start: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("vastkeep soak: interrupted; every process stopped (no report)", file=sys.stderr)
+        return 130
     finally:
         if not getattr(run.stack, "keep", False):
             run.stack.cleanup()

@@ -45,6 +45,13 @@ def test_short_plan_has_every_family_once_inside_the_window():
     assert all(40 <= s.at_s <= 210 for s in steps)
 
 
+def test_a_long_plan_repeats_every_family():
+    steps = build_plan(5, 5, 1700)
+    counts = {name: sum(1 for s in steps if s.family == name) for name in FAMILIES}
+    assert len(steps) > 80 and min(counts.values()) >= 1
+    assert sum(1 for n, c in counts.items() if c >= 2) >= len(FAMILIES) // 2
+
+
 def test_process_faults_on_one_child_are_spaced():
     steps = build_plan(3, 0, 1800)
     by_proc: dict[str, list[float]] = {}

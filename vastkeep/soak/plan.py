@@ -70,6 +70,9 @@ FAMILIES: dict[str, Family] = {
 # Holds: a hang or a slow answer lasts past one ComfyUI keepalive interval (30 s) plus its 5 s timeout, an SSH
 # black hole past the dead-peer rule (3 missed keepalives of 10 s), so a ping or a keepalive meets each one.
 
+#: The mean gap between faults at most (a long run repeats every family instead of spreading one of each).
+MAX_GAP_S = 15.0
+
 #: Two faults on the same process child at least this far apart (a restart waits 10 s, a second one 20 s).
 PROCESS_SPACING_S = 45.0
 
@@ -123,7 +126,7 @@ def build_plan(
     order = names[:]
     rng.shuffle(order)
     window = end_s - start_s
-    gap = window / max(1, len(order))
+    gap = min(window / max(1, len(order)), MAX_GAP_S)
     first_pass_s = min(window, max(gap, 6.0) * len(order))
     gap = first_pass_s / len(order)
     times = [start_s + i * gap + rng.uniform(0, gap * 0.5) for i in range(len(order))]
