@@ -201,12 +201,23 @@ class Transport:
                          kwargs["instance_id"])
         elif name == POLL_NOW:
             self.poller.request_poll(kwargs["instance_id"])
+        elif name == "vastkeep.polling.confirm_absence":  # show about an unlisted instance, as a worker would
+            self._thread(self._confirm, kwargs["instance_id"])
         elif name == "vastkeep.pool.reconcile" and self.wake:
             self.wakes += 1
             delay = max(0.0, float(kwargs["wake_at"]) - time.time())
             timer = threading.Timer(delay, self.reconcile, kwargs={"wake": True})
             timer.daemon = True
             timer.start()
+
+    def _confirm(self, instance_id: str) -> None:
+        from vastkeep.polling import confirm_absence  # noqa: PLC0415
+
+        poller = self._make_poller()
+        try:
+            confirm_absence(self.client, self.keys, poller.vast, poller.schedule, instance_id)
+        finally:
+            poller.vast.close()
 
     def reconcile(self, wake: bool = False) -> None:
         if self.stopping.is_set():

@@ -4,13 +4,15 @@ Flow level, in one process: N real :class:`vastkeep.ssh.Collector` runs as threa
 worker holds them), each streaming its instance's log from the simulated cloud's SSH server (real sshd, or
 the built-in server) into a real redis-server. Once all stream and are past the gate time, every SSH session
 is killed at once (the simulator's kill-sessions fault, sent from 32 threads: all within a fraction of a
-second). Each collector then waits its full-jitter reconnect delay, ``uniform(0, SSH_RECONNECT_WINDOW_S)``,
-and reconnects. The completed handshakes (``ssh-connected``) are time-stamped; the figure is the **peak
+second). Each collector records its drop in the shared count (``vastkeep:ssh-drops``); the first few (below
+``HERD_DROPS``) reconnect at once, the rest see a herd and wait ``uniform(0, SSH_RECONNECT_WINDOW_S)``.
+The completed handshakes (``ssh-connected``) are time-stamped; the figure is the **peak
 number of handshakes in any 1 s window** (sliding), with the same herd and no window (0 s) for comparison.
 Real Celery worker processes are not used: on a 2-CPU host that also runs every instance's sshd, the
 collectors' work is the same either way and the worker adds nothing to the spread.
 
-    .venv/bin/python -m bench.bench_ssh_herd [--count 200] [--window 10] [--no-baseline]
+    .venv/bin/python -m bench.bench_ssh_herd [--count 200] [--window 10] [--no-baseline] [--always-spread]
+    [--earlier-rule-first]
 
 Collectors are started ``--ramp`` per second so the initial connects do not themselves form a herd.
 """
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_ssh import Bench  # noqa: E402
 from vastkeep.ssh import PROVISION_LOG  # noqa: E402
-from vastkeep.ssh.decide import RECONNECT_WINDOW_S  # noqa: E402
+from vastkeep.ssh.decide import HERD_DROPS, RECONNECT_WINDOW_S  # noqa: E402
 
 
 def peak_in_window(stamps: list[float], window_s: float = 1.0) -> int:
@@ -40,15 +42,17 @@ def peak_in_window(stamps: list[float], window_s: float = 1.0) -> int:
 
 
 def herd(b: Bench, count: int, window_s: float, ramp_per_s: float = 40.0,
-         timeout_s: float = 120.0) -> dict[str, Any]:
-    """One herd of ``count`` collectors with reconnect window ``window_s``; the figures as a dict."""
+         timeout_s: float = 120.0, herd_drops: int = HERD_DROPS) -> dict[str, Any]:
+    """One herd of ``count`` collectors with reconnect window ``window_s``; the figures as a dict.
+    ``herd_drops=1``: every drop is a herd (the earlier rule: even a lone drop waited in the window)."""
     ids = b.sim.control.bulk_create(count, ssh=True)["ids"]
     made = [b.instance(b.sim.control.instance(i)["instance"]) for i in ids]
     for _iid, path, _route in made:
         path.write_bytes(b"up\n")
     pairs = []
     for n, (iid, _p, _r) in enumerate(made):
-        pairs.append(b.collector(iid, reconnect_window_s=window_s, keepalive_interval_s=15.0))
+        pairs.append(b.collector(iid, reconnect_window_s=window_s, keepalive_interval_s=15.0,
+                                 herd_drops=herd_drops))
         if (n + 1) % max(1, int(ramp_per_s / 5)) == 0:
             time.sleep(0.2)
     try:
@@ -84,7 +88,8 @@ def herd(b: Bench, count: int, window_s: float, ramp_per_s: float = 40.0,
     per_s: dict[int, int] = {}
     for t in stamps:
         per_s[int(t - t0)] = per_s.get(int(t - t0), 0) + 1
-    return {"count": count, "window_s": window_s, "streaming": streaming, "reconnected": len(stamps),
+    return {"count": count, "window_s": window_s, "herd_drops": herd_drops, "streaming": streaming,
+            "reconnected": len(stamps),
             "resumed": resumed, "kill_s": round(killed_in, 2),
             "spread_s": round(max(stamps) - min(stamps), 2) if stamps else 0.0,
             "peak_1s": peak_in_window(stamps, 1.0), "per_second": [per_s.get(s, 0) for s in range(
@@ -92,7 +97,8 @@ def herd(b: Bench, count: int, window_s: float, ramp_per_s: float = 40.0,
 
 
 def show(r: dict[str, Any]) -> None:
-    print(f"   window {r['window_s']:g} s: {r['streaming']}/{r['count']} streaming, {r['reconnected']} "
+    print(f"   window {r['window_s']:g} s, herd from {r['herd_drops']} drops: {r['streaming']}/{r['count']} "
+          f"streaming, {r['reconnected']} "
           f"reconnected over {r['spread_s']} s (kills sent in {r['kill_s']} s), {r['resumed']} streamed a "
           f"new line after; PEAK {r['peak_1s']} handshakes in any 1 s")
     print(f"   handshakes per second after the drop: {r['per_second']}")
@@ -104,12 +110,19 @@ def main() -> int:
     p.add_argument("--window", type=float, default=RECONNECT_WINDOW_S)
     p.add_argument("--no-baseline", action="store_true", help="skip the same herd with no window (0 s)")
     p.add_argument("--ramp", type=float, default=40.0, help="collectors started per second")
+    p.add_argument("--always-spread", action="store_true",
+                   help="also the same herd with the earlier rule (every drop waits in the window)")
+    p.add_argument("--earlier-rule-first", action="store_true", help="with --always-spread: run it first")
     a = p.parse_args()
     b = Bench()
     print(f"SSH backend: {b.sim.info['ssh_backend']}, CPUs: {os.cpu_count()}; {a.count} instances lose SSH "
           f"at once:")
     try:
-        show(herd(b, a.count, a.window, a.ramp))
+        rules = [HERD_DROPS, 1] if a.always_spread else [HERD_DROPS]
+        if a.earlier_rule_first:
+            rules.reverse()
+        for herd_drops in rules:
+            show(herd(b, a.count, a.window, a.ramp, herd_drops=herd_drops))
         if not a.no_baseline:
             show(herd(b, a.count, 0.0, a.ramp))
     finally:

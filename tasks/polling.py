@@ -1,14 +1,19 @@
-"""Layer 5 tasks: ``vastkeep.polling.dispatch``, ``.ensure`` and ``.poll_instance``.
+"""Layer 5 tasks: ``vastkeep.polling.dispatch``, ``.refresh``, ``.confirm_absence``, ``.ensure`` and
+``.poll_instance``.
 
 Thin: build the process's :class:`~vastkeep.polling.Poller` and call it. ``dispatch`` is the one long-lived
 poller: a bounded loop (:data:`DISPATCH_BUDGET_S`) under the ``poll-dispatcher`` lease that claims due
 instances from the Redis schedule, polls them from the shared provider snapshot and hands over to a fresh
 ``dispatch`` message at the end (so no message is ever held longer than the budget, and a ``kill -9``
 costs at most the heartbeat staleness + the supervision backoff: the supervision sweep of Layer 6 restarts
-a dispatcher whose heartbeat (``poll-dispatcher``) went stale). ``ensure`` is an operator's tool (no longer
-on the beat schedule): it queues a ``dispatch`` at once when nobody holds the lease. ``poll_instance``
-makes one instance due now and wakes the dispatcher (one poll in flight per instance stays true: the
-dispatcher's claim does the poll).
+a dispatcher whose heartbeat (``poll-dispatcher``) went stale). A run that *lost* its lease (it stalled
+past the TTL, or a newer dispatcher took over) hands over at once too: its continuation either takes the
+free lease or finds the newer holder and exits, so polling never waits for supervision's backoff.
+``refresh`` and ``confirm_absence`` are the only Layer 5 tasks that call Vast.ai (the listing; one ``show``
+about an unlisted instance), each in its own worker slot, so the dispatcher never waits for the provider.
+``ensure`` is an operator's tool (no longer on the beat schedule): it queues a ``dispatch`` at once when
+nobody holds the lease. ``poll_instance`` makes one instance due now and wakes the dispatcher (one poll in
+flight per instance stays true: the dispatcher's claim does the poll).
 Each status change also goes out as the Celery event ``task-instance-status`` (Flower).
 """
 
@@ -18,7 +23,8 @@ import logging
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
-from vastkeep.polling import DISPATCH_LEASE, Poller, PollPolicy
+from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, PollSchedule, ShowAnswers
+from vastkeep.polling import confirm_absence as polling_confirm
 from vastkeep.state.leases import LeaseManager
 from vastkeep.supervision import mark_handover
 from vastkeep.tokens.preflight import vast_client
@@ -65,7 +71,7 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
         finally:
             if p.vast is not None:
                 p.vast.close()
-        if "skipped" not in result and not result.get("lost"):
+        if "skipped" not in result:  # done or lost: the continuation takes over now (a lost run's too)
             # supervision (Layer 6) counts the dispatcher alive while its continuation waits in the queue
             mark_handover(res.redis, res.keys, res.clock, DISPATCH_LEASE)
             dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
@@ -86,6 +92,29 @@ def refresh(self: Any) -> dict[str, Any]:
         finally:
             if p.vast is not None:
                 p.vast.close()
+
+    return retry_on_redis(self, go, WHAT)
+
+
+@app.task(name=CONFIRM_TASK, bind=True, base=VastkeepTask, acks_late=False,
+          **limits_for(CONFIRM_TASK, wiring.settings()))
+def confirm_absence(self: Any, instance_id: str | int) -> dict[str, Any]:
+    """Ask Vast.ai (``show``) about one instance missing from the listing; the next poll applies it."""
+    iid = str(instance_id)
+
+    def go() -> dict[str, Any]:
+        if not iid.isdigit():
+            return {"instance_id": iid, "error": "not an instance id"}
+        res = wiring.resources()
+        vast = vast_client(res.settings, res.store, res.clock)
+        if vast is None:
+            ShowAnswers(res.redis, res.keys).drop([iid])
+            return {"instance_id": iid, "error": "no Vast.ai client (VAST_API_KEY unset)"}
+        try:
+            schedule = PollSchedule(res.redis, res.keys, res.clock)
+            return polling_confirm(res.redis, res.keys, vast, schedule, iid)
+        finally:
+            vast.close()
 
     return retry_on_redis(self, go, WHAT)
 

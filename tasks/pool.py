@@ -1,13 +1,16 @@
 """Warm-pool tasks: ``vastkeep.pool.reconcile`` (beat, every WARM_POOL_RECONCILE_INTERVAL_MS) and the client
 leases ``vastkeep.pool.lease`` / ``renew_lease`` / ``release_lease`` (by name, same answers as the admin API).
 
-Thin: build the reconciler from the process's resources and run one round. Besides the beat, the polling
-flow sends ``reconcile(wake_at=...)`` when one of the pool's instances failed or its keepalive loss passes
-the grace (``vastkeep/polling/flow.py``: ``Poller._wake_pool``), so a dead instance is replaced at once. A
-round that finds another one running returns ``{"skipped": "another reconciler is running"}``. A Vast.ai
-hiccup (TransientError) or a lost lease ends the round with ``{"error": ...}`` and is *not* retried: the next
-beat, one interval later, is the retry, and a retry queued beside it would only find the lease held. A Redis
-blip is retried with jitter.
+Thin: build the reconciler from the process's resources and run one round. The round is also the process
+that notices an expired client lease (at most one interval after it) and queues the instance's health check
+(``vastkeep.ports.validate_instance``, sent by name through :func:`check_after_lease`). Besides the beat, the
+polling flow sends ``reconcile(wake_at=...)`` when one of the pool's instances failed or its keepalive loss
+passes the grace (``vastkeep/polling/flow.py``: ``Poller._wake_pool``), so a dead instance is replaced at
+once. A round that finds another one running returns ``{"skipped": "another reconciler is running"}``. A
+Vast.ai hiccup (TransientError) or a lost lease ends the round with ``{"error": ...}`` and is *not* retried:
+the next beat, one interval later, is the retry, and a retry queued beside it would only find the lease held.
+A Redis blip is retried with jitter. The lease tasks carry one request id per logical call (the task id,
+which retries keep), so a retry answers with the first attempt's answer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from worker.app import app
 from worker.limits import limits_for, task_time_limits
 
 WHAT = "warm-pool reconcile"
+#: The health check after a client lease: Layer 3's port validation of that one instance.
+CHECK_TASK = "vastkeep.ports.validate_instance"
+
+
+def check_after_lease(instance_id: str) -> None:
+    """The leasing flow's check port: queue the instance's port validation by name."""
+    app.send_task(CHECK_TASK, kwargs={"instance_id": str(instance_id)})
 
 
 RECONCILE = "vastkeep.pool.reconcile"
@@ -49,7 +59,8 @@ def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
         vast = vast_client(res.settings, res.store, res.clock, events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
-                                    res.clock, max_round_s=_round_limit_s()).run(wake=wake_at is not None)
+                                    res.clock, max_round_s=_round_limit_s(),
+                                    check=check_after_lease).run(wake=wake_at is not None)
         finally:
             if vast is not None:
                 vast.close()
@@ -106,7 +117,14 @@ def _exposed(task: Any, lease_id: Any) -> bool:
 
 def _leases() -> Any:
     res = wiring.resources()
-    return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events)
+    return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events,
+                        check=check_after_lease)
+
+
+def _request_id(task: Any, given: str | None) -> str:
+    """One id per logical call: the caller's, else the task id (kept by retries and redeliveries), so a
+    retried or re-sent lease script answers with its first answer."""
+    return given if given is not None else str(task.request.id)
 
 
 def _refused(exc: VastkeepError) -> dict[str, Any]:
@@ -118,16 +136,20 @@ def _refused(exc: VastkeepError) -> dict[str, Any]:
 
 @app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.lease", wiring.settings()))
-def lease(self: Any, duration_s: int, client: str) -> Mapping[str, Any]:
+def lease(self: Any, duration_s: int, client: str, request_id: str | None = None) -> Mapping[str, Any]:
     """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
     "fence", "client"}`` (``leaseId`` shown as ``lse_***`` in events and logs), or ``{"ok": false,
     "error": "LeaseBusy", "reason", "retryAfterS"}``.
 
-    Not retried when busy: the caller decides whether to wait ``retryAfterS``.
+    Not retried when busy: the caller decides whether to wait ``retryAfterS``. ``request_id`` (default: the
+    task id): a second task with the same id gets the first one's answer, never a second instance.
     """
+    rid = _request_id(self, request_id)
+
     def go() -> Mapping[str, Any]:
         try:
-            return PrivateResult({"ok": True, **_leases().grant(duration_s, client).to_dict()})
+            grant = _leases().grant(duration_s, client, request_id=rid)
+            return PrivateResult({"ok": True, **grant.to_dict()})
         except (LeaseBusy, PermanentError) as exc:
             return _refused(exc)
 
@@ -136,16 +158,19 @@ def lease(self: Any, duration_s: int, client: str) -> Mapping[str, Any]:
 
 @app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.renew_lease", wiring.settings()))
-def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> Mapping[str, Any]:
+def renew_lease(self: Any, lease_id: str, duration_s: int = 600,
+                request_id: str | None = None) -> Mapping[str, Any]:
     """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
     (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed). Send the id with
     ``kwargsrepr`` redacted; if it was sent in the clear, the answer adds ``"rotated": true`` and the new
     ``leaseId`` to use from now on (the exposed id no longer works)."""
     rotate = _exposed(self, lease_id)
+    rid = _request_id(self, request_id)
 
     def go() -> Mapping[str, Any]:
         try:
-            return PrivateResult({"ok": True, **_leases().renew(lease_id, duration_s, rotate=rotate)})
+            return PrivateResult({"ok": True, **_leases().renew(lease_id, duration_s, rotate=rotate,
+                                                                request_id=rid)})
         except PermanentError as exc:
             return _refused(exc)
 
@@ -154,13 +179,15 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600) -> Mapping[str,
 
 @app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.release_lease", wiring.settings()))
-def release_lease(self: Any, lease_id: str) -> dict[str, Any]:
-    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false.
-    Send the id with ``kwargsrepr`` redacted (once released, an exposed id is worthless anyway)."""
+def release_lease(self: Any, lease_id: str, request_id: str | None = None) -> dict[str, Any]:
+    """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false;
+    its health check is queued at once. Send the id with ``kwargsrepr`` redacted (once released, an exposed
+    id is worthless anyway)."""
+    rid = _request_id(self, request_id)
 
     def go() -> dict[str, Any]:
         try:
-            return {"ok": True, **_leases().release(lease_id)}
+            return {"ok": True, **_leases().release(lease_id, request_id=rid)}
         except PermanentError as exc:
             return _refused(exc)
 

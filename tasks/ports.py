@@ -7,7 +7,9 @@ hiccup (TransientError / redis errors) is retried with full jitter; an unknown i
 Vast.ai no longer knows is marked "failed" by the flow and reported with ``gone_at_provider: true``. The
 pool sweep lists the instances at Vast.ai once (when a key is configured) to keep every record's address
 current, never fails on that refresh (it reports ``refresh_error`` and validates the rest), and runs under
-the ``ports-sweep`` lease so beat and admin-queued sweeps never overlap.
+the ``ports-sweep`` lease so sweeps queued at once never overlap. Neither task has a beat entry:
+polling queues ``validate_instance`` for a running instance without a validated port, the end of a client
+lease queues its instance's health check (``tasks/pool.py``), operators queue the sweep.
 """
 
 from __future__ import annotations

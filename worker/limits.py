@@ -113,6 +113,8 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
         "vastkeep.polling.dispatch": _limit(POLL_DISPATCH_RUN_S + 10.0),
         # one Vast.ai listing (with retries) and its write to the snapshot
         "vastkeep.polling.refresh": _limit(vast_call_budget_s() + 5.0),
+        # one show_instance (with retries) and a few Redis writes
+        "vastkeep.polling.confirm_absence": _limit(vast_call_budget_s()),
         "vastkeep.polling.ensure": _limit(0.0),
         # one listing, then rents and destroys (a lost rent answer ends the round's renting)
         "vastkeep.pool.reconcile": _limit(vast_call_budget_s() + 40.0),

@@ -46,6 +46,18 @@ def group_members(pgids: set[int]) -> set[int]:
     return found
 
 
+def documented_children() -> set[str]:
+    """The child names in docs/running.md's table of what `vastkeep up` starts."""
+    lines = (ROOT / "docs" / "running.md").read_text().splitlines()
+    start = lines.index("| child | what | started when |")
+    names = set()
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        names.add(line.split("|")[1].strip().strip("`"))
+    return names
+
+
 def vk(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vastkeep.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -81,7 +93,13 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         assert stack["simulated"] is True and stack["redis_embedded"] is True
         text = out_path.read_text()
         assert "cloud is SIMULATED" in text
-        assert f"Vast.ai API {stack['simulator']['vast_api_url']}   (SIMULATED" in text
+        assert f"Vast.ai API {stack['simulator']['vast_api_url']}   (the simulator's)" in text
+        assert text.count("SIMULATED") == 1  # said once, in the warning line
+        assert f"  simulator   {stack['simulator']['control_url']}   (control API" in text
+        assert 'its token: "control_token" in .vastkeep/sim/ready.json' in text
+        assert stack["simulator"]["control_token"] not in text
+        assert "In another terminal in this folder: " in text
+        assert stack["tokens_configured"] == {"vastai": True, "huggingface": True, "civitai": True}
         assert stack["vast_mode"] == "simulated" and stack["config_warnings"] == []
         assert "[Watchdog] Registered process: Worker-control" in text
         assert text.count(stack["admin_api_key"]) == 1  # printed exactly once
@@ -126,6 +144,13 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         # status prints a summary without any secret; `celery inspect ping` finds the stack by itself
         status = vk(["status"], tmp_path, env)
         assert status.returncode == 0 and "worker-control" in status.stdout
+        assert f"simulator   {stack['simulator']['control_url']}" in status.stdout
+        assert stack["simulator"]["control_token"] not in status.stdout
+        # docs/running.md's table of children is the stack's real list
+        assert set(stack["children"]) == documented_children()
+        # a fault for an instance the simulator does not have: a clear error, exit 1
+        fault = vk(["simulate", "fault", "999999", "crash"], tmp_path, env)
+        assert fault.returncode == 1 and "no instance 999999" in fault.stderr, fault.stderr
         assert f"redis://:***@127.0.0.1:{redis_parts.port}/0" in status.stdout
         status_json = vk(["status", "--json"], tmp_path, env)
         assert json.loads(status_json.stdout)["redis_url"].startswith("redis://:***@")

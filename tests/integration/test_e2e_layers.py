@@ -1,16 +1,19 @@
 """Fault scenarios across layers, driven through the entry points production uses.
 
 Nothing here orchestrates the layers from the test side. The test plays the parts that are not vastkeep's:
-the cloud (the simulator, its own process, with faults from its control API), the operator (HTTP calls to
-the admin API) and the warm pool that does not exist yet (it rents through the product's pre-flighted
-``vastkeep.tokens.vast_client`` and stores a ``loading`` record). Everything else is the product's own
-code on its production path: beat's tasks sent by name (``vastkeep.ports.validate_pool``,
-``vastkeep.tokens.validate_all``) to the session's real Celery worker on the real broker, the admin API
-built by ``worker.api.create`` (the ``uvicorn --factory`` target) with its real dispatcher, and the
-settings that configure both. The assertions read what production leaves behind: task results, store
+the cloud (the simulator, its own process, with faults from its control API) and the operator (HTTP calls
+to the admin API), who also rents an instance of their own outside the warm pool (through the product's
+pre-flighted ``vastkeep.tokens.vast_client``, then a ``loading`` record, as ``instances/{id}/adopt`` leaves
+one). Everything else is the product's own code on its production path: the port sweep queued the way
+production queues it, by the operator through the admin API (``POST /ports/validate`` sends
+``vastkeep.ports.validate_pool`` by name; beat does not run it: polling queues ``validate_instance`` per
+instance, and a lease's end queues its own check, see test_stack_lease_cycles.py), beat's
+``vastkeep.tokens.validate_all`` sent by name, both to the session's real Celery worker on the real broker,
+the admin API built by ``worker.api.create`` (the ``uvicorn --factory`` target) with its real dispatcher,
+and the settings that configure both. The assertions read what production leaves behind: task results, store
 records, the durable event stream, the guide's log lines.
 
-(a) rented → loading → ready with the mapped URL and the guide's ✅ line, by the pool sweep;
+(a) rented → loading → ready with the mapped URL and the guide's ✅ line, by the port sweep;
 (b) every path firewalled → stays loading with the guide's firewall error and ⚠️ line; cleared → ready;
 (c) ComfyUI crash on a ready instance → the sweep says refused; restored → ok;
 (d) Vast.ai key invalidated → validate_all, durable ``token-invalid`` event, ❌ line, the pre-flight refuses
@@ -104,9 +107,12 @@ def beat(name: str, timeout_s: float = 30.0) -> dict[str, Any]:
     return result
 
 
-def sweep() -> dict[str, Any]:
-    """One run of the pool sweep (beat's ``vastkeep.ports.validate_pool``); it must not be skipped."""
-    result = beat("vastkeep.ports.validate_pool")
+def sweep(admin: ServedApp) -> dict[str, Any]:
+    """One port sweep, queued by the operator through the admin API (``POST /ports/validate`` with no
+    instance: ``vastkeep.ports.validate_pool`` by name on the real worker); it must not be skipped."""
+    result = queued_result(admin, call_admin(admin, "POST", "/ports/validate", json={}))
+    assert isinstance(result, dict), result
+    assert json.loads(json.dumps(result)) == result  # plain JSON round trip
     assert "skipped" not in result or "refresh_error" in result, result
     return result
 
@@ -148,11 +154,11 @@ def verdict(store: StateStore, iid: int) -> dict[str, Any]:
     return rec.port_validation
 
 
-def sweep_until(store: StateStore, iid: int, ok: Callable[[dict[str, Any]], bool],
+def sweep_until(admin: ServedApp, store: StateStore, iid: int, ok: Callable[[dict[str, Any]], bool],
                 what: str) -> dict[str, Any]:
-    """Let beat's sweep run (as every poll interval does) until the stored verdict satisfies ``ok``."""
+    """Sweep (as the operator would, again) until the stored verdict satisfies ``ok``."""
     def step() -> dict[str, Any] | None:
-        sweep()
+        sweep(admin)
         pv = verdict(store, iid)
         return pv if ok(pv) else None
 
@@ -160,8 +166,8 @@ def sweep_until(store: StateStore, iid: int, ok: Callable[[dict[str, Any]], bool
 
 
 def rent(settings: Settings, store: StateStore, label: str) -> int:
-    """What the warm pool will do: the cheapest rentable offer, rented through the product's pre-flighted
-    client, then a ``loading`` record (Layer 3 promotes it)."""
+    """The operator's own instance (outside the warm pool): the cheapest rentable offer, rented through the
+    product's pre-flighted client, then a ``loading`` record (Layer 3 promotes it)."""
     with vast_client(settings, store) as vast:
         offers = vast.search_offers({"rentable": {"eq": True}, "order": [["dph_total", "asc"]]}, limit=3)
         assert offers, "the simulator offers nothing"
@@ -197,21 +203,21 @@ def assert_no_secret(blob: str, keys: list[str]) -> None:
 
 
 # ── (a) loading → ready ─────────────────────────────────────────────────────
-def test_rented_instance_goes_loading_then_ready_on_mapped_port(production, cloud, store, events,
+def test_rented_instance_goes_loading_then_ready_on_mapped_port(production, admin, cloud, store, events,
                                                                 caplog) -> None:
     caplog.set_level(logging.INFO)
     iid = rent(production, store, "vk-e2e-a")
     wait_for(lambda: at_provider(cloud, iid).is_loading, f"{iid} loading at the provider")
 
     # While Vast.ai reports no ports, Layer 3 has nothing to probe: the record stays loading.
-    early = sweep()
+    early = sweep(admin)
     assert early["checked"] == 1 and early["passed"] == 0
     pv = verdict(store, iid)
     assert pv["success"] is False and pv["error"] == NO_CANDIDATES_ERROR and pv["candidates"] == []
     rec = store.get_instance(str(iid))
     assert rec.status == "loading" and rec.connection_url is None and rec.ports == {}
 
-    result = sweep_until(store, iid, lambda pv: pv["success"], f"{iid} ready")
+    result = sweep_until(admin, store, iid, lambda pv: pv["success"], f"{iid} ready")
     vi = at_provider(cloud, iid)
     mapped = vi.ports["8188/tcp"]
     assert mapped != 8188
@@ -230,7 +236,7 @@ def test_rented_instance_goes_loading_then_ready_on_mapped_port(production, clou
 
 
 # ── (b) firewall ────────────────────────────────────────────────────────────
-def test_firewall_keeps_loading_then_clearing_it_makes_ready(production, cloud, store, events,
+def test_firewall_keeps_loading_then_clearing_it_makes_ready(production, admin, cloud, store, events,
                                                              caplog) -> None:
     caplog.set_level(logging.INFO)
     cloud.control.set_rent_defaults(direct_8188=True, port_18188=True)
@@ -240,7 +246,7 @@ def test_firewall_keeps_loading_then_clearing_it_makes_ready(production, cloud, 
     cloud.control.net(iid, "firewall")  # every path: direct :8188, 8188/tcp, 18188/tcp
 
     t0 = SYSTEM_CLOCK.monotonic()
-    swept = sweep()
+    swept = sweep(admin)
     elapsed = SYSTEM_CLOCK.monotonic() - t0
     assert swept["checked"] == 1 and swept["firewall"] == 1 and swept["failed_ids"] == [str(iid)]
     blocked = verdict(store, iid)
@@ -256,7 +262,7 @@ def test_firewall_keeps_loading_then_clearing_it_makes_ready(production, cloud, 
     assert failed[-1].fields["firewall"] is True and failed[-1].fields["status"] == "loading"
 
     cloud.control.open_path(iid)  # the firewall is lifted: the next sweep promotes it
-    ready = sweep_until(store, iid, lambda pv: pv["success"], f"{iid} ready")
+    ready = sweep_until(admin, store, iid, lambda pv: pv["success"], f"{iid} ready")
     assert ready["kind"] == "direct" and ready["port"] == 8188  # priority, not speed
     rec = store.get_instance(str(iid))
     assert rec.status == "ready" and rec.connection_url == f"http://{vi.public_ip}:8188"
@@ -265,13 +271,13 @@ def test_firewall_keeps_loading_then_clearing_it_makes_ready(production, cloud, 
 
 
 # ── (c) ComfyUI crash on a ready instance ───────────────────────────────────
-def test_comfy_crash_on_ready_instance_then_restore(production, cloud, store, events, caplog) -> None:
+def test_comfy_crash_on_ready_instance_then_restore(production, admin, cloud, store, events, caplog) -> None:
     caplog.set_level(logging.INFO)
     iid = rent(production, store, "vk-e2e-c")
-    url = sweep_until(store, iid, lambda pv: pv["success"], f"{iid} ready")["connection_url"]
+    url = sweep_until(admin, store, iid, lambda pv: pv["success"], f"{iid} ready")["connection_url"]
 
     cloud.control.crash_comfy(iid)  # every ComfyUI path refuses; open connections are reset
-    assert sweep()["failed_ids"] == [str(iid)]
+    assert sweep(admin)["failed_ids"] == [str(iid)]
     down = verdict(store, iid)
     assert down["success"] is False and down["firewall"] is False
     assert {c["outcome"] for c in down["candidates"]} == {"refused"}
@@ -281,10 +287,10 @@ def test_comfy_crash_on_ready_instance_then_restore(production, cloud, store, ev
     assert rec.status == "ready" and rec.connection_url == url
     assert f"⚠️  Port validation failed: {down['error']}" in caplog.messages
 
-    sweep()
+    sweep(admin)
     assert verdict(store, iid)["error"] == down["error"]  # steady failure: no second event
     cloud.control.restore_comfy(iid)
-    up = sweep_until(store, iid, lambda pv: pv["success"], f"{iid} back")
+    up = sweep_until(admin, store, iid, lambda pv: pv["success"], f"{iid} back")
     assert up["connection_url"] == url and up["kind"] == "mapped"
     assert kinds(events, iid)[-3:] == ["port-validated", "port-validation-failed", "port-validated"]
 

@@ -21,7 +21,16 @@ from tests.integration.test_event_kinds import documented_fields
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.settings import Secret
 from vastkeep.monitoring.pool_status import primary_instance
-from vastkeep.polling import Poller, PollPolicy, PollSchedule, ProviderSnapshot, adopt, forget
+from vastkeep.polling import (
+    CONFIRM_TASK,
+    Poller,
+    PollPolicy,
+    PollSchedule,
+    ProviderSnapshot,
+    adopt,
+    confirm_absence,
+    forget,
+)
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.probe import ProbeConfig
 from vastkeep.ports.validator import PortValidator
@@ -53,6 +62,7 @@ class Harness:
         self.vast = VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0))
         self.sent: list[tuple[float, str]] = []
         self.wakes: list[tuple[float, float]] = []
+        self.asked: list[str] = []
         probe = ProbeConfig(tcp_timeout_s=0.5, http_timeout_s=1.0, allow_loopback=True)
         self.validator = PortValidator(probe, concurrency=20)
         self.auto_validate = True
@@ -67,6 +77,11 @@ class Harness:
     def _send(self, name: str, kwargs: dict[str, Any]) -> None:
         if name == "vastkeep.polling.refresh":  # what the worker does with the refresh task
             self._helper(self.poller.refresh, inline=True)
+            return
+        if name == CONFIRM_TASK:  # what the worker does with vastkeep.polling.confirm_absence
+            self.asked.append(kwargs["instance_id"])
+            self._helper(confirm_absence, self.store.redis, self.store.keys, self.vast, self.poller.schedule,
+                         kwargs["instance_id"])
             return
         if name == "vastkeep.pool.reconcile":  # the warm pool woken for a dead instance
             self.wakes.append((time.time(), kwargs["wake_at"]))

@@ -1,40 +1,61 @@
 """Client leases on a real redis-server: racing clients over real HTTP, fences, renew, release, expiry with a
-health check before the instance is handed out again, and the reconciler never taking a leased instance."""
+health check before the instance is handed out again (queued by the release or the expiry itself and run by
+the real worker's port validation against a real ComfyUI stand-in), the reconcile round noticing expiries
+(index entry dropped, check queued, a failed check retired), and the reconciler never taking a leased
+instance. The whole cycle on `vastkeep up`: tests/integration/test_stack_lease_cycles.py."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
 
+from tests.helpers import wait_until
 from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
 from tests.integration.test_pool_reconcile import Pool, destroy_all
 from vastkeep.admin import HEADER
-from vastkeep.core.clock import FakeClock, iso
+from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
-from vastkeep.pool import PoolLeases
-from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore
+from vastkeep.core.settings import load_settings
+from vastkeep.pool import PoolLeases, Reconciler
+from vastkeep.ports.flow import record_validation, validate_instance
+from vastkeep.ports.validator import PortValidation, PortValidator
+from vastkeep.state import EventLog, InstanceRecord, Keys, LeaseManager, StateStore
 
 H = {HEADER: KEY}
 
 
 def ready(store: StateStore, n: int, *, checked_at: str = "2026-01-01T00:00:00.000Z",
-          first: int = 100) -> list[str]:
+          first: int = 100, comfy: list[Any] | None = None) -> list[str]:
+    """``n`` ready records of the pool; with ``comfy`` (port_servers listeners) each at a real ComfyUI."""
     ids = []
     for i in range(n):
         iid = str(first + i)
+        where = {} if comfy is None else {"public_ip": comfy[i].ip, "ports": {"8188/tcp": comfy[i].port}}
         store.put_instance(InstanceRecord(iid, status="ready", label=f"vastkeep:default:{i}",
                                           connection_url=f"http://127.0.0.{i + 1}:8188",
-                                          port_validation={"success": True, "checked_at": checked_at}))
+                                          port_validation={"success": True, "checked_at": checked_at},
+                                          **where))
         ids.append(iid)
     return ids
 
 
-def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None:  # noqa: F811
+class Checks:
+    """The leasing flow's check port, recording what it was asked (the wiring sends the task instead)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, instance_id: str) -> None:
+        self.asked.append(instance_id)
+
+
+def test_20_clients_race_for_5_instances_over_http(served, redis_client, port_servers) -> None:  # noqa: F811
     s, store = served
-    ids = ready(store, 5)
+    ids = ready(store, 5, comfy=[port_servers.open("ok") for _ in range(5)])
     barrier = threading.Barrier(20)
 
     def take(i: int) -> requests.Response:
@@ -60,23 +81,31 @@ def test_20_clients_race_for_5_instances_over_http(served, redis_client) -> None
     assert sorted(v["instanceId"] for v in views) == ids
     assert all(v["client"].startswith("svc-") for v in views)
     assert "lse_" not in str(status)  # lease ids are the holders' capabilities: never shown
-    # renew, release; the next grant of that instance carries a higher fence after its health check
+    # renew, release; the release queues the instance's health check (a port validation on the real worker);
+    # the next grant of that instance carries a higher fence and comes only after that check passed
     lid, iid = won[0]["leaseId"], won[0]["instanceId"]
     r = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}/renew", json={"durationS": 1200},
                       headers=H, timeout=5)
     assert r.status_code == 200 and r.json()["instanceId"] == iid and r.json()["fence"] == won[0]["fence"]
+    released_at = iso(SYSTEM_CLOCK.now())
     assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
                            timeout=5).json()["released"] is True
     assert requests.delete(f"{s.url}/api/proxy/admin/warm-pool/leases/{lid}", headers=H,
                            timeout=5).status_code == 404
-    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
-                          headers=H, timeout=5)
-    assert again.status_code == 503 and "health-checked" in again.json()["reason"]  # not before a check
-    checked = {"success": True, "checked_at": "2999-01-01T00:00:00.000Z"}  # a port sweep passed it again
-    store.update_instance(iid, {"port_validation": checked})
-    again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases", json={"durationS": 60, "client": "x"},
-                          headers=H, timeout=5)
+    refusals = []
+    deadline = SYSTEM_CLOCK.monotonic() + 30  # one keepalive interval
+    while True:
+        again = requests.post(f"{s.url}/api/proxy/admin/warm-pool/leases",
+                              json={"durationS": 60, "client": "x"}, headers=H, timeout=5)
+        if again.status_code == 201 or SYSTEM_CLOCK.monotonic() > deadline:
+            break
+        assert again.status_code == 503 and "health-checked" in again.json()["reason"], again.text
+        assert again.headers["Retry-After"] == "1"
+        refusals.append(again)
+        SYSTEM_CLOCK.sleep(0.05)
     assert again.status_code == 201 and again.json()["instanceId"] == iid and again.json()["fence"] == 6
+    checked = store.get_instance(iid).port_validation
+    assert checked["success"] is True and checked["checked_at"] > released_at  # the real check ran
 
 
 def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
@@ -92,12 +121,13 @@ def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
     assert requests.post(f"{url}/../x/renew", json={}, headers=H, timeout=5).status_code == 404
 
 
-def test_expiry_returns_the_instance_after_a_health_check(redis_client) -> None:
-    clock = FakeClock()
+def test_expiry_returns_the_instance_after_a_health_check(redis_client, port_servers) -> None:
+    clock = FakeClock(SYSTEM_CLOCK.now())
     store = StateStore(redis_client, Keys(), clock)
     events = EventLog(redis_client, Keys(), clock)
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
-    [iid] = ready(store, 1)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
     first = leases.grant(10, "svc-a")
     with pytest.raises(LeaseBusy) as busy:
         leases.grant(10, "svc-b")
@@ -107,8 +137,14 @@ def test_expiry_returns_the_instance_after_a_health_check(redis_client) -> None:
         leases.renew(first.lease_id, 10)
     with pytest.raises(LeaseBusy) as busy:
         leases.grant(10, "svc-b")
-    assert busy.value.data["reason"] == "none-ready"
-    store.update_instance(iid, {"port_validation": {"success": True, "checked_at": iso(clock.now())}})
+    assert busy.value.data["reason"] == "checking" and busy.value.data["retry_after_s"] == 1
+    assert checks.asked == [iid]  # the grant that met the expired lease queued its check, once
+    with pytest.raises(LeaseBusy):
+        leases.grant(10, "svc-b")
+    assert checks.asked == [iid]
+    simulated = load_settings(environ={"VASTKEEP_SIMULATED": "1"}, env_file=False)
+    validator = PortValidator.from_settings(simulated, clock=clock)
+    assert validate_instance(store, events, validator, iid, clock=clock)["success"] is True  # the check
     second = leases.grant(10, "svc-b")
     assert second.instance_id == iid and second.fence > first.fence
     with pytest.raises(InvalidInput):
@@ -194,3 +230,99 @@ def test_an_instance_whose_comfyui_is_lost_is_not_leased_until_it_answers_again(
     assert busy.value.data["reason"] == "none-ready" and "keepalive lost" in str(busy.value)
     store.update_instance(lost, {"extra": {}})  # a ping answered again: the runner drops the mark
     assert leases.grant(60, "svc-b").instance_id == lost
+
+
+def test_the_round_notices_an_expiry_and_replaces_an_instance_whose_check_failed(cloud, redis_client) -> None:
+    """An expiry is an ``until`` field: the reconcile round is the process that notices it (the lease ends,
+    its id leaves the index, its check is queued); a check that fails after the end retires the instance
+    and the same round's plan destroys and replaces it."""
+    cloud.control.set_lifecycle(created_s=0.1, loading_s=0.3, boot_s=0.1)
+    cloud.control.set_rent_defaults(ssh=False, ssh_proxy=False)
+    pool = Pool(cloud, redis_client)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", pool.clock, pool.store, pool.events,
+                        check=checks)
+
+    def round_() -> dict[str, Any]:
+        with pool.vast() as vast:
+            return Reconciler(pool.settings, pool.store, pool.events, LeaseManager(redis_client, Keys(),
+                              pool.clock), pool.book, vast, pool.clock, client_leases=leases).run()
+
+    pool.size(1)
+    round_()
+    [rec] = pool.store.list_instances()
+    iid = rec.instance_id
+    validator = PortValidator.from_settings(pool.settings, clock=pool.clock)
+
+    def check() -> dict[str, Any]:  # what the worker's vastkeep.ports.validate_instance does
+        with pool.vast() as vast:
+            return validate_instance(pool.store, pool.events, validator, iid, vast=vast, clock=pool.clock)
+
+    wait_until(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
+    assert pool.store.get_instance(iid).status == "ready"
+    grant = leases.grant(10, "svc-gone")  # its holder goes away: never renews, never releases
+    index = Keys().pool_lease_index("default")
+    assert redis_client.hlen(index) == 1
+    pool.clock.advance(11)
+    out = round_()
+    assert out["leases"] == {"expired": 1, "checks": 1, "retired": []}
+    assert redis_client.hlen(index) == 0  # no residue: the expired lease's id left the index
+    assert checks.asked == [iid]
+    ended = [e.fields for e in pool.events.read(count=1000) if e.kind == "pool-lease-ended"]
+    assert ended == [{"instance_id": iid, "client": "svc-gone", "fence": grant.fence, "reason": "expired"}]
+    assert pool.store.get_instance(iid).leased_until is None  # the mirror follows
+    assert round_()["leases"] == {"expired": 0, "checks": 0, "retired": []}  # queued once, not per round
+
+    cloud.control.refuse(int(iid))  # the instance's ComfyUI port is closed: the post-lease check fails
+    pool.clock.advance(0.01)
+    assert check()["success"] is False
+    with pytest.raises(LeaseBusy) as busy:
+        leases.grant(60, "svc-next")
+    assert "failed their health check" in str(busy.value)  # never handed out
+    out = round_()
+    assert out["leases"]["retired"] == [iid]
+    assert out["destroyed"] == [[iid, "failed"]] and len(out["rented"]) == 1  # replaced in the same round
+    assert [str(vi.id) for vi in pool.provider()] == out["rented"]
+
+
+def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> None:
+    """One request id is one logical call: a repeat after a grant returns that grant; a refusal changed
+    nothing, so a repeat with the same id (a client retrying its 503 with its Idempotency-Key) is served."""
+    clock = FakeClock(SYSTEM_CLOCK.now())
+    store = StateStore(redis_client, Keys(), clock)
+    events = EventLog(redis_client, Keys(), clock)
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
+    with pytest.raises(LeaseBusy):
+        leases.grant(60, "svc", request_id="call-1")
+    [iid] = ready(store, 1)
+    first = leases.grant(60, "svc", request_id="call-1")
+    assert first.instance_id == iid
+    assert leases.grant(60, "svc", request_id="call-1") == first  # not a second lease, nor a refusal
+    released = leases.release(first.lease_id, request_id="call-2")
+    assert leases.release(first.lease_id, request_id="call-2") == released  # not NotFound
+    with pytest.raises(NotFound):
+        leases.release(first.lease_id, request_id="call-3")  # a new call: that lease is gone
+    with pytest.raises(InvalidInput):
+        leases.grant(60, "svc", request_id="no spaces allowed")
+    assert [e.kind for e in events.read(count=100)] == ["pool-lease-granted", "pool-lease-ended"]  # once each
+
+
+def test_a_later_failing_verdict_is_not_a_failed_post_lease_check(redis_client, port_servers) -> None:
+    """Once a check passed after a lease's end, the round marks that lease cleared: a verdict that fails
+    later (Layer 3 run again for any reason) is Layer 4/5's business and never retires the instance."""
+    clock = FakeClock(SYSTEM_CLOCK.now())
+    store = StateStore(redis_client, Keys(), clock)
+    events = EventLog(redis_client, Keys(), clock)
+    checks = Checks()
+    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
+    simulated = load_settings(environ={"VASTKEEP_SIMULATED": "1"}, env_file=False)
+    validator = PortValidator.from_settings(simulated, clock=clock)
+    leases.release(leases.grant(60, "svc").lease_id)
+    clock.advance(0.01)
+    assert checks.asked == [iid] and validate_instance(store, events, validator, iid, clock=clock)["success"]
+    assert leases.settle() == {"expired": 0, "checks": 0, "retired": []}
+    clock.advance(0.01)
+    record_validation(store, events, iid, PortValidation(False, error="a later blip"), clock)
+    assert leases.settle()["retired"] == [] and store.get_instance(iid).status == "ready"
+    assert leases.grant(60, "svc").instance_id == iid  # the grant honours the cleared lease too

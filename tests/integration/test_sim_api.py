@@ -210,6 +210,30 @@ def test_slow_api_makes_a_read_timeout(sim):
     )
 
 
+def test_ambiguous_answers_are_200_with_the_given_body(sim):
+    iid = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)["id"]
+    h = sim.vast_headers()
+    listing, show = f"{sim.vast_api_url}/instances", f"{sim.vast_api_url}/instances/{iid}/"
+    sim.control.ambiguous_answer("", path_equals="/api/v0/instances", count=1)  # the listing alone, once
+    sim.control.ambiguous_answer('{"instances": null}', path_contains=f"/instances/{iid}/")
+    empty = requests.get(listing, headers=h, timeout=T)
+    assert empty.status_code == 200 and empty.content == b""
+    assert empty.headers["Content-Type"] == "application/json"
+    assert requests.get(show, headers=h, timeout=T).json() == {"instances": None}
+    assert requests.get(show, headers=h, timeout=T).json() == {"instances": None}  # until cleared
+    assert [r["id"] for r in requests.get(listing, headers=h, timeout=T).json()["instances"]] == [iid]
+    # method filter: a DELETE of the instance is not answered by the GET fault
+    assert requests.delete(show, headers=h, timeout=T).json() == {"success": True}
+    seen = [e["status"] for e in sim.control.requests_seen(service="vast")[-5:]]
+    assert seen == [200, 200, 200, 200, 200]
+
+
+@pytest.mark.parametrize("spec", [{"status": 200}, {"status": 200, "body": 5}, {"status": 302, "body": ""}])
+def test_ambiguous_answer_needs_a_string_body_and_status_200(sim, spec):
+    with pytest.raises(RuntimeError, match="400"):
+        sim.control._call("POST", "/api_faults", {"service": "vast", **spec})
+
+
 def test_huggingface_and_civitai_token_checks(sim):
     hf, civ = sim.info["hf_token"], sim.info["civitai_token"]
     who = requests.get(sim.base_url + "/api/whoami-v2", headers={"Authorization": f"Bearer {hf}"}, timeout=T)

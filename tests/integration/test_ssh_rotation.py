@@ -108,3 +108,39 @@ def test_repeated_truncation_while_lines_keep_coming_stores_every_generation_onc
     # (the bytes are still each stored once, in order: the old generation just holds two files' worth)
     assert 1 <= rig.logs.generation(rig.iid, LOG)[0] <= 5
     _offsets_unique_and_growing(rig)
+
+
+def test_rotated_by_rename_keeps_what_the_writer_appends_to_the_old_file_after_the_switch(sim, redis_server):
+    """logrotate renames the file and creates a new one; the writer keeps its old descriptor (until it is
+    told to reopen) and appends 8 more lines over 2.4 s, well past the 1 s health check that sees the new
+    inode, then a last line without its newline. The old file is drained before the switch: every byte of
+    both files is stored once, in order."""
+    rig = Rig(sim, redis_server, health_interval_s=1.0, keepalive_interval_s=2.0, keepalive_max_miss=5)
+    try:
+        rig.append(b"old 0\n")
+        rig.start()
+        rig.wait_stored(6)
+        expected = b"old 0\n"
+        with open(rig.log_path, "ab") as writer:  # the writer's descriptor survives the rename
+            os.rename(rig.log_path, str(rig.log_path) + ".1")
+            with open(rig.log_path, "wb") as fh:
+                fh.write(b"new 0\n")
+            for i in range(1, 9):
+                time.sleep(0.3)
+                line = f"old {i} written after the rename\n".encode()
+                writer.write(line)
+                writer.flush()
+                expected += line
+            writer.write(b"old last, never finished")
+            writer.flush()
+            expected += b"old last, never finished"
+        rig.append(b"new 1\n")
+        expected += b"new 0\nnew 1\n"
+        rig.wait_stored(len(expected), timeout_s=30)
+        assert rig.stored() == expected
+        ev = _rotations(rig)
+        assert len(ev) == 1 and ev[0]["offset"] == len(expected) - 12
+        _offsets_unique_and_growing(rig)
+        assert rig.collector.result.sessions == 1
+    finally:
+        rig.stop()

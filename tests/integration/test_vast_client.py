@@ -23,11 +23,13 @@ from vastkeep.core.errors import (
     NotFound,
     PermanentError,
     RateLimited,
+    RecordMissing,
     RentOutcomeUnknown,
     ServerError,
     TokenInvalid,
     TransientError,
     VastkeepError,
+    is_transient,
 )
 from vastkeep.core.settings import Secret
 from vastkeep.providers.http import RetryPolicy, make_session, request_with_retry, safe_url
@@ -91,10 +93,18 @@ def test_list_instances_skips_a_record_without_id(client: VastClient, vast_stub:
     assert "skipping" in caplog.text
 
 
-@pytest.mark.parametrize(("body", "expected"), [({"instances": None}, []), ({}, [])])
-def test_list_instances_empty(client: VastClient, vast_stub: VastStub, body: dict, expected: list) -> None:
+def test_list_instances_empty_list_is_no_instances(client: VastClient, vast_stub: VastStub) -> None:
+    vast_stub.override("GET", "/instances", 200, {"instances": []})
+    assert client.list_instances() == []
+
+
+@pytest.mark.parametrize("body", [{"instances": None}, {}])
+def test_list_instances_without_a_list_is_an_error_not_an_empty_account(
+        client: VastClient, vast_stub: VastStub, body: dict) -> None:
     vast_stub.override("GET", "/instances", 200, body)
-    assert client.list_instances() == expected
+    with pytest.raises(MalformedResponse) as info:
+        client.list_instances()
+    assert is_transient(info.value)
 
 
 def test_show_instance_single_object(client: VastClient, vast_stub: VastStub) -> None:
@@ -113,11 +123,19 @@ def test_show_instance_tolerates_a_one_element_list(client: VastClient, vast_stu
 
 
 @pytest.mark.parametrize("body", [{"instances": None}, {"instances": []}, {"instances": {}}])
-def test_show_instance_empty_is_not_found(client: VastClient, vast_stub: VastStub, body: dict) -> None:
+def test_show_instance_empty_record_is_unknown_not_not_found(client: VastClient, vast_stub: VastStub,
+                                                               body: dict) -> None:
     vast_stub.override("GET", "/instances/56/", 200, body)
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(RecordMissing) as info:
         client.show_instance(56)
-    assert info.value.instance_id == 56
+    assert info.value.instance_id == 56 and is_transient(info.value)
+
+
+def test_show_instance_without_instances_key_is_malformed(client: VastClient, vast_stub: VastStub) -> None:
+    vast_stub.override("GET", "/instances/59/", 200, {})
+    with pytest.raises(MalformedResponse) as info:
+        client.show_instance(59)
+    assert not isinstance(info.value, RecordMissing | NotFound)
 
 
 def test_show_instance_404_is_not_found_with_instance_id(client: VastClient, vast_stub: VastStub) -> None:

@@ -297,17 +297,17 @@ def test_deadlines_leave_no_descriptor_behind(stall) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_vastkeep_check_health_call_ends_at_its_deadline(stall, mode: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import vastkeep.cli as cli
+    import vastkeep.cli.health as cli
 
     monkeypatch.setattr(cli, "HEALTH_DEADLINE_S", 0.8)
     server = stall(mode)
     started = time.monotonic()
-    ok, text = cli._http_health(server.url)
+    ok, text = cli.http_health(server.url)
     elapsed = time.monotonic() - started
     assert not ok and text == f"{server.url}/health unreachable (no answer within 0.8s)"
     assert elapsed < 0.8 + SLACK_S, elapsed
     healthy = stall("ok")
-    assert cli._http_health(healthy.url) == (True, f"{healthy.url}/health ok")
+    assert cli.http_health(healthy.url) == (True, f"{healthy.url}/health ok")
 
 
 # ── token checks ────────────────────────────────────────────────────────────

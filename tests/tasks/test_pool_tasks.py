@@ -31,6 +31,32 @@ def test_lease_renew_release_by_name(vk_celery_worker, vk_celery_app, store) -> 
     assert bad["ok"] is False and bad["error"] == "InvalidInput"
 
 
+def test_a_repeated_lease_task_answers_once(vk_celery_worker, vk_celery_app, store, redis_client) -> None:
+    """Two runs of one logical call (a retry keeps its task id, the default request id; a caller may pass
+    its own ``request_id``) are answered once: the second run returns the first grant and leases nothing."""
+    import uuid
+
+    from vastkeep.state import Keys
+
+    send = vk_celery_app.send_task
+    for i in range(2):
+        store.put_instance(InstanceRecord(str(601 + i), status="ready", label=f"vastkeep:default:{i}",
+                                          connection_url=f"http://127.0.0.9:{8188 + i}"))
+    call = {"duration_s": 60, "client": "svc", "request_id": str(uuid.uuid4())}
+    first = send("vastkeep.pool.lease", kwargs=call).get(timeout=15)
+    second = send("vastkeep.pool.lease", kwargs=call).get(timeout=15)
+    assert first["ok"] is True and second == first  # the same lease id, instance and fence
+    assert int(redis_client.get(Keys().pool_lease_fence("default"))) == first["fence"]  # one grant
+    other = send("vastkeep.pool.lease", kwargs={"duration_s": 60, "client": "svc"}).get(timeout=15)
+    assert other["ok"] is True and other["instanceId"] != first["instanceId"]  # the second one is free
+    release = {"lease_id": first["leaseId"], "request_id": str(uuid.uuid4())}
+    hidden = repr({"lease_id": "lse_***"})
+    gone = [send("vastkeep.pool.release_lease", kwargs=release, kwargsrepr=hidden).get(timeout=15)
+            for _ in range(2)]
+    assert gone[0] == gone[1] == {"ok": True, "instanceId": first["instanceId"], "released": True,
+                                  "fence": first["fence"]}  # the repeat is answered as it happened
+
+
 def test_reconcile_without_a_key_is_skipped(vk_celery_worker, vk_celery_app) -> None:
     out = vk_celery_app.send_task("vastkeep.pool.reconcile").get(timeout=15)
     assert out == {"skipped": "no Vast.ai key configured"}

@@ -85,14 +85,20 @@ def test_config_warnings(env: dict[str, str], mode: str, expected: list[bool]) -
         ({"vast_mode": "real", "vast_api_url": "https://console.vast.ai/api/v0"},
          "  Vast.ai API https://console.vast.ai/api/v0   (REAL Vast.ai: real instances, real money)"),
         ({"vast_mode": "simulated", "simulated": True, "vast_api_url": "http://127.0.0.1:5/api/v0"},
-         "  Vast.ai API http://127.0.0.1:5/api/v0   (SIMULATED: no real Vast.ai instances, no real money "
-         "(VAST_API_KEY unset))"),
+         "  Vast.ai API http://127.0.0.1:5/api/v0   (the simulator's)"),
     ],
 )
 def test_banner_names_the_vast_url_and_real_or_simulated(info, words) -> None:
     lines = vast_banner_lines(info)
     assert words in lines
     assert not any("WARNING" in line for line in lines)
+
+
+def test_banner_says_simulated_once() -> None:
+    text = "\n".join(vast_banner_lines({"vast_mode": "simulated", "simulated": True,
+                                        "vast_api_url": "http://127.0.0.1:5/api/v0"}))
+    assert text.count("SIMULATED") == 1 and text.count("VAST_API_KEY unset") == 1, text
+    assert "no real money" in text
 
 
 def test_banner_warns_loudly_about_simulated_with_a_real_key() -> None:

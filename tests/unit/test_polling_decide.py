@@ -1,17 +1,27 @@
-"""Layer 5's pure decisions, table by table: the interval per state, the provider's word, ownership."""
+"""Layer 5's pure decisions, table by table: the interval per state, the provider's word, when absence is
+confirmed, ownership."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from vastkeep.core.settings import load_settings
 from vastkeep.polling.decide import (
+    ABSENT_BEFORE_SHOW,
+    ABSENT_CONFIRM_LISTINGS,
     GONE_REASON,
+    REFRESH_RETRY_CAP_S,
+    Absence,
+    ShowAnswer,
+    absence_verdict,
     is_ours,
     needs_port_validation,
     next_poll_interval,
     provider_signature,
     provider_verdict,
+    refresh_retry_s,
 )
 from vastkeep.providers import VastInstance
 from vastkeep.state import InstanceRecord
@@ -64,7 +74,7 @@ def row(actual: str | None = "running", *, intended: str = "running", cur: str =
 OCI = "Error response from daemon: OCI runtime create failed: runc create failed"
 
 
-@pytest.mark.parametrize(("provider", "record", "shown_404", "expected"), [
+@pytest.mark.parametrize(("provider", "record", "confirmed", "expected"), [
     (row(None), rec("starting"), False, ("starting", None)),
     (row("created"), rec("starting"), False, ("starting", None)),
     (row("loading"), rec("starting"), False, ("loading", None)),
@@ -95,8 +105,37 @@ OCI = "Error response from daemon: OCI runtime create failed: runc create failed
     (None, rec("destroying"), True, ("destroying", None)),
     (row("running"), rec("destroyed"), False, ("destroyed", None)),
 ])
-def test_provider_verdict_table(provider, record, shown_404, expected) -> None:
-    assert tuple(provider_verdict(provider, record, shown_404=shown_404, now=NOW)) == expected
+def test_provider_verdict_table(provider, record, confirmed, expected) -> None:
+    assert tuple(provider_verdict(provider, record, absence_confirmed=confirmed, now=NOW)) == expected
+
+
+A = ShowAnswer
+
+
+@pytest.mark.parametrize(("absent", "answer", "expected"), [
+    # listing lag: nothing is asked, nothing decided, whatever an old answer said
+    (0, None, Absence.WAIT), (1, None, Absence.WAIT), (1, A.NOT_FOUND, Absence.WAIT),
+    (1, A.NO_RECORD, Absence.WAIT),
+    # missing from two well-formed listings: ask show once
+    (2, None, Absence.ASK), (7, None, Absence.ASK),
+    # asked and not answered yet, or answered with nothing (timeout, 5xx, empty body): wait, asked again later
+    (2, A.ASKED, Absence.WAIT), (5, A.ASKED, Absence.WAIT),
+    (2, A.ERROR, Absence.WAIT), (9, A.ERROR, Absence.WAIT),
+    # show found it: listing lag, the record stays
+    (2, A.FOUND, Absence.PRESENT), (9, A.FOUND, Absence.PRESENT),
+    # a real 404: confirmed
+    (2, A.NOT_FOUND, Absence.GONE), (4, A.NOT_FOUND, Absence.GONE),
+    # 200 {"instances": null}: never a verdict alone; confirmed only with a third missing listing
+    (2, A.NO_RECORD, Absence.WAIT), (3, A.NO_RECORD, Absence.GONE), (6, A.NO_RECORD, Absence.GONE),
+    # an answer this code does not know is no verdict
+    (5, "bogus", Absence.WAIT),
+])
+def test_absence_verdict_table(absent, answer, expected) -> None:
+    assert absence_verdict(absent, answer) is expected
+
+
+def test_absence_thresholds_are_ordered() -> None:
+    assert 2 <= ABSENT_BEFORE_SHOW < ABSENT_CONFIRM_LISTINGS
 
 
 @pytest.mark.parametrize(("provider", "record", "expected"), [
@@ -157,3 +196,20 @@ def test_pool_wake_at(name, status, label, extra, want):
 
     rec = InstanceRecord("1", status=status, label=label, extra=extra)
     assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want
+
+
+@pytest.mark.parametrize(("failures", "age_s", "low", "high"), [
+    (1, 1.0, 1.0, 2.0),     # the first retry: the snapshot's age + up to one more age
+    (2, 1.0, 1.0, 3.0),
+    (4, 5.0, 5.0, 45.0),
+    (30, 5.0, 5.0, 5.0 + REFRESH_RETRY_CAP_S),  # capped
+    (1, 30.0, 30.0, 60.0),
+    (9, 90.0, 90.0, 180.0),  # an age above the cap: the cap grows to it
+    (0, 1.0, 1.0, 2.0),      # a caller's zero is read as the first failure
+])
+def test_refresh_retry_is_never_faster_than_the_cadence_and_is_jittered(failures, age_s, low, high) -> None:
+    rng = random.Random(7)
+    delays = [refresh_retry_s(failures, age_s, rng) for _ in range(2000)]
+    assert all(low <= d <= high for d in delays), (min(delays), max(delays))
+    assert len({round(d, 6) for d in delays}) > 1900  # spread: workers that failed together retry apart
+    assert max(delays) - min(delays) > 0.9 * (high - low)

@@ -12,6 +12,8 @@ from vastkeep.ssh.decide import (
     backoff_ceiling_s,
     backoff_delay_s,
     failures_after,
+    is_herd,
+    reconnect_ceiling_s,
     reconnect_delay_s,
     use_fallback,
 )
@@ -98,11 +100,45 @@ def test_backoff_is_full_jitter_within_the_ceiling():
     assert backoff_delay_s(0, 999999, rng) == 0.0
 
 
-def test_even_a_healthy_drop_reconnects_after_a_jittered_window():
+@pytest.mark.parametrize(("failures", "recent_drops", "ceiling"), [
+    (0, 0, 0.0),     # a healthy link, no drop counted (Redis down): at once
+    (0, 1, 0.0),     # a lone drop: at once
+    (0, 4, 0.0),     # a few links dropped in the window: still at once
+    (0, 5, 10.0),    # a herd: spread over the window
+    (0, 200, 10.0),
+    (1, 1, 1.0),     # a link that flapped (died before the gate): full-jitter backoff
+    (3, 1, 4.0),
+    (1, 5, 10.0),    # flapping inside a herd: the larger bound
+    (5, 200, 16.0),
+    (9, 200, 256.0),
+    (999999, 1, 300.0),
+])
+def test_reconnect_ceiling_table(failures, recent_drops, ceiling):
+    assert reconnect_ceiling_s(failures, 999999, recent_drops, window_s=10.0, herd_drops=5) == ceiling
+
+
+def test_a_lone_drop_reconnects_at_once_and_a_herd_spreads_over_the_window():
     rng = random.Random(5)
-    delays = [reconnect_delay_s(0, 999999, rng, window_s=1.0) for _ in range(1000)]
-    assert all(0 <= d <= 1.0 for d in delays) and max(delays) - min(delays) > 0.9
-    assert all(0 <= reconnect_delay_s(4, 999999, rng) <= 8.0 for _ in range(100))
+    assert all(reconnect_delay_s(0, 999999, rng, recent_drops=1) == 0.0 for _ in range(100))
+    herd = [reconnect_delay_s(0, 999999, rng, recent_drops=50, window_s=10.0) for _ in range(1000)]
+    assert all(0 <= d <= 10.0 for d in herd) and min(herd) < 0.2 and max(herd) > 9.8
+    assert not is_herd(4) and is_herd(5) and is_herd(1, herd_drops=1)
+
+
+@pytest.mark.parametrize("recent_drops", [1, 3, 5, 200])
+def test_a_flapping_link_never_reconnects_sooner_than_a_healthy_one(recent_drops):
+    """A session that died after 5 s (before the 60 s gate) vs one that was up past the gate, dropped in the
+    same window: the flapping one's bound is never lower, and grows with each flap; its delay is full
+    jitter (spread from 0 to the bound)."""
+    healthy = reconnect_ceiling_s(failures_after(0, 61.0, 60.0), 999999, recent_drops)
+    failures, bounds = 0, []
+    for _ in range(6):
+        failures = failures_after(failures, 5.0, 60.0)
+        bounds.append(reconnect_ceiling_s(failures, 999999, recent_drops))
+    assert all(b >= healthy for b in bounds) and bounds == sorted(bounds) and bounds[-1] > healthy
+    rng = random.Random(7)
+    delays = [reconnect_delay_s(failures, 999999, rng, recent_drops) for _ in range(2000)]
+    assert min(delays) < 0.05 * bounds[-1] and max(delays) > 0.95 * bounds[-1]
 
 
 @pytest.mark.parametrize(("failures", "uptime", "gate", "expected"),

@@ -8,14 +8,20 @@ switching it on here is an operator's safe mode, which never ends by itself.
 ``POST /api/proxy/admin/warm-pool/leases`` ``{"durationS", "client"}`` leases a ready instance (201 with
 ``leaseId``, ``instanceId``, ``connectionUrl``, ``leasedUntil``, ``fence``; 409 when all are leased, 503
 when none is ready, both with ``retryAfterS``); ``POST .../leases/{leaseId}/renew``;
-``DELETE .../leases/{leaseId}``.
+``DELETE .../leases/{leaseId}``. A refusal (409/503) carries ``Retry-After``: 1 s while the instance a
+lease just ended is health-checked (the release queues that check at once).
+
+Each request is one logical call with one request id (the client's ``Idempotency-Key`` header, else one
+made here before the first attempt), so a Lua script redis-py re-sends after a timeout answers with its
+first answer: never two instances for one grant, a release or rotation answered as it happened. A client
+that retries its own HTTP call after a lost answer sends the same ``Idempotency-Key`` to get that answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, Header, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -25,12 +31,18 @@ from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy
 from vastkeep.core.settings import Settings
 from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
-from vastkeep.pool.leasing import MAX_LEASE_S
+from vastkeep.pool.leasing import MAX_LEASE_S, check_request_id, new_request_id
 from vastkeep.pool.ops import MAX_REASON_CHARS
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
 SIZE_PATH = f"{ADMIN_PREFIX}/warm-pool/size"
+#: The health check after a client lease: Layer 3's port validation of that one instance.
+CHECK_TASK = "vastkeep.ports.validate_instance"
+#: One logical call's request id, chosen by the client (the same on a retry of a call whose answer it lost).
+IDEMPOTENCY_KEY = Header(None, alias="Idempotency-Key", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+                         description="the same key on a retry gets the first answer of a call that went "
+                                     "through")
 
 # What each handler accepts, exactly (an unknown field is refused with 422 by ``_body``).
 DURATION = {"type": "integer", "minimum": 1, "maximum": MAX_LEASE_S, "description": "seconds"}
@@ -46,8 +58,9 @@ LEASE_BODY = {"type": "object", "required": ["durationS", "client"], "additional
                                         "description": "the client service's name"}}}
 RENEW_BODY = {"type": ["object", "null"], "additionalProperties": False,
               "properties": {"durationS": {**DURATION, "default": 600}}}
-BUSY = {"description": "every ready instance is leased (409) / none is ready (503, also when Redis is "
-                       "down); retryAfterS and Retry-After say when to try again"}
+BUSY = {"description": "every ready instance is leased (409) / none is ready (503: also while the only free "
+                       "one is health-checked after a lease, Retry-After 1; and when Redis is down); "
+                       "retryAfterS and Retry-After say when to try again"}
 
 
 def document(doc: dict[str, Any], settings: Settings) -> None:
@@ -126,7 +139,24 @@ async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get
 # ── client leases ────────────────────────────────────────────────────────────
 def _leases(ctx: AdminContext) -> Any:
     store, _ = _parts(ctx)
-    return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events)
+    dispatch = ctx.dispatch
+
+    def check(instance_id: str) -> None:  # the leasing flow's check port: a port validation by name
+        if dispatch is not None:
+            dispatch(CHECK_TASK, {"instance_id": instance_id})
+
+    return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events,
+                        check=check if dispatch is not None else None)
+
+
+def _request_id(given: str | None) -> str:
+    """The call's request id: the client's ``Idempotency-Key``, else a new one (fixed before any attempt)."""
+    if given is None:
+        return new_request_id()
+    try:
+        return check_request_id(given)
+    except InvalidInput as exc:
+        raise HTTPException(status_code=422, detail=f"Idempotency-Key: {exc.message}") from None
 
 
 def _busy(exc: LeaseBusy) -> JSONResponse:
@@ -141,11 +171,14 @@ def _busy(exc: LeaseBusy) -> JSONResponse:
 @router.post("/warm-pool/leases", status_code=201,
              summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503",
              responses={409: BUSY, 503: BUSY}, openapi_extra=json_body(LEASE_BODY))
-async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> Any:
+async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context),
+                       idempotency_key: str | None = IDEMPOTENCY_KEY) -> Any:
     data = _body(body, {"durationS", "client"})
     leases = _leases(ctx)
+    rid = _request_id(idempotency_key)
     try:
-        grant = await run_in_threadpool(leases.grant, data.get("durationS"), data.get("client"))
+        grant = await run_in_threadpool(lambda: leases.grant(data.get("durationS"), data.get("client"),
+                                                             request_id=rid))
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBusy as exc:
@@ -157,12 +190,14 @@ async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_c
              responses={404: {"description": "no such lease (unknown, released or expired)"},
                         409: {"description": "the leased instance is being destroyed; take a new lease"}},
              openapi_extra=json_body(RENEW_BODY, required=False))
-async def renew_lease(lease_id: str, body: Any = Body(None),
-                      ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def renew_lease(lease_id: str, body: Any = Body(None), ctx: AdminContext = Depends(get_context),
+                      idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, Any]:
     data = _body(body if body is not None else {}, {"durationS"})
     leases = _leases(ctx)
+    rid = _request_id(idempotency_key)
     try:
-        return await run_in_threadpool(leases.renew, lease_id, data.get("durationS", 600))
+        return await run_in_threadpool(lambda: leases.renew(lease_id, data.get("durationS", 600),
+                                                            request_id=rid))
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBroken as exc:
@@ -171,6 +206,8 @@ async def renew_lease(lease_id: str, body: Any = Body(None),
 
 @router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool",
                responses={404: {"description": "no such lease (unknown, released already or expired)"}})
-async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context),
+                        idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, Any]:
     leases = _leases(ctx)
-    return await run_in_threadpool(leases.release, lease_id)
+    rid = _request_id(idempotency_key)
+    return await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))

@@ -52,6 +52,11 @@ class MalformedResponse(TransientError):
     """The provider answered something we cannot parse: logged and retried, never a crash loop."""
 
 
+class RecordMissing(MalformedResponse):
+    """A 200 answer that holds no record where one belongs (``{"instances": null}`` on show): unknown, never
+    "not found". Vast.ai answers it for a destroyed instance, and now and then for a live one."""
+
+
 class SSHError(TransientError):
     """SSH connect/auth/channel failed or the peer went silent (missed keepalives)."""
 

@@ -193,8 +193,8 @@ SPECS: tuple[_Spec, ...] = (
           hi=86400),
     _Spec("SSH_FALLBACK_AFTER_S", "seconds", 120, "no SSH route for this long: read the provider's log API",
           hi=86400),
-    _Spec("SSH_RECONNECT_WINDOW_S", "seconds", 10, "a healthy SSH link that drops reconnects after "
-          "uniform(0, this): links dropped together reconnect spread out", lo=0, hi=3600),
+    _Spec("SSH_RECONNECT_WINDOW_S", "seconds", 10, "when 5+ instances' SSH links drop within this window (a "
+          "herd), each reconnects after uniform(0, this); a lone drop reconnects at once", lo=0, hi=3600),
     _Spec("SSH_PROVIDER_LOG_INTERVAL_S", "seconds", 60, "while SSH is down past SSH_FALLBACK_AFTER_S: how "
           "often the provider's log API is read", lo=5, hi=86400),
     _Spec("SSH_PROVIDER_LOG_TAIL", "count", 1000, "lines asked from the provider's log API per read",

@@ -46,11 +46,16 @@ def _reason(inst: Mapping[str, Any]) -> Any:
 
 
 def token_lines(tokens: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One line per service: the last verdict the workers stored (``{"result", "runtimeOverride"}``)."""
+    """One line per service: the last verdict the workers stored (``{"result", "runtimeOverride",
+    "configured"}``); ``not configured`` when the stack has no token for it (``configured`` False)."""
     out = []
     for service, info in tokens.items():
+        if info.get("configured") is False and not info.get("runtimeOverride"):
+            out.append(f"  token {service:<12} not configured")
+            continue
         result = info.get("result") or {}
-        verdict = result.get("status") or "no recent check"
+        verdict = result.get("status") or ("configured, no recent check" if info.get("configured")
+                                           else "no recent check")
         error = f" ({result['error']})" if result.get("error") else ""
         when = f", checked {str(result['testedAt'])[:19].replace('T', ' ')}" if result.get("testedAt") else ""
         runtime = ", runtime token" if info.get("runtimeOverride") else ""

@@ -8,12 +8,18 @@ No I/O and no clock of their own (``now`` is passed in), so the table tests pin 
 * :func:`provider_verdict` maps one Vast.ai row (``providers.md``: ready / fatal / outbid rules) to our
   status and the reason. The provider's word wins over anything a probe found: a failed or gone
   instance is never turned back into a live one here (:data:`TERMINAL`).
+* :func:`absence_verdict`: when an instance missing from the listing is gone. An ambiguous answer (an empty
+  body, ``{"instances": null}``, a timeout) is never a verdict; only a confirmed absence is.
 * :func:`is_ours`: a label ``<prefix>:<anything>`` marks an instance vastkeep rented.
 """
 
 from __future__ import annotations
 
+import random
+from enum import StrEnum
 from typing import Any, NamedTuple
+
+from vastkeep.core.backoff import BackoffPolicy, backoff_delay
 
 #: Statuses polled at the active interval (and the lease makes any status active).
 ACTIVE_STATUSES = frozenset({"starting", "loading"})
@@ -27,6 +33,73 @@ NOT_LIVE = TERMINAL | HANDS_OFF
 GONE_REASON = "gone at provider: no_such_instance"
 _STARTING_PROVIDER = frozenset({None, "created"})
 _MAX_MSG = 160
+
+
+#: Consecutive well-formed listings an instance must be missing from before ``show`` is asked about it.
+ABSENT_BEFORE_SHOW = 2
+#: ...and before a ``show`` that answers 200 without the record (Vast.ai's answer for a destroyed instance,
+#: and now and then for a live one) may confirm its absence.
+ABSENT_CONFIRM_LISTINGS = 3
+
+
+class ShowAnswer(StrEnum):
+    """What ``show`` said about an instance missing from the listing (kept in Redis for a while)."""
+
+    ASKED = "asked"          # a show is queued or in flight
+    ERROR = "error"          # timeout, 5xx, 429, an empty or unreadable body: nothing said
+    FOUND = "found"          # it exists (listing lag)
+    NOT_FOUND = "not_found"  # HTTP 404 / ``no_such_instance``: the provider says it does not exist
+    NO_RECORD = "no_record"  # 200 with ``{"instances": null}`` (or ``{}``/``[]``): consistent with absence
+
+
+class Absence(StrEnum):
+    """What to do about an instance missing from the listing."""
+
+    WAIT = "wait"        # nothing yet: listing lag, or an answer pending or unusable
+    ASK = "ask"          # queue one ``show``
+    PRESENT = "present"  # ``show`` found it: keep the record as it is
+    GONE = "gone"        # absence confirmed: the record becomes ``gone``
+
+
+def absence_verdict(absent_listings: int, answer: str | None) -> Absence:
+    """Whether an instance missing from the listing is gone (pure; ``docs/layer-5-polling.md`` has the table).
+
+    ``absent_listings`` counts consecutive **well-formed** listings (``{"instances": [...]}``) that lacked
+    it; a failed or ambiguous listing neither counts nor resets. ``answer`` is the :class:`ShowAnswer` of a
+    show asked after the instance went missing (None: none yet, or expired).
+
+    * fewer than :data:`ABSENT_BEFORE_SHOW` missing listings → wait (listing lag);
+    * then ask ``show`` once; while it is in flight or after an error → wait (asked again later);
+    * ``found`` → present; ``not_found`` (a real 404) → gone;
+    * ``no_record`` → gone only once :data:`ABSENT_CONFIRM_LISTINGS` listings lacked it, else wait.
+    """
+    if absent_listings < ABSENT_BEFORE_SHOW:
+        return Absence.WAIT
+    if answer is None:
+        return Absence.ASK
+    if answer == ShowAnswer.FOUND:
+        return Absence.PRESENT
+    if answer == ShowAnswer.NOT_FOUND:
+        return Absence.GONE
+    if answer == ShowAnswer.NO_RECORD and absent_listings >= ABSENT_CONFIRM_LISTINGS:
+        return Absence.GONE
+    return Absence.WAIT
+
+
+#: A listing that keeps failing is retried at most this far apart (plus the snapshot's own age).
+REFRESH_RETRY_CAP_S = 60.0
+
+
+def refresh_retry_s(failures: int, max_age_s: float, rng: random.Random) -> float:
+    """Seconds until the next listing after ``failures`` failed ones in a row (``failures`` >= 1).
+
+    At least the snapshot's normal age (a failing or ambiguous listing is never retried faster than a good
+    one is refreshed), plus a full-jitter backoff growing from that age to :data:`REFRESH_RETRY_CAP_S`, so
+    workers that saw the same outage do not retry in step.
+    """
+    age = max(0.0, float(max_age_s))
+    policy = BackoffPolicy(base_s=age, cap_s=max(age, REFRESH_RETRY_CAP_S))
+    return age + backoff_delay(max(0, int(failures) - 1), policy, rng)
 
 
 class Verdict(NamedTuple):
@@ -87,10 +160,11 @@ def fatal_reason(row: Any) -> str | None:
     return None
 
 
-def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> Verdict:
+def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: float) -> Verdict:
     """The status the provider's word gives ``record`` (a ``VastInstance`` row, None when unlisted).
 
-    * unlisted: ``gone`` once ``show`` answered 404 (``shown_404``), else unchanged (listing lag);
+    * unlisted: ``gone`` once its absence is confirmed (``absence_confirmed``: :func:`absence_verdict`
+      said gone), else unchanged (listing lag, or an ambiguous answer);
     * destroying/destroyed and failed/gone records keep their status (:data:`NOT_LIVE`);
     * fatal (``Error``/OCI in ``status_msg``, ``offline``, ``exited``) or outbid → ``failed`` + reason;
     * ``null``/``created`` → ``starting``; ``loading`` → ``loading``;
@@ -104,7 +178,7 @@ def provider_verdict(row: Any, record: Any, *, shown_404: bool, now: float) -> V
     if status in NOT_LIVE:
         return Verdict(status, record.status_reason)
     if row is None:
-        return Verdict("gone", GONE_REASON) if shown_404 else Verdict(status, record.status_reason)
+        return Verdict("gone", GONE_REASON) if absence_confirmed else Verdict(status, record.status_reason)
     fatal = fatal_reason(row)
     if fatal is not None:
         return Verdict("failed", fatal)
@@ -166,7 +240,9 @@ def provider_signature(row: Any) -> str:
 
 
 __all__ = [
-    "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
+    "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "Absence",
+    "ShowAnswer", "absence_verdict", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
+    "REFRESH_RETRY_CAP_S", "refresh_retry_s",
     "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval",
     "pool_wake_at", "port_validated",
     "provider_signature", "provider_verdict",

@@ -5,8 +5,10 @@ asks :func:`~vastkeep.polling.decide.provider_verdict`, writes the change (compa
 as it is at write time, fenced by the dispatcher's lease), emits ``instance-status`` once per change,
 queues Layer 3 (``vastkeep.ports.validate_instance``) for running-but-unvalidated instances at most once
 per active interval, and reschedules with :func:`~vastkeep.polling.decide.next_poll_interval`. A poll
-needs no network to the instance, so thousands fit in one process; :meth:`Poller.run` is the bounded
-dispatcher loop a single Celery task runs under the ``poll-dispatcher`` lease.
+needs no network at all: an instance missing from the listing is asked about by its own task
+(:mod:`vastkeep.polling.absence`), so a slow provider never holds the loop. :meth:`Poller.run` is the
+bounded dispatcher loop a single Celery task runs under the ``poll-dispatcher`` lease, renewed by the loop
+itself at every turn (at most :data:`MAX_WAIT_S` plus one batch of Redis work apart).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
-from vastkeep.core.errors import LeaseLost, NotFound, VastkeepError
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.errors import LeaseLost, NotFound
+from vastkeep.polling.absence import CONFIRM_TASK, ShowAnswers, confirm_absence
 from vastkeep.polling.decide import (
     ACTIVE_STATUSES,
     HANDS_OFF,
+    NOT_LIVE,
+    Absence,
+    absence_verdict,
     address_of,
     is_leased,
     needs_port_validation,
@@ -31,7 +37,7 @@ from vastkeep.polling.decide import (
     provider_verdict,
 )
 from vastkeep.polling.schedule import Claim, PollSchedule
-from vastkeep.polling.snapshot import ABSENT_BEFORE_SHOW, ProviderSnapshot, record_from_row
+from vastkeep.polling.snapshot import ProviderSnapshot
 from vastkeep.providers import VastApi
 from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, StateStore, new_owner
 from vastkeep.state import write_heartbeat as _beat
@@ -45,7 +51,6 @@ DISPATCH_BUSY = "another dispatcher is running"
 DISPATCH_HEARTBEAT_EVERY_S = 2.0
 DISPATCH_HEARTBEAT_TTL_MS = 60_000
 BATCH = 200
-SHOWS_PER_BATCH = 5
 MAX_WAIT_S = 1.0
 LATENESS_SAMPLES = 200_000
 VALIDATE_TASK = "vastkeep.ports.validate_instance"
@@ -97,6 +102,7 @@ class Poller:
         self.notify = notify
         self.vast = vast
         self.schedule = schedule or PollSchedule(self.redis, self.keys, clock)
+        self.answers = ShowAnswers(self.redis, self.keys)
         #: how late each claimed poll started against its due time (recent ones; reported by ``run``)
         self.lateness_s: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self.snapshot = snapshot or ProviderSnapshot(
@@ -112,8 +118,9 @@ class Poller:
         records = self.store.get_instances(ids)
         rows = self.snapshot.rows(ids)
         absent = self.snapshot.absent_counts(ids)
+        answers = self.answers.get([i for i in ids if i not in rows and i in absent])
         fetched_at = self.snapshot.fetched_at()
-        shows = 0
+        asked = 0
         done: list[tuple[str, str, float]] = []
         dropped, active, idle = [], [], []
         changed = 0
@@ -123,13 +130,15 @@ class Poller:
                 dropped.append(iid)
                 continue
             row = rows.get(iid)
-            shown_404 = False
-            if row is None and absent.get(iid, 0) >= ABSENT_BEFORE_SHOW and rec.status not in HANDS_OFF \
-                    and rec.status != "gone" and self.vast is not None and shows < SHOWS_PER_BATCH:
-                shows += 1
-                row, shown_404 = self._show(iid)
+            confirmed = False
+            if row is None and rec.status not in NOT_LIVE:
+                verdict = absence_verdict(absent.get(iid, 0), answers.get(iid))
+                if verdict is Absence.ASK:
+                    asked += self._ask(iid)
+                    verdict = absence_verdict(absent.get(iid, 0), self.answers.get([iid]).get(iid))
+                confirmed = verdict is Absence.GONE
             now = self.clock.now()
-            new = self._apply(rec, row, shown_404=shown_404, seen_at=fetched_at, lease=lease)
+            new = self._apply(rec, row, absence_confirmed=confirmed, seen_at=fetched_at, lease=lease)
             if new is None:
                 dropped.append(iid)
                 continue
@@ -155,22 +164,29 @@ class Poller:
                 pipe.hincrby(self.keys.poll_counts(), iid, 1)
             if stale:
                 pipe.hincrby(self.keys.poll_stats(), "stale_finishes", stale)
-            if shows:
-                pipe.hincrby(self.keys.poll_stats(), "vast_show_calls", shows)
             pipe.execute()
         return {"polled": len(done), "changed": changed, "dropped": len(dropped), "stale": stale,
-                "shows": shows}
+                "asked": asked}
 
-    def _show(self, iid: str) -> tuple[Any, bool]:
-        """``show`` one unlisted instance: (its row, False) on listing lag, (None, True) on 404."""
-        try:
-            return self.vast.show_instance(int(iid)), False  # type: ignore[union-attr]
-        except NotFound:
-            return None, True
-        except VastkeepError as exc:
-            log.warning("⚠️  show of unlisted instance %s failed (%s); the next poll tries again", iid,
-                        type(exc).__name__, extra={"instance_id": iid})
-            return None, False
+    def _ask(self, iid: str) -> int:
+        """Ask ``show`` about an unlisted instance, once per :data:`~vastkeep.polling.absence.ASK_TTL_MS`:
+        as its own task with ``send`` (a worker: the loop never waits for the provider), else here (a
+        library caller without workers). Returns 1 when a question was asked."""
+        if not self.answers.mark_asked(iid):
+            return 0
+        if self.send is not None:
+            try:
+                self.send(CONFIRM_TASK, {"instance_id": iid})
+            except Exception as exc:  # noqa: BLE001 - the next poll asks again
+                self.answers.drop([iid])
+                log.warning("⚠️  could not queue %s: %s", CONFIRM_TASK, type(exc).__name__)
+                return 0
+            return 1
+        if self.vast is None:
+            self.answers.drop([iid])
+            return 0
+        confirm_absence(self.redis, self.keys, self.vast, self.schedule, iid)
+        return 1
 
     def _queue_layer3(self, iid: str) -> None:
         """Queue port validation, at most once per active interval per instance."""
@@ -199,14 +215,14 @@ class Poller:
                 self.redis.delete(key)
                 log.warning("⚠️  could not wake %s: %s", RECONCILE_TASK, type(exc).__name__)
 
-    def _apply(self, rec: InstanceRecord, row: Any, *, shown_404: bool, seen_at: float | None,
+    def _apply(self, rec: InstanceRecord, row: Any, *, absence_confirmed: bool, seen_at: float | None,
                lease: Lease | None) -> InstanceRecord | None:
         """Write what the provider's word changes (nothing when nothing changes); emit the event once."""
         now = self.clock.now()
         if rec.status in HANDS_OFF:
             return rec
         probe = InstanceRecord.from_dict(rec.to_dict())
-        if _change(probe, row, shown_404, seen_at, now) is None and probe == rec:
+        if _change(probe, row, absence_confirmed, seen_at, now) is None and probe == rec:
             return rec
         outcome: tuple[str, str, str | None] | None = None
 
@@ -215,7 +231,7 @@ class Poller:
             outcome = None
             if cur.status in HANDS_OFF:
                 return cur
-            outcome = _change(cur, row, shown_404, seen_at, now)
+            outcome = _change(cur, row, absence_confirmed, seen_at, now)
             cur.last_poll_at = now
             cur.next_poll_at = now + next_poll_interval(cur, now, self.policy)
             return cur
@@ -354,7 +370,7 @@ def lateness_summary(samples: list[float]) -> dict[str, float]:
             "lateness_max_s": round(ordered[-1], 4)}
 
 
-def _change(cur: InstanceRecord, row: Any, shown_404: bool, seen_at: float | None,
+def _change(cur: InstanceRecord, row: Any, absence_confirmed: bool, seen_at: float | None,
             now: float) -> tuple[str, str, str | None] | None:
     """Apply the provider's row to ``cur`` in place; returns (old, new, reason) when the status changes."""
     if row is not None:
@@ -372,7 +388,7 @@ def _change(cur: InstanceRecord, row: Any, shown_404: bool, seen_at: float | Non
         for name in ("label", "gpu_name", "dph_total"):
             if getattr(cur, name) is None and getattr(row, name) is not None:
                 setattr(cur, name, getattr(row, name))
-    verdict = provider_verdict(row, cur, shown_404=shown_404, now=now)
+    verdict = provider_verdict(row, cur, absence_confirmed=absence_confirmed, now=now)
     if verdict.status == cur.status and verdict.reason == cur.status_reason:
         return None
     old = cur.status
@@ -389,40 +405,4 @@ def is_active(record: InstanceRecord, now: float) -> bool:
     return record.status in ACTIVE_STATUSES or is_leased(record, now)
 
 
-def adopt(store: StateStore, snapshot: ProviderSnapshot, schedule: PollSchedule,
-          instance_id: str) -> InstanceRecord:
-    """Take an unlabelled instance into our care: ``NotFound`` when not in the provider listing,
-    ``ValueError`` when it already has a record."""
-    iid = str(instance_id)
-    if store.get_instance(iid) is not None:
-        raise ValueError(f"instance {iid} is already ours")
-    row = snapshot.row(iid)
-    if row is None:
-        raise NotFound(f"instance {iid} is not in the provider listing (refreshed at "
-                       f"{iso(snapshot.fetched_at()) or 'never'})", instance_id=iid)
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(store.keys.adopted(), iid)
-        pipe.srem(store.keys.forgotten(), iid)
-        pipe.execute()
-    if not store.create_instance(record_from_row(row)):
-        raise ValueError(f"instance {iid} is already ours")
-    schedule.poll_now(iid)
-    rec = store.get_instance(iid)
-    assert rec is not None
-    return rec
-
-
-def forget(store: StateStore, schedule: PollSchedule, instance_id: str) -> bool:
-    """Release an instance from our care: its record goes, discovery leaves it alone; nothing is done to
-    the instance itself. False when there was no record."""
-    iid = str(instance_id)
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(store.keys.forgotten(), iid)
-        pipe.srem(store.keys.adopted(), iid)
-        pipe.execute()
-    existed = store.delete_instance(iid)
-    schedule.remove(iid)
-    return existed
-
-
-__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "PollPolicy", "Poller", "adopt", "forget", "is_active"]
+__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "PollPolicy", "Poller", "is_active"]

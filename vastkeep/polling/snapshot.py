@@ -3,8 +3,10 @@
 Polls never call Vast.ai per instance: they read this snapshot. One ``list_instances`` call refreshes it
 (single-flight under the ``provider-snapshot`` lease), at most every :data:`ACTIVE_MAX_AGE_S` while
 something is starting, loading or leased and every :data:`IDLE_MAX_AGE_S` otherwise, so the number of
-Vast.ai calls per minute does not grow with the pool. ``show`` is called only to tell "gone" from
-listing lag (an instance missing from :data:`ABSENT_BEFORE_SHOW` consecutive listings).
+Vast.ai calls per minute does not grow with the pool. Only a well-formed listing (``{"instances": [...]}``)
+is written and counts absences: an empty body or ``{"instances": null}`` is an error (the client raises),
+so it neither empties the snapshot nor makes anything look missing. ``show`` is asked only to tell "gone"
+from listing lag (:func:`~vastkeep.polling.decide.absence_verdict`, :mod:`vastkeep.polling.absence`).
 
 A refresh also *discovers*: a listed instance whose label is ``<prefix>:...`` (or that an operator
 adopted), that has no record and that was not forgotten, gets one, so the pool is found again after
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +26,8 @@ import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import VastkeepError
-from vastkeep.polling.decide import is_ours
+from vastkeep.polling.absence import ShowAnswers
+from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours, refresh_retry_s
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.providers import VastApi, VastInstance
 from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore, as_text, new_owner
@@ -34,7 +38,6 @@ SNAPSHOT_LEASE = "provider-snapshot"
 SNAPSHOT_LEASE_TTL_MS = 120_000
 ACTIVE_MAX_AGE_S = 5.0
 IDLE_MAX_AGE_S = 30.0
-ABSENT_BEFORE_SHOW = 2
 #: The row fields polls use (the rest of a Vast.ai row is dropped to keep the snapshot small).
 ROW_FIELDS = ("id", "label", "actual_status", "intended_status", "cur_state", "next_state", "status_msg",
               "public_ipaddr", "ssh_host", "ssh_port", "ports", "gpu_name", "dph_total", "direct_port_count")
@@ -72,13 +75,14 @@ class ProviderSnapshot:
 
     def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  label_prefix: str = "vastkeep", active_max_age_s: float = ACTIVE_MAX_AGE_S,
-                 idle_max_age_s: float = IDLE_MAX_AGE_S) -> None:
+                 idle_max_age_s: float = IDLE_MAX_AGE_S, rng: random.Random | None = None) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
         self.clock = clock
         self.label_prefix = label_prefix
         self.active_max_age_s = active_max_age_s
         self.idle_max_age_s = idle_max_age_s
+        self.rng = rng if rng is not None else random.Random()
         self.leases = LeaseManager(redis_client, self.keys, clock)
 
     # ── reading ──────────────────────────────────────────────────────────────
@@ -120,8 +124,10 @@ class ProviderSnapshot:
         return self.active_max_age_s if active else self.idle_max_age_s
 
     def next_refresh_at(self) -> float:
-        fetched = self.fetched_at()
-        return (fetched or 0.0) + self.max_age_s()
+        """The last good listing + the snapshot's age, or later after failed listings (``retry_at``)."""
+        fetched, retry_at = self.redis.hmget(self.keys.provider_snapshot_meta(), ["fetched_at", "retry_at"])
+        due = (float(as_text(fetched)) if fetched is not None else 0.0) + self.max_age_s()
+        return max(due, float(as_text(retry_at))) if retry_at is not None else due
 
     def is_stale(self) -> bool:
         return self.clock.now() >= self.next_refresh_at()
@@ -150,10 +156,14 @@ class ProviderSnapshot:
         try:
             listed = vast.list_instances()
         except VastkeepError as exc:
-            self.redis.hset(self.keys.provider_snapshot_meta(), mapping={
-                "error": f"{type(exc).__name__}: {exc.message}"[:300], "error_at": repr(self.clock.now())})
-            log.warning("⚠️  Provider snapshot refresh failed (%s); polls keep the last listing",
-                        type(exc).__name__)
+            meta = self.keys.provider_snapshot_meta()
+            failures = int(self.redis.hincrby(meta, "failures", 1))
+            now = self.clock.now()
+            retry_at = now + refresh_retry_s(failures, self.max_age_s(), self.rng)
+            self.redis.hset(meta, mapping={"error": f"{type(exc).__name__}: {exc.message}"[:300],
+                                           "error_at": repr(now), "retry_at": repr(retry_at)})
+            log.warning("⚠️  Provider snapshot refresh failed (%s, %d in a row); polls keep the last listing, "
+                        "next listing in %.1f s", type(exc).__name__, failures, retry_at - now)
             return RefreshResult(error=type(exc).__name__)
         new = {str(r.id): trim(r) for r in listed}
         old = {as_text(k): as_text(v) for k, v in self.redis.hgetall(self.keys.provider_snapshot()).items()}
@@ -167,6 +177,7 @@ class ProviderSnapshot:
                 pipe.hset(self.keys.provider_snapshot(), mapping=dict(items[start:start + _CHUNK]))
             pipe.hset(self.keys.provider_snapshot_meta(),
                       mapping={"fetched_at": repr(started), "count": len(new), "error": ""})
+            pipe.hdel(self.keys.provider_snapshot_meta(), "failures", "retry_at")
             pipe.execute()
         records = store.instance_ids()
         absent = self._count_absent(records, new)
@@ -192,7 +203,9 @@ class ProviderSnapshot:
         back = [i for i in back if i in listed or i not in records]
         if back:
             self.redis.hdel(key, *back)
-        return [iid for iid, n in zip(missing, counts, strict=True) if int(n) == ABSENT_BEFORE_SHOW]
+            ShowAnswers(self.redis, self.keys).drop(back)  # listed again: what show said is moot
+        due = (ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS)
+        return [iid for iid, n in zip(missing, counts, strict=True) if int(n) in due]
 
     def _discover(self, store: StateStore, rows: dict[str, VastInstance], records: set[str]) -> list[str]:
         """Create a record for every listed instance of ours that has none."""
@@ -220,5 +233,6 @@ def record_from_row(row: VastInstance, status: str = "starting") -> InstanceReco
                           ports=dict(row.ports), ssh_host=row.ssh_host, ssh_port=row.ssh_port)
 
 
-__all__ = ["ABSENT_BEFORE_SHOW", "ACTIVE_MAX_AGE_S", "IDLE_MAX_AGE_S", "ProviderSnapshot", "RefreshResult",
+__all__ = ["ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_MAX_AGE_S", "IDLE_MAX_AGE_S",
+           "ProviderSnapshot", "RefreshResult",
            "SNAPSHOT_LEASE", "record_from_row", "trim"]

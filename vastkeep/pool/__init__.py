@@ -5,6 +5,7 @@
 - ``safety``: entering and leaving safe mode.
 - ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
 - ``roundlease``: the round lease's TTL (from the reconcile interval) and its keeper thread.
+- ``leasing``: client leases (grant / renew / release, safe to re-send) and the health check after a lease.
 
 Logger: ``vastkeep.pool``.
 """
@@ -15,8 +16,9 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.pool import safety
+from vastkeep.pool.aftercare import CHECK_FAILED, after_lease
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
-from vastkeep.pool.leasing import MAX_LEASE_S, ClientLease, PoolLeases
+from vastkeep.pool.leasing import MAX_LEASE_S, CheckPort, ClientLease, PoolLeases
 from vastkeep.pool.ops import parse_size, pool_figures, safe_mode_view, set_safe_mode, set_size
 from vastkeep.pool.plan import (
     OfferParams,
@@ -37,23 +39,28 @@ from vastkeep.state import LeaseManager
 
 
 def build_leases(settings: Any, redis_client: Any, keys: Any, clock: Clock = SYSTEM_CLOCK, store: Any = None,
-                 events: Any = None) -> PoolLeases:
-    """Client leases of ``settings.warm_pool_name`` (retry hints: one active poll interval at most)."""
+                 events: Any = None, check: CheckPort | None = None) -> PoolLeases:
+    """Client leases of ``settings.warm_pool_name`` (retry hints: one active poll interval at most);
+    ``check`` queues an instance's health check after a lease (the wiring sends a port validation)."""
     return PoolLeases(redis_client, keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock,
-                      store, events, retry_s=max(1, int(settings.poll_active_interval_s)))
+                      store, events, retry_s=max(1, int(settings.poll_active_interval_s)), check=check)
 
 
 def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, keys: Any, vast: Any,
-                     clock: Clock = SYSTEM_CLOCK, max_round_s: float = DEFAULT_MAX_ROUND_S) -> Reconciler:
+                     clock: Clock = SYSTEM_CLOCK, max_round_s: float = DEFAULT_MAX_ROUND_S,
+                     check: CheckPort | None = None) -> Reconciler:
     """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run); its lease is
-    renewed for at most ``max_round_s`` (the task's hard time limit)."""
+    renewed for at most ``max_round_s`` (the task's hard time limit); ``check`` as for :func:`build_leases`
+    (the round notices expired leases and queues their checks)."""
     return Reconciler(settings, store, events, LeaseManager(redis_client, keys, clock),
                       PoolBook(redis_client, keys, settings.warm_pool_name), vast, clock,
+                      client_leases=build_leases(settings, redis_client, keys, clock, store, events, check),
                       max_round_s=max_round_s)
 
 
 __all__ = [
-    "BUSY", "CAUSES", "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "MAX_LEASE_S",
+    "BUSY", "CAUSES", "CHECK_FAILED", "CheckPort", "after_lease",
+    "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "MAX_LEASE_S",
     "ClientLease", "DEFAULT_MAX_ROUND_S", "OfferParams", "PendingRent", "Plan", "PlanParams", "PoolBook",
     "PoolLeases", "Reconciler", "RoundLeaseKeeper", "round_lease_ttl_ms",
     "build_leases", "build_reconciler", "lease_name", "make_label", "offer_query", "parse_size", "pick_offer",

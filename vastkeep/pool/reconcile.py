@@ -7,15 +7,17 @@ One round, under the fenced ``pool-reconcile:<pool>`` lease:
    any duplicate of that label); not found after ``WARM_POOL_RENT_SETTLE_MS`` → the rent never happened;
 3. adopt labelled instances of this pool that have no record (Redis was flushed, a worker died between the
    rent's answer and the record), so their slots are never rented again;
-4. safe mode: enter on too many failures in the window, leave an automatic one whose cause cleared;
+4. client leases (:meth:`PoolLeases.settle`, first): expired ones noticed, post-lease health checks queued,
+   an instance whose check failed marked ``failed`` (so this round's plan replaces it);
+   safe mode: enter on too many failures in the window, leave an automatic one whose cause cleared;
 5. plan (:func:`vastkeep.pool.plan.plan_pool`) and carry it out: destroy (mark ``destroying``, call
    Vast.ai, delete the record; fenced writes), then rent cheapest-first, each rent recorded as pending
    *before* its request is sent. A rent whose answer is lost (``RentOutcomeUnknown``) stays pending and
    stops this round's renting: the next round looks its label up before anything is rented again.
 
 Only instances whose label starts with ``<WARM_POOL_LABEL_PREFIX>:<WARM_POOL_NAME>:`` are ever destroyed.
-Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``); the
-port sweep promotes them to ``ready``.
+Polling (Layer 5) follows the rented instances from then on (status, address, ``failed``/``gone``), and
+Layer 3 (queued by polling for a running instance) promotes them to ``ready``.
 """
 
 from __future__ import annotations
@@ -119,12 +121,14 @@ class Reconciler:
         try:
             with RoundLeaseKeeper(self.leases, lease, self.lease_ttl_ms, self.max_round_s,
                                   self.clock) as keeper:
+                leases = self.client_leases.settle()  # expiries, post-lease checks, failed checks retired
                 out = _Round(self, lease, keeper).go().to_dict()
                 out["rounds"] = 1
                 for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
                     if not self.book.take_rerun():
                         break
                     out = merge_rounds(out, _Round(self, lease, keeper).go().to_dict())
+                out["leases"] = leases
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.

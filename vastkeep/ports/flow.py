@@ -4,6 +4,11 @@ The guide's integration, in Python: a validated instance gets its ``connection_u
 a failed one stays "loading" with ``port_validation`` saying why, and the next poll simply tries again.
 Writes only set values (no counters), so a redelivered task writes the same thing twice, harmlessly;
 events are emitted only when the verdict changes, so redelivery and steady polling do not flood the stream.
+
+Who runs it: polling (Layer 5) queues ``validate_instance`` for a running instance without a validated port;
+the warm pool queues it as the health check after a client lease ends (``vastkeep.pool.leasing``: the grant
+waits for a verdict checked after that end); operators queue a whole-pool sweep through the admin API. There
+is no periodic sweep on beat.
 """
 
 from __future__ import annotations
@@ -218,9 +223,9 @@ def validate_pool(store: Store, events: EventSink | None, validator: PortValidat
                   progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
 
-    With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (beat runs it every poll
-    interval and the admin API can queue more; two at once would double the probes and race on the
-    verdicts): when another sweep holds it, nothing is done and ``{"skipped": SWEEP_BUSY}`` is returned.
+    With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (operators queue it through
+    the admin API, with no beat entry; two at once would double the probes and race on the verdicts): when
+    another sweep holds it, nothing is done and ``{"skipped": SWEEP_BUSY}`` is returned.
     Every write of the sweep (addresses and verdicts) is fenced by that lease, so a sweep that stalls after
     its last lease check is refused by the store instead of overwriting a newer sweep's verdicts; it stops
     at the first refused write and returns ``{"skipped": SWEEP_LOST}``.

@@ -26,6 +26,7 @@ from vastkeep.core.errors import (
     MalformedResponse,
     NetworkError,
     NotFound,
+    RecordMissing,
     RentOutcomeUnknown,
     ServerError,
 )
@@ -37,6 +38,7 @@ from vastkeep.providers.http import (
     safe_url,
     threshold_s,
 )
+from vastkeep.providers.pinning import pin_session
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "CallPacer", "VastClient", "VastInstance", "VastOffer",
@@ -173,11 +175,17 @@ class VastClient:
         self._call("GET", "/instances", params={"owner": "me"})
 
     def list_instances(self) -> list[VastInstance]:
-        """All instances of this account; records without a usable id are logged and skipped."""
+        """All instances of this account; records without a usable id are logged and skipped.
+
+        Only ``{"instances": [...]}`` is a listing. An empty body, ``{}`` or ``{"instances": null}`` says
+        nothing about the account and raises ``MalformedResponse`` (transient): read as "no instances" it
+        would make every instance look gone.
+        """
         body = self._call("GET", "/instances", params={"owner": "me"})
         records = body.get("instances")
         if records is None:
-            return []
+            raise MalformedResponse("Vast.ai answered the listing without an 'instances' list"
+                                    + ("" if body else " (empty body)"), reason="no instances list")
         if isinstance(records, Mapping):
             records = [records]
         if not isinstance(records, list):
@@ -185,15 +193,25 @@ class VastClient:
         return _parse_many(records, VastInstance.from_api, "instance")
 
     def show_instance(self, instance_id: int) -> VastInstance:
-        """One instance; ``NotFound`` when Vast.ai no longer knows it."""
+        """One instance.
+
+        ``NotFound`` only when Vast.ai says so (HTTP 404 or ``no_such_instance``). A 200 whose record is
+        null or empty raises ``RecordMissing`` and an empty body or one without ``instances``
+        ``MalformedResponse``: both transient, never a verdict (Layer 5 decides what absence means:
+        :func:`vastkeep.polling.decide.absence_verdict`).
+        """
         iid = _check_id(instance_id)
         body = self._call("GET", f"/instances/{iid}/", params={"owner": "me"}, instance_id=iid)
+        if "instances" not in body and "instance" not in body:
+            raise MalformedResponse(f"Vast.ai answered show of instance {iid} without an instance"
+                                    + ("" if body else " (empty body)"), instance_id=iid)
         record = body.get("instances", body.get("instance"))
         if isinstance(record, list):
             matching = [r for r in record if isinstance(r, Mapping) and as_int(r.get("id")) == iid]
             record = matching[0] if matching else (record[0] if len(record) == 1 else None)
         if record is None or record == {}:
-            raise NotFound(f"Vast.ai instance {iid} not found", instance_id=iid)
+            raise RecordMissing(f"Vast.ai answered show of instance {iid} with no record (not a 404)",
+                                instance_id=iid)
         try:
             instance = VastInstance.from_api(record)
         except MalformedResponse as exc:
@@ -300,14 +318,15 @@ class VastClient:
         self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
 
     def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
-                     url_guard: Callable[[str], object] | None = None) -> str:
+                     url_guard: Callable[[str], str] | None = None) -> str:
         """The container log through Vast.ai's own log API, a log source that needs no SSH (Layer 1's
         fallback): ``PUT /instances/request_logs/{id}/`` answers ``{"result_url"}``, a storage URL that
         answers 200 with the text once the log is uploaded. It is polled (jittered, growing waits) for at
         most ``wait_s`` and is sent **without** the API key (it is not Vast.ai's API). ``NetworkError``
-        when the log is not ready in time. ``url_guard(url)`` (an SSRF check; it raises to refuse) is
-        called with the result URL before it is fetched and with every redirect target before it is
-        followed; with a guard the URL is fetched on a session of its own, so the hook stays local."""
+        when the log is not ready in time. ``url_guard(url)`` (an SSRF check; it raises to refuse, else
+        returns the address it passed) is called with the result URL before it is fetched and with every
+        redirect target before it is followed; with a guard the URL is fetched on a session of its own
+        that connects only to those addresses (:mod:`vastkeep.providers.pinning`: no second DNS lookup)."""
         iid = _check_id(instance_id)
         body = self._call("PUT", f"/instances/request_logs/{iid}/", json={"tail": str(max(1, int(tail)))},
                           instance_id=iid)
@@ -315,10 +334,11 @@ class VastClient:
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise MalformedResponse("Vast.ai request_logs answered without a result_url", instance_id=iid)
         session = self.session
-        if url_guard is not None:
-            url_guard(url)
+        if url_guard is not None:  # a session of its own, connecting only to the addresses the guard passed
             session = make_session(USER_AGENT)
-            session.hooks["response"].append(_redirect_guard(url_guard))
+            guard = pin_session(session, url_guard)
+            guard(url)
+            session.hooks["response"].append(_redirect_guard(guard))
         try:
             return self._poll_log(session, url, iid, wait_s)
         finally:

@@ -25,7 +25,9 @@ log = logging.getLogger("vastkeep.sim")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vastkeep simulate", description="Run a SIMULATED Vast.ai cloud locally."
+        prog="vastkeep simulate", description="Run a SIMULATED Vast.ai cloud locally.",
+        epilog="To break an instance of the stack `vastkeep up` runs in this folder: vastkeep simulate fault "
+               "<id> crash|hang|offline|exited|outbid|ssh-drop|heal (vastkeep simulate fault --help).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address of the API/control port (loopback)")
     p.add_argument("--port", type=int, default=0, help="API/control port (0 = a free one)")

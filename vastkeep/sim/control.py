@@ -209,19 +209,30 @@ class SimControl:
         count: int | None = None,
         delay_s: float = 0.0,
         path_contains: str | None = None,
+        *,
+        body: str | None = None,
+        path_equals: str | None = None,
+        method: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Next ``count`` requests (None = until cleared) of ``service`` answer ``status`` and/or wait."""
-        return self._call(
-            "POST",
-            "/api_faults",
-            {
-                "service": service,
-                "status": status,
-                "count": count,
-                "delay_s": delay_s,
-                "path_contains": path_contains,
-            },
-        )["active"]
+        """Next ``count`` requests (None = until cleared) of ``service`` answer ``status`` and/or wait.
+
+        ``status=200`` with a ``body`` answers that body (an ambiguous answer; see :meth:`ambiguous_answer`).
+        """
+        spec: dict[str, Any] = {"service": service, "status": status, "count": count, "delay_s": delay_s,
+                                "path_contains": path_contains}
+        for name, value in (("body", body), ("path_equals", path_equals), ("method", method)):
+            if value is not None:
+                spec[name] = value
+        return self._call("POST", "/api_faults", spec)["active"]
+
+    def ambiguous_answer(
+        self, body: str = "", *, count: int | None = None, path_contains: str | None = None,
+        path_equals: str | None = None, method: str | None = "GET", service: str = "vast",
+    ) -> list[dict[str, Any]]:
+        """200 with ``body`` (``""``: an empty body; ``'{"instances": null}'``; ``'{"instances": []}'``...)
+        for the matching requests: what a provider sends now and then, and a client must read as unknown."""
+        return self.api_fault(service, 200, count, 0.0, path_contains, body=body, path_equals=path_equals,
+                              method=method)
 
     def rate_limit_burst(self, count: int, service: str = "vast") -> list[dict[str, Any]]:
         """429 ``API requests too frequent`` (plain text, no Retry-After) for the next ``count`` requests."""

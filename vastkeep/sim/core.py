@@ -185,7 +185,7 @@ class Simulator:
                 "status": None,
             }
         )
-        return Admission(service, entry, self.api_faults.take(service, path))
+        return Admission(service, entry, self.api_faults.take(service, path, method))
 
     # ── instances ───────────────────────────────────────────────────────────
     def _endpoints(self, ip: str, opts: dict[str, Any]) -> tuple[int, dict[str, Endpoint]]:

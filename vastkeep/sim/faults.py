@@ -1,4 +1,9 @@
-"""HTTP-level faults of the simulated APIs (429/5xx bursts, slow answers), the valid keys, and a request log.
+"""HTTP-level faults of the simulated APIs (429/5xx bursts, slow answers, ambiguous 200 bodies), the valid
+keys, and a request log.
+
+An *ambiguous answer* is a 200 whose body says nothing reliable: an empty body, ``{"instances": null}``, a
+listing without the instances it should hold. Real providers send these now and then; a client must read
+them as "unknown", never as "no instances" or "not found".
 
 The request log never keeps a key: it records how the caller authenticated (``bearer`` / ``query`` /
 ``missing``), whether the key was valid, and a short SHA-256 fingerprint tests can compare against.
@@ -24,7 +29,12 @@ def fingerprint(secret: str) -> str:
 
 @dataclass
 class ApiFault:
-    """One rule: for ``service`` (or ``all``), the next ``count`` requests (None = until cleared)."""
+    """One rule: for ``service`` (or ``all``), the next ``count`` requests (None = until cleared).
+
+    ``status`` 4xx/5xx answers that error; ``status`` 200 needs a ``body`` (possibly ``""``) and answers it
+    as ``application/json``: an ambiguous answer. ``path_contains`` / ``path_equals`` / ``method`` narrow
+    the requests it hits (``path_equals="/api/v0/instances"`` is the listing alone, not ``show``).
+    """
 
     service: str = "all"
     status: int | None = None
@@ -32,13 +42,18 @@ class ApiFault:
     count: int | None = None
     path_contains: str | None = None
     body: str | None = None
+    path_equals: str | None = None
+    method: str | None = None
     body_kind: str | None = None  # "empty" | "malformed": a 200 whose body is not the API's JSON
 
-
-    def matches(self, service: str, path: str) -> bool:
+    def matches(self, service: str, path: str, method: str | None = None) -> bool:
         if self.count is not None and self.count <= 0:
             return False
         if self.service not in ("all", service):
+            return False
+        if self.method is not None and method is not None and self.method != method.upper():
+            return False
+        if self.path_equals is not None and path.rstrip("/") != self.path_equals.rstrip("/"):
             return False
         return self.path_contains is None or self.path_contains in path
 
@@ -49,6 +64,9 @@ class ApiFault:
             "delay_s": self.delay_s,
             "count": self.count,
             "path_contains": self.path_contains,
+            "path_equals": self.path_equals,
+            "method": self.method,
+            "body": self.body,
             "body_kind": self.body_kind,
         }
 
@@ -64,13 +82,21 @@ class ApiFaults:
         if service not in (*SERVICES, "all"):
             raise ValueError(f"unknown service {service!r}")
         status = spec.get("status")
+        body = spec.get("body")
         body_kind = spec.get("body_kind")
-        if body_kind is not None and body_kind not in BAD_BODIES:
-            raise ValueError(f"body_kind must be one of {tuple(BAD_BODIES)}")
-        if body_kind is not None and status is None:
-            status = 200
-        if status is not None and not (400 <= int(status) <= 599 or (body_kind and int(status) == 200)):
-            raise ValueError("status must be a 4xx or 5xx code (or 200 with a body_kind)")
+        if body_kind is not None:  # a named bad body: an empty or cut-short JSON answer with status 200
+            if body_kind not in BAD_BODIES:
+                raise ValueError(f"body_kind must be one of {tuple(BAD_BODIES)}")
+            body = BAD_BODIES[body_kind] if body is None else body
+            status = 200 if status is None else status
+        if body is not None and not isinstance(body, str):
+            raise ValueError("body must be a string (the raw answer; \"\" for an empty body)")
+        if status is not None and int(status) == 200:
+            if body is None:
+                raise ValueError("status 200 needs a body (the ambiguous answer to send)")
+        elif status is not None and not 400 <= int(status) <= 599:
+            raise ValueError("status must be 200 (with a body) or a 4xx or 5xx code")
+        method = spec.get("method")
         count = spec.get("count")
         rule = ApiFault(
             service=service,
@@ -78,7 +104,9 @@ class ApiFaults:
             delay_s=float(spec.get("delay_s", 0.0)),
             count=int(count) if count is not None else None,
             path_contains=spec.get("path_contains"),
-            body=spec.get("body"),
+            body=body,
+            path_equals=spec.get("path_equals"),
+            method=str(method).upper() if method else None,
             body_kind=body_kind,
         )
         if rule.status is None and rule.delay_s <= 0:
@@ -86,9 +114,9 @@ class ApiFaults:
         self.rules.append(rule)
         return rule
 
-    def take(self, service: str, path: str) -> ApiFault | None:
+    def take(self, service: str, path: str, method: str | None = None) -> ApiFault | None:
         for rule in self.rules:
-            if rule.matches(service, path):
+            if rule.matches(service, path, method):
                 if rule.count is not None:
                     rule.count -= 1
                 return rule
@@ -101,10 +129,8 @@ class ApiFaults:
         return [r.as_dict() for r in self.rules if r.count is None or r.count > 0]
 
 
-def fault_body(status: int, service: str, body_kind: str | None = None) -> tuple[str, str]:
-    """(body, content type) a provider really sends with this status (or the bad 200 body asked for)."""
-    if body_kind is not None:
-        return BAD_BODIES[body_kind], "application/json"
+def fault_body(status: int, service: str) -> tuple[str, str]:
+    """(body, content type) a provider really sends with this status."""
     if status == 429:
         return TOO_FREQUENT, "text/plain"
     if status >= 500:

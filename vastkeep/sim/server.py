@@ -77,10 +77,15 @@ class SimServer:
         if fault is not None and fault.delay_s > 0:
             entry["fault"] = "slow"
             await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status == 200:  # ambiguous: a 200 whose body says nothing reliable
+            entry["status"] = 200
+            entry["fault"] = fault.body_kind or "200-body"
+            return web.Response(body=(fault.body or "").encode(), status=200,
+                                headers={"Content-Type": "application/json"})
         if fault is not None and fault.status is not None:
-            body, ctype = fault_body(fault.status, admission.service, fault.body_kind)
+            body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status
-            entry["fault"] = fault.body_kind or str(fault.status)
+            entry["fault"] = str(fault.status)
             text = fault.body if fault.body is not None else body
             if ctype == "application/json":
                 return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})

@@ -159,7 +159,13 @@ class SshService:
         self.backend = "sshd"
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
-        """Wait until the SSH server accepts TCP connections (once, at start-up)."""
+        """Wait until sshd accepts TCP connections (once, at start-up).
+
+        The built-in server listens before ``start()`` returns, and a bare TCP probe would reach it as a
+        client that never sends an SSH banner: nothing to wait for there.
+        """
+        if self._builtin is not None:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:

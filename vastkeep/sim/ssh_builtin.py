@@ -50,6 +50,27 @@ class _Server(paramiko.ServerInterface):
         return True
 
 
+class _Transport(paramiko.Transport):
+    """A server transport for which a connection that never sends an SSH banner (a port check, a TCP
+    probe) is one line in the simulator's log, not paramiko's ERROR line and traceback."""
+
+    _not_ssh = False
+
+    def _log(self, level: int, msg: object, *args: object) -> None:
+        if isinstance(msg, str) and "Error reading SSH protocol banner" in msg:
+            self._not_ssh = True
+            try:
+                peer = self.getpeername()
+            except OSError:
+                peer = ("?", 0)
+            log.warning("built-in SSH server: a connection from %s:%s closed before sending an SSH banner "
+                        "(not an SSH client: a port check?); ignored", peer[0], peer[1])
+            return
+        if self._not_ssh and isinstance(msg, list):
+            return  # the traceback of that same banner error
+        super()._log(level, msg, *args)
+
+
 class BuiltinSshServer:
     """Threaded paramiko server on 127.0.0.1:<free port>."""
 
@@ -93,7 +114,7 @@ class BuiltinSshServer:
                 continue
             except OSError:
                 return
-            transport = paramiko.Transport(conn)
+            transport = _Transport(conn)
             transport.add_server_key(self.host_key)
             self._transports = [t for t in self._transports if t.is_active()] + [transport]
             env = {"SSH_CONNECTION": f"{peer[0]} {peer[1]} 127.0.0.1 {self.port}"}

@@ -5,11 +5,13 @@ The front door of the layer. Pure decisions: :mod:`~vastkeep.ssh.routes` (which 
 :mod:`~vastkeep.ssh.lines` (bytes → lines with offsets). I/O around them: :mod:`~vastkeep.ssh.connect`
 (paramiko with every deadline, host-key pinning), :mod:`~vastkeep.ssh.logstore` (fenced atomic writes,
 reads by offset), :mod:`~vastkeep.ssh.rotation` (truncated/rotated files), :mod:`~vastkeep.ssh.provider_log`
-(the provider log-API fallback), :mod:`~vastkeep.ssh.collector` (the streaming loop),
+(the provider log-API fallback), :mod:`~vastkeep.ssh.collector` (the streaming loop;
+its settings and step deadlines in :mod:`~vastkeep.ssh.config`),
 :mod:`~vastkeep.ssh.flow` (one run under the lease; which instances need a collector).
 """
 
-from vastkeep.ssh.collector import PROVISION_LOG, Collector, CollectorConfig, RunResult
+from vastkeep.ssh.collector import Collector, RunResult
+from vastkeep.ssh.config import PROVISION_LOG, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, fingerprint, load_private_key, open_client
 from vastkeep.ssh.decide import backing_off_line, backoff_ceiling_s, backoff_delay_s
 from vastkeep.ssh.flow import heartbeat_name, wants_collector

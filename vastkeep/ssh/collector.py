@@ -13,6 +13,10 @@ a full-jitter delay (:mod:`vastkeep.ssh.decide`) and logs the guide's ``[LogColl
 failures, backing off Xs before retry``; failures, the route that worked and the next attempt's time live
 in the collector hash, so a continuation backs off where its predecessor stopped. While no route has
 worked for ``fallback_after_s`` it also reads the provider's log API (:mod:`vastkeep.ssh.provider_log`).
+Liveness is judged by progress: each step of the loop beats a :class:`~vastkeep.state.Progress` with that
+step's own deadline (a connect: 4 × the handshake timeout; a health check: its probes; a read: the channel
+timeout); the lease keeper stops renewing and releases the lease when a beat is overdue by one lease TTL,
+so a loop stuck in a call without a deadline is restarted by supervision (``ssh-collector-stalled``).
 Per-run state only (no module globals are written): one process runs many collectors as threads.
 """
 
@@ -33,68 +37,22 @@ import redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
+from vastkeep.ssh.config import PROVIDER_STEP_S, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
+from vastkeep.ssh.drops import record_drop
 from vastkeep.ssh.lines import complete_part
-from vastkeep.ssh.liveness import (
-    HEALTH_CHECK_COMMAND,
-    HEALTH_CHECK_INTERVAL_S,
-    HEALTH_CHECK_REPLY,
-    HEALTH_CHECK_TIMEOUT_S,
-    Liveness,
-)
+from vastkeep.ssh.liveness import HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, Liveness
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.ssh.provider_log import ProviderLog
 from vastkeep.ssh.rotation import Followed, Tailer, notice_in
 from vastkeep.ssh.routes import Route, routes_for
-from vastkeep.state import Lease, write_heartbeat
+from vastkeep.state import Lease, Progress, write_heartbeat
 
 log = logging.getLogger("vastkeep.ssh")
 
-PROVISION_LOG = "/var/log/onstart.log"
 READ_CHUNK = 256 * 1024
 BATCH_BYTES = 512 * 1024  # at most this much is read before one fenced append
 HEARTBEAT_EVERY_S = 1.0
-
-
-@dataclass(frozen=True)
-class CollectorConfig:
-    """Everything a run needs to know, in seconds (``from_settings`` maps the environment)."""
-
-    files: tuple[str, ...] = (PROVISION_LOG,)
-    ready_timeout_s: float = 30.0
-    keepalive_interval_s: float = 10.0
-    keepalive_max_miss: int = 3
-    health_interval_s: float = HEALTH_CHECK_INTERVAL_S
-    health_timeout_s: float = HEALTH_CHECK_TIMEOUT_S
-    max_failures: int = 999999
-    gate_s: float = 60.0
-    hold_s: float = 300.0
-    fallback_after_s: float = 120.0
-    provider_interval_s: float = 60.0
-    reconnect_window_s: float = decide.RECONNECT_WINDOW_S
-    username: str = "root"
-
-    @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> CollectorConfig:
-        files = [PROVISION_LOG]
-        if settings.ssh_comfyui_log_path:
-            files.append(str(settings.ssh_comfyui_log_path))
-        hold = min(float(settings.ssh_collect_hold_s), max(1.0, settings.ssh_collect_time_limit_s - 60.0))
-        values = dict(files=tuple(files), ready_timeout_s=settings.ssh_ready_timeout_s,
-                      keepalive_interval_s=settings.ssh_keepalive_interval_s,
-                      keepalive_max_miss=settings.ssh_keepalive_max_miss,
-                      max_failures=settings.ssh_max_consecutive_failures,
-                      gate_s=float(settings.ssh_backoff_gate_s),
-                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
-                      provider_interval_s=float(settings.ssh_provider_log_interval_s),
-                      reconnect_window_s=float(settings.ssh_reconnect_window_s))
-        values.update(overrides)
-        return cls(**values)
-
-    @property
-    def lease_ttl_ms(self) -> int:
-        """The collector lease TTL: three keepalive intervals, at least 3 s (renewed every third of it)."""
-        return int(max(3.0, 3 * self.keepalive_interval_s) * 1000)
 
 
 def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Channel]:
@@ -135,7 +93,7 @@ class Collector:
                  lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
                  events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
                  lost: threading.Event | None = None, provider_log: ProviderLog | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, progress: Progress | None = None) -> None:
         self.iid = str(instance_id)
         self.redis, self.keys, self.store = redis_client, keys, logstore
         self.lease, self.pkey, self.get_record, self.cfg = lease, pkey, get_record, config
@@ -143,6 +101,7 @@ class Collector:
         self.rng = rng or random.SystemRandom()
         self.lost = lost or threading.Event()
         self.stop_event = stop or threading.Event()  # the worker's shutdown, shared by its collectors
+        self.progress = progress  # the loop's own beat, watched by the lease keeper
         self.pins = HostKeyPins(redis_client, keys, events)
         self.tailer = Tailer(self.iid, logstore, lease.fence, events, config.health_timeout_s,
                              config.ready_timeout_s, clock.monotonic)
@@ -164,7 +123,13 @@ class Collector:
         mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
         self.redis.hset(self._status_key, mapping=mapping)
 
+    def _mark(self, within_s: float = 0.0) -> None:
+        """The loop advanced; its next step may take ``within_s`` (that step's own deadline)."""
+        if self.progress is not None:
+            self.progress.beat(within_s)
+
     def _beat(self, state: str, force: bool = False) -> None:
+        self._mark(HEARTBEAT_EVERY_S)
         now = self.clock.monotonic()
         if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
             return
@@ -209,6 +174,7 @@ class Collector:
             if rec is None:
                 self.result.stopped = "no-record"
                 break
+            drops = 0  # session drops within the window, when this round ended one
             client, route = self._connect(routes_for(rec, last_good))
             if client is not None and route is not None:
                 last_good = route.name
@@ -223,14 +189,16 @@ class Collector:
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
                     break
+                drops = record_drop(self.redis, self.keys, self.iid, self.clock.now(),
+                                    self.cfg.reconnect_window_s)
             else:
                 failures += 1
                 if self._down_since is None:
                     self._down_since = self.clock.now()
                     self._save(down_since=self._down_since)
             self.result.failures = failures
-            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng,
-                                             self.cfg.reconnect_window_s)
+            delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng, drops,
+                                             self.cfg.reconnect_window_s, self.cfg.herd_drops)
             self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)
@@ -266,6 +234,7 @@ class Collector:
         self._fallback_on, self._provider_polled_at = True, now
         self._save(fallback="1", provider_polled_at=now, state="fallback")
         self._beat("fallback", force=True)
+        self._mark(PROVIDER_STEP_S)
         try:
             self.provider_log.poll(self.lease.fence)
         except StaleFence:
@@ -280,6 +249,7 @@ class Collector:
         for route in routes:
             if self._stopping():
                 break
+            self._mark(self.cfg.connect_step_s)
             try:
                 client = open_client(route, self.iid, self.pkey, self.pins, self.cfg.ready_timeout_s,
                                      self.cfg.username)
@@ -299,6 +269,7 @@ class Collector:
         self.result.sessions += 1
         files = [Followed(path, self.store.offset(self.iid, path)) for path in self.cfg.files]
         try:
+            self._mark(self.cfg.open_step_s(len(files)))
             for f in files:
                 self.tailer.open(client, f)
             self._stream(client, files, deadline)
@@ -334,26 +305,42 @@ class Collector:
                             self.iid, now - live.last_reply, live.missed(now))
                 raise SSHError("peer silent", reason="keepalive")
             if live.health_check_due(now):  # the guide's `echo keepalive` round trip, 5 s
+                self._mark(cfg.health_timeout_s * (1 + 2 * len(files)) + cfg.open_step_s(len(files)))
                 live.probed(now, health_check=True)
                 if not run_probe(client, HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, cfg.health_timeout_s,
                                  self.clock.monotonic):
                     raise SSHError("health check failed", reason="health-check")
                 live.replied(self.clock.monotonic())
                 for f in files:  # a rotation by rename shows here (tail keeps the renamed file open)
-                    if self.tailer.rotated(client, f):
+                    if f.draining_since is not None:
+                        continue
+                    change = self.tailer.changed(client, f)
+                    if change == "renamed":  # read the old file to its end before switching
+                        f.draining_since = self.clock.monotonic()
+                    elif change is not None:
                         self.tailer.open(client, f)
                 by_channel = {f.channel: f for f in files}
                 continue
+            if any(f.drained(now) for f in files):
+                self._mark(cfg.open_step_s(len(files)))
+                for f in files:
+                    if f.drained(now):
+                        self._switch(client, f)
+                by_channel = {f.channel: f for f in files}
+                continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
+                self._mark(cfg.health_timeout_s)
                 live.probed(now)
                 if keepalive_probe(client, min(cfg.health_timeout_s, cfg.keepalive_interval_s)):
                     live.replied(self.clock.monotonic())
                 continue
             self._beat("streaming")
+            self._mark(cfg.ready_timeout_s)  # a poll (≤ 1 s), a read of what is there, one fenced write
             ready = _readable(by_channel, live.wait_s(now))
             for channel in ready:
                 notice = notice_in(self._drain_stderr(channel))
                 if notice == "truncated":  # tail starts over at byte 0: reopen it from a checked position
+                    self._mark(cfg.open_step_s())
                     f = by_channel.pop(channel)
                     self.tailer.open(client, f, notice)
                     by_channel[f.channel] = f
@@ -377,7 +364,19 @@ class Collector:
             size += len(chunks[-1])
         return b"".join(chunks)
 
+    def _switch(self, client: paramiko.SSHClient, f: Followed) -> None:
+        """A renamed file is drained: store its last line even without a newline (nothing more will come
+        to complete it), then follow the new file from its first byte (a new generation)."""
+        if f.pending:
+            f.offset = self.store.append_blob(self.iid, f.path, self.lease.fence, f.offset, f.pending,
+                                              [len(f.pending)])
+            self.result.lines += 1
+            self.result.bytes += len(f.pending)
+            f.pending = b""
+        self.tailer.open(client, f)
+
     def _take(self, f: Followed, data: bytes) -> None:
+        f.last_data_at = self.clock.monotonic()
         blob, lengths, rest, _rest_at = complete_part(f.pending + data if f.pending else data, f.offset)
         f.pending = rest
         if not blob:

@@ -19,10 +19,11 @@ from typing import Any
 import paramiko
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.ssh.collector import Collector, CollectorConfig
+from vastkeep.ssh.collector import Collector
+from vastkeep.ssh.config import CollectorConfig
 from vastkeep.ssh.logstore import LogStore, lease_name
 from vastkeep.ssh.provider_log import DEFAULT_TAIL, Fetch, ProviderLog
-from vastkeep.state import LeaseKeeper, LeaseManager, clear_heartbeat, new_owner
+from vastkeep.state import LeaseKeeper, LeaseManager, Progress, clear_heartbeat, new_owner
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -64,22 +65,39 @@ def collect_once(instance_id: str | int, *, redis_client: Any, keys: Any, store:
     redis_client.delete(keys.collector_queued(iid))
     provider_log = None if provider_fetch is None else ProviderLog(
         iid, logstore, provider_fetch, allow_loopback=allow_loopback, tail=provider_tail, events=events)
+    progress = Progress(clock, config.stall_grace_s)
     try:
-        with LeaseKeeper(leases, lease, clock, what="collector") as keeper:
+        with LeaseKeeper(leases, lease, clock, what="collector", progress=progress,
+                         on_stall=_stall_reporter(iid, lease.fence, config, events)) as keeper:
             collector = Collector(iid, redis_client=redis_client, keys=keys, logstore=logstore, lease=lease,
                                   pkey=pkey, get_record=lambda: store.get_instance(iid), config=config,
                                   events=events, clock=clock, rng=rng, lost=keeper.lost,
-                                  provider_log=provider_log, stop=stop)
+                                  provider_log=provider_log, stop=stop, progress=progress)
             result = collector.run().to_dict()
+            if keeper.stalled.is_set():
+                result["stopped"] = "stalled"
     finally:
         leases.release(lease)
     rec = store.get_instance(iid)
     wanted = rec is not None and wants_collector(rec.status, while_ready)
     more = result["stopped"] in ("hold-expired", "stop") and wanted
-    if not more:
+    if not more and result["stopped"] not in ("lease-lost", "stalled"):  # a successor may beat that name now
         clear_heartbeat(redis_client, keys, heartbeat_name(iid))
     result |= {"fence": lease.fence, "continue": more}
     return result
+
+
+def _stall_reporter(iid: str, fence: int, config: CollectorConfig, events: Any) -> Any:
+    """What the lease keeper calls when the collector's loop stopped beating (the lease is released)."""
+
+    def report(overdue_s: float) -> None:
+        stalled_s = round(config.stall_grace_s + overdue_s, 1)
+        log.error("collector of instance %s stalled: no progress for %.1fs; lease released for a restart",
+                  iid, stalled_s)
+        if events is not None:
+            events.emit("ssh-collector-stalled", instance_id=iid, fence=fence, stalled_s=stalled_s)
+
+    return report
 
 
 def instances_needing_collectors(records: Iterable[Any], leases: LeaseManager, redis_client: Any, keys: Any,

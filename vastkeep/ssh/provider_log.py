@@ -16,7 +16,12 @@ The ``result_url`` is a storage URL the API hands out, so it is checked before i
 guard, :func:`check_result_url`): http(s) only, and every address its host resolves to must be a globally
 routable unicast address (:func:`vastkeep.ports.unsafe_reason`, the port prober's guard); only with
 ``VASTKEEP_SIMULATED`` is IPv4 loopback admitted, where the simulated cloud lives. A redirect is checked the
-same way. A refused URL is logged and emits ``ssh-provider-log-refused``; nothing is fetched.
+same way. The fetch then connects to the address that passed, never resolving the name again
+(:mod:`vastkeep.providers.pinning`: no DNS rebinding between check and connect), while the ``Host`` header,
+TLS SNI and certificate checks keep the host name. A refused URL is logged and emits
+``ssh-provider-log-refused``; nothing is fetched. A read that
+shares no line with the stored ones (more than ``SSH_PROVIDER_LOG_TAIL`` lines came between two reads, or the
+log was rewritten) stores the whole snapshot and emits ``ssh-provider-log-gap``: lines may be missing.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ PROVIDER_FILE = f"{PROVIDER_PREFIX}container-log"
 DEFAULT_TAIL = 1000
 RESOLVE_TIMEOUT_S = 5.0
 
-#: ``fetch(instance_id, tail, url_guard)`` → the log text (raises a ``VastkeepError`` on failure).
-Fetch = Callable[[str, int, Callable[[str], None]], str]
+#: ``fetch(instance_id, tail, url_guard)`` → the log text (raises a ``VastkeepError`` on failure);
+#: ``url_guard(url)`` raises to refuse a URL, else returns the checked address to connect to.
+Fetch = Callable[[str, int, Callable[[str], str]], str]
 
 
 def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
@@ -65,12 +71,12 @@ def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
 
 def check_result_url(url: str, *, allow_loopback: bool,
                      resolve: Callable[[str, int, float], list[str]] = _resolve,
-                     timeout_s: float = RESOLVE_TIMEOUT_S) -> None:
-    """Raise :class:`UnsafeTarget` unless ``url`` may be fetched (see the module doc).
+                     timeout_s: float = RESOLVE_TIMEOUT_S) -> str:
+    """Raise :class:`UnsafeTarget` unless ``url`` may be fetched (see the module doc); else return the
+    address to connect to (the first one resolved: every one was judged).
 
-    A host name is resolved and every address judged; requests resolves it again when it connects, so a
-    DNS answer that changes in between (rebinding) is not covered: the guard stops the plain cases (a
-    private, loopback, link-local or metadata address in the URL or in DNS).
+    The fetch connects to that address only (:mod:`vastkeep.providers.pinning`), never resolving the name
+    again, so a DNS answer that changes between check and connect (rebinding) reaches nothing unchecked.
     """
     try:
         parts = urlsplit(url)
@@ -88,19 +94,22 @@ def check_result_url(url: str, *, allow_loopback: bool,
         if reason is not None:
             raise UnsafeTarget(f"refusing result_url host {host} ({address}): {reason}", address=address,
                                reason=reason)
+    return addresses[0]
 
 
 class ProviderLog:
     """Polls the provider's log API for one instance and stores what is new (see the module doc)."""
 
     def __init__(self, instance_id: str, logstore: LogStore, fetch: Fetch, *, allow_loopback: bool = False,
-                 tail: int = DEFAULT_TAIL, events: Any = None) -> None:
-        self.iid, self.store, self.fetch = str(instance_id), logstore, fetch
+                 tail: int = DEFAULT_TAIL, events: Any = None,
+                 resolve: Callable[[str, int, float], list[str]] = _resolve) -> None:
+        self.iid, self.store, self.fetch, self.resolve = str(instance_id), logstore, fetch, resolve
         self.allow_loopback, self.tail, self.events = allow_loopback, max(1, int(tail)), events
 
-    def guard(self, url: str) -> None:
-        """The SSRF check :meth:`poll` hands to the fetch (for the result URL and any redirect)."""
-        check_result_url(url, allow_loopback=self.allow_loopback)
+    def guard(self, url: str) -> str:
+        """The SSRF check :meth:`poll` hands to the fetch (for the result URL and any redirect); returns the
+        checked address the fetch must connect to."""
+        return check_result_url(url, allow_loopback=self.allow_loopback, resolve=self.resolve)
 
     def poll(self, fence: int) -> int:
         """Fetch one snapshot and store its new lines under ``fence``; returns how many were stored.
@@ -118,12 +127,15 @@ class ProviderLog:
             return 0
         stored = self.store.tail_lines(self.iid, PROVIDER_FILE, self.tail)
         news, gap = snapshot_news(stored, text.encode("utf-8", "surrogateescape"))
-        if gap:
+        if news:
+            offset = self.store.offset(self.iid, PROVIDER_FILE)
+            self.store.append_blob(self.iid, PROVIDER_FILE, fence, offset, b"".join(news),
+                                   [len(n) for n in news])
+            log.info("provider log of instance %s: %d new line(s) stored (SSH is down)", self.iid, len(news))
+        if gap:  # after the store: the event says what this read kept
             log.warning("provider log of instance %s: no overlap with the last snapshot; lines between the "
                         "two polls may be missing", self.iid)
-        if not news:
-            return 0
-        offset = self.store.offset(self.iid, PROVIDER_FILE)
-        self.store.append_blob(self.iid, PROVIDER_FILE, fence, offset, b"".join(news), [len(n) for n in news])
-        log.info("provider log of instance %s: %d new line(s) stored (SSH is down)", self.iid, len(news))
+            if self.events is not None:
+                self.events.emit("ssh-provider-log-gap", instance_id=self.iid, tail=self.tail,
+                                 stored=len(news))
         return len(news)

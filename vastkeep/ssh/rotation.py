@@ -10,7 +10,11 @@ the new file's first bytes or store them at the wrong offsets. Three checks:
   (:data:`HEAD_BYTES`) mean a new file;
 * while streaming, the same checks with each 30 s health check: a rotation by rename is seen there (tail
   follows the *descriptor*, so it keeps reading the old, renamed file until then and never switches files
-  by itself: every byte it sends belongs to the file it opened). A file truncated and refilled past the
+  by itself: every byte it sends belongs to the file it opened). A renamed file is **drained** before the
+  switch: its ``tail`` keeps running, and its bytes keep being stored, until it has sent nothing for
+  :data:`DRAIN_QUIET_S` (a writer that still holds the old file open after the rename, until it reopens,
+  loses nothing), at most :data:`DRAIN_MAX_S`; its last line, if it never got its newline, is stored as it
+  is; then the new file is followed from its first byte. A file truncated and refilled past the
   stored offset between two checks cannot be told apart from growth until then: the bytes tail sent from
   it meanwhile are stored in the old generation, and the new one starts again from its first byte;
 * tail's own ``file truncated`` notice on stderr. A truncated file is the one case where tail itself starts
@@ -53,6 +57,11 @@ RECENT_S = 2.0
 #: grown back past the stored offset (copytruncate) keeps its inode and is not shorter; its start differs.
 HEAD_BYTES = 64
 RECENT_BYTES = 64 * 1024
+#: A renamed file is switched away from once its tail has been silent this long (GNU tail polls a file at
+#: least once a second without inotify) ...
+DRAIN_QUIET_S = 2.0
+#: ... or, for a writer that never lets go of the old file, after this long (its later bytes are not read).
+DRAIN_MAX_S = 60.0
 
 
 def tail_command(path: str, pos: int) -> str:
@@ -155,6 +164,15 @@ class Followed:
     pending: bytes = b""
     channel: paramiko.Channel | None = None
     recent: deque[tuple[float, bytes]] = field(default_factory=deque)  # (when, bytes) stored last
+    draining_since: float | None = None  # renamed away: tail still reads the old file until it is quiet
+    last_data_at: float = 0.0  # when tail last sent bytes (monotonic)
+
+    def drained(self, now: float) -> bool:
+        """A renamed file's tail may be closed: silent for ``DRAIN_QUIET_S``, or draining ``DRAIN_MAX_S``."""
+        if self.draining_since is None:
+            return False
+        quiet_since = max(self.draining_since, self.last_data_at)
+        return now - quiet_since >= DRAIN_QUIET_S or now - self.draining_since >= DRAIN_MAX_S
 
     def stored(self, blob: bytes, now: float) -> None:
         """Bookkeeping after ``blob`` was stored: the generation's head, the recent bytes."""
@@ -180,7 +198,7 @@ class Tailer:
             with contextlib.suppress(Exception):
                 f.channel.close()
             f.channel = None
-        f.pending = b""
+        f.pending, f.draining_since = b"", None
         _gen, f.base, known_inode = self.store.generation(self.iid, f.path)
         f.head = self._stored_head(f)
         size, inode = remote_stat(client, f.path, self.check_timeout_s, self.monotonic)
@@ -210,12 +228,15 @@ class Tailer:
         f.inode = inode or known_inode
         f.channel = exec_channel(client, tail_command(f.path, pos), self.open_timeout_s)
 
-    def rotated(self, client: paramiko.SSHClient, f: Followed) -> bool:
-        """The periodic check: the path now names another file, or a shorter one, than tail has open, or
-        its first bytes are not the ones stored (truncated and grown back past the offset)."""
+    def changed(self, client: paramiko.SSHClient, f: Followed) -> str | None:
+        """The periodic check: ``renamed`` when the path now names another file than tail has open (drain
+        the old one first), ``changed`` when it is shorter, or its first bytes are not the ones stored
+        (truncated, and maybe grown back past the offset): reopen now; None when it is the same file."""
         size, inode = remote_stat(client, f.path, self.check_timeout_s, self.monotonic)
-        return (rotation_reason(size, inode, f.offset - f.base, f.inode) or self._head_changed(client, f)) \
-            is not None
+        if f.inode and inode and inode != f.inode:
+            return "renamed"
+        return "changed" if (rotation_reason(size, inode, f.offset - f.base, f.inode)
+                             or self._head_changed(client, f)) is not None else None
 
     def _stored_head(self, f: Followed) -> bytes:
         """The first stored bytes of the current generation (what its file must still start with)."""

@@ -7,7 +7,8 @@
 Logger: ``vastkeep.stack``.
 """
 
-from vastkeep.stack.runtime import STACK_FILE, Stack, pid_alive, public_view, read_stack
+from vastkeep.stack.runtime import STACK_FILE, Stack, pid_alive, public_view, read_stack, simulator_lines
 from vastkeep.stack.supervisor import ChildSpec, Supervisor
 
-__all__ = ["STACK_FILE", "ChildSpec", "Stack", "Supervisor", "pid_alive", "public_view", "read_stack"]
+__all__ = ["STACK_FILE", "ChildSpec", "Stack", "Supervisor", "pid_alive", "public_view", "read_stack",
+           "simulator_lines"]

@@ -88,11 +88,12 @@ class Stack:
     """The children of ``vastkeep up``, their shared environment and the runtime file."""
 
     def __init__(self, settings: Any, environ: dict[str, str], *, control_concurrency: int = 4,
-                 ssh_concurrency: int | None = None, out: Any = sys.stdout) -> None:
+                 ssh_concurrency: int | None = None, out: Any = sys.stdout, cli: str = "vastkeep") -> None:
         from vastkeep.stack.supervisor import Supervisor  # noqa: PLC0415
 
         self.settings = settings
         self.out = out
+        self.cli = cli  # how the banner tells a second terminal to run `vastkeep`
         self.home = Path(settings.vastkeep_home).resolve()
         self.logs = self.home / "logs"
         self.env = dict(environ)
@@ -194,6 +195,7 @@ class Stack:
         if s.vast_api_key is None:
             self._start_simulator(stop, py)
         self._record_vast_config()
+        self.info["tokens_configured"] = tokens_configured(s, simulated=self.info["simulated"])
         # 3. credentials for the API and Flower (generated when not configured, printed once)
         admin_key = s.admin_api_key.reveal() if s.admin_api_key else new_secret()
         flower_auth = s.flower_basic_auth.reveal() if s.flower_basic_auth else f"admin:{new_secret()}"
@@ -278,12 +280,15 @@ class Stack:
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
         self.say(f"  metrics     {i['admin_api_url']}/metrics")
         self.say(f"  Flower      {i['flower_url']}")
+        for line in simulator_lines(i, self.home, self.cli):
+            self.say(line)
         self.say(f"  logs        {self.logs}")
         if not self.settings.admin_api_key:
             self.say(f"  X-Admin-Key (generated, shown once): {admin_key}")
         if not self.settings.flower_basic_auth:
             self.say(f"  Flower login (generated, shown once): {user} / {password}")
         self.say(f"  runtime file {self.home / STACK_FILE} (0600). Ctrl-C stops everything.")
+        self.say(f"  In another terminal in this folder: {self.cli} status   (no venv activation needed)")
         self.say("=" * 72)
 
     def supervise(self, stop: threading.Event) -> None:
@@ -305,7 +310,7 @@ class Stack:
 # ── small helpers ────────────────────────────────────────────────────────────
 _MODE_WORDS = {
     "real": "REAL Vast.ai: real instances, real money",
-    "simulated": "SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)",
+    "simulated": "the simulator's",
     "stand-in": "a real VAST_API_KEY with VASTKEEP_SIMULATED=1 (a stand-in of the API?)",
 }
 
@@ -322,6 +327,37 @@ def vast_banner_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"  ⚠️  WARNING: {finding['text']}")
         lines.append("  " + "!" * 70)
     return lines
+
+
+def simulator_lines(info: dict[str, Any], home: Path, cli: str = "vastkeep") -> list[str]:
+    """Where the simulated cloud's control API (``/_sim``) listens and where its token lives (never the
+    token), with the command that breaks an instance; nothing for a stack on the real cloud."""
+    control = (info.get("simulator") or {}).get("control_url")
+    if not info.get("simulated") or not control:
+        return []
+    return [f"  simulator   {control}   (control API, header X-Sim-Token)",
+            f"              its token: \"control_token\" in {shown_path(home / 'sim' / 'ready.json')} "
+            f"(and {shown_path(home / STACK_FILE)})",
+            f"              break an instance: {cli} simulate fault <id> "
+            "crash|hang|offline|exited|outbid|ssh-drop|heal"]
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when inside it (what a user types from there)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def tokens_configured(settings: Any, *, simulated: bool) -> dict[str, bool]:
+    """Which provider tokens the children have (the simulated cloud hands them all three); never a value.
+    ``vastkeep status`` cannot read the stack's environment, so it reads this from ``stack.json``."""
+    from vastkeep.tokens import CIVITAI, HUGGINGFACE, VASTAI  # noqa: PLC0415
+
+    return {VASTAI: simulated or settings.vast_api_key is not None,
+            HUGGINGFACE: simulated or settings.huggingface_hub_token is not None,
+            CIVITAI: simulated or settings.civitai_token is not None}
 
 
 def project_root() -> str | None:
@@ -347,4 +383,4 @@ def now_iso() -> str | None:
 
 
 __all__ = ["SECRET_FIELDS", "STACK_FILE", "Stack", "StackError", "pid_alive", "public_view", "read_stack",
-           "vast_banner_lines", "write_private_json"]
+           "simulator_lines", "tokens_configured", "vast_banner_lines", "write_private_json"]

@@ -14,7 +14,7 @@ from vastkeep.state.connection import as_text, connect
 from vastkeep.state.events import EVENT_KINDS, Event, EventLog
 from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_heartbeat
 from vastkeep.state.keys import Keys
-from vastkeep.state.lease_keeper import LeaseKeeper
+from vastkeep.state.lease_keeper import LeaseKeeper, Progress
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, LeaseStore, Store, TokenResultStore
 from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
@@ -22,7 +22,8 @@ from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
 
 __all__ = [
     "EVENT_KINDS", "Event", "EventLog", "EventSink", "InstanceRecord", "KeyPacer", "Keys", "Lease",
-    "LeaseKeeper", "LeaseManager", "LeaseStore", "PoolSettings", "SharedRateLimiter", "StateStore", "Store",
+    "LeaseKeeper", "LeaseManager", "LeaseStore", "PoolSettings", "Progress", "SharedRateLimiter",
+    "StateStore", "Store",
     "TokenResultStore", "as_text", "clear_heartbeat", "connect", "key_fingerprint", "new_owner",
     "read_heartbeats", "write_heartbeat",
 ]

@@ -48,6 +48,10 @@ EVENT_KINDS: dict[str, str] = {
                                 "(instance_id, reason)",
     "ssh-log-rotated": "a collected remote file shrank or was replaced: a new generation starts "
                        "(instance_id, file, generation, offset, reason)",
+    "ssh-collector-stalled": "a collector's loop made no progress past its step's deadline: its lease is "
+                             "released so supervision restarts it (instance_id, fence, stalled_s)",
+    "ssh-provider-log-gap": "more lines than SSH_PROVIDER_LOG_TAIL came between two reads of the provider's "
+                            "log API: lines between them are missing (instance_id, tail, stored)",
     "instance-status": "an instance changed status (instance_id, old, new, reason)",
     "instance-rented": "the warm pool rented (or adopted by label) an instance "
                        "(instance_id, label, slot, offer_id, dph, adopted)",

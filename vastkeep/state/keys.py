@@ -17,6 +17,8 @@ HEARTBEAT_TTL_MS = 120_000  # a process heartbeat older than this counts as gone
 RATE_SLOT_GRACE_MS = 1_000  # a rate-limit slot key outlives its next-allowed time by this much
 RATE_GAP_LEARNED_TTL_MS = 3_600_000  # a threshold learned from a 429 holds for an hour, then is relearned
 POOL_LAST_ROUND_TTL_MS = 3_600_000  # the last reconcile round's summary (status: why the pool waits)
+POOL_LEASE_REQUEST_TTL_MS = 600_000  # a lease call's first answer, replayed to its re-sends and retries
+POOL_LEASE_CHECK_QUEUED_TTL_MS = 10_000  # a post-lease health check was queued; re-queued after this
 WATCHDOG_PROCESSES_TTL_MS = 60_000  # `vastkeep up`'s published watchdog status counts as gone after this
 
 _ENDPOINT_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_./-]")
@@ -85,6 +87,18 @@ class Keys:
     def pool_lease_fence(self, pool: str) -> str:
         """Counter: the fence of every client lease grant of one warm pool (INCR, never expires)."""
         return self._k("pool", "lease-fence", _part("pool name", pool))
+
+    def pool_lease_request(self, pool: str, op: str, request_id: str) -> str:
+        """JSON: the first answer of one grant / renew / release call (PX POOL_LEASE_REQUEST_TTL_MS), so a
+        re-sent script or a retried task gets that answer instead of acting twice."""
+        return self._k("pool", "lease-req", _part("pool name", pool), _part("lease op", op),
+                       _part("request id", request_id))
+
+    def pool_lease_check(self, pool: str, instance_id: str | int, fence: int) -> str:
+        """Marker (PX POOL_LEASE_CHECK_QUEUED_TTL_MS): the health check after the lease with this fence ended
+        is queued (one per ended lease: the next lease's end queues its own)."""
+        return self._k("pool", "lease-check", _part("pool name", pool), _part("instance id", instance_id),
+                       _part("fence", int(fence)))
 
     def pool_claims(self, pool: str) -> str:
         """Hash instance id → reason: instances claimed for destruction (never leased again)."""
@@ -183,6 +197,10 @@ class Keys:
         """Marker (PX = active interval): Layer 3 was queued for this instance recently."""
         return self._k("poll", "l3", _part("instance id", instance_id))
 
+    def poll_shown(self, instance_id: str | int) -> str:
+        """String (with a TTL): what ``show`` said about an instance missing from the listing."""
+        return self._k("poll", "shown", _part("instance id", instance_id))
+
     def provider_snapshot(self) -> str:
         """Hash: instance id → the provider's row (trimmed JSON) from the last listing."""
         return self._k("provider", "snapshot")
@@ -223,6 +241,11 @@ class Keys:
         """String (PX TTL): the pid of a worker's main process that began its warm shutdown. Prefork children
         never see Celery's shutdown signal; long-running daemons in them (keepalive shards) read this."""
         return self._k("worker-stopping", _part("worker hostname", hostname))
+
+    def ssh_drops(self) -> str:
+        """Sorted set: recent SSH session drops (member the instance id, score the time of its last drop),
+        trimmed to the reconnect window; its size tells a lone drop from a herd."""
+        return self._k("ssh-drops")
 
     def collector_queued(self, instance_id: str | int) -> str:
         """Marker (PX TTL) that a collector task was sent and has not taken its lease yet."""

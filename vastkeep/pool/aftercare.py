@@ -1,0 +1,120 @@
+"""After a client lease: what its instance needs (a pure decision) and the reconcile round's pass over the
+leases (:func:`settle`).
+
+An ended lease (released, expired, or its holder gone and so never renewed) returns its instance to the pool
+only after a health check, Layer 3's port validation, checked *after* that end. Expiry is an ``until`` field,
+not a Redis TTL, so some process must notice it: the reconcile round runs :func:`settle` first, at most one
+``WARM_POOL_RECONCILE_INTERVAL_MS`` (plus the beat's lateness) after an expiry. It ends every expired lease
+(``lease_settle.lua``: state ended, its id out of the lease-id index), emits ``pool-lease-ended`` (reason
+``expired``), clears the record's mirror, queues the check of every ended lease not yet checked (through the
+leases' check port; once per ended lease), marks an ended lease whose check passed ``cleared`` (a later
+failing verdict is Layer 4/5's business, never a post-lease failure), and retires an instance whose check
+failed: its record turns ``failed`` (reason :data:`CHECK_FAILED`), and the same round's plan destroys and
+replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from vastkeep.core.errors import NotFound
+from vastkeep.state import as_text
+
+if TYPE_CHECKING:
+    from vastkeep.pool.leasing import PoolLeases
+
+log = logging.getLogger("vastkeep.pool")
+
+#: The status reason of an instance retired because its health check after a lease failed.
+CHECK_FAILED = "post-lease health check failed"
+#: Record statuses a failed post-lease check retires (polling may have demoted a ready one to loading).
+_RETIRABLE = frozenset({"ready", "loading"})
+
+
+def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict[str, Any] | None,
+                now: float) -> str:
+    """What an instance needs after a client lease (pure; ``entry`` is its lease entry).
+
+    ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable; the round then
+    marks the entry ``cleared``, so a later failing verdict never retires it as a post-lease failure);
+    ``"retire"`` the check after the end failed and the instance is still counted live (replace it);
+    ``"check"`` no check after the end yet (queue one); ``"wait"`` not ready (polling and Layer 3 decide).
+    """
+    if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
+        return "live"
+    if entry.get("cleared"):  # a check passed after the end: later verdicts are not the post-lease check's
+        return "free"
+    pv = port_validation or {}
+    checked_at = pv.get("checked_at")
+    checked = isinstance(checked_at, str) and checked_at > str(entry.get("ended_iso") or "")
+    if checked and pv.get("success") is True:
+        return "free"
+    if checked and status in _RETIRABLE:
+        return "retire"
+    return "check" if status == "ready" else "wait"
+
+
+def settle(leases: PoolLeases, script: Any, clear: Any) -> dict[str, Any]:
+    """One pass over the pool's leases (``script``: ``lease_settle.lua``, ``clear``: ``lease_clear.lua``);
+    counts for the round's result."""
+    now = leases.clock.now()
+    k, pool = leases.keys, leases.pool
+    flat = script(keys=[k.pool_leases(pool), k.pool_lease_index(pool)], args=[repr(now)])
+    expired = [(str(flat[i]), str(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+    for iid, client, fence in expired:
+        leases.mirror(iid, None, None)
+        log.info("client lease on instance %s expired (%s, fence %d)", iid, client, fence)
+        if leases.events is not None:
+            leases.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence,
+                               reason="expired")
+    checks, retired, cleared = 0, [], []
+    entries = {as_text(i): as_text(v) for i, v in leases.redis.hgetall(k.pool_leases(pool)).items()}
+    records = leases.store.get_instances(list(entries)) if leases.store is not None and entries else {}
+    for iid, raw in entries.items():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        rec = records.get(iid)
+        need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None), now)
+        if need == "free" and not entry.get("cleared"):
+            cleared += [iid, str(entry.get("fence"))]
+        elif need == "check":
+            checks += leases.request_check(iid, int(entry.get("fence") or 0))
+        elif need == "retire" and retire(leases, iid, str(entry.get("ended_iso") or "")):
+            retired.append(iid)
+    if cleared:
+        clear(keys=[k.pool_leases(pool)], args=cleared)
+    return {"expired": len(expired), "checks": checks, "retired": retired}
+
+
+def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:
+    """Mark an instance whose post-lease check failed ``failed`` (decided again on the record as it is at
+    write time), so the plan destroys and replaces it; True when marked now."""
+    why: list[str] = []
+
+    def change(rec: Any) -> Any:
+        why.clear()
+        pv = rec.port_validation or {}
+        entry = {"state": "ended", "until": 0, "ended_iso": ended_iso}
+        if after_lease(entry, rec.status, pv, leases.clock.now()) == "retire":
+            why.extend((f"{CHECK_FAILED}: {str(pv.get('error') or 'no answer')[:160]}", rec.status))
+            rec.status, rec.error, rec.status_reason = "failed", why[0], why[0]
+        return rec
+
+    try:
+        leases.store.modify_instance(instance_id, change)
+    except NotFound:
+        return False
+    if not why:
+        return False
+    log.warning("⚠️  Instance %s %s: retired, the pool replaces it", instance_id, why[0])
+    if leases.events is not None:
+        leases.events.emit("instance-status", instance_id=instance_id, old=why[1], new="failed",
+                           reason=why[0])
+    return True
+
+
+__all__ = ["CHECK_FAILED", "after_lease", "retire", "settle"]
