@@ -379,3 +379,12 @@ def test_polling_intervals_take_the_state_at_poll_time():
     got = obs.polling_intervals()
     assert got["scheduled:leased"] == [30.0] and got["scheduled:ready-idle"] == [180.0]
     assert got["leased"] == [30.0]
+
+
+def test_a_lease_granted_while_vastkeep_knew_comfy_was_lost_is_a_failure_even_under_a_fault():
+    lines = [{"op": "grant", "lease": "L1", "instance": "5", "t": T0 + 10},
+             {"op": "url-fail", "lease": "L1", "instance": "5", "t0": T0 + 11}]
+    fault = [crash("5", T0, T0 + 30)]
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, None)]})["failures"]["url-dead"] == 1
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, T0 + 8)]})["failures"]["url-dead"] == 0
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 12, None)]})["failures"]["url-dead"] == 0

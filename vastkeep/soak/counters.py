@@ -8,7 +8,9 @@ Expected vs failure — the rule for a ComfyUI URL that does not answer (``url-f
 fault struck that same instance in the window ``[at - 1 s, end]``, where ``end`` is the fault's undo time plus
 :data:`RECOVERY_GRACE_S` for an undone fault, and ``at`` plus :data:`DETECTION_BOUND_S` (the guide's
 bound) for one that is never undone (the instance is dead; vastkeep must break the lease and replace it
-within the bound). Any other ``url-fail`` is a client-visible failure. An admin API call that found no server
+within the bound). Any other ``url-fail`` is a client-visible failure, and so is one on a lease granted
+while vastkeep's keepalive had reported that instance's ComfyUI lost (``connection-lost`` with no
+``connection-restored`` yet): vastkeep knew and handed it out. An admin API call that found no server
 (``api-unreachable``) or a lease by name that failed (``task-error``) is expected only inside the window of a
 fault on the process that serves it (API; control worker) — from the injection to its restart plus
 :data:`PROCESS_GRACE_S` — else it is a failure.
@@ -126,13 +128,18 @@ def judge_clients(
     lines: Sequence[Mapping[str, Any]],
     injections: Sequence[Mapping[str, Any]],
     broken: Mapping[str, float] | None = None,
+    comfy_lost: Mapping[str, Sequence[tuple[float, float | None]]] | None = None,
 ) -> dict[str, Any]:
     """Count client-visible failures by kind, with the expected (fault-covered) outcomes beside them.
 
     ``broken``: instance id → first time vastkeep said its lease broke or the instance was replaced or
     destroyed (from the event stream): a renewal or release refused after that is the right answer.
+    ``comfy_lost``: instance id → spans ``(connection-lost, connection-restored or None)``: a lease
+    granted inside such a span whose URL then fails is ``url-dead`` even under a fault (vastkeep knew).
     """
     broken = broken or {}
+    comfy_lost = comfy_lost or {}
+    granted_at = {str(x.get("lease")): float(x.get("t") or 0) for x in lines if x.get("op") == "grant"}
     inst_w = instance_windows(injections)
     api_w = process_windows(injections, "api")
     control_w = process_windows(injections, "worker-control")
@@ -161,7 +168,14 @@ def judge_clients(
             else:
                 expected["refused-none-idle"] += 1
         elif op == "url-fail":
-            if inst is not None and _inside(t, inst_w.get(inst, ())):
+            at = granted_at.get(str(line.get("lease")))
+            if (
+                inst is not None
+                and at is not None
+                and any(lost <= at and (back is None or at < back) for lost, back in comfy_lost.get(inst, ()))
+            ):
+                fail("url-dead", line)  # granted while vastkeep's own keepalive said ComfyUI was lost
+            elif inst is not None and _inside(t, inst_w.get(inst, ())):
                 expected["url-fail-under-fault"] += 1
             elif inst is not None and inst in broken and broken[inst] <= t + 1.0:
                 expected["url-fail-after-break"] += 1

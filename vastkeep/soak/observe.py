@@ -137,6 +137,17 @@ class Observer:
                 out[str(ev["data"].get("instance_id"))].append(float(ev["ts"]))
         return out
 
+    def comfy_lost(self) -> dict[str, list[tuple[float, float | None]]]:
+        """Instance id → spans from ``connection-lost`` to the next ``connection-restored`` (None: lost)."""
+        out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        for ev in self.events:
+            iid = str(ev["data"].get("instance_id"))
+            if ev["kind"] == "connection-lost" and not (out[iid] and out[iid][-1][1] is None):
+                out[iid].append((float(ev["ts"]), None))
+            elif ev["kind"] == "connection-restored" and out[iid] and out[iid][-1][1] is None:
+                out[iid][-1] = (out[iid][-1][0], float(ev["ts"]))
+        return out
+
     def grants_from_events(self) -> list[tuple[float, str, Any]]:
         return [
             (float(e["ts"]), str(e["data"].get("instance_id")), e["data"].get("fence"))

@@ -312,7 +312,7 @@ class SoakRun:
         lines = read_lines(self.out_dir / "clients.jsonl")
         breaks = obs.breaks()
         first_break = {k: min(v) for k, v in breaks.items()}
-        clients = judge.judge_clients(lines, self.injections, broken=first_break)
+        clients = judge.judge_clients(lines, self.injections, broken=first_break, comfy_lost=obs.comfy_lost())
         holds = judge.lease_holds(lines, breaks)
         must_never = self._must_never(obs, lines, holds)
         restarts = [
