@@ -274,7 +274,9 @@ class SoakRun:
                 if fam.process != "api":
                     record["back_at"] = record["restored_at"]
                     continue
-            since = float(record["respawned_at"])
+            # after a kill every line is the new process's (the old one is dead): from the kill on, since the
+            # runner may notice the new pid seconds after it started logging under load
+            since = float(record["at"]) if fam.signal == "kill" else float(record["respawned_at"])
             if fam.process == "api":
                 if self.obs.api_answers():
                     record["back_at"] = self.clock.now()
