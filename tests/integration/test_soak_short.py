@@ -24,10 +24,10 @@ SEED = 20261207
 MINUTES = 4
 
 KNOWN_OPEN = [
-    # On main (fb578b4): after a lease's release every later lease request answers 503/409 "instances are
-    # being health-checked after a lease" for good (branch fix-lease-cycle).
-    # With fix-lease-cycle merged: a lease is refused ("being health-checked after a lease", "failed their
-    # health check") while warm-pool/status shows that instance ready and idle (see docs/reliability.md).
+    # With fix-lease-cycle merged (main d2eac2e): a lease is refused ("being health-checked after a lease",
+    # "failed their health check") while warm-pool/status shows that instance ready and idle: 49 in the
+    # short form (docs/reliability.md, "What is left" 1). Before it (fb578b4) every lease after the first
+    # release was refused for good.
     "refused-while-idle",
 ]
 
