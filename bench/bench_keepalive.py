@@ -47,7 +47,7 @@ from bench.keepalive_procs import (  # noqa: E402
     proc_cpu_s,
     runner_proc,
 )
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.keepalive import KeepalivePolicy, KeepaliveState, shard_of  # noqa: E402
 from vastkeep.state.events import EventLog  # noqa: E402
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys  # noqa: E402

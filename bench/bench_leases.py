@@ -1,6 +1,6 @@
 """Benchmark: fenced leases and fenced record writes vs bare redis-py, side by side in one run.
 
-Starts its own ``redis-server`` on a free loopback port (``tests/fixtures/redis_server.py``), then measures:
+Starts its own ``redis-server`` on a free loopback port (``bench/support.py``), then measures:
 
 1. single client, interleaved rounds: ``LeaseManager.acquire`` / ``renew`` / ``release`` (Lua, owner- and
    fence-checked) against the bare ``SET NX PX`` / ``PEXPIRE`` / ``DEL`` a hand-rolled lock would use, and a
@@ -31,7 +31,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.redis_server import RedisServer, start_redis_server  # noqa: E402
+from bench.support import RedisServer, start_redis_server  # noqa: E402
 from vastkeep.core.errors import VastkeepError  # noqa: E402
 from vastkeep.state.connection import connect  # noqa: E402
 from vastkeep.state.keys import Keys  # noqa: E402

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 import redis.asyncio as aredis  # noqa: E402
 
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.core.settings import Secret, load_settings  # noqa: E402
 from vastkeep.polling import PollPolicy, PollSchedule, ProviderSnapshot  # noqa: E402
 from vastkeep.polling.flow import LATENESS_BOUNDS_S  # noqa: E402

@@ -44,7 +44,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.core.settings import Settings, load_settings  # noqa: E402
 from vastkeep.ports import flow as port_flow  # noqa: E402
 from vastkeep.ports.validator import PortValidator  # noqa: E402

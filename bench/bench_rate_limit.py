@@ -1,6 +1,6 @@
 """Benchmark: worker processes against Vast.ai's per-endpoint gap, with and without the shared limiter.
 
-Starts its own ``redis-server`` (``tests/fixtures/redis_server.py``) and the simulated cloud with a
+Starts its own ``redis-server`` (``bench/support.py``) and the simulated cloud with a
 minimum gap (``python -m vastkeep.sim --min-gap-ms``), then runs the same load three ways, each in
 ``--processes`` fresh OS processes (``spawn``) that wait on one barrier and then call ``list_instances()``
 ``--calls`` times:
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.core.clock import SYSTEM_CLOCK  # noqa: E402
 from vastkeep.core.errors import VastkeepError  # noqa: E402
 from vastkeep.core.settings import load_settings  # noqa: E402

@@ -39,7 +39,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.sim.process import spawn  # noqa: E402
 from vastkeep.ssh import (  # noqa: E402
     PROVISION_LOG,

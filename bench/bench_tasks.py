@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from celery import Celery  # noqa: E402
 
 from bench.plain_app import make_app  # noqa: E402
-from tests.fixtures.redis_server import start_redis_server  # noqa: E402
+from bench.support import start_redis_server  # noqa: E402
 from vastkeep.core.settings import load_settings  # noqa: E402
 from worker.config import CONTROL_QUEUE, celery_config  # noqa: E402
 

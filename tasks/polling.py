@@ -8,7 +8,9 @@ instances from the Redis schedule, polls them from the shared provider snapshot 
 costs at most the heartbeat staleness + the supervision backoff: the supervision sweep of Layer 6 restarts
 a dispatcher whose heartbeat (``poll-dispatcher``) went stale). A run that *lost* its lease (it stalled
 past the TTL, or a newer dispatcher took over) hands over at once too: its continuation either takes the
-free lease or finds the newer holder and exits, so polling never waits for supervision's backoff.
+free lease or finds the newer holder and exits, so polling never waits for supervision's backoff. A
+worker's warm shutdown (Ctrl-C, ``systemctl stop``) ends the run at its next turn
+(:func:`tasks.shutdown.stopping_check`) instead of holding the worker for the rest of the budget.
 ``refresh`` and ``confirm_absence`` are the only Layer 5 tasks that call Vast.ai (the listing; one ``show``
 about an unlisted instance), each in its own worker slot, so the dispatcher never waits for the provider.
 ``ensure`` is an operator's tool (no longer on the beat schedule): it queues a ``dispatch`` at once when
@@ -23,6 +25,7 @@ import logging
 from typing import Any
 
 from tasks.base import VastkeepTask, retry_on_redis
+from tasks.shutdown import stopping_check
 from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, PollSchedule, ShowAnswers
 from vastkeep.polling import confirm_absence as polling_confirm
 from vastkeep.state.leases import LeaseManager
@@ -67,14 +70,18 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
         res = wiring.resources()
         p = poller(self)
         try:
-            result = p.run(LeaseManager(res.redis, res.keys, res.clock), budget)
+            result = p.run(LeaseManager(res.redis, res.keys, res.clock), budget,
+                           should_stop=stopping_check(res, self.request.hostname))
         finally:
             if p.vast is not None:
                 p.vast.close()
         if "skipped" not in result:  # done or lost: the continuation takes over now (a lost run's too)
             # supervision (Layer 6) counts the dispatcher alive while its continuation waits in the queue
             mark_handover(res.redis, res.keys, res.clock, DISPATCH_LEASE)
-            dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
+            # a run ended by the worker's warm shutdown leaves its continuation without an expiry: the
+            # next start of a worker (or of `vastkeep up`, whose Redis keeps its data) resumes polling at once
+            expires = None if result.get("stopped") else ENSURE_INTERVAL_S * 3
+            dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=expires)
         return result
 
     return retry_on_redis(self, go, WHAT)

@@ -21,6 +21,7 @@ from typing import Any
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
 from vastkeep.pool import build_leases, build_reconciler
+from vastkeep.proxy import endpoints
 from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
@@ -104,7 +105,11 @@ class PrivateResult(Mapping[str, Any]):
         return dict(self._data)
 
     def __repr__(self) -> str:
-        return repr({k: (REDACTED if k == "leaseId" and v else v) for k, v in self._data.items()})
+        return repr({k: (_HIDDEN[k] if k in _HIDDEN and v else v) for k, v in self._data.items()})
+
+
+#: What a result's repr shows instead of each capability (the endpoint URL carries its token).
+_HIDDEN = {"leaseId": REDACTED, "endpointToken": endpoints.REDACTED, "endpointUrl": "…/c/ept_***/"}
 
 
 def _exposed(task: Any, lease_id: Any) -> bool:
@@ -138,7 +143,8 @@ def _refused(exc: VastkeepError) -> dict[str, Any]:
           **limits_for("vastkeep.pool.lease", wiring.settings()))
 def lease(self: Any, duration_s: int, client: str, request_id: str | None = None) -> Mapping[str, Any]:
     """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
-    "fence", "client"}`` (``leaseId`` shown as ``lse_***`` in events and logs), or ``{"ok": false,
+    "fence", "client", "endpointToken", "endpointUrl"}`` (``leaseId`` and the endpoint shown redacted in
+    events and logs), or ``{"ok": false,
     "error": "LeaseBusy", "reason", "retryAfterS"}``.
 
     Not retried when busy: the caller decides whether to wait ``retryAfterS``. ``request_id`` (default: the
@@ -148,8 +154,11 @@ def lease(self: Any, duration_s: int, client: str, request_id: str | None = None
 
     def go() -> Mapping[str, Any]:
         try:
+            res = wiring.resources()
             grant = _leases().grant(duration_s, client, request_id=rid)
-            return PrivateResult({"ok": True, **grant.to_dict()})
+            return PrivateResult({"ok": True, **endpoints.with_endpoint(
+                grant.to_dict(), res.redis, res.keys, res.settings.warm_pool_name, res.settings.proxy_url,
+                grant.leased_until)})
         except (LeaseBusy, PermanentError) as exc:
             return _refused(exc)
 
@@ -169,8 +178,11 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600,
 
     def go() -> Mapping[str, Any]:
         try:
-            return PrivateResult({"ok": True, **_leases().renew(lease_id, duration_s, rotate=rotate,
-                                                                request_id=rid)})
+            answer = _leases().renew(lease_id, duration_s, rotate=rotate, request_id=rid)
+            res = wiring.resources()
+            endpoints.follow_lease(res.redis, res.keys, res.settings.warm_pool_name, answer["instanceId"],
+                                   answer["fence"])
+            return PrivateResult({"ok": True, **answer})
         except PermanentError as exc:
             return _refused(exc)
 
@@ -187,7 +199,11 @@ def release_lease(self: Any, lease_id: str, request_id: str | None = None) -> di
 
     def go() -> dict[str, Any]:
         try:
-            return {"ok": True, **_leases().release(lease_id, request_id=rid)}
+            answer = _leases().release(lease_id, request_id=rid)
+            res = wiring.resources()
+            endpoints.drop(res.redis, res.keys, res.settings.warm_pool_name, answer["instanceId"],
+                           answer["fence"])
+            return {"ok": True, **answer}
         except PermanentError as exc:
             return _refused(exc)
 

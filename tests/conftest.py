@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.vast_stub",
     "tests.fixtures.token_cloud",
     "tests.fixtures.sim",
+    "tests.fixtures.proxy",
 ]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -66,8 +66,9 @@ def vk(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60) -> 
 def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "VAST_API_KEY", "ADMIN_API_KEY", "FLOWER_BASIC_AUTH", "VASTKEEP_HOME")}
-    api_port, flower_port = free_port(), free_port()
-    env.update(ADMIN_API_PORT=str(api_port), FLOWER_PORT=str(flower_port), PYTHONPATH=str(ROOT),
+    api_port, flower_port, proxy_port = free_port(), free_port(), free_port()
+    env.update(ADMIN_API_PORT=str(api_port), FLOWER_PORT=str(flower_port), PROXY_PORT=str(proxy_port),
+               PYTHONPATH=str(ROOT),
                LOG_LEVEL="INFO")
     out_path = tmp_path / "up.out"
     out = open(out_path, "wb")  # noqa: SIM115
@@ -90,6 +91,8 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
 
         stack = json.loads(stack_file.read_text())
         assert stack_file.stat().st_mode & 0o777 == 0o600
+        assert stack["proxy_url"] == f"http://127.0.0.1:{proxy_port}" and "proxy" in stack["children"]
+        wait_until(lambda: _answers(stack["proxy_url"] + "/health"), 30, "the proxy child to answer")
         assert stack["simulated"] is True and stack["redis_embedded"] is True
         text = out_path.read_text()
         assert "cloud is SIMULATED" in text
@@ -169,7 +172,7 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
 
         # no secret on the command line of any child or of its pool processes
         pids = {c["pid"] for c in stack["children"].values() if c["pid"]}
-        assert len(pids) == 8  # redis, simulator, 3 workers, beat, API, Flower
+        assert len(pids) == 9  # redis, simulator, 3 workers, beat, API, Flower, proxy
         members = group_members(pids)
         assert members >= pids and len(members) > len(pids)  # prefork pool processes too
         for pid in members:
@@ -259,3 +262,10 @@ def test_simulate_takes_generated_keys_that_start_with_a_dash(tmp_path: Path) ->
                 sim.wait(5)
     given = (info["api_key"], info["hf_token"], info["civitai_token"], info["control_token"])
     assert given == tuple(keys.values())
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

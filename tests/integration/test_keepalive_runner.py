@@ -136,10 +136,16 @@ def test_each_failure_kind_is_lost_after_max_failures(sim, redis_client, store, 
          "wrong_body": lambda: c.comfy_wrong_body(int(iid)), "blackhole": lambda: c.blackhole(int(iid)),
          "refuse": lambda: c.refuse(int(iid)), "slow_over": lambda: c.slow_comfy(int(iid), 0.6)}[fault]()
         wait_for(lambda: "connection-lost" in kinds(events, iid), 6)
+        # shown lost at once (never ready meanwhile), and still watched so its recovery is seen
+        wait_for(lambda: store.get_instance(iid).status == "unhealthy", 2)
+        assert store.get_instance(iid).status_reason == "keepalive: connection lost"
         c.restore_comfy(int(iid))
         c.open_path(int(iid))
         wait_for(lambda: "connection-restored" in kinds(events, iid), 6)
         wait_for(lambda: "keepalive_lost_since" not in store.get_instance(iid).extra, 2)
+        back = store.get_instance(iid)
+        assert (back.status, back.status_reason) == ("ready", None)
+        assert back.extra["keepalive_last_loss_at"] > 0  # the pool trims a flapping one first
     seen = kinds(events, iid)
     assert seen.count("connection-lost") == 1 and seen.count("ping-failure") >= FAST.max_failures
     lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"][0]

@@ -306,3 +306,18 @@ def test_the_dispatcher_logs_the_guides_start_line_once_per_process(store, caplo
     p.run(leases, 0.2)
     p.run(leases, 0.2)  # a continuation in the same process: no second line
     assert caplog.text.count("[Polling] Starting adaptive polling loop") == 1
+
+
+def test_a_stop_ends_the_dispatcher_run_at_its_next_turn_and_frees_the_lease(store) -> None:
+    """A worker's warm shutdown (``should_stop``) ends a 30 s run within a turn (at most MAX_WAIT_S), and the
+    lease is free at once, so the continuation the task sends takes it without waiting for the TTL."""
+    leases = LeaseManager(store.redis, store.keys)
+    p = Poller(store, POLICY, clock=SYSTEM_CLOCK)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    result = p.run(leases, 30.0, should_stop=stop.is_set)
+    took_s = time.monotonic() - t0
+    assert result.get("stopped") is True and "lost" not in result, result
+    assert took_s < 2.0, took_s
+    assert leases.acquire("poll-dispatcher", "the-continuation", 5000) is not None

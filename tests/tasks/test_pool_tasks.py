@@ -17,6 +17,9 @@ def test_lease_renew_release_by_name(vk_celery_worker, vk_celery_app, store) -> 
     json.dumps(got)
     assert got["ok"] is True and got["instanceId"] == "501" and got["fence"] >= 1
     assert got["connectionUrl"] == "http://127.0.0.9:8188" and got["leasedUntil"]
+    token = got["endpointToken"]  # the proxy's /c/{endpointToken}/, keyed to this grant
+    assert token.startswith("ept_") and got["endpointUrl"].endswith(f"/c/{token}/")
+    assert store.redis.exists(f"vastkeep:endpoint-grant:default:501:{got['fence']}") == 1
     hidden = repr({"lease_id": "lse_***"})  # how callers send the id (docs/tasks.md)
     renewed = send("vastkeep.pool.renew_lease", kwargs={"lease_id": got["leaseId"], "duration_s": 120},
                    kwargsrepr=hidden)
@@ -24,6 +27,9 @@ def test_lease_renew_release_by_name(vk_celery_worker, vk_celery_app, store) -> 
     gone = send("vastkeep.pool.release_lease", kwargs={"lease_id": got["leaseId"]},
                 kwargsrepr=hidden).get(timeout=15)
     assert gone == {"ok": True, "instanceId": "501", "released": True, "fence": got["fence"]}
+    # the token died with the lease (the deployment's token key stays)
+    left = set(store.redis.keys("vastkeep:endpoint*")) - {"vastkeep:endpoint-secret"}
+    assert left == set()
     again = send("vastkeep.pool.release_lease", kwargs={"lease_id": got["leaseId"]},
                  kwargsrepr=hidden).get(timeout=15)
     assert again["ok"] is False and again["error"] == "NotFound"
@@ -98,6 +104,7 @@ def test_lease_ids_never_show_in_flower_events(vk_celery_worker, vk_celery_app, 
         granted = got.get(timeout=15)
         lid = granted["leaseId"]
         assert granted["ok"] is True and lid.startswith("lse_")
+        endpoint_token = granted["endpointToken"]
 
         def redacted(lease_id: str, **more: object) -> dict:
             return {"kwargs": {"lease_id": lease_id, **more},
@@ -135,6 +142,7 @@ def test_lease_ids_never_show_in_flower_events(vk_celery_worker, vk_celery_app, 
     assert "lse_***" in succeeded[0]["result"] and "502" in succeeded[0]["result"]
     blob = json.dumps(mine)
     assert new_id not in blob  # the rotated id: only in the result backend
+    assert endpoint_token not in blob and "ept_***" in succeeded[0]["result"]
     shown = json.dumps([e for e in mine if e["uuid"] != careless.id])
     assert lid not in shown  # only the careless caller's own message showed it, and that made it worthless
 

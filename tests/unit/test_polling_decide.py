@@ -31,10 +31,13 @@ S = load_settings(environ={}, env_file=False)
 VALIDATED = {"success": True, "connection_url": "http://203.0.113.7:8188"}
 
 
-def rec(status: str = "loading", *, leased_s: float | None = None, validated: bool = False) -> InstanceRecord:
+def rec(status: str = "loading", *, leased_s: float | None = None, validated: bool = False,
+        lost: bool = False) -> InstanceRecord:
     return InstanceRecord("7", status=status, leased_until=None if leased_s is None else NOW + leased_s,
                           port_validation=VALIDATED if validated else None,
-                          connection_url=VALIDATED["connection_url"] if validated else None)
+                          connection_url=VALIDATED["connection_url"] if validated else None,
+                          extra={"keepalive_lost_since": NOW - 5} if lost else {},
+                          status_reason="keepalive: connection lost" if lost else None)
 
 
 @pytest.mark.parametrize(("record", "expected"), [
@@ -104,6 +107,14 @@ OCI = "Error response from daemon: OCI runtime create failed: runc create failed
     (row("running"), rec("gone"), False, ("gone", None)),
     (None, rec("destroying"), True, ("destroying", None)),
     (row("running"), rec("destroyed"), False, ("destroyed", None)),
+    # Layer 4 lost ComfyUI: running at the provider is not ready (never "loading": it would count as warming)
+    (row("running"), rec("unhealthy", validated=True, lost=True), False,
+     ("unhealthy", "keepalive: connection lost")),
+    (row("running"), rec("ready", validated=True, lost=True), False,
+     ("unhealthy", "keepalive: connection lost")),
+    (row("running"), rec("unhealthy", lost=True), False, ("unhealthy", "keepalive: connection lost")),
+    (row("offline"), rec("unhealthy", validated=True, lost=True), False, ("failed", "host offline")),
+    (row("loading"), rec("unhealthy", validated=True, lost=True), False, ("loading", None)),
 ])
 def test_provider_verdict_table(provider, record, confirmed, expected) -> None:
     assert tuple(provider_verdict(provider, record, absence_confirmed=confirmed, now=NOW)) == expected
@@ -143,6 +154,7 @@ def test_absence_thresholds_are_ordered() -> None:
     (row("running"), rec("starting"), True),
     (row("running"), rec("ready", validated=True), False),
     (row("running"), rec("unhealthy", validated=True), True),
+    (row("running"), rec("unhealthy", validated=True, lost=True), False),  # Layer 4 watches it
     (row("loading"), rec("loading"), False),
     (row("running", msg=OCI), rec("loading"), False),
     (row("running"), rec("failed"), False),
@@ -176,26 +188,30 @@ def test_signature_changes_with_status_and_address_only() -> None:
 
 # ── waking the warm pool's reconciler (pool_wake_at) ────────────────────────
 @pytest.mark.parametrize(("name", "status", "label", "extra", "want"), [
-    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, 1_000.0),
-    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, 1_000.0),
-    ("keepalive loss: at the grace's end", "ready", "vastkeep:default:0", {"keepalive_lost_since": 990.0},
-     1_020.0),
-    ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 900.0},
-     1_000.0),
+    ("failed instance of ours: now", "failed", "vastkeep:default:0", {}, (1_000.0,)),
+    ("gone instance of ours: now", "gone", "vastkeep:default:3", {}, (1_000.0,)),
+    ("fresh keepalive loss: at once (the loss time, one wake per loss) and at the grace's end", "unhealthy",
+     "vastkeep:default:0", {"keepalive_lost_since": 990.0}, (990.0, 1_110.0)),
+    ("a loss stamped by a clock a little ahead: at once", "unhealthy", "vastkeep:default:0",
+     {"keepalive_lost_since": 1_001.5}, (1_001.5, 1_121.5)),
+    ("keepalive loss past the wake window: at the grace's end", "unhealthy", "vastkeep:default:0",
+     {"keepalive_lost_since": 930.0}, (1_050.0,)),
+    ("keepalive loss past the grace: now", "ready", "vastkeep:default:0", {"keepalive_lost_since": 800.0},
+     (1_000.0,)),
     ("keepalive loss far off: left to the beat", "ready", "vastkeep:default:0",
-     {"keepalive_lost_since": 1_000.0 + 10_000}, None),
-    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, None),
-    ("not ours: nothing", "failed", "someone-else", {}, None),
-    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, None),
-    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, None),
-    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, None),
+     {"keepalive_lost_since": 1_000.0 + 10_000}, ()),
+    ("healthy ready: nothing", "ready", "vastkeep:default:0", {}, ()),
+    ("not ours: nothing", "failed", "someone-else", {}, ()),
+    ("ours but not the pool's: nothing", "failed", "vastkeep:chaos", {}, ()),
+    ("another pool's: nothing", "failed", "vastkeep:other:0", {}, ()),
+    ("being destroyed: nothing", "destroying", "vastkeep:default:0", {}, ()),
 ])
 def test_pool_wake_at(name, status, label, extra, want):
     from vastkeep.polling.decide import pool_wake_at  # noqa: PLC0415
     from vastkeep.state import InstanceRecord  # noqa: PLC0415
 
     rec = InstanceRecord("1", status=status, label=label, extra=extra)
-    assert pool_wake_at(rec, 1_000.0, 30.0, "vastkeep:default:") == want
+    assert pool_wake_at(rec, 1_000.0, 120.0, "vastkeep:default:") == want
 
 
 @pytest.mark.parametrize(("failures", "age_s", "low", "high"), [

@@ -50,7 +50,8 @@ def test_status_has_the_guide_fields_and_counts() -> None:
     assert inst["leasedUntil"].endswith("Z")
     assert inst["isLeased"] is True
     assert "fence" not in inst
-    assert doc["counts"] == {"total": 3, "leased": 1, "idle": 1, "byStatus": {"ready": 2, "loading": 1}}
+    assert doc["counts"] == {"total": 3, "leased": 1, "idle": 1, "comfyuiLost": 0,
+                             "byStatus": {"ready": 2, "loading": 1}}
     assert [i["contractId"] for i in doc["instances"]] == ["7", "8", "9"]
 
 
@@ -137,3 +138,26 @@ def test_a_ready_instance_whose_comfyui_is_lost_says_so_in_the_table(extra, reas
                             created_at=NOW - 100, updated_at=NOW - 10)
     [_, row] = instance_rows({"instances": [record.to_status_dict()]})
     assert row.split()[1] == "ready" and shown in row
+
+
+def test_an_instance_whose_comfyui_is_lost_is_never_counted_ready_or_idle() -> None:
+    """As Layer 4 writes it: ``unhealthy`` with its reason, in the document, the counts and both CLI views."""
+    from vastkeep.monitoring import instance_rows, pool_summary_line  # noqa: PLC0415
+
+    lost = InstanceRecord(instance_id="9", status="unhealthy", status_reason="keepalive: connection lost",
+                          extra={"keepalive_lost_since": NOW - 3}, label="vastkeep:default:0",
+                          connection_url="http://203.0.113.9:8188", created_at=NOW - 100, updated_at=NOW - 3)
+    fine = InstanceRecord(instance_id="10", status="ready", label="vastkeep:default:1", created_at=NOW - 100,
+                          updated_at=NOW - 10)
+    doc = warm_pool_status(PoolSettings(desired_size=2, safe_mode=False, safe_mode_reason=None), [lost, fine],
+                           NOW)
+    assert doc["counts"] == {"total": 2, "leased": 0, "idle": 1, "comfyuiLost": 1,
+                             "byStatus": {"ready": 1, "unhealthy": 1}}
+    assert doc["instance"]["contractId"] == "10"  # the guide's single instance is a usable one
+    [view] = [i for i in doc["instances"] if i["contractId"] == "9"]
+    assert view["status"] == "unhealthy" and view["statusReason"] == "keepalive: connection lost"
+    assert view["comfyuiLostSince"] is not None
+    line = pool_summary_line(doc)
+    assert "ready 1," in line and "ComfyUI lost 1" in line
+    [_, row, _] = instance_rows(doc)
+    assert row.split()[1] == "unhealthy" and "ComfyUI down since" in row

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
-from vastkeep.keepalive import lease_name, pool_view, read_states
+from vastkeep.keepalive import is_watched, lease_name, pool_view, read_states
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["keepalive"])
 
@@ -26,7 +26,7 @@ async def keepalive_status(ctx: AdminContext = Depends(get_context)) -> dict[str
     store, redis, keys = ctx.store, ctx.redis, ctx.keys
 
     def read() -> dict[str, Any]:
-        watched = [r.instance_id for r in store.list_instances() if r.status == "ready"]
+        watched = [r.instance_id for r in store.list_instances() if r.status == "ready" or is_watched(r)]
         states = read_states(redis, keys, watched)
         view = pool_view({iid: (st, True) for iid, st in states.items()})
         shards = ctx.settings.comfyui_keepalive_shards

@@ -6,7 +6,8 @@ converging now, not at the next beat.
 ``GET|POST /api/proxy/admin/safe-mode`` shows or switches safe mode (``{"enabled": bool, "reason": "..."}``);
 switching it on here is an operator's safe mode, which never ends by itself.
 ``POST /api/proxy/admin/warm-pool/leases`` ``{"durationS", "client"}`` leases a ready instance (201 with
-``leaseId``, ``instanceId``, ``connectionUrl``, ``leasedUntil``, ``fence``; 409 when all are leased, 503
+``leaseId``, ``instanceId``, ``connectionUrl``, ``leasedUntil``, ``fence``, ``endpointToken``,
+``endpointUrl`` (the proxy's ``/c/{endpointToken}/``, docs/proxy.md); 409 when all are leased, 503
 when none is ready, both with ``retryAfterS``); ``POST .../leases/{leaseId}/renew``;
 ``DELETE .../leases/{leaseId}``. A refusal (409/503) carries ``Retry-After``: 1 s while the instance a
 lease just ended is health-checked (the release queues that check at once).
@@ -33,6 +34,7 @@ from vastkeep.core.settings import Settings
 from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
 from vastkeep.pool.leasing import MAX_LEASE_S, check_request_id, new_request_id
 from vastkeep.pool.ops import MAX_REASON_CHARS
+from vastkeep.proxy import endpoints
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
@@ -183,7 +185,9 @@ async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_c
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBusy as exc:
         return _busy(exc)
-    return grant.to_dict()
+    # the endpoint token (the proxy's /c/{endpointToken}/) is keyed to this grant: pool + instance + fence
+    return await run_in_threadpool(endpoints.with_endpoint, grant.to_dict(), ctx.redis, ctx.keys,
+                                   ctx.settings.warm_pool_name, ctx.settings.proxy_url, grant.leased_until)
 
 
 @router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})",
@@ -196,12 +200,15 @@ async def renew_lease(lease_id: str, body: Any = Body(None), ctx: AdminContext =
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
     try:
-        return await run_in_threadpool(lambda: leases.renew(lease_id, data.get("durationS", 600),
-                                                            request_id=rid))
+        answer = await run_in_threadpool(lambda: leases.renew(lease_id, data.get("durationS", 600),
+                                                              request_id=rid))
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBroken as exc:
         raise HTTPException(status_code=409, detail=exc.message) from None
+    await run_in_threadpool(endpoints.follow_lease, ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
+                            answer["instanceId"], answer["fence"])
+    return answer
 
 
 @router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool",
@@ -210,4 +217,7 @@ async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context),
                         idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, Any]:
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
-    return await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
+    answer = await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
+    await run_in_threadpool(endpoints.drop, ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
+                            answer["instanceId"], answer["fence"])
+    return answer

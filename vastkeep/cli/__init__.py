@@ -15,15 +15,38 @@ A process edge: it reads ``os.environ`` to pass it on to children; the library b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vastkeep.cli.parser import build_parser
 from vastkeep.cli.simulate import cmd_simulate
 from vastkeep.core.errors import ConfigError
 
+#: The exit code of a command whose reader closed its stdout (``vastkeep status | head -1``): 128 + SIGPIPE,
+#: what a shell reports for any Unix tool killed by SIGPIPE, so ``set -o pipefail`` sees the same as for them.
+EXIT_BROKEN_PIPE = 141
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vastkeep`` console script."""
+    """Entry point of the ``vastkeep`` console script.
+
+    A reader that closes the pipe early (``| head -1``) ends the command quietly with
+    :data:`EXIT_BROKEN_PIPE`: no traceback, and stdout pointed at /dev/null so the interpreter's final
+    flush of what is still buffered cannot fail a second time.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:  # also after argparse's SystemExit (--help): what is buffered fails here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv[:1] == ["simulate"]:  # everything after it belongs to the simulator's own parser
@@ -39,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]

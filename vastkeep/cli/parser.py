@@ -7,6 +7,7 @@ import argparse
 from vastkeep.cli.health import cmd_check
 from vastkeep.cli.logs import cmd_logs
 from vastkeep.cli.pool import cmd_pool
+from vastkeep.cli.proxy import cmd_proxy
 from vastkeep.cli.simulate import cmd_simulate
 from vastkeep.cli.soak import add_soak_parser
 from vastkeep.cli.stack_cmds import cmd_up
@@ -17,7 +18,7 @@ from vastkeep.cli.watchdog import cmd_watchdog
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,soak,simulate,watchdog}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,proxy,soak,simulate,watchdog}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=None,
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     pst = pool_sub.add_parser("status", help="the warm-pool document: guide fields, slots, leases, safe mode")
     pst.add_argument("--json", action="store_true")
     pool.set_defaults(func=cmd_pool)
+    px = sub.add_parser("proxy", help="run the ComfyUI endpoint (/c/<endpointToken>/, /pool/), foreground")
+    px.add_argument("--loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
+                    help="event loop (auto: uvloop where installed; bench/bench_proxy.py compares them)")
+    px.set_defaults(func=cmd_proxy)
     add_soak_parser(sub)
     sim = sub.add_parser("simulate", add_help=False,
                          help="run the simulated cloud in the foreground; `vastkeep simulate fault <id> "

@@ -28,7 +28,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     overview, error = None, None
     if stack.get("redis_url"):
         try:
-            overview = overview_of(stack["redis_url"], stack.get("tokens_configured"))
+            overview = overview_of(stack["redis_url"], stack.get("tokens_configured"), stack.get("proxy_url"))
         except Exception as exc:  # noqa: BLE001 - status must still print the rest
             error = type(exc).__name__
     if args.json:
@@ -50,6 +50,8 @@ def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: boo
              f"  redis       {view.get('redis_url')}{' (embedded)' if stack.get('redis_embedded') else ''}",
              f"  admin API   {stack.get('admin_api_url')}   docs {stack.get('admin_api_url')}/docs",
              f"  flower      {stack.get('flower_url')}",
+             *([f"  proxy       {stack['proxy_url']}   (/c/{{endpointToken}}/, /pool/, /metrics)"]
+               if stack.get("proxy_url") else []),
              *simulator_lines(stack, home, cli_command())]
     children = sorted((stack.get("children") or {}).items())
     width = max([len(cid) for cid, _ in children] + [len("process")])
@@ -62,12 +64,14 @@ def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: boo
     return lines
 
 
-def overview_of(redis_url: str, configured: dict[str, bool] | None = None) -> dict[str, Any]:
+def overview_of(redis_url: str, configured: dict[str, bool] | None = None,
+                proxy_url: str | None = None) -> dict[str, Any]:
     """Each token's last verdict as the workers stored it (no API call; the stack's own tokens may not be in
-    this shell's environment, so which are configured comes from ``stack.json``: ``configured``) and the
-    warm-pool status document."""
+    this shell's environment, so which are configured comes from ``stack.json``: ``configured``), the
+    warm-pool status document, and each lease's endpoint at the stack's proxy (``proxy_url``)."""
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
     from vastkeep.pool import PoolBook  # noqa: PLC0415
+    from vastkeep.proxy import lease_endpoints  # noqa: PLC0415
     from vastkeep.state import Keys, StateStore  # noqa: PLC0415
     from vastkeep.tokens import SERVICES  # noqa: PLC0415
 
@@ -82,7 +86,9 @@ def overview_of(redis_url: str, configured: dict[str, bool] | None = None) -> di
                            "runtimeOverride": store.get_runtime_secret(service) is not None,
                            "configured": (configured or {}).get(service)}
     return {"tokens": tokens, "warmPool": pool_document(settings, store,
-                                                        PoolBook(client, Keys(), settings.warm_pool_name))}
+                                                        PoolBook(client, Keys(), settings.warm_pool_name)),
+            "endpoints": lease_endpoints(client, Keys(), settings.warm_pool_name, proxy_url,
+                                         SYSTEM_CLOCK.now())}
 
 
 def pool_document(settings: Any, store: Any, book: Any) -> dict[str, Any]:
@@ -113,3 +119,7 @@ def print_overview(overview: dict[str, Any] | None, error: str | None) -> None:
     print(f"  instances: {doc['counts']['total']} (poll times UTC)")
     for line in instance_rows(doc):
         print(line)
+    for e in overview.get("endpoints") or []:  # each lease's endpoint (token by fingerprint) → its instance
+        print(f"  lease {e['client']} fence {e['fence']}: {e['endpoint'] or '(no endpoint token)'}"
+              f"{' [' + e['tokenFingerprint'] + ']' if e['tokenFingerprint'] else ''} → instance "
+              f"{e['instanceId']} at {e['target'] or '(no connection URL)'}")

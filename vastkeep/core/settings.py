@@ -204,6 +204,19 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("SSH_LOG_KEEP_BYTES", "count", 4194304, "bytes of log kept per instance and file (the newest)",
           lo=65536, hi=2**30),
     _Spec("FLOWER_PORT", "port", 5555, "Flower listen port", hi=65535),
+    _Spec("PROXY_HOST", "host", "127.0.0.1", "ComfyUI endpoint (`vastkeep proxy`) listen address"),
+    _Spec("PROXY_PORT", "port", 3001, "ComfyUI endpoint listen port (not 8188: that is ComfyUI's own)",
+          hi=65535),
+    _Spec("PROXY_PUBLIC_URL", "url", None, "the endpoint's address as clients reach it, in endpointUrl "
+          "(unset: http://PROXY_HOST:PROXY_PORT)", extra=_HTTP),
+    _Spec("PROXY_UPSTREAM_CONNECT_TIMEOUT_MS", "ms", 5000, "proxy: connect timeout to an instance's ComfyUI",
+          hi=_H),
+    _Spec("PROXY_UPSTREAM_TIMEOUT_MS", "ms", 120000, "proxy: longest silence on an upstream call (answer "
+          "headers, each body read, websocket handshake)", hi=_H),
+    _Spec("PROXY_MAX_UPLOAD_BYTES", "count", 104857600, "proxy: largest upload spooled to disk (larger: 413)",
+          lo=1, hi=2**34),
+    _Spec("PROXY_CLIENT_CONCURRENCY", "count", 32, "proxy: HTTP requests in flight per client (endpoint "
+          "token or address); more: 429", lo=1, hi=10000),
     _Spec("FLOWER_BASIC_AUTH", "secret", None, "Flower --basic-auth as user:password"),
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
 )
@@ -292,6 +305,13 @@ class Settings:
     ssh_worker_concurrency: int = 64
     ssh_log_keep_bytes: int = 4194304
     flower_port: int = 5555
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = 3001
+    proxy_public_url: str | None = None
+    proxy_upstream_connect_timeout_ms: int = 5000
+    proxy_upstream_timeout_ms: int = 120000
+    proxy_max_upload_bytes: int = 104857600
+    proxy_client_concurrency: int = 32
     flower_basic_auth: Secret | None = None
     log_level: str = "INFO"
     # env var → env | .env | profile:<name> (absent: default); not part of equality
@@ -316,6 +336,13 @@ class Settings:
     warm_pool_safe_mode_window_s = _seconds("warm_pool_safe_mode_window_ms")
     warm_pool_reconcile_interval_s = _seconds("warm_pool_reconcile_interval_ms")
     supervision_sweep_interval_s = _seconds("supervision_sweep_interval_ms")
+    proxy_upstream_connect_timeout_s = _seconds("proxy_upstream_connect_timeout_ms")
+    proxy_upstream_timeout_s = _seconds("proxy_upstream_timeout_ms")
+
+    @property
+    def proxy_url(self) -> str:
+        """Where clients reach `vastkeep proxy` (PROXY_PUBLIC_URL, else its listen address)."""
+        return (self.proxy_public_url or f"http://{self.proxy_host}:{self.proxy_port}").rstrip("/")
 
     @property
     def longest_poll_interval_s(self) -> float:

@@ -25,6 +25,7 @@ from vastkeep.keepalive.runner import (
     RunnerConfig,
     ShardRunner,
     daemon_name,
+    is_watched,
     lease_name,
     read_states,
     run_shard,
@@ -32,6 +33,6 @@ from vastkeep.keepalive.runner import (
 
 __all__ = [
     "CONNECTION_CLOSED", "PING_FAILURES", "KeepalivePolicy", "KeepaliveState", "RunnerConfig", "ShardRunner",
-    "after_close", "after_ping", "daemon_name", "lease_name", "ping", "ping_stats", "pool_view",
+    "after_close", "after_ping", "daemon_name", "is_watched", "lease_name", "ping", "ping_stats", "pool_view",
     "read_states", "run_shard", "shard_of", "status_view",
 ]

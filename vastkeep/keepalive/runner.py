@@ -2,7 +2,8 @@
 
 A Celery task per ping cannot hold a 30 s cadence for thousands of instances on one host (a task costs
 about 1 ms of CPU, a bare asyncio ping about 0.02 ms), so a shard runner owns every ``ready`` instance
-whose ``shard_of(id)`` is its shard and, for a bounded run, keeps per instance:
+(and every one whose loss it marked) whose ``shard_of(id)`` is its shard and, for a bounded run, keeps
+per instance:
 
 - a *ping loop*: ``GET /system_stats`` over a keep-alive connection at the instance's own due time, with
   ``COMFYUI_KEEPALIVE_TIMEOUT_MS`` as the whole-call deadline; a slow or black-holed instance only ever
@@ -46,7 +47,7 @@ from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
 from vastkeep.state.protocols import EventSink, Store
-from vastkeep.state.store import InstanceRecord
+from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
 
 log = logging.getLogger("vastkeep.keepalive")
 
@@ -236,7 +237,7 @@ class ShardRunner:
                     rec = InstanceRecord.from_dict(json.loads(raw))
                 except (ValueError, TypeError, AttributeError):
                     continue  # unreadable: the store logs it where it is read for status
-                hit = (raw, str(rec.connection_url) if rec.status == "ready" and rec.connection_url else None)
+                hit = (raw, str(rec.connection_url) if is_watched(rec) else None)
             seen[iid] = hit
             if hit[1]:
                 want[iid] = hit[1]
@@ -372,25 +373,40 @@ class ShardRunner:
                 self.on_lost(iid, dict(sig.fields))
 
     def _mark_record(self, iid: str, sig: Signal) -> None:
-        """Put the loss on the record (``extra.keepalive_lost_since``) for the warm pool, which replaces an
-        instance whose ComfyUI stayed unreachable past ``WARM_POOL_UNHEALTHY_GRACE_MS``; a restore clears it.
-        The status itself stays Layer 5's (the provider's word)."""
+        """Put the loss on the record: ``extra.keepalive_lost_since`` (and ``keepalive_last_loss_at``, kept
+        after a recovery: the pool trims an instance that lost ComfyUI first), and a ready record turns
+        ``unhealthy`` with :data:`COMFYUI_LOST_REASON`, so every view and count shows the loss at once. A
+        restore clears the loss and turns such a record ``ready`` again; a status another layer set (the
+        provider's word, Layer 5) is left alone."""
         now = self.clock.now()
         lost = sig.kind == "connection-lost"
 
         def change(rec: Any) -> Any:
             if lost and "keepalive_lost_since" not in rec.extra:
                 rec.extra["keepalive_lost_since"] = now
+                rec.extra["keepalive_last_loss_at"] = now
                 rec.extra["keepalive_detected_by"] = sig.fields.get("detectedBy")
             elif not lost:
                 rec.extra.pop("keepalive_lost_since", None)
                 rec.extra.pop("keepalive_detected_by", None)
+            if lost and rec.status == "ready":
+                rec.status, rec.status_reason = COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON
+            elif not lost and rec.status == COMFYUI_LOST_STATUS and rec.status_reason == COMFYUI_LOST_REASON:
+                rec.status, rec.status_reason = "ready", None
             return rec
 
         try:
             self.store.modify_instance(iid, change)
         except Exception as exc:  # gone meanwhile, or a Redis blip: the event is out, the next loss retries
             log.info("keepalive: could not mark instance %s (%s)", iid, type(exc).__name__)
+
+
+def is_watched(rec: InstanceRecord) -> bool:
+    """Ready instances with a URL, and those whose loss this layer marked (so their recovery is seen)."""
+    if not rec.connection_url:
+        return False
+    lost = comfyui_lost_since(rec) is not None
+    return rec.status == "ready" or (rec.status == COMFYUI_LOST_STATUS and lost)
 
 
 def read_states(redis: Any, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:

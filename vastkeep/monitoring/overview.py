@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vastkeep.state.store import COMFYUI_LOST_REASON
+
 INSTANCE_COLUMNS = (("id", "contractId", 10), ("status", "status", 10), ("provider", "vastStatus", 9),
                     ("reason", "statusReason", 30), ("url", "connectionUrl", 28),
                     ("last poll", "lastPollAt", 9), ("next poll", "nextPollAt", 9),
@@ -38,10 +40,11 @@ def instance_rows(view: Mapping[str, Any]) -> list[str]:
 
 
 def _reason(inst: Mapping[str, Any]) -> Any:
-    """The record's status reason; for a ready instance whose ComfyUI stopped answering (Layer 4), that."""
+    """The record's status reason; for an instance whose ComfyUI stopped answering (Layer 4), since when."""
     lost = inst.get("comfyuiLostSince")
-    if inst.get("statusReason") or not lost:
-        return inst.get("statusReason")
+    reason = inst.get("statusReason")
+    if not lost or (reason and reason != COMFYUI_LOST_REASON):
+        return reason
     return f"ComfyUI down since {str(lost)[11:19]}"
 
 
@@ -72,7 +75,8 @@ def pool_summary_line(doc: Mapping[str, Any]) -> str:
     warming = by.get("starting", 0) + by.get("loading", 0)
     cause = figures.get("safeModeCause") or "operator"
     safe = f"SAFE MODE ({cause})" if doc.get("safeMode") else "safe mode off"
-    return (f"  warm pool {name}: desired {doc.get('desiredSize')}, ready {by.get('ready', 0)}, "
+    lost = f"ComfyUI lost {counts['comfyuiLost']}, " if counts.get("comfyuiLost") else ""
+    return (f"  warm pool {name}: desired {doc.get('desiredSize')}, ready {by.get('ready', 0)}, {lost}"
             f"warming {warming}, renting {figures.get('pendingRents', 0)}, leased {counts.get('leased', 0)}, "
             f"{safe}  (details: vastkeep pool status)")
 

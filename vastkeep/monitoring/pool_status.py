@@ -2,7 +2,9 @@
 
 A pure function so the admin API, `vastkeep status` and tests agree on one shape: the guide's
 ``desiredSize`` / ``instance`` / ``isPrewarming`` / ``safeMode`` fields, plus every instance for pools
-larger than one.
+larger than one. An instance whose ComfyUI Layer 4 found lost is ``unhealthy`` in its record (reason
+``keepalive: connection lost``), so it is never counted ``ready`` or ``idle``; ``counts.comfyuiLost``
+counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vastkeep.core.clock import iso
-from vastkeep.state.store import InstanceRecord, PoolSettings
+from vastkeep.state.store import InstanceRecord, PoolSettings, comfyui_lost_since
 
 # Preference when one instance must stand for the pool (the guide's single ``instance`` field).
 _PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy")
@@ -56,13 +58,15 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
         counts[record.status] = counts.get(record.status, 0) + 1
     leased = sum(1 for r in live if is_leased(r, now))
     idle = sum(1 for r in live if r.status == "ready" and not is_leased(r, now))
+    lost = sum(1 for r in live if r.status not in _NOT_LIVE and comfyui_lost_since(r) is not None)
     return {
         "desiredSize": pool.desired_size,
         "instance": _view(primary, now, polls) if primary else None,
         "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
-        "counts": {"total": len(live), "leased": leased, "idle": idle, "byStatus": counts},
+        "counts": {"total": len(live), "leased": leased, "idle": idle, "comfyuiLost": lost,
+                   "byStatus": counts},
         "pool": dict(figures or {}),
         "instances": [_view(r, now, polls) for r in live],
     }

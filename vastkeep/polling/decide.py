@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_delay
+from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, comfyui_lost_since
 
 #: Statuses polled at the active interval (and the lease makes any status active).
 ACTIVE_STATUSES = frozenset({"starting", "loading"})
@@ -169,7 +170,8 @@ def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: flo
     * fatal (``Error``/OCI in ``status_msg``, ``offline``, ``exited``) or outbid → ``failed`` + reason;
     * ``null``/``created`` → ``starting``; ``loading`` → ``loading``;
     * ``running`` → ``ready`` with a validated port, else ``loading`` (Layer 3 must run:
-      :func:`needs_port_validation`);
+      :func:`needs_port_validation`); ``unhealthy`` (:data:`COMFYUI_LOST_REASON`) while Layer 4 finds its
+      ComfyUI lost (the keepalive turns it ``ready`` again when a ping answers);
     * anything in between (``stopped``, ``frozen``, ``rebooting``, ``unknown``...) → ``unhealthy``.
     ``now`` is accepted for rules that depend on time (none yet) and to keep the signature stable.
     """
@@ -188,6 +190,8 @@ def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: flo
     if actual == "loading":
         return Verdict("loading", None)
     if actual == "running":
+        if comfyui_lost_since(record) is not None:  # Layer 4's word: running, but ComfyUI does not answer
+            return Verdict(COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON)
         if port_validated(record) and status != "unhealthy":  # back from unhealthy: prove the port again
             return Verdict("ready", None)
         return Verdict("loading", "running at provider; port validation pending")
@@ -196,33 +200,44 @@ def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: flo
 
 #: A keepalive loss whose grace ends later than this is left to the reconcile beat (no long countdowns).
 MAX_WAKE_DELAY_S = 600.0
+#: For this long after a keepalive loss a poll wakes the pool at once (it rents the replacement); the
+#: polling flow's wake marker (one per due second, ``WAKE_MARK_MS``) makes that one send per loss.
+LOSS_WAKE_WINDOW_S = 60.0
 
 
-def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> float | None:
-    """When the warm pool's reconciler must run for this record (epoch s), or None: no need.
+def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tuple[float, ...]:
+    """When the warm pool's reconciler must run for this record (epoch s, earliest first); empty: no need.
 
     Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
 
-    One of our instances that failed or is gone → now (it is replaced at once, not at the next beat); one
-    whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → when that loss passes the
-    grace (``WARM_POOL_UNHEALTHY_GRACE_MS``), unless that is more than :data:`MAX_WAKE_DELAY_S` away.
+    One of our instances that failed or is gone → now (it is replaced at once, not at the next beat). One
+    whose Layer 4 keepalive lost ComfyUI (``extra.keepalive_lost_since``) → the loss time itself during
+    :data:`LOSS_WAKE_WINDOW_S` (the pool rents its replacement at once), and when the loss passes the grace
+    (``WARM_POOL_UNHEALTHY_GRACE_MS``: the sick one is destroyed), unless that is more than
+    :data:`MAX_WAKE_DELAY_S` away.
     """
     label = getattr(record, "label", None)
     if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
-        return None
+        return ()
     if record.status in TERMINAL:
-        return now
-    lost = (getattr(record, "extra", None) or {}).get("keepalive_lost_since")
-    if isinstance(lost, int | float) and not isinstance(lost, bool):
-        due = max(now, float(lost) + grace_s)
-        return due if due - now <= MAX_WAKE_DELAY_S else None
-    return None
+        return (now,)
+    lost = comfyui_lost_since(record)
+    if lost is None:
+        return ()
+    wakes = []
+    if abs(now - lost) < LOSS_WAKE_WINDOW_S:  # abs: another host's clock may run a little ahead
+        wakes.append(lost)
+    due = max(now, lost + grace_s)
+    if due - now <= MAX_WAKE_DELAY_S and due not in wakes:
+        wakes.append(due)
+    return tuple(sorted(wakes))
 
 
 def needs_port_validation(row: Any, record: Any) -> bool:
     """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
     return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
-            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready"))
+            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready")
+            and comfyui_lost_since(record) is None)  # Layer 4 watches a lost one until it answers again
 
 
 def address_of(row: Any) -> dict[str, Any]:
@@ -240,10 +255,9 @@ def provider_signature(row: Any) -> str:
 
 
 __all__ = [
-    "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "Absence",
-    "ShowAnswer", "absence_verdict", "HANDS_OFF", "MAX_WAKE_DELAY_S", "NOT_LIVE", "TERMINAL", "Verdict",
-    "REFRESH_RETRY_CAP_S", "refresh_retry_s",
-    "address_of", "fatal_reason", "is_leased", "is_ours", "needs_port_validation", "next_poll_interval",
-    "pool_wake_at", "port_validated",
-    "provider_signature", "provider_verdict",
+    "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF",
+    "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE", "REFRESH_RETRY_CAP_S", "TERMINAL", "Absence",
+    "ShowAnswer", "Verdict", "absence_verdict", "address_of", "fatal_reason", "is_leased", "is_ours",
+    "needs_port_validation", "next_poll_interval", "pool_wake_at", "port_validated", "provider_signature",
+    "provider_verdict", "refresh_retry_s",
 ]

@@ -201,14 +201,16 @@ class Poller:
                 log.warning("⚠️  could not queue %s for %s: %s", VALIDATE_TASK, iid, type(exc).__name__)
 
     def _wake_pool(self, rec: InstanceRecord, now: float) -> None:
-        """Wake the warm pool's reconciler for a failed instance (now) or a keepalive loss (at its grace's
-        end) instead of leaving the replacement to the next beat; one send per due second (a Redis marker)."""
+        """Wake the warm pool's reconciler for a failed instance (now) or a keepalive loss (at once, and at
+        its grace's end) instead of leaving the replacement to the next beat; one send per due second (a
+        Redis marker)."""
         head = f"{self.policy.label_prefix}:{self.policy.pool_name}:"
-        due = pool_wake_at(rec, now, self.policy.pool_grace_s, head)
-        if due is None or self.send is None:
+        if self.send is None:
             return
-        key = self.keys.pool_wake(int(due))
-        if self.redis.set(key, "1", nx=True, px=int(max(0.0, due - now) * 1000) + WAKE_MARK_MS):
+        for due in pool_wake_at(rec, now, self.policy.pool_grace_s, head):
+            key = self.keys.pool_wake(int(due))
+            if not self.redis.set(key, "1", nx=True, px=int(max(0.0, due - now) * 1000) + WAKE_MARK_MS):
+                continue
             try:
                 self.send(RECONCILE_TASK, {"wake_at": due})
             except Exception as exc:  # noqa: BLE001 - the beat runs the round anyway
@@ -264,7 +266,8 @@ class Poller:
         Returns ``{"skipped": DISPATCH_BUSY}`` when another dispatcher holds it. The loop refreshes the
         snapshot when it is due, polls every due batch, then sleeps until the next due time, the next
         snapshot refresh or a "poll now" wake-up, whichever comes first (at most :data:`MAX_WAIT_S`, so
-        the lease is renewed often).
+        the lease is renewed often). ``should_stop`` (the worker's warm shutdown) is asked at every turn: a
+        stopped run ends there with ``"stopped": True`` and releases the lease for its continuation.
         """
         lease = leases.acquire(DISPATCH_LEASE, new_owner(DISPATCH_LEASE), DISPATCH_LEASE_TTL_MS)
         if lease is None:
@@ -276,7 +279,10 @@ class Poller:
         deadline = self.clock.monotonic() + budget_s
         beat_at = -float("inf")
         try:
-            while self.clock.monotonic() < deadline and not (should_stop is not None and should_stop()):
+            while self.clock.monotonic() < deadline:
+                if should_stop is not None and should_stop():
+                    totals["stopped"] = True
+                    break
                 if not leases.renew(lease):
                     totals["lost"] = True
                     break

@@ -13,7 +13,15 @@ from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
-from vastkeep.pool.plan import DESTROYED, LIVE_STATUSES, PendingRent, make_label, slot_of, spend_rate
+from vastkeep.pool.plan import (
+    DESTROYED,
+    LIVE_STATUSES,
+    PendingRent,
+    is_sick,
+    make_label,
+    slot_of,
+    spend_rate,
+)
 from vastkeep.state import EventSink
 
 MAX_REASON_CHARS = 300
@@ -75,7 +83,7 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "poolName": name,
         "pendingRents": len(pending),
         "unknownRents": sum(1 for p in pending if p.state != "sending"),
-        "liveInstances": sum(1 for r in mine if r.status in LIVE_STATUSES),
+        "liveInstances": sum(1 for r in mine if r.status in LIVE_STATUSES and not is_sick(r)),
         "spendDph": spend_rate(mine, pending, prefix),
         "maxSpendDph": settings.warm_pool_max_spend_dph,
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,

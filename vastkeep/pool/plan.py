@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vastkeep.state.store import COMFYUI_LOST_REASON, comfyui_lost_since
+
 #: Statuses that count towards the desired size (an unhealthy one until its grace runs out).
 LIVE_STATUSES = frozenset({"starting", "loading", "ready", "unhealthy"})
 #: Still provisioning: replaced when stuck past the provision timeout.
@@ -24,6 +26,8 @@ DEAD_STATUSES = frozenset({"failed", "gone"})
 #: A destroy that was started: tried again until it went through.
 DESTROYING = "destroying"
 DESTROYED = "destroyed"
+#: Statuses in which a keepalive loss makes an instance sick (see :func:`is_sick`).
+SICK_STATUSES = frozenset({"ready", "unhealthy"})
 #: Destroy order among idle instances beyond the desired size: the least useful first.
 _EXCESS_ORDER = {"unhealthy": 0, "starting": 1, "loading": 2, "ready": 3}
 
@@ -32,12 +36,15 @@ REASON_FAILED = "failed"
 REASON_GONE = "gone"
 REASON_PROVISION_TIMEOUT = "provision-timeout"
 REASON_UNHEALTHY = "unhealthy"
-REASON_KEEPALIVE_LOST = "keepalive: connection lost"
+REASON_KEEPALIVE_LOST = COMFYUI_LOST_REASON
+#: A sick instance (ComfyUI lost) whose replacement is ready, or that leaves no room under the spend cap
+#: for its replacement: destroyed before its grace ends (never while leased: like ``excess``).
+REASON_LOST_REPLACED = "keepalive: connection lost, replaced"
 REASON_EXCESS = "excess"
 REASON_RETRY_DESTROY = "destroy-retry"
-#: Reasons whose slot is refilled: the instance died, it was not unwanted.
+#: Reasons that mean the instance died, it was not unwanted (its destruction is an ``instance-replaced``).
 REPLACE_REASONS = frozenset({REASON_FAILED, REASON_GONE, REASON_PROVISION_TIMEOUT, REASON_UNHEALTHY,
-                             REASON_KEEPALIVE_LOST})
+                             REASON_KEEPALIVE_LOST, REASON_LOST_REPLACED})
 
 
 class RecordLike(Protocol):
@@ -90,12 +97,17 @@ class PlanParams:
     pool: str = "default"
     provision_timeout_s: float = 900.0
     unhealthy_grace_s: float = 300.0
+    #: the spend cap (``WARM_POOL_MAX_SPEND_DPH``) and the most one rent may cost (``WARM_POOL_MAX_DPH``):
+    #: a sick instance's replacement is rented beside it only when both fit; None: no such check here
+    max_spend_dph: float | None = None
+    max_offer_dph: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> PlanParams:
         return cls(prefix=settings.warm_pool_label_prefix, pool=settings.warm_pool_name,
                    provision_timeout_s=settings.warm_pool_provision_timeout_s,
-                   unhealthy_grace_s=settings.warm_pool_unhealthy_grace_s)
+                   unhealthy_grace_s=settings.warm_pool_unhealthy_grace_s,
+                   max_spend_dph=settings.warm_pool_max_spend_dph, max_offer_dph=settings.warm_pool_max_dph)
 
 
 @dataclass(frozen=True)
@@ -158,24 +170,41 @@ def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | No
         started = _first(getattr(record, "status_since", None), record.created_at, now)
         if now - started > params.provision_timeout_s:
             return REASON_PROVISION_TIMEOUT
+    lost = comfyui_lost_since(record)  # Layer 4: ComfyUI unreachable since then (its grace counts from there)
+    if lost is not None:
+        return REASON_KEEPALIVE_LOST if now - lost > params.unhealthy_grace_s else None
     if record.status == "unhealthy":
         since = (record.extra or {}).get("unhealthy_since", record.updated_at)
         if isinstance(since, int | float) and now - since > params.unhealthy_grace_s:
             return REASON_UNHEALTHY
-    lost = (record.extra or {}).get("keepalive_lost_since")  # Layer 4: ComfyUI unreachable since then
-    if isinstance(lost, int | float) and not isinstance(lost, bool) and now - lost > params.unhealthy_grace_s:
-        return REASON_KEEPALIVE_LOST
     return None
+
+
+def is_sick(record: RecordLike) -> bool:
+    """A ready (or unhealthy) instance whose ComfyUI Layer 4 finds lost: it no longer counts towards the
+    desired size, but keeps its grace to recover."""
+    return record.status in SICK_STATUSES and comfyui_lost_since(record) is not None
+
+
+def was_lost(record: RecordLike) -> bool:
+    """It lost ComfyUI once and recovered (``extra.keepalive_last_loss_at``): trimmed first when surplus."""
+    return not is_sick(record) and isinstance((record.extra or {}).get("keepalive_last_loss_at"), int | float)
 
 
 def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
               pending_rents: Iterable[PendingRent], now: float, params: PlanParams | None = None) -> Plan:
     """Rent N / destroy these / wait, from the records of this pool (others are ignored).
 
-    - failed/gone, stuck provisioning past the timeout, unhealthy past the grace → destroyed and replaced
-      (even when leased: a dead instance serves nobody; the holder gets ``instance-replaced``);
-    - beyond the desired size → idle ones destroyed (unhealthy, then starting, loading, ready; newest first),
-      never a leased one before its lease ends (counted in ``wait_reasons``);
+    - failed/gone, stuck provisioning past the timeout, unhealthy or ComfyUI lost past the grace →
+      destroyed and replaced (even when leased: a dead instance serves nobody; the holder gets
+      ``instance-replaced``);
+    - sick (ComfyUI lost, :func:`is_sick`) → no longer counted, so its replacement is rented at once; it
+      keeps its grace to recover, and is destroyed before that (idle only) once as many ready healthy
+      instances as desired exist without it, or when the spend cap leaves no room for its replacement;
+    - beyond the desired size → idle ones destroyed: first one that lost ComfyUI and recovered
+      (:func:`was_lost`) — kept, but still counted as the excess, until the ready healthy ones cover the
+      desired size — then unhealthy, starting, loading, ready; newest first. Never a leased one before its
+      lease ends (counted in ``wait_reasons``). So a flapping ComfyUI costs one replacement, not one per loss;
     - below it → rent into the lowest free slot numbers, unless in safe mode. Safe mode still destroys dead
       and excess instances: it stops *spending*, and destroying only lowers the spend.
     Rents in flight count as live for renting but are never destroyed (they are not instances yet).
@@ -186,6 +215,8 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
     taken: set[int] = {p.slot for p in pending}
     destroy: list[tuple[str, str]] = []
     live: list[RecordLike] = []
+    sick: list[RecordLike] = []
+    billed: list[RecordLike] = []
     slots: dict[str, int] = {}
     wait: list[str] = []
     for record in records:
@@ -197,33 +228,92 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
         reason = _dead_reason(record, now, params)
         if reason is not None:
             destroy.append((record.instance_id, reason))
+            continue
+        billed.append(record)
+        if is_sick(record):
+            sick.append(record)
         elif record.status in LIVE_STATUSES:
             live.append(record)
+    healthy_ready = sum(1 for r in live if r.status == "ready" and not was_lost(r))
+    idle_sick = sorted((r for r in sick if not is_leased(r, now)),
+                       key=lambda r: (comfyui_lost_since(r) or 0.0, r.instance_id))
+    if idle_sick and healthy_ready >= desired:  # replaced: surplus now
+        destroy.extend((r.instance_id, REASON_LOST_REPLACED) for r in idle_sick)
+        idle_sick = []
     excess = len(live) - desired
     if excess > 0:
-        idle = [r for r in live if not is_leased(r, now)]
-        idle.sort(key=lambda r: (_EXCESS_ORDER.get(r.status, 0), -(r.created_at or 0.0), r.instance_id))
-        for record in idle[:excess]:
-            destroy.append((record.instance_id, REASON_EXCESS))
-        kept = excess - min(excess, len(idle))
-        if kept:
-            wait.append(f"{kept} leased instance(s) beyond the desired size kept until their lease ends")
+        wait.extend(_trim(live, excess, healthy_ready, desired, now, destroy))
     missing = desired - len(live) - len(pending)
     rent: list[int] = []
     if missing > 0 and safe_mode:
         wait.append(f"safe mode: {missing} instance(s) not rented")
     elif missing > 0:
+        if idle_sick:
+            wait.extend(_room_for_replacements(billed, pending, idle_sick, missing, params, destroy))
         slot = 0
         while len(rent) < missing:
             if slot not in taken:
                 rent.append(slot)
             slot += 1
+    if sick and not safe_mode:
+        kept = [r.instance_id for r in sick if (r.instance_id, REASON_LOST_REPLACED) not in destroy]
+        if kept:
+            wait.append(f"ComfyUI lost on {', '.join(kept)}: replaced, kept within its grace to recover")
     unknown = [p for p in pending if p.state != "sending"]
     if pending:
         wait.append(f"{len(pending)} rent(s) in flight" +
                     (f", {len(unknown)} with an unknown outcome awaiting their label" if unknown else ""))
     return Plan(rent=tuple(rent), destroy=tuple(destroy), wait_reasons=tuple(wait), live=len(live),
                 pending=len(pending), desired=desired, slots=slots)
+
+
+def _trim(live: list[RecordLike], excess: int, healthy_ready: int, desired: int, now: float,
+          destroy: list[tuple[str, str]]) -> list[str]:
+    """Destroy ``excess`` idle instances (appended to ``destroy``); returns why some were kept."""
+    wait: list[str] = []
+    order = sorted(live, key=lambda r: (not was_lost(r), _EXCESS_ORDER.get(r.status, 0),
+                                        -(r.created_at or 0.0), r.instance_id))
+    kept_leased = 0
+    for record in order:
+        if excess <= 0:
+            break
+        leased = is_leased(record, now)
+        if was_lost(record):  # the one to go: nothing healthier is trimmed in its place
+            excess -= 1
+            if leased:
+                kept_leased += 1
+            elif healthy_ready < desired:
+                wait.append(f"instance {record.instance_id} (ComfyUI recovered) kept until its replacement "
+                            "is ready")
+            else:
+                destroy.append((record.instance_id, REASON_EXCESS))
+        elif not leased:
+            destroy.append((record.instance_id, REASON_EXCESS))
+            excess -= 1
+    kept_leased += max(0, excess)
+    if kept_leased:
+        wait.append(f"{kept_leased} leased instance(s) beyond the desired size kept until their lease ends")
+    return wait
+
+
+def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent], idle_sick: list[RecordLike],
+                           missing: int, params: PlanParams, destroy: list[tuple[str, str]]) -> list[str]:
+    """Destroy idle sick instances (oldest loss first) while ``missing`` rents at the highest price allowed
+    would pass the spend cap beside them: the cap is kept and the replacement still comes at once."""
+    if params.max_spend_dph is None or params.max_offer_dph is None:
+        return []
+    spend = sum(r.dph_total or 0.0 for r in billed) + sum(p.dph or 0.0 for p in pending)
+    need = missing * params.max_offer_dph
+    freed: list[str] = []
+    for record in idle_sick:
+        if spend + need <= params.max_spend_dph + 1e-9:
+            break
+        destroy.append((record.instance_id, REASON_LOST_REPLACED))
+        spend -= record.dph_total or 0.0
+        freed.append(record.instance_id)
+    if not freed:
+        return []
+    return [f"spend cap: {', '.join(freed)} (ComfyUI lost) destroyed before its grace to make room"]
 
 
 # ── offers ───────────────────────────────────────────────────────────────────
@@ -308,7 +398,7 @@ def spend_allows(current_dph: float, offer_dph: float, cap_dph: float) -> bool:
 
 
 __all__ = [
-    "DEAD_STATUSES", "LIVE_STATUSES", "REPLACE_REASONS", "OfferParams", "PendingRent", "Plan", "PlanParams",
-    "is_leased", "is_ours", "make_label", "offer_query", "pick_offer", "plan_pool", "rank_offers", "slot_of",
-    "spend_allows", "spend_rate",
+    "DEAD_STATUSES", "LIVE_STATUSES", "REPLACE_REASONS", "SICK_STATUSES", "OfferParams", "PendingRent",
+    "Plan", "PlanParams", "is_leased", "is_ours", "is_sick", "make_label", "offer_query", "pick_offer",
+    "plan_pool", "rank_offers", "slot_of", "spend_allows", "spend_rate", "was_lost",
 ]

@@ -43,6 +43,7 @@ from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
     REASON_EXCESS,
     REASON_FAILED,
+    REASON_LOST_REPLACED,
     REASON_PROVISION_TIMEOUT,
     REASON_RETRY_DESTROY,
     REPLACE_REASONS,
@@ -76,6 +77,8 @@ OFFER_ATTEMPTS = 3
 REASON_DUPLICATE = "duplicate"
 #: Failures counted towards safe mode.
 _FAILURE_REASONS = frozenset({REASON_FAILED, REASON_PROVISION_TIMEOUT})
+#: Destroyed only while idle: a lease granted meanwhile keeps the instance (the others break the lease).
+_IDLE_ONLY_REASONS = frozenset({REASON_EXCESS, REASON_LOST_REPLACED})
 
 
 def lease_name(pool: str) -> str:
@@ -288,7 +291,7 @@ class _Round:
         self._renew()
         first = rec.status != "destroying"
         cause = reason if first else (rec.error or reason)
-        if not rc.client_leases.claim(rec.instance_id, cause, force=reason != REASON_EXCESS):
+        if not rc.client_leases.claim(rec.instance_id, cause, force=reason not in _IDLE_ONLY_REASONS):
             self.report.wait.append(f"instance {rec.instance_id} was leased meanwhile: kept")
             return
         if first:

@@ -163,6 +163,9 @@ class Stack:
                              "set ADMIN_API_PORT to a free port (or stop what listens there)")
         if not port_is_free(s.flower_port, "127.0.0.1"):
             raise StackError(f"port {s.flower_port} is already in use: set FLOWER_PORT to a free port")
+        if not port_is_free(s.proxy_port, s.proxy_host):
+            raise StackError(f"port {s.proxy_port} on {s.proxy_host} is already in use: set PROXY_PORT to a "
+                             "free port (or stop what listens there)")
 
     def start(self, stop: threading.Event) -> None:
         """Start every child in dependency order; StackError when something cannot start."""
@@ -206,6 +209,7 @@ class Stack:
         self.info.update(admin_api_url=f"http://{s.admin_api_host}:{s.admin_api_port}",
                          admin_api_key=admin_key,
                          flower_url=f"http://127.0.0.1:{s.flower_port}", flower_user=user,
+                         proxy_url=s.proxy_url,
                          flower_password=password,
                          workers=[f"{q}@{host}" for q in ("control", "ssh", "keepalive")])
         # 4. workers, beat, API, Flower
@@ -222,6 +226,7 @@ class Stack:
                                         "--host", s.admin_api_host, "--port", str(s.admin_api_port),
                                         "--log-level", "warning", "--no-access-log"])
         self._spawn("flower", "Flower", celery + ["flower", "--address=127.0.0.1", f"--port={s.flower_port}"])
+        self._spawn("proxy", "Proxy", [py, "-m", "vastkeep.cli", "proxy"])
         self._write()
         self._announce(admin_key, user, password)
 
@@ -282,6 +287,9 @@ class Stack:
         self.say(f"  Flower      {i['flower_url']}")
         for line in simulator_lines(i, self.home, self.cli):
             self.say(line)
+        self.say(f"  ComfyUI     {i.get('proxy_url') or self.settings.proxy_url}/c/<endpointToken>/ "
+                 "(a lease's endpointUrl), /pool/  "
+                 "(docs/proxy.md)")
         self.say(f"  logs        {self.logs}")
         if not self.settings.admin_api_key:
             self.say(f"  X-Admin-Key (generated, shown once): {admin_key}")

@@ -8,8 +8,10 @@ once a day restarts fast. The schedule is a pure function (:func:`restart_delay`
 injected :class:`~vastkeep.core.clock.Clock`, so tests run the whole schedule with tiny delays.
 
 Children run in their own session (process group): a Ctrl-C in the terminal reaches the supervisor
-only, which then stops every child in order (SIGTERM, a grace period, SIGKILL to the whole group),
-so a worker's pool processes never outlive ``vastkeep up``.
+only, which then stops every child in order: SIGTERM to the child itself (a Celery worker then runs its
+warm shutdown and ends its own pool processes; a SIGTERM to the whole group would kill them under it, which
+the worker logs as ``WorkerLostError``), a grace period, then SIGKILL to the whole group, so a worker's
+pool processes never outlive ``vastkeep up``.
 
 The log lines keep the guide's wording so existing log alerts keep working:
 ``[Watchdog] Registered process: <name>``, ``Restarted <id> (attempt N, M crashes)`` and
@@ -211,7 +213,7 @@ class Supervisor:
 
     # ── stopping ────────────────────────────────────────────────────────────
     def stop_all(self) -> None:
-        """SIGTERM every child's process group, wait up to ``stop_timeout_s``, then SIGKILL what is left."""
+        """SIGTERM every child itself, wait up to ``stop_timeout_s``, then SIGKILL its whole group."""
         with self._lock:
             if self._stopped:
                 return  # idempotent: never signal pids that may have been reused since
@@ -232,7 +234,7 @@ class Supervisor:
     def _stop_group(self, group: list[_Child]) -> None:
         live = [c for c in group if c.proc is not None]
         for child in live:
-            _signal_group(child.proc, signal.SIGTERM)
+            _signal_leader(child.proc, signal.SIGTERM)
         deadline = self.clock.monotonic() + self.stop_timeout_s
         for child in live:
             remaining = max(0.0, deadline - self.clock.monotonic())
@@ -271,6 +273,15 @@ class Supervisor:
                 }
                 for cid, c in self._children.items()
             }
+
+
+def _signal_leader(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the child process itself (not its pool processes); ignore one that is already gone."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -7,6 +7,7 @@
 - ``events``: the durable event stream.
 - ``heartbeats``: "this process / daemon is alive" with a TTL.
 - ``ratelimit``: one shared pace per (endpoint, API key) for every worker on every host (Lua beside it).
+- ``status``: the one status vocabulary (``InstanceStatus``) and the sets derived from it.
 - ``protocols``: the narrow interfaces (``Store``, ``EventSink``, ...) the layer flows are typed against.
 """
 
@@ -16,14 +17,32 @@ from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_he
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
-from vastkeep.state.protocols import EventSink, LeaseStore, Store, TokenResultStore
+from vastkeep.state.protocols import NULL_EVENTS, EventSink, LeaseStore, NullEvents, Store, TokenResultStore
 from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
-from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
+from vastkeep.state.status import (
+    DEAD_STATUSES,
+    ENDING_STATUSES,
+    INSTANCE_STATUSES,
+    LIVE_STATUSES,
+    PROVISIONING_STATUSES,
+    SICK_STATUSES,
+    InstanceStatus,
+)
+from vastkeep.state.store import (
+    COMFYUI_LOST_REASON,
+    COMFYUI_LOST_STATUS,
+    InstanceRecord,
+    PoolSettings,
+    StateStore,
+    comfyui_lost_since,
+)
 
 __all__ = [
-    "EVENT_KINDS", "Event", "EventLog", "EventSink", "InstanceRecord", "KeyPacer", "Keys", "Lease",
-    "LeaseKeeper", "LeaseManager", "LeaseStore", "PoolSettings", "Progress", "SharedRateLimiter",
-    "StateStore", "Store",
-    "TokenResultStore", "as_text", "clear_heartbeat", "connect", "key_fingerprint", "new_owner",
-    "read_heartbeats", "write_heartbeat",
+    "DEAD_STATUSES", "ENDING_STATUSES", "INSTANCE_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES",
+    "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents",
+    "COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "EVENT_KINDS", "Event", "EventLog", "EventSink",
+    "InstanceRecord", "KeyPacer", "Keys", "Lease", "LeaseKeeper", "LeaseManager", "LeaseStore",
+    "PoolSettings", "Progress", "SharedRateLimiter", "StateStore", "Store", "TokenResultStore", "as_text",
+    "clear_heartbeat", "comfyui_lost_since", "connect", "key_fingerprint", "new_owner", "read_heartbeats",
+    "write_heartbeat",
 ]

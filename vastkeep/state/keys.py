@@ -120,6 +120,27 @@ class Keys:
         """Hash: why safe mode is on (cause: operator|token|failures|spend, since)."""
         return self._k("pool", "safety")
 
+    # ── lease endpoints (the proxy's /c/{endpointToken}/) ─────────────────────
+    def endpoint(self, token_digest: str) -> str:
+        """JSON {pool, instance_id, fence} of one endpoint token, keyed by the token's SHA-256 (the token
+        itself is never stored); PEXPIREAT the lease's end, moved on renewal, deleted on release."""
+        return self._k("endpoint", _part("token digest", token_digest))
+
+    def endpoint_dropped(self) -> str:
+        """Pub/sub channel: the digest of each endpoint token dropped (released), so every proxy forgets it
+        at once instead of after its resolution cache's second."""
+        return self._k("endpoint-dropped")
+
+    def endpoint_secret(self) -> str:
+        """32 random bytes (hex), made once (SET NX): the HMAC key that derives a grant's endpoint token, so a
+        re-sent or retried grant answers the same token."""
+        return self._k("endpoint-secret")
+
+    def endpoint_grant(self, pool: str, instance_id: str | int, fence: int) -> str:
+        """The token digest issued for one lease grant (pool + instance + fence); same expiry as above."""
+        return self._k("endpoint-grant", _part("pool name", pool), _part("instance id", instance_id),
+                       _part("fence", fence))
+
     # ── tokens ──────────────────────────────────────────────────────────────
     def token_result(self, service: str) -> str:
         """JSON validation result of one service (PX TTL = TOKEN_VALIDATION_CACHE_MS)."""

@@ -23,6 +23,18 @@ class EventSink(Protocol):
     def emit(self, kind: str, **fields: Any) -> str: ...
 
 
+class NullEvents:
+    """An :class:`EventSink` that keeps nothing (huey's ``BlackHoleStorage``): what a flow gets when no
+    event stream is wired, so no flow writes ``if events is not None``."""
+
+    def emit(self, kind: str, **fields: Any) -> str:
+        return ""
+
+
+#: The one null sink every flow defaults to.
+NULL_EVENTS: EventSink = NullEvents()
+
+
 @runtime_checkable
 class TokenResultStore(Protocol):
     """Cached token verdicts and runtime token overrides (Layer 2)."""

@@ -33,12 +33,15 @@ from vastkeep.core.settings import Secret
 from vastkeep.state.connection import as_text
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease
+from vastkeep.state.status import INSTANCE_STATUSES, PROVISIONING_STATUSES, InstanceStatus
 
 log = logging.getLogger("vastkeep.state")
 
-INSTANCE_STATUSES = ("starting", "loading", "ready", "unhealthy", "failed", "gone", "destroying", "destroyed")
-#: One phase for ``status_since``: moving between these does not restart the clock.
-PROVISIONING_STATUSES = frozenset({"starting", "loading"})
+#: A ready instance whose ComfyUI stopped answering (Layer 4 ``connection-lost``) is shown and counted as
+#: ``unhealthy`` with this ``status_reason`` until a ping answers again (then ``ready`` once more): never as
+#: ready, and never counted towards the pool's desired size (the pool rents its replacement at once).
+COMFYUI_LOST_STATUS = InstanceStatus.UNHEALTHY
+COMFYUI_LOST_REASON = "keepalive: connection lost"
 CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
 _CAS_LUA = (Path(__file__).parent / "store_cas.lua").read_text(encoding="utf-8")
@@ -46,6 +49,12 @@ _RECOUNT_LUA = (Path(__file__).parent / "store_recount.lua").read_text(encoding=
 #: the label an unreadable record is counted under in :meth:`StateStore.instance_counts`
 UNREADABLE_STATUS = "?"
 
+
+
+def comfyui_lost_since(record: Any) -> float | None:
+    """When Layer 4 found the record's ComfyUI unreachable (``extra.keepalive_lost_since``), or None."""
+    lost = (getattr(record, "extra", None) or {}).get("keepalive_lost_since")
+    return float(lost) if _is_kind(lost, "time") else None
 
 
 def _decode(instance_id: str, raw: str) -> InstanceRecord:
@@ -125,7 +134,8 @@ class InstanceRecord:
     def __post_init__(self) -> None:
         self.instance_id = str(self.instance_id)
         if self.status not in INSTANCE_STATUSES:
-            raise ValueError(f"unknown instance status {self.status!r}; expected one of {INSTANCE_STATUSES}")
+            raise ValueError(f"unknown instance status {self.status!r}; "
+                             f"expected one of {', '.join(INSTANCE_STATUSES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe fields (snake_case), as stored."""
@@ -459,4 +469,5 @@ class StateStore:
         return bool(self.redis.delete(self.keys.runtime_secret(service)))
 
 
-__all__ = ["INSTANCE_STATUSES", "InstanceRecord", "PoolSettings", "StateStore"]
+__all__ = ["COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "INSTANCE_STATUSES", "InstanceRecord",
+           "PoolSettings", "StateStore", "comfyui_lost_since"]

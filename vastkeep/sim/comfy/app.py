@@ -40,6 +40,18 @@ FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 SERVER_FEATURE_FLAGS = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 MAX_UPLOAD_SIZE = 104857600  # ComfyUI's --max-upload-size default (100 MB): the aiohttp body limit
 GiB = 1024**3
+INDEX_HTML = (
+    "<!doctype html><html><head><title>ComfyUI</title>"
+    '<link rel="stylesheet" href="./assets/index.css">'
+    '<script type="module" crossorigin src="./assets/index.js"></script></head>'
+    '<body><div id="vue-app"></div></body></html>'
+)
+#: What the page loads; index.js asks the API the way the frontend does (relative to the page).
+ASSETS = {
+    "index.css": ("#vue-app{height:100%}", "text/css"),
+    "index.js": ("const r=await fetch('./api/system_stats');document.title='ComfyUI '+"
+                 "(await r.json()).system.comfyui_version;", "text/javascript"),
+}
 
 
 def system_stats(inst: Instance) -> dict[str, Any]:
@@ -88,6 +100,7 @@ class ComfyApp:
             self.app.router.add_get(prefix + "/ws", self.ws)
         routes.add_routes(self.app, lambda: self.host)
         self.app.router.add_get("/", self.index)
+        self.app.router.add_get("/assets/{name}", self.asset)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         self._server: web.Server | None = None
 
@@ -156,7 +169,16 @@ class ComfyApp:
         return await handler(request)
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text="<html><title>ComfyUI</title></html>", content_type="text/html")
+        """ComfyUI's page in miniature: like the real frontend it names its assets and API by relative
+        paths, so it also works under a proxy's path prefix (``/c/{token}/``)."""
+        return web.Response(text=INDEX_HTML, content_type="text/html")
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            return web.Response(status=404)
+        text, ctype = ASSETS[name]
+        return web.Response(text=text, content_type=ctype)
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
         ep = request["sim_endpoint"]

@@ -1,0 +1,75 @@
+"""What the benches share, with the package alone (no pytest, nothing from ``tests``): a private redis-server
+on a free loopback port, and a free port. The simulated cloud comes from the library
+(:func:`vastkeep.sim.process.spawn`).
+
+The redis-server is the embedded one of ``vastkeep up`` (:mod:`vastkeep.stack.embedded_redis`: the same
+binary, ``noeviction``) with persistence off and no password: a bench measures vastkeep, not fsync.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from vastkeep.stack.embedded_redis import redis_argv, wait_ready
+
+#: Overrides of the embedded server's options (a later option wins): no AOF, no RDB, no log file.
+BENCH_REDIS_OPTIONS = ("--appendonly", "no", "--save", "")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A bench's own redis-server: ``url``, ``client()``, ``stop()``."""
+
+    port: int
+    proc: subprocess.Popen
+    dir: str
+    owns_dir: bool = False  # a directory it made itself: removed by stop()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_redis_server(port: int | None = None, data_dir: str | None = None) -> RedisServer:
+    """Start a redis-server on ``port`` (default: a free one) and wait until it answers PING."""
+    port = port or free_port()
+    owns_dir = data_dir is None
+    data_dir = data_dir or tempfile.mkdtemp(prefix="vk-bench-redis-")
+    argv = [*redis_argv(port, Path(data_dir)), *BENCH_REDIS_OPTIONS]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port=port, proc=proc, dir=data_dir, owns_dir=owns_dir)
+    if not wait_ready(port, timeout_s=10.0):
+        server.stop()
+        raise RuntimeError(f"redis-server did not start on port {port}")
+    return server
+
+
+__all__ = ["RedisServer", "free_port", "start_redis_server"]

@@ -1,0 +1,81 @@
+"""``vastkeep proxy``: build the endpoint from the settings and serve until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("vastkeep.proxy")
+
+
+def build(settings: Any, redis_client: Any) -> Any:
+    """A :class:`ProxyServer` for ``settings`` over an asyncio Redis client."""
+    from vastkeep.proxy.resolve import Resolver  # noqa: PLC0415
+    from vastkeep.proxy.server import ProxyServer  # noqa: PLC0415
+    from vastkeep.state import Keys  # noqa: PLC0415
+
+    resolver = Resolver(redis_client, Keys(), settings.warm_pool_name, settings.warm_pool_label_prefix,
+                        simulated=bool(settings.vastkeep_simulated))
+    key = settings.admin_api_key.reveal() if settings.admin_api_key else None
+    return ProxyServer(resolver, admin_key=key, connect_timeout_s=settings.proxy_upstream_connect_timeout_s,
+                       timeout_s=settings.proxy_upstream_timeout_s,
+                       max_upload_bytes=settings.proxy_max_upload_bytes,
+                       client_concurrency=settings.proxy_client_concurrency,
+                       spool_dir=Path(settings.vastkeep_home) / "proxy-spool")
+
+
+def async_redis(url: str) -> Any:
+    import redis.asyncio as aredis  # noqa: PLC0415
+
+    return aredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0,
+                                 health_check_interval=30)
+
+
+async def run(settings: Any) -> None:
+    from vastkeep.proxy.server import serve  # noqa: PLC0415
+
+    if not settings.redis_url:
+        raise SystemExit("vastkeep proxy: REDIS_URL is not set (run it under `vastkeep up`, or set it)")
+    client = async_redis(settings.redis_url)
+    server = build(settings, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.ensure_future(server.resolver.watch_drops(client, stop))
+    try:
+        await serve(server, settings.proxy_host, settings.proxy_port, stop)
+    finally:
+        stop.set()
+        await asyncio.wait([watcher], timeout=3)
+        await client.aclose()
+
+
+def use_loop(loop: str) -> str:
+    """``auto``: uvloop where installed, else asyncio's own; returns the one in use."""
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415
+        except ImportError:
+            if loop == "uvloop":
+                raise SystemExit("vastkeep proxy: --loop uvloop, but uvloop is not installed") from None
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return "uvloop"
+    return "asyncio"
+
+
+def main(loop: str = "asyncio") -> int:
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("event loop: %s", use_loop(loop))
+    asyncio.run(run(settings))
+    return 0
+
+
+__all__ = ["async_redis", "build", "main", "run"]
