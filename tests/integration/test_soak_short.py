@@ -23,13 +23,7 @@ import pytest
 SEED = 20261207
 MINUTES = 4
 
-KNOWN_OPEN = [
-    # With fix-lease-cycle merged (main d2eac2e): a lease is refused ("being health-checked after a lease",
-    # "failed their health check") while warm-pool/status shows that instance ready and idle: 49 in the
-    # short form (docs/reliability.md, "What is left" 1). Before it (fb578b4) every lease after the first
-    # release was refused for good.
-    "refused-while-idle",
-]
+KNOWN_OPEN: list[str] = []
 
 
 @pytest.mark.slow
