@@ -12,17 +12,14 @@ say so (``counts.checking``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from vastkeep.core.clock import iso
+from vastkeep.state.status import ENDING_STATUSES, PROVISIONING_STATUSES, InstanceStatus
 from vastkeep.state.store import InstanceRecord, PoolSettings, comfyui_lost_since
 
+S = InstanceStatus
 # Preference when one instance must stand for the pool (the guide's single ``instance`` field).
-_PRIMARY_ORDER = ("ready", "loading", "starting", "unhealthy")
-_GONE = frozenset({"destroyed"})
-#: Never stands for the pool and never counts as warming: the provider said it is dead (Layer 5).
-_NOT_LIVE = frozenset({"failed", "gone", "destroying", "destroyed"})
-_WARMING = frozenset({"starting", "loading"})
+_PRIMARY_ORDER = (S.READY, S.LOADING, S.STARTING, S.UNHEALTHY)
 
 
 def is_leased(record: InstanceRecord, now: float) -> bool:
@@ -34,7 +31,7 @@ def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None
     """The instance the guide's single-instance view shows: ready first, then the furthest along.
 
     A failed, gone or destroying instance never stands for the pool (it must never be handed out)."""
-    live = [r for r in records if r.status not in _NOT_LIVE]
+    live = [r for r in records if r.status not in ENDING_STATUSES]
     for status in _PRIMARY_ORDER:
         for record in live:
             if record.status == status:
@@ -44,7 +41,7 @@ def primary_instance(records: Sequence[InstanceRecord]) -> InstanceRecord | None
 
 def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now: float,
                      polls: Mapping[str, tuple[float | None, float | None]] | None = None,
-                     figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     figures: Mapping[str, object] | None = None) -> dict[str, object]:
     """``GET /api/proxy/admin/warm-pool/status``: the guide's fields, then counts and the full list.
 
     ``polls`` (id → (last poll, next poll due), from Layer 5's schedule) overrides the record's own
@@ -53,20 +50,22 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
     in flight, spend rate and cap, the safe-mode cause), shown under ``pool``; a rent in flight also makes
     ``isPrewarming`` true, as in the guide (prewarming = renting and waiting for ready).
     """
-    live = [r for r in records if r.status not in _GONE]
+    live = [r for r in records if r.status != S.DESTROYED]
     primary = primary_instance(live)
     counts: dict[str, int] = {}
     for record in live:
         counts[record.status] = counts.get(record.status, 0) + 1
-    after = dict((figures or {}).get("afterLease") or {})
+    given = (figures or {}).get("afterLease")
+    after = {str(k): str(v) for k, v in given.items()} if isinstance(given, Mapping) else {}
     leased = sum(1 for r in live if is_leased(r, now))
     idle = sum(1 for r in live
-               if r.status == "ready" and not is_leased(r, now) and r.instance_id not in after)
-    lost = sum(1 for r in live if r.status not in _NOT_LIVE and comfyui_lost_since(r) is not None)
+               if r.status == S.READY and not is_leased(r, now) and r.instance_id not in after)
+    lost = sum(1 for r in live if r.status not in ENDING_STATUSES and comfyui_lost_since(r) is not None)
     return {
         "desiredSize": pool.desired_size,
         "instance": _view(primary, now, polls, after) if primary else None,
-        "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
+        "isPrewarming": (any(r.status in PROVISIONING_STATUSES for r in live)
+                         or bool((figures or {}).get("pendingRents"))),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
         "counts": {"total": len(live), "leased": leased, "idle": idle, "comfyuiLost": lost,
@@ -78,7 +77,7 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
 
 def _view(record: InstanceRecord, now: float,
           polls: Mapping[str, tuple[float | None, float | None]] | None = None,
-          after: Mapping[str, str] | None = None) -> dict[str, Any]:
+          after: Mapping[str, str] | None = None) -> dict[str, object]:
     view = record.to_status_dict()
     last, due = (polls or {}).get(record.instance_id, (None, None))
     if last is not None:

@@ -19,7 +19,7 @@ Logger: ``vastkeep.supervision``. Lines: ``[Watchdog] Registered process: <name>
 ``Restarted <id> (attempt N, M crashes)``, ``[Watchdog] Process <name> FAILED after N restarts``.
 """
 
-from vastkeep.supervision.book import SupervisionBook, publish_processes, read_processes
+from vastkeep.supervision.book import Redis, SupervisionBook, publish_processes, read_processes
 from vastkeep.supervision.catalogue import (
     KEEPALIVE_SHARD,
     POLL_DISPATCHER,
@@ -32,7 +32,10 @@ from vastkeep.supervision.catalogue import (
 )
 from vastkeep.supervision.consumption import ConsumptionWatch, watch_consumption
 from vastkeep.supervision.decide import (
+    Action,
+    Announcement,
     DaemonRecord,
+    DaemonStatus,
     Decision,
     Observed,
     SupervisionPolicy,
@@ -49,6 +52,9 @@ from vastkeep.supervision.flow import (
     SUPERVISOR_LEASE,
     SWEEP_BUSY,
     UNKNOWN,
+    DaemonView,
+    ResetOutcome,
+    ResetView,
     daemon_status,
     find_daemon,
     mark_handover,
@@ -58,6 +64,7 @@ from vastkeep.supervision.flow import (
 )
 
 __all__ = [
+    "Action", "Announcement", "DaemonStatus", "DaemonView", "Redis", "ResetOutcome", "ResetView",
     "ConsumptionWatch", "watch_consumption",
     "ALREADY_RESET", "NOT_FAILED", "RESET", "UNKNOWN", "find_daemon", "reset_daemon", "reset_record",
     "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
