@@ -17,7 +17,15 @@ from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_he
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
-from vastkeep.state.protocols import NULL_EVENTS, EventSink, LeaseStore, NullEvents, Store, TokenResultStore
+from vastkeep.state.protocols import (
+    NULL_EVENTS,
+    EventSink,
+    EventStream,
+    LeaseStore,
+    NullEvents,
+    Store,
+    TokenResultStore,
+)
 from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
 from vastkeep.state.status import (
     DEAD_STATUSES,
@@ -39,7 +47,7 @@ from vastkeep.state.store import (
 
 __all__ = [
     "DEAD_STATUSES", "ENDING_STATUSES", "INSTANCE_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES",
-    "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents",
+    "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents", "EventStream",
     "COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "EVENT_KINDS", "Event", "EventLog", "EventSink",
     "InstanceRecord", "KeyPacer", "Keys", "Lease", "LeaseKeeper", "LeaseManager", "LeaseStore",
     "PoolSettings", "Progress", "SharedRateLimiter", "StateStore", "Store", "TokenResultStore", "as_text",
