@@ -19,7 +19,6 @@ import re
 import socket
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -30,6 +29,9 @@ from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, backoff_delay
 from vastkeep.core.clock import Clock
 from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
 from vastkeep.providers.deadline import call_deadline, watch_session
+
+#: Query parameters of one request.
+Params = Mapping[str, str | int | float]
 
 log = logging.getLogger("vastkeep.providers")
 
@@ -186,7 +188,7 @@ def read_body(response: requests.Response, *, deadline: float, clock: Clock,
     body = b"".join(chunks)
     # What requests' own .content does after reading: .json()/.text now use this body.
     response._content = body
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # requests keeps this flag private
     return body
 
 
@@ -196,8 +198,8 @@ def request_with_retry(
     url: str,
     *,
     headers: Mapping[str, str],
-    json: Any = None,
-    params: Mapping[str, Any] | None = None,
+    json: object = None,
+    params: Params | None = None,
     timeout_s: tuple[float, float],
     retry: RetryPolicy,
     clock: Clock,
