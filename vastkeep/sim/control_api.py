@@ -18,6 +18,7 @@ from vastkeep.sim.state import (
     NET_MODES,
     SSH_ENDPOINTS,
     SSH_MODES,
+    Endpoint,
     Instance,
 )
 
@@ -140,7 +141,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         await sim.set_fault_state(inst, state)
         return web.json_response(view(inst))
 
-    def targets(inst: Instance, body: dict[str, Any], allowed: tuple[str, ...]) -> list:
+    def targets(inst: Instance, body: dict[str, Any], allowed: tuple[str, ...]) -> list[Endpoint]:
         name = body.get("endpoint")
         if name is None:
             return [ep for n, ep in inst.endpoints.items() if n in allowed]

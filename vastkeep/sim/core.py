@@ -125,7 +125,7 @@ class Simulator:
         self.ssh_host_ip = self.ips.allocate()
         self._next_ssh_port = 20000
         self._next_id = 7_835_600 + self.rng.randrange(0, 1000) * 10
-        self._tasks: dict[int, asyncio.Task] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self.ssh = SshService(config.state_dir, self._ip_of) if config.ssh_backend != "off" else None
         if self.ssh is not None:
             self.ssh.backend = config.ssh_backend

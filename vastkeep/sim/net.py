@@ -64,6 +64,7 @@ class _ResetProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert isinstance(transport, asyncio.Transport)  # a stream server's transport can abort
         transport.abort()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -79,7 +80,7 @@ def matches(record: dict[str, Any], filters: dict[str, Any]) -> bool:
 
 def _sort(rows: list[dict[str, Any]], order: list[tuple[str, str]]) -> list[dict[str, Any]]:
     for key, direction in reversed(order):
-        rows.sort(key=lambda r, k=key: (r.get(k) is None, _sortable(r.get(k))), reverse=direction == "desc")
+        rows.sort(key=functools.partial(_row_key, key), reverse=direction == "desc")
     return rows
 
 
@@ -89,6 +90,10 @@ def _sortable(value: Any) -> Any:
 
 def _key(value: Any) -> tuple[bool, Any]:
     return value is None, _sortable(value)
+
+
+def _row_key(col: str, row: dict[str, Any]) -> tuple[bool, Any]:
+    return _key(row.get(col))
 
 
 def _comes_after(row: dict[str, Any], last: list[Any], order: list[tuple[str, str]]) -> bool:

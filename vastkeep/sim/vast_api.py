@@ -173,7 +173,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         ids = _ids(body, "ids")
         if ids is None:
             return _error(400, "invalid_args", "ids must be a non-empty list of offer ids")
-        created, failed = [], []
+        created: list[int] = []
+        failed: list[int] = []
         for offer_id in ids:
             new_id, failure = rent_one(offer_id, body)
             (created if new_id is not None else failed).append(new_id if new_id is not None else offer_id)

@@ -125,8 +125,8 @@ class ComfyApp:
     def protocol_factory(self) -> asyncio.Protocol:
         """A RequestHandler that registers its transport with its path, so a crash can abort it."""
         server = self._server
-        network = self.network
-        assert server is not None and network is not None
+        assert server is not None and self.network is not None
+        network: Network = self.network
 
         class Tracked(RequestHandler):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:

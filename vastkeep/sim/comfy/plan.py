@@ -64,7 +64,7 @@ def meta(nid: str) -> dict[str, Any]:
     return {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
 
 
-def inputs(node: dict[str, Any], values: dict[str, tuple]) -> dict[str, Any]:
+def inputs(node: dict[str, Any], values: dict[str, tuple[object, ...]]) -> dict[str, Any]:
     spec = NODES[node["class_type"]].input_types([])
     kinds = {**spec.get("required", {}), **spec.get("optional", {})}
     args: dict[str, Any] = {}
