@@ -20,7 +20,7 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim.faults import ApiFault, ApiFaults, RequestLog, TokenBook, fingerprint
-from vastkeep.sim.net import Network, raise_fd_limit
+from vastkeep.sim.net import Network, Path, raise_fd_limit
 from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
 from vastkeep.sim.state import (
@@ -407,7 +407,7 @@ class Simulator:
         self.rate_limit.reset()
         self.log_results.clear()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         return {
             "instances": len(self.instances),
             "listeners": {s: self.net.count(s) for s in ("serve", "blackhole", "reset")},
@@ -416,5 +416,5 @@ class Simulator:
         }
 
 
-async def _no_ssh(path: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _no_ssh(path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()

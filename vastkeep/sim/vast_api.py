@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from vastkeep.sim.query import convert, filter_offers, filter_values, page_instances
+from vastkeep.sim.query import filter_offers, filter_values, number, page_instances
 from vastkeep.sim.state import GPUS
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _ids(body: dict[str, object], key: str) -> list[int] | None:
     if not isinstance(raw, list) or not raw:
         return None
     try:
-        return [int(convert(x, 0, key)) for x in raw]
+        return [int(number(x, key)) for x in raw]
     except (TypeError, ValueError):
         return None
 
@@ -72,7 +72,7 @@ def rent_options(body: dict[str, object]) -> dict[str, object]:
         "price": body.get("price"),
     }
     if body.get("disk") is not None:
-        opts["disk"] = float(convert(body["disk"], 0.0, "disk"))
+        opts["disk"] = float(number(body["disk"], "disk"))
     if PORT_18188 in env:
         opts["port_18188"] = True
     if opts["runtype"] == "args":
@@ -238,7 +238,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return _error(404, "no_such_instance", "Instance not found.")
         body = await _body(request)
         try:
-            tail = int(convert(body["tail"], 0, "tail")) if body.get("tail") not in (None, "") else 1000
+            tail = int(number(body["tail"], "tail")) if body.get("tail") not in (None, "") else 1000
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
         text = sim.container_log(inst, tail=tail, grep=str(body["filter"]) if body.get("filter") else None)

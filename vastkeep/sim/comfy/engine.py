@@ -30,7 +30,7 @@ SLICE_S = 0.02  # work is done in slices this long, so a hang freezes a node wit
 
 
 class Client(Protocol):
-    def push(self, kind: str, payload: Any) -> None: ...
+    def push(self, kind: str, payload: object) -> None: ...
 
 
 class Queued(NamedTuple):
@@ -38,15 +38,15 @@ class Queued(NamedTuple):
 
     number: float
     prompt_id: str
-    prompt: dict[str, Any]
-    extra: dict[str, Any]
+    prompt: dict[str, Any]  # the prompt's raw JSON, checked by validate_prompt
+    extra: dict[str, object]
     outputs: list[str]
 
 
 #: A node's cached result: its output values and the ``ui`` part of its history entry.
-CacheEntry = tuple[tuple[object, ...], dict[str, Any] | None]
+CacheEntry = tuple[tuple[object, ...], dict[str, object] | None]
 #: How a prompt ended: (status, outputs, meta, status messages) for its history entry.
-Finished = tuple[str, dict[str, Any], dict[str, Any], list[list[Any]]]
+Finished = tuple[str, dict[str, object], dict[str, object], list[list[object]]]
 
 
 class Interrupted(Exception):
@@ -75,7 +75,7 @@ class ComfyProcess:
         self.number = 0
         self.queue: list[Queued] = []
         self.running: Queued | None = None
-        self.history: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, dict[str, object]] = {}
         self.cache: dict[str, CacheEntry] = {}
         self.sockets: dict[str, Client] = {}
         self.client_id: str | None = None
@@ -99,7 +99,7 @@ class ComfyProcess:
         if self.sockets.get(sid) is client:
             del self.sockets[sid]
 
-    def send(self, event: str, data: Any, sid: str | None) -> None:
+    def send(self, event: str, data: object, sid: str | None) -> None:
         """``send_sync``: to one clientId, or to every socket when ``sid`` is None (``bytes``: binary)."""
         if sid is None:
             targets = list(self.sockets.values())
@@ -109,7 +109,7 @@ class ComfyProcess:
         for c in targets:
             c.push(kind, payload)
 
-    def _to_client(self, event: str, data: Any) -> None:
+    def _to_client(self, event: str, data: object) -> None:
         """What ComfyUI sends only when the prompt named a client (``executing``, ``executed``)."""
         if self.client_id is not None:
             self.send(event, data, self.client_id)
@@ -117,7 +117,7 @@ class ComfyProcess:
     def remaining(self) -> int:
         return len(self.queue) + (1 if self.running is not None else 0)
 
-    def queue_info(self) -> dict[str, Any]:
+    def queue_info(self) -> dict[str, object]:
         return {"exec_info": {"queue_remaining": self.remaining()}}
 
     def queue_updated(self) -> None:
@@ -125,7 +125,7 @@ class ComfyProcess:
         self.send("status", {"status": self.queue_info()}, None)
 
     # ── the HTTP side's operations ──────────────────────────────────────────
-    def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, object]]:
         """``POST /prompt``: (status, answer). ``number`` rises on every parsed body, rejected ones too."""
         if "number" in body:
             number: float = float(body["number"])
@@ -169,7 +169,7 @@ class ComfyProcess:
             "queue_pending": [list(item) for item in self.queue],
         }
 
-    def delete_pending(self, ids: list[Any]) -> None:
+    def delete_pending(self, ids: list[object]) -> None:
         before = len(self.queue)
         self.queue = [item for item in self.queue if item[1] not in ids]
         if len(self.queue) != before:
@@ -187,7 +187,7 @@ class ComfyProcess:
 
     def get_history(
         self, prompt_id: str | None = None, max_items: int | None = None, offset: int = -1
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         if prompt_id is not None:
             return (
                 {prompt_id: json.loads(json.dumps(self.history[prompt_id]))}
@@ -196,7 +196,7 @@ class ComfyProcess:
             )
         if offset < 0 and max_items is not None:
             offset = len(self.history) - max_items
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for i, (k, v) in enumerate(self.history.items()):
             if i >= offset:
                 out[k] = v
@@ -268,10 +268,11 @@ class ComfyProcess:
         """Run one prompt; returns (status_str, outputs, meta, status messages) for its history entry."""
         _, pid, prompt, extra, execute_outputs = item
         self.interrupt_flag = False
-        self.client_id = extra.get("client_id")
-        messages: list[list[Any]] = []
+        client_id = extra.get("client_id")
+        self.client_id = client_id if isinstance(client_id, str) else None
+        messages: list[list[object]] = []
 
-        def add(event: str, data: dict[str, Any]) -> None:
+        def add(event: str, data: dict[str, object]) -> None:
             data = {**data, "timestamp": self._timestamp()}
             messages.append([event, data])
             if self.client_id is not None:
@@ -287,10 +288,10 @@ class ComfyProcess:
         weights = {nid: plan.steps(prompt[nid]) for nid in run_order}
         total_s, total_w = max(self.prompt_s(), 0.0), sum(weights.values()) or 1
         values: dict[str, tuple[object, ...]] = {nid: self.cache[sigs[nid]][0] for nid in cached}
-        outputs: dict[str, Any] = {}
-        meta: dict[str, Any] = {}
+        outputs: dict[str, object] = {}
+        meta: dict[str, object] = {}
         executed: list[str] = []
-        states: dict[str, dict[str, Any]] = {}
+        states: dict[str, dict[str, object]] = {}
         for nid in cached:  # a cached output node shows its old result again
             ui = self.cache[sigs[nid]][1]
             if ui:
@@ -355,14 +356,14 @@ class ComfyProcess:
         self.on_phase(pid, "execution_success")
         return self._finish(new_cache, "success", outputs, meta, messages)
 
-    def _finish(self, cache: dict[str, CacheEntry], status: str, outputs: dict[str, Any],
-                meta: dict[str, Any], messages: list[list[Any]]) -> Finished:
+    def _finish(self, cache: dict[str, CacheEntry], status: str, outputs: dict[str, object],
+                meta: dict[str, object], messages: list[list[object]]) -> Finished:
         self.cache = cache
         self.last_node_id = None
         return status, outputs, meta, messages
 
     async def _run_for(self, seconds: float, pid: str, nid: str, node: dict[str, Any],
-                       states: dict[str, dict[str, Any]]) -> None:
+                       states: dict[str, dict[str, object]]) -> None:
         """Work ``seconds``; a sampler reports ``progress`` and a preview per step (interrupts land there)."""
         loop = asyncio.get_running_loop()
         count = plan.steps(node)
