@@ -110,7 +110,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
     _Spec("WARM_POOL_LABEL_PREFIX", "name", "vastkeep", "instances labelled `<prefix>:...` are ours"),
     _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
-    # ── the warm pool (issue 10): what to rent, how long to wait, when to stop spending ──
+    # ── the warm pool: what to rent, how long to wait, when to stop spending ──
     _Spec("WARM_POOL_MAX_SIZE", "count", 50, "largest desiredSize the admin API / CLI accept", hi=1000),
     _Spec("WARM_POOL_NAME", "name", "default", "this pool's name: the middle part of every rent's label"),
     _Spec("WARM_POOL_GPU_NAME", "text", None,

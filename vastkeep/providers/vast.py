@@ -1,6 +1,6 @@
 """The Vast.ai REST client.
 
-Thin on purpose: each method is one documented call (``reference/providers.md``), sent with a
+Thin on purpose: each method is one documented call (``docs/vast-client.md``), sent with a
 bearer header only (never ``?api_key=``, which ends up in proxy and access logs), retried for
 429/5xx/transport failures by :func:`vastkeep.providers.http.request_with_retry`, and answered with
 tolerantly parsed :class:`VastInstance` / :class:`VastOffer` records. Every failure is an error

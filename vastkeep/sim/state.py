@@ -1,7 +1,7 @@
 """The simulated cloud's bookkeeping: instances, their endpoints, offers and the API shapes.
 
 Pure data and pure functions (no sockets), so the shapes the Vast.ai client sees are decided in one
-place and can be read next to ``/work/shared/reference/providers.md``.
+place and can be read next to ``docs/simulator.md``.
 """
 
 from __future__ import annotations
