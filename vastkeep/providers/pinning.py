@@ -27,6 +27,7 @@ from vastkeep.providers.deadline import (
     _WatchedHTTPConnection,
     _WatchedHTTPSConnection,
 )
+from vastkeep.providers.http import FailureReason
 
 #: ``(host, port)`` → the IP address to connect to.
 Pins = MutableMapping[tuple[str, int], str]
@@ -45,7 +46,7 @@ def _connect_pinned(conn: HTTPConnection, pinned_address: str | None,
     duration: the ``Host`` header, SNI and certificate checks keep using the host name."""
     if not pinned_address:
         raise UnsafeTarget("refusing to connect: no checked address is pinned for this host",
-                           reason="not pinned")
+                           reason=FailureReason.NOT_PINNED)
     name = conn._dns_host
     conn._dns_host = pinned_address  # what urllib3 hands to create_connection
     try:
@@ -117,7 +118,7 @@ def pin_session(session: requests.Session, check: Callable[[str], str]) -> Calla
         address = check(url)
         if not isinstance(address, str) or not address:
             raise UnsafeTarget("refusing a URL: its check named no address to connect to",
-                               reason="not pinned")
+                               reason=FailureReason.NOT_PINNED)
         pins[pin_key(url)] = address
 
     return guard

@@ -32,6 +32,7 @@ from vastkeep.core.errors import (
 )
 from vastkeep.providers.http import (
     DEFAULT_MAX_BODY_BYTES,
+    FailureReason,
     Params,
     RetryPolicy,
     make_session,
@@ -187,7 +188,8 @@ class VastClient:
         records = body.get("instances")
         if records is None:
             raise MalformedResponse("Vast.ai answered the listing without an 'instances' list"
-                                    + ("" if body else " (empty body)"), reason="no instances list")
+                                    + ("" if body else " (empty body)"),
+                                    reason=FailureReason.NO_INSTANCES_LIST)
         if isinstance(records, Mapping):
             records = [records]
         if not isinstance(records, list):
@@ -282,7 +284,7 @@ class VastClient:
                 raise  # the connection never opened: Vast.ai saw nothing, a retry is safe
             raise _outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
         except MalformedResponse as exc:
-            why = "the answer is too large" if exc.data.get("reason") == "body too large" else \
+            why = "the answer is too large" if exc.data.get("reason") == FailureReason.BODY_TOO_LARGE else \
                 "the answer is not JSON"
             raise _outcome_unknown(oid, label, why) from None
         contract = as_int(body.get("new_contract"))
