@@ -157,6 +157,9 @@ SPECS: tuple[_Spec, ...] = (
           "process-crash-loop alert", hi=1000),
     _Spec("SUPERVISION_CRASH_LOOP_WINDOW_MS", "ms", 600000, "the window those crashes are counted in",
           lo=1000, hi=_D),
+    _Spec("WORKER_STALL_TIMEOUT_MS", "ms", 60000, "a worker whose queues hold messages while it has a free "
+          "slot and received nothing for this long exits, so its supervisor restarts it; 0: off",
+          lo=0, hi=_H),
     _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
     _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
@@ -298,6 +301,7 @@ class Settings:
     supervision_restart_jitter_pct: int = 20
     supervision_crash_loop_crashes: int = 5
     supervision_crash_loop_window_ms: int = 600000
+    worker_stall_timeout_ms: int = 60000
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"

@@ -76,6 +76,7 @@ def pool_summary_line(doc: Mapping[str, Any]) -> str:
     cause = figures.get("safeModeCause") or "operator"
     safe = f"SAFE MODE ({cause})" if doc.get("safeMode") else "safe mode off"
     lost = f"ComfyUI lost {counts['comfyuiLost']}, " if counts.get("comfyuiLost") else ""
+    lost += f"checked after a lease {counts['checking']}, " if counts.get("checking") else ""
     return (f"  warm pool {name}: desired {doc.get('desiredSize')}, ready {by.get('ready', 0)}, {lost}"
             f"warming {warming}, renting {figures.get('pendingRents', 0)}, leased {counts.get('leased', 0)}, "
             f"{safe}  (details: vastkeep pool status)")

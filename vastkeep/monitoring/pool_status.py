@@ -4,7 +4,9 @@ A pure function so the admin API, `vastkeep status` and tests agree on one shape
 ``desiredSize`` / ``instance`` / ``isPrewarming`` / ``safeMode`` fields, plus every instance for pools
 larger than one. An instance whose ComfyUI Layer 4 found lost is ``unhealthy`` in its record (reason
 ``keepalive: connection lost``), so it is never counted ``ready`` or ``idle``; ``counts.comfyuiLost``
-counts them.
+counts them. Neither is an instance between a client lease's end and its passing health check
+(``afterLease``: ``checking``, or ``check-failed`` while it is replaced): the grant refuses it, so the views
+say so (``counts.checking``).
 """
 
 from __future__ import annotations
@@ -56,24 +58,27 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
     counts: dict[str, int] = {}
     for record in live:
         counts[record.status] = counts.get(record.status, 0) + 1
+    after = dict((figures or {}).get("afterLease") or {})
     leased = sum(1 for r in live if is_leased(r, now))
-    idle = sum(1 for r in live if r.status == "ready" and not is_leased(r, now))
+    idle = sum(1 for r in live
+               if r.status == "ready" and not is_leased(r, now) and r.instance_id not in after)
     lost = sum(1 for r in live if r.status not in _NOT_LIVE and comfyui_lost_since(r) is not None)
     return {
         "desiredSize": pool.desired_size,
-        "instance": _view(primary, now, polls) if primary else None,
+        "instance": _view(primary, now, polls, after) if primary else None,
         "isPrewarming": any(r.status in _WARMING for r in live) or bool((figures or {}).get("pendingRents")),
         "safeMode": pool.safe_mode,
         "safeModeReason": pool.safe_mode_reason,
         "counts": {"total": len(live), "leased": leased, "idle": idle, "comfyuiLost": lost,
-                   "byStatus": counts},
+                   "checking": sum(1 for r in live if r.instance_id in after), "byStatus": counts},
         "pool": dict(figures or {}),
-        "instances": [_view(r, now, polls) for r in live],
+        "instances": [_view(r, now, polls, after) for r in live],
     }
 
 
 def _view(record: InstanceRecord, now: float,
-          polls: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+          polls: Mapping[str, tuple[float | None, float | None]] | None = None,
+          after: Mapping[str, str] | None = None) -> dict[str, Any]:
     view = record.to_status_dict()
     last, due = (polls or {}).get(record.instance_id, (None, None))
     if last is not None:
@@ -81,6 +86,7 @@ def _view(record: InstanceRecord, now: float,
     if due is not None:
         view["nextPollAt"] = iso(due)
     view["isLeased"] = is_leased(record, now)
+    view["afterLease"] = (after or {}).get(record.instance_id)
     view.pop("fence", None)  # internal fencing marks, not status fields
     view.pop("fenceName", None)
     return view

@@ -267,6 +267,22 @@ class SimControl:
     ) -> list[dict[str, object]]:
         return self.api_fault(service, None, count, delay_s)
 
+    def bad_body(self, kind: str, count: int = 1, service: str = "vast",
+                 path_contains: str | None = None) -> list[dict[str, object]]:
+        """The next ``count`` answers are 200 with an ``empty`` or ``malformed`` (cut short) JSON body."""
+        got = self._call("POST", "/api_faults", {"service": service, "body_kind": kind, "count": count,
+                                                 "path_contains": path_contains})
+        return _objects(got["active"], "active faults")
+
+    def destroy_outside(self, instance_id: int) -> dict[str, object]:
+        """Destroy an instance behind vastkeep's back (as the host or the web console would)."""
+        return self._call("POST", f"/instances/{instance_id}/destroy")
+
+    def ledger(self, since: int = 0) -> list[dict[str, object]]:
+        """Every rent and destroy since ledger entry ``since`` (``seq``, ``action``, ``instance_id``,
+        ``label``, ``via``: api / control / reset, ``ts``)."""
+        return _objects(self._call("GET", f"/ledger?since={int(since)}")["entries"], "ledger entries")
+
     def clear_api_faults(self) -> None:
         self._call("DELETE", "/api_faults")
 

@@ -102,6 +102,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             inst = sim.new_instance(offer, {k: body[k] for k in OPTION_KEYS if k in body})
         except ValueError as exc:
             return _bad(str(exc))
+        sim.ledger.add("rent", inst.id, sim.clock.now(), label=inst.label, via="control")
         if body.get("running", False):
             await sim.make_running(inst)
         else:
@@ -212,6 +213,15 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             ep.ssh_mode = mode
         return web.json_response(view(inst))
 
+    async def destroy_outside(request: web.Request) -> web.Response:
+        """Destroyed behind the API user's back (the host, or the web console): no API request logged."""
+        inst = find(request)
+        await sim.destroy(inst, via="control")
+        return web.json_response({"ok": True, "instance_id": inst.id})
+
+    async def ledger(request: web.Request) -> web.Response:
+        return web.json_response({"entries": sim.ledger.since(int(request.query.get("since", "0")))})
+
     async def append_log(request: web.Request) -> web.Response:
         inst, body = find(request), await _json(request)
         sim.append_log(inst, [str(x) for x in body.get("lines", [])])
@@ -286,6 +296,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     r.add_post("/_sim/instances/{id}/net", net)
     r.add_post("/_sim/instances/{id}/ssh", ssh)
     r.add_post("/_sim/instances/{id}/log", append_log)
+    r.add_post("/_sim/instances/{id}/destroy", destroy_outside)
+    r.add_get("/_sim/ledger", ledger)
     r.add_post("/_sim/api_faults", add_api_fault)
     r.add_delete("/_sim/api_faults", clear_api_faults)
     r.add_post("/_sim/tokens", tokens)

@@ -19,7 +19,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.sim.faults import ApiFault, ApiFaults, RequestLog, TokenBook, fingerprint
+from vastkeep.sim.faults import ApiFault, ApiFaults, Ledger, RequestLog, TokenBook, fingerprint
 from vastkeep.sim.net import Network, Path, raise_fd_limit
 from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
@@ -118,6 +118,7 @@ class Simulator:
         self.tokens = TokenBook(config.api_key, config.hf_token, config.civitai_token)
         self.api_faults = ApiFaults()
         self.requests = RequestLog()
+        self.ledger = Ledger()
         self.rate_limit = MinGapRule(config.min_gap_s)
         self.log_results: OrderedDict[str, str] = OrderedDict()
         # A random /16 per simulator, so two simulators on one machine do not share addresses.
@@ -324,7 +325,9 @@ class Simulator:
         inst.comfy_ready = True
         await self.net.apply(inst, strict=True)
 
-    async def destroy(self, inst: Instance) -> None:
+    async def destroy(self, inst: Instance, via: str = "api") -> None:
+        if inst.id in self.instances:
+            self.ledger.add("destroy", inst.id, self.clock.now(), label=inst.label, via=via)
         task = self._tasks.pop(inst.id, None)
         if task is not None:
             task.cancel()
@@ -399,13 +402,14 @@ class Simulator:
     async def reset(self) -> None:
         """Back to a fresh simulator: no instances, no faults, default lifecycle and rent options."""
         for inst in list(self.instances.values()):  # destroyed first: nothing to re-open for them
-            await self.destroy(inst)
+            await self.destroy(inst, via="reset")
         await self.clear_faults()
         self.lifecycle = Lifecycle()
         self.rent_defaults.update(DEFAULT_RENT_OPTIONS)
         self.requests.clear()
         self.rate_limit.reset()
         self.log_results.clear()
+        self.ledger.clear()
 
     def stats(self) -> dict[str, object]:
         return {

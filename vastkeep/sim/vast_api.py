@@ -159,6 +159,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             inst = sim.new_instance(offer, rent_options(body))
         except (TypeError, ValueError) as exc:
             return None, _error(400, "invalid_args", str(exc))
+        sim.ledger.add("rent", inst.id, sim.clock.now(), label=inst.label, via="api")
         sim.begin(inst)
         return inst.id, None
 
