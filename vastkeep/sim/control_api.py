@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from vastkeep.sim.state import (
     NET_MODES,
     SSH_ENDPOINTS,
     SSH_MODES,
+    Endpoint,
     Instance,
 )
 
@@ -72,7 +74,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             raise web.HTTPNotFound(text='{"error": "no such instance"}', content_type="application/json")
         return inst
 
-    def view(inst: Instance) -> dict[str, Any]:
+    def view(inst: Instance) -> dict[str, object]:
         return {
             "instance": inst.to_api(sim.clock.now()),
             "sim": inst.to_control(),
@@ -141,7 +143,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         await sim.set_fault_state(inst, state)
         return web.json_response(view(inst))
 
-    def targets(inst: Instance, body: dict[str, Any], allowed: tuple[str, ...]) -> list:
+    def targets(inst: Instance, body: Mapping[str, object], allowed: tuple[str, ...]) -> list[Endpoint]:
         name = body.get("endpoint")
         if name is None:
             return [ep for n, ep in inst.endpoints.items() if n in allowed]

@@ -20,7 +20,7 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim.faults import ApiFault, ApiFaults, Ledger, RequestLog, TokenBook, fingerprint
-from vastkeep.sim.net import Network, raise_fd_limit
+from vastkeep.sim.net import Network, Path, raise_fd_limit
 from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
 from vastkeep.sim.state import (
@@ -126,7 +126,7 @@ class Simulator:
         self.ssh_host_ip = self.ips.allocate()
         self._next_ssh_port = 20000
         self._next_id = 7_835_600 + self.rng.randrange(0, 1000) * 10
-        self._tasks: dict[int, asyncio.Task] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self.ssh = SshService(config.state_dir, self._ip_of) if config.ssh_backend != "off" else None
         if self.ssh is not None:
             self.ssh.backend = config.ssh_backend
@@ -411,7 +411,7 @@ class Simulator:
         self.log_results.clear()
         self.ledger.clear()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         return {
             "instances": len(self.instances),
             "listeners": {s: self.net.count(s) for s in ("serve", "blackhole", "reset")},
@@ -420,5 +420,5 @@ class Simulator:
         }
 
 
-async def _no_ssh(path: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _no_ssh(path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()

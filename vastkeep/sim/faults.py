@@ -57,7 +57,7 @@ class ApiFault:
             return False
         return self.path_contains is None or self.path_contains in path
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "service": self.service,
             "status": self.status,
@@ -125,7 +125,7 @@ class ApiFaults:
     def clear(self) -> None:
         self.rules.clear()
 
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[dict[str, object]]:
         return [r.as_dict() for r in self.rules if r.count is None or r.count > 0]
 
 
@@ -164,14 +164,14 @@ class Ledger:
     double rents and instances nobody knows; the request log is a bounded window)."""
 
     def __init__(self) -> None:
-        self._items: list[dict[str, Any]] = []
+        self._items: list[dict[str, object]] = []
 
     def add(self, action: str, instance_id: int, ts: float, *, label: str | None = None,
             via: str = "api") -> None:
         self._items.append({"seq": len(self._items) + 1, "action": action, "instance_id": instance_id,
                             "label": label, "via": via, "ts": ts})
 
-    def since(self, seq: int = 0) -> list[dict[str, Any]]:
+    def since(self, seq: int = 0) -> list[dict[str, object]]:
         return self._items[seq:]
 
     def clear(self) -> None:
@@ -182,17 +182,17 @@ class RequestLog:
     """The last requests the APIs saw, without secrets (for asserting how a client authenticates)."""
 
     def __init__(self, maxlen: int = 2000) -> None:
-        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._items: deque[tuple[int, dict[str, object]]] = deque(maxlen=maxlen)  # (seq, entry)
         self._seq = 0
 
-    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def add(self, entry: dict[str, object]) -> dict[str, object]:
         self._seq += 1
         entry["seq"] = self._seq
-        self._items.append(entry)
+        self._items.append((self._seq, entry))
         return entry
 
-    def since(self, seq: int = 0, service: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self._items if e["seq"] > seq and (service is None or e["service"] == service)]
+    def since(self, seq: int = 0, service: str | None = None) -> list[dict[str, object]]:
+        return [e for n, e in self._items if n > seq and (service is None or e["service"] == service)]
 
     def clear(self) -> None:
         self._items.clear()
