@@ -35,6 +35,7 @@ DROPPED = (
     "VASTKEEP_SIMULATED",
     "ADMIN_API_PORT",
     "FLOWER_PORT",
+    "PROXY_PORT",
     "VASTKEEP_PROFILE",
     "PYTHONPATH",
 )
@@ -79,6 +80,7 @@ class SoakStack:
                 "VASTKEEP_HOME": str(self.dir / ".vastkeep"),
                 "ADMIN_API_PORT": str(free_port()),
                 "FLOWER_PORT": str(free_port()),
+                "PROXY_PORT": str(free_port()),
                 "ADMIN_API_KEY": self.canaries["ADMIN_API_KEY"],
                 "FLOWER_BASIC_AUTH": f"admin:{self.canaries['FLOWER_PASSWORD']}",
                 "WARM_POOL_DESIRED_SIZE": str(pool_size),
