@@ -18,7 +18,7 @@ import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -34,6 +34,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
 from vastkeep.state.keys import Keys
+from vastkeep.tokens import CheckPools
 
 ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
@@ -58,6 +59,8 @@ class AdminContext:
     events: Any = None
     dispatch: Dispatch | None = None
     notify: Notify | None = None
+    #: the process's bounded token-check threads, shared by the managers built per request
+    check_pools: CheckPools = field(default_factory=CheckPools)
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None) -> str:
         """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""

@@ -1,7 +1,8 @@
 """Layer 2 — token management: validate Vast.ai, HuggingFace and Civitai tokens before they are needed.
 
 - ``checks``: the HTTP check per service and the pure classification of its answer.
-- ``manager``: ``TokenManager`` (Redis cache shared by all workers, runtime tokens, pre-flight).
+- ``manager``: ``TokenManager`` (Redis cache shared by all workers, runtime tokens, pre-flight) and
+  ``CheckPools``, the bounded check threads a process shares between its managers.
 - ``preflight``: ``vast_client(...)``, the only way to build a Vast.ai client; its ``rent`` runs the
   pre-flight.
 
@@ -19,10 +20,10 @@ from vastkeep.tokens.checks import (
     VASTAI,
     classify,
 )
-from vastkeep.tokens.manager import TokenManager
+from vastkeep.tokens.manager import CheckPools, TokenManager
 from vastkeep.tokens.preflight import vast_client
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "TokenManager", "classify", "vast_client",
+    "CheckPools", "TokenManager", "classify", "vast_client",
 ]
