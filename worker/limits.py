@@ -171,6 +171,6 @@ def apply_time_limits(celery_app: Celery, settings: Settings) -> None:
             task.soft_time_limit, task.time_limit = table[name].soft_s, table[name].hard_s
 
 
-__all__ = ["HARD_MARGIN_S", "SLACK_S", "SWEEP_PROBE_ROUNDS", "TaskLimits", "TimeLimit", "apply_time_limits", "limits_for",
-           "limits_over_visibility", "probe_budget_s", "sweep_probe_deadline_s", "task_time_limits",
-           "token_checks_budget_s", "vast_call_budget_s"]
+__all__ = ["HARD_MARGIN_S", "SLACK_S", "SWEEP_PROBE_ROUNDS", "TaskLimits", "TimeLimit", "apply_time_limits",
+           "limits_for", "limits_over_visibility", "probe_budget_s", "sweep_probe_deadline_s",
+           "task_time_limits", "token_checks_budget_s", "vast_call_budget_s"]

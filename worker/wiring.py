@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 import paramiko
-import redis
+from redis import Redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings, load_settings
@@ -32,6 +32,8 @@ from vastkeep.tokens import CheckPools
 from worker.config import resolve_redis_url
 
 DEFAULT_KEYS_PREFIX = "vastkeep"
+#: how long the admin API's broker pre-check may take before a request is answered 503
+BROKER_CHECK_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Resources:
 
     settings: Settings
     redis_url: str
-    redis: redis.Redis[str]
+    redis: Redis[str]
     keys: Keys
     clock: Clock
     check_pools: CheckPools = field(default_factory=CheckPools)
@@ -60,9 +62,15 @@ class Resources:
         return EventLog(self.redis, self.keys, self.clock)
 
     @cached_property
-    def raw_redis(self) -> redis.Redis[bytes]:
+    def raw_redis(self) -> Redis[bytes]:
         """A bytes client on the same Redis (log lines are raw bytes)."""
         return connect(self.redis_url, decode_responses=False)
+
+    @cached_property
+    def broker_probe(self) -> Redis[bytes]:
+        """A client with short timeouts and no retries, only for the admin API's broker pre-check."""
+        return Redis.from_url(self.redis_url, socket_timeout=BROKER_CHECK_TIMEOUT_S,
+                              socket_connect_timeout=BROKER_CHECK_TIMEOUT_S, retry=None)
 
     def private_key(self, path: Path) -> paramiko.PKey:
         """The SSH private key at ``path``, read once per process (its content never leaves it)."""
@@ -76,9 +84,11 @@ class Resources:
         """Drop the connection pools and the check pools (only in the process that built them)."""
         with contextlib.suppress(Exception):  # best effort on teardown
             self.redis.connection_pool.disconnect()
-        if "raw_redis" in self.__dict__:
-            with contextlib.suppress(Exception):
-                self.raw_redis.connection_pool.disconnect()
+        for extra in ("raw_redis", "broker_probe"):
+            client = self.__dict__.get(extra)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.connection_pool.disconnect()
         self.check_pools.shutdown()
 
 
