@@ -7,12 +7,16 @@ too.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from vastkeep.cli.common import home_from_settings, redis_client
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import ConfigError
-from vastkeep.stack import read_stack
+from vastkeep.stack import read_stack, text_field
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
 
 CHECK_HEARTBEAT_MAX_AGE_S = 60.0
 HEALTH_DEADLINE_S = 7.0  # the whole /health call, headers and body included
@@ -39,7 +43,7 @@ def http_health(url: str) -> tuple[bool, str]:
     return True, f"{url}/health ok"
 
 
-def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
+def run_checks(stack: Mapping[str, object] | None, redis_url: str | None,
                admin_url: str | None) -> list[tuple[bool, str]]:
     """Redis answers, every worker has a fresh heartbeat (the checks ``/health`` runs too, from
     :mod:`vastkeep.monitoring.health`), and the admin API's ``/health`` is 200."""
@@ -48,7 +52,8 @@ def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
 
     if not redis_url:
         return [(False, "no stack found (no VASTKEEP_HOME/stack.json) and REDIS_URL is unset")]
-    expected = list((stack or {}).get("workers") or [])
+    workers = (stack or {}).get("workers")
+    expected = [str(w) for w in workers] if isinstance(workers, list) else []
     checks = shared_checks(redis_client(redis_url), Keys(), SYSTEM_CLOCK, expected_workers=expected or None,
                            max_age_s=CHECK_HEARTBEAT_MAX_AGE_S)
     results = [(c.ok, c.detail) for c in checks]
@@ -57,7 +62,7 @@ def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
     return results
 
 
-def config_findings(stack: dict[str, Any] | None, settings: Any) -> list[tuple[bool, str]]:
+def config_findings(stack: Mapping[str, object] | None, settings: Settings | None) -> list[tuple[bool, str]]:
     """Likely configuration mistakes, ``(fatal, text)``: those the running stack recorded at start-up,
     else those of the settings this shell would start one with."""
     from vastkeep.core.config_hints import config_warnings  # noqa: PLC0415
@@ -74,8 +79,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     home = home_from_settings()
     stack = read_stack(home)
-    redis_url = (stack or {}).get("redis_url")
-    admin_url = (stack or {}).get("admin_api_url")
+    redis_url = text_field(stack, "redis_url")
+    admin_url = text_field(stack, "admin_api_url")
     settings = None
     try:
         settings = load_settings()
