@@ -31,7 +31,6 @@ from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, P
 from vastkeep.polling import confirm_absence as polling_confirm
 from vastkeep.state.leases import LeaseManager
 from vastkeep.supervision import mark_handover
-from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import POLL_DISPATCH_RUN_S, limits_for
@@ -56,7 +55,7 @@ def poller(task: AnyTask | None = None) -> Iterator[Poller]:
         if task is not None:
             task.send_event(f"task-{kind}", retry=True, retry_policy=None, **fields)  # Celery's defaults
 
-    vast = vast_client(res.settings, res.store, res.clock, check_pools=res.check_pools)
+    vast = res.vast_client()
     try:
         yield Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
                      send=send, notify=notify, vast=vast)
@@ -115,7 +114,7 @@ def confirm_absence(self: VastkeepTask, instance_id: str | int) -> dict[str, obj
         if not iid.isdigit():
             return {"instance_id": iid, "error": "not an instance id"}
         res = wiring.resources()
-        vast = vast_client(res.settings, res.store, res.clock, check_pools=res.check_pools)
+        vast = res.vast_client()
         if vast is None:
             ShowAnswers(res.redis, res.keys).drop([iid])
             return {"instance_id": iid, "error": "no Vast.ai client (VAST_API_KEY unset)"}

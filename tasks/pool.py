@@ -21,7 +21,6 @@ from tasks.base import AnyTask, VastkeepTask, retry_on_redis
 from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
 from vastkeep.pool import PoolLeases, build_leases, build_reconciler
 from vastkeep.proxy import endpoints
-from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import limits_for, task_time_limits
@@ -56,7 +55,7 @@ def reconcile(self: VastkeepTask, wake_at: float | None = None) -> dict[str, obj
                 self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
                                  expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
                 return {"deferred": round(wait_s, 3)}
-        vast = vast_client(res.settings, res.store, res.clock, events=res.events, check_pools=res.check_pools)
+        vast = res.vast_client(events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
                                     res.clock, max_round_s=_round_limit_s(),

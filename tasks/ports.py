@@ -22,7 +22,6 @@ from vastkeep.ports import flow as port_flow
 from vastkeep.ports.validator import PortValidator
 from vastkeep.providers.vast import VastClient
 from vastkeep.state.leases import LeaseManager
-from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import limits_for, sweep_probe_deadline_s
@@ -38,7 +37,7 @@ def _validator() -> PortValidator:
 def _vast_client() -> VastClient | None:
     """A VastClient with the effective key (update-token's runtime override first), else None: no refresh."""
     res = wiring.resources()
-    return vast_client(res.settings, res.store, res.clock, check_pools=res.check_pools)
+    return res.vast_client()
 
 
 @app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask,

@@ -25,7 +25,6 @@ from vastkeep.ssh import flow as ssh_flow
 from vastkeep.ssh.provider_log import Fetch
 from vastkeep.state import LeaseManager
 from vastkeep.supervision import mark_handover
-from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import TaskLimits, limits_for
@@ -43,7 +42,7 @@ def _provider_fetch(res: wiring.Resources) -> Fetch:
 
     def fetch(instance_id: str, tail: int, url_guard: Callable[[str], str]) -> str:
         if not made:
-            made.append(vast_client(res.settings, res.store, res.clock, check_pools=res.check_pools))
+            made.append(res.vast_client())
         vast = made[0]
         if vast is None:
             raise ConfigError("no Vast.ai key: the provider log API is not available")

@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 def token_manager() -> TokenManager:
     """The manager for this worker process (settings, shared store, event log, clock from the wiring)."""
     res = wiring.resources()
-    return TokenManager.from_settings(res.settings, res.store, events=res.events, clock=res.clock,
-                                      pools=res.check_pools)
+    return res.token_manager()
 
 
 Results = dict[str, dict[str, object]]

@@ -1,12 +1,12 @@
 """Per-process resources for tasks: one :class:`Resources` object per process, rebuilt after ``fork()``.
 
 Everything a task hands the library (settings, Redis clients, keys, store, events, clock, the bounded
-token-check pools, private keys read once) lives on that object and reaches the library as plain
-parameters. A Redis connection pool or a thread pool inherited across ``fork()`` shares sockets and
-has no threads, so a forked pool process starts afresh: ``os.register_at_fork`` drops the parent's
-bundle in the child (without touching its sockets), Celery's ``worker_process_init`` calls
-:func:`reset`, and a pid check catches anything that forks around both. Tests point everything
-elsewhere with :func:`configure`.
+token-check threads, the HTTP deadline watchdog, private keys read once) lives on that object and
+reaches the library as plain parameters. A Redis connection pool or a thread inherited across
+``fork()`` shares sockets or does not exist, so a forked pool process starts afresh:
+``os.register_at_fork`` drops the parent's bundle in the child (without touching its sockets),
+Celery's ``worker_process_init`` calls :func:`reset`, and a pid check catches anything that forks
+around both. Tests point everything elsewhere with :func:`configure`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from redis import Redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings, load_settings
+from vastkeep.providers.deadline import DeadlineWatchdog
+from vastkeep.providers.vast import VastClient
 from vastkeep.ssh import load_private_key
 from vastkeep.state.connection import connect
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
+from vastkeep.state.protocols import EventSink
 from vastkeep.state.store import StateStore
-from vastkeep.tokens import CheckPools
+from vastkeep.tokens import CheckPools, TokenManager, vast_client
 from worker.config import resolve_redis_url
 
 DEFAULT_KEYS_PREFIX = "vastkeep"
@@ -46,6 +49,7 @@ class Resources:
     keys: Keys
     clock: Clock
     check_pools: CheckPools = field(default_factory=CheckPools)
+    deadline_watchdog: DeadlineWatchdog = field(default_factory=DeadlineWatchdog)
     pid: int = field(default_factory=os.getpid)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _private_keys: dict[str, paramiko.PKey] = field(default_factory=dict, repr=False)
@@ -71,6 +75,16 @@ class Resources:
         """A client with short timeouts and no retries, only for the admin API's broker pre-check."""
         return Redis.from_url(self.redis_url, socket_timeout=BROKER_CHECK_TIMEOUT_S,
                               socket_connect_timeout=BROKER_CHECK_TIMEOUT_S, retry=None)
+
+    def token_manager(self) -> TokenManager:
+        """A token manager on this process's store, events, check threads and deadline watchdog."""
+        return TokenManager.from_settings(self.settings, self.store, events=self.events, clock=self.clock,
+                                          pools=self.check_pools, watchdog=self.deadline_watchdog)
+
+    def vast_client(self, *, events: EventSink | None = None) -> VastClient | None:
+        """A Vast.ai client with the effective key (None without one); close it after the task's run."""
+        return vast_client(self.settings, self.store, self.clock, events=events, check_pools=self.check_pools,
+                           watchdog=self.deadline_watchdog)
 
     def private_key(self, path: Path) -> paramiko.PKey:
         """The SSH private key at ``path``, read once per process (its content never leaves it)."""

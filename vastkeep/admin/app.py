@@ -33,6 +33,7 @@ from vastkeep.core import errors
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.state.keys import Keys
 from vastkeep.tokens import CheckPools
 
@@ -59,8 +60,9 @@ class AdminContext:
     events: Any = None
     dispatch: Dispatch | None = None
     notify: Notify | None = None
-    #: the process's bounded token-check threads, shared by the managers built per request
+    #: the process's bounded token-check threads and deadline watchdog, shared by the per-request managers
     check_pools: CheckPools = field(default_factory=CheckPools)
+    deadline_watchdog: DeadlineWatchdog = field(default_factory=DeadlineWatchdog)
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None) -> str:
         """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""

@@ -48,7 +48,7 @@ def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) ->
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.events, clock=ctx.clock,
-                                      pools=ctx.check_pools)
+                                      pools=ctx.check_pools, watchdog=ctx.deadline_watchdog)
 
 
 @router.post("/validate-tokens", summary="Validate every token now (real API calls, not the cache)")

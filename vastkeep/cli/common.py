@@ -70,10 +70,12 @@ def call_json(method: str, url: str, *, headers: dict[str, str] | None = None,
     narrows the body (an answer is whatever the server sent)."""
     import requests  # noqa: PLC0415
 
-    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline  # noqa: PLC0415
     from vastkeep.providers.http import make_session, safe_url  # noqa: PLC0415
 
-    with make_session("vastkeep-cli/1") as session, call_deadline(HTTP_DEADLINE_S) as call:
+    watchdog = DeadlineWatchdog(idle_s=0)  # this one call's: a CLI command makes one and exits
+    with make_session("vastkeep-cli/1", watchdog=watchdog) as session, \
+            call_deadline(HTTP_DEADLINE_S, watchdog) as call:
         try:
             r = session.request(method, url, headers=headers or {}, json=body, timeout=(3, 10))
             r.content  # noqa: B018 - read the body inside the deadline

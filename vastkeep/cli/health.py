@@ -26,10 +26,12 @@ def http_health(url: str) -> tuple[bool, str]:
     """GET /health within :data:`HEALTH_DEADLINE_S` in all (a server that stalls cannot hang ``check``)."""
     import requests  # noqa: PLC0415
 
-    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline  # noqa: PLC0415
     from vastkeep.providers.http import make_session  # noqa: PLC0415
 
-    with make_session("vastkeep-check/1") as session, call_deadline(HEALTH_DEADLINE_S) as call:
+    watchdog = DeadlineWatchdog(idle_s=0)  # this one call's: a CLI command makes one and exits
+    with make_session("vastkeep-check/1", watchdog=watchdog) as session, \
+            call_deadline(HEALTH_DEADLINE_S, watchdog) as call:
         try:
             r = session.get(f"{url}/health", timeout=(2, 5))
             r.content  # noqa: B018 - read the body inside the deadline

@@ -28,6 +28,7 @@ import requests
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.vast import endpoint_name
 from vastkeep.state import KeyPacer, SharedRateLimiter
 from vastkeep.state.protocols import EventSink, TokenResultStore
@@ -172,9 +173,11 @@ class TokenManager:
         session_factory: Callable[[], requests.Session] | None = None,
         vast_min_gap_s: float = 0.0,
         pools: CheckPools | None = None,
+        watchdog: DeadlineWatchdog | None = None,
     ) -> None:
         self.store = store
         self.pools = pools if pools is not None else CheckPools()
+        self.watchdog = watchdog if watchdog is not None else DeadlineWatchdog(idle_s=0)
         self.vast_min_gap_s = float(vast_min_gap_s)
         self.events = events
         self.clock = clock
@@ -189,11 +192,12 @@ class TokenManager:
     def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink | None = None,
                       clock: Clock = SYSTEM_CLOCK,
                       timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
-                      pools: CheckPools | None = None) -> TokenManager:
-        """A manager from the frozen settings; ``pools``: the process's shared :class:`CheckPools` (else
-        the manager bounds its own checks only)."""
+                      pools: CheckPools | None = None,
+                      watchdog: DeadlineWatchdog | None = None) -> TokenManager:
+        """A manager from the frozen settings; ``pools`` and ``watchdog``: the process's shared check
+        threads and deadline watchdog (else the manager's own)."""
         return cls(
-            store=store, events=events, clock=clock, timeout_s=timeout_s, pools=pools,
+            store=store, events=events, clock=clock, timeout_s=timeout_s, pools=pools, watchdog=watchdog,
             cache_ms=settings.token_validation_cache_ms,
             configured={VASTAI: settings.vast_api_key, HUGGINGFACE: settings.huggingface_hub_token,
                         CIVITAI: settings.civitai_token},
@@ -336,7 +340,7 @@ class TokenManager:
                 self._wait_vast_turn(token)
             return run_check(self._specs[service], token, timeout_s=self.timeout_s,
                              tested_at=lambda: iso(self.clock.now()),
-                             session_factory=self._session_factory, clock=self.clock)
+                             session_factory=self._session_factory, clock=self.clock, watchdog=self.watchdog)
         except Exception as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
             return classify(service, tested_at=iso(self.clock.now()),
                             error=f"check crashed ({type(exc).__name__})")

@@ -13,6 +13,7 @@ from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.vast import VastClient
 from vastkeep.state import KeyPacer
 from vastkeep.tokens.manager import VASTAI, CheckPools, EventSink, TokenManager, TokenStore, key_pacer
@@ -20,7 +21,7 @@ from vastkeep.tokens.manager import VASTAI, CheckPools, EventSink, TokenManager,
 
 def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLOCK, *,
                 events: EventSink | None = None, check_pools: CheckPools | None = None,
-                **options: Any) -> VastClient | None:
+                watchdog: DeadlineWatchdog | None = None, **options: Any) -> VastClient | None:
     """A :class:`VastClient` with the effective Vast.ai key, or None when no key is configured at all.
 
     Its ``rent`` first runs the pre-flight: ``TokenInvalid(service="vastai")`` while the shared token
@@ -32,10 +33,12 @@ def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLO
     Every client built here shares one pace per endpoint and key with every other worker on every host
     (:class:`~vastkeep.state.SharedRateLimiter` in the store's Redis, ``VAST_API_MIN_GAP_MS`` apart), so
     the workers together stay under Vast.ai's minimum gap instead of each of them alone.
-    ``check_pools``: the process's shared token-check threads (for the pre-flight's check).
+    ``check_pools``, ``watchdog``: the process's shared token-check threads and deadline watchdog (for the
+    pre-flight's check).
     ``options`` go to :class:`VastClient` (``timeout_s``, ``retry``, ``rng``, ``session``, ``pacer``).
     """
-    manager = TokenManager.from_settings(settings, store, events=events, clock=clock, pools=check_pools)
+    manager = TokenManager.from_settings(settings, store, events=events, clock=clock, pools=check_pools,
+                                         watchdog=watchdog)
     token = manager.effective_token(VASTAI)
     if token is None:
         return None
