@@ -237,10 +237,10 @@ _WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedHTTPPool,
 
 class DeadlineAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections put their sockets under the current :func:`call_deadline`;
-    ``watchdog`` is the one that call should use (:func:`session_watchdog`)."""
+    ``watchdog`` is the one that call should use (:func:`session_watchdog`), else the adapter's own."""
 
-    def __init__(self, watchdog: DeadlineWatchdog, **kwargs: Any) -> None:
-        self.watchdog = watchdog
+    def __init__(self, watchdog: DeadlineWatchdog | None = None, **kwargs: Any) -> None:
+        self.watchdog = watchdog if watchdog is not None else DeadlineWatchdog(idle_s=0)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:

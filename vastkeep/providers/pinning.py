@@ -24,6 +24,7 @@ from vastkeep.providers.deadline import (
     DeadlineAdapter,
     _WatchedHTTPConnection,
     _WatchedHTTPSConnection,
+    session_watchdog,
 )
 
 #: ``(host, port)`` → the IP address to connect to.
@@ -95,7 +96,7 @@ def pin_session(session: requests.Session, check: Callable[[str], str]) -> Calla
     """Make ``session`` connect only to checked addresses; returns the guard to call on every URL (and
     redirect target) before it is fetched: ``check(url)`` raises to refuse, or returns the address to pin."""
     pins: dict[tuple[str, int], str] = {}
-    adapter = PinnedAdapter(pins)
+    adapter = PinnedAdapter(pins, watchdog=session_watchdog(session, "https://"))  # the session's watchdog
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.trust_env = False
