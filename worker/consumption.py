@@ -22,18 +22,19 @@ from celery import bootsteps
 from celery.signals import task_received
 from celery.worker import state as worker_state
 from kombu.transport.redis import PRIORITY_STEPS, Channel
+from redis import Redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.supervision import ConsumptionWatch, watch_consumption
 from worker import wiring
 
 log = logging.getLogger("vastkeep.worker")
-_received = [0]  # messages this worker process has received (the consumer runs in the main process)
 
 
 @task_received.connect
-def _count_received(**_: Any) -> None:
-    _received[0] += 1
+def _count_received(**_: object) -> None:
+    """Count a message this worker process received (the consumer runs in the main process)."""
+    wiring.resources().received_messages += 1
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -41,7 +42,7 @@ def queue_keys(queue: str) -> list[str]:
     return [f"{queue}{Channel.sep}{p}" if p else queue for p in PRIORITY_STEPS]
 
 
-def backlog(redis: Any, queues: list[str]) -> int:
+def backlog(redis: Redis[str], queues: list[str]) -> int:
     pipe = redis.pipeline(transaction=False)
     for q in queues:
         for key in queue_keys(q):
@@ -80,7 +81,8 @@ class ConsumptionWatchdog(bootsteps.StartStopStep):
                 continue
             free = concurrency - len(worker_state.reserved_requests)
             watch, stalled = watch_consumption(watch, now_s=SYSTEM_CLOCK.monotonic(), backlog=waiting,
-                                               received=_received[0], free_slots=free, timeout_s=timeout_s)
+                                               received=wiring.resources().received_messages, free_slots=free,
+                                               timeout_s=timeout_s)
             if stalled:
                 log.error("worker %s stopped consuming: %d message(s) wait in %s with %d free slot(s) and "
                           "nothing was received for %.0f s; shutting down so its supervisor restarts it",

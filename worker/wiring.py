@@ -50,6 +50,8 @@ class Resources:
     clock: Clock
     check_pools: CheckPools = field(default_factory=CheckPools)
     deadline_watchdog: DeadlineWatchdog = field(default_factory=DeadlineWatchdog)
+    #: messages this worker process received (``task_received``), what its consumption watchdog watches
+    received_messages: int = 0
     pid: int = field(default_factory=os.getpid)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _private_keys: dict[str, paramiko.PKey] = field(default_factory=dict, repr=False)
