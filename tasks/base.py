@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis
 from celery import Task
@@ -32,9 +32,11 @@ DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
 _rng = random.SystemRandom()
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: any Celery task, whatever its arguments (the base class of ours, and what Celery hands a bound task)
+AnyTask = Task[..., object]
 
 
-def retry_delay_s(task: Task, exc: BaseException | None = None, policy: BackoffPolicy | None = None,
+def retry_delay_s(task: AnyTask, exc: BaseException | None = None, policy: BackoffPolicy | None = None,
                   rng: random.Random | None = None) -> float:
     """Full-jitter countdown for the task's next retry (attempt = ``task.request.retries``).
 
@@ -50,13 +52,13 @@ def retry_delay_s(task: Task, exc: BaseException | None = None, policy: BackoffP
     return round(full_jitter(bound, rng or _rng), 3)
 
 
-class VastkeepTask(Task):
+class VastkeepTask(AnyTask):
     """Base class of every vastkeep task: TransientError → retry with jitter; PermanentError → fail."""
 
     max_retries = 8
     retry_policy_backoff: BackoffPolicy = DEFAULT_RETRY_POLICY
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> object:
         try:
             return super().__call__(*args, **kwargs)
         except TransientError as exc:
@@ -66,13 +68,13 @@ class VastkeepTask(Task):
                         self.soft_time_limit)
             return self.interrupted_result(*args, **kwargs)
 
-    def interrupted_result(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def interrupted_result(self, *args: object, **kwargs: object) -> dict[str, object]:
         """The result after ``SoftTimeLimitExceeded`` (small JSON); override to add partial progress."""
         return {"ok": False, "interrupted": True,
                 "error": f"stopped at the soft time limit ({self.soft_time_limit}s)"}
 
 
-def retry_on_redis(task: Task, fn: Callable[[], T], what: str) -> T:
+def retry_on_redis(task: AnyTask, fn: Callable[[], T], what: str) -> T:
     """``fn()``; a Redis connection error or timeout becomes a jittered ``task.retry`` (logged as ``what``).
 
     redis-py errors are not in the vastkeep error tree (the library lets them through), so tasks that

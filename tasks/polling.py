@@ -22,15 +22,15 @@ Each status change also goes out as the Celery event ``task-instance-status`` (F
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from tasks.base import VastkeepTask, retry_on_redis
+from tasks.base import AnyTask, VastkeepTask, retry_on_redis
 from tasks.shutdown import stopping_check
 from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, PollSchedule, ShowAnswers
 from vastkeep.polling import confirm_absence as polling_confirm
 from vastkeep.state.leases import LeaseManager
 from vastkeep.supervision import mark_handover
-from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import POLL_DISPATCH_RUN_S, limits_for
@@ -42,19 +42,26 @@ ENSURE_INTERVAL_S = 10.0
 DISPATCH = "vastkeep.polling.dispatch"
 
 
-def poller(task: Any = None) -> Poller:
-    """The poller of this process: settings, store, events and a Vast.ai client from the wiring."""
+@contextmanager
+def poller(task: AnyTask | None = None) -> Iterator[Poller]:
+    """The poller of this process (settings, store, events and a Vast.ai client from the wiring); its
+    client is closed when the block ends."""
     res = wiring.resources()
 
-    def send(name: str, kwargs: dict[str, Any]) -> None:
+    def send(name: str, kwargs: dict[str, object]) -> None:
         app.send_task(name, kwargs=kwargs)
 
-    def notify(kind: str, fields: dict[str, Any]) -> None:
+    def notify(kind: str, fields: dict[str, object]) -> None:
         if task is not None:
-            task.send_event(f"task-{kind}", **fields)
+            task.send_event(f"task-{kind}", retry=True, retry_policy=None, **fields)  # Celery's defaults
 
-    return Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
-                  send=send, notify=notify, vast=vast_client(res.settings, res.store, res.clock))
+    vast = res.vast_client()
+    try:
+        yield Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
+                     send=send, notify=notify, vast=vast)
+    finally:
+        if vast is not None:
+            vast.close()
 
 
 # acks_late off for this one task: a dispatcher needs no redelivery (beat's ensure starts a new one within
@@ -62,26 +69,24 @@ def poller(task: Any = None) -> Poller:
 # must restore when the broker connection drops, which crashed the worker in our Redis-restart test.
 @app.task(name=DISPATCH, bind=True, base=VastkeepTask, max_retries=None, acks_late=False,
           **limits_for(DISPATCH, wiring.settings()))
-def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
+def dispatch(self: VastkeepTask, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, object]:
     """Poll every due instance for ``budget_s`` seconds, then hand over to the next ``dispatch``."""
     budget = max(0.1, min(float(budget_s), DISPATCH_BUDGET_S))
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
-        p = poller(self)
-        try:
+        with poller(self) as p:
             result = p.run(LeaseManager(res.redis, res.keys, res.clock), budget,
                            should_stop=stopping_check(res, self.request.hostname))
-        finally:
-            if p.vast is not None:
-                p.vast.close()
         if "skipped" not in result:  # done or lost: the continuation takes over now (a lost run's too)
             # supervision (Layer 6) counts the dispatcher alive while its continuation waits in the queue
             mark_handover(res.redis, res.keys, res.clock, DISPATCH_LEASE)
             # a run ended by the worker's warm shutdown leaves its continuation without an expiry: the
             # next start of a worker (or of `vastkeep up`, whose Redis keeps its data) resumes polling at once
-            expires = None if result.get("stopped") else ENSURE_INTERVAL_S * 3
-            dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=expires)
+            if result.get("stopped"):
+                dispatch.apply_async(kwargs={"budget_s": budget_s})
+            else:
+                dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
         return result
 
     return retry_on_redis(self, go, WHAT)
@@ -89,31 +94,27 @@ def dispatch(self: Any, budget_s: float = DISPATCH_BUDGET_S) -> dict[str, Any]:
 
 @app.task(name="vastkeep.polling.refresh", bind=True, base=VastkeepTask, acks_late=False,
           **limits_for("vastkeep.polling.refresh", wiring.settings()))
-def refresh(self: Any) -> dict[str, Any]:
+def refresh(self: VastkeepTask) -> dict[str, object]:
     """Refresh the shared provider snapshot if it is due (single-flight under its lease); discovery."""
 
-    def go() -> dict[str, Any]:
-        p = poller(self)
-        try:
+    def go() -> dict[str, object]:
+        with poller(self) as p:
             return p.refresh(inline=True)
-        finally:
-            if p.vast is not None:
-                p.vast.close()
 
     return retry_on_redis(self, go, WHAT)
 
 
 @app.task(name=CONFIRM_TASK, bind=True, base=VastkeepTask, acks_late=False,
           **limits_for(CONFIRM_TASK, wiring.settings()))
-def confirm_absence(self: Any, instance_id: str | int) -> dict[str, Any]:
+def confirm_absence(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
     """Ask Vast.ai (``show``) about one instance missing from the listing; the next poll applies it."""
     iid = str(instance_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         if not iid.isdigit():
             return {"instance_id": iid, "error": "not an instance id"}
         res = wiring.resources()
-        vast = vast_client(res.settings, res.store, res.clock)
+        vast = res.vast_client()
         if vast is None:
             ShowAnswers(res.redis, res.keys).drop([iid])
             return {"instance_id": iid, "error": "no Vast.ai client (VAST_API_KEY unset)"}
@@ -128,10 +129,10 @@ def confirm_absence(self: Any, instance_id: str | int) -> dict[str, Any]:
 
 @app.task(name="vastkeep.polling.ensure", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.polling.ensure", wiring.settings()))
-def ensure(self: Any) -> dict[str, Any]:
+def ensure(self: VastkeepTask) -> dict[str, object]:
     """Queue a dispatcher when the dispatcher lease is free (an operator's tool; beat runs the sweep)."""
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         if LeaseManager(res.redis, res.keys, res.clock).current(DISPATCH_LEASE) is not None:
             return {"dispatcher": "running"}
@@ -143,11 +144,11 @@ def ensure(self: Any) -> dict[str, Any]:
 
 @app.task(name="vastkeep.polling.poll_instance", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.polling.poll_instance", wiring.settings()))
-def poll_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
+def poll_instance(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
     """Poll one instance now (a lease taken, a keepalive failure, an operator): due now + wake-up."""
     iid = str(instance_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         p = Poller(res.store, PollPolicy.from_settings(res.settings), clock=res.clock)
         if not iid.isdigit() or not p.request_poll(iid):

@@ -16,13 +16,11 @@ which retries keep), so a retry answers with the first attempt's answer.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
-from tasks.base import VastkeepTask, retry_on_redis
+from tasks.base import AnyTask, VastkeepTask, retry_on_redis
 from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
-from vastkeep.pool import build_leases, build_reconciler
+from vastkeep.pool import PoolLeases, build_leases, build_reconciler
 from vastkeep.proxy import endpoints
-from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import limits_for, task_time_limits
@@ -43,13 +41,13 @@ WAKE_SLACK_S = 0.05
 
 
 @app.task(name=RECONCILE, bind=True, base=VastkeepTask, **limits_for(RECONCILE, wiring.settings()))
-def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
+def reconcile(self: VastkeepTask, wake_at: float | None = None) -> dict[str, object]:
     """One reconcile round: rent to the desired size, replace what died, destroy idle excess.
 
     ``wake_at`` (epoch s): sent by the polling flow when one of our instances failed (now) or its keepalive
     loss passes the grace (then): a round due later is deferred to then (a countdown, never a sleep).
     """
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         if wake_at is not None:
             wait_s = float(wake_at) - res.clock.now()
@@ -57,7 +55,7 @@ def reconcile(self: Any, wake_at: float | None = None) -> dict[str, Any]:
                 self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
                                  expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
                 return {"deferred": round(wait_s, 3)}
-        vast = vast_client(res.settings, res.store, res.clock, events=res.events)
+        vast = res.vast_client(events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
                                     res.clock, max_round_s=_round_limit_s(),
@@ -86,13 +84,13 @@ def _round_limit_s() -> float:
 REDACTED = "lse_***"
 
 
-class PrivateResult(Mapping[str, Any]):
+class PrivateResult(Mapping[str, object]):
     """A task result whose repr hides the lease id; kombu's JSON encoder stores it whole (``__json__``)."""
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, object]) -> None:
         self._data = dict(data)
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> object:
         return self._data[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -101,7 +99,7 @@ class PrivateResult(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def __json__(self) -> dict[str, Any]:
+    def __json__(self) -> dict[str, object]:
         return dict(self._data)
 
     def __repr__(self) -> str:
@@ -112,7 +110,7 @@ class PrivateResult(Mapping[str, Any]):
 _HIDDEN = {"leaseId": REDACTED, "endpointToken": endpoints.REDACTED, "endpointUrl": "…/c/ept_***/"}
 
 
-def _exposed(task: Any, lease_id: Any) -> bool:
+def _exposed(task: AnyTask, lease_id: object) -> bool:
     """True when the message shows the lease id in its argsrepr/kwargsrepr (what events and Flower show)."""
     if not isinstance(lease_id, str) or len(lease_id) < 8:
         return False
@@ -120,28 +118,30 @@ def _exposed(task: Any, lease_id: Any) -> bool:
     return lease_id in shown
 
 
-def _leases() -> Any:
+def _leases() -> PoolLeases:
     res = wiring.resources()
     return build_leases(res.settings, res.redis, res.keys, res.clock, res.store, res.events,
                         check=check_after_lease)
 
 
-def _request_id(task: Any, given: str | None) -> str:
+def _request_id(task: AnyTask, given: str | None) -> str:
     """One id per logical call: the caller's, else the task id (kept by retries and redeliveries), so a
     retried or re-sent lease script answers with its first answer."""
     return given if given is not None else str(task.request.id)
 
 
-def _refused(exc: VastkeepError) -> dict[str, Any]:
-    out: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "reason": exc.message}
+def _refused(exc: VastkeepError) -> dict[str, object]:
+    out: dict[str, object] = {"ok": False, "error": type(exc).__name__, "reason": exc.message}
     if isinstance(exc, LeaseBusy):
-        out["retryAfterS"] = int(exc.data.get("retry_after_s") or 1)
+        hint = exc.data.get("retry_after_s")
+        out["retryAfterS"] = int(hint) if isinstance(hint, int | float) and hint else 1
     return out
 
 
 @app.task(name="vastkeep.pool.lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.lease", wiring.settings()))
-def lease(self: Any, duration_s: int, client: str, request_id: str | None = None) -> Mapping[str, Any]:
+def lease(self: VastkeepTask, duration_s: int, client: str,
+          request_id: str | None = None) -> Mapping[str, object]:
     """Lease a ready instance → ``{"ok": true, "leaseId", "instanceId", "connectionUrl", "leasedUntil",
     "fence", "client", "endpointToken", "endpointUrl"}`` (``leaseId`` and the endpoint shown redacted in
     events and logs), or ``{"ok": false,
@@ -152,7 +152,7 @@ def lease(self: Any, duration_s: int, client: str, request_id: str | None = None
     """
     rid = _request_id(self, request_id)
 
-    def go() -> Mapping[str, Any]:
+    def go() -> Mapping[str, object]:
         try:
             res = wiring.resources()
             grant = _leases().grant(duration_s, client, request_id=rid)
@@ -167,8 +167,8 @@ def lease(self: Any, duration_s: int, client: str, request_id: str | None = None
 
 @app.task(name="vastkeep.pool.renew_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.renew_lease", wiring.settings()))
-def renew_lease(self: Any, lease_id: str, duration_s: int = 600,
-                request_id: str | None = None) -> Mapping[str, Any]:
+def renew_lease(self: VastkeepTask, lease_id: str, duration_s: int = 600,
+                request_id: str | None = None) -> Mapping[str, object]:
     """Extend a lease → ``{"ok": true, "instanceId", "leasedUntil", "fence"}`` or ``{"ok": false, ...}``
     (``NotFound``: unknown or expired; ``LeaseBroken``: the instance is being destroyed). Send the id with
     ``kwargsrepr`` redacted; if it was sent in the clear, the answer adds ``"rotated": true`` and the new
@@ -176,7 +176,7 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600,
     rotate = _exposed(self, lease_id)
     rid = _request_id(self, request_id)
 
-    def go() -> Mapping[str, Any]:
+    def go() -> Mapping[str, object]:
         try:
             answer = _leases().renew(lease_id, duration_s, rotate=rotate, request_id=rid)
             res = wiring.resources()
@@ -191,13 +191,13 @@ def renew_lease(self: Any, lease_id: str, duration_s: int = 600,
 
 @app.task(name="vastkeep.pool.release_lease", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.pool.release_lease", wiring.settings()))
-def release_lease(self: Any, lease_id: str, request_id: str | None = None) -> dict[str, Any]:
+def release_lease(self: VastkeepTask, lease_id: str, request_id: str | None = None) -> dict[str, object]:
     """Give the instance back: ``{"ok": true, "instanceId", "released": true, "fence"}``, else ok false;
     its health check is queued at once. Send the id with ``kwargsrepr`` redacted (once released, an exposed
     id is worthless anyway)."""
     rid = _request_id(self, request_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         try:
             answer = _leases().release(lease_id, request_id=rid)
             res = wiring.resources()

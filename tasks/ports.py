@@ -14,16 +14,14 @@ lease queues its instance's health check (``tasks/pool.py``), operators queue th
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import NotFound
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.validator import PortValidator
+from vastkeep.providers.vast import VastClient
 from vastkeep.state.leases import LeaseManager
-from vastkeep.tokens.preflight import vast_client
 from worker import wiring
 from worker.app import app
 from worker.limits import limits_for, sweep_probe_deadline_s
@@ -36,19 +34,19 @@ def _validator() -> PortValidator:
     return PortValidator.from_settings(res.settings, clock=res.clock)
 
 
-def _vast_client() -> Any:
+def _vast_client() -> VastClient | None:
     """A VastClient with the effective key (update-token's runtime override first), else None: no refresh."""
     res = wiring.resources()
-    return vast_client(res.settings, res.store, res.clock)
+    return res.vast_client()
 
 
 @app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.ports.validate_instance", wiring.settings()))
-def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
+def validate_instance(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
     """Probe one instance's ComfyUI candidates; on success it gets ``connection_url`` and turns ready."""
     iid = str(instance_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         rec = res.store.get_instance(iid)
         vast = _vast_client() if rec is not None and not (rec.public_ip and rec.ports) else None
@@ -67,7 +65,7 @@ def validate_instance(self: Any, instance_id: str | int) -> dict[str, Any]:
 
 @app.task(name="vastkeep.ports.validate_pool", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.ports.validate_pool", wiring.settings()))
-def validate_pool(self: Any) -> dict[str, Any]:
+def validate_pool(self: VastkeepTask) -> dict[str, object]:
     """Every non-destroyed instance at once, at most PORT_PROBE_CONCURRENCY sockets open.
 
     One sweep at a time (the ``ports-sweep`` lease): a sweep that finds it held returns
@@ -76,9 +74,9 @@ def validate_pool(self: Any) -> dict[str, Any]:
     arrives, so a sweep stopped by its deadline or by the soft time limit keeps what it learned (the
     result then says ``interrupted: true`` with the counts so far; the lease is released either way).
     """
-    progress: dict[str, Any] = {}
+    progress: dict[str, object] = {}
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         vast = _vast_client()  # one list_instances per sweep keeps every record's address current
         leases = LeaseManager(res.redis, res.keys, res.clock)

@@ -13,11 +13,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from celery.signals import worker_shutting_down
 
 from worker import wiring
+from worker.wiring import Resources
 
 log = logging.getLogger("vastkeep.worker")
 
@@ -28,7 +28,7 @@ STOPPING_TTL_MS = 600_000
 
 
 @worker_shutting_down.connect
-def _on_shutdown(sender: Any = None, **_: Any) -> None:
+def _on_shutdown(sender: object = None, **_: object) -> None:
     SHUTTING_DOWN.set()
     try:
         res = wiring.resources()
@@ -37,7 +37,7 @@ def _on_shutdown(sender: Any = None, **_: Any) -> None:
         log.warning("could not mark the worker stopping for its daemons (%s)", type(exc).__name__)
 
 
-def stopping_check(res: Any, hostname: str | None) -> Callable[[], bool]:
+def stopping_check(res: Resources, hostname: str | None) -> Callable[[], bool]:
     """True once this task's worker began its warm shutdown: the in-process event, or the main process's mark
     (our parent under prefork). A restarted worker has another pid, so an old mark never stops it."""
     key = res.keys.worker_stopping(str(hostname))

@@ -13,84 +13,63 @@ has passed. ``collect`` runs on the ``vastkeep.ssh`` queue; ``ensure_collectors`
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import Any
+from collections.abc import Callable
 
 from tasks.base import VastkeepTask, retry_on_redis
 from tasks.shutdown import SHUTTING_DOWN
 from vastkeep.core.errors import ConfigError
-from vastkeep.ssh import CollectorConfig, LogStore, load_private_key
+from vastkeep.core.settings import Settings
+from vastkeep.providers.vast import VastClient
+from vastkeep.ssh import CollectorConfig, LogStore
 from vastkeep.ssh import flow as ssh_flow
+from vastkeep.ssh.provider_log import Fetch
 from vastkeep.state import LeaseManager
-from vastkeep.state.connection import connect
 from vastkeep.supervision import mark_handover
-from vastkeep.tokens import vast_client
 from worker import wiring
 from worker.app import app
-from worker.limits import limits_for
+from worker.limits import TaskLimits, limits_for
 
 WHAT = "ssh log collection"
 #: How long one read of the provider's log API may wait for its result URL (within the collector's hold).
 PROVIDER_LOG_WAIT_S = 20.0
 COLLECT = "vastkeep.ssh.collect"
-_local: dict[str, Any] = {}
-_lock = threading.Lock()
 
 
-def _raw_redis() -> Any:
-    """A bytes client (log lines are raw bytes) for this process; rebuilt after a fork."""
-    with _lock:
-        if _local.get("pid") != os.getpid():
-            _local.clear()
-            _local.update(pid=os.getpid(), redis=connect(wiring.redis_url(), decode_responses=False))
-        return _local["redis"]
-
-
-def _pkey(path: Any) -> Any:
-    """The private key, read once per process (its content never leaves this process)."""
-    with _lock:
-        cache = _local.setdefault("keys", {})
-        if str(path) not in cache:
-            cache[str(path)] = load_private_key(path)
-        return cache[str(path)]
-
-
-def _provider_fetch(res: Any) -> Any:
+def _provider_fetch(res: wiring.Resources) -> Fetch:
     """The provider's log API for the fallback; the client is built on first use (a run whose SSH works
     never needs it) and is None-safe when no Vast.ai key is configured."""
-    made: dict[str, Any] = {}
+    made: list[VastClient | None] = []
 
-    def fetch(instance_id: str, tail: int, url_guard: Any) -> str:
-        if "vast" not in made:
-            made["vast"] = vast_client(res.settings, res.store, res.clock)
-        if made["vast"] is None:
+    def fetch(instance_id: str, tail: int, url_guard: Callable[[str], str]) -> str:
+        if not made:
+            made.append(res.vast_client())
+        vast = made[0]
+        if vast is None:
             raise ConfigError("no Vast.ai key: the provider log API is not available")
-        return made["vast"].request_logs(int(instance_id), tail, wait_s=PROVIDER_LOG_WAIT_S,
-                                         url_guard=url_guard)
+        return vast.request_logs(int(instance_id), tail, wait_s=PROVIDER_LOG_WAIT_S, url_guard=url_guard)
 
     return fetch
 
 
-def send_options(settings: Any) -> dict[str, Any]:
+def send_options(settings: Settings) -> TaskLimits:
     """Per-message time limits from the settings (a decorator cannot read them at import time)."""
     limit = int(settings.ssh_collect_time_limit_s)
     return {"time_limit": limit, "soft_time_limit": max(1, limit - 30)}
 
 
 @app.task(name=COLLECT, bind=True, base=VastkeepTask, **limits_for(COLLECT, wiring.settings()))
-def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
+def collect(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
     """Collect one instance's logs for a bounded time, then hand over to a continuation."""
     iid = str(instance_id)
     res = wiring.resources()
     settings = res.settings
     if settings.ssh_key_path is None:
         return {"instance_id": iid, "skipped": "SSH_KEY_PATH is not set", "continue": False}
-    pkey = _pkey(settings.ssh_key_path)
+    pkey = res.private_key(settings.ssh_key_path)
     config = CollectorConfig.from_settings(settings)
 
-    def go() -> dict[str, Any]:
-        logstore = LogStore(_raw_redis(), res.keys, settings.ssh_log_keep_bytes)
+    def go() -> dict[str, object]:
+        logstore = LogStore(res.raw_redis, res.keys, settings.ssh_log_keep_bytes)
         return ssh_flow.collect_once(iid, redis_client=res.redis, keys=res.keys, store=res.store,
                                      logstore=logstore, config=config, pkey=pkey, events=res.events,
                                      clock=res.clock, while_ready=settings.ssh_collect_while_ready,
@@ -108,14 +87,14 @@ def collect(self: Any, instance_id: str | int) -> dict[str, Any]:
 
 @app.task(name="vastkeep.ssh.ensure_collectors", bind=True, base=VastkeepTask,
           **limits_for("vastkeep.ssh.ensure_collectors", wiring.settings()))
-def ensure_collectors(self: Any) -> dict[str, Any]:
+def ensure_collectors(self: VastkeepTask) -> dict[str, object]:
     """Start a collector for every starting/loading (and, if configured, ready) instance without one.
 
     An operator's tool since Layer 6: beat runs ``vastkeep.supervision.sweep``, which starts and restarts
     collectors with the guide's backoff; this one sends at once, without backoff or supervision records.
     """
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         res = wiring.resources()
         settings = res.settings
         if settings.ssh_key_path is None:

@@ -16,13 +16,12 @@ name as operators' tools ("start whatever has no holder right now", no backoff, 
 
 from __future__ import annotations
 
-from typing import Any
-
 from tasks.base import VastkeepTask, retry_on_redis
 from tasks.keepalive import run_shard
 from tasks.polling import dispatch
 from tasks.ssh import collect, send_options
 from vastkeep import supervision
+from vastkeep.core.settings import Settings
 from vastkeep.supervision import (
     KEEPALIVE_SHARD,
     POLL_DISPATCHER,
@@ -38,13 +37,13 @@ SWEEP = "vastkeep.supervision.sweep"
 WHAT = "supervision"
 
 
-def starter(settings: Any) -> supervision.flow.Start:
+def starter(settings: Settings) -> supervision.flow.Start:
     """The ``start(spec)`` the sweep calls: send the daemon's task, expiring after the start timeout."""
     expires = max(1.0, settings.supervision_start_timeout_ms / 1000)
 
     def start(spec: DaemonSpec) -> None:
         if spec.kind == KEEPALIVE_SHARD:
-            run_shard.apply_async(args=[int(spec.arg)], expires=expires)
+            run_shard.apply_async(args=(int(str(spec.arg)),), expires=expires)
         elif spec.kind == POLL_DISPATCHER:
             dispatch.apply_async(expires=expires)
         elif spec.kind == SSH_COLLECTOR:
@@ -57,11 +56,11 @@ def starter(settings: Any) -> supervision.flow.Start:
 
 @app.task(name=SWEEP, bind=True, base=VastkeepTask, ignore_result=True,
           **limits_for(SWEEP, wiring.settings()))
-def sweep(self: Any) -> dict[str, Any]:
+def sweep(self: VastkeepTask) -> dict[str, object]:
     """Supervise every logical daemon once: start the missing, restart the stale with backoff (idempotent)."""
     res = wiring.resources()
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         settings = res.settings
         records = res.store.list_instances() if settings.ssh_key_path is not None else []
         specs = supervision.wanted_daemons(settings, records)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-from typing import Any
 
 import redis
 from fastapi import FastAPI
@@ -31,28 +29,12 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 #: Celery event type = this prefix + the admin app's kind (``vastkeep-token-invalid``)
 EVENT_PREFIX = "vastkeep-"
 log = logging.getLogger("vastkeep.api")
-#: how long the broker pre-check may take before a request is answered 503
-BROKER_CHECK_TIMEOUT_S = 1.0
-
-_probe_lock = threading.Lock()
-_probe: redis.Redis | None = None
-
 
 class BrokerUnavailable(ConnectionError):
     """The broker did not answer the pre-check; the request gets a prompt 503."""
 
 
-def _broker_probe() -> redis.Redis:
-    """A client with short timeouts and no retries, only for the pre-check."""
-    global _probe
-    with _probe_lock:
-        if _probe is None:
-            _probe = redis.Redis.from_url(wiring.redis_url(), socket_timeout=BROKER_CHECK_TIMEOUT_S,
-                                          socket_connect_timeout=BROKER_CHECK_TIMEOUT_S, retry=None)
-        return _probe
-
-
-def dispatch(name: str, kwargs: dict[str, Any]) -> str:
+def dispatch(name: str, kwargs: dict[str, object]) -> str:
     """Queue task ``name`` with ``kwargs``; returns the task id.
 
     ``send_task`` first subscribes to the result channel under the result backend's retry policy
@@ -60,7 +42,7 @@ def dispatch(name: str, kwargs: dict[str, Any]) -> str:
     enough of them would stall ``/health``; a one-second PING answers those with 503 at once.
     """
     try:
-        _broker_probe().ping()
+        wiring.resources().broker_probe.ping()
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"broker did not answer ({type(exc).__name__})") from None
     return str(celery_app.send_task(name, kwargs=kwargs).id)
@@ -71,7 +53,7 @@ def event_hostname() -> str:
     return f"vastkeep-api@{socket.gethostname()}"
 
 
-def notify(kind: str, fields: dict[str, Any]) -> None:
+def notify(kind: str, fields: dict[str, object]) -> None:
     """Send the Celery event ``vastkeep-<kind>`` with ``fields`` on the broker; a failure is only logged.
 
     Consumers of the event exchange (``celery -A worker events --dump``, a ``celery.events``

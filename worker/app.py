@@ -9,10 +9,11 @@ Configuration comes from :mod:`worker.config` (built from Settings); per-process
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Protocol
 
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init
+from celery.utils.timer2 import Entry, Timer
 
 from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.core.settings import Settings
@@ -35,26 +36,36 @@ def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None
     """
     wiring.configure(settings, redis_url=redis_url)
     celery_app.conf.update(celery_config(settings, redis_url=wiring.redis_url()))
-    if celery_app._pool is not None:  # noqa: SLF001 - Celery has no public "reconnect" hook
-        celery_app._pool.force_close_all()  # noqa: SLF001
-        celery_app._pool = None  # noqa: SLF001
+    # Celery has no public "reconnect" hook, and celery-types leaves these private attributes out
+    pool = celery_app._pool  # type: ignore[attr-defined]  # private: the broker connection pool
+    if pool is not None:
+        pool.force_close_all()
+        celery_app._pool = None  # type: ignore[attr-defined]  # private, as above
     if "amqp" in celery_app.__dict__:
-        celery_app.amqp._producer_pool = None  # noqa: SLF001
-    celery_app._backend_cache = None  # noqa: SLF001
-    celery_app._local.backend = None  # noqa: SLF001
+        celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]  # private producer pool
+    celery_app._backend_cache = None  # type: ignore[attr-defined]  # private result-backend cache
+    celery_app._local.backend = None  # type: ignore[attr-defined]  # private per-thread backend
     apply_time_limits(celery_app, settings)  # the limits follow the budgets of the new settings
+
+
+class _Worker(Protocol):
+    """What the heartbeat step uses of Celery's WorkController (its stub lacks ``hostname``)."""
+
+    hostname: str
+    timer: Timer
+    app: Celery
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Write this worker's heartbeat (``heartbeats`` hash, field = hostname) now and every few seconds."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
+    def __init__(self, parent: _Worker, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.tref: Entry | None = None
 
-    def _beat(self, worker: Any) -> None:
+    def _beat(self, worker: _Worker) -> None:
         try:
             res = wiring.resources()
             queues = sorted(q.name for q in worker.app.amqp.queues.consume_from.values()) \
@@ -64,11 +75,11 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
         except Exception as exc:  # noqa: BLE001 - a missed heartbeat must never stop the worker
             log.warning("heartbeat write failed: %s", type(exc).__name__)
 
-    def start(self, worker: Any) -> None:
+    def start(self, worker: _Worker) -> None:
         self._beat(worker)
         self.tref = worker.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat, (worker,), priority=10)
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: _Worker) -> None:
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
@@ -99,14 +110,14 @@ app = create_app()
 
 
 @worker_process_init.connect
-def _fresh_resources_after_fork(**_: Any) -> None:
+def _fresh_resources_after_fork(**_: object) -> None:
     """A forked pool process must not reuse the parent's Redis sockets."""
     wiring.reset()
 
 
 @worker_init.connect
 @worker_process_init.connect
-def _raise_fd_limit(**_: Any) -> None:
+def _raise_fd_limit(**_: object) -> None:
     """Each port probe holds one fd: lift the soft RLIMIT_NOFILE to the hard limit before any task runs."""
     soft, hard = raise_nofile_limit()
     log.info("open-file limit: soft %d, hard %d", soft, hard)

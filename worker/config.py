@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from kombu import Exchange, Queue
 
@@ -63,8 +62,8 @@ def queue_for(task_name: str) -> str:
     return SSH_QUEUE if task_name.startswith(SSH_PREFIXES) else CONTROL_QUEUE
 
 
-def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
-               **kw: Any) -> dict[str, str]:
+def route_task(name: str, args: object, kwargs: object, options: object, task: object = None,
+               **kw: object) -> dict[str, str]:
     """Celery router (also applied to ``send_task`` by name, so Flower/API triggers route the same)."""
     return {"queue": queue_for(name)}
 
@@ -79,7 +78,8 @@ def resolve_redis_url(settings: Settings) -> str:
         return settings.redis_url
     stack = Path(settings.vastkeep_home) / "stack.json"
     try:
-        url = json.loads(stack.read_text()).get("redis_url")
+        data: object = json.loads(stack.read_text())
+        url = data.get("redis_url") if isinstance(data, dict) else None
         if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
             return url
     except (OSError, ValueError, AttributeError):
@@ -87,7 +87,7 @@ def resolve_redis_url(settings: Settings) -> str:
     return FALLBACK_REDIS_URL
 
 
-def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str, Any]:
+def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str, object]:
     """The full Celery configuration dict for ``app.conf.update``."""
     url = redis_url or resolve_redis_url(settings)
     vt = int(settings.celery_visibility_timeout_s)

@@ -16,24 +16,25 @@ import logging
 import os
 import signal
 import threading
-from typing import Any
+from typing import Protocol
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 from celery.signals import task_received
 from celery.worker import state as worker_state
 from kombu.transport.redis import PRIORITY_STEPS, Channel
+from redis import Redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.supervision import ConsumptionWatch, watch_consumption
 from worker import wiring
 
 log = logging.getLogger("vastkeep.worker")
-_received = [0]  # messages this worker process has received (the consumer runs in the main process)
 
 
 @task_received.connect
-def _count_received(**_: Any) -> None:
-    _received[0] += 1
+def _count_received(**_: object) -> None:
+    """Count a message this worker process received (the consumer runs in the main process)."""
+    wiring.resources().received_messages += 1
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -41,7 +42,7 @@ def queue_keys(queue: str) -> list[str]:
     return [f"{queue}{Channel.sep}{p}" if p else queue for p in PRIORITY_STEPS]
 
 
-def backlog(redis: Any, queues: list[str]) -> int:
+def backlog(redis: Redis[str], queues: list[str]) -> int:
     pipe = redis.pipeline(transaction=False)
     for q in queues:
         for key in queue_keys(q):
@@ -49,17 +50,25 @@ def backlog(redis: Any, queues: list[str]) -> int:
     return sum(int(n or 0) for n in pipe.execute())
 
 
+class _Worker(Protocol):
+    """What the watchdog uses of Celery's WorkController (its stub lacks ``hostname`` and ``concurrency``)."""
+
+    hostname: str
+    concurrency: int
+    app: Celery
+
+
 class ConsumptionWatchdog(bootsteps.StartStopStep):
     """Starts the watchdog thread with the worker (off when ``WORKER_STALL_TIMEOUT_MS`` is 0)."""
 
     requires = ("celery.worker.components:Pool",)
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
+    def __init__(self, parent: _Worker, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, worker: Any) -> None:
+    def start(self, worker: _Worker) -> None:
         timeout_s = wiring.settings().worker_stall_timeout_ms / 1000
         consume_from = worker.app.amqp.queues.consume_from or {}
         queues = sorted(q.name for q in consume_from.values())
@@ -69,7 +78,7 @@ class ConsumptionWatchdog(bootsteps.StartStopStep):
                                         name="vastkeep-consumption-watchdog")
         self._thread.start()
 
-    def _run(self, worker: Any, queues: list[str], timeout_s: float) -> None:
+    def _run(self, worker: _Worker, queues: list[str], timeout_s: float) -> None:
         watch = ConsumptionWatch()
         concurrency = max(1, int(getattr(worker, "concurrency", 1) or 1))
         while not self._stop.wait(max(0.25, timeout_s / 4)):
@@ -80,7 +89,8 @@ class ConsumptionWatchdog(bootsteps.StartStopStep):
                 continue
             free = concurrency - len(worker_state.reserved_requests)
             watch, stalled = watch_consumption(watch, now_s=SYSTEM_CLOCK.monotonic(), backlog=waiting,
-                                               received=_received[0], free_slots=free, timeout_s=timeout_s)
+                                               received=wiring.resources().received_messages, free_slots=free,
+                                               timeout_s=timeout_s)
             if stalled:
                 log.error("worker %s stopped consuming: %d message(s) wait in %s with %d free slot(s) and "
                           "nothing was received for %.0f s; shutting down so its supervisor restarts it",
@@ -88,7 +98,7 @@ class ConsumptionWatchdog(bootsteps.StartStopStep):
                 os.kill(os.getpid(), signal.SIGQUIT)
                 return
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: _Worker) -> None:
         self._stop.set()
 
     shutdown = stop

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
+
+from celery import Celery
 
 from vastkeep.core.backoff import backoff_ceiling
+from vastkeep.core.settings import Settings
 from vastkeep.ports.candidates import KINDS
 from vastkeep.providers.http import RetryPolicy
 from vastkeep.providers.vast import DEFAULT_RETRY
@@ -46,6 +49,13 @@ POLL_DISPATCH_RUN_S = 50.0
 HARD_MARGIN_S = 15
 
 
+class TaskLimits(TypedDict):
+    """``@app.task`` keyword arguments for one task's time limits."""
+
+    soft_time_limit: int
+    time_limit: int
+
+
 @dataclass(frozen=True)
 class TimeLimit:
     """One task's limits (whole seconds, as Celery takes them) and the worst case they were derived from."""
@@ -54,7 +64,7 @@ class TimeLimit:
     hard_s: int
     budget_s: float
 
-    def options(self) -> dict[str, int]:
+    def options(self) -> TaskLimits:
         """``@app.task(**limit.options())``."""
         return {"soft_time_limit": self.soft_s, "time_limit": self.hard_s}
 
@@ -67,7 +77,7 @@ def vast_call_budget_s(timeout_s: tuple[float, float] = VAST_TIMEOUT_S,
     return attempts * (float(timeout_s[0]) + float(timeout_s[1])) + backoff
 
 
-def probe_budget_s(settings: Any, probes: int, *, max_rounds: int | None = None) -> float:
+def probe_budget_s(settings: Settings, probes: int, *, max_rounds: int | None = None) -> float:
     """Worst case of ``probes`` port probes under the bound (at most ``max_rounds`` rounds when given)."""
     concurrency = max(1, int(settings.port_probe_concurrency))
     rounds = max(1, math.ceil(probes / concurrency))
@@ -77,7 +87,7 @@ def probe_budget_s(settings: Any, probes: int, *, max_rounds: int | None = None)
     return DNS_TIMEOUT_S + rounds * per_round
 
 
-def sweep_probe_deadline_s(settings: Any) -> float:
+def sweep_probe_deadline_s(settings: Settings) -> float:
     """How long one pool sweep probes before it stops and leaves the rest for the next sweep."""
     return probe_budget_s(settings, SWEEP_PROBE_ROUNDS * max(1, int(settings.port_probe_concurrency)),
                           max_rounds=SWEEP_PROBE_ROUNDS)
@@ -94,7 +104,7 @@ def _limit(budget_s: float) -> TimeLimit:
     return TimeLimit(soft_s=soft, hard_s=soft + HARD_MARGIN_S, budget_s=round(budget_s, 3))
 
 
-def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
+def task_time_limits(settings: Settings) -> dict[str, TimeLimit]:
     """Pure: every vastkeep task name → its limits under ``settings`` (a ``Settings``)."""
     return {
         # one show_instance (only for a record without an address), then one instance's candidates
@@ -138,7 +148,7 @@ def task_time_limits(settings: Any) -> dict[str, TimeLimit]:
     }
 
 
-def limits_for(name: str, settings: Any) -> dict[str, int]:
+def limits_for(name: str, settings: Settings) -> TaskLimits:
     """The ``soft_time_limit``/``time_limit`` options of task ``name``; KeyError for a task without one."""
     table = task_time_limits(settings)
     if name not in table:
@@ -146,14 +156,14 @@ def limits_for(name: str, settings: Any) -> dict[str, int]:
     return table[name].options()
 
 
-def limits_over_visibility(settings: Any) -> list[str]:
+def limits_over_visibility(settings: Settings) -> list[str]:
     """Tasks whose hard limit reaches CELERY_VISIBILITY_TIMEOUT_S: Redis would redeliver them while they
     still run (a second copy in parallel). Empty with the defaults; the worker warns at start otherwise."""
     vt = float(settings.celery_visibility_timeout_s)
     return sorted(name for name, limit in task_time_limits(settings).items() if limit.hard_s >= vt)
 
 
-def apply_time_limits(celery_app: Any, settings: Any) -> None:
+def apply_time_limits(celery_app: Celery, settings: Settings) -> None:
     """Set every registered vastkeep task's limits from ``settings`` (after the settings changed)."""
     table = task_time_limits(settings)
     for name, task in celery_app.tasks.items():
@@ -161,6 +171,6 @@ def apply_time_limits(celery_app: Any, settings: Any) -> None:
             task.soft_time_limit, task.time_limit = table[name].soft_s, table[name].hard_s
 
 
-__all__ = ["HARD_MARGIN_S", "SLACK_S", "SWEEP_PROBE_ROUNDS", "TimeLimit", "apply_time_limits", "limits_for",
-           "limits_over_visibility", "probe_budget_s", "sweep_probe_deadline_s", "task_time_limits",
-           "token_checks_budget_s", "vast_call_budget_s"]
+__all__ = ["HARD_MARGIN_S", "SLACK_S", "SWEEP_PROBE_ROUNDS", "TaskLimits", "TimeLimit", "apply_time_limits",
+           "limits_for", "limits_over_visibility", "probe_budget_s", "sweep_probe_deadline_s",
+           "task_time_limits", "token_checks_budget_s", "vast_call_budget_s"]

@@ -30,7 +30,7 @@ from vastkeep.core.errors import NetworkError, RentOutcomeUnknown
 from vastkeep.core.settings import Secret
 from vastkeep.ports.candidates import Candidate
 from vastkeep.ports.probe import TIMEOUT, ProbeConfig, probe_candidate
-from vastkeep.providers.deadline import watchdog_thread
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.http import RetryPolicy, make_session, request_with_retry
 from vastkeep.providers.vast import VastClient
 from vastkeep.state.keys import Keys
@@ -261,16 +261,43 @@ def test_a_finished_call_leaves_its_pooled_connection_alone(stall) -> None:
     assert server.connections == 1 and len(server.requests) == 2
 
 
+def _deadline_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name == "vastkeep-http-deadline"}
+
+
+def _settled_deadline_threads(expected: set[int | None], timeout_s: float = 2.0) -> set[int | None]:
+    """The watchdog threads alive once those not in ``expected`` had ``timeout_s`` to end."""
+    deadline = time.monotonic() + timeout_s
+    while not _deadline_threads() <= expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _deadline_threads()
+
+
 def test_deadlines_cost_one_thread_per_process(stall) -> None:
+    """Sessions of one process share its watchdog (the worker's wiring passes one): one thread for all."""
     server = stall("silent")
-    _get(f"{server.url}/warm", deadline_s=0.2) if watchdog_thread() is None else None
+    shared = DeadlineWatchdog(idle_s=30)
+    with pytest.raises(NetworkError):
+        _get(f"{server.url}/warm", deadline_s=0.2, session=make_session("vk-test", watchdog=shared))
+    assert shared.thread is not None
     before = {t.ident for t in threading.enumerate() if "process_request" not in t.name}
     for _ in range(10):
         with pytest.raises(NetworkError):
-            _get(f"{server.url}/x", deadline_s=0.1)
+            _get(f"{server.url}/x", deadline_s=0.1, session=make_session("vk-test", watchdog=shared))
     after = {t.ident for t in threading.enumerate() if "process_request" not in t.name}
     assert after <= before, "a call left a thread behind"
-    assert sum(t.name == "vastkeep-http-deadline" for t in threading.enumerate()) == 1
+    assert shared.thread is not None and shared.thread.ident in _deadline_threads()
+
+
+def test_a_session_of_its_own_leaves_no_watchdog_thread_behind(stall) -> None:
+    """Without a shared watchdog each session gets its own, whose thread ends with the session's last call."""
+    silent, ok = stall("silent"), stall("ok")
+    before = _deadline_threads()
+    for _ in range(5):
+        with pytest.raises(NetworkError):
+            _get(f"{silent.url}/x", deadline_s=0.1)
+        assert _get(f"{ok.url}/y", deadline_s=5.0).json() == {"instances": []}
+    assert _settled_deadline_threads(before) <= before, "a session's watchdog outlived its calls"
 
 
 def test_deadlines_leave_no_descriptor_behind(stall) -> None:

@@ -398,3 +398,31 @@ def test_broker_results_and_state_share_one_redis_url_as_in_production(vk_celery
     assert wiring.redis_url() == redis_server.url
     pool = wiring.resources().redis.connection_pool.connection_kwargs
     assert (pool["port"], pool.get("db", 0)) == (redis_server.port, 0)
+
+
+def test_a_forked_process_gets_its_own_resources_without_touching_the_parents(vk_celery_app) -> None:
+    """One Resources object per process: a child of fork() (Celery prefork) builds its own, on its own Redis
+    connections, token-check threads and deadline watchdog, and never closes the parent's sockets."""
+    from worker import wiring
+
+    parent = wiring.resources()
+    assert parent.redis.ping()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        code = 1
+        try:
+            child = wiring.resources()
+            fresh = (child is not parent and child.pid == os.getpid()
+                     and child.check_pools is not parent.check_pools
+                     and child.deadline_watchdog is not parent.deadline_watchdog and bool(child.redis.ping()))
+            os.write(write_fd, b"ok" if fresh else b"reused")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read_fd, 16)
+    os.close(read_fd)
+    assert (os.WEXITSTATUS(status), answer) == (0, b"ok")
+    assert wiring.resources() is parent and parent.redis.ping()  # the parent's connections still work

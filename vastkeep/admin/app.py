@@ -34,8 +34,10 @@ from vastkeep.core import errors
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.state.keys import Keys
 from vastkeep.state.protocols import NULL_EVENTS, EventSink
+from vastkeep.tokens import CheckPools
 
 if TYPE_CHECKING:
     from vastkeep.ssh import LogStore
@@ -68,6 +70,9 @@ class AdminContext:
     notify: Notify | None = None
     #: the bytes-client log store, made on first use (:mod:`vastkeep.admin.routes_logs`)
     logstore: LogStore | None = field(default=None, repr=False)
+    #: the process's bounded token-check threads and deadline watchdog, shared by the per-request managers
+    check_pools: CheckPools = field(default_factory=CheckPools)
+    deadline_watchdog: DeadlineWatchdog = field(default_factory=DeadlineWatchdog)
 
     @property
     def sink(self) -> EventSink:

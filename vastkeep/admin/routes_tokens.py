@@ -48,8 +48,8 @@ def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) ->
         return manager
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
-    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.sink,
-                                      clock=ctx.clock)
+    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.sink, clock=ctx.clock,
+                                      pools=ctx.check_pools, watchdog=ctx.deadline_watchdog)
 
 
 @router.post("/validate-tokens", summary="Validate every token now (real API calls, not the cache)")

@@ -203,7 +203,7 @@ async def create_lease(body: object = Body(None), ctx: AdminContext = Depends(ge
         return _busy(exc)
     # the endpoint token (the proxy's /c/{endpointToken}/) is keyed to this grant: pool + instance + fence
     answer: dict[str, object] = await run_in_threadpool(
-        endpoints.with_endpoint, grant.to_dict(), ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
+        endpoints.with_endpoint, grant.to_dict(), ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
         ctx.settings.proxy_url, grant.leased_until)
     return answer
 
@@ -225,7 +225,7 @@ async def renew_lease(lease_id: str, body: object = Body(None), ctx: AdminContex
     except LeaseBroken as exc:
         raise HTTPException(status_code=409, detail=exc.message) from None
     instance_id, fence = _grant_of(answer)
-    await run_in_threadpool(endpoints.follow_lease, ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
+    await run_in_threadpool(endpoints.follow_lease, ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
                             instance_id, fence)
     return answer
 
@@ -238,6 +238,6 @@ async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context),
     rid = _request_id(idempotency_key)
     answer: dict[str, object] = await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
     instance_id, fence = _grant_of(answer)
-    await run_in_threadpool(endpoints.drop, ctx.redis, ctx.keys, ctx.settings.warm_pool_name, instance_id,
-                            fence)
+    await run_in_threadpool(endpoints.drop, ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
+                            instance_id, fence)
     return answer

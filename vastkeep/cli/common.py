@@ -7,11 +7,15 @@ that ``vastkeep up`` started in the current folder, without flags, through :func
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.core.errors import ConfigError
-from vastkeep.stack import read_stack
+from vastkeep.stack import read_stack, text_field
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 
 def home_from_settings() -> Path:
@@ -36,7 +40,7 @@ def cli_command(cwd: Path | None = None) -> str:
         return str(script)
 
 
-def redis_client(url: str) -> Any:
+def redis_client(url: str) -> Redis[str]:
     """A client with short deadlines and no retries: a CLI command must answer, not wait."""
     from vastkeep.state.connection import connect  # noqa: PLC0415
 
@@ -45,9 +49,9 @@ def redis_client(url: str) -> Any:
 
 def redis_url_here() -> str | None:
     """The Redis of the stack in this folder, else REDIS_URL."""
-    stack = read_stack(home_from_settings())
-    if stack and stack.get("redis_url"):
-        return str(stack["redis_url"])
+    url = text_field(read_stack(home_from_settings()), "redis_url")
+    if url is not None:
+        return url
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
 
     return load_settings().redis_url
@@ -61,14 +65,17 @@ class Unreachable(Exception):
 
 
 def call_json(method: str, url: str, *, headers: dict[str, str] | None = None,
-              body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """One HTTP call within :data:`HTTP_DEADLINE_S`: ``(status, parsed JSON body or its text)``."""
+              body: Mapping[str, object] | None = None) -> tuple[int, object]:
+    """One HTTP call within :data:`HTTP_DEADLINE_S`: ``(status, parsed JSON body or its text)``; the caller
+    narrows the body (an answer is whatever the server sent)."""
     import requests  # noqa: PLC0415
 
-    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline  # noqa: PLC0415
     from vastkeep.providers.http import make_session, safe_url  # noqa: PLC0415
 
-    with make_session("vastkeep-cli/1") as session, call_deadline(HTTP_DEADLINE_S) as call:
+    watchdog = DeadlineWatchdog(idle_s=0)  # this one call's: a CLI command makes one and exits
+    with make_session("vastkeep-cli/1", watchdog=watchdog) as session, \
+            call_deadline(HTTP_DEADLINE_S, watchdog) as call:
         try:
             r = session.request(method, url, headers=headers or {}, json=body, timeout=(3, 10))
             r.content  # noqa: B018 - read the body inside the deadline

@@ -7,12 +7,16 @@ too.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from vastkeep.cli.common import home_from_settings, redis_client
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import ConfigError
-from vastkeep.stack import read_stack
+from vastkeep.stack import read_stack, text_field
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
 
 CHECK_HEARTBEAT_MAX_AGE_S = 60.0
 HEALTH_DEADLINE_S = 7.0  # the whole /health call, headers and body included
@@ -22,10 +26,12 @@ def http_health(url: str) -> tuple[bool, str]:
     """GET /health within :data:`HEALTH_DEADLINE_S` in all (a server that stalls cannot hang ``check``)."""
     import requests  # noqa: PLC0415
 
-    from vastkeep.providers.deadline import call_deadline  # noqa: PLC0415
+    from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline  # noqa: PLC0415
     from vastkeep.providers.http import make_session  # noqa: PLC0415
 
-    with make_session("vastkeep-check/1") as session, call_deadline(HEALTH_DEADLINE_S) as call:
+    watchdog = DeadlineWatchdog(idle_s=0)  # this one call's: a CLI command makes one and exits
+    with make_session("vastkeep-check/1", watchdog=watchdog) as session, \
+            call_deadline(HEALTH_DEADLINE_S, watchdog) as call:
         try:
             r = session.get(f"{url}/health", timeout=(2, 5))
             r.content  # noqa: B018 - read the body inside the deadline
@@ -39,7 +45,7 @@ def http_health(url: str) -> tuple[bool, str]:
     return True, f"{url}/health ok"
 
 
-def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
+def run_checks(stack: Mapping[str, object] | None, redis_url: str | None,
                admin_url: str | None) -> list[tuple[bool, str]]:
     """Redis answers, every worker has a fresh heartbeat (the checks ``/health`` runs too, from
     :mod:`vastkeep.monitoring.health`), and the admin API's ``/health`` is 200."""
@@ -48,7 +54,8 @@ def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
 
     if not redis_url:
         return [(False, "no stack found (no VASTKEEP_HOME/stack.json) and REDIS_URL is unset")]
-    expected = list((stack or {}).get("workers") or [])
+    workers = (stack or {}).get("workers")
+    expected = [str(w) for w in workers] if isinstance(workers, list) else []
     checks = shared_checks(redis_client(redis_url), Keys(), SYSTEM_CLOCK, expected_workers=expected or None,
                            max_age_s=CHECK_HEARTBEAT_MAX_AGE_S)
     results = [(c.ok, c.detail) for c in checks]
@@ -57,7 +64,7 @@ def run_checks(stack: dict[str, Any] | None, redis_url: str | None,
     return results
 
 
-def config_findings(stack: dict[str, Any] | None, settings: Any) -> list[tuple[bool, str]]:
+def config_findings(stack: Mapping[str, object] | None, settings: Settings | None) -> list[tuple[bool, str]]:
     """Likely configuration mistakes, ``(fatal, text)``: those the running stack recorded at start-up,
     else those of the settings this shell would start one with."""
     from vastkeep.core.config_hints import config_warnings  # noqa: PLC0415
@@ -74,8 +81,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     home = home_from_settings()
     stack = read_stack(home)
-    redis_url = (stack or {}).get("redis_url")
-    admin_url = (stack or {}).get("admin_api_url")
+    redis_url = text_field(stack, "redis_url")
+    admin_url = text_field(stack, "admin_api_url")
     settings = None
     try:
         settings = load_settings()

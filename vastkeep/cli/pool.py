@@ -6,16 +6,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.cli.common import redis_client
 from vastkeep.cli.status import pool_document
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import StackError
-from vastkeep.stack import read_stack
+from vastkeep.stack import read_stack, text_field
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
+    from vastkeep.pool import PoolBook
+    from vastkeep.state import EventLog, StateStore
 
 
-def pool_parts() -> tuple[Any, Any, Any, Any]:
+def pool_parts() -> tuple[Settings, StateStore, EventLog, PoolBook]:
     """(settings, store, events, book) on the Redis of the stack in this folder, else REDIS_URL."""
     from vastkeep.core.settings import load_settings  # noqa: PLC0415
     from vastkeep.pool import PoolBook  # noqa: PLC0415
@@ -23,7 +28,7 @@ def pool_parts() -> tuple[Any, Any, Any, Any]:
 
     settings = load_settings()
     stack = read_stack(Path(settings.vastkeep_home))
-    url = (stack or {}).get("redis_url") or settings.redis_url
+    url = text_field(stack, "redis_url") or settings.redis_url
     if not url:
         raise StackError("no Redis to talk to: start the stack with `vastkeep up` here, or set REDIS_URL")
     client = redis_client(url)

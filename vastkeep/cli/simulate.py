@@ -14,17 +14,17 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 from vastkeep.cli.common import Unreachable, call_json, cli_command, home_from_settings
-from vastkeep.stack import STACK_FILE, read_stack
+from vastkeep.stack import STACK_FILE, json_object, read_stack
 
 
 @dataclass(frozen=True)
 class Fault:
     """A fault kind: the control calls that make it, and what vastkeep then does (shown to the user)."""
 
-    calls: tuple[tuple[str, dict[str, Any]], ...]  # (route under /_sim/instances/{id}, body)
+    calls: tuple[tuple[str, dict[str, object]], ...]  # (route under /_sim/instances/{id}, body)
     what: str
     expect: str
 
@@ -79,14 +79,14 @@ def simulator_of_stack() -> tuple[str, str]:
     stack = read_stack(home)
     if stack is None:
         _fail(f"no stack is running from {home} (no {STACK_FILE}); start one with `vastkeep up` here")
-    sim = stack.get("simulator") or {}
+    sim = json_object(stack.get("simulator"))
     if not stack.get("simulated") or not sim.get("control_url") or not sim.get("control_token"):
         _fail(f"the stack in {home} runs against the real Vast.ai cloud (VAST_API_KEY is set): "
               "there is no simulator to break instances in")
     return str(sim["control_url"]), str(sim["control_token"])
 
 
-def _fail(text: str, code: int = 1) -> None:
+def _fail(text: str, code: int = 1) -> NoReturn:
     raise FaultError(text, code)
 
 
@@ -114,7 +114,7 @@ def _inject(args: argparse.Namespace) -> int:
         code, shown = call_json("GET", base, headers=headers)
         _check(code, shown, args.instance_id)
         calls = list(fault.calls)
-        if args.kind == "heal" and (shown.get("sim") or {}).get("fault"):
+        if args.kind == "heal" and json_object(json_object(shown).get("sim")).get("fault"):
             calls.insert(0, ("state", {"state": "running"}))
         for route, body in calls:
             code, answer = call_json("POST", f"{base}/{route}", headers=headers, body=body)
@@ -127,7 +127,7 @@ def _inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(code: int, answer: Any, instance_id: str) -> None:
+def _check(code: int, answer: object, instance_id: str) -> None:
     if code == 404:
         _fail(f"no instance {instance_id} in the simulated cloud (the `id` column of `vastkeep status` "
               "lists them)")

@@ -13,12 +13,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 from vastkeep.core.errors import StackError
 
 
-def add_soak_parser(sub: Any) -> None:
+def add_soak_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``vastkeep soak --minutes N [--seed S] [--report FILE]`` (self-contained: moves as one piece)."""
     sk = sub.add_parser("soak", help="run the stack as clients use it, break it at random (seeded), count "
                                      "what a client saw; exit 1 on any failure")
@@ -48,7 +48,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     run = SoakRun(minutes=args.minutes, seed=seed, pool_size=args.pool_size, clients=args.clients,
                   say=lambda text: print(text, flush=True))
 
-    def _on_term(signum: int, _frame: Any) -> None:
+    def _on_term(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # the run's finally stops the clients and every child of the stack
 
     signal.signal(signal.SIGTERM, _on_term)

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from types import FrameType
 
 from vastkeep.cli.common import cli_command
 from vastkeep.core.errors import StackError
@@ -27,7 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
 
-    def _on_signal(signum: int, _frame: Any) -> None:
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGINT, _on_signal)

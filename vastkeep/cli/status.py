@@ -8,13 +8,35 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from vastkeep.cli.common import cli_command, home_from_settings, redis_client
 from vastkeep.cli.health import run_checks
 from vastkeep.core.clock import SYSTEM_CLOCK
-from vastkeep.stack import STACK_FILE, pid_alive, public_view, read_stack, simulator_lines
+from vastkeep.stack import (
+    STACK_FILE,
+    json_object,
+    pid_alive,
+    public_view,
+    read_stack,
+    simulator_lines,
+    text_field,
+)
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
+    from vastkeep.pool import PoolBook
+    from vastkeep.state import StateStore
+
+
+class Overview(TypedDict):
+    """What ``status`` reads from the stack's Redis: token verdicts, the warm-pool document, endpoints."""
+
+    tokens: dict[str, dict[str, object]]
+    warmPool: dict[str, object]
+    endpoints: list[dict[str, object]]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -26,9 +48,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     view = public_view(stack)
     overview, error = None, None
-    if stack.get("redis_url"):
+    redis_url = text_field(stack, "redis_url")
+    if redis_url is not None:
         try:
-            overview = overview_of(stack["redis_url"], stack.get("tokens_configured"), stack.get("proxy_url"))
+            overview = overview_of(redis_url, json_object(stack.get("tokens_configured")),
+                                   text_field(stack, "proxy_url"))
         except Exception as exc:  # noqa: BLE001 - status must still print the rest
             error = type(exc).__name__
     if args.json:
@@ -36,13 +60,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     for line in stack_lines(stack, view, home, pid_alive(stack.get("pid"))):
         print(line)
-    for ok, text in run_checks(stack, stack.get("redis_url"), stack.get("admin_api_url")):
+    for ok, text in run_checks(stack, redis_url, text_field(stack, "admin_api_url")):
         print(("  OK   " if ok else "  FAIL ") + text)
-    print_overview(overview, error or ("no Redis in stack.json" if not stack.get("redis_url") else None))
+    print_overview(overview, error or ("no Redis in stack.json" if redis_url is None else None))
     return 0
 
 
-def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: bool) -> list[str]:
+def stack_lines(stack: Mapping[str, object], view: Mapping[str, object], home: Path, up: bool) -> list[str]:
     """The processes part of ``vastkeep status``: where each part listens, the simulator's control API and
     where its token lives (never the token), then one aligned row per child."""
     lines = [f"stack in {home}: supervisor pid {stack.get('pid')} {'running' if up else 'NOT running'}, "
@@ -53,7 +77,7 @@ def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: boo
              *([f"  proxy       {stack['proxy_url']}   (/c/{{endpointToken}}/, /pool/, /metrics)"]
                if stack.get("proxy_url") else []),
              *simulator_lines(stack, home, cli_command())]
-    children = sorted((stack.get("children") or {}).items())
+    children = sorted((cid, json_object(child)) for cid, child in json_object(stack.get("children")).items())
     width = max([len(cid) for cid, _ in children] + [len("process")])
     status_width = max([len(str(c.get("status"))) for _, c in children] + [len("status")])
     if children:
@@ -64,8 +88,8 @@ def stack_lines(stack: dict[str, Any], view: dict[str, Any], home: Path, up: boo
     return lines
 
 
-def overview_of(redis_url: str, configured: dict[str, bool] | None = None,
-                proxy_url: str | None = None) -> dict[str, Any]:
+def overview_of(redis_url: str, configured: Mapping[str, object] | None = None,
+                proxy_url: str | None = None) -> Overview:
     """Each token's last verdict as the workers stored it (no API call; the stack's own tokens may not be in
     this shell's environment, so which are configured comes from ``stack.json``: ``configured``), the
     warm-pool status document, and each lease's endpoint at the stack's proxy (``proxy_url``)."""
@@ -78,7 +102,7 @@ def overview_of(redis_url: str, configured: dict[str, bool] | None = None,
     settings = load_settings()
     client = redis_client(redis_url)
     store = StateStore(client, Keys(), SYSTEM_CLOCK, default_desired_size=settings.warm_pool_desired_size)
-    tokens = {}
+    tokens: dict[str, dict[str, object]] = {}
     for service in SERVICES:
         hit = store.get_token_result(service)
         tokens[service] = {"result": {k: v for k, v in hit.items() if not k.startswith("_")}
@@ -91,7 +115,7 @@ def overview_of(redis_url: str, configured: dict[str, bool] | None = None,
                                          SYSTEM_CLOCK.now())}
 
 
-def pool_document(settings: Any, store: Any, book: Any) -> dict[str, Any]:
+def pool_document(settings: Settings, store: StateStore, book: PoolBook) -> dict[str, object]:
     """``GET /api/proxy/admin/warm-pool/status``, read straight from Redis (poll times, figures, slots)."""
     from vastkeep.monitoring import warm_pool_status  # noqa: PLC0415
     from vastkeep.polling import PollSchedule  # noqa: PLC0415
@@ -105,7 +129,7 @@ def pool_document(settings: Any, store: Any, book: Any) -> dict[str, Any]:
     return warm_pool_status(pool, records, now, polls, figures)
 
 
-def print_overview(overview: dict[str, Any] | None, error: str | None) -> None:
+def print_overview(overview: Overview | None, error: str | None) -> None:
     """Tokens, the pool in one line, then every instance with its status."""
     from vastkeep.monitoring import instance_rows, pool_summary_line, token_lines  # noqa: PLC0415
 
@@ -116,10 +140,10 @@ def print_overview(overview: dict[str, Any] | None, error: str | None) -> None:
         print(line)
     doc = overview["warmPool"]
     print(pool_summary_line(doc))
-    print(f"  instances: {doc['counts']['total']} (poll times UTC)")
+    print(f"  instances: {json_object(doc.get('counts')).get('total')} (poll times UTC)")
     for line in instance_rows(doc):
         print(line)
-    for e in overview.get("endpoints") or []:  # each lease's endpoint (token by fingerprint) → its instance
+    for e in overview["endpoints"]:  # each lease's endpoint (token by fingerprint) → its instance
         print(f"  lease {e['client']} fence {e['fence']}: {e['endpoint'] or '(no endpoint token)'}"
-              f"{' [' + e['tokenFingerprint'] + ']' if e['tokenFingerprint'] else ''} → instance "
+              f"{' [' + str(e['tokenFingerprint']) + ']' if e['tokenFingerprint'] else ''} → instance "
               f"{e['instanceId']} at {e['target'] or '(no connection URL)'}")

@@ -5,10 +5,12 @@ its status line and headers one byte at a time (or a body, see ``http.read_body`
 timeout and holds the caller, and its worker thread, for as long as it likes. Here a call runs inside
 :func:`call_deadline`; the connections of sessions that carry a :class:`DeadlineAdapter` (every
 session from ``http.make_session``) attach their socket to the current call as soon as TCP connects
-(before any TLS handshake) and when they wait for a response, and one process-wide watchdog thread
-``shutdown()``s those sockets when the deadline passes. The blocked read returns at once, requests
-raises, and the caller sees ``call.expired`` and reports "deadline exceeded". No thread per call,
-nothing left running after it.
+(before any TLS handshake) and when they wait for a response, and the thread of a
+:class:`DeadlineWatchdog` ``shutdown()``s those sockets when the deadline passes. The blocked read
+returns at once, requests raises, and the caller sees ``call.expired`` and reports "deadline exceeded".
+A process shares one watchdog (the worker's wiring builds it with the process's other resources and
+passes it down); a session made without one gets its own, whose thread ends as soon as its last call
+does. No thread per call, nothing left running after it.
 
 The watchdog shuts down (never closes) a duplicate descriptor of the socket that the call owns, so the
 reading thread keeps and closes its own descriptor as usual; a duplicate made right after TCP connects
@@ -30,6 +32,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Protocol
 
 import urllib3.poolmanager
@@ -122,31 +125,49 @@ class CallDeadline:
                 dup.close()  # only our duplicate descriptor: the connection itself lives on
 
 
-class _Watchdog:
-    """One daemon thread per process, sleeping until the earliest deadline of the calls it watches."""
+class DeadlineWatchdog:
+    """One daemon thread, sleeping until the earliest deadline of the calls it watches.
 
-    def __init__(self) -> None:
+    Started by the first call. ``idle_s``: how long the thread waits for another call once it has none
+    (then it ends; the next call starts a new one). A process-wide watchdog keeps its thread; a session's
+    own watchdog (``idle_s=0``) ends its thread with its last call. A thread does not survive ``fork()``:
+    a watchdog whose thread is gone starts another on its next call.
+    """
+
+    def __init__(self, *, idle_s: float = 300.0) -> None:
+        self.idle_s = float(idle_s)
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, CallDeadline]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
     def watch(self, call: CallDeadline) -> None:
+        """Expire ``call`` at its deadline unless it finishes first."""
         with self._cond:
             heapq.heappush(self._heap, (call.due, next(self._seq), call))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="vastkeep-http-deadline", daemon=True)
                 self._thread.start()
             self._cond.notify()
 
+    def finished(self, call: CallDeadline) -> None:
+        """``call`` ended: let the thread drop it now (and end with its last call when ``idle_s`` is 0)."""
+        with self._cond:
+            self._cond.notify()
+
     def _run(self) -> None:
+        idle = False
         while True:
             with self._cond:
                 while self._heap and self._heap[0][2].finished:
                     heapq.heappop(self._heap)
                 if not self._heap:
-                    self._cond.wait()
+                    if idle or self.idle_s <= 0:
+                        self._thread = None
+                        return
+                    idle = self._cond.wait(self.idle_s) is False  # timed out without news: end next turn
                     continue
+                idle = False
                 wait_s = self._heap[0][0] - SYSTEM_CLOCK.monotonic()
                 if wait_s > 0:
                     self._cond.wait(wait_s)
@@ -156,56 +177,35 @@ class _Watchdog:
 
     @property
     def thread(self) -> threading.Thread | None:
+        """The watchdog's thread while it runs (for tests and diagnostics)."""
         return self._thread
 
 
-_watchdog_lock = threading.Lock()
-_watchdog_instance: _Watchdog | None = None
-_current = threading.local()
-
-
-def _watchdog() -> _Watchdog:
-    global _watchdog_instance
-    with _watchdog_lock:
-        if _watchdog_instance is None:
-            _watchdog_instance = _Watchdog()
-        return _watchdog_instance
-
-
-def watchdog_thread() -> threading.Thread | None:
-    """The process's watchdog thread, once started (for tests and diagnostics)."""
-    return _watchdog_instance.thread if _watchdog_instance is not None else None
-
-
-def _forget_after_fork() -> None:
-    """A forked child (Celery prefork) inherits neither the thread nor a usable lock: start afresh."""
-    global _watchdog_instance, _watchdog_lock
-    _watchdog_instance, _watchdog_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+#: the call the current thread is making (set by :func:`call_deadline`, read by the connections)
+_CURRENT: ContextVar[CallDeadline | None] = ContextVar("vastkeep_call_deadline", default=None)
 
 
 @contextlib.contextmanager
-def call_deadline(budget_s: float) -> Iterator[CallDeadline]:
+def call_deadline(budget_s: float, watchdog: DeadlineWatchdog) -> Iterator[CallDeadline]:
     """Run the block as one call that ends ``budget_s`` seconds from now, headers and body included.
 
     Requests made in the block through a :class:`DeadlineAdapter` session have their sockets shut at
-    the deadline; check ``call.expired`` when one fails to tell a missed deadline from a broken peer.
+    the deadline by ``watchdog`` (the session's: :func:`session_watchdog`); check ``call.expired`` when
+    one fails to tell a missed deadline from a broken peer.
     """
     call = CallDeadline(budget_s)
-    previous = getattr(_current, "call", None)
-    _current.call = call
-    _watchdog().watch(call)
+    token = _CURRENT.set(call)
+    watchdog.watch(call)
     try:
         yield call
     finally:
-        _current.call = previous
+        _CURRENT.reset(token)
         call.finish()
+        watchdog.finished(call)
 
 
 def _attach_current(sock: _HasFileno | None) -> None:
-    call = getattr(_current, "call", None)
+    call = _CURRENT.get()
     if call is not None:
         call.attach(sock)
 
@@ -245,7 +245,12 @@ _WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedHTTPPool,
 
 
 class DeadlineAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections put their sockets under the current :func:`call_deadline`."""
+    """An HTTPAdapter whose connections put their sockets under the current :func:`call_deadline`;
+    ``watchdog`` is the one that call should use (:func:`session_watchdog`), else the adapter's own."""
+
+    def __init__(self, watchdog: DeadlineWatchdog | None = None) -> None:
+        self.watchdog = watchdog if watchdog is not None else DeadlineWatchdog(idle_s=0)
+        super().__init__()
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: object) -> None:
@@ -261,9 +266,31 @@ class DeadlineAdapter(HTTPAdapter):
         return manager
 
 
-def watch_session(session: Session) -> Session:
-    """Mount :class:`DeadlineAdapter` for http:// and https:// unless the session already has it."""
-    for prefix in ("http://", "https://"):
-        if not isinstance(session.adapters.get(prefix), DeadlineAdapter):
-            session.mount(prefix, DeadlineAdapter())
+def watch_session(session: Session, watchdog: DeadlineWatchdog | None = None) -> Session:
+    """Mount :class:`DeadlineAdapter` for http:// and https:// unless the session already has it.
+
+    ``watchdog``: the process's shared one; without it the session gets its own (its thread ends with
+    the session's last call).
+    """
+    missing = [p for p in ("http://", "https://") if not isinstance(session.adapters.get(p), DeadlineAdapter)]
+    if missing:
+        shared = watchdog or _mounted_watchdog(session) or DeadlineWatchdog(idle_s=0)
+        for prefix in missing:
+            session.mount(prefix, DeadlineAdapter(shared))
     return session
+
+
+def _mounted_watchdog(session: Session) -> DeadlineWatchdog | None:
+    for adapter in session.adapters.values():
+        if isinstance(adapter, DeadlineAdapter):
+            return adapter.watchdog
+    return None
+
+
+def session_watchdog(session: Session, url: str) -> DeadlineWatchdog:
+    """The watchdog of the adapter ``session`` sends ``url`` through (mounting one if it has none)."""
+    adapter = session.get_adapter(url) if url.startswith(("http://", "https://")) else None
+    if isinstance(adapter, DeadlineAdapter):
+        return adapter.watchdog
+    watched = _mounted_watchdog(watch_session(session))
+    return watched if watched is not None else DeadlineWatchdog(idle_s=0)

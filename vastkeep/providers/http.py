@@ -29,7 +29,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, backoff_delay
 from vastkeep.core.clock import Clock
 from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
-from vastkeep.providers.deadline import call_deadline, watch_session
+from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline, session_watchdog, watch_session
 
 #: Query parameters of one request.
 Params = Mapping[str, str | int | float]
@@ -81,10 +81,10 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.rate_limit_floor_s must be a finite number >= 0")
 
 
-def make_session(user_agent: str) -> requests.Session:
-    """A session with our User-Agent whose calls honour whole-call deadlines; keep one per client so
-    connections are pooled."""
-    session = watch_session(requests.Session())
+def make_session(user_agent: str, *, watchdog: DeadlineWatchdog | None = None) -> requests.Session:
+    """A session with our User-Agent whose calls honour whole-call deadlines (enforced by ``watchdog``, the
+    process's shared one, else the session's own); keep one per client so connections are pooled."""
+    session = watch_session(requests.Session(), watchdog)
     session.headers["User-Agent"] = user_agent
     return session
 
@@ -262,7 +262,8 @@ def request_with_retry(
             before_send()
         deadline = clock.monotonic() + budget_s
         again: str | None = None  # why this attempt failed in a way worth another one
-        with call_deadline(budget_s) as call:  # one deadline for the attempt: headers, body, excerpt
+        # one deadline for the attempt: headers, body, excerpt
+        with call_deadline(budget_s, session_watchdog(session, url)) as call:
             response: requests.Response | None = None
             try:
                 response = session.request(method, url, headers=dict(headers), json=json, params=params,

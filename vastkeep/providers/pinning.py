@@ -24,8 +24,10 @@ from vastkeep.core.errors import UnsafeTarget
 from vastkeep.providers.deadline import (
     _WATCHED_POOLS,
     DeadlineAdapter,
+    DeadlineWatchdog,
     _WatchedHTTPConnection,
     _WatchedHTTPSConnection,
+    session_watchdog,
 )
 from vastkeep.providers.http import FailureReason
 
@@ -93,9 +95,9 @@ def _pinned_pool(base: type[HTTPConnectionPool], conn: type[_PinnedHTTPConnectio
 class PinnedAdapter(DeadlineAdapter):
     """A :class:`DeadlineAdapter` whose connections go only to pinned addresses (see the module doc)."""
 
-    def __init__(self, pins: Pins) -> None:
+    def __init__(self, pins: Pins, watchdog: DeadlineWatchdog | None = None) -> None:
         self.pins = pins
-        super().__init__()
+        super().__init__(watchdog)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: object) -> None:
@@ -109,7 +111,7 @@ def pin_session(session: requests.Session, check: Callable[[str], str]) -> Calla
     """Make ``session`` connect only to checked addresses; returns the guard to call on every URL (and
     redirect target) before it is fetched: ``check(url)`` raises to refuse, or returns the address to pin."""
     pins: dict[tuple[str, int], str] = {}
-    adapter = PinnedAdapter(pins)
+    adapter = PinnedAdapter(pins, watchdog=session_watchdog(session, "https://"))  # the session's watchdog
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.trust_env = False

@@ -24,10 +24,17 @@ import hmac
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.state import Keys, as_text
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    #: a synchronous client, made with or without ``decode_responses``
+    SyncRedis = Redis[str] | Redis[bytes]
 
 TOKEN_PREFIX = "ept_"
 _TOKEN_RE = re.compile(r"^ept_[A-Za-z0-9_-]{32}$")
@@ -46,14 +53,17 @@ def grant_token(secret: bytes, pool: str, instance_id: str, fence: int) -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(mac[:24]).decode()
 
 
-def endpoint_secret(redis_client: Any, keys: Keys) -> bytes:
+def endpoint_secret(redis_client: SyncRedis, keys: Keys) -> bytes:
     """The deployment's token key, made by the first caller (SET NX), the same for every process after."""
     key = keys.endpoint_secret()
     redis_client.set(key, secrets.token_hex(32), nx=True)
-    return bytes.fromhex(as_text(redis_client.get(key)))
+    stored = redis_client.get(key)
+    if stored is None:  # deleted between the two commands (a FLUSHDB): the next call makes another
+        raise RuntimeError("the endpoint secret vanished from Redis")
+    return bytes.fromhex(as_text(stored))
 
 
-def is_token(value: Any) -> bool:
+def is_token(value: object) -> bool:
     return isinstance(value, str) and bool(_TOKEN_RE.match(value))
 
 
@@ -88,7 +98,8 @@ def _expire_at_ms(until_s: float) -> int:
     return max(1, int(until_s * 1000))
 
 
-def issue(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int, until_s: float) -> str:
+def issue(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int,
+          until_s: float) -> str:
     """Issue the token of a grant (the same token every time for the same grant: safe to repeat); both keys
     expire at the lease's end ``until_s`` (epoch s)."""
     token = grant_token(endpoint_secret(redis_client, keys), pool, str(instance_id), int(fence))
@@ -102,7 +113,8 @@ def issue(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int
     return token
 
 
-def refresh(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int, until_s: float) -> bool:
+def refresh(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int,
+            until_s: float) -> bool:
     """A renewal moved the lease's end: move the token's expiry with it (False: no token for that grant)."""
     gkey = keys.endpoint_grant(pool, instance_id, fence)
     d = as_text(redis_client.get(gkey))
@@ -116,21 +128,24 @@ def refresh(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: i
     return True
 
 
-def follow_lease(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
+def follow_lease(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
     """After a renewal: set the token's expiry to the lease entry's end (True when a token was moved)."""
     until = lease_matches(redis_client.hget(keys.pool_leases(pool), instance_id),
                           Grant(pool, str(instance_id), int(fence)), 0.0)
     return until is not None and refresh(redis_client, keys, pool, instance_id, fence, until)
 
 
-def with_endpoint(answer: dict[str, Any], redis_client: Any, keys: Keys, pool: str, proxy_url: str,
-                  until_s: float) -> dict[str, Any]:
+def with_endpoint(answer: Mapping[str, object], redis_client: SyncRedis, keys: Keys, pool: str,
+                  proxy_url: str, until_s: float) -> dict[str, object]:
     """A grant's answer (``instanceId``, ``fence``) plus its ``endpointToken`` and ``endpointUrl``."""
-    token = issue(redis_client, keys, pool, answer["instanceId"], int(answer["fence"]), until_s)
+    fence = answer["fence"]
+    if not isinstance(fence, int):
+        raise ValueError("a grant's fence is an integer")
+    token = issue(redis_client, keys, pool, str(answer["instanceId"]), fence, until_s)
     return {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
 
 
-def drop(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
+def drop(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
     """The lease ended: delete its token (idempotent; False when there was none)."""
     gkey = keys.endpoint_grant(pool, instance_id, fence)
     d = as_text(redis_client.get(gkey))
@@ -141,52 +156,70 @@ def drop(redis_client: Any, keys: Keys, pool: str, instance_id: str, fence: int)
     return True
 
 
-def parse_grant(raw: Any) -> Grant | None:
+def _json_object(raw: object) -> dict[str, object] | None:
+    """A stored JSON object, or None when ``raw`` is missing, not JSON, or not an object."""
+    if not isinstance(raw, str | bytes):
+        return None
     try:
-        data = json.loads(as_text(raw))
-        return Grant(str(data["pool"]), str(data["instance_id"]), int(data["fence"]))
-    except (TypeError, ValueError, KeyError):
+        data: object = json.loads(as_text(raw))
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value: object, kind: type[int] | type[float]) -> int | float:
+    """``kind(value)`` for a number or numeric string; ValueError for anything else."""
+    if isinstance(value, int | float | str):
+        return kind(value)
+    raise ValueError(f"not a number: {type(value).__name__}")
+
+
+def parse_grant(raw: object) -> Grant | None:
+    data = _json_object(raw)
+    try:
+        return None if data is None else Grant(str(data["pool"]), str(data["instance_id"]),
+                                               int(_number(data["fence"], int)))
+    except (ValueError, KeyError):
         return None
 
 
-def lease_matches(entry_raw: Any, grant: Grant, now_s: float) -> float | None:
+def lease_matches(entry_raw: object, grant: Grant, now_s: float) -> float | None:
     """The lease's end (epoch s) when the pool's lease entry is still ``grant``'s active, unexpired lease;
     None otherwise (released, expired, or the instance was leased again under another fence)."""
-    if entry_raw is None:
+    entry = _json_object(entry_raw) if entry_raw is not None else None
+    if entry is None:
         return None
     try:
-        entry = json.loads(as_text(entry_raw))
-        until = float(entry.get("until") or 0)
-        fence = int(entry.get("fence"))
-    except (TypeError, ValueError):
+        until = float(_number(entry.get("until") or 0, float))
+        fence = int(_number(entry.get("fence"), int))
+    except ValueError:
         return None
     if entry.get("state") != "active" or fence != grant.fence or until <= now_s:
         return None
     return until
 
 
-def lease_endpoints(redis_client: Any, keys: Keys, pool: str, proxy_url: str | None,
-                    now_s: float) -> list[dict[str, Any]]:
+def lease_endpoints(redis_client: SyncRedis, keys: Keys, pool: str, proxy_url: str | None,
+                    now_s: float) -> list[dict[str, object]]:
     """Each active lease of ``pool`` with its endpoint (token shown by fingerprint only) and where it points
     (the instance's connection URL), for ``vastkeep status``."""
-    rows = []
-    for iid, raw in sorted(redis_client.hgetall(keys.pool_leases(pool)).items()):
-        iid = as_text(iid)
+    rows: list[dict[str, object]] = []
+    leases = {as_text(k): v for k, v in redis_client.hgetall(keys.pool_leases(pool)).items()}
+    for iid, raw in sorted(leases.items()):
+        entry = _json_object(raw)
         try:
-            entry = json.loads(as_text(raw))
+            until = float(_number(entry.get("until") or 0, float)) if entry is not None else 0.0
+            fence = int(_number(entry.get("fence") or 0, int)) if entry is not None else 0
         except ValueError:
             continue
-        if entry.get("state") != "active" or float(entry.get("until") or 0) <= now_s:
+        if entry is None or entry.get("state") != "active" or until <= now_s:
             continue
-        fence = int(entry.get("fence") or 0)
         d = as_text(redis_client.get(keys.endpoint_grant(pool, iid, fence)))
         record = redis_client.get(keys.instance(iid))
-        try:
-            target = json.loads(as_text(record)).get("connection_url") if record else None
-        except ValueError:
-            target = None
+        stored = _json_object(record) if record else None
+        target = stored.get("connection_url") if stored is not None else None
         rows.append({"instanceId": iid, "client": entry.get("client"), "fence": fence,
-                     "leasedUntil": float(entry.get("until") or 0),
+                     "leasedUntil": until,
                      "endpoint": (f"{(proxy_url or '').rstrip('/')}/c/{REDACTED}/" if d else None),
                      "tokenFingerprint": fingerprint(d) if d else None, "target": target})
     return rows

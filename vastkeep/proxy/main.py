@@ -6,12 +6,18 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from vastkeep.core.settings import Settings
+    from vastkeep.proxy.server import ProxyServer
 
 log = logging.getLogger("vastkeep.proxy")
 
 
-def build(settings: Any, redis_client: Any) -> Any:
+def build(settings: Settings, redis_client: Redis[bytes]) -> ProxyServer:
     """A :class:`ProxyServer` for ``settings`` over an asyncio Redis client."""
     from vastkeep.proxy.resolve import Resolver  # noqa: PLC0415
     from vastkeep.proxy.server import ProxyServer  # noqa: PLC0415
@@ -27,14 +33,14 @@ def build(settings: Any, redis_client: Any) -> Any:
                        spool_dir=Path(settings.vastkeep_home) / "proxy-spool")
 
 
-def async_redis(url: str) -> Any:
+def async_redis(url: str) -> Redis[bytes]:
     import redis.asyncio as aredis  # noqa: PLC0415
 
     return aredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0,
                                  health_check_interval=30)
 
 
-async def run(settings: Any) -> None:
+async def run(settings: Settings) -> None:
     from vastkeep.proxy.server import serve  # noqa: PLC0415
 
     if not settings.redis_url:
@@ -51,14 +57,14 @@ async def run(settings: Any) -> None:
     finally:
         stop.set()
         await asyncio.wait([watcher], timeout=3)
-        await client.aclose()
+        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose (redis-py 5)
 
 
 def use_loop(loop: str) -> str:
     """``auto``: uvloop where installed, else asyncio's own; returns the one in use."""
     if loop in ("auto", "uvloop"):
         try:
-            import uvloop  # noqa: PLC0415
+            import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - optional, not in the test extras
         except ImportError:
             if loop == "uvloop":
                 raise SystemExit("vastkeep proxy: --loop uvloop, but uvloop is not installed") from None

@@ -15,13 +15,16 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.ports import unsafe_reason
 from vastkeep.proxy import endpoints
 from vastkeep.proxy.decide import Candidate, split_base
-from vastkeep.state import Keys, as_text
+from vastkeep.state import InstanceStatus, Keys, as_text
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("vastkeep.proxy")
 
@@ -35,7 +38,7 @@ class Target:
     until_s: float | None = None
 
 
-def safe_base(url: Any, *, simulated: bool) -> str | None:
+def safe_base(url: object, *, simulated: bool) -> str | None:
     """``url`` as ``scheme://host:port`` when the SSRF guard lets it be contacted, else None."""
     if not isinstance(url, str):
         return None
@@ -51,8 +54,8 @@ def safe_base(url: Any, *, simulated: bool) -> str | None:
 class Resolver:
     """Token → target and pool → candidates over one asyncio Redis client."""
 
-    def __init__(self, redis_client: Any, keys: Keys, pool: str, label_prefix: str, *, simulated: bool,
-                 clock: Clock = SYSTEM_CLOCK, cache_s: float = 1.0) -> None:
+    def __init__(self, redis_client: Redis[bytes], keys: Keys, pool: str, label_prefix: str, *,
+                 simulated: bool, clock: Clock = SYSTEM_CLOCK, cache_s: float = 1.0) -> None:
         self.redis, self.keys, self.pool, self.clock = redis_client, keys, pool, clock
         self.label_head = f"{label_prefix}:{pool}:"
         self.simulated, self.cache_s = simulated, cache_s
@@ -63,7 +66,8 @@ class Resolver:
     def forget(self, token: str) -> None:
         self._tokens.pop(endpoints.digest(token), None)
 
-    async def watch_drops(self, subscriber: Any, stop: asyncio.Event, *, max_backoff_s: float = 5.0) -> None:
+    async def watch_drops(self, subscriber: Redis[bytes], stop: asyncio.Event, *,
+                          max_backoff_s: float = 5.0) -> None:
         """Evict each token a release drops, until ``stop``; reconnects with full jitter after an error."""
         attempt = 0
         while not stop.is_set():
@@ -86,7 +90,7 @@ class Resolver:
                     await asyncio.wait_for(stop.wait(), pause_s)
             finally:
                 with contextlib.suppress(Exception):  # closing a broken connection
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
     async def token(self, token: str) -> Target | None:
         """The lease's instance, or None: unknown token, lease ended or expired, fence moved, no safe URL."""
@@ -145,8 +149,9 @@ class Resolver:
         out = []
         for iid, raw in zip(ids, records, strict=False):
             rec = _record(raw)
-            extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
-            if (rec.get("status") != "ready" or iid in leased or extra.get("keepalive_lost_since")
+            extra = rec.get("extra")
+            lost = isinstance(extra, dict) and extra.get("keepalive_lost_since")
+            if (rec.get("status") != InstanceStatus.READY or iid in leased or lost
                     or not str(rec.get("label") or "").startswith(self.label_head)):
                 continue
             base = safe_base(rec.get("connection_url"), simulated=self.simulated)
@@ -156,20 +161,34 @@ class Resolver:
         return out
 
 
-def _record(raw: Any) -> dict[str, Any]:
+def _record(raw: object) -> dict[str, object]:
+    if not isinstance(raw, str | bytes):
+        return {}
     try:
-        data = json.loads(as_text(raw)) if raw is not None else {}
+        data: object = json.loads(as_text(raw)) if raw is not None else {}
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _live(raw: Any, now: float) -> bool:
+def _live(raw: object, now: float) -> bool:
+    if not isinstance(raw, str | bytes):
+        return False
     try:
-        entry = json.loads(as_text(raw))
-        return entry.get("state") == "active" and float(entry.get("until") or 0) > now
+        entry: object = json.loads(as_text(raw))
     except (TypeError, ValueError):
         return False
+    if not isinstance(entry, dict) or entry.get("state") != "active":
+        return False
+    until = entry.get("until") or 0
+    return isinstance(until, int | float | str) and _float(until) > now
+
+
+def _float(value: float | str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
 
 
 __all__ = ["Resolver", "Target", "safe_base"]

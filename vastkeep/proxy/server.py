@@ -20,8 +20,9 @@ import logging
 import os
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import aiohttp
 from aiohttp import web
@@ -145,7 +146,7 @@ class ProxyServer:
         token = request.headers.get("X-Endpoint-Token")
         return token is not None and await self.resolver.token(token) is not None
 
-    def _answer(self, request: web.Request, route: str, status: int, body: dict[str, Any],
+    def _answer(self, request: web.Request, route: str, status: int, body: dict[str, object],
                 headers: dict[str, str] | None = None) -> web.Response:
         self.metrics.requests[(route, status)] += 1
         return web.json_response(body, status=status, headers=headers)
@@ -209,10 +210,11 @@ class ProxyServer:
         assert self.session is not None
         headers = request_headers(request.headers.items())
         headers.append(("X-Forwarded-For", request.remote or ""))
-        data: Any = None
+        data: BinaryIO | bytes | AsyncIterator[bytes] | None = None
+        spooled: BinaryIO | None = None
         length = request.content_length
         if spool is not None:
-            data = spool.open("rb")
+            data = spooled = spool.open("rb")
             size = spool.stat().st_size
             headers.append(("Content-Length", str(size)))
             self.metrics.bytes["up"] += size
@@ -253,10 +255,10 @@ class ProxyServer:
         except (aiohttp.ClientError, ConnectionError):
             return self._failed(request, route, target, "upstream", 502, resp)
         finally:
-            if spool is not None:
-                data.close()
+            if spooled is not None:
+                spooled.close()
 
-    async def _count_up(self, request: web.Request) -> Any:
+    async def _count_up(self, request: web.Request) -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(CHUNK):
             self.metrics.bytes["up"] += len(chunk)
             yield chunk

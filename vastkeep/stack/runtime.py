@@ -20,75 +20,42 @@ import secrets
 import socket
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from vastkeep.core.clock import SYSTEM_CLOCK, iso
 from vastkeep.core.errors import StackError
+from vastkeep.stack.stackfile import (
+    SECRET_FIELDS,
+    STACK_FILE,
+    StackFile,
+    json_object,
+    pid_alive,
+    public_view,
+    read_stack,
+    text_field,
+    write_private_json,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from vastkeep.core.settings import Settings
+    from vastkeep.stack.supervisor import ChildStatus, Supervisor
 
 log = logging.getLogger("vastkeep.stack")
 
-STACK_FILE = "stack.json"
 REDIS_CONFIG_FILE = "redis.conf"
-SECRET_FIELDS = ("admin_api_key", "flower_password", "control_token")
 DEMO_SIM_MIN_GAP_MS = 300  # `vastkeep up`'s simulated cloud answers 429 to calls sooner than this
-
-
-# ── the runtime file ─────────────────────────────────────────────────────────
-def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically write ``data`` with mode 0600 (it holds credentials)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def read_stack(home: Path) -> dict[str, Any] | None:
-    """The stack a ``vastkeep up`` in this folder recorded, or None."""
-    try:
-        data = json.loads((home / STACK_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def public_view(stack: dict[str, Any]) -> dict[str, Any]:
-    """The stack file without any credential (for ``status --json``); the Redis password redacted."""
-    from vastkeep.core.settings import redact_url  # noqa: PLC0415
-
-    out = {k: v for k, v in stack.items() if k not in SECRET_FIELDS}
-    if isinstance(out.get("redis_url"), str):
-        out["redis_url"] = redact_url(out["redis_url"])
-    if isinstance(out.get("simulator"), dict):
-        out["simulator"] = {k: v for k, v in out["simulator"].items() if k not in SECRET_FIELDS}
-    return out
-
-
-def pid_alive(pid: Any) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 # ── the stack ────────────────────────────────────────────────────────────────
 class Stack:
     """The children of ``vastkeep up``, their shared environment and the runtime file."""
 
-    def __init__(self, settings: Any, environ: dict[str, str], *, control_concurrency: int = 4,
-                 ssh_concurrency: int | None = None, out: Any = sys.stdout, cli: str = "vastkeep") -> None:
+    def __init__(self, settings: Settings, environ: dict[str, str], *, control_concurrency: int = 4,
+                 ssh_concurrency: int | None = None, out: TextIO = sys.stdout, cli: str = "vastkeep") -> None:
         from vastkeep.stack.supervisor import Supervisor  # noqa: PLC0415
 
         self.settings = settings
@@ -109,28 +76,28 @@ class Stack:
         self.pools = {"control": "prefork", "ssh": "threads", "keepalive": "prefork"}
         self.concurrency = {"control": control_concurrency, "ssh": ssh,
                             "keepalive": max(1, int(getattr(settings, "comfyui_keepalive_shards", 2)))}
-        self.info: dict[str, Any] = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
+        self.info: StackFile = {"version": 1, "pid": os.getpid(), "started_at": now_iso(),
                                      "cwd": str(Path.cwd()), "home": str(self.home), "simulated": False}
         self.supervisor = Supervisor(on_change=self._write, publish=self._publish)
-        self._redis: Any = None
+        self._redis: Redis[str] | None = None
         self._owns_home = False  # True once no other live stack runs from this folder
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    def _write(self, sup: Any = None) -> None:
+    def _write(self, sup: Supervisor | None = None) -> None:
         if not self.home.is_dir():  # failed before anything started
             return
         self.info["children"] = self.supervisor.status()
         write_private_json(self.home / STACK_FILE, self.info)
 
-    def _publish(self, status: dict[str, Any]) -> None:
+    def _publish(self, status: dict[str, ChildStatus]) -> None:
         """Publish the watchdog's status to the stack's Redis, for ``GET .../watchdog/status``."""
         from vastkeep.state import Keys, connect  # noqa: PLC0415
         from vastkeep.supervision import publish_processes  # noqa: PLC0415
 
-        url = self.info.get("redis_url")
-        if not url:
+        url = text_field(self.info, "redis_url")
+        if url is None:
             return  # Redis is not chosen yet
         if self._redis is None:  # short deadlines, no retries: the watchdog loop must never wait on Redis
             self._redis = connect(url, socket_timeout_s=1.0, socket_connect_timeout_s=1.0, retry_attempts=0)
@@ -143,7 +110,8 @@ class Stack:
         self.supervisor.register(cid, ChildSpec(name=name, argv=argv, env=env or self.env, cwd=os.getcwd(),
                                                 log_path=str(self.logs / f"{cid}.log"), stop_last=stop_last))
 
-    def _wait(self, stop: threading.Event, what: str, timeout_s: float, ready: Any, cid: str) -> None:
+    def _wait(self, stop: threading.Event, what: str, timeout_s: float, ready: Callable[[], bool],
+              cid: str) -> None:
         deadline = SYSTEM_CLOCK.monotonic() + timeout_s
         while not ready():
             if stop.is_set():
@@ -218,7 +186,7 @@ class Stack:
         if s.vast_api_key is None:
             self._start_simulator(stop, py)
         self._record_vast_config()
-        self.info["tokens_configured"] = tokens_configured(s, simulated=self.info["simulated"])
+        self.info["tokens_configured"] = tokens_configured(s, simulated=bool(self.info["simulated"]))
         # 3. credentials for the API and Flower (generated when not configured, printed once)
         admin_key = s.admin_api_key.reveal() if s.admin_api_key else new_secret()
         flower_auth = s.flower_basic_auth.reveal() if s.flower_basic_auth else f"admin:{new_secret()}"
@@ -286,12 +254,13 @@ class Stack:
         """Which Vast.ai API the children use, real or simulated, and any likely mistake (no secrets)."""
         from vastkeep.core.config_hints import config_warnings, shown_url, vast_mode  # noqa: PLC0415
 
-        url = self.info["simulator"]["vast_api_url"] if self.info["simulated"] else self.settings.vast_api_url
+        simulated = json_object(self.info.get("simulator")).get("vast_api_url")
+        url = str(simulated) if self.info["simulated"] else self.settings.vast_api_url
+        findings = config_warnings(self.settings)
         self.info.update(vast_api_url=shown_url(url), vast_mode=vast_mode(self.settings),
-                         config_warnings=[{"fatal": fatal, "text": text}
-                                          for fatal, text in config_warnings(self.settings)])
-        for finding in self.info["config_warnings"]:
-            log.warning("⚠️  configuration: %s", finding["text"])
+                         config_warnings=[{"fatal": fatal, "text": text} for fatal, text in findings])
+        for _, text in findings:
+            log.warning("⚠️  configuration: %s", text)
 
     def _announce(self, admin_key: str, user: str, password: str) -> None:
         from vastkeep.core.settings import redact_url  # noqa: PLC0415
@@ -301,7 +270,7 @@ class Stack:
         for line in vast_banner_lines(i):
             self.say(line)
         where = f" (embedded, data in {self.home / 'redis'})" if i["redis_embedded"] else ""
-        self.say(f"  redis       {redact_url(i['redis_url'])}{where}")
+        self.say(f"  redis       {redact_url(str(i['redis_url']))}{where}")
         self.say(f"  admin API   {i['admin_api_url']}   (OpenAPI docs: {i['admin_api_url']}/docs)")
         self.say(f"  metrics     {i['admin_api_url']}/metrics")
         self.say(f"  Flower      {i['flower_url']}")
@@ -343,24 +312,25 @@ _MODE_WORDS = {
 }
 
 
-def vast_banner_lines(info: dict[str, Any]) -> list[str]:
+def vast_banner_lines(info: Mapping[str, object]) -> list[str]:
     """The banner's Vast.ai lines: the API URL in use, real or simulated, and loud configuration warnings."""
     mode = str(info.get("vast_mode") or ("simulated" if info.get("simulated") else "real"))
     lines = []
     if mode == "simulated":
         lines.append("  ⚠️  cloud is SIMULATED: no real Vast.ai instances, no real money (VAST_API_KEY unset)")
     lines.append(f"  Vast.ai API {info.get('vast_api_url')}   ({_MODE_WORDS.get(mode, mode)})")
-    for finding in info.get("config_warnings") or []:
+    findings = info.get("config_warnings")
+    for finding in findings if isinstance(findings, list) else []:
         lines.append("  " + "!" * 70)
-        lines.append(f"  ⚠️  WARNING: {finding['text']}")
+        lines.append(f"  ⚠️  WARNING: {json_object(finding).get('text')}")
         lines.append("  " + "!" * 70)
     return lines
 
 
-def simulator_lines(info: dict[str, Any], home: Path, cli: str = "vastkeep") -> list[str]:
+def simulator_lines(info: Mapping[str, object], home: Path, cli: str = "vastkeep") -> list[str]:
     """Where the simulated cloud's control API (``/_sim``) listens and where its token lives (never the
     token), with the command that breaks an instance; nothing for a stack on the real cloud."""
-    control = (info.get("simulator") or {}).get("control_url")
+    control = json_object(info.get("simulator")).get("control_url")
     if not info.get("simulated") or not control:
         return []
     return [f"  simulator   {control}   (control API, header X-Sim-Token)",
@@ -378,7 +348,7 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def tokens_configured(settings: Any, *, simulated: bool) -> dict[str, bool]:
+def tokens_configured(settings: Settings, *, simulated: bool) -> dict[str, bool]:
     """Which provider tokens the children have (the simulated cloud hands them all three); never a value.
     ``vastkeep status`` cannot read the stack's environment, so it reads this from ``stack.json``."""
     from vastkeep.tokens import CIVITAI, HUGGINGFACE, VASTAI  # noqa: PLC0415

@@ -31,7 +31,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TypedDict
 
 from vastkeep.core.backoff import RestartPolicy, failures_after_session, restart_delay
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
@@ -51,11 +51,24 @@ class ChildSpec:
     stop_last: bool = False  # infrastructure (redis, simulator): stopped after everything else
 
 
+class ChildStatus(TypedDict):
+    """One child in the guide's ``processWatchdog.getStatus()`` shape."""
+
+    name: str
+    pid: int | None
+    status: str
+    restartCount: int
+    consecutiveCrashes: int
+    lastStartTime: str | None
+    lastCrashTime: str | None
+    lastError: str | None
+
+
 @dataclass
 class _Child:
     id: str
     spec: ChildSpec
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     status: str = "registered"  # running | backoff | failed | stopped
     restart_count: int = 0
     consecutive_crashes: int = 0
@@ -78,7 +91,7 @@ class Supervisor:
         poll_interval_s: float = 0.5,
         stop_timeout_s: float = 15.0,
         on_change: Callable[[Supervisor], None] | None = None,
-        publish: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+        publish: Callable[[dict[str, ChildStatus]], None] | None = None,
         publish_interval_s: float = 5.0,
     ) -> None:
         self.policy = policy or RestartPolicy()
@@ -178,8 +191,8 @@ class Supervisor:
     def _crashed(self, child: _Child) -> None:
         now_mono = self.clock.monotonic()
         # A spawn that failed never came up: no uptime (the last run's start time is not this attempt's).
-        came_up = child.proc is not None and child.started_mono is not None
-        uptime = now_mono - child.started_mono if came_up else None
+        started = child.started_mono
+        uptime = now_mono - started if child.proc is not None and started is not None else None
         # The gate rule resets the count after a run that stayed up; the crash ending that run is then
         # the first of a new series (so it still waits base_s), hence "or 1".
         child.consecutive_crashes = failures_after_session(
@@ -248,23 +261,23 @@ class Supervisor:
         self._changed()
 
     def _stop_group(self, group: list[_Child]) -> None:
-        live = [c for c in group if c.proc is not None]
-        for child in live:
-            _signal_leader(child.proc, signal.SIGTERM)
+        live = [(c, c.proc) for c in group if c.proc is not None]
+        for _, proc in live:
+            _signal_leader(proc, signal.SIGTERM)
         deadline = self.clock.monotonic() + self.stop_timeout_s
-        for child in live:
+        for child, proc in live:
             remaining = max(0.0, deadline - self.clock.monotonic())
             try:
-                child.proc.wait(timeout=remaining)
+                proc.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
                 log.warning("[Watchdog] %s did not stop within %.0fs: SIGKILL", child.spec.name,
                             self.stop_timeout_s)
             # the leader may be gone while its pool children linger: always sweep the group
-            _signal_group(child.proc, signal.SIGKILL)
+            _signal_group(proc, signal.SIGKILL)
             try:
-                child.proc.wait(timeout=5)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                log.error("[Watchdog] %s (pid %s) survived SIGKILL", child.spec.name, child.proc.pid)
+                log.error("[Watchdog] %s (pid %s) survived SIGKILL", child.spec.name, proc.pid)
 
     # ── status ──────────────────────────────────────────────────────────────
     def pids(self) -> dict[str, int | None]:
@@ -273,7 +286,7 @@ class Supervisor:
             return {cid: (c.proc.pid if c.proc is not None and c.status == "running" else None)
                     for cid, c in self._children.items()}
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self) -> dict[str, ChildStatus]:
         """The guide's ``processWatchdog.getStatus()`` shape."""
         with self._lock:
             return {
@@ -291,7 +304,7 @@ class Supervisor:
             }
 
 
-def _signal_leader(proc: subprocess.Popen, sig: int) -> None:
+def _signal_leader(proc: subprocess.Popen[bytes], sig: int) -> None:
     """Signal the child process itself (not its pool processes); ignore one that is already gone."""
     try:
         if proc.poll() is None:
@@ -300,7 +313,7 @@ def _signal_leader(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     """Signal the child's whole process group (it leads its own session); ignore what is already gone."""
     try:
         os.killpg(proc.pid, sig)

@@ -8,7 +8,7 @@ twice are made safe at their source: lease acquisition is idempotent per owner.
 
 from __future__ import annotations
 
-from typing import TypeAlias, overload
+from typing import Literal, TypeAlias, overload
 
 import redis
 from redis.backoff import FullJitterBackoff
@@ -47,6 +47,18 @@ def make_retry(
                  supported_errors=(RedisConnectionError, RedisTimeoutError, TimeoutError, ConnectionError))
 
 
+@overload
+def connect(url: str, *, decode_responses: Literal[True] = ..., socket_timeout_s: float = ...,
+            socket_connect_timeout_s: float = ..., health_check_interval_s: int = ...,
+            retry_attempts: int = ...) -> redis.Redis[str]: ...
+@overload
+def connect(url: str, *, decode_responses: Literal[False], socket_timeout_s: float = ...,
+            socket_connect_timeout_s: float = ..., health_check_interval_s: int = ...,
+            retry_attempts: int = ...) -> redis.Redis[bytes]: ...
+@overload
+def connect(url: str, *, decode_responses: bool, socket_timeout_s: float = ...,
+            socket_connect_timeout_s: float = ..., health_check_interval_s: int = ...,
+            retry_attempts: int = ...) -> RedisClient: ...
 def connect(
     url: str,
     *,

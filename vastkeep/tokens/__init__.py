@@ -1,7 +1,8 @@
 """Layer 2 — token management: validate Vast.ai, HuggingFace and Civitai tokens before they are needed.
 
 - ``checks``: the HTTP check per service and the pure classification of its answer.
-- ``manager``: ``TokenManager`` (Redis cache shared by all workers, runtime tokens, pre-flight).
+- ``manager``: ``TokenManager`` (Redis cache shared by all workers, runtime tokens, pre-flight) and
+  ``CheckPools``, the bounded check threads a process shares between its managers.
 - ``preflight``: ``vast_client(...)``, the only way to build a Vast.ai client; its ``rent`` runs the
   pre-flight.
 
@@ -21,10 +22,11 @@ from vastkeep.tokens.checks import (
     TokenStatus,
     classify,
 )
-from vastkeep.tokens.manager import TokenManager, TokenUpdate, UpdateRefusal
+from vastkeep.tokens.manager import CheckPools, TokenManager, TokenUpdate, UpdateRefusal
 from vastkeep.tokens.preflight import vast_client
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "TokenManager", "TokenResult", "TokenStatus", "TokenUpdate", "UpdateRefusal", "classify", "vast_client",
+    "CheckPools", "TokenManager", "TokenResult", "TokenStatus", "TokenUpdate", "UpdateRefusal", "classify",
+    "vast_client",
 ]

@@ -25,7 +25,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.config_hints import not_found_hint
 from vastkeep.core.errors import MalformedResponse, NetworkError
 from vastkeep.core.settings import Secret
-from vastkeep.providers.deadline import call_deadline, watch_session
+from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline, session_watchdog, watch_session
 from vastkeep.providers.http import (
     DEADLINE_EXCEEDED,
     DEFAULT_MAX_BODY_BYTES,
@@ -193,6 +193,7 @@ def run_check(
     tested_at: Callable[[], str | None],
     session_factory: Callable[[], requests.Session] | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    watchdog: DeadlineWatchdog | None = None,
 ) -> TokenResult:
     """One real call with a Bearer header, ended after ``timeout_s`` in all; never raises for I/O failures.
 
@@ -202,13 +203,15 @@ def run_check(
     deadline (on ``clock.monotonic()``) and a size cap, so a provider that drips headers or bytes
     cannot hold the check (and its worker thread) past it. No retry here on purpose: an unknown result
     is re-checked by the next periodic run, and a retry inside the check would eat the caller's
-    deadline. ``tested_at`` is called when the answer arrives.
+    deadline. ``tested_at`` is called when the answer arrives. ``watchdog``: the process's shared
+    :class:`~vastkeep.providers.deadline.DeadlineWatchdog` (else the session's own).
     """
     timed_out = f"timed out after {timeout_s:g}s"
     deadline = clock.monotonic() + timeout_s
-    session = watch_session((session_factory or (lambda: make_session(USER_AGENT)))())
+    session = watch_session((session_factory or (lambda: make_session(USER_AGENT, watchdog=watchdog)))(),
+                            watchdog)
     try:
-        with call_deadline(timeout_s) as call:
+        with call_deadline(timeout_s, session_watchdog(session, spec.url)) as call:
             try:
                 response = session.get(
                     spec.url,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -29,6 +28,7 @@ import requests
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.vast import endpoint_name
 from vastkeep.state import KeyPacer, SharedRateLimiter
 from vastkeep.state.protocols import NULL_EVENTS, EventSink, TokenResultStore
@@ -65,41 +65,42 @@ _FP = "_fp"  # cached results carry a fingerprint of the token they judged (neve
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "EventSink", "TokenManager", "TokenResult", "TokenStatus",
-    "TokenStore", "TokenUpdate", "UpdateRefusal", "public_result",
+    "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "CheckPools", "EventSink", "TokenManager", "TokenResult",
+    "TokenStatus", "TokenStore", "TokenUpdate", "UpdateRefusal", "public_result",
 ]
 
 
-_pool_lock = threading.Lock()
-_pools: dict[str, ThreadPoolExecutor] = {}
-
-
-def _check_pool(service: str) -> ThreadPoolExecutor:
-    """The process's bounded pool for one service's token checks, made on first use.
+class CheckPools:
+    """Bounded thread pools for token checks, one per service, each made on first use.
 
     Bounded so that repeated validations against a provider that hangs cannot grow threads without
     limit; one pool per service so that checks hung on one provider never queue another provider's
-    checks behind them (eight hung Civitai checks used to turn the Vast.ai token "unknown"). A check
-    ends by its own whole-call deadline (``run_check``), headers included, so it frees its thread
-    then; one still queued when its caller's deadline passes is cancelled. One set per process, not
-    per ``TokenManager``, because managers are built per request and per task.
+    checks behind them. A check ends by its own whole-call deadline (``run_check``), headers included,
+    so it frees its thread then; one still queued when its caller's deadline passes is cancelled.
+    Share one per process (the worker's wiring, the admin app): managers are built per request and per
+    task. Threads do not survive ``fork()``: a process that forks builds its own after the fork.
     """
-    with _pool_lock:
-        pool = _pools.get(service)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=CHECK_POOL_SIZE,
-                                      thread_name_prefix=f"token-check-{service}")
-            _pools[service] = pool
-        return pool
 
+    def __init__(self, size: int = CHECK_POOL_SIZE) -> None:
+        self.size = int(size)
+        self._lock = threading.Lock()
+        self._pools: dict[str, ThreadPoolExecutor] = {}
 
-def _forget_pool_after_fork() -> None:
-    """A forked child (Celery prefork) inherits neither the threads nor a usable lock: start afresh."""
-    global _pools, _pool_lock
-    _pools, _pool_lock = {}, threading.Lock()
+    def for_service(self, service: str) -> ThreadPoolExecutor:
+        """The bounded pool of ``service``'s checks."""
+        with self._lock:
+            pool = self._pools.get(service)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"token-check-{service}")
+                self._pools[service] = pool
+            return pool
 
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    def shutdown(self) -> None:
+        """Stop taking checks; queued ones are cancelled, running ones end by their own deadline."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 TokenStore = TokenResultStore
@@ -186,8 +187,12 @@ class TokenManager:
         unknown_cache_ms: int = DEFAULT_UNKNOWN_CACHE_MS,
         session_factory: Callable[[], requests.Session] | None = None,
         vast_min_gap_s: float = 0.0,
+        pools: CheckPools | None = None,
+        watchdog: DeadlineWatchdog | None = None,
     ) -> None:
         self.store = store
+        self.pools = pools if pools is not None else CheckPools()
+        self.watchdog = watchdog if watchdog is not None else DeadlineWatchdog(idle_s=0)
         self.vast_min_gap_s = float(vast_min_gap_s)
         self.events = events
         self.clock = clock
@@ -201,10 +206,13 @@ class TokenManager:
     @classmethod
     def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink = NULL_EVENTS,
                       clock: Clock = SYSTEM_CLOCK,
-                      timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> TokenManager:
-        """The manager for this process, from the frozen settings."""
+                      timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
+                      pools: CheckPools | None = None,
+                      watchdog: DeadlineWatchdog | None = None) -> TokenManager:
+        """A manager from the frozen settings; ``pools`` and ``watchdog``: the process's shared check
+        threads and deadline watchdog (else the manager's own)."""
         return cls(
-            store=store, events=events, clock=clock, timeout_s=timeout_s,
+            store=store, events=events, clock=clock, timeout_s=timeout_s, pools=pools, watchdog=watchdog,
             cache_ms=settings.token_validation_cache_ms,
             configured={VASTAI: settings.vast_api_key, HUGGINGFACE: settings.huggingface_hub_token,
                         CIVITAI: settings.civitai_token},
@@ -339,7 +347,7 @@ class TokenManager:
     # ── internals ───────────────────────────────────────────────────────────
     def _start_check(self, service: str, token: Secret) -> Future[TokenResult]:
         """Queue one check on its service's bounded pool; it ends by its own deadline (``timeout_s``)."""
-        return _check_pool(service).submit(self._run_check, service, token)
+        return self.pools.for_service(service).submit(self._run_check, service, token)
 
     def _run_check(self, service: str, token: Secret) -> TokenResult:
         try:
@@ -347,7 +355,7 @@ class TokenManager:
                 self._wait_vast_turn(token)
             return run_check(self._specs[service], token, timeout_s=self.timeout_s,
                              tested_at=lambda: iso(self.clock.now()),
-                             session_factory=self._session_factory, clock=self.clock)
+                             session_factory=self._session_factory, clock=self.clock, watchdog=self.watchdog)
         except Exception as exc:  # noqa: BLE001 - surfaced as "unknown" by the caller
             return classify(service, tested_at=iso(self.clock.now()),
                             error=f"check crashed ({type(exc).__name__})")

@@ -16,10 +16,11 @@ import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
+from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.http import RetryPolicy
 from vastkeep.providers.vast import CallPacer, VastClient
 from vastkeep.state import NULL_EVENTS, EventSink, KeyPacer
-from vastkeep.tokens.manager import VASTAI, TokenManager, TokenStore, key_pacer
+from vastkeep.tokens.manager import VASTAI, CheckPools, TokenManager, TokenStore, key_pacer
 
 
 class ClientOptions(TypedDict, total=False):
@@ -34,7 +35,9 @@ class ClientOptions(TypedDict, total=False):
 
 
 def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLOCK, *,
-                events: EventSink = NULL_EVENTS, **options: Unpack[ClientOptions]) -> VastClient | None:
+                events: EventSink = NULL_EVENTS, check_pools: CheckPools | None = None,
+                watchdog: DeadlineWatchdog | None = None,
+                **options: Unpack[ClientOptions]) -> VastClient | None:
     """A :class:`VastClient` with the effective Vast.ai key, or None when no key is configured at all.
 
     Its ``rent`` first runs the pre-flight: ``TokenInvalid(service="vastai")`` while the shared token
@@ -46,9 +49,12 @@ def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLO
     Every client built here shares one pace per endpoint and key with every other worker on every host
     (:class:`~vastkeep.state.SharedRateLimiter` in the store's Redis, ``VAST_API_MIN_GAP_MS`` apart), so
     the workers together stay under Vast.ai's minimum gap instead of each of them alone.
+    ``check_pools``, ``watchdog``: the process's shared token-check threads and deadline watchdog (for the
+    pre-flight's check).
     ``options`` go to :class:`VastClient` (``timeout_s``, ``retry``, ``rng``, ``session``, ``pacer``).
     """
-    manager = TokenManager.from_settings(settings, store, events=events, clock=clock)
+    manager = TokenManager.from_settings(settings, store, events=events, clock=clock, pools=check_pools,
+                                         watchdog=watchdog)
     token = manager.effective_token(VASTAI)
     if token is None:
         return None
