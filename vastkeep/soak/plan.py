@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 INSTANCE, API, PROCESS = "instance", "api", "process"
 
@@ -85,13 +84,13 @@ class FaultStep:
     family: str
     hold_s: float
     pick: float = 0.0  # which target among those eligible then (a fraction, replayable)
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _params(family: Family, rng: random.Random) -> dict[str, Any]:
+def _params(family: Family, rng: random.Random) -> dict[str, float]:
     name = family.name
     if name == "comfy-slow":
         return {"delay_s": round(rng.uniform(8.0, 12.0), 1)}  # beyond the 5 s ping timeout
