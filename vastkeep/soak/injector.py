@@ -16,7 +16,7 @@ import signal
 from typing import TYPE_CHECKING, TypedDict
 
 from vastkeep.soak.counters import whole
-from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, pick_target
+from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, Signal, pick_target
 
 if TYPE_CHECKING:
     from vastkeep.core.clock import Clock
@@ -87,7 +87,7 @@ class Injector:
                     return inj
                 restarts_before = self.stack.status()[process]["restartCount"]
                 inj["target"], inj["pid"], inj["restarts_before"] = fam.process, pid, restarts_before
-                if fam.signal == "kill":
+                if fam.signal == Signal.KILL:
                     os.kill(pid, signal.SIGKILL)
                 else:
                     os.killpg(pid, signal.SIGSTOP)
@@ -157,7 +157,7 @@ class Injector:
                             self.control.open_path(iid, ep)
                 else:
                     self.control.restore_comfy(iid)
-            elif fam.target == PROCESS and fam.signal == "stop":
+            elif fam.target == PROCESS and fam.signal == Signal.STOP:
                 os.killpg(int(inj["pid"]), signal.SIGCONT)
         except Exception as exc:  # noqa: BLE001 - the instance may be gone by now (replaced)
             inj["undo_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -25,7 +25,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, iso
 from vastkeep.soak import counters as judge
 from vastkeep.soak.injector import NO_TARGET, Injection, Injector
 from vastkeep.soak.observe import SAMPLE_S, Observer
-from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, build_plan
+from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, Signal, build_plan
 from vastkeep.soak.report import Report, build_report
 from vastkeep.soak.stackrun import SoakStack
 
@@ -261,11 +261,11 @@ class SoakRun:
                 continue
             status = status or self.stack.status()
             child = status.get(fam.process or "") or {}
-            if fam.signal == "kill" and not record.get("respawned_at"):
+            if fam.signal == Signal.KILL and not record.get("respawned_at"):
                 if child.get("status") == "running" and child.get("pid") not in (None, record["pid"]):
                     record["respawned_at"] = self.clock.now()
                 continue
-            if fam.signal == "stop":
+            if fam.signal == Signal.STOP:
                 if not record.get("restored_at") or child.get("pid") != record["pid"]:
                     continue
                 record["respawned_at"] = record["restored_at"]
@@ -274,7 +274,7 @@ class SoakRun:
                     continue
             # after a kill every line is the new process's (the old one is dead): from the kill on, since the
             # runner may notice the new pid seconds after it started logging under load
-            since = float(record["at"]) if fam.signal == "kill" else float(record["respawned_at"])
+            since = float(record["at"]) if fam.signal == Signal.KILL else float(record["respawned_at"])
             if fam.process == "api":
                 if self.obs.api_answers():
                     record["back_at"] = self.clock.now()
@@ -322,7 +322,7 @@ class SoakRun:
                 "down_s": (float(r["back_at"]) - float(r["at"])) if r.get("back_at") else None,
             }
             for r in self.injections
-            if r.get("injected") and FAMILIES[r["family"]].signal == "kill"
+            if r.get("injected") and FAMILIES[r["family"]].signal == Signal.KILL
         ]
         polling = {state: judge.summary(v) for state, v in obs.polling_intervals().items()}
         families = judge.family_table(self.injections, [s.family for s in plan])
