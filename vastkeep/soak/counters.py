@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import StrEnum
 from typing import TypedDict
 
 from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS
@@ -30,26 +31,48 @@ DETECTION_BOUND_S = 150.0  # the guide's failure-detection bound
 PROCESS_GRACE_S = 10.0  # after a killed or stopped process is back, its port and queue take this to serve
 LEASE_CLOCK_SLACK_S = 2.0  # a renewal refused this close to the lease's end is the holder's lateness
 
-CLIENT_FAILURE_KINDS = (
-    "refused-while-idle",
-    "url-dead",
-    "lease-lost",
-    "double-lease",
-    "renew-wrong",
-    "release-wrong",
-    "http-5xx",
-    "api-unreachable",
-    "task-error",
-)
-MUST_NEVER_KINDS = (
-    "double-rents",
-    "double-leases",
-    "fence-regressions",
-    "log-lines-lost",
-    "log-lines-duplicated",
-    "unknown-billing",
-    "canary-leaks",
-)
+
+class ClientFailure(StrEnum):
+    """What a client saw that it never should (each counted; the goal is 0)."""
+
+    REFUSED_WHILE_IDLE = "refused-while-idle"
+    URL_DEAD = "url-dead"
+    LEASE_LOST = "lease-lost"
+    DOUBLE_LEASE = "double-lease"
+    RENEW_WRONG = "renew-wrong"
+    RELEASE_WRONG = "release-wrong"
+    HTTP_5XX = "http-5xx"
+    API_UNREACHABLE = "api-unreachable"
+    TASK_ERROR = "task-error"
+
+
+class Excused(StrEnum):
+    """A client outcome that looks like a failure but a fault (or vastkeep's own break) explains."""
+
+    REFUSED_NONE_IDLE = "refused-none-idle"
+    URL_FAIL_UNDER_FAULT = "url-fail-under-fault"
+    URL_FAIL_AFTER_BREAK = "url-fail-after-break"
+    API_UNREACHABLE_UNDER_FAULT = "api-unreachable-under-fault"
+    TASK_ERROR_UNDER_FAULT = "task-error-under-fault"
+    RENEW_REFUSED_AFTER_BREAK = "renew-refused-after-break"
+    RELEASE_REFUSED_AFTER_BREAK = "release-refused-after-break"
+    RENEW_LATE = "renew-late"
+
+
+class MustNever(StrEnum):
+    """What must never happen in a run, whatever the faults."""
+
+    DOUBLE_RENTS = "double-rents"
+    DOUBLE_LEASES = "double-leases"
+    FENCE_REGRESSIONS = "fence-regressions"
+    LOG_LINES_LOST = "log-lines-lost"
+    LOG_LINES_DUPLICATED = "log-lines-duplicated"
+    UNKNOWN_BILLING = "unknown-billing"
+    CANARY_LEAKS = "canary-leaks"
+
+
+CLIENT_FAILURE_KINDS = tuple(ClientFailure)
+MUST_NEVER_KINDS = tuple(MustNever)
 
 
 #: One JSON line or record as read: narrowed at each use (:func:`num`, :func:`whole`).
@@ -209,7 +232,7 @@ def judge_clients(
     grants, latencies = [], []
     ops: dict[str, int] = defaultdict(int)
 
-    def fail(kind: str, line: Record) -> None:
+    def fail(kind: ClientFailure, line: Record) -> None:
         failures[kind] += 1
         if len(examples[kind]) < 5:
             examples[kind].append({k: v for k, v in line.items() if k != "url"})
@@ -224,35 +247,35 @@ def judge_clients(
             latencies.append(num(line.get("latency_s") or 0))
         elif op == "refused":
             if line.get("idle_both"):
-                fail("refused-while-idle", line)
+                fail(ClientFailure.REFUSED_WHILE_IDLE, line)
             else:
-                expected["refused-none-idle"] += 1
+                expected[Excused.REFUSED_NONE_IDLE] += 1
         elif op == "url-fail":
             at = granted_at.get(str(line.get("lease")))
             if (
                 inst is not None
                 and at is not None
                 and any(lost <= at and (back is None or at < back) for lost, back in comfy_lost.get(inst, ()))
-            ):
-                fail("url-dead", line)  # granted while vastkeep's own keepalive said ComfyUI was lost
+            ):  # granted while vastkeep's own keepalive said ComfyUI was lost
+                fail(ClientFailure.URL_DEAD, line)
             elif inst is not None and _inside(t, inst_w.get(inst, ())):
-                expected["url-fail-under-fault"] += 1
+                expected[Excused.URL_FAIL_UNDER_FAULT] += 1
             elif inst is not None and inst in broken and broken[inst] <= t + 1.0:
-                expected["url-fail-after-break"] += 1
+                expected[Excused.URL_FAIL_AFTER_BREAK] += 1
             else:
-                fail("url-dead", line)
+                fail(ClientFailure.URL_DEAD, line)
         elif op == "http-5xx":
-            fail("http-5xx", line)
+            fail(ClientFailure.HTTP_5XX, line)
         elif op == "api-unreachable":
             if _inside(t, api_w):
-                expected["api-unreachable-under-fault"] += 1
+                expected[Excused.API_UNREACHABLE_UNDER_FAULT] += 1
             else:
-                fail("api-unreachable", line)
+                fail(ClientFailure.API_UNREACHABLE, line)
         elif op == "task-error":
             if _inside(t, control_w):
-                expected["task-error-under-fault"] += 1
+                expected[Excused.TASK_ERROR_UNDER_FAULT] += 1
             else:
-                fail("task-error", line)
+                fail(ClientFailure.TASK_ERROR, line)
         elif op in ("renew", "release"):
             _judge_end(op, line, t, inst, inst_w, api_w, broken, fail, expected)
     return {
@@ -273,7 +296,7 @@ def _judge_end(
     inst_w: Mapping[str, list[tuple[float, float]]],
     api_w: list[tuple[float, float]],
     broken: Mapping[str, float],
-    fail: Callable[[str, Record], None],
+    fail: Callable[[ClientFailure, Record], None],
     expected: dict[str, int],
 ) -> None:
     status = line.get("status")
@@ -284,26 +307,26 @@ def _judge_end(
     )
     if status == 200:
         if line.get("answered_instance") not in (None, "None", inst):
-            fail(f"{op}-wrong", line)
+            fail(ClientFailure(f"{op}-wrong"), line)
             return
         if op == "renew":
             new, old = _iso_s(line.get("leased_until")), _iso_s(line.get("previous_until"))
             if new is None or (old is not None and new < old):
-                fail("renew-wrong", line)
+                fail(ClientFailure.RENEW_WRONG, line)
         return
     if status in (404, 409) and excused:
-        expected[f"{op}-refused-after-break"] += 1
+        expected[Excused(f"{op}-refused-after-break")] += 1
         return
     if status in (404, 409):
         until = _iso_s(line.get("previous_until"))
         if op == "renew" and until is not None and t >= until - LEASE_CLOCK_SLACK_S:
-            expected["renew-late"] += 1
+            expected[Excused.RENEW_LATE] += 1
             return
-        fail("lease-lost", line)
+        fail(ClientFailure.LEASE_LOST, line)
         return
     if isinstance(status, int) and status >= 500:
         return  # counted by the http-5xx line
-    fail(f"{op}-wrong", line)
+    fail(ClientFailure(f"{op}-wrong"), line)
 
 
 # ── must-never ──────────────────────────────────────────────────────────────
@@ -489,6 +512,9 @@ def family_table(injections: Sequence[Record], planned: Iterable[str]) -> dict[s
 __all__ = [
     "API",
     "CLIENT_FAILURE_KINDS",
+    "ClientFailure",
+    "Excused",
+    "MustNever",
     "DETECTION_BOUND_S",
     "MUST_NEVER_KINDS",
     "PROCESS",

@@ -103,13 +103,13 @@ def build_report(
         elif row.get("planned") and not row.get("observed"):
             reasons.append(f"fault family {name} was injected {row['injected']} times and never observed")
     failures = dict(clients.get("failures") or {})
-    for kind in CLIENT_FAILURE_KINDS:
-        if failures.get(kind):
-            reasons.append(f"client-visible failure {kind}: {failures[kind]}")
-    counts = {kind: len(must_never.get(kind) or []) for kind in MUST_NEVER_KINDS}
-    for kind, n in counts.items():
+    for failure in CLIENT_FAILURE_KINDS:
+        if failures.get(failure):
+            reasons.append(f"client-visible failure {failure}: {failures[failure]}")
+    counts: dict[str, int] = {kind: len(must_never.get(kind) or []) for kind in MUST_NEVER_KINDS}
+    for never, n in counts.items():
         if n:
-            reasons.append(f"must-never {kind}: {n}")
+            reasons.append(f"must-never {never}: {n}")
     daemons = daemon_table(restarts)
     for kind, daemon in sorted(daemons.items()):
         if daemon["restarted"] < daemon["crashes"]:

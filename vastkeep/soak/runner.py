@@ -407,14 +407,14 @@ class SoakRun:
             }
         )
         return {
-            "double-rents": judge.double_rents(obs.ledger),
-            "double-leases": judge.double_leases(holds),
-            "fence-regressions": judge.fence_regressions(grants)
+            judge.MustNever.DOUBLE_RENTS: judge.double_rents(obs.ledger),
+            judge.MustNever.DOUBLE_LEASES: judge.double_leases(holds),
+            judge.MustNever.FENCE_REGRESSIONS: judge.fence_regressions(grants)
             + judge.fence_regressions(obs.grants_from_events()),
-            "log-lines-lost": lost,
-            "log-lines-duplicated": dup,
-            "unknown-billing": judge.unknown_billing(cloud, known),
-            "canary-leaks": judge.canary_hits(texts, self.stack.canaries),
+            judge.MustNever.LOG_LINES_LOST: lost,
+            judge.MustNever.LOG_LINES_DUPLICATED: dup,
+            judge.MustNever.UNKNOWN_BILLING: judge.unknown_billing(cloud, known),
+            judge.MustNever.CANARY_LEAKS: judge.canary_hits(texts, self.stack.canaries),
         }
 
 
