@@ -13,27 +13,52 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
-from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, pick_target
+from vastkeep.soak.counters import whole
+from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, Signal, pick_target
+
+if TYPE_CHECKING:
+    from vastkeep.core.clock import Clock
+    from vastkeep.sim.control import SimControl
+    from vastkeep.soak.stackrun import SoakStack
 
 _SSH_ENDPOINTS = ("22/tcp", "ssh_proxy")
 NO_TARGET = "no instance to strike (none ready; for SSH faults, none with a running collector)"
 
 
+class Injection(TypedDict, total=False):
+    """One fault as applied (epoch seconds); the runner and the judges fill in what they learn after."""
+
+    family: str
+    planned_at_s: float
+    hold_s: float
+    injected: bool
+    target: str | None
+    at: float
+    error: str
+    pid: int
+    restarts_before: object
+    restored_at: float
+    undo_error: str
+    respawned_at: float
+    back_at: float
+    observed_s: float | None
+
+
 class Injector:
     """Apply and undo faults; each injection is a dict the judges read (``family``, ``target``, ``at``)."""
 
-    def __init__(self, control: Any, stack: Any, clock: Any) -> None:
+    def __init__(self, control: SimControl, stack: SoakStack, clock: Clock) -> None:
         self.control = control
         self.stack = stack
         self.clock = clock
 
     def apply(
         self, step: FaultStep, ready: list[str], leased: list[str], collecting: list[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Injection:
         fam = FAMILIES[step.family]
-        inj: dict[str, Any] = {
+        inj: Injection = {
             "family": step.family,
             "planned_at_s": step.at_s,
             "hold_s": step.hold_s,
@@ -55,16 +80,14 @@ class Injector:
             elif fam.target == API:
                 self._api(step)
             elif fam.target == PROCESS:
-                pid = self.stack.pids().get(fam.process)
+                process = fam.process or ""
+                pid = self.stack.pids().get(process)
                 if not pid:
                     inj["error"] = f"{fam.process} not running"
                     return inj
-                inj.update(
-                    target=fam.process,
-                    pid=pid,
-                    restarts_before=self.stack.status()[fam.process]["restartCount"],
-                )
-                if fam.signal == "kill":
+                restarts_before = self.stack.status()[process]["restartCount"]
+                inj["target"], inj["pid"], inj["restarts_before"] = fam.process, pid, restarts_before
+                if fam.signal == Signal.KILL:
                     os.kill(pid, signal.SIGKILL)
                 else:
                     os.killpg(pid, signal.SIGSTOP)
@@ -120,25 +143,25 @@ class Injector:
         else:
             raise ValueError(name)
 
-    def undo(self, inj: dict[str, Any]) -> None:
+    def undo(self, inj: Injection) -> None:
         """Undo a restorable fault (ComfyUI back up, SSH path open, SIGCONT); records ``restored_at``."""
         fam = FAMILIES[inj["family"]]
         if not inj.get("injected") or not fam.restorable or fam.hold_s[1] <= 0:
             return
         try:
             if fam.target == INSTANCE:
-                iid = int(inj["target"])
+                iid = whole(inj["target"])
                 if fam.name == "ssh-blackhole":
                     for ep in _SSH_ENDPOINTS:
                         with contextlib.suppress(RuntimeError):
                             self.control.open_path(iid, ep)
                 else:
                     self.control.restore_comfy(iid)
-            elif fam.target == PROCESS and fam.signal == "stop":
+            elif fam.target == PROCESS and fam.signal == Signal.STOP:
                 os.killpg(int(inj["pid"]), signal.SIGCONT)
         except Exception as exc:  # noqa: BLE001 - the instance may be gone by now (replaced)
             inj["undo_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         inj["restored_at"] = self.clock.now()
 
 
-__all__ = ["Injector"]
+__all__ = ["NO_TARGET", "Injection", "Injector"]

@@ -9,33 +9,48 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK
+from vastkeep.soak.counters import whole
+from vastkeep.state import InstanceStatus
+
+if TYPE_CHECKING:
+    from vastkeep.sim.control import SimControl
 
 SAMPLE_S = 2.0
 HTTP_TIMEOUT_S = (2.0, 4.0)
 
 
-def _iso_s(value: Any) -> float | None:
+class ObservedEvent(TypedDict):
+    """One event of the stream as the judges read it."""
+
+    id: str
+    kind: str
+    ts: float
+    data: dict[str, object]
+
+
+def _iso_s(value: object) -> float | None:
     from vastkeep.soak.counters import _iso_s as parse  # noqa: PLC0415
 
     return parse(value)
 
 
-def _state(view: dict[str, Any]) -> str:
+def _state(view: Mapping[str, object]) -> str:
     if view.get("isLeased"):
         return "leased"
-    return "ready-idle" if view.get("status") == "ready" else str(view.get("status"))
+    return "ready-idle" if view.get("status") == InstanceStatus.READY else str(view.get("status"))
 
 
 class Observer:
     """Incremental readers of every source the judges use."""
 
-    def __init__(self, redis_url: str, admin_url: str, admin_key: str, control: Any) -> None:
+    def __init__(self, redis_url: str, admin_url: str, admin_key: str, control: SimControl) -> None:
         from vastkeep.state import EventLog, Keys, connect  # noqa: PLC0415
 
         self.redis = connect(redis_url, socket_timeout_s=5, socket_connect_timeout_s=3)
@@ -44,10 +59,10 @@ class Observer:
         self.headers = {"X-Admin-Key": admin_key}
         self.control = control
         self.http = requests.Session()
-        self.events: list[dict[str, Any]] = []
-        self.requests: list[dict[str, Any]] = []
-        self.ledger: list[dict[str, Any]] = []
-        self.snapshots: list[tuple[float, list[dict[str, Any]]]] = []
+        self.events: list[ObservedEvent] = []
+        self.requests: list[dict[str, object]] = []
+        self.ledger: list[dict[str, object]] = []
+        self.snapshots: list[tuple[float, list[Mapping[str, object]]]] = []
         self.errors: dict[str, int] = defaultdict(int)
         self._after = "0-0"
         self._req_seq = 0
@@ -78,7 +93,7 @@ class Observer:
     def _requests(self) -> None:
         got = self.control.requests_seen(since=self._req_seq, service="vast")
         for r in got:
-            self._req_seq = max(self._req_seq, int(r.get("seq") or 0))
+            self._req_seq = max(self._req_seq, whole(r.get("seq") or 0))
         self.requests.extend(got)
 
     def _ledger(self) -> None:
@@ -87,13 +102,21 @@ class Observer:
     def _status(self) -> None:
         data = self.pool_status()
         if data is not None:
-            self.snapshots.append((SYSTEM_CLOCK.now(), list(data.get("instances") or [])))
+            insts = data.get("instances") or []
+            if not isinstance(insts, list):
+                raise TypeError("warm-pool status: instances is not a list")
+            self.snapshots.append((SYSTEM_CLOCK.now(), [i for i in insts if isinstance(i, Mapping)]))
 
-    def pool_status(self) -> dict[str, Any] | None:
+    def pool_status(self) -> Mapping[str, object] | None:
         r = self.http.get(
             f"{self.admin}/api/proxy/admin/warm-pool/status", headers=self.headers, timeout=HTTP_TIMEOUT_S
         )
-        return r.json() if r.status_code == 200 else None
+        if r.status_code != 200:
+            return None
+        data: object = r.json()
+        if not isinstance(data, Mapping):
+            raise TypeError("warm-pool status is not a JSON object")
+        return data
 
     def api_answers(self) -> bool:
         """The admin API answers ``/health`` (any status: the process serves HTTP again)."""
@@ -108,10 +131,9 @@ class Observer:
         if not self.snapshots:
             return [], []
         insts = self.snapshots[-1][1]
-        ready = [str(i["contractId"]) for i in insts if i.get("status") == "ready"]
-        return ready, [
-            str(i["contractId"]) for i in insts if i.get("status") == "ready" and i.get("isLeased")
-        ]
+        ready = [i for i in insts if i.get("status") == InstanceStatus.READY]
+        leased = [i for i in ready if i.get("isLeased")]
+        return [str(i["contractId"]) for i in ready], [str(i["contractId"]) for i in leased]
 
     def collecting(self) -> list[str]:
         """Instance ids whose SSH log collector beat within the last 10 s (a collector runs while an instance
@@ -148,7 +170,7 @@ class Observer:
                 out[iid][-1] = (out[iid][-1][0], float(ev["ts"]))
         return out
 
-    def grants_from_events(self) -> list[tuple[float, str, Any]]:
+    def grants_from_events(self) -> list[tuple[float, str, object]]:
         return [
             (float(e["ts"]), str(e["data"].get("instance_id")), e["data"].get("fence"))
             for e in self.events
@@ -187,7 +209,8 @@ class Observer:
     # ── end-of-run sources ──────────────────────────────────────────────────
     def collected_log(self, iid: str) -> tuple[str, int]:
         """The provisioning log vastkeep collected for ``iid`` and the remote byte offset it reaches."""
-        lines, after = [], 0
+        lines: list[str] = []
+        after = 0
         for _ in range(50):
             r = self.http.get(
                 f"{self.admin}/api/proxy/admin/instances/{iid}/logs",
@@ -197,17 +220,23 @@ class Observer:
             )
             if r.status_code != 200:
                 break
-            data = r.json()
+            data: object = r.json()
+            if not isinstance(data, Mapping):
+                raise TypeError("instance logs: the answer is not a JSON object")
             got = data.get("lines") or []
-            lines += [str(x.get("text", "")).rstrip("\n") for x in got]
+            if not isinstance(got, list):
+                raise TypeError("instance logs: lines is not a list")
+            lines += [str(x.get("text", "")).rstrip("\n") for x in got if isinstance(x, Mapping)]
             if not got or data.get("next") == after:
                 break
-            after = int(data["next"])
+            after = whole(data["next"])
         return "\n".join(lines) + ("\n" if lines else ""), after
 
     def remote_log(self, iid: str) -> bytes | None:
         try:
             path = self.control._call("GET", f"/instances/{int(iid)}")["log_path"]
+            if not isinstance(path, str):
+                return None
             return Path(path).read_bytes()
         except Exception:  # noqa: BLE001 - destroyed since
             return None
@@ -235,7 +264,7 @@ class Observer:
         self._ledger()
         alive: set[int] = set()
         for e in self.ledger:
-            (alive.add if e["action"] == "rent" else alive.discard)(int(e["instance_id"]))
+            (alive.add if e["action"] == "rent" else alive.discard)(whole(e["instance_id"]))
         return [str(i) for i in sorted(alive)]
 
     def known_ids(self) -> list[str]:
@@ -246,4 +275,4 @@ class Observer:
         return [str(r.instance_id) for r in store.list_instances()]
 
 
-__all__ = ["SAMPLE_S", "Observer"]
+__all__ = ["SAMPLE_S", "ObservedEvent", "Observer"]

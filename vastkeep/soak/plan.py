@@ -15,9 +15,25 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from enum import StrEnum
 
-INSTANCE, API, PROCESS = "instance", "api", "process"
+
+class Target(StrEnum):
+    """What a fault strikes: one instance, the cloud's API, or a stack process."""
+
+    INSTANCE = "instance"
+    API = "api"
+    PROCESS = "process"
+
+
+class Signal(StrEnum):
+    """How a process fault strikes: ``kill -9`` (the watchdog restarts it) or ``SIGSTOP`` then ``SIGCONT``."""
+
+    KILL = "kill"
+    STOP = "stop"
+
+
+INSTANCE, API, PROCESS = Target.INSTANCE, Target.API, Target.PROCESS
 
 
 @dataclass(frozen=True)
@@ -25,12 +41,12 @@ class Family:
     """One kind of fault: where it comes from, what it strikes, how long it holds, what shows it was seen."""
 
     name: str
-    target: str  # instance | api | process
+    target: Target
     hold_s: tuple[float, float]  # how long before it is undone (0, 0 = never undone: the system must replace)
     observed_by: tuple[str, ...] = ()  # event kinds on the target instance that count as "observed"
     restorable: bool = True
     process: str | None = None  # stack child id for process faults
-    signal: str | None = None  # "kill" | "stop"
+    signal: Signal | None = None
     observer: str | None = None  # the stack child whose work notices this instance fault
 
 
@@ -62,8 +78,8 @@ FAMILIES: dict[str, Family] = {
         Family("api-5xx", API, (0, 0)),
         Family("api-empty", API, (0, 0)),
         Family("api-malformed", API, (0, 0)),
-        *(Family(f"kill-{kind}", PROCESS, (0, 0), process=cid, signal="kill") for kind, cid in _PROCS),
-        *(Family(f"stop-{kind}", PROCESS, (4, 12), process=cid, signal="stop") for kind, cid in _PROCS),
+        *(Family(f"kill-{kind}", PROCESS, (0, 0), process=cid, signal=Signal.KILL) for kind, cid in _PROCS),
+        *(Family(f"stop-{kind}", PROCESS, (4, 12), process=cid, signal=Signal.STOP) for kind, cid in _PROCS),
     )
 }
 
@@ -85,13 +101,13 @@ class FaultStep:
     family: str
     hold_s: float
     pick: float = 0.0  # which target among those eligible then (a fraction, replayable)
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _params(family: Family, rng: random.Random) -> dict[str, Any]:
+def _params(family: Family, rng: random.Random) -> dict[str, float]:
     name = family.name
     if name == "comfy-slow":
         return {"delay_s": round(rng.uniform(8.0, 12.0), 1)}  # beyond the 5 s ping timeout
@@ -192,6 +208,8 @@ __all__ = [
     "PROCESS_SPACING_S",
     "Family",
     "FaultStep",
+    "Signal",
+    "Target",
     "build_plan",
     "pick_target",
 ]

@@ -8,21 +8,71 @@ every figure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
-from vastkeep.soak.counters import CLIENT_FAILURE_KINDS, MUST_NEVER_KINDS, summary
+from vastkeep.soak.counters import (
+    CLIENT_FAILURE_KINDS,
+    MUST_NEVER_KINDS,
+    ClientVerdict,
+    FamilyRow,
+    Record,
+    Summary,
+    num,
+    summary,
+)
 
 
-def daemon_table(restarts: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+class DaemonRow(TypedDict, total=False):
+    """Per process kind: kills, restarts, success rate and downtime."""
+
+    crashes: int
+    restarted: int
+    down_s: list[float]
+    success_rate: float | None
+    down_total_s: float
+    down: Summary
+
+
+class Report(TypedDict, total=False):
+    """The soak's JSON document; the runner adds the keys after ``notes``."""
+
+    ok: bool
+    reasons: list[str]
+    seed: int
+    minutes: float
+    startedAt: str
+    machine: dict[str, object]
+    plan: list[Record]
+    faults: dict[str, FamilyRow]
+    clientFailures: dict[str, int]
+    clientExpected: dict[str, int]
+    clientExamples: dict[str, list[dict[str, object]]]
+    clientOps: dict[str, int]
+    leaseGrants: int
+    leaseGrantLatencyS: Summary | None
+    mustNever: dict[str, int]
+    mustNeverExamples: dict[str, list[object]]
+    daemons: dict[str, DaemonRow]
+    polling: dict[str, Summary]
+    notes: list[str]
+    warmupS: float
+    injections: Sequence[Record]
+    clientKills: list[dict[str, object]]
+    eventCounts: dict[str, int]
+    logicalDaemonRestarts: dict[str, int]
+    folder: str
+
+
+def daemon_table(restarts: Sequence[Record]) -> dict[str, DaemonRow]:
     """Per process kind: kills, restarts that came back, success rate, downtime (kill → running again)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, DaemonRow] = {}
     for r in restarts:
         row = out.setdefault(str(r["process"]), {"crashes": 0, "restarted": 0, "down_s": []})
         row["crashes"] += 1
         if r.get("down_s") is not None:
             row["restarted"] += 1
-            row["down_s"].append(float(r["down_s"]))
+            row["down_s"].append(num(r["down_s"]))
     for row in out.values():
         downs = row.pop("down_s")
         row["success_rate"] = round(row["restarted"] / row["crashes"], 4) if row["crashes"] else None
@@ -36,15 +86,15 @@ def build_report(
     seed: int,
     minutes: float,
     started_at: str,
-    machine: Mapping[str, Any],
-    plan: list[Mapping[str, Any]],
-    families: Mapping[str, Mapping[str, Any]],
-    clients: Mapping[str, Any],
-    must_never: Mapping[str, list[Any]],
-    restarts: list[Mapping[str, Any]],
-    polling: Mapping[str, Any],
+    machine: Record,
+    plan: Sequence[Record],
+    families: Mapping[str, FamilyRow],
+    clients: ClientVerdict,
+    must_never: Mapping[str, Sequence[object]],
+    restarts: Sequence[Record],
+    polling: Mapping[str, Summary],
     notes: list[str] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """The whole report with ``ok`` and the ``reasons`` it is not."""
     reasons = []
     for name, row in sorted(families.items()):
@@ -53,19 +103,18 @@ def build_report(
         elif row.get("planned") and not row.get("observed"):
             reasons.append(f"fault family {name} was injected {row['injected']} times and never observed")
     failures = dict(clients.get("failures") or {})
-    for kind in CLIENT_FAILURE_KINDS:
-        if failures.get(kind):
-            reasons.append(f"client-visible failure {kind}: {failures[kind]}")
-    counts = {kind: len(must_never.get(kind) or []) for kind in MUST_NEVER_KINDS}
-    for kind, n in counts.items():
+    for failure in CLIENT_FAILURE_KINDS:
+        if failures.get(failure):
+            reasons.append(f"client-visible failure {failure}: {failures[failure]}")
+    counts: dict[str, int] = {kind: len(must_never.get(kind) or []) for kind in MUST_NEVER_KINDS}
+    for never, n in counts.items():
         if n:
-            reasons.append(f"must-never {kind}: {n}")
+            reasons.append(f"must-never {never}: {n}")
     daemons = daemon_table(restarts)
-    for kind, row in sorted(daemons.items()):
-        if row["restarted"] < row["crashes"]:
-            reasons.append(
-                f"{kind}: {row['crashes'] - row['restarted']} of {row['crashes']} kills not restarted"
-            )
+    for kind, daemon in sorted(daemons.items()):
+        if daemon["restarted"] < daemon["crashes"]:
+            down = daemon["crashes"] - daemon["restarted"]
+            reasons.append(f"{kind}: {down} of {daemon['crashes']} kills not restarted")
     return {
         "ok": not reasons,
         "reasons": reasons,
@@ -74,7 +123,7 @@ def build_report(
         "startedAt": started_at,
         "machine": dict(machine),
         "plan": list(plan),
-        "faults": {k: dict(v) for k, v in families.items()},
+        "faults": {k: v.copy() for k, v in families.items()},
         "clientFailures": failures,
         "clientExpected": dict(clients.get("expected") or {}),
         "clientExamples": dict(clients.get("examples") or {}),
@@ -89,7 +138,7 @@ def build_report(
     }
 
 
-def _fmt(x: Any) -> str:
+def _fmt(x: object) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
@@ -97,7 +146,7 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def format_table(report: Mapping[str, Any]) -> str:
+def format_table(report: Report) -> str:
     """The report as the text the command prints."""
     out = [
         f"vastkeep soak: seed {report['seed']}, {report['minutes']} min, started {report['startedAt']}",
@@ -106,13 +155,13 @@ def format_table(report: Mapping[str, Any]) -> str:
         f"{'det p99':>8} {'det max':>8}",
     ]
     for name, row in sorted(report["faults"].items()):
-        d = row.get("detection") or {}
+        d: Mapping[str, object] = row.get("detection") or {}
         mark = "" if row.get("ok", True) else "  <-- FAIL"
         out.append(
             f"{name:<20} {row['planned']:>7} {row['injected']:>8} {row['observed']:>8} "
             f"{_fmt(d.get('p50')):>8} {_fmt(d.get('p99')):>8} {_fmt(d.get('max')):>8}{mark}"
         )
-    lat = report.get("leaseGrantLatencyS") or {}
+    lat: Mapping[str, object] = report.get("leaseGrantLatencyS") or {}
     out += [
         "",
         f"lease grants {report['leaseGrants']}  latency p50 {_fmt(lat.get('p50'))} s  "
@@ -131,10 +180,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         "",
         f"{'daemon':<18} {'kills':>5} {'restarted':>9} {'success':>8} {'down total':>10} {'down max':>9}",
     ]
-    for kind, row in sorted(report["daemons"].items()):
+    for kind, daemon in sorted(report["daemons"].items()):
         out.append(
-            f"{kind:<18} {row['crashes']:>5} {row['restarted']:>9} {_fmt(row['success_rate']):>8} "
-            f"{_fmt(row['down_total_s']):>10} {_fmt(row['down'].get('max')):>9}"
+            f"{kind:<18} {daemon['crashes']:>5} {daemon['restarted']:>9} {_fmt(daemon['success_rate']):>8} "
+            f"{_fmt(daemon['down_total_s']):>10} {_fmt(daemon['down'].get('max')):>9}"
         )
     poll = report.get("polling") or {}
     if poll:
@@ -155,4 +204,4 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["build_report", "daemon_table", "format_table"]
+__all__ = ["DaemonRow", "Report", "build_report", "daemon_table", "format_table"]

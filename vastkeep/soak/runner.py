@@ -18,16 +18,15 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, iso
 from vastkeep.soak import counters as judge
-from vastkeep.soak.injector import NO_TARGET, Injector
+from vastkeep.soak.injector import NO_TARGET, Injection, Injector
 from vastkeep.soak.observe import SAMPLE_S, Observer
-from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, build_plan
-from vastkeep.soak.report import build_report
+from vastkeep.soak.plan import API, FAMILIES, INSTANCE, PROCESS, FaultStep, Signal, build_plan
+from vastkeep.soak.report import Report, build_report
 from vastkeep.soak.stackrun import SoakStack
 
 CLIENT_PROGRAM = Path(__file__).with_name("client_workload")
@@ -60,19 +59,19 @@ class SoakRun:
         self.clock = SYSTEM_CLOCK
         self.rng = random.Random(f"{seed}:workload")
         self.stack = SoakStack(self.environ, pool_size, keep=keep)
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.injections: list[dict[str, Any]] = []
-        self.client_kills: list[dict[str, Any]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.injections: list[Injection] = []
+        self.client_kills: list[dict[str, object]] = []
         self.notes: list[str] = []
 
     # ── clients ─────────────────────────────────────────────────────────────
     def _start_client(self, name: str, until: float) -> None:
-        info = self.stack.info
+        info = self.stack.endpoints
         env = {
             "PATH": self.environ.get("PATH", "/usr/bin:/bin"),
-            "SOAK_ADMIN_URL": info["admin_api_url"],
-            "SOAK_ADMIN_KEY": info["admin_api_key"],
-            "SOAK_BROKER_URL": info["redis_url"],
+            "SOAK_ADMIN_URL": info.admin_api_url,
+            "SOAK_ADMIN_KEY": info.admin_api_key,
+            "SOAK_BROKER_URL": info.redis_url,
             "SOAK_CLIENT": name,
             "SOAK_SEED": str(self.seed),
             "SOAK_UNTIL": repr(until),
@@ -106,10 +105,10 @@ class SoakRun:
         self._start_client(f"c{serial}", until)
 
     # ── the run ─────────────────────────────────────────────────────────────
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Report:
         from vastkeep.sim.control import SimControl  # noqa: PLC0415
 
-        started_at = iso(self.clock.now())
+        started_at = iso(self.clock.now()) or ""
         self.say(
             f"vastkeep soak: seed {self.seed}, {self.minutes} min, pool {self.pool_size}, "
             f"{self.n_clients} clients; folder {self.stack.dir}"
@@ -119,10 +118,9 @@ class SoakRun:
         t_start = self.clock.monotonic()
         self.stack.start()
         try:
-            info = self.stack.info
-            sim = info["simulator"]
-            control = SimControl(sim["control_url"], sim["control_token"])
-            obs = Observer(info["redis_url"], info["admin_api_url"], info["admin_api_key"], control)
+            info = self.stack.endpoints
+            control = SimControl(info.sim_control_url, info.sim_control_token)
+            obs = Observer(info.redis_url, info.admin_api_url, info.admin_api_key, control)
             self.obs = obs
             warm_s = self._warm_up(obs)
             spent_s = self.clock.monotonic() - t_start  # start-up and warm-up count against the minutes
@@ -151,14 +149,14 @@ class SoakRun:
             )
         return self.clock.monotonic() - t0
 
-    def _workload(self, obs: Observer, inj: Injector, plan: list[Any], work_s: float) -> None:
+    def _workload(self, obs: Observer, inj: Injector, plan: list[FaultStep], work_s: float) -> None:
         t0m, t0 = self.clock.monotonic(), self.clock.now()
         until = t0 + work_s
         for i in range(self.n_clients):
             self._start_client(f"c{i}", until)
         serial, next_kill = self.n_clients, CLIENT_KILL_EVERY_S * (0.5 + self.rng.random())
         pending = list(plan)
-        undo: list[tuple[float, dict[str, Any]]] = []
+        undo: list[tuple[float, Injection]] = []
         while (elapsed := self.clock.monotonic() - t0m) < work_s:
             obs.sample()
             while pending and pending[0].at_s <= elapsed:
@@ -213,7 +211,7 @@ class SoakRun:
 
     def _struck(self) -> set[str]:
         """Instances a fault still holds (or killed): never struck twice at once (one cause per figure)."""
-        now, out = self.clock.now(), set()
+        now, out = self.clock.now(), set[str]()
         for record in self.injections:
             fam = FAMILIES[record["family"]]
             if fam.target != INSTANCE or not record.get("injected"):
@@ -256,18 +254,18 @@ class SoakRun:
         """Fill ``respawned_at`` and ``back_at`` of process faults. Back means serving again, not spawned: the
         API answers ``/health``; a worker logged ``<name>@<host> ready.``; beat logged ``beat: Starting...``
         (after a kill); a stopped process is back at ``SIGCONT`` (the API: once ``/health`` answers)."""
-        status = None
+        status: Mapping[str, Mapping[str, object]] | None = None
         for record in self.injections:
             fam = FAMILIES[record["family"]]
             if fam.target != PROCESS or not record.get("injected") or record.get("back_at"):
                 continue
             status = status or self.stack.status()
-            child = status.get(fam.process) or {}
-            if fam.signal == "kill" and not record.get("respawned_at"):
+            child = status.get(fam.process or "") or {}
+            if fam.signal == Signal.KILL and not record.get("respawned_at"):
                 if child.get("status") == "running" and child.get("pid") not in (None, record["pid"]):
                     record["respawned_at"] = self.clock.now()
                 continue
-            if fam.signal == "stop":
+            if fam.signal == Signal.STOP:
                 if not record.get("restored_at") or child.get("pid") != record["pid"]:
                     continue
                 record["respawned_at"] = record["restored_at"]
@@ -276,17 +274,18 @@ class SoakRun:
                     continue
             # after a kill every line is the new process's (the old one is dead): from the kill on, since the
             # runner may notice the new pid seconds after it started logging under load
-            since = float(record["at"]) if fam.signal == "kill" else float(record["respawned_at"])
+            since = float(record["at"]) if fam.signal == Signal.KILL else float(record["respawned_at"])
             if fam.process == "api":
                 if self.obs.api_answers():
                     record["back_at"] = self.clock.now()
             else:
-                marker = "beat: Starting..." if fam.process == "beat" else f"{fam.process.split('-')[-1]}@"
+                process = fam.process or ""
+                marker = "beat: Starting..." if process == "beat" else f"{process.split('-')[-1]}@"
                 seen = log_mark_after(
-                    self.stack.home / "logs" / f"{fam.process}.log",
+                    self.stack.home / "logs" / f"{process}.log",
                     marker,
                     since,
-                    need="" if fam.process == "beat" else " ready.",
+                    need="" if process == "beat" else " ready.",
                 )
                 if seen is not None:
                     record["back_at"] = seen
@@ -300,12 +299,12 @@ class SoakRun:
             if fam.target == INSTANCE:
                 record["observed_s"] = judge.observe_instance_fault(record, obs.events)
             elif fam.target == API:
-                later = [r for r in obs.requests if float(r.get("ts") or 0) >= float(record["at"]) - 0.5]
+                later = [r for r in obs.requests if judge.num(r.get("ts") or 0) >= record["at"] - 0.5]
                 record["observed_s"] = judge.observe_api_fault(record, later)
             elif record.get("back_at"):
                 record["observed_s"] = max(0.0, float(record["back_at"]) - float(record["at"]))
 
-    def _finish(self, obs: Observer, plan: list[Any], started_at: str, warm_s: float) -> dict[str, Any]:
+    def _finish(self, obs: Observer, plan: list[FaultStep], started_at: str, warm_s: float) -> Report:
         for _ in range(int(SETTLE_S / SAMPLE_S)):
             obs.sample()
             self._track_processes()
@@ -323,7 +322,7 @@ class SoakRun:
                 "down_s": (float(r["back_at"]) - float(r["at"])) if r.get("back_at") else None,
             }
             for r in self.injections
-            if r.get("injected") and FAMILIES[r["family"]].signal == "kill"
+            if r.get("injected") and FAMILIES[r["family"]].signal == Signal.KILL
         ]
         polling = {state: judge.summary(v) for state, v in obs.polling_intervals().items()}
         families = judge.family_table(self.injections, [s.family for s in plan])
@@ -340,7 +339,8 @@ class SoakRun:
                 logical[f"{ev['kind']}:{name}"] = logical.get(f"{ev['kind']}:{name}", 0) + 1
         for name, row in sorted(families.items()):
             bound = GUIDE_BOUNDS_S.get(name, judge.DETECTION_BOUND_S)
-            worst = (row.get("detection") or {}).get("max")
+            detection = row.get("detection")
+            worst = detection["max"] if detection else None
             if FAMILIES[name].target == INSTANCE and worst is not None and worst > bound:
                 self.notes.append(f"{name}: detection max {worst:.1f} s is above the guide's {bound:g} s")
         report = build_report(
@@ -356,31 +356,31 @@ class SoakRun:
             polling=polling,
             notes=self.notes,
         )
-        report.update(
-            warmupS=round(warm_s, 1),
-            injections=self.injections,
-            clientKills=self.client_kills,
-            eventCounts=kinds,
-            logicalDaemonRestarts=logical,
-            folder=str(self.stack.dir),
-        )
+        report["warmupS"] = round(warm_s, 1)
+        report["injections"] = self.injections
+        report["clientKills"] = self.client_kills
+        report["eventCounts"] = kinds
+        report["logicalDaemonRestarts"] = logical
+        report["folder"] = str(self.stack.dir)
         if not report["ok"]:
             self.stack.keep = True  # the logs stay for whoever reads the failure
         return report
 
     def _must_never(
-        self, obs: Observer, lines: list[dict[str, Any]], holds: list[dict[str, Any]]
-    ) -> dict[str, list[Any]]:
+        self, obs: Observer, lines: list[dict[str, object]], holds: list[judge.Hold]
+    ) -> dict[str, Sequence[object]]:
         grants = [
-            (float(x["t"]), str(x["instance"]), x.get("fence")) for x in lines if x.get("op") == "grant"
+            (judge.num(x["t"]), str(x["instance"]), x.get("fence")) for x in lines if x.get("op") == "grant"
         ]
-        cloud, known = [], []
+        cloud: list[list[str]] = []
+        known: list[list[str]] = []
         for i in range(2):  # two looks 5 s apart: a rent whose record is being written is not unknown
             cloud.append(obs.cloud_ids())
             known.append(obs.known_ids())
             if i == 0:
                 self.clock.sleep(5.0)
-        lost, dup = [], []
+        lost: list[dict[str, object]] = []
+        dup: list[dict[str, object]] = []
         for iid in sorted(set(cloud[-1]) & set(known[-1])):
             remote = obs.remote_log(iid)
             if remote is None:
@@ -398,23 +398,23 @@ class SoakRun:
             for p in sorted((self.stack.home / "logs").glob("*"))
             if p.is_file()
         }
-        info = self.stack.info
+        info = self.stack.endpoints
         texts.update(
             {
                 "task-results": obs.task_results(),
                 "events": obs.events_text(),
-                "flower": obs.flower_tasks(info["flower_url"], info["flower_user"], info["flower_password"]),
+                "flower": obs.flower_tasks(info.flower_url, info.flower_user, info.flower_password),
             }
         )
         return {
-            "double-rents": judge.double_rents(obs.ledger),
-            "double-leases": judge.double_leases(holds),
-            "fence-regressions": judge.fence_regressions(grants)
+            judge.MustNever.DOUBLE_RENTS: judge.double_rents(obs.ledger),
+            judge.MustNever.DOUBLE_LEASES: judge.double_leases(holds),
+            judge.MustNever.FENCE_REGRESSIONS: judge.fence_regressions(grants)
             + judge.fence_regressions(obs.grants_from_events()),
-            "log-lines-lost": lost,
-            "log-lines-duplicated": dup,
-            "unknown-billing": judge.unknown_billing(cloud, known),
-            "canary-leaks": judge.canary_hits(texts, self.stack.canaries),
+            judge.MustNever.LOG_LINES_LOST: lost,
+            judge.MustNever.LOG_LINES_DUPLICATED: dup,
+            judge.MustNever.UNKNOWN_BILLING: judge.unknown_billing(cloud, known),
+            judge.MustNever.CANARY_LEAKS: judge.canary_hits(texts, self.stack.canaries),
         }
 
 
@@ -439,21 +439,24 @@ def log_mark_after(path: Path, marker: str, since: float, need: str = "") -> flo
     return None
 
 
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    out = []
+def read_lines(path: Path) -> list[dict[str, object]]:
+    """The JSON objects of a JSON-lines file, skipping a line cut short (its writer was killed)."""
+    out: list[dict[str, object]] = []
     try:
         text = path.read_text()
     except OSError:
         return out
     for raw in text.splitlines():
         try:
-            out.append(json.loads(raw))
+            line: object = json.loads(raw)
         except ValueError:
             continue  # a client killed mid-line
+        if isinstance(line, dict):
+            out.append(line)
     return out
 
 
-def machine() -> dict[str, Any]:
+def machine() -> dict[str, object]:
     return {
         "host": platform.node(),
         "python": platform.python_version(),

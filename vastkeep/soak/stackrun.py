@@ -14,11 +14,16 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from vastkeep.core.errors import StackError
+
+if TYPE_CHECKING:
+    from vastkeep.stack import Stack
 
 #: Variables of the caller's environment that never reach the soaked stack.
 DROPPED = (
@@ -67,6 +72,20 @@ def canary(name: str) -> str:
     return f"soakcanary{name}{secrets.token_hex(12)}"
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the running stack serves, and its credentials (read from ``vastkeep up``'s info)."""
+
+    redis_url: str
+    admin_api_url: str
+    admin_api_key: str
+    flower_url: str
+    flower_user: str
+    flower_password: str
+    sim_control_url: str
+    sim_control_token: str
+
+
 class SoakStack:
     """Start and stop the supervised stack for one soak; ``info``, ``env``, ``pids()``, ``status()``."""
 
@@ -89,7 +108,7 @@ class SoakStack:
             }
         )
         self.environ = env
-        self.stack: Any = None
+        self.stack: Stack | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.out = io.StringIO()
@@ -123,19 +142,41 @@ class SoakStack:
         )
         self._thread.start()
 
+    def _started(self) -> Stack:
+        if self.stack is None:
+            raise StackError("the soak's stack is not started")
+        return self.stack
+
     @property
-    def info(self) -> dict[str, Any]:
-        return self.stack.info
+    def info(self) -> Mapping[str, object]:
+        return self._started().info
+
+    @property
+    def endpoints(self) -> Endpoints:
+        info = self.info
+        sim = info["simulator"]
+        if not isinstance(sim, Mapping):
+            raise StackError("the soak's stack runs no simulator")
+        return Endpoints(
+            redis_url=str(info["redis_url"]),
+            admin_api_url=str(info["admin_api_url"]),
+            admin_api_key=str(info["admin_api_key"]),
+            flower_url=str(info["flower_url"]),
+            flower_user=str(info["flower_user"]),
+            flower_password=str(info["flower_password"]),
+            sim_control_url=str(sim["control_url"]),
+            sim_control_token=str(sim["control_token"]),
+        )
 
     @property
     def home(self) -> Path:
         return self.dir / ".vastkeep"
 
     def pids(self) -> dict[str, int | None]:
-        return self.stack.supervisor.pids()
+        return self._started().supervisor.pids()
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return self.stack.supervisor.status()
+    def status(self) -> Mapping[str, Mapping[str, object]]:
+        return self._started().supervisor.status()
 
     def stop(self) -> None:
         self._stop.set()
@@ -151,4 +192,4 @@ class SoakStack:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["DROPPED", "SoakStack", "free_port", "refuse_real_cloud"]
+__all__ = ["DROPPED", "Endpoints", "SoakStack", "free_port", "refuse_real_cloud"]
