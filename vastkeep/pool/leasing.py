@@ -36,12 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound, PermanentError
 from vastkeep.pool import aftercare
 from vastkeep.state import EventSink, Keys, as_text
+from vastkeep.state.flowmarks import RedisClient
 from vastkeep.state.keys import POOL_LEASE_CHECK_QUEUED_TTL_MS, POOL_LEASE_REQUEST_TTL_MS
 
 log = logging.getLogger("vastkeep.pool")
@@ -122,7 +121,7 @@ def _pairs(value: Any) -> list[tuple[str, int]]:
 class PoolLeases:
     """Client leases of one pool."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, pool: str, prefix: str,
+    def __init__(self, redis_client: RedisClient, keys: Keys, pool: str, prefix: str,
                  clock: Clock = SYSTEM_CLOCK, store: Any = None, events: EventSink | None = None,
                  retry_s: int = DEFAULT_RETRY_S, check: CheckPort | None = None) -> None:
         self.redis, self.keys, self.pool, self.prefix = redis_client, keys, pool, prefix
