@@ -111,7 +111,8 @@ class PoolBook:
 
     # ── safe-mode cause ─────────────────────────────────────────────────────
     def cause(self) -> str | None:
-        return as_text(self.redis.hget(self.keys.pool_safety(), "cause"))
+        raw = self.redis.hget(self.keys.pool_safety(), "cause")
+        return None if raw is None else str(as_text(raw))
 
     def set_cause(self, cause: str | None, now: float) -> None:
         if cause is None:

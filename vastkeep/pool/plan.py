@@ -13,35 +13,54 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
+from vastkeep.core.settings import Settings
+from vastkeep.providers.vast_models import VastOffer
+from vastkeep.state.status import (
+    DEAD_STATUSES,
+    LIVE_STATUSES,
+    PROVISIONING_STATUSES,
+    SICK_STATUSES,
+    InstanceStatus,
+)
 from vastkeep.state.store import COMFYUI_LOST_REASON, comfyui_lost_since
 
-#: Statuses that count towards the desired size (an unhealthy one until its grace runs out).
-LIVE_STATUSES = frozenset({"starting", "loading", "ready", "unhealthy"})
-#: Still provisioning: replaced when stuck past the provision timeout.
-PROVISIONING_STATUSES = frozenset({"starting", "loading"})
-#: Dead by the provider's word (polling): destroyed and replaced.
-DEAD_STATUSES = frozenset({"failed", "gone"})
+S = InstanceStatus
 #: A destroy that was started: tried again until it went through.
-DESTROYING = "destroying"
-DESTROYED = "destroyed"
-#: Statuses in which a keepalive loss makes an instance sick (see :func:`is_sick`).
-SICK_STATUSES = frozenset({"ready", "unhealthy"})
+DESTROYING = S.DESTROYING
+DESTROYED = S.DESTROYED
 #: Destroy order among idle instances beyond the desired size: the least useful first.
-_EXCESS_ORDER = {"unhealthy": 0, "starting": 1, "loading": 2, "ready": 3}
+_EXCESS_ORDER: dict[str, int] = {S.UNHEALTHY: 0, S.STARTING: 1, S.LOADING: 2, S.READY: 3}
 
-# Reasons (stable strings: events, logs and tests use them).
-REASON_FAILED = "failed"
-REASON_GONE = "gone"
-REASON_PROVISION_TIMEOUT = "provision-timeout"
-REASON_UNHEALTHY = "unhealthy"
-REASON_KEEPALIVE_LOST = COMFYUI_LOST_REASON
-#: A sick instance (ComfyUI lost) whose replacement is ready, or that leaves no room under the spend cap
-#: for its replacement: destroyed before its grace ends (never while leased: like ``excess``).
-REASON_LOST_REPLACED = "keepalive: connection lost, replaced"
-REASON_EXCESS = "excess"
-REASON_RETRY_DESTROY = "destroy-retry"
+
+class DestroyReason(StrEnum):
+    """Why the pool destroys an instance (stable strings: events, logs and records carry them)."""
+
+    FAILED = "failed"
+    GONE = "gone"
+    PROVISION_TIMEOUT = "provision-timeout"
+    UNHEALTHY = "unhealthy"
+    KEEPALIVE_LOST = COMFYUI_LOST_REASON
+    #: A sick instance (ComfyUI lost) whose replacement is ready, or that leaves no room under the spend cap
+    #: for its replacement: destroyed before its grace ends (never while leased: like ``excess``).
+    LOST_REPLACED = "keepalive: connection lost, replaced"
+    EXCESS = "excess"
+    RETRY_DESTROY = "destroy-retry"
+    #: a second instance under one label (a rent answered twice): the unrecorded one goes
+    DUPLICATE = "duplicate"
+
+
+REASON_FAILED = DestroyReason.FAILED
+REASON_GONE = DestroyReason.GONE
+REASON_PROVISION_TIMEOUT = DestroyReason.PROVISION_TIMEOUT
+REASON_UNHEALTHY = DestroyReason.UNHEALTHY
+REASON_KEEPALIVE_LOST = DestroyReason.KEEPALIVE_LOST
+REASON_LOST_REPLACED = DestroyReason.LOST_REPLACED
+REASON_EXCESS = DestroyReason.EXCESS
+REASON_RETRY_DESTROY = DestroyReason.RETRY_DESTROY
+REASON_DUPLICATE = DestroyReason.DUPLICATE
 #: Reasons that mean the instance died, it was not unwanted (its destruction is an ``instance-replaced``).
 REPLACE_REASONS = frozenset({REASON_FAILED, REASON_GONE, REASON_PROVISION_TIMEOUT, REASON_UNHEALTHY,
                              REASON_KEEPALIVE_LOST, REASON_LOST_REPLACED})
@@ -58,8 +77,15 @@ class RecordLike(Protocol):
     leased_until: float | None
     dph_total: float | None
     error: str | None
-    extra: dict[str, Any]
+    extra: dict[str, Any]  # JSON from the record, read by key
     status_since: float | None
+
+
+class RentState(StrEnum):
+    """Where a rent in flight is (stored with it in the pool's book)."""
+
+    SENDING = "sending"  # recorded, its request being sent
+    UNKNOWN = "unknown"  # sent, but its answer was lost: resolved by label
 
 
 def _first(*values: float | None) -> float:
@@ -75,18 +101,18 @@ class PendingRent:
     started_at: float
     offer_id: int | None = None
     dph: float | None = None
-    state: str = "sending"  # sending | unknown (the answer was lost)
+    state: str = "sending"  # RentState: sending | unknown (the answer was lost)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"slot": self.slot, "label": self.label, "started_at": self.started_at,
                 "offer_id": self.offer_id, "dph": self.dph, "state": self.state}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PendingRent:
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingRent:  # JSON as stored, checked by the casts
         return cls(slot=int(data["slot"]), label=str(data["label"]), started_at=float(data["started_at"]),
                    offer_id=None if data.get("offer_id") is None else int(data["offer_id"]),
                    dph=None if data.get("dph") is None else float(data["dph"]),
-                   state=str(data.get("state") or "sending"))
+                   state=str(data.get("state") or RentState.SENDING))
 
 
 @dataclass(frozen=True)
@@ -103,7 +129,7 @@ class PlanParams:
     max_offer_dph: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PlanParams:
+    def from_settings(cls, settings: Settings) -> PlanParams:
         return cls(prefix=settings.warm_pool_label_prefix, pool=settings.warm_pool_name,
                    provision_timeout_s=settings.warm_pool_provision_timeout_s,
                    unhealthy_grace_s=settings.warm_pool_unhealthy_grace_s,
@@ -115,14 +141,14 @@ class Plan:
     """What one reconcile round does: rent these slots, destroy these (id, reason), and why it waits."""
 
     rent: tuple[int, ...] = ()
-    destroy: tuple[tuple[str, str], ...] = ()
+    destroy: tuple[tuple[str, DestroyReason], ...] = ()
     wait_reasons: tuple[str, ...] = ()
     live: int = 0
     pending: int = 0
     desired: int = 0
     slots: Mapping[str, int] = field(default_factory=dict)  # instance id → slot, for events
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"rent": list(self.rent), "destroy": [list(d) for d in self.destroy],
                 "wait": list(self.wait_reasons), "live": self.live, "pending": self.pending,
                 "desired": self.desired}
@@ -157,23 +183,23 @@ def is_leased(record: RecordLike, now: float) -> bool:
 
 
 # ── the plan ─────────────────────────────────────────────────────────────────
-def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | None:
+def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> DestroyReason | None:
     """Why a record must go (and be replaced), or None while it still counts."""
     if record.status == DESTROYING:
         return REASON_RETRY_DESTROY
     if record.status in DEAD_STATUSES:
-        return REASON_GONE if record.status == "gone" else REASON_FAILED
+        return REASON_GONE if record.status == S.GONE else REASON_FAILED
     if record.status in PROVISIONING_STATUSES:
         # from when it last *entered* provisioning: an old instance bounced back to loading (ComfyUI
         # restarted, host rebooted) gets the whole timeout again; created_at only for records from before
         # the store stamped status_since
-        started = _first(getattr(record, "status_since", None), record.created_at, now)
+        started = _first(record.status_since, record.created_at, now)
         if now - started > params.provision_timeout_s:
             return REASON_PROVISION_TIMEOUT
     lost = comfyui_lost_since(record)  # Layer 4: ComfyUI unreachable since then (its grace counts from there)
     if lost is not None:
         return REASON_KEEPALIVE_LOST if now - lost > params.unhealthy_grace_s else None
-    if record.status == "unhealthy":
+    if record.status == S.UNHEALTHY:
         since = (record.extra or {}).get("unhealthy_since", record.updated_at)
         if isinstance(since, int | float) and now - since > params.unhealthy_grace_s:
             return REASON_UNHEALTHY
@@ -213,7 +239,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
     desired = max(0, int(desired_size))
     pending = list(pending_rents)
     taken: set[int] = {p.slot for p in pending}
-    destroy: list[tuple[str, str]] = []
+    destroy: list[tuple[str, DestroyReason]] = []
     live: list[RecordLike] = []
     sick: list[RecordLike] = []
     billed: list[RecordLike] = []
@@ -234,7 +260,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
             sick.append(record)
         elif record.status in LIVE_STATUSES:
             live.append(record)
-    healthy_ready = sum(1 for r in live if r.status == "ready" and not was_lost(r))
+    healthy_ready = sum(1 for r in live if r.status == S.READY and not was_lost(r))
     idle_sick = sorted((r for r in sick if not is_leased(r, now)),
                        key=lambda r: (comfyui_lost_since(r) or 0.0, r.instance_id))
     if idle_sick and healthy_ready >= desired:  # replaced: surplus now
@@ -259,7 +285,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
         kept = [r.instance_id for r in sick if (r.instance_id, REASON_LOST_REPLACED) not in destroy]
         if kept:
             wait.append(f"ComfyUI lost on {', '.join(kept)}: replaced, kept within its grace to recover")
-    unknown = [p for p in pending if p.state != "sending"]
+    unknown = [p for p in pending if p.state != RentState.SENDING]
     if pending:
         wait.append(f"{len(pending)} rent(s) in flight" +
                     (f", {len(unknown)} with an unknown outcome awaiting their label" if unknown else ""))
@@ -268,7 +294,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
 
 
 def _trim(live: list[RecordLike], excess: int, healthy_ready: int, desired: int, now: float,
-          destroy: list[tuple[str, str]]) -> list[str]:
+          destroy: list[tuple[str, DestroyReason]]) -> list[str]:
     """Destroy ``excess`` idle instances (appended to ``destroy``); returns why some were kept."""
     wait: list[str] = []
     order = sorted(live, key=lambda r: (not was_lost(r), _EXCESS_ORDER.get(r.status, 0),
@@ -297,7 +323,8 @@ def _trim(live: list[RecordLike], excess: int, healthy_ready: int, desired: int,
 
 
 def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent], idle_sick: list[RecordLike],
-                           missing: int, params: PlanParams, destroy: list[tuple[str, str]]) -> list[str]:
+                           missing: int, params: PlanParams,
+                           destroy: list[tuple[str, DestroyReason]]) -> list[str]:
     """Destroy idle sick instances (oldest loss first) while ``missing`` rents at the highest price allowed
     would pass the spend cap beside them: the cap is kept and the replacement still comes at once."""
     if params.max_spend_dph is None or params.max_offer_dph is None:
@@ -330,7 +357,7 @@ class OfferParams:
     limit: int = 64
 
     @classmethod
-    def from_settings(cls, settings: Any) -> OfferParams:
+    def from_settings(cls, settings: Settings) -> OfferParams:
         name = settings.warm_pool_gpu_name
         return cls(gpu_name=None if not name or name.strip().lower() == "any" else name.strip(),
                    num_gpus=settings.warm_pool_num_gpus, min_gpu_ram_gb=settings.warm_pool_min_gpu_ram_gb,
@@ -338,12 +365,12 @@ class OfferParams:
                    disk_gb=settings.warm_pool_disk_gb)
 
 
-def offer_query(params: OfferParams) -> dict[str, Any]:
+def offer_query(params: OfferParams) -> dict[str, object]:
     """The ``POST /bundles/`` body: rentable, verified, a direct port (Layer 3 needs one), cheapest first.
 
     ``gpu_ram`` is in MB as Vast.ai reports it (a "16 GB" card reports about 16,300).
     """
-    query: dict[str, Any] = {
+    query: dict[str, object] = {
         "rentable": {"eq": True},
         "verified": {"eq": True},
         "rented": {"eq": False},
@@ -363,8 +390,8 @@ def offer_query(params: OfferParams) -> dict[str, Any]:
     return query
 
 
-def rank_offers(offers: Iterable[Any], params: OfferParams,
-                exclude_machines: Iterable[int] = ()) -> list[Any]:
+def rank_offers(offers: Iterable[VastOffer], params: OfferParams,
+                exclude_machines: Iterable[int] = ()) -> list[VastOffer]:
     """Offers that really match (the provider may ignore a filter), cheapest first, then most reliable.
 
     An offer without a price is never picked: the spend cap could not be checked.
@@ -376,10 +403,11 @@ def rank_offers(offers: Iterable[Any], params: OfferParams,
             and (o.direct_port_count or 0) >= 1
             and (not params.gpu_name or o.gpu_name == params.gpu_name)
             and (o.machine_id is None or o.machine_id not in skip)]
-    return sorted(good, key=lambda o: (o.dph_total, -(o.reliability or 0.0), o.id))
+    return sorted(good, key=lambda o: (o.dph_total or 0.0, -(o.reliability or 0.0), o.id))
 
 
-def pick_offer(offers: Iterable[Any], params: OfferParams, exclude_machines: Iterable[int] = ()) -> Any:
+def pick_offer(offers: Iterable[VastOffer], params: OfferParams,
+               exclude_machines: Iterable[int] = ()) -> VastOffer | None:
     """The cheapest matching offer, or None."""
     ranked = rank_offers(offers, params, exclude_machines)
     return ranked[0] if ranked else None
@@ -398,7 +426,8 @@ def spend_allows(current_dph: float, offer_dph: float, cap_dph: float) -> bool:
 
 
 __all__ = [
-    "DEAD_STATUSES", "LIVE_STATUSES", "REPLACE_REASONS", "SICK_STATUSES", "OfferParams", "PendingRent",
+    "DEAD_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES", "REPLACE_REASONS", "SICK_STATUSES",
+    "DestroyReason", "OfferParams", "PendingRent", "RentState",
     "Plan", "PlanParams", "is_leased", "is_ours", "is_sick", "make_label", "offer_query", "pick_offer",
     "plan_pool", "rank_offers", "slot_of", "spend_allows", "spend_rate", "was_lost",
 ]
