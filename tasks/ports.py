@@ -76,7 +76,7 @@ def validate_pool(self: Any) -> dict[str, Any]:
     arrives, so a sweep stopped by its deadline or by the soft time limit keeps what it learned (the
     result then says ``interrupted: true`` with the counts so far; the lease is released either way).
     """
-    progress: dict[str, Any] = {}
+    progress = port_flow.SweepProgress()
 
     def go() -> dict[str, Any]:
         res = wiring.resources()
