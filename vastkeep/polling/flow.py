@@ -14,9 +14,8 @@ itself at every turn (at most :data:`MAX_WAIT_S` plus one batch of Redis work ap
 from __future__ import annotations
 
 import logging
-import statistics
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
@@ -36,6 +35,7 @@ from vastkeep.polling.decide import (
     pool_wake_at,
     provider_verdict,
 )
+from vastkeep.polling.lateness import LATENESS_BOUNDS_S, lateness_buckets, lateness_summary
 from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot
 from vastkeep.providers import VastApi, VastInstance
@@ -357,32 +357,8 @@ class Poller:
 #: A status change into one of these is logged as a warning.
 _WARN_STATUSES = DEAD_STATUSES | {InstanceStatus.UNHEALTHY}
 
-#: Upper bounds (seconds) of the lateness histogram kept in the ``poll:stats`` hash (``late_le_<bound>``).
-LATENESS_BOUNDS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-
 #: what this process has announced with the guide's start line (the dispatcher, once)
 _ANNOUNCED: set[str] = set()
-
-
-def lateness_buckets(samples: Iterable[float]) -> dict[str, int]:
-    """Histogram counts (``late_le_<bound>`` or ``late_gt_30.0``) of some lateness samples."""
-    out: dict[str, int] = {}
-    for value in samples:
-        over = f"late_gt_{LATENESS_BOUNDS_S[-1]}"
-        name = next((f"late_le_{b}" for b in LATENESS_BOUNDS_S if value <= b), over)
-        out[name] = out.get(name, 0) + 1
-    return out
-
-
-def lateness_summary(samples: list[float]) -> dict[str, float]:
-    """p50 / p99 / max lateness (seconds) of claimed polls against their due time."""
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {"lateness_p50_s": round(statistics.median(ordered), 4), "lateness_p99_s": round(p99, 4),
-            "lateness_max_s": round(ordered[-1], 4)}
 
 
 def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bool, seen_at: float | None,
@@ -420,4 +396,5 @@ def is_active(record: InstanceRecord, now: float) -> bool:
     return record.status in ACTIVE_STATUSES or is_leased(record, now)
 
 
-__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "PollPolicy", "Poller", "is_active"]
+__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "LATENESS_BOUNDS_S", "PollPolicy", "Poller",
+           "is_active", "lateness_buckets", "lateness_summary"]

@@ -14,13 +14,20 @@ is no periodic sweep on beat.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.ports.sweep import (
+    Sweep,
+    SweepProgress,
+    interrupted_sweep,
+    phase_ttl_ms,
+    probe_budget_s,
+    refresh_budget_s,
+)
 from vastkeep.ports.validator import (
     PortValidation,
     PortValidator,
@@ -56,9 +63,6 @@ GONE_ERROR = "gone at provider: no_such_instance"
 SWEEP_LEASE = "ports-sweep"
 SWEEP_BUSY = "another sweep is running"
 SWEEP_LOST = "sweep lease lost; a newer sweep owns the verdicts"
-#: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
-SWEEP_SLACK_S = 30.0
-SWEEP_WRITE_S = 0.01
 
 
 T = TypeVar("T")
@@ -255,10 +259,10 @@ def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
     up to date as verdicts are written, for a caller interrupted mid-sweep (:func:`interrupted_sweep`).
     """
     records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
-    sweep = _Sweep(probe_deadline_s, progress if progress is not None else SweepProgress())
+    sweep = Sweep(probe_deadline_s, progress if progress is not None else SweepProgress())
     if leases is None:
         return _sweep(store, events, validator, records, vast, clock, None, sweep)
-    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), _ttl_ms(refresh_budget_s(vast)))
+    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), phase_ttl_ms(refresh_budget_s(vast)))
     if lease is None:
         log.info("port sweep skipped: %s", SWEEP_BUSY)
         return {"skipped": SWEEP_BUSY}
@@ -271,56 +275,15 @@ def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
         leases.release(lease)
 
 
-@dataclass
-class SweepProgress:
-    """A sweep's running counts, kept up to date as verdicts are written (the caller's view of them)."""
-
-    checked: int = 0
-    passed: int = 0
-    failed: int = 0
-    failed_ids: list[str] = field(default_factory=list)
-    firewall: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return {"checked": self.checked, "passed": self.passed, "failed": self.failed,
-                "failed_ids": sorted(self.failed_ids)[:100], "firewall": self.firewall}
-
-
-@dataclass
-class _Sweep:
-    """One sweep's probe deadline and its running counts."""
-
-    deadline_s: float | None
-    progress: SweepProgress
-
-    def __post_init__(self) -> None:  # a retried sweep counts afresh in the caller's progress
-        self.progress.checked = self.progress.passed = self.progress.failed = self.progress.firewall = 0
-        self.progress.failed_ids.clear()
-
-    def count(self, iid: str, pv: PortValidation) -> None:
-        p = self.progress
-        p.checked += 1
-        p.passed += 1 if pv.success else 0
-        p.failed += 0 if pv.success else 1
-        p.firewall += 1 if pv.firewall else 0
-        if not pv.success:
-            p.failed_ids.append(iid)
-
-
 def _last_checked(rec: InstanceRecord) -> tuple[str, str]:
     """Sort key: never checked first, then the oldest verdict (ISO timestamps sort as text)."""
     pv = rec.port_validation or {}
     return (str(pv.get("checked_at") or ""), str(rec.instance_id))
 
 
-def interrupted_sweep(progress: SweepProgress, why: str) -> dict[str, object]:
-    """The result of a sweep stopped from outside (a soft time limit): what it had written so far."""
-    return {"interrupted": True, "reason": why, **progress.to_dict()}
-
-
 def _sweep(store: Store, events: EventSink, validator: PortValidator, records: list[InstanceRecord],
            vast: VastApi | None, clock: Clock,
-           held: tuple[LeaseManager, Lease] | None, sweep: _Sweep) -> dict[str, object]:
+           held: tuple[LeaseManager, Lease] | None, sweep: Sweep) -> dict[str, object]:
     lease = held[1] if held is not None else None
     skipped: list[str] = []
     refresh_error: dict[str, object] | None = None
@@ -341,7 +304,7 @@ def _sweep(store: Store, events: EventSink, validator: PortValidator, records: l
         phase_s = probe_budget_s(validator, probes)
         if sweep.deadline_s is not None:
             phase_s = min(phase_s, sweep.deadline_s)
-        held[0].ensure_renewed(held[1], _ttl_ms(phase_s, len(targets)))
+        held[0].ensure_renewed(held[1], phase_ttl_ms(phase_s, len(targets)))
 
     def record(iid: str, pv: PortValidation) -> None:
         # fenced by the lease: a sweep that outlived it is refused here (StaleFence) and stops
@@ -410,25 +373,9 @@ def _apply_refresh(store: Store, records: list[InstanceRecord], by_id: dict[str,
     return fresh
 
 
-def refresh_budget_s(vast: VastApi | None) -> float:
-    """Worst case of one ``list_instances`` call: every attempt at its full timeouts, the longest backoffs."""
-    if vast is None:
-        return 0.0
-    connect_s, read_s = getattr(vast, "timeout_s", (5.0, 30.0))
-    retry = getattr(vast, "retry", None)
-    attempts = int(getattr(retry, "max_attempts", 1))
-    cap_s = float(getattr(getattr(retry, "backoff", None), "cap_s", 0.0))
-    return attempts * (connect_s + read_s) + (attempts - 1) * cap_s
-
-
-def probe_budget_s(validator: PortValidator, probes: int) -> float:
-    """Worst case of probing ``probes`` candidates: one DNS deadline, then rounds of the bound, each slot
-    held for its full TCP + HTTP deadline."""
-    cfg = validator.config
-    rounds = max(1, math.ceil(probes / validator.concurrency))
-    return cfg.dns_timeout_s + rounds * (cfg.tcp_timeout_s + cfg.http_timeout_s)
-
-
-def _ttl_ms(phase_s: float, writes: int = 0) -> int:
-    """A phase's lease TTL: its worst case, the verdict writes after it, and some slack."""
-    return int((phase_s + writes * SWEEP_WRITE_S + SWEEP_SLACK_S) * 1000)
+__all__ = [
+    "GONE_ERROR", "GONE_STATUS", "PROMOTABLE", "SKIPPED_STATUSES", "SWEEP_BUSY", "SWEEP_LEASE", "SWEEP_LOST",
+    "GoneAtProvider", "SweepProgress", "apply_provider_address", "interrupted_sweep", "mark_gone",
+    "probe_budget_s", "provider_address", "record_validation", "refresh_budget_s", "refresh_from_provider",
+    "result_dict", "validate_instance", "validate_pool",
+]
