@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from vastkeep.keepalive.decide import (
     shard_of,
 )
 from vastkeep.keepalive.probe import MAX_BODY_BYTES, ping_stats
-from vastkeep.state.flowmarks import RecordCache, RedisClient
+from vastkeep.state.flowmarks import KeepaliveDocs, RecordCache, RedisClient
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
@@ -347,10 +346,8 @@ class ShardRunner:
             self._signals = signals + self._signals
 
     def _write(self, states: dict[str, KeepaliveState], signals: list[tuple[str, Signal]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for iid, st in states.items():
-            pipe.set(self.keys.keepalive(iid), json.dumps(st.to_dict()), px=KEEPALIVE_STATUS_TTL_MS)
-        pipe.execute()
+        KeepaliveDocs(self.redis, self.keys).write({iid: st.to_dict() for iid, st in states.items()},
+                                                   KEEPALIVE_STATUS_TTL_MS)
         for iid, sig in signals:
             self.events.emit(sig.kind, instance_id=iid, **sig.fields)
             if sig.kind in ("connection-lost", "connection-restored"):
@@ -397,16 +394,8 @@ def is_watched(rec: InstanceRecord) -> bool:
 
 def read_states(redis: RedisClient, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:
     """Stored keepalive state per instance (one MGET, whatever the pool size)."""
-    if not instance_ids:
-        return {}
-    out: dict[str, KeepaliveState] = {}
-    for iid, value in zip(instance_ids, redis.mget([keys.keepalive(i) for i in instance_ids]), strict=True):
-        state = KeepaliveState()
-        if value is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                state = KeepaliveState.from_dict(json.loads(value))
-        out[iid] = state
-    return out
+    docs = KeepaliveDocs(redis, keys).read(instance_ids)
+    return {iid: KeepaliveState.from_dict(docs.get(iid)) for iid in instance_ids}
 
 
 def _quantile(values: list[float], q: float) -> float | None:

@@ -13,7 +13,7 @@
 
 from vastkeep.state.connection import as_text, connect
 from vastkeep.state.events import EVENT_KINDS, Event, EventLog
-from vastkeep.state.flowmarks import PollMarks, RecordCache
+from vastkeep.state.flowmarks import KeepaliveDocs, PollMarks, RecordCache
 from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_heartbeat
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
@@ -39,7 +39,7 @@ from vastkeep.state.store import (
 )
 
 __all__ = [
-    "PollMarks", "RecordCache",
+    "KeepaliveDocs", "PollMarks", "RecordCache",
     "DEAD_STATUSES", "ENDING_STATUSES", "INSTANCE_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES",
     "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents",
     "COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "EVENT_KINDS", "Event", "EventLog", "EventSink",

@@ -1,12 +1,14 @@
 """Small pieces of state the polling and keepalive flows keep beside the records.
 
 The flows never send Redis commands themselves: the poller's once-only markers and counters, the adopted
-and forgotten sets, and a shard's records read in one MGET (decoding only those whose stored text changed)
-live here, next to the layout they touch.
+and forgotten sets, a shard's records read in one MGET (decoding only those whose stored text changed) and
+the keepalive counters live here, next to the layout they touch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
@@ -14,7 +16,7 @@ import redis
 
 from vastkeep.core.errors import PermanentError
 from vastkeep.state.connection import as_text
-from vastkeep.state.keys import Keys
+from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.store import InstanceRecord, _decode
 
 #: A client made with or without ``decode_responses`` (the library reads both through ``as_text``).
@@ -118,4 +120,31 @@ class RecordCache:
         return {iid: rec for iid, (_, rec) in seen.items()}
 
 
-__all__ = ["PollMarks", "RecordCache", "RedisClient"]
+class KeepaliveDocs:
+    """Each instance's keepalive counters (``keepalive:<id>``, JSON with a TTL): read for many in one MGET,
+    written for many in one pipeline. The keepalive layer owns what the documents mean."""
+
+    def __init__(self, redis_client: RedisClient, keys: Keys) -> None:
+        self.redis = redis_client
+        self.keys = keys
+
+    def read(self, instance_ids: list[str]) -> dict[str, object]:
+        """id → the stored JSON document; ids without one (or with an unreadable one) are left out."""
+        if not instance_ids:
+            return {}
+        out: dict[str, object] = {}
+        for iid, value in zip(instance_ids, self.redis.mget([self.keys.keepalive(i) for i in instance_ids]),
+                              strict=True):
+            if value is not None:
+                with contextlib.suppress(ValueError, TypeError):
+                    out[iid] = json.loads(as_text(value))
+        return out
+
+    def write(self, docs: Mapping[str, Mapping[str, object]], ttl_ms: int = KEEPALIVE_STATUS_TTL_MS) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for iid, doc in docs.items():
+            pipe.set(self.keys.keepalive(iid), json.dumps(doc), px=ttl_ms)
+        pipe.execute()
+
+
+__all__ = ["KeepaliveDocs", "PollMarks", "RecordCache", "RedisClient"]
