@@ -18,11 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import redis
 from celery import Celery
 
-from tests.fixtures.redis_server import RedisServer, redis_server_binary, start_redis_server
-from tests.helpers import free_port
+from tests.fixtures.redis_server import RedisServer, start_redis_server
 from vastkeep.core.settings import load_settings
 from worker.config import CONTROL_QUEUE, SSH_QUEUE, celery_config
 
@@ -50,31 +48,13 @@ def wait_for(fn: Callable[[], T], timeout_s: float, what: str, interval_s: float
 
 
 # --------------------------------------------------------------------------------------------- redis
-def start_aof_redis(port: int | None = None, data_dir: str | None = None,
-                    timeout_s: float = 10.0) -> RedisServer:
+def start_aof_redis(port: int | None = None, data_dir: str | None = None) -> RedisServer:
     """redis-server with AOF on (``appendfsync everysec``), noeviction, on loopback; waits for PING.
 
     Call again with the same ``port`` and ``data_dir`` to restart it with its state (the AOF is replayed).
     """
-    port = port or free_port()
     data_dir = data_dir or tempfile.mkdtemp(prefix="vk-chaos-redis-")
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-         "--dir", data_dir, "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port=port, proc=proc, dir=data_dir)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"redis-server exited ({proc.returncode}) on port {port}"
-        try:
-            if server.client().ping():
-                return server
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            time.sleep(0.02)
-    server.stop()
-    raise RuntimeError(f"redis-server did not start on port {port}")
+    return start_redis_server(port, data_dir, aof=True)
 
 
 # ------------------------------------------------------------------------------------ environment

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.token_cloud",
     "tests.fixtures.sim",
     "tests.fixtures.proxy",
+    "tests.fixtures.hosts",
 ]

@@ -30,7 +30,8 @@ def _healthy(cwd: Path, env: dict[str, str]) -> bool:
 def test_ctrl_c_stops_quickly_without_tracebacks(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "VAST_API_KEY", "ADMIN_API_KEY", "FLOWER_BASIC_AUTH", "VASTKEEP_HOME")}
-    env.update(ADMIN_API_PORT=str(free_port()), FLOWER_PORT=str(free_port()), PYTHONPATH=str(ROOT),
+    env.update(ADMIN_API_PORT=str(free_port()), FLOWER_PORT=str(free_port()), PROXY_PORT=str(free_port()),
+               PYTHONPATH=str(ROOT),
                LOG_LEVEL="INFO")
     out_path = tmp_path / "up.out"
     logs = tmp_path / ".vastkeep" / "logs"

@@ -120,7 +120,7 @@ class PollIntervals(Protocol):
 class Verdict(NamedTuple):
     """What the provider's row means for our record: the status and why (None: nothing to say)."""
 
-    status: str
+    status: InstanceStatus
     reason: str | None
 
 

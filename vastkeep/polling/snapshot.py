@@ -234,7 +234,7 @@ class ProviderSnapshot:
         return found
 
 
-def record_from_row(row: VastInstance, status: str = InstanceStatus.STARTING) -> InstanceRecord:
+def record_from_row(row: VastInstance, status: InstanceStatus = InstanceStatus.STARTING) -> InstanceRecord:
     """A new record for a listed instance: its label, GPU, price and address; status from the first poll."""
     return InstanceRecord(str(row.id), status=status, label=row.label, gpu_name=row.gpu_name,
                           dph_total=row.dph_total, vast_status=row.actual_status, public_ip=row.public_ip,

@@ -40,12 +40,14 @@ from vastkeep.state.flowmarks import RedisClient
 
 
 def build_leases(settings: Settings, redis_client: RedisClient, keys: Keys, clock: Clock = SYSTEM_CLOCK,
-                 store: StateStore | None = None, events: EventSink = NULL_EVENTS,
+                 store: StateStore | None = None, events: EventSink | None = None,
                  check: CheckPort | None = None) -> PoolLeases:
     """Client leases of ``settings.warm_pool_name`` (retry hints: one active poll interval at most);
-    ``check`` queues an instance's health check after a lease (the wiring sends a port validation)."""
+    ``check`` queues an instance's health check after a lease (the wiring sends a port validation);
+    ``events`` None: an admin app without an event stream."""
     return PoolLeases(redis_client, keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock,
-                      store, events, retry_s=max(1, int(settings.poll_active_interval_s)), check=check)
+                      store, events or NULL_EVENTS, retry_s=max(1, int(settings.poll_active_interval_s)),
+                      check=check)
 
 
 def build_reconciler(settings: Settings, store: StateStore, events: EventSink, redis_client: RedisClient,

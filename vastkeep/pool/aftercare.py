@@ -84,6 +84,28 @@ def after_lease(entry: LeaseEntry, status: str | None, port_validation: Mapping[
     return AfterLease.CHECK if status == InstanceStatus.READY else AfterLease.WAIT
 
 
+#: What the status views show for an instance between a lease's end and its passing health check.
+SHOWN_AFTER_LEASE: dict[str, str] = {AfterLease.CHECK: "checking", AfterLease.RETIRE: "check-failed"}
+
+
+def after_lease_views(entries: Mapping[str, str | bytes | LeaseEntry], records: Mapping[str, InstanceRecord],
+                      now: float) -> dict[str, str]:
+    """Instance id → ``checking`` (its health check after a lease has not passed yet) or ``check-failed``
+    (being replaced) for the status views (pure): such an instance is not leasable, so it is never shown
+    or counted as idle and ready."""
+    out: dict[str, str] = {}
+    for iid, raw in entries.items():
+        try:
+            entry: LeaseEntry = raw if isinstance(raw, dict) else json.loads(as_text(raw))
+        except ValueError:
+            continue
+        rec = records.get(iid)
+        need = after_lease(entry, rec.status if rec else None, rec.port_validation if rec else None, now)
+        if need in SHOWN_AFTER_LEASE:
+            out[iid] = SHOWN_AFTER_LEASE[need]
+    return out
+
+
 def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, object]:
     """One pass over the pool's leases (``script``: ``lease_settle.lua``, ``clear``: ``lease_clear.lua``);
     counts for the round's result."""

@@ -12,6 +12,7 @@ from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
 from vastkeep.core.settings import Settings
 from vastkeep.pool import safety
+from vastkeep.pool.aftercare import after_lease_views
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
 from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
@@ -25,7 +26,7 @@ from vastkeep.pool.plan import (
     slot_of,
     spend_rate,
 )
-from vastkeep.state import NULL_EVENTS, EventSink, StateStore
+from vastkeep.state import NULL_EVENTS, EventSink, InstanceRecord, StateStore, as_text
 
 MAX_REASON_CHARS = 300
 
@@ -78,7 +79,7 @@ def set_safe_mode(store: StateStore, book: PoolBook, events: EventSink | None, e
     return safe_mode_view(store, book)
 
 
-def pool_figures(settings: Settings, book: PoolBook, records: Sequence[RecordLike], safe_mode: bool,
+def pool_figures(settings: Settings, book: PoolBook, records: Sequence[InstanceRecord], safe_mode: bool,
                  leases: PoolLeases | None = None, now: float | None = None,
                  desired: int = 0) -> dict[str, object]:
     """Pool-level status figures: rents in flight, spend rate and cap, the safe-mode cause, the slots."""
@@ -96,6 +97,7 @@ def pool_figures(settings: Settings, book: PoolBook, records: Sequence[RecordLik
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,
         "lastRound": last_round_view(book.last_round()),
         "leases": _lease_views(leases, now),
+        "afterLease": _after_lease(leases, mine, now),
     }
 
 
@@ -133,6 +135,15 @@ def slot_views(records: Sequence[RecordLike], pending: Sequence[PendingRent], de
             view["duplicates"] = [r.instance_id for r in held[1:]]
         out.append(view)
     return out
+
+
+def _after_lease(leases: PoolLeases | None, records: Sequence[InstanceRecord],
+                 now: float | None) -> dict[str, str]:
+    """Instances whose lease ended and whose health check has not passed (``checking``/``check-failed``)."""
+    if leases is None or now is None:
+        return {}
+    entries = {as_text(i): v for i, v in leases.redis.hgetall(leases.keys.pool_leases(leases.pool)).items()}
+    return after_lease_views(entries, {r.instance_id: r for r in records}, now)
 
 
 def _lease_views(leases: PoolLeases | None, now: float | None) -> list[dict[str, object]]:

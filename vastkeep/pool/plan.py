@@ -71,7 +71,7 @@ class RecordLike(Protocol):
     """What the plan reads from an instance record (``vastkeep.state.InstanceRecord`` fits)."""
 
     instance_id: str
-    status: str
+    status: InstanceStatus
     label: str | None
     created_at: float | None
     updated_at: float | None

@@ -10,17 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias
-
-import redis
 
 from vastkeep.core.errors import PermanentError
-from vastkeep.state.connection import as_text
+from vastkeep.state.connection import RedisClient, as_text
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.store import InstanceRecord, _decode
-
-#: A client made with or without ``decode_responses`` (the library reads both through ``as_text``).
-RedisClient: TypeAlias = "redis.Redis[bytes] | redis.Redis[str]"  # a string: not generic at runtime
 
 
 class PollMarks:
