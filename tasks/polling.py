@@ -120,7 +120,7 @@ def confirm_absence(self: VastkeepTask, instance_id: str | int) -> dict[str, obj
             return {"instance_id": iid, "error": "no Vast.ai client (VAST_API_KEY unset)"}
         try:
             schedule = PollSchedule(res.redis, res.keys, res.clock)
-            return polling_confirm(res.redis, res.keys, vast, schedule, iid)
+            return dict(polling_confirm(res.redis, res.keys, vast, schedule, iid))
         finally:
             vast.close()
 

@@ -180,8 +180,8 @@ def renew_lease(self: VastkeepTask, lease_id: str, duration_s: int = 600,
         try:
             answer = _leases().renew(lease_id, duration_s, rotate=rotate, request_id=rid)
             res = wiring.resources()
-            endpoints.follow_lease(res.redis, res.keys, res.settings.warm_pool_name, answer["instanceId"],
-                                   answer["fence"])
+            endpoints.follow_lease(res.redis, res.keys, res.settings.warm_pool_name,
+                                   *endpoints.grant_of(answer))
             return PrivateResult({"ok": True, **answer})
         except PermanentError as exc:
             return _refused(exc)
@@ -201,8 +201,7 @@ def release_lease(self: VastkeepTask, lease_id: str, request_id: str | None = No
         try:
             answer = _leases().release(lease_id, request_id=rid)
             res = wiring.resources()
-            endpoints.drop(res.redis, res.keys, res.settings.warm_pool_name, answer["instanceId"],
-                           answer["fence"])
+            endpoints.drop(res.redis, res.keys, res.settings.warm_pool_name, *endpoints.grant_of(answer))
             return {"ok": True, **answer}
         except PermanentError as exc:
             return _refused(exc)

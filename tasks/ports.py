@@ -74,7 +74,7 @@ def validate_pool(self: VastkeepTask) -> dict[str, object]:
     arrives, so a sweep stopped by its deadline or by the soft time limit keeps what it learned (the
     result then says ``interrupted: true`` with the counts so far; the lease is released either way).
     """
-    progress: dict[str, object] = {}
+    progress = port_flow.SweepProgress()
 
     def go() -> dict[str, object]:
         res = wiring.resources()

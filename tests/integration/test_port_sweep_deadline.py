@@ -11,6 +11,7 @@ from vastkeep.ports.probe import ProbeConfig
 from vastkeep.ports.validator import PortValidator
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import LeaseManager
+from vastkeep.state.protocols import NULL_EVENTS
 from vastkeep.state.store import InstanceRecord
 
 
@@ -23,16 +24,16 @@ def test_sweep_stops_at_its_probe_deadline_and_keeps_the_verdicts_it_had(store, 
     validator = PortValidator(ProbeConfig(tcp_timeout_s=2.0, http_timeout_s=60.0, allow_loopback=True),
                               concurrency=20)
     leases = LeaseManager(store.redis, Keys(), SystemClock())
-    progress: dict = {}
+    progress = port_flow.SweepProgress()
     started = time.monotonic()
-    result = port_flow.validate_pool(store, None, validator, leases=leases, probe_deadline_s=1.5,
+    result = port_flow.validate_pool(store, NULL_EVENTS, validator, leases=leases, probe_deadline_s=1.5,
                                      progress=progress)
     took = time.monotonic() - started
     assert took < 10, took  # the deadline, not the 60 s HTTP timeout
     assert result["interrupted"] is True and result["reason"] == "probe deadline", result
     assert result["checked"] == result["passed"] == 2 and result["unfinished"] == 2, result
     assert result["unfinished_ids"] == ["802", "803"]
-    assert progress["checked"] == 2
+    assert progress.checked == 2
     assert store.get_instance("800").status == "ready" and store.get_instance("802").port_validation is None
     assert store.redis.exists(Keys().lease("ports-sweep")) == 0
 
@@ -45,5 +46,5 @@ def test_sweep_stops_at_its_probe_deadline_and_keeps_the_verdicts_it_had(store, 
         return real({}, known_good, **kw)
 
     validator.validate_many = spy  # type: ignore[method-assign]
-    port_flow.validate_pool(store, None, validator, leases=leases, probe_deadline_s=1.5)
+    port_flow.validate_pool(store, NULL_EVENTS, validator, leases=leases, probe_deadline_s=1.5)
     assert order[:2] == ["802", "803"], order

@@ -53,7 +53,7 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, obj
                  if ctx.redis is not None else {})
         book = PoolBook(ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name)
         now = ctx.clock.now()
-        leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)
+        leases = build_leases(ctx.settings, ctx.need_redis(), ctx.keys, ctx.clock)
         figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now, pool.desired_size)
         return warm_pool_status(pool, records, now, polls, figures)
 

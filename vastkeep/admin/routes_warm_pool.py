@@ -154,16 +154,8 @@ def _leases(ctx: AdminContext) -> PoolLeases:
         if dispatch is not None:
             dispatch(CHECK_TASK, {"instance_id": instance_id})
 
-    return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events,
+    return build_leases(ctx.settings, ctx.need_redis(), ctx.keys, ctx.clock, store, ctx.events,
                         check=check if dispatch is not None else None)
-
-
-def _grant_of(answer: dict[str, object]) -> tuple[str, int]:
-    """The (instance id, fence) a lease answer names: what its endpoint token is keyed to."""
-    fence = answer["fence"]
-    if not isinstance(fence, int):
-        raise TypeError("a lease answer's fence is not an integer")
-    return str(answer["instanceId"]), fence
 
 
 def _request_id(given: str | None) -> str:
@@ -224,7 +216,7 @@ async def renew_lease(lease_id: str, body: object = Body(None), ctx: AdminContex
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBroken as exc:
         raise HTTPException(status_code=409, detail=exc.message) from None
-    instance_id, fence = _grant_of(answer)
+    instance_id, fence = endpoints.grant_of(answer)
     await run_in_threadpool(endpoints.follow_lease, ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
                             instance_id, fence)
     return answer
@@ -237,7 +229,7 @@ async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context),
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
     answer: dict[str, object] = await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
-    instance_id, fence = _grant_of(answer)
+    instance_id, fence = endpoints.grant_of(answer)
     await run_in_threadpool(endpoints.drop, ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
                             instance_id, fence)
     return answer

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vastkeep.core.clock import iso
+from vastkeep.core.settings import Settings
 
 PING_FAILURES = "ping-failures"
 CONNECTION_CLOSED = "connection-closed"
@@ -42,11 +43,11 @@ class KeepalivePolicy:
                              "suspect_interval_s >= 0")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> KeepalivePolicy:
+    def from_settings(cls, settings: Settings) -> KeepalivePolicy:
         return cls(interval_s=settings.comfyui_keepalive_interval_ms / 1000,
                    timeout_s=settings.comfyui_keepalive_timeout_ms / 1000,
                    max_failures=settings.comfyui_keepalive_max_failures,
-                   suspect_interval_s=getattr(settings, "comfyui_keepalive_suspect_interval_ms", 0) / 1000)
+                   suspect_interval_s=settings.comfyui_keepalive_suspect_interval_ms / 1000)
 
     def detection_bound_s(self) -> float:
         """The longest a black hole (no answer at all) can go unnoticed after the last good ping."""
@@ -70,15 +71,15 @@ class KeepaliveState:
     detected_by: str | None = None
     next_ping_at: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> KeepaliveState:
+    def from_dict(cls, data: object) -> KeepaliveState:
         """Tolerant: unknown keys ignored, wrong kinds take defaults (bad data never crashes a shard)."""
         if not isinstance(data, dict):
             return cls()
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {}  # values checked against each field's kind just below
         for name, f in cls.__dataclass_fields__.items():
             value = data.get(name)
             if value is None:
@@ -99,7 +100,7 @@ class Signal:
     """Something the runner must report: an event kind and its fields."""
 
     kind: str  # "ping-failure" | "connection-lost" | "connection-restored"
-    fields: dict[str, Any]
+    fields: dict[str, object]
 
 
 def after_ping(state: KeepaliveState, ok: bool, error: str | None, now: float,
@@ -159,7 +160,7 @@ def shard_of(instance_id: str | int, shards: int) -> int:
     return zlib.crc32(str(instance_id).encode()) % shards
 
 
-def status_view(state: KeepaliveState, *, running: bool) -> dict[str, Any]:
+def status_view(state: KeepaliveState, *, running: bool) -> dict[str, object]:
     """The guide's ``getStatus()`` shape for one instance, plus ``lost`` and ``detectedBy``."""
     rate = round(100.0 * state.total_successes / state.total_pings, 1) if state.total_pings else None
     return {
@@ -176,7 +177,7 @@ def status_view(state: KeepaliveState, *, running: bool) -> dict[str, Any]:
     }
 
 
-def pool_view(states: dict[str, tuple[KeepaliveState, bool]]) -> dict[str, Any]:
+def pool_view(states: dict[str, tuple[KeepaliveState, bool]]) -> dict[str, object]:
     """The pool-wide keepalive status: per instance, and the totals an operator alerts on."""
     instances = {iid: status_view(st, running=running) for iid, (st, running) in sorted(states.items())}
     pings = sum(st.total_pings for st, _ in states.values())

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ParamSpec
 
 import aiohttp
 from yarl import URL
@@ -43,10 +42,12 @@ from vastkeep.keepalive.decide import (
     shard_of,
 )
 from vastkeep.keepalive.probe import MAX_BODY_BYTES, ping_stats
+from vastkeep.state.flowmarks import KeepaliveDocs, RecordCache, RedisClient
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
 from vastkeep.state.leases import Lease, LeaseManager, new_owner
-from vastkeep.state.protocols import EventSink, Store
+from vastkeep.state.protocols import NULL_EVENTS, EventSink, Store
+from vastkeep.state.status import InstanceStatus
 from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
 
 log = logging.getLogger("vastkeep.keepalive")
@@ -85,8 +86,8 @@ class RunnerConfig:
 @dataclass
 class _Watch:
     url: str
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    stats_url: URL | None = None  # parsed once: the steady path does not re-parse a URL per ping
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stats_url: URL = field(init=False)  # parsed once: the steady path does not re-parse a URL per ping
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # a ping succeeded since it was cleared
 
     def __post_init__(self) -> None:
@@ -100,9 +101,10 @@ _ANNOUNCED: set[int] = set()
 class ShardRunner:
     """Pings one shard of the ready instances for a bounded run; see the module docstring."""
 
-    def __init__(self, *, redis: Any, keys: Keys, store: Store, events: EventSink | None, shard: int,
+    def __init__(self, *, redis: RedisClient, keys: Keys, store: Store, events: EventSink = NULL_EVENTS,
+                 shard: int,
                  policy: KeepalivePolicy, config: RunnerConfig | None = None, clock: Clock = SYSTEM_CLOCK,
-                 on_lost: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_lost: Callable[[str, dict[str, object]], None] | None = None,
                  rng: random.Random | None = None, should_stop: Callable[[], bool] | None = None) -> None:
         self.redis, self.keys, self.store, self.events = redis, keys, store, events
         self.shard, self.policy, self.clock = int(shard), policy, clock
@@ -123,7 +125,7 @@ class ShardRunner:
         self._session: aiohttp.ClientSession | None = None
         self._handshakes: asyncio.Semaphore | None = None
         self._shard_cache: dict[str, int] = {}
-        self._record_cache: dict[str, tuple[Any, str | None]] = {}  # id → (raw record, URL if ready)
+        self._records = RecordCache(redis, keys)
         self._stop_requested = False
         self._lease: Lease | None = None  # the grant every write is made under (None: not holding)
         self._lease_lost = False
@@ -131,7 +133,7 @@ class ShardRunner:
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
     # ── the run ─────────────────────────────────────────────────────────────
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> dict[str, object]:
         """Hold the shard for ``run_s``; ``result``: done (hand over), busy (held elsewhere) or lost."""
         lease = await self._acquire()
         if lease is None:
@@ -221,32 +223,16 @@ class ShardRunner:
         """This shard's ready instances and their URLs: one SMEMBERS, one MGET of this shard's records, and
         only records that changed since the last refresh are decoded (decoding the whole pool in every
         runner every few seconds grows with pool × runners and was a tenth of a runner's CPU)."""
-        shards, shard_cache, cache = self.config.shards, self._shard_cache, self._record_cache
-        mine = []
+        shards, shard_cache = self.config.shards, self._shard_cache
+        mine: list[str] = []
         for iid in self.store.instance_ids():
             n = shard_cache.get(iid)
             if n is None:
                 n = shard_cache[iid] = shard_of(iid, shards)
             if n == self.shard:
                 mine.append(iid)
-        raws = self.redis.mget([self.keys.instance(i) for i in mine]) if mine else []
-        want: dict[str, str] = {}
-        seen: dict[str, tuple[Any, str | None]] = {}
-        for iid, raw in zip(mine, raws, strict=True):
-            if raw is None:
-                continue
-            hit = cache.get(iid)
-            if hit is None or hit[0] != raw:
-                try:
-                    rec = InstanceRecord.from_dict(json.loads(raw))
-                except (ValueError, TypeError, AttributeError):
-                    continue  # unreadable: the store logs it where it is read for status
-                hit = (raw, str(rec.connection_url) if is_watched(rec) else None)
-            seen[iid] = hit
-            if hit[1]:
-                want[iid] = hit[1]
-        self._record_cache = seen
-        return want
+        return {iid: str(rec.connection_url) for iid, rec in self._records.read(mine).items()
+                if is_watched(rec)}
 
     async def _unwatch(self, iid: str) -> None:
         watch = self.watches.pop(iid, None)
@@ -376,13 +362,10 @@ class ShardRunner:
                             self.shard, len(states), len(signals))
             self._lease_lost = True
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for iid, st in states.items():
-            pipe.set(self.keys.keepalive(iid), json.dumps(st.to_dict()), px=KEEPALIVE_STATUS_TTL_MS)
-        pipe.execute()
+        KeepaliveDocs(self.redis, self.keys).write({iid: st.to_dict() for iid, st in states.items()},
+                                                   KEEPALIVE_STATUS_TTL_MS)
         for iid, sig in signals:
-            if self.events is not None:
-                self.events.emit(sig.kind, instance_id=iid, **sig.fields)
+            self.events.emit(sig.kind, instance_id=iid, **sig.fields)
             if sig.kind in ("connection-lost", "connection-restored"):
                 self._mark_record(iid, sig)
             if sig.kind == "connection-lost" and self.on_lost is not None:
@@ -397,7 +380,7 @@ class ShardRunner:
         now = self.clock.now()
         lost = sig.kind == "connection-lost"
 
-        def change(rec: Any) -> Any:
+        def change(rec: InstanceRecord) -> InstanceRecord:
             if lost and "keepalive_lost_since" not in rec.extra:
                 rec.extra["keepalive_lost_since"] = now
                 rec.extra["keepalive_last_loss_at"] = now
@@ -405,10 +388,10 @@ class ShardRunner:
             elif not lost:
                 rec.extra.pop("keepalive_lost_since", None)
                 rec.extra.pop("keepalive_detected_by", None)
-            if lost and rec.status == "ready":
+            if lost and rec.status == InstanceStatus.READY:
                 rec.status, rec.status_reason = COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON
             elif not lost and rec.status == COMFYUI_LOST_STATUS and rec.status_reason == COMFYUI_LOST_REASON:
-                rec.status, rec.status_reason = "ready", None
+                rec.status, rec.status_reason = InstanceStatus.READY, None
             return rec
 
         try:
@@ -422,21 +405,13 @@ def is_watched(rec: InstanceRecord) -> bool:
     if not rec.connection_url:
         return False
     lost = comfyui_lost_since(rec) is not None
-    return rec.status == "ready" or (rec.status == COMFYUI_LOST_STATUS and lost)
+    return rec.status == InstanceStatus.READY or (rec.status == COMFYUI_LOST_STATUS and lost)
 
 
-def read_states(redis: Any, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:
+def read_states(redis: RedisClient, keys: Keys, instance_ids: list[str]) -> dict[str, KeepaliveState]:
     """Stored keepalive state per instance (one MGET, whatever the pool size)."""
-    if not instance_ids:
-        return {}
-    out: dict[str, KeepaliveState] = {}
-    for iid, value in zip(instance_ids, redis.mget([keys.keepalive(i) for i in instance_ids]), strict=True):
-        state = KeepaliveState()
-        if value is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                state = KeepaliveState.from_dict(json.loads(value))
-        out[iid] = state
-    return out
+    docs = KeepaliveDocs(redis, keys).read(instance_ids)
+    return {iid: KeepaliveState.from_dict(docs.get(iid)) for iid in instance_ids}
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -446,6 +421,15 @@ def _quantile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
 
 
-def run_shard(**kwargs: Any) -> dict[str, Any]:
-    """Run one :class:`ShardRunner` to its end in a fresh event loop (what the Celery task calls)."""
-    return asyncio.run(ShardRunner(**kwargs).run())
+P = ParamSpec("P")
+
+
+def _in_own_loop(make: Callable[P, ShardRunner]) -> Callable[P, dict[str, object]]:
+    def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, object]:
+        return asyncio.run(make(*args, **kwargs).run())
+    run.__doc__ = """Run one :class:`ShardRunner` (same arguments) to its end in a fresh event loop (what the
+    Celery task calls)."""
+    return run
+
+
+run_shard = _in_own_loop(ShardRunner)

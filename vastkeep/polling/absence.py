@@ -14,15 +14,13 @@ polls, and never the dispatcher's lease. The answer is dropped when the instance
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import redis
 
 from vastkeep.core.errors import NotFound, RecordMissing, VastkeepError
 from vastkeep.polling.decide import ShowAnswer
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.providers import VastApi
 from vastkeep.state import Keys, as_text
+from vastkeep.state.flowmarks import RedisClient
 
 log = logging.getLogger("vastkeep.polling")
 
@@ -38,7 +36,7 @@ _TTL_MS = {ShowAnswer.ERROR: ERROR_TTL_MS, ShowAnswer.ASKED: ASK_TTL_MS}
 class ShowAnswers:
     """The answers of ``show`` about unlisted instances, one short-lived key each."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, redis_client: RedisClient, keys: Keys) -> None:
         self.redis = redis_client
         self.keys = keys
 
@@ -78,8 +76,8 @@ def ask_show(vast: VastApi, instance_id: str) -> ShowAnswer:
     return ShowAnswer.FOUND
 
 
-def confirm_absence(redis_client: redis.Redis, keys: Keys, vast: VastApi, schedule: PollSchedule,
-                    instance_id: str) -> dict[str, Any]:
+def confirm_absence(redis_client: RedisClient, keys: Keys, vast: VastApi, schedule: PollSchedule,
+                    instance_id: str) -> dict[str, str]:
     """Ask ``show`` about one unlisted instance, store the answer, poll it now; returns a small dict."""
     iid = str(instance_id)
     answers = ShowAnswers(redis_client, keys)

@@ -10,7 +10,7 @@ from vastkeep.core.clock import iso
 from vastkeep.core.errors import NotFound
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot, record_from_row
-from vastkeep.state import InstanceRecord, StateStore
+from vastkeep.state import InstanceRecord, PollMarks, StateStore
 
 
 def adopt(store: StateStore, snapshot: ProviderSnapshot, schedule: PollSchedule,
@@ -24,10 +24,7 @@ def adopt(store: StateStore, snapshot: ProviderSnapshot, schedule: PollSchedule,
     if row is None:
         raise NotFound(f"instance {iid} is not in the provider listing (refreshed at "
                        f"{iso(snapshot.fetched_at()) or 'never'})", instance_id=iid)
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(store.keys.adopted(), iid)
-        pipe.srem(store.keys.forgotten(), iid)
-        pipe.execute()
+    PollMarks(store.redis, store.keys).adopt(iid)
     if not store.create_instance(record_from_row(row)):
         raise ValueError(f"instance {iid} is already ours")
     schedule.poll_now(iid)
@@ -40,10 +37,7 @@ def forget(store: StateStore, schedule: PollSchedule, instance_id: str) -> bool:
     """Release an instance from our care: its record goes, discovery leaves it alone; nothing is done to
     the instance itself. False when there was no record."""
     iid = str(instance_id)
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(store.keys.forgotten(), iid)
-        pipe.srem(store.keys.adopted(), iid)
-        pipe.execute()
+    PollMarks(store.redis, store.keys).forget(iid)
     existed = store.delete_instance(iid)
     schedule.remove(iid)
     return existed

@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import random
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple, Protocol
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_delay
-from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, comfyui_lost_since
+from vastkeep.providers.vast_models import VastInstance
+from vastkeep.state.status import DEAD_STATUSES, ENDING_STATUSES, PROVISIONING_STATUSES, InstanceStatus
+from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
 
 #: Statuses polled at the active interval (and the lease makes any status active).
-ACTIVE_STATUSES = frozenset({"starting", "loading"})
+ACTIVE_STATUSES = PROVISIONING_STATUSES
 #: Once there, the provider's word never turns the record back into a live one (an operator must act).
-TERMINAL = frozenset({"failed", "gone"})
+TERMINAL = DEAD_STATUSES
 #: Records another flow owns the end of (the destroy flow): polling leaves their status alone.
-HANDS_OFF = frozenset({"destroying", "destroyed"})
+HANDS_OFF = ENDING_STATUSES - DEAD_STATUSES
 #: Statuses that must never be handed out, probed into "ready" or swept as if alive.
-NOT_LIVE = TERMINAL | HANDS_OFF
+NOT_LIVE = ENDING_STATUSES
 
 GONE_REASON = "gone at provider: no_such_instance"
+S = InstanceStatus
 _STARTING_PROVIDER = frozenset({None, "created"})
 _MAX_MSG = 160
 
@@ -103,30 +106,40 @@ def refresh_retry_s(failures: int, max_age_s: float, rng: random.Random) -> floa
     return age + backoff_delay(max(0, int(failures) - 1), policy, rng)
 
 
+class PollIntervals(Protocol):
+    """The intervals (seconds) :func:`next_poll_interval` reads: ``Settings`` and ``PollPolicy`` fit."""
+
+    @property
+    def poll_active_interval_s(self) -> float: ...
+    @property
+    def poll_idle_interval_s(self) -> float: ...
+    @property
+    def poll_interval_s(self) -> float: ...
+
+
 class Verdict(NamedTuple):
     """What the provider's row means for our record: the status and why (None: nothing to say)."""
 
-    status: str
+    status: InstanceStatus
     reason: str | None
 
 
-def is_leased(record: Any, now: float) -> bool:
+def is_leased(record: InstanceRecord, now: float) -> bool:
     """Leased while ``leased_until`` lies in the future (the guide's ``isLeased``)."""
-    until = getattr(record, "leased_until", None)
-    return until is not None and now < until
+    return record.leased_until is not None and now < record.leased_until
 
 
-def next_poll_interval(record: Any, now: float, settings: Any) -> float:
+def next_poll_interval(record: InstanceRecord | None, now: float, settings: PollIntervals) -> float:
     """Seconds until this record's next poll (the guide's table, per instance).
 
-    ``settings`` needs ``poll_active_interval_s``, ``poll_idle_interval_s`` and ``poll_interval_s``
-    (``vastkeep.core.settings.Settings`` has them). ``record`` None (no instance) → the default interval.
+    ``settings``: ``Settings`` or the polling flow's ``PollPolicy``. ``record`` None (no instance) → the
+    default interval.
     """
     if record is None:
         return float(settings.poll_interval_s)
     if record.status in ACTIVE_STATUSES or (is_leased(record, now) and record.status not in NOT_LIVE):
         return float(settings.poll_active_interval_s)
-    if record.status == "ready":
+    if record.status == InstanceStatus.READY:
         return float(settings.poll_idle_interval_s)
     return float(settings.poll_interval_s)
 
@@ -136,13 +149,13 @@ def is_ours(label: str | None, prefix: str) -> bool:
     return isinstance(label, str) and label.startswith(f"{prefix}:")
 
 
-def port_validated(record: Any) -> bool:
+def port_validated(record: InstanceRecord) -> bool:
     """Layer 3 found a working ComfyUI port for the record's current address."""
-    pv = getattr(record, "port_validation", None) or {}
-    return bool(pv.get("success")) and bool(getattr(record, "connection_url", None))
+    pv = record.port_validation or {}
+    return bool(pv.get("success")) and bool(record.connection_url)
 
 
-def fatal_reason(row: Any) -> str | None:
+def fatal_reason(row: VastInstance) -> str | None:
     """Why the provider's row says the instance will not come back by waiting (None: it may)."""
     msg = (row.status_msg or "").strip()
     if "Error" in msg or "OCI" in msg:
@@ -161,7 +174,8 @@ def fatal_reason(row: Any) -> str | None:
     return None
 
 
-def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: float) -> Verdict:
+def provider_verdict(row: VastInstance | None, record: InstanceRecord, *, absence_confirmed: bool,
+                     now: float) -> Verdict:
     """The status the provider's word gives ``record`` (a ``VastInstance`` row, None when unlisted).
 
     * unlisted: ``gone`` once its absence is confirmed (``absence_confirmed``: :func:`absence_verdict`
@@ -180,22 +194,22 @@ def provider_verdict(row: Any, record: Any, *, absence_confirmed: bool, now: flo
     if status in NOT_LIVE:
         return Verdict(status, record.status_reason)
     if row is None:
-        return Verdict("gone", GONE_REASON) if absence_confirmed else Verdict(status, record.status_reason)
+        return Verdict(S.GONE, GONE_REASON) if absence_confirmed else Verdict(status, record.status_reason)
     fatal = fatal_reason(row)
     if fatal is not None:
-        return Verdict("failed", fatal)
+        return Verdict(S.FAILED, fatal)
     actual = row.actual_status
     if actual in _STARTING_PROVIDER:
-        return Verdict("starting", None)
+        return Verdict(S.STARTING, None)
     if actual == "loading":
-        return Verdict("loading", None)
+        return Verdict(S.LOADING, None)
     if actual == "running":
         if comfyui_lost_since(record) is not None:  # Layer 4's word: running, but ComfyUI does not answer
             return Verdict(COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON)
-        if port_validated(record) and status != "unhealthy":  # back from unhealthy: prove the port again
-            return Verdict("ready", None)
-        return Verdict("loading", "running at provider; port validation pending")
-    return Verdict("unhealthy", f"provider status {str(actual)[:40]}")
+        if port_validated(record) and status != S.UNHEALTHY:  # back from unhealthy: prove the port again
+            return Verdict(S.READY, None)
+        return Verdict(S.LOADING, "running at provider; port validation pending")
+    return Verdict(S.UNHEALTHY, f"provider status {str(actual)[:40]}")
 
 
 #: A keepalive loss whose grace ends later than this is left to the reconcile beat (no long countdowns).
@@ -205,7 +219,7 @@ MAX_WAKE_DELAY_S = 600.0
 LOSS_WAKE_WINDOW_S = 60.0
 
 
-def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tuple[float, ...]:
+def pool_wake_at(record: InstanceRecord, now: float, grace_s: float, label_head: str) -> tuple[float, ...]:
     """When the warm pool's reconciler must run for this record (epoch s, earliest first); empty: no need.
 
     Only instances of the warm pool (label ``<prefix>:<WARM_POOL_NAME>:``, ``label_head``) wake it.
@@ -216,7 +230,7 @@ def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tu
     (``WARM_POOL_UNHEALTHY_GRACE_MS``: the sick one is destroyed), unless that is more than
     :data:`MAX_WAKE_DELAY_S` away.
     """
-    label = getattr(record, "label", None)
+    label = record.label
     if not isinstance(label, str) or not label.startswith(label_head) or record.status in HANDS_OFF:
         return ()
     if record.status in TERMINAL:
@@ -224,7 +238,7 @@ def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tu
     lost = comfyui_lost_since(record)
     if lost is None:
         return ()
-    wakes = []
+    wakes: list[float] = []
     if abs(now - lost) < LOSS_WAKE_WINDOW_S:  # abs: another host's clock may run a little ahead
         wakes.append(lost)
     due = max(now, lost + grace_s)
@@ -233,21 +247,21 @@ def pool_wake_at(record: Any, now: float, grace_s: float, label_head: str) -> tu
     return tuple(sorted(wakes))
 
 
-def needs_port_validation(row: Any, record: Any) -> bool:
+def needs_port_validation(row: VastInstance | None, record: InstanceRecord) -> bool:
     """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
     return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
-            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == "ready")
+            and record.status not in NOT_LIVE and not (port_validated(record) and record.status == S.READY)
             and comfyui_lost_since(record) is None)  # Layer 4 watches a lost one until it answers again
 
 
-def address_of(row: Any) -> dict[str, Any]:
+def address_of(row: VastInstance) -> dict[str, object]:
     """The address fields the provider reports now; empty ones are left out (a loading row has none)."""
-    fresh: dict[str, Any] = {"public_ip": row.public_ip, "ports": dict(row.ports) if row.ports else None,
+    fresh: dict[str, object] = {"public_ip": row.public_ip, "ports": dict(row.ports) if row.ports else None,
                              "ssh_host": row.ssh_host, "ssh_port": row.ssh_port}
     return {k: v for k, v in fresh.items() if v}
 
 
-def provider_signature(row: Any) -> str:
+def provider_signature(row: VastInstance) -> str:
     """A short fingerprint of what matters in a row (status fields + address): a change → poll now."""
     ports = ",".join(f"{k}={v}" for k, v in sorted((row.ports or {}).items()))
     return "|".join(str(x) for x in (row.actual_status, row.intended_status, row.cur_state, row.next_state,
@@ -256,7 +270,8 @@ def provider_signature(row: Any) -> str:
 
 __all__ = [
     "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF",
-    "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE", "REFRESH_RETRY_CAP_S", "TERMINAL", "Absence",
+    "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE", "PollIntervals", "REFRESH_RETRY_CAP_S",
+    "TERMINAL", "Absence",
     "ShowAnswer", "Verdict", "absence_verdict", "address_of", "fatal_reason", "is_leased", "is_ours",
     "needs_port_validation", "next_poll_interval", "pool_wake_at", "port_validated", "provider_signature",
     "provider_verdict", "refresh_retry_s",

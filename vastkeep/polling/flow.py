@@ -14,14 +14,13 @@ itself at every turn (at most :data:`MAX_WAIT_S` plus one batch of Redis work ap
 from __future__ import annotations
 
 import logging
-import statistics
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import LeaseLost, NotFound
+from vastkeep.core.settings import Settings
 from vastkeep.polling.absence import CONFIRM_TASK, ShowAnswers, confirm_absence
 from vastkeep.polling.decide import (
     ACTIVE_STATUSES,
@@ -36,10 +35,22 @@ from vastkeep.polling.decide import (
     pool_wake_at,
     provider_verdict,
 )
+from vastkeep.polling.lateness import LATENESS_BOUNDS_S, lateness_buckets, lateness_summary
 from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot
-from vastkeep.providers import VastApi
-from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, StateStore, new_owner
+from vastkeep.providers import VastApi, VastInstance
+from vastkeep.state import (
+    DEAD_STATUSES,
+    NULL_EVENTS,
+    EventSink,
+    InstanceRecord,
+    InstanceStatus,
+    Lease,
+    LeaseManager,
+    PollMarks,
+    StateStore,
+    new_owner,
+)
 from vastkeep.state import write_heartbeat as _beat
 
 log = logging.getLogger("vastkeep.polling")
@@ -61,8 +72,11 @@ WAKE_MARK_MS = 60_000
 REFRESH_QUEUED_TTL_MS = 30_000
 REFRESH_RECHECK_S = 0.25
 
-Send = Callable[[str, dict[str, Any]], Any]
-Notify = Callable[[str, dict[str, Any]], None]
+#: queue a task by name with its keyword arguments (what it answers is not used)
+Send = Callable[[str, dict[str, object]], object]
+Notify = Callable[[str, dict[str, object]], None]
+#: a batch's counts, a dispatcher run's totals and a refresh's answer (JSON for the task result)
+Counts = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,7 @@ class PollPolicy:
     pool_name: str = "default"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PollPolicy:
+    def from_settings(cls, settings: Settings) -> PollPolicy:
         return cls(settings.poll_active_interval_s, settings.poll_idle_interval_s, settings.poll_interval_s,
                    settings.warm_pool_label_prefix, settings.warm_pool_unhealthy_grace_s,
                    settings.warm_pool_name)
@@ -88,13 +102,14 @@ class PollPolicy:
 class Poller:
     """Polls instances from the shared snapshot; see the module docstring."""
 
-    def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink | None = None,
+    def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink = NULL_EVENTS,
                  clock: Clock = SYSTEM_CLOCK, send: Send | None = None, notify: Notify | None = None,
                  vast: VastApi | None = None, schedule: PollSchedule | None = None,
                  snapshot: ProviderSnapshot | None = None) -> None:
         self.store = store
-        self.redis = store.redis
+        self.redis = store.redis  # for the polling parts and the heartbeat; no command goes through it here
         self.keys = store.keys
+        self.marks = PollMarks(self.redis, self.keys)
         self.policy = policy
         self.events = events
         self.clock = clock
@@ -111,7 +126,7 @@ class Poller:
             active_max_age_s=min(5.0, policy.poll_active_interval_s))
 
     # ── one batch ────────────────────────────────────────────────────────────
-    def poll_batch(self, claimed: list[Claim], *, lease: Lease | None = None) -> dict[str, Any]:
+    def poll_batch(self, claimed: list[Claim], *, lease: Lease | None = None) -> dict[str, int]:
         """Poll the claimed instances and reschedule them; returns counts."""
         ids = [c.instance_id for c in claimed]
         self.lateness_s.extend(c.lateness_s for c in claimed)
@@ -122,7 +137,9 @@ class Poller:
         fetched_at = self.snapshot.fetched_at()
         asked = 0
         done: list[tuple[str, str, float]] = []
-        dropped, active, idle = [], [], []
+        dropped: list[str] = []
+        active: list[str] = []
+        idle: list[str] = []
         changed = 0
         for iid, token, _, _ in claimed:
             rec = records.get(iid)
@@ -152,19 +169,8 @@ class Poller:
         stale = self.schedule.finish(done)
         for iid in dropped:
             self.schedule.remove(iid)
-        with self.redis.pipeline(transaction=False) as pipe:
-            if active:
-                pipe.sadd(self.keys.poll_active(), *active)
-            if idle:
-                pipe.srem(self.keys.poll_active(), *idle)
-            pipe.hincrby(self.keys.poll_stats(), "polls", len(done))
-            for bucket, n in lateness_buckets(c.lateness_s for c in claimed).items():
-                pipe.hincrby(self.keys.poll_stats(), bucket, n)
-            for iid, _, _ in done:
-                pipe.hincrby(self.keys.poll_counts(), iid, 1)
-            if stale:
-                pipe.hincrby(self.keys.poll_stats(), "stale_finishes", stale)
-            pipe.execute()
+        self.marks.record_batch(active=active, idle=idle, polled=[iid for iid, _, _ in done],
+                                lateness=lateness_buckets(c.lateness_s for c in claimed), stale=stale)
         return {"polled": len(done), "changed": changed, "dropped": len(dropped), "stale": stale,
                 "asked": asked}
 
@@ -193,11 +199,11 @@ class Poller:
         if self.send is None:
             return
         ttl_ms = max(1, int(self.policy.poll_active_interval_s * 1000))
-        if self.redis.set(self.keys.poll_l3(iid), "1", nx=True, px=ttl_ms):
+        if self.marks.validate_once(iid, ttl_ms):
             try:
                 self.send(VALIDATE_TASK, {"instance_id": iid})
             except Exception as exc:  # noqa: BLE001 - the next poll queues it again
-                self.redis.delete(self.keys.poll_l3(iid))
+                self.marks.drop_validate(iid)
                 log.warning("⚠️  could not queue %s for %s: %s", VALIDATE_TASK, iid, type(exc).__name__)
 
     def _wake_pool(self, rec: InstanceRecord, now: float) -> None:
@@ -208,17 +214,16 @@ class Poller:
         if self.send is None:
             return
         for due in pool_wake_at(rec, now, self.policy.pool_grace_s, head):
-            key = self.keys.pool_wake(int(due))
-            if not self.redis.set(key, "1", nx=True, px=int(max(0.0, due - now) * 1000) + WAKE_MARK_MS):
+            if not self.marks.wake_once(int(due), int(max(0.0, due - now) * 1000) + WAKE_MARK_MS):
                 continue
             try:
                 self.send(RECONCILE_TASK, {"wake_at": due})
             except Exception as exc:  # noqa: BLE001 - the beat runs the round anyway
-                self.redis.delete(key)
+                self.marks.drop_wake(int(due))
                 log.warning("⚠️  could not wake %s: %s", RECONCILE_TASK, type(exc).__name__)
 
-    def _apply(self, rec: InstanceRecord, row: Any, *, absence_confirmed: bool, seen_at: float | None,
-               lease: Lease | None) -> InstanceRecord | None:
+    def _apply(self, rec: InstanceRecord, row: VastInstance | None, *, absence_confirmed: bool,
+               seen_at: float | None, lease: Lease | None) -> InstanceRecord | None:
         """Write what the provider's word changes (nothing when nothing changes); emit the event once."""
         now = self.clock.now()
         if rec.status in HANDS_OFF:
@@ -244,13 +249,13 @@ class Poller:
             return None
         if outcome is not None:
             old, status, reason = outcome
-            level = logging.WARNING if status in ("failed", "gone", "unhealthy") else logging.INFO
+            level = logging.WARNING if status in _WARN_STATUSES else logging.INFO
             log.log(level, "%sInstance %s: %s -> %s (%s)", "⚠️  " if level == logging.WARNING else "",
                     rec.instance_id, old, status, reason or "provider",
                     extra={"instance_id": rec.instance_id})
-            fields = {"instance_id": rec.instance_id, "old": old, "new": status, "reason": reason}
-            if self.events is not None:
-                self.events.emit("instance-status", **fields)
+            fields: dict[str, object] = {"instance_id": rec.instance_id, "old": old, "new": status,
+                                         "reason": reason}
+            self.events.emit("instance-status", **fields)
             if self.notify is not None:
                 try:
                     self.notify("instance-status", fields)
@@ -260,7 +265,7 @@ class Poller:
 
     # ── the dispatcher ───────────────────────────────────────────────────────
     def run(self, leases: LeaseManager, budget_s: float,
-            should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            should_stop: Callable[[], bool] | None = None) -> Counts:
         """Claim and poll due instances for up to ``budget_s``, under the fenced dispatcher lease.
 
         Returns ``{"skipped": DISPATCH_BUSY}`` when another dispatcher holds it. The loop refreshes the
@@ -275,29 +280,30 @@ class Poller:
         if DISPATCH_LEASE not in _ANNOUNCED:  # the guide's line, once per process (a run lasts 50 s)
             _ANNOUNCED.add(DISPATCH_LEASE)
             log.info("[Polling] Starting adaptive polling loop (dispatcher fence %d)", lease.fence)
-        totals = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
+        counts = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
+        ended: dict[str, bool] = {}
         deadline = self.clock.monotonic() + budget_s
         beat_at = -float("inf")
         try:
             while self.clock.monotonic() < deadline:
                 if should_stop is not None and should_stop():
-                    totals["stopped"] = True
+                    ended["stopped"] = True
                     break
                 if not leases.renew(lease):
-                    totals["lost"] = True
+                    ended["lost"] = True
                     break
                 if self.clock.monotonic() - beat_at >= DISPATCH_HEARTBEAT_EVERY_S:
                     beat_at = self.clock.monotonic()
                     _beat(self.redis, self.keys, self.clock, DISPATCH_LEASE, kind="poll-dispatcher",
                           fence=lease.fence, ttl_ms=DISPATCH_HEARTBEAT_TTL_MS)
                 refreshed = self.refresh()
-                totals["refreshes"] += int(bool(refreshed.get("refreshed") or refreshed.get("queued")))
+                counts["refreshes"] += int(bool(refreshed.get("refreshed") or refreshed.get("queued")))
                 claimed = self.schedule.claim_due(BATCH)
                 if claimed:
                     result = self.poll_batch(claimed, lease=lease)
-                    totals["batches"] += 1
+                    counts["batches"] += 1
                     for k in ("polled", "changed", "stale"):
-                        totals[k] += result[k]
+                        counts[k] += result[k]
                     continue
                 now = self.clock.now()
                 next_due = self.schedule.next_due()
@@ -308,13 +314,12 @@ class Poller:
                 remaining = deadline - self.clock.monotonic()
                 self.schedule.wait(min(max(0.0, wake_at - now), remaining, MAX_WAIT_S))
         except LeaseLost:  # StaleFence: a newer dispatcher owns the records now
-            totals["lost"] = True
+            ended["lost"] = True
         finally:
             leases.release(lease)
-        totals |= lateness_summary(list(self.lateness_s))
-        return totals
+        return {**counts, **ended, **lateness_summary(list(self.lateness_s))}
 
-    def refresh(self, *, force: bool = False, inline: bool | None = None) -> dict[str, Any]:
+    def refresh(self, *, force: bool = False, inline: bool | None = None) -> Counts:
         """Refresh the snapshot if due (single-flight); a Redis-level error propagates, a provider one not.
 
         With a ``send`` callable (the dispatcher in a worker) the refresh runs as its own task
@@ -322,19 +327,20 @@ class Poller:
         process, so parsing a 10,000-row listing never delays the polls; ``inline=True`` (the refresh task
         itself, tests) runs it here.
         """
-        run_here = inline if inline is not None else self.send is None
-        if run_here:
+        send = self.send
+        run_here = inline if inline is not None else send is None
+        if run_here or send is None:
             result = self.snapshot.refresh(self.vast, self.store, self.schedule, force=force).to_dict()
             if self.send is not None or inline:
-                self.redis.delete(self.keys.poll_refresh_queued())
+                self.marks.drop_refresh_queued()
             return result
         if not force and not self.snapshot.is_stale():
             return {"skipped": "fresh"}
-        if self.redis.set(self.keys.poll_refresh_queued(), "1", nx=True, px=REFRESH_QUEUED_TTL_MS):
+        if self.marks.refresh_queued_once(REFRESH_QUEUED_TTL_MS):
             try:
-                self.send(REFRESH_TASK, {})  # type: ignore[misc]
+                send(REFRESH_TASK, {})
             except Exception as exc:  # noqa: BLE001 - the next loop queues it again
-                self.redis.delete(self.keys.poll_refresh_queued())
+                self.marks.drop_refresh_queued()
                 log.warning("⚠️  could not queue %s: %s", REFRESH_TASK, type(exc).__name__)
             return {"queued": True}
         return {"skipped": "queued"}
@@ -348,35 +354,14 @@ class Poller:
         return True
 
 
-#: Upper bounds (seconds) of the lateness histogram kept in the ``poll:stats`` hash (``late_le_<bound>``).
-LATENESS_BOUNDS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
+#: A status change into one of these is logged as a warning.
+_WARN_STATUSES = DEAD_STATUSES | {InstanceStatus.UNHEALTHY}
 
 #: what this process has announced with the guide's start line (the dispatcher, once)
 _ANNOUNCED: set[str] = set()
 
 
-def lateness_buckets(samples: Iterable[float]) -> dict[str, int]:
-    """Histogram counts (``late_le_<bound>`` or ``late_gt_30.0``) of some lateness samples."""
-    out: dict[str, int] = {}
-    for value in samples:
-        over = f"late_gt_{LATENESS_BOUNDS_S[-1]}"
-        name = next((f"late_le_{b}" for b in LATENESS_BOUNDS_S if value <= b), over)
-        out[name] = out.get(name, 0) + 1
-    return out
-
-
-def lateness_summary(samples: list[float]) -> dict[str, float]:
-    """p50 / p99 / max lateness (seconds) of claimed polls against their due time."""
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {"lateness_p50_s": round(statistics.median(ordered), 4), "lateness_p99_s": round(p99, 4),
-            "lateness_max_s": round(ordered[-1], 4)}
-
-
-def _change(cur: InstanceRecord, row: Any, absence_confirmed: bool, seen_at: float | None,
+def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bool, seen_at: float | None,
             now: float) -> tuple[str, str, str | None] | None:
     """Apply the provider's row to ``cur`` in place; returns (old, new, reason) when the status changes."""
     if row is not None:
@@ -402,7 +387,7 @@ def _change(cur: InstanceRecord, row: Any, absence_confirmed: bool, seen_at: flo
     if verdict.status == old:
         return None
     cur.status = verdict.status
-    if verdict.status in ("failed", "gone"):
+    if verdict.status in DEAD_STATUSES:
         cur.error = verdict.reason
     return old, verdict.status, verdict.reason
 
@@ -411,4 +396,5 @@ def is_active(record: InstanceRecord, now: float) -> bool:
     return record.status in ACTIVE_STATUSES or is_leased(record, now)
 
 
-__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "PollPolicy", "Poller", "is_active"]
+__all__ = ["BATCH", "DISPATCH_BUSY", "DISPATCH_LEASE", "LATENESS_BOUNDS_S", "PollPolicy", "Poller",
+           "is_active", "lateness_buckets", "lateness_summary"]

@@ -18,10 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-import redis
-
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.state import Keys, as_text
+from vastkeep.state.flowmarks import RedisClient
 
 #: A claimed poll not finished within this comes back by itself (bound of the kill -9 recovery).
 CLAIM_TIMEOUT_S = 15.0
@@ -51,7 +50,7 @@ def _lua(name: str) -> str:
 class PollSchedule:
     """The due-time set, the claims and the wake-up list of the polls."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
+    def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
                  *, claim_timeout_s: float = CLAIM_TIMEOUT_S) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
@@ -121,7 +120,8 @@ class PollSchedule:
         """id → due time (only ids that are scheduled)."""
         if not instance_ids:
             return {}
-        scores = self.redis.zmscore(self.keys.poll_due(), [str(i) for i in instance_ids])
+        scores: list[float | None] = self.redis.zmscore(  # type: ignore[no-untyped-call]  # unannotated in types-redis
+            self.keys.poll_due(), [str(i) for i in instance_ids])
         return {str(i): float(s) for i, s in zip(instance_ids, scores, strict=True) if s is not None}
 
     def last_polls(self, instance_ids: list[str]) -> dict[str, float]:

@@ -20,9 +20,6 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import VastkeepError
@@ -30,7 +27,17 @@ from vastkeep.polling.absence import ShowAnswers
 from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours, refresh_retry_s
 from vastkeep.polling.schedule import PollSchedule
 from vastkeep.providers import VastApi, VastInstance
-from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore, as_text, new_owner
+from vastkeep.state import (
+    InstanceRecord,
+    InstanceStatus,
+    Keys,
+    Lease,
+    LeaseManager,
+    StateStore,
+    as_text,
+    new_owner,
+)
+from vastkeep.state.flowmarks import RedisClient
 
 log = logging.getLogger("vastkeep.polling")
 
@@ -64,7 +71,7 @@ class RefreshResult:
     error: str | None = None
     skipped: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"refreshed": self.refreshed, "listed": self.listed, "changed": len(self.changed),
                 "discovered": len(self.discovered), "absent": len(self.absent), "error": self.error,
                 "skipped": self.skipped}
@@ -73,7 +80,7 @@ class RefreshResult:
 class ProviderSnapshot:
     """Read and refresh the shared provider listing."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
+    def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  label_prefix: str = "vastkeep", active_max_age_s: float = ACTIVE_MAX_AGE_S,
                  idle_max_age_s: float = IDLE_MAX_AGE_S, rng: random.Random | None = None) -> None:
         self.redis = redis_client
@@ -90,7 +97,7 @@ class ProviderSnapshot:
         value = self.redis.hget(self.keys.provider_snapshot_meta(), "fetched_at")
         return float(as_text(value)) if value is not None else None
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> dict[str, str]:
         raw = self.redis.hgetall(self.keys.provider_snapshot_meta())
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
@@ -150,7 +157,8 @@ class ProviderSnapshot:
         finally:
             self.leases.release(lease)
 
-    def _refresh(self, vast: VastApi, store: StateStore, schedule: PollSchedule, lease: Any) -> RefreshResult:
+    def _refresh(self, vast: VastApi, store: StateStore, schedule: PollSchedule,
+                 lease: Lease) -> RefreshResult:
         started = self.clock.now()
         self.redis.hincrby(self.keys.poll_stats(), "vast_list_calls", 1)
         try:
@@ -226,7 +234,7 @@ class ProviderSnapshot:
         return found
 
 
-def record_from_row(row: VastInstance, status: str = "starting") -> InstanceRecord:
+def record_from_row(row: VastInstance, status: InstanceStatus = InstanceStatus.STARTING) -> InstanceRecord:
     """A new record for a listed instance: its label, GPU, price and address; status from the first poll."""
     return InstanceRecord(str(row.id), status=status, label=row.label, gpu_name=row.gpu_name,
                           dph_total=row.dph_total, vast_status=row.actual_status, public_ip=row.public_ip,

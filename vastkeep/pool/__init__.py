@@ -1,4 +1,4 @@
-"""The warm pool: rent to the desired size, replace what dies, stop spending when in doubt (issue 10).
+"""The warm pool: rent to the desired size, replace what dies, stop spending when in doubt.
 
 - ``plan``: pure decisions (``plan_pool``, labels and slots, the offer search, the spend rate).
 - ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
@@ -12,9 +12,8 @@ Logger: ``vastkeep.pool``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.settings import Settings
 from vastkeep.pool import safety
 from vastkeep.pool.aftercare import CHECK_FAILED, after_lease
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
@@ -35,20 +34,25 @@ from vastkeep.pool.plan import (
 )
 from vastkeep.pool.reconcile import BUSY, Reconciler, lease_name
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
-from vastkeep.state import LeaseManager
+from vastkeep.providers import VastApi
+from vastkeep.state import NULL_EVENTS, EventSink, Keys, LeaseManager, StateStore
+from vastkeep.state.flowmarks import RedisClient
 
 
-def build_leases(settings: Any, redis_client: Any, keys: Any, clock: Clock = SYSTEM_CLOCK, store: Any = None,
-                 events: Any = None, check: CheckPort | None = None) -> PoolLeases:
+def build_leases(settings: Settings, redis_client: RedisClient, keys: Keys, clock: Clock = SYSTEM_CLOCK,
+                 store: StateStore | None = None, events: EventSink | None = None,
+                 check: CheckPort | None = None) -> PoolLeases:
     """Client leases of ``settings.warm_pool_name`` (retry hints: one active poll interval at most);
-    ``check`` queues an instance's health check after a lease (the wiring sends a port validation)."""
+    ``check`` queues an instance's health check after a lease (the wiring sends a port validation);
+    ``events`` None: an admin app without an event stream."""
     return PoolLeases(redis_client, keys, settings.warm_pool_name, settings.warm_pool_label_prefix, clock,
-                      store, events, retry_s=max(1, int(settings.poll_active_interval_s)), check=check)
+                      store, events or NULL_EVENTS, retry_s=max(1, int(settings.poll_active_interval_s)),
+                      check=check)
 
 
-def build_reconciler(settings: Any, store: Any, events: Any, redis_client: Any, keys: Any, vast: Any,
-                     clock: Clock = SYSTEM_CLOCK, max_round_s: float = DEFAULT_MAX_ROUND_S,
-                     check: CheckPort | None = None) -> Reconciler:
+def build_reconciler(settings: Settings, store: StateStore, events: EventSink, redis_client: RedisClient,
+                     keys: Keys, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                     max_round_s: float = DEFAULT_MAX_ROUND_S, check: CheckPort | None = None) -> Reconciler:
     """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run); its lease is
     renewed for at most ``max_round_s`` (the task's hard time limit); ``check`` as for :func:`build_leases`
     (the round notices expired leases and queues their checks)."""

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypedDict
+
+from redis.commands.core import Script
 
 from vastkeep.core.errors import NotFound
-from vastkeep.state import as_text
+from vastkeep.state import InstanceRecord, InstanceStatus, as_text
 
 if TYPE_CHECKING:
     from vastkeep.pool.leasing import PoolLeases
@@ -30,11 +34,35 @@ log = logging.getLogger("vastkeep.pool")
 #: The status reason of an instance retired because its health check after a lease failed.
 CHECK_FAILED = "post-lease health check failed"
 #: Record statuses a failed post-lease check retires (polling may have demoted a ready one to loading).
-_RETIRABLE = frozenset({"ready", "loading"})
+_RETIRABLE = frozenset({InstanceStatus.READY, InstanceStatus.LOADING})
 
 
-def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict[str, Any] | None,
-                now: float) -> str:
+class LeaseEntry(TypedDict, total=False):
+    """A client lease's entry in the pool's lease hash, as the lease scripts write it (JSON)."""
+
+    lease_id: str
+    client: str
+    until: float
+    ended_iso: str
+    granted_at: float
+    fence: int
+    state: str  # active | ended
+    instance_id: str
+    cleared: bool
+
+
+class AfterLease(StrEnum):
+    """What an instance needs after a client lease (see :func:`after_lease`)."""
+
+    LIVE = "live"
+    FREE = "free"
+    RETIRE = "retire"
+    CHECK = "check"
+    WAIT = "wait"
+
+
+def after_lease(entry: LeaseEntry, status: str | None, port_validation: Mapping[str, object] | None,
+                now: float) -> AfterLease:
     """What an instance needs after a client lease (pure; ``entry`` is its lease entry).
 
     ``"live"`` the lease holds; ``"free"`` a health check passed after the end (grantable; the round then
@@ -43,41 +71,42 @@ def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict
     ``"check"`` no check after the end yet (queue one); ``"wait"`` not ready (polling and Layer 3 decide).
     """
     if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
-        return "live"
+        return AfterLease.LIVE
     if entry.get("cleared"):  # a check passed after the end: later verdicts are not the post-lease check's
-        return "free"
+        return AfterLease.FREE
     pv = port_validation or {}
     checked_at = pv.get("checked_at")
     checked = isinstance(checked_at, str) and checked_at > str(entry.get("ended_iso") or "")
     if checked and pv.get("success") is True:
-        return "free"
+        return AfterLease.FREE
     if checked and status in _RETIRABLE:
-        return "retire"
-    return "check" if status == "ready" else "wait"
+        return AfterLease.RETIRE
+    return AfterLease.CHECK if status == InstanceStatus.READY else AfterLease.WAIT
 
 
 #: What the status views show for an instance between a lease's end and its passing health check.
-SHOWN_AFTER_LEASE = {"check": "checking", "retire": "check-failed"}
+SHOWN_AFTER_LEASE: dict[str, str] = {AfterLease.CHECK: "checking", AfterLease.RETIRE: "check-failed"}
 
 
-def after_lease_views(entries: dict[str, Any], records: dict[str, Any], now: float) -> dict[str, str]:
+def after_lease_views(entries: Mapping[str, str | bytes | LeaseEntry], records: Mapping[str, InstanceRecord],
+                      now: float) -> dict[str, str]:
     """Instance id → ``checking`` (its health check after a lease has not passed yet) or ``check-failed``
     (being replaced) for the status views (pure): such an instance is not leasable, so it is never shown
     or counted as idle and ready."""
-    out = {}
+    out: dict[str, str] = {}
     for iid, raw in entries.items():
         try:
-            entry = json.loads(as_text(raw)) if not isinstance(raw, dict) else raw
+            entry: LeaseEntry = raw if isinstance(raw, dict) else json.loads(as_text(raw))
         except ValueError:
             continue
         rec = records.get(iid)
-        need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None), now)
+        need = after_lease(entry, rec.status if rec else None, rec.port_validation if rec else None, now)
         if need in SHOWN_AFTER_LEASE:
             out[iid] = SHOWN_AFTER_LEASE[need]
     return out
 
 
-def settle(leases: PoolLeases, script: Any, clear: Any) -> dict[str, Any]:
+def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, object]:
     """One pass over the pool's leases (``script``: ``lease_settle.lua``, ``clear``: ``lease_clear.lua``);
     counts for the round's result."""
     now = leases.clock.now()
@@ -87,24 +116,24 @@ def settle(leases: PoolLeases, script: Any, clear: Any) -> dict[str, Any]:
     for iid, client, fence in expired:
         leases.mirror(iid, None, None)
         log.info("client lease on instance %s expired (%s, fence %d)", iid, client, fence)
-        if leases.events is not None:
-            leases.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence,
-                               reason="expired")
-    checks, retired, cleared = 0, [], []
+        leases.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence, reason="expired")
+    checks = 0
+    retired: list[str] = []
+    cleared: list[str] = []
     entries = {as_text(i): as_text(v) for i, v in leases.redis.hgetall(k.pool_leases(pool)).items()}
     records = leases.store.get_instances(list(entries)) if leases.store is not None and entries else {}
     for iid, raw in entries.items():
         try:
-            entry = json.loads(raw)
+            entry: LeaseEntry = json.loads(raw)
         except ValueError:
             continue
         rec = records.get(iid)
-        need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None), now)
-        if need == "free" and not entry.get("cleared"):
+        need = after_lease(entry, rec.status if rec else None, rec.port_validation if rec else None, now)
+        if need == AfterLease.FREE and not entry.get("cleared"):
             cleared += [iid, str(entry.get("fence"))]
-        elif need == "check":
+        elif need == AfterLease.CHECK:
             checks += leases.request_check(iid, int(entry.get("fence") or 0))
-        elif need == "retire" and retire(leases, iid, str(entry.get("ended_iso") or "")):
+        elif need == AfterLease.RETIRE and retire(leases, iid, str(entry.get("ended_iso") or "")):
             retired.append(iid)
     if cleared:
         clear(keys=[k.pool_leases(pool)], args=cleared)
@@ -116,15 +145,17 @@ def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:
     write time), so the plan destroys and replaces it; True when marked now."""
     why: list[str] = []
 
-    def change(rec: Any) -> Any:
+    def change(rec: InstanceRecord) -> InstanceRecord:
         why.clear()
         pv = rec.port_validation or {}
-        entry = {"state": "ended", "until": 0, "ended_iso": ended_iso}
-        if after_lease(entry, rec.status, pv, leases.clock.now()) == "retire":
+        entry: LeaseEntry = {"state": "ended", "until": 0, "ended_iso": ended_iso}
+        if after_lease(entry, rec.status, pv, leases.clock.now()) == AfterLease.RETIRE:
             why.extend((f"{CHECK_FAILED}: {str(pv.get('error') or 'no answer')[:160]}", rec.status))
-            rec.status, rec.error, rec.status_reason = "failed", why[0], why[0]
+            rec.status, rec.error, rec.status_reason = InstanceStatus.FAILED, why[0], why[0]
         return rec
 
+    if leases.store is None:
+        return False
     try:
         leases.store.modify_instance(instance_id, change)
     except NotFound:
@@ -132,10 +163,9 @@ def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:
     if not why:
         return False
     log.warning("⚠️  Instance %s %s: retired, the pool replaces it", instance_id, why[0])
-    if leases.events is not None:
-        leases.events.emit("instance-status", instance_id=instance_id, old=why[1], new="failed",
-                           reason=why[0])
+    leases.events.emit("instance-status", instance_id=instance_id, old=why[1], new=InstanceStatus.FAILED,
+                       reason=why[0])
     return True
 
 
-__all__ = ["CHECK_FAILED", "after_lease", "retire", "settle"]
+__all__ = ["CHECK_FAILED", "AfterLease", "LeaseEntry", "after_lease", "retire", "settle"]

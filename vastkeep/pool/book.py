@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import redis
-
 from vastkeep.pool.plan import PendingRent
 from vastkeep.state import Keys, Lease, as_text
+from vastkeep.state.flowmarks import RedisClient
 from vastkeep.state.keys import POOL_LAST_ROUND_TTL_MS
 
 #: A rerun asked for long ago is moot: the beat has run rounds since.
@@ -39,7 +38,7 @@ def _dumps(pending: PendingRent) -> str:
 class PoolBook:
     """Pending rents, failures and the safe-mode cause of one pool."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, pool: str) -> None:
+    def __init__(self, redis_client: RedisClient, keys: Keys, pool: str) -> None:
         self.redis = redis_client
         self.keys = keys
         self.pool = pool
@@ -112,7 +111,8 @@ class PoolBook:
 
     # ── safe-mode cause ─────────────────────────────────────────────────────
     def cause(self) -> str | None:
-        return as_text(self.redis.hget(self.keys.pool_safety(), "cause"))
+        raw = self.redis.hget(self.keys.pool_safety(), "cause")
+        return None if raw is None else str(as_text(raw))
 
     def set_cause(self, cause: str | None, now: float) -> None:
         if cause is None:

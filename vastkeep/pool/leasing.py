@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
+from redis.commands.core import Script
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound, PermanentError
 from vastkeep.pool import aftercare
-from vastkeep.state import EventSink, Keys, as_text
+from vastkeep.pool.aftercare import LeaseEntry
+from vastkeep.state import NULL_EVENTS, EventSink, Keys, StateStore, as_text
+from vastkeep.state.flowmarks import RedisClient
 from vastkeep.state.keys import POOL_LEASE_CHECK_QUEUED_TTL_MS, POOL_LEASE_REQUEST_TTL_MS
 
 log = logging.getLogger("vastkeep.pool")
@@ -56,7 +58,7 @@ DEFAULT_RETRY_S = 30
 #: When an instance waits for its post-lease check: one check (a port probe) away.
 CHECK_RETRY_S = 1
 #: The health-check port: queue a check of this instance (a port validation by name, in the wiring).
-CheckPort = Callable[[str], Any]
+CheckPort = Callable[[str], object]
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class ClientLease:
     fence: int
     client: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"leaseId": self.lease_id, "instanceId": self.instance_id,
                 "connectionUrl": self.connection_url, "leasedUntil": iso(self.leased_until),
                 "fence": self.fence, "client": self.client}
@@ -81,21 +83,21 @@ def new_lease_id() -> str:
     return "lse_" + secrets.token_urlsafe(18)
 
 
-def parse_duration(value: Any) -> int:
+def parse_duration(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEASE_S:
         raise InvalidInput(f"durationS must be a whole number of seconds from 1 to {MAX_LEASE_S}",
                            field="durationS")
     return value
 
 
-def parse_client(value: Any) -> str:
+def parse_client(value: object) -> str:
     if not isinstance(value, str) or not _CLIENT_RE.fullmatch(value):
         raise InvalidInput("client must be 1-64 letters, digits or _ . @ : - (a service name)",
                            field="client")
     return value
 
 
-def check_lease_id(value: Any) -> str:
+def check_lease_id(value: object) -> str:
     if not isinstance(value, str) or not _LEASE_ID_RE.match(value):
         raise NotFound("no such lease", field="leaseId")
     return value
@@ -106,38 +108,48 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def check_request_id(value: Any) -> str:
+def check_request_id(value: object) -> str:
     if not isinstance(value, str) or not _REQUEST_ID_RE.fullmatch(value):
         raise InvalidInput("a request id is 1-128 letters, digits or _ . : - (e.g. a UUID)",
                            field="requestId")
     return value
 
 
-def _pairs(value: Any) -> list[tuple[str, int]]:
+def _pairs(value: object) -> list[tuple[str, int]]:
     """(instance id, fence) pairs from a script's flat JSON array (cjson encodes an empty one as ``{}``)."""
     flat = value if isinstance(value, list) else []
     return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
 
 
+def _iso(at: float) -> str:
+    """A script argument: the ISO time of a real instant (never empty)."""
+    return iso(at) or ""
+
+
 class PoolLeases:
     """Client leases of one pool."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, pool: str, prefix: str,
-                 clock: Clock = SYSTEM_CLOCK, store: Any = None, events: EventSink | None = None,
-                 retry_s: int = DEFAULT_RETRY_S, check: CheckPort | None = None) -> None:
+    def __init__(self, redis_client: RedisClient, keys: Keys, pool: str, prefix: str,
+                 clock: Clock = SYSTEM_CLOCK, store: StateStore | None = None,
+                 events: EventSink = NULL_EVENTS, retry_s: int = DEFAULT_RETRY_S,
+                 check: CheckPort | None = None) -> None:
         self.redis, self.keys, self.pool, self.prefix = redis_client, keys, pool, prefix
-        self.clock, self.store, self.events, self.retry_s = clock, store, events, retry_s
+        self.clock, self.store, self.retry_s = clock, store, retry_s
+        self.events: EventSink = events or NULL_EVENTS  # a caller still passing None gets the null sink
         #: the health-check port; None: checks are left to the reconcile round's wiring
         self.check = check
         memo = (_HERE / "lease_memo.lua").read_text(encoding="utf-8")
-        load = lambda name, tail="": redis_client.register_script(  # noqa: E731
-            (_HERE / f"lease_{name}.lua").read_text(encoding="utf-8") + tail)
+
+        def load(name: str, tail: str = "") -> Script:
+            source = (_HERE / f"lease_{name}.lua").read_text(encoding="utf-8")
+            return redis_client.register_script(source + tail)
+
         self._grant, self._renew, self._release = (load(n, "\n" + memo)
                                                    for n in ("grant", "renew", "release"))
         self._claim, self._settle, self._clear = load("claim"), load("settle"), load("clear")
 
-    def _once(self, script: Any, op: str, request_id: str | None, keys: Sequence[str],
-              args: Sequence[str]) -> tuple[bool, list[Any], str]:
+    def _once(self, script: Script, op: str, request_id: str | None, keys: Sequence[str],
+              args: Sequence[str]) -> tuple[bool, list[Any], str]:  # the script's answer: raw JSON
         """Run a memoised op script: (replayed, its answer, the request id). The request id is fixed
         before the first attempt, so redis-py's re-send of this very call finds the first answer."""
         rid = check_request_id(request_id) if request_id is not None else new_request_id()
@@ -153,7 +165,7 @@ class PoolLeases:
         return bool(self.redis.set(key, "1", nx=True, px=POOL_LEASE_REQUEST_TTL_MS))
 
     # ── client operations ───────────────────────────────────────────────────
-    def grant(self, duration_s: Any, client: Any, *, request_id: str | None = None) -> ClientLease:
+    def grant(self, duration_s: object, client: object, *, request_id: str | None = None) -> ClientLease:
         """Lease a ready idle instance, or ``LeaseBusy`` (all leased / none ready) with ``retry_after_s``.
 
         ``request_id``: the same id answers a repeat of this call (a retried task) with the first grant.
@@ -168,8 +180,8 @@ class PoolLeases:
             self._grant, "grant", request_id,
             [k.instances(), k.pool_leases(pool), k.pool_lease_index(pool), k.pool_lease_fence(pool),
              k.pool_claims(pool)],
-            [instance_prefix, f"{self.prefix}:{self.pool}:", repr(now), repr(until), iso(until),
-             new_lease_id(), name, iso(now)])
+            [instance_prefix, f"{self.prefix}:{self.pool}:", repr(now), repr(until), _iso(until),
+             new_lease_id(), name, _iso(now)])
         if int(reply[0]) == 1:
             held = True
             if replayed:  # the first attempt's answer was lost: its until, and mirror only a lease still held
@@ -185,9 +197,8 @@ class PoolLeases:
                 return grant
             log.info("client lease granted: instance %s to %s until %s (fence %d)", grant.instance_id, name,
                      iso(until), grant.fence)
-            if self.events is not None:
-                self.events.emit("pool-lease-granted", instance_id=grant.instance_id, client=name,
-                                 fence=grant.fence, leased_until=iso(until))
+            self.events.emit("pool-lease-granted", instance_id=grant.instance_id, client=name,
+                             fence=grant.fence, leased_until=iso(until))
             return grant
         ready, leased, unchecked, unreachable = int(reply[1]), int(reply[2]), int(reply[4]), int(reply[5])
         failed = int(reply[7]) if len(reply) > 7 else 0
@@ -206,8 +217,8 @@ class PoolLeases:
                if unreachable else "no instance is ready yet")
         raise LeaseBusy(why, retry_after_s=self.retry_s, delay_s=float(self.retry_s), reason="none-ready")
 
-    def renew(self, lease_id: Any, duration_s: Any, *, rotate: bool = False,
-              request_id: str | None = None) -> dict[str, Any]:
+    def renew(self, lease_id: object, duration_s: object, *, rotate: bool = False,
+              request_id: str | None = None) -> dict[str, object]:
         """Extend a live lease to now + ``duration_s``; ``NotFound`` when unknown or expired.
 
         ``rotate``: the id was exposed (sent where events show it): the same step replaces it with a new id,
@@ -221,7 +232,7 @@ class PoolLeases:
         k, pool = self.keys, self.pool
         replayed, reply, _ = self._once(self._renew, "renew", request_id,
                                      [k.pool_leases(pool), k.pool_lease_index(pool), k.pool_claims(pool)],
-                                     [lid, repr(now), repr(until), iso(until),
+                                     [lid, repr(now), repr(until), _iso(until),
                                       new_lease_id() if rotate else ""])
         status = int(reply[0])
         if status == 0:
@@ -234,10 +245,11 @@ class PoolLeases:
             until = float(self._entry(instance_id).get("until") or until)
         self.mirror(instance_id, until, None)
         new_id = str(reply[3]) if len(reply) > 3 else ""
-        out = {"instanceId": instance_id, "leasedUntil": iso(until), "fence": int(reply[2])}
+        out: dict[str, object] = {"instanceId": instance_id, "leasedUntil": iso(until),
+                                  "fence": int(reply[2])}
         return {**out, "leaseId": new_id, "rotated": True} if new_id else out
 
-    def release(self, lease_id: Any, *, request_id: str | None = None) -> dict[str, Any]:
+    def release(self, lease_id: object, *, request_id: str | None = None) -> dict[str, object]:
         """End a live lease now and queue the instance's health check; ``NotFound`` when unknown, released
         already or expired. A repeat with the same ``request_id`` answers as the first call did."""
         lid = check_lease_id(lease_id)
@@ -245,13 +257,13 @@ class PoolLeases:
         k = self.keys
         replayed, reply, rid = self._once(self._release, "release", request_id,
                                      [k.pool_leases(self.pool), k.pool_lease_index(self.pool)],
-                                     [lid, repr(now), iso(now)])
+                                     [lid, repr(now), _iso(now)])
         if int(reply[0]) != 1:
             raise NotFound("no such lease (unknown, released or expired)", field="leaseId")
         instance_id, fence, client = str(reply[1]), int(reply[2]), str(reply[3])
         if not (replayed and self._entry(instance_id).get("state") == "active"):  # not re-granted meanwhile
             self.mirror(instance_id, None, None)
-        if self._first_report("release", rid) and self.events is not None:
+        if self._first_report("release", rid):
             self.events.emit("pool-lease-ended", instance_id=instance_id, client=client, fence=fence,
                              reason="released")
         self.request_check(instance_id, fence)
@@ -275,17 +287,17 @@ class PoolLeases:
             return False
         return True
 
-    def settle(self) -> dict[str, Any]:
+    def settle(self) -> dict[str, object]:
         """The reconcile round's pass over the leases (:func:`vastkeep.pool.aftercare.settle`)."""
         return aftercare.settle(self, self._settle, self._clear)
 
     # ── the reconciler's side ───────────────────────────────────────────────
-    def active(self, now: float) -> dict[str, dict[str, Any]]:
+    def active(self, now: float) -> dict[str, LeaseEntry]:
         """Instance id → live lease entry (the truth the plan reads, over the records' mirror)."""
-        out = {}
+        out: dict[str, LeaseEntry] = {}
         for iid, raw in self.redis.hgetall(self.keys.pool_leases(self.pool)).items():
             try:
-                entry = json.loads(as_text(raw))
+                entry: LeaseEntry = json.loads(as_text(raw))
             except ValueError:
                 continue
             if entry.get("state") == "active" and float(entry.get("until") or 0) > now:
@@ -313,11 +325,11 @@ class PoolLeases:
         pipe.hdel(self.keys.pool_claims(self.pool), instance_id)
         pipe.execute()
 
-    def _entry(self, instance_id: str) -> dict[str, Any]:
+    def _entry(self, instance_id: str) -> LeaseEntry:
         """The lease entry of ``instance_id`` ({} when none or unreadable)."""
         raw = self.redis.hget(self.keys.pool_leases(self.pool), instance_id)
         try:
-            entry = json.loads(as_text(raw)) if raw else {}
+            entry: LeaseEntry = json.loads(as_text(raw)) if raw else {}
         except ValueError:
             return {}
         return entry if isinstance(entry, dict) else {}
@@ -326,7 +338,7 @@ class PoolLeases:
         """Copy the lease into the record (status and polling read it there); best effort."""
         if self.store is None:
             return
-        changes: dict[str, Any] = {"leased_until": until}
+        changes: dict[str, object] = {"leased_until": until}
         if client is not None or until is None:
             changes["lease_owner"] = client
         try:

@@ -7,28 +7,31 @@ with the same words (``InvalidInput`` naming the field).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
+from vastkeep.core.settings import Settings
 from vastkeep.pool import safety
 from vastkeep.pool.aftercare import after_lease_views
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
+from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
     DESTROYED,
     LIVE_STATUSES,
     PendingRent,
+    RecordLike,
+    RentState,
     is_sick,
     make_label,
     slot_of,
     spend_rate,
 )
-from vastkeep.state import EventSink, as_text
+from vastkeep.state import NULL_EVENTS, EventSink, InstanceRecord, StateStore, as_text
 
 MAX_REASON_CHARS = 300
 
 
-def parse_size(value: Any, max_size: int) -> int:
+def parse_size(value: object, max_size: int) -> int:
     """A desired size from user input: a whole number 0..``max_size`` (WARM_POOL_MAX_SIZE)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidInput(f"desiredSize must be a whole number from 0 to {max_size}", field="desiredSize")
@@ -39,17 +42,19 @@ def parse_size(value: Any, max_size: int) -> int:
     return int(text)
 
 
-def set_size(store: Any, events: EventSink | None, value: Any, max_size: int) -> dict[str, int]:
-    """Store the new desired size; the next reconcile round converges to it."""
+def set_size(store: StateStore, events: EventSink | None, value: object, max_size: int) -> dict[str, int]:
+    """Store the new desired size; the next reconcile round converges to it (``events`` None: an admin app
+    without an event stream)."""
     size = parse_size(value, max_size)
     previous = store.get_pool().desired_size
     store.set_desired_size(size)
-    if events is not None and previous != size:
+    if previous != size:
+        events = events or NULL_EVENTS
         events.emit("pool-resized", desired_size=size, previous=previous)
     return {"desiredSize": size, "previous": previous}
 
 
-def safe_mode_view(store: Any, book: PoolBook) -> dict[str, Any]:
+def safe_mode_view(store: StateStore, book: PoolBook) -> dict[str, object]:
     """``{"enabled", "reason", "cause", "since"}`` (cause: operator|token|failures|spend, None when off;
     since: ISO 8601)."""
     pool = store.get_pool()
@@ -59,13 +64,14 @@ def safe_mode_view(store: Any, book: PoolBook) -> dict[str, Any]:
             "since": iso(book.since()) if pool.safe_mode else None}
 
 
-def set_safe_mode(store: Any, book: PoolBook, events: EventSink | None, enabled: Any, reason: Any,
-                  now: float) -> dict[str, Any]:
+def set_safe_mode(store: StateStore, book: PoolBook, events: EventSink | None, enabled: object,
+                  reason: object, now: float) -> dict[str, object]:
     """An operator switches safe mode; ``enabled`` must be a JSON boolean, ``reason`` short text or None."""
     if not isinstance(enabled, bool):
         raise InvalidInput("enabled must be true or false", field="enabled")
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
         raise InvalidInput(f"reason must be text of at most {MAX_REASON_CHARS} characters", field="reason")
+    events = events or NULL_EVENTS
     if enabled:
         safety.enter(store, book, events, CAUSE_OPERATOR, reason or "switched on by an operator", now)
     else:
@@ -73,8 +79,9 @@ def set_safe_mode(store: Any, book: PoolBook, events: EventSink | None, enabled:
     return safe_mode_view(store, book)
 
 
-def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mode: bool,
-                 leases: Any = None, now: float | None = None, desired: int = 0) -> dict[str, Any]:
+def pool_figures(settings: Settings, book: PoolBook, records: Sequence[InstanceRecord], safe_mode: bool,
+                 leases: PoolLeases | None = None, now: float | None = None,
+                 desired: int = 0) -> dict[str, object]:
     """Pool-level status figures: rents in flight, spend rate and cap, the safe-mode cause, the slots."""
     pending = book.pending()
     prefix, name = settings.warm_pool_label_prefix, settings.warm_pool_name
@@ -83,7 +90,7 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "slots": slot_views(mine, pending, desired, prefix, name),
         "poolName": name,
         "pendingRents": len(pending),
-        "unknownRents": sum(1 for p in pending if p.state != "sending"),
+        "unknownRents": sum(1 for p in pending if p.state != RentState.SENDING),
         "liveInstances": sum(1 for r in mine if r.status in LIVE_STATUSES and not is_sick(r)),
         "spendDph": spend_rate(mine, pending, prefix),
         "maxSpendDph": settings.warm_pool_max_spend_dph,
@@ -94,7 +101,7 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
     }
 
 
-def last_round_view(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+def last_round_view(summary: dict[str, object] | None) -> dict[str, object] | None:
     """The last reconcile round's summary as people read it: its time ``at`` in ISO 8601."""
     if summary is None:
         return None
@@ -102,23 +109,23 @@ def last_round_view(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**summary, "at": iso(float(at)) if isinstance(at, int | float) else at}
 
 
-def slot_views(records: Sequence[Any], pending: Sequence[PendingRent], desired: int, prefix: str,
-               name: str) -> list[dict[str, Any]]:
+def slot_views(records: Sequence[RecordLike], pending: Sequence[PendingRent], desired: int, prefix: str,
+               name: str) -> list[dict[str, object]]:
     """Slot by slot (0 up to the desired size or the highest one taken): the instance holding its label, a
     rent in flight for it, or free. A dead instance keeps its slot until destroyed, so its replacement is
     rented into another one: ``slots`` may run past the desired size while that happens."""
-    holders: dict[int, list[Any]] = {}
+    holders: dict[int, list[RecordLike]] = {}
     for rec in records:
         slot = slot_of(rec.label, prefix, name)
         if slot is not None and rec.status != DESTROYED:
             holders.setdefault(slot, []).append(rec)
     rents = {p.slot: p for p in pending}
     top = max([desired - 1, *holders, *rents], default=-1)
-    out = []
+    out: list[dict[str, object]] = []
     for slot in range(top + 1):
         held = sorted(holders.get(slot, []), key=lambda r: r.instance_id)
         rent = rents.get(slot)
-        view: dict[str, Any] = {
+        view: dict[str, object] = {
             "slot": slot, "label": make_label(prefix, name, slot),
             "instanceId": held[0].instance_id if held else None,
             "status": held[0].status if held else ("renting" if rent else "free"),
@@ -130,7 +137,8 @@ def slot_views(records: Sequence[Any], pending: Sequence[PendingRent], desired: 
     return out
 
 
-def _after_lease(leases: Any, records: Sequence[Any], now: float | None) -> dict[str, str]:
+def _after_lease(leases: PoolLeases | None, records: Sequence[InstanceRecord],
+                 now: float | None) -> dict[str, str]:
     """Instances whose lease ended and whose health check has not passed (``checking``/``check-failed``)."""
     if leases is None or now is None:
         return {}
@@ -138,7 +146,7 @@ def _after_lease(leases: Any, records: Sequence[Any], now: float | None) -> dict
     return after_lease_views(entries, {r.instance_id: r for r in records}, now)
 
 
-def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:
+def _lease_views(leases: PoolLeases | None, now: float | None) -> list[dict[str, object]]:
     """Every live client lease (never its lease id: that is the holder's capability)."""
     if leases is None or now is None:
         return []

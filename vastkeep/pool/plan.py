@@ -1,4 +1,5 @@
-"""The warm pool's decisions, as pure functions: what to rent, what to destroy, which offer, what it costs.
+"""The warm pool's decisions, as pure functions: what to rent, what to destroy, what it costs (which offer:
+:mod:`vastkeep.pool.offers`, re-exported here).
 
 Everything here takes plain values and returns plain values (no Redis, no HTTP, no clock), so the whole
 policy is table-tested (``tests/unit/test_pool_plan.py``) and the reconciler only carries a plan out.
@@ -13,35 +14,54 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
+from vastkeep.core.settings import Settings
+from vastkeep.pool.offers import OfferParams, offer_query, pick_offer, rank_offers
+from vastkeep.state.status import (
+    DEAD_STATUSES,
+    LIVE_STATUSES,
+    PROVISIONING_STATUSES,
+    SICK_STATUSES,
+    InstanceStatus,
+)
 from vastkeep.state.store import COMFYUI_LOST_REASON, comfyui_lost_since
 
-#: Statuses that count towards the desired size (an unhealthy one until its grace runs out).
-LIVE_STATUSES = frozenset({"starting", "loading", "ready", "unhealthy"})
-#: Still provisioning: replaced when stuck past the provision timeout.
-PROVISIONING_STATUSES = frozenset({"starting", "loading"})
-#: Dead by the provider's word (polling): destroyed and replaced.
-DEAD_STATUSES = frozenset({"failed", "gone"})
+S = InstanceStatus
 #: A destroy that was started: tried again until it went through.
-DESTROYING = "destroying"
-DESTROYED = "destroyed"
-#: Statuses in which a keepalive loss makes an instance sick (see :func:`is_sick`).
-SICK_STATUSES = frozenset({"ready", "unhealthy"})
+DESTROYING = S.DESTROYING
+DESTROYED = S.DESTROYED
 #: Destroy order among idle instances beyond the desired size: the least useful first.
-_EXCESS_ORDER = {"unhealthy": 0, "starting": 1, "loading": 2, "ready": 3}
+_EXCESS_ORDER: dict[str, int] = {S.UNHEALTHY: 0, S.STARTING: 1, S.LOADING: 2, S.READY: 3}
 
-# Reasons (stable strings: events, logs and tests use them).
-REASON_FAILED = "failed"
-REASON_GONE = "gone"
-REASON_PROVISION_TIMEOUT = "provision-timeout"
-REASON_UNHEALTHY = "unhealthy"
-REASON_KEEPALIVE_LOST = COMFYUI_LOST_REASON
-#: A sick instance (ComfyUI lost) whose replacement is ready, or that leaves no room under the spend cap
-#: for its replacement: destroyed before its grace ends (never while leased: like ``excess``).
-REASON_LOST_REPLACED = "keepalive: connection lost, replaced"
-REASON_EXCESS = "excess"
-REASON_RETRY_DESTROY = "destroy-retry"
+
+class DestroyReason(StrEnum):
+    """Why the pool destroys an instance (stable strings: events, logs and records carry them)."""
+
+    FAILED = "failed"
+    GONE = "gone"
+    PROVISION_TIMEOUT = "provision-timeout"
+    UNHEALTHY = "unhealthy"
+    KEEPALIVE_LOST = COMFYUI_LOST_REASON
+    #: A sick instance (ComfyUI lost) whose replacement is ready, or that leaves no room under the spend cap
+    #: for its replacement: destroyed before its grace ends (never while leased: like ``excess``).
+    LOST_REPLACED = "keepalive: connection lost, replaced"
+    EXCESS = "excess"
+    RETRY_DESTROY = "destroy-retry"
+    #: a second instance under one label (a rent answered twice): the unrecorded one goes
+    DUPLICATE = "duplicate"
+
+
+REASON_FAILED = DestroyReason.FAILED
+REASON_GONE = DestroyReason.GONE
+REASON_PROVISION_TIMEOUT = DestroyReason.PROVISION_TIMEOUT
+REASON_UNHEALTHY = DestroyReason.UNHEALTHY
+REASON_KEEPALIVE_LOST = DestroyReason.KEEPALIVE_LOST
+REASON_LOST_REPLACED = DestroyReason.LOST_REPLACED
+REASON_EXCESS = DestroyReason.EXCESS
+REASON_RETRY_DESTROY = DestroyReason.RETRY_DESTROY
+REASON_DUPLICATE = DestroyReason.DUPLICATE
 #: Reasons that mean the instance died, it was not unwanted (its destruction is an ``instance-replaced``).
 REPLACE_REASONS = frozenset({REASON_FAILED, REASON_GONE, REASON_PROVISION_TIMEOUT, REASON_UNHEALTHY,
                              REASON_KEEPALIVE_LOST, REASON_LOST_REPLACED})
@@ -51,15 +71,22 @@ class RecordLike(Protocol):
     """What the plan reads from an instance record (``vastkeep.state.InstanceRecord`` fits)."""
 
     instance_id: str
-    status: str
+    status: InstanceStatus
     label: str | None
     created_at: float | None
     updated_at: float | None
     leased_until: float | None
     dph_total: float | None
     error: str | None
-    extra: dict[str, Any]
+    extra: dict[str, Any]  # JSON from the record, read by key
     status_since: float | None
+
+
+class RentState(StrEnum):
+    """Where a rent in flight is (stored with it in the pool's book)."""
+
+    SENDING = "sending"  # recorded, its request being sent
+    UNKNOWN = "unknown"  # sent, but its answer was lost: resolved by label
 
 
 def _first(*values: float | None) -> float:
@@ -75,18 +102,18 @@ class PendingRent:
     started_at: float
     offer_id: int | None = None
     dph: float | None = None
-    state: str = "sending"  # sending | unknown (the answer was lost)
+    state: str = "sending"  # RentState: sending | unknown (the answer was lost)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"slot": self.slot, "label": self.label, "started_at": self.started_at,
                 "offer_id": self.offer_id, "dph": self.dph, "state": self.state}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PendingRent:
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingRent:  # JSON as stored, checked by the casts
         return cls(slot=int(data["slot"]), label=str(data["label"]), started_at=float(data["started_at"]),
                    offer_id=None if data.get("offer_id") is None else int(data["offer_id"]),
                    dph=None if data.get("dph") is None else float(data["dph"]),
-                   state=str(data.get("state") or "sending"))
+                   state=str(data.get("state") or RentState.SENDING))
 
 
 @dataclass(frozen=True)
@@ -103,7 +130,7 @@ class PlanParams:
     max_offer_dph: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PlanParams:
+    def from_settings(cls, settings: Settings) -> PlanParams:
         return cls(prefix=settings.warm_pool_label_prefix, pool=settings.warm_pool_name,
                    provision_timeout_s=settings.warm_pool_provision_timeout_s,
                    unhealthy_grace_s=settings.warm_pool_unhealthy_grace_s,
@@ -115,14 +142,14 @@ class Plan:
     """What one reconcile round does: rent these slots, destroy these (id, reason), and why it waits."""
 
     rent: tuple[int, ...] = ()
-    destroy: tuple[tuple[str, str], ...] = ()
+    destroy: tuple[tuple[str, DestroyReason], ...] = ()
     wait_reasons: tuple[str, ...] = ()
     live: int = 0
     pending: int = 0
     desired: int = 0
     slots: Mapping[str, int] = field(default_factory=dict)  # instance id → slot, for events
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"rent": list(self.rent), "destroy": [list(d) for d in self.destroy],
                 "wait": list(self.wait_reasons), "live": self.live, "pending": self.pending,
                 "desired": self.desired}
@@ -157,23 +184,23 @@ def is_leased(record: RecordLike, now: float) -> bool:
 
 
 # ── the plan ─────────────────────────────────────────────────────────────────
-def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> str | None:
+def _dead_reason(record: RecordLike, now: float, params: PlanParams) -> DestroyReason | None:
     """Why a record must go (and be replaced), or None while it still counts."""
     if record.status == DESTROYING:
         return REASON_RETRY_DESTROY
     if record.status in DEAD_STATUSES:
-        return REASON_GONE if record.status == "gone" else REASON_FAILED
+        return REASON_GONE if record.status == S.GONE else REASON_FAILED
     if record.status in PROVISIONING_STATUSES:
         # from when it last *entered* provisioning: an old instance bounced back to loading (ComfyUI
         # restarted, host rebooted) gets the whole timeout again; created_at only for records from before
         # the store stamped status_since
-        started = _first(getattr(record, "status_since", None), record.created_at, now)
+        started = _first(record.status_since, record.created_at, now)
         if now - started > params.provision_timeout_s:
             return REASON_PROVISION_TIMEOUT
     lost = comfyui_lost_since(record)  # Layer 4: ComfyUI unreachable since then (its grace counts from there)
     if lost is not None:
         return REASON_KEEPALIVE_LOST if now - lost > params.unhealthy_grace_s else None
-    if record.status == "unhealthy":
+    if record.status == S.UNHEALTHY:
         since = (record.extra or {}).get("unhealthy_since", record.updated_at)
         if isinstance(since, int | float) and now - since > params.unhealthy_grace_s:
             return REASON_UNHEALTHY
@@ -213,7 +240,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
     desired = max(0, int(desired_size))
     pending = list(pending_rents)
     taken: set[int] = {p.slot for p in pending}
-    destroy: list[tuple[str, str]] = []
+    destroy: list[tuple[str, DestroyReason]] = []
     live: list[RecordLike] = []
     sick: list[RecordLike] = []
     billed: list[RecordLike] = []
@@ -234,7 +261,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
             sick.append(record)
         elif record.status in LIVE_STATUSES:
             live.append(record)
-    healthy_ready = sum(1 for r in live if r.status == "ready" and not was_lost(r))
+    healthy_ready = sum(1 for r in live if r.status == S.READY and not was_lost(r))
     idle_sick = sorted((r for r in sick if not is_leased(r, now)),
                        key=lambda r: (comfyui_lost_since(r) or 0.0, r.instance_id))
     if idle_sick and healthy_ready >= desired:  # replaced: surplus now
@@ -259,7 +286,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
         kept = [r.instance_id for r in sick if (r.instance_id, REASON_LOST_REPLACED) not in destroy]
         if kept:
             wait.append(f"ComfyUI lost on {', '.join(kept)}: replaced, kept within its grace to recover")
-    unknown = [p for p in pending if p.state != "sending"]
+    unknown = [p for p in pending if p.state != RentState.SENDING]
     if pending:
         wait.append(f"{len(pending)} rent(s) in flight" +
                     (f", {len(unknown)} with an unknown outcome awaiting their label" if unknown else ""))
@@ -268,7 +295,7 @@ def plan_pool(records: Iterable[RecordLike], desired_size: int, safe_mode: bool,
 
 
 def _trim(live: list[RecordLike], excess: int, healthy_ready: int, desired: int, now: float,
-          destroy: list[tuple[str, str]]) -> list[str]:
+          destroy: list[tuple[str, DestroyReason]]) -> list[str]:
     """Destroy ``excess`` idle instances (appended to ``destroy``); returns why some were kept."""
     wait: list[str] = []
     order = sorted(live, key=lambda r: (not was_lost(r), _EXCESS_ORDER.get(r.status, 0),
@@ -297,7 +324,8 @@ def _trim(live: list[RecordLike], excess: int, healthy_ready: int, desired: int,
 
 
 def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent], idle_sick: list[RecordLike],
-                           missing: int, params: PlanParams, destroy: list[tuple[str, str]]) -> list[str]:
+                           missing: int, params: PlanParams,
+                           destroy: list[tuple[str, DestroyReason]]) -> list[str]:
     """Destroy idle sick instances (oldest loss first) while ``missing`` rents at the highest price allowed
     would pass the spend cap beside them: the cap is kept and the replacement still comes at once."""
     if params.max_spend_dph is None or params.max_offer_dph is None:
@@ -316,75 +344,6 @@ def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent],
     return [f"spend cap: {', '.join(freed)} (ComfyUI lost) destroyed before its grace to make room"]
 
 
-# ── offers ───────────────────────────────────────────────────────────────────
-@dataclass(frozen=True)
-class OfferParams:
-    """The offer search (from ``Settings``: see :meth:`from_settings`)."""
-
-    gpu_name: str | None = None
-    num_gpus: int = 1
-    min_gpu_ram_gb: int = 16
-    max_dph: float = 1.0
-    min_reliability: float = 0.98
-    disk_gb: int = 60
-    limit: int = 64
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> OfferParams:
-        name = settings.warm_pool_gpu_name
-        return cls(gpu_name=None if not name or name.strip().lower() == "any" else name.strip(),
-                   num_gpus=settings.warm_pool_num_gpus, min_gpu_ram_gb=settings.warm_pool_min_gpu_ram_gb,
-                   max_dph=settings.warm_pool_max_dph, min_reliability=settings.warm_pool_min_reliability,
-                   disk_gb=settings.warm_pool_disk_gb)
-
-
-def offer_query(params: OfferParams) -> dict[str, Any]:
-    """The ``POST /bundles/`` body: rentable, verified, a direct port (Layer 3 needs one), cheapest first.
-
-    ``gpu_ram`` is in MB as Vast.ai reports it (a "16 GB" card reports about 16,300).
-    """
-    query: dict[str, Any] = {
-        "rentable": {"eq": True},
-        "verified": {"eq": True},
-        "rented": {"eq": False},
-        "direct_port_count": {"gte": 1},
-        "num_gpus": {"eq": params.num_gpus},
-        "dph_total": {"lte": params.max_dph},
-        "reliability2": {"gte": params.min_reliability},
-        "disk_space": {"gte": params.disk_gb},
-        "order": [["dph_total", "asc"]],
-        "type": "on-demand",
-        "limit": params.limit,
-    }
-    if params.min_gpu_ram_gb > 0:
-        query["gpu_ram"] = {"gte": params.min_gpu_ram_gb * 1000}
-    if params.gpu_name:
-        query["gpu_name"] = {"eq": params.gpu_name}
-    return query
-
-
-def rank_offers(offers: Iterable[Any], params: OfferParams,
-                exclude_machines: Iterable[int] = ()) -> list[Any]:
-    """Offers that really match (the provider may ignore a filter), cheapest first, then most reliable.
-
-    An offer without a price is never picked: the spend cap could not be checked.
-    """
-    skip = set(exclude_machines)
-    good = [o for o in offers
-            if o.dph_total is not None and o.dph_total <= params.max_dph
-            and (o.reliability is None or o.reliability >= params.min_reliability)
-            and (o.direct_port_count or 0) >= 1
-            and (not params.gpu_name or o.gpu_name == params.gpu_name)
-            and (o.machine_id is None or o.machine_id not in skip)]
-    return sorted(good, key=lambda o: (o.dph_total, -(o.reliability or 0.0), o.id))
-
-
-def pick_offer(offers: Iterable[Any], params: OfferParams, exclude_machines: Iterable[int] = ()) -> Any:
-    """The cheapest matching offer, or None."""
-    ranked = rank_offers(offers, params, exclude_machines)
-    return ranked[0] if ranked else None
-
-
 # ── spending ─────────────────────────────────────────────────────────────────
 def spend_rate(records: Iterable[RecordLike], pending: Sequence[PendingRent], prefix: str) -> float:
     """$/h of every instance of ours not yet destroyed (the dying still bill) plus rents in flight."""
@@ -398,7 +357,8 @@ def spend_allows(current_dph: float, offer_dph: float, cap_dph: float) -> bool:
 
 
 __all__ = [
-    "DEAD_STATUSES", "LIVE_STATUSES", "REPLACE_REASONS", "SICK_STATUSES", "OfferParams", "PendingRent",
+    "DEAD_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES", "REPLACE_REASONS", "SICK_STATUSES",
+    "DestroyReason", "OfferParams", "PendingRent", "RentState",
     "Plan", "PlanParams", "is_leased", "is_ours", "is_sick", "make_label", "offer_query", "pick_offer",
     "plan_pool", "rank_offers", "slot_of", "spend_allows", "spend_rate", "was_lost",
 ]

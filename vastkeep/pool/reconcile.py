@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from enum import StrEnum
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import (
@@ -36,20 +37,25 @@ from vastkeep.core.errors import (
     TransientError,
     VastkeepError,
 )
+from vastkeep.core.settings import Settings
 from vastkeep.polling import PollSchedule
 from vastkeep.pool import safety
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
 from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
+    REASON_DUPLICATE,
     REASON_EXCESS,
     REASON_FAILED,
     REASON_LOST_REPLACED,
     REASON_PROVISION_TIMEOUT,
     REASON_RETRY_DESTROY,
     REPLACE_REASONS,
+    DestroyReason,
     OfferParams,
     PendingRent,
     PlanParams,
+    RecordLike,
+    RentState,
     is_leased,
     make_label,
     offer_query,
@@ -60,9 +66,18 @@ from vastkeep.pool.plan import (
     spend_rate,
 )
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
-from vastkeep.pool.roundparts import RoundReport, merge_rounds, record_from_provider, rent_env, with_lease
-from vastkeep.providers import VastApi
-from vastkeep.state import EventSink, InstanceRecord, LeaseManager, new_owner
+from vastkeep.pool.roundparts import RoundReport, record_from_provider, rent_env, with_lease
+from vastkeep.providers import VastApi, VastInstance, VastOffer
+from vastkeep.state import (
+    EventSink,
+    InstanceRecord,
+    InstanceStatus,
+    Lease,
+    LeaseKeeper,
+    LeaseManager,
+    StateStore,
+    new_owner,
+)
 
 log = logging.getLogger("vastkeep.pool")
 
@@ -74,11 +89,18 @@ MAX_RERUNS = 2
 MAX_RENTS_PER_ROUND = 25
 #: Offers tried for one slot before the round gives up on it (offers vanish between search and rent).
 OFFER_ATTEMPTS = 3
-REASON_DUPLICATE = "duplicate"
 #: Failures counted towards safe mode.
 _FAILURE_REASONS = frozenset({REASON_FAILED, REASON_PROVISION_TIMEOUT})
 #: Destroyed only while idle: a lease granted meanwhile keeps the instance (the others break the lease).
 _IDLE_ONLY_REASONS = frozenset({REASON_EXCESS, REASON_LOST_REPLACED})
+
+
+class RentOutcome(StrEnum):
+    """How one rent attempt ended, for the slot's loop."""
+
+    RENTED = "rented"
+    NEXT = "next"  # the offer was gone: try another for this slot
+    STOP = "stop"  # stop renting this round
 
 
 def lease_name(pool: str) -> str:
@@ -88,7 +110,7 @@ def lease_name(pool: str) -> str:
 class Reconciler:
     """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
 
-    def __init__(self, settings: Any, store: Any, events: EventSink | None, leases: LeaseManager,
+    def __init__(self, settings: Settings, store: StateStore, events: EventSink, leases: LeaseManager,
                  book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
                  client_leases: PoolLeases | None = None, max_round_s: float = DEFAULT_MAX_ROUND_S) -> None:
         self.settings = settings
@@ -108,7 +130,7 @@ class Reconciler:
         self.params = PlanParams.from_settings(settings)
         self.offers = OfferParams.from_settings(settings)
 
-    def run(self, wake: bool = False) -> dict[str, Any]:
+    def run(self, wake: bool = False) -> dict[str, object]:
         """One round, or ``{"skipped": ...}`` when another reconciler holds the lease or there is no key.
 
         ``wake``: an event (an instance failed, a keepalive loss passed its grace) asked for this round; if
@@ -125,35 +147,37 @@ class Reconciler:
             with RoundLeaseKeeper(self.leases, lease, self.lease_ttl_ms, self.max_round_s,
                                   self.clock) as keeper:
                 leases = self.client_leases.settle()  # expiries, post-lease checks, failed checks retired
-                out = _Round(self, lease, keeper).go().to_dict()
-                out["rounds"] = 1
+                report = _Round(self, lease, keeper).go()
+                rounds = 1
                 for _ in range(MAX_RERUNS):  # woken meanwhile: a failure seen after this round listed
                     if not self.book.take_rerun():
                         break
-                    out = merge_rounds(out, _Round(self, lease, keeper).go().to_dict())
-                out["leases"] = leases
+                    report = report.then(_Round(self, lease, keeper).go())
+                    rounds += 1
+                out: dict[str, object] = {**report.to_dict(), "rounds": rounds, "leases": leases}
+                last = {"wait": report.wait, "errors": report.errors, "rented": len(report.rented),
+                        "destroyed": len(report.destroyed)}
         except (TransientError, LeaseLost) as exc:
             # Vast.ai or a lease hiccup ends the round; what it did so far is recorded (pending rents
             # included), and the next round (one beat interval later) carries on from there.
             log.warning("warm-pool round ended early: %s", exc.message[:200])
             out = {"error": type(exc).__name__, "message": exc.message[:300], "fence": lease.fence}
+            last = {"wait": [], "errors": [type(exc).__name__], "rented": 0, "destroyed": 0}
         finally:
             self.leases.release(lease)
-        errors = out.get("errors", []) + ([out["error"]] if "error" in out else [])
-        self.book.put_last_round({"at": self.clock.now(), "wait": out.get("wait", []), "errors": errors,
-                                  "rented": len(out.get("rented", [])),
-                                  "destroyed": len(out.get("destroyed", []))})
+        self.book.put_last_round({"at": self.clock.now(), **last})
         return out
 
 
 class _Round:
-    def __init__(self, rc: Reconciler, lease: Any, keeper: RoundLeaseKeeper) -> None:
+    def __init__(self, rc: Reconciler, lease: Lease, keeper: LeaseKeeper) -> None:
         self.rc = rc
         self.lease = lease
         self.keeper = keeper
         self.now = rc.clock.now()
         self.report = RoundReport(fence=lease.fence)
-        self.vast: Any = rc.vast
+        assert rc.vast is not None  # Reconciler.run skips the round without a key
+        self.vast: VastApi = rc.vast
         self.used_machines: set[int] = set()
         self.leased_ids: set[str] = set()
 
@@ -170,9 +194,9 @@ class _Round:
             return self.report
         ours = [vi for vi in listing if slot_of(vi.label, p.prefix, p.pool) is not None]
         self.used_machines = {vi.machine_id for vi in listing if vi.machine_id is not None}
-        by_label: dict[str, list[Any]] = {}
+        by_label: dict[str, list[VastInstance]] = {}
         for vi in sorted(ours, key=lambda v: v.id):
-            by_label.setdefault(vi.label, []).append(vi)
+            by_label.setdefault(vi.label or "", []).append(vi)
         pending_labels = self._resolve_pending(by_label)
         self.leased_ids = set(rc.client_leases.active(self.now))
         records = {r.instance_id: r for r in rc.store.list_instances()}
@@ -196,7 +220,7 @@ class _Round:
         return self.report
 
     # ── 2. rents in flight ──────────────────────────────────────────────────
-    def _resolve_pending(self, by_label: dict[str, list[Any]]) -> set[str]:
+    def _resolve_pending(self, by_label: dict[str, list[VastInstance]]) -> set[str]:
         """Adopt or expire every pending rent; returns the labels still in flight."""
         rc = self.rc
         waiting: set[str] = set()
@@ -205,7 +229,7 @@ class _Round:
             if found:
                 keep = found[0]
                 self._adopt(keep, pend.slot, pend)
-                if pend.state != "sending" and rc.events is not None:
+                if pend.state != RentState.SENDING:
                     rc.events.emit("rent-resolved", label=pend.label, outcome="adopted",
                                    instance_id=str(keep.id))
                 rc.book.drop_pending(pend)
@@ -214,15 +238,14 @@ class _Round:
                 rc.book.drop_pending(pend)
                 log.warning("rent of %s never showed up at Vast.ai within %.0f s: the slot is free again",
                             pend.label, rc.settings.warm_pool_rent_settle_s)
-                if pend.state != "sending":
+                if pend.state != RentState.SENDING:
                     rc.book.add_failure(f"rent:{pend.label}:{pend.started_at!r}", self.now)
-                if rc.events is not None:
-                    rc.events.emit("rent-resolved", label=pend.label, outcome="absent", instance_id=None)
+                rc.events.emit("rent-resolved", label=pend.label, outcome="absent", instance_id=None)
                 continue
             waiting.add(pend.label)
         return waiting
 
-    def _adopt(self, vi: Any, slot: int, pend: PendingRent | None) -> None:
+    def _adopt(self, vi: VastInstance, slot: int, pend: PendingRent | None) -> None:
         rc = self.rc
         rec = record_from_provider(vi, slot, rc.params.pool, self.now)
         if pend is not None:
@@ -232,12 +255,11 @@ class _Round:
             self._follow(rec.instance_id)
             self.report.adopted.append(rec.instance_id)
             log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
-            if rc.events is not None:
-                rc.events.emit("instance-rented", instance_id=rec.instance_id, label=vi.label, slot=slot,
-                               offer_id=pend.offer_id if pend else None, dph=rec.dph_total, adopted=True)
+            rc.events.emit("instance-rented", instance_id=rec.instance_id, label=vi.label, slot=slot,
+                           offer_id=pend.offer_id if pend else None, dph=rec.dph_total, adopted=True)
 
     # ── 3. labelled instances without a record; duplicate labels ───────────
-    def _adopt_and_dedupe(self, by_label: dict[str, list[Any]], records: dict[str, Any],
+    def _adopt_and_dedupe(self, by_label: dict[str, list[VastInstance]], records: dict[str, InstanceRecord],
                           pending_labels: set[str]) -> None:
         p = self.rc.params
         for label, found in by_label.items():
@@ -254,14 +276,14 @@ class _Round:
                 if dup is not keep:
                     self._destroy_unrecorded_or(dup, records.get(str(dup.id)))
 
-    def _destroy_unrecorded_or(self, vi: Any, rec: Any) -> None:
+    def _destroy_unrecorded_or(self, vi: VastInstance, rec: InstanceRecord | None) -> None:
         if rec is not None:
             self._destroy(rec, REASON_DUPLICATE)
             return
         self._provider_destroy(str(vi.id), vi.label, REASON_DUPLICATE)
 
     # ── 4. safe mode ────────────────────────────────────────────────────────
-    def _safety(self, records: Sequence[Any], pending: Sequence[PendingRent]) -> None:
+    def _safety(self, records: Sequence[RecordLike], pending: Sequence[PendingRent]) -> None:
         rc, s = self.rc, self.rc.settings
         failures = rc.book.failures(self.now, s.warm_pool_safe_mode_window_s)
         if not rc.store.get_pool().safe_mode:
@@ -286,21 +308,21 @@ class _Round:
                          f"(WARM_POOL_SAFE_MODE_FAILURES={s.warm_pool_safe_mode_failures})", self.now)
 
     # ── 5a. destroy ─────────────────────────────────────────────────────────
-    def _destroy(self, rec: Any, reason: str) -> None:
+    def _destroy(self, rec: InstanceRecord, reason: DestroyReason) -> None:
         rc = self.rc
         self._renew()
-        first = rec.status != "destroying"
+        first = rec.status != InstanceStatus.DESTROYING
         cause = reason if first else (rec.error or reason)
         if not rc.client_leases.claim(rec.instance_id, cause, force=reason not in _IDLE_ONLY_REASONS):
             self.report.wait.append(f"instance {rec.instance_id} was leased meanwhile: kept")
             return
         if first:
             try:
-                rc.store.update_instance(rec.instance_id, {"status": "destroying", "error": reason},
-                                         lease=self.lease)
+                changes: dict[str, object] = {"status": InstanceStatus.DESTROYING, "error": reason}
+                rc.store.update_instance(rec.instance_id, changes, lease=self.lease)
             except NotFound:
                 return
-            if reason in REPLACE_REASONS and rc.events is not None:
+            if reason in REPLACE_REASONS:
                 leased = is_leased(rec, self.now)
                 rc.events.emit("instance-replaced", instance_id=rec.instance_id, label=rec.label,
                                reason=reason, leased=leased, lease_owner=rec.lease_owner if leased else None)
@@ -329,13 +351,12 @@ class _Round:
             return False
         self.report.destroyed.append([instance_id, reason])
         log.info("destroyed instance %s (%s)", instance_id, reason)
-        if rc.events is not None:
-            rc.events.emit("instance-destroyed", instance_id=instance_id, label=label, reason=reason,
-                           existed=existed)
+        rc.events.emit("instance-destroyed", instance_id=instance_id, label=label, reason=reason,
+                       existed=existed)
         return True
 
     # ── 5b. rent ────────────────────────────────────────────────────────────
-    def _rent(self, slots: Sequence[int], records: Sequence[Any]) -> None:
+    def _rent(self, slots: Sequence[int], records: Sequence[RecordLike]) -> None:
         rc, s = self.rc, self.rc.settings
         offers = rank_offers(self.vast.search_offers(offer_query(rc.offers)), rc.offers, self.used_machines)
         spend = spend_rate(records, rc.book.pending(), rc.params.prefix)
@@ -344,28 +365,30 @@ class _Round:
                 return
             for _ in range(OFFER_ATTEMPTS):
                 offer = next((o for o in offers if o.machine_id not in self.used_machines), None)
-                if offer is None:
+                price = offer.dph_total if offer is not None else None
+                if offer is None or price is None:  # rank_offers keeps only priced offers
                     self.report.wait.append("no offer matches the search (WARM_POOL_GPU_NAME, _MAX_DPH, "
                                             "_MIN_RELIABILITY, ...)")
                     return
-                self.used_machines.add(offer.machine_id)
+                if offer.machine_id is not None:
+                    self.used_machines.add(offer.machine_id)
                 offers.remove(offer)
-                if not spend_allows(spend, offer.dph_total, s.warm_pool_max_spend_dph):
+                if not spend_allows(spend, price, s.warm_pool_max_spend_dph):
                     safety.enter(rc.store, rc.book, rc.events, CAUSE_SPEND,
-                                 f"spend cap: {spend:.3f} $/h + {offer.dph_total:.3f} $/h for the next "
+                                 f"spend cap: {spend:.3f} $/h + {price:.3f} $/h for the next "
                                  f"rent > "
                                  f"WARM_POOL_MAX_SPEND_DPH={s.warm_pool_max_spend_dph}", self.now)
                     return
                 outcome = self._rent_one(slot, offer)
-                if outcome == "rented":
-                    spend += offer.dph_total
+                if outcome is RentOutcome.RENTED:
+                    spend += price
                     break
-                if outcome == "stop":
+                if outcome is RentOutcome.STOP:
                     return
-                # "next": the offer was gone; try the next one for this slot
+                # NEXT: the offer was gone; try the next one for this slot
 
-    def _rent_one(self, slot: int, offer: Any) -> str:
-        """Rent ``offer`` into ``slot``: "rented", "next" (offer gone: try another) or "stop" (this round)."""
+    def _rent_one(self, slot: int, offer: VastOffer) -> RentOutcome:
+        """Rent ``offer`` into ``slot``; see :class:`RentOutcome`."""
         rc, s = self.rc, self.rc.settings
         label = make_label(rc.params.prefix, rc.params.pool, slot)
         self._renew()
@@ -376,7 +399,7 @@ class _Round:
             raise LeaseLost(f"lease {self.lease.name!r} lost before renting", name=self.lease.name,
                             fence=self.lease.fence)
         if added == 0:
-            return "stop"  # a rent for this slot is already in flight
+            return RentOutcome.STOP  # a rent for this slot is already in flight
         try:
             instance_id = self.vast.rent(offer.id, image=s.warm_pool_image, env=rent_env(s),
                                          disk_gb=s.warm_pool_disk_gb, label=label,
@@ -385,25 +408,24 @@ class _Round:
             rc.book.drop_pending(pend)
             safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
                          f"the Vast.ai key is rejected ({exc.message[:120]})", self.now)
-            return "stop"
+            return RentOutcome.STOP
         except RentOutcomeUnknown as exc:
-            unknown = PendingRent(**{**pend.to_dict(), "state": "unknown"})
+            unknown = replace(pend, state=RentState.UNKNOWN)
             rc.book.replace_pending(pend, unknown)
             self.report.unknown.append(label)
-            if rc.events is not None:
-                rc.events.emit("rent-unknown", label=label, offer_id=offer.id, reason=exc.data.get("reason"))
-            return "stop"
+            rc.events.emit("rent-unknown", label=label, offer_id=offer.id, reason=exc.data.get("reason"))
+            return RentOutcome.STOP
         except (NotFound, InvalidRequest) as exc:
             rc.book.drop_pending(pend)
             log.info("offer %s could not be rented (%s); trying another", offer.id, exc.message[:120])
             self.report.errors.append(f"offer {offer.id}: {type(exc).__name__}")
-            return "next"
+            return RentOutcome.NEXT
         except VastkeepError as exc:  # transient: Vast.ai certainly did not act (429, connection refused)
             rc.book.drop_pending(pend)
             self.report.errors.append(f"rent {label}: {type(exc).__name__}")
             log.warning("rent of %s not sent (%s); the next round tries again", label, exc.message[:120])
-            return "stop"
-        rec = InstanceRecord(instance_id=str(instance_id), status="starting", label=label,
+            return RentOutcome.STOP
+        rec = InstanceRecord(instance_id=str(instance_id), status=InstanceStatus.STARTING, label=label,
                              gpu_name=offer.gpu_name, dph_total=offer.dph_total, created_at=rc.clock.now(),
                              extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
                                     "machine_id": offer.machine_id})
@@ -413,10 +435,9 @@ class _Round:
         self.report.rented.append(rec.instance_id)
         log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
                  offer.dph_total)
-        if rc.events is not None:
-            rc.events.emit("instance-rented", instance_id=rec.instance_id, label=label, slot=slot,
-                           offer_id=offer.id, dph=offer.dph_total, adopted=False)
-        return "rented"
+        rc.events.emit("instance-rented", instance_id=rec.instance_id, label=label, slot=slot,
+                       offer_id=offer.id, dph=offer.dph_total, adopted=False)
+        return RentOutcome.RENTED
 
     def _renew(self) -> None:
         self.keeper.check()
@@ -427,4 +448,4 @@ class _Round:
         PollSchedule(self.rc.book.redis, self.rc.book.keys, self.rc.clock).poll_now(instance_id)
 
 
-__all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RoundReport", "lease_name", "rent_env"]
+__all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RentOutcome", "RoundReport", "lease_name", "rent_env"]

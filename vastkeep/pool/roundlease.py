@@ -12,9 +12,8 @@ next fenced write or checkpoint fails with ``LeaseLost``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.settings import Settings
 from vastkeep.state import Lease, LeaseKeeper, LeaseManager
 
 MIN_TTL_MS = 3_000
@@ -23,7 +22,7 @@ MAX_TTL_MS = 30_000
 DEFAULT_MAX_ROUND_S = 240.0
 
 
-def round_lease_ttl_ms(settings: Any) -> int:
+def round_lease_ttl_ms(settings: Settings) -> int:
     """One reconcile interval, clamped to 3..30 s: a killed round's lease lapses before the next beat or
     the one after, and a renewal every third of it rides out a Redis blip."""
     interval_ms = float(settings.warm_pool_reconcile_interval_s) * 1000

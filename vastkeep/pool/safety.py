@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from vastkeep.core.errors import VastkeepError
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
-from vastkeep.pool.plan import PendingRent, spend_rate
-from vastkeep.state import EventSink
+from vastkeep.pool.plan import PendingRent, RecordLike, spend_rate
+from vastkeep.state import EventSink, StateStore
 
 log = logging.getLogger("vastkeep.pool")
 
 AUTOMATIC_CAUSES = frozenset({CAUSE_TOKEN, CAUSE_FAILURES, CAUSE_SPEND})
 
 
-def enter(store: Any, book: PoolBook, events: EventSink | None, cause: str, reason: str, now: float) -> bool:
+def enter(store: StateStore, book: PoolBook, events: EventSink, cause: str, reason: str, now: float) -> bool:
     """Turn safe mode on for ``cause``; True when it was off (the ``safe-mode`` event is emitted only then).
 
     Already on: the first cause stays (so it is the one that must clear), except that an operator's request
@@ -39,12 +38,11 @@ def enter(store: Any, book: PoolBook, events: EventSink | None, cause: str, reas
     store.set_safe_mode(True, reason[:300])
     book.set_cause(cause, now)
     log.warning("🛑 Safe mode ON (%s): %s", cause, reason)
-    if events is not None:
-        events.emit("safe-mode", on=True, reason=reason[:300], cause=cause)
+    events.emit("safe-mode", on=True, reason=reason[:300], cause=cause)
     return True
 
 
-def leave(store: Any, book: PoolBook, events: EventSink | None, reason: str, now: float) -> bool:
+def leave(store: StateStore, book: PoolBook, events: EventSink, reason: str, now: float) -> bool:
     """Turn safe mode off; True when it was on. Clears the failure window so it does not re-trip at once."""
     pool = store.get_pool()
     cause = book.cause()
@@ -53,12 +51,11 @@ def leave(store: Any, book: PoolBook, events: EventSink | None, reason: str, now
     book.clear_failures()
     if pool.safe_mode:
         log.warning("✅ Safe mode OFF: %s", reason)
-        if events is not None:
-            events.emit("safe-mode", on=False, reason=reason[:300], cause=cause or CAUSE_OPERATOR)
+        events.emit("safe-mode", on=False, reason=reason[:300], cause=cause or CAUSE_OPERATOR)
     return pool.safe_mode
 
 
-def cause_cleared(cause: str | None, *, failures: int, failure_limit: int, records: Sequence[Any],
+def cause_cleared(cause: str | None, *, failures: int, failure_limit: int, records: Sequence[RecordLike],
                   pending: Sequence[PendingRent], prefix: str, max_dph: float, cap_dph: float,
                   preflight: Callable[[], None] | None) -> str | None:
     """Why an automatic safe mode may end now, or None while its cause holds (or it is not automatic)."""

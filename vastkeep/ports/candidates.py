@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from vastkeep.core.errors import UnsafeTarget
 
@@ -62,7 +61,7 @@ class Candidate:
         return KINDS.index(self.kind)
 
 
-def _host_port(value: Any) -> int | None:
+def _host_port(value: object) -> int | None:
     """A reported mapping → an int port, tolerating Vast's raw list shape and strings."""
     if isinstance(value, list):
         value = value[0].get("HostPort") if value and isinstance(value[0], Mapping) else None
@@ -75,7 +74,7 @@ def _host_port(value: Any) -> int | None:
     return port if 0 < port < 65536 else None
 
 
-def derive_candidates(public_ip: str | None, ports: Mapping[str, Any] | None) -> list[Candidate]:
+def derive_candidates(public_ip: str | None, ports: Mapping[str, object] | None) -> list[Candidate]:
     """The candidates for one instance, in the guide's priority order, from provider data only.
 
     The direct candidate is offered only when the provider reports the container's ``8188/tcp`` (the

@@ -14,13 +14,20 @@ is no periodic sweep on beat.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.ports.sweep import (
+    Sweep,
+    SweepProgress,
+    interrupted_sweep,
+    phase_ttl_ms,
+    probe_budget_s,
+    refresh_budget_s,
+)
 from vastkeep.ports.validator import (
     PortValidation,
     PortValidator,
@@ -28,37 +35,45 @@ from vastkeep.ports.validator import (
     known_good,
     unsafe_validation,
 )
-from vastkeep.providers import VastApi
-from vastkeep.state import EventSink, InstanceRecord, Lease, LeaseManager, Store, new_owner
+from vastkeep.providers import VastApi, VastInstance
+from vastkeep.state import (
+    ENDING_STATUSES,
+    NULL_EVENTS,
+    PROVISIONING_STATUSES,
+    EventSink,
+    InstanceRecord,
+    InstanceStatus,
+    Lease,
+    LeaseManager,
+    Store,
+    new_owner,
+)
 
 log = logging.getLogger("vastkeep.ports")
 
 #: Statuses a passing validation promotes to "ready" (the guide: loading → ready once a port works).
-PROMOTABLE = frozenset({"starting", "loading"})
+PROMOTABLE = PROVISIONING_STATUSES
 #: Statuses we neither probe nor write: the instance is going or gone, or the provider said it failed
 #: (Layer 5: a failed or gone record is never promoted by a probe nor swept as if alive).
-SKIPPED_STATUSES = frozenset({"destroyed", "destroying", "failed", "gone"})
+SKIPPED_STATUSES = ENDING_STATUSES
 #: What a record says once Vast.ai no longer knows the instance (``show_instance`` → NotFound).
-GONE_STATUS = "gone"
+GONE_STATUS = InstanceStatus.GONE
 GONE_ERROR = "gone at provider: no_such_instance"
 #: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
 SWEEP_LEASE = "ports-sweep"
 SWEEP_BUSY = "another sweep is running"
 SWEEP_LOST = "sweep lease lost; a newer sweep owns the verdicts"
-#: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
-SWEEP_SLACK_S = 30.0
-SWEEP_WRITE_S = 0.01
 
 
 T = TypeVar("T")
 
 
 def _needs_refresh(rec: InstanceRecord) -> bool:
-    return not (getattr(rec, "public_ip", None) and getattr(rec, "ports", None))
+    return not (rec.public_ip and rec.ports)
 
 
-def _modify_live(store: Store, instance_id: str, change: Callable[[Any], T], *,
-                 lease: Lease | None = None) -> tuple[Any, T | None]:
+def _modify_live(store: Store, instance_id: str, change: Callable[[InstanceRecord], T], *,
+                 lease: Lease | None = None) -> tuple[InstanceRecord | None, T | None]:
     """Apply ``change(rec)`` (it edits ``rec`` in place) inside the store's compare-and-set.
 
     The decision is taken on the record as it is at write time: one being destroyed (or gone) is left as it
@@ -69,7 +84,7 @@ def _modify_live(store: Store, instance_id: str, change: Callable[[Any], T], *,
     """
     outcome: T | None = None
 
-    def decide(rec: InstanceRecord) -> Any:
+    def decide(rec: InstanceRecord) -> InstanceRecord:
         nonlocal outcome
         outcome = None
         if rec.status not in SKIPPED_STATUSES:
@@ -96,7 +111,7 @@ class GoneAtProvider:
 
 
 def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
-                          events: EventSink | None = None) -> Any:
+                          events: EventSink = NULL_EVENTS) -> InstanceRecord | GoneAtProvider:
     """Fill a record's ``public_ip``/``ports`` from ``VastClient.show_instance`` (loading ones lack them).
 
     When Vast.ai answers NotFound the instance is gone there: the record is marked (:func:`mark_gone`) and a
@@ -111,7 +126,7 @@ def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
     return store.update_instance(rec.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
 
 
-def mark_gone(store: Store, events: EventSink | None, instance_id: str) -> Any:
+def mark_gone(store: Store, events: EventSink, instance_id: str) -> InstanceRecord | None:
     """Record that Vast.ai no longer knows the instance: status "gone", ``error`` = :data:`GONE_ERROR`.
 
     Compare-and-set on the record as it is at write time: destroying/destroyed records are left alone (that
@@ -128,21 +143,19 @@ def mark_gone(store: Store, events: EventSink | None, instance_id: str) -> Any:
     if old_status is not None:
         log.warning("⚠️  Instance %s is gone at Vast.ai: marked %s", instance_id, GONE_STATUS,
                     extra={"instance_id": instance_id})
-        if events is not None:
-            events.emit("instance-status", instance_id=str(instance_id), old=old_status, new=GONE_STATUS,
-                        reason=GONE_ERROR)
+        events.emit("instance-status", instance_id=str(instance_id), old=old_status, new=GONE_STATUS,
+                    reason=GONE_ERROR)
     return rec
 
 
-def _verdict_key(pv: dict[str, Any] | None) -> tuple[Any, ...] | None:
+def _verdict_key(pv: Mapping[str, object] | None) -> tuple[object, ...] | None:
     if not pv:
         return None
     return (pv.get("success"), pv.get("connection_url"), pv.get("error"))
 
 
-def record_validation(store: Store, events: EventSink | None, instance_id: str, pv: PortValidation,
-                      clock: Clock, *,
-                      lease: Lease | None = None) -> Any:
+def record_validation(store: Store, events: EventSink, instance_id: str, pv: PortValidation,
+                      clock: Clock, *, lease: Lease | None = None) -> InstanceRecord | None:
     """Write the verdict: always ``port_validation``; on success also the URL and loading → ready.
 
     The decision is taken inside the store's compare-and-set (:meth:`StateStore.modify_instance`), on the
@@ -159,13 +172,13 @@ def record_validation(store: Store, events: EventSink | None, instance_id: str, 
         if pv.success:
             rec.connection_url = pv.connection_url
             if promoted:
-                rec.status, rec.status_reason = "ready", None
+                rec.status, rec.status_reason = InstanceStatus.READY, None
         return verdict_changed
 
     rec, changed = _modify_live(store, instance_id, change, lease=lease)
     if rec is None:
         return None
-    if events is not None and changed:
+    if changed:
         if pv.success:
             events.emit("port-validated", instance_id=instance_id, port=pv.port, candidate=pv.kind,
                         connection_url=pv.connection_url, status=rec.status)
@@ -175,7 +188,7 @@ def record_validation(store: Store, events: EventSink | None, instance_id: str, 
     return rec
 
 
-def result_dict(instance_id: str, pv: PortValidation) -> dict[str, Any]:
+def result_dict(instance_id: str, pv: PortValidation) -> dict[str, object]:
     """The task result: small JSON, no secrets."""
     return {"instance_id": instance_id, "success": pv.success, "port": pv.port, "kind": pv.kind,
             "connection_url": pv.connection_url, "error": pv.error, "firewall": pv.firewall,
@@ -183,8 +196,8 @@ def result_dict(instance_id: str, pv: PortValidation) -> dict[str, Any]:
                            for r in pv.candidates]}
 
 
-def validate_instance(store: Store, events: EventSink | None, validator: PortValidator, instance_id: str, *,
-                      vast: VastApi | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+def validate_instance(store: Store, events: EventSink, validator: PortValidator, instance_id: str, *,
+                      vast: VastApi | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
     """Probe one stored instance and record the verdict; returns :func:`result_dict`.
 
     Raises NotFound when the record does not exist (and only then). An address refused by the SSRF guard
@@ -201,11 +214,12 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
     if rec.status in SKIPPED_STATUSES:
         return result_dict(instance_id, PortValidation(False, error=f"instance is {rec.status}"))
     if vast is not None and _needs_refresh(rec):
-        rec = refresh_from_provider(store, vast, rec, events=events)
-        if isinstance(rec, GoneAtProvider):
-            status = rec.record.status if rec.record is not None else None
+        fresh = refresh_from_provider(store, vast, rec, events=events)
+        if isinstance(fresh, GoneAtProvider):
+            status = fresh.record.status if fresh.record is not None else None
             return result_dict(instance_id, PortValidation(False, error=GONE_ERROR)) | {
                 "gone_at_provider": True, "status": status}
+        rec = fresh
     cands = candidates_for(rec)
     try:
         pv = validator.validate(cands, instance_id, known_good=known_good(rec))
@@ -216,11 +230,11 @@ def validate_instance(store: Store, events: EventSink | None, validator: PortVal
     return result_dict(instance_id, pv)
 
 
-def validate_pool(store: Store, events: EventSink | None, validator: PortValidator, *,
+def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
                   vast: VastApi | None = None,
                   clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None,
                   probe_deadline_s: float | None = None,
-                  progress: dict[str, Any] | None = None) -> dict[str, Any]:
+                  progress: SweepProgress | None = None) -> dict[str, object]:
     """Every non-destroyed instance, concurrently (bounded by the validator's concurrency).
 
     With ``leases``, the sweep runs under the fenced lease :data:`SWEEP_LEASE` (operators queue it through
@@ -245,10 +259,10 @@ def validate_pool(store: Store, events: EventSink | None, validator: PortValidat
     up to date as verdicts are written, for a caller interrupted mid-sweep (:func:`interrupted_sweep`).
     """
     records = [r for r in store.list_instances() if r.status not in SKIPPED_STATUSES]
-    sweep = _Sweep(probe_deadline_s, progress if progress is not None else {})
+    sweep = Sweep(probe_deadline_s, progress if progress is not None else SweepProgress())
     if leases is None:
         return _sweep(store, events, validator, records, vast, clock, None, sweep)
-    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), _ttl_ms(refresh_budget_s(vast)))
+    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), phase_ttl_ms(refresh_budget_s(vast)))
     if lease is None:
         log.info("port sweep skipped: %s", SWEEP_BUSY)
         return {"skipped": SWEEP_BUSY}
@@ -261,45 +275,18 @@ def validate_pool(store: Store, events: EventSink | None, validator: PortValidat
         leases.release(lease)
 
 
-@dataclass
-class _Sweep:
-    """One sweep's probe deadline and its running counts (``progress`` is the caller's view of them)."""
-
-    deadline_s: float | None
-    progress: dict[str, Any]
-
-    def __post_init__(self) -> None:
-        self.progress.update(checked=0, passed=0, failed=0, failed_ids=[], firewall=0)
-
-    def count(self, iid: str, pv: PortValidation) -> None:
-        p = self.progress
-        p["checked"] += 1
-        p["passed" if pv.success else "failed"] += 1
-        p["firewall"] += 1 if pv.firewall else 0
-        if not pv.success:
-            p["failed_ids"].append(iid)
-
-
 def _last_checked(rec: InstanceRecord) -> tuple[str, str]:
     """Sort key: never checked first, then the oldest verdict (ISO timestamps sort as text)."""
     pv = rec.port_validation or {}
     return (str(pv.get("checked_at") or ""), str(rec.instance_id))
 
 
-def interrupted_sweep(progress: dict[str, Any], why: str) -> dict[str, Any]:
-    """The result of a sweep stopped from outside (a soft time limit): what it had written so far."""
-    return {"interrupted": True, "reason": why, "checked": int(progress.get("checked", 0)),
-            "passed": int(progress.get("passed", 0)), "failed": int(progress.get("failed", 0)),
-            "failed_ids": sorted(progress.get("failed_ids", []))[:100],
-            "firewall": int(progress.get("firewall", 0))}
-
-
-def _sweep(store: Store, events: EventSink | None, validator: PortValidator, records: list[InstanceRecord],
+def _sweep(store: Store, events: EventSink, validator: PortValidator, records: list[InstanceRecord],
            vast: VastApi | None, clock: Clock,
-           held: tuple[LeaseManager, Lease] | None, sweep: _Sweep) -> dict[str, Any]:
+           held: tuple[LeaseManager, Lease] | None, sweep: Sweep) -> dict[str, object]:
     lease = held[1] if held is not None else None
     skipped: list[str] = []
-    refresh_error: dict[str, Any] | None = None
+    refresh_error: dict[str, object] | None = None
     if vast is not None:
         try:
             by_id = {str(vi.id): vi for vi in vast.list_instances()}
@@ -317,7 +304,7 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
         phase_s = probe_budget_s(validator, probes)
         if sweep.deadline_s is not None:
             phase_s = min(phase_s, sweep.deadline_s)
-        held[0].ensure_renewed(held[1], _ttl_ms(phase_s, len(targets)))
+        held[0].ensure_renewed(held[1], phase_ttl_ms(phase_s, len(targets)))
 
     def record(iid: str, pv: PortValidation) -> None:
         # fenced by the lease: a sweep that outlived it is refused here (StaleFence) and stops
@@ -326,9 +313,7 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
 
     verdicts = validator.validate_many(targets, {r.instance_id: known_good(r) for r in records},
                                        on_verdict=record, deadline_s=sweep.deadline_s)
-    p = sweep.progress
-    result = {"checked": p["checked"], "passed": p["passed"], "failed": p["failed"],
-              "failed_ids": sorted(p["failed_ids"])[:100], "firewall": p["firewall"]}
+    result = sweep.progress.to_dict()
     unfinished = [iid for iid in targets if iid not in verdicts]
     if unfinished:
         log.warning("⚠️  Port sweep reached its %.0fs probe deadline: %d instance(s) left for the next sweep",
@@ -341,15 +326,16 @@ def _sweep(store: Store, events: EventSink | None, validator: PortValidator, rec
     return result
 
 
-def provider_address(vi: Any) -> dict[str, Any]:
+def provider_address(vi: VastInstance) -> dict[str, object]:
     """The address fields the provider reports now. A field it leaves empty is left out: a loading or
     stopped instance reports no ports, and that is no reason to forget the last known address."""
-    fresh: dict[str, Any] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
+    fresh: dict[str, object] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
                              "ssh_host": vi.ssh_host, "ssh_port": vi.ssh_port}
     return {k: v for k, v in fresh.items() if v}
 
 
-def apply_provider_address(store: Store, rec: Any, vi: Any, *, lease: Lease | None = None) -> Any:
+def apply_provider_address(store: Store, rec: InstanceRecord, vi: VastInstance, *,
+                           lease: Lease | None = None) -> InstanceRecord | None:
     """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
     as it is at write time; destroying/destroyed records are left alone; fenced by ``lease`` when given).
     Returns the record, or None when it was deleted meanwhile. An unchanged address costs no write."""
@@ -357,7 +343,7 @@ def apply_provider_address(store: Store, rec: Any, vi: Any, *, lease: Lease | No
     if all(getattr(rec, k) == v for k, v in fresh.items()):
         return rec
 
-    def change(cur: Any) -> dict[str, tuple[Any, Any]]:
+    def change(cur: InstanceRecord) -> dict[str, tuple[object, object]]:
         diff = {k: (getattr(cur, k), v) for k, v in fresh.items() if getattr(cur, k) != v}
         for key, (_, value) in diff.items():
             setattr(cur, key, value)
@@ -371,40 +357,25 @@ def apply_provider_address(store: Store, rec: Any, vi: Any, *, lease: Lease | No
     return new
 
 
-def _apply_refresh(store: Store, records: list[Any], by_id: dict[str, Any], lease: Lease | None) -> list[Any]:
+def _apply_refresh(store: Store, records: list[InstanceRecord], by_id: dict[str, VastInstance],
+                   lease: Lease | None) -> list[InstanceRecord]:
     """Every listed record gets the provider's current address; one deleted or being destroyed is dropped,
     and so is one the listing does not show: its stored address may belong to someone else by now, so it
     is never probed there (Layer 5 polling tells listing lag from "gone")."""
-    fresh = []
+    fresh: list[InstanceRecord] = []
     for r in records:
         vi = by_id.get(str(r.instance_id))
         if vi is None:
             continue
-        r = apply_provider_address(store, r, vi, lease=lease)
-        if r is not None and r.status not in SKIPPED_STATUSES:
-            fresh.append(r)
+        now = apply_provider_address(store, r, vi, lease=lease)
+        if now is not None and now.status not in SKIPPED_STATUSES:
+            fresh.append(now)
     return fresh
 
 
-def refresh_budget_s(vast: VastApi) -> float:
-    """Worst case of one ``list_instances`` call: every attempt at its full timeouts, the longest backoffs."""
-    if vast is None:
-        return 0.0
-    connect_s, read_s = getattr(vast, "timeout_s", (5.0, 30.0))
-    retry = getattr(vast, "retry", None)
-    attempts = int(getattr(retry, "max_attempts", 1))
-    cap_s = float(getattr(getattr(retry, "backoff", None), "cap_s", 0.0))
-    return attempts * (connect_s + read_s) + (attempts - 1) * cap_s
-
-
-def probe_budget_s(validator: PortValidator, probes: int) -> float:
-    """Worst case of probing ``probes`` candidates: one DNS deadline, then rounds of the bound, each slot
-    held for its full TCP + HTTP deadline."""
-    cfg = validator.config
-    rounds = max(1, math.ceil(probes / validator.concurrency))
-    return cfg.dns_timeout_s + rounds * (cfg.tcp_timeout_s + cfg.http_timeout_s)
-
-
-def _ttl_ms(phase_s: float, writes: int = 0) -> int:
-    """A phase's lease TTL: its worst case, the verdict writes after it, and some slack."""
-    return int((phase_s + writes * SWEEP_WRITE_S + SWEEP_SLACK_S) * 1000)
+__all__ = [
+    "GONE_ERROR", "GONE_STATUS", "PROMOTABLE", "SKIPPED_STATUSES", "SWEEP_BUSY", "SWEEP_LEASE", "SWEEP_LOST",
+    "GoneAtProvider", "SweepProgress", "apply_provider_address", "interrupted_sweep", "mark_gone",
+    "probe_budget_s", "provider_address", "record_validation", "refresh_budget_s", "refresh_from_provider",
+    "result_dict", "validate_instance", "validate_pool",
+]

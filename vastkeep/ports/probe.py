@@ -12,8 +12,8 @@ import asyncio
 import errno
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from vastkeep.core.clock import Clock
 from vastkeep.core.errors import NetworkError
@@ -50,9 +50,9 @@ class ProbeResult:
         """The TCP connect succeeded (whatever HTTP did afterwards)."""
         return self.tcp_ms is not None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The small JSON shape stored in ``port_validation`` and returned by tasks."""
-        out: dict[str, Any] = {"kind": self.kind, "port": self.port, "outcome": self.outcome,
+        out: dict[str, object] = {"kind": self.kind, "port": self.port, "outcome": self.outcome,
                                "stage": self.stage, "ms": round(self.ms, 1)}
         if self.http_status is not None:
             out["http_status"] = self.http_status
@@ -95,7 +95,7 @@ async def resolve_safe(host: str, cfg: ProbeConfig, instance_id: str | None = No
             raise NetworkError(f"cannot resolve {host}: {type(exc).__name__}", host=host) from None
         if not infos:
             raise NetworkError(f"cannot resolve {host}", host=host)
-        ip = parse_ip(infos[0][4][0])
+        ip = parse_ip(str(infos[0][4][0]))
         if ip is None:  # pragma: no cover - getaddrinfo returns literals
             raise NetworkError(f"cannot resolve {host}", host=host)
     check_address(ip, allow_loopback=cfg.allow_loopback, instance_id=instance_id)
@@ -163,7 +163,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-def is_comfyui_stats(doc: Any) -> bool:
+def is_comfyui_stats(doc: object) -> bool:
     """The ComfyUI ``/system_stats`` shape: ``{"system": {...}, "devices": [...]}``."""
     return (isinstance(doc, dict) and isinstance(doc.get("system"), dict)
             and isinstance(doc.get("devices"), list))
@@ -176,9 +176,10 @@ async def probe_candidate(cand: Candidate, address: str, cfg: ProbeConfig, clock
     """
     start = clock.monotonic()
 
-    def result(outcome: str, stage: str, detail: str = "", **kw: Any) -> ProbeResult:
-        return ProbeResult(cand.kind, cand.port, address, outcome, stage, _ms(clock, start),
-                           detail=detail, **kw)
+    def result(outcome: str, stage: str, detail: str = "", *, tcp_ms: float | None = None,
+               http_status: int | None = None) -> ProbeResult:
+        return ProbeResult(cand.kind, cand.port, address, outcome, stage, _ms(clock, start), tcp_ms=tcp_ms,
+                           http_status=http_status, detail=detail)
 
     try:
         reader, writer = await asyncio.wait_for(
@@ -285,7 +286,7 @@ async def probe_candidates(
     return out
 
 
-def _decided(tasks: list[asyncio.Future[ProbeResult]]) -> int | None:
+def _decided(tasks: Sequence[asyncio.Future[ProbeResult]]) -> int | None:
     """Index of the winning task once every better one is done and failed; None while undecided."""
     for i, t in enumerate(tasks):
         if not t.done():

@@ -15,14 +15,16 @@ import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import UnsafeTarget
 from vastkeep.core.limits import effective_probe_concurrency
+from vastkeep.core.settings import Settings
 from vastkeep.ports.candidates import KINDS, Candidate, derive_candidates
 from vastkeep.ports.probe import OK, SKIPPED, TIMEOUT, UNSAFE, ProbeConfig, ProbeResult, probe_candidates
+from vastkeep.state.store import InstanceRecord
 
 log = logging.getLogger("vastkeep.ports")
 
@@ -47,7 +49,7 @@ class PortValidation:
     candidates: tuple[ProbeResult, ...] = ()
     hang: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Small JSON: what the store's ``port_validation`` and the task results hold."""
         return {"success": self.success, "port": self.port, "kind": self.kind,
                 "connection_url": self.connection_url, "error": self.error, "firewall": self.firewall,
@@ -137,7 +139,7 @@ class PortValidator:
         self.logger = logger
 
     @classmethod
-    def from_settings(cls, settings: Any, *, clock: Clock = SYSTEM_CLOCK) -> PortValidator:
+    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> PortValidator:
         """PORT_TCP_TIMEOUT_MS, PORT_HTTP_TIMEOUT_MS, PORT_PROBE_CONCURRENCY, VASTKEEP_SIMULATED.
 
         The probe bound is capped below this process's open-file limit (a warning names
@@ -211,9 +213,9 @@ class PortValidator:
                                                  deadline_s=deadline_s))
 
 
-def known_good(record: Any) -> tuple[str, ...]:
+def known_good(record: InstanceRecord) -> tuple[str, ...]:
     """``address:port`` of the record's last validated URL (what a hang is told apart by), if any."""
-    url = getattr(record, "connection_url", None)
+    url = record.connection_url
     if not url:
         return ()
     parts = urlsplit(url)
@@ -221,6 +223,15 @@ def known_good(record: Any) -> tuple[str, ...]:
     return (f"{host}:{parts.port}",) if host and parts.port else ()
 
 
-def candidates_for(record: Any) -> list[Candidate]:
-    """Candidates from anything carrying ``public_ip`` and ``ports`` (InstanceRecord, VastInstance)."""
-    return derive_candidates(getattr(record, "public_ip", None), getattr(record, "ports", None))
+class Addressed(Protocol):
+    """Anything carrying the provider's address fields (``InstanceRecord``, ``VastInstance``)."""
+
+    @property
+    def public_ip(self) -> str | None: ...
+    @property
+    def ports(self) -> Mapping[str, int]: ...
+
+
+def candidates_for(record: Addressed) -> list[Candidate]:
+    """Candidates from a record's or a provider row's ``public_ip`` and ``ports``."""
+    return derive_candidates(record.public_ip, record.ports)

@@ -145,6 +145,14 @@ def with_endpoint(answer: Mapping[str, object], redis_client: SyncRedis, keys: K
     return {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
 
 
+def grant_of(answer: Mapping[str, object]) -> tuple[str, int]:
+    """The (instance id, fence) a lease answer names: what its endpoint token is keyed to."""
+    fence = answer["fence"]
+    if not isinstance(fence, int):
+        raise TypeError("a lease answer's fence is not an integer")
+    return str(answer["instanceId"]), fence
+
+
 def drop(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int) -> bool:
     """The lease ended: delete its token (idempotent; False when there was none)."""
     gkey = keys.endpoint_grant(pool, instance_id, fence)
@@ -226,7 +234,7 @@ def lease_endpoints(redis_client: SyncRedis, keys: Keys, pool: str, proxy_url: s
 
 
 __all__ = ["REDACTED", "TOKEN_PREFIX", "Grant", "digest", "drop", "endpoint_url", "fingerprint",
-           "follow_lease", "grant_token", "is_token", "issue", "lease_endpoints", "lease_matches",
+           "follow_lease", "grant_of", "grant_token", "is_token", "issue", "lease_endpoints", "lease_matches",
            "new_token",
            "parse_grant",
            "redact", "refresh", "with_endpoint"]

@@ -13,6 +13,7 @@
 
 from vastkeep.state.connection import RedisClient, as_text, connect
 from vastkeep.state.events import EVENT_KINDS, Event, EventLog
+from vastkeep.state.flowmarks import KeepaliveDocs, PollMarks, RecordCache
 from vastkeep.state.heartbeats import Heartbeat, clear_heartbeat, read_heartbeats, write_heartbeat
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
@@ -46,6 +47,7 @@ from vastkeep.state.store import (
 )
 
 __all__ = [
+    "KeepaliveDocs", "PollMarks", "RecordCache",
     "DEAD_STATUSES", "ENDING_STATUSES", "INSTANCE_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES",
     "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents", "EventStream", "Heartbeat", "LeaseInfo",
     "RedisClient",
