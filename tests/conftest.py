@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.fixtures.token_cloud",
     "tests.fixtures.sim",
     "tests.fixtures.proxy",
+    "tests.fixtures.chaos",
+    "tests.fixtures.admin_api",
 ]

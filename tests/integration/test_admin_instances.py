@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import ServedApp as Served
-from tests.integration.test_admin_api import KEY
+from tests.fixtures.admin_api import KEY
+from tests.fixtures.helpers import ServedApp as Served
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import Secret, load_settings

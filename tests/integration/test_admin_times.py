@@ -15,7 +15,7 @@ from typing import Any
 import requests
 from fastapi import routing
 
-from tests.helpers import ServedApp
+from tests.fixtures.helpers import ServedApp
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings

@@ -18,8 +18,8 @@ import pytest
 import requests
 import uvicorn
 
+from tests.fixtures.helpers import free_port, wait_for
 from tests.fixtures.token_cloud import SimCloud
-from tests.helpers import free_port, wait_until
 from vastkeep.admin.app import create_app
 from vastkeep.core.settings import load_settings
 from vastkeep.state.events import EventLog
@@ -224,7 +224,7 @@ class EventTap:
                 dispatcher.send("vastkeep-tap-probe")
             return bool(self.of_type("vastkeep-tap-probe"))
 
-        wait_until(heard, timeout_s=15, what="the event receiver to subscribe", interval_s=0.2)
+        wait_for(heard, timeout_s=15, what="the event receiver to subscribe", interval_s=0.2)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -250,7 +250,7 @@ def test_validate_tokens_announces_each_newly_invalid_token_as_a_celery_event(
         cloud.rotate(VASTAI)
         r = post(server, "/validate-tokens")
         assert r.status_code == 200
-        wait_until(lambda: len(tap.of_type(kind)) >= 2, timeout_s=15, what="two token-invalid events")
+        wait_for(lambda: len(tap.of_type(kind)) >= 2, timeout_s=15, what="two token-invalid events")
         events = tap.of_type(kind)
     assert sorted((e["service"], e["error"], e["http_status"]) for e in events) == [
         (svc, "Token authentication failed (401)", 401) for svc in (CIVITAI, VASTAI)]
@@ -282,6 +282,6 @@ def test_validate_tokens_survives_a_notifier_that_raises(redis_server, cloud, ca
         def warned() -> list[str]:
             return [m for m in caplog.messages if m.startswith("could not announce token-invalid")]
 
-        wait_until(lambda: len(warned()) == 2, timeout_s=10, what="two logged notifier failures")
+        wait_for(lambda: len(warned()) == 2, timeout_s=10, what="two logged notifier failures")
     assert sorted(attempts) == [CIVITAI, VASTAI]
     assert_clean(r.text + caplog.text, cloud)

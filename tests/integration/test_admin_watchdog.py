@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.helpers import ServedApp
+from tests.fixtures.helpers import ServedApp
 from vastkeep.admin import HEADER, create_app
 from vastkeep.admin.routes_watchdog import RESET_ANSWER
 from vastkeep.core.backoff import RestartPolicy

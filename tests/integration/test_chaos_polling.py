@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, Proc, report, wait_for
+from tests.fixtures.chaos import Chaos, Proc, report, wait_for
 from vastkeep.state import Keys, StateStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -29,13 +27,6 @@ POLL_ENV = {"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": str(int(ACTIVE_S * 1000)),
             "WARM_POOL_POLL_INTERVAL_MS": str(int(DEFAULT_S * 1000)),
             "PORT_TCP_TIMEOUT_MS": "1000", "PORT_HTTP_TIMEOUT_MS": "2000"}
 BOUND_S = 30.0  # the bound on top of the interval
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def beat(chaos: Chaos, env: dict[str, str], name: str) -> Proc:

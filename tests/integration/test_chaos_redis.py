@@ -2,7 +2,8 @@
 admin API.
 
 Real parts only: a private redis-server per test (AOF ``everysec`` where state must survive a restart,
-restarted on the same port and folder), ``celery -A worker worker`` subprocesses (``-A tests.chaos_app``
+restarted on the same port and folder), ``celery -A worker worker`` subprocesses
+(``-A tests.fixtures.chaos_app``
 where a task must block), ``uvicorn --factory worker.api:create``, and the library's own clients. Every
 wait is a deadline-based poll.
 """
@@ -12,14 +13,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.chaos_support import SLOW_TASK, Chaos, marker_keys, report, wait_for
-from tests.helpers import free_port
+from tests.fixtures.chaos import SLOW_TASK, Chaos, marker_keys, report, wait_for
+from tests.fixtures.helpers import free_port
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import StaleFence
 from vastkeep.state.connection import connect
@@ -31,17 +30,10 @@ from worker.config import CONTROL_QUEUE
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 PRODUCT_APP = "worker"
-CHAOS_APP = "tests.chaos_app"
+CHAOS_APP = "tests.fixtures.chaos_app"
 ADMIN_KEY = "chaos-admin-key-7f3a9c1e5b"
 LOST = "Connection to broker lost"
 PING = "/api/proxy/admin/system/ping"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def restart_redis(chaos: Chaos, server, worker=None) -> tuple:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import free_port, wait_until
+from tests.fixtures.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -92,7 +92,7 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         stack = json.loads(stack_file.read_text())
         assert stack_file.stat().st_mode & 0o777 == 0o600
         assert stack["proxy_url"] == f"http://127.0.0.1:{proxy_port}" and "proxy" in stack["children"]
-        wait_until(lambda: _answers(stack["proxy_url"] + "/health"), 30, "the proxy child to answer")
+        wait_for(lambda: _answers(stack["proxy_url"] + "/health"), 30, "the proxy child to answer")
         assert stack["simulated"] is True and stack["redis_embedded"] is True
         text = out_path.read_text()
         assert "cloud is SIMULATED" in text

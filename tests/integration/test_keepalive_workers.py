@@ -8,13 +8,11 @@ records live in a private redis-server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_keepalive_runner import comfy_url
+from tests.fixtures.chaos import wait_for
+from tests.fixtures.comfy import base_url
 from vastkeep.keepalive import lease_name, read_states
 from vastkeep.state.keys import Keys
 from vastkeep.state.store import InstanceRecord, StateStore
@@ -22,13 +20,6 @@ from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = pytest.mark.slow
 INTERVAL_S = 4.0
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def owner_pid(r, shard: int) -> int | None:
@@ -49,7 +40,7 @@ def _ready_instances(chaos, sim, n: int):
         inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
         ids.append(str(inst["id"]))
         store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
-                                          connection_url=comfy_url(inst)))
+                                          connection_url=base_url(inst)))
     env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
                     COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
     return server, r, ids, env

@@ -18,13 +18,11 @@ supervision sweep: polling must keep itself alive, so a dispatcher chain that di
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, report, wait_for
+from tests.fixtures.chaos import Chaos, report, wait_for
 from vastkeep.core.errors import MalformedResponse
 from vastkeep.core.settings import Secret
 from vastkeep.ports import flow as port_flow
@@ -41,13 +39,6 @@ POLL_ENV = {"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": str(int(ACTIVE_S * 1000)),
             "WARM_POOL_POLL_INTERVAL_MS": str(int(DEFAULT_S * 1000)),
             "PORT_TCP_TIMEOUT_MS": "1000", "PORT_HTTP_TIMEOUT_MS": "2000"}
 DISPATCH = "vastkeep.polling.dispatch"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def make_instances(sim: Any, n: int) -> list[str]:

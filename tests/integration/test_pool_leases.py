@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import wait_until
-from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
-from tests.integration.test_pool_reconcile import Pool, destroy_all
+from tests.fixtures.admin_api import KEY
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.pool_rig import Pool, destroy_all
 from vastkeep.admin import HEADER
 from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
@@ -258,7 +258,7 @@ def test_the_round_notices_an_expiry_and_replaces_an_instance_whose_check_failed
         with pool.vast() as vast:
             return validate_instance(pool.store, pool.events, validator, iid, vast=vast, clock=pool.clock)
 
-    wait_until(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
+    wait_for(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
     assert pool.store.get_instance(iid).status == "ready"
     grant = leases.grant(10, "svc-gone")  # its holder goes away: never renews, never releases
     index = Keys().pool_lease_index("default")

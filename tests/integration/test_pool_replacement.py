@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_pool_reconcile import destroy_all
+from tests.fixtures.chaos import Chaos, wait_for
+from tests.fixtures.pool_rig import destroy_all
 from vastkeep.state import EventLog, Keys, StateStore, connect
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
@@ -28,13 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def _empty_cloud_after(sim) -> Any:
     yield
     destroy_all(sim)
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def test_a_crashed_instance_is_replaced_without_waiting_for_the_beat(chaos: Chaos, sim) -> None:

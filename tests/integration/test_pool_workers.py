@@ -8,14 +8,12 @@ cloud's ledger then holds exactly the desired number of instances, each recorded
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_pool_reconcile import destroy_all
+from tests.fixtures.chaos import Chaos, wait_for
+from tests.fixtures.pool_rig import destroy_all
 from vastkeep.core.settings import Secret
 from vastkeep.providers.vast import VastClient
 from vastkeep.state import Keys, StateStore, connect
@@ -29,13 +27,6 @@ def _empty_cloud_after(sim) -> Any:
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TASK = "vastkeep.pool.reconcile"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def ledger(sim: Any) -> list[Any]:

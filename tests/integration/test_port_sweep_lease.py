@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.fixtures.helpers import wait_for
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.flow import SWEEP_BUSY, SWEEP_LEASE, SWEEP_LOST
 from vastkeep.ports.probe import ProbeConfig
@@ -79,7 +79,7 @@ def test_a_sweep_that_lost_its_lease_writes_nothing(store, events, port_servers)
     worker = threading.Thread(target=lambda: result.append(
         port_flow.validate_pool(store, events, validator(), leases=leases)))
     worker.start()
-    wait_until(lambda: leases.current(SWEEP_LEASE) is not None, what="sweep lease taken")
+    wait_for(lambda: leases.current(SWEEP_LEASE) is not None, what="sweep lease taken")
     held = leases.current(SWEEP_LEASE)
     # the holder stalls past its TTL (simulated: the lease lapses) and another sweep takes over
     store.redis.delete(store.keys.lease(SWEEP_LEASE))

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from tests.fixtures.comfy import Client, base_url, empty_image_graph, png_size
+from tests.fixtures.helpers import free_port, wait_for
 from tests.fixtures.proxy import ADMIN_KEY, start_proxy, stop_proxy
-from tests.helpers import free_port, wait_until
 from vastkeep.state import InstanceRecord, Keys, StateStore, connect
 
 
@@ -50,7 +50,7 @@ def test_a_prompt_from_post_to_its_image_through_the_lease_endpoint(proxy_rig):
     assert re.search(r'vastkeep_proxy_requests_total\{route="c",status="200"\} [1-9]', metrics)
     assert re.search(r'vastkeep_proxy_websocket_messages_total\{direction="down"\} [1-9]', metrics)
     assert re.search(r'vastkeep_proxy_bytes_total\{direction="down"\} [1-9]', metrics)
-    wait_until(lambda: "vastkeep_proxy_websockets_open 0" in requests.get(f"{proxy_rig.url}/metrics",
+    wait_for(lambda: "vastkeep_proxy_websockets_open 0" in requests.get(f"{proxy_rig.url}/metrics",
                                                                            timeout=5).text,
                5, "the relay to close after its client")
 
@@ -88,7 +88,7 @@ def test_the_token_survives_renewal_and_dies_with_release(proxy_rig):
     # dropped with the lease (the deployment's token key stays)
     assert proxy_rig.store.redis.keys("vastkeep:endpoint*") == ["vastkeep:endpoint-secret"]
     # at once, not after the resolution cache's second: the release published the drop to the proxy
-    wait_until(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 0.5,
+    wait_for(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 0.5,
                "the released lease's endpoint to stop answering")
     ws_refused = run(_ws_status(url + "ws?clientId=x"))
     assert ws_refused == 404
@@ -104,7 +104,7 @@ def test_a_token_is_refused_once_its_lease_entry_no_longer_matches(proxy_rig):
     key = "vastkeep:pool:leases:default"
     entry = json.loads(r.hget(key, lease["instanceId"]))
     r.hset(key, lease["instanceId"], json.dumps({**entry, "fence": entry["fence"] + 1}))  # re-leased
-    wait_until(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 5, "refusal")
+    wait_for(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 5, "refusal")
     r.hset(key, lease["instanceId"], json.dumps({**entry, "until": time.time() - 1}))  # expired
     assert requests.get(url + "system_stats", timeout=5).status_code == 404
 

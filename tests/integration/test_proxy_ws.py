@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from aiohttp import web
 
 from tests.fixtures.comfy import Client, txt2img_graph
-from tests.helpers import free_port
+from tests.fixtures.helpers import free_port
 from vastkeep.core.clock import SystemClock
 from vastkeep.pool import PoolLeases
 from vastkeep.proxy import endpoints

@@ -9,14 +9,16 @@ import time
 import pytest
 import requests
 
+from tests.fixtures.helpers import wait_for
+
 T = 5  # seconds: timeout of every request in these tests
 
 
 def _wait_status(sim, iid: int, want: str, deadline_s: float = 10.0) -> list:
     """Poll the show endpoint until ``actual_status == want``; returns every status seen on the way."""
     seen: list = []
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+
+    def reached() -> bool:
         inst = requests.get(
             f"{sim.vast_api_url}/instances/{iid}/",
             params={"owner": "me"},
@@ -25,10 +27,10 @@ def _wait_status(sim, iid: int, want: str, deadline_s: float = 10.0) -> list:
         ).json()["instances"]
         if not seen or seen[-1][0] != inst["actual_status"]:
             seen.append((inst["actual_status"], inst["ports"]))
-        if inst["actual_status"] == want:
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"never reached {want}: {seen}")
+        return inst["actual_status"] == want
+
+    wait_for(reached, deadline_s, f"{want} (seen {seen})")
+    return seen
 
 
 def test_vast_auth_bearer_query_and_missing(sim):

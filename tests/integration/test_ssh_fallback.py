@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis as redis_lib
 
-from tests.integration.test_ssh_collector import LOG, Rig
+from tests.fixtures.collector_rig import LOG, Rig
+from tests.fixtures.helpers import wait_for
 from vastkeep.providers.vast import VastClient
 from vastkeep.ssh import LogStore
 from vastkeep.ssh.provider_log import PROVIDER_FILE, ProviderLog
@@ -29,13 +30,6 @@ def _fetcher(sim):
         return vast.request_logs(int(iid), tail, wait_s=5.0, url_guard=guard)
 
     return fetch
-
-
-def _wait(pred, timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < end, what
-        time.sleep(0.05)
 
 
 def _kinds(rig: Rig) -> list[str]:
@@ -57,7 +51,7 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         sim.control.kill_ssh_sessions(iid)
         down = time.monotonic()
         sim.control.append_log(iid, "step 3 (while SSH is down)", "step 4")
-        _wait(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 4, 30, "no provider lines")
+        wait_for(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 4, 30, "no provider lines")
         assert time.monotonic() - down >= 1.5  # not before the fallback time
         lines = r.logs.read(r.iid, PROVIDER_FILE)
         assert [ln.to_dict()["text"] for ln in lines] == ["step 1", "step 2", "step 3 (while SSH is down)",
@@ -65,10 +59,10 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         assert {ln.to_dict()["source"] for ln in lines} == {"provider-api"}
         assert {ln.to_dict()["source"] for ln in r.logs.read(r.iid, LOG)} == {"ssh"}
         polled = r.redis.hget(r.keys.collector(r.iid), "provider_polled_at")
-        _wait(lambda: r.redis.hget(r.keys.collector(r.iid), "provider_polled_at") != polled, 15,
+        wait_for(lambda: r.redis.hget(r.keys.collector(r.iid), "provider_polled_at") != polled, 15,
               "no second provider poll")
         sim.control.append_log(iid, "step 5")
-        _wait(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 5, 15, "step 5 not read")
+        wait_for(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 5, 15, "step 5 not read")
         texts = [ln.to_dict()["text"] for ln in r.logs.read(r.iid, PROVIDER_FILE)]
         assert texts == ["step 1", "step 2", "step 3 (while SSH is down)", "step 4", "step 5"]  # no doubles
         offsets = [ln.offset for ln in r.logs.read(r.iid, PROVIDER_FILE)]
@@ -78,7 +72,7 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         sim.control.append_log(iid, "step 6 (SSH is back)")
         r.wait_stored(r.log_path.stat().st_size, timeout_s=40)
         assert r.stored() == r.log_path.read_bytes()  # SSH stream: nothing lost, nothing twice
-        _wait(lambda: "ssh-fallback-ended" in _kinds(r), 10, "no ssh-fallback-ended")
+        wait_for(lambda: "ssh-fallback-ended" in _kinds(r), 10, "no ssh-fallback-ended")
         assert r.redis.hget(r.keys.collector(r.iid), "fallback") == ""
     finally:
         r.stop()

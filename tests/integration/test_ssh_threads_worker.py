@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.chaos_support import SSH_QUEUE, Chaos, wait_for
-from tests.integration.test_ssh_chaos import _record
+from tests.fixtures.chaos import SSH_QUEUE, wait_for
+from tests.fixtures.ssh_rig import record_instance
 from vastkeep.core.clock import SystemClock
 from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
 from vastkeep.state import Keys, LeaseManager, StateStore
@@ -25,20 +23,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 COLLECTORS = 20
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
 def test_one_threads_worker_streams_20_collectors_at_once(chaos, sim) -> None:
     rs = chaos.redis()
     r = rs.client()
     raw = redis.Redis(host="127.0.0.1", port=rs.port)
     keys = Keys()
     store, logs, leases = StateStore(r, keys), LogStore(raw, keys), LeaseManager(r, keys)
-    instances = [_record(sim, store) for _ in range(COLLECTORS)]
+    instances = [record_instance(sim, store) for _ in range(COLLECTORS)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="8", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="10000")
     worker = chaos.worker("worker", "ssh-threads", env, pool="threads", concurrency=COLLECTORS + 4,
@@ -93,7 +84,7 @@ def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused
     r = rs.client()
     keys = Keys()
     store, logs = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys)
-    iid, _path = _record(sim, store)
+    iid, _path = record_instance(sim, store)
     sim.control.append_log(int(iid), "provisioning step 1", "provisioning step 2")
     sim.control.refuse(int(iid), "22/tcp")
     sim.control.refuse(int(iid), "ssh_proxy")
@@ -121,7 +112,7 @@ def test_a_warm_shutdown_ends_the_holds_at_once_and_hands_the_collectors_over(ch
     keys = Keys()
     store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
         LeaseManager(r, keys)
-    instances = [_record(sim, store) for _ in range(3)]
+    instances = [record_instance(sim, store) for _ in range(3)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="300", SSH_READY_TIMEOUT_MS="10000")
     first = chaos.worker("worker", "ssh-stop-a", env, pool="threads", concurrency=8, queues=(SSH_QUEUE,))

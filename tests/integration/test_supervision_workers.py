@@ -10,14 +10,12 @@ dispatcher's provider calls; the records live in a private redis-server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.chaos_support import Chaos, report, wait_for
-from tests.helpers import ServedApp
+from tests.fixtures.chaos import report, wait_for
+from tests.fixtures.helpers import ServedApp
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
@@ -29,13 +27,6 @@ from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 pytestmark = pytest.mark.slow
 KEY = "integration-admin-key-supervision"
 SHARD = "keepalive-shard-0"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def owner_pid(r, shard: int) -> int | None:

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
+from tests.fixtures.chaos import Chaos, wait_for
 from vastkeep.state.connection import connect
 from vastkeep.state.keys import Keys
 from vastkeep.state.store import InstanceRecord, StateStore
 
 pytestmark = pytest.mark.slow
 SOFT_S = 4.0
-
-
-@pytest.fixture
-def chaos(tmp_path: Path):
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def test_soft_limit_returns_partial_sweep_and_keeps_verdicts(chaos: Chaos, port_servers) -> None:
@@ -40,7 +32,7 @@ def test_soft_limit_returns_partial_sweep_and_keeps_verdicts(chaos: Chaos, port_
                                           ports={"8188/tcp": lst.port}))
     env = chaos.env(server.url, VASTKEEP_SIMULATED="1", PORT_HTTP_TIMEOUT_MS="60000",
                     VKTEST_SOFT_LIMIT_S=str(SOFT_S))
-    worker = chaos.worker("tests.limits_app", "limits", env, pool="prefork", concurrency=1)
+    worker = chaos.worker("tests.fixtures.limits_app", "limits", env, pool="prefork", concurrency=1)
     worker.wait_ready(60)
     client = chaos.client(server.url, env)
 
