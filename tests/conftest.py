@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.loopback_only",
     "tests.fixtures.redis_server",
+    "tests.fixtures.state",
     "tests.fixtures.port_servers",
     "tests.fixtures.celery_app",
     "tests.fixtures.vast_stub",
@@ -11,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.chaos",
     "tests.fixtures.admin_api",
+    "tests.fixtures.shell",
 ]

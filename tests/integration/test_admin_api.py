@@ -12,6 +12,7 @@ import requests
 
 from tests.fixtures.admin_api import KEY, task_result
 from tests.fixtures.helpers import ServedApp, free_port
+from tests.fixtures.state import State
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
@@ -19,7 +20,7 @@ from vastkeep.state.connection import connect
 from vastkeep.state.events import EventLog
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.store import InstanceRecord
 
 
 def test_health_pings_real_redis(served) -> None:
@@ -94,10 +95,7 @@ def test_redis_outage_is_503_with_a_reason_never_500() -> None:
     try:
         settings = load_settings(environ={"REDIS_URL": own.url, "ADMIN_API_KEY": KEY,
                                           "VASTKEEP_SIMULATED": "1"}, env_file=False)
-        r = connect(own.url, socket_connect_timeout_s=0.5)
-        clock = SystemClock()
-        app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock),
-                         redis=r, clock=clock)
+        app = State.on(own.url, socket_connect_timeout_s=0.5).admin_app(settings)
         headers = {HEADER: KEY}
         with ServedApp(app) as s:
             admin = f"{s.url}/api/proxy/admin"

@@ -24,7 +24,7 @@ import requests
 from celery import Celery
 from celery.events import EventReceiver
 
-from tests.fixtures.helpers import free_port, wait_for
+from tests.fixtures.helpers import free_port, stop_process, wait_for
 from vastkeep.core.settings import load_settings
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
@@ -76,12 +76,7 @@ def api_process(sim: Any, redis_server: Any, redis_client: Any, tmp_path: Path) 
         wait_for(healthy, timeout_s=30, what="admin API /health", interval_s=0.05)
         yield api
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def secrets_of(api: ApiProcess) -> list[str]:

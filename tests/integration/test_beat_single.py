@@ -14,7 +14,8 @@ import time
 import pytest
 import redis
 
-from tests.fixtures.chaos import Chaos, Proc, wait_for
+from tests.fixtures.chaos import Chaos, Proc
+from tests.fixtures.helpers import wait_for
 from worker.config import CONTROL_QUEUE
 
 pytestmark = pytest.mark.slow

@@ -17,14 +17,12 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.chaos import SLOW_TASK, Chaos, marker_keys, report, wait_for
-from tests.fixtures.helpers import free_port
-from vastkeep.core.clock import SYSTEM_CLOCK
+from tests.fixtures.chaos import SLOW_TASK, Chaos, marker_keys, report
+from tests.fixtures.helpers import free_port, wait_for
+from tests.fixtures.state import State
 from vastkeep.core.errors import StaleFence
-from vastkeep.state.connection import connect
-from vastkeep.state.keys import Keys
-from vastkeep.state.leases import LeaseManager, new_owner
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.leases import new_owner
+from vastkeep.state.store import InstanceRecord
 from worker.config import CONTROL_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -58,9 +56,8 @@ def test_redis_restart_under_a_running_worker_reconnects_and_keeps_state(chaos) 
     assert client.send_task("vastkeep.system.ping").get(timeout=15)["worker"] == worker.name
 
     # library state written before the restart, through the library's own client
-    lib = connect(rs.url)
-    keys = Keys()
-    store, leases = StateStore(lib, keys, SYSTEM_CLOCK), LeaseManager(lib, keys, SYSTEM_CLOCK)
+    lib = State.on(rs.url)
+    store, leases = lib.store, lib.leases
     assert store.create_instance(InstanceRecord(instance_id="chaos-1", status="loading",
                                                 public_ip="127.0.0.9", ports={"8188/tcp": 41234},
                                                 label="before"))
@@ -97,7 +94,7 @@ def test_redis_restart_under_a_running_worker_reconnects_and_keeps_state(chaos) 
     with pytest.raises(StaleFence):
         store.update_instance("chaos-1", {"label": "stale"}, lease=holder)
     assert store.update_instance("chaos-1", {"label": "after"}, lease=third).fence == third.fence
-    lib.close()
+    lib.redis.close()
     report("3 redis restart under a running worker", redis_down=down_s, task_after_restart=t_task,
            fences=f"{first.fence},{holder.fence}->{third.fence}", total=time.monotonic() - t0)
 

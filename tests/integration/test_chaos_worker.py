@@ -30,7 +30,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.fixtures.chaos import SLOW_TASK, marker_keys, pid_alive, report, wait_for
+from tests.fixtures.chaos import SLOW_TASK, marker_keys, pid_alive, report
+from tests.fixtures.helpers import wait_for
 from worker.config import CONTROL_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

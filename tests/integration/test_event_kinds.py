@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.event_kinds import documented_fields
+from tests.fixtures.state import State
 from vastkeep.core.clock import FakeClock
 from vastkeep.core.settings import Secret
 from vastkeep.ports import flow as port_flow
@@ -30,13 +31,8 @@ def assert_documented(events: EventLog) -> set[str]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(redis_client: Any, clock: FakeClock) -> StateStore:
-    return StateStore(redis_client, Keys(), clock)
+    return State(redis_client, clock=clock).store
 
 
 @pytest.fixture

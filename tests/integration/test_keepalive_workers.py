@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from tests.fixtures.chaos import wait_for
 from tests.fixtures.comfy import base_url
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.keepalive import lease_name, read_states
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.store import InstanceRecord
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def _ready_instances(chaos, sim, n: int):
     """A private redis-server with ``n`` ready simulated instances (SSH off), and the workers' environment."""
     server = chaos.redis()
     r = server.client()
-    store = StateStore(r, Keys())
+    store = State(r).store
     ids = []
     for _ in range(n):
         inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)

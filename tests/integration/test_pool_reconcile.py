@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.event_kinds import documented_fields
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.pool_rig import Pool, destroy_all
 from vastkeep.pool import safety
 from vastkeep.state import InstanceRecord, LeaseManager
@@ -289,11 +290,9 @@ def test_a_long_round_keeps_its_short_lease_and_no_second_reconciler_runs(sim, r
     first = threading.Thread(target=lambda: out.update(pool.run(read_timeout_s=20.0)))
     first.start()
     leases = LeaseManager(pool.redis, pool.keys)
-    deadline = time.monotonic() + 5
-    while leases.current("pool-reconcile:default") is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    held = leases.current("pool-reconcile:default")
-    assert held is not None and held.ttl_ms == 3_000
+    held = wait_for(lambda: leases.current("pool-reconcile:default"), 5, "the first round holds the lease",
+                    interval_s=0.02)
+    assert held.ttl_ms == 3_000
     skipped = 0
     while first.is_alive():
         # a wake-up (an instance just failed) while the round runs: refused, and the running round goes once

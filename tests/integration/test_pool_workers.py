@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.chaos import Chaos, wait_for
+from tests.fixtures.chaos import Chaos
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.pool_rig import destroy_all
+from tests.fixtures.state import State
 from vastkeep.core.settings import Secret
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import Keys, StateStore, connect
+from vastkeep.state import Keys, connect
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +59,7 @@ def test_two_workers_racing_rounds_rent_exactly_the_desired_size(chaos: Chaos, s
     for w in workers:
         w.wait_ready(120)
     client = chaos.client(server.url, env)
-    store = StateStore(connect(server.url), Keys())
+    store = State.on(server.url).store
     sim.control.clear_requests()
 
     store.set_desired_size(5)

@@ -17,7 +17,8 @@ import requests
 from tests.fixtures.comfy import Client, base_url, empty_image_graph, png_size
 from tests.fixtures.helpers import free_port, wait_for
 from tests.fixtures.proxy import ADMIN_KEY, start_proxy, stop_proxy
-from vastkeep.state import InstanceRecord, Keys, StateStore, connect
+from tests.fixtures.state import State
+from vastkeep.state import InstanceRecord
 
 
 def run(coro):
@@ -176,7 +177,7 @@ def tight(redis_server, redis_client, sim, tmp_path):
            "PROXY_PORT": str(port), "VASTKEEP_HOME": str(tmp_path / "h"), "PROXY_MAX_UPLOAD_BYTES": "100000",
            "PROXY_CLIENT_CONCURRENCY": "2", "PROXY_UPSTREAM_TIMEOUT_MS": "1500"}
     inst = sim.control.create_instance(running=True)
-    store = StateStore(connect(redis_server.url), Keys())
+    store = State.on(redis_server.url).store
     store.put_instance(InstanceRecord(str(inst["id"]), status="ready", label="vastkeep:default:0",
                                       connection_url=base_url(inst),
                                       port_validation={"success": True,

@@ -12,13 +12,12 @@ import threading
 import time
 
 import pytest
-import redis
 
-from tests.fixtures.chaos import wait_for
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.ssh_rig import record_instance, start_log_writer
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -27,12 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_kill_9_of_the_worker_running_a_collector_another_resumes_nothing_lost(pool, chaos, sim) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    raw = redis.Redis(host="127.0.0.1", port=rs.port)  # log lines are bytes
-    keys = Keys()
-    store = StateStore(r, keys)
-    logs = LogStore(raw, keys)
-    leases = LeaseManager(r, keys)
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
     iid, log_path = record_instance(sim, store)
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="1000",
                     SSH_COLLECT_HOLD_S="4", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="5000")

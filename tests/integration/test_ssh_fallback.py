@@ -13,14 +13,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import redis as redis_lib
 
 from tests.fixtures.collector_rig import LOG, Rig
 from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.providers.vast import VastClient
-from vastkeep.ssh import LogStore
 from vastkeep.ssh.provider_log import PROVIDER_FILE, ProviderLog
-from vastkeep.state import EventLog, Keys, LeaseManager, new_owner
+from vastkeep.state import new_owner
 
 
 def _fetcher(sim):
@@ -128,14 +127,11 @@ class _Stub:
     ("http://127.0.0.1:PORT/logs/x.txt", "http://10.0.0.7/steal", True, False),  # a redirect to private
     ("http://127.0.0.1:PORT/logs/x.txt", None, True, True),  # the simulated cloud's loopback: fetched
 ])
-def test_result_url_ssrf_guard(result_url, redirect_to, allow_loopback, fetched, redis_server):
+def test_result_url_ssrf_guard(result_url, redirect_to, allow_loopback, fetched, redis_client):
     stub = _Stub(result_url, redirect_to)
-    red = redis_server.client()
-    red.flushdb()
-    keys = Keys()
-    events = EventLog(red, keys)
-    logs = LogStore(redis_lib.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5), keys)
-    lease = LeaseManager(red, keys).acquire("ssh-collector:5", new_owner("test"), 60_000)
+    state = State(redis_client)
+    events, logs = state.events, state.logs
+    lease = state.leases.acquire("ssh-collector:5", new_owner("test"), 60_000)
     vast = VastClient("k", stub.url, timeout_s=(2.0, 5.0))
     provider = ProviderLog("5", logs, lambda iid, tail, guard: vast.request_logs(int(iid), tail, wait_s=3.0,
                                                                                  url_guard=guard),

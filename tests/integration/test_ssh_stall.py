@@ -17,13 +17,13 @@ import threading
 import time
 
 import pytest
-import redis
 
-from tests.fixtures.chaos import SSH_QUEUE, report, wait_for
+from tests.fixtures.chaos import SSH_QUEUE, report
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.ssh_rig import record_instance, start_log_writer
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import EventLog, Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 from vastkeep.supervision import SupervisionBook
 from worker.config import CONTROL_QUEUE
@@ -43,11 +43,10 @@ BOUND_S = READY_TIMEOUT_S + LEASE_TTL_S + 1.0 + SWEEP_EVERY_S + RESTART_DELAY_S 
 
 def test_a_hung_collector_is_restarted_within_the_bound_and_nothing_is_lost(chaos, sim, tmp_path) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
-        LeaseManager(r, keys)
-    events, book = EventLog(r, keys), SupervisionBook(r, keys)
+    state = State(rs.client())
+    r, keys, store, logs, leases, events = state.redis, state.keys, state.store, state.logs, state.leases, \
+        state.events
+    book = SupervisionBook(r, keys)
     iid, path = record_instance(sim, store)
     gate = tmp_path / "hang-gate"
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",

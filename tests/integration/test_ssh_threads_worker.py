@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
-import redis
 
-from tests.fixtures.chaos import SSH_QUEUE, wait_for
+from tests.fixtures.chaos import SSH_QUEUE
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.ssh_rig import record_instance
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -25,10 +25,8 @@ COLLECTORS = 20
 
 def test_one_threads_worker_streams_20_collectors_at_once(chaos, sim) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    raw = redis.Redis(host="127.0.0.1", port=rs.port)
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(raw, keys), LeaseManager(r, keys)
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
     instances = [record_instance(sim, store) for _ in range(COLLECTORS)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="8", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="10000")
@@ -81,9 +79,8 @@ def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused
     from vastkeep.ssh import PROVIDER_FILE
 
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys)
+    state = State(rs.client())
+    store, logs = state.store, state.logs
     iid, _path = record_instance(sim, store)
     sim.control.append_log(int(iid), "provisioning step 1", "provisioning step 2")
     sim.control.refuse(int(iid), "22/tcp")
@@ -108,10 +105,8 @@ def test_a_warm_shutdown_ends_the_holds_at_once_and_hands_the_collectors_over(ch
     `vastkeep up`). Each collector now ends on the shutdown and queues its continuation, which a second
     worker takes with nothing lost. Fails without the shutdown hook (the worker is still alive at 15 s)."""
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
-        LeaseManager(r, keys)
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
     instances = [record_instance(sim, store) for _ in range(3)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="300", SSH_READY_TIMEOUT_MS="10000")

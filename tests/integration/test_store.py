@@ -11,18 +11,12 @@ import redis
 from redis.backoff import FullJitterBackoff
 
 from tests.fixtures.helpers import wait_for
-from vastkeep.core.clock import FakeClock
 from vastkeep.core.errors import NotFound, PermanentError, StaleFence
 from vastkeep.core.settings import Secret
 from vastkeep.state.connection import connect
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease, LeaseManager
 from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

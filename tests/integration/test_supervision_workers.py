@@ -14,13 +14,13 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.chaos import report, wait_for
-from tests.fixtures.helpers import ServedApp
-from vastkeep.admin import HEADER, create_app
-from vastkeep.core.clock import SystemClock
+from tests.fixtures.chaos import report
+from tests.fixtures.helpers import ServedApp, wait_for
+from tests.fixtures.state import State
+from vastkeep.admin import HEADER
 from vastkeep.core.settings import load_settings
 from vastkeep.keepalive import lease_name
-from vastkeep.state import EventLog, Keys, StateStore
+from vastkeep.state import EventLog, Keys
 from vastkeep.supervision import SupervisionBook
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
@@ -77,10 +77,7 @@ def test_a_killed_shard_worker_is_restarted_on_the_other_worker_after_the_backof
                              "consecutiveCrashes": 1}]
 
     settings = load_settings(environ=env, env_file=False)
-    clock = SystemClock()
-    app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock), redis=r,
-                     clock=clock)
-    with ServedApp(app) as s:
+    with ServedApp(State(r).admin_app(settings)) as s:
         url = f"{s.url}/api/proxy/admin/watchdog/status"
         body = requests.get(url, headers={HEADER: KEY}, timeout=5).json()
     shard = body["daemons"][SHARD]

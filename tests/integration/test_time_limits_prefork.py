@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from tests.fixtures.chaos import Chaos, wait_for
-from vastkeep.state.connection import connect
+from tests.fixtures.chaos import Chaos
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.store import InstanceRecord
 
 pytestmark = pytest.mark.slow
 SOFT_S = 4.0
@@ -24,7 +25,7 @@ SOFT_S = 4.0
 
 def test_soft_limit_returns_partial_sweep_and_keeps_verdicts(chaos: Chaos, port_servers) -> None:
     server = chaos.redis()
-    store = StateStore(connect(server.url), Keys())
+    store = State.on(server.url).store
     fast = [port_servers.open("ok") for _ in range(3)]
     hung = [port_servers.open("hang") for _ in range(2)]
     for i, lst in enumerate(fast + hung):

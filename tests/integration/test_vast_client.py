@@ -52,11 +52,6 @@ class FakeSecret:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def client(vast_stub: VastStub, clock: FakeClock) -> VastClient:
     c = VastClient(FakeSecret(STUB_API_KEY), vast_stub.url, timeout_s=(1.0, 2.0), retry=RETRY, clock=clock,
                    rng=random.Random(1))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from celery import Celery
 import tasks
 from tasks.base import VastkeepTask, retry_delay_s
 from tests.fixtures.celery_app import WORKER_HOSTNAME
-from tests.fixtures.helpers import wait_for
+from tests.fixtures.helpers import stop_process, wait_for
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.core.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
 from vastkeep.state.keys import Keys
@@ -366,12 +365,7 @@ def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
         finally:
             client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait(5)
+        rc = stop_process(proc, 30, group=True)
         log.close()
     assert rc == 0, (tmp_path / "worker.log").read_text()[-2000:]
     assert raw.hget(Keys().heartbeats(), name) is None  # a clean stop removes its heartbeat

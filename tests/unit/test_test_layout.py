@@ -16,7 +16,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def imported_modules(source: str) -> set[str]:
-    """Every module a source names in an ``import`` / ``from … import`` (at any depth: inside functions too)."""
+    """Every module a source imports, at any depth (inside functions too)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
