@@ -30,13 +30,8 @@ def test_provisioning_log_grows_and_is_read_with_tail_c(sim):
     with ssh_client(sim, *direct(inst)) as client:
         code, first, _ = run(client, "tail -c +1 /var/log/onstart.log")
         assert code == 0 and b"[image] pulling layer" in first
-        end = time.monotonic() + 3
-        while True:
-            code, more, _ = run(client, f"tail -c +{len(first) + 1} /var/log/onstart.log")
-            if more:
-                break
-            assert time.monotonic() < end
-            time.sleep(0.05)
+        more = wait_for(lambda: run(client, f"tail -c +{len(first) + 1} /var/log/onstart.log")[1], 3,
+                        "more provisioning lines", interval_s=0.05)
         assert b"[provision]" in more
         code, count, _ = run(client, "wc -c /var/log/onstart.log")
         assert int(count.split()[0]) >= len(first) + len(more)
