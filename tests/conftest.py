@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.chaos",
     "tests.fixtures.admin_api",
     "tests.fixtures.shell",
+    "tests.fixtures.hosts",
 ]

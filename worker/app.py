@@ -17,12 +17,14 @@ from celery.signals import worker_init, worker_process_init
 from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
-from worker import wiring
+from worker import broker_guard, wiring
 from worker.config import celery_config
+from worker.consumption import ConsumptionWatchdog
 from worker.limits import apply_time_limits, limits_over_visibility
 
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
+broker_guard.install()  # a worker holding unacked messages must survive a Redis restart
 
 
 def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None = None) -> None:
@@ -84,6 +86,7 @@ def create_app() -> Celery:
     celery_app = Celery("vastkeep")
     celery_app.conf.update(celery_config(wiring.settings(), redis_url=wiring.redis_url()))
     celery_app.steps["worker"].add(WorkerHeartbeat)
+    celery_app.steps["worker"].add(ConsumptionWatchdog)
     too_long = limits_over_visibility(wiring.settings())
     if too_long:
         log.warning("⚠️  time limit of %s reaches CELERY_VISIBILITY_TIMEOUT_S=%s: Redis would redeliver them "

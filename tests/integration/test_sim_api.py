@@ -300,3 +300,33 @@ def test_error_and_fault_states_in_the_api(sim):
         for i in requests.get(f"{sim.vast_api_url}/instances", headers=h, timeout=T).json()["instances"]
     }
     assert statuses == {"running"}
+
+
+def test_bad_bodies_are_200_with_an_empty_or_cut_short_body(sim):
+    url, h = f"{sim.vast_api_url}/instances", sim.vast_headers()
+    sim.control.bad_body("empty", count=1)
+    sim.control.bad_body("malformed", count=1)
+    empty = requests.get(url, headers=h, timeout=T)
+    assert (empty.status_code, empty.text, empty.headers["Content-Type"]) == (200, "", "application/json")
+    cut = requests.get(url, headers=h, timeout=T)
+    assert cut.status_code == 200
+    with pytest.raises(ValueError):
+        cut.json()
+    assert requests.get(url, headers=h, timeout=T).json()["instances"] == []
+    faults = [e.get("fault") for e in sim.control.requests_seen(service="vast")]
+    assert faults[:2] == ["empty", "malformed"]
+
+
+def test_ledger_records_rents_and_destroys_with_who_did_them(sim):
+    offer = requests.post(f"{sim.vast_api_url}/bundles/", json={}, headers=sim.vast_headers(),
+                          timeout=T).json()["offers"][0]
+    rented = requests.put(f"{sim.vast_api_url}/asks/{offer['id']}/", json={"label": "vk:p:0"},
+                          headers=sim.vast_headers(), timeout=T).json()["new_contract"]
+    other = sim.control.create_instance(running=True)["id"]
+    sim.control.destroy_outside(rented)
+    assert requests.get(f"{sim.vast_api_url}/instances/{rented}/", headers=sim.vast_headers(),
+                        timeout=T).status_code == 404
+    rows = [(e["action"], e["instance_id"], e["via"]) for e in sim.control.ledger()]
+    assert rows == [("rent", rented, "api"), ("rent", other, "control"), ("destroy", rented, "control")]
+    assert sim.control.ledger()[0]["label"] == "vk:p:0"
+    assert [e["seq"] for e in sim.control.ledger(since=2)] == [3]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from vastkeep.core.clock import FakeClock
-from vastkeep.state import EventLog, Keys, LeaseManager, new_owner, write_heartbeat
+from vastkeep.state import NULL_EVENTS, EventLog, Keys, LeaseManager, new_owner, write_heartbeat
 from vastkeep.supervision import (
     SUPERVISOR_LEASE,
     SWEEP_BUSY,
@@ -48,7 +48,8 @@ class FakeDaemon:
             write_heartbeat(self.redis, self.keys, self.clock, spec.id, kind="test", ttl_ms=600_000)
 
 
-def run_sweeps(redis, keys, clock, daemon, spec, seconds: int, events=None, jitter=no_jitter) -> list[dict]:
+def run_sweeps(redis, keys, clock, daemon, spec, seconds: int, events=NULL_EVENTS,
+               jitter=no_jitter) -> list[dict]:
     out = []
     for _ in range(seconds):
         daemon.beat(spec)

@@ -86,10 +86,10 @@ def test_the_detectors_catch_what_they_look_for():
     assert celery_imports(good) == [] and wall_clock_calls(good) == []
 
 
-# ── the arrows: core ← state ← providers ← layer packages ← monitoring, admin, stack, cli ──────────
+# ── the arrows: core ← state ← providers ← layer packages ← monitoring, admin, stack, soak, cli ────
 RANK = {"core": 0, "state": 1, "providers": 2,
         "tokens": 3, "ports": 3, "ssh": 3, "keepalive": 3, "polling": 3, "supervision": 3, "pool": 3,
-        "monitoring": 4, "admin": 4, "proxy": 4, "stack": 4, "cli": 4}
+        "monitoring": 4, "admin": 4, "proxy": 4, "stack": 4, "soak": 4, "cli": 4}
 LAYERS = {name for name, rank in RANK.items() if rank == 3}
 #: The simulated cloud stands apart: it may use the foundation only, and only the tools above it use it.
 SIM_MAY_IMPORT = {"core", "sim"}

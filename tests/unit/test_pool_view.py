@@ -50,7 +50,7 @@ def test_status_has_the_guide_fields_and_counts() -> None:
     assert inst["leasedUntil"].endswith("Z")
     assert inst["isLeased"] is True
     assert "fence" not in inst
-    assert doc["counts"] == {"total": 3, "leased": 1, "idle": 1, "comfyuiLost": 0,
+    assert doc["counts"] == {"total": 3, "leased": 1, "idle": 1, "comfyuiLost": 0, "checking": 0,
                              "byStatus": {"ready": 2, "loading": 1}}
     assert [i["contractId"] for i in doc["instances"]] == ["7", "8", "9"]
 
@@ -151,7 +151,7 @@ def test_an_instance_whose_comfyui_is_lost_is_never_counted_ready_or_idle() -> N
                           updated_at=NOW - 10)
     doc = warm_pool_status(PoolSettings(desired_size=2, safe_mode=False, safe_mode_reason=None), [lost, fine],
                            NOW)
-    assert doc["counts"] == {"total": 2, "leased": 0, "idle": 1, "comfyuiLost": 1,
+    assert doc["counts"] == {"total": 2, "leased": 0, "idle": 1, "comfyuiLost": 1, "checking": 0,
                              "byStatus": {"ready": 1, "unhealthy": 1}}
     assert doc["instance"]["contractId"] == "10"  # the guide's single instance is a usable one
     [view] = [i for i in doc["instances"] if i["contractId"] == "9"]
@@ -161,3 +161,34 @@ def test_an_instance_whose_comfyui_is_lost_is_never_counted_ready_or_idle() -> N
     assert "ready 1," in line and "ComfyUI lost 1" in line
     [_, row, _] = instance_rows(doc)
     assert row.split()[1] == "unhealthy" and "ComfyUI down since" in row
+
+
+def test_an_instance_in_its_check_after_a_lease_is_not_idle_and_says_so() -> None:
+    """The grant refuses an instance whose health check after a lease has not passed; the views agree."""
+    recs = [InstanceRecord(instance_id=i, status="ready") for i in ("1", "2", "3")]
+    doc = warm_pool_status(POOL, recs, now=1000.0,
+                           figures={"afterLease": {"1": "checking", "2": "check-failed"}})
+    assert doc["counts"]["idle"] == 1 and doc["counts"]["checking"] == 2
+    assert doc["counts"]["byStatus"] == {"ready": 3}  # the record's status is the provider's and Layer 3's
+    shown = {v["contractId"]: v["afterLease"] for v in doc["instances"]}
+    assert shown == {"1": "checking", "2": "check-failed", "3": None}
+
+
+@pytest.mark.parametrize(("entry", "status", "pv", "shown"), [
+    ({"state": "active", "until": 2000.0}, "ready", None, None),                     # leased
+    ({"state": "ended", "until": 900.0, "ended_iso": "2026-01-01T00:00:00Z"}, "ready", None, "checking"),
+    ({"state": "ended", "until": 900.0, "ended_iso": "2026-01-01T00:00:00Z"}, "ready",
+     {"success": True, "checked_at": "2026-01-01T00:00:01Z"}, None),                # passed: leasable
+    ({"state": "ended", "until": 900.0, "ended_iso": "2026-01-01T00:00:00Z"}, "ready",
+     {"success": False, "checked_at": "2026-01-01T00:00:01Z"}, "check-failed"),
+    ({"state": "ended", "until": 900.0, "ended_iso": "x", "cleared": True}, "ready", None, None),
+    ({"state": "ended", "until": 900.0, "ended_iso": "2026-01-01T00:00:00Z"}, "loading", None, None),
+])
+def test_after_lease_views(entry, status, pv, shown) -> None:
+    import json
+
+    from vastkeep.pool.aftercare import after_lease_views
+
+    rec = InstanceRecord(instance_id="7", status=status, port_validation=pv)
+    got = after_lease_views({"7": json.dumps(entry)}, {"7": rec}, now=1000.0)
+    assert got.get("7") == shown

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vastkeep.sim.query import convert, filter_offers, filter_values, matches, page_instances
+from vastkeep.sim.query import convert, filter_offers, filter_values, matches, number, page_instances
 
 OFFERS = [
     {"id": 1, "num_gpus": 1, "dph_total": 0.3, "verified": True, "gpu_name": "RTX 4090", "score": 3},
@@ -106,3 +106,14 @@ def test_filter_values_lists_distinct_combinations():
         {"actual_status": "exited", "verification": "verified", "gpu_name": "RTX 4090"},
         {"actual_status": "running", "verification": "verified", "gpu_name": "RTX 4090"},
     ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5", 5.0), (" 2.5 ", 2.5), (7, 7), (True, 1)])
+def test_number_reads_a_number_or_its_text(value: object, expected: float) -> None:
+    assert number(value, "limit") == expected
+
+
+@pytest.mark.parametrize("value", [[1], {"a": 1}, "many"])
+def test_number_refuses_anything_else_naming_the_field(value: object) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        number(value, "limit")

@@ -18,14 +18,15 @@ import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import redis
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vastkeep.admin.openapi import build_document
@@ -34,6 +35,11 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.redact import redact_path
 from vastkeep.core.settings import Settings
 from vastkeep.state.keys import Keys
+from vastkeep.state.protocols import NULL_EVENTS, EventSink
+
+if TYPE_CHECKING:
+    from vastkeep.ssh import LogStore
+    from vastkeep.state import EventLog, StateStore
 
 ADMIN_PREFIX = "/api/proxy/admin"
 MAX_BODY_BYTES = 64 * 1024
@@ -42,8 +48,10 @@ ROUTERS: tuple[str, ...] = ("routes_health", "routes_tokens", "routes_pool", "ro
                              "routes_logs", "routes_instances", "routes_warm_pool", "routes_watchdog")
 log = logging.getLogger("vastkeep.admin")
 
-Dispatch = Callable[[str, dict[str, Any]], str]
-Notify = Callable[[str, dict[str, Any]], None]
+Dispatch = Callable[[str, dict[str, object]], str]
+Notify = Callable[[str, dict[str, object]], None]
+#: A client made with or without ``decode_responses``.
+Redis = Union["redis.Redis[str]", "redis.Redis[bytes]"]
 
 
 @dataclass
@@ -51,15 +59,28 @@ class AdminContext:
     """What route handlers share: settings, Redis, store, events, the task dispatcher, notifier, clock."""
 
     settings: Settings
-    redis: Any
+    redis: Redis | None
     keys: Keys
     clock: Clock
-    store: Any = None
-    events: Any = None
+    store: StateStore | None = None
+    events: EventLog | None = None
     dispatch: Dispatch | None = None
     notify: Notify | None = None
+    #: the bytes-client log store, made on first use (:mod:`vastkeep.admin.routes_logs`)
+    logstore: LogStore | None = field(default=None, repr=False)
 
-    def send(self, name: str, kwargs: dict[str, Any] | None = None) -> str:
+    @property
+    def sink(self) -> EventSink:
+        """Where handlers report what happened: the event stream, or the sink that keeps nothing."""
+        return self.events if self.events is not None else NULL_EVENTS
+
+    def need_redis(self) -> Redis:
+        """This app's Redis client; 503 when it was built without one."""
+        if self.redis is None:
+            raise HTTPException(status_code=503, detail="Redis not available in this process")
+        return self.redis
+
+    def send(self, name: str, kwargs: dict[str, object] | None = None) -> str:
         """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""
         if self.dispatch is None:
             raise HTTPException(status_code=503, detail="task dispatch not available in this process")
@@ -70,7 +91,7 @@ class AdminContext:
             raise HTTPException(status_code=503,
                                 detail=f"could not queue {name}: broker unavailable") from None
 
-    def announce(self, kind: str, fields: dict[str, Any]) -> None:
+    def announce(self, kind: str, fields: dict[str, object]) -> None:
         """Hand ``kind`` + plain JSON ``fields`` (never a secret) to ``notify``; a failure is only logged.
 
         The durable record is the event stream; this is the live notification on top of it, so losing
@@ -84,7 +105,7 @@ class AdminContext:
             log.warning("could not announce %s: %s", kind, type(exc).__name__)
 
 
-def json_whole(value: Any) -> Any:
+def json_whole(value: object) -> object:
     """A JSON number that is a whole number as an int (JSON Schema's ``integer`` admits 3.0 as well as 3)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -93,7 +114,8 @@ def json_whole(value: Any) -> Any:
 
 def get_context(request: Request) -> AdminContext:
     """FastAPI dependency: the app's :class:`AdminContext`."""
-    return request.app.state.vk
+    ctx: AdminContext = request.app.state.vk
+    return ctx
 
 
 class BodyLimit:
@@ -148,7 +170,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _json(send: Send, status: int, body: dict[str, object]) -> None:
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -209,11 +231,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=400, content={"error": "bad_request", "reason": str(exc)[:300]})
 
 
-def flat_routes(app: FastAPI) -> list[Any]:
+def flat_routes(app: FastAPI) -> list[object]:
     """Every route of the app, routers included (FastAPI >= 0.160 keeps included routers as nodes)."""
     from fastapi import routing  # noqa: PLC0415
 
-    flatten = getattr(routing, "iter_route_contexts", None)
+    flatten: Callable[[list[BaseRoute]], Iterable[object]] | None = getattr(routing, "iter_route_contexts",
+                                                                            None)
     return list(flatten(app.routes)) if flatten is not None else list(app.routes)
 
 
@@ -239,12 +262,12 @@ def _error_name(status: int) -> str:
 def create_app(
     settings: Settings,
     *,
-    store: Any = None,
-    events: Any = None,
+    store: StateStore | None = None,
+    events: EventLog | None = None,
     dispatch: Dispatch | None = None,
     notify: Notify | None = None,
     extra_routers: Iterable[APIRouter] = (),
-    redis: Any = None,
+    redis: Redis | None = None,
     clock: Clock = SYSTEM_CLOCK,
     keys: Keys | None = None,
 ) -> FastAPI:
@@ -253,13 +276,13 @@ def create_app(
     ``notify(kind, fields)``, when given, is called for events worth a live notification (for now
     ``token-invalid`` with ``service``, ``error``, ``http_status``); its failures are logged, never raised.
     """
-    if redis is None:
-        redis = getattr(store, "redis", None)
+    if redis is None and store is not None:
+        redis = store.redis
     if redis is None and settings.redis_url:
         from vastkeep.state.connection import connect  # noqa: PLC0415
 
         redis = connect(settings.redis_url)
-    keys = keys or getattr(store, "keys", None) or Keys()
+    keys = keys or (store.keys if store is not None else None) or Keys()
     app = FastAPI(title="vastkeep admin API", version="1", docs_url="/docs", openapi_url="/openapi.json",
                   redoc_url=None,
                   description="Steer the vastkeep control plane. "
@@ -275,10 +298,10 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-    def document() -> dict[str, Any]:
+    def document() -> dict[str, object]:
         if app.openapi_schema is None:
             app.openapi_schema = build_document(app, settings, ROUTERS)
         return app.openapi_schema
 
-    app.openapi = document  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]  # FastAPI's documented way to replace the document
     return app

@@ -19,15 +19,21 @@ Schemathesis checks the result against the running app (``tests/integration/test
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from vastkeep.core.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+#: A JSON object of the document, as FastAPI builds it.
+JsonObject = dict[str, object]
 
 SCHEME = "AdminKey"
 GUARDED_PREFIX = "/api/proxy/admin"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
-ERROR_SCHEMA: dict[str, Any] = {
+ERROR_SCHEMA: JsonObject = {
     "type": "object", "title": "Error", "required": ["error", "reason"], "additionalProperties": True,
     "properties": {
         "error": {"type": "string", "description": "a short code (not_found, unauthorized...) or error type"},
@@ -70,28 +76,39 @@ def decimal_at_most(limit: int, max_digits: int) -> str:
     return "(?:" + "|".join(choices) + ")"
 
 
-def json_body(schema: dict[str, Any], *, required: bool = True, description: str = "") -> dict[str, Any]:
+def json_body(schema: Mapping[str, object], *, required: bool = True, description: str = "") -> JsonObject:
     """``openapi_extra`` for a route that reads its JSON body itself: ``schema`` is what it accepts."""
-    body: dict[str, Any] = {"required": required, "content": {"application/json": {"schema": schema}}}
+    body: JsonObject = {"required": required, "content": {"application/json": {"schema": schema}}}
     if description:
         body["description"] = description
     return {"x-body": body}
 
 
-def build_document(app: Any, settings: Settings, router_modules: Iterable[str]) -> dict[str, Any]:
+def _object(parent: JsonObject, key: str) -> JsonObject:
+    """``parent[key]`` as a JSON object, made empty when absent (``setdefault`` for a typed tree)."""
+    child = parent.setdefault(key, {})
+    if not isinstance(child, dict):
+        raise TypeError(f"{key} is not a JSON object in the OpenAPI document")
+    return child
+
+
+def build_document(app: FastAPI, settings: Settings, router_modules: Iterable[str]) -> JsonObject:
     """The finished document (cached on the app, as FastAPI's own ``openapi()`` does)."""
     from fastapi.openapi.utils import get_openapi  # noqa: PLC0415
 
-    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    components = doc.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
+    doc: JsonObject = get_openapi(title=app.title, version=app.version, description=app.description,
+                                  routes=app.routes)
+    components = _object(doc, "components")
+    schemas = _object(components, "schemas")
     schemas["Error"] = ERROR_SCHEMA
     components["securitySchemes"] = {SCHEME: {
         "type": "apiKey", "in": "header", "name": "X-Admin-Key",
         "description": "ADMIN_API_KEY; compared in constant time"}}
-    for path, operations in doc.get("paths", {}).items():
-        for operation in operations.values():
-            _finish(path, operation)
+    for path, operations in _object(doc, "paths").items():
+        if isinstance(operations, dict):
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    _finish(path, operation)
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     for module_name in router_modules:
@@ -101,19 +118,19 @@ def build_document(app: Any, settings: Settings, router_modules: Iterable[str]) 
     return doc
 
 
-def _finish(path: str, operation: dict[str, Any]) -> None:
+def _finish(path: str, operation: JsonObject) -> None:
     body = operation.pop("x-body", None)
     if body is not None:
         operation["requestBody"] = body
-    responses = operation.setdefault("responses", {})
+    responses = _object(operation, "responses")
     extra = dict(COMMON)
     if path.startswith(GUARDED_PREFIX):
         operation["security"] = [{SCHEME: []}]
         extra.update(GUARDED)
-    for code, description in extra.items():
-        responses.setdefault(str(code), {"description": description})
+    for status, description in extra.items():
+        responses.setdefault(str(status), {"description": description})
     for code, response in responses.items():
-        if int(code) < 400:
+        if int(code) < 400 or not isinstance(response, dict):
             continue
         if code == "422":
             response["description"] = VALIDATION
@@ -122,4 +139,5 @@ def _finish(path: str, operation: dict[str, Any]) -> None:
             response["content"] = {"application/json": {"schema": ERROR_REF}}
 
 
-__all__ = ["ERROR_SCHEMA", "INSTANCE_ID_PATTERN", "SCHEME", "build_document", "decimal_at_most", "json_body"]
+__all__ = ["ERROR_SCHEMA", "INSTANCE_ID_PATTERN", "SCHEME", "JsonObject", "build_document", "decimal_at_most",
+           "json_body"]

@@ -6,8 +6,6 @@ need no key; everything under ``/api/proxy/admin`` needs ``X-Admin-Key``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -49,9 +47,9 @@ def health(ctx: AdminContext = Depends(get_context)) -> JSONResponse:
     A bounded number of Redis calls whatever the data holds (PING, then two for the heartbeats).
     """
     ok, redis_state = _redis_ok(ctx)
-    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "redis": redis_state,
+    body: dict[str, object] = {"status": "ok" if ok else "degraded", "redis": redis_state,
                             "simulated": bool(ctx.settings.vastkeep_simulated), "time": iso(ctx.clock.now())}
-    if ok:
+    if ok and ctx.redis is not None:
         body["workers"] = check_workers(ctx.redis, ctx.keys, ctx.clock).to_dict()
     return JSONResponse(status_code=200 if ok else 503, content=body)
 
@@ -75,9 +73,9 @@ def metrics(ctx: AdminContext = Depends(get_context)) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@guarded.get("/status", summary="Process heartbeats and Redis state",
+@guarded.get("/status", summary="Process heartbeats and Redis state", response_model=object,
              responses={503: {"description": "Redis is down: no process state can be read"}})
-def system_status(ctx: AdminContext = Depends(get_context)) -> Any:
+def system_status(ctx: AdminContext = Depends(get_context)) -> JSONResponse | dict[str, object]:
     """Which workers/beat are alive and how fresh their heartbeats are (no secrets).
 
     503 (with the same fields) when the Redis this app was given does not answer; an app built without
@@ -89,7 +87,7 @@ def system_status(ctx: AdminContext = Depends(get_context)) -> Any:
         return JSONResponse(status_code=503, content={
             "error": "unavailable", "reason": f"Redis {redis_state}", "redis": redis_state,
             "simulated": simulated, "processes": {}})
-    beats = read_heartbeats(ctx.redis, ctx.keys, ctx.clock) if ok else {}
+    beats = read_heartbeats(ctx.redis, ctx.keys, ctx.clock) if ok and ctx.redis is not None else {}
     return {"redis": redis_state, "simulated": simulated,
             "processes": {n: {"kind": b.get("kind"), "pid": b.get("pid"), "ageSeconds": b.get("age_s"),
                               "lastHeartbeat": iso(b.get("at")), "queues": b.get("queues")}
@@ -97,7 +95,7 @@ def system_status(ctx: AdminContext = Depends(get_context)) -> Any:
 
 
 @guarded.post("/ping", status_code=202, summary="Queue vastkeep.system.ping (proves the broker path)")
-def system_ping(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+def system_ping(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     """Returns the task id; look it up in Flower or the result backend."""
     return {"queued": True, "task": "vastkeep.system.ping", "taskId": ctx.send("vastkeep.system.ping", {})}
 

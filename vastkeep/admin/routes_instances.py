@@ -10,7 +10,6 @@ due now (a lease taken elsewhere, an operator's doubt): the dispatcher polls it 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +19,7 @@ from vastkeep.admin.auth import require_admin_key
 from vastkeep.admin.openapi import INSTANCE_ID_PATTERN
 from vastkeep.core.errors import NotFound
 from vastkeep.polling import PollSchedule, ProviderSnapshot, adopt, forget
+from vastkeep.state import StateStore
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["instances"])
 
@@ -29,7 +29,7 @@ INSTANCE_ID = Path(description="a Vast.ai contract id", json_schema_extra={"patt
 NOT_A_CONTRACT_ID = "instance id must be a Vast.ai contract id (digits)"
 
 
-def _checked(ctx: AdminContext, instance_id: str) -> Any:
+def _checked(ctx: AdminContext, instance_id: str) -> StateStore:
     if not _INSTANCE_ID.fullmatch(instance_id):
         raise HTTPException(status_code=422, detail=NOT_A_CONTRACT_ID)
     if ctx.store is None:
@@ -38,19 +38,19 @@ def _checked(ctx: AdminContext, instance_id: str) -> Any:
 
 
 def _schedule(ctx: AdminContext) -> PollSchedule:
-    return PollSchedule(ctx.redis, ctx.keys, ctx.clock)
+    return PollSchedule(ctx.need_redis(), ctx.keys, ctx.clock)
 
 
 @router.post("/instances/{instance_id}/adopt", summary="Take an unlabelled instance into vastkeep's care",
              responses={404: {"description": "not in the provider listing (the reason says when read)"},
                         409: {"description": "already in vastkeep's care"}})
 async def adopt_instance(instance_id: str = INSTANCE_ID,
-                         ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                         ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store = _checked(ctx, instance_id)
-    snapshot = ProviderSnapshot(ctx.redis, ctx.keys, ctx.clock,
+    snapshot = ProviderSnapshot(ctx.need_redis(), ctx.keys, ctx.clock,
                                 label_prefix=ctx.settings.warm_pool_label_prefix)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         try:
             rec = adopt(store, snapshot, _schedule(ctx), instance_id)
         except NotFound as exc:
@@ -68,10 +68,10 @@ async def adopt_instance(instance_id: str = INSTANCE_ID,
              responses={404: {"description": "no record for this instance"},
                         409: {"description": "leased to a client right now"}})
 async def forget_instance(instance_id: str = INSTANCE_ID,
-                          ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                          ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store = _checked(ctx, instance_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         rec = store.get_instance(instance_id)
         if rec is None:
             raise HTTPException(status_code=404, detail=f"no record for instance {instance_id}")
@@ -87,10 +87,10 @@ async def forget_instance(instance_id: str = INSTANCE_ID,
 @router.post("/instances/{instance_id}/poll", status_code=202, summary="Poll one instance now",
              responses={404: {"description": "no record for this instance"}})
 async def poll_instance(instance_id: str = INSTANCE_ID,
-                        ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                        ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store = _checked(ctx, instance_id)
 
-    def go() -> dict[str, Any]:
+    def go() -> dict[str, object]:
         if store.get_instance(instance_id) is None:
             raise HTTPException(status_code=404, detail=f"no record for instance {instance_id}")
         _schedule(ctx).poll_now(instance_id)

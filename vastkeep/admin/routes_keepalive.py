@@ -7,26 +7,26 @@ owners. Two Redis round trips whatever the pool size (the records, then one MGET
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.keepalive import is_watched, lease_name, pool_view, read_states
+from vastkeep.state import InstanceStatus
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["keepalive"])
 
 
 @router.get("/keepalive/status", summary="ComfyUI keepalive figures per ready instance and for the pool")
-async def keepalive_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def keepalive_status(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     if ctx.store is None or ctx.redis is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     store, redis, keys = ctx.store, ctx.redis, ctx.keys
 
-    def read() -> dict[str, Any]:
-        watched = [r.instance_id for r in store.list_instances() if r.status == "ready" or is_watched(r)]
+    def read() -> dict[str, object]:
+        watched = [r.instance_id for r in store.list_instances()
+                   if r.status == InstanceStatus.READY or is_watched(r)]
         states = read_states(redis, keys, watched)
         view = pool_view({iid: (st, True) for iid, st in states.items()})
         shards = ctx.settings.comfyui_keepalive_shards

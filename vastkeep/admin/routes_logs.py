@@ -8,7 +8,6 @@ itself when nothing new arrived), so a client follows a log live by polling with
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -31,17 +30,15 @@ FILE_SCHEMA = {"anyOf": [{"const": PROVIDER_FILE},
 
 def _logstore(ctx: AdminContext) -> LogStore:
     """A LogStore on a bytes client sharing the admin Redis settings (log lines are raw bytes)."""
-    cached = getattr(ctx, "_logstore", None)
-    if cached is not None:
-        return cached
+    if ctx.logstore is not None:
+        return ctx.logstore
     if ctx.redis is None:
         raise HTTPException(status_code=503, detail="Redis not available in this process")
     kwargs = dict(ctx.redis.connection_pool.connection_kwargs)
     kwargs["decode_responses"] = False
     pool = redis.ConnectionPool(connection_class=ctx.redis.connection_pool.connection_class, **kwargs)
-    store = LogStore(redis.Redis(connection_pool=pool), ctx.keys)
-    ctx._logstore = store  # type: ignore[attr-defined]
-    return store
+    ctx.logstore = LogStore(redis.Redis(connection_pool=pool), ctx.keys)
+    return ctx.logstore
 
 
 @router.get("/instances/{instance_id}/logs",
@@ -55,7 +52,7 @@ async def instance_logs(instance_id: str = Path(description="a Vast.ai contract 
                         file: str = Query(PROVISION_LOG, description="remote log file, or "
                                           "provider:container-log (the provider log-API fallback)",
                                           json_schema_extra=FILE_SCHEMA),
-                        ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                        ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     if not _INSTANCE_ID.fullmatch(instance_id):
         raise HTTPException(status_code=400, detail="instance id must be a Vast.ai contract id (digits)")
     if file != PROVIDER_FILE and (not _FILE.fullmatch(file) or ".." in file):

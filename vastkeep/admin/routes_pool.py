@@ -8,7 +8,6 @@ queues Layer 3 for one instance or the whole pool (the work runs on a worker, no
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +18,7 @@ from vastkeep.admin.openapi import INSTANCE_ID_PATTERN, decimal_at_most, json_bo
 from vastkeep.monitoring import warm_pool_status
 from vastkeep.polling import PollSchedule
 from vastkeep.pool import PoolBook, build_leases, pool_figures
+from vastkeep.state import StateStore
 from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
@@ -37,21 +37,21 @@ VALIDATE_BODY = {
 }
 
 
-def _store(ctx: AdminContext) -> Any:
+def _store(ctx: AdminContext) -> StateStore:
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     return ctx.store
 
 
 @router.get("/warm-pool/status", summary="The guide's warm-pool status (desiredSize, instance, safeMode)")
-async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store = _store(ctx)
 
-    def read() -> dict[str, Any]:
+    def read() -> dict[str, object]:
         pool, records = store.get_pool(), store.list_instances()
         polls = (PollSchedule(ctx.redis, ctx.keys, ctx.clock).poll_times([r.instance_id for r in records])
                  if ctx.redis is not None else {})
-        book = PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
+        book = PoolBook(ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name)
         now = ctx.clock.now()
         leases = build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock)
         figures = pool_figures(ctx.settings, book, records, pool.safe_mode, leases, now, pool.desired_size)
@@ -65,7 +65,7 @@ async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, Any
 async def read_events(after: str = Query("0-0", description="stream id to read after, e.g. 1767225600000-0",
                                          json_schema_extra={"pattern": STREAM_ID_PATTERN}),
                       count: int = Query(100, ge=1, le=1000),
-                      ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                      ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     if not is_stream_id(after):
         raise HTTPException(status_code=400, detail="after must be a stream id like 1767225600000-0 "
                                                     f"(each part at most {STREAM_ID_PART_MAX})")
@@ -80,17 +80,18 @@ async def read_events(after: str = Query("0-0", description="stream id to read a
              summary="Queue port validation for one instance ({\"instanceId\": \"...\"}) or the whole pool",
              responses={400: {"description": "an unknown field, or an instanceId that is not a contract id"}},
              openapi_extra=json_body(VALIDATE_BODY, required=False))
-async def validate_ports(body: dict[str, Any] | None = None,
-                         ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def validate_ports(body: dict[str, object] | None = None,
+                         ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     extra = set(body or {}) - {"instanceId"}
     if extra:  # a misspelt field must not silently turn into a sweep of the whole pool
         raise HTTPException(status_code=400,
                             detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; expected instanceId")
-    instance_id = json_whole((body or {}).get("instanceId"))
-    if instance_id is None:
+    given = (body or {}).get("instanceId")
+    whole = json_whole(given)
+    if whole is None:
         return {"taskId": ctx.send("vastkeep.ports.validate_pool"), "scope": "pool"}
-    instance_id = str(instance_id)
-    if not _INSTANCE_ID.fullmatch(instance_id) or isinstance((body or {}).get("instanceId"), bool):
+    instance_id = str(whole)
+    if not _INSTANCE_ID.fullmatch(instance_id) or isinstance(given, bool):
         raise HTTPException(status_code=400, detail="instanceId must be a Vast.ai contract id (digits)")
     task_id = ctx.send("vastkeep.ports.validate_instance", {"instance_id": instance_id})
     return {"taskId": task_id, "scope": "instance", "instanceId": instance_id}

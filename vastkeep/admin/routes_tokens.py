@@ -15,7 +15,7 @@ the :class:`~vastkeep.tokens.manager.TokenManager` either way.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -25,12 +25,13 @@ from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput
-from vastkeep.tokens.manager import INVALID, MAX_TOKEN_BYTES, SERVICES, TokenManager
+from vastkeep.tokens.manager import INVALID, MAX_TOKEN_BYTES, SERVICES, TokenManager, UpdateRefusal
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["tokens"])
 
 UPDATE_FIELDS = frozenset({"service", "token", "force"})
-UPDATE_STATUS = {None: 200, "rejected": 422, "unverified": 503}
+UPDATE_STATUS: dict[UpdateRefusal | None, int] = {None: 200, UpdateRefusal.REJECTED: 422,
+                                                  UpdateRefusal.UNVERIFIED: 503}
 #: exactly what ``_update_body`` and ``token_problem`` accept: printable ASCII, no spaces, at most 4 KiB
 UPDATE_BODY = {"type": "object", "required": ["service", "token"], "additionalProperties": False,
                "properties": {"service": {"enum": list(SERVICES)},
@@ -43,16 +44,17 @@ UPDATE_BODY = {"type": "object", "required": ["service", "token"], "additionalPr
 def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) -> TokenManager:
     """The app's manager (``app.state.token_manager`` if set, else one built from settings + store)."""
     manager = getattr(request.app.state, "token_manager", None)
-    if manager is not None:
+    if isinstance(manager, TokenManager):
         return manager
     if ctx.store is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
-    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.events, clock=ctx.clock)
+    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.sink,
+                                      clock=ctx.clock)
 
 
 @router.post("/validate-tokens", summary="Validate every token now (real API calls, not the cache)")
 def validate_tokens(background: BackgroundTasks, manager: TokenManager = Depends(token_manager),
-                    ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+                    ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     """``{"success": true, "validation": {service: result}}``; a rejected token is a result, not an error.
 
     Each newly rejected token is announced after the response is sent, so a slow or unreachable
@@ -61,18 +63,28 @@ def validate_tokens(background: BackgroundTasks, manager: TokenManager = Depends
     results = manager.validate_all(use_cache=False)
     for service, result in results.items():
         if result.get("status") == INVALID and not result.get("cached"):
-            fields = {"service": service, "error": str(result.get("error")),
-                      "http_status": int(result.get("httpStatus") or 0)}
+            code = result.get("httpStatus")
+            fields: dict[str, object] = {"service": service, "error": str(result.get("error")),
+                                         "http_status": code if isinstance(code, int) else 0}
             background.add_task(ctx.announce, "token-invalid", fields)
     return {"success": True, "validation": results}
 
 
 @router.get("/tokens", summary="Where each token comes from and its cached result (no API calls)")
-def token_status(manager: TokenManager = Depends(token_manager)) -> dict[str, Any]:
+def token_status(manager: TokenManager = Depends(token_manager)) -> dict[str, object]:
     return {"success": True, "tokens": manager.status()}
 
 
-async def _update_body(request: Request) -> dict[str, Any]:
+@dataclass(frozen=True)
+class UpdateBody:
+    """An update-token request, parsed: ``token`` is checked by the manager (never quoted back)."""
+
+    service: str
+    token: object
+    force: bool = False
+
+
+async def _update_body(request: Request) -> UpdateBody:
     """The JSON object of an update-token request, checked field by field (never quoting a value)."""
     raw = await request.body()
     try:
@@ -89,9 +101,10 @@ async def _update_body(request: Request) -> dict[str, Any]:
         raise InvalidInput("service is required", field="service")
     if "token" not in body:
         raise InvalidInput("token is required", field="token")
-    if not isinstance(body.get("force", False), bool):
+    force = body.get("force", False)
+    if not isinstance(force, bool):
         raise InvalidInput("force must be true or false", field="force")
-    return body
+    return UpdateBody(service=TokenManager.check_service(body["service"]), token=body["token"], force=force)
 
 
 @router.post("/update-token", summary="Replace a token at runtime, after validating it",
@@ -105,12 +118,9 @@ async def update_token(request: Request, manager: TokenManager = Depends(token_m
 
     Answers ``{"success", "service", "validation"}``; a refusal adds ``error`` and ``reason`` (the same text).
     """
-    body = await _update_body(request)
-    service = TokenManager.check_service(body["service"])
-    token = body["token"]
-    force = bool(body.get("force", False))
-    outcome = await run_in_threadpool(manager.update_token, service, token, force=force)
-    body = outcome.to_dict()
-    if "error" in body:  # a refusal: the API's error shape ({error, reason}) around the guide's fields
-        body["reason"] = body["error"]
-    return JSONResponse(status_code=UPDATE_STATUS[outcome.reason], content=body)
+    update = await _update_body(request)
+    outcome = await run_in_threadpool(manager.update_token, update.service, update.token, force=update.force)
+    answer = outcome.to_dict()
+    if "error" in answer:  # a refusal: the API's error shape ({error, reason}) around the guide's fields
+        answer["reason"] = answer["error"]
+    return JSONResponse(status_code=UPDATE_STATUS[outcome.reason], content=answer)

@@ -1,4 +1,4 @@
-"""Steer the warm pool: its desired size and safe mode (issue 10).
+"""Steer the warm pool: its desired size and safe mode, and client leases.
 
 ``PUT /api/proxy/admin/warm-pool/size`` ``{"desiredSize": n}`` stores the size
 (0..WARM_POOL_MAX_SIZE, else 422 with the reason) and queues a reconcile round so the pool starts
@@ -20,8 +20,6 @@ that retries its own HTTP call after a lost answer sends the same ``Idempotency-
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Body, Depends, Header, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -32,9 +30,10 @@ from vastkeep.admin.openapi import json_body
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy
 from vastkeep.core.settings import Settings
 from vastkeep.pool import PoolBook, build_leases, safe_mode_view, set_safe_mode, set_size
-from vastkeep.pool.leasing import MAX_LEASE_S, check_request_id, new_request_id
+from vastkeep.pool.leasing import MAX_LEASE_S, PoolLeases, check_request_id, new_request_id
 from vastkeep.pool.ops import MAX_REASON_CHARS
 from vastkeep.proxy import endpoints
+from vastkeep.state import StateStore
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["warm-pool"])
 RECONCILE_TASK = "vastkeep.pool.reconcile"
@@ -65,26 +64,32 @@ BUSY = {"description": "every ready instance is leased (409) / none is ready (50
                        "retryAfterS and Retry-After say when to try again"}
 
 
-def document(doc: dict[str, Any], settings: Settings) -> None:
+def document(doc: dict[str, object], settings: Settings) -> None:
     """This deployment's bound on the desired size, in the OpenAPI document."""
-    body = doc["paths"][SIZE_PATH]["put"]["requestBody"]["content"]["application/json"]["schema"]
-    body["properties"]["desiredSize"]["maximum"] = settings.warm_pool_max_size
+    node: object = doc
+    for step in ("paths", SIZE_PATH, "put", "requestBody", "content", "application/json", "schema",
+                 "properties", "desiredSize"):
+        node = node[step] if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        raise KeyError(f"{SIZE_PATH}: no desiredSize schema in the document")
+    node["maximum"] = settings.warm_pool_max_size
 
 
-def _parts(ctx: AdminContext) -> tuple[Any, PoolBook]:
+def _parts(ctx: AdminContext) -> tuple[StateStore, PoolBook]:
     if ctx.store is None or ctx.redis is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     return ctx.store, PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
 
 
-def _body(body: Any, allowed: set[str]) -> dict[str, Any]:
+def _body(body: object, allowed: set[str]) -> dict[str, object]:
+    """The raw JSON body as an object with only ``allowed`` fields (whole-number floats as ints), else 422."""
     if not isinstance(body, dict):
         raise HTTPException(status_code=422, detail="the body must be a JSON object")
     extra = set(body) - allowed
     if extra:
         raise HTTPException(status_code=422, detail=f"unknown field(s): {', '.join(sorted(extra))[:200]}; "
                                                     f"expected {', '.join(sorted(allowed))}")
-    return {k: json_whole(v) for k, v in body.items()}
+    return {str(k): json_whole(v) for k, v in body.items()}
 
 
 def _kick(ctx: AdminContext) -> str | None:
@@ -99,16 +104,17 @@ def _kick(ctx: AdminContext) -> str | None:
 
 @router.put("/warm-pool/size", summary="Set the warm pool's desired size ({\"desiredSize\": n})",
             openapi_extra=json_body(SIZE_BODY))
-async def put_size(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def put_size(body: object = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store, _ = _parts(ctx)
     data = _body(body, {"desiredSize"})
     if "desiredSize" not in data:
         raise HTTPException(status_code=422, detail="desiredSize is required")
-    if isinstance(data["desiredSize"], bool) or not isinstance(data["desiredSize"], int):
+    size = data["desiredSize"]
+    if isinstance(size, bool) or not isinstance(size, int):
         raise HTTPException(status_code=422, detail="desiredSize must be a JSON whole number "
                                                     f"from 0 to {ctx.settings.warm_pool_max_size}")
     try:
-        result = await run_in_threadpool(set_size, store, ctx.events, data["desiredSize"],
+        result = await run_in_threadpool(set_size, store, ctx.sink, size,
                                          ctx.settings.warm_pool_max_size)
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
@@ -116,21 +122,22 @@ async def put_size(body: Any = Body(None), ctx: AdminContext = Depends(get_conte
 
 
 @router.get("/safe-mode", summary="Is spending stopped, and why ({enabled, reason, cause, since})")
-async def get_safe_mode(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def get_safe_mode(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store, book = _parts(ctx)
     return await run_in_threadpool(safe_mode_view, store, book)
 
 
 @router.post("/safe-mode", summary="Switch safe mode ({\"enabled\": bool, \"reason\": \"...\"})",
              openapi_extra=json_body(SAFE_MODE_BODY))
-async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def post_safe_mode(body: object = Body(None),
+                         ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     store, book = _parts(ctx)
     data = _body(body, {"enabled", "reason"})
     if "enabled" not in data:
         raise HTTPException(status_code=422, detail="enabled is required (true or false)")
     try:
-        view = await run_in_threadpool(set_safe_mode, store, book, ctx.events, data["enabled"],
-                                       data.get("reason"), ctx.clock.now())
+        view = await run_in_threadpool(set_safe_mode, store, book, ctx.sink,
+                                       data["enabled"], data.get("reason"), ctx.clock.now())
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
     if not view["enabled"]:
@@ -139,7 +146,7 @@ async def post_safe_mode(body: Any = Body(None), ctx: AdminContext = Depends(get
 
 
 # ── client leases ────────────────────────────────────────────────────────────
-def _leases(ctx: AdminContext) -> Any:
+def _leases(ctx: AdminContext) -> PoolLeases:
     store, _ = _parts(ctx)
     dispatch = ctx.dispatch
 
@@ -149,6 +156,14 @@ def _leases(ctx: AdminContext) -> Any:
 
     return build_leases(ctx.settings, ctx.redis, ctx.keys, ctx.clock, store, ctx.events,
                         check=check if dispatch is not None else None)
+
+
+def _grant_of(answer: dict[str, object]) -> tuple[str, int]:
+    """The (instance id, fence) a lease answer names: what its endpoint token is keyed to."""
+    fence = answer["fence"]
+    if not isinstance(fence, int):
+        raise TypeError("a lease answer's fence is not an integer")
+    return str(answer["instanceId"]), fence
 
 
 def _request_id(given: str | None) -> str:
@@ -163,7 +178,8 @@ def _request_id(given: str | None) -> str:
 
 def _busy(exc: LeaseBusy) -> JSONResponse:
     """409 when every ready instance is leased, 503 when none is ready yet; both say when to retry."""
-    retry = int(exc.data.get("retry_after_s") or 1)
+    given = exc.data.get("retry_after_s")
+    retry = int(given) if isinstance(given, int | float) and given else 1
     status = 409 if exc.data.get("reason") == "all-leased" else 503
     return JSONResponse(status_code=status, headers={"Retry-After": str(retry)},
                         content={"error": "conflict" if status == 409 else "unavailable",
@@ -172,9 +188,9 @@ def _busy(exc: LeaseBusy) -> JSONResponse:
 
 @router.post("/warm-pool/leases", status_code=201,
              summary="Lease a ready instance ({\"durationS\": 600, \"client\": \"name\"}) → 201, or 409/503",
-             responses={409: BUSY, 503: BUSY}, openapi_extra=json_body(LEASE_BODY))
-async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_context),
-                       idempotency_key: str | None = IDEMPOTENCY_KEY) -> Any:
+             responses={409: BUSY, 503: BUSY}, openapi_extra=json_body(LEASE_BODY), response_model=object)
+async def create_lease(body: object = Body(None), ctx: AdminContext = Depends(get_context),
+                       idempotency_key: str | None = IDEMPOTENCY_KEY) -> JSONResponse | dict[str, object]:
     data = _body(body, {"durationS", "client"})
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
@@ -186,38 +202,42 @@ async def create_lease(body: Any = Body(None), ctx: AdminContext = Depends(get_c
     except LeaseBusy as exc:
         return _busy(exc)
     # the endpoint token (the proxy's /c/{endpointToken}/) is keyed to this grant: pool + instance + fence
-    return await run_in_threadpool(endpoints.with_endpoint, grant.to_dict(), ctx.redis, ctx.keys,
-                                   ctx.settings.warm_pool_name, ctx.settings.proxy_url, grant.leased_until)
+    answer: dict[str, object] = await run_in_threadpool(
+        endpoints.with_endpoint, grant.to_dict(), ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
+        ctx.settings.proxy_url, grant.leased_until)
+    return answer
 
 
 @router.post("/warm-pool/leases/{lease_id}/renew", summary="Extend a lease ({\"durationS\": 600})",
              responses={404: {"description": "no such lease (unknown, released or expired)"},
                         409: {"description": "the leased instance is being destroyed; take a new lease"}},
              openapi_extra=json_body(RENEW_BODY, required=False))
-async def renew_lease(lease_id: str, body: Any = Body(None), ctx: AdminContext = Depends(get_context),
-                      idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, Any]:
+async def renew_lease(lease_id: str, body: object = Body(None), ctx: AdminContext = Depends(get_context),
+                      idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, object]:
     data = _body(body if body is not None else {}, {"durationS"})
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
     try:
-        answer = await run_in_threadpool(lambda: leases.renew(lease_id, data.get("durationS", 600),
-                                                              request_id=rid))
+        answer: dict[str, object] = await run_in_threadpool(
+            lambda: leases.renew(lease_id, data.get("durationS", 600), request_id=rid))
     except InvalidInput as exc:
         raise HTTPException(status_code=422, detail=exc.message) from None
     except LeaseBroken as exc:
         raise HTTPException(status_code=409, detail=exc.message) from None
+    instance_id, fence = _grant_of(answer)
     await run_in_threadpool(endpoints.follow_lease, ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
-                            answer["instanceId"], answer["fence"])
+                            instance_id, fence)
     return answer
 
 
 @router.delete("/warm-pool/leases/{lease_id}", summary="Give a leased instance back to the pool",
                responses={404: {"description": "no such lease (unknown, released already or expired)"}})
 async def release_lease(lease_id: str, ctx: AdminContext = Depends(get_context),
-                        idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, Any]:
+                        idempotency_key: str | None = IDEMPOTENCY_KEY) -> dict[str, object]:
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
-    answer = await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
-    await run_in_threadpool(endpoints.drop, ctx.redis, ctx.keys, ctx.settings.warm_pool_name,
-                            answer["instanceId"], answer["fence"])
+    answer: dict[str, object] = await run_in_threadpool(lambda: leases.release(lease_id, request_id=rid))
+    instance_id, fence = _grant_of(answer)
+    await run_in_threadpool(endpoints.drop, ctx.redis, ctx.keys, ctx.settings.warm_pool_name, instance_id,
+                            fence)
     return answer

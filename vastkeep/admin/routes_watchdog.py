@@ -16,15 +16,23 @@ Celery event ``vastkeep-process-reset`` through the app's notifier).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.core.redact import redact_path
-from vastkeep.supervision import NOT_FAILED, RESET, UNKNOWN, SupervisionBook, reset_daemon, watchdog_status
+from vastkeep.supervision import (
+    NOT_FAILED,
+    RESET,
+    UNKNOWN,
+    Redis,
+    ResetOutcome,
+    ResetView,
+    SupervisionBook,
+    reset_daemon,
+    watchdog_status,
+)
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["watchdog"])
 KNOWN_SHOWN = 20
@@ -43,14 +51,14 @@ RESET_ANSWER = {
 }
 
 
-def _redis(ctx: AdminContext) -> Any:
+def _redis(ctx: AdminContext) -> Redis:
     if ctx.redis is None:
         raise HTTPException(status_code=503, detail="state store not available in this process")
     return ctx.redis
 
 
 @router.get("/watchdog/status", summary="Supervised processes (vastkeep up) and logical daemons (Layer 6)")
-async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     redis, keys, clock = _redis(ctx), ctx.keys, ctx.clock
     return await run_in_threadpool(watchdog_status, redis, keys, clock)
 
@@ -60,12 +68,12 @@ async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
              responses={200: {"content": {"application/json": {"schema": RESET_ANSWER}}},
                         404: {"description": "no daemon of that id or name in the supervision book"},
                         409: {"description": "the daemon is not failed (supervision is handling it)"}})
-async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str, Any]:
+async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     """``{"id", "name", "status": "registered", "previousStatus": "failed", "restartCount": 0, ...}``."""
     redis, keys, clock = _redis(ctx), ctx.keys, ctx.clock
 
-    def go() -> tuple[str, dict[str, Any] | None, list[str]]:
-        outcome, view = reset_daemon(redis, keys, clock, name, ctx.events)
+    def go() -> tuple[ResetOutcome, ResetView | None, list[str]]:
+        outcome, view = reset_daemon(redis, keys, clock, name, ctx.sink)
         known = sorted(SupervisionBook(redis, keys).all()) if outcome == UNKNOWN else []
         return outcome, view, known
 
@@ -80,4 +88,4 @@ async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str
     if outcome == RESET:
         ctx.announce("process-reset", {"id": view["id"], "name": view["name"],
                                        "previousStatus": view["previousStatus"]})
-    return view
+    return dict(view)

@@ -5,6 +5,7 @@
 - ``status``: ``vastkeep status [--json]``, the system overview; ``health``: ``vastkeep check``.
 - ``pool``: ``vastkeep pool size|safe-mode|status``; ``logs``: ``vastkeep logs <id> [-f]``.
 - ``simulate``: ``vastkeep simulate`` (the simulated cloud in the foreground).
+- ``soak``: ``vastkeep soak --minutes N [--seed S]`` (the client's-eye soak, :mod:`vastkeep.soak`).
 - ``common``: the stack of this folder (``VASTKEEP_HOME/stack.json``) and a Redis client, which every
   command other than ``up`` finds without flags.
 

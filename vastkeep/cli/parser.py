@@ -9,6 +9,7 @@ from vastkeep.cli.logs import cmd_logs
 from vastkeep.cli.pool import cmd_pool
 from vastkeep.cli.proxy import cmd_proxy
 from vastkeep.cli.simulate import cmd_simulate
+from vastkeep.cli.soak import add_soak_parser
 from vastkeep.cli.stack_cmds import cmd_up
 from vastkeep.cli.status import cmd_status
 from vastkeep.cli.watchdog import cmd_watchdog
@@ -17,7 +18,7 @@ from vastkeep.cli.watchdog import cmd_watchdog
 def build_parser() -> argparse.ArgumentParser:
     """Parser for every sub-command (no settings are read to build it, so --help always works)."""
     p = argparse.ArgumentParser(prog="vastkeep", description="Keep rented Vast.ai GPU instances connected.")
-    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,proxy,simulate,watchdog}")
+    sub = p.add_subparsers(dest="command", metavar="{up,status,check,logs,pool,proxy,soak,simulate,watchdog}")
     up = sub.add_parser("up", help="start the whole stack here (redis, cloud, workers, beat, API, Flower)")
     up.add_argument("--control-concurrency", type=int, default=4, help="processes of the control worker")
     up.add_argument("--ssh-concurrency", type=int, default=None,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
                     help="event loop (auto: uvloop where installed; bench/bench_proxy.py compares them)")
     px.set_defaults(func=cmd_proxy)
+    add_soak_parser(sub)
     sim = sub.add_parser("simulate", add_help=False,
                          help="run the simulated cloud in the foreground; `vastkeep simulate fault <id> "
                               "crash|hang|offline|exited|outbid|ssh-drop|heal` breaks (or heals) an "

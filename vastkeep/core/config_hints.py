@@ -9,7 +9,6 @@ token checks, ``vastkeep up`` and ``vastkeep check`` show their words.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 VAST_API_PATH = "/api/v0"
@@ -63,14 +62,14 @@ SIMULATED_WITH_REAL_KEY = (
     "unset VASTKEEP_SIMULATED for the real cloud.")
 
 
-def config_warnings(settings: Any) -> list[tuple[bool, str]]:
+def config_warnings(settings: object) -> list[tuple[bool, str]]:
     """``(fatal, text)`` for each likely mistake in ``settings``; fatal ones break every Vast.ai call.
 
     The simulated cloud of ``vastkeep up`` (VAST_API_KEY unset) is not a mistake: nothing is said.
     """
     out: list[tuple[bool, str]] = []
     if getattr(settings, "vast_api_key", None) is not None:
-        problem = vast_api_url_problem(str(settings.vast_api_url))
+        problem = vast_api_url_problem(str(getattr(settings, "vast_api_url", "")))
         if problem is not None:
             out.append((True, problem))
         if getattr(settings, "vastkeep_simulated", False):
@@ -78,7 +77,7 @@ def config_warnings(settings: Any) -> list[tuple[bool, str]]:
     return out
 
 
-def vast_mode(settings: Any) -> str:
+def vast_mode(settings: object) -> str:
     """How ``vastkeep up`` talks to Vast.ai with these settings: "real", "simulated" or "stand-in"."""
     if getattr(settings, "vast_api_key", None) is None:
         return "simulated"

@@ -21,7 +21,7 @@ class VastkeepError(Exception):
     def to_dict(self) -> dict[str, object]:
         """A JSON-safe description, for task results and the admin API."""
         out: dict[str, object] = {"error": type(self).__name__, "message": self.message}
-        plain = str | int | float | bool | type(None)
+        plain = (str, int, float, bool, type(None))
         out.update({k: v for k, v in self.data.items() if isinstance(v, plain)})
         return out
 

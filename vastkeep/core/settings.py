@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, NoReturn, SupportsIndex, TypedDict, overload
 
-import environ as django_environ
+import environ as django_environ  # type: ignore[import-untyped]  # django-environ ships no types
 
 from vastkeep.core.errors import ConfigError
 from vastkeep.core.settings_parse import HTTP_SCHEMES as _HTTP
@@ -61,13 +61,13 @@ class Secret:
     def __hash__(self) -> int:
         return hash((Secret, self._value))
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         raise TypeError("a Secret cannot be pickled; pass .reveal() explicitly where that is intended")
 
     def __copy__(self) -> Secret:
         return self
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
         return self
 
 
@@ -110,7 +110,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("WARM_POOL_POLL_INTERVAL_MS", "ms", 120000, "default poll interval (fallback)", hi=_D),
     _Spec("WARM_POOL_LABEL_PREFIX", "name", "vastkeep", "instances labelled `<prefix>:...` are ours"),
     _Spec("WARM_POOL_DESIRED_SIZE", "count", 1, "instances the warm pool keeps ready", lo=0, hi=1000),
-    # ── the warm pool (issue 10): what to rent, how long to wait, when to stop spending ──
+    # ── the warm pool: what to rent, how long to wait, when to stop spending ──
     _Spec("WARM_POOL_MAX_SIZE", "count", 50, "largest desiredSize the admin API / CLI accept", hi=1000),
     _Spec("WARM_POOL_NAME", "name", "default", "this pool's name: the middle part of every rent's label"),
     _Spec("WARM_POOL_GPU_NAME", "text", None,
@@ -157,6 +157,9 @@ SPECS: tuple[_Spec, ...] = (
           "process-crash-loop alert", hi=1000),
     _Spec("SUPERVISION_CRASH_LOOP_WINDOW_MS", "ms", 600000, "the window those crashes are counted in",
           lo=1000, hi=_D),
+    _Spec("WORKER_STALL_TIMEOUT_MS", "ms", 60000, "a worker whose queues hold messages while it has a free "
+          "slot and received nothing for this long exits, so its supervisor restarts it; 0: off",
+          lo=0, hi=_H),
     _Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
     _Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
@@ -221,9 +224,34 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("LOG_LEVEL", "level", "INFO", "log level", extra=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
 )
 _BY_NAME = {s.name: s for s in SPECS}
-def _seconds(ms_field: str) -> Any:
+class _Seconds:
     """A read-only ``<name>_s`` view (float seconds) of a ``<name>_ms`` field."""
-    return property(lambda self: getattr(self, ms_field) / 1000, doc=f"{ms_field} in seconds")
+
+    def __init__(self, ms_field: str) -> None:
+        self.ms_field = ms_field
+        self.__doc__ = f"{ms_field} in seconds"
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Seconds: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> float: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> _Seconds | float:
+        if obj is None:
+            return self
+        ms = getattr(obj, self.ms_field)
+        assert isinstance(ms, int | float)
+        return ms / 1000
+
+
+class SettingRow(TypedDict):
+    """One variable as ``vastkeep config`` shows it (secrets masked)."""
+
+    name: str
+    field: str
+    value: object
+    default: object
+    source: str
+    meaning: str
 
 
 @dataclass(frozen=True, repr=False)
@@ -273,6 +301,7 @@ class Settings:
     supervision_restart_jitter_pct: int = 20
     supervision_crash_loop_crashes: int = 5
     supervision_crash_loop_window_ms: int = 600000
+    worker_stall_timeout_ms: int = 60000
     redis_url: str | None = None
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"
@@ -318,26 +347,26 @@ class Settings:
     sources: Mapping[str, str] | None = field(default=None, compare=False)
 
     # ── seconds views, for code that talks to libraries measured in seconds ──
-    ssh_ready_timeout_s = _seconds("ssh_ready_timeout_ms")
-    ssh_keepalive_interval_s = _seconds("ssh_keepalive_interval_ms")
-    token_validation_cache_s = _seconds("token_validation_cache_ms")
-    token_periodic_check_s = _seconds("token_periodic_check_ms")
-    comfyui_keepalive_interval_s = _seconds("comfyui_keepalive_interval_ms")
-    comfyui_keepalive_timeout_s = _seconds("comfyui_keepalive_timeout_ms")
-    poll_active_interval_s = _seconds("warm_pool_poll_active_interval_ms")
-    poll_idle_interval_s = _seconds("warm_pool_poll_idle_interval_ms")
-    poll_interval_s = _seconds("warm_pool_poll_interval_ms")
-    port_tcp_timeout_s = _seconds("port_tcp_timeout_ms")
-    port_http_timeout_s = _seconds("port_http_timeout_ms")
-    vast_api_min_gap_s = _seconds("vast_api_min_gap_ms")
-    warm_pool_provision_timeout_s = _seconds("warm_pool_provision_timeout_ms")
-    warm_pool_unhealthy_grace_s = _seconds("warm_pool_unhealthy_grace_ms")
-    warm_pool_rent_settle_s = _seconds("warm_pool_rent_settle_ms")
-    warm_pool_safe_mode_window_s = _seconds("warm_pool_safe_mode_window_ms")
-    warm_pool_reconcile_interval_s = _seconds("warm_pool_reconcile_interval_ms")
-    supervision_sweep_interval_s = _seconds("supervision_sweep_interval_ms")
-    proxy_upstream_connect_timeout_s = _seconds("proxy_upstream_connect_timeout_ms")
-    proxy_upstream_timeout_s = _seconds("proxy_upstream_timeout_ms")
+    ssh_ready_timeout_s = _Seconds("ssh_ready_timeout_ms")
+    ssh_keepalive_interval_s = _Seconds("ssh_keepalive_interval_ms")
+    token_validation_cache_s = _Seconds("token_validation_cache_ms")
+    token_periodic_check_s = _Seconds("token_periodic_check_ms")
+    comfyui_keepalive_interval_s = _Seconds("comfyui_keepalive_interval_ms")
+    comfyui_keepalive_timeout_s = _Seconds("comfyui_keepalive_timeout_ms")
+    poll_active_interval_s = _Seconds("warm_pool_poll_active_interval_ms")
+    poll_idle_interval_s = _Seconds("warm_pool_poll_idle_interval_ms")
+    poll_interval_s = _Seconds("warm_pool_poll_interval_ms")
+    port_tcp_timeout_s = _Seconds("port_tcp_timeout_ms")
+    port_http_timeout_s = _Seconds("port_http_timeout_ms")
+    vast_api_min_gap_s = _Seconds("vast_api_min_gap_ms")
+    warm_pool_provision_timeout_s = _Seconds("warm_pool_provision_timeout_ms")
+    warm_pool_unhealthy_grace_s = _Seconds("warm_pool_unhealthy_grace_ms")
+    warm_pool_rent_settle_s = _Seconds("warm_pool_rent_settle_ms")
+    warm_pool_safe_mode_window_s = _Seconds("warm_pool_safe_mode_window_ms")
+    warm_pool_reconcile_interval_s = _Seconds("warm_pool_reconcile_interval_ms")
+    supervision_sweep_interval_s = _Seconds("supervision_sweep_interval_ms")
+    proxy_upstream_connect_timeout_s = _Seconds("proxy_upstream_connect_timeout_ms")
+    proxy_upstream_timeout_s = _Seconds("proxy_upstream_timeout_ms")
 
     @property
     def proxy_url(self) -> str:
@@ -350,9 +379,9 @@ class Settings:
         return max(self.poll_active_interval_s, self.poll_idle_interval_s, self.poll_interval_s,
                    self.comfyui_keepalive_interval_s)
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[SettingRow]:
         """One row per variable (name, value with secrets as '***', default, source, meaning)."""
-        rows = []
+        rows: list[SettingRow] = []
         for spec in SPECS:
             value = getattr(self, spec.name.lower())
             source = (self.sources or {}).get(spec.name, "default")
@@ -371,7 +400,7 @@ def _read_file(path: str | os.PathLike[str]) -> dict[str, str]:
         raise ConfigError(f"env file {os.fspath(path)!r} does not exist; expected a readable .env file",
                           variable="env_file")
 
-    class _FileEnv(django_environ.Env):
+    class _FileEnv(django_environ.Env):  # type: ignore[misc]  # django-environ ships no types
         ENVIRON: dict[str, str] = {}
 
     _FileEnv.read_env(os.fspath(path))
@@ -392,7 +421,7 @@ def load_settings(
         env_file = ".env" if os.path.isfile(".env") else False
     file_vars = _read_file(env_file) if env_file is not False else {}
 
-    class _Env(django_environ.Env):
+    class _Env(django_environ.Env):  # type: ignore[misc]  # django-environ ships no types
         ENVIRON: dict[str, str] = {**file_vars, **base}
 
     env = _Env()
@@ -414,7 +443,7 @@ def load_settings(
         if raw[name] is None:
             raw[name], sources[name] = value, f"profile:{profile}"
 
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for spec in SPECS:
         text = raw[spec.name]
         if spec.name == "VASTKEEP_PROFILE":
@@ -423,20 +452,21 @@ def load_settings(
             values[spec.name.lower()] = spec.default
             continue
         try:
-            value = _parse(spec, text)
+            parsed = _parse(spec, text)
         except ValueError as exc:
             problems.append((spec.name, _problem(spec, text, exc)))
             continue
-        values[spec.name.lower()] = Secret(value) if spec.kind == "secret" else value
+        values[spec.name.lower()] = Secret(str(parsed)) if spec.kind == "secret" else parsed
     values["vastkeep_profile"] = profile
     home = values["vastkeep_home"]
+    assert isinstance(home, str | Path)
     values["vastkeep_home"] = home if Path(home).is_absolute() else Path.cwd() / Path(home)
     if not problems:
-        problems.extend(_cross_check(values))
+        problems.extend(_cross_check({k: v for k, v in values.items() if isinstance(v, int | float)}))
     if problems:
         raise ConfigError("; ".join(p for _, p in problems), variable=problems[0][0],
                           variables=[n for n, _ in problems])
-    return Settings(**values, sources=sources)
+    return Settings(**values, sources=sources)  # type: ignore[arg-type]  # each value parsed by its spec's kind
 
 
 

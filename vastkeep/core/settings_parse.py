@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -21,7 +21,7 @@ class Spec:
 
     name: str
     kind: str  # ms|count|seconds|port|bool|url|host|choice|level|secret|path|float|name|text
-    default: Any
+    default: object
     meaning: str
     lo: int = 1
     hi: int = 10**9
@@ -108,13 +108,13 @@ def expected(spec: Spec) -> str:
     return "expected a path"
 
 
-def shown(spec: Spec, value: Any) -> Any:
+def shown(spec: Spec, value: object) -> object:
     """A value as it may be printed: secrets masked, URL passwords redacted, paths as text."""
     if value is None:
         return None
     if spec.kind == "secret":
         return "***"
-    if spec.kind == "url":
+    if spec.kind == "url" and isinstance(value, str):
         return redact_url(value)
     if isinstance(value, Path):
         return str(value)
@@ -165,7 +165,7 @@ def _parse_url(spec: Spec, raw: str) -> str:
     return raw.strip().rstrip("/") if parts.scheme in HTTP_SCHEMES else raw.strip()
 
 
-def parse(spec: Spec, raw: str) -> Any:
+def parse(spec: Spec, raw: str) -> str | int | float | bool | Path:
     """One raw string → typed value (a secret stays a ``str``), or ``ValueError(problem)``."""
     kind = spec.kind
     if kind in ("ms", "count", "seconds", "port"):
@@ -217,7 +217,7 @@ def parse(spec: Spec, raw: str) -> Any:
     return raw  # pragma: no cover - every kind is handled above
 
 
-def cross_check(v: dict[str, Any]) -> list[tuple[str, str]]:
+def cross_check(v: Mapping[str, float]) -> list[tuple[str, str]]:
     """Rules that involve more than one variable: (variable, message) for each broken one."""
     out = []
     vis = v["celery_visibility_timeout_s"]

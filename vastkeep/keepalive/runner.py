@@ -125,6 +125,8 @@ class ShardRunner:
         self._shard_cache: dict[str, int] = {}
         self._record_cache: dict[str, tuple[Any, str | None]] = {}  # id → (raw record, URL if ready)
         self._stop_requested = False
+        self._lease: Lease | None = None  # the grant every write is made under (None: not holding)
+        self._lease_lost = False
         self.should_stop = should_stop  # asked at each refresh: the worker began a warm shutdown
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
@@ -134,6 +136,7 @@ class ShardRunner:
         lease = await self._acquire()
         if lease is None:
             return {"shard": self.shard, "result": "busy"}
+        self._lease, self._lease_lost = lease, False
         if self.shard not in _ANNOUNCED:  # the guide's line, once per shard and process (runs last 300 s)
             _ANNOUNCED.add(self.shard)
             log.info("[Keepalive] Starting ComfyUI connection monitoring (shard %d of %d)", self.shard,
@@ -153,7 +156,8 @@ class ShardRunner:
         refreshed = -float("inf")
         try:
             while self.clock.monotonic() - started < self.config.run_s and not self._stop_requested:
-                if not await asyncio.to_thread(self.leases.renew, lease, self.config.lease_ttl_ms):
+                if self._lease_lost or not await asyncio.to_thread(self.leases.renew, lease,
+                                                                   self.config.lease_ttl_ms):
                     log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
                     result = "lost"
                     break
@@ -360,6 +364,18 @@ class ShardRunner:
             self._signals = signals + self._signals
 
     def _write(self, states: dict[str, KeepaliveState], signals: list[tuple[str, Signal]]) -> None:
+        """Write only while this grant still holds the shard: a runner cut off from Redis past the lease TTL
+        comes back with failures it saw in the dark, and the shard's new owner decides now. The renewal
+        just before the writes checks owner and fence atomically and extends the TTL, so no other runner
+        can be granted the shard before these writes land (short of a pause longer than the TTL between
+        the two); the record marks are fenced writes themselves."""
+        if self._lease is not None and (self._lease_lost or not self.leases.renew(self._lease,
+                                                                                  self.config.lease_ttl_ms)):
+            if not self._lease_lost:
+                log.warning("keepalive shard %d: lease lost; %d state writes and %d events dropped",
+                            self.shard, len(states), len(signals))
+            self._lease_lost = True
+            return
         pipe = self.redis.pipeline(transaction=False)
         for iid, st in states.items():
             pipe.set(self.keys.keepalive(iid), json.dumps(st.to_dict()), px=KEEPALIVE_STATUS_TTL_MS)
@@ -396,7 +412,7 @@ class ShardRunner:
             return rec
 
         try:
-            self.store.modify_instance(iid, change)
+            self.store.modify_instance(iid, change, lease=self._lease)
         except Exception as exc:  # gone meanwhile, or a Redis blip: the event is out, the next loss retries
             log.info("keepalive: could not mark instance %s (%s)", iid, type(exc).__name__)
 

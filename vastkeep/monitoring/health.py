@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Union
+
+import redis as redis_py
 
 from vastkeep.core.clock import Clock
 from vastkeep.state import Keys, read_heartbeats
+
+#: A client made with or without ``decode_responses``.
+Redis = Union["redis_py.Redis[str]", "redis_py.Redis[bytes]"]
 
 #: a worker heartbeat older than this fails the worker check (workers write one every 15 s)
 WORKER_MAX_AGE_S = 60.0
@@ -25,13 +30,13 @@ class Check:
     ok: bool
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Plain JSON for ``/health``."""
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def check_redis(client: Any) -> Check:
-    """PING: one call. Any failure means "down"; its type is enough to say why (no URL, no secret)."""
+def check_redis(client: Redis | None) -> Check:
+    """PING: one call. Every failure means "down"; its type is enough to say why (no URL, no secret)."""
     if client is None:
         return Check("redis", False, "redis not configured")
     try:
@@ -41,7 +46,7 @@ def check_redis(client: Any) -> Check:
     return Check("redis", True, "redis answers PING")
 
 
-def check_workers(client: Any, keys: Keys, clock: Clock, expected: Sequence[str] | None = None, *,
+def check_workers(client: Redis, keys: Keys, clock: Clock, expected: Sequence[str] | None = None, *,
                   max_age_s: float = WORKER_MAX_AGE_S) -> Check:
     """Every ``expected`` worker (or, without a list, at least one) has a fresh heartbeat: two calls."""
     try:
@@ -60,13 +65,14 @@ def check_workers(client: Any, keys: Keys, clock: Clock, expected: Sequence[str]
     return Check("workers", False, "no worker has a fresh heartbeat")
 
 
-def run_checks(client: Any, keys: Keys, clock: Clock, *, expected_workers: Sequence[str] | None = None,
+def run_checks(client: Redis | None, keys: Keys, clock: Clock, *,
+               expected_workers: Sequence[str] | None = None,
                max_age_s: float = WORKER_MAX_AGE_S) -> list[Check]:
     """Redis, then the workers (skipped when Redis is down: nothing else can be read)."""
     redis_check = check_redis(client)
-    if not redis_check.ok:
+    if not redis_check.ok or client is None:
         return [redis_check]
     return [redis_check, check_workers(client, keys, clock, expected_workers, max_age_s=max_age_s)]
 
 
-__all__ = ["WORKER_MAX_AGE_S", "Check", "check_redis", "check_workers", "run_checks"]
+__all__ = ["WORKER_MAX_AGE_S", "Redis", "Check", "check_redis", "check_workers", "run_checks"]

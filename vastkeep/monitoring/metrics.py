@@ -8,11 +8,14 @@ ten instance records or a hundred thousand, and no SCAN of the keyspace.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.core.clock import Clock
-from vastkeep.monitoring.health import check_redis
+from vastkeep.monitoring.health import Redis, check_redis
 from vastkeep.state import Keys, read_heartbeats
+
+if TYPE_CHECKING:
+    from vastkeep.state import EventLog, StateStore
 
 
 def _escape(value: str) -> str:
@@ -28,8 +31,9 @@ def gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[dict[
         lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
 
 
-def collect_metrics(redis: Any, keys: Keys, clock: Clock, *, store: Any = None, events: Any = None) -> str:
-    """The whole exposition text; ``store`` (a ``StateStore``) and ``events`` (an ``EventLog``) optional."""
+def collect_metrics(redis: Redis, keys: Keys, clock: Clock, *, store: StateStore | None = None,
+                    events: EventLog | None = None) -> str:
+    """The whole exposition text; the store's figures and the stream length when they are given."""
     lines: list[str] = []
     ok = check_redis(redis).ok
     gauge(lines, "vastkeep_redis_up", "1 when Redis answers PING", [({}, 1.0 if ok else 0.0)])

@@ -56,6 +56,27 @@ def after_lease(entry: dict[str, Any], status: str | None, port_validation: dict
     return "check" if status == "ready" else "wait"
 
 
+#: What the status views show for an instance between a lease's end and its passing health check.
+SHOWN_AFTER_LEASE = {"check": "checking", "retire": "check-failed"}
+
+
+def after_lease_views(entries: dict[str, Any], records: dict[str, Any], now: float) -> dict[str, str]:
+    """Instance id → ``checking`` (its health check after a lease has not passed yet) or ``check-failed``
+    (being replaced) for the status views (pure): such an instance is not leasable, so it is never shown
+    or counted as idle and ready."""
+    out = {}
+    for iid, raw in entries.items():
+        try:
+            entry = json.loads(as_text(raw)) if not isinstance(raw, dict) else raw
+        except ValueError:
+            continue
+        rec = records.get(iid)
+        need = after_lease(entry, getattr(rec, "status", None), getattr(rec, "port_validation", None), now)
+        if need in SHOWN_AFTER_LEASE:
+            out[iid] = SHOWN_AFTER_LEASE[need]
+    return out
+
+
 def settle(leases: PoolLeases, script: Any, clear: Any) -> dict[str, Any]:
     """One pass over the pool's leases (``script``: ``lease_settle.lua``, ``clear``: ``lease_clear.lua``);
     counts for the round's result."""

@@ -12,6 +12,7 @@ from typing import Any
 from vastkeep.core.clock import iso
 from vastkeep.core.errors import InvalidInput
 from vastkeep.pool import safety
+from vastkeep.pool.aftercare import after_lease_views
 from vastkeep.pool.book import CAUSE_OPERATOR, PoolBook
 from vastkeep.pool.plan import (
     DESTROYED,
@@ -22,7 +23,7 @@ from vastkeep.pool.plan import (
     slot_of,
     spend_rate,
 )
-from vastkeep.state import EventSink
+from vastkeep.state import EventSink, as_text
 
 MAX_REASON_CHARS = 300
 
@@ -89,6 +90,7 @@ def pool_figures(settings: Any, book: PoolBook, records: Sequence[Any], safe_mod
         "safeModeCause": (book.cause() or CAUSE_OPERATOR) if safe_mode else None,
         "lastRound": last_round_view(book.last_round()),
         "leases": _lease_views(leases, now),
+        "afterLease": _after_lease(leases, mine, now),
     }
 
 
@@ -126,6 +128,14 @@ def slot_views(records: Sequence[Any], pending: Sequence[PendingRent], desired: 
             view["duplicates"] = [r.instance_id for r in held[1:]]
         out.append(view)
     return out
+
+
+def _after_lease(leases: Any, records: Sequence[Any], now: float | None) -> dict[str, str]:
+    """Instances whose lease ended and whose health check has not passed (``checking``/``check-failed``)."""
+    if leases is None or now is None:
+        return {}
+    entries = {as_text(i): v for i, v in leases.redis.hgetall(leases.keys.pool_leases(leases.pool)).items()}
+    return after_lease_views(entries, {r.instance_id: r for r in records}, now)
 
 
 def _lease_views(leases: Any, now: float | None) -> list[dict[str, Any]]:

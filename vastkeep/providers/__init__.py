@@ -7,11 +7,18 @@
 """
 
 from vastkeep.providers.deadline import call_deadline
-from vastkeep.providers.http import RetryPolicy, make_session, read_body, request_with_retry, safe_url
+from vastkeep.providers.http import (
+    FailureReason,
+    RetryPolicy,
+    make_session,
+    read_body,
+    request_with_retry,
+    safe_url,
+)
 from vastkeep.providers.vast import VastApi, VastClient
 from vastkeep.providers.vast_models import VastInstance, VastOffer
 
 __all__ = [
-    "RetryPolicy", "VastApi", "VastClient", "VastInstance", "VastOffer", "call_deadline", "make_session",
-    "read_body", "request_with_retry", "safe_url",
+    "FailureReason", "RetryPolicy", "VastApi", "VastClient", "VastInstance", "VastOffer", "call_deadline",
+    "make_session", "read_body", "request_with_retry", "safe_url",
 ]

@@ -30,13 +30,15 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Protocol
 
 import urllib3.poolmanager
 from requests import Session
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
+from urllib3.response import HTTPResponse
 
 from vastkeep.core.clock import SYSTEM_CLOCK
 
@@ -47,6 +49,12 @@ def _shut(sock: socket.socket) -> None:
     """Wake any thread blocked on the socket ``sock`` duplicates (its reads return EOF)."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HasFileno(Protocol):
+    """A socket, plain or TLS."""
+
+    def fileno(self) -> int: ...
 
 
 class CallDeadline:
@@ -78,7 +86,7 @@ class CallDeadline:
         """Seconds left before the deadline (never negative)."""
         return max(0.0, self.due - SYSTEM_CLOCK.monotonic())
 
-    def attach(self, sock: Any) -> None:
+    def attach(self, sock: _HasFileno | None) -> None:
         """Put the socket ``sock`` (plain or TLS) under this deadline; shut at once if it has passed."""
         if sock is None or id(sock) in self._watched:
             return
@@ -196,7 +204,7 @@ def call_deadline(budget_s: float) -> Iterator[CallDeadline]:
         call.finish()
 
 
-def _attach_current(sock: Any) -> None:
+def _attach_current(sock: _HasFileno | None) -> None:
     call = getattr(_current, "call", None)
     if call is not None:
         call.attach(sock)
@@ -208,7 +216,8 @@ class _WatchedHTTPConnection(HTTPConnection):
         _attach_current(sock)
         return sock
 
-    def getresponse(self) -> Any:  # a reused keep-alive connection did not connect in this call
+    # a reused keep-alive connection did not connect in this call; urllib3 narrows the return type too
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
         _attach_current(self.sock)
         return super().getresponse()
 
@@ -219,7 +228,7 @@ class _WatchedHTTPSConnection(HTTPSConnection):
         _attach_current(sock)
         return sock
 
-    def getresponse(self) -> Any:
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself narrows it
         _attach_current(self.sock)
         return super().getresponse()
 
@@ -238,12 +247,14 @@ _WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedHTTPPool,
 class DeadlineAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections put their sockets under the current :func:`call_deadline`."""
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: object) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: object) -> PoolManager:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        assert isinstance(manager, PoolManager)  # ProxyManager, or SOCKSProxyManager
         # an HTTP(S) proxy uses the default pools; a SOCKS manager keeps its own connection classes
         if getattr(manager, "pool_classes_by_scheme", None) is urllib3.poolmanager.pool_classes_by_scheme:
             manager.pool_classes_by_scheme = _WATCHED_POOLS

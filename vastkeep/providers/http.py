@@ -19,7 +19,7 @@ import re
 import socket
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -31,13 +31,32 @@ from vastkeep.core.clock import Clock
 from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
 from vastkeep.providers.deadline import call_deadline, watch_session
 
+#: Query parameters of one request.
+Params = Mapping[str, str | int | float]
+
 log = logging.getLogger("vastkeep.providers")
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
 BODY_EXCERPT_CHARS = 200
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a big Vast.ai instance list fits; a runaway body does not
 ERROR_BODY_BYTES = 64 * 1024  # what we read of a 429/5xx body (only an excerpt is ever shown)
-DEADLINE_EXCEEDED = "deadline exceeded"
+
+
+class FailureReason(StrEnum):
+    """Why a call failed, as ``reason`` in the error's data: short, fixed and free of secrets."""
+
+    DEADLINE_EXCEEDED = "deadline exceeded"
+    CONNECT_TIMEOUT = "connect timeout"
+    READ_TIMEOUT = "read timeout"
+    CONNECTION_REFUSED = "connection refused"
+    CONNECTION_ERROR = "connection error"
+    BODY_TOO_LARGE = "body too large"
+    UNDECODABLE_BODY = "undecodable body"
+    NOT_PINNED = "not pinned"
+    NO_INSTANCES_LIST = "no instances list"
+
+
+DEADLINE_EXCEEDED = FailureReason.DEADLINE_EXCEEDED
 _READ_CHUNK = 65536
 _THRESHOLD_RE = re.compile(r"threshold\s*=\s*([0-9]+(?:\.[0-9]+)?)")
 _RESERVED_ERROR_KEYS = frozenset({"url", "method", "attempts", "reason", "status", "delay_s", "maybe_sent"})
@@ -103,11 +122,11 @@ def _never_sent(exc: requests.RequestException) -> bool:
 def _failure_kind(exc: requests.RequestException) -> str:
     """A short, secret-free name for a transport failure (requests' own text embeds the URL)."""
     if isinstance(exc, requests.ConnectTimeout):
-        return "connect timeout"
+        return FailureReason.CONNECT_TIMEOUT
     if isinstance(exc, requests.ReadTimeout):
-        return "read timeout"
+        return FailureReason.READ_TIMEOUT
     if isinstance(exc, requests.ConnectionError):
-        return "connection refused" if _never_sent(exc) else "connection error"
+        return FailureReason.CONNECTION_REFUSED if _never_sent(exc) else FailureReason.CONNECTION_ERROR
     return type(exc).__name__
 
 
@@ -147,7 +166,8 @@ def read_body(response: requests.Response, *, deadline: float, clock: Clock,
     """
     declared = (response.headers.get("Content-Length") or "").strip()
     if declared.isdigit() and int(declared) > limit_bytes:
-        raise MalformedResponse(f"the body is larger than {limit_bytes} bytes", reason="body too large")
+        raise MalformedResponse(f"the body is larger than {limit_bytes} bytes",
+                                reason=FailureReason.BODY_TOO_LARGE)
     raw = response.raw
     sock = _socket_of(response)
     original = sock.gettimeout() if sock is not None else None
@@ -166,18 +186,20 @@ def read_body(response: requests.Response, *, deadline: float, clock: Clock,
                 if deadline - clock.monotonic() <= 0:
                     raise NetworkError("the body did not arrive before the deadline",
                                        reason=DEADLINE_EXCEEDED) from None
-                raise NetworkError("the body stalled past the read timeout", reason="read timeout") from None
+                raise NetworkError("the body stalled past the read timeout",
+                                   reason=FailureReason.READ_TIMEOUT) from None
             except DecodeError:
-                raise MalformedResponse("the body could not be decoded", reason="undecodable body") from None
+                raise MalformedResponse("the body could not be decoded",
+                                        reason=FailureReason.UNDECODABLE_BODY) from None
             except (Urllib3Error, OSError):
                 raise NetworkError("the connection broke while reading the body",
-                                   reason="connection error") from None
+                                   reason=FailureReason.CONNECTION_ERROR) from None
             if not chunk:
                 break
             size += len(chunk)
             if size > limit_bytes:
                 raise MalformedResponse(f"the body is larger than {limit_bytes} bytes",
-                                        reason="body too large")
+                                        reason=FailureReason.BODY_TOO_LARGE)
             chunks.append(chunk)
     finally:
         if sock is not None:
@@ -186,7 +208,7 @@ def read_body(response: requests.Response, *, deadline: float, clock: Clock,
     body = b"".join(chunks)
     # What requests' own .content does after reading: .json()/.text now use this body.
     response._content = body
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # requests keeps this flag private
     return body
 
 
@@ -196,8 +218,8 @@ def request_with_retry(
     url: str,
     *,
     headers: Mapping[str, str],
-    json: Any = None,
-    params: Mapping[str, Any] | None = None,
+    json: object = None,
+    params: Params | None = None,
     timeout_s: tuple[float, float],
     retry: RetryPolicy,
     clock: Clock,

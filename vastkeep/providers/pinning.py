@@ -11,11 +11,13 @@ environment are not used on a pinned session (a proxy would resolve the name its
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from vastkeep.core.errors import UnsafeTarget
@@ -25,6 +27,7 @@ from vastkeep.providers.deadline import (
     _WatchedHTTPConnection,
     _WatchedHTTPSConnection,
 )
+from vastkeep.providers.http import FailureReason
 
 #: ``(host, port)`` → the IP address to connect to.
 Pins = MutableMapping[tuple[str, int], str]
@@ -37,39 +40,49 @@ def pin_key(url: str) -> tuple[str, int]:
     return (parts.hostname or "").lower(), int(port)
 
 
-class _Pinned:
-    """Mixed into a urllib3 connection: the TCP connect goes to ``pinned_address``; everything else (the
-    ``Host`` header, SNI, certificate checks) keeps using the host name."""
+def _connect_pinned(conn: HTTPConnection, pinned_address: str | None,
+                    connect: Callable[[], socket.socket]) -> socket.socket:
+    """``connect()`` with urllib3's TCP destination (``_dns_host``) set to ``pinned_address`` for the
+    duration: the ``Host`` header, SNI and certificate checks keep using the host name."""
+    if not pinned_address:
+        raise UnsafeTarget("refusing to connect: no checked address is pinned for this host",
+                           reason=FailureReason.NOT_PINNED)
+    name = conn._dns_host
+    conn._dns_host = pinned_address  # what urllib3 hands to create_connection
+    try:
+        return connect()
+    finally:
+        conn._dns_host = name
 
+
+class _PinnedHTTPConnection(_WatchedHTTPConnection):
     pinned_address: str | None = None
 
-    def _new_conn(self) -> Any:
-        if not self.pinned_address:
-            raise UnsafeTarget("refusing to connect: no checked address is pinned for this host",
-                               reason="not pinned")
-        name = self._dns_host  # type: ignore[attr-defined]
-        self._dns_host = self.pinned_address  # what urllib3 hands to create_connection
-        try:
-            return super()._new_conn()  # type: ignore[misc]
-        finally:
-            self._dns_host = name
+    def _new_conn(self) -> socket.socket:
+        return _connect_pinned(self, self.pinned_address, super()._new_conn)
 
 
-class _PinnedHTTPConnection(_Pinned, _WatchedHTTPConnection):
-    pass
+class _PinnedHTTPSConnection(_WatchedHTTPSConnection):
+    pinned_address: str | None = None
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_pinned(self, self.pinned_address, super()._new_conn)
 
 
-class _PinnedHTTPSConnection(_Pinned, _WatchedHTTPSConnection):
-    pass
+def _pinned_pool(base: type[HTTPConnectionPool], conn: type[_PinnedHTTPConnection | _PinnedHTTPSConnection],
+                 pins: Pins, default_port: int) -> type[HTTPConnectionPool]:
+    """A pool class of ``base`` whose new connections carry the address pinned for the pool's host."""
+    if TYPE_CHECKING:  # the checker sees the common base; at run time the class extends ``base`` itself
+        class _Base(HTTPConnectionPool): ...
+    else:
+        _Base = base
 
-
-def _pinned_pool(base: type[HTTPConnectionPool], conn: type[Any], pins: Pins,
-                 default_port: int) -> type[HTTPConnectionPool]:
-    class Pinned(base):  # type: ignore[valid-type,misc]
+    class Pinned(_Base):
         ConnectionCls = conn
 
-        def _new_conn(self) -> Any:
+        def _new_conn(self) -> _PinnedHTTPConnection | _PinnedHTTPSConnection:
             made = super()._new_conn()
+            assert isinstance(made, _PinnedHTTPConnection | _PinnedHTTPSConnection)
             host = (self.host or "").strip("[]").lower()
             made.pinned_address = pins.get((host, int(self.port or default_port)))
             return made
@@ -80,12 +93,13 @@ def _pinned_pool(base: type[HTTPConnectionPool], conn: type[Any], pins: Pins,
 class PinnedAdapter(DeadlineAdapter):
     """A :class:`DeadlineAdapter` whose connections go only to pinned addresses (see the module doc)."""
 
-    def __init__(self, pins: Pins, **kwargs: Any) -> None:
+    def __init__(self, pins: Pins) -> None:
         self.pins = pins
-        super().__init__(**kwargs)
+        super().__init__()
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: object) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {
             "http": _pinned_pool(_WATCHED_POOLS["http"], _PinnedHTTPConnection, self.pins, 80),
             "https": _pinned_pool(_WATCHED_POOLS["https"], _PinnedHTTPSConnection, self.pins, 443)}
@@ -104,7 +118,7 @@ def pin_session(session: requests.Session, check: Callable[[str], str]) -> Calla
         address = check(url)
         if not isinstance(address, str) or not address:
             raise UnsafeTarget("refusing a URL: its check named no address to connect to",
-                               reason="not pinned")
+                               reason=FailureReason.NOT_PINNED)
         pins[pin_key(url)] = address
 
     return guard

@@ -1,6 +1,6 @@
 """The Vast.ai REST client.
 
-Thin on purpose: each method is one documented call (``reference/providers.md``), sent with a
+Thin on purpose: each method is one documented call (``docs/vast-client.md``), sent with a
 bearer header only (never ``?api_key=``, which ends up in proxy and access logs), retried for
 429/5xx/transport failures by :func:`vastkeep.providers.http.request_with_retry`, and answered with
 tolerantly parsed :class:`VastInstance` / :class:`VastOffer` records. Every failure is an error
@@ -14,7 +14,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 import requests
 
@@ -32,6 +32,8 @@ from vastkeep.core.errors import (
 )
 from vastkeep.providers.http import (
     DEFAULT_MAX_BODY_BYTES,
+    FailureReason,
+    Params,
     RetryPolicy,
     make_session,
     request_with_retry,
@@ -52,12 +54,13 @@ DEFAULT_RETRY = RetryPolicy(max_attempts=4, rate_limit_floor_s=0.5)
 USER_AGENT = "vastkeep/0.1 (+vast-client)"
 NO_SUCH_INSTANCE = "no_such_instance"
 PROVIDER_TEXT_CHARS = 300
+_Parsed = TypeVar("_Parsed")
 
 
 def _redirect_guard(url_guard: Callable[[str], object]) -> Callable[..., None]:
     """A requests response hook that runs ``url_guard`` on a redirect's target before it is followed."""
 
-    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    def hook(response: requests.Response, *args: object, **kwargs: object) -> None:
         if response.is_redirect:
             url_guard(requests.compat.urljoin(response.url, response.headers.get("location", "")))
 
@@ -69,7 +72,7 @@ class VastApi(Protocol):
 
     def list_instances(self) -> list[VastInstance]: ...
     def show_instance(self, instance_id: int) -> VastInstance: ...
-    def search_offers(self, query: Mapping[str, Any], *, limit: int | None = None) -> list[VastOffer]: ...
+    def search_offers(self, query: Mapping[str, object], *, limit: int | None = None) -> list[VastOffer]: ...
     def rent(self, offer_id: int, *, image: str, env: Mapping[str, str] | None = None, disk_gb: float = 80,
              label: str | None = None, onstart: str | None = None, runtype: str = "ssh",
              price: float | None = None) -> int: ...
@@ -185,7 +188,8 @@ class VastClient:
         records = body.get("instances")
         if records is None:
             raise MalformedResponse("Vast.ai answered the listing without an 'instances' list"
-                                    + ("" if body else " (empty body)"), reason="no instances list")
+                                    + ("" if body else " (empty body)"),
+                                    reason=FailureReason.NO_INSTANCES_LIST)
         if isinstance(records, Mapping):
             records = [records]
         if not isinstance(records, list):
@@ -221,7 +225,7 @@ class VastClient:
                                     instance_id=iid)
         return instance
 
-    def search_offers(self, query: Mapping[str, Any], *, limit: int | None = None) -> list[VastOffer]:
+    def search_offers(self, query: Mapping[str, object], *, limit: int | None = None) -> list[VastOffer]:
         """Offers matching a ``/bundles/`` query such as ``{"gpu_name": {"eq": "RTX 4090"}}``."""
         payload = dict(query)
         if limit is not None:
@@ -262,7 +266,7 @@ class VastClient:
         if self.preflight is not None:
             self.preflight()
         oid = _check_id(offer_id, what="offer")
-        payload: dict[str, Any] = {"client_id": "me", "image": image, "env": dict(env or {}),
+        payload: dict[str, object] = {"client_id": "me", "image": image, "env": dict(env or {}),
                                    "disk": disk_gb, "runtype": runtype}
         if label is not None:
             payload["label"] = label
@@ -280,7 +284,7 @@ class VastClient:
                 raise  # the connection never opened: Vast.ai saw nothing, a retry is safe
             raise _outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
         except MalformedResponse as exc:
-            why = "the answer is too large" if exc.data.get("reason") == "body too large" else \
+            why = "the answer is too large" if exc.data.get("reason") == FailureReason.BODY_TOO_LARGE else \
                 "the answer is not JSON"
             raise _outcome_unknown(oid, label, why) from None
         contract = as_int(body.get("new_contract"))
@@ -345,7 +349,7 @@ class VastClient:
             if session is not self.session:
                 session.close()
 
-    def _poll_log(self, session: Any, url: str, iid: int, wait_s: float) -> str:
+    def _poll_log(self, session: requests.Session, url: str, iid: int, wait_s: float) -> str:
         deadline = self.clock.monotonic() + wait_s
         delay = 0.5
         while True:
@@ -366,8 +370,8 @@ class VastClient:
         key = self._key._value
         return text.replace(key, "***") if key else text
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-              instance_id: int | None = None, idempotent: bool = True, **ctx: object) -> dict[str, Any]:
+    def _call(self, method: str, path: str, *, json: object = None, params: Params | None = None,
+              instance_id: int | None = None, idempotent: bool = True, **ctx: object) -> dict[str, object]:
         """One API call → the decoded JSON object, or an error from the tree."""
         if instance_id is not None:
             ctx["instance_id"] = instance_id
@@ -384,7 +388,7 @@ class VastClient:
         where = safe_url(url)
         body, parsed = _decode(response)
         provider_text = self._provider_text(body, response)
-        data: dict[str, Any] = {"url": where, "method": method, "status": status, **ctx}
+        data: dict[str, object] = {"url": where, "method": method, "status": status, **ctx}
         if status in (401, 403):
             raise AuthError(f"Vast.ai rejected the API key (HTTP {status}) on {method} {where}", **data)
         provider_error = body.get("error") if isinstance(body, dict) else None
@@ -413,7 +417,7 @@ class VastClient:
                 lambda: pacer.wait_turn(endpoint),
                 lambda text: pacer.learn(endpoint, threshold_s(text)))
 
-    def _provider_text(self, body: Any, response: requests.Response) -> str:
+    def _provider_text(self, body: object, response: requests.Response) -> str:
         """The provider's own explanation (error/msg/message, else the body start), redacted."""
         parts: list[str] = []
         if isinstance(body, dict):
@@ -426,7 +430,7 @@ class VastClient:
         return self._redact(": ".join(parts))[:PROVIDER_TEXT_CHARS]
 
 
-def _decode(response: requests.Response) -> tuple[Any, bool]:
+def _decode(response: requests.Response) -> tuple[object, bool]:
     """(body, parsed): an empty body is ``{}``; a body that is not JSON is ``(None, False)``."""
     if not response.content or not response.content.strip():
         return {}, True
@@ -450,20 +454,20 @@ def _suffix(text: str) -> str:
     return f": {text}" if text else ""
 
 
-def _plain(value: Any) -> str | None:
+def _plain(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _check_id(value: Any, what: str = "instance") -> int:
+def _check_id(value: object, what: str = "instance") -> int:
     ident = as_int(value)
     if ident is None or ident <= 0:
         raise InvalidRequest(f"not a valid {what} id: {value!r}"[:120])
     return ident
 
 
-def _parse_many(records: list[Any], parse: Any, what: str) -> list[Any]:
+def _parse_many(records: list[object], parse: Callable[[object], _Parsed], what: str) -> list[_Parsed]:
     """Parse every record; one bad record is logged and skipped, never fatal for the whole list."""
-    out = []
+    out: list[_Parsed] = []
     for record in records:
         try:
             out.append(parse(record))

@@ -12,16 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from vastkeep.core.errors import MalformedResponse
 
-FATAL_STATUSES = frozenset({"offline", "exited"})  # fatal while the instance is meant to run
-LOADING_STATUSES = frozenset({None, "created", "loading"})
+FATAL_STATUSES: frozenset[str] = frozenset({"offline", "exited"})  # fatal while the instance is meant to run
+LOADING_STATUSES: frozenset[str | None] = frozenset({None, "created", "loading"})
 
 
 # ── coercion helpers: never raise, return None for anything unusable ────────
-def as_int(value: Any) -> int | None:
+def as_int(value: object) -> int | None:
     """An int from an int, an integral float, or a string of digits; otherwise None."""
     if isinstance(value, bool):
         return None
@@ -38,7 +37,7 @@ def as_int(value: Any) -> int | None:
     return None
 
 
-def as_float(value: Any) -> float | None:
+def as_float(value: object) -> float | None:
     """A finite float from a number or numeric string; otherwise None."""
     if isinstance(value, bool):
         return None
@@ -54,7 +53,7 @@ def as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def as_str(value: Any) -> str | None:
+def as_str(value: object) -> str | None:
     """A stripped string, or None when missing/empty; numbers are rendered, containers refused."""
     if isinstance(value, bool) or value is None:
         return None
@@ -67,13 +66,13 @@ def as_str(value: Any) -> str | None:
     return text or None
 
 
-def as_port(value: Any) -> int | None:
+def as_port(value: object) -> int | None:
     """A TCP port number 1..65535, or None."""
     port = as_int(value)
     return port if port is not None and 0 < port < 65536 else None
 
 
-def _host_port(binding: Any) -> int | None:
+def _host_port(binding: object) -> int | None:
     """First usable ``HostPort`` of one ``ports`` entry, whatever its shape."""
     if isinstance(binding, list | tuple):
         for item in binding:
@@ -86,7 +85,7 @@ def _host_port(binding: Any) -> int | None:
     return as_port(binding)
 
 
-def parse_ports(raw: Any) -> dict[str, int]:
+def parse_ports(raw: object) -> dict[str, int]:
     """``{"8188/tcp": [{"HostIp": ..., "HostPort": "41234"}]}`` → ``{"8188/tcp": 41234}``; ``{}`` when odd."""
     if not isinstance(raw, Mapping):
         return {}
@@ -103,7 +102,7 @@ def parse_ports(raw: Any) -> dict[str, int]:
     return out
 
 
-def _first(d: Mapping[str, Any], *names: str) -> Any:
+def _first(d: Mapping[str, object], *names: str) -> object:
     """The first of ``names`` present with a non-null value (newer field names first)."""
     for name in names:
         value = d.get(name)
@@ -112,7 +111,7 @@ def _first(d: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
-def _record_id(d: Mapping[str, Any], what: str) -> int:
+def _record_id(d: Mapping[str, object], what: str) -> int:
     ident = as_int(d.get("id"))
     if ident is None or ident <= 0:
         raise MalformedResponse(f"{what} record has no usable id", field="id")
@@ -142,10 +141,10 @@ class VastInstance:
     start_date: float | None = None
     uptime_mins: float | None = None
     machine_id: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    raw: dict[str, object] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_api(cls, d: Any) -> VastInstance:
+    def from_api(cls, d: object) -> VastInstance:
         """Parse one instance record; raises ``MalformedResponse`` only when there is no usable id."""
         if not isinstance(d, Mapping):
             raise MalformedResponse(f"instance record is a {type(d).__name__}, not an object")
@@ -210,7 +209,7 @@ class VastInstance:
                 and not self.is_fatal)
 
 
-def _status(value: Any) -> str | None:
+def _status(value: object) -> str | None:
     text = as_str(value)
     return text.lower() if text is not None else None
 
@@ -226,10 +225,10 @@ class VastOffer:
     reliability: float | None = None
     direct_port_count: int | None = None
     machine_id: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+    raw: dict[str, object] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_api(cls, d: Any) -> VastOffer:
+    def from_api(cls, d: object) -> VastOffer:
         """Parse one offer record; raises ``MalformedResponse`` only when there is no usable id."""
         if not isinstance(d, Mapping):
             raise MalformedResponse(f"offer record is a {type(d).__name__}, not an object")

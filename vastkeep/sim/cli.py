@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from vastkeep.sim.core import SimConfig, Simulator
+from vastkeep.sim.process import ReadyInfo
 from vastkeep.sim.server import SimServer
 
 log = logging.getLogger("vastkeep.sim")
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def ready_info(sim: Simulator) -> dict[str, object]:
+def ready_info(sim: Simulator) -> ReadyInfo:
     """Everything a client needs to talk to this simulator (contains keys: write it 0600)."""
     base = sim.base_url
     ssh = sim.ssh
@@ -69,7 +70,7 @@ def ready_info(sim: Simulator) -> dict[str, object]:
     }
 
 
-def write_ready_file(path: Path, info: dict[str, object]) -> None:
+def write_ready_file(path: Path, info: ReadyInfo) -> None:
     """Atomically write the ready file with mode 0600 (it holds keys)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ready-")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from vastkeep.sim.state import (
     NET_MODES,
     SSH_ENDPOINTS,
     SSH_MODES,
+    Endpoint,
     Instance,
 )
 
@@ -72,7 +74,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             raise web.HTTPNotFound(text='{"error": "no such instance"}', content_type="application/json")
         return inst
 
-    def view(inst: Instance) -> dict[str, Any]:
+    def view(inst: Instance) -> dict[str, object]:
         return {
             "instance": inst.to_api(sim.clock.now()),
             "sim": inst.to_control(),
@@ -100,6 +102,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             inst = sim.new_instance(offer, {k: body[k] for k in OPTION_KEYS if k in body})
         except ValueError as exc:
             return _bad(str(exc))
+        sim.ledger.add("rent", inst.id, sim.clock.now(), label=inst.label, via="control")
         if body.get("running", False):
             await sim.make_running(inst)
         else:
@@ -140,7 +143,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         await sim.set_fault_state(inst, state)
         return web.json_response(view(inst))
 
-    def targets(inst: Instance, body: dict[str, Any], allowed: tuple[str, ...]) -> list:
+    def targets(inst: Instance, body: Mapping[str, object], allowed: tuple[str, ...]) -> list[Endpoint]:
         name = body.get("endpoint")
         if name is None:
             return [ep for n, ep in inst.endpoints.items() if n in allowed]
@@ -209,6 +212,15 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         for ep in eps:
             ep.ssh_mode = mode
         return web.json_response(view(inst))
+
+    async def destroy_outside(request: web.Request) -> web.Response:
+        """Destroyed behind the API user's back (the host, or the web console): no API request logged."""
+        inst = find(request)
+        await sim.destroy(inst, via="control")
+        return web.json_response({"ok": True, "instance_id": inst.id})
+
+    async def ledger(request: web.Request) -> web.Response:
+        return web.json_response({"entries": sim.ledger.since(int(request.query.get("since", "0")))})
 
     async def append_log(request: web.Request) -> web.Response:
         inst, body = find(request), await _json(request)
@@ -284,6 +296,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     r.add_post("/_sim/instances/{id}/net", net)
     r.add_post("/_sim/instances/{id}/ssh", ssh)
     r.add_post("/_sim/instances/{id}/log", append_log)
+    r.add_post("/_sim/instances/{id}/destroy", destroy_outside)
+    r.add_get("/_sim/ledger", ledger)
     r.add_post("/_sim/api_faults", add_api_fault)
     r.add_delete("/_sim/api_faults", clear_api_faults)
     r.add_post("/_sim/tokens", tokens)

@@ -19,8 +19,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
-from vastkeep.sim.faults import ApiFault, ApiFaults, RequestLog, TokenBook, fingerprint
-from vastkeep.sim.net import Network, raise_fd_limit
+from vastkeep.sim.faults import ApiFault, ApiFaults, Ledger, RequestLog, TokenBook, fingerprint
+from vastkeep.sim.net import Network, Path, raise_fd_limit
 from vastkeep.sim.ratelimit import MinGapRule
 from vastkeep.sim.ssh import SshService
 from vastkeep.sim.state import (
@@ -118,6 +118,7 @@ class Simulator:
         self.tokens = TokenBook(config.api_key, config.hf_token, config.civitai_token)
         self.api_faults = ApiFaults()
         self.requests = RequestLog()
+        self.ledger = Ledger()
         self.rate_limit = MinGapRule(config.min_gap_s)
         self.log_results: OrderedDict[str, str] = OrderedDict()
         # A random /16 per simulator, so two simulators on one machine do not share addresses.
@@ -125,7 +126,7 @@ class Simulator:
         self.ssh_host_ip = self.ips.allocate()
         self._next_ssh_port = 20000
         self._next_id = 7_835_600 + self.rng.randrange(0, 1000) * 10
-        self._tasks: dict[int, asyncio.Task] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self.ssh = SshService(config.state_dir, self._ip_of) if config.ssh_backend != "off" else None
         if self.ssh is not None:
             self.ssh.backend = config.ssh_backend
@@ -324,7 +325,9 @@ class Simulator:
         inst.comfy_ready = True
         await self.net.apply(inst, strict=True)
 
-    async def destroy(self, inst: Instance) -> None:
+    async def destroy(self, inst: Instance, via: str = "api") -> None:
+        if inst.id in self.instances:
+            self.ledger.add("destroy", inst.id, self.clock.now(), label=inst.label, via=via)
         task = self._tasks.pop(inst.id, None)
         if task is not None:
             task.cancel()
@@ -399,15 +402,16 @@ class Simulator:
     async def reset(self) -> None:
         """Back to a fresh simulator: no instances, no faults, default lifecycle and rent options."""
         for inst in list(self.instances.values()):  # destroyed first: nothing to re-open for them
-            await self.destroy(inst)
+            await self.destroy(inst, via="reset")
         await self.clear_faults()
         self.lifecycle = Lifecycle()
         self.rent_defaults.update(DEFAULT_RENT_OPTIONS)
         self.requests.clear()
         self.rate_limit.reset()
         self.log_results.clear()
+        self.ledger.clear()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         return {
             "instances": len(self.instances),
             "listeners": {s: self.net.count(s) for s in ("serve", "blackhole", "reset")},
@@ -416,5 +420,5 @@ class Simulator:
         }
 
 
-async def _no_ssh(path: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _no_ssh(path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SERVICES = ("vast", "hf", "civitai")
+#: 200 answers whose body is not the API's JSON (an ambiguous answer, never a verdict): empty, cut short.
+BAD_BODIES = {"empty": "", "malformed": '{"instances": [{"id": 1, "actual_status": "runn'}
 TOO_FREQUENT = "API requests too frequent"
 
 
@@ -42,6 +44,7 @@ class ApiFault:
     body: str | None = None
     path_equals: str | None = None
     method: str | None = None
+    body_kind: str | None = None  # "empty" | "malformed": a 200 whose body is not the API's JSON
 
     def matches(self, service: str, path: str, method: str | None = None) -> bool:
         if self.count is not None and self.count <= 0:
@@ -54,7 +57,7 @@ class ApiFault:
             return False
         return self.path_contains is None or self.path_contains in path
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "service": self.service,
             "status": self.status,
@@ -64,6 +67,7 @@ class ApiFault:
             "path_equals": self.path_equals,
             "method": self.method,
             "body": self.body,
+            "body_kind": self.body_kind,
         }
 
 
@@ -79,6 +83,12 @@ class ApiFaults:
             raise ValueError(f"unknown service {service!r}")
         status = spec.get("status")
         body = spec.get("body")
+        body_kind = spec.get("body_kind")
+        if body_kind is not None:  # a named bad body: an empty or cut-short JSON answer with status 200
+            if body_kind not in BAD_BODIES:
+                raise ValueError(f"body_kind must be one of {tuple(BAD_BODIES)}")
+            body = BAD_BODIES[body_kind] if body is None else body
+            status = 200 if status is None else status
         if body is not None and not isinstance(body, str):
             raise ValueError("body must be a string (the raw answer; \"\" for an empty body)")
         if status is not None and int(status) == 200:
@@ -97,6 +107,7 @@ class ApiFaults:
             body=body,
             path_equals=spec.get("path_equals"),
             method=str(method).upper() if method else None,
+            body_kind=body_kind,
         )
         if rule.status is None and rule.delay_s <= 0:
             raise ValueError("a fault needs a status or a delay_s")
@@ -114,7 +125,7 @@ class ApiFaults:
     def clear(self) -> None:
         self.rules.clear()
 
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[dict[str, object]]:
         return [r.as_dict() for r in self.rules if r.count is None or r.count > 0]
 
 
@@ -148,21 +159,40 @@ class TokenBook:
         self.valid = {k: set(v) for k, v in self._initial.items()}
 
 
+class Ledger:
+    """Every rent and destroy the simulated cloud performed, kept whole (the soak's source of truth for
+    double rents and instances nobody knows; the request log is a bounded window)."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, object]] = []
+
+    def add(self, action: str, instance_id: int, ts: float, *, label: str | None = None,
+            via: str = "api") -> None:
+        self._items.append({"seq": len(self._items) + 1, "action": action, "instance_id": instance_id,
+                            "label": label, "via": via, "ts": ts})
+
+    def since(self, seq: int = 0) -> list[dict[str, object]]:
+        return self._items[seq:]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 class RequestLog:
     """The last requests the APIs saw, without secrets (for asserting how a client authenticates)."""
 
     def __init__(self, maxlen: int = 2000) -> None:
-        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._items: deque[tuple[int, dict[str, object]]] = deque(maxlen=maxlen)  # (seq, entry)
         self._seq = 0
 
-    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def add(self, entry: dict[str, object]) -> dict[str, object]:
         self._seq += 1
         entry["seq"] = self._seq
-        self._items.append(entry)
+        self._items.append((self._seq, entry))
         return entry
 
-    def since(self, seq: int = 0, service: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self._items if e["seq"] > seq and (service is None or e["service"] == service)]
+    def since(self, seq: int = 0, service: str | None = None) -> list[dict[str, object]]:
+        return [e for n, e in self._items if n > seq and (service is None or e["service"] == service)]
 
     def clear(self) -> None:
         self._items.clear()

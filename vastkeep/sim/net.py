@@ -20,9 +20,9 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.sim.state import Endpoint, Instance
@@ -64,8 +64,16 @@ class _ResetProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert isinstance(transport, asyncio.Transport)  # a stream server's transport can abort
         transport.abort()
 
+
+
+class Abortable(Protocol):
+    """An open connection a fault can cut: an asyncio transport or an SSH session."""
+
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
 
 @dataclass
 class Path:
@@ -76,7 +84,7 @@ class Path:
     state: str = "none"
     server: asyncio.AbstractServer | None = None
     blackhole_socks: list[socket.socket] = field(default_factory=list)
-    conns: set[Any] = field(default_factory=set)
+    conns: set[Abortable] = field(default_factory=set)
     flowing: asyncio.Event = field(default_factory=asyncio.Event)
     awake: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while ComfyUI hangs
 
@@ -84,8 +92,8 @@ class Path:
         """Nothing answers on this path right now: a hang, a black hole or an offline host."""
         return not self.awake.is_set() or not self.flowing.is_set()
 
-    def track(self, conn: Any) -> None:
-        """Remember an open connection (an asyncio transport) so a crash can abort it."""
+    def track(self, conn: Abortable) -> None:
+        """Remember an open connection (a transport, an SSH session) so a crash can abort it."""
         if len(self.conns) > 64:
             self.conns = {c for c in self.conns if not c.is_closing()}
         self.conns.add(conn)
@@ -130,7 +138,7 @@ class Network:
     def __init__(
         self,
         comfy_factory: Callable[[], asyncio.Protocol],
-        ssh_handler: Callable[[Path, asyncio.StreamReader, asyncio.StreamWriter], Any],
+        ssh_handler: Callable[[Path, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
     ) -> None:
         self._comfy_factory = comfy_factory
         self._ssh_handler = ssh_handler

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.sim.control import SimControl
@@ -20,10 +20,30 @@ from vastkeep.sim.control import SimControl
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class ReadyInfo(TypedDict):
+    """The simulator's ready file: every URL and key a client needs (keys inside: written 0600)."""
+
+    vast_api_url: str
+    huggingface_api_url: str
+    civitai_api_url: str
+    control_url: str
+    control_token: str
+    api_key: str
+    hf_token: str
+    civitai_token: str
+    ssh_private_key_path: str | None
+    ssh_known_hosts_path: str | None
+    ssh_backend: str
+    ssh_user: str
+    provisioning_log_path: str
+    state_dir: str
+    pid: int
+
+
 class SimulatorProcess:
     """A simulator child: its ready-file values (``info``, holds keys), the process and a control client."""
 
-    def __init__(self, info: dict[str, Any], proc: subprocess.Popen, state_dir: Path) -> None:
+    def __init__(self, info: ReadyInfo, proc: subprocess.Popen[bytes], state_dir: Path) -> None:
         self.info = info
         self.proc = proc
         self.state_dir = state_dir
@@ -113,7 +133,8 @@ def spawn(
     deadline = clock.monotonic() + timeout_s
     while clock.monotonic() < deadline:
         if ready.exists():
-            return SimulatorProcess(json.loads(ready.read_text()), proc, state_dir)
+            info: ReadyInfo = json.loads(ready.read_text())  # written by vastkeep.sim.cli.ready_info
+            return SimulatorProcess(info, proc, state_dir)
         if proc.poll() is not None:
             raise RuntimeError(f"simulator exited with {proc.returncode}; see {state_dir / 'sim.out'}")
         clock.sleep(0.02)

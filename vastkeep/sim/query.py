@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +33,7 @@ _META_KEYS = {"order", "limit", "type", "allocated_storage", "disable_bundling"}
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
-def convert(want: Any, have: Any, field: str) -> Any:
+def convert(want: object, have: object, field: str) -> object:
     """``want`` (from a query) as the type of ``have`` (the record's value); ValueError when impossible."""
     if isinstance(want, list):
         return [convert(w, have, field) for w in want]
@@ -59,7 +60,15 @@ def convert(want: Any, have: Any, field: str) -> Any:
     return want
 
 
-def matches(record: dict[str, Any], filters: dict[str, Any]) -> bool:
+def number(value: object, field: str) -> int | float:
+    """``value`` (a number, or text of one) as a number; ``ValueError`` naming ``field`` if it is not."""
+    got = convert(value, 0.0, field)
+    if isinstance(got, int | float):
+        return got
+    raise ValueError(f"{field}: {value!r} is not a number")
+
+
+def matches(record: dict[str, object], filters: dict[str, object]) -> bool:
     """Whether a record passes every ``{"field": {"op": value}}`` condition (meta keys skipped)."""
     for key, cond in filters.items():
         if key in _META_KEYS or not isinstance(cond, dict):
@@ -77,21 +86,25 @@ def matches(record: dict[str, Any], filters: dict[str, Any]) -> bool:
     return True
 
 
-def _sort(rows: list[dict[str, Any]], order: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _sort(rows: list[dict[str, object]], order: list[tuple[str, str]]) -> list[dict[str, object]]:
     for key, direction in reversed(order):
-        rows.sort(key=lambda r, k=key: (r.get(k) is None, _sortable(r.get(k))), reverse=direction == "desc")
+        rows.sort(key=functools.partial(_row_key, key), reverse=direction == "desc")
     return rows
 
 
-def _sortable(value: Any) -> Any:
+def _sortable(value: object) -> int | float | str:
     return value if isinstance(value, int | float | str) else 0 if value is None else str(value)
 
 
-def _key(value: Any) -> tuple[bool, Any]:
+def _key(value: object) -> tuple[bool, int | float | str]:
     return value is None, _sortable(value)
 
 
-def _comes_after(row: dict[str, Any], last: list[Any], order: list[tuple[str, str]]) -> bool:
+def _row_key(col: str, row: dict[str, object]) -> tuple[bool, int | float | str]:
+    return _key(row.get(col))
+
+
+def _comes_after(row: dict[str, object], last: list[object], order: list[tuple[str, str]]) -> bool:
     """Whether ``row`` sorts after the row whose sort values were ``last`` (the keyset of a page token)."""
     for (col, direction), seen in zip(order, last, strict=False):
         a, b = _key(row.get(col)), _key(seen)
@@ -105,7 +118,7 @@ def _comes_after(row: dict[str, Any], last: list[Any], order: list[tuple[str, st
     return False
 
 
-def filter_offers(offers: list[dict[str, Any]], query: dict[str, Any]) -> list[dict[str, Any]]:
+def filter_offers(offers: list[dict[str, object]], query: dict[str, object]) -> list[dict[str, object]]:
     """Apply a Vast.ai search query (``{"field": {"op": value}}``, plus ``order`` and ``limit``)."""
     out = [o for o in offers if matches(o, query)]
     order = query.get("order") or [["score", "desc"]]
@@ -117,13 +130,13 @@ def filter_offers(offers: list[dict[str, Any]], query: dict[str, Any]) -> list[d
     out = _sort(out, pairs)
     limit = query.get("limit")
     if limit is not None:
-        limit = int(convert(limit, 0, "limit"))
+        limit = int(number(limit, "limit"))
         if limit >= 0:
             out = out[:limit]
     return out
 
 
-def _json_param(params: dict[str, str], name: str, default: Any) -> Any:
+def _json_param(params: dict[str, str], name: str, default: object) -> object:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
@@ -133,13 +146,13 @@ def _json_param(params: dict[str, str], name: str, default: Any) -> Any:
         raise ValueError(f"{name} is not JSON") from None
 
 
-def _token(last: dict[str, Any], order: list[tuple[str, str]]) -> str:
+def _token(last: dict[str, object], order: list[tuple[str, str]]) -> str:
     """An opaque keyset token: the sort values of a page's last row (so deleted rows shift nothing)."""
     raw = json.dumps({"after": [last.get(col) for col, _ in order]}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _untoken(token: str) -> list[Any]:
+def _untoken(token: str) -> list[object]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if not isinstance(data["after"], list):
@@ -149,7 +162,7 @@ def _untoken(token: str) -> list[Any]:
         raise ValueError("after_token is not a token this API issued") from None
 
 
-def page_instances(rows: list[dict[str, Any]], params: dict[str, str]) -> dict[str, Any]:
+def page_instances(rows: list[dict[str, object]], params: dict[str, str]) -> dict[str, object]:
     """``GET /api/v1/instances/``: filter (``select_filters``), sort (``order_by``), one page (``limit``,
     ``after_token``) and the columns asked for (``select_cols``); answers ``total_instances``, ``next_token``
     (``None`` on the last page) and ``label_counts``."""
@@ -169,7 +182,7 @@ def page_instances(rows: list[dict[str, Any]], params: dict[str, str]) -> dict[s
         order.append((str(col), "desc" if str(direction).lower() == "desc" else "asc"))
     if not any(col == "id" for col, _ in order):
         order.append(("id", "asc"))  # a total order, so a page boundary is well defined
-    limit = int(convert(params.get("limit") or MAX_PAGE, 0, "limit"))
+    limit = int(number(params.get("limit") or MAX_PAGE, "limit"))
     limit = max(1, min(limit, MAX_PAGE))
     found = _sort([r for r in rows if matches(r, filters)], order)
     start = 0
@@ -190,7 +203,7 @@ def page_instances(rows: list[dict[str, Any]], params: dict[str, str]) -> dict[s
     }
 
 
-def filter_values(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def filter_values(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """``GET /instances/filters/``: the distinct (status, verification, GPU) combinations of the instances."""
     combos = {(r.get("actual_status"), r.get("verification"), r.get("gpu_name")) for r in rows}
     return [

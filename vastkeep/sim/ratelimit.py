@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from vastkeep.sim.faults import TOO_FREQUENT
 
@@ -47,7 +46,7 @@ def too_frequent(gap_s: float) -> str:
     return f"{TOO_FREQUENT}: endpoint threshold={gap_s:g}"
 
 
-def _gap(value: Any, what: str) -> float:
+def _gap(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of seconds")
     gap = float(value)
@@ -119,7 +118,7 @@ class MinGapRule:
         self._last.clear()
         self.refused = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """What the control API shows: the gaps and how many calls were refused so far."""
         return {"min_gap_s": self.min_gap_s, "endpoints": dict(self.endpoints), "refused": self.refused}
 

@@ -75,15 +75,18 @@ class SimServer:
         fault, entry = admission.fault, admission.entry
         assert entry is not None
         if fault is not None and fault.delay_s > 0:
+            entry["fault"] = "slow"
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status == 200:  # ambiguous: a 200 whose body says nothing reliable
             entry["status"] = 200
+            entry["fault"] = fault.body_kind or "200-body"
             return web.Response(body=(fault.body or "").encode(), status=200,
                                 headers={"Content-Type": "application/json"})
         if fault is not None and fault.status is not None:
             body, ctype = fault_body(fault.status, admission.service)
             entry["status"] = fault.status
-            text = fault.body or body
+            entry["fault"] = str(fault.status)
+            text = fault.body if fault.body is not None else body
             if ctype == "application/json":
                 return web.Response(body=text.encode(), status=fault.status, headers={"Content-Type": ctype})
             return web.Response(text=text, status=fault.status, content_type=ctype)

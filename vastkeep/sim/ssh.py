@@ -17,11 +17,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path as FsPath
+from typing import IO, TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from vastkeep.sim.net import Path
+
+if TYPE_CHECKING:
+    from vastkeep.sim.ssh_builtin import BuiltinSshServer
 
 log = logging.getLogger("vastkeep.sim")
 SSHD = "/usr/sbin/sshd"
@@ -46,7 +50,8 @@ def write_keypair(private_path: FsPath) -> str:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class _Session:
@@ -82,10 +87,10 @@ class SshService:
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
         self.port = 0
         self.host_public = ""
-        self._proc: subprocess.Popen | None = None
-        self._builtin: object | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._builtin: BuiltinSshServer | None = None
         self._known: set[str] = set()
-        self._log_fh = None
+        self._log_fh: IO[bytes] | None = None
 
     def start(self) -> None:
         """Generate keys, then start sshd (or the built-in server) on 127.0.0.1:<free port>."""
@@ -188,7 +193,7 @@ class SshService:
                 self._proc.kill()
                 self._proc.wait(5)
         if self._builtin is not None:
-            self._builtin.stop()  # type: ignore[attr-defined]
+            self._builtin.stop()
         if self._log_fh is not None:
             self._log_fh.close()
 

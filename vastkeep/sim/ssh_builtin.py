@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
 
 log = logging.getLogger("vastkeep.sim")
 LOGIN_GRACE_S = 30  # as LoginGraceTime in the sshd_config: a stalled handshake is dropped after it
 
 
 class _Server(paramiko.ServerInterface):
-    def __init__(self, authorized: paramiko.PKey, run: object) -> None:
+    def __init__(self, authorized: paramiko.PKey, run: Callable[[paramiko.Channel, str], object]) -> None:
         self.authorized = authorized
         self.run = run
 
@@ -33,18 +41,18 @@ class _Server(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         if username == "root" and key.get_base64() == self.authorized.get_base64():
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         return (
-            paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            OPEN_SUCCEEDED if kind == "session" else OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         )
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         threading.Thread(
             target=self.run,
-            args=(channel, command.decode("utf-8", "replace")),  # type: ignore[arg-type]
+            args=(channel, command.decode("utf-8", "replace")),
             daemon=True,
         ).start()
         return True
@@ -68,7 +76,7 @@ class _Transport(paramiko.Transport):
             return
         if self._not_ssh and isinstance(msg, list):
             return  # the traceback of that same banner error
-        super()._log(level, msg, *args)
+        super()._log(level, msg, *args)  # type: ignore[misc]  # private in paramiko, absent from its stubs
 
 
 class BuiltinSshServer:
@@ -125,7 +133,7 @@ class BuiltinSshServer:
                 # loop from accepting the next connection, as one sshd child per connection does not.
                 transport.start_server(
                     event=threading.Event(),
-                    server=_Server(self.authorized, lambda ch, cmd, e=env: self._exec(ch, cmd, e)),
+                    server=_Server(self.authorized, functools.partial(self._exec, env=env)),
                 )
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 log.debug("builtin ssh handshake failed: %s", type(exc).__name__)

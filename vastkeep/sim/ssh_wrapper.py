@@ -97,7 +97,6 @@ def main(argv: list[str]) -> int:
         return 1
     os.chdir(root)
     os.execvp(args[0], [args[0], *mapped])
-    return 127  # not reached
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The simulated cloud's bookkeeping: instances, their endpoints, offers and the API shapes.
 
 Pure data and pure functions (no sockets), so the shapes the Vast.ai client sees are decided in one
-place and can be read next to ``/work/shared/reference/providers.md``.
+place and can be read next to ``docs/simulator.md``.
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ class Lifecycle:
     stop_s: float = 0.2
     log_interval_s: float = 0.1
 
-    def update(self, values: dict[str, Any]) -> None:
+    def update(self, values: dict[str, object]) -> None:
         for key, value in values.items():
             if key not in self.__dataclass_fields__:
                 raise ValueError(f"unknown lifecycle field {key!r}")
+            if not isinstance(value, int | float | str):
+                raise ValueError(f"{key} must be a number of seconds")
             if float(value) < 0:
                 raise ValueError(f"{key} must be >= 0")
             setattr(self, key, float(value))
@@ -100,7 +102,7 @@ class Instance:
     id: int
     machine_id: int
     ip: str
-    offer: dict[str, Any]
+    offer: dict[str, Any]  # the simulated offer's raw JSON, read as the API would
     label: str | None = None
     image: str = "vastai/comfy:latest"
     actual_status: str | None = None
@@ -125,9 +127,10 @@ class Instance:
     is_bid: bool = False
     log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT), repr=False)
     prompt_s: float = DEFAULT_PROMPT_S
-    comfy_phases: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=PHASES_KEPT), repr=False)
+    comfy_phases: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=PHASES_KEPT),
+                                                   repr=False)
 
-    def to_api(self, now: float) -> dict[str, Any]:
+    def to_api(self, now: float) -> dict[str, object]:
         """The instance object exactly as Vast.ai's ``GET /instances`` shows it."""
         status = self.actual_status
         exposed = status in ("running",) or self.fault in ("offline", "outbid")
@@ -186,7 +189,7 @@ class Instance:
             "volume_info": None,
         }
 
-    def to_control(self) -> dict[str, Any]:
+    def to_control(self) -> dict[str, object]:
         """The simulator's own view (control API): endpoints, their faults and the lifecycle."""
         return {
             "id": self.id,

@@ -8,11 +8,12 @@ answer carries ``Content-Type: application/json`` exactly: the CLI's offer searc
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from vastkeep.sim.query import convert, filter_offers, filter_values, page_instances
+from vastkeep.sim.query import filter_offers, filter_values, number, page_instances
 from vastkeep.sim.state import GPUS
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 PORT_18188 = "-p 18188:18188"
 
 
-def api_json(data: Any, status: int = 200) -> web.Response:
+def api_json(data: object, status: int = 200) -> web.Response:
     """A JSON answer with the exact ``Content-Type: application/json`` the real API sends."""
     return web.Response(
         body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
@@ -34,7 +35,7 @@ def _error(status: int, error: str, msg: str) -> web.Response:
     return api_json({"success": False, "error": error, "msg": msg}, status)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request) -> dict[str, object]:
     if not request.can_read_body:
         return {}
     try:
@@ -47,22 +48,22 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _ids(body: dict[str, Any], key: str) -> list[int] | None:
+def _ids(body: dict[str, object], key: str) -> list[int] | None:
     raw = body.get(key)
     if not isinstance(raw, list) or not raw:
         return None
     try:
-        return [int(convert(x, 0, key)) for x in raw]
+        return [int(number(x, key)) for x in raw]
     except (TypeError, ValueError):
         return None
 
 
-def rent_options(body: dict[str, Any]) -> dict[str, Any]:
+def rent_options(body: dict[str, object]) -> dict[str, object]:
     """What a rent body changes: label, image, env (``extra_env`` and port options), disk, onstart, runtype,
     a bid price. ``runtype: args`` launches the image as is, so there is no SSH into it."""
     raw_env = body.get("env")
     env = raw_env if isinstance(raw_env, dict) else {}
-    opts: dict[str, Any] = {
+    opts: dict[str, object] = {
         "label": body.get("label"),
         "image": body.get("image"),
         "env": {str(k): str(v) for k, v in env.items() if not str(k).startswith("-")},
@@ -71,7 +72,7 @@ def rent_options(body: dict[str, Any]) -> dict[str, Any]:
         "price": body.get("price"),
     }
     if body.get("disk") is not None:
-        opts["disk"] = float(convert(body["disk"], 0.0, "disk"))
+        opts["disk"] = float(number(body["disk"], "disk"))
     if PORT_18188 in env:
         opts["port_18188"] = True
     if opts["runtype"] == "args":
@@ -79,7 +80,7 @@ def rent_options(body: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def user_record(sim: Simulator) -> dict[str, Any]:
+def user_record(sim: Simulator) -> dict[str, object]:
     """``GET /users/current``: the simulated account, without a key (the CLI drops the real one)."""
     return {
         "id": 424242,
@@ -107,7 +108,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         except ValueError:
             return None
 
-    def rows() -> list[dict[str, Any]]:
+    def rows() -> list[dict[str, object]]:
         now = sim.clock.now()
         return [i.to_api(now) for i in sim.instances.values()]
 
@@ -137,8 +138,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
 
     async def search_offers(request: web.Request) -> web.Response:
         query = await _body(request)
-        if isinstance(query.get("q"), dict):  # the CLI's --new form wraps the query in "q"
-            query = query["q"]
+        wrapped = query.get("q")
+        if isinstance(wrapped, dict):  # the CLI's --new form wraps the query in "q"
+            query = wrapped
         rented = {i.machine_id for i in sim.instances.values()}
         offers = [{**o, "rented": o["machine_id"] in rented} for o in sim.offers]
         try:
@@ -147,7 +149,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return _error(400, "invalid_args", str(exc))
         return api_json({"offers": found})
 
-    def rent_one(offer_id: int, body: dict[str, Any]) -> tuple[int | None, web.Response | None]:
+    def rent_one(offer_id: int, body: dict[str, object]) -> tuple[int | None, web.Response | None]:
         offer = next((o for o in sim.offers if o["id"] == offer_id), None)
         if offer is None or not offer["rentable"]:
             return None, _error(404, "no_such_ask", "Instance type is no longer available.")
@@ -157,6 +159,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             inst = sim.new_instance(offer, rent_options(body))
         except (TypeError, ValueError) as exc:
             return None, _error(400, "invalid_args", str(exc))
+        sim.ledger.add("rent", inst.id, sim.clock.now(), label=inst.label, via="api")
         sim.begin(inst)
         return inst.id, None
 
@@ -173,7 +176,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         ids = _ids(body, "ids")
         if ids is None:
             return _error(400, "invalid_args", "ids must be a non-empty list of offer ids")
-        created, failed = [], []
+        created: list[int] = []
+        failed: list[int] = []
         for offer_id in ids:
             new_id, failure = rent_one(offer_id, body)
             (created if new_id is not None else failed).append(new_id if new_id is not None else offer_id)
@@ -198,7 +202,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return _error(404, "no_such_instance", f"Instances not found: {missing}")
         return api_json({"success": True})
 
-    async def change_state(inst: Instance, body: dict[str, Any]) -> web.Response | None:
+    async def change_state(inst: Instance, body: dict[str, object]) -> web.Response | None:
         if "label" in body:
             inst.label = None if body["label"] is None else str(body["label"])
         if "state" in body:
@@ -235,7 +239,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             return _error(404, "no_such_instance", "Instance not found.")
         body = await _body(request)
         try:
-            tail = int(convert(body["tail"], 0, "tail")) if body.get("tail") not in (None, "") else 1000
+            tail = int(number(body["tail"], "tail")) if body.get("tail") not in (None, "") else 1000
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
         text = sim.container_log(inst, tail=tail, grep=str(body["filter"]) if body.get("filter") else None)
@@ -252,7 +256,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
 
     r = app.router
 
-    def both(method: str, path: str, handler: Any) -> None:
+    def both(method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
         r.add_route(method, path, handler)
         r.add_route(method, path + "/", handler)
 

@@ -10,7 +10,7 @@ its settings and step deadlines in :mod:`~vastkeep.ssh.config`),
 :mod:`~vastkeep.ssh.flow` (one run under the lease; which instances need a collector).
 """
 
-from vastkeep.ssh.collector import Collector, RunResult
+from vastkeep.ssh.collector import Collector, CollectorState, RunResult, StopReason
 from vastkeep.ssh.config import PROVISION_LOG, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, fingerprint, load_private_key, open_client
 from vastkeep.ssh.decide import backing_off_line, backoff_ceiling_s, backoff_delay_s
@@ -23,7 +23,8 @@ from vastkeep.ssh.routes import Route, routes_for, ssh_routes
 
 __all__ = ["DEFAULT_KEEP_BYTES", "MAX_READ_LINES", "PROVIDER_FILE", "PROVISION_LOG", "Collector",
            "CollectorConfig", "HostKeyPins", "Liveness", "LogLine", "LogStore", "ProviderLog",
-           "Route", "RunResult", "backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "fingerprint",
+           "CollectorState", "Route", "RunResult", "StopReason",
+           "backing_off_line", "backoff_ceiling_s", "backoff_delay_s", "fingerprint",
            "heartbeat_name", "lease_name", "load_private_key", "open_client", "routes_for", "split_lines",
            "ssh_routes",
            "wants_collector"]

@@ -27,9 +27,9 @@ import logging
 import random
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
 
 import paramiko
 import redis
@@ -39,14 +39,14 @@ from vastkeep.core.errors import SSHError, StaleFence, WriteConflict
 from vastkeep.ssh import decide
 from vastkeep.ssh.config import PROVIDER_STEP_S, CollectorConfig
 from vastkeep.ssh.connect import HostKeyPins, keepalive_probe, open_client, run_probe
-from vastkeep.ssh.drops import record_drop
+from vastkeep.ssh.drops import Redis, record_drop
 from vastkeep.ssh.lines import complete_part
 from vastkeep.ssh.liveness import HEALTH_CHECK_COMMAND, HEALTH_CHECK_REPLY, Liveness
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.ssh.provider_log import ProviderLog
 from vastkeep.ssh.rotation import Followed, Tailer, notice_in
 from vastkeep.ssh.routes import Route, routes_for
-from vastkeep.state import Lease, Progress, write_heartbeat
+from vastkeep.state import NULL_EVENTS, EventSink, InstanceRecord, Keys, Lease, Progress, write_heartbeat
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -55,11 +55,11 @@ BATCH_BYTES = 512 * 1024  # at most this much is read before one fenced append
 HEARTBEAT_EVERY_S = 1.0
 
 
-def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Channel]:
+def _readable(channels: Iterable[paramiko.Channel], timeout_s: float) -> list[paramiko.Channel]:
     """The channels with data, waiting at most ``timeout_s``. ``poll``, not ``select``: one threads-pool
     worker holds many collectors, and ``select`` refuses file descriptors above 1023."""
     poller = select.poll()
-    by_fd = {}
+    by_fd: dict[int, paramiko.Channel] = {}
     for channel in channels:
         fd = channel.fileno()  # paramiko's pipe, set when data arrives
         by_fd[fd] = channel
@@ -67,12 +67,38 @@ def _readable(channels: dict[Any, Any], timeout_s: float) -> list[paramiko.Chann
     return [by_fd[fd] for fd, _ev in poller.poll(max(0, int(timeout_s * 1000)))]
 
 
+class StopReason(StrEnum):
+    """Why a collector run ended (its result's ``stopped``)."""
+
+    HOLD_EXPIRED = "hold-expired"  # the run's bounded hold is over: a continuation follows
+    LEASE_LOST = "lease-lost"
+    NO_RECORD = "no-record"
+    STOP = "stop"  # the worker is shutting down
+    STALLED = "stalled"  # the loop stopped beating; the lease keeper released the lease
+
+
+class CollectorState(StrEnum):
+    """What a collector is doing, in its heartbeat and its status hash (a run that ended: its reason)."""
+
+    RUNNING = "running"
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    BACKOFF = "backoff"
+    FALLBACK = "fallback"
+    HANDOVER = "handover"
+
+
+def _by_channel(files: Iterable[Followed]) -> dict[paramiko.Channel, Followed]:
+    """The open files by their ``tail`` channel (what :func:`_readable` polls)."""
+    return {f.channel: f for f in files if f.channel is not None}
+
+
 @dataclass
 class RunResult:
     """What one run did (the task returns ``to_dict()``)."""
 
     instance_id: str
-    stopped: str = "hold-expired"  # hold-expired | lease-lost | no-record | stop
+    stopped: StopReason = StopReason.HOLD_EXPIRED
     sessions: int = 0
     lines: int = 0
     bytes: int = 0
@@ -80,7 +106,7 @@ class RunResult:
     route: str | None = None
     offsets: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"instance_id": self.instance_id, "stopped": self.stopped, "sessions": self.sessions,
                 "lines": self.lines, "bytes": self.bytes, "failures": self.failures, "route": self.route,
                 "offsets": dict(self.offsets)}
@@ -89,9 +115,10 @@ class RunResult:
 class Collector:
     """Streams one instance's log files into a :class:`LogStore` under a held lease (see the module doc)."""
 
-    def __init__(self, instance_id: str, *, redis_client: Any, keys: Any, logstore: LogStore,
-                 lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], Any], config: CollectorConfig,
-                 events: Any = None, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None,
+    def __init__(self, instance_id: str, *, redis_client: Redis, keys: Keys, logstore: LogStore,
+                 lease: Lease, pkey: paramiko.PKey, get_record: Callable[[], InstanceRecord | None],
+                 config: CollectorConfig, events: EventSink = NULL_EVENTS, clock: Clock = SYSTEM_CLOCK,
+                 rng: random.Random | None = None,
                  lost: threading.Event | None = None, provider_log: ProviderLog | None = None,
                  stop: threading.Event | None = None, progress: Progress | None = None) -> None:
         self.iid = str(instance_id)
@@ -119,8 +146,8 @@ class Collector:
         return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                 for k, v in raw.items()}
 
-    def _save(self, **fields: Any) -> None:
-        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+    def _save(self, **fields: object) -> None:
+        mapping: dict[str | bytes, str] = {k: ("" if v is None else str(v)) for k, v in fields.items()}
         self.redis.hset(self._status_key, mapping=mapping)
 
     def _mark(self, within_s: float = 0.0) -> None:
@@ -128,7 +155,7 @@ class Collector:
         if self.progress is not None:
             self.progress.beat(within_s)
 
-    def _beat(self, state: str, force: bool = False) -> None:
+    def _beat(self, state: CollectorState, force: bool = False) -> None:
         self._mark(HEARTBEAT_EVERY_S)
         now = self.clock.monotonic()
         if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
@@ -140,7 +167,7 @@ class Collector:
     def _stopping(self) -> bool:
         return self.lost.is_set() or self.stop_event.is_set()
 
-    def _sleep_until(self, until_mono: float, state: str) -> None:
+    def _sleep_until(self, until_mono: float, state: CollectorState) -> None:
         """Wait in short steps (heartbeat, lease) until ``until_mono``, the hold deadline or a stop."""
         while not self._stopping():
             left = until_mono - self.clock.monotonic()
@@ -166,13 +193,13 @@ class Collector:
         self._fallback_on = status.get("fallback") == "1"
         wait = next_at - self.clock.now()  # the predecessor's backoff goes on
         if wait > 0:
-            self._sleep_until(min(deadline, start + wait), "backoff")
-        self._save(state="running", fence=self.lease.fence)
+            self._sleep_until(min(deadline, start + wait), CollectorState.BACKOFF)
+        self._save(state=CollectorState.RUNNING, fence=self.lease.fence)
         while not self._stopping() and self.clock.monotonic() < deadline:
-            self._beat("connecting", force=True)
+            self._beat(CollectorState.CONNECTING, force=True)
             rec = self.get_record()
             if rec is None:
-                self.result.stopped = "no-record"
+                self.result.stopped = StopReason.NO_RECORD
                 break
             drops = 0  # session drops within the window, when this round ended one
             client, route = self._connect(routes_for(rec, last_good))
@@ -181,10 +208,9 @@ class Collector:
                 self.result.route = route.name
                 if self._fallback_on:
                     log.warning("SSH to instance %s answers again: back to streaming over SSH", self.iid)
-                    if self.events is not None:
-                        self.events.emit("ssh-fallback-ended", instance_id=self.iid)
+                    self.events.emit("ssh-fallback-ended", instance_id=self.iid)
                 self._down_since, self._fallback_on = None, False
-                self._save(route=route.name, down_since="", fallback="", state="streaming")
+                self._save(route=route.name, down_since="", fallback="", state=CollectorState.STREAMING)
                 uptime = self._session(client, deadline)
                 failures = decide.failures_after(failures, uptime, self.cfg.gate_s)
                 if self._stopping() or self.clock.monotonic() >= deadline:
@@ -199,21 +225,21 @@ class Collector:
             self.result.failures = failures
             delay = decide.reconnect_delay_s(failures, self.cfg.max_failures, self.rng, drops,
                                              self.cfg.reconnect_window_s, self.cfg.herd_drops)
-            self._save(failures=failures, next_attempt_at=self.clock.now() + delay, state="backoff")
+            self._save(failures=failures, next_attempt_at=self.clock.now() + delay,
+                       state=CollectorState.BACKOFF)
             if failures > 0:
                 log.warning("%s (instance %s)", decide.backing_off_line(failures, delay), self.iid)
-                if self.events is not None:
-                    self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
-                                     delay_s=round(delay, 3))
-            self._sleep_until(self.clock.monotonic() + delay, "backoff")
+                self.events.emit("ssh-backoff", instance_id=self.iid, failures=failures,
+                                 delay_s=round(delay, 3))
+            self._sleep_until(self.clock.monotonic() + delay, CollectorState.BACKOFF)
         if self.lost.is_set():
-            self.result.stopped = "lease-lost"
+            self.result.stopped = StopReason.LEASE_LOST
         elif self.stop_event.is_set():
-            self.result.stopped = "stop"
+            self.result.stopped = StopReason.STOP
         self.result.failures = failures
         with contextlib.suppress(redis.RedisError):
-            self._save(failures=failures, state="handover" if self.result.stopped == "hold-expired"
-                       else self.result.stopped)
+            self._save(failures=failures, state=CollectorState.HANDOVER
+                       if self.result.stopped == StopReason.HOLD_EXPIRED else self.result.stopped)
         return self.result
 
     def _fallback_tick(self) -> None:
@@ -228,12 +254,11 @@ class Collector:
         if not self._fallback_on:
             log.warning("no SSH route to instance %s for %.0fs: reading the provider's log API until SSH "
                         "answers", self.iid, now - self._down_since)
-            if self.events is not None:
-                self.events.emit("ssh-fallback-started", instance_id=self.iid,
-                                 down_s=round(now - self._down_since, 1))
+            self.events.emit("ssh-fallback-started", instance_id=self.iid,
+                             down_s=round(now - self._down_since, 1))
         self._fallback_on, self._provider_polled_at = True, now
-        self._save(fallback="1", provider_polled_at=now, state="fallback")
-        self._beat("fallback", force=True)
+        self._save(fallback="1", provider_polled_at=now, state=CollectorState.FALLBACK)
+        self._beat(CollectorState.FALLBACK, force=True)
         self._mark(PROVIDER_STEP_S)
         try:
             self.provider_log.poll(self.lease.fence)
@@ -258,8 +283,7 @@ class Collector:
                          route.port, getattr(exc, "reason", "error"))
                 continue
             log.info("SSH connected to instance %s via %s", self.iid, route.name)
-            if self.events is not None:
-                self.events.emit("ssh-connected", instance_id=self.iid)
+            self.events.emit("ssh-connected", instance_id=self.iid)
             return client, route
         return None, None
 
@@ -295,7 +319,7 @@ class Collector:
         cfg = self.cfg
         live = Liveness.start(self.clock.monotonic(), cfg.keepalive_interval_s, cfg.keepalive_max_miss,
                               cfg.health_interval_s)
-        by_channel = {f.channel: f for f in files}
+        by_channel = _by_channel(files)
         while not self._stopping():
             now = self.clock.monotonic()
             if now >= deadline:
@@ -319,14 +343,14 @@ class Collector:
                         f.draining_since = self.clock.monotonic()
                     elif change is not None:
                         self.tailer.open(client, f)
-                by_channel = {f.channel: f for f in files}
+                by_channel = _by_channel(files)
                 continue
             if any(f.drained(now) for f in files):
                 self._mark(cfg.open_step_s(len(files)))
                 for f in files:
                     if f.drained(now):
                         self._switch(client, f)
-                by_channel = {f.channel: f for f in files}
+                by_channel = _by_channel(files)
                 continue
             if live.probe_due(now):  # an SSH keepalive request, answered or not within the interval
                 self._mark(cfg.health_timeout_s)
@@ -334,7 +358,7 @@ class Collector:
                 if keepalive_probe(client, min(cfg.health_timeout_s, cfg.keepalive_interval_s)):
                     live.replied(self.clock.monotonic())
                 continue
-            self._beat("streaming")
+            self._beat(CollectorState.STREAMING)
             self._mark(cfg.ready_timeout_s)  # a poll (≤ 1 s), a read of what is there, one fenced write
             ready = _readable(by_channel, live.wait_s(now))
             for channel in ready:
@@ -343,7 +367,8 @@ class Collector:
                     self._mark(cfg.open_step_s())
                     f = by_channel.pop(channel)
                     self.tailer.open(client, f, notice)
-                    by_channel[f.channel] = f
+                    if f.channel is not None:  # open() either sets a channel or raises
+                        by_channel[f.channel] = f
                     live.replied(self.clock.monotonic())
                     continue
                 if not (channel.recv_ready() or channel.eof_received or channel.closed):

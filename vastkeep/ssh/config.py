@@ -8,10 +8,13 @@ step, so the lease keeper can tell a slow step from a stuck one (``stall_grace_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep.ssh import decide
 from vastkeep.ssh.liveness import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
 
 PROVISION_LOG = "/var/log/onstart.log"
 #: The provider log read's own bound (its result URL is polled for up to 20 s, each call with retries).
@@ -38,21 +41,20 @@ class CollectorConfig:
     username: str = "root"
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> CollectorConfig:
+    def from_settings(cls, settings: Settings) -> CollectorConfig:
+        """The SSH_* settings (``dataclasses.replace`` the result to change single fields)."""
         files = [PROVISION_LOG]
         if settings.ssh_comfyui_log_path:
             files.append(str(settings.ssh_comfyui_log_path))
         hold = min(float(settings.ssh_collect_hold_s), max(1.0, settings.ssh_collect_time_limit_s - 60.0))
-        values = dict(files=tuple(files), ready_timeout_s=settings.ssh_ready_timeout_s,
-                      keepalive_interval_s=settings.ssh_keepalive_interval_s,
-                      keepalive_max_miss=settings.ssh_keepalive_max_miss,
-                      max_failures=settings.ssh_max_consecutive_failures,
-                      gate_s=float(settings.ssh_backoff_gate_s),
-                      hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
-                      provider_interval_s=float(settings.ssh_provider_log_interval_s),
-                      reconnect_window_s=float(settings.ssh_reconnect_window_s))
-        values.update(overrides)
-        return cls(**values)
+        return cls(files=tuple(files), ready_timeout_s=settings.ssh_ready_timeout_s,
+                     keepalive_interval_s=settings.ssh_keepalive_interval_s,
+                     keepalive_max_miss=settings.ssh_keepalive_max_miss,
+                     max_failures=settings.ssh_max_consecutive_failures,
+                     gate_s=float(settings.ssh_backoff_gate_s),
+                     hold_s=hold, fallback_after_s=float(settings.ssh_fallback_after_s),
+                     provider_interval_s=float(settings.ssh_provider_log_interval_s),
+                     reconnect_window_s=float(settings.ssh_reconnect_window_s))
 
     @property
     def lease_ttl_ms(self) -> int:

@@ -17,13 +17,19 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import paramiko
 
 from vastkeep.core.errors import SSHError
+from vastkeep.ssh.drops import Redis
 from vastkeep.ssh.routes import Route
+from vastkeep.state import NULL_EVENTS, EventSink, Keys
+
+if TYPE_CHECKING:
+    from paramiko.transport import _SocketLike
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -34,14 +40,17 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128
                      "aes256-ctr")
 
 
-class _Transport(paramiko.Transport):
-    """paramiko's Transport with AES-GCM preferred."""
+def _transport(sock: _SocketLike, /, *, gss_kex: bool = False, gss_deleg_creds: bool = True,
+               disabled_algorithms: Mapping[str, Iterable[str]] | None = None) -> paramiko.Transport:
+    """paramiko's Transport with AES-GCM preferred (``SSHClient.connect``'s ``transport_factory``).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        options = self.get_security_options()
-        supported = [c for c in PREFERRED_CIPHERS if c in options.ciphers]
-        options.ciphers = tuple(supported + [c for c in options.ciphers if c not in supported])
+    The collector never asks for GSS-API key exchange, so ``gss_*`` keep paramiko's defaults.
+    """
+    transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
+    options = transport.get_security_options()
+    supported = [c for c in PREFERRED_CIPHERS if c in options.ciphers]
+    options.ciphers = tuple(supported + [c for c in options.ciphers if c not in supported])
+    return transport
 
 
 class HostKeyChanged(paramiko.SSHException):
@@ -59,7 +68,7 @@ def fingerprint(key: paramiko.PKey) -> str:
 class HostKeyPins:
     """The first host key seen per instance, kept in Redis (``Keys.ssh_host_key``)."""
 
-    def __init__(self, redis_client: Any, keys: Any, events: Any = None) -> None:
+    def __init__(self, redis_client: Redis, keys: Keys, events: EventSink = NULL_EVENTS) -> None:
         self.redis = redis_client
         self.keys = keys
         self.events = events
@@ -72,15 +81,14 @@ class HostKeyPins:
             log.info("SSH host key of instance %s pinned: %s %s", instance_id, key.get_name(),
                      fingerprint(key))
             return
-        pinned = self.redis.get(name)
-        pinned = pinned.decode() if isinstance(pinned, bytes) else pinned
+        raw = self.redis.get(name)
+        pinned = raw.decode() if isinstance(raw, bytes) else raw
         if pinned == line:
             return
         log.error("SSH host key of instance %s CHANGED on route %s: got %s, pinned %s; refused", instance_id,
                   route.name, fingerprint(key), (pinned or "").split(" ", 1)[0])
-        if self.events is not None:
-            self.events.emit("ssh-host-key-changed", instance_id=instance_id, route=route.name,
-                             fingerprint=fingerprint(key))
+        self.events.emit("ssh-host-key-changed", instance_id=instance_id, route=route.name,
+                         fingerprint=fingerprint(key))
         raise HostKeyChanged(f"host key of instance {instance_id} changed")
 
 
@@ -118,7 +126,7 @@ def open_client(route: Route, instance_id: str, pkey: paramiko.PKey, pins: HostK
     try:
         client.connect(route.host, route.port, username=username, pkey=pkey, look_for_keys=False,
                        allow_agent=False, timeout=timeout_s, banner_timeout=timeout_s, auth_timeout=timeout_s,
-                       channel_timeout=timeout_s, transport_factory=_Transport)
+                       channel_timeout=timeout_s, transport_factory=_transport)
     except HostKeyChanged:
         client.close()
         raise SSHError(f"SSH host key of instance {instance_id} changed; refused", instance_id=instance_id,
@@ -151,7 +159,7 @@ def exec_channel(client: paramiko.SSHClient, command: str, timeout_s: float) -> 
 
 
 def run_probe(client: paramiko.SSHClient, command: str, expect: bytes, timeout_s: float,
-              monotonic: Any) -> bool:
+              monotonic: Callable[[], float]) -> bool:
     """One round trip (``echo keepalive``): True when ``expect`` came back within ``timeout_s``."""
     deadline = monotonic() + timeout_s
     try:

@@ -10,14 +10,19 @@ a Redis error counts as a lone drop (reconnect at once: the link is the collecto
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Union
 
 import redis
+
+from vastkeep.state import Keys
+
+#: A client made with or without ``decode_responses``.
+Redis = Union["redis.Redis[str]", "redis.Redis[bytes]"]
 
 log = logging.getLogger("vastkeep.ssh")
 
 
-def record_drop(redis_client: Any, keys: Any, instance_id: str, now: float, window_s: float) -> int:
+def record_drop(redis_client: Redis, keys: Keys, instance_id: str, now: float, window_s: float) -> int:
     """Record a drop of ``instance_id`` at ``now`` (epoch s); returns how many instances dropped within
     ``window_s``."""
     name = keys.ssh_drops()
@@ -33,4 +38,4 @@ def record_drop(redis_client: Any, keys: Any, instance_id: str, now: float, wind
         return 1
 
 
-__all__ = ["record_drop"]
+__all__ = ["Redis", "record_drop"]

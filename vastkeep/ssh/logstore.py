@@ -16,13 +16,12 @@ decode with ``errors="replace"``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import redis
 
 from vastkeep.core.errors import StaleFence, WriteConflict
+from vastkeep.ssh.drops import Redis
 from vastkeep.state import Keys
 
 _LUA = (Path(__file__).parent / "logstore_append.lua").read_text(encoding="utf-8")
@@ -62,7 +61,7 @@ class LogLine:
     def end(self) -> int:
         return self.offset + len(self.data)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         text = self.data.decode("utf-8", "replace")
         return {"offset": self.offset, "file": self.file, "text": text[:-1] if text.endswith("\n") else text,
                 "source": self.source}
@@ -73,19 +72,20 @@ def source_of(file: str) -> str:
     return PROVIDER_SOURCE if file.startswith(PROVIDER_PREFIX) else "ssh"
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _entry_lines(file: str, eid: Any, fields: Any) -> list[LogLine]:
+def _entry_lines(file: str, eid: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> list[LogLine]:
     """The lines of one stream entry, each with its byte offset."""
     off = int(_text(eid).split("-", 1)[0])
-    data = fields.get(b"t", fields.get("t", b""))
-    data = data if isinstance(data, bytes) else str(data).encode()
+    raw = fields.get(b"t", fields.get("t", b""))
+    data = raw if isinstance(raw, bytes) else str(raw).encode()
     sizes = _text(fields.get(b"n", fields.get("n", b"")))
     lengths = ([int(s) for s in sizes.split(",") if s] if sizes
                else [len(p) + 1 for p in data.split(b"\n")[:-1]])
-    out, pos, source = [], 0, source_of(file)
+    out: list[LogLine] = []
+    pos, source = 0, source_of(file)
     for n in lengths:
         out.append(LogLine(file, off + pos, data[pos:pos + n], source))
         pos += n
@@ -96,7 +96,7 @@ class LogStore:
     """Append (fenced) and read collected lines. Works with clients with or without ``decode_responses``
     for writes; reads need raw bytes, so give it a client made with ``decode_responses=False``."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, keep_bytes: int = DEFAULT_KEEP_BYTES) -> None:
+    def __init__(self, redis_client: Redis, keys: Keys, keep_bytes: int = DEFAULT_KEEP_BYTES) -> None:
         self.redis = redis_client
         self.keys = keys
         self.keep_bytes = int(keep_bytes)
@@ -159,8 +159,9 @@ class LogStore:
         (every line of ``blob`` ends with one). Same errors, same result."""
         if not blob:
             return expected_offset
-        args: list[Any] = [int(fence), file, int(expected_offset), expected_offset + len(blob),
-                           self.keep_bytes, blob, ",".join(map(str, lengths)) if lengths is not None else ""]
+        sizes = ",".join(map(str, lengths)) if lengths is not None else ""
+        args: list[int | str | bytes] = [int(fence), file, int(expected_offset), expected_offset + len(blob),
+                                         self.keep_bytes, blob, sizes]
         code, value = self._append(
             keys=[self.keys.lease(lease_name(instance_id)), self.keys.collector(instance_id),
                   self.keys.ssh_log(instance_id, file)], args=args)
@@ -205,7 +206,8 @@ class LogStore:
 
     def read_all_bytes(self, instance_id: str | int, file: str) -> bytes:
         """Every stored line of ``file`` laid end to end (tests compare it with the remote file)."""
-        chunks, after = [], 0
+        chunks: list[bytes] = []
+        after = 0
         while True:
             batch = self.read(instance_id, file, after, MAX_READ_LINES)
             if not batch:

@@ -30,13 +30,13 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from vastkeep.core.errors import NetworkError, UnsafeTarget, VastkeepError
 from vastkeep.ports import unsafe_reason
 from vastkeep.ssh.lines import snapshot_news
 from vastkeep.ssh.logstore import PROVIDER_PREFIX, LogStore
+from vastkeep.state import NULL_EVENTS, EventSink
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -52,7 +52,7 @@ Fetch = Callable[[str, int, Callable[[str], str]], str]
 def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
     """The addresses ``host`` resolves to, within ``timeout_s`` (getaddrinfo has no timeout of its own, so
     it runs in a daemon thread that is abandoned at the deadline)."""
-    found: list[Any] = []
+    found: list[str | int] = []
     done = threading.Event()
 
     def look() -> None:
@@ -101,7 +101,7 @@ class ProviderLog:
     """Polls the provider's log API for one instance and stores what is new (see the module doc)."""
 
     def __init__(self, instance_id: str, logstore: LogStore, fetch: Fetch, *, allow_loopback: bool = False,
-                 tail: int = DEFAULT_TAIL, events: Any = None,
+                 tail: int = DEFAULT_TAIL, events: EventSink = NULL_EVENTS,
                  resolve: Callable[[str, int, float], list[str]] = _resolve) -> None:
         self.iid, self.store, self.fetch, self.resolve = str(instance_id), logstore, fetch, resolve
         self.allow_loopback, self.tail, self.events = allow_loopback, max(1, int(tail)), events
@@ -118,9 +118,8 @@ class ProviderLog:
             text = self.fetch(self.iid, self.tail, self.guard)
         except UnsafeTarget as exc:
             log.warning("provider log of instance %s not fetched: %s", self.iid, exc.message)
-            if self.events is not None:
-                self.events.emit("ssh-provider-log-refused", instance_id=self.iid,
-                                 reason=str(getattr(exc, "reason", "") or "unsafe"))
+            self.events.emit("ssh-provider-log-refused", instance_id=self.iid,
+                             reason=str(getattr(exc, "reason", "") or "unsafe"))
             return 0
         except VastkeepError as exc:
             log.info("provider log of instance %s not available: %s", self.iid, exc.message)
@@ -135,7 +134,6 @@ class ProviderLog:
         if gap:  # after the store: the event says what this read kept
             log.warning("provider log of instance %s: no overlap with the last snapshot; lines between the "
                         "two polls may be missing", self.iid)
-            if self.events is not None:
-                self.events.emit("ssh-provider-log-gap", instance_id=self.iid, tail=self.tail,
-                                 stored=len(news))
+            self.events.emit("ssh-provider-log-gap", instance_id=self.iid, tail=self.tail,
+                             stored=len(news))
         return len(news)

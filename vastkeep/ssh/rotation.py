@@ -39,13 +39,13 @@ import shlex
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import paramiko
 
 from vastkeep.core.errors import SSHError
 from vastkeep.ssh.connect import exec_channel
 from vastkeep.ssh.logstore import LogStore
+from vastkeep.state import EventSink
 
 log = logging.getLogger("vastkeep.ssh")
 
@@ -186,8 +186,8 @@ class Followed:
 class Tailer:
     """Starts ``tail`` on a :class:`Followed` file of one instance, with the checks of the module doc."""
 
-    def __init__(self, instance_id: str, store: LogStore, fence: int, events: Any, check_timeout_s: float,
-                 open_timeout_s: float, monotonic: Callable[[], float]) -> None:
+    def __init__(self, instance_id: str, store: LogStore, fence: int, events: EventSink,
+                 check_timeout_s: float, open_timeout_s: float, monotonic: Callable[[], float]) -> None:
         self.iid, self.store, self.fence, self.events = instance_id, store, fence, events
         self.check_timeout_s, self.open_timeout_s, self.monotonic = check_timeout_s, open_timeout_s, monotonic
 
@@ -217,9 +217,8 @@ class Tailer:
                                             f.offset - kept)
             log.warning("%s of instance %s was truncated or rotated (%s): generation %d starts at offset %d",
                         f.path, self.iid, why, gen, f.offset - kept)
-            if self.events is not None:
-                self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
-                                 offset=f.offset - kept, reason=why)
+            self.events.emit("ssh-log-rotated", instance_id=self.iid, file=f.path, generation=gen,
+                             offset=f.offset - kept, reason=why)
             f.base, pos = f.offset - kept, kept
             f.recent.clear()
             f.head = self._stored_head(f)

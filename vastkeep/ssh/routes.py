@@ -7,8 +7,12 @@ host firewall, a proxy hiccup), so the collector tries both, the one that worked
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vastkeep.state import InstanceRecord
 
 DIRECT = "direct"
 PROXY = "proxy"
@@ -22,24 +26,26 @@ class Route:
     host: str
     port: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "host": self.host, "port": self.port}
 
 
-def _port(value: Any) -> int | None:
+def _port(value: object) -> int | None:
+    if not isinstance(value, int | float | str):
+        return None
     try:
         port = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return port if 0 < port < 65536 else None
 
 
-def ssh_routes(public_ip: str | None, ports: dict[str, Any] | None, ssh_host: str | None,
-               ssh_port: Any, last_good: str | None = None) -> list[Route]:
+def ssh_routes(public_ip: str | None, ports: Mapping[str, object] | None, ssh_host: str | None,
+               ssh_port: object, last_good: str | None = None) -> list[Route]:
     """The usable routes: ``direct`` (public IP + the ``22/tcp`` mapping) then ``proxy``; the route named
     ``last_good`` moves to the front. A route with a missing host or port is left out."""
     routes: list[Route] = []
-    direct_port = _port((ports or {}).get("22/tcp")) if isinstance(ports, dict) else None
+    direct_port = _port(ports.get("22/tcp")) if isinstance(ports, Mapping) else None
     ip = (public_ip or "").strip()
     if ip and direct_port:
         routes.append(Route(DIRECT, ip, direct_port))
@@ -52,7 +58,6 @@ def ssh_routes(public_ip: str | None, ports: dict[str, Any] | None, ssh_host: st
     return routes
 
 
-def routes_for(record: Any, last_good: str | None = None) -> list[Route]:
+def routes_for(record: InstanceRecord, last_good: str | None = None) -> list[Route]:
     """:func:`ssh_routes` for an instance record (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``)."""
-    return ssh_routes(getattr(record, "public_ip", None), getattr(record, "ports", None),
-                      getattr(record, "ssh_host", None), getattr(record, "ssh_port", None), last_good)
+    return ssh_routes(record.public_ip, record.ports, record.ssh_host, record.ssh_port, last_good)

@@ -154,6 +154,34 @@ class Stack:
             self.supervisor.poll_once()
             stop.wait(0.1)
 
+    def _start_embedded_redis(self, stop: threading.Event, attempts: int = 3) -> str:
+        """The embedded redis-server's URL once it answers. A port found free can be taken before Redis binds
+        it (another stack starting beside this one): a Redis that exits before answering is started again on
+        another free port, up to ``attempts`` times."""
+        from vastkeep.stack import embedded_redis as er  # noqa: PLC0415
+
+        password = new_secret()
+        data = self.home / "redis"
+        data.mkdir(exist_ok=True)
+        config = er.write_config(self.home / REDIS_CONFIG_FILE, password)
+        for attempt in range(attempts):
+            port = er.pick_port() if attempt == 0 else er.pick_port(())
+            self._spawn("redis", "Redis", er.redis_argv(port, data, config=config), stop_last=True)
+            def up_or_exited(p: int = port) -> bool:
+                return bool(er.wait_ready(p, 0.3, password=password)) or self._exited("redis")
+
+            self._wait(stop, "embedded redis", 20, up_or_exited, "redis")
+            if not self._exited("redis"):
+                return er.redis_url(port, password=password)
+            self.supervisor.unregister("redis")
+            log.warning("embedded redis exited before answering on port %d (taken meanwhile?): "
+                        "starting it on another free port", port)
+        raise StackError(f"embedded redis did not start ({attempts} attempts); see {self.logs / 'redis.log'}")
+
+    def _exited(self, cid: str) -> bool:
+        """The child is no longer running (it crashed and waits for its restart)."""
+        return bool(self.supervisor.status()[cid]["status"] != "running")
+
     def _check_ports(self) -> None:
         from vastkeep.stack.embedded_redis import port_is_free  # noqa: PLC0415
 
@@ -169,7 +197,6 @@ class Stack:
 
     def start(self, stop: threading.Event) -> None:
         """Start every child in dependency order; StackError when something cannot start."""
-        from vastkeep.stack import embedded_redis as er  # noqa: PLC0415
 
         s = self.settings
         old = read_stack(self.home)
@@ -184,14 +211,7 @@ class Stack:
         if s.redis_url:
             url, embedded = s.redis_url, False
         else:
-            port, password = er.pick_port(), new_secret()
-            data = self.home / "redis"
-            data.mkdir(exist_ok=True)
-            config = er.write_config(self.home / REDIS_CONFIG_FILE, password)
-            self._spawn("redis", "Redis", er.redis_argv(port, data, config=config), stop_last=True)
-            self._wait(stop, "embedded redis", 20, lambda: er.wait_ready(port, 0.3, password=password),
-                       "redis")
-            url, embedded = er.redis_url(port, password=password), True
+            url, embedded = self._start_embedded_redis(stop), True
         self.env["REDIS_URL"] = url
         self.info.update(redis_url=url, redis_embedded=embedded)
         # 2. the simulated cloud

@@ -106,6 +106,22 @@ class Supervisor:
             if start:
                 self._start(child)
 
+    def unregister(self, child_id: str) -> None:
+        """Stop watching a child that never came up (its process group killed, its log closed)."""
+        with self._lock:
+            child = self._children.pop(child_id, None)
+        if child is None:
+            return
+        if child.proc is not None:
+            _signal_group(child.proc, signal.SIGKILL)
+            try:
+                child.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("[Watchdog] %s (pid %s) survived SIGKILL", child.spec.name, child.proc.pid)
+        if child.log_file is not None:
+            child.log_file.close()
+        self._changed()
+
     def _start(self, child: _Child) -> None:
         spec = child.spec
         if child.log_file is None and spec.log_path:

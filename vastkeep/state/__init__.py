@@ -11,13 +11,21 @@
 - ``protocols``: the narrow interfaces (``Store``, ``EventSink``, ...) the layer flows are typed against.
 """
 
-from vastkeep.state.connection import as_text, connect
+from vastkeep.state.connection import RedisClient, as_text, connect
 from vastkeep.state.events import EVENT_KINDS, Event, EventLog
-from vastkeep.state.heartbeats import clear_heartbeat, read_heartbeats, write_heartbeat
+from vastkeep.state.heartbeats import Heartbeat, clear_heartbeat, read_heartbeats, write_heartbeat
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
-from vastkeep.state.leases import Lease, LeaseManager, new_owner
-from vastkeep.state.protocols import NULL_EVENTS, EventSink, LeaseStore, NullEvents, Store, TokenResultStore
+from vastkeep.state.leases import Lease, LeaseInfo, LeaseManager, new_owner
+from vastkeep.state.protocols import (
+    NULL_EVENTS,
+    EventSink,
+    EventStream,
+    LeaseStore,
+    NullEvents,
+    Store,
+    TokenResultStore,
+)
 from vastkeep.state.ratelimit import KeyPacer, SharedRateLimiter, key_fingerprint
 from vastkeep.state.status import (
     DEAD_STATUSES,
@@ -39,7 +47,8 @@ from vastkeep.state.store import (
 
 __all__ = [
     "DEAD_STATUSES", "ENDING_STATUSES", "INSTANCE_STATUSES", "LIVE_STATUSES", "PROVISIONING_STATUSES",
-    "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents",
+    "SICK_STATUSES", "InstanceStatus", "NULL_EVENTS", "NullEvents", "EventStream", "Heartbeat", "LeaseInfo",
+    "RedisClient",
     "COMFYUI_LOST_REASON", "COMFYUI_LOST_STATUS", "EVENT_KINDS", "Event", "EventLog", "EventSink",
     "InstanceRecord", "KeyPacer", "Keys", "Lease", "LeaseKeeper", "LeaseManager", "LeaseStore",
     "PoolSettings", "Progress", "SharedRateLimiter", "StateStore", "Store", "TokenResultStore", "as_text",

@@ -8,7 +8,7 @@ twice are made safe at their source: lease acquisition is idempotent per owner.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeAlias, overload
 
 import redis
 from redis.backoff import FullJitterBackoff
@@ -26,7 +26,15 @@ RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
 
 
-def as_text(value: Any) -> Any:
+#: A client made with or without ``decode_responses``: the library reads replies through :func:`as_text`.
+RedisClient: TypeAlias = "redis.Redis[str] | redis.Redis[bytes]"
+
+
+@overload
+def as_text(value: str | bytes) -> str: ...
+@overload
+def as_text(value: str | bytes | None) -> str | None: ...
+def as_text(value: str | bytes | None) -> str | None:
     """A reply as text: clients made with or without ``decode_responses`` both work with the library."""
     return value.decode() if isinstance(value, bytes) else value
 
@@ -47,7 +55,7 @@ def connect(
     socket_connect_timeout_s: float = SOCKET_CONNECT_TIMEOUT_S,
     health_check_interval_s: int = HEALTH_CHECK_INTERVAL_S,
     retry_attempts: int = RETRY_ATTEMPTS,
-) -> redis.Redis:
+) -> RedisClient:
     """A client for ``url`` (redis://, rediss://, unix://) with timeouts, health checks and jittered retry.
 
     No I/O happens here; the first command connects. ``socket_timeout_s`` must exceed any
@@ -56,7 +64,8 @@ def connect(
     if not url or url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
         raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
     extra = {} if url.startswith("unix://") else {"socket_keepalive": True}  # TCP only
-    return redis.Redis.from_url(
+    # decode_responses is a bool here, not the Literal each overload of the stub wants: either kind results
+    client: RedisClient = redis.Redis.from_url(  # type: ignore[call-overload]
         url,
         decode_responses=decode_responses,
         socket_timeout=socket_timeout_s,
@@ -66,9 +75,10 @@ def connect(
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         **extra,
     )
+    return client
 
 
-def describe(client: redis.Redis) -> str:
+def describe(client: RedisClient) -> str:
     """Where a client points, with any password redacted (for logs and ``vastkeep status``)."""
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
@@ -76,4 +86,4 @@ def describe(client: redis.Redis) -> str:
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
-__all__ = ["connect", "describe", "make_retry"]
+__all__ = ["RedisClient", "as_text", "connect", "describe", "make_retry"]

@@ -12,15 +12,14 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.settings import Secret, redact_url
+from vastkeep.state.connection import RedisClient
 from vastkeep.state.keys import EVENTS_MAXLEN, Keys
 
 log = logging.getLogger("vastkeep.state")
@@ -96,9 +95,9 @@ class Event:
     id: str
     kind: str
     ts: float
-    fields: dict[str, Any]
+    fields: dict[str, object]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON form for the admin API."""
         return {"id": self.id, "kind": self.kind, "ts": self.ts, "time": iso(self.ts), "fields": self.fields}
 
@@ -109,7 +108,7 @@ def is_stream_id(value: str) -> bool:
     return match is not None and all(int(part) <= STREAM_ID_PART_MAX for part in match.groups())
 
 
-def _safe(value: Any, key: str | None = None) -> Any:
+def _safe(value: object, key: str | None = None) -> object:
     """A JSON-safe copy with secrets masked; non-JSON objects become text."""
     if isinstance(value, Secret) or (key is not None and key.lower() in _SECRET_NAMES and value is not None):
         return MASK
@@ -133,14 +132,14 @@ def _safe(value: Any, key: str | None = None) -> Any:
 class EventLog:
     """Append to and read the event stream."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
+    def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
                  maxlen: int = EVENTS_MAXLEN) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
         self.clock = clock
         self.maxlen = maxlen
 
-    def emit(self, kind: str, **fields: Any) -> str:
+    def emit(self, kind: str, **fields: object) -> str:
         """Append one event and return its stream id. Secrets are masked, never written."""
         if not _KIND_RE.match(kind):
             raise ValueError(f"invalid event kind {kind[:64]!r}: use lower-case words joined by '-'")
@@ -177,7 +176,7 @@ class EventLog:
         return int(self.redis.xlen(self.keys.events()))
 
 
-def _event(event_id: Any, data: dict[Any, Any]) -> Event:
+def _event(event_id: str | bytes, data: Mapping[str | bytes, str | bytes]) -> Event:
     d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
          for k, v in data.items()}
     try:

@@ -17,17 +17,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TypedDict
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import LeaseBusy, LeaseLost, StaleFence
-from vastkeep.state.connection import as_text
+from vastkeep.state.connection import RedisClient, as_text
 from vastkeep.state.keys import Keys
 
 _HERE = Path(__file__).parent
@@ -44,6 +42,15 @@ def new_owner(label: str = "") -> str:
     return f"{label}:{base}" if label else base
 
 
+class LeaseInfo(TypedDict):
+    """A grant described without its owner token (:meth:`Lease.to_dict`)."""
+
+    name: str
+    fence: int
+    ttl_ms: int
+    acquired_at: float
+
+
 @dataclass(frozen=True)
 class Lease:
     """One grant: ``fence`` orders it against every other grant of the same ``name``.
@@ -58,7 +65,7 @@ class Lease:
     ttl_ms: int
     acquired_at: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LeaseInfo:
         """JSON-safe description *without the owner token* (fit for logs, events, task results).
 
         It identifies the grant (``name`` + ``fence``) but cannot act on it. Do not pass a lease to
@@ -70,7 +77,7 @@ class Lease:
                 "acquired_at": self.acquired_at}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, owner: str) -> Lease:
+    def from_dict(cls, data: Mapping[str, str | int | float], *, owner: str) -> Lease:
         """Rebuild a lease from :meth:`to_dict` plus the ``owner`` token its holder kept to itself."""
         if not owner:
             raise ValueError("owner must be a non-empty token")
@@ -88,7 +95,7 @@ class LeaseManager:
     """Acquire, renew, release and inspect fenced leases stored in Redis."""
 
     def __init__(
-        self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK
+        self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
@@ -190,4 +197,4 @@ class LeaseManager:
             self.release(lease)
 
 
-__all__ = ["Lease", "LeaseManager", "new_owner"]
+__all__ = ["Lease", "LeaseInfo", "LeaseManager", "new_owner"]

@@ -32,6 +32,7 @@ import redis
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import RateLimited
+from vastkeep.state.connection import RedisClient
 from vastkeep.state.keys import RATE_GAP_LEARNED_TTL_MS, RATE_SLOT_GRACE_MS, Keys
 
 log = logging.getLogger("vastkeep.state")
@@ -75,7 +76,7 @@ class SharedRateLimiter:
     (``"GET /instances"``, ``"PUT /asks/{id}"``: method + route template, as the client names them).
     """
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
+    def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  min_gap_s: float, gaps: Mapping[str, float] | None = None,
                  max_wait_s: float = DEFAULT_MAX_WAIT_S, service: str = "vast",
                  server_time: bool = True) -> None:

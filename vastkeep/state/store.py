@@ -20,17 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import Final
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import NotFound, PermanentError, StaleFence, WriteConflict
 from vastkeep.core.settings import Secret
-from vastkeep.state.connection import as_text
+from vastkeep.state.connection import RedisClient, as_text
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease
 from vastkeep.state.status import INSTANCE_STATUSES, PROVISIONING_STATUSES, InstanceStatus
@@ -40,7 +38,7 @@ log = logging.getLogger("vastkeep.state")
 #: A ready instance whose ComfyUI stopped answering (Layer 4 ``connection-lost``) is shown and counted as
 #: ``unhealthy`` with this ``status_reason`` until a ping answers again (then ``ready`` once more): never as
 #: ready, and never counted towards the pool's desired size (the pool rents its replacement at once).
-COMFYUI_LOST_STATUS = InstanceStatus.UNHEALTHY
+COMFYUI_LOST_STATUS: Final = InstanceStatus.UNHEALTHY
 COMFYUI_LOST_REASON = "keepalive: connection lost"
 CAS_ATTEMPTS = 50
 _UNCHANGED = object()  # what a builder returns to write nothing
@@ -51,10 +49,11 @@ UNREADABLE_STATUS = "?"
 
 
 
-def comfyui_lost_since(record: Any) -> float | None:
+def comfyui_lost_since(record: object) -> float | None:
     """When Layer 4 found the record's ComfyUI unreachable (``extra.keepalive_lost_since``), or None."""
-    lost = (getattr(record, "extra", None) or {}).get("keepalive_lost_since")
-    return float(lost) if _is_kind(lost, "time") else None
+    extra = getattr(record, "extra", None)
+    lost = extra.get("keepalive_lost_since") if isinstance(extra, Mapping) else None
+    return float(lost) if isinstance(lost, int | float) and _is_kind(lost, "time") else None
 
 
 def _decode(instance_id: str, raw: str) -> InstanceRecord:
@@ -69,7 +68,7 @@ def _decode(instance_id: str, raw: str) -> InstanceRecord:
 
 def _status_since(old: InstanceRecord | None, new: InstanceRecord, now: float) -> float | None:
     """When ``new`` entered its status: now on a status change or a new record, else as stored before
-    (a writer that set ``status_since`` itself is believed; a record from before the field keeps None)."""
+    (a writer that set ``status_since`` itself is believed; a record stored without one keeps None)."""
     if old is None:
         return new.status_since or now
     if new.status_since != old.status_since:
@@ -77,12 +76,12 @@ def _status_since(old: InstanceRecord | None, new: InstanceRecord, now: float) -
     return now if _phase(new.status) != _phase(old.status) else old.status_since
 
 
-def _phase(status: str) -> str:
+def _phase(status: InstanceStatus) -> str:
     """starting → loading is one provisioning phase (image pull, then ComfyUI start): one clock for both."""
     return "provisioning" if status in PROVISIONING_STATUSES else status
 
 
-def _dumps(data: Any, what: str) -> str:
+def _dumps(data: object, what: str) -> str:
     """JSON text, refusing anything that is not plain JSON (a ``Secret`` above all)."""
     try:
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -103,14 +102,14 @@ class InstanceRecord:
     """
 
     instance_id: str
-    status: str = "starting"
+    status: InstanceStatus = InstanceStatus.STARTING
     vast_status: str | None = None
     public_ip: str | None = None
     ssh_host: str | None = None
     ssh_port: int | None = None
     ports: dict[str, int] = field(default_factory=dict)
     connection_url: str | None = None
-    port_validation: dict[str, Any] | None = None
+    port_validation: dict[str, object] | None = None
     last_heartbeat: float | None = None
     leased_until: float | None = None
     lease_owner: str | None = None
@@ -120,7 +119,7 @@ class InstanceRecord:
     created_at: float | None = None
     updated_at: float | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
     status_reason: str | None = None
     provider_seen_at: float | None = None
     last_poll_at: float | None = None
@@ -136,13 +135,14 @@ class InstanceRecord:
         if self.status not in INSTANCE_STATUSES:
             raise ValueError(f"unknown instance status {self.status!r}; "
                              f"expected one of {', '.join(INSTANCE_STATUSES)}")
+        self.status = InstanceStatus(self.status)  # a stored string becomes the member it names
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Plain JSON-safe fields (snake_case), as stored."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
+    def from_dict(cls, data: object) -> InstanceRecord:
         """Tolerant read: unknown keys are ignored, missing (or null) ones take their defaults.
 
         Raises ``ValueError`` when a field holds a value of the wrong kind (a port that is not a
@@ -151,20 +151,25 @@ class InstanceRecord:
         if not isinstance(data, dict):
             raise ValueError(f"an instance record is a JSON object, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs: dict[str, object] = {k: v for k, v in data.items() if k in known}
         for name, kind in _FIELD_KINDS.items():
             value = kwargs.get(name)
             if value is not None and not _is_kind(value, kind):
                 raise ValueError(f"instance record field {name!r} holds {type(value).__name__}, not {kind}")
         ports = kwargs.get("ports") or {}
-        if not all(_is_kind(v, "int") for v in ports.values()):
+        assert isinstance(ports, dict)  # checked by kind above
+        if not all(isinstance(v, int) and _is_kind(v, "int") for v in ports.values()):
             raise ValueError("instance record field 'ports' maps to something other than port numbers")
         kwargs["ports"] = {str(k): int(v) for k, v in ports.items()}
-        kwargs["extra"] = dict(kwargs.get("extra") or {})
-        kwargs["fence"] = int(kwargs.get("fence") or 0)
-        return cls(**kwargs)
+        extra = kwargs.get("extra") or {}
+        assert isinstance(extra, dict)
+        kwargs["extra"] = dict(extra)
+        fence = kwargs.get("fence") or 0
+        assert isinstance(fence, int)
+        kwargs["fence"] = fence
+        return cls(**kwargs)  # type: ignore[arg-type]  # each value's kind was checked against _FIELD_KINDS
 
-    def to_status_dict(self) -> dict[str, Any]:
+    def to_status_dict(self) -> dict[str, object]:
         """The guide's warm-pool status fields (camelCase, ISO times), then the rest."""
         return {
             "contractId": self.instance_id, "status": self.status, "connectionUrl": self.connection_url,
@@ -176,13 +181,12 @@ class InstanceRecord:
             "statusReason": self.status_reason, "providerSeenAt": iso(self.provider_seen_at),
             "lastPollAt": iso(self.last_poll_at), "nextPollAt": iso(self.next_poll_at),
             "fence": self.fence, "fenceName": self.fence_name, "statusSince": iso(self.status_since),
-            "comfyuiLostSince": iso(self.extra["keepalive_lost_since"])
-            if _is_kind(self.extra.get("keepalive_lost_since"), "time") else None,
+            "comfyuiLostSince": iso(comfyui_lost_since(self)),
         }
 
 
 #: The JSON kind each typed field must hold when not null (checked by ``InstanceRecord.from_dict``).
-_FIELD_KINDS = {
+_FIELD_KINDS: dict[str, str] = {
     "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str", "ssh_host": "str",
     "ssh_port": "int", "ports": "dict", "connection_url": "str", "port_validation": "dict",
     "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
@@ -193,7 +197,9 @@ _FIELD_KINDS = {
 _MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant ``iso()`` can show
 
 
-def _is_kind(value: Any, kind: str) -> bool:
+def _is_kind(value: object, kind: str) -> bool:
+    """Whether ``value`` is JSON of ``kind``: ``str|int``, ``str``, ``int``, ``dict``, ``number`` or
+    ``time`` (a finite number of seconds that ``iso()`` can show); a bool is none of them."""
     if isinstance(value, bool):
         return False
     if kind == "str|int":
@@ -224,7 +230,7 @@ _FIELD_NAMES = frozenset(f.name for f in fields(InstanceRecord))
 class StateStore:
     """Reads and writes the shared state; the only module that knows its Redis layout."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
+    def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK,
                  *, default_desired_size: int = 1) -> None:
         self.redis = redis_client
         self.keys = keys or Keys()
@@ -314,9 +320,9 @@ class StateStore:
         status = self._cas(keys=[self.keys.instance(rec.instance_id), self.keys.instances(),
                                  self.keys.instance_status_counts()],
                            args=["", _dumps(new.to_dict(), "instance record"), new.instance_id])
-        return as_text(status[0]) == "OK"
+        return bool(as_text(status[0]) == "OK")
 
-    def update_instance(self, instance_id: str | int, changes: dict[str, Any], *,
+    def update_instance(self, instance_id: str | int, changes: Mapping[str, object], *,
                         lease: Lease | None = None) -> InstanceRecord:
         """Apply ``changes`` (field → value) atomically; fenced by ``lease`` when given.
 
@@ -330,7 +336,7 @@ class StateStore:
         def build(old: InstanceRecord | None) -> InstanceRecord:
             if old is None:
                 raise NotFound(f"no record for instance {instance_id}", instance_id=str(instance_id))
-            return replace(old, **changes)
+            return replace(old, **changes)  # type: ignore[arg-type]  # names checked above, kinds on build
         result = self._write(instance_id, build, lease=lease, must_exist=True)
         assert result is not None
         return result
@@ -365,7 +371,7 @@ class StateStore:
             return False
         return True
 
-    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], Any] | None,
+    def _write(self, instance_id: str | int, build: Callable[[InstanceRecord | None], object] | None,
                *, lease: Lease | None, must_exist: bool) -> InstanceRecord | None:
         """Read, build the new record, compare-and-set in Lua; re-read on a lost race.
 
@@ -374,12 +380,12 @@ class StateStore:
         """
         iid = str(instance_id)
         keys = [self.keys.instance(iid), self.keys.instances(), self.keys.instance_status_counts()]
-        fence_args: list[Any] = []
+        fence_args: list[str | int] = []
         if lease is not None:
             keys.append(self.keys.lease(lease.name))
             fence_args = [lease.owner, lease.fence, lease.name]
         for _ in range(CAS_ATTEMPTS):
-            raw = as_text(self.redis.get(keys[0]))
+            raw: str | None = as_text(self.redis.get(keys[0]))
             if raw is None and must_exist:
                 raise NotFound(f"no record for instance {iid}", instance_id=iid)
             old = _decode(iid, raw) if raw is not None and build is not None else None
@@ -388,8 +394,11 @@ class StateStore:
                 return old
             new_raw = ""
             if new is not None:
+                assert isinstance(new, InstanceRecord)
                 if new.instance_id != iid:
                     raise ValueError("instance_id cannot change")
+                fence: int
+                fence_name: str | None
                 if lease is not None:
                     fence, fence_name = lease.fence, lease.name
                 else:  # an unfenced write keeps the last fenced writer's mark
@@ -438,15 +447,22 @@ class StateStore:
         return self.get_pool()
 
     # ── token validation results (cached, with TTL) ─────────────────────────
-    def put_token_result(self, service: str, result: dict[str, Any], ttl_ms: int) -> None:
+    def put_token_result(self, service: str, result: Mapping[str, object], ttl_ms: int) -> None:
         """Cache one service's validation result for ``ttl_ms`` (TOKEN_VALIDATION_CACHE_MS)."""
         if ttl_ms <= 0:
             raise ValueError("ttl_ms must be positive")
         self.redis.set(self.keys.token_result(service), _dumps(result, "token result"), px=ttl_ms)
 
-    def get_token_result(self, service: str) -> dict[str, Any] | None:
+    def get_token_result(self, service: str) -> dict[str, object] | None:
+        """The cached result, or None when none is cached (or the cached one is not a JSON object)."""
         raw = self.redis.get(self.keys.token_result(service))
-        return json.loads(as_text(raw)) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            data = json.loads(as_text(raw))
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
     def delete_token_result(self, service: str) -> bool:
         """Forget a cached result (after update-token, so the next check is real)."""
@@ -455,7 +471,7 @@ class StateStore:
     # ── runtime token overrides (update-token) ──────────────────────────────
     def set_runtime_secret(self, service: str, value: Secret | str) -> None:
         """Store a token every worker will use instead of its start-up one (lives in Redis: protect it)."""
-        text = value.reveal() if isinstance(value, Secret) else value
+        text: object = value.reveal() if isinstance(value, Secret) else value
         if not isinstance(text, str) or not text:
             raise ValueError("a runtime secret must be a non-empty string")
         self.redis.set(self.keys.runtime_secret(service), text)

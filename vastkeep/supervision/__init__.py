@@ -6,6 +6,8 @@ instance's SSH log collector is restarted on the guide's schedule when its heart
   so a queued start or a normal handover is never a crash). Table-tested.
 - ``catalogue``: which daemons are wanted now and their names (heartbeat, lease, guide-style display name).
 - ``book``: the records in Redis (fenced writes), and ``vastkeep up``'s published process status.
+- ``consumption``: pure; a worker that stopped consuming (messages wait, a slot is free, nothing received
+  for ``WORKER_STALL_TIMEOUT_MS``) counts as stalled; the worker's watchdog (``worker.consumption``) exits.
 - ``flow``: ``sweep`` (one supervisor at a time, under the ``supervisor`` lease; starts through an injected
   callable; the guide's log lines and the ``process-*`` events), ``watchdog_status`` (the admin view) and
   ``reset_daemon`` (an operator's reset of a ``failed`` daemon: ``process-reset``).
@@ -17,7 +19,7 @@ Logger: ``vastkeep.supervision``. Lines: ``[Watchdog] Registered process: <name>
 ``Restarted <id> (attempt N, M crashes)``, ``[Watchdog] Process <name> FAILED after N restarts``.
 """
 
-from vastkeep.supervision.book import SupervisionBook, publish_processes, read_processes
+from vastkeep.supervision.book import Redis, SupervisionBook, publish_processes, read_processes
 from vastkeep.supervision.catalogue import (
     KEEPALIVE_SHARD,
     POLL_DISPATCHER,
@@ -28,8 +30,12 @@ from vastkeep.supervision.catalogue import (
     ssh_collector,
     wanted_daemons,
 )
+from vastkeep.supervision.consumption import ConsumptionWatch, watch_consumption
 from vastkeep.supervision.decide import (
+    Action,
+    Announcement,
     DaemonRecord,
+    DaemonStatus,
     Decision,
     Observed,
     SupervisionPolicy,
@@ -46,6 +52,9 @@ from vastkeep.supervision.flow import (
     SUPERVISOR_LEASE,
     SWEEP_BUSY,
     UNKNOWN,
+    DaemonView,
+    ResetOutcome,
+    ResetView,
     daemon_status,
     find_daemon,
     mark_handover,
@@ -55,6 +64,8 @@ from vastkeep.supervision.flow import (
 )
 
 __all__ = [
+    "Action", "Announcement", "DaemonStatus", "DaemonView", "Redis", "ResetOutcome", "ResetView",
+    "ConsumptionWatch", "watch_consumption",
     "ALREADY_RESET", "NOT_FAILED", "RESET", "UNKNOWN", "find_daemon", "reset_daemon", "reset_record",
     "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
     "DaemonSpec", "Decision", "Observed", "SupervisionBook", "SupervisionPolicy", "daemon_status", "decide",

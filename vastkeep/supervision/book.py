@@ -15,12 +15,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Union
+
+import redis as redis_py
 
 from vastkeep.core.clock import Clock
 from vastkeep.state import Keys, Lease, as_text
 from vastkeep.state.keys import WATCHDOG_PROCESSES_TTL_MS
 from vastkeep.supervision.decide import DaemonRecord
+
+#: A client made with or without ``decode_responses``: the book reads both.
+Redis = Union["redis_py.Redis[str]", "redis_py.Redis[bytes]"]
 
 _WRITE_LUA = Path(__file__).with_name("book_write.lua").read_text(encoding="utf-8")
 _REPLACE_LUA = Path(__file__).with_name("book_replace.lua").read_text(encoding="utf-8")
@@ -29,7 +34,7 @@ _REPLACE_LUA = Path(__file__).with_name("book_replace.lua").read_text(encoding="
 class SupervisionBook:
     """Read and (fenced) write the daemons' supervision records."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._write = redis.register_script(_WRITE_LUA)
@@ -49,7 +54,7 @@ class SupervisionBook:
     def write(self, lease: Lease, put: Iterable[DaemonRecord], drop: Iterable[str] = ()) -> bool:
         """Put and drop records in one step while ``lease`` holds; False (nothing written) otherwise."""
         puts = list(put)
-        args: list[Any] = [lease.owner, lease.fence, len(puts)]
+        args: list[str | int] = [lease.owner, lease.fence, len(puts)]
         for rec in puts:
             args += [rec.id, json.dumps(rec.to_json(), separators=(",", ":"))]
         args += list(drop)
@@ -77,23 +82,24 @@ class SupervisionBook:
         return bool(self.redis.hdel(self.keys.supervision_book(), daemon_id))
 
 
-def publish_processes(redis: Any, keys: Keys, clock: Clock, status: Mapping[str, Any], *,
+def publish_processes(redis: Redis, keys: Keys, clock: Clock, status: Mapping[str, object], *,
                       ttl_ms: int = WATCHDOG_PROCESSES_TTL_MS) -> None:
     """Publish a local watchdog's ``status()`` (the guide's getStatus shape) for other processes to read."""
     body = {"at": clock.now(), "processes": dict(status)}
     redis.set(keys.watchdog_processes(), json.dumps(body, separators=(",", ":")), px=int(ttl_ms))
 
 
-def read_processes(redis: Any, keys: Keys) -> dict[str, Any]:
+def read_processes(redis: Redis, keys: Keys) -> dict[str, object]:
     """The published process status ({} when no ``vastkeep up`` watchdog published one recently)."""
     raw = redis.get(keys.watchdog_processes())
     if raw is None:
         return {}
     try:
         data = json.loads(as_text(raw))
-        return dict(data.get("processes") or {})
+        processes = data.get("processes") or {}
+        return {str(k): v for k, v in processes.items()}
     except (ValueError, TypeError, AttributeError):
         return {}
 
 
-__all__ = ["SupervisionBook", "publish_processes", "read_processes"]
+__all__ = ["Redis", "SupervisionBook", "publish_processes", "read_processes"]

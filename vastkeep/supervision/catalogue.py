@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vastkeep import keepalive, polling, ssh
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
+    from vastkeep.state import InstanceRecord
 
 KEEPALIVE_SHARD = "keepalive-shard"
 POLL_DISPATCHER = "poll-dispatcher"
@@ -48,12 +52,12 @@ def ssh_collector(instance_id: str | int) -> DaemonSpec:
     return DaemonSpec(ssh.heartbeat_name(iid), f"LogCollector-{iid}", SSH_COLLECTOR, iid, ssh.lease_name(iid))
 
 
-def wanted_daemons(settings: Any, records: Iterable[Any]) -> list[DaemonSpec]:
+def wanted_daemons(settings: Settings, records: Iterable[InstanceRecord]) -> list[DaemonSpec]:
     """Every daemon that should run now, from the settings and the instance records."""
     out = [keepalive_shard(n) for n in range(int(settings.comfyui_keepalive_shards))]
     out.append(poll_dispatcher())
-    if getattr(settings, "ssh_key_path", None) is not None:
-        while_ready = bool(getattr(settings, "ssh_collect_while_ready", False))
+    if settings.ssh_key_path is not None:
+        while_ready = bool(settings.ssh_collect_while_ready)
         out += [ssh_collector(r.instance_id) for r in records if ssh.wants_collector(r.status, while_ready)]
     return out
 

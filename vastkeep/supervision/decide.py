@@ -36,16 +36,54 @@ than the guide's 10/20/40/60 s, and daemons that died together (a worker with th
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from vastkeep.core.backoff import RestartPolicy, failures_after_session, restart_delay
+
+if TYPE_CHECKING:
+    from vastkeep.core.settings import Settings
 
 #: A jitter source: (daemon id, consecutive crashes) → a number in [0, 1).
 Jitter = Callable[[str, int], float]
 
-STATUSES = ("registered", "starting", "running", "backoff", "failed")
+
+
+class DaemonStatus(StrEnum):
+    """Where a supervised daemon is (the guide's watchdog statuses; stored and answered as these strings)."""
+
+    REGISTERED = "registered"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+
+
+class Action(StrEnum):
+    """One sweep's verdict for one daemon."""
+
+    HEALTHY = "healthy"
+    START = "start"
+    WAIT = "wait"
+    CRASHED = "crashed"
+    RESTART = "restart"
+    FAILED = "failed"
+    RETIRE = "retire"
+
+
+class Announcement(StrEnum):
+    """What a decision asks the flow to log and emit."""
+
+    REGISTERED = "registered"
+    CRASHED = "crashed"
+    RESTARTED = "restarted"
+    FAILED = "failed"
+    CRASH_LOOP = "crash-loop"
+
+
+STATUSES: tuple[DaemonStatus, ...] = tuple(DaemonStatus)
 START_TIMEOUT_ERROR = "no heartbeat within the start timeout"
 STALE_ERROR = "heartbeat stale and lease free"
 
@@ -72,7 +110,7 @@ class SupervisionPolicy:
     crash_loop_window_s: float = 600.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SupervisionPolicy:
+    def from_settings(cls, settings: Settings) -> SupervisionPolicy:
         """The SUPERVISION_* settings (the restart schedule itself is the guide's, not configurable)."""
         return cls(restart=RestartPolicy(max_restarts=int(settings.supervision_max_restarts)),
                    stale_s=settings.supervision_heartbeat_stale_ms / 1000,
@@ -104,7 +142,7 @@ class DaemonRecord:
 
     id: str
     name: str
-    status: str = "registered"
+    status: DaemonStatus = DaemonStatus.REGISTERED
     restart_count: int = 0
     consecutive_crashes: int = 0
     last_start_time: float | None = None
@@ -115,7 +153,7 @@ class DaemonRecord:
     crash_times: tuple[float, ...] = ()
     alerted_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "status": self.status, "restartCount": self.restart_count,
                 "consecutiveCrashes": self.consecutive_crashes, "lastStartTime": self.last_start_time,
                 "lastCrashTime": self.last_crash_time, "lastError": self.last_error,
@@ -123,21 +161,33 @@ class DaemonRecord:
                 "crashTimes": list(self.crash_times), "alertedAt": self.alerted_at}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DaemonRecord:
+    def from_json(cls, data: Mapping[str, object]) -> DaemonRecord:
+        """Parse a stored record; a field of the wrong type raises ``TypeError``/``ValueError``."""
         def num(key: str) -> float | None:
             value = data.get(key)
-            return float(value) if value is not None else None
+            return None if value is None else _number(value)
 
-        status = str(data.get("status") or "registered")
+        status = str(data.get("status") or DaemonStatus.REGISTERED)
+        error = data.get("lastError")
+        times = data.get("crashTimes") or ()
+        if not isinstance(times, (list, tuple)):
+            raise TypeError("crashTimes is not a list")
         return cls(id=str(data["id"]), name=str(data.get("name") or data["id"]),
-                   status=status if status in STATUSES else "registered",
-                   restart_count=int(data.get("restartCount") or 0),
-                   consecutive_crashes=int(data.get("consecutiveCrashes") or 0),
+                   status=DaemonStatus(status) if status in STATUSES else DaemonStatus.REGISTERED,
+                   restart_count=int(_number(data.get("restartCount") or 0)),
+                   consecutive_crashes=int(_number(data.get("consecutiveCrashes") or 0)),
                    last_start_time=num("lastStartTime"), last_crash_time=num("lastCrashTime"),
-                   last_error=data.get("lastError"), next_restart_at=num("nextRestartAt"),
+                   last_error=None if error is None else str(error), next_restart_at=num("nextRestartAt"),
                    running_since=num("runningSince"),
-                   crash_times=tuple(float(t) for t in data.get("crashTimes") or ()),
+                   crash_times=tuple(_number(t) for t in times),
                    alerted_at=num("alertedAt"))
+
+
+def _number(value: object) -> float:
+    """A JSON number (or numeric string) as a float; anything else is a corrupt record."""
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise TypeError(f"not a number: {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -149,10 +199,10 @@ class Decision:
     chosen at a crash. ``record`` is None for ``retire`` (drop it from the book).
     """
 
-    action: str
+    action: Action
     record: DaemonRecord | None
     start: bool = False
-    announce: tuple[str, ...] = ()
+    announce: tuple[Announcement, ...] = ()
     delay_s: float | None = None
 
 
@@ -166,48 +216,50 @@ def jittered_delay(daemon_id: str, crashes: int, policy: SupervisionPolicy, jitt
 def decide(record: DaemonRecord | None, observed: Observed, *, daemon_id: str, name: str, wanted: bool,
            now: float, policy: SupervisionPolicy, jitter: Jitter = hash_jitter) -> Decision:
     """One sweep's verdict for one daemon (see the module docstring for the table)."""
-    announce: tuple[str, ...] = ()
+    announce: tuple[Announcement, ...] = ()
     if record is None:
         if not wanted:
-            return Decision("retire", None)
+            return Decision(Action.RETIRE, None)
         record = DaemonRecord(id=daemon_id, name=name)
-        announce = ("registered",)
+        announce = (Announcement.REGISTERED,)
     if not wanted:
-        return Decision("retire", None)
+        return Decision(Action.RETIRE, None)
     alive = observed.alive(policy)
     if alive:
         return _alive(record, now, policy, announce)
-    if record.status == "failed":
-        return Decision("failed", record, announce=announce)
-    if record.status == "registered":
-        started = replace(record, status="starting", last_start_time=now, running_since=None,
+    if record.status == DaemonStatus.FAILED:
+        return Decision(Action.FAILED, record, announce=announce)
+    if record.status == DaemonStatus.REGISTERED:
+        started = replace(record, status=DaemonStatus.STARTING, last_start_time=now, running_since=None,
                           next_restart_at=None)
-        return Decision("start", started, start=True, announce=announce)
-    if record.status == "starting" and now - (record.last_start_time or now) < policy.start_timeout_s:
-        return Decision("wait", record, announce=announce)
-    if record.status == "backoff":
+        return Decision(Action.START, started, start=True, announce=announce)
+    starting_for_s = now - (record.last_start_time or now)
+    if record.status == DaemonStatus.STARTING and starting_for_s < policy.start_timeout_s:
+        return Decision(Action.WAIT, record, announce=announce)
+    if record.status == DaemonStatus.BACKOFF:
         if record.next_restart_at is not None and now < record.next_restart_at:
-            return Decision("wait", record, announce=announce)
-        restarted = replace(record, status="starting", restart_count=record.restart_count + 1,
+            return Decision(Action.WAIT, record, announce=announce)
+        restarted = replace(record, status=DaemonStatus.STARTING, restart_count=record.restart_count + 1,
                             last_start_time=now, running_since=None, next_restart_at=None)
-        return Decision("restart", restarted, start=True, announce=(*announce, "restarted"))
-    error = START_TIMEOUT_ERROR if record.status == "starting" else STALE_ERROR
+        return Decision(Action.RESTART, restarted, start=True, announce=(*announce, Announcement.RESTARTED))
+    error = START_TIMEOUT_ERROR if record.status == DaemonStatus.STARTING else STALE_ERROR
     return _crashed(record, now, policy, jitter, error, announce)
 
 
 def _alive(record: DaemonRecord, now: float, policy: SupervisionPolicy,
-           announce: tuple[str, ...]) -> Decision:
-    since = record.running_since if record.status == "running" and record.running_since is not None else now
+           announce: tuple[Announcement, ...]) -> Decision:
+    running = record.status == DaemonStatus.RUNNING and record.running_since is not None
+    since = record.running_since if running and record.running_since is not None else now
     crashes = record.consecutive_crashes
     if crashes and now - since >= policy.restart.stable_after_s:
         crashes = 0  # a stable run proves the daemon works: the next crash waits base_s again
-    new = replace(record, status="running", running_since=since, consecutive_crashes=crashes,
+    new = replace(record, status=DaemonStatus.RUNNING, running_since=since, consecutive_crashes=crashes,
                   next_restart_at=None)
-    return Decision("healthy", new, announce=announce)
+    return Decision(Action.HEALTHY, new, announce=announce)
 
 
 def _crashed(record: DaemonRecord, now: float, policy: SupervisionPolicy, jitter: Jitter, error: str,
-             announce: tuple[str, ...]) -> Decision:
+             announce: tuple[Announcement, ...]) -> Decision:
     uptime = now - record.running_since if record.running_since is not None else None
     # the crash that ends a stable run is the first of a new series (it still waits base_s): "or 1"
     crashes = failures_after_session(record.consecutive_crashes, uptime, policy.restart.stable_after_s) or 1
@@ -220,14 +272,14 @@ def _crashed(record: DaemonRecord, now: float, policy: SupervisionPolicy, jitter
                                                           or record.alerted_at <= window_start)
     if loop:
         crashed = replace(crashed, alerted_at=now)
-        announce = (*announce, "crash-loop")
+        announce = (*announce, Announcement.CRASH_LOOP)
     limit = policy.restart.max_restarts
     if limit >= 0 and record.restart_count >= limit:
-        return Decision("failed", replace(crashed, status="failed", next_restart_at=None),
-                        announce=(*announce, "failed"))
+        return Decision(Action.FAILED, replace(crashed, status=DaemonStatus.FAILED, next_restart_at=None),
+                        announce=(*announce, Announcement.FAILED))
     delay = jittered_delay(record.id, crashes, policy, jitter)
-    crashed = replace(crashed, status="backoff", next_restart_at=now + delay)
-    return Decision("crashed", crashed, announce=(*announce, "crashed"), delay_s=delay)
+    crashed = replace(crashed, status=DaemonStatus.BACKOFF, next_restart_at=now + delay)
+    return Decision(Action.CRASHED, crashed, announce=(*announce, Announcement.CRASHED), delay_s=delay)
 
 
 def reset_record(record: DaemonRecord) -> DaemonRecord:
@@ -235,9 +287,11 @@ def reset_record(record: DaemonRecord) -> DaemonRecord:
 
     ``lastCrashTime`` and ``lastError`` stay, as the history of what had failed.
     """
-    return replace(record, status="registered", restart_count=0, consecutive_crashes=0, next_restart_at=None,
-                   running_since=None, crash_times=(), alerted_at=None)
+    return replace(record, status=DaemonStatus.REGISTERED, restart_count=0, consecutive_crashes=0,
+                   next_restart_at=None, running_since=None, crash_times=(), alerted_at=None)
 
 
-__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "DaemonRecord", "Decision", "Jitter", "Observed",
+__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement", "DaemonRecord",
+           "DaemonStatus",
+           "Decision", "Jitter", "Observed",
            "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter", "reset_record"]

@@ -21,15 +21,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from enum import StrEnum
+from typing import TypedDict
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import WriteConflict
-from vastkeep.state import EventSink, Keys, LeaseManager, new_owner, read_heartbeats, write_heartbeat
-from vastkeep.supervision.book import SupervisionBook, read_processes
+from vastkeep.state import (
+    NULL_EVENTS,
+    EventSink,
+    Keys,
+    LeaseManager,
+    new_owner,
+    read_heartbeats,
+    write_heartbeat,
+)
+from vastkeep.supervision.book import Redis, SupervisionBook, read_processes
 from vastkeep.supervision.catalogue import DaemonSpec
 from vastkeep.supervision.decide import (
+    Action,
+    Announcement,
     DaemonRecord,
+    DaemonStatus,
     Decision,
     Jitter,
     Observed,
@@ -45,18 +57,18 @@ SUPERVISOR_LEASE = "supervisor"
 SUPERVISOR_LEASE_TTL_MS = 30_000
 SWEEP_BUSY = "another supervisor is sweeping"
 
-Start = Callable[[DaemonSpec], Any]
+Start = Callable[[DaemonSpec], object]
 
 
-def _observe(redis: Any, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) -> dict[str, Observed]:
+def _observe(redis: Redis, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) -> dict[str, Observed]:
     """Heartbeats and leases of ``specs`` in three Redis calls (HMGET + ZMSCORE, one EXISTS pipeline)."""
     beats = read_heartbeats(redis, keys, clock, [s.id for s in specs])
-    with_lease = [s for s in specs if s.lease]
+    with_lease = [(s, s.lease) for s in specs if s.lease]
     with redis.pipeline(transaction=False) as pipe:
-        for spec in with_lease:
-            pipe.exists(keys.lease(spec.lease))
-        held_by_id = {s.id: bool(int(n or 0)) for s, n in zip(with_lease, pipe.execute(), strict=True)}
-    out = {}
+        for _, lease_name in with_lease:
+            pipe.exists(keys.lease(lease_name))
+        held_by_id = {s.id: bool(int(n or 0)) for (s, _), n in zip(with_lease, pipe.execute(), strict=True)}
+    out: dict[str, Observed] = {}
     for spec in specs:
         beat = beats.get(spec.id)
         out[spec.id] = Observed(heartbeat_age_s=float(beat["age_s"]) if beat else None,
@@ -66,17 +78,21 @@ def _observe(redis: Any, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]) 
     return out
 
 
-def sweep(*, redis: Any, keys: Keys, specs: Sequence[DaemonSpec], policy: SupervisionPolicy, start: Start,
-          events: EventSink | None = None, clock: Clock = SYSTEM_CLOCK, jitter: Jitter = hash_jitter,
-          lease_ttl_ms: int = SUPERVISOR_LEASE_TTL_MS) -> dict[str, Any]:
+def sweep(*, redis: Redis, keys: Keys, specs: Sequence[DaemonSpec], policy: SupervisionPolicy, start: Start,
+          events: EventSink = NULL_EVENTS, clock: Clock = SYSTEM_CLOCK, jitter: Jitter = hash_jitter,
+          lease_ttl_ms: int = SUPERVISOR_LEASE_TTL_MS) -> dict[str, object]:
     """Supervise every daemon in ``specs`` once; returns counts (and ``skipped`` when not our turn)."""
     leases = LeaseManager(redis, keys, clock)
     lease = leases.acquire(SUPERVISOR_LEASE, new_owner(SUPERVISOR_LEASE), lease_ttl_ms)
     if lease is None:
         return {"skipped": SWEEP_BUSY}
     book = SupervisionBook(redis, keys)
-    totals: dict[str, Any] = {"daemons": len(specs), "started": [], "restarted": [], "crashed": [],
-                              "failed": [], "fence": lease.fence}
+    started: list[str] = []
+    restarted: list[str] = []
+    crashed: list[str] = []
+    failed: list[str] = []
+    totals: dict[str, object] = {"daemons": len(specs), "started": started, "restarted": restarted,
+                                 "crashed": crashed, "failed": failed, "fence": lease.fence}
     try:
         records = book.all()
         observed = _observe(redis, keys, clock, specs)
@@ -89,9 +105,11 @@ def sweep(*, redis: Any, keys: Keys, specs: Sequence[DaemonSpec], policy: Superv
             if d.start and (error := _send(spec, start)) is not None and d.record is not None:
                 d = replace(d, record=replace(d.record, last_error=error))
             if d.start:
-                totals["restarted" if d.action == "restart" else "started"].append(spec.id)
-            if d.action in ("crashed", "failed"):
-                totals[d.action].append(spec.id)
+                (restarted if d.action == Action.RESTART else started).append(spec.id)
+            if d.action == Action.CRASHED:
+                crashed.append(spec.id)
+            elif d.action == Action.FAILED:
+                failed.append(spec.id)
             _announce(spec, d, events)
             if d.record is not None and d.record != old:
                 changed.append(d.record)
@@ -106,6 +124,28 @@ def sweep(*, redis: Any, keys: Keys, specs: Sequence[DaemonSpec], policy: Superv
     return totals
 
 
+class DaemonView(TypedDict):
+    """One daemon in the guide's ``getStatus()`` shape (times as ISO-8601)."""
+
+    name: str
+    pid: int | None
+    status: DaemonStatus
+    restartCount: int
+    consecutiveCrashes: int
+    lastStartTime: str | None
+    lastCrashTime: str | None
+    lastError: str | None
+    heartbeatAgeS: float | None
+    nextRestartAt: str | None
+
+
+class ResetView(DaemonView):
+    """:class:`DaemonView` plus the book id and the status the reset found."""
+
+    id: str
+    previousStatus: DaemonStatus
+
+
 def _send(spec: DaemonSpec, start: Start) -> str | None:
     """Send one start; the error text when it failed (the start timeout then turns it into a crash)."""
     try:
@@ -116,25 +156,25 @@ def _send(spec: DaemonSpec, start: Start) -> str | None:
     return None
 
 
-def _announce(spec: DaemonSpec, d: Decision, events: EventSink | None) -> None:
+def _announce(spec: DaemonSpec, d: Decision, events: EventSink) -> None:
     rec = d.record
     for what in d.announce:
-        if what == "registered":
+        if what == Announcement.REGISTERED:
             log.info("[Watchdog] Registered process: %s", spec.name)
         elif rec is None:
             continue
-        elif what == "crashed":
+        elif what == Announcement.CRASHED:
             log.warning("[Watchdog] Process %s stopped (%s); restarting in %.1fs", spec.name, rec.last_error,
                         d.delay_s or 0.0)
-        elif what == "restarted":
+        elif what == Announcement.RESTARTED:
             log.warning("Restarted %s (attempt %d, %d crashes)", spec.id, rec.restart_count,
                         rec.consecutive_crashes)
             _emit(events, "process-restarted", id=spec.id, name=spec.name, restartCount=rec.restart_count,
                   consecutiveCrashes=rec.consecutive_crashes)
-        elif what == "failed":
+        elif what == Announcement.FAILED:
             log.error("[Watchdog] Process %s FAILED after %d restarts", spec.name, rec.restart_count)
             _emit(events, "process-failed", id=spec.id, name=spec.name, restartCount=rec.restart_count)
-        elif what == "crash-loop":
+        elif what == Announcement.CRASH_LOOP:
             span = rec.crash_times[-1] - rec.crash_times[0] if rec.crash_times else 0.0
             log.error("[Watchdog] Process %s is crash-looping: %d crashes within %.0fs", spec.name,
                       len(rec.crash_times), span)
@@ -142,22 +182,20 @@ def _announce(spec: DaemonSpec, d: Decision, events: EventSink | None) -> None:
                   consecutiveCrashes=rec.consecutive_crashes, restartCount=rec.restart_count)
 
 
-def _emit(events: EventSink | None, kind: str, **fields: Any) -> None:
-    if events is None:
-        return
+def _emit(events: EventSink, kind: str, **fields: object) -> None:
     try:
         events.emit(kind, **fields)
     except Exception as exc:  # noqa: BLE001 - the log line already went out; the sweep must go on
         log.warning("could not emit %s: %s", kind, type(exc).__name__)
 
 
-def mark_handover(redis: Any, keys: Keys, clock: Clock, daemon_id: str, *, ttl_ms: int = 600_000) -> None:
+def mark_handover(redis: Redis, keys: Keys, clock: Clock, daemon_id: str, *, ttl_ms: int = 600_000) -> None:
     """Beat once with ``handover`` before sending a continuation: until the continuation beats (or the start
     timeout passes) the sweep treats the daemon as alive, even while the continuation waits in a queue."""
     write_heartbeat(redis, keys, clock, daemon_id, kind="handover", handover=True, ttl_ms=ttl_ms)
 
 
-def daemon_status(rec: DaemonRecord, observed: Observed | None) -> dict[str, Any]:
+def daemon_status(rec: DaemonRecord, observed: Observed | None) -> DaemonView:
     """One daemon in the guide's getStatus shape (times as ISO-8601), plus heartbeatAgeS and nextRestartAt."""
     return {"name": rec.name, "pid": observed.pid if observed else None, "status": rec.status,
             "restartCount": rec.restart_count, "consecutiveCrashes": rec.consecutive_crashes,
@@ -167,7 +205,7 @@ def daemon_status(rec: DaemonRecord, observed: Observed | None) -> dict[str, Any
             "nextRestartAt": iso(rec.next_restart_at)}
 
 
-def watchdog_status(redis: Any, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+def watchdog_status(redis: Redis, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
     """``{"processes": {...}, "daemons": {...}}``: ``vastkeep up``'s processes (if published) and the book."""
     records = SupervisionBook(redis, keys).all()
     specs = [DaemonSpec(r.id, r.name, "") for r in records.values()]
@@ -177,8 +215,17 @@ def watchdog_status(redis: Any, keys: Keys, clock: Clock = SYSTEM_CLOCK) -> dict
     return {"processes": read_processes(redis, keys), "daemons": daemons}
 
 
-#: what :func:`reset_daemon` found: reset now, already reset (a repeat), not failed, no such daemon
-RESET, ALREADY_RESET, NOT_FAILED, UNKNOWN = "reset", "already-reset", "not-failed", "unknown"
+class ResetOutcome(StrEnum):
+    """What :func:`reset_daemon` found: reset now, already reset (a repeat), not failed, no such daemon."""
+
+    RESET = "reset"
+    ALREADY_RESET = "already-reset"
+    NOT_FAILED = "not-failed"
+    UNKNOWN = "unknown"
+
+
+RESET, ALREADY_RESET, NOT_FAILED, UNKNOWN = (ResetOutcome.RESET, ResetOutcome.ALREADY_RESET,
+                                             ResetOutcome.NOT_FAILED, ResetOutcome.UNKNOWN)
 _RESET_ATTEMPTS = 5
 
 
@@ -189,8 +236,8 @@ def find_daemon(records: dict[str, DaemonRecord], name: str) -> str | None:
     return next((daemon_id for daemon_id, rec in sorted(records.items()) if rec.name == name), None)
 
 
-def reset_daemon(redis: Any, keys: Keys, clock: Clock, name: str,
-                 events: EventSink | None = None) -> tuple[str, dict[str, Any] | None]:
+def reset_daemon(redis: Redis, keys: Keys, clock: Clock, name: str,
+                 events: EventSink = NULL_EVENTS) -> tuple[ResetOutcome, ResetView | None]:
     """Reset the ``failed`` daemon ``name`` (id or display name): (outcome, its new status view or None).
 
     The view is :func:`daemon_status`'s shape plus ``id`` and ``previousStatus``. Only a ``failed`` daemon is
@@ -205,10 +252,10 @@ def reset_daemon(redis: Any, keys: Keys, clock: Clock, name: str,
         rec, text = book.get(daemon_id)
         if rec is None or text is None:
             return UNKNOWN, None
-        if rec.status != "failed":
+        if rec.status != DaemonStatus.FAILED:
             fresh = rec == reset_record(rec)  # registered with zero counters: our reset, not yet swept
             outcome = ALREADY_RESET if fresh else NOT_FAILED
-            return outcome, _reset_view(redis, keys, clock, rec, "failed" if fresh else rec.status)
+            return outcome, _reset_view(redis, keys, clock, rec, DaemonStatus.FAILED if fresh else rec.status)
         new = reset_record(rec)
         if book.replace(text, new):
             log.warning("[Watchdog] Process %s reset by an operator (was failed after %d restarts)", rec.name,
@@ -219,10 +266,12 @@ def reset_daemon(redis: Any, keys: Keys, clock: Clock, name: str,
     raise WriteConflict(f"the supervision record of {daemon_id} kept changing; try again")
 
 
-def _reset_view(redis: Any, keys: Keys, clock: Clock, rec: DaemonRecord, previous: str) -> dict[str, Any]:
+def _reset_view(redis: Redis, keys: Keys, clock: Clock, rec: DaemonRecord,
+                previous: DaemonStatus) -> ResetView:
     observed = _observe(redis, keys, clock, [DaemonSpec(rec.id, rec.name, "")])
     return {"id": rec.id, **daemon_status(rec, observed.get(rec.id)), "previousStatus": previous}
 
 
-__all__ = ["ALREADY_RESET", "NOT_FAILED", "RESET", "SUPERVISOR_LEASE", "SWEEP_BUSY", "UNKNOWN", "Start",
+__all__ = ["ALREADY_RESET", "NOT_FAILED", "RESET", "SUPERVISOR_LEASE", "SWEEP_BUSY", "UNKNOWN", "DaemonView",
+           "ResetOutcome", "ResetView", "Start",
            "daemon_status", "find_daemon", "mark_handover", "reset_daemon", "sweep", "watchdog_status"]

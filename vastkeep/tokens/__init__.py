@@ -17,12 +17,14 @@ from vastkeep.tokens.checks import (
     UNKNOWN,
     VALID,
     VASTAI,
+    TokenResult,
+    TokenStatus,
     classify,
 )
-from vastkeep.tokens.manager import TokenManager
+from vastkeep.tokens.manager import TokenManager, TokenUpdate, UpdateRefusal
 from vastkeep.tokens.preflight import vast_client
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "TokenManager", "classify", "vast_client",
+    "TokenManager", "TokenResult", "TokenStatus", "TokenUpdate", "UpdateRefusal", "classify", "vast_client",
 ]

@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
 
 import requests
 
@@ -39,7 +39,22 @@ log = logging.getLogger("vastkeep.tokens")
 VASTAI, HUGGINGFACE, CIVITAI = "vastai", "huggingface", "civitai"
 SERVICES: tuple[str, ...] = (VASTAI, HUGGINGFACE, CIVITAI)
 
-VALID, INVALID, UNKNOWN, UNCONFIGURED = "valid", "invalid", "unknown", "unconfigured"
+
+
+class TokenStatus(StrEnum):
+    """A token check's verdict in a word: a result's ``status``, cached and answered as these strings."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+    UNCONFIGURED = "unconfigured"
+
+
+VALID, INVALID, UNKNOWN, UNCONFIGURED = (TokenStatus.VALID, TokenStatus.INVALID, TokenStatus.UNKNOWN,
+                                         TokenStatus.UNCONFIGURED)
+#: One check's result as cached and answered: ``valid``, ``status``, ``configured``, ``testedAt``, and
+#: ``error``/``httpStatus``/``user``/``hint`` when they apply (plain JSON values).
+TokenResult = dict[str, object]
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the Vast.ai check reads the instance list, as the client does
 USER_AGENT = "vastkeep-token-check/1"
 
@@ -58,7 +73,7 @@ class CheckSpec:
 
 
 def check_specs(vast_api_url: str, huggingface_api_url: str, civitai_api_url: str) -> dict[str, CheckSpec]:
-    """The three checks of providers.md, against the configured (or simulated) base URLs."""
+    """One authenticated "who am I" call per service, against the configured (or simulated) base URLs."""
     return {
         VASTAI: CheckSpec(VASTAI, vast_api_url, "/instances?owner=me"),
         HUGGINGFACE: CheckSpec(HUGGINGFACE, huggingface_api_url, "/api/whoami-v2"),
@@ -67,7 +82,7 @@ def check_specs(vast_api_url: str, huggingface_api_url: str, civitai_api_url: st
 
 
 # ── pure classification ─────────────────────────────────────────────────────
-def unconfigured_result() -> dict[str, Any]:
+def unconfigured_result() -> TokenResult:
     """A service without a token: not an error, and not a reason to fail the other checks."""
     return {"valid": None, "status": UNCONFIGURED, "configured": False, "error": "not configured"}
 
@@ -87,7 +102,7 @@ def describe_exception(exc: BaseException) -> str:
     return f"request failed ({type(exc).__name__})"
 
 
-def _parse_json_object(body: bytes | str | None) -> dict[str, Any] | None:
+def _parse_json_object(body: bytes | str | None) -> dict[str, object] | None:
     """The body as a JSON object, or None when it is empty, not JSON, or not an object."""
     if body is None:
         return None
@@ -95,10 +110,10 @@ def _parse_json_object(body: bytes | str | None) -> dict[str, Any] | None:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else None
 
 
-def _clean_name(value: Any) -> str | None:
+def _clean_name(value: object) -> str | None:
     """A user name fit to show: a non-empty single-line string of sane length, else None."""
     if not isinstance(value, str):
         return None
@@ -108,7 +123,7 @@ def _clean_name(value: Any) -> str | None:
     return name
 
 
-def _valid_body(service: str, obj: dict[str, Any]) -> tuple[bool, str | None]:
+def _valid_body(service: str, obj: dict[str, object]) -> tuple[bool, str | None]:
     """Does a 2xx body have the shape the service documents? Returns (shape ok, user name)."""
     if service == VASTAI:
         return isinstance(obj.get("instances"), list | dict), None
@@ -128,7 +143,7 @@ def classify(
     status: int | None = None,
     body: bytes | str | None = None,
     error: BaseException | str | None = None,
-) -> dict[str, Any]:
+) -> TokenResult:
     """(HTTP status, body) or a transport error → the result dict of one token check.
 
     ``valid`` is True / False / None (unknown), ``status`` says which in a word. Only 401/403 mean
@@ -136,10 +151,10 @@ def classify(
     error page answers 200 too). ``error`` may be an exception or
     a ready description (e.g. our own deadline).
     """
-    base: dict[str, Any] = {"configured": True, "testedAt": tested_at}
+    base: TokenResult = {"configured": True, "testedAt": tested_at}
 
-    def unknown(why: str, http_status: int | None = None) -> dict[str, Any]:
-        out = {"valid": None, "status": UNKNOWN, **base, "error": why}
+    def unknown(why: str, http_status: int | None = None) -> TokenResult:
+        out: TokenResult = {"valid": None, "status": UNKNOWN, **base, "error": why}
         if http_status is not None:
             out["httpStatus"] = http_status
         return out
@@ -163,7 +178,7 @@ def classify(
     shape_ok, user = _valid_body(service, obj)
     if not shape_ok:
         return unknown(f"unexpected response shape (HTTP {status})", status)
-    out: dict[str, Any] = {"valid": True, "status": VALID, **base}
+    out: TokenResult = {"valid": True, "status": VALID, **base}
     if user is not None:
         out["user"] = user
     return out
@@ -178,7 +193,7 @@ def run_check(
     tested_at: Callable[[], str | None],
     session_factory: Callable[[], requests.Session] | None = None,
     clock: Clock = SYSTEM_CLOCK,
-) -> dict[str, Any]:
+) -> TokenResult:
     """One real call with a Bearer header, ended after ``timeout_s`` in all; never raises for I/O failures.
 
     ``timeout_s`` bounds each socket read *and* the whole call, status line and headers included: the
@@ -232,7 +247,7 @@ def run_check(
         session.close()
 
 
-def with_hint(spec: CheckSpec, result: dict[str, Any]) -> dict[str, Any]:
+def with_hint(spec: CheckSpec, result: TokenResult) -> TokenResult:
     """A 404 means the check's URL is wrong, not the token: say which setting (``hint`` and ``error``)."""
     if result.get("status") != UNKNOWN or result.get("httpStatus") != 404:
         return result

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
 
 import requests
 
@@ -31,7 +31,7 @@ from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
 from vastkeep.providers.vast import endpoint_name
 from vastkeep.state import KeyPacer, SharedRateLimiter
-from vastkeep.state.protocols import EventSink, TokenResultStore
+from vastkeep.state.protocols import NULL_EVENTS, EventSink, TokenResultStore
 from vastkeep.tokens.checks import (
     CIVITAI,
     HUGGINGFACE,
@@ -42,6 +42,8 @@ from vastkeep.tokens.checks import (
     VALID,
     VASTAI,
     CheckSpec,
+    TokenResult,
+    TokenStatus,
     check_specs,
     classify,
     run_check,
@@ -52,7 +54,7 @@ from vastkeep.tokens.checks import (
 log = logging.getLogger("vastkeep.tokens")
 
 DEFAULT_CHECK_TIMEOUT_S = 10.0
-#: what the Vast.ai token check calls (providers.md): paced with the client's calls to the same endpoint
+#: what the Vast.ai token check calls (``GET /instances``): paced with the client's calls to the same endpoint
 VAST_CHECK_ENDPOINT = endpoint_name("GET", "/instances")
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
@@ -63,7 +65,8 @@ _FP = "_fp"  # cached results carry a fingerprint of the token they judged (neve
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
-    "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "TokenManager", "TokenUpdate", "public_result",
+    "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "EventSink", "TokenManager", "TokenResult", "TokenStatus",
+    "TokenStore", "TokenUpdate", "UpdateRefusal", "public_result",
 ]
 
 
@@ -99,7 +102,7 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-TokenStore = TokenResultStore  # the name this module has always used
+TokenStore = TokenResultStore
 
 
 def _fingerprint(token: Secret) -> str:
@@ -107,12 +110,12 @@ def _fingerprint(token: Secret) -> str:
     return hashlib.sha256(b"vastkeep-token-fp\0" + token.reveal().encode()).hexdigest()[:16]
 
 
-def public_result(result: Mapping[str, Any]) -> dict[str, Any]:
+def public_result(result: Mapping[str, object]) -> TokenResult:
     """A result as callers see it: internal fields removed."""
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
-def _parse_iso(text: Any) -> float | None:
+def _parse_iso(text: object) -> float | None:
     if not isinstance(text, str):
         return None
     try:
@@ -121,31 +124,43 @@ def _parse_iso(text: Any) -> float | None:
         return None
 
 
+def _int(value: object) -> int:
+    """A result's ``httpStatus`` as an int (0 when absent or not a number)."""
+    return value if isinstance(value, int) else 0
+
+
+class UpdateRefusal(StrEnum):
+    """Why a runtime token update was refused: the provider said 401/403, or could not be reached."""
+
+    REJECTED = "rejected"
+    UNVERIFIED = "unverified"
+
+
 @dataclass(frozen=True)
 class TokenUpdate:
     """What happened to a runtime token update: ``accepted`` or refused (``reason`` says why)."""
 
     service: str
     accepted: bool
-    validation: dict[str, Any]
-    reason: str | None = None  # None | "rejected" (provider said 401/403) | "unverified" (provider down)
+    validation: TokenResult
+    reason: UpdateRefusal | None = None  # None: accepted
     forced: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The admin API body (never the token)."""
-        out: dict[str, Any] = {"success": self.accepted, "service": self.service,
+        out: dict[str, object] = {"success": self.accepted, "service": self.service,
                                "validation": public_result(self.validation)}
         if self.forced:
             out["forced"] = True
-        if self.reason == "rejected":
+        if self.reason == UpdateRefusal.REJECTED:
             out["error"] = f"token rejected by {self.service} ({self.validation.get('httpStatus', '?')})"
-        elif self.reason == "unverified":
+        elif self.reason == UpdateRefusal.UNVERIFIED:
             out["error"] = (f"token could not be validated ({self.validation.get('error')}); "
                             "old token kept, send \"force\": true to store it anyway")
         return out
 
 
-def key_pacer(store: Any, min_gap_s: float, key: str, clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
+def key_pacer(store: object, min_gap_s: float, key: str, clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
     """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis, shared by every worker; None
     when the gap is 0 or the store has no Redis."""
     redis_client = getattr(store, "redis", None)
@@ -165,7 +180,7 @@ class TokenManager:
         configured: Mapping[str, Secret | None],
         specs: Mapping[str, CheckSpec],
         cache_ms: int,
-        events: EventSink | None = None,
+        events: EventSink = NULL_EVENTS,
         clock: Clock = SYSTEM_CLOCK,
         timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
         unknown_cache_ms: int = DEFAULT_UNKNOWN_CACHE_MS,
@@ -184,7 +199,7 @@ class TokenManager:
         self._session_factory = session_factory
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink | None = None,
+    def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink = NULL_EVENTS,
                       clock: Clock = SYSTEM_CLOCK,
                       timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> TokenManager:
         """The manager for this process, from the frozen settings."""
@@ -202,7 +217,7 @@ class TokenManager:
 
     # ── tokens ──────────────────────────────────────────────────────────────
     @staticmethod
-    def check_service(service: Any) -> str:
+    def check_service(service: object) -> str:
         """The service name, or InvalidInput for anything but vastai / huggingface / civitai."""
         if not isinstance(service, str) or service not in SERVICES:
             raise InvalidInput(f"unknown service; expected one of {', '.join(SERVICES)}", field="service")
@@ -214,9 +229,9 @@ class TokenManager:
         override = self.store.get_runtime_secret(service)
         return override if override is not None else self._configured[service]
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self) -> dict[str, dict[str, object]]:
         """Per service, without calling anyone: where the token comes from and the cached result, if fresh."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, object]] = {}
         for service in SERVICES:
             override = self.store.get_runtime_secret(service)
             token = override if override is not None else self._configured[service]
@@ -226,12 +241,12 @@ class TokenManager:
         return out
 
     # ── validation ──────────────────────────────────────────────────────────
-    def validate_service(self, service: str, *, use_cache: bool = True) -> dict[str, Any]:
+    def validate_service(self, service: str, *, use_cache: bool = True) -> TokenResult:
         """One service's result (see :meth:`validate_all`)."""
         return self.validate_all(use_cache=use_cache, services=(self.check_service(service),))[service]
 
     def validate_all(self, *, use_cache: bool = True,
-                     services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
+                     services: tuple[str, ...] = SERVICES) -> dict[str, TokenResult]:
         """Every service's result: from the shared cache when fresh (``use_cache``), else a real call.
 
         Fresh calls run concurrently in the process's bounded per-service check pools; each is awaited
@@ -241,8 +256,8 @@ class TokenManager:
         Each result carries ``cached`` (True when read from Redis).
         """
         tokens = {s: self.effective_token(s) for s in services}
-        out: dict[str, dict[str, Any]] = {}
-        pending: dict[str, tuple[Secret, Future[dict[str, Any]]]] = {}
+        out: dict[str, TokenResult] = {}
+        pending: dict[str, tuple[Secret, Future[TokenResult]]] = {}
         for service in services:
             token = tokens[service]
             if token is None:
@@ -270,7 +285,7 @@ class TokenManager:
                 log.info("ℹ️  %s token not configured; skipping validation", service)
         return {s: out[s] for s in services}
 
-    def ensure_vast_token_valid(self) -> dict[str, Any]:
+    def ensure_vast_token_valid(self) -> TokenResult:
         """Pre-flight before renting: raise TokenInvalid(service="vastai") while Vast.ai says 401/403.
 
         Uses the shared cache (a fresh result at most TOKEN_VALIDATION_CACHE_MS old). "unknown" and
@@ -283,7 +298,7 @@ class TokenManager:
         return result
 
     # ── runtime update ──────────────────────────────────────────────────────
-    def update_token(self, service: str, token: Any, *, force: bool = False) -> TokenUpdate:
+    def update_token(self, service: str, token: object, *, force: bool = False) -> TokenUpdate:
         """Validate ``token`` first; store it in Redis (all workers use it at once) only if it passes.
 
         Invalid (401/403): refused, old token kept. Unknown (provider down): refused unless ``force``.
@@ -291,8 +306,8 @@ class TokenManager:
         """
         self.check_service(service)
         problem = token_problem(token, max_bytes=MAX_TOKEN_BYTES)
-        if problem is not None:
-            raise InvalidInput(problem, field="token")
+        if problem is not None or not isinstance(token, str):
+            raise InvalidInput(problem or "token must be a string", field="token")
         secret = Secret(token)
         result = self._start_check(service, secret)
         try:
@@ -304,15 +319,15 @@ class TokenManager:
         status = result_now["status"]
         if status == INVALID:
             log.warning("⚠️  %s token update refused: %s", service, result_now.get("error"))
-            self._emit("token-update-rejected", service=service, reason="rejected",
+            self._emit("token-update-rejected", service=service, reason=UpdateRefusal.REJECTED,
                        error=str(result_now.get("error")))
-            return TokenUpdate(service, False, result_now, reason="rejected")
+            return TokenUpdate(service, False, result_now, reason=UpdateRefusal.REJECTED)
         if status == UNKNOWN and not force:
             log.warning("⚠️  %s token update refused: could not validate (%s)", service,
                         result_now.get("error"))
-            self._emit("token-update-rejected", service=service, reason="unverified",
+            self._emit("token-update-rejected", service=service, reason=UpdateRefusal.UNVERIFIED,
                        error=str(result_now.get("error")))
-            return TokenUpdate(service, False, result_now, reason="unverified")
+            return TokenUpdate(service, False, result_now, reason=UpdateRefusal.UNVERIFIED)
         self.store.set_runtime_secret(service, secret)
         self._store_result(service, secret, result_now)
         forced = status == UNKNOWN
@@ -322,11 +337,11 @@ class TokenManager:
         return TokenUpdate(service, True, result_now, forced=forced)
 
     # ── internals ───────────────────────────────────────────────────────────
-    def _start_check(self, service: str, token: Secret) -> Future[dict[str, Any]]:
+    def _start_check(self, service: str, token: Secret) -> Future[TokenResult]:
         """Queue one check on its service's bounded pool; it ends by its own deadline (``timeout_s``)."""
         return _check_pool(service).submit(self._run_check, service, token)
 
-    def _run_check(self, service: str, token: Secret) -> dict[str, Any]:
+    def _run_check(self, service: str, token: Secret) -> TokenResult:
         try:
             if service == VASTAI:
                 self._wait_vast_turn(token)
@@ -351,7 +366,7 @@ class TokenManager:
         except Exception as exc:  # noqa: BLE001 - pacing must never fail a check
             log.debug("token check pacing skipped (%s)", type(exc).__name__)
 
-    def _cached(self, service: str, token: Secret) -> dict[str, Any] | None:
+    def _cached(self, service: str, token: Secret) -> TokenResult | None:
         """The stored result if it judged this very token and is younger than its cache time."""
         hit = self.store.get_token_result(service)
         if not isinstance(hit, dict) or hit.get(_FP) != _fingerprint(token):
@@ -362,12 +377,12 @@ class TokenManager:
             return None
         return public_result(hit)
 
-    def _store_result(self, service: str, token: Secret, result: Mapping[str, Any]) -> None:
+    def _store_result(self, service: str, token: Secret, result: Mapping[str, object]) -> None:
         ttl_ms = self.unknown_cache_ms if result["status"] == UNKNOWN else self.cache_ms
         stored = {k: v for k, v in result.items() if k != "cached"} | {_FP: _fingerprint(token)}
         self.store.put_token_result(service, stored, ttl_ms)
 
-    def _record(self, service: str, token: Secret, result: dict[str, Any]) -> None:
+    def _record(self, service: str, token: Secret, result: TokenResult) -> None:
         """Cache a fresh result, log the guide's line, and emit token-invalid when rejected."""
         self._store_result(service, token, result)
         status, error = result["status"], result.get("error")
@@ -377,13 +392,11 @@ class TokenManager:
         elif status == INVALID:
             log.error("❌ %s token validation FAILED: %s", service, error)
             self._emit("token-invalid", service=service, error=str(error),
-                       http_status=int(result.get("httpStatus") or 0))
+                       http_status=_int(result.get("httpStatus")))
         else:
             log.warning("⚠️  %s token could not be validated: %s", service, error)
 
-    def _emit(self, kind: str, **fields: Any) -> None:
-        if self.events is None:
-            return
+    def _emit(self, kind: str, **fields: object) -> None:
         try:
             self.events.emit(kind, **fields)
         except Exception as exc:  # noqa: BLE001 - losing an event must not lose the verdict

@@ -9,17 +9,32 @@ pre-flight (:meth:`~vastkeep.tokens.manager.TokenManager.ensure_vast_token_valid
 
 from __future__ import annotations
 
-from typing import Any
+import random
+from typing import TypedDict, Unpack
+
+import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
-from vastkeep.providers.vast import VastClient
-from vastkeep.state import KeyPacer
-from vastkeep.tokens.manager import VASTAI, EventSink, TokenManager, TokenStore, key_pacer
+from vastkeep.providers.http import RetryPolicy
+from vastkeep.providers.vast import CallPacer, VastClient
+from vastkeep.state import NULL_EVENTS, EventSink, KeyPacer
+from vastkeep.tokens.manager import VASTAI, TokenManager, TokenStore, key_pacer
+
+
+class ClientOptions(TypedDict, total=False):
+    """What a caller may set on the :class:`VastClient` built here (its keyword arguments)."""
+
+    timeout_s: tuple[float, float]
+    retry: RetryPolicy
+    rng: random.Random | None
+    session: requests.Session | None
+    max_body_bytes: int
+    pacer: CallPacer | None
 
 
 def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLOCK, *,
-                events: EventSink | None = None, **options: Any) -> VastClient | None:
+                events: EventSink = NULL_EVENTS, **options: Unpack[ClientOptions]) -> VastClient | None:
     """A :class:`VastClient` with the effective Vast.ai key, or None when no key is configured at all.
 
     Its ``rent`` first runs the pre-flight: ``TokenInvalid(service="vastai")`` while the shared token
@@ -53,4 +68,4 @@ def shared_pacer(settings: Settings, store: TokenStore, key: str,
     return key_pacer(store, settings.vast_api_min_gap_s, key, clock)
 
 
-__all__ = ["shared_pacer", "vast_client"]
+__all__ = ["ClientOptions", "shared_pacer", "vast_client"]

@@ -22,7 +22,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
@@ -54,7 +54,7 @@ ASSETS = {
 }
 
 
-def system_stats(inst: Instance) -> dict[str, Any]:
+def system_stats(inst: Instance) -> dict[str, object]:
     """``GET /system_stats`` as ComfyUI's server.py builds it."""
     vram = int(inst.offer.get("gpu_ram", 24564)) * 1024 * 1024
     return {
@@ -125,14 +125,14 @@ class ComfyApp:
     def protocol_factory(self) -> asyncio.Protocol:
         """A RequestHandler that registers its transport with its path, so a crash can abort it."""
         server = self._server
-        network = self.network
-        assert server is not None and network is not None
+        assert server is not None and self.network is not None
+        network: Network = self.network
 
         class Tracked(RequestHandler):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
                 path = network.lookup(transport.get_extra_info("sockname"))
-                if path is not None:
+                if path is not None and isinstance(transport, asyncio.Transport):
                     path.track(transport)
 
         return Tracked(server, loop=asyncio.get_running_loop(), **server._kwargs)
@@ -227,9 +227,9 @@ class WsClient:
     def __init__(self, sock: web.WebSocketResponse, path: Path) -> None:
         self.sock = sock
         self.path = path
-        self.frames: asyncio.Queue[tuple[float, str, Any]] = asyncio.Queue()
+        self.frames: asyncio.Queue[tuple[float, str, object]] = asyncio.Queue()
 
-    def push(self, kind: str, payload: Any) -> None:
+    def push(self, kind: str, payload: object) -> None:
         self.frames.put_nowait((asyncio.get_running_loop().time(), kind, payload))
 
     async def write_all(self) -> None:
@@ -245,6 +245,7 @@ class WsClient:
                 if kind == "json":
                     await self.sock.send_str(json.dumps(payload))
                 else:
+                    assert isinstance(payload, bytes)
                     await self.sock.send_bytes(payload)
         except (ConnectionError, RuntimeError):
             return  # the socket is gone

@@ -15,7 +15,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from vastkeep.core.clock import Clock
 from vastkeep.sim.comfy import plan, png
@@ -30,7 +30,23 @@ SLICE_S = 0.02  # work is done in slices this long, so a hang freezes a node wit
 
 
 class Client(Protocol):
-    def push(self, kind: str, payload: Any) -> None: ...
+    def push(self, kind: str, payload: object) -> None: ...
+
+
+class Queued(NamedTuple):
+    """One queued prompt, as ``/queue`` lists it (``[number, prompt_id, prompt, extra_data, outputs]``)."""
+
+    number: float
+    prompt_id: str
+    prompt: dict[str, Any]  # the prompt's raw JSON, checked by validate_prompt
+    extra: dict[str, object]
+    outputs: list[str]
+
+
+#: A node's cached result: its output values and the ``ui`` part of its history entry.
+CacheEntry = tuple[tuple[object, ...], dict[str, object] | None]
+#: How a prompt ended: (status, outputs, meta, status messages) for its history entry.
+Finished = tuple[str, dict[str, object], dict[str, object], list[list[object]]]
 
 
 class Interrupted(Exception):
@@ -57,10 +73,10 @@ class ComfyProcess:
         self.on_queue = on_queue
         self.rng = random.Random()
         self.number = 0
-        self.queue: list[tuple] = []
-        self.running: tuple | None = None
-        self.history: dict[str, dict[str, Any]] = {}
-        self.cache: dict[str, tuple[tuple, dict | None]] = {}
+        self.queue: list[Queued] = []
+        self.running: Queued | None = None
+        self.history: dict[str, dict[str, object]] = {}
+        self.cache: dict[str, CacheEntry] = {}
         self.sockets: dict[str, Client] = {}
         self.client_id: str | None = None
         self.last_node_id: str | None = None
@@ -68,7 +84,8 @@ class ComfyProcess:
         self.awake = asyncio.Event()
         self.awake.set()
         self._wake = asyncio.Event()
-        self._worker: asyncio.Task | None = None  # started by the first prompt (a ws alone costs no task)
+        # started by the first prompt (a websocket alone costs no task)
+        self._worker: asyncio.Task[None] | None = None
 
     # ── websocket clients ───────────────────────────────────────────────────
     def attach(self, sid: str, client: Client) -> None:
@@ -82,7 +99,7 @@ class ComfyProcess:
         if self.sockets.get(sid) is client:
             del self.sockets[sid]
 
-    def send(self, event: str, data: Any, sid: str | None) -> None:
+    def send(self, event: str, data: object, sid: str | None) -> None:
         """``send_sync``: to one clientId, or to every socket when ``sid`` is None (``bytes``: binary)."""
         if sid is None:
             targets = list(self.sockets.values())
@@ -92,7 +109,7 @@ class ComfyProcess:
         for c in targets:
             c.push(kind, payload)
 
-    def _to_client(self, event: str, data: Any) -> None:
+    def _to_client(self, event: str, data: object) -> None:
         """What ComfyUI sends only when the prompt named a client (``executing``, ``executed``)."""
         if self.client_id is not None:
             self.send(event, data, self.client_id)
@@ -100,7 +117,7 @@ class ComfyProcess:
     def remaining(self) -> int:
         return len(self.queue) + (1 if self.running is not None else 0)
 
-    def queue_info(self) -> dict[str, Any]:
+    def queue_info(self) -> dict[str, object]:
         return {"exec_info": {"queue_remaining": self.remaining()}}
 
     def queue_updated(self) -> None:
@@ -108,7 +125,7 @@ class ComfyProcess:
         self.send("status", {"status": self.queue_info()}, None)
 
     # ── the HTTP side's operations ──────────────────────────────────────────
-    def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, object]]:
         """``POST /prompt``: (status, answer). ``number`` rises on every parsed body, rejected ones too."""
         if "number" in body:
             number: float = float(body["number"])
@@ -118,13 +135,13 @@ class ComfyProcess:
                 number = -number
             self.number += 1
         if "prompt" not in body:
-            error = {
+            no_prompt = {
                 "type": "no_prompt",
                 "message": "No prompt provided",
                 "details": "No prompt provided",
                 "extra_info": {},
             }
-            return 400, {"error": error, "node_errors": {}}
+            return 400, {"error": no_prompt, "node_errors": {}}
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         files = self.dirs.input_files()
@@ -137,7 +154,7 @@ class ComfyProcess:
             extra["client_id"] = body["client_id"]
         for key in SENSITIVE_EXTRA_DATA_KEYS:
             extra.pop(key, None)
-        self.queue.append((number, prompt_id, prompt, extra, outputs))
+        self.queue.append(Queued(number, prompt_id, prompt, extra, outputs))
         self.queue.sort(key=lambda item: item[0])
         self.on_phase(prompt_id, "queued", number=number)
         self.queue_updated()
@@ -146,13 +163,13 @@ class ComfyProcess:
             self._worker = asyncio.get_running_loop().create_task(self._work_loop())
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
 
-    def current_queue(self) -> dict[str, list]:
+    def current_queue(self) -> dict[str, list[list[object]]]:
         return {
             "queue_running": [list(self.running)] if self.running else [],
             "queue_pending": [list(item) for item in self.queue],
         }
 
-    def delete_pending(self, ids: list[Any]) -> None:
+    def delete_pending(self, ids: list[object]) -> None:
         before = len(self.queue)
         self.queue = [item for item in self.queue if item[1] not in ids]
         if len(self.queue) != before:
@@ -170,7 +187,7 @@ class ComfyProcess:
 
     def get_history(
         self, prompt_id: str | None = None, max_items: int | None = None, offset: int = -1
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         if prompt_id is not None:
             return (
                 {prompt_id: json.loads(json.dumps(self.history[prompt_id]))}
@@ -179,7 +196,7 @@ class ComfyProcess:
             )
         if offset < 0 and max_items is not None:
             offset = len(self.history) - max_items
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for i, (k, v) in enumerate(self.history.items()):
             if i >= offset:
                 out[k] = v
@@ -247,14 +264,15 @@ class ComfyProcess:
     def _timestamp(self) -> int:
         return int(self.clock.now() * 1000)
 
-    async def _execute(self, item: tuple) -> tuple[str, dict, dict, list]:
+    async def _execute(self, item: Queued) -> Finished:
         """Run one prompt; returns (status_str, outputs, meta, status messages) for its history entry."""
         _, pid, prompt, extra, execute_outputs = item
         self.interrupt_flag = False
-        self.client_id = extra.get("client_id")
-        messages: list[list[Any]] = []
+        client_id = extra.get("client_id")
+        self.client_id = client_id if isinstance(client_id, str) else None
+        messages: list[list[object]] = []
 
-        def add(event: str, data: dict[str, Any]) -> None:
+        def add(event: str, data: dict[str, object]) -> None:
             data = {**data, "timestamp": self._timestamp()}
             messages.append([event, data])
             if self.client_id is not None:
@@ -269,11 +287,11 @@ class ComfyProcess:
         run_order = plan.order(prompt, execute_outputs, set(cached))
         weights = {nid: plan.steps(prompt[nid]) for nid in run_order}
         total_s, total_w = max(self.prompt_s(), 0.0), sum(weights.values()) or 1
-        values: dict[str, tuple] = {nid: self.cache[sigs[nid]][0] for nid in cached}
-        outputs: dict[str, Any] = {}
-        meta: dict[str, Any] = {}
+        values: dict[str, tuple[object, ...]] = {nid: self.cache[sigs[nid]][0] for nid in cached}
+        outputs: dict[str, object] = {}
+        meta: dict[str, object] = {}
         executed: list[str] = []
-        states: dict[str, dict[str, Any]] = {}
+        states: dict[str, dict[str, object]] = {}
         for nid in cached:  # a cached output node shows its old result again
             ui = self.cache[sigs[nid]][1]
             if ui:
@@ -338,12 +356,14 @@ class ComfyProcess:
         self.on_phase(pid, "execution_success")
         return self._finish(new_cache, "success", outputs, meta, messages)
 
-    def _finish(self, cache: dict, status: str, outputs: dict, meta: dict, messages: list) -> tuple:
+    def _finish(self, cache: dict[str, CacheEntry], status: str, outputs: dict[str, object],
+                meta: dict[str, object], messages: list[list[object]]) -> Finished:
         self.cache = cache
         self.last_node_id = None
         return status, outputs, meta, messages
 
-    async def _run_for(self, seconds: float, pid: str, nid: str, node: dict[str, Any], states: dict) -> None:
+    async def _run_for(self, seconds: float, pid: str, nid: str, node: dict[str, Any],
+                       states: dict[str, dict[str, object]]) -> None:
         """Work ``seconds``; a sampler reports ``progress`` and a preview per step (interrupts land there)."""
         loop = asyncio.get_running_loop()
         count = plan.steps(node)

@@ -59,10 +59,10 @@ class Dirs:
         return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
 
 
-def _batch(width: int, height: int, count: int, **kw: Any) -> list[Img]:
+def _batch(width: int, height: int, count: int, color: int | None = 0, seed: int = 0) -> list[Img]:
     if width * height * count > MAX_PIXELS:
         raise NodeFailure(*OOM)
-    return [Img(width, height, **kw) for _ in range(count)]
+    return [Img(width, height, color, seed) for _ in range(count)]
 
 
 def _save(images: list[Img], prefix: str, folder: Path, kind: str) -> list[dict[str, str]]:
@@ -93,7 +93,7 @@ def _save(images: list[Img], prefix: str, folder: Path, kind: str) -> list[dict[
 
 def run_node(
     class_type: str, args: dict[str, Any], dirs: Dirs, rng: random.Random
-) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+) -> tuple[tuple[object, ...], dict[str, object] | None]:
     """(outputs, ui) of one node given its resolved inputs; raises :class:`NodeFailure` like a node would."""
     if class_type == "EmptyImage":
         return (_batch(args["width"], args["height"], args["batch_size"], color=args["color"]),), None

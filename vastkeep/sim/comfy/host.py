@@ -12,11 +12,11 @@ client is held back or late.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vastkeep.sim.comfy.engine import ComfyProcess
 from vastkeep.sim.comfy.execute import Dirs
-from vastkeep.sim.state import COMFY_ENDPOINTS, Instance
+from vastkeep.sim.state import COMFY_ENDPOINTS, Endpoint, Instance
 
 if TYPE_CHECKING:
     from vastkeep.sim.core import Simulator
@@ -30,7 +30,7 @@ CONSOLE = {
 }
 
 
-def comfy_paths(inst: Instance) -> list[Any]:
+def comfy_paths(inst: Instance) -> list[Endpoint]:
     return [ep for name, ep in inst.endpoints.items() if name in COMFY_ENDPOINTS]
 
 
@@ -97,7 +97,7 @@ class ComfyHost:
             proc.stop()
         self.procs.clear()
 
-    def phase(self, inst: Instance, prompt_id: str, phase: str, **detail: Any) -> None:
+    def phase(self, inst: Instance, prompt_id: str, phase: str, **detail: object) -> None:
         """Record one phase of a prompt: the control API's list, the simulator's log, ComfyUI's console."""
         entry = {"ts": round(self.sim.clock.now(), 3), "prompt_id": prompt_id, "phase": phase, **detail}
         inst.comfy_phases.append(entry)

@@ -60,7 +60,7 @@ class NodeClass:
     def input_types(self, input_files: list[str]) -> dict[str, dict[str, Any]]:
         return self.inputs(input_files)
 
-    def object_info(self, input_files: list[str]) -> dict[str, Any]:
+    def object_info(self, input_files: list[str]) -> dict[str, object]:
         """``/object_info``'s entry, in the order and with the fields ComfyUI's ``node_info`` builds."""
         spec = self.input_types(input_files)
         return {
@@ -230,7 +230,7 @@ NODES: dict[str, NodeClass] = {
 }
 
 
-def object_info(input_files: list[str], name: str | None = None) -> dict[str, Any]:
+def object_info(input_files: list[str], name: str | None = None) -> dict[str, object]:
     """``GET /object_info`` (every node) or ``/object_info/{name}`` (one node, ``{}`` when unknown)."""
     if name is not None:
         node = NODES.get(name)

@@ -26,7 +26,7 @@ def signature(prompt: dict[str, Any], nid: str, dirs: Dirs, memo: dict[str, str]
     """A node's cache key: its class, literal inputs, upstream signatures (and a loaded file's state)."""
     if nid not in memo:
         node = prompt[nid]
-        parts: dict[str, Any] = {"class_type": node["class_type"]}
+        parts: dict[str, object] = {"class_type": node["class_type"]}
         for k, v in sorted((node.get("inputs") or {}).items()):
             parts[k] = ["link", signature(prompt, v[0], dirs, memo), v[1]] if isinstance(v, list) else v
         if node["class_type"] == "LoadImage":  # IS_CHANGED: the file's hash in ComfyUI
@@ -47,7 +47,7 @@ def steps(node: dict[str, Any]) -> int:
         return 1
 
 
-def state(pid: str, nid: str, value: int, maximum: int, state: str) -> dict[str, Any]:
+def state(pid: str, nid: str, value: int, maximum: int, state: str) -> dict[str, object]:
     return {
         "value": value,
         "max": maximum,
@@ -60,11 +60,11 @@ def state(pid: str, nid: str, value: int, maximum: int, state: str) -> dict[str,
     }
 
 
-def meta(nid: str) -> dict[str, Any]:
+def meta(nid: str) -> dict[str, object]:
     return {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
 
 
-def inputs(node: dict[str, Any], values: dict[str, tuple]) -> dict[str, Any]:
+def inputs(node: dict[str, Any], values: dict[str, tuple[object, ...]]) -> dict[str, Any]:
     spec = NODES[node["class_type"]].input_types([])
     kinds = {**spec.get("required", {}), **spec.get("optional", {})}
     args: dict[str, Any] = {}

@@ -101,7 +101,8 @@ def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> No
                 filename, kind = filename[: -len(tag) - 3], tag
         if not filename or filename[0] == "/" or ".." in filename:
             return web.Response(status=400)
-        base = dirs.of(kind or q.get("type", "output"))
+        wanted = kind or q.get("type", "output")
+        base = dirs.of(wanted) if wanted is not None else None
         if base is None:
             return web.Response(status=400)
         folder = str(base)

@@ -1,0 +1,390 @@
+"""The soak's pure parts: the seeded plan, the client judge, the must-never counters, the report's verdict."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from vastkeep.soak.counters import (
+    canary_hits,
+    double_leases,
+    double_rents,
+    family_table,
+    fence_regressions,
+    judge_clients,
+    lease_holds,
+    log_diff,
+    observe_api_fault,
+    observe_instance_fault,
+    percentile,
+    unknown_billing,
+)
+from vastkeep.soak.plan import FAMILIES, PROCESS_SPACING_S, build_plan, pick_target
+from vastkeep.soak.report import build_report, format_table
+
+T0 = 1_000_000.0
+
+
+def iso(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+# ── plan ────────────────────────────────────────────────────────────────────
+def test_plan_replays_from_its_seed_and_differs_between_seeds():
+    assert build_plan(7, 30, 200) == build_plan(7, 30, 200)
+    assert build_plan(7, 30, 200) != build_plan(8, 30, 200)
+
+
+def test_short_plan_has_every_family_once_inside_the_window():
+    steps = build_plan(1, 40, 210, fill=False)
+    assert sorted(s.family for s in steps) == sorted(FAMILIES)
+    assert all(40 <= s.at_s <= 210 for s in steps)
+
+
+def test_a_long_plan_repeats_every_family():
+    steps = build_plan(5, 5, 1700)
+    counts = {name: sum(1 for s in steps if s.family == name) for name in FAMILIES}
+    assert len(steps) > 80 and min(counts.values()) >= 1
+    assert sum(1 for n, c in counts.items() if c >= 2) >= len(FAMILIES) // 2
+
+
+def test_process_faults_on_one_child_are_spaced():
+    steps = build_plan(3, 0, 1800)
+    by_proc: dict[str, list[float]] = {}
+    for s in steps:
+        proc = FAMILIES[s.family].process
+        if proc:
+            by_proc.setdefault(proc, []).append(s.at_s)
+    assert by_proc
+    for times in by_proc.values():
+        assert all(b - a >= PROCESS_SPACING_S - 0.1 for a, b in zip(times, times[1:], strict=False))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_family_fits_the_short_forms_window(seed):
+    steps = build_plan(seed, 5, 135)
+    assert set(FAMILIES) <= {s.family for s in steps}
+    by_proc: dict[str, list[float]] = {}
+    for s in steps:
+        if FAMILIES[s.family].process:
+            by_proc.setdefault(FAMILIES[s.family].process, []).append(s.at_s)
+    for times in by_proc.values():
+        times.sort()
+        assert all(b - a >= PROCESS_SPACING_S - 0.1 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_plan_refuses_unknown_families_and_empty_windows():
+    with pytest.raises(ValueError):
+        build_plan(1, 0, 10, families=("comfy-melt",))
+    with pytest.raises(ValueError):
+        build_plan(1, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "pick", "want"),
+    [
+        ([], 0.3, None),
+        (["3", "1", "2"], 0.0, "1"),
+        (["3", "1", "2"], 0.5, "2"),
+        (["3", "1", "2"], 0.9999, "3"),
+    ],
+)
+def test_pick_target(candidates, pick, want):
+    assert pick_target(candidates, pick) == want
+
+
+# ── counters ────────────────────────────────────────────────────────────────
+def test_percentile_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([3, 1, 2], 50) == 2
+    assert percentile(list(range(1, 101)), 99) == 99
+
+
+def crash(target: str, at: float, restored: float | None = None, family: str = "comfy-crash") -> dict:
+    return {"family": family, "target": target, "at": at, "restored_at": restored, "injected": True}
+
+
+@pytest.mark.parametrize(
+    ("line", "injections", "kind"),
+    [
+        # a dead URL with no fault on that instance is a failure; under a fault (or its grace) it is expected
+        ({"op": "url-fail", "instance": "5", "t0": T0}, [], "url-dead"),
+        ({"op": "url-fail", "instance": "5", "t0": T0 + 10}, [crash("5", T0, T0 + 5)], None),
+        ({"op": "url-fail", "instance": "5", "t0": T0 + 100}, [crash("5", T0, T0 + 5)], "url-dead"),
+        ({"op": "url-fail", "instance": "5", "t0": T0 + 100}, [crash("5", T0, family="host-offline")], None),
+        ({"op": "url-fail", "instance": "6", "t0": T0 + 10}, [crash("5", T0, T0 + 5)], "url-dead"),
+        # refusals: only when an idle ready instance was there before and after
+        ({"op": "refused", "idle_both": ["4"], "t0": T0}, [], "refused-while-idle"),
+        ({"op": "refused", "idle_both": [], "t0": T0}, [], None),
+        ({"op": "http-5xx", "status": 500, "t0": T0}, [], "http-5xx"),
+        ({"op": "api-unreachable", "t0": T0}, [], "api-unreachable"),
+        (
+            {"op": "api-unreachable", "t0": T0 + 3},
+            [{"family": "kill-api", "at": T0, "back_at": T0 + 10, "injected": True}],
+            None,
+        ),
+        (
+            {"op": "task-error", "t0": T0 + 3},
+            [{"family": "stop-control", "at": T0, "restored_at": T0 + 8, "injected": True}],
+            None,
+        ),
+        # renewals and releases
+        (
+            {
+                "op": "renew",
+                "instance": "5",
+                "status": 200,
+                "answered_instance": "5",
+                "t0": T0,
+                "leased_until": iso(T0 + 60),
+                "previous_until": iso(T0 + 30),
+            },
+            [],
+            None,
+        ),
+        (
+            {
+                "op": "renew",
+                "instance": "5",
+                "status": 200,
+                "answered_instance": "7",
+                "t0": T0,
+                "leased_until": iso(T0 + 60),
+                "previous_until": iso(T0 + 30),
+            },
+            [],
+            "renew-wrong",
+        ),
+        (
+            {
+                "op": "renew",
+                "instance": "5",
+                "status": 200,
+                "answered_instance": "5",
+                "t0": T0,
+                "leased_until": iso(T0 + 10),
+                "previous_until": iso(T0 + 30),
+            },
+            [],
+            "renew-wrong",
+        ),
+        (
+            {"op": "renew", "instance": "5", "status": 404, "t0": T0, "previous_until": iso(T0 + 30)},
+            [],
+            "lease-lost",
+        ),
+        (
+            {"op": "renew", "instance": "5", "status": 404, "t0": T0 + 31, "previous_until": iso(T0 + 30)},
+            [],
+            None,
+        ),
+        ({"op": "release", "instance": "5", "status": 404, "t0": T0 + 10}, [crash("5", T0, T0 + 5)], None),
+        ({"op": "release", "instance": "5", "status": 404, "t0": T0}, [], "lease-lost"),
+        ({"op": "release", "instance": "5", "status": 422, "t0": T0}, [], "release-wrong"),
+    ],
+)
+def test_judge_clients_table(line, injections, kind):
+    out = judge_clients([line], injections)
+    bad = {k: v for k, v in out["failures"].items() if v}
+    assert bad == ({kind: 1} if kind else {})
+
+
+def test_a_refusal_after_vastkeep_broke_the_lease_is_right():
+    line = {"op": "release", "instance": "5", "status": 404, "t0": T0 + 10}
+    assert not any(judge_clients([line], [], broken={"5": T0 + 2})["failures"].values())
+
+
+def test_grant_latency_summary():
+    lines = [{"op": "grant", "latency_s": x, "t": T0} for x in (0.1, 0.2, 0.3, 2.0)]
+    out = judge_clients(lines, [])
+    assert (
+        out["grants"] == 4 and out["grant_latency_s"]["p50"] == 0.2 and out["grant_latency_s"]["max"] == 2.0
+    )
+
+
+def grant(client, lease, inst, t, until, fence=1):
+    return {
+        "op": "grant",
+        "client": client,
+        "lease": lease,
+        "instance": inst,
+        "t": t,
+        "fence": fence,
+        "leased_until": iso(until),
+    }
+
+
+def test_double_lease_found_only_when_two_holds_overlap():
+    lines = [
+        grant("a", "L1", "5", T0, T0 + 60),
+        {"op": "release", "lease": "L1", "status": 200, "t0": T0 + 5},
+        grant("b", "L2", "5", T0 + 6, T0 + 66),
+    ]
+    assert double_leases(lease_holds(lines)) == []
+    lines = [grant("a", "L1", "5", T0, T0 + 60), grant("b", "L2", "5", T0 + 6, T0 + 66)]
+    found = double_leases(lease_holds(lines))
+    assert [(f["first"], f["second"]) for f in found] == [("a", "b")]
+    # vastkeep broke the first lease (its instance died): the second grant is legitimate
+    assert double_leases(lease_holds(lines, breaks={"5": [T0 + 3]})) == []
+
+
+def test_fence_regressions():
+    assert fence_regressions([(1, "5", 1), (2, "5", 2), (3, "6", 1)]) == []
+    assert [f["fence"] for f in fence_regressions([(1, "5", 2), (2, "5", 2), (3, "5", 1)])] == [2, 1]
+
+
+def test_double_rents_from_the_ledger():
+    ok = [
+        {"seq": 1, "action": "rent", "instance_id": 1, "label": "vk:p:0"},
+        {"seq": 2, "action": "destroy", "instance_id": 1, "label": "vk:p:0"},
+        {"seq": 3, "action": "rent", "instance_id": 2, "label": "vk:p:0"},
+    ]
+    assert double_rents(ok) == []
+    bad = ok[:1] + [{"seq": 2, "action": "rent", "instance_id": 2, "label": "vk:p:0"}]
+    assert double_rents(bad) == [{"label": "vk:p:0", "instance_id": 2, "alive": [1]}]
+
+
+def test_unknown_billing_needs_every_snapshot():
+    assert unknown_billing([{1, 2, 3}, {1, 2, 3}], [{1, 2}, {1, 2}]) == ["3"]
+    assert unknown_billing([{1, 2, 3}, {1, 2}], [{1, 2}, {1, 2}]) == []  # gone by the second look
+    assert unknown_billing([{1, 3}, {1, 3}], [{1}, {1, 3}]) == []  # the record caught up
+
+
+@pytest.mark.parametrize(
+    ("remote", "collected", "lost", "dup"),
+    [
+        ("a\nb\nc\n", "a\nb\nc\n", 0, 0),
+        ("a\nb\nc\n", "a\nc\n", 1, 0),
+        ("a\nb\nc\n", "a\nb\nb\nc\n", 0, 1),
+        ("a\nb\n", "", 2, 0),
+        ("x\nx\ny\n", "x\ny\n", 1, 0),  # a repeated line collected once
+    ],
+)
+def test_log_diff(remote, collected, lost, dup):
+    out = log_diff(remote, collected)
+    assert (out["lost"], out["duplicated"]) == (lost, dup)
+
+
+def test_canary_hits_name_sources_not_values():
+    hits = canary_hits({"logs/api.log": "x canary-123 y", "events": "clean"}, {"ADMIN_API_KEY": "canary-123"})
+    assert hits == [{"source": "logs/api.log", "canary": "ADMIN_API_KEY"}]
+    assert "canary-123" not in repr(hits)
+
+
+def test_observation_of_instance_and_api_faults():
+    inj = crash("5", T0)
+    events = [
+        {"kind": "ping-failure", "ts": T0 + 2, "data": {"instance_id": "6"}},
+        {"kind": "ping-failure", "ts": T0 + 3, "data": {"instance_id": "5"}},
+    ]
+    assert observe_instance_fault(inj, events) == 3
+    assert observe_instance_fault(crash("7", T0), events) is None
+    # an event long after the fault was undone is not credited to it
+    late = [{"kind": "ping-failure", "ts": T0 + 100, "data": {"instance_id": "5"}}]
+    assert observe_instance_fault(crash("5", T0, T0 + 10), late) is None
+    gone = [{"kind": "instance-status", "ts": T0 + 100, "data": {"instance_id": "5"}}]
+    assert observe_instance_fault(crash("5", T0, family="host-offline"), gone) == 100
+    api = {"family": "api-5xx", "at": T0}
+    reqs = [{"ts": T0 + 1, "fault": "503", "status": 503}, {"ts": T0 + 4, "status": 200}]
+    assert observe_api_fault(api, reqs) == 4
+    assert observe_api_fault(api, reqs[:1]) is None
+
+
+def test_report_fails_on_any_count_and_on_unseen_families():
+    fams = family_table(
+        [
+            {"family": "comfy-crash", "injected": True, "observed_s": 1.5},
+            {"family": "api-429", "injected": True},
+        ],
+        ["comfy-crash", "api-429", "kill-api"],
+    )
+    kw = dict(
+        seed=1,
+        minutes=4,
+        started_at="now",
+        machine={},
+        plan=[],
+        clients={"failures": {}},
+        must_never={},
+        restarts=[],
+        polling={},
+    )
+    report = build_report(families=fams, **kw)
+    assert not report["ok"]
+    assert any("api-429" in r and "never observed" in r for r in report["reasons"])
+    assert any("kill-api" in r and "injected 0" in r for r in report["reasons"])
+    good = build_report(
+        families=family_table(
+            [{"family": "comfy-crash", "injected": True, "observed_s": 1}], ["comfy-crash"]
+        ),
+        **kw,
+    )
+    assert good["ok"] and "RESULT: PASS" in format_table(good)
+    bad = build_report(
+        families={},
+        **{
+            **kw,
+            "must_never": {"double-rents": [{"label": "x"}]},
+            "restarts": [{"process": "api", "down_s": None}],
+        },
+    )
+    assert not bad["ok"] and len(bad["reasons"]) == 2 and "RESULT: FAIL" in format_table(bad)
+
+
+def test_the_client_program_imports_no_vastkeep_and_parses():
+    src = Path(__file__).resolve().parents[2] / "vastkeep" / "soak" / "client_workload"
+    tree = ast.parse(src.read_text())
+    mods = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    mods += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in mods if m.split(".")[0] == "vastkeep"]
+    assert "celery" in mods and "requests" in mods
+
+
+def test_log_mark_after_finds_the_first_ready_line_after_a_time(tmp_path):
+    from datetime import datetime
+
+    from vastkeep.soak.runner import log_mark_after
+
+    log = tmp_path / "worker-control.log"
+    log.write_text("[2026-12-07 05:03:08,381: INFO/MainProcess] control@vm ready.\n"
+                   "junk line\n"
+                   "[2026-12-07 05:05:21,500: INFO/MainProcess] mingle: sync with 1 nodes control@vm\n"
+                   "[2026-12-07 05:05:22,250: INFO/MainProcess] control@vm ready.\n")
+    since = datetime(2026, 12, 7, 5, 5, 10).timestamp()
+    got = log_mark_after(log, "control@", since, need=" ready.")
+    assert got == datetime(2026, 12, 7, 5, 5, 22, 250000).timestamp()
+    assert log_mark_after(log, "ssh@", since, need=" ready.") is None
+    assert log_mark_after(tmp_path / "missing.log", "x", 0) is None
+
+
+def test_polling_intervals_take_the_state_at_poll_time():
+    from vastkeep.soak.observe import Observer
+
+    obs = Observer.__new__(Observer)
+
+    def view(status, leased, polled, due):
+        return {"contractId": "5", "status": status, "isLeased": leased, "lastPollAt": iso(polled),
+                "nextPollAt": iso(due)}
+
+    obs.snapshots = [
+        (T0 - 1, [view("ready", True, T0 - 30, T0)]),  # before the first poll we judge: unknown state there
+        (T0 + 1, [view("ready", True, T0, T0 + 30)]),  # polled at T0 while leased: 30 s scheduled
+        (T0 + 5, [view("ready", False, T0, T0 + 30)]),  # released after the poll: still the leased poll
+        (T0 + 31, [view("ready", False, T0 + 30, T0 + 210)]),  # polled idle: 180 s scheduled
+    ]
+    got = obs.polling_intervals()
+    assert got["scheduled:leased"] == [30.0] and got["scheduled:ready-idle"] == [180.0]
+    assert got["leased"] == [30.0]
+
+
+def test_a_lease_granted_while_vastkeep_knew_comfy_was_lost_is_a_failure_even_under_a_fault():
+    lines = [{"op": "grant", "lease": "L1", "instance": "5", "t": T0 + 10},
+             {"op": "url-fail", "lease": "L1", "instance": "5", "t0": T0 + 11}]
+    fault = [crash("5", T0, T0 + 30)]
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, None)]})["failures"]["url-dead"] == 1
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, T0 + 8)]})["failures"]["url-dead"] == 0
+    assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 12, None)]})["failures"]["url-dead"] == 0

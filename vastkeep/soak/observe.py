@@ -1,0 +1,249 @@
+"""What the soak watches (I/O): the event stream, the simulator's request log and ledger, the warm-pool
+status, and at the end the sources the must-never counts read (remote log files, task results, Flower, logs).
+
+Sampled every :data:`SAMPLE_S` by the runner's loop; each source is read incrementally (the simulator's
+request log is a bounded window of 2,000 entries, so it is drained often).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from vastkeep.core.clock import SYSTEM_CLOCK
+
+SAMPLE_S = 2.0
+HTTP_TIMEOUT_S = (2.0, 4.0)
+
+
+def _iso_s(value: Any) -> float | None:
+    from vastkeep.soak.counters import _iso_s as parse  # noqa: PLC0415
+
+    return parse(value)
+
+
+def _state(view: dict[str, Any]) -> str:
+    if view.get("isLeased"):
+        return "leased"
+    return "ready-idle" if view.get("status") == "ready" else str(view.get("status"))
+
+
+class Observer:
+    """Incremental readers of every source the judges use."""
+
+    def __init__(self, redis_url: str, admin_url: str, admin_key: str, control: Any) -> None:
+        from vastkeep.state import EventLog, Keys, connect  # noqa: PLC0415
+
+        self.redis = connect(redis_url, socket_timeout_s=5, socket_connect_timeout_s=3)
+        self.events_log = EventLog(self.redis, Keys(), SYSTEM_CLOCK)
+        self.admin = admin_url.rstrip("/")
+        self.headers = {"X-Admin-Key": admin_key}
+        self.control = control
+        self.http = requests.Session()
+        self.events: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.ledger: list[dict[str, Any]] = []
+        self.snapshots: list[tuple[float, list[dict[str, Any]]]] = []
+        self.errors: dict[str, int] = defaultdict(int)
+        self._after = "0-0"
+        self._req_seq = 0
+
+    # ── sampling ────────────────────────────────────────────────────────────
+    def sample(self) -> None:
+        for name, step in (
+            ("events", self._events),
+            ("requests", self._requests),
+            ("ledger", self._ledger),
+            ("status", self._status),
+        ):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - a source down for a moment (a fault) is retried next time
+                self.errors[f"{name}: {type(exc).__name__}"] += 1
+
+    def _events(self) -> None:
+        while True:
+            batch = self.events_log.read(self._after, count=500)
+            for ev in batch:
+                self.events.append({"id": ev.id, "kind": ev.kind, "ts": ev.ts, "data": ev.fields})
+            if batch:
+                self._after = batch[-1].id
+            if len(batch) < 500:
+                return
+
+    def _requests(self) -> None:
+        got = self.control.requests_seen(since=self._req_seq, service="vast")
+        for r in got:
+            self._req_seq = max(self._req_seq, int(r.get("seq") or 0))
+        self.requests.extend(got)
+
+    def _ledger(self) -> None:
+        self.ledger.extend(self.control.ledger(since=len(self.ledger)))
+
+    def _status(self) -> None:
+        data = self.pool_status()
+        if data is not None:
+            self.snapshots.append((SYSTEM_CLOCK.now(), list(data.get("instances") or [])))
+
+    def pool_status(self) -> dict[str, Any] | None:
+        r = self.http.get(
+            f"{self.admin}/api/proxy/admin/warm-pool/status", headers=self.headers, timeout=HTTP_TIMEOUT_S
+        )
+        return r.json() if r.status_code == 200 else None
+
+    def api_answers(self) -> bool:
+        """The admin API answers ``/health`` (any status: the process serves HTTP again)."""
+        try:
+            self.http.get(f"{self.admin}/health", timeout=(1.0, 3.0))
+        except requests.RequestException:
+            return False
+        return True
+
+    def ready_and_leased(self) -> tuple[list[str], list[str]]:
+        """Instance ids the last status showed ready, and those of them leased."""
+        if not self.snapshots:
+            return [], []
+        insts = self.snapshots[-1][1]
+        ready = [str(i["contractId"]) for i in insts if i.get("status") == "ready"]
+        return ready, [
+            str(i["contractId"]) for i in insts if i.get("status") == "ready" and i.get("isLeased")
+        ]
+
+    def collecting(self) -> list[str]:
+        """Instance ids whose SSH log collector beat within the last 10 s (a collector runs while an instance
+        provisions and for its hold after; an SSH fault elsewhere has nobody to notice it)."""
+        from vastkeep.state import Keys, read_heartbeats  # noqa: PLC0415
+
+        try:
+            beats = read_heartbeats(self.redis, Keys(), SYSTEM_CLOCK)
+        except Exception:  # noqa: BLE001 - Redis busy for a moment: no target this time
+            return []
+        return sorted(
+            n.split(":", 1)[1]
+            for n, b in beats.items()
+            if n.startswith("ssh-collector:") and float(b.get("age_s") or 0) < 10.0
+        )
+
+    # ── derived views ───────────────────────────────────────────────────────
+    def breaks(self) -> dict[str, list[float]]:
+        """Instance id → times vastkeep said its lease broke or it was replaced/destroyed."""
+        out: dict[str, list[float]] = defaultdict(list)
+        for ev in self.events:
+            if ev["kind"] in ("lease-broken", "instance-replaced", "instance-destroyed"):
+                out[str(ev["data"].get("instance_id"))].append(float(ev["ts"]))
+        return out
+
+    def comfy_lost(self) -> dict[str, list[tuple[float, float | None]]]:
+        """Instance id → spans from ``connection-lost`` to the next ``connection-restored`` (None: lost)."""
+        out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        for ev in self.events:
+            iid = str(ev["data"].get("instance_id"))
+            if ev["kind"] == "connection-lost" and not (out[iid] and out[iid][-1][1] is None):
+                out[iid].append((float(ev["ts"]), None))
+            elif ev["kind"] == "connection-restored" and out[iid] and out[iid][-1][1] is None:
+                out[iid][-1] = (out[iid][-1][0], float(ev["ts"]))
+        return out
+
+    def grants_from_events(self) -> list[tuple[float, str, Any]]:
+        return [
+            (float(e["ts"]), str(e["data"].get("instance_id")), e["data"].get("fence"))
+            for e in self.events
+            if e["kind"] == "pool-lease-granted"
+        ]
+
+    def polling_intervals(self) -> dict[str, list[float]]:
+        """Seconds between successive ``lastPollAt`` values per instance, by the state it was in when it was
+        polled (leased, ready-idle, warming: the snapshot taken at or just before the poll; leases churn
+        faster than polls, so the state shown later says little); ``scheduled:<state>``:
+        ``nextPollAt - lastPollAt``, the interval Layer 5 chose at that poll."""
+        history: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        polls: dict[str, dict[float, float | None]] = defaultdict(dict)
+        for t, insts in self.snapshots:
+            for i in insts:
+                iid = str(i.get("contractId"))
+                history[iid].append((t, _state(i)))
+                polled = _iso_s(i.get("lastPollAt"))
+                if polled is not None and polled not in polls[iid]:
+                    polls[iid][polled] = _iso_s(i.get("nextPollAt"))
+        out: dict[str, list[float]] = defaultdict(list)
+        for iid, seen in polls.items():
+            times = sorted(seen)
+            for n, polled in enumerate(times):
+                before = [st for t, st in history[iid] if t <= polled + 0.5]
+                if not before:
+                    continue  # polled before the first snapshot: its state is unknown
+                state = before[-1]
+                due = seen[polled]
+                if due is not None and due > polled:
+                    out[f"scheduled:{state}"].append(due - polled)
+                if n + 1 < len(times):
+                    out[state].append(times[n + 1] - polled)
+        return out
+
+    # ── end-of-run sources ──────────────────────────────────────────────────
+    def collected_log(self, iid: str) -> tuple[str, int]:
+        """The provisioning log vastkeep collected for ``iid`` and the remote byte offset it reaches."""
+        lines, after = [], 0
+        for _ in range(50):
+            r = self.http.get(
+                f"{self.admin}/api/proxy/admin/instances/{iid}/logs",
+                headers=self.headers,
+                params={"after": after, "limit": 1000},
+                timeout=HTTP_TIMEOUT_S,
+            )
+            if r.status_code != 200:
+                break
+            data = r.json()
+            got = data.get("lines") or []
+            lines += [str(x.get("text", "")).rstrip("\n") for x in got]
+            if not got or data.get("next") == after:
+                break
+            after = int(data["next"])
+        return "\n".join(lines) + ("\n" if lines else ""), after
+
+    def remote_log(self, iid: str) -> bytes | None:
+        try:
+            path = self.control._call("GET", f"/instances/{int(iid)}")["log_path"]
+            return Path(path).read_bytes()
+        except Exception:  # noqa: BLE001 - destroyed since
+            return None
+
+    def task_results(self) -> str:
+        texts = []
+        for key in self.redis.scan_iter(match="celery-task-meta-*", count=500):
+            val = self.redis.get(key)
+            if val:
+                texts.append(str(val))
+        return "\n".join(texts)
+
+    def flower_tasks(self, flower_url: str, user: str, password: str) -> str:
+        try:
+            r = self.http.get(f"{flower_url}/api/tasks", auth=(user, password), timeout=HTTP_TIMEOUT_S)
+            return r.text if r.status_code == 200 else ""
+        except requests.RequestException:
+            return ""
+
+    def events_text(self) -> str:
+        return "\n".join(json.dumps(e, default=str) for e in self.events)
+
+    def cloud_ids(self) -> list[str]:
+        """Instances the cloud bills now, from its own ledger (every rent minus every destroy)."""
+        self._ledger()
+        alive: set[int] = set()
+        for e in self.ledger:
+            (alive.add if e["action"] == "rent" else alive.discard)(int(e["instance_id"]))
+        return [str(i) for i in sorted(alive)]
+
+    def known_ids(self) -> list[str]:
+        """Instance ids vastkeep has a record of, whatever their status (unknown billing's other side)."""
+        from vastkeep.state import Keys, StateStore  # noqa: PLC0415
+
+        store = StateStore(self.redis, Keys(), SYSTEM_CLOCK)
+        return [str(r.instance_id) for r in store.list_instances()]
+
+
+__all__ = ["SAMPLE_S", "Observer"]

@@ -1,0 +1,197 @@
+"""The seeded fault plan: which fault, when, for how long, on what (pure).
+
+A plan is a list of :class:`FaultStep`, made by :func:`build_plan` from a seed alone, so ``--seed`` replays a
+run's faults in the same order at the same offsets (the targets are picked at injection time among the
+instances then ready, by the step's ``pick`` fraction, so they replay as closely as the pool allows).
+
+Every family of :data:`FAMILIES` appears at least once when the run is long enough (the short form's
+guarantee); the rest of the time is filled with families drawn at random. Families that strike the same
+process are spaced so a restart's back-off (10 s, then 20 s) does not turn one kill into a crash loop. At run
+time the runner also holds back a fault on a process while an instance fault that process must notice
+(``observer``) is still unobserved in its window, so one fault never hides another.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+INSTANCE, API, PROCESS = "instance", "api", "process"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of fault: where it comes from, what it strikes, how long it holds, what shows it was seen."""
+
+    name: str
+    target: str  # instance | api | process
+    hold_s: tuple[float, float]  # how long before it is undone (0, 0 = never undone: the system must replace)
+    observed_by: tuple[str, ...] = ()  # event kinds on the target instance that count as "observed"
+    restorable: bool = True
+    process: str | None = None  # stack child id for process faults
+    signal: str | None = None  # "kill" | "stop"
+    observer: str | None = None  # the stack child whose work notices this instance fault
+
+
+_COMFY_SEEN = ("ping-failure", "connection-lost", "instance-status", "instance-replaced", "lease-broken")
+_HOST_SEEN = ("instance-status", "instance-replaced", "instance-destroyed", "lease-broken")
+_SSH_SEEN = ("ssh-backoff", "ssh-connected", "ssh-fallback-started")
+_PROCS = (
+    ("control", "worker-control"),
+    ("keepalive", "worker-keepalive"),
+    ("ssh", "worker-ssh"),
+    ("beat", "beat"),
+    ("api", "api"),
+)
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN, observer="worker-keepalive"),
+        Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
+        Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
+        Family("host-offline", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
+        Family("host-exited", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
+        Family("outbid", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
+        Family("destroyed-outside", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
+        Family("ssh-drop", INSTANCE, (0, 0), _SSH_SEEN, observer="worker-ssh"),
+        Family("ssh-blackhole", INSTANCE, (40, 60), _SSH_SEEN, observer="worker-ssh"),
+        Family("api-slow", API, (0, 0)),
+        Family("api-429", API, (0, 0)),
+        Family("api-5xx", API, (0, 0)),
+        Family("api-empty", API, (0, 0)),
+        Family("api-malformed", API, (0, 0)),
+        *(Family(f"kill-{kind}", PROCESS, (0, 0), process=cid, signal="kill") for kind, cid in _PROCS),
+        *(Family(f"stop-{kind}", PROCESS, (4, 12), process=cid, signal="stop") for kind, cid in _PROCS),
+    )
+}
+
+# Holds: a hang or a slow answer lasts past one ComfyUI keepalive interval (30 s) plus its 5 s timeout, an SSH
+# black hole past the dead-peer rule (3 missed keepalives of 10 s), so a ping or a keepalive meets each one.
+
+#: The mean gap between faults at most (a long run repeats every family instead of spreading one of each).
+MAX_GAP_S = 15.0
+
+#: Two faults on the same process child at least this far apart (a restart waits 10 s, a second one 20 s).
+PROCESS_SPACING_S = 45.0
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    """One planned fault: at ``at_s`` after the workload started, ``family``, undone after ``hold_s``."""
+
+    at_s: float
+    family: str
+    hold_s: float
+    pick: float = 0.0  # which target among those eligible then (a fraction, replayable)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _params(family: Family, rng: random.Random) -> dict[str, Any]:
+    name = family.name
+    if name == "comfy-slow":
+        return {"delay_s": round(rng.uniform(8.0, 12.0), 1)}  # beyond the 5 s ping timeout
+    if name == "api-slow":
+        return {"delay_s": 10.0, "count": 2}
+    if name in ("api-429", "api-5xx"):
+        return {
+            "count": rng.randint(2, 5),
+            **({"status": rng.choice([500, 502, 503])} if name == "api-5xx" else {}),
+        }
+    if name in ("api-empty", "api-malformed"):
+        return {"count": rng.randint(1, 3)}
+    return {}
+
+
+def build_plan(
+    seed: int, start_s: float, end_s: float, families: tuple[str, ...] | None = None, fill: bool = True
+) -> list[FaultStep]:
+    """Steps from ``start_s`` to ``end_s`` (seconds after the workload starts), sorted by time.
+
+    Each family of ``families`` (default every one) once in a seeded order over the window; with ``fill``,
+    more random steps keep the first pass's mean gap for the rest of the window (a full form's long tail).
+    Process faults on one child are kept :data:`PROCESS_SPACING_S` apart by pushing later steps back.
+    """
+    if end_s <= start_s:
+        raise ValueError("the fault window is empty")
+    names = list(families or FAMILIES)
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown fault families: {unknown}")
+    rng = random.Random(seed)
+    order = names[:]
+    rng.shuffle(order)
+    window = end_s - start_s
+    gap = min(window / max(1, len(order)), MAX_GAP_S)
+    first_pass_s = min(window, max(gap, 6.0) * len(order))
+    gap = first_pass_s / len(order)
+    times = [start_s + i * gap + rng.uniform(0, gap * 0.5) for i in range(len(order))]
+    if fill:
+        t = start_s + first_pass_s
+        while t + gap < end_s:
+            t += gap * rng.uniform(0.6, 1.4)
+            if t < end_s:
+                times.append(t)
+                order.append(rng.choice(names))
+    steps = []
+    for at, name in zip(times, order, strict=True):
+        fam = FAMILIES[name]
+        hold = round(rng.uniform(*fam.hold_s), 1) if fam.hold_s[1] > 0 else 0.0
+        steps.append(FaultStep(round(at, 1), name, hold, round(rng.random(), 4), _params(fam, rng)))
+    return _space_processes(sorted(steps, key=lambda s: s.at_s), start_s, end_s)
+
+
+def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> list[FaultStep]:
+    """Keep faults on one process child :data:`PROCESS_SPACING_S` apart: a step too close to the one before is
+    pushed back; when that leaves the window, it takes the first free place from the window's start."""
+    taken: dict[str, list[float]] = {}
+    out = []
+
+    def free(proc: str, at: float) -> bool:
+        return all(abs(at - t) >= PROCESS_SPACING_S for t in taken.get(proc, ()))
+
+    for step in steps:
+        proc = FAMILIES[step.family].process
+        at = step.at_s
+        if proc is not None and not free(proc, at):
+            at = max(taken[proc]) + PROCESS_SPACING_S
+            if at > end_s:
+                at = next(
+                    (
+                        start_s + 5.0 * k
+                        for k in range(int((end_s - start_s) / 5.0) + 1)
+                        if free(proc, start_s + 5.0 * k)
+                    ),
+                    end_s + 1,
+                )
+            if at > end_s:
+                continue  # no room left for it in this run: the report shows it planned, injected 0 times
+        if proc is not None:
+            taken.setdefault(proc, []).append(at)
+        out.append(FaultStep(round(at, 1), step.family, step.hold_s, step.pick, step.params))
+    return sorted(out, key=lambda s: s.at_s)
+
+
+def pick_target(candidates: list[str], pick: float) -> str | None:
+    """The step's target among ``candidates`` (sorted first, so the same pool picks the same one)."""
+    if not candidates:
+        return None
+    ordered = sorted(candidates)
+    return ordered[min(len(ordered) - 1, int(pick * len(ordered)))]
+
+
+__all__ = [
+    "API",
+    "FAMILIES",
+    "INSTANCE",
+    "PROCESS",
+    "PROCESS_SPACING_S",
+    "Family",
+    "FaultStep",
+    "build_plan",
+    "pick_target",
+]
