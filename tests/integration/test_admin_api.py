@@ -7,12 +7,12 @@ result and what it wrote to the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import requests
 
-from tests.helpers import ServedApp, free_port
+from tests.fixtures.admin_api import KEY, task_result
+from tests.fixtures.helpers import ServedApp, free_port
+from tests.fixtures.state import State
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
@@ -20,33 +20,7 @@ from vastkeep.state.connection import connect
 from vastkeep.state.events import EventLog
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
-
-KEY = "integration-admin-key-abcdef"
-
-
-@pytest.fixture
-def served(redis_server, redis_client, vk_celery_worker,
-           vk_settings) -> Iterator[tuple[ServedApp, StateStore]]:
-    """The admin app wired as ``worker.api.create`` wires it: production dispatcher, a real worker behind."""
-    from worker.api import dispatch
-
-    settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY,
-                                      "VASTKEEP_SIMULATED": "1"}, env_file=False)
-    assert settings.redis_url == vk_settings.redis_url  # the API and the worker share one Redis
-    r = connect(redis_server.url)
-    clock = SystemClock()
-    store = StateStore(r, Keys(), clock)
-    events = EventLog(r, Keys(), clock)
-    app = create_app(settings, store=store, events=events, dispatch=dispatch, redis=r, clock=clock)
-    with ServedApp(app) as s:
-        s.celery = vk_celery_worker.app
-        yield s, store
-
-
-def task_result(s: ServedApp, task_id: str) -> dict:
-    """What the worker answered for ``task_id`` (through the result backend)."""
-    return s.celery.AsyncResult(task_id).get(timeout=30)
+from vastkeep.state.store import InstanceRecord
 
 
 def test_health_pings_real_redis(served) -> None:
@@ -121,10 +95,7 @@ def test_redis_outage_is_503_with_a_reason_never_500() -> None:
     try:
         settings = load_settings(environ={"REDIS_URL": own.url, "ADMIN_API_KEY": KEY,
                                           "VASTKEEP_SIMULATED": "1"}, env_file=False)
-        r = connect(own.url, socket_connect_timeout_s=0.5)
-        clock = SystemClock()
-        app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock),
-                         redis=r, clock=clock)
+        app = State.on(own.url, socket_connect_timeout_s=0.5).admin_app(settings)
         headers = {HEADER: KEY}
         with ServedApp(app) as s:
             admin = f"{s.url}/api/proxy/admin"

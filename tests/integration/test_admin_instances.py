@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import ServedApp as Served
-from tests.integration.test_admin_api import KEY
-from vastkeep.admin import HEADER, create_app
-from vastkeep.core.clock import SystemClock
+from tests.fixtures.admin_api import KEY
+from tests.fixtures.helpers import ServedApp as Served
+from tests.fixtures.state import State
+from vastkeep.admin import HEADER
 from vastkeep.core.settings import Secret, load_settings
 from vastkeep.monitoring import instance_rows
 from vastkeep.polling import PollSchedule, ProviderSnapshot
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore, connect
+from vastkeep.state import InstanceRecord, StateStore
 
 H = {HEADER: KEY}
 
@@ -27,12 +27,9 @@ H = {HEADER: KEY}
 def api(redis_server, redis_client, sim) -> Iterator[tuple[Served, StateStore, Any]]:
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY,
                                       "VASTKEEP_SIMULATED": "1"}, env_file=False)
-    r = connect(redis_server.url)
-    clock = SystemClock()
-    store = StateStore(r, Keys(), clock)
-    app = create_app(settings, store=store, events=EventLog(r, Keys(), clock), redis=r, clock=clock)
-    with Served(app) as s:
-        yield s, store, sim
+    state = State.on(redis_server.url)
+    with Served(state.admin_app(settings)) as s:
+        yield s, state.store, sim
 
 
 def refresh(store: StateStore, sim: Any) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 import requests
 from fastapi import routing
 
-from tests.helpers import ServedApp
+from tests.fixtures.helpers import ServedApp
+from tests.fixtures.state import State
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings
 from vastkeep.pool import PoolBook, set_safe_mode
-from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore, connect, write_heartbeat
+from vastkeep.state import EventLog, InstanceRecord, Keys, connect, write_heartbeat
 from vastkeep.supervision import SupervisionPolicy, keepalive_shard, poll_dispatcher, sweep
 
 KEY = "integration-admin-key-times"
@@ -50,7 +51,7 @@ def test_every_answer_shows_times_in_iso_8601(redis_server, redis_client) -> Non
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY,
                                       "VASTKEEP_SIMULATED": "1"}, env_file=False)
     r, clock, keys = connect(redis_server.url), SystemClock(), Keys()
-    store, events = StateStore(r, keys, clock), EventLog(r, keys, clock)
+    store, events = State(r, keys=keys, clock=clock).store, EventLog(r, keys, clock)
     now = clock.now()
     store.create_instance(InstanceRecord(instance_id="4242", status="ready", created_at=now - 60,
                                          last_heartbeat=now, leased_until=now + 600, status_since=now - 30,

@@ -10,21 +10,18 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import uvicorn
 
+from tests.fixtures.helpers import ServedApp, wait_for
+from tests.fixtures.state import State
 from tests.fixtures.token_cloud import SimCloud
-from tests.helpers import free_port, wait_until
-from vastkeep.admin.app import create_app
 from vastkeep.core.settings import load_settings
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import StateStore
 from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI
 
 ADMIN_KEY = "adm-SECRET-7c1e0f9b"
@@ -32,38 +29,13 @@ PREFIX = "/api/proxy/admin"
 KEYS = Keys("vkadmtok")
 
 
-class Server:
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)  # poll the server's own flag, with a deadline
-        assert self.server.started
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture(scope="module")
-def admin(sim_cloud: Any, redis_server: Any) -> Iterator[Server]:
+def admin(sim_cloud: Any, redis_server: Any) -> Iterator[ServedApp]:
     cloud = SimCloud(sim_cloud)
     env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
     settings = load_settings(environ=env, env_file=False)
-    client = redis_server.client()
-    app = create_app(settings, store=StateStore(client, KEYS), events=EventLog(client, KEYS), keys=KEYS)
-    with Server(app) as server:
+    app = State(redis_server.client(), keys=KEYS).admin_app(settings)
+    with ServedApp(app) as server:
         yield server
 
 
@@ -72,7 +44,7 @@ def cloud(token_sim: SimCloud, redis_client: Any) -> SimCloud:
     return token_sim
 
 
-def post(admin: Server, path: str, *, key: str | None = ADMIN_KEY, **kw: Any) -> requests.Response:
+def post(admin: ServedApp, path: str, *, key: str | None = ADMIN_KEY, **kw: Any) -> requests.Response:
     headers = {"X-Admin-Key": key} if key is not None else {}
     headers.update(kw.pop("headers", {}))
     return requests.post(admin.url + PREFIX + path, headers=headers, timeout=30, **kw)
@@ -224,7 +196,7 @@ class EventTap:
                 dispatcher.send("vastkeep-tap-probe")
             return bool(self.of_type("vastkeep-tap-probe"))
 
-        wait_until(heard, timeout_s=15, what="the event receiver to subscribe", interval_s=0.2)
+        wait_for(heard, timeout_s=15, what="the event receiver to subscribe", interval_s=0.2)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -240,17 +212,16 @@ def test_validate_tokens_announces_each_newly_invalid_token_as_a_celery_event(
 
     caplog.set_level(logging.INFO)
     env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
-    client = redis_server.client()
-    app = create_app(load_settings(environ=env, env_file=False), store=StateStore(client, KEYS),
-                     events=EventLog(client, KEYS), keys=KEYS, notify=notify)
+    app = State(redis_server.client(), keys=KEYS).admin_app(load_settings(environ=env, env_file=False),
+                                                            notify=notify)
     kind = EVENT_PREFIX + "token-invalid"
-    with EventTap(vk_celery_app) as tap, Server(app) as server:
+    with EventTap(vk_celery_app) as tap, ServedApp(app) as server:
         assert post(server, "/validate-tokens").status_code == 200
         cloud.rotate(CIVITAI)
         cloud.rotate(VASTAI)
         r = post(server, "/validate-tokens")
         assert r.status_code == 200
-        wait_until(lambda: len(tap.of_type(kind)) >= 2, timeout_s=15, what="two token-invalid events")
+        wait_for(lambda: len(tap.of_type(kind)) >= 2, timeout_s=15, what="two token-invalid events")
         events = tap.of_type(kind)
     assert sorted((e["service"], e["error"], e["http_status"]) for e in events) == [
         (svc, "Token authentication failed (401)", 401) for svc in (CIVITAI, VASTAI)]
@@ -270,10 +241,9 @@ def test_validate_tokens_survives_a_notifier_that_raises(redis_server, cloud, ca
         raise ConnectionError("broker down")
 
     env = {**cloud.env(), "ADMIN_API_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
-    client = redis_server.client()
-    app = create_app(load_settings(environ=env, env_file=False), store=StateStore(client, KEYS),
-                     events=EventLog(client, KEYS), keys=KEYS, notify=broken)
-    with Server(app) as server:
+    app = State(redis_server.client(), keys=KEYS).admin_app(load_settings(environ=env, env_file=False),
+                                                            notify=broken)
+    with ServedApp(app) as server:
         cloud.rotate(CIVITAI)
         cloud.rotate(VASTAI)
         r = post(server, "/validate-tokens")
@@ -282,6 +252,6 @@ def test_validate_tokens_survives_a_notifier_that_raises(redis_server, cloud, ca
         def warned() -> list[str]:
             return [m for m in caplog.messages if m.startswith("could not announce token-invalid")]
 
-        wait_until(lambda: len(warned()) == 2, timeout_s=10, what="two logged notifier failures")
+        wait_for(lambda: len(warned()) == 2, timeout_s=10, what="two logged notifier failures")
     assert sorted(attempts) == [CIVITAI, VASTAI]
     assert_clean(r.text + caplog.text, cloud)

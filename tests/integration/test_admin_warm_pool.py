@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
+from tests.fixtures.admin_api import KEY
 from vastkeep.admin import HEADER
 from vastkeep.pool import PendingRent, PoolBook
 from vastkeep.state import InstanceRecord, Keys

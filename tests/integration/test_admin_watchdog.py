@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import requests
 
-from tests.helpers import ServedApp
-from vastkeep.admin import HEADER, create_app
+from tests.fixtures.helpers import ServedApp
+from tests.fixtures.state import State
+from vastkeep.admin import HEADER
 from vastkeep.admin.routes_watchdog import RESET_ANSWER
 from vastkeep.core.backoff import RestartPolicy
-from vastkeep.core.clock import FakeClock, SystemClock
+from vastkeep.core.clock import FakeClock
 from vastkeep.core.settings import load_settings
-from vastkeep.state import EventLog, Keys, StateStore, connect, write_heartbeat
+from vastkeep.state import Keys, write_heartbeat
 from vastkeep.supervision import SupervisionPolicy, keepalive_shard, poll_dispatcher, publish_processes, sweep
 
 KEY = "integration-admin-key-watchdog"
@@ -20,11 +21,10 @@ GUIDE_FIELDS = {"name", "pid", "status", "restartCount", "consecutiveCrashes", "
 
 def test_watchdog_status_shows_processes_and_daemons_in_the_guide_shape(redis_client, redis_server) -> None:
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY}, env_file=False)
-    r = connect(redis_server.url)
-    clock = SystemClock()
-    keys = Keys("wdtest")  # its own prefix: a dispatcher left by another test in the session worker beats too
-    app = create_app(settings, store=StateStore(r, keys, clock), events=EventLog(r, keys, clock), redis=r,
-                     clock=clock, keys=keys)
+    # its own prefix: a dispatcher left by another test in the session worker beats too
+    state = State.on(redis_server.url, keys=Keys("wdtest"))
+    r, clock, keys = state.redis, state.clock, state.keys
+    app = state.admin_app(settings)
     sent = []
     sweep(redis=r, keys=keys, specs=[keepalive_shard(0), poll_dispatcher()], policy=SupervisionPolicy(),
           start=sent.append, clock=clock)
@@ -52,12 +52,9 @@ def test_watchdog_status_shows_processes_and_daemons_in_the_guide_shape(redis_cl
 def test_reset_brings_a_failed_daemon_back_through_the_next_sweep(redis_client, redis_server) -> None:
     """POST .../watchdog/{name}/reset: failed → registered, zero counters, an event; the next sweep starts."""
     settings = load_settings(environ={"REDIS_URL": redis_server.url, "ADMIN_API_KEY": KEY}, env_file=False)
-    r = connect(redis_server.url)
-    clock = FakeClock()
-    keys = Keys("wdreset")
-    events = EventLog(r, keys, clock)
-    app = create_app(settings, store=StateStore(r, keys, clock), events=events, redis=r, clock=clock,
-                     keys=keys)
+    state = State.on(redis_server.url, FakeClock(), Keys("wdreset"))
+    r, clock, keys, events = state.redis, state.clock, state.keys, state.events
+    app = state.admin_app(settings)
     policy = SupervisionPolicy(restart=RestartPolicy(max_restarts=0), start_timeout_s=5.0)
     specs = [keepalive_shard(0), poll_dispatcher()]
     sent: list = []

@@ -24,7 +24,7 @@ import requests
 from celery import Celery
 from celery.events import EventReceiver
 
-from tests.helpers import free_port, wait_until
+from tests.fixtures.helpers import free_port, stop_process, wait_for
 from vastkeep.core.settings import load_settings
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
@@ -73,15 +73,10 @@ def api_process(sim: Any, redis_server: Any, redis_client: Any, tmp_path: Path) 
             return False
 
     try:
-        wait_until(healthy, timeout_s=30, what="admin API /health", interval_s=0.05)
+        wait_for(healthy, timeout_s=30, what="admin API /health", interval_s=0.05)
         yield api
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def secrets_of(api: ApiProcess) -> list[str]:
@@ -96,7 +91,7 @@ def test_api_process_logs_token_lines_with_time_level_and_logger(api_process: Ap
     def logged() -> list[str]:
         return [m["msg"] for m in api_process.log_lines() if m["logger"] == "vastkeep.tokens"]
 
-    wait_until(lambda: len(logged()) >= 3, timeout_s=10, what="the three token log lines")
+    wait_for(lambda: len(logged()) >= 3, timeout_s=10, what="the three token log lines")
     assert sorted(logged()) == sorted(f"✅ {s} token validated successfully"
                                       for s in ("vastai", "huggingface", "civitai"))
     assert {m["level"] for m in api_process.log_lines() if m["logger"] == "vastkeep.tokens"} == {"INFO"}

@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.chaos_support import Chaos, Proc, wait_for
+from tests.fixtures.chaos import Chaos, Proc
+from tests.fixtures.helpers import wait_for
 from worker.config import CONTROL_QUEUE
 
 pytestmark = pytest.mark.slow
 
 INTERVAL_S = 1.0
 WINDOW_S = 8.0
-PROBE_TASK = "vastkeep.system.ping"  # tests/beat_app.py (not imported here: it would alter this app)
+PROBE_TASK = "vastkeep.system.ping"  # tests/fixtures/beat_app.py (not imported here: it would alter this app)
 
 
 def _sent(r: redis.Redis) -> int:
@@ -38,7 +38,7 @@ def _sent(r: redis.Redis) -> int:
 
 
 def _beat(chaos: Chaos, env: dict[str, str], label: str) -> Proc:
-    argv = [sys.executable, "-m", "celery", "-A", "tests.beat_app", "beat", "-l", "INFO",
+    argv = [sys.executable, "-m", "celery", "-A", "tests.fixtures.beat_app", "beat", "-l", "INFO",
             "-s", str(chaos.dir / f"{label}-schedule")]
     proc = Proc(argv, env, chaos.dir, chaos.dir / f"{label}.log")
     chaos.procs.append(proc)
@@ -53,13 +53,6 @@ def _rate(r: redis.Redis, seconds: float) -> int:
     before = _sent(r)
     time.sleep(seconds)
     return _sent(r) - before
-
-
-@pytest.fixture
-def chaos(tmp_path: Path):
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def test_two_beats_fire_each_entry_once_per_interval_and_fail_over(chaos: Chaos) -> None:

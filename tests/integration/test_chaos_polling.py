@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, Proc, report, wait_for
+from tests.fixtures.chaos import Chaos, Proc, Worker, report
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.state import State
 from vastkeep.state import Keys, StateStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -29,13 +31,6 @@ POLL_ENV = {"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": str(int(ACTIVE_S * 1000)),
             "WARM_POOL_POLL_INTERVAL_MS": str(int(DEFAULT_S * 1000)),
             "PORT_TCP_TIMEOUT_MS": "1000", "PORT_HTTP_TIMEOUT_MS": "2000"}
 BOUND_S = 30.0  # the issue's bound on top of the interval
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def beat(chaos: Chaos, env: dict[str, str], name: str) -> Proc:
@@ -66,17 +61,26 @@ def dispatcher_pid(r) -> int | None:
     return int(owner.split(":")[2]) if owner else None  # poll-dispatcher:<host>:<pid>:<rand>
 
 
-def test_kill_9_of_the_dispatcher_worker_every_instance_polled_again_within_the_bound(chaos, sim) -> None:
-    rs = chaos.redis()
-    r = rs.client()
+def polled_and_ready(chaos: Chaos, sim: Any, n: int, workers: list[str], beats: list[str], *,
+                     aof: bool = False) -> tuple[RedisServer, list[str], list[Worker], list[Proc]]:
+    """A private Redis, ``n`` simulated instances, the named workers (two pool children each) and beats;
+    returns once polling found every instance and marked it ready."""
+    rs = chaos.redis(aof=aof)
     env = chaos.env(rs.url, **sim.env(), **POLL_ENV)
-    ids = make_instances(sim, 20)
-    workers = [chaos.worker("worker", f"poll-{k}", env, concurrency=2) for k in "ab"]
-    for w in workers:
+    ids = make_instances(sim, n)
+    started = [chaos.worker("worker", label, env, concurrency=2) for label in workers]
+    for w in started:
         w.wait_ready(60)
-    beat(chaos, env, "beat")
-    store = StateStore(r, Keys())
+    procs = [beat(chaos, env, name) for name in beats]
+    store = State(rs.client()).store
     wait_for(lambda: all_ready(store, ids), 150, "every instance discovered and ready")
+    return rs, ids, started, procs
+
+
+def test_kill_9_of_the_dispatcher_worker_every_instance_polled_again_within_the_bound(chaos, sim) -> None:
+    rs, ids, workers, _beats = polled_and_ready(chaos, sim, 20, ["poll-a", "poll-b"], ["beat"])
+    r = rs.client()
+    store = State(r).store
     pid = wait_for(lambda: dispatcher_pid(r), 20, "a dispatcher holds the lease")
     victim = next(w for w in workers if pid in w.pool_children() or pid == w.pid)
     survivor = next(w for w in workers if w is not victim)
@@ -94,16 +98,8 @@ def test_kill_9_of_the_dispatcher_worker_every_instance_polled_again_within_the_
 
 
 def test_two_workers_two_beats_one_poll_in_flight_per_instance(chaos, sim) -> None:
-    rs = chaos.redis()
+    rs, ids, _workers, beats = polled_and_ready(chaos, sim, 15, ["twin-a", "twin-b"], ["beat-a", "beat-b"])
     r = rs.client()
-    env = chaos.env(rs.url, **sim.env(), **POLL_ENV)
-    ids = make_instances(sim, 15)
-    workers = [chaos.worker("worker", f"twin-{k}", env, concurrency=2) for k in "ab"]
-    for w in workers:
-        w.wait_ready(60)
-    beats = [beat(chaos, env, f"beat-{k}") for k in "ab"]
-    store = StateStore(r, Keys())
-    wait_for(lambda: all_ready(store, ids), 150, "every instance ready")
     r.delete(Keys().poll_counts())
     t0 = time.time()
     time.sleep(20.0)
@@ -122,15 +118,7 @@ def test_two_workers_two_beats_one_poll_in_flight_per_instance(chaos, sim) -> No
 
 
 def test_redis_restart_under_load_polling_resumes(chaos, sim) -> None:
-    rs = chaos.redis(aof=True)
-    r = rs.client()
-    env = chaos.env(rs.url, **sim.env(), **POLL_ENV)
-    ids = make_instances(sim, 40)
-    worker = chaos.worker("worker", "restart", env, concurrency=2)
-    worker.wait_ready(60)
-    beat(chaos, env, "beat")
-    store = StateStore(r, Keys())
-    wait_for(lambda: all_ready(store, ids), 150, "every instance ready")
+    rs, ids, [worker], _beats = polled_and_ready(chaos, sim, 40, ["restart"], ["beat"], aof=True)
     time.sleep(1.5)  # AOF everysec: the schedule is on disk
     rs.stop()
     time.sleep(2.0)
@@ -141,5 +129,5 @@ def test_redis_restart_under_load_polling_resumes(chaos, sim) -> None:
              IDLE_S + BOUND_S + 10.0, "every instance polled after the restart")
     took = max(last_polls(r2, ids).values()) - t_back
     worker.assert_alive()
-    assert all_ready(StateStore(r2, Keys()), ids)
+    assert all_ready(State(r2).store, ids)
     report("redis restart under load", repolled_all_within=took)

@@ -2,7 +2,8 @@
 admin API.
 
 Real parts only: a private redis-server per test (AOF ``everysec`` where state must survive a restart,
-restarted on the same port and folder), ``celery -A worker worker`` subprocesses (``-A tests.chaos_app``
+restarted on the same port and folder), ``celery -A worker worker`` subprocesses
+(``-A tests.fixtures.chaos_app``
 where a task must block), ``uvicorn --factory worker.api:create``, and the library's own clients. Every
 wait is a deadline-based poll.
 """
@@ -12,36 +13,25 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.chaos_support import SLOW_TASK, Chaos, marker_keys, report, wait_for
-from tests.helpers import free_port
-from vastkeep.core.clock import SYSTEM_CLOCK
+from tests.fixtures.chaos import SLOW_TASK, Chaos, marker_keys, report
+from tests.fixtures.helpers import free_port, wait_for
+from tests.fixtures.state import State
 from vastkeep.core.errors import StaleFence
-from vastkeep.state.connection import connect
-from vastkeep.state.keys import Keys
-from vastkeep.state.leases import LeaseManager, new_owner
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.leases import new_owner
+from vastkeep.state.store import InstanceRecord
 from worker.config import CONTROL_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 PRODUCT_APP = "worker"
-CHAOS_APP = "tests.chaos_app"
+CHAOS_APP = "tests.fixtures.chaos_app"
 ADMIN_KEY = "chaos-admin-key-7f3a9c1e5b"
 LOST = "Connection to broker lost"
 PING = "/api/proxy/admin/system/ping"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def restart_redis(chaos: Chaos, server, worker=None) -> tuple:
@@ -66,9 +56,8 @@ def test_redis_restart_under_a_running_worker_reconnects_and_keeps_state(chaos) 
     assert client.send_task("vastkeep.system.ping").get(timeout=15)["worker"] == worker.name
 
     # library state written before the restart, through the library's own client
-    lib = connect(rs.url)
-    keys = Keys()
-    store, leases = StateStore(lib, keys, SYSTEM_CLOCK), LeaseManager(lib, keys, SYSTEM_CLOCK)
+    lib = State.on(rs.url)
+    store, leases = lib.store, lib.leases
     assert store.create_instance(InstanceRecord(instance_id="chaos-1", status="loading",
                                                 public_ip="127.0.0.9", ports={"8188/tcp": 41234},
                                                 label="before"))
@@ -105,7 +94,7 @@ def test_redis_restart_under_a_running_worker_reconnects_and_keeps_state(chaos) 
     with pytest.raises(StaleFence):
         store.update_instance("chaos-1", {"label": "stale"}, lease=holder)
     assert store.update_instance("chaos-1", {"label": "after"}, lease=third).fence == third.fence
-    lib.close()
+    lib.redis.close()
     report("3 redis restart under a running worker", redis_down=down_s, task_after_restart=t_task,
            fences=f"{first.fence},{holder.fence}->{third.fence}", total=time.monotonic() - t0)
 

@@ -2,7 +2,7 @@
 (for contrast) a whole worker killed with SIGKILL while holding one.
 
 Real parts only: a private redis-server per test (never the machine's 6379), ``celery worker``
-subprocesses of the product's app (``-A worker``, or ``-A tests.chaos_app`` = the same ``worker.app``
+subprocesses of the product's app (``-A worker``, or ``-A tests.fixtures.chaos_app`` = the same ``worker.app``
 plus one test-only slow task), a Celery client built from the same ``celery_config``. Every wait is a
 deadline-based poll; the only timed windows are the visibility timeout the last test is about.
 
@@ -26,18 +26,17 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import SLOW_TASK, Chaos, marker_keys, pid_alive, report, wait_for
+from tests.fixtures.chaos import SLOW_TASK, marker_keys, pid_alive, report
+from tests.fixtures.helpers import wait_for
 from worker.config import CONTROL_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-CHAOS_APP = "tests.chaos_app"
+CHAOS_APP = "tests.fixtures.chaos_app"
 PRODUCT_APP = "worker"
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis ack-emulation keys (defaults)
 # The smallest visibility timeout Settings accept needs every poll/keepalive interval and the SSH time
@@ -49,13 +48,6 @@ SMALL_VT_ENV = {
     "WARM_POOL_POLL_INTERVAL_MS": "1000", "COMFYUI_KEEPALIVE_INTERVAL_MS": "1000",
     "COMFYUI_KEEPALIVE_TIMEOUT_MS": "500", "SSH_COLLECT_TIME_LIMIT_S": "1",
 }
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def runs(r, run_id: str) -> list[dict]:

@@ -22,13 +22,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def here(clean_shell: Path) -> Path:
     """An empty folder as the current one, no variables of ours: returns its VASTKEEP_HOME."""
-    for var in list(os.environ):
-        if var.startswith(("VAST", "REDIS_URL", "HUGGINGFACE", "CIVITAI", "ADMIN_API")):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    home = tmp_path / ".vastkeep"
+    home = clean_shell / ".vastkeep"
     home.mkdir()
     return home
 

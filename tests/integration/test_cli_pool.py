@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vastkeep.state import InstanceRecord, Keys, StateStore
+from vastkeep.state import InstanceRecord, Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +20,7 @@ def vk(args: list[str], cwd: Path, redis_url: str) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=60)
 
 
-def test_pool_size_safe_mode_and_status(tmp_path: Path, redis_server, redis_client) -> None:
-    store = StateStore(redis_client, Keys())
+def test_pool_size_safe_mode_and_status(tmp_path: Path, redis_server, store) -> None:
     out = vk(["pool", "size", "4"], tmp_path, redis_server.url)
     assert out.returncode == 0, out.stderr
     assert "1 -> 4" in out.stdout and store.get_pool().desired_size == 4
@@ -38,12 +37,11 @@ def test_pool_size_safe_mode_and_status(tmp_path: Path, redis_server, redis_clie
 
 
 def test_status_is_the_system_overview_and_pool_status_the_pool_document(tmp_path: Path, redis_server,
-                                                                         redis_client) -> None:
+                                                                         redis_client, store) -> None:
     """``vastkeep status``: processes, checks, tokens, the pool in one line, every instance with its status.
     ``vastkeep pool status``: the warm-pool document (guide fields, slots, leases, safe mode), no lease id."""
     from vastkeep.pool import PoolLeases  # noqa: PLC0415
 
-    store = StateStore(redis_client, Keys())
     store.set_desired_size(3)
     store.put_instance(InstanceRecord("41", status="ready", label="vastkeep:default:0",
                                       connection_url="http://127.0.0.9:8188"))

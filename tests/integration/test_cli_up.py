@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import free_port, wait_until
+from tests.fixtures.helpers import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -92,7 +92,7 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
         stack = json.loads(stack_file.read_text())
         assert stack_file.stat().st_mode & 0o777 == 0o600
         assert stack["proxy_url"] == f"http://127.0.0.1:{proxy_port}" and "proxy" in stack["children"]
-        wait_until(lambda: _answers(stack["proxy_url"] + "/health"), 30, "the proxy child to answer")
+        wait_for(lambda: _answers(stack["proxy_url"] + "/health"), 30, "the proxy child to answer")
         assert stack["simulated"] is True and stack["redis_embedded"] is True
         text = out_path.read_text()
         assert "cloud is SIMULATED" in text
@@ -183,12 +183,7 @@ def test_up_check_status_and_clean_stop(tmp_path: Path) -> None:
             for secret in secrets:
                 assert secret not in cmdline, cmdline
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            rc = up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            rc = None
+        rc = stop_process(up, 60, sig=signal.SIGINT, group=True)
         out.close()
     assert rc == 0, out_path.read_text()[-3000:]
     leftovers = [p for p in members if alive(p)]
@@ -254,12 +249,7 @@ def test_simulate_takes_generated_keys_that_start_with_a_dash(tmp_path: Path) ->
             assert requests.get(url, params={"owner": "me"}, timeout=10,
                                 headers={"Authorization": "Bearer api-Zk3"}).status_code == 401
         finally:
-            sim.terminate()
-            try:
-                sim.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(sim.pid, signal.SIGKILL)
-                sim.wait(5)
+            stop_process(sim, 15, group=True)
     given = (info["api_key"], info["hf_token"], info["civitai_token"], info["control_token"])
     assert given == tuple(keys.values())
 

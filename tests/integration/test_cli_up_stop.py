@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.fixtures.stack import stack_env
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 #: well under the supervisor's 15 s SIGKILL: a worker that waits for a long task would show here
 STOP_BOUND_S = 10.0
@@ -28,11 +27,7 @@ def _healthy(cwd: Path, env: dict[str, str]) -> bool:
 
 
 def test_ctrl_c_stops_quickly_without_tracebacks(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "VAST_API_KEY", "ADMIN_API_KEY", "FLOWER_BASIC_AUTH", "VASTKEEP_HOME")}
-    env.update(ADMIN_API_PORT=str(free_port()), FLOWER_PORT=str(free_port()), PROXY_PORT=str(free_port()),
-               PYTHONPATH=str(ROOT),
-               LOG_LEVEL="INFO")
+    env = stack_env()
     out_path = tmp_path / "up.out"
     logs = tmp_path / ".vastkeep" / "logs"
     with open(out_path, "wb") as out:

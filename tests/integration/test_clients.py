@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.fixtures.state import State
 from vastkeep.core.errors import TokenInvalid
 from vastkeep.core.settings import Secret, load_settings
 from vastkeep.sim.faults import fingerprint
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import StateStore
 from vastkeep.tokens.manager import TokenManager
 from vastkeep.tokens.preflight import vast_client
 
@@ -49,10 +49,9 @@ def test_runtime_override_without_configured_key(store) -> None:
 def test_redis_error_is_not_swallowed() -> None:
     """An unreadable override must not silently fall back to a key an operator has since replaced."""
     from tests.fixtures.redis_server import start_redis_server
-    from vastkeep.state.connection import connect
 
     own = start_redis_server()
-    store = StateStore(connect(own.url, retry_attempts=0, socket_connect_timeout_s=0.5), Keys())
+    store = State.on(own.url, retry_attempts=0, socket_connect_timeout_s=0.5).store
     own.stop()
     settings = load_settings(environ={"VAST_API_KEY": "configured-key-abcdef"}, env_file=False)
     with pytest.raises(redis.ConnectionError):

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from tests.helpers import ServedApp
+from tests.fixtures.helpers import ServedApp, wait_for
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock
 from vastkeep.core.errors import AuthError, RateLimited, ServerError, TokenInvalid
@@ -134,19 +134,6 @@ def queued_result(admin: ServedApp, response: requests.Response) -> Any:
         return exc
 
 
-def wait_for(fn: Callable[[], T | None], what: str, timeout_s: float = DEADLINE_S,
-             every_s: float = 0.05) -> T:
-    """Poll ``fn`` until it returns something truthy (no fixed sleeps), or fail naming ``what``."""
-    deadline = SYSTEM_CLOCK.monotonic() + timeout_s
-    last: Any = None
-    while SYSTEM_CLOCK.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        SYSTEM_CLOCK.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last={last!r}")
-
-
 def verdict(store: StateStore, iid: int) -> dict[str, Any]:
     """The port verdict the product stored for ``iid``."""
     rec = store.get_instance(str(iid))
@@ -162,7 +149,7 @@ def sweep_until(admin: ServedApp, store: StateStore, iid: int, ok: Callable[[dic
         pv = verdict(store, iid)
         return pv if ok(pv) else None
 
-    return wait_for(step, what)
+    return wait_for(step, DEADLINE_S, what, interval_s=0.05)
 
 
 def rent(settings: Settings, store: StateStore, label: str) -> int:
@@ -183,8 +170,8 @@ def at_provider(cloud: Any, iid: int) -> Any:
 
 
 def running(cloud: Any, iid: int) -> Any:
-    return wait_for(lambda: (vi := at_provider(cloud, iid)).is_ready and vi.ports and vi,
-                    f"{iid} running at the provider")
+    return wait_for(lambda: (vi := at_provider(cloud, iid)).is_ready and vi.ports and vi, DEADLINE_S,
+                    f"{iid} running at the provider", interval_s=0.05)
 
 
 def kinds(events: EventLog, iid: int) -> list[str]:
@@ -207,7 +194,8 @@ def test_rented_instance_goes_loading_then_ready_on_mapped_port(production, admi
                                                                 caplog) -> None:
     caplog.set_level(logging.INFO)
     iid = rent(production, store, "vk-e2e-a")
-    wait_for(lambda: at_provider(cloud, iid).is_loading, f"{iid} loading at the provider")
+    wait_for(lambda: at_provider(cloud, iid).is_loading, DEADLINE_S, f"{iid} loading at the provider",
+             interval_s=0.05)
 
     # While Vast.ai reports no ports, Layer 3 has nothing to probe: the record stays loading.
     early = sweep(admin)
@@ -423,7 +411,8 @@ def test_rotated_key_on_queued_validation_leaks_no_token(production, admin, clou
         r = queued_result(admin, call_admin(admin, "POST", "/ports/validate", json={"instanceId": str(iid)}))
         return r if isinstance(r, dict) and r["success"] else None
 
-    result = wait_for(validated, f"{iid} ready through the admin API and the worker")
+    result = wait_for(validated, DEADLINE_S, f"{iid} ready through the admin API and the worker",
+                      interval_s=0.05)
     refreshed = show_requests(mark)
     assert refreshed and {r["key_fingerprint"] for r in refreshed} == {fingerprint(new_key)}  # runtime key
     assert result["kind"] == "mapped" and result["instance_id"] == str(iid)

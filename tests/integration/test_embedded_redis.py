@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers import free_port
+from tests.fixtures.helpers import free_port
 from vastkeep.core.settings import redact_url
 from vastkeep.stack import embedded_redis as er
 from vastkeep.stack.runtime import new_secret

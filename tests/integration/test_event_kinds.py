@@ -5,30 +5,21 @@ real redis-server, so a renamed field in the code fails here instead of silently
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
+from tests.fixtures.event_kinds import documented_fields
+from tests.fixtures.state import State
 from vastkeep.core.clock import FakeClock
 from vastkeep.core.settings import Secret
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.validator import PortValidation
-from vastkeep.state.events import EVENT_KINDS, EventLog
+from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
 from vastkeep.state.store import InstanceRecord, StateStore
 from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, VASTAI, check_specs
 from vastkeep.tokens.manager import TokenManager
-
-_FIELDS_RE = re.compile(r"\(([^()]*)\)\s*$")
-
-
-def documented_fields(kind: str) -> set[str]:
-    """The field names in the parentheses that end EVENT_KINDS[kind]."""
-    assert kind in EVENT_KINDS, f"{kind!r} is emitted but not documented in EVENT_KINDS"
-    match = _FIELDS_RE.search(EVENT_KINDS[kind])
-    assert match, f"EVENT_KINDS[{kind!r}] does not end with its fields in parentheses"
-    return {name.strip() for name in match.group(1).split(",") if name.strip()}
 
 
 def assert_documented(events: EventLog) -> set[str]:
@@ -40,13 +31,8 @@ def assert_documented(events: EventLog) -> set[str]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(redis_client: Any, clock: FakeClock) -> StateStore:
-    return StateStore(redis_client, Keys(), clock)
+    return State(redis_client, clock=clock).store
 
 
 @pytest.fixture

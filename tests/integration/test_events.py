@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from vastkeep.core.clock import FakeClock
 from vastkeep.core.errors import TokenInvalid
 from vastkeep.core.settings import Secret
 from vastkeep.state.connection import connect
 from vastkeep.state.events import EVENT_KINDS, Event, EventLog, is_stream_id
 from vastkeep.state.keys import Keys
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -15,11 +15,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from tests.fixtures.redis_server import RedisServer, start_redis_server
-from vastkeep.admin import create_app
-from vastkeep.core.clock import SystemClock
+from tests.fixtures.state import State
 from vastkeep.core.settings import load_settings
-from vastkeep.state.connection import connect
-from vastkeep.state.events import EventLog
 from vastkeep.state.heartbeats import write_heartbeat
 from vastkeep.state.keys import Keys
 from vastkeep.state.store import InstanceRecord, StateStore
@@ -52,10 +49,9 @@ def _add(store: StateStore, r: redis.Redis, start: int, count: int) -> None:
 def stack(tmp_path) -> Iterator[tuple[RedisServer, redis.Redis, StateStore, TestClient]]:
     server = start_redis_server(data_dir=str(tmp_path))
     settings = load_settings(environ={"REDIS_URL": server.url, "ADMIN_API_KEY": "k" * 32}, env_file=False)
-    r = connect(server.url)
-    clock = SystemClock()
-    store = StateStore(r, Keys(), clock)
-    app = create_app(settings, store=store, events=EventLog(r, Keys(), clock), redis=r, clock=clock)
+    state = State.on(server.url)
+    r, clock, store = state.redis, state.clock, state.store
+    app = state.admin_app(settings)
     write_heartbeat(r, Keys(), clock, "control@h1", kind="worker", queues="vastkeep.control")
     write_heartbeat(r, Keys(), clock, "beat", kind="beat")
     try:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import report
+from tests.fixtures.chaos import report
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -31,13 +32,11 @@ def counts(stack: Stack) -> dict[str, int]:
 
 
 def wait_live(stack: Stack, want: int, timeout_s: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def live() -> dict[str, int] | None:
         c = counts(stack)
-        if c.get("ready", 0) >= want:
-            return c
-        assert time.monotonic() < deadline, f"not {want} live within {timeout_s} s: {c}"
-        time.sleep(1.0)
+        return c if c.get("ready", 0) >= want else None
+
+    return wait_for(live, timeout_s, f"{want} live instances", interval_s=1.0)
 
 
 def rents(sim) -> int:

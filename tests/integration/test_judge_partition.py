@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import client_app, report, wait_for
-from tests.judge_support import DISPATCHER, SHARD0, Monitor, Sweeper, holder, stale_writes
+from tests.fixtures.chaos import client_app, report
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.judge import DISPATCHER, SHARD0, Monitor, Sweeper, holder, stale_writes
+from tests.fixtures.state import State
 from vastkeep.keepalive import daemon_name
-from vastkeep.state import InstanceRecord, Keys, StateStore
+from vastkeep.state import InstanceRecord, Keys
 
 IID = "4242"
 DEAD_COMFY = "http://127.0.0.1:9"  # refused at once on either host: failed pings give the runner writes
@@ -64,7 +66,7 @@ def test_a_host_cut_off_or_paused_loses_its_daemons_and_its_stale_writes_are_ref
     env = host_lab.env(server.url, **ENV)
     app = client(server.url, env)
     record = InstanceRecord(instance_id=IID, status="ready", connection_url=DEAD_COMFY)
-    StateStore(r, Keys()).put_instance(record)
+    State(r).store.put_instance(record)
     a = host_lab.host("a", net_a, server, env, queues=("control", "keepalive"), one_worker=True,
                       concurrency={"control": 2, "keepalive": 1})
     a.wait_ready()

@@ -11,27 +11,20 @@ Figures printed: the outage, when each queue answered a ping again, when shard 0
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, report, wait_for
-from tests.judge_support import SHARD0, Sweeper, holder
-from vastkeep.state import EventLog, InstanceRecord, Keys, StateStore
+from tests.fixtures.chaos import report
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.judge import SHARD0, Sweeper, holder
+from tests.fixtures.state import State
+from vastkeep.state import EventLog, InstanceRecord, Keys
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = pytest.mark.timeout(200)
 IID = "5151"
 # Celery's broker reconnect waits 2, 4, 6 ... s; kombu/redis-py's own retries are shorter
 ONE_BACKOFF_CYCLE_S = 30.0
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def pong(app, queue: str, timeout_s: float) -> bool:
@@ -61,7 +54,7 @@ def test_redis_restarted_under_load_every_worker_reconnects_and_state_survives(c
                     COMFYUI_KEEPALIVE_SHARDS="1", SUPERVISION_HEARTBEAT_STALE_MS="3000",
                     SUPERVISION_START_TIMEOUT_MS="10000", SUPERVISION_RESTART_JITTER_PCT="0",
                     VAST_API_KEY="judge-unreachable-key", VAST_API_URL="http://127.0.0.1:9/api/v0")
-    store = StateStore(r, Keys())
+    store = State(r).store
     store.put_instance(InstanceRecord(instance_id=IID, status="ready", connection_url="http://127.0.0.1:9"))
     workers = [chaos.worker("worker", "control", env, concurrency=2, queues=(CONTROL_QUEUE,)),
                chaos.worker("worker", "keepalive", env, concurrency=2, queues=(KEEPALIVE_QUEUE,))]
@@ -81,7 +74,7 @@ def test_redis_restarted_under_load_every_worker_reconnects_and_state_survives(c
         back_at = time.monotonic()
         r = server.client()
         app = chaos.client(server.url, env)  # a client's result listener gives up across a restart (its own)
-        after_record = StateStore(r, Keys()).get_instance(IID)
+        after_record = State(r).store.get_instance(IID)
         fence_after = int(r.get(Keys().fence(SHARD0)) or 0)
         events_after = len(EventLog(r, Keys()).read(count=10_000))
         control_s = wait_for(lambda: pong(app, CONTROL_QUEUE, 3) and time.monotonic() - back_at, 60,

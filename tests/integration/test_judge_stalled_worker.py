@@ -10,23 +10,15 @@ then a ping waits in the queue. ``WORKER_STALL_TIMEOUT_MS=3000`` here; 60 s in p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, report, wait_for
+from tests.fixtures.chaos import report
+from tests.fixtures.helpers import wait_for
 from worker.config import CONTROL_QUEUE
 
 pytestmark = pytest.mark.timeout(90)
 STALL_MS = 3000
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def test_a_worker_that_stopped_consuming_exits_so_it_is_restarted(chaos) -> None:

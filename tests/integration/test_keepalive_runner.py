@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.comfy import base_url
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.clock import SystemClock
 from vastkeep.keepalive import (
     CONNECTION_CLOSED,
@@ -31,15 +33,10 @@ from vastkeep.state.store import InstanceRecord
 FAST = KeepalivePolicy(interval_s=0.5, timeout_s=0.4, max_failures=3)
 
 
-def comfy_url(inst: dict[str, Any]) -> str:
-    ip = inst["public_ipaddr"].strip()
-    return f"http://{ip}:{inst['ports']['8188/tcp'][0]['HostPort']}"
-
-
 def ready_instance(sim: Any, store: Any) -> str:
     inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
     iid = str(inst["id"])
-    store.put_instance(InstanceRecord(instance_id=iid, status="ready", connection_url=comfy_url(inst)))
+    store.put_instance(InstanceRecord(instance_id=iid, status="ready", connection_url=base_url(inst)))
     return iid
 
 
@@ -76,13 +73,11 @@ def kinds(events: Any, iid: str) -> list[str]:
     return [e.kind for e in events.read(after="0-0", count=10_000) if e.fields.get("instance_id") == iid]
 
 
-def wait_for(cond: Any, timeout_s: float, every_s: float = 0.02) -> float:
+def seconds_until(cond: Any, timeout_s: float, every_s: float = 0.02) -> float:
+    """How long ``cond`` took to hold (the shared ``wait_for``, timed)."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(every_s)
-    raise AssertionError(f"not within {timeout_s}s")
+    wait_for(cond, timeout_s, "condition", interval_s=every_s)
+    return time.monotonic() - start
 
 
 def test_a_healthy_instance_is_pinged_at_its_cadence(sim, redis_client, store, events):
@@ -98,10 +93,10 @@ def test_a_crash_is_seen_in_under_two_seconds_through_the_held_connection(sim, r
     slow = KeepalivePolicy(interval_s=30, timeout_s=1, max_failures=5)  # the pings alone would take minutes
     iid = ready_instance(sim, store)
     with Running(redis_client, store, events, policy=slow, run_s=6) as r:
-        wait_for(lambda: read_states(redis_client, Keys(), [iid])[iid].total_pings >= 1, 5)
+        seconds_until(lambda: read_states(redis_client, Keys(), [iid])[iid].total_pings >= 1, 5)
         time.sleep(0.3)  # the websocket is held
         sim.control.crash_comfy(int(iid))
-        took = wait_for(lambda: "connection-lost" in kinds(events, iid), 5)
+        took = seconds_until(lambda: "connection-lost" in kinds(events, iid), 5)
     assert took < 2.0
     lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"][0]
     assert lost.fields["detectedBy"] == CONNECTION_CLOSED
@@ -117,10 +112,10 @@ def test_a_crash_between_two_runs_is_seen_at_once_through_the_refused_handshake(
     slow = KeepalivePolicy(interval_s=30, timeout_s=1, max_failures=5)  # the pings alone would take minutes
     iid = ready_instance(sim, store)
     with Running(redis_client, store, events, policy=slow, run_s=1.5):
-        wait_for(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
+        seconds_until(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
     sim.control.crash_comfy(int(iid))
     with Running(redis_client, store, events, policy=slow, run_s=4):
-        took = wait_for(lambda: "connection-lost" in kinds(events, iid), 4)
+        took = seconds_until(lambda: "connection-lost" in kinds(events, iid), 4)
     assert took < 2.0
     lost = [e for e in events.read(after="0-0") if e.kind == "connection-lost"]
     assert len(lost) == 1 and lost[0].fields["detectedBy"] == CONNECTION_CLOSED
@@ -131,18 +126,18 @@ def test_each_failure_kind_is_lost_after_max_failures(sim, redis_client, store, 
     iid = ready_instance(sim, store)
     c = sim.control
     with Running(redis_client, store, events, run_s=8, fast_path=False):
-        wait_for(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
+        seconds_until(lambda: read_states(redis_client, Keys(), [iid])[iid].total_successes >= 1, 5)
         {"hang": lambda: c.hang_comfy(int(iid)), "error500": lambda: c.comfy_error(int(iid), 500),
          "wrong_body": lambda: c.comfy_wrong_body(int(iid)), "blackhole": lambda: c.blackhole(int(iid)),
          "refuse": lambda: c.refuse(int(iid)), "slow_over": lambda: c.slow_comfy(int(iid), 0.6)}[fault]()
-        wait_for(lambda: "connection-lost" in kinds(events, iid), 6)
+        seconds_until(lambda: "connection-lost" in kinds(events, iid), 6)
         # shown lost at once (never ready meanwhile), and still watched so its recovery is seen
-        wait_for(lambda: store.get_instance(iid).status == "unhealthy", 2)
+        seconds_until(lambda: store.get_instance(iid).status == "unhealthy", 2)
         assert store.get_instance(iid).status_reason == "keepalive: connection lost"
         c.restore_comfy(int(iid))
         c.open_path(int(iid))
-        wait_for(lambda: "connection-restored" in kinds(events, iid), 6)
-        wait_for(lambda: "keepalive_lost_since" not in store.get_instance(iid).extra, 2)
+        seconds_until(lambda: "connection-restored" in kinds(events, iid), 6)
+        seconds_until(lambda: "keepalive_lost_since" not in store.get_instance(iid).extra, 2)
         back = store.get_instance(iid)
         assert (back.status, back.status_reason) == ("ready", None)
         assert back.extra["keepalive_last_loss_at"] > 0  # the pool trims a flapping one first
@@ -174,7 +169,7 @@ def test_a_dead_instance_does_not_delay_the_others(sim, redis_client, store, eve
 def test_one_runner_per_shard(sim, redis_client, store, events):
     iid = ready_instance(sim, store)
     with Running(redis_client, store, events, run_s=2.0) as first:
-        wait_for(lambda: LeaseManager(redis_client, Keys()).current(lease_name(0)) is not None, 3)
+        seconds_until(lambda: LeaseManager(redis_client, Keys()).current(lease_name(0)) is not None, 3)
         with Running(redis_client, store, events, run_s=2.0, acquire_wait_s=0.5) as second:
             pass
     assert second.result == {"shard": 0, "result": "busy"}
@@ -233,14 +228,14 @@ def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(si
     policy = KeepalivePolicy(interval_s=2, timeout_s=2, max_failures=3)
     with Running(redis_client, store, events, policy=policy, run_s=40) as r:
         # reading 1,000 states is itself CPU in this process (the runner's): poll it sparingly
-        wait_for(lambda: sum(s.total_pings > 0 for s in read_states(redis_client, Keys(), ids).values())
+        seconds_until(lambda: sum(s.total_pings > 0 for s in read_states(redis_client, Keys(), ids).values())
                  == len(ids), 10, every_s=0.5)
         held = open_fds()
         for iid in ids:  # the instances go away (destroyed, failed ...): the runner lets go of them
             store.delete_instance(iid)
-        wait_for(lambda: not r.runner.watches, 5)
+        seconds_until(lambda: not r.runner.watches, 5)
         # idle keep-alive connections expire after interval + timeout + 2 s; aiohttp sweeps at that period
-        wait_for(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4, every_s=0.2)
+        seconds_until(lambda: open_fds() <= baseline + 20, 2 * (2 + 2 + 2) + 4, every_s=0.2)
         after = open_fds()
         r.runner.request_stop()
     assert held >= baseline + len(ids) // 2  # keep-alive connections and held /ws sockets were open

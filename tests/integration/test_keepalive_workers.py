@@ -8,27 +8,19 @@ records live in a private redis-server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_keepalive_runner import comfy_url
+from tests.fixtures.comfy import base_url
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.keepalive import lease_name, read_states
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.store import InstanceRecord
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = pytest.mark.slow
 INTERVAL_S = 4.0
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def owner_pid(r, shard: int) -> int | None:
@@ -43,13 +35,13 @@ def _ready_instances(chaos, sim, n: int):
     """A private redis-server with ``n`` ready simulated instances (SSH off), and the workers' environment."""
     server = chaos.redis()
     r = server.client()
-    store = StateStore(r, Keys())
+    store = State(r).store
     ids = []
     for _ in range(n):
         inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
         ids.append(str(inst["id"]))
         store.put_instance(InstanceRecord(instance_id=ids[-1], status="ready",
-                                          connection_url=comfy_url(inst)))
+                                          connection_url=base_url(inst)))
     env = chaos.env(server.url, COMFYUI_KEEPALIVE_INTERVAL_MS=str(int(INTERVAL_S * 1000)),
                     COMFYUI_KEEPALIVE_TIMEOUT_MS="1000", COMFYUI_KEEPALIVE_SHARDS="2", VASTKEEP_SIMULATED="1")
     return server, r, ids, env

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.clock import FakeClock, SystemClock
 from vastkeep.core.errors import LeaseBusy, LeaseLost, StaleFence
 from vastkeep.state.connection import connect
@@ -118,7 +118,7 @@ def test_renew_and_release_by_a_non_owner_are_refused(leases, redis_client):
 
 def test_a_holder_that_outlives_its_ttl_is_refused_and_fenced(leases):
     stale = leases.acquire("chain:poll:42", "slow-worker", 60)
-    wait_until(lambda: leases.current("chain:poll:42") is None)
+    wait_for(lambda: leases.current("chain:poll:42") is None)
     assert leases.renew(stale) is False
     with pytest.raises(LeaseLost):
         leases.ensure_renewed(stale)
@@ -134,7 +134,7 @@ def test_a_holder_that_outlives_its_ttl_is_refused_and_fenced(leases):
         leases.assert_held(stale)
     # The same owner coming back after expiry gets a new grant, not its old fence.
     back = leases.acquire("chain:poll:43", "w", 50)
-    wait_until(lambda: leases.current("chain:poll:43") is None)
+    wait_for(lambda: leases.current("chain:poll:43") is None)
     assert leases.acquire("chain:poll:43", "w", 1_000).fence == back.fence + 1
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_event_kinds import documented_fields
+from tests.fixtures.event_kinds import documented_fields
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.settings import Secret
 from vastkeep.monitoring.pool_status import primary_instance
@@ -41,17 +42,6 @@ ACTIVE_S = 1.0
 POLICY = PollPolicy(poll_active_interval_s=ACTIVE_S, poll_idle_interval_s=4.0, poll_interval_s=2.0)
 SNAP_ACTIVE_S, SNAP_IDLE_S = 0.2, 0.5
 LABEL = "vastkeep:test"
-
-
-def wait_for(fn: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        time.sleep(interval_s)
 
 
 class Harness:

@@ -18,13 +18,13 @@ supervision sweep: polling must keep itself alive, so a dispatcher chain that di
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, report, wait_for
+from tests.fixtures.chaos import Chaos, report
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.core.errors import MalformedResponse
 from vastkeep.core.settings import Secret
 from vastkeep.ports import flow as port_flow
@@ -41,13 +41,6 @@ POLL_ENV = {"WARM_POOL_POLL_ACTIVE_INTERVAL_MS": str(int(ACTIVE_S * 1000)),
             "WARM_POOL_POLL_INTERVAL_MS": str(int(DEFAULT_S * 1000)),
             "PORT_TCP_TIMEOUT_MS": "1000", "PORT_HTTP_TIMEOUT_MS": "2000"}
 DISPATCH = "vastkeep.polling.dispatch"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def make_instances(sim: Any, n: int) -> list[str]:
@@ -109,7 +102,7 @@ def start_stack(chaos: Chaos, sim: Any, live: int, doomed: int = 0) -> tuple[Any
     worker = chaos.worker("worker", "slowprov", env, concurrency=4)
     worker.wait_ready(60)
     chaos.client(rs.url, env).send_task(DISPATCH)  # what the supervision sweep does once; never again here
-    wait_for(lambda: all_status(StateStore(r, Keys()), live_ids + doomed_ids, "ready"), 150,
+    wait_for(lambda: all_status(State(r).store, live_ids + doomed_ids, "ready"), 150,
              "every instance discovered and ready")
     return worker, r, live_ids, doomed_ids
 
@@ -118,7 +111,7 @@ def start_stack(chaos: Chaos, sim: Any, live: int, doomed: int = 0) -> tuple[Any
                                       pytest.param(60.0, id="60s", marks=pytest.mark.slow)])
 def test_a_slow_show_never_stops_polling(chaos, sim, answer_s: float) -> None:
     worker, r, live, doomed = start_stack(chaos, sim, live=4, doomed=2)
-    store = StateStore(r, Keys())
+    store = State(r).store
     with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0)) as vast:
         for iid in doomed:
             assert vast.destroy(int(iid)) is True  # destroyed outside vastkeep: unlisted from now on
@@ -175,7 +168,7 @@ def gone_events(store: StateStore) -> list[dict[str, Any]]:
 
 def test_an_empty_body_never_makes_an_instance_gone(chaos, sim) -> None:
     worker, r, live, _ = start_stack(chaos, sim, live=3)
-    store = StateStore(r, Keys())
+    store = State(r).store
     lease_record(store, live[0])
     listings_before = int(r.hget(Keys().poll_stats(), "vast_list_calls") or 0)
     sim.control.ambiguous_answer("", path_contains="/instances", method="GET")  # listing and show alike
@@ -199,7 +192,7 @@ def test_an_empty_body_never_makes_an_instance_gone(chaos, sim) -> None:
 
 def test_instances_null_on_show_is_no_verdict_and_absence_is_confirmed_by_listings(chaos, sim) -> None:
     worker, r, live, doomed = start_stack(chaos, sim, live=2, doomed=1)
-    store = StateStore(r, Keys())
+    store = State(r).store
     lease_record(store, live[0])
     with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(2.0, 5.0)) as vast:
         assert vast.destroy(int(doomed[0])) is True  # really gone: the provider answers null for it too

@@ -20,11 +20,12 @@ from typing import Any
 
 import redis
 
+from tests.fixtures.state import State
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import LeaseBusy, NotFound
 from vastkeep.pool import PoolLeases
 from vastkeep.pool.leasing import new_request_id
-from vastkeep.state import InstanceRecord, Keys, StateStore, connect
+from vastkeep.state import InstanceRecord, Keys, connect
 
 CLIENTS = 20
 CYCLES = 4  # grant, renew (rotating), release: 20 × 4 × 3 = 240 logical calls
@@ -91,7 +92,7 @@ def once(call: Any) -> Any:
 
 def test_grant_renew_release_answer_once_while_redis_stalls(redis_server, redis_client) -> None:
     keys = Keys()
-    store = StateStore(redis_client, keys)
+    store = State(redis_client, keys=keys).store
     for i in range(CLIENTS):
         store.put_instance(InstanceRecord(
             str(500 + i), status="ready", label=f"vastkeep:default:{i}", connection_url=f"http://127.0.0.9:{i}",
@@ -99,7 +100,7 @@ def test_grant_renew_release_answer_once_while_redis_stalls(redis_server, redis_
             port_validation={"success": True, "checked_at": "2999-01-01T00:00:00.000Z"}))
     proxy = DelayingProxy(redis_server.port)
     slow = connect(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout_s=SOCKET_TIMEOUT_S)
-    leases = PoolLeases(slow, keys, "default", "vastkeep", store=StateStore(slow, keys))
+    leases = PoolLeases(slow, keys, "default", "vastkeep", store=State(slow, keys=keys).store)
     stop = threading.Event()
 
     def stall() -> None:  # replies held for 0.6 s against a 0.3 s socket timeout, again and again

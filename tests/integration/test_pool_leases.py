@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import wait_until
-from tests.integration.test_admin_api import KEY, served  # noqa: F401 - the fixture
-from tests.integration.test_pool_reconcile import Pool, destroy_all
+from tests.fixtures.admin_api import KEY
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.pool_rig import Pool, destroy_all
+from tests.fixtures.state import State
 from vastkeep.admin import HEADER
 from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock, iso
 from vastkeep.core.errors import InvalidInput, LeaseBroken, LeaseBusy, NotFound
@@ -51,6 +52,14 @@ class Checks:
 
     def __call__(self, instance_id: str) -> None:
         self.asked.append(instance_id)
+
+
+def pool_leases(redis_client: Any, clock: FakeClock,
+                check: Checks | None = None) -> tuple[StateStore, EventLog, PoolLeases]:
+    """The pool's leasing flow on the test database and ``clock``, with the store and events it writes."""
+    state = State(redis_client, clock=clock)
+    return state.store, state.events, PoolLeases(redis_client, state.keys, "default", "vastkeep", clock,
+                                                 state.store, state.events, check=check)
 
 
 def test_20_clients_race_for_5_instances_over_http(served, redis_client, port_servers) -> None:  # noqa: F811
@@ -122,11 +131,8 @@ def test_lease_request_validation_and_empty_pool(served) -> None:  # noqa: F811
 
 
 def test_expiry_returns_the_instance_after_a_health_check(redis_client, port_servers) -> None:
-    clock = FakeClock(SYSTEM_CLOCK.now())
-    store = StateStore(redis_client, Keys(), clock)
-    events = EventLog(redis_client, Keys(), clock)
-    checks = Checks()
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    clock, checks = FakeClock(SYSTEM_CLOCK.now()), Checks()
+    store, events, leases = pool_leases(redis_client, clock, checks)
     [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
     first = leases.grant(10, "svc-a")
     with pytest.raises(LeaseBusy) as busy:
@@ -156,7 +162,7 @@ def test_expiry_returns_the_instance_after_a_health_check(redis_client, port_ser
 
 def test_a_claimed_instance_breaks_its_lease(redis_client) -> None:
     clock = FakeClock()
-    store = StateStore(redis_client, Keys(), clock)
+    store = State(redis_client, clock=clock).store
     leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
     ready(store, 1)
     grant = leases.grant(600, "svc")
@@ -216,7 +222,7 @@ def test_an_instance_whose_comfyui_is_lost_is_not_leased_until_it_answers_again(
     provider still says running, so it stays ``ready`` until the pool replaces it after the grace. Leasing it
     meanwhile hands a client a dead URL (seen in `vastkeep up`: a crash, then 5 minutes of grants)."""
     clock = FakeClock()
-    store = StateStore(redis_client, Keys(), clock)
+    store = State(redis_client, clock=clock).store
     leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store)
     lost, healthy = ready(store, 2)
     store.update_instance(lost, {"extra": {"keepalive_lost_since": clock.now()}})
@@ -258,7 +264,7 @@ def test_the_round_notices_an_expiry_and_replaces_an_instance_whose_check_failed
         with pool.vast() as vast:
             return validate_instance(pool.store, pool.events, validator, iid, vast=vast, clock=pool.clock)
 
-    wait_until(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
+    wait_for(lambda: check()["success"], timeout_s=30, what="the rented instance ready", interval_s=0.1)
     assert pool.store.get_instance(iid).status == "ready"
     grant = leases.grant(10, "svc-gone")  # its holder goes away: never renews, never releases
     index = Keys().pool_lease_index("default")
@@ -289,9 +295,7 @@ def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> Non
     """One request id is one logical call: a repeat after a grant returns that grant; a refusal changed
     nothing, so a repeat with the same id (a client retrying its 503 with its Idempotency-Key) is served."""
     clock = FakeClock(SYSTEM_CLOCK.now())
-    store = StateStore(redis_client, Keys(), clock)
-    events = EventLog(redis_client, Keys(), clock)
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events)
+    store, events, leases = pool_leases(redis_client, clock)
     with pytest.raises(LeaseBusy):
         leases.grant(60, "svc", request_id="call-1")
     [iid] = ready(store, 1)
@@ -310,11 +314,8 @@ def test_a_request_id_replays_what_happened_never_a_refusal(redis_client) -> Non
 def test_a_later_failing_verdict_is_not_a_failed_post_lease_check(redis_client, port_servers) -> None:
     """Once a check passed after a lease's end, the round marks that lease cleared: a verdict that fails
     later (Layer 3 run again for any reason) is Layer 4/5's business and never retires the instance."""
-    clock = FakeClock(SYSTEM_CLOCK.now())
-    store = StateStore(redis_client, Keys(), clock)
-    events = EventLog(redis_client, Keys(), clock)
-    checks = Checks()
-    leases = PoolLeases(redis_client, Keys(), "default", "vastkeep", clock, store, events, check=checks)
+    clock, checks = FakeClock(SYSTEM_CLOCK.now()), Checks()
+    store, events, leases = pool_leases(redis_client, clock, checks)
     [iid] = ready(store, 1, comfy=[port_servers.open("ok")])
     simulated = load_settings(environ={"VASTKEEP_SIMULATED": "1"}, env_file=False)
     validator = PortValidator.from_settings(simulated, clock=clock)

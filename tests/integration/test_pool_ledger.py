@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_pool_reconcile import Pool, destroy_all
+from tests.fixtures.pool_rig import Pool, destroy_all
 
 
 @pytest.fixture(autouse=True)

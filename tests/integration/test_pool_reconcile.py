@@ -8,84 +8,25 @@ configured. The simulator's instance listing is the ledger: what Vast.ai would b
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
 import pytest
 
-from tests.integration.test_event_kinds import documented_fields
-from vastkeep.core.backoff import BackoffPolicy
-from vastkeep.core.clock import FakeClock
-from vastkeep.core.settings import Secret, load_settings
-from vastkeep.pool import PoolBook, Reconciler, safety
-from vastkeep.providers.http import RetryPolicy
-from vastkeep.providers.vast import VastClient
-from vastkeep.state import EventLog, InstanceRecord, Keys, LeaseManager, StateStore
-from vastkeep.tokens import vast_client
+from tests.fixtures.event_kinds import documented_fields
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.pool_rig import Pool, destroy_all
+from vastkeep.pool import safety
+from vastkeep.state import InstanceRecord, LeaseManager
 
-FAST_RETRY = RetryPolicy(max_attempts=2, backoff=BackoffPolicy(base_s=0.01, cap_s=0.02))
 #: Search wide enough for the simulator's catalogue to hold 5+ offers (the defaults match only 3).
 # the shared Vast.ai rate limiter off: these rigs run rounds back to back, far faster than real time
-WIDE = {"WARM_POOL_MIN_RELIABILITY": "0.9", "VAST_API_MIN_GAP_MS": "0"}
-
-
-class Pool:
-    """A reconciler wired to the simulator and Redis, with a fake clock for settle/timeouts/windows."""
-
-    def __init__(self, sim: Any, redis_client: Any, **env: str) -> None:
-        self.sim = sim
-        self.redis = redis_client
-        self.clock = FakeClock(start=time.time())
-        self.keys = Keys()
-        self.settings = load_settings({**sim.env(), **WIDE, **env}, env_file=False)
-        self.store = StateStore(redis_client, self.keys, self.clock,
-                                default_desired_size=self.settings.warm_pool_desired_size)
-        self.events = EventLog(redis_client, self.keys, self.clock)
-        self.book = PoolBook(redis_client, self.keys, self.settings.warm_pool_name)
-
-    def vast(self, read_timeout_s: float = 5.0) -> VastClient:
-        return vast_client(self.settings, self.store, self.clock, events=self.events,
-                           timeout_s=(2.0, read_timeout_s), retry=FAST_RETRY, rng=random.Random(3))
-
-    def run(self, read_timeout_s: float = 5.0, wake: bool = False) -> dict[str, Any]:
-        with self.vast(read_timeout_s) as vast:
-            leases = LeaseManager(self.redis, self.keys, self.clock)
-            rc = Reconciler(self.settings, self.store, self.events, leases, self.book, vast, self.clock)
-            return rc.run(wake=wake)
-
-    def size(self, n: int) -> None:
-        self.store.set_desired_size(n)
-
-    def provider(self) -> list[Any]:
-        """The ledger: every instance the simulated Vast.ai holds (and would bill)."""
-        with VastClient(Secret(self.sim.api_key), self.sim.vast_api_url, timeout_s=(2.0, 5.0)) as vast:
-            return vast.list_instances()
-
-    def labels(self) -> list[str]:
-        return sorted(vi.label or "" for vi in self.provider())
-
-    def rents_sent(self) -> int:
-        return sum(1 for r in self.sim.control.requests_seen(service="vast")
-                   if r.get("method") == "PUT" and "/asks/" in (r.get("path") or ""))
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events.read(count=1000)]
 
 
 def check_events(pool: Pool) -> None:
     for ev in pool.events.read(count=1000):
         if ev.kind.startswith(("instance-", "lease-", "rent-", "safe-mode")):
             assert set(ev.fields) == documented_fields(ev.kind), ev.kind
-
-
-def destroy_all(sim: Any) -> None:
-    """Leave the simulated cloud empty: its reset re-binds the listeners of every leftover instance, which
-    can fail with EADDRINUSE on a busy host (a simulator issue) and then breaks every later test."""
-    with VastClient(Secret(sim.api_key), sim.vast_api_url, timeout_s=(5.0, 30.0)) as vast:
-        sim.control.clear_api_faults()
-        for vi in vast.list_instances():
-            vast.destroy(vi.id)
 
 
 @pytest.fixture(autouse=True)
@@ -349,11 +290,9 @@ def test_a_long_round_keeps_its_short_lease_and_no_second_reconciler_runs(sim, r
     first = threading.Thread(target=lambda: out.update(pool.run(read_timeout_s=20.0)))
     first.start()
     leases = LeaseManager(pool.redis, pool.keys)
-    deadline = time.monotonic() + 5
-    while leases.current("pool-reconcile:default") is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    held = leases.current("pool-reconcile:default")
-    assert held is not None and held.ttl_ms == 3_000
+    held = wait_for(lambda: leases.current("pool-reconcile:default"), 5, "the first round holds the lease",
+                    interval_s=0.02)
+    assert held.ttl_ms == 3_000
     skipped = 0
     while first.is_alive():
         # a wake-up (an instance just failed) while the round runs: refused, and the running round goes once

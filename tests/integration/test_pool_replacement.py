@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_pool_reconcile import destroy_all
-from vastkeep.state import EventLog, Keys, StateStore, connect
+from tests.fixtures.chaos import Chaos, Worker
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.pool_rig import destroy_all
+from tests.fixtures.state import State
+from vastkeep.state import EventLog, StateStore
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -30,34 +31,31 @@ def _empty_cloud_after(sim) -> Any:
     destroy_all(sim)
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
-def test_a_crashed_instance_is_replaced_without_waiting_for_the_beat(chaos: Chaos, sim) -> None:
+def pool_of_one(chaos: Chaos, sim: Any, **env: str) -> tuple[Worker, Celery, State]:
+    """A private Redis, a warm pool of one and one worker on the control and keepalive queues; polling, the
+    keepalive shards and the first reconcile round (the first rent) are queued: no beat runs here."""
     server = chaos.redis()
     env = chaos.env(server.url, **sim.env(), WARM_POOL_MIN_RELIABILITY="0.9", WARM_POOL_DESIRED_SIZE="1",
-                    WARM_POOL_UNHEALTHY_GRACE_MS="1000", COMFYUI_KEEPALIVE_SHARDS="1",
-                    COMFYUI_KEEPALIVE_INTERVAL_MS="5000", COMFYUI_KEEPALIVE_TIMEOUT_MS="2000",
-                    VAST_API_MIN_GAP_MS="0")
+                    COMFYUI_KEEPALIVE_SHARDS="1", VAST_API_MIN_GAP_MS="0", **env)
     worker = chaos.worker("worker", "pool", env, concurrency=5, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
     worker.wait_ready(120)
     client = chaos.client(server.url, env)
-    r = connect(server.url)
-    keys = Keys()
-    store = StateStore(r, keys)
-    client.send_task("vastkeep.polling.ensure")
-    client.send_task("vastkeep.keepalive.ensure_shards")
-    client.send_task("vastkeep.pool.reconcile")  # the first rent (no beat runs in this test)
+    for task in ("vastkeep.polling.ensure", "vastkeep.keepalive.ensure_shards", "vastkeep.pool.reconcile"):
+        client.send_task(task)
+    return worker, client, State.on(server.url)
 
-    def one_ready() -> str | None:
-        ready = [rec.instance_id for rec in store.list_instances() if rec.status == "ready"]
-        return ready[0] if len(ready) == 1 else None
 
-    victim = wait_for(one_ready, 90, "the first instance ready", interval_s=0.2)
+def the_only_ready(store: StateStore) -> str | None:
+    ready = [rec.instance_id for rec in store.list_instances() if rec.status == "ready"]
+    return ready[0] if len(ready) == 1 else None
+
+
+def test_a_crashed_instance_is_replaced_without_waiting_for_the_beat(chaos: Chaos, sim) -> None:
+    worker, client, state = pool_of_one(chaos, sim, WARM_POOL_UNHEALTHY_GRACE_MS="1000",
+                                        COMFYUI_KEEPALIVE_INTERVAL_MS="5000",
+                                        COMFYUI_KEEPALIVE_TIMEOUT_MS="2000")
+    r, keys, store = state.redis, state.keys, state.store
+    victim = wait_for(lambda: the_only_ready(store), 90, "the first instance ready", interval_s=0.2)
 
     def watched() -> bool:
         raw = r.get(keys.keepalive(victim))
@@ -89,25 +87,10 @@ def test_a_flapping_comfyui_costs_one_replacement(chaos: Chaos, sim) -> None:
     """Lost, back, lost, back, lost at the default grace (5 min), on a real worker: the instance shows
     ``unhealthy`` while lost and ``ready`` when back (the keepalive still watches it), one replacement is
     rented at the first loss and none after, and once the replacement is ready the flapping one is trimmed."""
-    server = chaos.redis()
-    env = chaos.env(server.url, **sim.env(), WARM_POOL_MIN_RELIABILITY="0.9", WARM_POOL_DESIRED_SIZE="1",
-                    COMFYUI_KEEPALIVE_SHARDS="1", COMFYUI_KEEPALIVE_INTERVAL_MS="1000",
-                    COMFYUI_KEEPALIVE_TIMEOUT_MS="800", VAST_API_MIN_GAP_MS="0")
-    worker = chaos.worker("worker", "pool", env, concurrency=5, queues=(CONTROL_QUEUE, KEEPALIVE_QUEUE))
-    worker.wait_ready(120)
-    client = chaos.client(server.url, env)
-    r = connect(server.url)
-    keys = Keys()
-    store = StateStore(r, keys)
-    client.send_task("vastkeep.polling.ensure")
-    client.send_task("vastkeep.keepalive.ensure_shards")
-    client.send_task("vastkeep.pool.reconcile")
-
-    def one_ready() -> str | None:
-        ready = [rec.instance_id for rec in store.list_instances() if rec.status == "ready"]
-        return ready[0] if len(ready) == 1 else None
-
-    victim = wait_for(one_ready, 90, "the first instance ready", interval_s=0.2)
+    worker, client, state = pool_of_one(chaos, sim, COMFYUI_KEEPALIVE_INTERVAL_MS="1000",
+                                        COMFYUI_KEEPALIVE_TIMEOUT_MS="800")
+    r, keys, store = state.redis, state.keys, state.store
+    victim = wait_for(lambda: the_only_ready(store), 90, "the first instance ready", interval_s=0.2)
     wait_for(lambda: int(json.loads(r.get(keys.keepalive(victim)) or "{}").get("total_successes") or 0) >= 1,
              30, "the keepalive pinging it", interval_s=0.2)
     sim.control.set_lifecycle(loading_s=30.0)  # the replacement provisions while the victim flaps

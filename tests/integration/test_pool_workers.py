@@ -8,17 +8,17 @@ cloud's ledger then holds exactly the desired number of instances, each recorded
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from tests.integration.test_pool_reconcile import destroy_all
+from tests.fixtures.chaos import Chaos
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.pool_rig import destroy_all
+from tests.fixtures.state import State
 from vastkeep.core.settings import Secret
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import Keys, StateStore, connect
+from vastkeep.state import Keys, connect
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +29,6 @@ def _empty_cloud_after(sim) -> Any:
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TASK = "vastkeep.pool.reconcile"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def ledger(sim: Any) -> list[Any]:
@@ -66,7 +59,7 @@ def test_two_workers_racing_rounds_rent_exactly_the_desired_size(chaos: Chaos, s
     for w in workers:
         w.wait_ready(120)
     client = chaos.client(server.url, env)
-    store = StateStore(connect(server.url), Keys())
+    store = State.on(server.url).store
     sim.control.clear_requests()
 
     store.set_desired_size(5)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vastkeep.core.clock import FakeClock
+from tests.fixtures.state import State
 from vastkeep.ports.flow import record_validation
 from vastkeep.ports.validator import PortValidation
-from vastkeep.state.connection import connect
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import LeaseManager
@@ -17,13 +16,8 @@ PASSED = PortValidation(True, port=8188, kind="direct", connection_url="http://2
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store(redis_client, clock) -> StateStore:
-    return StateStore(redis_client, Keys(), clock)
+    return State(redis_client, clock=clock).store
 
 
 @pytest.fixture
@@ -33,7 +27,7 @@ def events(redis_client, clock) -> EventLog:
 
 def interleave(store: StateStore, redis_server, write) -> list[int]:
     """Run ``write(other_store)`` once, from another client, after ``store`` read and before its CAS."""
-    other = StateStore(connect(redis_server.url), Keys())
+    other = State.on(redis_server.url).store
     real_cas = store._cas
     calls: list[int] = []
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.flow import SWEEP_BUSY, SWEEP_LEASE, SWEEP_LOST
 from vastkeep.ports.probe import ProbeConfig
@@ -52,7 +53,7 @@ def test_two_concurrent_sweeps_exactly_one_runs(store, events, redis_server, por
         own = connect(redis_server.url)  # each sweep on its own connection, as on two workers
         leases = LeaseManager(own, Keys())
         start.wait(5)
-        results.append(port_flow.validate_pool(StateStore(own, Keys()), EventLog(own, Keys()), validator(),
+        results.append(port_flow.validate_pool(State(own).store, EventLog(own, Keys()), validator(),
                                                leases=leases))
 
     threads = [threading.Thread(target=sweep) for _ in range(2)]
@@ -79,7 +80,7 @@ def test_a_sweep_that_lost_its_lease_writes_nothing(store, events, port_servers)
     worker = threading.Thread(target=lambda: result.append(
         port_flow.validate_pool(store, events, validator(), leases=leases)))
     worker.start()
-    wait_until(lambda: leases.current(SWEEP_LEASE) is not None, what="sweep lease taken")
+    wait_for(lambda: leases.current(SWEEP_LEASE) is not None, what="sweep lease taken")
     held = leases.current(SWEEP_LEASE)
     # the holder stalls past its TTL (simulated: the lease lapses) and another sweep takes over
     store.redis.delete(store.keys.lease(SWEEP_LEASE))
@@ -102,7 +103,7 @@ def test_a_sweep_that_stalls_after_its_last_lease_check_cannot_overwrite_a_newer
     store.put_instance(InstanceRecord(instance_id="7", status="loading", public_ip=ok.ip,
                                       ports={"8188/tcp": ok.port}))
     own = connect(redis_server.url)  # sweep A on its own connection, as on another worker
-    a_store, a_leases = StateStore(own, Keys()), LeaseManager(own, Keys())
+    a_store, a_leases = State(own).store, LeaseManager(own, Keys())
     b_leases = LeaseManager(store.redis, Keys())
     b_result: list[dict[str, Any]] = []
     real_modify = a_store.modify_instance

@@ -19,20 +19,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.fixtures.state import State
 from vastkeep.core.errors import UnsafeTarget
 from vastkeep.providers.http import make_session
 from vastkeep.providers.pinning import pin_session
 from vastkeep.providers.vast import VastClient
-from vastkeep.ssh import LogStore
 from vastkeep.ssh.provider_log import PROVIDER_FILE, ProviderLog
-from vastkeep.state import EventLog, Keys, LeaseManager, new_owner
+from vastkeep.state import new_owner
 
 NAME = "logs.rebind.test"
 
@@ -94,14 +93,11 @@ def rebinding_dns(monkeypatch) -> list[str]:
 
 
 def test_the_result_url_is_fetched_from_the_checked_address_not_a_second_lookup(rebinding_dns,
-                                                                               redis_server) -> None:
+                                                                               redis_client) -> None:
     stub = _Server(result_url=f"http://{NAME}:PORT/logs/x.txt")
-    red = redis_server.client()
-    red.flushdb()
-    keys = Keys()
-    events = EventLog(red, keys)
-    logs = LogStore(redis_lib.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5), keys)
-    lease = LeaseManager(red, keys).acquire("ssh-collector:5", new_owner("test"), 60_000)
+    state = State(redis_client)
+    events, logs = state.events, state.logs
+    lease = state.leases.acquire("ssh-collector:5", new_owner("test"), 60_000)
     vast = VastClient("k", f"http://127.0.0.1:{stub.port}/api/v0", timeout_s=(2.0, 5.0))
     provider = ProviderLog("5", logs, lambda iid, tail, guard: vast.request_logs(int(iid), tail, wait_s=3.0,
                                                                                  url_guard=guard),
@@ -183,14 +179,11 @@ def test_a_host_without_a_pin_is_refused(tls_server) -> None:
         session.get(f"http://127.0.0.1:{server.port}/x", timeout=5)
 
 
-def test_more_new_lines_than_the_tail_between_two_reads_is_a_gap_event(sim, redis_server) -> None:
-    red = redis_server.client()
-    red.flushdb()
-    keys = Keys()
-    events = EventLog(red, keys)
-    logs = LogStore(redis_lib.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5), keys)
+def test_more_new_lines_than_the_tail_between_two_reads_is_a_gap_event(sim, redis_client) -> None:
+    state = State(redis_client)
+    events, logs = state.events, state.logs
     iid = str(sim.control.create_instance(running=True)["id"])
-    lease = LeaseManager(red, keys).acquire(f"ssh-collector:{iid}", new_owner("test"), 60_000)
+    lease = state.leases.acquire(f"ssh-collector:{iid}", new_owner("test"), 60_000)
     vast = VastClient(sim.api_key, sim.vast_api_url, timeout_s=(2.0, 5.0))
     provider = ProviderLog(iid, logs, lambda i, tail, guard: vast.request_logs(int(i), tail, wait_s=5.0,
                                                                                url_guard=guard),

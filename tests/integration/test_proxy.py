@@ -15,9 +15,10 @@ import pytest
 import requests
 
 from tests.fixtures.comfy import Client, base_url, empty_image_graph, png_size
+from tests.fixtures.helpers import free_port, wait_for
 from tests.fixtures.proxy import ADMIN_KEY, start_proxy, stop_proxy
-from tests.helpers import free_port, wait_until
-from vastkeep.state import InstanceRecord, Keys, StateStore, connect
+from tests.fixtures.state import State
+from vastkeep.state import InstanceRecord
 
 
 def run(coro):
@@ -50,7 +51,7 @@ def test_a_prompt_from_post_to_its_image_through_the_lease_endpoint(proxy_rig):
     assert re.search(r'vastkeep_proxy_requests_total\{route="c",status="200"\} [1-9]', metrics)
     assert re.search(r'vastkeep_proxy_websocket_messages_total\{direction="down"\} [1-9]', metrics)
     assert re.search(r'vastkeep_proxy_bytes_total\{direction="down"\} [1-9]', metrics)
-    wait_until(lambda: "vastkeep_proxy_websockets_open 0" in requests.get(f"{proxy_rig.url}/metrics",
+    wait_for(lambda: "vastkeep_proxy_websockets_open 0" in requests.get(f"{proxy_rig.url}/metrics",
                                                                            timeout=5).text,
                5, "the relay to close after its client")
 
@@ -88,7 +89,7 @@ def test_the_token_survives_renewal_and_dies_with_release(proxy_rig):
     # dropped with the lease (the deployment's token key stays)
     assert proxy_rig.store.redis.keys("vastkeep:endpoint*") == ["vastkeep:endpoint-secret"]
     # at once, not after the resolution cache's second: the release published the drop to the proxy
-    wait_until(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 0.5,
+    wait_for(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 0.5,
                "the released lease's endpoint to stop answering")
     ws_refused = run(_ws_status(url + "ws?clientId=x"))
     assert ws_refused == 404
@@ -104,7 +105,7 @@ def test_a_token_is_refused_once_its_lease_entry_no_longer_matches(proxy_rig):
     key = "vastkeep:pool:leases:default"
     entry = json.loads(r.hget(key, lease["instanceId"]))
     r.hset(key, lease["instanceId"], json.dumps({**entry, "fence": entry["fence"] + 1}))  # re-leased
-    wait_until(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 5, "refusal")
+    wait_for(lambda: requests.get(url + "system_stats", timeout=5).status_code == 404, 5, "refusal")
     r.hset(key, lease["instanceId"], json.dumps({**entry, "until": time.time() - 1}))  # expired
     assert requests.get(url + "system_stats", timeout=5).status_code == 404
 
@@ -176,7 +177,7 @@ def tight(redis_server, redis_client, sim, tmp_path):
            "PROXY_PORT": str(port), "VASTKEEP_HOME": str(tmp_path / "h"), "PROXY_MAX_UPLOAD_BYTES": "100000",
            "PROXY_CLIENT_CONCURRENCY": "2", "PROXY_UPSTREAM_TIMEOUT_MS": "1500"}
     inst = sim.control.create_instance(running=True)
-    store = StateStore(connect(redis_server.url), Keys())
+    store = State.on(redis_server.url).store
     store.put_instance(InstanceRecord(str(inst["id"]), status="ready", label="vastkeep:default:0",
                                       connection_url=base_url(inst),
                                       port_validation={"success": True,

@@ -13,13 +13,13 @@ import redis.asyncio as aredis
 from aiohttp import web
 
 from tests.fixtures.comfy import Client, txt2img_graph
-from tests.helpers import free_port
+from tests.fixtures.helpers import free_port
 from vastkeep.core.clock import SystemClock
 from vastkeep.pool import PoolLeases
 from vastkeep.proxy import endpoints
 from vastkeep.proxy.resolve import Resolver
 from vastkeep.proxy.server import ProxyServer
-from vastkeep.state import InstanceRecord, Keys, StateStore
+from vastkeep.state import InstanceRecord, Keys
 
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
@@ -37,9 +37,8 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
 
 
 def test_frames_cross_both_ways_and_the_upstream_close_code_reaches_the_client(redis_server, redis_client,
-                                                                               tmp_path):
+                                                                               store, tmp_path):
     port = free_port()
-    store = StateStore(redis_client, Keys())
     store.put_instance(InstanceRecord("77", status="ready", label="vastkeep:default:0",
                                       connection_url=f"http://127.0.0.1:{port}"))
     grant = PoolLeases(redis_client, Keys(), "default", "vastkeep", store=store).grant(60, "ws-test")

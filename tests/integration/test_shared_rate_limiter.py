@@ -10,6 +10,7 @@ import threading
 import pytest
 import redis
 
+from tests.fixtures.state import State
 from tests.fixtures.vast_stub import STUB_API_KEY
 from vastkeep.core.backoff import BackoffPolicy
 from vastkeep.core.clock import SYSTEM_CLOCK, FakeClock
@@ -17,7 +18,7 @@ from vastkeep.core.errors import RateLimited
 from vastkeep.core.settings import load_settings
 from vastkeep.providers.http import RetryPolicy
 from vastkeep.providers.vast import VastClient
-from vastkeep.state import Keys, SharedRateLimiter, StateStore, key_fingerprint
+from vastkeep.state import Keys, SharedRateLimiter, key_fingerprint
 from vastkeep.state.ratelimit import Reservation
 from vastkeep.tokens.manager import TokenManager
 from vastkeep.tokens.preflight import vast_client
@@ -161,7 +162,7 @@ def test_a_larger_threshold_named_by_a_429_is_shared_never_lowered_and_expires(
 
 
 def test_vast_client_shares_one_limiter_through_the_store(redis_client: redis.Redis, vast_stub) -> None:
-    store = StateStore(redis_client, Keys("rt"))
+    store = State(redis_client, keys=Keys("rt")).store
     env = {"VAST_API_KEY": STUB_API_KEY, "VAST_API_URL": vast_stub.url}
     settings = load_settings(env, env_file=False)
     with vast_client(settings, store, FakeClock()) as client:
@@ -188,7 +189,7 @@ def test_the_vast_token_check_takes_the_shared_slot_of_the_endpoint_it_calls(red
     after a list drew a 429 from the simulated cloud (its minimum gap on) and an "unknown" verdict (seen at
     every `vastkeep up` start). Fails without the check's pacing."""
     sim.control.set_rate_limit(min_gap_s=0.3)
-    store = StateStore(redis_client, Keys("rt-check"))
+    store = State(redis_client, keys=Keys("rt-check")).store
     settings = load_settings({**sim.env(), "VAST_API_MIN_GAP_MS": "400"}, env_file=False)
     manager = TokenManager.from_settings(settings, store)
     verdicts = []

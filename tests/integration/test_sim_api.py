@@ -4,10 +4,11 @@ shapes."""
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 import requests
+
+from tests.fixtures.helpers import wait_for
 
 T = 5  # seconds: timeout of every request in these tests
 
@@ -15,8 +16,8 @@ T = 5  # seconds: timeout of every request in these tests
 def _wait_status(sim, iid: int, want: str, deadline_s: float = 10.0) -> list:
     """Poll the show endpoint until ``actual_status == want``; returns every status seen on the way."""
     seen: list = []
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+
+    def reached() -> bool:
         inst = requests.get(
             f"{sim.vast_api_url}/instances/{iid}/",
             params={"owner": "me"},
@@ -25,11 +26,19 @@ def _wait_status(sim, iid: int, want: str, deadline_s: float = 10.0) -> list:
         ).json()["instances"]
         if not seen or seen[-1][0] != inst["actual_status"]:
             seen.append((inst["actual_status"], inst["ports"]))
-        if inst["actual_status"] == want:
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"never reached {want}: {seen}")
+        return inst["actual_status"] == want
 
+    wait_for(reached, deadline_s, f"{want} (seen {seen})")
+    return seen
+
+
+
+def comfy_answer(url: str) -> requests.Response | None:
+    """ComfyUI's answer, or None while nothing listens yet."""
+    try:
+        return requests.get(url, timeout=T)
+    except requests.ConnectionError:
+        return None
 
 def test_vast_auth_bearer_query_and_missing(sim):
     url = f"{sim.vast_api_url}/instances"
@@ -114,14 +123,9 @@ def test_rent_lifecycle_ports_and_comfy(sim):
     ip = inst["public_ipaddr"].strip()
     assert ip.startswith("127.") and ip != "127.0.0.1"
     url = f"http://{ip}:{inst['ports']['8188/tcp'][0]['HostPort']}"
-    end = time.monotonic() + 5
-    while True:  # ComfyUI boots a little after "running"
-        try:
-            stats = requests.get(url + "/system_stats", timeout=T).json()
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < end
-            time.sleep(0.02)
+    # ComfyUI boots a little after "running"
+    stats = wait_for(lambda: comfy_answer(url + "/system_stats"), 5, "ComfyUI answering",
+                     interval_s=0.02).json()
     assert set(stats["system"]) >= {
         "os",
         "ram_total",

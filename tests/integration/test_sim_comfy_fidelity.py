@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import requests
 
-from tests.integration.test_sim_faults import connect_only, endpoint
+from tests.fixtures.sim_ssh import connect_only, endpoint
 
 T = 5
 

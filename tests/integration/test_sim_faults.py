@@ -10,12 +10,9 @@ import aiohttp
 import pytest
 import requests
 
+from tests.fixtures.sim_ssh import connect_only, endpoint
+
 T = 5
-
-
-def endpoint(inst: dict, name: str = "8188/tcp") -> tuple[str, int]:
-    ip = inst["public_ipaddr"].strip()
-    return (ip, 8188) if name == "direct" else (ip, int(inst["ports"][name][0]["HostPort"]))
 
 
 def connect_outcome(addr: tuple[str, int], timeout_s: float = 0.5) -> tuple[str, float]:
@@ -34,21 +31,6 @@ def connect_outcome(addr: tuple[str, int], timeout_s: float = 0.5) -> tuple[str,
         return "reset", time.monotonic() - started
     except TimeoutError:
         return "timeout", time.monotonic() - started
-    finally:
-        sock.close()
-
-
-def connect_only(addr: tuple[str, int], timeout_s: float = 0.5) -> str:
-    """Just the TCP handshake: connected | refused | timeout."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(addr)
-        return "connected"
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
     finally:
         sock.close()
 

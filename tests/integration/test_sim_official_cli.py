@@ -14,12 +14,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from tests.fixtures.helpers import wait_for
 
 VASTAI = Path(sys.executable).with_name("vastai")
 FAST = {"created_s": 0, "loading_s": 0.1, "boot_s": 0.1, "stop_s": 0, "log_interval_s": 0.02}
@@ -70,13 +71,11 @@ def cli(sim, tmp_path: Path):
 
 
 def wait_status(cli, iid: int, status: str, deadline_s: float = 20) -> dict:
-    end = time.monotonic() + deadline_s
-    while True:
+    def reached() -> dict | None:
         row = cli.json("show", "instance", str(iid))
-        if row["actual_status"] == status:
-            return row
-        assert time.monotonic() < end, f"instance {iid} never {status}: {row['actual_status']}"
-        time.sleep(0.1)
+        return row if row["actual_status"] == status else None
+
+    return wait_for(reached, deadline_s, f"instance {iid} {status}", interval_s=0.1)
 
 
 def cheap_offers(cli) -> list[dict]:

@@ -8,49 +8,18 @@ import time
 import paramiko
 import pytest
 
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.sim_ssh import direct, run, ssh_client
+
 T = 5
 
 
-def ssh_client(
-    sim, host: str, port: int, timeout_s: float = T, known_hosts: bool = True
-) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    if known_hosts:
-        client.load_host_keys(sim.info["ssh_known_hosts_path"])
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        host,
-        port,
-        username="root",
-        key_filename=sim.info["ssh_private_key_path"],
-        look_for_keys=False,
-        allow_agent=False,
-        timeout=timeout_s,
-        banner_timeout=timeout_s,
-        auth_timeout=timeout_s,
-        channel_timeout=timeout_s,
-    )
-    return client
-
-
-def run(client: paramiko.SSHClient, command: str) -> tuple[int, bytes, bytes]:
-    _in, out, err = client.exec_command(command, timeout=T)
-    data, errors = out.read(), err.read()
-    return out.channel.recv_exit_status(), data, errors
-
-
-def direct(inst: dict) -> tuple[str, int]:
-    return inst["public_ipaddr"].strip(), int(inst["ports"]["22/tcp"][0]["HostPort"])
-
-
 def wait_running(sim, iid: int, deadline_s: float = 5) -> dict:
-    end = time.monotonic() + deadline_s
-    while True:
+    def running() -> dict | None:
         inst = sim.control.instance(iid)["instance"]
-        if inst["actual_status"] == "running":
-            return inst
-        assert time.monotonic() < end, inst["actual_status"]
-        time.sleep(0.01)
+        return inst if inst["actual_status"] == "running" else None
+
+    return wait_for(running, deadline_s, f"instance {iid} running")
 
 
 def test_provisioning_log_grows_and_is_read_with_tail_c(sim):
@@ -61,13 +30,8 @@ def test_provisioning_log_grows_and_is_read_with_tail_c(sim):
     with ssh_client(sim, *direct(inst)) as client:
         code, first, _ = run(client, "tail -c +1 /var/log/onstart.log")
         assert code == 0 and b"[image] pulling layer" in first
-        end = time.monotonic() + 3
-        while True:
-            code, more, _ = run(client, f"tail -c +{len(first) + 1} /var/log/onstart.log")
-            if more:
-                break
-            assert time.monotonic() < end
-            time.sleep(0.05)
+        more = wait_for(lambda: run(client, f"tail -c +{len(first) + 1} /var/log/onstart.log")[1], 3,
+                        "more provisioning lines", interval_s=0.05)
         assert b"[provision]" in more
         code, count, _ = run(client, "wc -c /var/log/onstart.log")
         assert int(count.split()[0]) >= len(first) + len(more)

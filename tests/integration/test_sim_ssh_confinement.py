@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.sim import start_sim
-from tests.integration.test_sim_ssh import direct, run, ssh_client
+from tests.fixtures.sim_ssh import direct, run, ssh_client
 
 MARKER = "vastkeep-confinement-marker-0b1f"
 

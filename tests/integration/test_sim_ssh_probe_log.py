@@ -6,18 +6,19 @@ from __future__ import annotations
 import socket
 import time
 
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.sim import start_sim
 
 BANNER_ERROR = "Error reading SSH protocol banner"
 
 
 def _wait_for(path, text: str, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """The log once it holds ``text``."""
+    def holding() -> str:
         out = path.read_text(errors="replace")
-        if text in out or time.monotonic() > deadline:
-            return out
-        time.sleep(0.05)
+        return out if text in out else ""
+
+    return wait_for(holding, timeout_s, f"{text!r} in {path}", interval_s=0.05)
 
 
 def test_a_non_ssh_connection_is_one_line_and_start_up_makes_none() -> None:

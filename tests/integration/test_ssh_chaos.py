@@ -10,62 +10,25 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
-from tests.chaos_support import Chaos, wait_for
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.ssh_rig import record_instance, start_log_writer
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import InstanceRecord, Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
-def _record(sim, store: StateStore) -> tuple[str, Path]:
-    inst = sim.control.create_instance(running=True)
-    iid = str(inst["id"])
-    store.put_instance(InstanceRecord(
-        iid, status="loading", public_ip=inst["public_ipaddr"].strip(),
-        ports={"22/tcp": int(inst["ports"]["22/tcp"][0]["HostPort"])}, ssh_host=inst["ssh_host"],
-        ssh_port=int(inst["ssh_port"])))
-    return iid, Path(sim.control.instance(inst["id"])["log_path"])
-
-
-def _writer(path: Path, stop: threading.Event) -> threading.Thread:
-    def run() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            with open(path, "ab") as fh:
-                fh.write(f"[provision] line {n} {'y' * (n % 97)}\n".encode())
-            time.sleep(0.005)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_kill_9_of_the_worker_running_a_collector_another_resumes_nothing_lost(pool, chaos, sim) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    raw = redis.Redis(host="127.0.0.1", port=rs.port)  # log lines are bytes
-    keys = Keys()
-    store = StateStore(r, keys)
-    logs = LogStore(raw, keys)
-    leases = LeaseManager(r, keys)
-    iid, log_path = _record(sim, store)
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
+    iid, log_path = record_instance(sim, store)
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="1000",
                     SSH_COLLECT_HOLD_S="4", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="5000")
     a = chaos.worker("worker", "ssh-a", env, pool=pool, concurrency=4 if pool == "threads" else 1)
@@ -74,7 +37,7 @@ def test_kill_9_of_the_worker_running_a_collector_another_resumes_nothing_lost(p
         w.wait_ready()
     client = chaos.client(rs.url, env)
     stop = threading.Event()
-    writer = _writer(log_path, stop)
+    writer = start_log_writer(log_path, stop)
     try:
         client.send_task("vastkeep.ssh.collect", args=[iid])
         wait_for(lambda: logs.offset(iid, PROVISION_LOG) > 0, 20, "first lines stored")

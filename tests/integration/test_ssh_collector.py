@@ -12,74 +12,15 @@ from pathlib import Path
 
 import paramiko
 import pytest
-import redis as redis_lib
 
+from tests.fixtures.collector_rig import LOG, Rig
 from vastkeep.core.errors import SSHError, StaleFence
-from vastkeep.ssh import Collector, CollectorConfig, HostKeyPins, LogStore, lease_name, load_private_key
+from vastkeep.ssh import HostKeyPins, lease_name
 from vastkeep.ssh.connect import open_client
 from vastkeep.ssh.routes import DIRECT, PROXY, Route
-from vastkeep.state import EventLog, InstanceRecord, Keys, LeaseManager, StateStore, new_owner
+from vastkeep.state import new_owner
 
-LOG = "/var/log/onstart.log"
 KILLS = 50
-
-
-class Rig:
-    """A sim instance with its record in the store, a collector lease and a collector in a thread."""
-
-    def __init__(self, sim, redis_server, **cfg) -> None:
-        self.sim = sim
-        self.redis = redis_server.client()
-        self.redis.flushdb()
-        self.raw = redis_lib.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5)
-        self.keys = Keys()
-        self.store = StateStore(self.redis, self.keys)
-        self.events = EventLog(self.redis, self.keys)
-        self.logs = LogStore(self.raw, self.keys)
-        self.leases = LeaseManager(self.redis, self.keys)
-        inst = sim.control.create_instance(running=True)
-        self.iid = str(inst["id"])
-        self.log_path = Path(sim.control.instance(inst["id"])["log_path"])
-        self.store.put_instance(InstanceRecord(
-            self.iid, status="loading", public_ip=inst["public_ipaddr"].strip(),
-            ports={"22/tcp": int(inst["ports"]["22/tcp"][0]["HostPort"])},
-            ssh_host=inst["ssh_host"], ssh_port=int(inst["ssh_port"])))
-        self.pkey = load_private_key(sim.info["ssh_private_key_path"])
-        defaults = dict(ready_timeout_s=3.0, keepalive_interval_s=0.5, keepalive_max_miss=3,
-                        health_interval_s=5.0, health_timeout_s=2.0, gate_s=0.2, hold_s=120.0,
-                        reconnect_window_s=0.05)
-        self.cfg = CollectorConfig(**{**defaults, **cfg})
-        self.lease = self.leases.acquire(lease_name(self.iid), new_owner("test"), 60_000)
-        self.collector: Collector | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, **extra) -> Collector:
-        self.collector = Collector(self.iid, redis_client=self.redis, keys=self.keys, logstore=self.logs,
-                                   lease=self.lease, pkey=self.pkey,
-                                   get_record=lambda: self.store.get_instance(self.iid), config=self.cfg,
-                                   events=self.events, rng=random.Random(1), **extra)
-        self.thread = threading.Thread(target=self.collector.run, daemon=True)
-        self.thread.start()
-        return self.collector
-
-    def stop(self) -> None:
-        if self.collector is not None:
-            self.collector.stop_event.set()
-            self.thread.join(15)
-            assert not self.thread.is_alive(), "collector did not stop within its deadlines"
-
-    def append(self, data: bytes) -> None:
-        with open(self.log_path, "ab") as fh:
-            fh.write(data)
-
-    def stored(self) -> bytes:
-        return self.logs.read_all_bytes(self.iid, LOG)
-
-    def wait_stored(self, size: int, timeout_s: float = 20.0) -> None:
-        end = time.monotonic() + timeout_s
-        while self.logs.offset(self.iid, LOG) < size:
-            assert time.monotonic() < end, (self.logs.offset(self.iid, LOG), size)
-            time.sleep(0.02)
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import redis as redis_lib
 
-from tests.integration.test_ssh_collector import LOG, Rig
+from tests.fixtures.collector_rig import LOG, Rig
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.providers.vast import VastClient
-from vastkeep.ssh import LogStore
 from vastkeep.ssh.provider_log import PROVIDER_FILE, ProviderLog
-from vastkeep.state import EventLog, Keys, LeaseManager, new_owner
+from vastkeep.state import new_owner
 
 
 def _fetcher(sim):
@@ -29,13 +29,6 @@ def _fetcher(sim):
         return vast.request_logs(int(iid), tail, wait_s=5.0, url_guard=guard)
 
     return fetch
-
-
-def _wait(pred, timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < end, what
-        time.sleep(0.05)
 
 
 def _kinds(rig: Rig) -> list[str]:
@@ -57,7 +50,7 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         sim.control.kill_ssh_sessions(iid)
         down = time.monotonic()
         sim.control.append_log(iid, "step 3 (while SSH is down)", "step 4")
-        _wait(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 4, 30, "no provider lines")
+        wait_for(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 4, 30, "no provider lines")
         assert time.monotonic() - down >= 1.5  # not before the fallback time
         lines = r.logs.read(r.iid, PROVIDER_FILE)
         assert [ln.to_dict()["text"] for ln in lines] == ["step 1", "step 2", "step 3 (while SSH is down)",
@@ -65,10 +58,10 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         assert {ln.to_dict()["source"] for ln in lines} == {"provider-api"}
         assert {ln.to_dict()["source"] for ln in r.logs.read(r.iid, LOG)} == {"ssh"}
         polled = r.redis.hget(r.keys.collector(r.iid), "provider_polled_at")
-        _wait(lambda: r.redis.hget(r.keys.collector(r.iid), "provider_polled_at") != polled, 15,
+        wait_for(lambda: r.redis.hget(r.keys.collector(r.iid), "provider_polled_at") != polled, 15,
               "no second provider poll")
         sim.control.append_log(iid, "step 5")
-        _wait(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 5, 15, "step 5 not read")
+        wait_for(lambda: len(r.logs.read(r.iid, PROVIDER_FILE)) >= 5, 15, "step 5 not read")
         texts = [ln.to_dict()["text"] for ln in r.logs.read(r.iid, PROVIDER_FILE)]
         assert texts == ["step 1", "step 2", "step 3 (while SSH is down)", "step 4", "step 5"]  # no doubles
         offsets = [ln.offset for ln in r.logs.read(r.iid, PROVIDER_FILE)]
@@ -78,7 +71,7 @@ def test_ssh_down_past_the_fallback_time_reads_the_provider_log_then_ssh_resumes
         sim.control.append_log(iid, "step 6 (SSH is back)")
         r.wait_stored(r.log_path.stat().st_size, timeout_s=40)
         assert r.stored() == r.log_path.read_bytes()  # SSH stream: nothing lost, nothing twice
-        _wait(lambda: "ssh-fallback-ended" in _kinds(r), 10, "no ssh-fallback-ended")
+        wait_for(lambda: "ssh-fallback-ended" in _kinds(r), 10, "no ssh-fallback-ended")
         assert r.redis.hget(r.keys.collector(r.iid), "fallback") == ""
     finally:
         r.stop()
@@ -134,14 +127,11 @@ class _Stub:
     ("http://127.0.0.1:PORT/logs/x.txt", "http://10.0.0.7/steal", True, False),  # a redirect to private
     ("http://127.0.0.1:PORT/logs/x.txt", None, True, True),  # the simulated cloud's loopback: fetched
 ])
-def test_result_url_ssrf_guard(result_url, redirect_to, allow_loopback, fetched, redis_server):
+def test_result_url_ssrf_guard(result_url, redirect_to, allow_loopback, fetched, redis_client):
     stub = _Stub(result_url, redirect_to)
-    red = redis_server.client()
-    red.flushdb()
-    keys = Keys()
-    events = EventLog(red, keys)
-    logs = LogStore(redis_lib.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5), keys)
-    lease = LeaseManager(red, keys).acquire("ssh-collector:5", new_owner("test"), 60_000)
+    state = State(redis_client)
+    events, logs = state.events, state.logs
+    lease = state.leases.acquire("ssh-collector:5", new_owner("test"), 60_000)
     vast = VastClient("k", stub.url, timeout_s=(2.0, 5.0))
     provider = ProviderLog("5", logs, lambda iid, tail, guard: vast.request_logs(int(iid), tail, wait_s=3.0,
                                                                                  url_guard=guard),

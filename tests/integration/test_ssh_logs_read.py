@@ -11,8 +11,8 @@ import pytest
 import redis as redis_lib
 import requests
 
-from tests.helpers import ServedApp as Served
-from tests.integration.test_admin_api import KEY
+from tests.fixtures.admin_api import KEY
+from tests.fixtures.helpers import ServedApp as Served
 from vastkeep.admin import HEADER, create_app
 from vastkeep.core.clock import SystemClock
 from vastkeep.core.settings import load_settings

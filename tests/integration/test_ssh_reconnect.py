@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.test_ssh_collector import LOG, Rig
+from tests.fixtures.collector_rig import LOG, Rig
 from vastkeep.ssh.drops import record_drop
 from vastkeep.state import Keys
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.integration.test_ssh_collector import LOG, Rig
+from tests.fixtures.collector_rig import LOG, Rig
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 A real collector runs in a real threads worker (``-P threads``, as production runs the ``vastkeep.ssh``
 queue; Celery enforces no time limit there) against the simulated cloud's sshd and a real redis-server.
-``tests/hang_app.py`` blocks the collector in its fenced write (a call without a deadline), while a writer
+``tests/fixtures/hang_app.py`` blocks the collector in its fenced write (a call without a deadline), while a
+writer
 keeps appending to the remote log. The collector's lease keeper sees its loop stop beating, releases the
 lease and emits ``ssh-collector-stalled``; the supervision sweep (sent every second, as beat would) finds
 the heartbeat stale and the lease free and restarts the collector after the guide's 10 s. The successor
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
-from tests.chaos_support import SSH_QUEUE, Chaos, report, wait_for
-from tests.integration.test_ssh_chaos import _record, _writer
+from tests.fixtures.chaos import SSH_QUEUE, report
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.ssh_rig import record_instance, start_log_writer
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import EventLog, Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 from vastkeep.supervision import SupervisionBook
 from worker.config import CONTROL_QUEUE
@@ -42,21 +41,13 @@ START_S = 5.0  # a sent start reaching a free thread, connecting, beating
 BOUND_S = READY_TIMEOUT_S + LEASE_TTL_S + 1.0 + SWEEP_EVERY_S + RESTART_DELAY_S + SWEEP_EVERY_S + START_S
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
 def test_a_hung_collector_is_restarted_within_the_bound_and_nothing_is_lost(chaos, sim, tmp_path) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
-        LeaseManager(r, keys)
-    events, book = EventLog(r, keys), SupervisionBook(r, keys)
-    iid, path = _record(sim, store)
+    state = State(rs.client())
+    r, keys, store, logs, leases, events = state.redis, state.keys, state.store, state.logs, state.leases, \
+        state.events
+    book = SupervisionBook(r, keys)
+    iid, path = record_instance(sim, store)
     gate = tmp_path / "hang-gate"
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_READY_TIMEOUT_MS=str(int(READY_TIMEOUT_S * 1000)), SSH_COLLECT_HOLD_S="300",
@@ -64,7 +55,7 @@ def test_a_hung_collector_is_restarted_within_the_bound_and_nothing_is_lost(chao
                     SUPERVISION_RESTART_JITTER_PCT="0", SUPERVISION_START_TIMEOUT_MS="20000",
                     COMFYUI_KEEPALIVE_SHARDS="1",
                     VKTEST_HANG_GATE=str(gate))
-    worker = chaos.worker("tests.hang_app", "ssh-hang", env, pool="threads", concurrency=6,
+    worker = chaos.worker("tests.fixtures.hang_app", "ssh-hang", env, pool="threads", concurrency=6,
                           queues=(SSH_QUEUE, CONTROL_QUEUE))
     worker.wait_ready()
     client = chaos.client(rs.url, env)
@@ -77,7 +68,7 @@ def test_a_hung_collector_is_restarted_within_the_bound_and_nothing_is_lost(chao
         return go
 
     stop = threading.Event()
-    writer = _writer(path, stop)
+    writer = start_log_writer(path, stop)
     try:
         wait_for(sweep_and(lambda: logs.offset(iid, PROVISION_LOG) > 0 and book.all().get(daemon) is not None
                            and book.all()[daemon].status == "running"), 30,

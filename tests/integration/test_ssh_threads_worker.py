@@ -8,37 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
-from tests.chaos_support import SSH_QUEUE, Chaos, wait_for
-from tests.integration.test_ssh_chaos import _record
+from tests.fixtures.chaos import SSH_QUEUE
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.ssh_rig import record_instance
+from tests.fixtures.state import State
 from vastkeep.core.clock import SystemClock
-from vastkeep.ssh import PROVISION_LOG, LogStore, lease_name
-from vastkeep.state import Keys, LeaseManager, StateStore
+from vastkeep.ssh import PROVISION_LOG, lease_name
 from vastkeep.state.heartbeats import read_heartbeats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 COLLECTORS = 20
 
 
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
 def test_one_threads_worker_streams_20_collectors_at_once(chaos, sim) -> None:
     rs = chaos.redis()
-    r = rs.client()
-    raw = redis.Redis(host="127.0.0.1", port=rs.port)
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(raw, keys), LeaseManager(r, keys)
-    instances = [_record(sim, store) for _ in range(COLLECTORS)]
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
+    instances = [record_instance(sim, store) for _ in range(COLLECTORS)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="8", SSH_BACKOFF_GATE_S="1", SSH_READY_TIMEOUT_MS="10000")
     worker = chaos.worker("worker", "ssh-threads", env, pool="threads", concurrency=COLLECTORS + 4,
@@ -90,10 +79,9 @@ def test_the_collect_task_falls_back_to_the_provider_log_api_when_ssh_is_refused
     from vastkeep.ssh import PROVIDER_FILE
 
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys)
-    iid, _path = _record(sim, store)
+    state = State(rs.client())
+    store, logs = state.store, state.logs
+    iid, _path = record_instance(sim, store)
     sim.control.append_log(int(iid), "provisioning step 1", "provisioning step 2")
     sim.control.refuse(int(iid), "22/tcp")
     sim.control.refuse(int(iid), "ssh_proxy")
@@ -117,11 +105,9 @@ def test_a_warm_shutdown_ends_the_holds_at_once_and_hands_the_collectors_over(ch
     `vastkeep up`). Each collector now ends on the shutdown and queues its continuation, which a second
     worker takes with nothing lost. Fails without the shutdown hook (the worker is still alive at 15 s)."""
     rs = chaos.redis()
-    r = rs.client()
-    keys = Keys()
-    store, logs, leases = StateStore(r, keys), LogStore(redis.Redis(host="127.0.0.1", port=rs.port), keys), \
-        LeaseManager(r, keys)
-    instances = [_record(sim, store) for _ in range(3)]
+    state = State(rs.client())
+    r, keys, store, logs, leases = state.redis, state.keys, state.store, state.logs, state.leases
+    instances = [record_instance(sim, store) for _ in range(3)]
     env = chaos.env(rs.url, SSH_KEY_PATH=sim.info["ssh_private_key_path"], SSH_KEEPALIVE_INTERVAL_MS="2000",
                     SSH_COLLECT_HOLD_S="300", SSH_READY_TIMEOUT_MS="10000")
     first = chaos.worker("worker", "ssh-stop-a", env, pool="threads", concurrency=8, queues=(SSH_QUEUE,))

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.stack import Stack, start_stack
 from vastkeep.sim.control import SimControl
 
@@ -42,17 +43,6 @@ def answers(url: str | None) -> bool:
         return False
 
 
-def wait(cond: Any, timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(every_s)
-
-
 @pytest.fixture
 def stack(tmp_path: Path):
     s = start_stack(tmp_path, {"WARM_POOL_DESIRED_SIZE": "2"})
@@ -71,13 +61,13 @@ def test_a_crashed_comfyui_is_shown_lost_at_once_and_replaced_within_provisionin
         return [i["contractId"] for i in doc["instances"]
                 if i["status"] == "ready" and answers(i["connectionUrl"])]
 
-    wait(lambda: len(usable(status())) == 2, 90, "2 ready instances", every_s=0.5)
+    wait_for(lambda: len(usable(status())) == 2, 90, "2 ready instances", interval_s=0.5)
 
     def watched() -> bool:  # the keepalive holds both instances (its first ping answered)
         view = stack.get("/api/proxy/admin/keepalive/status")
         return sum(1 for v in view["instances"].values() if v["totalSuccesses"] >= 1) >= 2
 
-    wait(watched, 60, "the keepalive watching both", every_s=0.5)
+    wait_for(watched, 60, "the keepalive watching both", interval_s=0.5)
     time.sleep(1.0)  # the fast path's /ws opens beside the first ping
     before = status()
     first_ids = {i["contractId"] for i in before["instances"]}
@@ -90,7 +80,7 @@ def test_a_crashed_comfyui_is_shown_lost_at_once_and_replaced_within_provisionin
         view = next(i for i in doc["instances"] if i["contractId"] == victim)
         return doc if view["status"] != "ready" else None
 
-    doc = wait(lost_doc, DETECT_S, "the crashed instance shown lost")
+    doc = wait_for(lost_doc, DETECT_S, "the crashed instance shown lost")
     shown_s = time.monotonic() - crashed
     view = next(i for i in doc["instances"] if i["contractId"] == victim)
     assert view["status"] == "unhealthy" and view["statusReason"] == "keepalive: connection lost", view
@@ -110,16 +100,16 @@ def test_a_crashed_comfyui_is_shown_lost_at_once_and_replaced_within_provisionin
     def replacement() -> list[str]:
         return sorted({i["contractId"] for i in status()["instances"]} - first_ids)
 
-    wait(replacement, RENT_S - (time.monotonic() - crashed), "a replacement rented at once")
+    wait_for(replacement, RENT_S - (time.monotonic() - crashed), "a replacement rented at once")
     rented_s = time.monotonic() - crashed
 
     def two_usable_without_victim() -> list[str] | None:
         ids = [i for i in usable(status()) if i != victim]
         return ids if len(ids) == 2 else None
 
-    wait(two_usable_without_victim, USABLE_S - (time.monotonic() - crashed), "2 usable instances again")
+    wait_for(two_usable_without_victim, USABLE_S - (time.monotonic() - crashed), "2 usable instances again")
     usable_s = time.monotonic() - crashed
-    wait(lambda: victim not in {i["contractId"] for i in status()["instances"]}, SURPLUS_S,
+    wait_for(lambda: victim not in {i["contractId"] for i in status()["instances"]}, SURPLUS_S,
          "the crashed instance destroyed once replaced")
     gone_s = time.monotonic() - crashed
     final = status()

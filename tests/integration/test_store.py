@@ -10,19 +10,13 @@ import pytest
 import redis
 from redis.backoff import FullJitterBackoff
 
-from tests.helpers import wait_until
-from vastkeep.core.clock import FakeClock
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.errors import NotFound, PermanentError, StaleFence
 from vastkeep.core.settings import Secret
 from vastkeep.state.connection import connect
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease, LeaseManager
 from vastkeep.state.store import InstanceRecord, PoolSettings, StateStore
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -100,7 +94,7 @@ def test_holder_that_outlived_its_ttl_has_its_writes_refused(store, leases):
     store.put_instance(record(status="loading"))
     stale = leases.acquire("instance:12345", "slow", 60)
     assert store.update_instance("12345", {"status": "ready"}, lease=stale).fence == stale.fence
-    wait_until(lambda: leases.current("instance:12345") is None)
+    wait_for(lambda: leases.current("instance:12345") is None)
     # Lapsed, nobody newer yet: refused all the same.
     with pytest.raises(StaleFence) as err:
         store.update_instance("12345", {"status": "failed"}, lease=stale)
@@ -240,7 +234,7 @@ def test_token_results_expire(store, redis_client):
     store.put_token_result("civitai", {"valid": False, "error": "Token authentication failed (401)"}, 60)
     assert store.get_token_result("civitai") == {"valid": False, "error": "Token authentication failed (401)"}
     assert 0 < redis_client.pttl("vastkeep:tokens:civitai") <= 60
-    wait_until(lambda: store.get_token_result("civitai") is None)
+    wait_for(lambda: store.get_token_result("civitai") is None)
     store.put_token_result("vastai", {"valid": True}, 10_000)
     assert store.delete_token_result("vastai") and store.get_token_result("vastai") is None
     with pytest.raises(ValueError, match="Secret"):
@@ -276,7 +270,7 @@ def test_connect_survives_a_dropped_connection(redis_server, redis_client):
 
 
 def test_connect_fails_fast_on_a_dead_port_and_refuses_non_redis_urls():
-    from tests.helpers import free_port
+    from tests.fixtures.helpers import free_port
 
     client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout_s=0.5)
     started = time.monotonic()

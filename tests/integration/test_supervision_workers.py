@@ -10,32 +10,23 @@ dispatcher's provider calls; the records live in a private redis-server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.chaos_support import Chaos, report, wait_for
-from tests.helpers import ServedApp
-from vastkeep.admin import HEADER, create_app
-from vastkeep.core.clock import SystemClock
+from tests.fixtures.chaos import report
+from tests.fixtures.helpers import ServedApp, wait_for
+from tests.fixtures.state import State
+from vastkeep.admin import HEADER
 from vastkeep.core.settings import load_settings
 from vastkeep.keepalive import lease_name
-from vastkeep.state import EventLog, Keys, StateStore
+from vastkeep.state import EventLog, Keys
 from vastkeep.supervision import SupervisionBook
 from worker.config import CONTROL_QUEUE, KEEPALIVE_QUEUE
 
 pytestmark = pytest.mark.slow
 KEY = "integration-admin-key-supervision"
 SHARD = "keepalive-shard-0"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[Chaos]:
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
 
 
 def owner_pid(r, shard: int) -> int | None:
@@ -86,10 +77,7 @@ def test_a_killed_shard_worker_is_restarted_on_the_other_worker_after_the_backof
                              "consecutiveCrashes": 1}]
 
     settings = load_settings(environ=env, env_file=False)
-    clock = SystemClock()
-    app = create_app(settings, store=StateStore(r, Keys(), clock), events=EventLog(r, Keys(), clock), redis=r,
-                     clock=clock)
-    with ServedApp(app) as s:
+    with ServedApp(State(r).admin_app(settings)) as s:
         url = f"{s.url}/api/proxy/admin/watchdog/status"
         body = requests.get(url, headers={HEADER: KEY}, timeout=5).json()
     shard = body["daemons"][SHARD]

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Chaos, wait_for
-from vastkeep.state.connection import connect
+from tests.fixtures.chaos import Chaos
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import InstanceRecord, StateStore
+from vastkeep.state.store import InstanceRecord
 
 pytestmark = pytest.mark.slow
 SOFT_S = 4.0
 
 
-@pytest.fixture
-def chaos(tmp_path: Path):
-    c = Chaos(tmp_path)
-    yield c
-    c.close()
-
-
 def test_soft_limit_returns_partial_sweep_and_keeps_verdicts(chaos: Chaos, port_servers) -> None:
     server = chaos.redis()
-    store = StateStore(connect(server.url), Keys())
+    store = State.on(server.url).store
     fast = [port_servers.open("ok") for _ in range(3)]
     hung = [port_servers.open("hang") for _ in range(2)]
     for i, lst in enumerate(fast + hung):
@@ -40,7 +33,7 @@ def test_soft_limit_returns_partial_sweep_and_keeps_verdicts(chaos: Chaos, port_
                                           ports={"8188/tcp": lst.port}))
     env = chaos.env(server.url, VASTKEEP_SIMULATED="1", PORT_HTTP_TIMEOUT_MS="60000",
                     VKTEST_SOFT_LIMIT_S=str(SOFT_S))
-    worker = chaos.worker("tests.limits_app", "limits", env, pool="prefork", concurrency=1)
+    worker = chaos.worker("tests.fixtures.limits_app", "limits", env, pool="prefork", concurrency=1)
     worker.wait_ready(60)
     client = chaos.client(server.url, env)
 

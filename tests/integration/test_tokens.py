@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from tests.fixtures.token_cloud import SimCloud
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
 from vastkeep.core.clock import FakeClock
@@ -48,7 +50,7 @@ def keys() -> Keys:
 
 @pytest.fixture
 def store(redis_client: Any, keys: Keys) -> StateStore:
-    return StateStore(redis_client, keys)
+    return State(redis_client, keys=keys).store
 
 
 @pytest.fixture
@@ -239,10 +241,8 @@ def test_cache_is_shared_and_honoured_then_expires(cloud, store) -> None:
 
 def test_cache_expires_in_redis_too(cloud, store, redis_client, keys) -> None:
     make_manager(cloud, store, cache_ms=300).validate_all(use_cache=True)
-    deadline = time.monotonic() + 5
-    while redis_client.exists(keys.token_result(VASTAI)) and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the real TTL, with a deadline
-    assert not redis_client.exists(keys.token_result(VASTAI))
+    wait_for(lambda: not redis_client.exists(keys.token_result(VASTAI)), 5,  # polling the real TTL
+             "the cached result expired in Redis", interval_s=0.05)
     make_manager(cloud, store, cache_ms=300).validate_all(use_cache=True)
     assert cloud.count_requests()[VASTAI] == 2
 

@@ -10,8 +10,8 @@ import traceback
 import pytest
 import requests
 
+from tests.fixtures.helpers import free_port
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
-from tests.helpers import free_port
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.core.clock import FakeClock
 from vastkeep.core.errors import (
@@ -49,11 +49,6 @@ class FakeSecret:
 
     def __repr__(self) -> str:
         return "'***'"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

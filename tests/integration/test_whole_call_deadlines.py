@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.state import State
 from tests.fixtures.vast_stub import STUB_API_KEY, VastStub
 from vastkeep.core.clock import SYSTEM_CLOCK, SystemClock
 from vastkeep.core.errors import NetworkError, RentOutcomeUnknown
@@ -34,7 +36,6 @@ from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.http import RetryPolicy, make_session, request_with_retry
 from vastkeep.providers.vast import VastClient
 from vastkeep.state.keys import Keys
-from vastkeep.state.store import StateStore
 from vastkeep.tokens.checks import CIVITAI, HUGGINGFACE, SERVICES, VASTAI, CheckSpec, check_specs, run_check
 from vastkeep.tokens.manager import CHECK_POOL_SIZE, TokenManager
 
@@ -315,10 +316,7 @@ def test_deadlines_leave_no_descriptor_behind(stall) -> None:
         _get(f"{ok.url}/y", deadline_s=2.0, session=session)
     session.close()
     silent.release.set()  # the servers (in this process too) let go of their ends
-    deadline = time.monotonic() + 5
-    while open_fds() > before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert open_fds() <= before, "a call left a descriptor open"
+    wait_for(lambda: open_fds() <= before, 5, "every descriptor of the calls closed", interval_s=0.02)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -352,7 +350,7 @@ def test_token_check_ends_at_its_deadline_while_headers_stall(stall, mode: str) 
 def test_hung_checks_do_not_turn_other_tokens_unknown(stall, vast_stub: VastStub, redis_client) -> None:
     """Eight Civitai checks hang on their headers (a full pool's worth); Vast.ai is still judged."""
     civitai = stall("drip_head")
-    store = StateStore(redis_client, Keys("vkstall"))
+    store = State(redis_client, keys=Keys("vkstall")).store
     specs = check_specs(vast_stub.url, vast_stub.url, civitai.url)
 
     def manager(civitai_token: str) -> TokenManager:
@@ -365,9 +363,7 @@ def test_hung_checks_do_not_turn_other_tokens_unknown(stall, vast_stub: VastStub
         manager(f"civitai-{i}").validate_service(CIVITAI, use_cache=False))) for i in range(CHECK_POOL_SIZE)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 5
-    while len(civitai.requests) < CHECK_POOL_SIZE and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(civitai.requests) >= CHECK_POOL_SIZE, 5, "every check hanging")
     assert len(civitai.requests) == CHECK_POOL_SIZE  # all eight are hanging now
     started = time.monotonic()
     vast = manager("civitai-x").validate_service(VASTAI, use_cache=False)
@@ -383,7 +379,7 @@ def test_hung_checks_free_their_threads_at_their_deadline(stall, redis_client) -
     """Twenty rounds against a provider that drips headers: every check ends at its own deadline, so the
     pool keeps serving (before, each check held its thread until the provider let go)."""
     server = stall("drip_head")
-    store = StateStore(redis_client, Keys("vkstall2"))
+    store = State(redis_client, keys=Keys("vkstall2")).store
     mgr = TokenManager(store=store, cache_ms=300_000, timeout_s=0.3,
                        configured={s: Secret(f"tok-{s}") for s in SERVICES},
                        specs=check_specs(server.url, server.url, server.url))

@@ -124,10 +124,8 @@ def test_bad_arguments_are_not_retried(cloud) -> None:
     assert sum(cloud.count_requests().values()) == 0
 
 
-def test_runtime_update_reaches_the_worker(cloud, redis_client) -> None:
-    from vastkeep.state.store import StateStore
-
+def test_runtime_update_reaches_the_worker(cloud, store) -> None:
     new = cloud.rotate(HUGGINGFACE)
     assert run("validate_service", HUGGINGFACE)["statuses"] == {HUGGINGFACE: "invalid"}
-    StateStore(redis_client, Keys()).set_runtime_secret(HUGGINGFACE, new)  # what update-token stores
+    store.set_runtime_secret(HUGGINGFACE, new)  # what update-token stores
     assert run("validate_service", HUGGINGFACE)["statuses"] == {HUGGINGFACE: "valid"}

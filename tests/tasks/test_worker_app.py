@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from celery import Celery
 import tasks
 from tasks.base import VastkeepTask, retry_delay_s
 from tests.fixtures.celery_app import WORKER_HOSTNAME
+from tests.fixtures.helpers import stop_process, wait_for
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling
 from vastkeep.core.errors import AuthError, LeaseBusy, NetworkError, RateLimited, ServerError
 from vastkeep.state.keys import Keys
@@ -97,7 +97,7 @@ def test_heartbeat_task_writes_beat_heartbeat(vk_celery_worker, redis_client) ->
     before = time.time()
     tasks.system.heartbeat.apply_async()
     # ignore_result: no result to wait on, so poll the key with a deadline
-    raw = _wait(lambda: redis_client.hget(Keys().heartbeats(), "beat"), 15, "beat heartbeat")
+    raw = wait_for(lambda: redis_client.hget(Keys().heartbeats(), "beat"), 15, "beat heartbeat")
     record = json.loads(raw)
     assert record["worker"] in (WORKER_HOSTNAME, socket.gethostname()) and record["at"] >= before - 1
     assert 0 < float(redis_client.zscore(Keys().heartbeat_expiry(), "beat")) - record["at"] <= 120
@@ -334,16 +334,6 @@ def _settings():
     return load_settings(environ={}, env_file=False)
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
     db = 13
     url = f"redis://127.0.0.1:{redis_server.port}/{db}"
@@ -360,7 +350,7 @@ def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # the worker's heartbeat bootstep says it started (no sleeps: poll with a deadline)
-        hb = _wait(lambda: raw.hget(Keys().heartbeats(), name), 30, "worker heartbeat")
+        hb = wait_for(lambda: raw.hget(Keys().heartbeats(), name), 30, "worker heartbeat")
         assert "vastkeep.control" in json.loads(hb)["queues"]
         out = subprocess.run(
             [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping", "-d", name, "--timeout", "5"],
@@ -375,12 +365,7 @@ def test_celery_cli_worker_answers_inspect_ping(redis_server, tmp_path) -> None:
         finally:
             client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait(5)
+        rc = stop_process(proc, 30, group=True)
         log.close()
     assert rc == 0, (tmp_path / "worker.log").read_text()[-2000:]
     assert raw.hget(Keys().heartbeats(), name) is None  # a clean stop removes its heartbeat

@@ -26,7 +26,7 @@ def imported_roots(source: str) -> set[str]:
 
 def test_the_checker_sees_every_form_of_import() -> None:
     src = ("import pytest\nfrom tests.fixtures.redis_server import start_redis_server\n"
-           "def f():\n    import tests.helpers\n    importlib.import_module('pytest')\n")
+           "def f():\n    import tests.fixtures.helpers\n    importlib.import_module('pytest')\n")
     assert imported_roots(src) == {"pytest", "tests"}
     ok = "from bench.support import start_redis_server\nimport redis\n"
     assert imported_roots(ok) == {"bench", "redis"}

@@ -21,13 +21,9 @@ CHILDREN = ("redis", "simulator", "worker-control", "worker-ssh", "worker-keepal
 
 
 @pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def here(clean_shell: Path) -> Path:
     """A folder whose VASTKEEP_HOME holds the stack.json a simulated `vastkeep up` writes (no Redis)."""
-    for var in list(os.environ):
-        if var.startswith(("VAST", "REDIS_URL", "HUGGINGFACE", "CIVITAI", "ADMIN_API")):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    home = tmp_path / ".vastkeep"
+    home = clean_shell / ".vastkeep"
     home.mkdir()
     (home / "stack.json").write_text(json.dumps({
         "pid": os.getpid(), "started_at": "2026-12-07T04:00:00Z", "simulated": True,

@@ -112,16 +112,10 @@ def test_banner_warns_loudly_about_simulated_with_a_real_key() -> None:
 
 # ── vastkeep check ──────────────────────────────────────────────────────────
 @pytest.fixture
-def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def shell(clean_shell: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean shell: no .env, no variables of ours, VASTKEEP_HOME in tmp."""
-    import os
-
-    for var in list(os.environ):
-        if var.startswith(("VAST", "REDIS_URL", "HUGGINGFACE", "CIVITAI", "ADMIN_API")):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("VASTKEEP_HOME", str(tmp_path / "home"))
-    return tmp_path
+    monkeypatch.setenv("VASTKEEP_HOME", str(clean_shell / "home"))
+    return clean_shell
 
 
 def test_check_fails_on_a_vast_url_without_api_v0(shell, monkeypatch, capsys) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import pytest
 
+from tests.fixtures.pool_plan import NOW, P, R
 from vastkeep.pool.plan import (
     OfferParams,
     PendingRent,
@@ -24,30 +22,6 @@ from vastkeep.providers.vast_models import VastOffer
 from vastkeep.sim.query import filter_offers
 from vastkeep.sim.state import make_offers
 from vastkeep.state import InstanceRecord
-
-NOW = 10_000.0
-P = PlanParams(prefix="vk", pool="p", provision_timeout_s=600, unhealthy_grace_s=120)
-
-
-@dataclass
-class R:
-    """A record as the plan reads it (statuses beyond the store's, e.g. polling's "gone", included)."""
-
-    instance_id: str
-    status: str = "ready"
-    slot: int | None = 0
-    created_at: float | None = NOW - 100
-    updated_at: float | None = NOW - 10
-    leased_until: float | None = None
-    dph_total: float | None = 0.5
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-    status_since: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.label is None and self.slot is not None:
-            self.label = make_label("vk", "p", self.slot)
 
 
 def pend(slot: int, state: str = "sending") -> PendingRent:
@@ -212,11 +186,11 @@ def test_spend_rate_and_cap():
 def test_store_stamps_status_since_on_phase_changes_only(redis_client):
     """The store (real Redis) stamps ``status_since`` when a record enters a status; starting → loading is
     one provisioning phase (one clock), ready → loading starts it again (what the plan's timeout reads)."""
+    from tests.fixtures.state import State  # noqa: PLC0415
     from vastkeep.core.clock import FakeClock  # noqa: PLC0415
-    from vastkeep.state import Keys, StateStore  # noqa: PLC0415
 
     clock = FakeClock(1_000.0)
-    store = StateStore(redis_client, Keys(), clock)
+    store = State(redis_client, clock=clock).store
     store.create_instance(InstanceRecord("7", status="starting", label="vk:p:0"))
     assert store.get_instance("7").status_since == 1_000.0
     clock.advance(50)

@@ -3,40 +3,20 @@ once replaced; a flapping ComfyUI costs one replacement, not one per loss."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.fixtures.pool_plan import NOW, P, R
 from vastkeep.core.clock import FakeClock
-from vastkeep.pool.plan import PlanParams, is_sick, make_label, plan_pool, was_lost
+from vastkeep.pool.plan import PlanParams, is_sick, plan_pool, was_lost
 
-NOW = 10_000.0
-P = PlanParams(prefix="vk", pool="p", provision_timeout_s=600, unhealthy_grace_s=120)
 CAPPED = PlanParams(prefix="vk", pool="p", provision_timeout_s=600, unhealthy_grace_s=120, max_spend_dph=1.5,
                     max_offer_dph=0.75)
 ROOMY = PlanParams(prefix="vk", pool="p", provision_timeout_s=600, unhealthy_grace_s=120, max_spend_dph=10.0,
                    max_offer_dph=1.0)
 LOST = "keepalive: connection lost"
 REPLACED = "keepalive: connection lost, replaced"
-
-
-@dataclass
-class R:
-    instance_id: str
-    status: str = "ready"
-    slot: int = 0
-    created_at: float | None = NOW - 100
-    updated_at: float | None = NOW - 10
-    leased_until: float | None = None
-    dph_total: float | None = 0.5
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-    status_since: float | None = None
-
-    def __post_init__(self) -> None:
-        self.label = self.label or make_label("vk", "p", self.slot)
 
 
 def sick(iid: str, slot: int = 0, lost_s: float = 5, **kw: Any) -> R:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.backoff import RestartPolicy, restart_delay
 from vastkeep.core.clock import FakeClock
 from vastkeep.stack.supervisor import ChildSpec, Supervisor
@@ -31,15 +32,6 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize(("crashes", "expected"),
