@@ -17,6 +17,22 @@ from vastkeep.stack import read_stack, text_field
 if TYPE_CHECKING:
     from redis import Redis
 
+    from vastkeep.core.settings import Settings
+
+
+def stack_settings(stack: Mapping[str, object] | None) -> Settings:
+    """This shell's settings, with the pool settings of the stack in this folder (``stack.json``'s
+    ``pool_settings``) over them: the stack may have been started with an environment this shell lacks
+    (``WARM_POOL_DESIRED_SIZE=3 vastkeep up``), and the pool is what the stack runs, not what this shell
+    says."""
+    import os  # noqa: PLC0415
+
+    from vastkeep.core.settings import load_settings  # noqa: PLC0415
+
+    recorded = (stack or {}).get("pool_settings")
+    pool = {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+    return load_settings({**os.environ, **pool}) if pool else load_settings()
+
 
 def home_from_settings() -> Path:
     """VASTKEEP_HOME from settings; ./.vastkeep when settings cannot be read (status must still work)."""

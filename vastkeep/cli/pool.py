@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vastkeep.cli.common import redis_client
+from vastkeep.cli.common import redis_client, stack_settings
 from vastkeep.cli.status import pool_document
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.core.errors import StackError
@@ -26,8 +26,8 @@ def pool_parts() -> tuple[Settings, StateStore, EventLog, PoolBook]:
     from vastkeep.pool import PoolBook  # noqa: PLC0415
     from vastkeep.state import EventLog, Keys, StateStore  # noqa: PLC0415
 
-    settings = load_settings()
-    stack = read_stack(Path(settings.vastkeep_home))
+    stack = read_stack(Path(load_settings().vastkeep_home))
+    settings = stack_settings(stack)
     url = text_field(stack, "redis_url") or settings.redis_url
     if not url:
         raise StackError("no Redis to talk to: start the stack with `vastkeep up` here, or set REDIS_URL")

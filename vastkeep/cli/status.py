@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from vastkeep.cli.common import cli_command, home_from_settings, redis_client
+from vastkeep.cli.common import cli_command, home_from_settings, redis_client, stack_settings
 from vastkeep.cli.health import run_checks
 from vastkeep.core.clock import SYSTEM_CLOCK
 from vastkeep.stack import (
@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if redis_url is not None:
         try:
             overview = overview_of(redis_url, json_object(stack.get("tokens_configured")),
-                                   text_field(stack, "proxy_url"))
+                                   text_field(stack, "proxy_url"), stack)
         except Exception as exc:  # noqa: BLE001 - status must still print the rest
             error = type(exc).__name__
     if args.json:
@@ -89,17 +89,16 @@ def stack_lines(stack: Mapping[str, object], view: Mapping[str, object], home: P
 
 
 def overview_of(redis_url: str, configured: Mapping[str, object] | None = None,
-                proxy_url: str | None = None) -> Overview:
+                proxy_url: str | None = None, stack: Mapping[str, object] | None = None) -> Overview:
     """Each token's last verdict as the workers stored it (no API call; the stack's own tokens may not be in
     this shell's environment, so which are configured comes from ``stack.json``: ``configured``), the
     warm-pool status document, and each lease's endpoint at the stack's proxy (``proxy_url``)."""
-    from vastkeep.core.settings import load_settings  # noqa: PLC0415
     from vastkeep.pool import PoolBook  # noqa: PLC0415
     from vastkeep.proxy import lease_endpoints  # noqa: PLC0415
     from vastkeep.state import Keys, StateStore  # noqa: PLC0415
     from vastkeep.tokens import SERVICES  # noqa: PLC0415
 
-    settings = load_settings()
+    settings = stack_settings(stack)
     client = redis_client(redis_url)
     store = StateStore(client, Keys(), SYSTEM_CLOCK, default_desired_size=settings.warm_pool_desired_size)
     tokens: dict[str, dict[str, object]] = {}

@@ -187,6 +187,10 @@ class Stack:
             self._start_simulator(stop, py)
         self._record_vast_config()
         self.info["tokens_configured"] = tokens_configured(s, simulated=bool(self.info["simulated"]))
+        # the pool as this stack runs it: a CLI in another shell (without this environment) reads it here
+        self.info["pool_settings"] = {"WARM_POOL_NAME": s.warm_pool_name,
+                                      "WARM_POOL_LABEL_PREFIX": s.warm_pool_label_prefix,
+                                      "WARM_POOL_DESIRED_SIZE": str(s.warm_pool_desired_size)}
         # 3. credentials for the API and Flower (generated when not configured, printed once)
         admin_key = s.admin_api_key.reveal() if s.admin_api_key else new_secret()
         flower_auth = s.flower_basic_auth.reveal() if s.flower_basic_auth else f"admin:{new_secret()}"
