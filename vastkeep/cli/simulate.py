@@ -34,8 +34,9 @@ REPLACED = ("polling fails it and the pool rents a replacement (three failures w
 
 FAULTS: dict[str, Fault] = {
     "crash": Fault((("comfy", {"mode": "crash"}),), "ComfyUI crashed (connections refused, open ones reset)",
-                   "keepalive sees it within seconds (reason `ComfyUI down since ...`); `heal` brings it "
-                   "back, else the pool replaces it after WARM_POOL_UNHEALTHY_GRACE_MS (5 min)"),
+                   "keepalive sees it within a second (`unhealthy`, reason `ComfyUI down since ...`) and the "
+                   "pool rents its replacement at once; `heal` brings it back within its "
+                   "WARM_POOL_UNHEALTHY_GRACE_MS (5 min), else it is destroyed"),
     "hang": Fault((("comfy", {"mode": "hang"}),), "ComfyUI hangs (accepts, never answers)",
                   "keepalive's pings time out (GET /api/proxy/admin/keepalive/status counts them); after "
                   "COMFYUI_KEEPALIVE_MAX_FAILURES (5), 35 s apart, the reason reads `ComfyUI down since ...` "
