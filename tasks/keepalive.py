@@ -53,7 +53,8 @@ def run_shard(self: VastkeepTask, shard: int) -> dict[str, object]:
         return run_shard_once(redis=res.redis, keys=res.keys, store=res.store, events=res.events, shard=n,
                               policy=KeepalivePolicy.from_settings(res.settings),
                               config=_config(res.settings), clock=res.clock, on_lost=_poll_now,
-                              should_stop=stopping_check(res, self.request.hostname))
+                              should_stop=stopping_check(res, self.request.hostname),
+                              announced=res.announced)
 
     result = retry_on_redis(self, go, "keepalive shard")
     if result.get("result") == "done":

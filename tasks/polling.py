@@ -58,6 +58,7 @@ def poller(task: AnyTask | None = None) -> Iterator[Poller]:
     vast = res.vast_client()
     try:
         yield Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
+                     announced=res.announced,
                      send=send, notify=notify, vast=vast)
     finally:
         if vast is not None:

@@ -2,16 +2,16 @@
 
 Celery's warm shutdown (SIGTERM: ``systemctl stop``, Ctrl-C of ``vastkeep up``) waits for running tasks, and
 our daemons run for minutes (an SSH collector's hold, a keepalive shard's 300 s run). Celery signals the
-shutdown in the worker's main process only: :data:`SHUTTING_DOWN` is set there, which reaches the tasks of a
-threads or solo pool (the SSH worker); prefork children never see it, so the main process also marks itself
-stopping in Redis (its pid, under ``Keys.worker_stopping(hostname)``), which :func:`stopping_check` reads.
+shutdown in the worker's main process only: its ``Resources.shutting_down`` is set there, which reaches the
+tasks of a threads or solo pool (the SSH worker); prefork children never see it, so the main process also
+marks itself stopping in Redis (its pid, under ``Keys.worker_stopping(hostname)``), which
+:func:`stopping_check` reads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 
 from celery.signals import worker_shutting_down
@@ -21,17 +21,15 @@ from worker.wiring import Resources
 
 log = logging.getLogger("vastkeep.worker")
 
-#: Set in a worker's main process when its warm shutdown begins.
-SHUTTING_DOWN = threading.Event()
 #: How long the Redis mark lives: longer than any warm shutdown (systemd's TimeoutStopSec=120).
 STOPPING_TTL_MS = 600_000
 
 
 @worker_shutting_down.connect
 def _on_shutdown(sender: object = None, **_: object) -> None:
-    SHUTTING_DOWN.set()
+    res = wiring.resources()
+    res.shutting_down.set()
     try:
-        res = wiring.resources()
         res.redis.set(res.keys.worker_stopping(str(sender)), str(os.getpid()), px=STOPPING_TTL_MS)
     except Exception as exc:  # noqa: BLE001 - stopping anyway; the daemons then end by their own bound
         log.warning("could not mark the worker stopping for its daemons (%s)", type(exc).__name__)
@@ -42,7 +40,7 @@ def stopping_check(res: Resources, hostname: str | None) -> Callable[[], bool]:
     (our parent under prefork). A restarted worker has another pid, so an old mark never stops it."""
     key = res.keys.worker_stopping(str(hostname))
     mine = {str(os.getppid()), str(os.getpid())}
-    return lambda: SHUTTING_DOWN.is_set() or res.redis.get(key) in mine
+    return lambda: res.shutting_down.is_set() or res.redis.get(key) in mine
 
 
-__all__ = ["SHUTTING_DOWN", "STOPPING_TTL_MS", "stopping_check"]
+__all__ = ["STOPPING_TTL_MS", "stopping_check"]

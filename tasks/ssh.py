@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks.base import VastkeepTask, retry_on_redis
-from tasks.shutdown import SHUTTING_DOWN
 from vastkeep.core.errors import ConfigError
 from vastkeep.core.settings import Settings
 from vastkeep.providers.vast import VastClient
@@ -75,7 +74,7 @@ def collect(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
                                      clock=res.clock, while_ready=settings.ssh_collect_while_ready,
                                      provider_fetch=_provider_fetch(res),
                                      allow_loopback=bool(settings.vastkeep_simulated),
-                                     provider_tail=settings.ssh_provider_log_tail, stop=SHUTTING_DOWN)
+                                     provider_tail=settings.ssh_provider_log_tail, stop=res.shutting_down)
 
     result = retry_on_redis(self, go, WHAT)
     if result.get("continue"):

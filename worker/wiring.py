@@ -52,6 +52,10 @@ class Resources:
     deadline_watchdog: DeadlineWatchdog = field(default_factory=DeadlineWatchdog)
     #: messages this worker process received (``task_received``), what its consumption watchdog watches
     received_messages: int = 0
+    #: the guide's once-per-process start lines already logged ("[Polling] Starting ...", "[Keepalive] ...")
+    announced: set[str] = field(default_factory=set)
+    #: set in a worker's main process when its warm shutdown begins (tasks/shutdown.py)
+    shutting_down: threading.Event = field(default_factory=threading.Event)
     pid: int = field(default_factory=os.getpid)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _private_keys: dict[str, paramiko.PKey] = field(default_factory=dict, repr=False)

@@ -45,14 +45,14 @@ class Running:
 
     def __init__(self, redis_client: Any, store: Any, events: Any, *, policy: KeepalivePolicy = FAST,
                  run_s: float = 30.0, shard: int = 0, shards: int = 1, fast_path: bool = True,
-                 acquire_wait_s: float = 3.0) -> None:
+                 acquire_wait_s: float = 3.0, announced: set[str] | None = None) -> None:
         self.lost: list[tuple[str, dict[str, Any]]] = []
         self.runner = ShardRunner(redis=redis_client, keys=Keys(), store=store, events=events, shard=shard,
                                   policy=policy, clock=SystemClock(),
                                   config=RunnerConfig(shards=shards, run_s=run_s, refresh_s=0.2,
                                                       fast_path=fast_path, flush_s=0.05,
                                                       acquire_wait_s=acquire_wait_s),
-                                  on_lost=lambda iid, f: self.lost.append((iid, f)))
+                                  on_lost=lambda iid, f: self.lost.append((iid, f)), announced=announced)
         self.result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self._go, daemon=True)
 
@@ -243,14 +243,11 @@ def test_file_descriptors_return_to_baseline_after_1000_instances_come_and_go(si
     assert "connection-lost" not in {e.kind for e in events.read(after="0-0", count=10_000)}
 
 
-def test_the_runner_logs_the_guides_start_line_once_per_shard(sim, redis_client, store, events, caplog,
-                                                                monkeypatch):
-    from vastkeep.keepalive import runner  # noqa: PLC0415
-
-    monkeypatch.setattr(runner, "_ANNOUNCED", set())
+def test_the_runner_logs_the_guides_start_line_once_per_shard(sim, redis_client, store, events, caplog):
     caplog.set_level(logging.INFO, logger="vastkeep.keepalive")
     ready_instance(sim, store)
+    announced: set[str] = set()  # what the worker process keeps (worker.wiring.Resources.announced)
     for _ in range(2):  # a continuation in the same process: no second line
-        with Running(redis_client, store, events, run_s=0.5):
+        with Running(redis_client, store, events, run_s=0.5, announced=announced):
             pass
     assert caplog.text.count("[Keepalive] Starting ComfyUI connection monitoring") == 1

@@ -286,15 +286,13 @@ def test_two_dispatchers_one_runs(store) -> None:
     assert p.run(leases, 0.5) == {"skipped": "another dispatcher is running"}
 
 
-def test_the_dispatcher_logs_the_guides_start_line_once_per_process(store, caplog, monkeypatch) -> None:
-    from vastkeep.polling import flow  # noqa: PLC0415
-
-    monkeypatch.setattr(flow, "_ANNOUNCED", set())
+def test_the_dispatcher_logs_the_guides_start_line_once_per_process(store, caplog) -> None:
     caplog.set_level(logging.INFO, logger="vastkeep.polling")
     leases = LeaseManager(store.redis, store.keys)
-    p = Poller(store, POLICY, clock=SYSTEM_CLOCK)
-    p.run(leases, 0.2)
-    p.run(leases, 0.2)  # a continuation in the same process: no second line
+    announced: set[str] = set()  # what the worker process keeps (worker.wiring.Resources.announced)
+    Poller(store, POLICY, clock=SYSTEM_CLOCK, announced=announced).run(leases, 0.2)
+    # a continuation in the same process (a new Poller, the process's set): no second line
+    Poller(store, POLICY, clock=SYSTEM_CLOCK, announced=announced).run(leases, 0.2)
     assert caplog.text.count("[Polling] Starting adaptive polling loop") == 1
 
 

@@ -94,10 +94,6 @@ class _Watch:
         self.stats_url = URL(self.url.rstrip("/") + "/system_stats")
 
 
-#: shards this process has announced with the guide's start line
-_ANNOUNCED: set[int] = set()
-
-
 class ShardRunner:
     """Pings one shard of the ready instances for a bounded run; see the module docstring."""
 
@@ -105,8 +101,11 @@ class ShardRunner:
                  shard: int,
                  policy: KeepalivePolicy, config: RunnerConfig | None = None, clock: Clock = SYSTEM_CLOCK,
                  on_lost: Callable[[str, dict[str, object]], None] | None = None,
-                 rng: random.Random | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+                 rng: random.Random | None = None, should_stop: Callable[[], bool] | None = None,
+                 announced: set[str] | None = None) -> None:
         self.redis, self.keys, self.store, self.events = redis, keys, store, events
+        #: the guide's start lines this process has logged (the worker owns it: once per process and shard)
+        self.announced = announced if announced is not None else set()
         self.shard, self.policy, self.clock = int(shard), policy, clock
         self.config = config or RunnerConfig()
         if not 0 <= self.shard < self.config.shards:
@@ -139,8 +138,8 @@ class ShardRunner:
         if lease is None:
             return {"shard": self.shard, "result": "busy"}
         self._lease, self._lease_lost = lease, False
-        if self.shard not in _ANNOUNCED:  # the guide's line, once per shard and process (runs last 300 s)
-            _ANNOUNCED.add(self.shard)
+        if daemon_name(self.shard) not in self.announced:  # the guide's line, once per shard and process
+            self.announced.add(daemon_name(self.shard))
             log.info("[Keepalive] Starting ComfyUI connection monitoring (shard %d of %d)", self.shard,
                      self.config.shards)
         result = "done"

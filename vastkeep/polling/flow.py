@@ -105,8 +105,10 @@ class Poller:
     def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink = NULL_EVENTS,
                  clock: Clock = SYSTEM_CLOCK, send: Send | None = None, notify: Notify | None = None,
                  vast: VastApi | None = None, schedule: PollSchedule | None = None,
-                 snapshot: ProviderSnapshot | None = None) -> None:
+                 snapshot: ProviderSnapshot | None = None, announced: set[str] | None = None) -> None:
         self.store = store
+        #: the guide's start lines this process has logged (the worker owns it: once per process)
+        self.announced = announced if announced is not None else set()
         self.redis = store.redis  # for the polling parts and the heartbeat; no command goes through it here
         self.keys = store.keys
         self.marks = PollMarks(self.redis, self.keys)
@@ -277,8 +279,8 @@ class Poller:
         lease = leases.acquire(DISPATCH_LEASE, new_owner(DISPATCH_LEASE), DISPATCH_LEASE_TTL_MS)
         if lease is None:
             return {"skipped": DISPATCH_BUSY}
-        if DISPATCH_LEASE not in _ANNOUNCED:  # the guide's line, once per process (a run lasts 50 s)
-            _ANNOUNCED.add(DISPATCH_LEASE)
+        if DISPATCH_LEASE not in self.announced:  # the guide's line, once per process (a run lasts 50 s)
+            self.announced.add(DISPATCH_LEASE)
             log.info("[Polling] Starting adaptive polling loop (dispatcher fence %d)", lease.fence)
         counts = {"polled": 0, "changed": 0, "batches": 0, "refreshes": 0, "stale": 0}
         ended: dict[str, bool] = {}
@@ -358,7 +360,6 @@ class Poller:
 _WARN_STATUSES = DEAD_STATUSES | {InstanceStatus.UNHEALTHY}
 
 #: what this process has announced with the guide's start line (the dispatcher, once)
-_ANNOUNCED: set[str] = set()
 
 
 def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bool, seen_at: float | None,
