@@ -388,3 +388,55 @@ def test_a_lease_granted_while_vastkeep_knew_comfy_was_lost_is_a_failure_even_un
     assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, None)]})["failures"]["url-dead"] == 1
     assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 2, T0 + 8)]})["failures"]["url-dead"] == 0
     assert judge_clients(lines, fault, comfy_lost={"5": [(T0 + 12, None)]})["failures"]["url-dead"] == 0
+
+
+@pytest.mark.parametrize(("shards", "after", "want"), [
+    (None, 0.0, False),  # Redis did not answer: not known to run
+    ({}, 0.0, False),  # supervision knows no shard yet
+    ({"keepalive-shard-0": 5.0, "keepalive-shard-1": 6.0}, 0.0, True),
+    ({"keepalive-shard-0": 5.0, "keepalive-shard-1": None}, 0.0, False),  # one is down
+    ({"keepalive-shard-0": 50.0, "keepalive-shard-1": 6.0}, 40.0, False),  # one still the killed runner's
+    ({"keepalive-shard-0": 50.0, "keepalive-shard-1": 51.0}, 40.0, True),
+])
+def test_shards_running(shards, after, want):
+    from vastkeep.soak.runner import shards_running
+
+    assert shards_running(shards, after) is want
+
+
+class _At:
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+class _Shards:
+    def __init__(self, shards: dict[str, float | None]) -> None:
+        self.shards = shards
+
+    def keepalive_shards(self) -> dict[str, float | None]:
+        return self.shards
+
+
+class _Run:
+    def __init__(self, now: float, injections: list[dict[str, object]]) -> None:
+        self.clock, self.injections = _At(now), injections
+
+
+@pytest.mark.parametrize(("shards", "hidden"), [
+    ({"keepalive-shard-0": None, "keepalive-shard-1": None}, True),  # beat (the sweep) down too
+    ({"keepalive-shard-0": 90.0, "keepalive-shard-1": 20.0}, True),  # shard 1 still the killed runner's grant
+    ({"keepalive-shard-0": 90.0, "keepalive-shard-1": 95.0}, False),
+])
+def test_a_comfy_crash_waits_until_the_keepalive_shards_run_again_after_a_kill(shards, hidden):
+    """The worker was back 40 s ago (past the settle time), but a crash struck while its shards were not
+    restarted yet measures the restart, not the detection through the held /ws."""
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.runner import SoakRun
+
+    kill = {"family": "kill-keepalive", "injected": True, "at": 60.0, "back_at": 72.0}
+    run = _Run(now=112.0, injections=[kill])
+    step = FaultStep(at_s=0.0, family="comfy-crash", hold_s=10.0)
+    assert SoakRun._hidden_by(run, step, _Shards(shards)) is hidden  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec
@@ -128,6 +129,7 @@ class ShardRunner:
         self._stop_requested = False
         self._lease: Lease | None = None  # the grant every write is made under (None: not holding)
         self._lease_lost = False
+        self._lease_lock = threading.Lock()  # the loop's renewal and the flush's run in different threads
         self.should_stop = should_stop  # asked at each refresh: the worker began a warm shutdown
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
@@ -157,8 +159,7 @@ class ShardRunner:
         refreshed = -float("inf")
         try:
             while self.clock.monotonic() - started < self.config.run_s and not self._stop_requested:
-                if self._lease_lost or not await asyncio.to_thread(self.leases.renew, lease,
-                                                                   self.config.lease_ttl_ms):
+                if self._lease_lost or not await asyncio.to_thread(self._hold_lease):
                     log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
                     result = "lost"
                     break
@@ -181,8 +182,8 @@ class ShardRunner:
             await self._flush()
             await self._session.close()
             self._session = None
-            if result != "lost":
-                await asyncio.to_thread(self.leases.release, lease)
+            if result != "lost" and self._lease is not None:
+                await asyncio.to_thread(self.leases.release, self._lease)
         return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states),
                 "ws_attempts": self.ws_attempts, "ws_closes": self.ws_closes,
                 "lateness_p50_s": _quantile(self.lateness_s, 0.5),
@@ -191,6 +192,34 @@ class ShardRunner:
     def request_stop(self) -> None:
         """End the run at the next tick (a warm shutdown; thread-safe enough: one flag, read by the loop)."""
         self._stop_requested = True
+
+    def _hold_lease(self) -> bool:
+        """Renew the grant; if it lapsed while nobody else was granted the shard, take it again.
+
+        A frozen worker (SIGSTOP, a long GC or swap stall) can outlive the lease TTL. When no other runner
+        took the shard meanwhile (the next fence would be ours), this runner's memory is still the whole
+        truth about the shard, and its held ``/ws`` are still open: giving them up would leave the shard
+        unwatched until supervision restarts it (its backoff, 10 s and more), and a crash in that gap
+        would be seen only by the next runner's handshake. A grant that passed through another runner's
+        hands is lost for good: that runner may have written newer state."""
+        with self._lease_lock:
+            lease = self._lease
+            if lease is None or self._lease_lost:
+                return False
+            if self.leases.renew(lease, self.config.lease_ttl_ms):
+                return True
+            if self.leases.last_fence(lease.name) != lease.fence:
+                return False
+            again = self.leases.acquire(lease.name, self.owner, self.config.lease_ttl_ms)
+            if again is None:
+                return False
+            if again.fence != lease.fence + 1:  # another grant came and went in between
+                self.leases.release(again)
+                return False
+            self._lease = again
+            log.warning("keepalive shard %d: lease lapsed while nobody else held the shard; held again",
+                        self.shard)
+            return True
 
     async def _acquire(self) -> Lease | None:
         deadline = self.clock.monotonic() + self.config.acquire_wait_s
@@ -354,8 +383,7 @@ class ShardRunner:
         just before the writes checks owner and fence atomically and extends the TTL, so no other runner
         can be granted the shard before these writes land (short of a pause longer than the TTL between
         the two); the record marks are fenced writes themselves."""
-        if self._lease is not None and (self._lease_lost or not self.leases.renew(self._lease,
-                                                                                  self.config.lease_ttl_ms)):
+        if self._lease is not None and (self._lease_lost or not self._hold_lease()):
             if not self._lease_lost:
                 log.warning("keepalive shard %d: lease lost; %d state writes and %d events dropped",
                             self.shard, len(states), len(signals))

@@ -150,6 +150,22 @@ class Observer:
             if n.startswith("ssh-collector:") and float(b.get("age_s") or 0) < 10.0
         )
 
+    def keepalive_shards(self) -> dict[str, float | None] | None:
+        """Each keepalive shard supervision knows → when its live lease was granted (None: nobody holds it);
+        None when Redis did not answer. A crash is seen through a held ``/ws`` only while its shard runs."""
+        from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
+        from vastkeep.state import Keys  # noqa: PLC0415
+        from vastkeep.state.leases import LeaseManager  # noqa: PLC0415
+        from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
+
+        try:
+            names = [n for n in SupervisionBook(self.redis, Keys()).all() if n.startswith(f"{LEASE_PREFIX}-")]
+            leases = LeaseManager(self.redis, Keys(), SYSTEM_CLOCK)
+            held = {n: leases.current(n) for n in names}
+        except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown, so not settled
+            return None
+        return {n: (lease.acquired_at if lease is not None else None) for n, lease in held.items()}
+
     # ── derived views ───────────────────────────────────────────────────────
     def breaks(self) -> dict[str, list[float]]:
         """Instance id → times vastkeep said its lease broke or it was replaced/destroyed."""

@@ -36,7 +36,15 @@ FINISH_S = 30.0  # end-of-run reads and the stack's stop
 CLIENT_KILL_EVERY_S = 45.0
 GUIDE_BOUNDS_S = {"comfy-crash": 2.0}  # the guide's figures; every other family: 150 s
 DEFER_S = 3.0  # a step with nothing to strike (or that would blur another) is tried again this much later
+KEEPALIVE_WORKER = "worker-keepalive"
 OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and restarts it after 10 s more
+
+
+def shards_running(shards: Mapping[str, float | None] | None, granted_after: float) -> bool:
+    """True when every keepalive shard is held by a grant taken after ``granted_after`` (0: any grant)."""
+    if not shards:
+        return False
+    return all(at is not None and at >= granted_after for at in shards.values())
 
 
 class SoakRun:
@@ -228,16 +236,24 @@ class SoakRun:
         """True while ``step`` and an earlier fault would blur each other's figures: a process fault while an
         instance fault its process has to notice is unobserved; an instance fault while the process that must
         notice it is down, or back for less than :data:`OBSERVER_SETTLE_S` (its logical daemons, such as the
-        keepalive shards, restart through supervision after it)."""
+        keepalive shards, restart through supervision after it). For the keepalive worker the shards
+        themselves must run again: a grant taken after a kill, any grant after a stop (supervision restarts
+        them from beat's sweep, so a beat that is down too keeps them down well past the settle time, and a
+        crash struck then measured the restart, not the detection)."""
         fam = FAMILIES[step.family]
         now = self.clock.now()
         if fam.target == INSTANCE and fam.observer:
+            shards_since = 0.0
             for record in self.injections:
                 rfam = FAMILIES[record["family"]]
                 if record.get("injected") and rfam.process == fam.observer:
                     back = record.get("back_at")
                     if back is None or now < float(back) + OBSERVER_SETTLE_S:
                         return True
+                    if rfam.signal == Signal.KILL:
+                        shards_since = max(shards_since, float(record["at"]))
+            if fam.observer == KEEPALIVE_WORKER:
+                return not shards_running(obs.keepalive_shards(), shards_since)
             return False
         if fam.target != PROCESS:
             return False
