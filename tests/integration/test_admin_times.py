@@ -9,6 +9,7 @@ that reads as an epoch (10 digits before the point) and no such number inside a 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -56,6 +57,10 @@ def test_every_answer_shows_times_in_iso_8601(redis_server, redis_client) -> Non
     store.create_instance(InstanceRecord(instance_id="4242", status="ready", created_at=now - 60,
                                          last_heartbeat=now, leased_until=now + 600, status_since=now - 30,
                                          connection_url="http://127.0.0.1:1"))
+    # its client lease as the grant script writes it (the record's leased_until only mirrors this entry)
+    r.hset(keys.pool_leases(settings.warm_pool_name), "4242",
+           json.dumps({"lease_id": "lse_timesTestLease0123456789", "client": "svc", "until": now + 600,
+                       "granted_at": now, "fence": 1, "state": "active", "instance_id": "4242"}))
     book = PoolBook(r, keys, settings.warm_pool_name)
     book.put_last_round({"at": now, "wait": [], "errors": [], "rented": 0, "destroyed": 0})
     set_safe_mode(store, book, events, True, "maintenance", now)

@@ -192,3 +192,19 @@ def test_after_lease_views(entry, status, pv, shown) -> None:
     rec = InstanceRecord(instance_id="7", status=status, port_validation=pv)
     got = after_lease_views({"7": json.dumps(entry)}, {"7": rec}, now=1000.0)
     assert got.get("7") == shown
+
+
+def test_the_lease_entries_not_the_records_mirror_say_what_is_leased() -> None:
+    """The grant decides on the pool's lease entries; the record's ``leased_until`` only mirrors them, best
+    effort (a mirror write lost to a Redis blip). The soak saw "all 10 ready instance(s) are leased" while the
+    status, reading the mirror, showed one of them idle: the status reads the entries when it has them."""
+    mirror_lost = rec("7", "ready")                        # leased per its entry, the mirror never written
+    stale_mirror = rec("8", "ready", leased_until=NOW + 60)  # released per its entry, the mirror not cleared
+    figures = {"leases": [{"instanceId": "7", "client": "svc", "leasedUntil": "2026-01-01T00:01:00.000Z",
+                           "fence": 3}]}
+    doc = warm_pool_status(POOL, [mirror_lost, stale_mirror], NOW, figures=figures)
+    assert doc["counts"]["leased"] == 1 and doc["counts"]["idle"] == 1
+    shown = {v["contractId"]: (v["isLeased"], v["leasedUntil"]) for v in doc["instances"]}
+    assert shown == {"7": (True, "2026-01-01T00:01:00.000Z"), "8": (False, None)}
+    # without the entries (a caller that has none) the mirror is all there is
+    assert warm_pool_status(POOL, [stale_mirror], NOW)["counts"]["leased"] == 1

@@ -57,13 +57,14 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
         counts[record.status] = counts.get(record.status, 0) + 1
     given = (figures or {}).get("afterLease")
     after = {str(k): str(v) for k, v in given.items()} if isinstance(given, Mapping) else {}
-    leased = sum(1 for r in live if is_leased(r, now))
+    truth = _live_leases(figures)
+    leased = sum(1 for r in live if _leased(r, now, truth))
     idle = sum(1 for r in live
-               if r.status == S.READY and not is_leased(r, now) and r.instance_id not in after)
+               if r.status == S.READY and not _leased(r, now, truth) and r.instance_id not in after)
     lost = sum(1 for r in live if r.status not in ENDING_STATUSES and comfyui_lost_since(r) is not None)
     return {
         "desiredSize": pool.desired_size,
-        "instance": _view(primary, now, polls, after) if primary else None,
+        "instance": _view(primary, now, polls, after, truth) if primary else None,
         "isPrewarming": (any(r.status in PROVISIONING_STATUSES for r in live)
                          or bool((figures or {}).get("pendingRents"))),
         "safeMode": pool.safe_mode,
@@ -71,20 +72,37 @@ def warm_pool_status(pool: PoolSettings, records: Sequence[InstanceRecord], now:
         "counts": {"total": len(live), "leased": leased, "idle": idle, "comfyuiLost": lost,
                    "checking": sum(1 for r in live if r.instance_id in after), "byStatus": counts},
         "pool": dict(figures or {}),
-        "instances": [_view(r, now, polls, after) for r in live],
+        "instances": [_view(r, now, polls, after, truth) for r in live],
     }
+
+
+def _live_leases(figures: Mapping[str, object] | None) -> dict[str, object] | None:
+    """Instance id → ``leasedUntil`` of every live client lease, from the pool's lease entries (the truth the
+    grant decides on; ``figures["leases"]``), or None when the caller gave none (then the record's mirror)."""
+    given = (figures or {}).get("leases")
+    if not isinstance(given, list):
+        return None
+    return {str(e["instanceId"]): e.get("leasedUntil") for e in given
+            if isinstance(e, Mapping) and "instanceId" in e}
+
+
+def _leased(record: InstanceRecord, now: float, truth: Mapping[str, object] | None) -> bool:
+    return record.instance_id in truth if truth is not None else is_leased(record, now)
 
 
 def _view(record: InstanceRecord, now: float,
           polls: Mapping[str, tuple[float | None, float | None]] | None = None,
-          after: Mapping[str, str] | None = None) -> dict[str, object]:
+          after: Mapping[str, str] | None = None,
+          truth: Mapping[str, object] | None = None) -> dict[str, object]:
     view = record.to_status_dict()
     last, due = (polls or {}).get(record.instance_id, (None, None))
     if last is not None:
         view["lastPollAt"] = iso(last)
     if due is not None:
         view["nextPollAt"] = iso(due)
-    view["isLeased"] = is_leased(record, now)
+    view["isLeased"] = _leased(record, now, truth)
+    if truth is not None:  # the lease entry, not the record's best-effort mirror of it
+        view["leasedUntil"] = truth.get(record.instance_id)
     view["afterLease"] = (after or {}).get(record.instance_id)
     view.pop("fence", None)  # internal fencing marks, not status fields
     view.pop("fenceName", None)
