@@ -3,6 +3,7 @@ adopt / forget / poll with their 404 / 409 / 422 answers, and the status list wi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +78,10 @@ def test_status_lists_every_instance_with_poll_times(api) -> None:
     now = time.time()
     store.put_instance(InstanceRecord("11", status="ready", vast_status="running",
                                       connection_url="http://203.0.113.7:8188", leased_until=now + 60))
+    # its lease entry, as the grant writes it (the status reads who is leased there; the record mirrors it)
+    store.redis.hset(store.keys.pool_leases("default"), "11", json.dumps(
+        {"lease_id": "lse_statusTestLease012345678", "client": "svc", "until": now + 60, "granted_at": now,
+         "fence": 1, "state": "active", "instance_id": "11"}))
     store.put_instance(InstanceRecord("12", status="failed", vast_status="offline",
                                       status_reason="host offline", error="host offline"))
     store.put_instance(InstanceRecord("13", status="gone",

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from tests.integration.test_keepalive_runner import kinds, ready_instance, wait_for
+from tests.fixtures.helpers import wait_for
+from tests.fixtures.keepalive_rig import kinds, ready_instance
 from vastkeep.core.clock import SystemClock
 from vastkeep.keepalive import CONNECTION_CLOSED, lease_name, read_states
 from vastkeep.state.keys import Keys

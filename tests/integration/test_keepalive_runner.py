@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.comfy import base_url
 from tests.fixtures.helpers import wait_for
+from tests.fixtures.keepalive_rig import kinds, ready_instance
 from vastkeep.core.clock import SystemClock
 from vastkeep.keepalive import (
     CONNECTION_CLOSED,
@@ -31,13 +31,6 @@ from vastkeep.state.leases import LeaseManager
 from vastkeep.state.store import InstanceRecord
 
 FAST = KeepalivePolicy(interval_s=0.5, timeout_s=0.4, max_failures=3)
-
-
-def ready_instance(sim: Any, store: Any) -> str:
-    inst = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
-    iid = str(inst["id"])
-    store.put_instance(InstanceRecord(instance_id=iid, status="ready", connection_url=base_url(inst)))
-    return iid
 
 
 class Running:
@@ -67,10 +60,6 @@ class Running:
 
     def __exit__(self, *exc: object) -> None:
         self.thread.join(timeout=60)
-
-
-def kinds(events: Any, iid: str) -> list[str]:
-    return [e.kind for e in events.read(after="0-0", count=10_000) if e.fields.get("instance_id") == iid]
 
 
 def seconds_until(cond: Any, timeout_s: float, every_s: float = 0.02) -> float:
