@@ -4,8 +4,10 @@
 - ``errors``: the error tree (``VastkeepError`` → ``TransientError`` retry / ``PermanentError`` never).
 - ``backoff``: pure full-jitter backoff, the guide's SSH and restart schedules.
 - ``limits``: the open-file limit and the probe bound under it.
-- ``redact``: ``redact_path``, lease ids out of any path or text before it is logged, raised or emitted.
-- ``settings`` (+ ``settings_parse``): the frozen, validated ``Settings`` read once from env and ``.env``.
+- ``redact``: ``redact_path``, lease ids out of any path or text before it is logged, raised or emitted;
+  ``redact_url``, a URL's password.
+- ``settings`` (a package: secret, spec, table, model, load): the frozen, validated ``Settings`` read once from
+  env and ``.env``.
 """
 
 from vastkeep.core.backoff import (
