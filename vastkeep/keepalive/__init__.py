@@ -4,7 +4,8 @@
   suspect mode, the handover rule, shard assignment, the guide's status shapes).
 - ``probe``: the ping itself (``GET /system_stats`` within a deadline, failures named as the guide does).
 - ``runner``: one shard of the ready instances pinged by one long-lived asyncio loop under a fenced
-  lease, holding ComfyUI's ``/ws`` per instance so a crash is seen at once.
+  lease, holding ComfyUI's ``/ws`` per instance so a crash is seen at once; ``shard_lease`` (its grant) and
+  ``shard_writes`` (its batched writes) beside it.
 
 Logger: ``vastkeep.keepalive``. The guide's line ``❌ ComfyUI connection LOST after N failures: ...``.
 """

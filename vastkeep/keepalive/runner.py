@@ -14,7 +14,8 @@ per instance:
 
 State (the guide's counters, ``next_ping_at``) lives in Redis, so the continuation that takes over after a
 bounded run, or another worker that takes the shard after this one died, carries on without pinging an
-instance twice in one interval. Writes and events are flushed in small batches off the event loop.
+instance twice in one interval. Writes and events are flushed in small batches off the event loop
+(:mod:`.shard_writes`), under the shard's fenced lease (:mod:`.shard_lease`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec
@@ -43,28 +43,20 @@ from vastkeep.keepalive.decide import (
     shard_of,
 )
 from vastkeep.keepalive.probe import MAX_BODY_BYTES, ping_stats
+from vastkeep.keepalive.shard_lease import LEASE_PREFIX, ShardLease, daemon_name, lease_name
+from vastkeep.keepalive.shard_writes import ShardWrites
 from vastkeep.state.flowmarks import KeepaliveDocs, RecordCache, RedisClient
 from vastkeep.state.heartbeats import write_heartbeat
-from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
-from vastkeep.state.leases import Lease, LeaseManager, new_owner
+from vastkeep.state.keys import Keys
+from vastkeep.state.leases import LeaseManager
 from vastkeep.state.protocols import NULL_EVENTS, EventSink, Store
 from vastkeep.state.status import InstanceStatus
-from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
+from vastkeep.state.store import COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
 
 log = logging.getLogger("vastkeep.keepalive")
 
-LEASE_PREFIX = "keepalive-shard"
 WS_BACKOFF = BackoffPolicy(base_s=0.5, cap_s=30.0)
 LATENESS_SAMPLES = 200_000
-
-
-def lease_name(shard: int) -> str:
-    return f"{LEASE_PREFIX}-{int(shard)}"
-
-
-def daemon_name(shard: int) -> str:
-    """The heartbeat / supervision name of a shard's runner."""
-    return f"keepalive-shard-{int(shard)}"
 
 
 @dataclass
@@ -114,11 +106,12 @@ class ShardRunner:
         self.on_lost = on_lost
         self.rng = rng or random.Random()
         self.leases = LeaseManager(redis, keys, clock)
-        self.owner = new_owner(daemon_name(self.shard))
+        self.lease = ShardLease(self.leases, self.shard, self.config.lease_ttl_ms, clock)
+        self.owner = self.lease.owner
         self.states: dict[str, KeepaliveState] = {}
         self.watches: dict[str, _Watch] = {}
-        self._dirty: set[str] = set()
-        self._signals: list[tuple[str, Signal]] = []
+        self.writes = ShardWrites(redis=redis, keys=keys, store=store, events=events, clock=clock,
+                                  lease=self.lease, states=self.states, on_lost=on_lost)
         self.pings = 0
         self.ws_attempts = 0  # websocket handshakes tried (a storm of them is CPU the pings do not get)
         self.ws_closes = 0  # established websockets that closed
@@ -127,19 +120,14 @@ class ShardRunner:
         self._shard_cache: dict[str, int] = {}
         self._records = RecordCache(redis, keys)
         self._stop_requested = False
-        self._lease: Lease | None = None  # the grant every write is made under (None: not holding)
-        self._lease_lost = False
-        self._lease_lock = threading.Lock()  # the loop's renewal and the flush's run in different threads
         self.should_stop = should_stop  # asked at each refresh: the worker began a warm shutdown
         self.lateness_s: list[float] = []  # how late each ping started against its due time
 
     # ── the run ─────────────────────────────────────────────────────────────
     async def run(self) -> dict[str, object]:
         """Hold the shard for ``run_s``; ``result``: done (hand over), busy (held elsewhere) or lost."""
-        lease = await self._acquire()
-        if lease is None:
+        if await self.lease.acquire(self.config.acquire_wait_s) is None:
             return {"shard": self.shard, "result": "busy"}
-        self._lease, self._lease_lost = lease, False
         if daemon_name(self.shard) not in self.announced:  # the guide's line, once per shard and process
             self.announced.add(daemon_name(self.shard))
             log.info("[Keepalive] Starting ComfyUI connection monitoring (shard %d of %d)", self.shard,
@@ -153,13 +141,13 @@ class ShardRunner:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self._handshakes = asyncio.Semaphore(max(1, self.config.ws_handshakes))
         started = self.clock.monotonic()
-        flusher = asyncio.create_task(self._flush_loop())
+        flusher = asyncio.create_task(self.writes.loop(self.config.flush_s))
         # renew well inside the lease TTL; look for new or departed instances every refresh_s
         tick = min(self.config.refresh_s, self.config.lease_ttl_ms / 3000)
         refreshed = -float("inf")
         try:
             while self.clock.monotonic() - started < self.config.run_s and not self._stop_requested:
-                if self._lease_lost or not await asyncio.to_thread(self._hold_lease):
+                if self.lease.lost or not await asyncio.to_thread(self.lease.hold):
                     log.warning("keepalive shard %d: lease lost; another runner owns the shard", self.shard)
                     result = "lost"
                     break
@@ -179,11 +167,11 @@ class ShardRunner:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await self._flush()
+            await self.writes.flush()
             await self._session.close()
             self._session = None
-            if result != "lost" and self._lease is not None:
-                await asyncio.to_thread(self.leases.release, self._lease)
+            if result != "lost":
+                await asyncio.to_thread(self.lease.release)
         return {"shard": self.shard, "result": result, "pings": self.pings, "watched": len(self.states),
                 "ws_attempts": self.ws_attempts, "ws_closes": self.ws_closes,
                 "lateness_p50_s": _quantile(self.lateness_s, 0.5),
@@ -192,43 +180,6 @@ class ShardRunner:
     def request_stop(self) -> None:
         """End the run at the next tick (a warm shutdown; thread-safe enough: one flag, read by the loop)."""
         self._stop_requested = True
-
-    def _hold_lease(self) -> bool:
-        """Renew the grant; if it lapsed while nobody else was granted the shard, take it again.
-
-        A frozen worker (SIGSTOP, a long GC or swap stall) can outlive the lease TTL. When no other runner
-        took the shard meanwhile (the next fence would be ours), this runner's memory is still the whole
-        truth about the shard, and its held ``/ws`` are still open: giving them up would leave the shard
-        unwatched until supervision restarts it (its backoff, 10 s and more), and a crash in that gap
-        would be seen only by the next runner's handshake. A grant that passed through another runner's
-        hands is lost for good: that runner may have written newer state."""
-        with self._lease_lock:
-            lease = self._lease
-            if lease is None or self._lease_lost:
-                return False
-            if self.leases.renew(lease, self.config.lease_ttl_ms):
-                return True
-            if self.leases.last_fence(lease.name) != lease.fence:
-                return False
-            again = self.leases.acquire(lease.name, self.owner, self.config.lease_ttl_ms)
-            if again is None:
-                return False
-            if again.fence != lease.fence + 1:  # another grant came and went in between
-                self.leases.release(again)
-                return False
-            self._lease = again
-            log.warning("keepalive shard %d: lease lapsed while nobody else held the shard; held again",
-                        self.shard)
-            return True
-
-    async def _acquire(self) -> Lease | None:
-        deadline = self.clock.monotonic() + self.config.acquire_wait_s
-        while True:
-            lease = await asyncio.to_thread(self.leases.acquire, lease_name(self.shard), self.owner,
-                                            self.config.lease_ttl_ms)
-            if lease is not None or self.clock.monotonic() >= deadline:
-                return lease
-            await asyncio.sleep(0.2)
 
     # ── which instances ─────────────────────────────────────────────────────
     async def _refresh(self) -> None:
@@ -345,9 +296,8 @@ class ShardRunner:
         if iid not in self.watches:
             return
         self.states[iid] = state
-        self._dirty.add(iid)
+        self.writes.add(iid, signals)
         for sig in signals:
-            self._signals.append((iid, sig))
             f = sig.fields
             if sig.kind == "connection-lost":
                 log.error("❌ ComfyUI connection LOST after %d failures: %s (instance %s, detectedBy %s)",
@@ -357,75 +307,6 @@ class ShardRunner:
                             f["error"], iid, extra={"instance_id": iid})
             elif sig.kind == "connection-restored":
                 log.info("✅ ComfyUI connection restored (instance %s)", iid, extra={"instance_id": iid})
-
-    # ── writes, off the event loop ─────────────────────────────────────────
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.flush_s)
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if not self._dirty and not self._signals:
-            return
-        states = {iid: self.states[iid] for iid in self._dirty if iid in self.states}
-        signals, self._signals, self._dirty = self._signals, [], set()
-        try:
-            await asyncio.to_thread(self._write, states, signals)
-        except Exception as exc:  # Redis blip: keep the figures in memory and retry at the next flush
-            log.warning("keepalive shard %d: could not write state (%s); retrying", self.shard,
-                        type(exc).__name__)
-            self._dirty |= set(states)
-            self._signals = signals + self._signals
-
-    def _write(self, states: dict[str, KeepaliveState], signals: list[tuple[str, Signal]]) -> None:
-        """Write only while this grant still holds the shard: a runner cut off from Redis past the lease TTL
-        comes back with failures it saw in the dark, and the shard's new owner decides now. The renewal
-        just before the writes checks owner and fence atomically and extends the TTL, so no other runner
-        can be granted the shard before these writes land (short of a pause longer than the TTL between
-        the two); the record marks are fenced writes themselves."""
-        if self._lease is not None and (self._lease_lost or not self._hold_lease()):
-            if not self._lease_lost:
-                log.warning("keepalive shard %d: lease lost; %d state writes and %d events dropped",
-                            self.shard, len(states), len(signals))
-            self._lease_lost = True
-            return
-        KeepaliveDocs(self.redis, self.keys).write({iid: st.to_dict() for iid, st in states.items()},
-                                                   KEEPALIVE_STATUS_TTL_MS)
-        for iid, sig in signals:
-            self.events.emit(sig.kind, instance_id=iid, **sig.fields)
-            if sig.kind in ("connection-lost", "connection-restored"):
-                self._mark_record(iid, sig)
-            if sig.kind == "connection-lost" and self.on_lost is not None:
-                self.on_lost(iid, dict(sig.fields))
-
-    def _mark_record(self, iid: str, sig: Signal) -> None:
-        """Put the loss on the record: ``extra.keepalive_lost_since`` (and ``keepalive_last_loss_at``, kept
-        after a recovery: the pool trims an instance that lost ComfyUI first), and a ready record turns
-        ``unhealthy`` with :data:`COMFYUI_LOST_REASON`, so every view and count shows the loss at once. A
-        restore clears the loss and turns such a record ``ready`` again; a status another layer set (the
-        provider's word, Layer 5) is left alone."""
-        now = self.clock.now()
-        lost = sig.kind == "connection-lost"
-
-        def change(rec: InstanceRecord) -> InstanceRecord:
-            if lost and "keepalive_lost_since" not in rec.extra:
-                rec.extra["keepalive_lost_since"] = now
-                rec.extra["keepalive_last_loss_at"] = now
-                rec.extra["keepalive_detected_by"] = sig.fields.get("detectedBy")
-            elif not lost:
-                rec.extra.pop("keepalive_lost_since", None)
-                rec.extra.pop("keepalive_detected_by", None)
-            if lost and rec.status == InstanceStatus.READY:
-                rec.status, rec.status_reason = COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON
-            elif not lost and rec.status == COMFYUI_LOST_STATUS and rec.status_reason == COMFYUI_LOST_REASON:
-                rec.status, rec.status_reason = InstanceStatus.READY, None
-            return rec
-
-        try:
-            self.store.modify_instance(iid, change, lease=self._lease)
-        except Exception as exc:  # gone meanwhile, or a Redis blip: the event is out, the next loss retries
-            log.info("keepalive: could not mark instance %s (%s)", iid, type(exc).__name__)
-
 
 def is_watched(rec: InstanceRecord) -> bool:
     """Ready instances with a URL, and those whose loss this layer marked (so their recovery is seen)."""
@@ -460,3 +341,9 @@ def _in_own_loop(make: Callable[P, ShardRunner]) -> Callable[P, dict[str, object
 
 
 run_shard = _in_own_loop(ShardRunner)
+
+
+__all__ = [
+    "LATENESS_SAMPLES", "LEASE_PREFIX", "WS_BACKOFF", "RunnerConfig", "ShardRunner", "daemon_name",
+    "is_watched", "lease_name", "read_states", "run_shard",
+]
