@@ -1,8 +1,9 @@
 """Layer 2 — token management: validate Vast.ai, HuggingFace and Civitai tokens before they are needed.
 
 - ``checks``: the HTTP check per service and the pure classification of its answer.
-- ``manager``: ``TokenManager`` (Redis cache shared by all workers, runtime tokens, pre-flight) and
-  ``CheckPools``, the bounded check threads a process shares between its managers.
+- ``manager``: ``TokenManager`` (validation, runtime tokens, pre-flight), on ``cache`` (results in Redis
+  shared by all workers), ``pools`` (``CheckPools``, the bounded check threads a process shares between its
+  managers; the Vast.ai key's pace) and ``update`` (what a runtime update answers).
 - ``preflight``: ``vast_client(...)``, the only way to build a Vast.ai client; its ``rent`` runs the
   pre-flight.
 

@@ -14,14 +14,9 @@ a log line, an event or an exception.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
+from concurrent.futures import Future, wait
 
 import requests
 
@@ -29,9 +24,8 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import InvalidInput, TokenInvalid
 from vastkeep.core.settings import Secret, Settings
 from vastkeep.providers.deadline import DeadlineWatchdog
-from vastkeep.providers.vast import endpoint_name
-from vastkeep.state import KeyPacer, SharedRateLimiter
 from vastkeep.state.protocols import NULL_EVENTS, EventSink, TokenResultStore
+from vastkeep.tokens.cache import ResultCache, public_result
 from vastkeep.tokens.checks import (
     CIVITAI,
     HUGGINGFACE,
@@ -50,125 +44,36 @@ from vastkeep.tokens.checks import (
     token_problem,
     unconfigured_result,
 )
+from vastkeep.tokens.pools import (
+    CHECK_POOL_SIZE,
+    MAX_CHECK_THREADS,
+    VAST_CHECK_ENDPOINT,
+    CheckPools,
+    key_pacer,
+)
+from vastkeep.tokens.update import MAX_TOKEN_BYTES, TokenUpdate, UpdateRefusal
 
 log = logging.getLogger("vastkeep.tokens")
 
 DEFAULT_CHECK_TIMEOUT_S = 10.0
-#: what the Vast.ai token check calls (``GET /instances``): paced with the client's calls to the same endpoint
-VAST_CHECK_ENDPOINT = endpoint_name("GET", "/instances")
 DEFAULT_UNKNOWN_CACHE_MS = 30_000  # an "unknown" (provider down) is re-checked sooner than a verdict
 DEADLINE_GRACE_S = 0.5  # on top of the request timeout, for DNS/TLS/body reading
-CHECK_POOL_SIZE = 8  # threads per service for token checks in one process, however many are asked for
-MAX_TOKEN_BYTES = 4096
-MAX_CHECK_THREADS = CHECK_POOL_SIZE * len(SERVICES)  # the most token-check threads a process ever has
-_FP = "_fp"  # cached results carry a fingerprint of the token they judged (never shown)
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
     "CHECK_POOL_SIZE", "MAX_CHECK_THREADS", "CheckPools", "EventSink", "TokenManager", "TokenResult",
     "TokenStatus", "TokenStore", "TokenUpdate", "UpdateRefusal", "public_result",
+    "DEADLINE_GRACE_S", "DEFAULT_CHECK_TIMEOUT_S", "DEFAULT_UNKNOWN_CACHE_MS", "MAX_TOKEN_BYTES",
+    "VAST_CHECK_ENDPOINT", "key_pacer",
 ]
-
-
-class CheckPools:
-    """Bounded thread pools for token checks, one per service, each made on first use.
-
-    Bounded so that repeated validations against a provider that hangs cannot grow threads without
-    limit; one pool per service so that checks hung on one provider never queue another provider's
-    checks behind them. A check ends by its own whole-call deadline (``run_check``), headers included,
-    so it frees its thread then; one still queued when its caller's deadline passes is cancelled.
-    Share one per process (the worker's wiring, the admin app): managers are built per request and per
-    task. Threads do not survive ``fork()``: a process that forks builds its own after the fork.
-    """
-
-    def __init__(self, size: int = CHECK_POOL_SIZE) -> None:
-        self.size = int(size)
-        self._lock = threading.Lock()
-        self._pools: dict[str, ThreadPoolExecutor] = {}
-
-    def for_service(self, service: str) -> ThreadPoolExecutor:
-        """The bounded pool of ``service``'s checks."""
-        with self._lock:
-            pool = self._pools.get(service)
-            if pool is None:
-                pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"token-check-{service}")
-                self._pools[service] = pool
-            return pool
-
-    def shutdown(self) -> None:
-        """Stop taking checks; queued ones are cancelled, running ones end by their own deadline."""
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
 
 
 TokenStore = TokenResultStore
 
 
-def _fingerprint(token: Secret) -> str:
-    """A short one-way digest that tells whether a cached verdict is about the current token."""
-    return hashlib.sha256(b"vastkeep-token-fp\0" + token.reveal().encode()).hexdigest()[:16]
-
-
-def public_result(result: Mapping[str, object]) -> TokenResult:
-    """A result as callers see it: internal fields removed."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
-
-
-def _parse_iso(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _int(value: object) -> int:
     """A result's ``httpStatus`` as an int (0 when absent or not a number)."""
     return value if isinstance(value, int) else 0
-
-
-class UpdateRefusal(StrEnum):
-    """Why a runtime token update was refused: the provider said 401/403, or could not be reached."""
-
-    REJECTED = "rejected"
-    UNVERIFIED = "unverified"
-
-
-@dataclass(frozen=True)
-class TokenUpdate:
-    """What happened to a runtime token update: ``accepted`` or refused (``reason`` says why)."""
-
-    service: str
-    accepted: bool
-    validation: TokenResult
-    reason: UpdateRefusal | None = None  # None: accepted
-    forced: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        """The admin API body (never the token)."""
-        out: dict[str, object] = {"success": self.accepted, "service": self.service,
-                               "validation": public_result(self.validation)}
-        if self.forced:
-            out["forced"] = True
-        if self.reason == UpdateRefusal.REJECTED:
-            out["error"] = f"token rejected by {self.service} ({self.validation.get('httpStatus', '?')})"
-        elif self.reason == UpdateRefusal.UNVERIFIED:
-            out["error"] = (f"token could not be validated ({self.validation.get('error')}); "
-                            "old token kept, send \"force\": true to store it anyway")
-        return out
-
-
-def key_pacer(store: object, min_gap_s: float, key: str, clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
-    """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis, shared by every worker; None
-    when the gap is 0 or the store has no Redis."""
-    redis_client = getattr(store, "redis", None)
-    if min_gap_s <= 0 or redis_client is None:
-        return None
-    limiter = SharedRateLimiter(redis_client, getattr(store, "keys", None), clock, min_gap_s=min_gap_s)
-    return limiter.for_key(key)
 
 
 class TokenManager:
@@ -202,6 +107,7 @@ class TokenManager:
         self._configured = {s: configured.get(s) for s in SERVICES}
         self._specs = dict(specs)
         self._session_factory = session_factory
+        self._cache = ResultCache(store, clock, self.cache_ms, self.unknown_cache_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings, store: TokenStore, *, events: EventSink = NULL_EVENTS,
@@ -245,7 +151,7 @@ class TokenManager:
             token = override if override is not None else self._configured[service]
             source = "runtime" if override is not None else "settings" if token is not None else None
             out[service] = {"configured": token is not None, "source": source,
-                            "result": self._cached(service, token) if token is not None else None}
+                            "result": self._cache.get(service, token) if token is not None else None}
         return out
 
     # ── validation ──────────────────────────────────────────────────────────
@@ -272,7 +178,7 @@ class TokenManager:
                 out[service] = unconfigured_result() | {"cached": False}
                 continue
             if use_cache:
-                hit = self._cached(service, token)
+                hit = self._cache.get(service, token)
                 if hit is not None:
                     out[service] = hit | {"cached": True}
                     continue
@@ -337,7 +243,7 @@ class TokenManager:
                        error=str(result_now.get("error")))
             return TokenUpdate(service, False, result_now, reason=UpdateRefusal.UNVERIFIED)
         self.store.set_runtime_secret(service, secret)
-        self._store_result(service, secret, result_now)
+        self._cache.put(service, secret, result_now)
         forced = status == UNKNOWN
         log.info("🔑 %s token updated at runtime (validation: %s%s)", service, status,
                  ", forced" if forced else "")
@@ -374,25 +280,9 @@ class TokenManager:
         except Exception as exc:  # noqa: BLE001 - pacing must never fail a check
             log.debug("token check pacing skipped (%s)", type(exc).__name__)
 
-    def _cached(self, service: str, token: Secret) -> TokenResult | None:
-        """The stored result if it judged this very token and is younger than its cache time."""
-        hit = self.store.get_token_result(service)
-        if not isinstance(hit, dict) or hit.get(_FP) != _fingerprint(token):
-            return None
-        tested = _parse_iso(hit.get("testedAt"))
-        ttl_ms = self.unknown_cache_ms if hit.get("status") == UNKNOWN else self.cache_ms
-        if tested is None or not 0 <= (self.clock.now() - tested) * 1000 < ttl_ms:
-            return None
-        return public_result(hit)
-
-    def _store_result(self, service: str, token: Secret, result: Mapping[str, object]) -> None:
-        ttl_ms = self.unknown_cache_ms if result["status"] == UNKNOWN else self.cache_ms
-        stored = {k: v for k, v in result.items() if k != "cached"} | {_FP: _fingerprint(token)}
-        self.store.put_token_result(service, stored, ttl_ms)
-
     def _record(self, service: str, token: Secret, result: TokenResult) -> None:
         """Cache a fresh result, log the guide's line, and emit token-invalid when rejected."""
-        self._store_result(service, token, result)
+        self._cache.put(service, token, result)
         status, error = result["status"], result.get("error")
         if status == VALID:
             log.info("✅ %s token validated successfully", service)
