@@ -8,11 +8,11 @@ answer carries ``Content-Type: application/json`` exactly: the CLI's offer searc
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from vastkeep.sim.json_body import json_object
 from vastkeep.sim.query import filter_offers, filter_values, number, page_instances
 from vastkeep.sim.state import GPUS
 
@@ -36,16 +36,8 @@ def _error(status: int, error: str, msg: str) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, object]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"success": False, "error": "invalid_args", "msg": "body is not JSON"}),
-            content_type="application/json",
-        ) from exc
-    return data if isinstance(data, dict) else {}
+    return await json_object(request, lambda msg: {"success": False, "error": "invalid_args", "msg": msg},
+                             strict=False)
 
 
 def _ids(body: dict[str, object], key: str) -> list[int] | None:
@@ -99,79 +91,82 @@ def user_record(sim: Simulator) -> dict[str, object]:
     }
 
 
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    """Register the Vast.ai routes on the simulator's application."""
+class VastRoutes:
+    """The Vast.ai handlers, one method each, on one simulator."""
 
-    def find(request: web.Request) -> Instance | None:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def find(self, request: web.Request) -> Instance | None:
         try:
-            return sim.instances.get(int(request.match_info["id"]))
+            return self.sim.instances.get(int(request.match_info["id"]))
         except ValueError:
             return None
 
-    def rows() -> list[dict[str, object]]:
-        now = sim.clock.now()
-        return [i.to_api(now) for i in sim.instances.values()]
+    def rows(self) -> list[dict[str, object]]:
+        now = self.sim.clock.now()
+        return [i.to_api(now) for i in self.sim.instances.values()]
 
-    async def list_instances(request: web.Request) -> web.Response:
-        return api_json({"instances": rows()})
+    async def list_instances(self, request: web.Request) -> web.Response:
+        return api_json({"instances": self.rows()})
 
-    async def list_instances_v1(request: web.Request) -> web.Response:
+    async def list_instances_v1(self, request: web.Request) -> web.Response:
         try:
-            return api_json(page_instances(rows(), dict(request.query)))
+            return api_json(page_instances(self.rows(), dict(request.query)))
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
 
-    async def instance_filters(request: web.Request) -> web.Response:
-        return api_json({"filters": filter_values(rows())})
+    async def instance_filters(self, request: web.Request) -> web.Response:
+        return api_json({"filters": filter_values(self.rows())})
 
-    async def show_instance(request: web.Request) -> web.Response:
-        inst = find(request)
+    async def show_instance(self, request: web.Request) -> web.Response:
+        inst = self.find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
-        return api_json({"instances": inst.to_api(sim.clock.now())})
+        return api_json({"instances": inst.to_api(self.sim.clock.now())})
 
-    async def current_user(request: web.Request) -> web.Response:
-        return api_json(user_record(sim))
+    async def current_user(self, request: web.Request) -> web.Response:
+        return api_json(user_record(self.sim))
 
-    async def gpu_names(request: web.Request) -> web.Response:
+    async def gpu_names(self, request: web.Request) -> web.Response:
         return api_json({"gpu_names": sorted({name for name, _ram, _dph in GPUS})})
 
-    async def search_offers(request: web.Request) -> web.Response:
+    async def search_offers(self, request: web.Request) -> web.Response:
         query = await _body(request)
         wrapped = query.get("q")
         if isinstance(wrapped, dict):  # the CLI's --new form wraps the query in "q"
             query = wrapped
-        rented = {i.machine_id for i in sim.instances.values()}
-        offers = [{**o, "rented": o["machine_id"] in rented} for o in sim.offers]
+        rented = {i.machine_id for i in self.sim.instances.values()}
+        offers = [{**o, "rented": o["machine_id"] in rented} for o in self.sim.offers]
         try:
             found = filter_offers([o for o in offers if not o["rented"]], query)
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
         return api_json({"offers": found})
 
-    def rent_one(offer_id: int, body: dict[str, object]) -> tuple[int | None, web.Response | None]:
-        offer = next((o for o in sim.offers if o["id"] == offer_id), None)
+    def rent_one(self, offer_id: int, body: dict[str, object]) -> tuple[int | None, web.Response | None]:
+        offer = next((o for o in self.sim.offers if o["id"] == offer_id), None)
         if offer is None or not offer["rentable"]:
             return None, _error(404, "no_such_ask", "Instance type is no longer available.")
-        if any(i.machine_id == offer["machine_id"] for i in sim.instances.values()):
+        if any(i.machine_id == offer["machine_id"] for i in self.sim.instances.values()):
             return None, _error(400, "no_such_ask", "Instance type is no longer available.")
         try:
-            inst = sim.new_instance(offer, rent_options(body))
+            inst = self.sim.new_instance(offer, rent_options(body))
         except (TypeError, ValueError) as exc:
             return None, _error(400, "invalid_args", str(exc))
-        sim.ledger.add("rent", inst.id, sim.clock.now(), label=inst.label, via="api")
-        sim.begin(inst)
+        self.sim.ledger.add("rent", inst.id, self.sim.clock.now(), label=inst.label, via="api")
+        self.sim.begin(inst)
         return inst.id, None
 
-    async def rent(request: web.Request) -> web.Response:
+    async def rent(self, request: web.Request) -> web.Response:
         try:
             offer_id = int(request.match_info["offer_id"])
         except ValueError:
             return _error(400, "invalid_args", "offer id must be an integer")
-        new_id, failure = rent_one(offer_id, await _body(request))
+        new_id, failure = self.rent_one(offer_id, await _body(request))
         return failure or api_json({"success": True, "new_contract": new_id})
 
-    async def rent_many(request: web.Request) -> web.Response:
+    async def rent_many(self, request: web.Request) -> web.Response:
         body = await _body(request)
         ids = _ids(body, "ids")
         if ids is None:
@@ -179,62 +174,62 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         created: list[int] = []
         failed: list[int] = []
         for offer_id in ids:
-            new_id, failure = rent_one(offer_id, body)
+            new_id, failure = self.rent_one(offer_id, body)
             (created if new_id is not None else failed).append(new_id if new_id is not None else offer_id)
         return api_json({"success": not failed, "new_contracts": created, "failed_offers": failed})
 
-    async def destroy(request: web.Request) -> web.Response:
-        inst = find(request)
+    async def destroy(self, request: web.Request) -> web.Response:
+        inst = self.find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
-        await sim.destroy(inst)
+        await self.sim.destroy(inst)
         return api_json({"success": True})
 
-    async def destroy_many(request: web.Request) -> web.Response:
+    async def destroy_many(self, request: web.Request) -> web.Response:
         ids = _ids(await _body(request), "instance_ids")
         if ids is None:
             return _error(400, "invalid_args", "instance_ids must be a non-empty list of instance ids")
-        missing = [i for i in ids if i not in sim.instances]
+        missing = [i for i in ids if i not in self.sim.instances]
         for iid in ids:
-            if iid in sim.instances:
-                await sim.destroy(sim.instances[iid])
+            if iid in self.sim.instances:
+                await self.sim.destroy(self.sim.instances[iid])
         if missing:
             return _error(404, "no_such_instance", f"Instances not found: {missing}")
         return api_json({"success": True})
 
-    async def change_state(inst: Instance, body: dict[str, object]) -> web.Response | None:
+    async def change_state(self, inst: Instance, body: dict[str, object]) -> web.Response | None:
         if "label" in body:
             inst.label = None if body["label"] is None else str(body["label"])
         if "state" in body:
             if body["state"] not in ("running", "stopped"):
                 return _error(400, "invalid_args", "state must be running or stopped")
-            await sim.set_intended(inst, body["state"])
+            await self.sim.set_intended(inst, body["state"])
         if "label" not in body and "state" not in body:
             return _error(400, "invalid_args", "nothing to change")
         return None
 
-    async def change(request: web.Request) -> web.Response:
-        inst = find(request)
+    async def change(self, request: web.Request) -> web.Response:
+        inst = self.find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
-        return await change_state(inst, await _body(request)) or api_json({"success": True})
+        return await self.change_state(inst, await _body(request)) or api_json({"success": True})
 
-    async def change_many(request: web.Request) -> web.Response:
+    async def change_many(self, request: web.Request) -> web.Response:
         body = await _body(request)
         ids = _ids(body, "ids")
         if ids is None or "state" not in body:
             return _error(400, "invalid_args", "ids (a non-empty list) and state are required")
-        missing = [i for i in ids if i not in sim.instances]
+        missing = [i for i in ids if i not in self.sim.instances]
         if missing:
             return _error(404, "no_such_instance", f"Instances not found: {missing}")
         for iid in ids:
-            failure = await change_state(sim.instances[iid], {"state": body["state"]})
+            failure = await self.change_state(self.sim.instances[iid], {"state": body["state"]})
             if failure is not None:
                 return failure
         return api_json({"success": True})
 
-    async def request_logs(request: web.Request) -> web.Response:
-        inst = find(request)
+    async def request_logs(self, request: web.Request) -> web.Response:
+        inst = self.find(request)
         if inst is None:
             return _error(404, "no_such_instance", "Instance not found.")
         body = await _body(request)
@@ -242,36 +237,43 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             tail = int(number(body["tail"], "tail")) if body.get("tail") not in (None, "") else 1000
         except ValueError as exc:
             return _error(400, "invalid_args", str(exc))
-        text = sim.container_log(inst, tail=tail, grep=str(body["filter"]) if body.get("filter") else None)
-        name = sim.store_log_result(text)
+        grep = str(body["filter"]) if body.get("filter") else None
+        text = self.sim.container_log(inst, tail=tail, grep=grep)
+        name = self.sim.store_log_result(text)
         url = f"{request.scheme}://{request.host}/logs/{name}.txt"
         return api_json({"success": True, "msg": "Logs will be uploaded to result_url", "result_url": url})
 
-    async def log_result(request: web.Request) -> web.Response:
+    async def log_result(self, request: web.Request) -> web.Response:
         """The uploaded log, fetched without auth like the real presigned URL (the name is the secret)."""
-        text = sim.log_results.get(request.match_info["name"])
+        text = self.sim.log_results.get(request.match_info["name"])
         if text is None:
             return web.Response(text="Not Found", status=404)
         return web.Response(text=text, content_type="text/plain")
 
-    r = app.router
 
-    def both(method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        r.add_route(method, path, handler)
-        r.add_route(method, path + "/", handler)
+#: method, path, handler; each path is served with and without a trailing slash, as the real API does
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/api/v0/instances", "list_instances"),
+    ("GET", "/api/v1/instances", "list_instances_v1"),
+    ("DELETE", "/api/v0/instances", "destroy_many"),
+    ("PUT", "/api/v0/instances", "change_many"),
+    ("GET", "/api/v0/instances/filters", "instance_filters"),
+    ("PUT", "/api/v0/instances/request_logs/{id}", "request_logs"),
+    ("GET", "/api/v0/instances/{id}", "show_instance"),
+    ("DELETE", "/api/v0/instances/{id}", "destroy"),
+    ("PUT", "/api/v0/instances/{id}", "change"),
+    ("GET", "/api/v0/users/current", "current_user"),
+    ("GET", "/api/v0/gpu_names/unique", "gpu_names"),
+    ("POST", "/api/v0/bundles", "search_offers"),
+    ("POST", "/api/v0/asks/bulk", "rent_many"),
+    ("PUT", "/api/v0/asks/{offer_id}", "rent"),
+)
 
-    both("GET", "/api/v0/instances", list_instances)
-    both("GET", "/api/v1/instances", list_instances_v1)
-    both("DELETE", "/api/v0/instances", destroy_many)
-    both("PUT", "/api/v0/instances", change_many)
-    both("GET", "/api/v0/instances/filters", instance_filters)
-    both("PUT", "/api/v0/instances/request_logs/{id}", request_logs)
-    both("GET", "/api/v0/instances/{id}", show_instance)
-    both("DELETE", "/api/v0/instances/{id}", destroy)
-    both("PUT", "/api/v0/instances/{id}", change)
-    both("GET", "/api/v0/users/current", current_user)
-    both("GET", "/api/v0/gpu_names/unique", gpu_names)
-    both("POST", "/api/v0/bundles", search_offers)
-    both("POST", "/api/v0/asks/bulk", rent_many)
-    both("PUT", "/api/v0/asks/{offer_id}", rent)
-    r.add_get("/logs/{name}.txt", log_result)
+
+def add_routes(app: web.Application, sim: Simulator) -> None:
+    """Register the Vast.ai routes on the simulator's application."""
+    handlers = VastRoutes(sim)
+    for method, path, name in ROUTES:
+        for served in (path, path + "/"):
+            app.router.add_route(method, served, getattr(handlers, name))
+    app.router.add_get("/logs/{name}.txt", handlers.log_result)
