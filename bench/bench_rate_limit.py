@@ -65,15 +65,9 @@ class LocalPacer:
         return wait
 
 
-def _worker(variant: str, env: dict[str, str], calls: int, barrier, out) -> None:
-    logging.disable(logging.WARNING)  # the retry lines of 'none' would drown the table
-    settings = load_settings(env, env_file=False)
-    store = StateStore(connect(settings.redis_url), Keys("bench"))
-    if variant == "per-process":
-        client = VastClient(settings.vast_api_key, settings.vast_api_url,
-                            pacer=LocalPacer(settings.vast_api_min_gap_s))
-    else:
-        client = vast_client(settings, store)
+def count_listings(client: VastClient, calls: int, barrier) -> tuple[int, int]:
+    """Wait on ``barrier`` with the others, then ``calls`` listings: (succeeded, failed after the client's
+    retries). The load of this bench and of ``tests/integration/test_vast_rate_limit.py``."""
     ok = failed = 0
     with client:
         barrier.wait(60)
@@ -83,7 +77,19 @@ def _worker(variant: str, env: dict[str, str], calls: int, barrier, out) -> None
                 ok += 1
             except VastkeepError:
                 failed += 1
-    out.put((ok, failed))
+    return ok, failed
+
+
+def _worker(variant: str, env: dict[str, str], calls: int, barrier, out) -> None:
+    logging.disable(logging.WARNING)  # the retry lines of 'none' would drown the table
+    settings = load_settings(env, env_file=False)
+    store = StateStore(connect(settings.redis_url), Keys("bench"))
+    if variant == "per-process":
+        client = VastClient(settings.vast_api_key, settings.vast_api_url,
+                            pacer=LocalPacer(settings.vast_api_min_gap_s))
+    else:
+        client = vast_client(settings, store)
+    out.put(count_listings(client, calls, barrier))
 
 
 def run_variant(variant: str, sim, redis_url: str, gap_ms: int, processes: int, calls: int) -> dict:

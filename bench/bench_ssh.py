@@ -39,7 +39,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import start_redis_server  # noqa: E402
+from bench.support import start_log_writer, start_redis_server  # noqa: E402
 from vastkeep.sim.process import spawn  # noqa: E402
 from vastkeep.ssh import (  # noqa: E402
     PROVISION_LOG,
@@ -210,16 +210,7 @@ def reconnect(b: Bench, kills: int) -> None:
         ch.close()
         client.close()
     stop = threading.Event()
-
-    def writer() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            with open(path, "ab") as fh:
-                fh.write(f"tick {n}\n".encode())
-            time.sleep(0.002)
-
-    threading.Thread(target=writer, daemon=True).start()
+    start_log_writer(path, stop, lambda n: f"tick {n}\n", every_s=0.002)
     c, t = b.collector(iid)
     b.wait_offset(iid, 1)
     gaps = []

@@ -1,5 +1,5 @@
 """What the benches share, with the package alone (no pytest, nothing from ``tests``): a private redis-server
-on a free loopback port, and a free port. The simulated cloud comes from the library
+on a free loopback port, a free port, and a log that keeps growing. The simulated cloud comes from the library
 (:func:`vastkeep.sim.process.spawn`).
 
 The redis-server is the embedded one of ``vastkeep up`` (:mod:`vastkeep.stack.embedded_redis`: the same
@@ -12,6 +12,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,23 @@ from vastkeep.stack.embedded_redis import redis_argv, wait_ready
 
 #: Overrides of the embedded server's options (a later option wins): no AOF, no RDB, no log file.
 BENCH_REDIS_OPTIONS = ("--appendonly", "no", "--save", "")
+
+
+def start_log_writer(path: Path, stop: threading.Event, line: Callable[[int], str],
+                     every_s: float) -> threading.Thread:
+    """A daemon thread appending ``line(n)`` (n = 1, 2, ...) to ``path`` every ``every_s`` until ``stop``: a
+    provisioning log that keeps growing while the SSH benches and tests kill links and workers."""
+    def run() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            with open(path, "ab") as fh:
+                fh.write(line(n).encode())
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def free_port() -> int:
@@ -72,4 +92,4 @@ def start_redis_server(port: int | None = None, data_dir: str | None = None) -> 
     return server
 
 
-__all__ = ["RedisServer", "free_port", "start_redis_server"]
+__all__ = ["RedisServer", "free_port", "start_log_writer", "start_redis_server"]

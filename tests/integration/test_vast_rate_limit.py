@@ -17,8 +17,8 @@ import sys
 import pytest
 import requests
 
+from bench.bench_rate_limit import count_listings
 from vastkeep.core.clock import SYSTEM_CLOCK
-from vastkeep.core.errors import VastkeepError
 from vastkeep.core.settings import load_settings
 from vastkeep.sim.process import spawn
 from vastkeep.state import Keys, StateStore, connect
@@ -78,17 +78,8 @@ def test_simulate_takes_the_gap_from_its_flag() -> None:
 def _worker(env: dict[str, str], calls: int, barrier, out) -> None:
     """One worker process: its client built as production builds it, then ``calls`` listings."""
     settings = load_settings(env, env_file=False)
-    store = StateStore(connect(settings.redis_url), Keys())
-    ok = failed = 0
-    with vast_client(settings, store) as client:
-        barrier.wait(60)
-        for _ in range(calls):
-            try:
-                client.list_instances()
-                ok += 1
-            except VastkeepError:
-                failed += 1
-    out.put((ok, failed))
+    store = StateStore(connect(settings.redis_url), Keys())  # its own process: no fixture reaches it
+    out.put(count_listings(vast_client(settings, store), calls, barrier))
 
 
 def _run_workers(sim, redis_url: str, gap_ms: int) -> tuple[int, int, int]:
