@@ -56,6 +56,9 @@ Notify = Callable[[str, dict[str, object]], None]
 Redis = Union["redis.Redis[str]", "redis.Redis[bytes]"]
 
 
+NO_STATE_STORE = "state store not available in this process"
+
+
 @dataclass
 class AdminContext:
     """What route handlers share: settings, Redis, store, events, the task dispatcher, notifier, clock."""
@@ -79,11 +82,23 @@ class AdminContext:
         """Where handlers report what happened: the event stream, or the sink that keeps nothing."""
         return self.events if self.events is not None else NULL_EVENTS
 
-    def need_redis(self) -> Redis:
-        """This app's Redis client; 503 when it was built without one."""
+    def need_redis(self, detail: str = "Redis not available in this process") -> Redis:
+        """This app's Redis client; 503 (with ``detail``) when it was built without one."""
         if self.redis is None:
-            raise HTTPException(status_code=503, detail="Redis not available in this process")
+            raise HTTPException(status_code=503, detail=detail)
         return self.redis
+
+    def need_store(self) -> StateStore:
+        """This app's state store; 503 when it was built without one."""
+        if self.store is None:
+            raise HTTPException(status_code=503, detail=NO_STATE_STORE)
+        return self.store
+
+    def need_state(self) -> tuple[StateStore, Redis]:
+        """The state store and the Redis client; 503 when either is missing."""
+        if self.store is None or self.redis is None:
+            raise HTTPException(status_code=503, detail=NO_STATE_STORE)
+        return self.store, self.redis
 
     def send(self, name: str, kwargs: dict[str, object] | None = None) -> str:
         """Queue task ``name`` and return its id; 503 when this app was built without a dispatcher."""

@@ -32,9 +32,7 @@ NOT_A_CONTRACT_ID = "instance id must be a Vast.ai contract id (digits)"
 def _checked(ctx: AdminContext, instance_id: str) -> StateStore:
     if not _INSTANCE_ID.fullmatch(instance_id):
         raise HTTPException(status_code=422, detail=NOT_A_CONTRACT_ID)
-    if ctx.store is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    return ctx.store
+    return ctx.need_store()
 
 
 def _schedule(ctx: AdminContext) -> PollSchedule:

@@ -7,7 +7,7 @@ owners. Two Redis round trips whatever the pool size (the records, then one MGET
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
@@ -20,9 +20,7 @@ router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)
 
 @router.get("/keepalive/status", summary="ComfyUI keepalive figures per ready instance and for the pool")
 async def keepalive_status(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
-    if ctx.store is None or ctx.redis is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    store, redis, keys = ctx.store, ctx.redis, ctx.keys
+    (store, redis), keys = ctx.need_state(), ctx.keys
 
     def read() -> dict[str, object]:
         watched = [r.instance_id for r in store.list_instances()

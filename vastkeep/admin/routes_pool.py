@@ -18,7 +18,6 @@ from vastkeep.admin.openapi import INSTANCE_ID_PATTERN, decimal_at_most, json_bo
 from vastkeep.monitoring import warm_pool_status
 from vastkeep.polling import PollSchedule
 from vastkeep.pool import PoolBook, build_leases, pool_figures
-from vastkeep.state import StateStore
 from vastkeep.state.events import STREAM_ID_PART_MAX, is_stream_id
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["pool"])
@@ -37,15 +36,9 @@ VALIDATE_BODY = {
 }
 
 
-def _store(ctx: AdminContext) -> StateStore:
-    if ctx.store is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    return ctx.store
-
-
 @router.get("/warm-pool/status", summary="The guide's warm-pool status (desiredSize, instance, safeMode)")
 async def pool_status(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
-    store = _store(ctx)
+    store = ctx.need_store()
 
     def read() -> dict[str, object]:
         pool, records = store.get_pool(), store.list_instances()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -46,9 +46,7 @@ def token_manager(request: Request, ctx: AdminContext = Depends(get_context)) ->
     manager = getattr(request.app.state, "token_manager", None)
     if isinstance(manager, TokenManager):
         return manager
-    if ctx.store is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    return TokenManager.from_settings(ctx.settings, ctx.store, events=ctx.sink, clock=ctx.clock,
+    return TokenManager.from_settings(ctx.settings, ctx.need_store(), events=ctx.sink, clock=ctx.clock,
                                       pools=ctx.check_pools, watchdog=ctx.deadline_watchdog)
 
 

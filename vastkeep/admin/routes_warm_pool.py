@@ -76,9 +76,8 @@ def document(doc: dict[str, object], settings: Settings) -> None:
 
 
 def _parts(ctx: AdminContext) -> tuple[StateStore, PoolBook]:
-    if ctx.store is None or ctx.redis is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    return ctx.store, PoolBook(ctx.redis, ctx.keys, ctx.settings.warm_pool_name)
+    store, redis = ctx.need_state()
+    return store, PoolBook(redis, ctx.keys, ctx.settings.warm_pool_name)
 
 
 def _body(body: object, allowed: set[str]) -> dict[str, object]:

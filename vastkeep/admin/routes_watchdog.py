@@ -19,14 +19,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from vastkeep.admin.app import ADMIN_PREFIX, AdminContext, get_context
+from vastkeep.admin.app import ADMIN_PREFIX, NO_STATE_STORE, AdminContext, get_context
 from vastkeep.admin.auth import require_admin_key
 from vastkeep.core.redact import redact_path
 from vastkeep.supervision import (
     NOT_FAILED,
     RESET,
     UNKNOWN,
-    Redis,
     ResetOutcome,
     ResetView,
     SupervisionBook,
@@ -51,15 +50,9 @@ RESET_ANSWER = {
 }
 
 
-def _redis(ctx: AdminContext) -> Redis:
-    if ctx.redis is None:
-        raise HTTPException(status_code=503, detail="state store not available in this process")
-    return ctx.redis
-
-
 @router.get("/watchdog/status", summary="Supervised processes (vastkeep up) and logical daemons (Layer 6)")
 async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
-    redis, keys, clock = _redis(ctx), ctx.keys, ctx.clock
+    redis, keys, clock = ctx.need_redis(NO_STATE_STORE), ctx.keys, ctx.clock
     return await run_in_threadpool(watchdog_status, redis, keys, clock)
 
 
@@ -70,7 +63,7 @@ async def watchdog(ctx: AdminContext = Depends(get_context)) -> dict[str, object
                         409: {"description": "the daemon is not failed (supervision is handling it)"}})
 async def reset(name: str, ctx: AdminContext = Depends(get_context)) -> dict[str, object]:
     """``{"id", "name", "status": "registered", "previousStatus": "failed", "restartCount": 0, ...}``."""
-    redis, keys, clock = _redis(ctx), ctx.keys, ctx.clock
+    redis, keys, clock = ctx.need_redis(NO_STATE_STORE), ctx.keys, ctx.clock
 
     def go() -> tuple[ResetOutcome, ResetView | None, list[str]]:
         outcome, view = reset_daemon(redis, keys, clock, name, ctx.sink)
