@@ -35,6 +35,15 @@ def test_every_variable_of_the_architecture_page_is_a_field_with_its_default():
     assert {f.name for f in dataclasses.fields(Settings)} - {"sources"} == {n.lower() for n in spec_names}
 
 
+def test_the_class_defaults_are_the_tables():
+    """``Settings()`` (benches, tests) and ``load_settings({})`` agree: each default is stated in SPECS and
+    again as the typed field's default, so the two must not drift apart."""
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for spec in SPECS:
+        want = Path(str(spec.default)) if spec.kind == "path" and spec.default is not None else spec.default
+        assert fields[spec.name.lower()] == want, spec.name
+
+
 def test_defaults_are_the_guides_and_types_are_right():
     s = load()
     assert s.ssh_max_consecutive_failures == 999999 and s.ssh_ready_timeout_ms == 30000
