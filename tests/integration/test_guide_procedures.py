@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.helpers import wait_for
 from tests.fixtures.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -42,14 +43,8 @@ COMFY_ENDPOINTS = ("8188/tcp", "direct")  # the mapped ComfyUI port and direct 8
 
 
 def wait(cond: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(every_s)
+    """The suite's ``wait_for`` at the stack's pace: each check reads log files or asks the API."""
+    return wait_for(cond, timeout_s, what, interval_s=every_s)
 
 
 def logs(stack: Stack, name: str) -> str:

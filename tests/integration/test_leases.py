@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.fixtures.helpers import wait_for
+from tests.fixtures.helpers import race_threads, wait_for
 from vastkeep.core.clock import FakeClock, SystemClock
 from vastkeep.core.errors import LeaseBusy, LeaseLost, StaleFence
 from vastkeep.state.connection import connect
@@ -80,11 +80,7 @@ def race(url: str, name: str, contenders: int) -> list[Lease]:
         finally:
             mgr.redis.close()
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    race_threads(contend, ((i,) for i in range(contenders)))
     return wins
 
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 import redis
 
+from tests.fixtures.helpers import race_threads
 from tests.fixtures.state import State
 from tests.fixtures.vast_stub import STUB_API_KEY
 from vastkeep.core.backoff import BackoffPolicy
@@ -93,11 +94,7 @@ def test_threads_on_the_server_clock_are_spaced(redis_client: redis.Redis) -> No
         with lock:
             waits.append(w)
 
-    threads = [threading.Thread(target=go) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    race_threads(go, [()] * 8)
     waits.sort()
     assert all(b - a > 0.03 for a, b in zip(waits, waits[1:], strict=False)), waits
 

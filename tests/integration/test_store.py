@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 import redis
 from redis.backoff import FullJitterBackoff
 
-from tests.fixtures.helpers import wait_for
+from tests.fixtures.helpers import race_threads, wait_for
 from vastkeep.core.errors import NotFound, PermanentError, StaleFence
 from vastkeep.core.settings import Secret
 from vastkeep.state.connection import connect
@@ -202,11 +201,7 @@ def test_concurrent_unfenced_updates_never_lose_a_write(redis_server, redis_clie
             st.modify_instance("12345", add)
         st.redis.close()
 
-    threads = [threading.Thread(target=bump, args=(n,)) for n in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    race_threads(bump, ((n,) for n in range(threads_n)), timeout_s=20)
     assert len(StateStore(redis_client).get_instance("12345").extra) == per_thread * threads_n
 
 
