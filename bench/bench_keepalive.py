@@ -33,6 +33,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,103 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@dataclass
+class Rig:
+    """What every phase runs against: the simulators, the Redis, the ready pool and its ping schedule."""
+
+    args: argparse.Namespace
+    server: Any
+    cluster: SimCluster
+    r: Any
+    ids: list[str]
+    hung: list[str]
+    offset: dict[str, float]  # instance → when in an interval its first ping is due
+    pol: dict[str, Any]
+    policy: KeepalivePolicy
+    live: list[int]  # every process whose open files are sampled
+    sampler: FdSampler
+
+
+def _ready_pool(rig_args: argparse.Namespace, server: Any, cluster: SimCluster, live: list[int],
+                sampler: FdSampler) -> Rig:
+    """Every simulated instance ``ready`` in Redis, ``--hang`` of them hung, each with its steady offset."""
+    r = server.client()
+    store = StateStore(r, Keys())
+    ids = sorted(cluster.urls)
+    for iid in ids:
+        store.put_instance(InstanceRecord(instance_id=iid, status="ready", connection_url=cluster.urls[iid]))
+    hung = ids[: int(len(ids) * rig_args.hang)]
+    cluster.each("hang_comfy", hung)
+    order = ids[:]
+    random.Random(7).shuffle(order)
+    offset = {iid: k * rig_args.cadence_s / len(order) for k, iid in enumerate(order)}
+    pol = {"interval_s": rig_args.cadence_s, "timeout_s": rig_args.timeout_s,
+           "max_failures": rig_args.max_failures}
+    return Rig(rig_args, server, cluster, r, ids, hung, offset, pol, KeepalivePolicy(**pol), live, sampler)
+
+
+def _bare_phase(rig: Rig) -> dict[str, Any]:
+    args, ids, offset = rig.args, rig.ids, rig.offset
+    chunks = [ids[i: i + BARE_PER_PROC] for i in range(0, len(ids), BARE_PER_PROC)]
+    procs, q = _spawn([(bare_proc, ([rig.cluster.urls[i] for i in c], [offset[i] for i in c], args.cadence_s,
+                                    args.timeout_s, args.window_s, _mark(args, 0.0))) for c in chunks])
+    rig.live.extend(p.pid for p in procs)
+    sim0, redis0 = rig.cluster.cpu_s(), proc_cpu_s(rig.server.proc.pid)
+    res = _collect(procs, q, args.window_s + 120)
+    return {"name": "bare asyncio client", "procs": len(procs), "pings": sum(x["pings"] for x in res),
+            "due": _due(list(offset.values()), args.cadence_s, args.window_s),
+            "cpu_s": sum(x["cpu_s"] for x in res), "redis_cpu_s": proc_cpu_s(rig.server.proc.pid) - redis0,
+            "sim_cpu_s": rig.cluster.cpu_s() - sim0, "late": [v for x in res for v in x["late"]],
+            "peak_fds": max(rig.sampler.peak.get(p.pid, 0) for p in procs), **_steady(res, 0.0)}
+
+
+def _fitting(rig: Rig, budget: int, phases: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(workers, largest shard) for each ``--workers`` W whose largest shard fits the open-file budget; the
+    others are reported (and recorded in ``phases``) as not fitting."""
+    fits = []
+    for w in [int(x) for x in rig.args.workers.split(",")]:
+        biggest = max(sum(1 for i in rig.ids if shard_of(i, w) == s) for s in range(w))
+        if 2 * biggest + FD_MARGIN > budget:
+            print(f"  vastkeep, {w} worker process(es): does not fit — its largest shard ({biggest} "
+                  f"instances) needs ≈ {2 * biggest + FD_MARGIN} open files (limit {budget} with "
+                  "headroom)",
+                  flush=True)
+            phases.append({"name": f"vastkeep x{w}", "workers": w, "fits": False, "largest_shard": biggest})
+            continue
+        fits.append((w, biggest))
+    return fits
+
+
+def _vastkeep_phase(rig: Rig, w: int, biggest: int, detect: bool) -> tuple[dict[str, Any], Any]:
+    """W runner processes, one shard each, in back-to-back runs; with ``detect``, the crash checks too."""
+    args, pid = rig.args, rig.server.proc.pid
+    window = args.window_s
+    if detect:
+        window = max(window, _lead(args) + _settle(args) + rig.policy.detection_bound_s() + 15)
+    _seed(rig.r, rig.ids, rig.offset, _lead(args))
+    sim0, redis0 = rig.cluster.cpu_s(), proc_cpu_s(pid)
+    mark_s = _mark(args, _lead(args))
+    procs, q = _spawn([(runner_proc, (rig.server.url, s, w, rig.pol, window, args.run_s, mark_s))
+                       for s in range(w)])
+    rig.live.extend(p.pid for p in procs)
+    t_mark = time.monotonic() + _mark(args, _lead(args)) + 1.0  # the children's imports take ≈ 1 s
+    found = _detect(rig.r, rig.cluster, rig.ids, rig.hung, args, rig.policy) if detect else None
+    while time.monotonic() < t_mark:
+        time.sleep(0.1)
+    redis_mark = proc_cpu_s(pid)
+    res = _collect(procs, q, window + 180)
+    redis_end = proc_cpu_s(pid)
+    return {"name": f"vastkeep x{w}", "workers": w, "fits": True, "largest_shard": biggest,
+            "pings": sum(x["pings"] for x in res), "runs": sum(x["runs"] for x in res),
+            "due": _due([o + _lead(args) for o in rig.offset.values()], args.cadence_s, window),
+            "cpu_s": sum(x["cpu_s"] for x in res),
+            "redis_cpu_s": redis_end - redis0, **_steady(res, redis_end - redis_mark),
+            "sim_cpu_s": rig.cluster.cpu_s() - sim0, "late": [v for x in res for v in x["late"]],
+            "ws_attempts": sum(x["ws_attempts"] for x in res),
+            "ws_closes": sum(x["ws_closes"] for x in res), "window_s": window,
+            "peak_fds": max(rig.sampler.peak.get(p.pid, 0) for p in procs)}, found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     budget = int(fd_hard_limit() * 0.9)  # ≈ 18,000 of 20,000: the rest is headroom
@@ -120,78 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     sampler = FdSampler(lambda: list(live))
     figures: dict[str, Any] = {"args": vars(args), "phases": []}
     try:
-        r = server.client()
-        store = StateStore(r, Keys())
-        ids = sorted(cluster.urls)
-        for iid in ids:
-            store.put_instance(InstanceRecord(instance_id=iid, status="ready",
-                                              connection_url=cluster.urls[iid]))
-        hung = ids[: int(len(ids) * args.hang)]
-        cluster.each("hang_comfy", hung)
-        order = ids[:]
-        random.Random(7).shuffle(order)
-        offset = {iid: k * args.cadence_s / len(order) for k, iid in enumerate(order)}
-        pol = {"interval_s": args.cadence_s, "timeout_s": args.timeout_s, "max_failures": args.max_failures}
-        policy = KeepalivePolicy(**pol)
-        print(f"{len(ids)} ready instances ({len(hung)} hung) on {len(cluster.sims)} simulator processes; "
-              f"cadence {args.cadence_s:g} s, timeout {args.timeout_s:g} s, window {args.window_s:g} s, "
-              f"runs of {args.run_s:g} s", flush=True)
-
-        # ── bare ──
-        chunks = [ids[i: i + BARE_PER_PROC] for i in range(0, len(ids), BARE_PER_PROC)]
-        procs, q = _spawn([(bare_proc, ([cluster.urls[i] for i in c], [offset[i] for i in c], args.cadence_s,
-                                        args.timeout_s, args.window_s, _mark(args, 0.0))) for c in chunks])
-        live.extend(p.pid for p in procs)
-        sim0, redis0 = cluster.cpu_s(), proc_cpu_s(server.proc.pid)
-        res = _collect(procs, q, args.window_s + 120)
-        bare = {"name": "bare asyncio client", "procs": len(procs), "pings": sum(x["pings"] for x in res),
-                "due": _due(list(offset.values()), args.cadence_s, args.window_s),
-                "cpu_s": sum(x["cpu_s"] for x in res), "redis_cpu_s": proc_cpu_s(server.proc.pid) - redis0,
-                "sim_cpu_s": cluster.cpu_s() - sim0, "late": [v for x in res for v in x["late"]],
-                "peak_fds": max(sampler.peak.get(p.pid, 0) for p in procs), **_steady(res, 0.0)}
+        rig = _ready_pool(args, server, cluster, live, sampler)
+        print(f"{len(rig.ids)} ready instances ({len(rig.hung)} hung) on {len(cluster.sims)} simulator "
+              f"processes; cadence {args.cadence_s:g} s, timeout {args.timeout_s:g} s, window "
+              f"{args.window_s:g} s, runs of {args.run_s:g} s", flush=True)
+        bare = _bare_phase(rig)
         _report(bare, None, args)
         figures["phases"].append(bare)
-
-        fits = []
-        for w in [int(x) for x in args.workers.split(",")]:
-            biggest = max(sum(1 for i in ids if shard_of(i, w) == s) for s in range(w))
-            if 2 * biggest + FD_MARGIN > budget:
-                print(f"  vastkeep, {w} worker process(es): does not fit — its largest shard ({biggest} "
-                      f"instances) needs ≈ {2 * biggest + FD_MARGIN} open files (limit {budget} with "
-                      "headroom)",
-                      flush=True)
-                figures["phases"].append({"name": f"vastkeep x{w}", "workers": w, "fits": False,
-                                          "largest_shard": biggest})
-                continue
-            fits.append((w, biggest))
+        fits = _fitting(rig, budget, figures["phases"])
         detect_w = None if args.no_detect or not fits else fits[-1][0]
         for w, biggest in fits:
-            detect = w == detect_w
-            window = args.window_s
-            if detect:
-                window = max(window, _lead(args) + _settle(args) + policy.detection_bound_s() + 15)
-            _seed(r, ids, offset, _lead(args))
-            sim0, redis0 = cluster.cpu_s(), proc_cpu_s(server.proc.pid)
-            mark_s = _mark(args, _lead(args))
-            procs, q = _spawn([(runner_proc, (server.url, s, w, pol, window, args.run_s, mark_s))
-                               for s in range(w)])
-            live.extend(p.pid for p in procs)
-            t_mark = time.monotonic() + _mark(args, _lead(args)) + 1.0  # the children's imports take ≈ 1 s
-            found = _detect(r, cluster, ids, hung, args, policy) if detect else None
-            while time.monotonic() < t_mark:
-                time.sleep(0.1)
-            redis_mark = proc_cpu_s(server.proc.pid)
-            res = _collect(procs, q, window + 180)
-            redis_end = proc_cpu_s(server.proc.pid)
-            phase = {"name": f"vastkeep x{w}", "workers": w, "fits": True, "largest_shard": biggest,
-                     "pings": sum(x["pings"] for x in res), "runs": sum(x["runs"] for x in res),
-                     "due": _due([o + _lead(args) for o in offset.values()], args.cadence_s, window),
-                     "cpu_s": sum(x["cpu_s"] for x in res),
-                     "redis_cpu_s": redis_end - redis0, **_steady(res, redis_end - redis_mark),
-                     "sim_cpu_s": cluster.cpu_s() - sim0, "late": [v for x in res for v in x["late"]],
-                     "ws_attempts": sum(x["ws_attempts"] for x in res),
-                     "ws_closes": sum(x["ws_closes"] for x in res), "window_s": window,
-                     "peak_fds": max(sampler.peak.get(p.pid, 0) for p in procs)}
+            phase, found = _vastkeep_phase(rig, w, biggest, detect=w == detect_w)
             _report(phase, bare, args)
             if found is not None:
                 phase["detection"] = found
