@@ -127,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         sim.remove_state_dir()
 
-    print(f"simulated Vast.ai API (own process, loopback); {len(ids)} running instances; list body "
+    _print_table(lists, shows, len(ids), list_bytes, t_start)
+    return 0
+
+
+def _print_table(lists: list[list[float]], shows: list[list[float]], n_ids: int, list_bytes: int,
+                 t_start: float) -> None:
+    """The figures side by side: each call's p50/p95/mean and the ratios against a bare session."""
+    print(f"simulated Vast.ai API (own process, loopback); {n_ids} running instances; list body "
           f"{list_bytes / 1024:.0f} KiB; {os.cpu_count()} CPUs; calls interleaved")
     print(f"{'call':<52}{'calls':>6}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")
     rows = [
@@ -143,12 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     r_list = pct(lists[0], 50) / pct(lists[1], 50)
     r_show = pct(shows[0], 50) / pct(shows[1], 50)
     print(f"ratio p50 VastClient / bare session: list_instances {r_list:.2f}x "
-          f"(+{pct(lists[0], 50) - pct(lists[1], 50):.2f} ms = parsing {len(ids)} records + wrapper), "
+          f"(+{pct(lists[0], 50) - pct(lists[1], 50):.2f} ms = parsing {n_ids} records + wrapper), "
           f"show_instance {r_show:.2f}x (+{pct(shows[0], 50) - pct(shows[1], 50):.2f} ms)")
     p95_list, p95_show = pct(lists[0], 95) / pct(lists[1], 95), pct(shows[0], 95) / pct(shows[1], 95)
     print(f"ratio p95 VastClient / bare session: list_instances {p95_list:.2f}x, "
           f"show_instance {p95_show:.2f}x; total {time.perf_counter() - t_start:.1f}s")
-    return 0
 
 
 if __name__ == "__main__":
