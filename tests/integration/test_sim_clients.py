@@ -4,11 +4,11 @@ the real services. Plain imports: a broken client module fails these tests, it n
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 import requests
 
+from tests.fixtures.helpers import wait_for
 from vastkeep.core.clock import FakeClock
 from vastkeep.providers import http, vast
 from vastkeep.tokens import checks
@@ -41,20 +41,23 @@ def test_vast_client_full_cycle(sim):
             label="pool-a",
             env={"-p 8188:8188": "1", "-p 22:22": "1", "-p 18188:18188": "1"},
         )
-        end = time.monotonic() + 5
-        while not (inst := client.show_instance(iid)).is_ready:
-            assert time.monotonic() < end and not inst.is_fatal
-            time.sleep(0.02)
+        def ready() -> vast.VastInstance | None:
+            inst = client.show_instance(iid)
+            assert not inst.is_fatal
+            return inst if inst.is_ready else None
+
+        inst = wait_for(ready, 5, f"instance {iid} ready", interval_s=0.02)
         assert inst.label == "pool-a" and inst.public_ip and inst.public_ip.startswith("127.")
         assert inst.host_port(8188) and inst.host_port("18188/tcp") and inst.host_port(22)
         assert inst.ssh_host and inst.ssh_port
-        while True:  # ComfyUI boots right after "running"
+        def answer() -> tuple[requests.Response] | None:  # ComfyUI boots right after "running"
             try:
-                r = requests.get(f"http://{inst.public_ip}:{inst.host_port(8188)}/system_stats", timeout=5)
-                break
+                url = f"http://{inst.public_ip}:{inst.host_port(8188)}/system_stats"
+                return (requests.get(url, timeout=5),)
             except requests.ConnectionError:
-                assert time.monotonic() < end
-                time.sleep(0.02)
+                return None
+
+        (r,) = wait_for(answer, 5, "ComfyUI answering", interval_s=0.02)
         assert r.json()["devices"][0]["type"] == "cuda"
         assert [i.id for i in client.list_instances()] == [iid]
         client.set_label(iid, "pool-b")
