@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from celery import Celery  # noqa: E402
 
 from bench.plain_app import make_app  # noqa: E402
 from bench.support import start_redis_server  # noqa: E402
+from vastkeep.core.processes import end_process  # noqa: E402
 from vastkeep.core.settings import load_settings  # noqa: E402
 from worker.config import CONTROL_QUEUE, celery_config  # noqa: E402
 
@@ -69,13 +69,8 @@ def start_worker(v: Variant, pool: str, concurrency: int, home: Path) -> None:
 
 
 def stop_worker(v: Variant) -> None:
-    if v.proc is not None and v.proc.poll() is None:
-        v.proc.send_signal(signal.SIGTERM)
-        try:
-            v.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(v.proc.pid, signal.SIGKILL)
-            v.proc.wait(5)
+    if v.proc is not None:
+        end_process(v.proc, 20, group=True)
     if v.log is not None:
         v.log.close()
     v.client.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from vastkeep.core.processes import end_process
 from vastkeep.stack.embedded_redis import redis_argv, wait_ready
 
 #: Overrides of the embedded server's options (a later option wins): no AOF, no RDB, no log file.
@@ -67,13 +68,7 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5, decode_responses=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, 10)
         if self.owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

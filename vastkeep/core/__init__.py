@@ -6,8 +6,9 @@
 - ``limits``: the open-file limit and the probe bound under it.
 - ``redact``: ``redact_path``, lease ids out of any path or text before it is logged, raised or emitted;
   ``redact_url``, a URL's password.
-- ``settings`` (a package: secret, spec, table, model, load): the frozen, validated ``Settings`` read once from
-  env and ``.env``.
+- ``processes``: ``end_process``, a child process ended the one way (signal, deadline, SIGKILL).
+- ``settings`` (a package: secret, spec, table, model, load): the frozen, validated ``Settings`` read once
+  from env and ``.env``.
 """
 
 from vastkeep.core.backoff import (

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
+from vastkeep.core.processes import end_process
 from vastkeep.sim.control import SimControl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,13 +85,7 @@ class SimulatorProcess:
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, timeout_s)
         self.control.close()
         return self.proc.returncode
 

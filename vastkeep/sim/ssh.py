@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from vastkeep.core.processes import end_process
 from vastkeep.sim.net import Path
 
 if TYPE_CHECKING:
@@ -185,13 +186,8 @@ class SshService:
         raise RuntimeError("SSH server did not start")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        if self._proc is not None:
+            end_process(self._proc, 5)
         if self._builtin is not None:
             self._builtin.stop()
         if self._log_fh is not None:
