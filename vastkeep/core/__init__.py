@@ -21,7 +21,7 @@ from vastkeep.core.backoff import (
     restart_delay,
     ssh_backoff_ceiling_s,
 )
-from vastkeep.core.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock, iso
+from vastkeep.core.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock, from_iso, iso
 from vastkeep.core.errors import (
     ConfigError,
     InvalidInput,
@@ -37,6 +37,6 @@ from vastkeep.core.settings import Secret, Settings, load_settings, redact_url
 __all__ = [
     "SYSTEM_CLOCK", "BackoffPolicy", "Clock", "ConfigError", "FakeClock", "InvalidInput", "NotFound",
     "PermanentError", "RestartPolicy", "Secret", "Settings", "SystemClock", "TransientError", "VastkeepError",
-    "backoff_ceiling", "backoff_delay", "failures_after_session", "full_jitter", "is_transient", "iso",
-    "load_settings", "redact_path", "redact_url", "restart_delay", "ssh_backoff_ceiling_s",
+    "backoff_ceiling", "backoff_delay", "failures_after_session", "from_iso", "full_jitter", "is_transient",
+    "iso", "load_settings", "redact_path", "redact_url", "restart_delay", "ssh_backoff_ceiling_s",
 ]

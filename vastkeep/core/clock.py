@@ -80,3 +80,14 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(text: object) -> float | None:
+    """ISO-8601 (``Z`` or an offset) → epoch seconds, the inverse of :func:`iso`; None when absent or
+    unreadable (a stored time is never trusted to parse)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
 
-from vastkeep.core.clock import Clock
+from vastkeep.core.clock import Clock, from_iso
 from vastkeep.core.settings import Secret
 from vastkeep.state.protocols import TokenResultStore
 from vastkeep.tokens.checks import UNKNOWN, TokenResult
@@ -28,15 +27,6 @@ def public_result(result: Mapping[str, object]) -> TokenResult:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
-def _parse_iso(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 class ResultCache:
     """The shared cache of token results on ``store``; times in ms (``unknown_ms`` for "unknown")."""
 
@@ -48,7 +38,7 @@ class ResultCache:
         hit = self.store.get_token_result(service)
         if not isinstance(hit, dict) or hit.get(_FP) != _fingerprint(token):
             return None
-        tested = _parse_iso(hit.get("testedAt"))
+        tested = from_iso(hit.get("testedAt"))
         ttl_ms = self.unknown_cache_ms if hit.get("status") == UNKNOWN else self.cache_ms
         if tested is None or not 0 <= (self.clock.now() - tested) * 1000 < ttl_ms:
             return None
