@@ -7,12 +7,9 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING
 
+from vastkeep.sim.config import SimConfig
 from vastkeep.sim.state import Instance
-
-if TYPE_CHECKING:
-    from vastkeep.sim.core import SimConfig
 
 #: How many ``request_logs`` results are kept for their ``result_url`` (oldest dropped first).
 LOG_RESULTS_KEPT = 256
