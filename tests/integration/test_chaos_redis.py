@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.fixtures.chaos import SLOW_TASK, Chaos, marker_keys, report
-from tests.fixtures.helpers import free_port, wait_for
+from tests.fixtures.helpers import free_port, wait_for, wait_until
 from tests.fixtures.state import State
 from vastkeep.core.errors import StaleFence
 from vastkeep.state.leases import new_owner
@@ -122,9 +122,7 @@ def _run_across_a_restart(chaos: Chaos) -> dict:
     r = rs.client()
     wait_for(lambda: worker.log().count("Connected to redis://") >= 2, 20, "the worker to reconnect")
     gate.touch()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not r.get(keys["done"]):
-        time.sleep(0.05)
+    wait_until(lambda: r.get(keys["done"]), 10, interval_s=0.05)  # what happened by then is the outcome
     outcome = {"worker": worker.name, "done": int(r.get(keys["done"]) or 0),
                "started": int(r.get(keys["started"]) or 0), "state": res.state,
                "unacked": r.hlen("unacked"), "queued": r.llen(CONTROL_QUEUE),
