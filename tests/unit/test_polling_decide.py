@@ -23,7 +23,8 @@ from vastkeep.polling.decide import (
     provider_verdict,
     refresh_retry_s,
 )
-from vastkeep.providers import VastInstance
+from vastkeep.providers import Instance, VastInstance
+from vastkeep.providers.vast_map import to_instance
 from vastkeep.state import InstanceRecord
 
 NOW = 1_767_225_600.0
@@ -67,11 +68,13 @@ def test_interval_follows_settings() -> None:
 
 def row(actual: str | None = "running", *, intended: str = "running", cur: str = "running",
         nxt: str = "running", msg: str | None = "success, running",
-        label: str = "vastkeep:pool") -> VastInstance:
-    return VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
+        label: str = "vastkeep:pool") -> Instance:
+    """A Vast.ai row as the layers see it: parsed, then mapped through the seam (so the table also pins the
+    Vast.ai mapping's fatal reasons down, byte for byte)."""
+    return to_instance(VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
                                   "cur_state": cur, "next_state": nxt, "status_msg": msg, "label": label,
                                   "public_ipaddr": "203.0.113.7",
-                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}})
+                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}}))
 
 
 OCI = "Error response from daemon: OCI runtime create failed: runc create failed"

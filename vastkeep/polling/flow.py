@@ -38,7 +38,7 @@ from vastkeep.polling.decide import (
 from vastkeep.polling.lateness import LATENESS_BOUNDS_S, lateness_buckets, lateness_summary
 from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot
-from vastkeep.providers import VastApi, VastInstance
+from vastkeep.providers import Instance, Provider
 from vastkeep.state import (
     DEAD_STATUSES,
     NULL_EVENTS,
@@ -104,7 +104,7 @@ class Poller:
 
     def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink = NULL_EVENTS,
                  clock: Clock = SYSTEM_CLOCK, send: Send | None = None, notify: Notify | None = None,
-                 vast: VastApi | None = None, schedule: PollSchedule | None = None,
+                 vast: Provider | None = None, schedule: PollSchedule | None = None,
                  snapshot: ProviderSnapshot | None = None, announced: set[str] | None = None) -> None:
         self.store = store
         #: the guide's start lines this process has logged (the worker owns it: once per process)
@@ -224,7 +224,7 @@ class Poller:
                 self.marks.drop_wake(int(due))
                 log.warning("⚠️  could not wake %s: %s", RECONCILE_TASK, type(exc).__name__)
 
-    def _apply(self, rec: InstanceRecord, row: VastInstance | None, *, absence_confirmed: bool,
+    def _apply(self, rec: InstanceRecord, row: Instance | None, *, absence_confirmed: bool,
                seen_at: float | None, lease: Lease | None) -> InstanceRecord | None:
         """Write what the provider's word changes (nothing when nothing changes); emit the event once."""
         now = self.clock.now()
@@ -362,7 +362,7 @@ _WARN_STATUSES = DEAD_STATUSES | {InstanceStatus.UNHEALTHY}
 #: what this process has announced with the guide's start line (the dispatcher, once)
 
 
-def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bool, seen_at: float | None,
+def _change(cur: InstanceRecord, row: Instance | None, absence_confirmed: bool, seen_at: float | None,
             now: float) -> tuple[str, str, str | None] | None:
     """Apply the provider's row to ``cur`` in place; returns (old, new, reason) when the status changes."""
     if row is not None:
@@ -374,10 +374,10 @@ def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bo
                 cur.port_validation = None
             for key, value in moved.items():
                 setattr(cur, key, value)
-        if cur.vast_status != row.actual_status or cur.provider_seen_at is None:
-            cur.vast_status = row.actual_status
+        if cur.vast_status != row.status_word or cur.provider_seen_at is None:
+            cur.vast_status = row.status_word
             cur.provider_seen_at = seen_at if seen_at is not None else now
-        for name in ("label", "gpu_name", "dph_total"):
+        for name in ("label", "gpu_name", "price_per_hour"):
             if getattr(cur, name) is None and getattr(row, name) is not None:
                 setattr(cur, name, getattr(row, name))
     verdict = provider_verdict(row, cur, absence_confirmed=absence_confirmed, now=now)

@@ -58,7 +58,6 @@ from vastkeep.pool.plan import (
     RentState,
     is_leased,
     make_label,
-    offer_query,
     plan_pool,
     rank_offers,
     slot_of,
@@ -66,8 +65,8 @@ from vastkeep.pool.plan import (
     spend_rate,
 )
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
-from vastkeep.pool.roundparts import RoundReport, record_from_provider, rent_env, with_lease
-from vastkeep.providers import VastApi, VastInstance, VastOffer
+from vastkeep.pool.roundparts import RoundReport, record_from_provider, rent_env, rent_order, with_lease
+from vastkeep.providers import Instance, Offer, Provider
 from vastkeep.state import (
     EventSink,
     InstanceRecord,
@@ -111,7 +110,7 @@ class Reconciler:
     """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
 
     def __init__(self, settings: Settings, store: StateStore, events: EventSink, leases: LeaseManager,
-                 book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                 book: PoolBook, vast: Provider | None, clock: Clock = SYSTEM_CLOCK,
                  client_leases: PoolLeases | None = None, max_round_s: float = DEFAULT_MAX_ROUND_S) -> None:
         self.settings = settings
         #: the round lease: short TTL (a killed round frees the pool fast), renewed while the round runs,
@@ -177,7 +176,7 @@ class _Round:
         self.now = rc.clock.now()
         self.report = RoundReport(fence=lease.fence)
         assert rc.vast is not None  # Reconciler.run skips the round without a key
-        self.vast: VastApi = rc.vast
+        self.vast: Provider = rc.vast
         self.used_machines: set[int] = set()
         self.leased_ids: set[str] = set()
 
@@ -185,7 +184,7 @@ class _Round:
     def go(self) -> RoundReport:
         rc, p = self.rc, self.rc.params
         try:
-            listing = self.vast.list_instances()
+            listing = self.vast.instances()
         except AuthError as exc:  # the key is rejected: nothing can be rented, and nothing should be
             safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
                          f"Vast.ai rejects the API key ({exc.message[:120]})", self.now)
@@ -193,8 +192,8 @@ class _Round:
             self.report.safe_mode = True
             return self.report
         ours = [vi for vi in listing if slot_of(vi.label, p.prefix, p.pool) is not None]
-        self.used_machines = {vi.machine_id for vi in listing if vi.machine_id is not None}
-        by_label: dict[str, list[VastInstance]] = {}
+        self.used_machines = {vi.host_id for vi in listing if vi.host_id is not None}
+        by_label: dict[str, list[Instance]] = {}
         for vi in sorted(ours, key=lambda v: v.id):
             by_label.setdefault(vi.label or "", []).append(vi)
         pending_labels = self._resolve_pending(by_label)
@@ -220,7 +219,7 @@ class _Round:
         return self.report
 
     # ── 2. rents in flight ──────────────────────────────────────────────────
-    def _resolve_pending(self, by_label: dict[str, list[VastInstance]]) -> set[str]:
+    def _resolve_pending(self, by_label: dict[str, list[Instance]]) -> set[str]:
         """Adopt or expire every pending rent; returns the labels still in flight."""
         rc = self.rc
         waiting: set[str] = set()
@@ -245,21 +244,21 @@ class _Round:
             waiting.add(pend.label)
         return waiting
 
-    def _adopt(self, vi: VastInstance, slot: int, pend: PendingRent | None) -> None:
+    def _adopt(self, vi: Instance, slot: int, pend: PendingRent | None) -> None:
         rc = self.rc
         rec = record_from_provider(vi, slot, rc.params.pool, self.now)
         if pend is not None:
             rec.extra["offer_id"] = pend.offer_id
-            rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
+            rec.price_per_hour = rec.price_per_hour if rec.price_per_hour is not None else pend.dph
         if rc.store.create_instance(rec):
             self._follow(rec.instance_id)
             self.report.adopted.append(rec.instance_id)
             log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
             rc.events.emit("instance-rented", instance_id=rec.instance_id, label=vi.label, slot=slot,
-                           offer_id=pend.offer_id if pend else None, dph=rec.dph_total, adopted=True)
+                           offer_id=pend.offer_id if pend else None, dph=rec.price_per_hour, adopted=True)
 
     # ── 3. labelled instances without a record; duplicate labels ───────────
-    def _adopt_and_dedupe(self, by_label: dict[str, list[VastInstance]], records: dict[str, InstanceRecord],
+    def _adopt_and_dedupe(self, by_label: dict[str, list[Instance]], records: dict[str, InstanceRecord],
                           pending_labels: set[str]) -> None:
         p = self.rc.params
         for label, found in by_label.items():
@@ -276,7 +275,7 @@ class _Round:
                 if dup is not keep:
                     self._destroy_unrecorded_or(dup, records.get(str(dup.id)))
 
-    def _destroy_unrecorded_or(self, vi: VastInstance, rec: InstanceRecord | None) -> None:
+    def _destroy_unrecorded_or(self, vi: Instance, rec: InstanceRecord | None) -> None:
         if rec is not None:
             self._destroy(rec, REASON_DUPLICATE)
             return
@@ -358,20 +357,20 @@ class _Round:
     # ── 5b. rent ────────────────────────────────────────────────────────────
     def _rent(self, slots: Sequence[int], records: Sequence[RecordLike]) -> None:
         rc, s = self.rc, self.rc.settings
-        offers = rank_offers(self.vast.search_offers(offer_query(rc.offers)), rc.offers, self.used_machines)
+        offers = rank_offers(self.vast.find_offers(rc.offers.spec()), rc.offers, self.used_machines)
         spend = spend_rate(records, rc.book.pending(), rc.params.prefix)
         for slot in list(slots)[:MAX_RENTS_PER_ROUND]:
             if rc.store.get_pool().safe_mode:
                 return
             for _ in range(OFFER_ATTEMPTS):
-                offer = next((o for o in offers if o.machine_id not in self.used_machines), None)
-                price = offer.dph_total if offer is not None else None
+                offer = next((o for o in offers if o.host_id not in self.used_machines), None)
+                price = offer.price_per_hour if offer is not None else None
                 if offer is None or price is None:  # rank_offers keeps only priced offers
                     self.report.wait.append("no offer matches the search (WARM_POOL_GPU_NAME, _MAX_DPH, "
                                             "_MIN_RELIABILITY, ...)")
                     return
-                if offer.machine_id is not None:
-                    self.used_machines.add(offer.machine_id)
+                if offer.host_id is not None:
+                    self.used_machines.add(offer.host_id)
                 offers.remove(offer)
                 if not spend_allows(spend, price, s.warm_pool_max_spend_dph):
                     safety.enter(rc.store, rc.book, rc.events, CAUSE_SPEND,
@@ -387,13 +386,13 @@ class _Round:
                     return
                 # NEXT: the offer was gone; try the next one for this slot
 
-    def _rent_one(self, slot: int, offer: VastOffer) -> RentOutcome:
+    def _rent_one(self, slot: int, offer: Offer) -> RentOutcome:
         """Rent ``offer`` into ``slot``; see :class:`RentOutcome`."""
         rc, s = self.rc, self.rc.settings
         label = make_label(rc.params.prefix, rc.params.pool, slot)
         self._renew()
         pend = PendingRent(slot=slot, label=label, started_at=rc.clock.now(), offer_id=offer.id,
-                           dph=offer.dph_total)
+                           dph=offer.price_per_hour)
         added = rc.book.add_pending(pend, self.lease)
         if added == -1:
             raise LeaseLost(f"lease {self.lease.name!r} lost before renting", name=self.lease.name,
@@ -401,9 +400,7 @@ class _Round:
         if added == 0:
             return RentOutcome.STOP  # a rent for this slot is already in flight
         try:
-            instance_id = self.vast.rent(offer.id, image=s.warm_pool_image, env=rent_env(s),
-                                         disk_gb=s.warm_pool_disk_gb, label=label,
-                                         onstart=s.warm_pool_onstart, runtype="ssh")
+            instance_id = self.vast.rent_offer(offer.id, rent_order(s, label))
         except AuthError as exc:  # TokenInvalid from the pre-flight, or a 401/403 on the rent itself
             rc.book.drop_pending(pend)
             safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
@@ -426,17 +423,18 @@ class _Round:
             log.warning("rent of %s not sent (%s); the next round tries again", label, exc.message[:120])
             return RentOutcome.STOP
         rec = InstanceRecord(instance_id=str(instance_id), status=InstanceStatus.STARTING, label=label,
-                             gpu_name=offer.gpu_name, dph_total=offer.dph_total, created_at=rc.clock.now(),
+                             gpu_name=offer.gpu_name, price_per_hour=offer.price_per_hour,
+                             created_at=rc.clock.now(),
                              extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
-                                    "machine_id": offer.machine_id})
+                                    "machine_id": offer.host_id})
         rc.store.create_instance(rec)
         self._follow(rec.instance_id)
         rc.book.drop_pending(pend)
         self.report.rented.append(rec.instance_id)
         log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
-                 offer.dph_total)
+                 offer.price_per_hour)
         rc.events.emit("instance-rented", instance_id=rec.instance_id, label=label, slot=slot,
-                       offer_id=offer.id, dph=offer.dph_total, adopted=False)
+                       offer_id=offer.id, dph=offer.price_per_hour, adopted=False)
         return RentOutcome.RENTED
 
     def _renew(self) -> None:

@@ -10,25 +10,30 @@ from dataclasses import dataclass, field, replace
 
 from vastkeep.core.settings import Settings
 from vastkeep.pool.aftercare import LeaseEntry
-from vastkeep.providers.vast_models import VastInstance
+from vastkeep.providers import Instance, Phase, RentOrder, record_from_instance
+from vastkeep.providers.base import COMFYUI_PORT
+from vastkeep.providers.vast_map import rent_env as _provider_env
 from vastkeep.state import InstanceRecord, InstanceStatus
 
 
+def rent_order(settings: Settings, label: str) -> RentOrder:
+    """What the pool rents: the image, its disk, ComfyUI's and sshd's ports published, its launch args."""
+    return RentOrder(image=settings.warm_pool_image, label=label, disk_gb=settings.warm_pool_disk_gb,
+                     env={"COMFYUI_ARGS": settings.warm_pool_comfyui_args},
+                     onstart=settings.warm_pool_onstart)
+
+
 def rent_env(settings: Settings) -> dict[str, str]:
-    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
-    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
+    """The first provider's rent env for the pool's order (kept for callers of this name)."""
+    return _provider_env(rent_order(settings, ""))
 
 
-def record_from_provider(vi: VastInstance, slot: int, pool: str, now: float) -> InstanceRecord:
+def record_from_provider(vi: Instance, slot: int, pool: str, now: float) -> InstanceRecord:
     """A first record for an instance found by its label (polling refines it from then on)."""
-    running = vi.actual_status == "running"
-    port = vi.host_port(8188)
-    return InstanceRecord(
-        instance_id=str(vi.id), status=InstanceStatus.LOADING if running else InstanceStatus.STARTING,
-        vast_status=vi.actual_status,
-        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
-        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
-        created_at=vi.start_date if vi.start_date else now,
+    port = vi.host_port(COMFYUI_PORT)
+    status = InstanceStatus.LOADING if vi.phase is Phase.RUNNING else InstanceStatus.STARTING
+    return record_from_instance(
+        vi, status, created_at=vi.started_at if vi.started_at else now,
         extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
 
 
@@ -67,4 +72,4 @@ class RoundReport:
                        errors=self.errors + again.errors)
 
 
-__all__ = ["RoundReport", "record_from_provider", "rent_env", "with_lease"]
+__all__ = ["RoundReport", "record_from_provider", "rent_env", "rent_order", "with_lease"]

@@ -35,7 +35,7 @@ from vastkeep.ports.validator import (
     known_good,
     unsafe_validation,
 )
-from vastkeep.providers import VastApi, VastInstance
+from vastkeep.providers import Instance, Provider, address_of
 from vastkeep.state import (
     ENDING_STATUSES,
     NULL_EVENTS,
@@ -110,15 +110,15 @@ class GoneAtProvider:
     record: InstanceRecord | None
 
 
-def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
+def refresh_from_provider(store: Store, vast: Provider, rec: InstanceRecord, *,
                           events: EventSink = NULL_EVENTS) -> InstanceRecord | GoneAtProvider:
-    """Fill a record's ``public_ip``/``ports`` from ``VastClient.show_instance`` (loading ones lack them).
+    """Fill a record's ``public_ip``/``ports`` from ``Provider.instance`` (loading ones lack them).
 
     When Vast.ai answers NotFound the instance is gone there: the record is marked (:func:`mark_gone`) and a
     :class:`GoneAtProvider` is returned. ``NotFound`` raised from here means the store has no record.
     """
     try:
-        vi = vast.show_instance(int(rec.instance_id))
+        vi = vast.instance(int(rec.instance_id))
     except NotFound:
         return GoneAtProvider(mark_gone(store, events, rec.instance_id))
     if not vi.public_ip and not vi.ports:
@@ -197,7 +197,7 @@ def result_dict(instance_id: str, pv: PortValidation) -> dict[str, object]:
 
 
 def validate_instance(store: Store, events: EventSink, validator: PortValidator, instance_id: str, *,
-                      vast: VastApi | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
+                      vast: Provider | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
     """Probe one stored instance and record the verdict; returns :func:`result_dict`.
 
     Raises NotFound when the record does not exist (and only then). An address refused by the SSRF guard
@@ -231,7 +231,7 @@ def validate_instance(store: Store, events: EventSink, validator: PortValidator,
 
 
 def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
-                  vast: VastApi | None = None,
+                  vast: Provider | None = None,
                   clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None,
                   probe_deadline_s: float | None = None,
                   progress: SweepProgress | None = None) -> dict[str, object]:
@@ -244,8 +244,8 @@ def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
     its last lease check is refused by the store instead of overwriting a newer sweep's verdicts; it stops
     at the first refused write and returns ``{"skipped": SWEEP_LOST}``.
 
-    With ``vast``, one ``VastClient.list_instances()`` call per sweep refreshes the address of *every*
-    record the provider lists (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``; see
+    With ``vast``, one ``Provider.instances()`` call per sweep refreshes the address of *every*
+    record the provider lists (``public_ip``, ``ports``, the SSH gateway; see
     :func:`apply_provider_address`), so a reassigned address is not probed forever. If that call fails (a
     rejected key, or 429/5xx/network after the client's retries), records are probed at their stored
     address; the ones without one are skipped this sweep (the next retries) and the result carries
@@ -282,14 +282,14 @@ def _last_checked(rec: InstanceRecord) -> tuple[str, str]:
 
 
 def _sweep(store: Store, events: EventSink, validator: PortValidator, records: list[InstanceRecord],
-           vast: VastApi | None, clock: Clock,
+           vast: Provider | None, clock: Clock,
            held: tuple[LeaseManager, Lease] | None, sweep: Sweep) -> dict[str, object]:
     lease = held[1] if held is not None else None
     skipped: list[str] = []
     refresh_error: dict[str, object] | None = None
     if vast is not None:
         try:
-            by_id = {str(vi.id): vi for vi in vast.list_instances()}
+            by_id = {str(vi.id): vi for vi in vast.instances()}
         except VastkeepError as exc:
             skipped = [r.instance_id for r in records if _needs_refresh(r)]
             records = [r for r in records if not _needs_refresh(r)]
@@ -326,15 +326,11 @@ def _sweep(store: Store, events: EventSink, validator: PortValidator, records: l
     return result
 
 
-def provider_address(vi: VastInstance) -> dict[str, object]:
-    """The address fields the provider reports now. A field it leaves empty is left out: a loading or
-    stopped instance reports no ports, and that is no reason to forget the last known address."""
-    fresh: dict[str, object] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
-                             "ssh_host": vi.ssh_host, "ssh_port": vi.ssh_port}
-    return {k: v for k, v in fresh.items() if v}
+#: The address fields the provider reports now (one function for every layer: :func:`providers.address_of`).
+provider_address = address_of
 
 
-def apply_provider_address(store: Store, rec: InstanceRecord, vi: VastInstance, *,
+def apply_provider_address(store: Store, rec: InstanceRecord, vi: Instance, *,
                            lease: Lease | None = None) -> InstanceRecord | None:
     """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
     as it is at write time; destroying/destroyed records are left alone; fenced by ``lease`` when given).
@@ -357,7 +353,7 @@ def apply_provider_address(store: Store, rec: InstanceRecord, vi: VastInstance, 
     return new
 
 
-def _apply_refresh(store: Store, records: list[InstanceRecord], by_id: dict[str, VastInstance],
+def _apply_refresh(store: Store, records: list[InstanceRecord], by_id: dict[str, Instance],
                    lease: Lease | None) -> list[InstanceRecord]:
     """Every listed record gets the provider's current address; one deleted or being destroyed is dropped,
     and so is one the listing does not show: its stored address may belong to someone else by now, so it

@@ -30,6 +30,7 @@ from vastkeep.core.errors import (
     RentOutcomeUnknown,
     ServerError,
 )
+from vastkeep.providers.base import Instance, Offer, OfferSpec, RentOrder
 from vastkeep.providers.http import (
     DEFAULT_MAX_BODY_BYTES,
     FailureReason,
@@ -41,6 +42,7 @@ from vastkeep.providers.http import (
     threshold_s,
 )
 from vastkeep.providers.pinning import pin_session
+from vastkeep.providers.vast_map import offer_query, rent_env, to_instance, to_offer
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "CallPacer", "VastClient", "VastInstance", "VastOffer",
@@ -364,6 +366,29 @@ class VastClient:
                                    f"(HTTP {resp.status_code})", instance_id=iid, status=resp.status_code)
             self.clock.sleep(self.rng.uniform(0.0, delay))
             delay = min(delay * 2, 5.0)
+
+    # ── the provider seam (``vastkeep.providers.base.Provider``) ──────────────
+    def instances(self) -> list[Instance]:
+        """:meth:`list_instances`, normalised."""
+        return [to_instance(row) for row in self.list_instances()]
+
+    def instance(self, instance_id: int) -> Instance:
+        """:meth:`show_instance`, normalised."""
+        return to_instance(self.show_instance(instance_id))
+
+    def find_offers(self, spec: OfferSpec) -> list[Offer]:
+        """:meth:`search_offers` with the ``/bundles/`` query built from ``spec``, normalised."""
+        return [to_offer(o) for o in self.search_offers(offer_query(spec))]
+
+    def rent_offer(self, offer_id: int, order: RentOrder) -> int:
+        """:meth:`rent` with ``order``'s ports opened the Vast.ai way (``-p N:N`` env keys), SSH run type."""
+        return self.rent(offer_id, image=order.image, env=rent_env(order), disk_gb=order.disk_gb,
+                         label=order.label, onstart=order.onstart, runtype="ssh")
+
+    def container_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
+                       url_guard: Callable[[str], str] | None = None) -> str:
+        """:meth:`request_logs` (the container log without SSH)."""
+        return self.request_logs(instance_id, tail, wait_s=wait_s, url_guard=url_guard)
 
     # ── plumbing ─────────────────────────────────────────────────────────────
     def _redact(self, text: str) -> str:

@@ -270,7 +270,7 @@ class Collector:
     def _connect(self, routes: list[Route]) -> tuple[paramiko.SSHClient | None, Route | None]:
         """The first route that connects (the last good one first), or (None, None)."""
         if not routes:
-            log.warning("instance %s has no SSH route yet (no 22/tcp mapping, no ssh_host)", self.iid)
+            log.warning("instance %s has no SSH route yet (no 22/tcp mapping, no SSH gateway)", self.iid)
         for route in routes:
             if self._stopping():
                 break

@@ -31,6 +31,7 @@ from vastkeep.core.settings import Secret
 from vastkeep.state.connection import RedisClient, as_text
 from vastkeep.state.keys import Keys
 from vastkeep.state.leases import Lease
+from vastkeep.state.legacy import upgrade_record_fields
 from vastkeep.state.status import INSTANCE_STATUSES, PROVISIONING_STATUSES, InstanceStatus
 
 log = logging.getLogger("vastkeep.state")
@@ -105,8 +106,8 @@ class InstanceRecord:
     status: InstanceStatus = InstanceStatus.STARTING
     vast_status: str | None = None
     public_ip: str | None = None
-    ssh_host: str | None = None
-    ssh_port: int | None = None
+    ssh_proxy_host: str | None = None
+    ssh_proxy_port: int | None = None
     ports: dict[str, int] = field(default_factory=dict)
     connection_url: str | None = None
     port_validation: dict[str, object] | None = None
@@ -115,7 +116,7 @@ class InstanceRecord:
     lease_owner: str | None = None
     label: str | None = None
     gpu_name: str | None = None
-    dph_total: float | None = None
+    price_per_hour: float | None = None
     created_at: float | None = None
     updated_at: float | None = None
     error: str | None = None
@@ -151,7 +152,7 @@ class InstanceRecord:
         if not isinstance(data, dict):
             raise ValueError(f"an instance record is a JSON object, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        kwargs: dict[str, object] = {k: v for k, v in data.items() if k in known}
+        kwargs: dict[str, object] = {k: v for k, v in upgrade_record_fields(data).items() if k in known}
         for name, kind in _FIELD_KINDS.items():
             value = kwargs.get(name)
             if value is not None and not _is_kind(value, kind):
@@ -174,9 +175,9 @@ class InstanceRecord:
         return {
             "contractId": self.instance_id, "status": self.status, "connectionUrl": self.connection_url,
             "lastHeartbeat": iso(self.last_heartbeat), "leasedUntil": iso(self.leased_until),
-            "vastStatus": self.vast_status, "publicIp": self.public_ip, "sshHost": self.ssh_host,
-            "sshPort": self.ssh_port, "ports": dict(self.ports), "portValidation": self.port_validation,
-            "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.dph_total,
+            "vastStatus": self.vast_status, "publicIp": self.public_ip, "sshHost": self.ssh_proxy_host,
+            "sshPort": self.ssh_proxy_port, "ports": dict(self.ports), "portValidation": self.port_validation,
+            "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.price_per_hour,
             "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
             "statusReason": self.status_reason, "providerSeenAt": iso(self.provider_seen_at),
             "lastPollAt": iso(self.last_poll_at), "nextPollAt": iso(self.next_poll_at),
@@ -187,10 +188,11 @@ class InstanceRecord:
 
 #: The JSON kind each typed field must hold when not null (checked by ``InstanceRecord.from_dict``).
 _FIELD_KINDS: dict[str, str] = {
-    "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str", "ssh_host": "str",
-    "ssh_port": "int", "ports": "dict", "connection_url": "str", "port_validation": "dict",
+    "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str",
+    "ssh_proxy_host": "str", "ssh_proxy_port": "int", "ports": "dict", "connection_url": "str",
+    "port_validation": "dict",
     "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
-    "dph_total": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
+    "price_per_hour": "number", "created_at": "time", "updated_at": "time", "error": "str", "extra": "dict",
     "fence": "int", "fence_name": "str", "status_reason": "str", "provider_seen_at": "time",
     "last_poll_at": "time", "next_poll_at": "time", "status_since": "time",
 }
@@ -329,6 +331,7 @@ class StateStore:
         Raises ``NotFound`` when there is no record, ``StaleFence`` when the lease no longer backs
         the write, ``WriteConflict`` after too many lost races, ``ValueError`` for unknown fields.
         """
+        changes = upgrade_record_fields(changes)
         unknown = set(changes) - (_FIELD_NAMES - {"instance_id", "fence", "fence_name", "created_at"})
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} on an instance record")
