@@ -50,8 +50,8 @@ def test_put_get_list_round_trip(store, redis_client, clock):
 
 
 def test_a_record_stored_before_the_provider_seam_is_still_read(store, redis_client, clock):
-    """Old code stored ``ssh_host``/``ssh_port``/``dph_total``: they read as the neutral fields, the status view
-    keeps its names, and the next write stores the neutral names only."""
+    """Old code stored ``ssh_host``/``ssh_port``/``dph_total``: they read as the neutral fields, the status
+    view keeps its names, and the next write stores the neutral names only."""
     old = {"instance_id": "4242", "status": "ready", "vast_status": "running", "public_ip": "203.0.113.7",
            "ssh_host": "ssh5.example", "ssh_port": 15458, "ports": {"22/tcp": 41231}, "dph_total": 0.412,
            "label": "vastkeep:default:0", "fence": 0, "extra": {}}
