@@ -70,7 +70,8 @@ def _redirect_guard(url_guard: Callable[[str], object]) -> Callable[..., None]:
 
 
 class VastApi(Protocol):
-    """The Vast.ai operations the layer flows use (``VastClient`` is the implementation)."""
+    """Vast.ai's own operations, answered in its own shapes (``VastClient`` implements it). The layers use
+    :class:`vastkeep.providers.base.Provider`, which ``VastClient`` implements on top of these."""
 
     def list_instances(self) -> list[VastInstance]: ...
     def show_instance(self, instance_id: int) -> VastInstance: ...
