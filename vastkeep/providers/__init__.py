@@ -12,7 +12,8 @@ what adding a second cloud takes.
   Vast-shaped interface); ``vast_models`` parses its rows tolerantly; ``vast_map`` maps them to the seam.
 - ``deadline``: whole-call deadlines (a ``DeadlineWatchdog``, one per process, shuts the socket of a call
   past its deadline).
-- ``http``: the requests session factory, bounded jittered retry, whole-call deadlines and body caps.
+- ``http``: the requests session factory, ``RetryingSender`` (bounded jittered retry as a policy object),
+  whole-call deadlines and body caps.
 """
 
 from vastkeep.providers.base import (
@@ -30,6 +31,7 @@ from vastkeep.providers.base import (
 from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline
 from vastkeep.providers.http import (
     FailureReason,
+    RetryingSender,
     RetryPolicy,
     make_session,
     read_body,
@@ -43,7 +45,8 @@ from vastkeep.providers.vast_models import VastInstance, VastOffer
 
 __all__ = [
     "DeadlineWatchdog", "FailureReason", "Instance", "Offer", "OfferSpec", "Phase", "Provider", "RentOrder",
-    "RetryPolicy", "SshRoute", "StubProvider", "VastApi", "VastClient", "VastInstance", "VastOffer",
+    "RetryPolicy", "RetryingSender", "SshRoute", "StubProvider", "VastApi", "VastClient", "VastInstance",
+    "VastOffer",
     "address_of", "call_deadline", "instance_from_stored", "make_session", "read_body",
     "record_from_instance", "request_with_retry", "safe_url", "ssh_routes",
 ]

@@ -35,9 +35,9 @@ from vastkeep.providers.http import (
     DEFAULT_MAX_BODY_BYTES,
     FailureReason,
     Params,
+    RetryingSender,
     RetryPolicy,
     make_session,
-    request_with_retry,
     safe_url,
     threshold_s,
 )
@@ -356,10 +356,9 @@ class VastClient:
         deadline = self.clock.monotonic() + wait_s
         delay = 0.5
         while True:
-            resp = request_with_retry(session, "GET", url, headers={"Accept": "text/plain"},
-                                      timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
-                                      rng=self.rng, context={"instance_id": iid},
-                                      max_body_bytes=self.max_body_bytes)
+            resp = RetryingSender(session, self.timeout_s, self.retry, self.clock, self.rng,
+                                  max_body_bytes=self.max_body_bytes).send(
+                "GET", url, headers={"Accept": "text/plain"}, context={"instance_id": iid})
             if resp.status_code == 200:
                 return resp.text
             if self.clock.monotonic() + delay > deadline:
@@ -402,14 +401,9 @@ class VastClient:
         if instance_id is not None:
             ctx["instance_id"] = instance_id
         url = f"{self.base_url}{path}"
-        retry, before_send, on_rate_limited = self._pacing(endpoint_name(method, path))
-        response = request_with_retry(
-            self.session, method, url,
-            headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
-            json=json, params=params, timeout_s=self.timeout_s, retry=retry, clock=self.clock,
-            rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
-            max_body_bytes=self.max_body_bytes, before_send=before_send, on_rate_limited=on_rate_limited,
-        )
+        headers = {"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"}
+        response = self._sender(endpoint_name(method, path)).send(
+            method, url, headers=headers, json=json, params=params, idempotent=idempotent, context=ctx)
         status = response.status_code
         where = safe_url(url)
         body, parsed = _decode(response)
@@ -431,17 +425,20 @@ class VastClient:
                                  provider_error=_plain(provider_error), **data)
         return body
 
-    def _pacing(self, endpoint: str) -> tuple[RetryPolicy, Callable[[], object] | None,
-                                              Callable[[str], object] | None]:
-        """The retry policy (429 floor raised to the endpoint's gap), the pacer's wait before each attempt,
-        and what a 429 tells it (the threshold its body names), for one call to ``endpoint``."""
+    def _sender(self, endpoint: str) -> RetryingSender:
+        """How one call to ``endpoint`` is sent: this client's retry policy with the 429 floor raised to the
+        endpoint's gap, the pacer's wait before each attempt, and what a 429 tells it (the threshold its
+        body names)."""
+        sender = RetryingSender(self.session, self.timeout_s, self.retry, self.clock, self.rng,
+                                redact=self._redact, max_body_bytes=self.max_body_bytes)
         pacer = self.pacer
         if pacer is None:
-            return self.retry, None, None
+            return sender
         floor = max(self.retry.rate_limit_floor_s, pacer.gap_s(endpoint))
-        return (dataclasses.replace(self.retry, rate_limit_floor_s=floor),
-                lambda: pacer.wait_turn(endpoint),
-                lambda text: pacer.learn(endpoint, threshold_s(text)))
+        return dataclasses.replace(
+            sender, retry=dataclasses.replace(self.retry, rate_limit_floor_s=floor),
+            before_send=lambda: pacer.wait_turn(endpoint),
+            on_rate_limited=lambda text: pacer.learn(endpoint, threshold_s(text)))
 
     def _provider_text(self, body: object, response: requests.Response) -> str:
         """The provider's own explanation (error/msg/message, else the body start), redacted."""
