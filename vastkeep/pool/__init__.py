@@ -3,7 +3,8 @@
 - ``plan``: pure decisions (``plan_pool``, labels and slots, the offer search, the spend rate).
 - ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
 - ``safety``: entering and leaving safe mode.
-- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
+- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out; ``renting``: the
+  life of a rent inside a round; ``report``: what a round did.
 - ``roundlease``: the round lease's TTL (from the reconcile interval) and its keeper thread.
 - ``leasing``: client leases (grant / renew / release, safe to re-send) and the health check after a lease.
 
