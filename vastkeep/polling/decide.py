@@ -246,10 +246,42 @@ def provider_signature(row: Instance) -> str:
     return row.signature
 
 
+def apply_provider_word(cur: InstanceRecord, row: Instance | None, absence_confirmed: bool,
+                        seen_at: float | None, now: float) -> tuple[str, str, str | None] | None:
+    """Apply the provider's row to ``cur`` in place (its address, status word, first label/GPU/price, then the
+    verdict); returns (old, new, reason) when the status changes. Pure: the flow writes ``cur`` with CAS."""
+    if row is not None:
+        fresh = address_of(row)
+        moved = {k: v for k, v in fresh.items() if getattr(cur, k) != v}
+        if moved:
+            if ("public_ip" in moved or "ports" in moved) and (cur.connection_url or cur.port_validation):
+                cur.connection_url = None  # proven at the old address only: Layer 3 must run again
+                cur.port_validation = None
+            for key, value in moved.items():
+                setattr(cur, key, value)
+        if cur.vast_status != row.status_word or cur.provider_seen_at is None:
+            cur.vast_status = row.status_word
+            cur.provider_seen_at = seen_at if seen_at is not None else now
+        for name in ("label", "gpu_name", "price_per_hour"):
+            if getattr(cur, name) is None and getattr(row, name) is not None:
+                setattr(cur, name, getattr(row, name))
+    verdict = provider_verdict(row, cur, absence_confirmed=absence_confirmed, now=now)
+    if verdict.status == cur.status and verdict.reason == cur.status_reason:
+        return None
+    old = cur.status
+    cur.status_reason = verdict.reason
+    if verdict.status == old:
+        return None
+    cur.status = verdict.status
+    if verdict.status in DEAD_STATUSES:
+        cur.error = verdict.reason
+    return old, verdict.status, verdict.reason
+
+
 __all__ = [
     "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF",
     "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE", "PollIntervals", "REFRESH_RETRY_CAP_S",
-    "TERMINAL", "Absence",
+    "TERMINAL", "Absence", "apply_provider_word",
     "ShowAnswer", "Verdict", "absence_verdict", "address_of", "fatal_reason", "is_leased", "is_ours",
     "needs_port_validation", "next_poll_interval", "pool_wake_at", "port_validated", "provider_signature",
     "provider_verdict", "refresh_retry_s",
