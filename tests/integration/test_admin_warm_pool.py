@@ -65,7 +65,7 @@ def test_status_shows_prewarming_and_pool_figures(served, redis_client) -> None:
     redis_client.hset(Keys().pool_pending("default"), "0",
                       '{"slot":0,"label":"vastkeep:default:0","started_at":1.0,"dph":0.3,"state":"unknown"}')
     assert [p.label for p in book.pending()] == ["vastkeep:default:0"]
-    store.put_instance(InstanceRecord("77", status="ready", label="vastkeep:default:1", dph_total=0.5))
+    store.put_instance(InstanceRecord("77", status="ready", label="vastkeep:default:1", price_per_hour=0.5))
     status = requests.get(f"{s.url}/api/proxy/admin/warm-pool/status", headers=H, timeout=5).json()
     assert status["isPrewarming"] is True
     pool = status["pool"]

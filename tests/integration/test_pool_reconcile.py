@@ -50,7 +50,7 @@ def test_scale_0_5_2_0_never_destroys_a_leased_instance_early(pool: Pool) -> Non
     assert pool.labels() == [f"vastkeep:default:{i}" for i in range(5)]
     records = {r.instance_id: r for r in pool.store.list_instances()}
     assert set(records) == {str(vi.id) for vi in pool.provider()}
-    assert all(r.status == "starting" and r.dph_total for r in records.values())
+    assert all(r.status == "starting" and r.price_per_hour for r in records.values())
     assert pool.run()["rented"] == []  # converged: nothing more
     # two clients lease the two oldest instances for 10 minutes
     leased = sorted(records, key=int)[:2]

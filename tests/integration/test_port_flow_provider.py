@@ -105,8 +105,8 @@ def test_sweep_follows_an_address_reassigned_at_the_provider(sim, store, events,
     old = port_servers.open("ok")
     iid = str(new["id"])
     store.put_instance(InstanceRecord(instance_id=iid, status="ready", vast_status="running",
-                                      public_ip=old.ip, ports={"8188/tcp": old.port}, ssh_host="127.0.0.2",
-                                      ssh_port=2200, connection_url=f"http://{old.ip}:{old.port}"))
+                                      public_ip=old.ip, ports={"8188/tcp": old.port},
+                                      ssh_proxy_host="127.0.0.2", ssh_proxy_port=2200, connection_url=f"http://{old.ip}:{old.port}"))
     unchanged = sim.control.create_instance(running=True, ssh=False, ssh_proxy=False)
     with client(sim) as vast:
         same = vast.show_instance(unchanged["id"])
@@ -121,7 +121,7 @@ def test_sweep_follows_an_address_reassigned_at_the_provider(sim, store, events,
     assert old.accepted == 0  # the stale address was never probed
     rec = store.get_instance(iid)
     assert (rec.public_ip, rec.ports) == (vi.public_ip, dict(vi.ports))
-    assert (rec.ssh_host, rec.ssh_port) == (vi.ssh_host, vi.ssh_port)
+    assert (rec.ssh_proxy_host, rec.ssh_proxy_port) == (vi.ssh_host, vi.ssh_port)
     assert rec.connection_url.startswith(f"http://{vi.public_ip}:") and rec.status == "ready"
     assert store.get_instance(str(unchanged["id"])).status == "ready"
     # the provider fails next time: every record is still probed at its stored (now current) address

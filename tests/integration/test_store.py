@@ -35,7 +35,7 @@ def record(iid: str = "12345", **kw) -> InstanceRecord:
 
 
 def test_put_get_list_round_trip(store, redis_client, clock):
-    rec = record(status="loading", ports={"8188/tcp": 41234}, public_ip="203.0.113.7", dph_total=0.4123,
+    rec = record(status="loading", ports={"8188/tcp": 41234}, public_ip="203.0.113.7", price_per_hour=0.4123,
                  port_validation={"success": False, "candidates": []}, extra={"k": [1, 2]})
     stored = store.put_instance(rec)
     assert stored.created_at == clock.now() and stored.updated_at == clock.now()
@@ -46,6 +46,25 @@ def test_put_get_list_round_trip(store, redis_client, clock):
     store.put_instance(record("999"))
     assert [r.instance_id for r in store.list_instances()] == ["12345", "999"]  # oldest first
     assert store.get_instance("nope") is None
+
+
+def test_a_record_stored_before_the_provider_seam_is_still_read(store, redis_client, clock):
+    """Old code stored ``ssh_host``/``ssh_port``/``dph_total``: they read as the neutral fields, the status
+    view keeps its names, and the next write stores the neutral names only."""
+    old = {"instance_id": "4242", "status": "ready", "vast_status": "running", "public_ip": "203.0.113.7",
+           "ssh_host": "ssh5.example", "ssh_port": 15458, "ports": {"22/tcp": 41231}, "dph_total": 0.412,
+           "label": "vastkeep:default:0", "fence": 0, "extra": {}}
+    redis_client.set("vastkeep:instance:4242", json.dumps(old))
+    redis_client.sadd("vastkeep:instances", "4242")
+    rec = store.get_instance("4242")
+    assert (rec.ssh_proxy_host, rec.ssh_proxy_port, rec.price_per_hour) == ("ssh5.example", 15458, 0.412)
+    assert [r.instance_id for r in store.list_instances()] == ["4242"]
+    view = rec.to_status_dict()
+    assert (view["sshHost"], view["sshPort"], view["dphTotal"]) == ("ssh5.example", 15458, 0.412)
+    store.update_instance("4242", {"label": "vastkeep:default:1"})
+    stored = json.loads(redis_client.get("vastkeep:instance:4242"))
+    assert stored["ssh_proxy_host"] == "ssh5.example" and stored["price_per_hour"] == 0.412
+    assert not {"ssh_host", "ssh_port", "dph_total"} & set(stored)
 
 
 def test_status_dict_has_the_guides_fields(store, clock):

@@ -7,6 +7,9 @@ do not count and aliases (``import time as t``, ``from time import sleep``) are 
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -203,3 +206,64 @@ def test_every_module_is_on_the_module_map():
     doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     missing = [_rel(f) for f in FILES if f.name != "__init__.py" and _rel(f) not in doc]
     assert missing == [], f"add these to docs/ARCHITECTURE.md's module map: {missing}"
+
+
+# ── the provider seam: Vast.ai's words stay in vastkeep/providers/ (and the simulated cloud) ───────
+#: Vast.ai's own vocabulary: its row fields, endpoints, rent env keys and the classes that carry its rows.
+#: Matched as whole words in every token of the source (names, strings, docstrings, comments). Not listed:
+#: ``no_such_instance``, kept in the stored reason ``gone at provider: no_such_instance`` (records and alerts
+#: compare that text, so it keeps its wording).
+VAST_WORDS = (
+    "actual_status", "intended_status", "cur_state", "next_state", "status_msg", "public_ipaddr",
+    "direct_port_count", "direct_port_start", "direct_port_end", "ssh_host", "ssh_port", "dph_total",
+    "reliability2", "new_contract", "extra_env", "request_logs", "/bundles/", "/asks/",
+    "-p 8188:8188", "-p 22:22", "VastInstance", "VastOffer", "VastApi",
+)
+#: Every cloud's own words (a second cloud adds its list here: docs/ARCHITECTURE.md, "The provider seam").
+PROVIDER_WORDS: dict[str, tuple[str, ...]] = {"Vast.ai": VAST_WORDS}
+#: Where those words belong; ``state/legacy.py`` only names the record fields stored before the seam.
+VOCABULARY_HOMES = ("vastkeep/providers/", "vastkeep/sim/")
+VOCABULARY_EXEMPT = {"vastkeep/state/legacy.py"}
+_WORD_RES = [(w, re.compile(rf"(?<![\w-]){re.escape(w)}(?![\w])"))
+             for words in PROVIDER_WORDS.values() for w in words]
+
+
+def vast_words(source: str) -> list[str]:
+    """``line N: word`` for each cloud word (:data:`PROVIDER_WORDS`) in the source's tokens."""
+    found = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in (tokenize.NAME, tokenize.STRING, tokenize.COMMENT) and \
+                tok.type != getattr(tokenize, "FSTRING_MIDDLE", -1):
+            continue
+        found += [f"line {tok.start[0]}: {word}" for word, rx in _WORD_RES if rx.search(tok.string)]
+    return found
+
+
+LAYER_FILES = [f for f in FILES
+               if not _rel(f).startswith(VOCABULARY_HOMES) and _rel(f) not in VOCABULARY_EXEMPT]
+
+
+def test_the_vocabulary_scan_covers_the_layers():
+    scanned = {_rel(f) for f in LAYER_FILES}
+    assert {"vastkeep/polling/decide.py", "vastkeep/pool/reconcile.py", "vastkeep/ports/flow.py",
+            "vastkeep/ssh/routes.py", "vastkeep/state/store.py", "vastkeep/state/keys.py"} <= scanned
+    assert not any(f.startswith(VOCABULARY_HOMES) for f in scanned)
+
+
+@pytest.mark.parametrize("path", LAYER_FILES, ids=_rel)
+def test_vast_words_stay_in_the_provider_package(path: Path):
+    assert vast_words(path.read_text(encoding="utf-8")) == [], (
+        f"{_rel(path)} speaks a cloud's own words: read vastkeep.providers.Instance / Offer instead "
+        "(docs/ARCHITECTURE.md, 'The provider seam')")
+
+
+def test_the_vocabulary_scan_can_fail():
+    bad = ('def f(row):\n    return row.actual_status == "running"  # cur_state too\n'
+           'Q = {"dph_total": {"lte": 1}}\nENV = {"-p 8188:8188": "1"}\nURL = f"/bundles/?x={1}"\n'
+           '"""Docstring naming ssh_host."""\nfrom vastkeep.providers import VastInstance\n')
+    words = {hit.split(": ", 1)[1] for hit in vast_words(bad)}
+    assert words >= {"actual_status", "cur_state", "dph_total", "-p 8188:8188", "/bundles/", "ssh_host",
+                     "VastInstance"}
+    fine = ('def ssh_host_key(x): ...\nssh_proxy_host = "h"\nprice_per_hour = 1\nreliability = 0.9\n'
+            'a = "-p 18188:18188"\nvastkeep_status = "actual_statusx"\n')
+    assert vast_words(fine) == []

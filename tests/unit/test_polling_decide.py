@@ -16,6 +16,7 @@ from vastkeep.polling.decide import (
     Absence,
     ShowAnswer,
     absence_verdict,
+    apply_provider_word,
     is_ours,
     needs_port_validation,
     next_poll_interval,
@@ -23,7 +24,8 @@ from vastkeep.polling.decide import (
     provider_verdict,
     refresh_retry_s,
 )
-from vastkeep.providers import VastInstance
+from vastkeep.providers import Instance, VastInstance
+from vastkeep.providers.vast_map import to_instance
 from vastkeep.state import InstanceRecord
 
 NOW = 1_767_225_600.0
@@ -67,11 +69,13 @@ def test_interval_follows_settings() -> None:
 
 def row(actual: str | None = "running", *, intended: str = "running", cur: str = "running",
         nxt: str = "running", msg: str | None = "success, running",
-        label: str = "vastkeep:pool") -> VastInstance:
-    return VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
+        label: str = "vastkeep:pool") -> Instance:
+    """A Vast.ai row as the layers see it: parsed, then mapped through the seam (so the table also pins the
+    Vast.ai mapping's fatal reasons down, byte for byte)."""
+    return to_instance(VastInstance.from_api({"id": 7, "actual_status": actual, "intended_status": intended,
                                   "cur_state": cur, "next_state": nxt, "status_msg": msg, "label": label,
                                   "public_ipaddr": "203.0.113.7",
-                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}})
+                                  "ports": {"8188/tcp": [{"HostPort": "41234"}]}}))
 
 
 OCI = "Error response from daemon: OCI runtime create failed: runc create failed"
@@ -229,3 +233,29 @@ def test_refresh_retry_is_never_faster_than_the_cadence_and_is_jittered(failures
     assert all(low <= d <= high for d in delays), (min(delays), max(delays))
     assert len({round(d, 6) for d in delays}) > 1900  # spread: workers that failed together retry apart
     assert max(delays) - min(delays) > 0.9 * (high - low)
+
+
+# ── applying the provider's word to a record (apply_provider_word, pure) ───
+def test_a_moved_address_forgets_the_proven_port_and_fills_only_missing_facts() -> None:
+    cur = rec("ready", validated=True)
+    cur.public_ip, cur.ports, cur.label, cur.price_per_hour = "198.51.100.1", {"8188/tcp": 1}, "mine", 0.9
+    moved = row("running")  # 203.0.113.7, 8188/tcp → 41234, label vastkeep:pool
+    pending = "running at provider; port validation pending"
+    assert apply_provider_word(cur, moved, False, 5.0, NOW) == ("ready", "loading", pending)
+    assert (cur.public_ip, cur.ports, cur.connection_url, cur.port_validation) == (
+        "203.0.113.7", {"8188/tcp": 41234}, None, None)
+    assert (cur.label, cur.price_per_hour) == ("mine", 0.9)
+    assert (cur.vast_status, cur.provider_seen_at) == ("running", 5.0)
+
+
+@pytest.mark.parametrize(("provider", "status", "confirmed", "want"), [
+    (None, "ready", False, None),                      # unlisted, not confirmed: nothing changes
+    (None, "ready", True, ("ready", "gone", "gone at provider: no_such_instance")),
+    ("offline", "loading", False, ("loading", "failed", "host offline")),
+    ("loading", "starting", False, ("starting", "loading", None)),
+])
+def test_apply_provider_word_table(provider: str | None, status: str, confirmed: bool, want: object) -> None:
+    cur = rec(status)
+    assert apply_provider_word(cur, row(provider) if provider else None, confirmed, None, NOW) == want
+    if want is not None and want[1] in ("failed", "gone"):  # type: ignore[index]
+        assert cur.error == want[2]  # type: ignore[index]

@@ -18,6 +18,8 @@ from vastkeep.pool.plan import (
     spend_allows,
     spend_rate,
 )
+from vastkeep.providers import Offer
+from vastkeep.providers.vast_map import to_offer
 from vastkeep.providers.vast_models import VastOffer
 from vastkeep.sim.query import filter_offers
 from vastkeep.sim.state import make_offers
@@ -153,9 +155,9 @@ def test_offer_params_any_gpu():
 
 
 def _offer(oid: int, dph: float | None, rel: float = 0.99, ports: int = 10, gpu: str = "RTX 4090",
-           machine: int | None = None) -> VastOffer:
-    return VastOffer(id=oid, dph_total=dph, reliability=rel, direct_port_count=ports, gpu_name=gpu,
-                     machine_id=machine if machine is not None else oid)
+           machine: int | None = None) -> Offer:
+    return to_offer(VastOffer(id=oid, dph_total=dph, reliability=rel, direct_port_count=ports, gpu_name=gpu,
+                              machine_id=machine if machine is not None else oid))
 
 
 def test_pick_offer_cheapest_first_and_rechecks_filters():
@@ -171,13 +173,13 @@ def test_pick_offer_cheapest_first_and_rechecks_filters():
 def test_default_query_matches_the_simulators_catalogue():
     """The simulated cloud has offers for the default search (the demo rents at defaults)."""
     params = OfferParams()
-    found = [VastOffer.from_api(o) for o in filter_offers(make_offers(), offer_query(params))]
+    found = [to_offer(VastOffer.from_api(o)) for o in filter_offers(make_offers(), offer_query(params))]
     assert found and [o.id for o in rank_offers(found, params)] == [o.id for o in found]
 
 
 def test_spend_rate_and_cap():
-    recs = [R("1", slot=0, dph_total=0.5), R("2", "failed", 1, dph_total=0.25), R("3", "destroyed", 2),
-            R("4", slot=None, label="someone-else", dph_total=9.0)]
+    recs = [R("1", slot=0, price_per_hour=0.5), R("2", "failed", 1, price_per_hour=0.25),
+            R("3", "destroyed", 2), R("4", slot=None, label="someone-else", price_per_hour=9.0)]
     rate = spend_rate(recs, [PendingRent(3, "vk:p:3", 0.0, dph=0.25)], "vk")
     assert rate == 1.0
     assert spend_allows(rate, 1.0, 2.0) and not spend_allows(rate, 1.01, 2.0)

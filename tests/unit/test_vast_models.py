@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from tests.fixtures.vast_stub import instance_record, offer_record
 from vastkeep.core.errors import MalformedResponse, TransientError
+from vastkeep.providers import RentOrder
+from vastkeep.providers.vast_map import instance_from_stored, rent_env, to_instance, to_offer
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_float, as_int, as_str, parse_ports
 
 
@@ -217,3 +220,60 @@ def test_offer_parses() -> None:
 )
 def test_coercion_helpers(fn: Any, value: Any, expected: Any) -> None:
     assert fn(value) == expected
+
+
+# ── the Vast.ai side of the provider seam (vast_map) ────────────────────────
+STOPPED = {"cur_state": "stopped", "intended_status": "stopped", "next_state": "stopped"}
+
+
+@pytest.mark.parametrize(("fields", "phase", "fatal"), [
+    ({"actual_status": None}, "starting", None),
+    ({"actual_status": "created"}, "starting", None),
+    ({"actual_status": "loading"}, "loading", None),
+    ({"actual_status": "running"}, "running", None),
+    ({"actual_status": "frozen"}, "other", None),
+    ({"actual_status": "offline"}, "other", "host offline"),
+    ({"actual_status": "exited"}, "other", "container exited"),
+    ({"actual_status": "running", "status_msg": "Error: OCI runtime create failed"}, "running",
+     "provider error: Error: OCI runtime create failed"),
+    ({"actual_status": "exited", **STOPPED}, "other", "container exited"),
+    ({"actual_status": "running", **STOPPED}, "running", "outbid"),
+    ({"actual_status": "running", "intended_status": "running", "next_state": "stopped"}, "running",
+     "outbid: the provider is stopping it"),
+])
+def test_vast_rows_map_to_phase_and_fatal_reason(fields, phase, fatal) -> None:
+    inst = to_instance(VastInstance.from_api({"id": 5, **fields}))
+    assert (inst.phase, inst.fatal_reason, inst.status_word) == (phase, fatal, fields["actual_status"])
+
+
+def test_the_normalised_instance_keeps_every_field_and_the_raw_row() -> None:
+    raw = {"id": 7, "label": "vastkeep:default:0", "actual_status": "running", "intended_status": "running",
+           "public_ipaddr": " 203.0.113.7\n", "ssh_host": "ssh5.vast.ai", "ssh_port": "15458",
+           "ports": {"8188/tcp": [{"HostPort": "41234"}]}, "dph_total": 0.412, "reliability2": 0.99,
+           "machine_id": 178, "gpu_name": "RTX 4090", "start_date": 1761008618.5}
+    inst = to_instance(VastInstance.from_api(raw))
+    assert (inst.public_ip, inst.ports, inst.ssh_proxy_host, inst.ssh_proxy_port) == (
+        "203.0.113.7", {"8188/tcp": 41234}, "ssh5.vast.ai", 15458)
+    assert (inst.price_per_hour, inst.reliability, inst.host_id, inst.gpu_name, inst.started_at) == (
+        0.412, 0.99, 178, "RTX 4090", 1761008618.5)
+    assert inst.raw == raw and inst.label == "vastkeep:default:0" and inst.is_running
+    assert inst.signature == "running|running|None|None||203.0.113.7|8188/tcp=41234|vastkeep:default:0"
+
+
+def test_a_snapshot_row_stored_before_the_seam_still_reads() -> None:
+    """The old snapshot kept Vast.ai's trimmed row; it reads back as the same instance a fresh parse gives."""
+    old_row = {"id": 7, "actual_status": "running", "intended_status": "running",
+               "public_ipaddr": "203.0.113.7",
+               "ports": {"8188/tcp": [{"HostPort": "41234"}]}, "ssh_host": "ssh5.vast.ai", "ssh_port": 15458,
+               "dph_total": 0.4, "label": "vastkeep:default:0"}
+    fresh = to_instance(VastInstance.from_api(old_row))
+    assert instance_from_stored(json.loads(json.dumps(old_row))) == fresh
+    assert instance_from_stored(json.loads(fresh.to_json())) == fresh
+
+
+def test_offers_and_the_rent_env_keep_their_vast_shape() -> None:
+    offer = to_offer(VastOffer.from_api({"id": 617, "dph_total": "0.41", "reliability2": 0.99,
+                                         "direct_port_count": 0, "machine_id": 3, "gpu_name": "RTX 4090"}))
+    assert (offer.price_per_hour, offer.direct_ports, offer.host_id) == (0.41, False, 3)
+    env = rent_env(RentOrder(image="img", label="l", env={"COMFYUI_ARGS": "--listen"}))
+    assert list(env.items()) == [("-p 8188:8188", "1"), ("-p 22:22", "1"), ("COMFYUI_ARGS", "--listen")]

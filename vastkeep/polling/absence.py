@@ -18,7 +18,7 @@ import logging
 from vastkeep.core.errors import NotFound, RecordMissing, VastkeepError
 from vastkeep.polling.decide import ShowAnswer
 from vastkeep.polling.schedule import PollSchedule
-from vastkeep.providers import VastApi
+from vastkeep.providers import Provider
 from vastkeep.state import Keys, as_text
 from vastkeep.state.flowmarks import RedisClient
 
@@ -61,10 +61,10 @@ class ShowAnswers:
             self.redis.delete(*[self.keys.poll_shown(i) for i in instance_ids])
 
 
-def ask_show(vast: VastApi, instance_id: str) -> ShowAnswer:
+def ask_show(vast: Provider, instance_id: str) -> ShowAnswer:
     """One ``show`` call, classified: only a real 404 is ``not_found``; anything unreadable is ``error``."""
     try:
-        vast.show_instance(int(instance_id))
+        vast.instance(int(instance_id))
     except NotFound:
         return ShowAnswer.NOT_FOUND
     except RecordMissing:
@@ -76,7 +76,7 @@ def ask_show(vast: VastApi, instance_id: str) -> ShowAnswer:
     return ShowAnswer.FOUND
 
 
-def confirm_absence(redis_client: RedisClient, keys: Keys, vast: VastApi, schedule: PollSchedule,
+def confirm_absence(redis_client: RedisClient, keys: Keys, vast: Provider, schedule: PollSchedule,
                     instance_id: str) -> dict[str, str]:
     """Ask ``show`` about one unlisted instance, store the answer, poll it now; returns a small dict."""
     iid = str(instance_id)

@@ -5,9 +5,10 @@ No I/O and no clock of their own (``now`` is passed in), so the table tests pin 
 * :func:`next_poll_interval` is the guide's ``getPollingInterval()`` per instance: starting, loading or
   leased → ``WARM_POOL_POLL_ACTIVE_INTERVAL_MS``; ready and idle → ``_IDLE_``; anything else →
   ``WARM_POOL_POLL_INTERVAL_MS``.
-* :func:`provider_verdict` maps one Vast.ai row (``providers.md``: ready / fatal / outbid rules) to our
-  status and the reason. The provider's word wins over anything a probe found: a failed or gone
-  instance is never turned back into a live one here (:data:`TERMINAL`).
+* :func:`provider_verdict` maps one normalised provider instance (its phase and fatal reason, mapped by
+  the provider: :mod:`vastkeep.providers`) to our status and the reason. The provider's word wins over
+  anything a probe found: a failed or gone instance is never turned back into a live one here
+  (:data:`TERMINAL`).
 * :func:`absence_verdict`: when an instance missing from the listing is gone. An ambiguous answer (an empty
   body, ``{"instances": null}``, a timeout) is never a verdict; only a confirmed absence is.
 * :func:`is_ours`: a label ``<prefix>:<anything>`` marks an instance vastkeep rented.
@@ -20,7 +21,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_delay
-from vastkeep.providers.vast_models import VastInstance
+from vastkeep.providers import Instance, Phase, address_of
 from vastkeep.state.status import DEAD_STATUSES, ENDING_STATUSES, PROVISIONING_STATUSES, InstanceStatus
 from vastkeep.state.store import COMFYUI_LOST_REASON, COMFYUI_LOST_STATUS, InstanceRecord, comfyui_lost_since
 
@@ -35,8 +36,6 @@ NOT_LIVE = ENDING_STATUSES
 
 GONE_REASON = "gone at provider: no_such_instance"
 S = InstanceStatus
-_STARTING_PROVIDER = frozenset({None, "created"})
-_MAX_MSG = 160
 
 
 #: Consecutive well-formed listings an instance must be missing from before ``show`` is asked about it.
@@ -155,38 +154,26 @@ def port_validated(record: InstanceRecord) -> bool:
     return bool(pv.get("success")) and bool(record.connection_url)
 
 
-def fatal_reason(row: VastInstance) -> str | None:
-    """Why the provider's row says the instance will not come back by waiting (None: it may)."""
-    msg = (row.status_msg or "").strip()
-    if "Error" in msg or "OCI" in msg:
-        return f"provider error: {msg[:_MAX_MSG]}"
-    if row.actual_status == "offline":
-        return "host offline"
-    if row.actual_status == "exited":
-        return "container exited"
-    # We always want our instances running (this layer never stops one), so the provider planning
-    # to stop it means it lost its bid (cur_state == intended_status == next_state == "stopped" is
-    # the full form; either planning field is enough to stop handing it out).
-    if row.cur_state == row.intended_status == row.next_state == "stopped":
-        return "outbid"
-    if row.intended_status == "stopped" or row.next_state == "stopped":
-        return "outbid: the provider is stopping it"
-    return None
+def fatal_reason(row: Instance) -> str | None:
+    """Why the provider says the instance will not come back by waiting (None: it may); the provider maps
+    its own fatal states (:mod:`vastkeep.providers`)."""
+    return row.fatal_reason
 
 
-def provider_verdict(row: VastInstance | None, record: InstanceRecord, *, absence_confirmed: bool,
+def provider_verdict(row: Instance | None, record: InstanceRecord, *, absence_confirmed: bool,
                      now: float) -> Verdict:
-    """The status the provider's word gives ``record`` (a ``VastInstance`` row, None when unlisted).
+    """The status the provider's word gives ``record`` (a normalised instance, None when unlisted).
 
     * unlisted: ``gone`` once its absence is confirmed (``absence_confirmed``: :func:`absence_verdict`
       said gone), else unchanged (listing lag, or an ambiguous answer);
     * destroying/destroyed and failed/gone records keep their status (:data:`NOT_LIVE`);
-    * fatal (``Error``/OCI in ``status_msg``, ``offline``, ``exited``) or outbid → ``failed`` + reason;
-    * ``null``/``created`` → ``starting``; ``loading`` → ``loading``;
-    * ``running`` → ``ready`` with a validated port, else ``loading`` (Layer 3 must run:
+    * fatal (the provider's ``fatal_reason``: an error, host offline, container exited, outbid) →
+      ``failed`` + reason;
+    * phase starting → ``starting``; loading → ``loading``;
+    * running → ``ready`` with a validated port, else ``loading`` (Layer 3 must run:
       :func:`needs_port_validation`); ``unhealthy`` (:data:`COMFYUI_LOST_REASON`) while Layer 4 finds its
       ComfyUI lost (the keepalive turns it ``ready`` again when a ping answers);
-    * anything in between (``stopped``, ``frozen``, ``rebooting``, ``unknown``...) → ``unhealthy``.
+    * any other phase (stopped, frozen, rebooting, unknown...) → ``unhealthy``, naming the provider's word.
     ``now`` is accepted for rules that depend on time (none yet) and to keep the signature stable.
     """
     del now  # no time-dependent rule yet
@@ -195,21 +182,20 @@ def provider_verdict(row: VastInstance | None, record: InstanceRecord, *, absenc
         return Verdict(status, record.status_reason)
     if row is None:
         return Verdict(S.GONE, GONE_REASON) if absence_confirmed else Verdict(status, record.status_reason)
-    fatal = fatal_reason(row)
+    fatal = row.fatal_reason
     if fatal is not None:
         return Verdict(S.FAILED, fatal)
-    actual = row.actual_status
-    if actual in _STARTING_PROVIDER:
+    if row.phase is Phase.STARTING:
         return Verdict(S.STARTING, None)
-    if actual == "loading":
+    if row.phase is Phase.LOADING:
         return Verdict(S.LOADING, None)
-    if actual == "running":
+    if row.phase is Phase.RUNNING:
         if comfyui_lost_since(record) is not None:  # Layer 4's word: running, but ComfyUI does not answer
             return Verdict(COMFYUI_LOST_STATUS, COMFYUI_LOST_REASON)
         if port_validated(record) and status != S.UNHEALTHY:  # back from unhealthy: prove the port again
             return Verdict(S.READY, None)
         return Verdict(S.LOADING, "running at provider; port validation pending")
-    return Verdict(S.UNHEALTHY, f"provider status {str(actual)[:40]}")
+    return Verdict(S.UNHEALTHY, f"provider status {str(row.status_word)[:40]}")
 
 
 #: A keepalive loss whose grace ends later than this is left to the reconcile beat (no long countdowns).
@@ -247,31 +233,55 @@ def pool_wake_at(record: InstanceRecord, now: float, grace_s: float, label_head:
     return tuple(sorted(wakes))
 
 
-def needs_port_validation(row: VastInstance | None, record: InstanceRecord) -> bool:
+def needs_port_validation(row: Instance | None, record: InstanceRecord) -> bool:
     """Running at the provider but no validated port for the record: Layer 3 must run (the next poll)."""
-    return (row is not None and row.actual_status == "running" and fatal_reason(row) is None
+    return (row is not None and row.is_running
             and record.status not in NOT_LIVE and not (port_validated(record) and record.status == S.READY)
             and comfyui_lost_since(record) is None)  # Layer 4 watches a lost one until it answers again
 
 
-def address_of(row: VastInstance) -> dict[str, object]:
-    """The address fields the provider reports now; empty ones are left out (a loading row has none)."""
-    fresh: dict[str, object] = {"public_ip": row.public_ip, "ports": dict(row.ports) if row.ports else None,
-                             "ssh_host": row.ssh_host, "ssh_port": row.ssh_port}
-    return {k: v for k, v in fresh.items() if v}
+def provider_signature(row: Instance) -> str:
+    """A short fingerprint of what matters in a row (status + address, the provider's own): a change →
+    poll now."""
+    return row.signature
 
 
-def provider_signature(row: VastInstance) -> str:
-    """A short fingerprint of what matters in a row (status fields + address): a change → poll now."""
-    ports = ",".join(f"{k}={v}" for k, v in sorted((row.ports or {}).items()))
-    return "|".join(str(x) for x in (row.actual_status, row.intended_status, row.cur_state, row.next_state,
-                                     (row.status_msg or "")[:_MAX_MSG], row.public_ip, ports, row.label))
+def apply_provider_word(cur: InstanceRecord, row: Instance | None, absence_confirmed: bool,
+                        seen_at: float | None, now: float) -> tuple[str, str, str | None] | None:
+    """Apply the provider's row to ``cur`` in place (its address, status word, first label/GPU/price, then the
+    verdict); returns (old, new, reason) when the status changes. Pure: the flow writes ``cur`` with CAS."""
+    if row is not None:
+        fresh = address_of(row)
+        moved = {k: v for k, v in fresh.items() if getattr(cur, k) != v}
+        if moved:
+            if ("public_ip" in moved or "ports" in moved) and (cur.connection_url or cur.port_validation):
+                cur.connection_url = None  # proven at the old address only: Layer 3 must run again
+                cur.port_validation = None
+            for key, value in moved.items():
+                setattr(cur, key, value)
+        if cur.vast_status != row.status_word or cur.provider_seen_at is None:
+            cur.vast_status = row.status_word
+            cur.provider_seen_at = seen_at if seen_at is not None else now
+        for name in ("label", "gpu_name", "price_per_hour"):
+            if getattr(cur, name) is None and getattr(row, name) is not None:
+                setattr(cur, name, getattr(row, name))
+    verdict = provider_verdict(row, cur, absence_confirmed=absence_confirmed, now=now)
+    if verdict.status == cur.status and verdict.reason == cur.status_reason:
+        return None
+    old = cur.status
+    cur.status_reason = verdict.reason
+    if verdict.status == old:
+        return None
+    cur.status = verdict.status
+    if verdict.status in DEAD_STATUSES:
+        cur.error = verdict.reason
+    return old, verdict.status, verdict.reason
 
 
 __all__ = [
     "ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_STATUSES", "GONE_REASON", "HANDS_OFF",
     "LOSS_WAKE_WINDOW_S", "MAX_WAKE_DELAY_S", "NOT_LIVE", "PollIntervals", "REFRESH_RETRY_CAP_S",
-    "TERMINAL", "Absence",
+    "TERMINAL", "Absence", "apply_provider_word",
     "ShowAnswer", "Verdict", "absence_verdict", "address_of", "fatal_reason", "is_leased", "is_ours",
     "needs_port_validation", "next_poll_interval", "pool_wake_at", "port_validated", "provider_signature",
     "provider_verdict", "refresh_retry_s",

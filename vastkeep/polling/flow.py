@@ -28,17 +28,16 @@ from vastkeep.polling.decide import (
     NOT_LIVE,
     Absence,
     absence_verdict,
-    address_of,
+    apply_provider_word,
     is_leased,
     needs_port_validation,
     next_poll_interval,
     pool_wake_at,
-    provider_verdict,
 )
 from vastkeep.polling.lateness import LATENESS_BOUNDS_S, lateness_buckets, lateness_summary
 from vastkeep.polling.schedule import Claim, PollSchedule
 from vastkeep.polling.snapshot import ProviderSnapshot
-from vastkeep.providers import VastApi, VastInstance
+from vastkeep.providers import Instance, Provider
 from vastkeep.state import (
     DEAD_STATUSES,
     NULL_EVENTS,
@@ -104,7 +103,7 @@ class Poller:
 
     def __init__(self, store: StateStore, policy: PollPolicy, *, events: EventSink = NULL_EVENTS,
                  clock: Clock = SYSTEM_CLOCK, send: Send | None = None, notify: Notify | None = None,
-                 vast: VastApi | None = None, schedule: PollSchedule | None = None,
+                 vast: Provider | None = None, schedule: PollSchedule | None = None,
                  snapshot: ProviderSnapshot | None = None, announced: set[str] | None = None) -> None:
         self.store = store
         #: the guide's start lines this process has logged (the worker owns it: once per process)
@@ -224,7 +223,7 @@ class Poller:
                 self.marks.drop_wake(int(due))
                 log.warning("⚠️  could not wake %s: %s", RECONCILE_TASK, type(exc).__name__)
 
-    def _apply(self, rec: InstanceRecord, row: VastInstance | None, *, absence_confirmed: bool,
+    def _apply(self, rec: InstanceRecord, row: Instance | None, *, absence_confirmed: bool,
                seen_at: float | None, lease: Lease | None) -> InstanceRecord | None:
         """Write what the provider's word changes (nothing when nothing changes); emit the event once."""
         now = self.clock.now()
@@ -362,35 +361,8 @@ _WARN_STATUSES = DEAD_STATUSES | {InstanceStatus.UNHEALTHY}
 #: what this process has announced with the guide's start line (the dispatcher, once)
 
 
-def _change(cur: InstanceRecord, row: VastInstance | None, absence_confirmed: bool, seen_at: float | None,
-            now: float) -> tuple[str, str, str | None] | None:
-    """Apply the provider's row to ``cur`` in place; returns (old, new, reason) when the status changes."""
-    if row is not None:
-        fresh = address_of(row)
-        moved = {k: v for k, v in fresh.items() if getattr(cur, k) != v}
-        if moved:
-            if ("public_ip" in moved or "ports" in moved) and (cur.connection_url or cur.port_validation):
-                cur.connection_url = None  # proven at the old address only: Layer 3 must run again
-                cur.port_validation = None
-            for key, value in moved.items():
-                setattr(cur, key, value)
-        if cur.vast_status != row.actual_status or cur.provider_seen_at is None:
-            cur.vast_status = row.actual_status
-            cur.provider_seen_at = seen_at if seen_at is not None else now
-        for name in ("label", "gpu_name", "dph_total"):
-            if getattr(cur, name) is None and getattr(row, name) is not None:
-                setattr(cur, name, getattr(row, name))
-    verdict = provider_verdict(row, cur, absence_confirmed=absence_confirmed, now=now)
-    if verdict.status == cur.status and verdict.reason == cur.status_reason:
-        return None
-    old = cur.status
-    cur.status_reason = verdict.reason
-    if verdict.status == old:
-        return None
-    cur.status = verdict.status
-    if verdict.status in DEAD_STATUSES:
-        cur.error = verdict.reason
-    return old, verdict.status, verdict.reason
+#: the provider's word applied to a record (pure; :func:`vastkeep.polling.decide.apply_provider_word`)
+_change = apply_provider_word
 
 
 def is_active(record: InstanceRecord, now: float) -> bool:

@@ -1,6 +1,6 @@
 """Layer 5's one view of the provider: a listing kept in Redis, refreshed by one worker at a time.
 
-Polls never call Vast.ai per instance: they read this snapshot. One ``list_instances`` call refreshes it
+Polls never call the provider per instance: they read this snapshot. One ``instances()`` call refreshes it
 (single-flight under the ``provider-snapshot`` lease), at most every :data:`ACTIVE_MAX_AGE_S` while
 something is starting, loading or leased and every :data:`IDLE_MAX_AGE_S` otherwise, so the number of
 Vast.ai calls per minute does not grow with the pool. Only a well-formed listing (``{"instances": [...]}``)
@@ -12,6 +12,11 @@ A refresh also *discovers*: a listed instance whose label is ``<prefix>:...`` (o
 adopted), that has no record and that was not forgotten, gets one, so the pool is found again after
 Redis lost everything. Rows whose status or address changed since the last listing are made due now
 (the change matters: offline, exited, outbid... are noticed within one refresh, not one idle interval).
+
+Rows are stored as normalised instances (:meth:`vastkeep.providers.Instance.to_json`); a row stored by a
+version before the provider seam (the provider's own trimmed row) is still read
+(:func:`vastkeep.providers.instance_from_stored`), and the first refresh after the upgrade rewrites it (every
+instance then looks changed once and is polled at once: harmless).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from vastkeep.core.errors import VastkeepError
 from vastkeep.polling.absence import ShowAnswers
 from vastkeep.polling.decide import ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS, is_ours, refresh_retry_s
 from vastkeep.polling.schedule import PollSchedule
-from vastkeep.providers import VastApi, VastInstance
+from vastkeep.providers import Instance, Provider, instance_from_stored, record_from_instance
 from vastkeep.state import (
     InstanceRecord,
     InstanceStatus,
@@ -45,18 +50,13 @@ SNAPSHOT_LEASE = "provider-snapshot"
 SNAPSHOT_LEASE_TTL_MS = 120_000
 ACTIVE_MAX_AGE_S = 5.0
 IDLE_MAX_AGE_S = 30.0
-#: The row fields polls use (the rest of a Vast.ai row is dropped to keep the snapshot small).
-ROW_FIELDS = ("id", "label", "actual_status", "intended_status", "cur_state", "next_state", "status_msg",
-              "public_ipaddr", "ssh_host", "ssh_port", "ports", "gpu_name", "dph_total", "direct_port_count")
 _CHUNK = 1000
 
 
-def trim(row: VastInstance) -> str:
-    """The stored JSON of one row: only :data:`ROW_FIELDS`, keys sorted (equal rows → equal text)."""
-    raw = row.raw or {}
-    data = {k: raw.get(k) for k in ROW_FIELDS if raw.get(k) is not None}
-    data["id"] = row.id
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+def trim(row: Instance) -> str:
+    """The stored JSON of one row: the normalised instance without its raw record, keys sorted (equal
+    rows → equal text, so a changed text is a changed row)."""
+    return row.to_json()
 
 
 @dataclass
@@ -101,7 +101,7 @@ class ProviderSnapshot:
         raw = self.redis.hgetall(self.keys.provider_snapshot_meta())
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
-    def rows(self, instance_ids: list[str]) -> dict[str, VastInstance]:
+    def rows(self, instance_ids: list[str]) -> dict[str, Instance]:
         """id → the provider's row in the last listing (ids it did not list are left out)."""
         if not instance_ids:
             return {}
@@ -110,12 +110,12 @@ class ProviderSnapshot:
         for iid, raw in zip(instance_ids, raws, strict=True):
             if raw is not None:
                 try:
-                    out[str(iid)] = VastInstance.from_api(json.loads(as_text(raw)))
+                    out[str(iid)] = instance_from_stored(json.loads(as_text(raw)))
                 except (ValueError, VastkeepError):
                     log.warning("⚠️  Unreadable snapshot row for instance %s skipped", iid)
         return out
 
-    def row(self, instance_id: str) -> VastInstance | None:
+    def row(self, instance_id: str) -> Instance | None:
         return self.rows([str(instance_id)]).get(str(instance_id))
 
     def absent_counts(self, instance_ids: list[str]) -> dict[str, int]:
@@ -140,7 +140,7 @@ class ProviderSnapshot:
         return self.clock.now() >= self.next_refresh_at()
 
     # ── refreshing ───────────────────────────────────────────────────────────
-    def refresh(self, vast: VastApi | None, store: StateStore, schedule: PollSchedule, *,
+    def refresh(self, vast: Provider | None, store: StateStore, schedule: PollSchedule, *,
                 force: bool = False) -> RefreshResult:
         """One listing, single-flight: skipped when fresh (unless ``force``) or another refresh runs."""
         if vast is None:
@@ -157,12 +157,12 @@ class ProviderSnapshot:
         finally:
             self.leases.release(lease)
 
-    def _refresh(self, vast: VastApi, store: StateStore, schedule: PollSchedule,
+    def _refresh(self, vast: Provider, store: StateStore, schedule: PollSchedule,
                  lease: Lease) -> RefreshResult:
         started = self.clock.now()
         self.redis.hincrby(self.keys.poll_stats(), "vast_list_calls", 1)
         try:
-            listed = vast.list_instances()
+            listed = vast.instances()
         except VastkeepError as exc:
             meta = self.keys.provider_snapshot_meta()
             failures = int(self.redis.hincrby(meta, "failures", 1))
@@ -215,7 +215,7 @@ class ProviderSnapshot:
         due = (ABSENT_BEFORE_SHOW, ABSENT_CONFIRM_LISTINGS)
         return [iid for iid, n in zip(missing, counts, strict=True) if int(n) in due]
 
-    def _discover(self, store: StateStore, rows: dict[str, VastInstance], records: set[str]) -> list[str]:
+    def _discover(self, store: StateStore, rows: dict[str, Instance], records: set[str]) -> list[str]:
         """Create a record for every listed instance of ours that has none."""
         candidates = [i for i in rows if i not in records]
         if not candidates:
@@ -234,11 +234,9 @@ class ProviderSnapshot:
         return found
 
 
-def record_from_row(row: VastInstance, status: InstanceStatus = InstanceStatus.STARTING) -> InstanceRecord:
-    """A new record for a listed instance: its label, GPU, price and address; status from the first poll."""
-    return InstanceRecord(str(row.id), status=status, label=row.label, gpu_name=row.gpu_name,
-                          dph_total=row.dph_total, vast_status=row.actual_status, public_ip=row.public_ip,
-                          ports=dict(row.ports), ssh_host=row.ssh_host, ssh_port=row.ssh_port)
+def record_from_row(row: Instance, status: InstanceStatus = InstanceStatus.STARTING) -> InstanceRecord:
+    """A new record for a listed instance (status from the first poll): :func:`record_from_instance`."""
+    return record_from_instance(row, status)
 
 
 __all__ = ["ABSENT_BEFORE_SHOW", "ABSENT_CONFIRM_LISTINGS", "ACTIVE_MAX_AGE_S", "IDLE_MAX_AGE_S",

@@ -3,7 +3,8 @@
 - ``plan``: pure decisions (``plan_pool``, labels and slots, the offer search, the spend rate).
 - ``book``: the pool's Redis bookkeeping (rents in flight, failures, the safe-mode cause).
 - ``safety``: entering and leaving safe mode.
-- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out.
+- ``reconcile``: ``Reconciler``, one round at a time across all workers, carrying a plan out; ``renting``: the
+  life of a rent inside a round; ``report``: what a round did.
 - ``roundlease``: the round lease's TTL (from the reconcile interval) and its keeper thread.
 - ``leasing``: client leases (grant / renew / release, safe to re-send) and the health check after a lease.
 
@@ -34,7 +35,7 @@ from vastkeep.pool.plan import (
 )
 from vastkeep.pool.reconcile import BUSY, Reconciler, lease_name
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
-from vastkeep.providers import VastApi
+from vastkeep.providers import Provider
 from vastkeep.state import NULL_EVENTS, EventSink, Keys, LeaseManager, StateStore
 from vastkeep.state.flowmarks import RedisClient
 
@@ -51,7 +52,7 @@ def build_leases(settings: Settings, redis_client: RedisClient, keys: Keys, cloc
 
 
 def build_reconciler(settings: Settings, store: StateStore, events: EventSink, redis_client: RedisClient,
-                     keys: Keys, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                     keys: Keys, vast: Provider | None, clock: Clock = SYSTEM_CLOCK,
                      max_round_s: float = DEFAULT_MAX_ROUND_S, check: CheckPort | None = None) -> Reconciler:
     """A reconciler for ``settings.warm_pool_name`` on the shared state (one per task run); its lease is
     renewed for at most ``max_round_s`` (the task's hard time limit); ``check`` as for :func:`build_leases`

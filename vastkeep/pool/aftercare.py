@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypedDict
 
@@ -168,4 +169,12 @@ def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:
     return True
 
 
-__all__ = ["CHECK_FAILED", "AfterLease", "LeaseEntry", "after_lease", "retire", "settle"]
+def with_lease(rec: InstanceRecord, entry: LeaseEntry | None) -> InstanceRecord:
+    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
+    if entry is None:
+        return rec
+    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
+    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
+
+
+__all__ = ["CHECK_FAILED", "AfterLease", "LeaseEntry", "after_lease", "retire", "settle", "with_lease"]

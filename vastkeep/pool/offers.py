@@ -1,6 +1,8 @@
-"""The warm pool's offer search, as pure functions: the ``POST /bundles/`` body and which offer to rent.
+"""The warm pool's offer search, as pure functions: what to ask the provider for and which offer to rent.
 
-Vast.ai may ignore a filter, so :func:`rank_offers` checks every offer again before one is picked.
+The provider turns :meth:`OfferParams.spec` into its own query
+(:meth:`vastkeep.providers.Provider.find_offers`) and may ignore a filter, so :func:`rank_offers` checks
+every offer again before one is picked.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vastkeep.core.settings import Settings
-from vastkeep.providers.vast_models import VastOffer
+from vastkeep.providers import Offer, OfferSpec
+from vastkeep.providers.vast_map import offer_query as _provider_query
 
 
 @dataclass(frozen=True)
@@ -32,50 +35,37 @@ class OfferParams:
                    max_dph=settings.warm_pool_max_dph, min_reliability=settings.warm_pool_min_reliability,
                    disk_gb=settings.warm_pool_disk_gb)
 
+    def spec(self) -> OfferSpec:
+        """The search in the provider seam's terms."""
+        return OfferSpec(gpu_name=self.gpu_name, num_gpus=self.num_gpus, min_gpu_ram_gb=self.min_gpu_ram_gb,
+                         max_price_per_hour=self.max_dph, min_reliability=self.min_reliability,
+                         disk_gb=self.disk_gb, limit=self.limit)
+
 
 def offer_query(params: OfferParams) -> dict[str, object]:
-    """The ``POST /bundles/`` body: rentable, verified, a direct port (Layer 3 needs one), cheapest first.
-
-    ``gpu_ram`` is in MB as Vast.ai reports it (a "16 GB" card reports about 16,300).
-    """
-    query: dict[str, object] = {
-        "rentable": {"eq": True},
-        "verified": {"eq": True},
-        "rented": {"eq": False},
-        "direct_port_count": {"gte": 1},
-        "num_gpus": {"eq": params.num_gpus},
-        "dph_total": {"lte": params.max_dph},
-        "reliability2": {"gte": params.min_reliability},
-        "disk_space": {"gte": params.disk_gb},
-        "order": [["dph_total", "asc"]],
-        "type": "on-demand",
-        "limit": params.limit,
-    }
-    if params.min_gpu_ram_gb > 0:
-        query["gpu_ram"] = {"gte": params.min_gpu_ram_gb * 1000}
-    if params.gpu_name:
-        query["gpu_name"] = {"eq": params.gpu_name}
-    return query
+    """The first provider's query body for ``params`` (kept for callers of this name; the pool itself asks
+    through :meth:`vastkeep.providers.Provider.find_offers`)."""
+    return _provider_query(params.spec())
 
 
-def rank_offers(offers: Iterable[VastOffer], params: OfferParams,
-                exclude_machines: Iterable[int] = ()) -> list[VastOffer]:
+def rank_offers(offers: Iterable[Offer], params: OfferParams,
+                exclude_machines: Iterable[int] = ()) -> list[Offer]:
     """Offers that really match (the provider may ignore a filter), cheapest first, then most reliable.
 
     An offer without a price is never picked: the spend cap could not be checked.
     """
     skip = set(exclude_machines)
     good = [o for o in offers
-            if o.dph_total is not None and o.dph_total <= params.max_dph
+            if o.price_per_hour is not None and o.price_per_hour <= params.max_dph
             and (o.reliability is None or o.reliability >= params.min_reliability)
-            and (o.direct_port_count or 0) >= 1
+            and o.direct_ports
             and (not params.gpu_name or o.gpu_name == params.gpu_name)
-            and (o.machine_id is None or o.machine_id not in skip)]
-    return sorted(good, key=lambda o: (o.dph_total or 0.0, -(o.reliability or 0.0), o.id))
+            and (o.host_id is None or o.host_id not in skip)]
+    return sorted(good, key=lambda o: (o.price_per_hour or 0.0, -(o.reliability or 0.0), o.id))
 
 
-def pick_offer(offers: Iterable[VastOffer], params: OfferParams,
-               exclude_machines: Iterable[int] = ()) -> VastOffer | None:
+def pick_offer(offers: Iterable[Offer], params: OfferParams,
+               exclude_machines: Iterable[int] = ()) -> Offer | None:
     """The cheapest matching offer, or None."""
     ranked = rank_offers(offers, params, exclude_machines)
     return ranked[0] if ranked else None

@@ -76,7 +76,7 @@ class RecordLike(Protocol):
     created_at: float | None
     updated_at: float | None
     leased_until: float | None
-    dph_total: float | None
+    price_per_hour: float | None
     error: str | None
     extra: dict[str, Any]  # JSON from the record, read by key
     status_since: float | None
@@ -330,14 +330,14 @@ def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent],
     would pass the spend cap beside them: the cap is kept and the replacement still comes at once."""
     if params.max_spend_dph is None or params.max_offer_dph is None:
         return []
-    spend = sum(r.dph_total or 0.0 for r in billed) + sum(p.dph or 0.0 for p in pending)
+    spend = sum(r.price_per_hour or 0.0 for r in billed) + sum(p.dph or 0.0 for p in pending)
     need = missing * params.max_offer_dph
     freed: list[str] = []
     for record in idle_sick:
         if spend + need <= params.max_spend_dph + 1e-9:
             break
         destroy.append((record.instance_id, REASON_LOST_REPLACED))
-        spend -= record.dph_total or 0.0
+        spend -= record.price_per_hour or 0.0
         freed.append(record.instance_id)
     if not freed:
         return []
@@ -347,7 +347,8 @@ def _room_for_replacements(billed: list[RecordLike], pending: list[PendingRent],
 # ── spending ─────────────────────────────────────────────────────────────────
 def spend_rate(records: Iterable[RecordLike], pending: Sequence[PendingRent], prefix: str) -> float:
     """$/h of every instance of ours not yet destroyed (the dying still bill) plus rents in flight."""
-    total = sum(r.dph_total or 0.0 for r in records if r.status != DESTROYED and is_ours(r.label, prefix))
+    total = sum(r.price_per_hour or 0.0 for r in records
+                if r.status != DESTROYED and is_ours(r.label, prefix))
     return round(total + sum(p.dph or 0.0 for p in pending), 6)
 
 

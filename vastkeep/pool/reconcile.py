@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
-from enum import StrEnum
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import (
@@ -33,14 +31,12 @@ from vastkeep.core.errors import (
     InvalidRequest,
     LeaseLost,
     NotFound,
-    RentOutcomeUnknown,
     TransientError,
-    VastkeepError,
 )
 from vastkeep.core.settings import Settings
-from vastkeep.polling import PollSchedule
 from vastkeep.pool import safety
-from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, PoolBook
+from vastkeep.pool.aftercare import with_lease
+from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_TOKEN, PoolBook
 from vastkeep.pool.leasing import PoolLeases
 from vastkeep.pool.plan import (
     REASON_DUPLICATE,
@@ -55,19 +51,14 @@ from vastkeep.pool.plan import (
     PendingRent,
     PlanParams,
     RecordLike,
-    RentState,
     is_leased,
-    make_label,
-    offer_query,
     plan_pool,
-    rank_offers,
     slot_of,
-    spend_allows,
-    spend_rate,
 )
+from vastkeep.pool.renting import Renting, RentOutcome, rent_env
+from vastkeep.pool.report import RoundReport
 from vastkeep.pool.roundlease import DEFAULT_MAX_ROUND_S, RoundLeaseKeeper, round_lease_ttl_ms
-from vastkeep.pool.roundparts import RoundReport, record_from_provider, rent_env, with_lease
-from vastkeep.providers import VastApi, VastInstance, VastOffer
+from vastkeep.providers import Instance, Provider
 from vastkeep.state import (
     EventSink,
     InstanceRecord,
@@ -85,22 +76,10 @@ LEASE_PREFIX = "pool-reconcile"
 BUSY = "another reconciler is running"
 #: Extra rounds one lease holder runs when woken meanwhile (then the next wake-up or beat).
 MAX_RERUNS = 2
-#: At most this many rents per round (the next round, one beat interval later, rents the rest).
-MAX_RENTS_PER_ROUND = 25
-#: Offers tried for one slot before the round gives up on it (offers vanish between search and rent).
-OFFER_ATTEMPTS = 3
 #: Failures counted towards safe mode.
 _FAILURE_REASONS = frozenset({REASON_FAILED, REASON_PROVISION_TIMEOUT})
 #: Destroyed only while idle: a lease granted meanwhile keeps the instance (the others break the lease).
 _IDLE_ONLY_REASONS = frozenset({REASON_EXCESS, REASON_LOST_REPLACED})
-
-
-class RentOutcome(StrEnum):
-    """How one rent attempt ended, for the slot's loop."""
-
-    RENTED = "rented"
-    NEXT = "next"  # the offer was gone: try another for this slot
-    STOP = "stop"  # stop renting this round
 
 
 def lease_name(pool: str) -> str:
@@ -111,7 +90,7 @@ class Reconciler:
     """The warm pool's reconciler for one pool (``WARM_POOL_NAME``)."""
 
     def __init__(self, settings: Settings, store: StateStore, events: EventSink, leases: LeaseManager,
-                 book: PoolBook, vast: VastApi | None, clock: Clock = SYSTEM_CLOCK,
+                 book: PoolBook, vast: Provider | None, clock: Clock = SYSTEM_CLOCK,
                  client_leases: PoolLeases | None = None, max_round_s: float = DEFAULT_MAX_ROUND_S) -> None:
         self.settings = settings
         #: the round lease: short TTL (a killed round frees the pool fast), renewed while the round runs,
@@ -169,7 +148,7 @@ class Reconciler:
         return out
 
 
-class _Round:
+class _Round(Renting):
     def __init__(self, rc: Reconciler, lease: Lease, keeper: LeaseKeeper) -> None:
         self.rc = rc
         self.lease = lease
@@ -177,7 +156,7 @@ class _Round:
         self.now = rc.clock.now()
         self.report = RoundReport(fence=lease.fence)
         assert rc.vast is not None  # Reconciler.run skips the round without a key
-        self.vast: VastApi = rc.vast
+        self.vast: Provider = rc.vast
         self.used_machines: set[int] = set()
         self.leased_ids: set[str] = set()
 
@@ -185,7 +164,7 @@ class _Round:
     def go(self) -> RoundReport:
         rc, p = self.rc, self.rc.params
         try:
-            listing = self.vast.list_instances()
+            listing = self.vast.instances()
         except AuthError as exc:  # the key is rejected: nothing can be rented, and nothing should be
             safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
                          f"Vast.ai rejects the API key ({exc.message[:120]})", self.now)
@@ -193,8 +172,8 @@ class _Round:
             self.report.safe_mode = True
             return self.report
         ours = [vi for vi in listing if slot_of(vi.label, p.prefix, p.pool) is not None]
-        self.used_machines = {vi.machine_id for vi in listing if vi.machine_id is not None}
-        by_label: dict[str, list[VastInstance]] = {}
+        self.used_machines = {vi.host_id for vi in listing if vi.host_id is not None}
+        by_label: dict[str, list[Instance]] = {}
         for vi in sorted(ours, key=lambda v: v.id):
             by_label.setdefault(vi.label or "", []).append(vi)
         pending_labels = self._resolve_pending(by_label)
@@ -219,47 +198,8 @@ class _Round:
         self.report.safe_mode = rc.store.get_pool().safe_mode
         return self.report
 
-    # ── 2. rents in flight ──────────────────────────────────────────────────
-    def _resolve_pending(self, by_label: dict[str, list[VastInstance]]) -> set[str]:
-        """Adopt or expire every pending rent; returns the labels still in flight."""
-        rc = self.rc
-        waiting: set[str] = set()
-        for pend in rc.book.pending():
-            found = by_label.get(pend.label) or []
-            if found:
-                keep = found[0]
-                self._adopt(keep, pend.slot, pend)
-                if pend.state != RentState.SENDING:
-                    rc.events.emit("rent-resolved", label=pend.label, outcome="adopted",
-                                   instance_id=str(keep.id))
-                rc.book.drop_pending(pend)
-                continue
-            if self.now - pend.started_at > rc.settings.warm_pool_rent_settle_s:
-                rc.book.drop_pending(pend)
-                log.warning("rent of %s never showed up at Vast.ai within %.0f s: the slot is free again",
-                            pend.label, rc.settings.warm_pool_rent_settle_s)
-                if pend.state != RentState.SENDING:
-                    rc.book.add_failure(f"rent:{pend.label}:{pend.started_at!r}", self.now)
-                rc.events.emit("rent-resolved", label=pend.label, outcome="absent", instance_id=None)
-                continue
-            waiting.add(pend.label)
-        return waiting
-
-    def _adopt(self, vi: VastInstance, slot: int, pend: PendingRent | None) -> None:
-        rc = self.rc
-        rec = record_from_provider(vi, slot, rc.params.pool, self.now)
-        if pend is not None:
-            rec.extra["offer_id"] = pend.offer_id
-            rec.dph_total = rec.dph_total if rec.dph_total is not None else pend.dph
-        if rc.store.create_instance(rec):
-            self._follow(rec.instance_id)
-            self.report.adopted.append(rec.instance_id)
-            log.info("adopted instance %s by its label %s", rec.instance_id, vi.label)
-            rc.events.emit("instance-rented", instance_id=rec.instance_id, label=vi.label, slot=slot,
-                           offer_id=pend.offer_id if pend else None, dph=rec.dph_total, adopted=True)
-
     # ── 3. labelled instances without a record; duplicate labels ───────────
-    def _adopt_and_dedupe(self, by_label: dict[str, list[VastInstance]], records: dict[str, InstanceRecord],
+    def _adopt_and_dedupe(self, by_label: dict[str, list[Instance]], records: dict[str, InstanceRecord],
                           pending_labels: set[str]) -> None:
         p = self.rc.params
         for label, found in by_label.items():
@@ -276,7 +216,7 @@ class _Round:
                 if dup is not keep:
                     self._destroy_unrecorded_or(dup, records.get(str(dup.id)))
 
-    def _destroy_unrecorded_or(self, vi: VastInstance, rec: InstanceRecord | None) -> None:
+    def _destroy_unrecorded_or(self, vi: Instance, rec: InstanceRecord | None) -> None:
         if rec is not None:
             self._destroy(rec, REASON_DUPLICATE)
             return
@@ -354,98 +294,5 @@ class _Round:
         rc.events.emit("instance-destroyed", instance_id=instance_id, label=label, reason=reason,
                        existed=existed)
         return True
-
-    # ── 5b. rent ────────────────────────────────────────────────────────────
-    def _rent(self, slots: Sequence[int], records: Sequence[RecordLike]) -> None:
-        rc, s = self.rc, self.rc.settings
-        offers = rank_offers(self.vast.search_offers(offer_query(rc.offers)), rc.offers, self.used_machines)
-        spend = spend_rate(records, rc.book.pending(), rc.params.prefix)
-        for slot in list(slots)[:MAX_RENTS_PER_ROUND]:
-            if rc.store.get_pool().safe_mode:
-                return
-            for _ in range(OFFER_ATTEMPTS):
-                offer = next((o for o in offers if o.machine_id not in self.used_machines), None)
-                price = offer.dph_total if offer is not None else None
-                if offer is None or price is None:  # rank_offers keeps only priced offers
-                    self.report.wait.append("no offer matches the search (WARM_POOL_GPU_NAME, _MAX_DPH, "
-                                            "_MIN_RELIABILITY, ...)")
-                    return
-                if offer.machine_id is not None:
-                    self.used_machines.add(offer.machine_id)
-                offers.remove(offer)
-                if not spend_allows(spend, price, s.warm_pool_max_spend_dph):
-                    safety.enter(rc.store, rc.book, rc.events, CAUSE_SPEND,
-                                 f"spend cap: {spend:.3f} $/h + {price:.3f} $/h for the next "
-                                 f"rent > "
-                                 f"WARM_POOL_MAX_SPEND_DPH={s.warm_pool_max_spend_dph}", self.now)
-                    return
-                outcome = self._rent_one(slot, offer)
-                if outcome is RentOutcome.RENTED:
-                    spend += price
-                    break
-                if outcome is RentOutcome.STOP:
-                    return
-                # NEXT: the offer was gone; try the next one for this slot
-
-    def _rent_one(self, slot: int, offer: VastOffer) -> RentOutcome:
-        """Rent ``offer`` into ``slot``; see :class:`RentOutcome`."""
-        rc, s = self.rc, self.rc.settings
-        label = make_label(rc.params.prefix, rc.params.pool, slot)
-        self._renew()
-        pend = PendingRent(slot=slot, label=label, started_at=rc.clock.now(), offer_id=offer.id,
-                           dph=offer.dph_total)
-        added = rc.book.add_pending(pend, self.lease)
-        if added == -1:
-            raise LeaseLost(f"lease {self.lease.name!r} lost before renting", name=self.lease.name,
-                            fence=self.lease.fence)
-        if added == 0:
-            return RentOutcome.STOP  # a rent for this slot is already in flight
-        try:
-            instance_id = self.vast.rent(offer.id, image=s.warm_pool_image, env=rent_env(s),
-                                         disk_gb=s.warm_pool_disk_gb, label=label,
-                                         onstart=s.warm_pool_onstart, runtype="ssh")
-        except AuthError as exc:  # TokenInvalid from the pre-flight, or a 401/403 on the rent itself
-            rc.book.drop_pending(pend)
-            safety.enter(rc.store, rc.book, rc.events, CAUSE_TOKEN,
-                         f"the Vast.ai key is rejected ({exc.message[:120]})", self.now)
-            return RentOutcome.STOP
-        except RentOutcomeUnknown as exc:
-            unknown = replace(pend, state=RentState.UNKNOWN)
-            rc.book.replace_pending(pend, unknown)
-            self.report.unknown.append(label)
-            rc.events.emit("rent-unknown", label=label, offer_id=offer.id, reason=exc.data.get("reason"))
-            return RentOutcome.STOP
-        except (NotFound, InvalidRequest) as exc:
-            rc.book.drop_pending(pend)
-            log.info("offer %s could not be rented (%s); trying another", offer.id, exc.message[:120])
-            self.report.errors.append(f"offer {offer.id}: {type(exc).__name__}")
-            return RentOutcome.NEXT
-        except VastkeepError as exc:  # transient: Vast.ai certainly did not act (429, connection refused)
-            rc.book.drop_pending(pend)
-            self.report.errors.append(f"rent {label}: {type(exc).__name__}")
-            log.warning("rent of %s not sent (%s); the next round tries again", label, exc.message[:120])
-            return RentOutcome.STOP
-        rec = InstanceRecord(instance_id=str(instance_id), status=InstanceStatus.STARTING, label=label,
-                             gpu_name=offer.gpu_name, dph_total=offer.dph_total, created_at=rc.clock.now(),
-                             extra={"pool": rc.params.pool, "slot": slot, "offer_id": offer.id,
-                                    "machine_id": offer.machine_id})
-        rc.store.create_instance(rec)
-        self._follow(rec.instance_id)
-        rc.book.drop_pending(pend)
-        self.report.rented.append(rec.instance_id)
-        log.info("rented instance %s into %s (offer %s, %.3f $/h)", instance_id, label, offer.id,
-                 offer.dph_total)
-        rc.events.emit("instance-rented", instance_id=rec.instance_id, label=label, slot=slot,
-                       offer_id=offer.id, dph=offer.dph_total, adopted=False)
-        return RentOutcome.RENTED
-
-    def _renew(self) -> None:
-        self.keeper.check()
-
-    def _follow(self, instance_id: str) -> None:
-        """Layer 5 polls a new instance now (so it joins the active set and the snapshot's short refresh)
-        instead of at its discovery by the next idle-age snapshot refresh, up to 30 s later."""
-        PollSchedule(self.rc.book.redis, self.rc.book.keys, self.rc.clock).poll_now(instance_id)
-
 
 __all__ = ["BUSY", "LEASE_PREFIX", "Reconciler", "RentOutcome", "RoundReport", "lease_name", "rent_env"]

@@ -1,70 +1,13 @@
-"""Small pieces of a reconcile round: what it reports (two rounds merged), the rent's container env, the first
-record of an instance found by its label, the record as the plan sees it under a live client lease.
+"""Where the pieces of a reconcile round used to live; kept so their names stay importable from here.
 
-Kept apart from ``reconcile`` so that module stays about carrying the plan out.
+``RoundReport`` lives in :mod:`vastkeep.pool.report`, ``rent_order`` / ``rent_env`` / ``record_from_provider``
+in :mod:`vastkeep.pool.renting`, ``with_lease`` in :mod:`vastkeep.pool.aftercare`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from vastkeep.pool.aftercare import with_lease
+from vastkeep.pool.renting import record_from_provider, rent_env, rent_order
+from vastkeep.pool.report import RoundReport
 
-from vastkeep.core.settings import Settings
-from vastkeep.pool.aftercare import LeaseEntry
-from vastkeep.providers.vast_models import VastInstance
-from vastkeep.state import InstanceRecord, InstanceStatus
-
-
-def rent_env(settings: Settings) -> dict[str, str]:
-    """The container's env: ComfyUI's and SSH's ports opened (Vast.ai's ``-p`` keys) and its launch args."""
-    return {"-p 8188:8188": "1", "-p 22:22": "1", "COMFYUI_ARGS": settings.warm_pool_comfyui_args}
-
-
-def record_from_provider(vi: VastInstance, slot: int, pool: str, now: float) -> InstanceRecord:
-    """A first record for an instance found by its label (polling refines it from then on)."""
-    running = vi.actual_status == "running"
-    port = vi.host_port(8188)
-    return InstanceRecord(
-        instance_id=str(vi.id), status=InstanceStatus.LOADING if running else InstanceStatus.STARTING,
-        vast_status=vi.actual_status,
-        public_ip=vi.public_ip, ssh_host=vi.ssh_host, ssh_port=vi.ssh_port, ports=dict(vi.ports),
-        label=vi.label, gpu_name=vi.gpu_name, dph_total=vi.dph_total,
-        created_at=vi.start_date if vi.start_date else now,
-        extra={"pool": pool, "slot": slot, "adopted": True, **({"port_8188": port} if port else {})})
-
-
-def with_lease(rec: InstanceRecord, entry: LeaseEntry | None) -> InstanceRecord:
-    """The record as the plan must see it: a live client lease (the truth) over the record's mirror."""
-    if entry is None:
-        return rec
-    until = max(float(entry.get("until") or 0), rec.leased_until or 0.0)
-    return replace(rec, leased_until=until, lease_owner=entry.get("client") or rec.lease_owner)
-
-
-@dataclass
-class RoundReport:
-    """What one round did (a task's small JSON result)."""
-
-    rented: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-    destroyed: list[list[str]] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    wait: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    plan: dict[str, object] = field(default_factory=dict)
-    safe_mode: bool = False
-    fence: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return {"rented": self.rented, "adopted": self.adopted, "destroyed": self.destroyed,
-                "unknown": self.unknown, "wait": self.wait, "errors": self.errors, "plan": self.plan,
-                "safeMode": self.safe_mode, "fence": self.fence}
-
-    def then(self, again: RoundReport) -> RoundReport:
-        """This round and the next under the same lease as one: what both did; the plan, waits and safe
-        mode of the last."""
-        return replace(again, rented=self.rented + again.rented, adopted=self.adopted + again.adopted,
-                       destroyed=self.destroyed + again.destroyed, unknown=self.unknown + again.unknown,
-                       errors=self.errors + again.errors)
-
-
-__all__ = ["RoundReport", "record_from_provider", "rent_env", "with_lease"]
+__all__ = ["RoundReport", "record_from_provider", "rent_env", "rent_order", "with_lease"]

@@ -62,7 +62,7 @@ class Candidate:
 
 
 def _host_port(value: object) -> int | None:
-    """A reported mapping → an int port, tolerating Vast's raw list shape and strings."""
+    """A reported mapping → an int port, tolerating Docker's raw list shape and strings."""
     if isinstance(value, list):
         value = value[0].get("HostPort") if value and isinstance(value[0], Mapping) else None
     if isinstance(value, Mapping):
@@ -78,7 +78,7 @@ def derive_candidates(public_ip: str | None, ports: Mapping[str, object] | None)
     """The candidates for one instance, in the guide's priority order, from provider data only.
 
     The direct candidate is offered only when the provider reports the container's ``8188/tcp`` (the
-    instance was started with ``-p 8188:8188``); the port is never guessed beyond that. A mapping equal to
+    instance was rented with 8188 published); the port is never guessed beyond that. A mapping equal to
     8188 is the direct candidate already and is not tried twice. No public IP → no candidates.
     """
     host = (public_ip or "").strip()

@@ -14,12 +14,23 @@ is no periodic sweep on beat.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Mapping
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock, iso
 from vastkeep.core.errors import LeaseLost, NotFound, UnsafeTarget, VastkeepError, is_transient
+from vastkeep.ports.refresh import (
+    GONE_ERROR,
+    GONE_STATUS,
+    SKIPPED_STATUSES,
+    GoneAtProvider,
+    _apply_refresh,
+    _needs_refresh,
+    apply_provider_address,
+    mark_gone,
+    modify_live,
+    provider_address,
+    refresh_from_provider,
+)
 from vastkeep.ports.sweep import (
     Sweep,
     SweepProgress,
@@ -35,10 +46,8 @@ from vastkeep.ports.validator import (
     known_good,
     unsafe_validation,
 )
-from vastkeep.providers import VastApi, VastInstance
+from vastkeep.providers import Provider
 from vastkeep.state import (
-    ENDING_STATUSES,
-    NULL_EVENTS,
     PROVISIONING_STATUSES,
     EventSink,
     InstanceRecord,
@@ -53,99 +62,10 @@ log = logging.getLogger("vastkeep.ports")
 
 #: Statuses a passing validation promotes to "ready" (the guide: loading → ready once a port works).
 PROMOTABLE = PROVISIONING_STATUSES
-#: Statuses we neither probe nor write: the instance is going or gone, or the provider said it failed
-#: (Layer 5: a failed or gone record is never promoted by a probe nor swept as if alive).
-SKIPPED_STATUSES = ENDING_STATUSES
-#: What a record says once Vast.ai no longer knows the instance (``show_instance`` → NotFound).
-GONE_STATUS = InstanceStatus.GONE
-GONE_ERROR = "gone at provider: no_such_instance"
 #: The fenced lease one pool sweep holds at a time, and what a sweep that found it held returns.
 SWEEP_LEASE = "ports-sweep"
 SWEEP_BUSY = "another sweep is running"
 SWEEP_LOST = "sweep lease lost; a newer sweep owns the verdicts"
-
-
-T = TypeVar("T")
-
-
-def _needs_refresh(rec: InstanceRecord) -> bool:
-    return not (rec.public_ip and rec.ports)
-
-
-def _modify_live(store: Store, instance_id: str, change: Callable[[InstanceRecord], T], *,
-                 lease: Lease | None = None) -> tuple[InstanceRecord | None, T | None]:
-    """Apply ``change(rec)`` (it edits ``rec`` in place) inside the store's compare-and-set.
-
-    The decision is taken on the record as it is at write time: one being destroyed (or gone) is left as it
-    is and ``change`` is not called. Returns ``(record, what change returned)``, the second from the attempt
-    that was stored (the CAS may call us again with a newer record, so earlier attempts' answers are
-    dropped); ``(None, None)`` when the record vanished. With ``lease`` the write is fenced and raises
-    ``StaleFence`` once that grant no longer holds it (a skipped record then gets only the fence stamp).
-    """
-    outcome: T | None = None
-
-    def decide(rec: InstanceRecord) -> InstanceRecord:
-        nonlocal outcome
-        outcome = None
-        if rec.status not in SKIPPED_STATUSES:
-            outcome = change(rec)
-        return rec
-
-    try:
-        rec = store.modify_instance(instance_id, decide, lease=lease)
-    except NotFound:
-        return None, None
-    return rec, outcome
-
-
-@dataclass(frozen=True)
-class GoneAtProvider:
-    """What :func:`refresh_from_provider` returns when Vast.ai no longer knows the instance.
-
-    A value, not an error: ``NotFound`` already means "no record in the store" to the callers, and the two
-    need opposite handling (nothing to do vs. mark the record), so this case never travels as NotFound.
-    ``record`` is the record as marked (None when it vanished meanwhile).
-    """
-
-    record: InstanceRecord | None
-
-
-def refresh_from_provider(store: Store, vast: VastApi, rec: InstanceRecord, *,
-                          events: EventSink = NULL_EVENTS) -> InstanceRecord | GoneAtProvider:
-    """Fill a record's ``public_ip``/``ports`` from ``VastClient.show_instance`` (loading ones lack them).
-
-    When Vast.ai answers NotFound the instance is gone there: the record is marked (:func:`mark_gone`) and a
-    :class:`GoneAtProvider` is returned. ``NotFound`` raised from here means the store has no record.
-    """
-    try:
-        vi = vast.show_instance(int(rec.instance_id))
-    except NotFound:
-        return GoneAtProvider(mark_gone(store, events, rec.instance_id))
-    if not vi.public_ip and not vi.ports:
-        return rec
-    return store.update_instance(rec.instance_id, {"public_ip": vi.public_ip, "ports": dict(vi.ports)})
-
-
-def mark_gone(store: Store, events: EventSink, instance_id: str) -> InstanceRecord | None:
-    """Record that Vast.ai no longer knows the instance: status "gone", ``error`` = :data:`GONE_ERROR`.
-
-    Compare-and-set on the record as it is at write time: destroying/destroyed records are left alone (that
-    is the expected end of a destroy), and the ``instance-status`` event is emitted only when the status
-    actually changes, so a redelivered task or the next poll writes nothing new and emits nothing.
-    Returns the record (None when there is none).
-    """
-    def change(rec: InstanceRecord) -> str | None:
-        old = rec.status if rec.status != GONE_STATUS else None
-        rec.status, rec.error, rec.status_reason = GONE_STATUS, GONE_ERROR, GONE_ERROR
-        return old
-
-    rec, old_status = _modify_live(store, instance_id, change)
-    if old_status is not None:
-        log.warning("⚠️  Instance %s is gone at Vast.ai: marked %s", instance_id, GONE_STATUS,
-                    extra={"instance_id": instance_id})
-        events.emit("instance-status", instance_id=str(instance_id), old=old_status, new=GONE_STATUS,
-                    reason=GONE_ERROR)
-    return rec
 
 
 def _verdict_key(pv: Mapping[str, object] | None) -> tuple[object, ...] | None:
@@ -175,7 +95,7 @@ def record_validation(store: Store, events: EventSink, instance_id: str, pv: Por
                 rec.status, rec.status_reason = InstanceStatus.READY, None
         return verdict_changed
 
-    rec, changed = _modify_live(store, instance_id, change, lease=lease)
+    rec, changed = modify_live(store, instance_id, change, lease=lease)
     if rec is None:
         return None
     if changed:
@@ -197,7 +117,7 @@ def result_dict(instance_id: str, pv: PortValidation) -> dict[str, object]:
 
 
 def validate_instance(store: Store, events: EventSink, validator: PortValidator, instance_id: str, *,
-                      vast: VastApi | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
+                      vast: Provider | None = None, clock: Clock = SYSTEM_CLOCK) -> dict[str, object]:
     """Probe one stored instance and record the verdict; returns :func:`result_dict`.
 
     Raises NotFound when the record does not exist (and only then). An address refused by the SSRF guard
@@ -231,7 +151,7 @@ def validate_instance(store: Store, events: EventSink, validator: PortValidator,
 
 
 def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
-                  vast: VastApi | None = None,
+                  vast: Provider | None = None,
                   clock: Clock = SYSTEM_CLOCK, leases: LeaseManager | None = None,
                   probe_deadline_s: float | None = None,
                   progress: SweepProgress | None = None) -> dict[str, object]:
@@ -244,8 +164,8 @@ def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
     its last lease check is refused by the store instead of overwriting a newer sweep's verdicts; it stops
     at the first refused write and returns ``{"skipped": SWEEP_LOST}``.
 
-    With ``vast``, one ``VastClient.list_instances()`` call per sweep refreshes the address of *every*
-    record the provider lists (``public_ip``, ``ports``, ``ssh_host``, ``ssh_port``; see
+    With ``vast``, one ``Provider.instances()`` call per sweep refreshes the address of *every*
+    record the provider lists (``public_ip``, ``ports``, the SSH gateway; see
     :func:`apply_provider_address`), so a reassigned address is not probed forever. If that call fails (a
     rejected key, or 429/5xx/network after the client's retries), records are probed at their stored
     address; the ones without one are skipped this sweep (the next retries) and the result carries
@@ -282,14 +202,14 @@ def _last_checked(rec: InstanceRecord) -> tuple[str, str]:
 
 
 def _sweep(store: Store, events: EventSink, validator: PortValidator, records: list[InstanceRecord],
-           vast: VastApi | None, clock: Clock,
+           vast: Provider | None, clock: Clock,
            held: tuple[LeaseManager, Lease] | None, sweep: Sweep) -> dict[str, object]:
     lease = held[1] if held is not None else None
     skipped: list[str] = []
     refresh_error: dict[str, object] | None = None
     if vast is not None:
         try:
-            by_id = {str(vi.id): vi for vi in vast.list_instances()}
+            by_id = {str(vi.id): vi for vi in vast.instances()}
         except VastkeepError as exc:
             skipped = [r.instance_id for r in records if _needs_refresh(r)]
             records = [r for r in records if not _needs_refresh(r)]
@@ -324,53 +244,6 @@ def _sweep(store: Store, events: EventSink, validator: PortValidator, records: l
         result |= {"skipped": len(skipped), "skipped_ids": sorted(skipped)[:100],
                    "refresh_error": refresh_error}
     return result
-
-
-def provider_address(vi: VastInstance) -> dict[str, object]:
-    """The address fields the provider reports now. A field it leaves empty is left out: a loading or
-    stopped instance reports no ports, and that is no reason to forget the last known address."""
-    fresh: dict[str, object] = {"public_ip": vi.public_ip, "ports": dict(vi.ports) if vi.ports else None,
-                             "ssh_host": vi.ssh_host, "ssh_port": vi.ssh_port}
-    return {k: v for k, v in fresh.items() if v}
-
-
-def apply_provider_address(store: Store, rec: InstanceRecord, vi: VastInstance, *,
-                           lease: Lease | None = None) -> InstanceRecord | None:
-    """Write the provider's current address into ``rec`` where it differs (compare-and-set on the record
-    as it is at write time; destroying/destroyed records are left alone; fenced by ``lease`` when given).
-    Returns the record, or None when it was deleted meanwhile. An unchanged address costs no write."""
-    fresh = provider_address(vi)
-    if all(getattr(rec, k) == v for k, v in fresh.items()):
-        return rec
-
-    def change(cur: InstanceRecord) -> dict[str, tuple[object, object]]:
-        diff = {k: (getattr(cur, k), v) for k, v in fresh.items() if getattr(cur, k) != v}
-        for key, (_, value) in diff.items():
-            setattr(cur, key, value)
-        return diff
-
-    new, changed = _modify_live(store, rec.instance_id, change, lease=lease)
-    if changed:
-        log.info("Instance %s address changed at Vast.ai: %s", rec.instance_id,
-                 ", ".join(f"{k} {old!r} -> {value!r}" for k, (old, value) in changed.items()),
-                 extra={"instance_id": rec.instance_id})
-    return new
-
-
-def _apply_refresh(store: Store, records: list[InstanceRecord], by_id: dict[str, VastInstance],
-                   lease: Lease | None) -> list[InstanceRecord]:
-    """Every listed record gets the provider's current address; one deleted or being destroyed is dropped,
-    and so is one the listing does not show: its stored address may belong to someone else by now, so it
-    is never probed there (Layer 5 polling tells listing lag from "gone")."""
-    fresh: list[InstanceRecord] = []
-    for r in records:
-        vi = by_id.get(str(r.instance_id))
-        if vi is None:
-            continue
-        now = apply_provider_address(store, r, vi, lease=lease)
-        if now is not None and now.status not in SKIPPED_STATUSES:
-            fresh.append(now)
-    return fresh
 
 
 __all__ = [

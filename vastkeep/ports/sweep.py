@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from vastkeep.ports.validator import PortValidation, PortValidator
-from vastkeep.providers import VastApi
+from vastkeep.providers import Provider
 
 #: Lease slack on top of each phase's worst case, and the budget per verdict write (one CAS round trip).
 SWEEP_SLACK_S = 30.0
@@ -54,8 +54,8 @@ def interrupted_sweep(progress: SweepProgress, why: str) -> dict[str, object]:
     return {"interrupted": True, "reason": why, **progress.to_dict()}
 
 
-def refresh_budget_s(vast: VastApi | None) -> float:
-    """Worst case of one ``list_instances`` call: every attempt at its full timeouts, the longest backoffs."""
+def refresh_budget_s(vast: Provider | None) -> float:
+    """Worst case of one ``instances()`` call: every attempt at its full timeouts, the longest backoffs."""
     if vast is None:
         return 0.0
     connect_s, read_s = getattr(vast, "timeout_s", (5.0, 30.0))

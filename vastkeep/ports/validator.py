@@ -224,7 +224,7 @@ def known_good(record: InstanceRecord) -> tuple[str, ...]:
 
 
 class Addressed(Protocol):
-    """Anything carrying the provider's address fields (``InstanceRecord``, ``VastInstance``)."""
+    """Anything carrying the provider's address fields (``InstanceRecord``, ``providers.Instance``)."""
 
     @property
     def public_ip(self) -> str | None: ...

@@ -3,32 +3,37 @@
 Providers rate-limit by minimum gap and send no Retry-After (Vast.ai), go 5xx for a minute
 during deploys, and drop connections. One helper retries those few times with full-jitter
 delays from an injected clock, then maps the last failure onto the error tree, so every
-client behaves the same and no secret (headers, keys, query strings) reaches a message or log.
-Bodies are read under a total deadline and a size cap (:func:`read_body`), because a socket read
+client behaves the same and no secret (headers, keys, query strings) reaches a message or log; the
+retry policy is an object, :class:`RetryingSender`. Bodies are read under a total deadline and a size cap
+(:func:`read_body`, in :mod:`vastkeep.providers.body`), because a socket read
 timeout alone lets a server that drips bytes hold a caller forever; each attempt as a whole, status line
 and headers included, also ends at that deadline (:mod:`vastkeep.providers.deadline`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import re
-import socket
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from urllib3.exceptions import DecodeError, NewConnectionError, ReadTimeoutError
-from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, backoff_delay
 from vastkeep.core.clock import Clock
 from vastkeep.core.errors import ConfigError, MalformedResponse, NetworkError, RateLimited, ServerError
+from vastkeep.providers.body import (
+    BODY_EXCERPT_CHARS,
+    DEADLINE_EXCEEDED,
+    DEFAULT_MAX_BODY_BYTES,
+    FailureReason,
+    body_excerpt,
+    read_body,
+)
 from vastkeep.providers.deadline import DeadlineWatchdog, call_deadline, session_watchdog, watch_session
 
 #: Query parameters of one request.
@@ -37,27 +42,9 @@ Params = Mapping[str, str | int | float]
 log = logging.getLogger("vastkeep.providers")
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
-BODY_EXCERPT_CHARS = 200
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a big Vast.ai instance list fits; a runaway body does not
 ERROR_BODY_BYTES = 64 * 1024  # what we read of a 429/5xx body (only an excerpt is ever shown)
 
 
-class FailureReason(StrEnum):
-    """Why a call failed, as ``reason`` in the error's data: short, fixed and free of secrets."""
-
-    DEADLINE_EXCEEDED = "deadline exceeded"
-    CONNECT_TIMEOUT = "connect timeout"
-    READ_TIMEOUT = "read timeout"
-    CONNECTION_REFUSED = "connection refused"
-    CONNECTION_ERROR = "connection error"
-    BODY_TOO_LARGE = "body too large"
-    UNDECODABLE_BODY = "undecodable body"
-    NOT_PINNED = "not pinned"
-    NO_INSTANCES_LIST = "no instances list"
-
-
-DEADLINE_EXCEEDED = FailureReason.DEADLINE_EXCEEDED
-_READ_CHUNK = 65536
 _THRESHOLD_RE = re.compile(r"threshold\s*=\s*([0-9]+(?:\.[0-9]+)?)")
 _RESERVED_ERROR_KEYS = frozenset({"url", "method", "attempts", "reason", "status", "delay_s", "maybe_sent"})
 
@@ -130,86 +117,162 @@ def _failure_kind(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
-def body_excerpt(response: requests.Response, redact: Callable[[str], str] | None) -> str:
-    """The first characters of a response body, passed through ``redact``; empty without a redactor.
+@dataclass(frozen=True)
+class _Target:
+    """One logical call: what every attempt of it sends, and what its errors carry."""
 
-    Call it on a response whose body was read by :func:`read_body` (``request_with_retry`` does), or
-    ``.text`` would read an unbounded body.
+    method: str
+    url: str
+    where: str  # the URL without its query, for messages
+    headers: Mapping[str, str]
+    json: object
+    params: Params | None
+    idempotent: bool
+    extra: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """An attempt failed in a way worth another one (transport, deadline, a body that did not arrive)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class _Status:
+    """An attempt answered a status in ``retry_on`` (429, 5xx), with a redacted excerpt of its body."""
+
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class RetryingSender:
+    """The retry policy of one client's calls, as an object: how to send, how long, how often.
+
+    :meth:`send` sends one request, retrying 429/5xx/connection errors/timeouts at most
+    ``retry.max_attempts`` times, and returns the response for any status not in ``retry_on`` (the caller
+    maps 4xx), its body already read (at most ``max_body_bytes``, else ``MalformedResponse``) within
+    ``deadline_s`` per attempt (default: connect + read timeout; a miss is a ``NetworkError`` with reason
+    ``deadline exceeded``, retried like any timeout). After the last attempt it raises ``RateLimited`` (429),
+    ``ServerError`` (other retryable status) or ``NetworkError`` (transport), carrying ``url`` (no query),
+    ``method``, ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False
+    only when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
+    the server certainly did not act on it: a 429, or a connection that never opened. Each attempt as a
+    whole (status line, headers, body) ends at its deadline: ``session`` gets a
+    :class:`~vastkeep.providers.deadline.DeadlineAdapter` mounted if it lacks one.
+    ``before_send`` runs before every attempt (a shared rate limiter waits for its slot there; what it
+    raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`; ``on_rate_limited``
+    hears every 429 with its redacted body excerpt (e.g. to share the threshold it names).
     """
-    if redact is None:
-        return ""
-    try:
-        text = response.text[:BODY_EXCERPT_CHARS]
-    except Exception:  # noqa: BLE001 - a body we cannot decode is simply not shown
-        return ""
-    return redact(text).strip()
 
+    session: requests.Session
+    timeout_s: tuple[float, float]
+    retry: RetryPolicy
+    clock: Clock
+    rng: random.Random
+    retry_on: Container[int] = DEFAULT_RETRY_STATUSES
+    redact: Callable[[str], str] | None = None
+    deadline_s: float | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    before_send: Callable[[], object] | None = None
+    on_rate_limited: Callable[[str], object] | None = None
 
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    """The socket a streamed response reads from, when urllib3 exposes it (else None)."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    return sock if isinstance(sock, socket.socket) else None
+    def send(self, method: str, url: str, *, headers: Mapping[str, str], json: object = None,
+             params: Params | None = None, idempotent: bool = True,
+             context: Mapping[str, object] | None = None) -> requests.Response:
+        """One logical call (see the class); returns the response or raises from the error tree."""
+        extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
+        target = _Target(method, url, safe_url(url), headers, json, params, idempotent, extra)
+        budget_s = float(self.deadline_s) if self.deadline_s is not None else \
+            float(self.timeout_s[0]) + float(self.timeout_s[1])
+        watch_session(self.session)
+        attempts = self.retry.max_attempts
+        for attempt in range(attempts):
+            last = attempt + 1 >= attempts
+            if self.before_send is not None:
+                self.before_send()
+            outcome = self._attempt(target, attempt, last, budget_s)
+            if isinstance(outcome, requests.Response):
+                return outcome
+            if isinstance(outcome, _Retry):  # pause outside the deadline: the next attempt gets its own
+                _pause(attempt, self.retry, self.clock, self.rng, method, target.where, outcome.why)
+                continue
+            self._answered(target, attempt, last, outcome)
+        raise AssertionError("unreachable: the loop either returns or raises")  # pragma: no cover
 
-
-def read_body(response: requests.Response, *, deadline: float, clock: Clock,
-              limit_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
-    """The whole body of a ``stream=True`` response, read within a total deadline and a size cap.
-
-    requests' read timeout bounds each socket read, not the body: a server that drips one byte a
-    second never trips a 2 s read timeout and holds the caller for as long as it likes. Here every
-    step is one socket read (``read1``) whose timeout is cut to what is left of ``deadline`` (a
-    ``clock.monotonic()`` value), and the running size is checked after each read (decoded bytes,
-    so a compressed bomb is caught too). On success the body is also what ``response.content`` /
-    ``.json()`` / ``.text`` return. Raises ``NetworkError`` (``reason`` = ``deadline exceeded``,
-    ``read timeout`` or ``connection error``) or ``MalformedResponse`` (``reason`` = ``body too
-    large`` / ``undecodable body``), without URL or secrets; the caller adds where it happened.
-    """
-    declared = (response.headers.get("Content-Length") or "").strip()
-    if declared.isdigit() and int(declared) > limit_bytes:
-        raise MalformedResponse(f"the body is larger than {limit_bytes} bytes",
-                                reason=FailureReason.BODY_TOO_LARGE)
-    raw = response.raw
-    sock = _socket_of(response)
-    original = sock.gettimeout() if sock is not None else None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while True:
-            remaining = deadline - clock.monotonic()
-            if remaining <= 0:
-                raise NetworkError("the body did not arrive before the deadline", reason=DEADLINE_EXCEEDED)
-            if sock is not None:
-                sock.settimeout(remaining if original is None else min(original, remaining))
+    def _attempt(self, target: _Target, attempt: int, last: bool,
+                 budget_s: float) -> requests.Response | _Retry | _Status:
+        """One attempt under one deadline (headers, body, excerpt); raises what must not be retried."""
+        # the connect itself cannot be interrupted: never let it wait longer than the whole budget
+        timeouts = (min(float(self.timeout_s[0]), budget_s), float(self.timeout_s[1]))
+        deadline = self.clock.monotonic() + budget_s
+        with call_deadline(budget_s, session_watchdog(self.session, target.url)) as call:
             try:
-                chunk = raw.read1(_READ_CHUNK, decode_content=True)
-            except ReadTimeoutError:
-                if deadline - clock.monotonic() <= 0:
+                response = self.session.request(target.method, target.url, headers=dict(target.headers),
+                                                json=target.json, params=target.params, timeout=timeouts,
+                                                stream=True)
+            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidSchema) as exc:
+                raise ConfigError(f"{target.method} {target.where}: not a usable URL ({type(exc).__name__})",
+                                  url=target.where, **target.extra) from None
+            except requests.RequestException as exc:
+                sent = not _never_sent(exc)
+                kind = DEADLINE_EXCEEDED if call.expired else _failure_kind(exc)
+                if last or (sent and not target.idempotent):
+                    raise _network_error(target, attempt, kind, maybe_sent=sent) from None
+                return _Retry(kind)
+            status = response.status_code
+            if status in self.retry_on:
+                detail = _error_excerpt(response, self.redact, deadline, self.clock)
+                response.close()
+                return _Status(status, detail)
+            try:
+                read_body(response, deadline=deadline, clock=self.clock, limit_bytes=self.max_body_bytes)
+                if call.expired:  # shut mid-body: what was read may look complete but is not
                     raise NetworkError("the body did not arrive before the deadline",
-                                       reason=DEADLINE_EXCEEDED) from None
-                raise NetworkError("the body stalled past the read timeout",
-                                   reason=FailureReason.READ_TIMEOUT) from None
-            except DecodeError:
-                raise MalformedResponse("the body could not be decoded",
-                                        reason=FailureReason.UNDECODABLE_BODY) from None
-            except (Urllib3Error, OSError):
-                raise NetworkError("the connection broke while reading the body",
-                                   reason=FailureReason.CONNECTION_ERROR) from None
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit_bytes:
-                raise MalformedResponse(f"the body is larger than {limit_bytes} bytes",
-                                        reason=FailureReason.BODY_TOO_LARGE)
-            chunks.append(chunk)
-    finally:
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the socket may be closed by now
-                sock.settimeout(original)
-    body = b"".join(chunks)
-    # What requests' own .content does after reading: .json()/.text now use this body.
-    response._content = body
-    response._content_consumed = True  # type: ignore[attr-defined]  # requests keeps this flag private
-    return body
+                                       reason=DEADLINE_EXCEEDED)
+            except MalformedResponse as exc:
+                response.close()
+                raise MalformedResponse(
+                    f"{target.method} {target.where} answered HTTP {status}: {exc.message}", url=target.where,
+                    method=target.method, status=status, reason=exc.data["reason"], **target.extra) from None
+            except NetworkError as exc:
+                response.close()
+                kind = DEADLINE_EXCEEDED if call.expired else str(exc.data["reason"])
+                if last or not target.idempotent:
+                    raise _network_error(target, attempt, kind, maybe_sent=True, status=status) from None
+                return _Retry(kind)
+            return response
+
+    def _answered(self, target: _Target, attempt: int, last: bool, answer: _Status) -> None:
+        """A 429/5xx: raise after the last attempt (or for a call not safe to repeat), else pause."""
+        status, detail = answer.status, answer.detail
+        retryable = target.idempotent or status == 429
+        floor_s = rate_limit_floor(status, detail, self.retry)
+        if status == 429 and self.on_rate_limited is not None:
+            self.on_rate_limited(detail)
+        if last or not retryable:
+            suffix = f": {detail}" if detail else ""
+            cls = RateLimited if status == 429 else ServerError
+            # delay_s bounds the caller's own jittered wait (tasks.base.retry_delay_s): not a floor.
+            raise cls(f"{target.method} {target.where} answered HTTP {status} after {attempt + 1} attempt(s)"
+                      f"{suffix}", url=target.where, method=target.method, attempts=attempt + 1,
+                      status=status, delay_s=max(backoff_ceiling(attempt + 1, self.retry.backoff), floor_s),
+                      **target.extra)
+        _pause(attempt, self.retry, self.clock, self.rng, target.method, target.where, f"HTTP {status}",
+               floor_s=floor_s)
+
+
+def _network_error(target: _Target, attempt: int, kind: str, *, maybe_sent: bool,
+                   status: int | None = None) -> NetworkError:
+    """The transport failure after ``attempt + 1`` attempts (no secret: the URL carries no query)."""
+    data: dict[str, object] = {"url": target.where, "method": target.method, "attempts": attempt + 1,
+                               "reason": kind}
+    if status is not None:
+        data["status"] = status
+    return NetworkError(f"{target.method} {target.where} failed after {attempt + 1} attempt(s): {kind}",
+                        **data, maybe_sent=maybe_sent, **target.extra)
 
 
 def request_with_retry(
@@ -233,96 +296,12 @@ def request_with_retry(
     before_send: Callable[[], object] | None = None,
     on_rate_limited: Callable[[str], object] | None = None,
 ) -> requests.Response:
-    """Send one request, retrying 429/5xx/connection errors/timeouts at most ``retry.max_attempts`` times.
-
-    Returns the response for any status not in ``retry_on`` (the caller maps 4xx), its body already
-    read (at most ``max_body_bytes``, else ``MalformedResponse``) within ``deadline_s`` per attempt
-    (default: connect + read timeout; a miss is a ``NetworkError`` with reason ``deadline exceeded``,
-    retried like any timeout). After the last attempt raises ``RateLimited`` (429), ``ServerError``
-    (other retryable status) or ``NetworkError`` (transport), carrying ``url`` (no query), ``method``,
-    ``attempts``, ``status``, ``context``; a ``NetworkError`` also says ``maybe_sent`` (False only
-    when the connection never opened). A non-``idempotent`` call (e.g. renting) is retried only when
-    the server certainly did not act on it: a 429, or a connection that never opened. Each attempt as a
-    whole (status line, headers, body) ends at its deadline: ``session`` gets a
-    :class:`~vastkeep.providers.deadline.DeadlineAdapter` mounted if it lacks one.
-    ``before_send`` runs before every attempt (a shared rate limiter waits for its slot there; what it
-    raises propagates); a retry after a 429 waits at least :func:`rate_limit_floor`; ``on_rate_limited``
-    hears every 429 with its redacted body excerpt (e.g. to share the threshold it names).
-    """
-    where = safe_url(url)
-    extra = {k: v for k, v in (context or {}).items() if k not in _RESERVED_ERROR_KEYS}
-    budget_s = float(deadline_s) if deadline_s is not None else float(timeout_s[0]) + float(timeout_s[1])
-    # the connect itself cannot be interrupted: never let it wait longer than the whole budget
-    timeouts = (min(float(timeout_s[0]), budget_s), float(timeout_s[1]))
-    watch_session(session)
-    attempts = retry.max_attempts
-    for attempt in range(attempts):
-        last = attempt + 1 >= attempts
-        if before_send is not None:
-            before_send()
-        deadline = clock.monotonic() + budget_s
-        again: str | None = None  # why this attempt failed in a way worth another one
-        # one deadline for the attempt: headers, body, excerpt
-        with call_deadline(budget_s, session_watchdog(session, url)) as call:
-            response: requests.Response | None = None
-            try:
-                response = session.request(method, url, headers=dict(headers), json=json, params=params,
-                                           timeout=timeouts, stream=True)
-            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                    requests.exceptions.InvalidSchema) as exc:
-                raise ConfigError(f"{method} {where}: not a usable URL ({type(exc).__name__})", url=where,
-                                  **extra) from None
-            except requests.RequestException as exc:
-                sent = not _never_sent(exc)
-                kind = DEADLINE_EXCEEDED if call.expired else _failure_kind(exc)
-                if last or (sent and not idempotent):
-                    raise NetworkError(f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
-                                       url=where, method=method, attempts=attempt + 1, reason=kind,
-                                       maybe_sent=sent, **extra) from None
-                again = kind
-            if response is not None:
-                status = response.status_code
-                if status not in retry_on:
-                    try:
-                        read_body(response, deadline=deadline, clock=clock, limit_bytes=max_body_bytes)
-                        if call.expired:  # shut mid-body: what was read may look complete but is not
-                            raise NetworkError("the body did not arrive before the deadline",
-                                               reason=DEADLINE_EXCEEDED)
-                    except MalformedResponse as exc:
-                        response.close()
-                        raise MalformedResponse(f"{method} {where} answered HTTP {status}: {exc.message}",
-                                                url=where, method=method, status=status,
-                                                reason=exc.data["reason"], **extra) from None
-                    except NetworkError as exc:
-                        response.close()
-                        kind = DEADLINE_EXCEEDED if call.expired else str(exc.data["reason"])
-                        if last or not idempotent:
-                            raise NetworkError(
-                                f"{method} {where} failed after {attempt + 1} attempt(s): {kind}",
-                                url=where, method=method, attempts=attempt + 1, reason=kind,
-                                status=status, maybe_sent=True, **extra) from None
-                        again = kind
-                    else:
-                        return response
-                else:
-                    detail = _error_excerpt(response, redact, deadline, clock)
-                    response.close()
-        if again is not None:  # pause outside the deadline: the next attempt gets its own
-            _pause(attempt, retry, clock, rng, method, where, again)
-            continue
-        retryable = idempotent or status == 429
-        floor_s = rate_limit_floor(status, detail, retry)
-        if status == 429 and on_rate_limited is not None:
-            on_rate_limited(detail)
-        if last or not retryable:
-            suffix = f": {detail}" if detail else ""
-            cls = RateLimited if status == 429 else ServerError
-            # delay_s bounds the caller's own jittered wait (tasks.base.retry_delay_s): not a floor.
-            raise cls(f"{method} {where} answered HTTP {status} after {attempt + 1} attempt(s){suffix}",
-                      url=where, method=method, attempts=attempt + 1, status=status,
-                      delay_s=max(backoff_ceiling(attempt + 1, retry.backoff), floor_s), **extra)
-        _pause(attempt, retry, clock, rng, method, where, f"HTTP {status}", floor_s=floor_s)
-    raise AssertionError("unreachable: the loop either returns or raises")  # pragma: no cover
+    """:meth:`RetryingSender.send` in one call (kept for callers of this name)."""
+    sender = RetryingSender(session, timeout_s, retry, clock, rng, retry_on=retry_on, redact=redact,
+                            deadline_s=deadline_s, max_body_bytes=max_body_bytes, before_send=before_send,
+                            on_rate_limited=on_rate_limited)
+    return sender.send(method, url, headers=headers, json=json, params=params, idempotent=idempotent,
+                       context=context)
 
 
 def _error_excerpt(response: requests.Response, redact: Callable[[str], str] | None, deadline: float,
@@ -359,3 +338,10 @@ def _pause(attempt: int, retry: RetryPolicy, clock: Clock, rng: random.Random,
     log.warning("%s %s: %s (attempt %d/%d), retrying in %.2fs",
                 method, where, why, attempt + 1, retry.max_attempts, delay)
     clock.sleep(delay)
+
+
+__all__ = [
+    "BODY_EXCERPT_CHARS", "DEADLINE_EXCEEDED", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_STATUSES",
+    "ERROR_BODY_BYTES", "FailureReason", "Params", "RetryPolicy", "RetryingSender", "body_excerpt",
+    "make_session", "rate_limit_floor", "read_body", "request_with_retry", "safe_url", "threshold_s",
+]

@@ -12,36 +12,45 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import re
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import requests
 
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.errors import (
-    AuthError,
     ConfigError,
-    InvalidRequest,
     MalformedResponse,
     NetworkError,
     NotFound,
     RecordMissing,
-    RentOutcomeUnknown,
     ServerError,
 )
+from vastkeep.providers.base import Instance, Offer, OfferSpec, RentOrder
 from vastkeep.providers.http import (
     DEFAULT_MAX_BODY_BYTES,
     FailureReason,
     Params,
+    RetryingSender,
     RetryPolicy,
     make_session,
-    request_with_retry,
     safe_url,
     threshold_s,
 )
 from vastkeep.providers.pinning import pin_session
+from vastkeep.providers.vast_map import offer_query, rent_env, to_instance, to_offer
 from vastkeep.providers.vast_models import VastInstance, VastOffer, as_int
+from vastkeep.providers.vast_wire import (
+    CallPacer,
+    HiddenKey,
+    Revealable,
+    answer_body,
+    check_id,
+    endpoint_name,
+    outcome_unknown,
+    parse_many,
+    redirect_guard,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "CallPacer", "VastClient", "VastInstance", "VastOffer",
            "endpoint_name"]
@@ -52,23 +61,11 @@ DEFAULT_BASE_URL = "https://console.vast.ai/api/v0"
 # A retry after a 429 waits at least 0.5 s (Vast.ai's minimum gap; see VAST_API_MIN_GAP_MS) plus jitter.
 DEFAULT_RETRY = RetryPolicy(max_attempts=4, rate_limit_floor_s=0.5)
 USER_AGENT = "vastkeep/0.1 (+vast-client)"
-NO_SUCH_INSTANCE = "no_such_instance"
-PROVIDER_TEXT_CHARS = 300
-_Parsed = TypeVar("_Parsed")
-
-
-def _redirect_guard(url_guard: Callable[[str], object]) -> Callable[..., None]:
-    """A requests response hook that runs ``url_guard`` on a redirect's target before it is followed."""
-
-    def hook(response: requests.Response, *args: object, **kwargs: object) -> None:
-        if response.is_redirect:
-            url_guard(requests.compat.urljoin(response.url, response.headers.get("location", "")))
-
-    return hook
 
 
 class VastApi(Protocol):
-    """The Vast.ai operations the layer flows use (``VastClient`` is the implementation)."""
+    """Vast.ai's own operations, answered in its own shapes (``VastClient`` implements it). The layers use
+    :class:`vastkeep.providers.base.Provider`, which ``VastClient`` implements on top of these."""
 
     def list_instances(self) -> list[VastInstance]: ...
     def show_instance(self, instance_id: int) -> VastInstance: ...
@@ -78,40 +75,6 @@ class VastApi(Protocol):
              price: float | None = None) -> int: ...
     def destroy(self, instance_id: int) -> bool: ...
     def set_label(self, instance_id: int, label: str) -> None: ...
-
-
-class CallPacer(Protocol):
-    """Keeps one key under Vast.ai's minimum gap per endpoint (``state.KeyPacer``: shared by all workers)."""
-
-    def gap_s(self, endpoint: str) -> float: ...
-    def wait_turn(self, endpoint: str) -> float: ...
-    def learn(self, endpoint: str, threshold_s: float | None) -> float: ...
-
-
-_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
-
-
-def endpoint_name(method: str, path: str) -> str:
-    """What Vast.ai rate-limits: method + route, ``PUT /asks/617/`` → ``PUT /asks/{id}`` (no end slash)."""
-    return f"{method.upper()} {_ID_SEGMENT.sub('/{id}', path).rstrip('/') or '/'}"
-
-
-class _Revealable(Protocol):
-    def reveal(self) -> str: ...
-
-
-class _HiddenKey:
-    """Holds the key so that ``repr``/``vars`` of the client never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
 
 
 class VastClient:
@@ -131,7 +94,7 @@ class VastClient:
 
     def __init__(
         self,
-        api_key: _Revealable | str,
+        api_key: Revealable | str,
         base_url: str = DEFAULT_BASE_URL,
         *,
         timeout_s: tuple[float, float] = (5.0, 30.0),
@@ -146,7 +109,7 @@ class VastClient:
         raw = api_key.reveal() if hasattr(api_key, "reveal") else api_key
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError("VAST_API_KEY is empty", variable="VAST_API_KEY")
-        self._key = _HiddenKey(raw.strip())
+        self._key = HiddenKey(raw.strip())
         self.base_url = base_url.rstrip("/")
         self.timeout_s = (float(timeout_s[0]), float(timeout_s[1]))
         self.retry = retry
@@ -194,7 +157,7 @@ class VastClient:
             records = [records]
         if not isinstance(records, list):
             raise MalformedResponse("Vast.ai 'instances' is neither a list nor an object")
-        return _parse_many(records, VastInstance.from_api, "instance")
+        return parse_many(records, VastInstance.from_api, "instance")
 
     def show_instance(self, instance_id: int) -> VastInstance:
         """One instance.
@@ -204,7 +167,7 @@ class VastClient:
         ``MalformedResponse``: both transient, never a verdict (Layer 5 decides what absence means:
         :func:`vastkeep.polling.decide.absence_verdict`).
         """
-        iid = _check_id(instance_id)
+        iid = check_id(instance_id)
         body = self._call("GET", f"/instances/{iid}/", params={"owner": "me"}, instance_id=iid)
         if "instances" not in body and "instance" not in body:
             raise MalformedResponse(f"Vast.ai answered show of instance {iid} without an instance"
@@ -236,7 +199,7 @@ class VastClient:
             return []
         if not isinstance(records, list):
             raise MalformedResponse("Vast.ai 'offers' is not a list")
-        offers = _parse_many(records, VastOffer.from_api, "offer")
+        offers = parse_many(records, VastOffer.from_api, "offer")
         return offers[:limit] if limit is not None else offers
 
     # ── spending and changing ────────────────────────────────────────────────
@@ -265,7 +228,7 @@ class VastClient:
         """
         if self.preflight is not None:
             self.preflight()
-        oid = _check_id(offer_id, what="offer")
+        oid = check_id(offer_id, what="offer")
         payload: dict[str, object] = {"client_id": "me", "image": image, "env": dict(env or {}),
                                    "disk": disk_gb, "runtype": runtype}
         if label is not None:
@@ -277,25 +240,25 @@ class VastClient:
         try:
             body = self._call("PUT", f"/asks/{oid}/", json=payload, idempotent=False, offer_id=oid)
         except ServerError as exc:
-            raise _outcome_unknown(oid, label, f"Vast.ai answered HTTP {exc.data.get('status')}",
+            raise outcome_unknown(oid, label, f"Vast.ai answered HTTP {exc.data.get('status')}",
                                    status=exc.data.get("status")) from None
         except NetworkError as exc:
             if exc.data.get("maybe_sent") is False:
                 raise  # the connection never opened: Vast.ai saw nothing, a retry is safe
-            raise _outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
+            raise outcome_unknown(oid, label, f"the answer was lost ({exc.data.get('reason')})") from None
         except MalformedResponse as exc:
             why = "the answer is too large" if exc.data.get("reason") == FailureReason.BODY_TOO_LARGE else \
                 "the answer is not JSON"
-            raise _outcome_unknown(oid, label, why) from None
+            raise outcome_unknown(oid, label, why) from None
         contract = as_int(body.get("new_contract"))
         if contract is None or contract <= 0:
-            raise _outcome_unknown(oid, label, "the answer has no usable new_contract")
+            raise outcome_unknown(oid, label, "the answer has no usable new_contract")
         log.info("rented offer %d as instance %d (label=%s)", oid, contract, label)
         return contract
 
     def destroy(self, instance_id: int) -> bool:
         """Destroy an instance: True when destroyed now, False when it was already gone."""
-        iid = _check_id(instance_id)
+        iid = check_id(instance_id)
         try:
             self._call("DELETE", f"/instances/{iid}/", instance_id=iid)
         except NotFound:
@@ -314,11 +277,11 @@ class VastClient:
 
     def set_label(self, instance_id: int, label: str) -> None:
         """Label an instance: how the warm pool recognises its own instances."""
-        iid = _check_id(instance_id)
+        iid = check_id(instance_id)
         self._call("PUT", f"/instances/{iid}/", json={"label": label}, instance_id=iid)
 
     def _set_state(self, instance_id: int, state: str) -> None:
-        iid = _check_id(instance_id)
+        iid = check_id(instance_id)
         self._call("PUT", f"/instances/{iid}/", json={"state": state}, instance_id=iid)
 
     def request_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
@@ -331,7 +294,7 @@ class VastClient:
         returns the address it passed) is called with the result URL before it is fetched and with every
         redirect target before it is followed; with a guard the URL is fetched on a session of its own
         that connects only to those addresses (:mod:`vastkeep.providers.pinning`: no second DNS lookup)."""
-        iid = _check_id(instance_id)
+        iid = check_id(instance_id)
         body = self._call("PUT", f"/instances/request_logs/{iid}/", json={"tail": str(max(1, int(tail)))},
                           instance_id=iid)
         url = body.get("result_url")
@@ -342,7 +305,7 @@ class VastClient:
             session = make_session(USER_AGENT)
             guard = pin_session(session, url_guard)
             guard(url)
-            session.hooks["response"].append(_redirect_guard(guard))
+            session.hooks["response"].append(redirect_guard(guard))
         try:
             return self._poll_log(session, url, iid, wait_s)
         finally:
@@ -353,10 +316,9 @@ class VastClient:
         deadline = self.clock.monotonic() + wait_s
         delay = 0.5
         while True:
-            resp = request_with_retry(session, "GET", url, headers={"Accept": "text/plain"},
-                                      timeout_s=self.timeout_s, retry=self.retry, clock=self.clock,
-                                      rng=self.rng, context={"instance_id": iid},
-                                      max_body_bytes=self.max_body_bytes)
+            resp = RetryingSender(session, self.timeout_s, self.retry, self.clock, self.rng,
+                                  max_body_bytes=self.max_body_bytes).send(
+                "GET", url, headers={"Accept": "text/plain"}, context={"instance_id": iid})
             if resp.status_code == 200:
                 return resp.text
             if self.clock.monotonic() + delay > deadline:
@@ -364,6 +326,29 @@ class VastClient:
                                    f"(HTTP {resp.status_code})", instance_id=iid, status=resp.status_code)
             self.clock.sleep(self.rng.uniform(0.0, delay))
             delay = min(delay * 2, 5.0)
+
+    # ── the provider seam (``vastkeep.providers.base.Provider``) ──────────────
+    def instances(self) -> list[Instance]:
+        """:meth:`list_instances`, normalised."""
+        return [to_instance(row) for row in self.list_instances()]
+
+    def instance(self, instance_id: int) -> Instance:
+        """:meth:`show_instance`, normalised."""
+        return to_instance(self.show_instance(instance_id))
+
+    def find_offers(self, spec: OfferSpec) -> list[Offer]:
+        """:meth:`search_offers` with the ``/bundles/`` query built from ``spec``, normalised."""
+        return [to_offer(o) for o in self.search_offers(offer_query(spec))]
+
+    def rent_offer(self, offer_id: int, order: RentOrder) -> int:
+        """:meth:`rent` with ``order``'s ports opened the Vast.ai way (``-p N:N`` env keys), SSH run type."""
+        return self.rent(offer_id, image=order.image, env=rent_env(order), disk_gb=order.disk_gb,
+                         label=order.label, onstart=order.onstart, runtype="ssh")
+
+    def container_logs(self, instance_id: int, tail: int = 1000, *, wait_s: float = 30.0,
+                       url_guard: Callable[[str], str] | None = None) -> str:
+        """:meth:`request_logs` (the container log without SSH)."""
+        return self.request_logs(instance_id, tail, wait_s=wait_s, url_guard=url_guard)
 
     # ── plumbing ─────────────────────────────────────────────────────────────
     def _redact(self, text: str) -> str:
@@ -376,101 +361,22 @@ class VastClient:
         if instance_id is not None:
             ctx["instance_id"] = instance_id
         url = f"{self.base_url}{path}"
-        retry, before_send, on_rate_limited = self._pacing(endpoint_name(method, path))
-        response = request_with_retry(
-            self.session, method, url,
-            headers={"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"},
-            json=json, params=params, timeout_s=self.timeout_s, retry=retry, clock=self.clock,
-            rng=self.rng, redact=self._redact, idempotent=idempotent, context=ctx,
-            max_body_bytes=self.max_body_bytes, before_send=before_send, on_rate_limited=on_rate_limited,
-        )
-        status = response.status_code
-        where = safe_url(url)
-        body, parsed = _decode(response)
-        provider_text = self._provider_text(body, response)
-        data: dict[str, object] = {"url": where, "method": method, "status": status, **ctx}
-        if status in (401, 403):
-            raise AuthError(f"Vast.ai rejected the API key (HTTP {status}) on {method} {where}", **data)
-        provider_error = body.get("error") if isinstance(body, dict) else None
-        if status == 404 or provider_error == NO_SUCH_INSTANCE:
-            raise NotFound(f"Vast.ai: not found on {method} {where}{_suffix(provider_text)}", **data)
-        if status >= 400:
-            raise InvalidRequest(f"Vast.ai refused {method} {where} (HTTP {status}){_suffix(provider_text)}",
-                                 provider_error=_plain(provider_error), **data)
-        if not parsed or not isinstance(body, dict):
-            raise MalformedResponse(f"Vast.ai answered {method} {where} with a body that is not JSON",
-                                    **data)
-        if body.get("success") is False:
-            raise InvalidRequest(f"Vast.ai refused {method} {where}{_suffix(provider_text)}",
-                                 provider_error=_plain(provider_error), **data)
-        return body
+        headers = {"Authorization": f"Bearer {self._key._value}", "Accept": "application/json"}
+        response = self._sender(endpoint_name(method, path)).send(
+            method, url, headers=headers, json=json, params=params, idempotent=idempotent, context=ctx)
+        return answer_body(response, method, safe_url(url), ctx, self._redact)
 
-    def _pacing(self, endpoint: str) -> tuple[RetryPolicy, Callable[[], object] | None,
-                                              Callable[[str], object] | None]:
-        """The retry policy (429 floor raised to the endpoint's gap), the pacer's wait before each attempt,
-        and what a 429 tells it (the threshold its body names), for one call to ``endpoint``."""
+    def _sender(self, endpoint: str) -> RetryingSender:
+        """How one call to ``endpoint`` is sent: this client's retry policy with the 429 floor raised to the
+        endpoint's gap, the pacer's wait before each attempt, and what a 429 tells it (the threshold its
+        body names)."""
+        sender = RetryingSender(self.session, self.timeout_s, self.retry, self.clock, self.rng,
+                                redact=self._redact, max_body_bytes=self.max_body_bytes)
         pacer = self.pacer
         if pacer is None:
-            return self.retry, None, None
+            return sender
         floor = max(self.retry.rate_limit_floor_s, pacer.gap_s(endpoint))
-        return (dataclasses.replace(self.retry, rate_limit_floor_s=floor),
-                lambda: pacer.wait_turn(endpoint),
-                lambda text: pacer.learn(endpoint, threshold_s(text)))
-
-    def _provider_text(self, body: object, response: requests.Response) -> str:
-        """The provider's own explanation (error/msg/message, else the body start), redacted."""
-        parts: list[str] = []
-        if isinstance(body, dict):
-            for name in ("error", "msg", "message"):
-                value = body.get(name)
-                if isinstance(value, str | int | float) and str(value).strip():
-                    parts.append(str(value).strip())
-        elif response.status_code >= 400:
-            parts.append(response.text.strip())
-        return self._redact(": ".join(parts))[:PROVIDER_TEXT_CHARS]
-
-
-def _decode(response: requests.Response) -> tuple[object, bool]:
-    """(body, parsed): an empty body is ``{}``; a body that is not JSON is ``(None, False)``."""
-    if not response.content or not response.content.strip():
-        return {}, True
-    try:
-        return response.json(), True
-    except ValueError:
-        return None, False
-
-
-def _outcome_unknown(offer_id: int, label: str | None, why: str, **data: object) -> RentOutcomeUnknown:
-    """The permanent error for a rent whose answer was unreadable (Vast.ai may have rented)."""
-    look = (f"look for label {label!r} with list_instances()" if label is not None
-            else "look for a new instance with list_instances() (rent with a label to find it)")
-    log.error("rent of offer %d: outcome unknown (%s)", offer_id, why)
-    return RentOutcomeUnknown(
-        f"Vast.ai may have rented offer {offer_id}, but {why}; {look} before renting again",
-        offer_id=offer_id, label=label, reason=why, **data)
-
-
-def _suffix(text: str) -> str:
-    return f": {text}" if text else ""
-
-
-def _plain(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _check_id(value: object, what: str = "instance") -> int:
-    ident = as_int(value)
-    if ident is None or ident <= 0:
-        raise InvalidRequest(f"not a valid {what} id: {value!r}"[:120])
-    return ident
-
-
-def _parse_many(records: list[object], parse: Callable[[object], _Parsed], what: str) -> list[_Parsed]:
-    """Parse every record; one bad record is logged and skipped, never fatal for the whole list."""
-    out: list[_Parsed] = []
-    for record in records:
-        try:
-            out.append(parse(record))
-        except MalformedResponse as exc:
-            log.warning("skipping a Vast.ai %s record: %s", what, exc.message)
-    return out
+        return dataclasses.replace(
+            sender, retry=dataclasses.replace(self.retry, rate_limit_floor_s=floor),
+            before_send=lambda: pacer.wait_turn(endpoint),
+            on_rate_limited=lambda text: pacer.learn(endpoint, threshold_s(text)))

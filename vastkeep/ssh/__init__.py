@@ -5,8 +5,9 @@ The front door of the layer. Pure decisions: :mod:`~vastkeep.ssh.routes` (which 
 :mod:`~vastkeep.ssh.lines` (bytes → lines with offsets). I/O around them: :mod:`~vastkeep.ssh.connect`
 (paramiko with every deadline, host-key pinning), :mod:`~vastkeep.ssh.logstore` (fenced atomic writes,
 reads by offset), :mod:`~vastkeep.ssh.rotation` (truncated/rotated files), :mod:`~vastkeep.ssh.provider_log`
-(the provider log-API fallback), :mod:`~vastkeep.ssh.collector` (the streaming loop;
-its settings and step deadlines in :mod:`~vastkeep.ssh.config`),
+(the provider log-API fallback), :mod:`~vastkeep.ssh.collector` (one run: routes, connect, backoff;
+its settings and step deadlines in :mod:`~vastkeep.ssh.config`), :mod:`~vastkeep.ssh.streaming` (one
+session's streaming loop),
 :mod:`~vastkeep.ssh.flow` (one run under the lease; which instances need a collector).
 """
 

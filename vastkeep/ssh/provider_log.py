@@ -1,9 +1,9 @@
 """Layer 1's fallback: the provider's own log API while no SSH route works.
 
 When neither SSH route has worked for ``SSH_FALLBACK_AFTER_S``, the collector (which keeps retrying SSH
-with its backoff) also asks Vast.ai for the container log every ``SSH_PROVIDER_LOG_INTERVAL_S``:
-``PUT /instances/request_logs/{id}/`` → ``{result_url}``, then ``GET result_url``
-(:meth:`vastkeep.providers.vast.VastClient.request_logs`). The answer is a **snapshot of the last N lines**
+with its backoff) also asks the provider for the container log every ``SSH_PROVIDER_LOG_INTERVAL_S``
+(:meth:`vastkeep.providers.Provider.container_logs`; Vast.ai hands out a storage ``result_url`` that is then
+fetched). The answer is a **snapshot of the last N lines**
 (``SSH_PROVIDER_LOG_TAIL``), with no byte offsets, so it cannot be merged into the SSH stream of a file
 without risking lost or doubled lines. It is stored as its own stream, file ``provider:container-log``
 (:data:`PROVIDER_FILE`), whose lines read back with ``source: "provider-api"``; only the lines after the

@@ -3,7 +3,9 @@
 - ``keys``: every key, prefix and TTL (``Keys``).
 - ``connection``: ``connect(url)`` with timeouts, health checks and jittered reconnects.
 - ``leases``: fenced leases the redbeat way (Lua beside it).
-- ``store``: instance records, pool settings, token results; fenced compare-and-set writes.
+- ``records``: ``InstanceRecord``, what vastkeep knows about one instance, and its tolerant read
+  (``legacy``: field names stored before the provider seam).
+- ``store``: instance records in Redis (fenced compare-and-set writes), pool settings, token results.
 - ``events``: the durable event stream.
 - ``heartbeats``: "this process / daemon is alive" with a TTL.
 - ``ratelimit``: one shared pace per (endpoint, API key) for every worker on every host (Lua beside it).

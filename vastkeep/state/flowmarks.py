@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from vastkeep.core.errors import PermanentError
 from vastkeep.state.connection import RedisClient, as_text
 from vastkeep.state.keys import KEEPALIVE_STATUS_TTL_MS, Keys
-from vastkeep.state.store import InstanceRecord, _decode
+from vastkeep.state.records import InstanceRecord, _decode
 
 
 class PollMarks:

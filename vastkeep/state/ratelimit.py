@@ -73,7 +73,7 @@ class SharedRateLimiter:
     """Per (endpoint, key) a minimum gap between calls, kept in Redis for every process that shares it.
 
     ``min_gap_s`` is the gap of every endpoint (0 = no limit), ``gaps`` overrides it per endpoint name
-    (``"GET /instances"``, ``"PUT /asks/{id}"``: method + route template, as the client names them).
+    (``"GET /instances"``, ``"PUT /instances/{id}"``: method + route template, as the client names them).
     """
 
     def __init__(self, redis_client: RedisClient, keys: Keys | None = None, clock: Clock = SYSTEM_CLOCK, *,
