@@ -27,6 +27,7 @@ READY = {"status": "ready", "extra": {}}
     (READY, True, Why.UPSTREAM_REFUSED),
     ({"status": "ready", "extra": {"keepalive_lost_since": 1.5}}, False, Why.KEEPALIVE_LOST),
     ({"status": "ready", "extra": {"keepalive_lost_since": None}}, False, None),
+    ({"status": "unhealthy", "extra": {"keepalive_lost_since": 2.0}}, False, Why.KEEPALIVE_LOST),
     ({"status": "unhealthy", "extra": {}}, False, Why.INSTANCE_GONE),
     ({"status": "destroyed"}, False, Why.INSTANCE_GONE),
     ({"status": "gone"}, True, Why.INSTANCE_GONE),

@@ -61,11 +61,13 @@ def strike(strikes: Strikes, kind: str, now: float, policy: FailoverPolicy) -> b
 
 def verdict(record: Mapping[str, object] | None, upstream_gone: bool) -> Why | None:
     """Why the instance behind a lease is gone, or None while it may still serve."""
-    if record is None or record.get("status") in DEAD:
+    if record is None:
         return Why.INSTANCE_GONE
     extra = record.get("extra")
     if isinstance(extra, Mapping) and extra.get("keepalive_lost_since"):
-        return Why.KEEPALIVE_LOST
+        return Why.KEEPALIVE_LOST  # the keepalive also marks the record unhealthy: its reason says more
+    if record.get("status") in DEAD:
+        return Why.INSTANCE_GONE
     return Why.UPSTREAM_REFUSED if upstream_gone else None
 
 
