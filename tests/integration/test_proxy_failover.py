@@ -16,10 +16,11 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.comfy import empty_image_graph
+from tests.fixtures.comfy import Client, empty_image_graph, png_size
 from tests.fixtures.event_kinds import documented_fields
 from tests.fixtures.failover import FAULTS, Keepalive, client_loop
 from tests.fixtures.helpers import wait_for
+from vastkeep.sim.comfy.png import gradient
 from vastkeep.state import EventLog, Keys
 
 
@@ -99,3 +100,49 @@ def test_without_a_websocket_the_one_error_answers_the_next_request(proxy_rig, r
     assert pid in errors[0][1]["lostPrompts"]
     assert requests.get(base + f"history/{pid}", timeout=10).status_code == 200
     assert requests.get(base + "system_stats", timeout=10).status_code == 200
+
+
+def test_the_leases_setting_replays_uploads_and_deletes_and_interrupts_follow(proxy_rig, redis_client):
+    """A lease granted with ``resubmitPrompts``: no header needed. The prompt reads an image uploaded through
+    the endpoint, which is replayed to the new instance; a queued prompt the client deleted is not sent again;
+    ``/interrupt`` afterwards reaches the prompt where it now runs."""
+    rig, c = proxy_rig, proxy_rig.sim.control
+    first = rig.ready_instance(prompt_s=1.5)
+    spare = rig.ready_instance(prompt_s=1.5)
+    r = requests.post(f"{rig.admin_url}/api/proxy/admin/warm-pool/leases", headers=rig.headers, timeout=10,
+                      json={"durationS": 600, "client": "svc", "resubmitPrompts": True})
+    assert r.status_code == 201 and r.json()["resubmitPrompts"] is True
+    base = r.json()["endpointUrl"]
+    up = requests.post(base + "upload/image", files={"image": ("in.png", gradient(16, 8, 3), "image/png")},
+                       timeout=10)
+    assert up.status_code == 200 and up.json()["name"] == "in.png"
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}}}
+
+    async def go():
+        async with Client(base.rstrip("/"), client_id="upl") as cl:
+            pid = await cl.queue(graph)
+            deleted = await cl.queue(empty_image_graph(prefix="del"))
+            assert (await cl.post("/queue", {"delete": [deleted]}))[0] == 200
+            await cl.wait_for(lambda f: f.type == "executing" and f.data.get("prompt_id") == pid
+                              and f.data.get("node") is not None)
+            await asyncio.to_thread(c.crash_comfy, int(first["id"]))
+            frame = await cl.wait_for(lambda f: f.type == "vastkeep_failover", 20)
+            await cl.finished(pid, 20)
+            history = await cl.get(f"/history/{pid}")
+            img = history[pid]["outputs"]["3"]["images"][0]
+            status, _, data = await cl.get_bytes("/view", **img)
+            assert status == 200 and png_size(data) == (16, 8)
+            again = await cl.queue(empty_image_graph(prefix="int"))
+            await cl.wait_for(lambda f: f.type == "execution_start" and f.data.get("prompt_id") == again)
+            await cl.post("/interrupt", {})
+            end = await cl.wait_for(lambda f: f.data.get("prompt_id") == again if isinstance(f.data, dict)
+                                    and f.type in ("execution_interrupted", "execution_success") else False)
+            return frame.data, pid, deleted, end.type
+
+    frame, pid, deleted, ended = asyncio.run(go())
+    assert frame["to_instance"] == str(spare["id"]) and frame["resubmitted"] == [pid] and frame["lost"] == []
+    assert ended == "execution_interrupted"
+    on_spare = {p["prompt_id"] for p in c.comfy_phases(int(spare["id"]))}
+    assert pid in on_spare and deleted not in on_spare
