@@ -129,7 +129,10 @@ class Failover:
         if st is None:
             st = self.states[token] = LeaseState(token, target)
         elif st.task is None and st.target.instance_id != target.instance_id:
-            st.target = target  # moved by another process: follow it
+            if st.in_use():  # moved by another process under open sockets / prompts: follow it the full way
+                self.start(st, Why.INSTANCE_GONE)
+            else:
+                st.target = target
         return st
 
     def forget(self, token: str) -> None:
@@ -211,7 +214,7 @@ class Failover:
         try:
             await self._emit("failover-started", instance_id=old.instance_id, reason=str(why),
                              detect_s=round(detect_s, 3))
-            moved = await self._move(old, why)
+            moved = await self._move(st, old, why)
             if moved is None:
                 self.metrics.failovers[(str(why), "no-instance")] += 1
                 await self._emit("failover-done", instance_id=old.instance_id, to_instance=None,
@@ -225,8 +228,9 @@ class Failover:
             st.first_sign = None
             st.strikes = Strikes()
 
-    async def _move(self, old: Target, why: Why) -> Moved | None:
-        """The lease's move, retried (full jitter) while no instance is ready, up to ``move_wait_s``."""
+    async def _move(self, st: LeaseState, old: Target, why: Why) -> Moved | None:
+        """The lease's move, retried (full jitter) while no instance is ready, up to ``move_wait_s``; when
+        another process moved it already (and its answer is no longer remembered), where it went."""
         loop = asyncio.get_running_loop()
         deadline, attempt = loop.time() + self.policy.move_wait_s, 0
         while True:
@@ -237,6 +241,11 @@ class Failover:
                 got = f"error: {type(exc).__name__}"
             if isinstance(got, Moved):
                 return got
+            if got == "gone":
+                self.resolver.forget(st.token)
+                now = await self.resolver.token(st.token)
+                if now is not None and now.instance_id != old.instance_id and now.url:
+                    return Moved(now.instance_id, now.fence or 0, now.url, old.instance_id, True)
             if got == "gone" or loop.time() > deadline:
                 log.warning("failover of a lease on instance %s: %s", old.instance_id, got)
                 return None
