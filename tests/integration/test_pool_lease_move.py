@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fixtures.event_kinds import documented_fields
 from vastkeep.core.errors import NotFound
 from vastkeep.pool import PoolLeases
 from vastkeep.pool.moving import Moved, move_lease
@@ -85,3 +86,26 @@ def test_a_move_is_fenced_and_waits_for_a_ready_instance(redis_client, store, le
     assert isinstance(first, Moved) and first.replayed and first.instance_id == "2"
     leases.release(g.lease_id)
     assert move_lease(leases, "3", second.fence, "keepalive-lost") == "gone"
+
+
+def test_the_reconcile_rounds_pass_moves_a_lease_off_a_lost_instance(redis_client, store, events):
+    """With no proxy traffic the lease still moves (before the lost instance is destroyed): the round's pass
+    over the leases fails it over once a ready instance exists, and says so in the events."""
+    leases = PoolLeases(redis_client, K, "default", "vastkeep", store=store, events=events)
+    ready(store, "1", 0)
+    g = leases.grant(600, "svc")
+    token = endpoints.issue(redis_client, K, "default", g.instance_id, g.fence, g.leased_until)
+    ready(store, "1", 0, lost=True)  # the keepalive declared it lost
+    assert leases.settle()["moved"] == 0  # nothing ready to move to: the lease stays, the next round retries
+    assert resolve(redis_client, token, leases.clock.now()) == ("1", g.fence)
+    ready(store, "2", 1)
+    assert leases.settle()["moved"] == 1
+    moved = resolve(redis_client, token, leases.clock.now())
+    assert moved is not None and moved[0] == "2"
+    assert leases.settle()["moved"] == 0  # once
+    got = [e for e in events.read(count=100) if e.kind.startswith("failover-")]
+    assert [e.kind for e in got] == ["failover-started", "failover-done"]
+    for e in got:
+        assert set(e.fields) == documented_fields(e.kind)
+    assert got[1].fields["to_instance"] == "2" and got[1].fields["reason"] == "keepalive-lost"
+    assert g.lease_id not in str(got) and token not in str(got)

@@ -81,4 +81,33 @@ def move_lease(leases: PoolLeases, instance_id: str, fence: int, reason: str) ->
     return moved
 
 
-__all__ = ["Moved", "move_lease", "move_request_id"]
+#: Record statuses after which an instance will not serve its lease again (the round moves the lease).
+_DEAD = frozenset({"failed", "gone", "destroying", "destroyed"})
+
+
+def lost_reason(status: str | None, extra: dict[str, object] | None) -> str | None:
+    """Why a leased instance's lease should move (pure): ``keepalive-lost``, ``instance-gone``, or None."""
+    if isinstance(extra, dict) and extra.get("keepalive_lost_since"):
+        return "keepalive-lost"
+    return "instance-gone" if status in _DEAD else None
+
+
+def fail_over(leases: PoolLeases, instance_id: str, fence: int, reason: str,
+              lost_since: float | None) -> bool:
+    """The reconcile round's failover of a lease whose instance is lost (a proxy serving the lease follows it
+    and re-submits its prompts; with no traffic the lease still moves before the lost instance is destroyed).
+    True when moved now; the events say so."""
+    t0 = leases.clock.monotonic()
+    got = move_lease(leases, instance_id, fence, reason)
+    if not isinstance(got, Moved) or got.replayed:
+        return False
+    switch_s = round(leases.clock.monotonic() - t0, 3)
+    detect_s = round(max(0.0, leases.clock.now() - lost_since), 3) if lost_since else 0.0
+    leases.events.emit("failover-started", instance_id=instance_id, reason=reason, detect_s=detect_s)
+    leases.events.emit("failover-done", instance_id=instance_id, to_instance=got.instance_id, reason=reason,
+                       outcome="moved", detect_s=detect_s, switch_s=switch_s, total_s=switch_s, resubmitted=0,
+                       lost=0)
+    return True
+
+
+__all__ = ["Moved", "fail_over", "lost_reason", "move_lease", "move_request_id"]
