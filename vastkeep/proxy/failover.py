@@ -212,9 +212,10 @@ class Failover:
         detect_s = t0 - st.first_sign if st.first_sign is not None else 0.0
         old = st.target
         try:
-            await self._emit("failover-started", instance_id=old.instance_id, reason=str(why),
-                             detect_s=round(detect_s, 3))
             moved = await self._move(st, old, why)
+            if moved is None or not moved.replayed:  # a replayed move was announced by the one that made it
+                await self._emit("failover-started", instance_id=old.instance_id, reason=str(why),
+                                 detect_s=round(detect_s, 3))
             if moved is None:
                 self.metrics.failovers[(str(why), "no-instance")] += 1
                 await self._emit("failover-done", instance_id=old.instance_id, to_instance=None,
@@ -295,7 +296,8 @@ class Failover:
         log.info("failover: instance %s -> %s (%s) detect %.3fs switch %.3fs, %d prompt(s) re-submitted, "
                  "%d lost", old.instance_id, new.instance_id, why, detect_s, switch_s, sent, len(lost))
         await self._emit("failover-done", instance_id=old.instance_id, to_instance=new.instance_id,
-                         reason=str(why), outcome="moved", detect_s=round(detect_s, 3),
+                         reason=str(why), outcome="followed" if moved.replayed else "moved",
+                         detect_s=round(detect_s, 3),
                          switch_s=round(switch_s, 3), total_s=round(total_s, 3), resubmitted=sent,
                          lost=len(lost))
 

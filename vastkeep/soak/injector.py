@@ -70,6 +70,8 @@ class Injector:
             if fam.target == INSTANCE:
                 if step.family.startswith("ssh-"):  # only a running collector can notice an SSH fault
                     target = pick_target(list(collecting or []), step.pick)
+                elif step.family == "failover-mid-prompt":
+                    target = prompting(self.control, self.clock, leased) or pick_target(leased, step.pick)
                 else:
                     target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 if target is None:
@@ -100,7 +102,7 @@ class Injector:
 
     def _instance(self, step: FaultStep, iid: int) -> None:
         c, name = self.control, step.family
-        if name == "comfy-crash":
+        if name in ("comfy-crash", "failover-mid-prompt"):
             c.crash_comfy(iid)
         elif name == "comfy-hang":
             c.hang_comfy(iid)
@@ -164,4 +166,23 @@ class Injector:
         inj["restored_at"] = self.clock.now()
 
 
-__all__ = ["NO_TARGET", "Injection", "Injector"]
+def prompting(control: SimControl, clock: Clock, leased: list[str], wait_s: float = 20.0) -> str | None:
+    """A leased instance whose ComfyUI is running a prompt now (past ``execution_start``, not yet done), from
+    the simulator's phase log; polled for up to ``wait_s`` (the soak's clients send one prompt per lease)."""
+    deadline = clock.monotonic() + wait_s
+    while clock.monotonic() < deadline:
+        for iid in leased:
+            try:
+                phases = control.comfy_phases(int(iid))
+            except Exception:  # noqa: BLE001 - gone meanwhile: look at the others
+                continue
+            last: dict[str, str] = {}
+            for p in phases:
+                last[str(p.get("prompt_id"))] = str(p.get("phase"))
+            if any(ph in ("execution_start", "executing") for ph in last.values()):
+                return iid
+        clock.sleep(0.1)
+    return None
+
+
+__all__ = ["NO_TARGET", "Injection", "Injector", "prompting"]

@@ -65,6 +65,10 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN, observer="worker-keepalive"),
+        # ComfyUI crashes under a client's prompt (between execution_start and execution_success): the
+        # endpoint fails the lease over and the prompt finishes on another instance (docs/proxy.md)
+        Family("failover-mid-prompt", INSTANCE, (10, 40), ("failover-done", *_COMFY_SEEN),
+               observer="worker-keepalive"),
         Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
         Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
         Family("host-offline", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),
