@@ -146,3 +146,15 @@ def test_the_leases_setting_replays_uploads_and_deletes_and_interrupts_follow(pr
     assert ended == "execution_interrupted"
     on_spare = {p["prompt_id"] for p in c.comfy_phases(int(spare["id"]))}
     assert pid in on_spare and deleted not in on_spare
+
+
+def test_a_large_prompt_passes_whole_and_a_repeated_idempotency_key_queues_nothing(proxy_rig):
+    rig = proxy_rig
+    inst = rig.ready_instance(prompt_s=0.1)
+    base = rig.lease()["endpointUrl"]
+    body = {"prompt": empty_image_graph(prefix="big"), "extra_data": {"note": "x" * 300_000}}
+    first = requests.post(base + "prompt", json=body, headers={"Idempotency-Key": "k-1"}, timeout=10)
+    again = requests.post(base + "prompt", json=body, headers={"Idempotency-Key": "k-1"}, timeout=10)
+    assert first.status_code == 200 and again.json() == first.json()
+    queued = [p for p in rig.sim.control.comfy_phases(int(inst["id"])) if p["phase"] == "queued"]
+    assert len(queued) == 1

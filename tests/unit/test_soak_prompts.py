@@ -18,13 +18,13 @@ def inj(family: str, at: float, inst: str = "7") -> dict[str, object]:
 def test_failed_prompts_are_client_visible_failures_unless_a_slow_fault_held_the_instance():
     lines = [line("prompt-ok", 10), line("prompt-fail", 100), line("prompt-fail", 200, took_s=90),
              line("prompt-fail", 400)]
-    injections = [inj("comfy-hang", 250), inj("failover-mid-prompt", 395)]
+    injections = [inj("comfy-hang", 250), inj("comfy-crash", 395)]
     v = judge_clients(lines, injections)
     assert v["failures"][ClientFailure.PROMPT_FAILED] == 2  # one with no fault, one the failover must hide
     assert v["expected"][Excused.PROMPT_FAIL_UNDER_FAULT] == 1  # the hang struck while it waited
     assert v["ops"]["prompt-ok"] == 1
 
 
-def test_the_failover_family_strikes_an_instance_under_a_prompt():
-    fam = FAMILIES["failover-mid-prompt"]
+def test_a_comfyui_crash_is_observed_by_the_endpoints_failover_too():
+    fam = FAMILIES["comfy-crash"]
     assert fam.target == "instance" and "failover-done" in fam.observed_by and fam.restorable

@@ -133,6 +133,8 @@ class Failover:
                 self.start(st, Why.INSTANCE_GONE)
             else:
                 st.target = target
+        elif st.task is None and not target.lost:
+            st.target = target  # the same grant, read again (a renewal moved its end)
         return st
 
     def forget(self, token: str) -> None:
@@ -182,6 +184,10 @@ class Failover:
                 log.warning("failover watch: %s", type(exc).__name__)
 
     async def _check_all(self) -> None:
+        now = self.resolver.clock.now()
+        for token, st in list(self.states.items()):  # leases over for a minute, nothing in use: forgotten
+            if st.task is None and not st.in_use() and (st.target.until_s or now) < now - 60:
+                self.forget(token)
         busy = [st for st in self.states.values() if st.task is None and st.in_use()]
         if not busy:
             return

@@ -74,8 +74,8 @@ async def post_prompt(server: ProxyServer, request: web.Request, route: str, st:
         status, first = st.answers[key]
         server.metrics.requests[(route, status)] += 1
         return web.Response(status=status, body=first, content_type="application/json")
-    raw = await request.content.read(server.max_upload_bytes + 1)
-    if len(raw) > server.max_upload_bytes:
+    raw = await _body(request, server.max_upload_bytes)
+    if raw is None:
         server.metrics.rejected["too-large"] += 1
         return server._answer(request, route, 413, {
             "error": "payload_too_large", "reason": "the prompt is larger than PROXY_MAX_UPLOAD_BYTES"})
@@ -106,6 +106,17 @@ async def post_prompt(server: ProxyServer, request: web.Request, route: str, st:
         if len(st.answers) > server.failover.policy.max_prompts:
             st.answers.pop(next(iter(st.answers)))
     return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def _body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None past ``limit`` bytes (a prompt graph is JSON: read whole)."""
+    parts, size = [], 0
+    async for chunk in request.content.iter_chunked(65_536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _track(server: ProxyServer, st: LeaseState, raw: bytes, status: int, body: bytes, consent: bool) -> None:

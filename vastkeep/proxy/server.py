@@ -124,6 +124,8 @@ class ProxyServer:
         token = request.match_info["token"]
         target = await self.resolver.token(token)
         if target is None:
+            if self.failover is not None:
+                self.failover.forget(token)
             self.metrics.rejected["unknown-endpoint"] += 1
             return self._answer(request, "c", 404, {"error": "not_found",
                                                      "reason": "unknown endpoint, or its lease ended"})

@@ -196,7 +196,7 @@ def process_windows(injections: Iterable[Record], process: str) -> list[tuple[fl
 #: fails under one of them is a client-visible failure. Under the others (a hang, a slow path, a host gone
 #: silent) the failover waits for the keepalive's verdict, which at its default intervals outlasts the
 #: client's bound, so a failed prompt there is expected (the fault's own observation is judged apart).
-FAILOVER_HIDES = frozenset({"comfy-crash", "failover-mid-prompt"})
+FAILOVER_HIDES = frozenset({"comfy-crash"})
 
 
 def prompt_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, float]]]:

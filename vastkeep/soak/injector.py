@@ -70,7 +70,7 @@ class Injector:
             if fam.target == INSTANCE:
                 if step.family.startswith("ssh-"):  # only a running collector can notice an SSH fault
                     target = pick_target(list(collecting or []), step.pick)
-                elif step.family == "failover-mid-prompt":
+                elif step.family == "comfy-crash":  # under a prompt: the short form's failover mid-prompt
                     target = prompting(self.control, self.clock, leased) or pick_target(leased, step.pick)
                 else:
                     target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
@@ -102,7 +102,7 @@ class Injector:
 
     def _instance(self, step: FaultStep, iid: int) -> None:
         c, name = self.control, step.family
-        if name in ("comfy-crash", "failover-mid-prompt"):
+        if name == "comfy-crash":
             c.crash_comfy(iid)
         elif name == "comfy-hang":
             c.hang_comfy(iid)
