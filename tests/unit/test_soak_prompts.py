@@ -28,3 +28,10 @@ def test_failed_prompts_are_client_visible_failures_unless_a_slow_fault_held_the
 def test_a_comfyui_crash_is_observed_by_the_endpoints_failover_too():
     fam = FAMILIES["comfy-crash"]
     assert fam.target == "instance" and "failover-done" in fam.observed_by and fam.restorable
+
+
+def test_a_release_answered_by_another_instance_is_right_after_a_fault_moved_the_lease():
+    release = {"op": "release", "t": 50, "t0": 50, "instance": "7", "lease": "abc", "status": 200,
+               "answered_instance": "9"}
+    assert judge_clients([release], [inj("comfy-crash", 40)])["failures"][ClientFailure.RELEASE_WRONG] == 0
+    assert judge_clients([release], [])["failures"][ClientFailure.RELEASE_WRONG] == 1

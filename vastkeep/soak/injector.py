@@ -40,6 +40,7 @@ class Injection(TypedDict, total=False):
     pid: int
     restarts_before: object
     restored_at: float
+    under_prompt: bool  # comfy-crash: a client's prompt was running on the target when it struck
     undo_error: str
     respawned_at: float
     back_at: float
@@ -71,7 +72,9 @@ class Injector:
                 if step.family.startswith("ssh-"):  # only a running collector can notice an SSH fault
                     target = pick_target(list(collecting or []), step.pick)
                 elif step.family == "comfy-crash":  # under a prompt: the short form's failover mid-prompt
-                    target = prompting(self.control, self.clock, leased) or pick_target(leased, step.pick)
+                    target = prompting(self.control, self.clock, leased)
+                    inj["under_prompt"] = target is not None
+                    target = target or pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 else:
                     target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 if target is None:
@@ -166,9 +169,10 @@ class Injector:
         inj["restored_at"] = self.clock.now()
 
 
-def prompting(control: SimControl, clock: Clock, leased: list[str], wait_s: float = 20.0) -> str | None:
+def prompting(control: SimControl, clock: Clock, leased: list[str], wait_s: float = 6.0) -> str | None:
     """A leased instance whose ComfyUI is running a prompt now (past ``execution_start``, not yet done), from
-    the simulator's phase log; polled for up to ``wait_s`` (the soak's clients send one prompt per lease)."""
+    the simulator's phase log; polled for up to ``wait_s`` (the soak's clients send one prompt per lease;
+    a longer wait would push the plan's later faults back)."""
     deadline = clock.monotonic() + wait_s
     while clock.monotonic() < deadline:
         for iid in leased:
