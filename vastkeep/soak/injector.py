@@ -169,24 +169,37 @@ class Injector:
         inj["restored_at"] = self.clock.now()
 
 
-def prompting(control: SimControl, clock: Clock, leased: list[str], wait_s: float = 6.0) -> str | None:
-    """A leased instance whose ComfyUI is running a prompt now (past ``execution_start``, not yet done), from
-    the simulator's phase log; polled for up to ``wait_s`` (the soak's clients send one prompt per lease;
-    a longer wait would push the plan's later faults back)."""
+def prompting(control: SimControl, clock: Clock, leased: list[str], wait_s: float = 8.0,
+              prompt_s: float = 5.0) -> str | None:
+    """A leased instance whose ComfyUI is running a client's prompt now (past ``execution_start``, not done),
+    from the simulator's phase log. None running: the leased instances' prompts are made ``prompt_s`` long
+    (a client sends one per lease, at once) and the log is polled for up to ``wait_s`` (a longer wait would
+    push the plan's later faults back)."""
     deadline = clock.monotonic() + wait_s
-    while clock.monotonic() < deadline:
+    slowed = False
+    while True:
         for iid in leased:
-            try:
-                phases = control.comfy_phases(int(iid))
-            except Exception:  # noqa: BLE001 - gone meanwhile: look at the others
-                continue
-            last: dict[str, str] = {}
-            for p in phases:
-                last[str(p.get("prompt_id"))] = str(p.get("phase"))
-            if any(ph in ("execution_start", "executing") for ph in last.values()):
+            if _running_prompt(control, iid):
                 return iid
+        if clock.monotonic() >= deadline:
+            return None
+        if not slowed:
+            slowed = True
+            for iid in leased:
+                with contextlib.suppress(Exception):  # gone meanwhile
+                    control.set_prompt_s(int(iid), prompt_s)
         clock.sleep(0.1)
-    return None
+
+
+def _running_prompt(control: SimControl, iid: str) -> bool:
+    try:
+        phases = control.comfy_phases(int(iid))
+    except Exception:  # noqa: BLE001 - gone meanwhile: not this one
+        return False
+    last: dict[str, str] = {}
+    for p in phases:
+        last[str(p.get("prompt_id"))] = str(p.get("phase"))
+    return any(ph in ("execution_start", "executing") for ph in last.values())
 
 
 __all__ = ["NO_TARGET", "Injection", "Injector", "prompting"]
