@@ -144,7 +144,8 @@ def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, objec
             retired.append(iid)
     if cleared:
         clear(keys=[k.pool_leases(pool)], args=cleared)
-    return {"expired": len(expired), "checks": checks, "retired": retired, "moved": moved}
+    out: dict[str, object] = {"expired": len(expired), "checks": checks, "retired": retired}
+    return {**out, "moved": moved} if moved else out  # "moved": leases failed over this pass
 
 
 def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:
