@@ -56,7 +56,10 @@ SAFE_MODE_BODY = {"type": "object", "required": ["enabled"], "additionalProperti
 LEASE_BODY = {"type": "object", "required": ["durationS", "client"], "additionalProperties": False,
               "properties": {"durationS": DURATION,
                              "client": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$",
-                                        "description": "the client service's name"}}}
+                                        "description": "the client service's name"},
+                             "resubmitPrompts": {"type": "boolean", "default": False,
+                                                 "description": "after a failover, the endpoint re-submits "
+                                                                "this lease's prompts in flight"}}}
 RENEW_BODY = {"type": ["object", "null"], "additionalProperties": False,
               "properties": {"durationS": {**DURATION, "default": 600}}}
 BUSY = {"description": "every ready instance is leased (409) / none is ready (503: also while the only free "
@@ -182,7 +185,10 @@ def _busy(exc: LeaseBusy) -> JSONResponse:
              responses={409: BUSY, 503: BUSY}, openapi_extra=json_body(LEASE_BODY), response_model=object)
 async def create_lease(body: object = Body(None), ctx: AdminContext = Depends(get_context),
                        idempotency_key: str | None = IDEMPOTENCY_KEY) -> JSONResponse | dict[str, object]:
-    data = _body(body, {"durationS", "client"})
+    data = _body(body, {"durationS", "client", "resubmitPrompts"})
+    resubmit = data.get("resubmitPrompts", False)
+    if not isinstance(resubmit, bool):
+        raise HTTPException(status_code=422, detail="resubmitPrompts must be true or false")
     leases = _leases(ctx)
     rid = _request_id(idempotency_key)
     try:
@@ -194,8 +200,9 @@ async def create_lease(body: object = Body(None), ctx: AdminContext = Depends(ge
         return _busy(exc)
     # the endpoint token (the proxy's /c/{endpointToken}/) is keyed to this grant: pool + instance + fence
     answer: dict[str, object] = await run_in_threadpool(
-        endpoints.with_endpoint, grant.to_dict(), ctx.need_redis(), ctx.keys, ctx.settings.warm_pool_name,
-        ctx.settings.proxy_url, grant.leased_until)
+        lambda: endpoints.with_endpoint(grant.to_dict(), ctx.need_redis(), ctx.keys,
+                                        ctx.settings.warm_pool_name, ctx.settings.proxy_url,
+                                        grant.leased_until, resubmit=resubmit))
     return answer
 
 

@@ -7,6 +7,7 @@
   life of a rent inside a round; ``report``: what a round did.
 - ``roundlease``: the round lease's TTL (from the reconcile interval) and its keeper thread.
 - ``leasing``: client leases (grant / renew / release, safe to re-send) and the health check after a lease.
+- ``moving``: failover: a lease leaves its lost instance for a ready one, token and lease id kept (fenced).
 
 Logger: ``vastkeep.pool``.
 """
@@ -19,6 +20,7 @@ from vastkeep.pool import safety
 from vastkeep.pool.aftercare import CHECK_FAILED, after_lease
 from vastkeep.pool.book import CAUSE_FAILURES, CAUSE_OPERATOR, CAUSE_SPEND, CAUSE_TOKEN, CAUSES, PoolBook
 from vastkeep.pool.leasing import MAX_LEASE_S, CheckPort, ClientLease, PoolLeases
+from vastkeep.pool.moving import Moved, move_lease, move_request_id
 from vastkeep.pool.ops import parse_size, pool_figures, safe_mode_view, set_safe_mode, set_size
 from vastkeep.pool.plan import (
     OfferParams,
@@ -66,6 +68,7 @@ def build_reconciler(settings: Settings, store: StateStore, events: EventSink, r
 __all__ = [
     "BUSY", "CAUSES", "CHECK_FAILED", "CheckPort", "after_lease",
     "CAUSE_FAILURES", "CAUSE_OPERATOR", "CAUSE_SPEND", "CAUSE_TOKEN", "MAX_LEASE_S",
+    "Moved", "move_lease", "move_request_id",
     "ClientLease", "DEFAULT_MAX_ROUND_S", "OfferParams", "PendingRent", "Plan", "PlanParams", "PoolBook",
     "PoolLeases", "Reconciler", "RoundLeaseKeeper", "round_lease_ttl_ms",
     "build_leases", "build_reconciler", "lease_name", "make_label", "offer_query", "parse_size", "pick_offer",

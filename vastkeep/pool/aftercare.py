@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypedDict
 from redis.commands.core import Script
 
 from vastkeep.core.errors import NotFound
+from vastkeep.pool import moving
 from vastkeep.state import InstanceRecord, InstanceStatus, as_text
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, objec
         leases.mirror(iid, None, None)
         log.info("client lease on instance %s expired (%s, fence %d)", iid, client, fence)
         leases.events.emit("pool-lease-ended", instance_id=iid, client=client, fence=fence, reason="expired")
-    checks = 0
+    checks = moved = 0
     retired: list[str] = []
     cleared: list[str] = []
     entries = {as_text(i): as_text(v) for i, v in leases.redis.hgetall(k.pool_leases(pool)).items()}
@@ -130,7 +131,13 @@ def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, objec
             continue
         rec = records.get(iid)
         need = after_lease(entry, rec.status if rec else None, rec.port_validation if rec else None, now)
-        if need == AfterLease.FREE and not entry.get("cleared"):
+        live = rec is not None and need == AfterLease.LIVE
+        why = moving.lost_reason(rec.status, rec.extra) if rec is not None and live else None
+        if rec is not None and why is not None:  # failover: the lease moves (none ready: the next round)
+            lost_since = rec.extra.get("keepalive_lost_since")
+            moved += moving.fail_over(leases, iid, int(entry.get("fence") or 0), why,
+                                      float(lost_since) if isinstance(lost_since, int | float) else None)
+        elif need == AfterLease.FREE and not entry.get("cleared"):
             cleared += [iid, str(entry.get("fence"))]
         elif need == AfterLease.CHECK:
             checks += leases.request_check(iid, int(entry.get("fence") or 0))
@@ -138,7 +145,8 @@ def settle(leases: PoolLeases, script: Script, clear: Script) -> dict[str, objec
             retired.append(iid)
     if cleared:
         clear(keys=[k.pool_leases(pool)], args=cleared)
-    return {"expired": len(expired), "checks": checks, "retired": retired}
+    out: dict[str, object] = {"expired": len(expired), "checks": checks, "retired": retired}
+    return {**out, "moved": moved} if moved else out  # "moved": leases failed over this pass
 
 
 def retire(leases: PoolLeases, instance_id: str, ended_iso: str) -> bool:

@@ -4,6 +4,8 @@
 - ``decide``: pure decisions: headers that cross, shortest queue for ``/pool``, uploads, per-client limits.
 - ``resolve``: token / pool → the upstream, read from Redis, judged by the SSRF guard.
 - ``server``: the aiohttp application (streams, spool, timeouts, redacted access log); ``wsrelay``: /ws.
+- ``failplan`` (pure) and ``failover``: the endpoint outlives its instance: the lease moves, websockets
+  reconnect, prompts sent with consent are re-submitted (``prompts``: ``POST /prompt`` remembered).
 - ``metrics``: the proxy's Prometheus figures; ``main``: the process.
 
 The front door stays light (no aiohttp import): the admin API and the tasks use ``endpoints`` only.

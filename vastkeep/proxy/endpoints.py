@@ -92,6 +92,7 @@ class Grant:
     pool: str
     instance_id: str
     fence: int
+    resubmit: bool = False  # the lease's setting: prompts in flight are re-submitted after a failover
 
 
 def _expire_at_ms(until_s: float) -> int:
@@ -99,13 +100,20 @@ def _expire_at_ms(until_s: float) -> int:
 
 
 def issue(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: str, fence: int,
-          until_s: float) -> str:
+          until_s: float, *, resubmit: bool = False) -> str:
     """Issue the token of a grant (the same token every time for the same grant: safe to repeat); both keys
-    expire at the lease's end ``until_s`` (epoch s)."""
+    expire at the lease's end ``until_s`` (epoch s). ``resubmit``: the lease consents to its prompts in
+    flight being re-submitted after a failover (kept across moves)."""
     token = grant_token(endpoint_secret(redis_client, keys), pool, str(instance_id), int(fence))
     d = digest(token)
     at = _expire_at_ms(until_s)
-    grant = json.dumps({"pool": pool, "instance_id": str(instance_id), "fence": int(fence)})
+    fields: dict[str, object] = {"pool": pool, "instance_id": str(instance_id), "fence": int(fence)}
+    if resubmit:
+        fields["resubmit"] = True
+    grant = json.dumps(fields)
+    now_there = parse_grant(redis_client.get(keys.endpoint(d)))
+    if now_there is not None and (now_there.instance_id, now_there.fence) != (str(instance_id), int(fence)):
+        return token  # a failover moved this token to a later grant: a repeated grant answer keeps it there
     pipe = redis_client.pipeline(transaction=True)
     pipe.set(keys.endpoint(d), grant, pxat=at)
     pipe.set(keys.endpoint_grant(pool, instance_id, fence), d, pxat=at)
@@ -136,13 +144,15 @@ def follow_lease(redis_client: SyncRedis, keys: Keys, pool: str, instance_id: st
 
 
 def with_endpoint(answer: Mapping[str, object], redis_client: SyncRedis, keys: Keys, pool: str,
-                  proxy_url: str, until_s: float) -> dict[str, object]:
-    """A grant's answer (``instanceId``, ``fence``) plus its ``endpointToken`` and ``endpointUrl``."""
+                  proxy_url: str, until_s: float, *, resubmit: bool = False) -> dict[str, object]:
+    """A grant's answer (``instanceId``, ``fence``) plus its ``endpointToken`` and ``endpointUrl`` (and
+    ``resubmitPrompts`` when the lease consents to re-submission after a failover)."""
     fence = answer["fence"]
     if not isinstance(fence, int):
         raise ValueError("a grant's fence is an integer")
-    token = issue(redis_client, keys, pool, str(answer["instanceId"]), fence, until_s)
-    return {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
+    token = issue(redis_client, keys, pool, str(answer["instanceId"]), fence, until_s, resubmit=resubmit)
+    out = {**answer, "endpointToken": token, "endpointUrl": endpoint_url(proxy_url, token)}
+    return {**out, "resubmitPrompts": True} if resubmit else out
 
 
 def grant_of(answer: Mapping[str, object]) -> tuple[str, int]:
@@ -186,7 +196,7 @@ def parse_grant(raw: object) -> Grant | None:
     data = _json_object(raw)
     try:
         return None if data is None else Grant(str(data["pool"]), str(data["instance_id"]),
-                                               int(_number(data["fence"], int)))
+                                               int(_number(data["fence"], int)), data.get("resubmit") is True)
     except (ValueError, KeyError):
         return None
 

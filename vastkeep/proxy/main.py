@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import aiohttp
     from redis.asyncio import Redis
 
     from vastkeep.core.settings import Settings
+    from vastkeep.proxy.failover import Failover
     from vastkeep.proxy.server import ProxyServer
 
 log = logging.getLogger("vastkeep.proxy")
@@ -26,11 +28,32 @@ def build(settings: Settings, redis_client: Redis[bytes]) -> ProxyServer:
     resolver = Resolver(redis_client, Keys(), settings.warm_pool_name, settings.warm_pool_label_prefix,
                         simulated=bool(settings.vastkeep_simulated))
     key = settings.admin_api_key.reveal() if settings.admin_api_key else None
-    return ProxyServer(resolver, admin_key=key, connect_timeout_s=settings.proxy_upstream_connect_timeout_s,
-                       timeout_s=settings.proxy_upstream_timeout_s,
-                       max_upload_bytes=settings.proxy_max_upload_bytes,
-                       client_concurrency=settings.proxy_client_concurrency,
-                       spool_dir=Path(settings.vastkeep_home) / "proxy-spool")
+    server = ProxyServer(resolver, admin_key=key, connect_timeout_s=settings.proxy_upstream_connect_timeout_s,
+                         timeout_s=settings.proxy_upstream_timeout_s,
+                         max_upload_bytes=settings.proxy_max_upload_bytes,
+                         client_concurrency=settings.proxy_client_concurrency,
+                         spool_dir=Path(settings.vastkeep_home) / "proxy-spool")
+    if settings.redis_url:
+        server.failover = build_failover(settings, server)
+    return server
+
+
+def build_failover(settings: Settings, server: ProxyServer) -> Failover:
+    """Failover for ``server``: the lease moves run on a synchronous client (in a thread; they are rare)."""
+    from vastkeep.pool import build_leases  # noqa: PLC0415
+    from vastkeep.proxy.failover import Failover  # noqa: PLC0415
+    from vastkeep.state import EventLog, Keys, StateStore, connect  # noqa: PLC0415
+
+    assert settings.redis_url
+    sync = connect(settings.redis_url)
+    keys = Keys()
+    leases = build_leases(settings, sync, keys, store=StateStore(sync, keys), events=EventLog(sync, keys))
+
+    def session() -> aiohttp.ClientSession:
+        assert server.session is not None
+        return server.session
+
+    return Failover(server.resolver, leases, EventLog(sync, keys), server.metrics, session)
 
 
 def async_redis(url: str) -> Redis[bytes]:
@@ -51,12 +74,14 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.ensure_future(server.resolver.watch_drops(client, stop))
+    watchers = [asyncio.ensure_future(server.resolver.watch_drops(client, stop))]
+    if server.failover is not None:
+        watchers.append(asyncio.ensure_future(server.failover.watch(stop)))
     try:
         await serve(server, settings.proxy_host, settings.proxy_port, stop)
     finally:
         stop.set()
-        await asyncio.wait([watcher], timeout=3)
+        await asyncio.wait(watchers, timeout=3)
         await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose (redis-py 5)
 
 

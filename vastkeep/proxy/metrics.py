@@ -20,6 +20,9 @@ class ProxyMetrics:
     websockets_total: int = 0
     uploads_spooled: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # auth | concurrency | too-large
+    failovers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reason, outcome)
+    prompts_resubmitted: int = 0
+    failover_seconds: list[float] = field(default_factory=list)  # detection + switch of each move
 
     def render(self) -> str:
         """Prometheus text exposition format 0.0.4."""
@@ -47,6 +50,14 @@ class ProxyMetrics:
                [("", self.uploads_spooled)])
         family("vastkeep_proxy_rejected_total", "counter", "requests refused before any upstream call",
                [(f'{{reason="{k}"}}', n) for k, n in sorted(self.rejected.items())])
+        family("vastkeep_proxy_failovers_total", "counter",
+               "leases moved off a lost instance (outcome moved), or that found none to move to (failed)",
+               [(f'{{reason="{r}",outcome="{o}"}}', n) for (r, o), n in sorted(self.failovers.items())])
+        family("vastkeep_proxy_prompts_resubmitted_total", "counter",
+               "prompts in flight re-submitted to the new instance after a failover",
+               [("", self.prompts_resubmitted)])
+        family("vastkeep_proxy_failover_seconds", "summary", "detection + switch of each failover",
+               [("_count", len(self.failover_seconds)), ("_sum", round(sum(self.failover_seconds), 6))])
         return "\n".join(out) + "\n"
 
 

@@ -21,6 +21,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.ports import unsafe_reason
 from vastkeep.proxy import endpoints
 from vastkeep.proxy.decide import Candidate, split_base
+from vastkeep.proxy.failplan import verdict
 from vastkeep.state import InstanceStatus, Keys, as_text
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ class Target:
     instance_id: str
     url: str
     until_s: float | None = None
+    fence: int | None = None  # the grant's fence (what a failover's move compares)
+    lost: str | None = None  # why the instance is gone (``failplan.Why``), read from its record
+    resubmit: bool = False  # the lease's setting: prompts in flight are re-submitted after a failover
 
 
 def safe_base(url: object, *, simulated: bool) -> str | None:
@@ -123,15 +127,19 @@ class Resolver:
         pipe.pexpireat(self.keys.endpoint(d), at)
         pipe.pexpireat(self.keys.endpoint_grant(grant.pool, grant.instance_id, grant.fence), at)
         await pipe.execute()
-        url = _record(record_raw).get("connection_url")
+        record = _record(record_raw)
+        url = record.get("connection_url")
         base = safe_base(url, simulated=self.simulated)
+        why = verdict(record if record_raw is not None else None, False)
+        if base is None and why is not None and grant.instance_id:
+            return Target(grant.instance_id, "", until, grant.fence, str(why), grant.resubmit)
         if base is None:
             if url:
                 self.refused_unsafe += 1
                 log.warning("endpoint of instance %s: upstream address refused (SSRF guard or not http)",
                             grant.instance_id)
             return None
-        return Target(grant.instance_id, base, until)
+        return Target(grant.instance_id, base, until, grant.fence, str(why) if why else None, grant.resubmit)
 
     async def pool_candidates(self) -> list[Candidate]:
         """Ready instances of the pool, unleased, ComfyUI answering (cached ``cache_s``)."""

@@ -22,7 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import aiohttp
 from aiohttp import web
@@ -37,9 +37,14 @@ from vastkeep.proxy.decide import (
     response_headers,
     upstream_url,
 )
+from vastkeep.proxy.failplan import HARD_KINDS, Why
 from vastkeep.proxy.metrics import ProxyMetrics
+from vastkeep.proxy.prompts import is_prompt_post, observe_answer, observe_request, post_prompt
 from vastkeep.proxy.resolve import Resolver, Target
 from vastkeep.proxy.wsrelay import relay_websocket
+
+if TYPE_CHECKING:
+    from vastkeep.proxy.failover import Failover, LeaseState
 
 log = logging.getLogger("vastkeep.proxy")
 access_log = logging.getLogger("vastkeep.proxy.access")
@@ -76,6 +81,8 @@ class ProxyServer:
         self.instance_in_flight: Counter[str] = Counter()
         self.instance_served: Counter[str] = Counter()
         self.session: aiohttp.ClientSession | None = None
+        #: failover (``main.build`` sets it); None: a dead instance answers 502/504, the client leases again
+        self.failover: Failover | None = None
         self.app = web.Application(client_max_size=SMALL_BODY)
         self.app.router.add_get("/metrics", self.get_metrics)
         self.app.router.add_get("/health", self.get_health)
@@ -117,11 +124,26 @@ class ProxyServer:
         token = request.match_info["token"]
         target = await self.resolver.token(token)
         if target is None:
+            if self.failover is not None:
+                self.failover.forget(token)
             self.metrics.rejected["unknown-endpoint"] += 1
             return self._answer(request, "c", 404, {"error": "not_found",
                                                      "reason": "unknown endpoint, or its lease ended"})
         tail = _tail(request.rel_url.raw_path, 3)
-        return await self._forward(request, "c", target, "t:" + endpoints.digest(token)[:16], tail)
+        st = None
+        if self.failover is not None:
+            st = self.failover.state(token, target)
+            if target.lost and st.task is None and st.target.instance_id == target.instance_id:
+                self.failover.start(st, Why(target.lost))
+            target = await self.failover.settled(st)
+            if st.pending_error is not None:  # the one error of a failover that lost prompts
+                body, st.pending_error = st.pending_error, None
+                return self._answer(request, "c", 503, body, headers={"Retry-After": "0"})
+            if not target.url:
+                return self._answer(request, "c", 503, {"error": "unavailable", "reason":
+                                    f"instance {target.instance_id} is lost and no instance is ready to take "
+                                    "the lease yet"}, headers={"Retry-After": "5"})
+        return await self._forward(request, "c", target, "t:" + endpoints.digest(token)[:16], tail, st)
 
     async def via_pool(self, request: web.Request) -> web.StreamResponse:
         if not await self._pool_allowed(request):
@@ -153,11 +175,11 @@ class ProxyServer:
 
     # ── relaying ────────────────────────────────────────────────────────────
     async def _forward(self, request: web.Request, route: str, target: Target, client: str,
-                       tail: str) -> web.StreamResponse:
+                       tail: str, st: LeaseState | None = None) -> web.StreamResponse:
         query = request.rel_url.raw_query_string
         if request.headers.get("Upgrade", "").lower() == "websocket":
             assert self.session is not None
-            return await relay_websocket(self, request, route, target, upstream_url(target.url, tail, query))
+            return await relay_websocket(self, request, route, target, tail, query, st)
         if not may_start(self.client_in_flight[client], self.client_concurrency):
             self.metrics.rejected["concurrency"] += 1
             return self._answer(request, route, 429, {"error": "too_many_requests",
@@ -177,7 +199,21 @@ class ProxyServer:
                         "error": "payload_too_large",
                         "reason": f"uploads are limited to {self.max_upload_bytes} bytes "
                                   "(PROXY_MAX_UPLOAD_BYTES)"})
-            return await self._http(request, route, target, upstream_url(target.url, tail, query), spool)
+            if st is not None and is_prompt_post(request.method, tail):
+                return await post_prompt(self, request, route, st, tail)
+            url = upstream_url(target.url, tail, query)
+            resp = await self._http(request, route, target, url, spool, st, tail)
+            kind = request.get("vastkeep_upstream_error")
+            if (st is not None and self.failover is not None and kind in HARD_KINDS and not resp.prepared
+                    and request.method in ("GET", "HEAD")
+                    and self.failover.strike(st, kind, asyncio.get_running_loop().time())):
+                target = await self.failover.settled(st)  # gone: the same read, once, on the new instance
+                url = upstream_url(target.url, tail, query)
+                resp = await self._http(request, route, target, url, None, st, tail)
+            if spool is not None and st is not None and self.failover is not None and resp.status == 200:
+                self.failover.keep_upload(st, spool, tail, request.headers.get("Content-Type", ""))
+                spool = None  # kept for replay after a failover
+            return resp
         finally:
             self.client_in_flight[client] -= 1
             if self.client_in_flight[client] <= 0:
@@ -206,7 +242,7 @@ class ProxyServer:
         return path
 
     async def _http(self, request: web.Request, route: str, target: Target, url: str,
-                    spool: Path | None) -> web.StreamResponse:
+                    spool: Path | None, st: LeaseState | None = None, tail: str = "") -> web.StreamResponse:
         assert self.session is not None
         headers = request_headers(request.headers.items())
         headers.append(("X-Forwarded-For", request.remote or ""))
@@ -221,6 +257,8 @@ class ProxyServer:
         elif length is not None and length <= SMALL_BODY:
             data = await request.read() if length else None
             self.metrics.bytes["up"] += length
+            if st is not None:
+                observe_request(st, request.method, tail, data)
         elif request.body_exists:
             data = self._count_up(request)
         resp: web.StreamResponse | None = None
@@ -233,6 +271,8 @@ class ProxyServer:
                 n = up.content_length
                 if n is not None and n <= SMALL_BODY:
                     body = await up.read()
+                    if st is not None:
+                        observe_answer(st, tail, up.status, body)
                     self.metrics.bytes["down"] += len(body)
                     self.metrics.requests[(route, up.status)] += 1
                     return web.Response(status=up.status, headers=out_headers, body=body)
@@ -266,6 +306,7 @@ class ProxyServer:
     def _failed(self, request: web.Request, route: str, target: Target, kind: str, status: int,
                 resp: web.StreamResponse | None = None) -> web.StreamResponse:
         self.metrics.upstream_errors[kind] += 1
+        request["vastkeep_upstream_error"] = kind
         log.warning("upstream %s on instance %s: %s %s", kind, target.instance_id, request.method,
                     endpoints.redact(request.path)[:200])
         if resp is not None and resp.prepared:  # the status line is gone: cut the body short instead

@@ -40,6 +40,7 @@ class Injection(TypedDict, total=False):
     pid: int
     restarts_before: object
     restored_at: float
+    under_prompt: bool  # comfy-crash: a client's prompt was running on the target when it struck
     undo_error: str
     respawned_at: float
     back_at: float
@@ -70,6 +71,10 @@ class Injector:
             if fam.target == INSTANCE:
                 if step.family.startswith("ssh-"):  # only a running collector can notice an SSH fault
                     target = pick_target(list(collecting or []), step.pick)
+                elif step.family == "comfy-crash":  # under a prompt: the short form's failover mid-prompt
+                    target = prompting(self.control, self.clock, [*leased, *ready])  # ready: leased next
+                    inj["under_prompt"] = target is not None
+                    target = target or pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 else:
                     target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 if target is None:
@@ -164,4 +169,37 @@ class Injector:
         inj["restored_at"] = self.clock.now()
 
 
-__all__ = ["NO_TARGET", "Injection", "Injector"]
+def prompting(control: SimControl, clock: Clock, candidates: list[str], wait_s: float = 8.0,
+              prompt_s: float = 5.0) -> str | None:
+    """An instance whose ComfyUI is running a client's prompt now (past ``execution_start``, not done), from
+    the simulator's phase log (only a leased instance runs one). None running: the instances' prompts are
+    made ``prompt_s`` long (a client sends one per lease, at once) and the log is polled for up to ``wait_s``
+    (a longer wait would push the plan's later faults back)."""
+    deadline = clock.monotonic() + wait_s
+    slowed = False
+    while True:
+        for iid in candidates:
+            if _running_prompt(control, iid):
+                return iid
+        if clock.monotonic() >= deadline:
+            return None
+        if not slowed:
+            slowed = True
+            for iid in candidates:
+                with contextlib.suppress(Exception):  # gone meanwhile
+                    control.set_prompt_s(int(iid), prompt_s)
+        clock.sleep(0.2)
+
+
+def _running_prompt(control: SimControl, iid: str) -> bool:
+    try:
+        phases = control.comfy_phases(int(iid))
+    except Exception:  # noqa: BLE001 - gone meanwhile: not this one
+        return False
+    last: dict[str, str] = {}
+    for p in phases:
+        last[str(p.get("prompt_id"))] = str(p.get("phase"))
+    return any(ph in ("execution_start", "executing") for ph in last.values())
+
+
+__all__ = ["NO_TARGET", "Injection", "Injector", "prompting"]

@@ -64,7 +64,10 @@ _PROCS = (
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("comfy-crash", INSTANCE, (10, 40), _COMFY_SEEN, observer="worker-keepalive"),
+        # struck under a client's prompt when one runs (between execution_start and execution_success): the
+        # endpoint fails the lease over and the prompt finishes on another instance (docs/proxy.md)
+        Family("comfy-crash", INSTANCE, (10, 40), (*_COMFY_SEEN, "failover-done"),
+               observer="worker-keepalive"),
         Family("comfy-hang", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
         Family("comfy-slow", INSTANCE, (35, 50), _COMFY_SEEN, observer="worker-keepalive"),
         Family("host-offline", INSTANCE, (0, 0), _HOST_SEEN, restorable=False),

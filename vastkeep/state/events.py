@@ -66,6 +66,13 @@ EVENT_KINDS: dict[str, str] = {
     "pool-lease-granted": "a client service leased a warm-pool instance "
                           "(instance_id, client, fence, leased_until)",
     "pool-lease-ended": "a client lease was released (instance_id, client, fence, reason)",
+    "failover-started": "the instance behind a client lease is gone; its lease is moving "
+                        "(instance_id, reason, detect_s)",
+    "failover-done": "a failover ended: the lease and its endpoint are on a new instance, or none was "
+                     "ready (instance_id, to_instance, reason, outcome, detect_s, switch_s, total_s, "
+                     "resubmitted, lost)",
+    "prompt-resubmitted": "a prompt in flight was sent again to the lease's new instance, its prompt_id kept "
+                          "(instance_id, from_instance, prompt_id, since_failover_s)",
     "pool-resized": "an operator changed the warm pool's desired size (desired_size, previous)",
     "safe-mode": "safe mode switched on or off (on, reason, cause)",
     "process-restarted": "supervision restarted a daemon whose heartbeat went stale, on the guide's "
