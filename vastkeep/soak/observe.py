@@ -36,7 +36,7 @@ class ObservedEvent(TypedDict):
 
 
 def _iso_s(value: object) -> float | None:
-    from vastkeep.soak.counters import _iso_s as parse  # noqa: PLC0415
+    from vastkeep.soak.counters import iso_s as parse  # noqa: PLC0415
 
     return parse(value)
 
