@@ -46,6 +46,10 @@ REDIS_CONNECT_TIMEOUT_S = 5.0
 BEAT_MAX_LOOP_INTERVAL_S = 5
 #: a beat that stopped renewing loses the lock after this long (several missed ticks, never one slow tick)
 BEAT_LOCK_TIMEOUT_S = 30
+#: beat retries a lost Redis this long (redbeat's exponential wait, at most 30 s between tries) before it
+#: gives up and exits: without it a Redis restart made beat exit at once ("beat raised exception
+#: ConnectionError"), so it came back only when its supervisor restarted it (the soak's redis-restart)
+BEAT_REDIS_RETRY_S = 300
 
 
 def _queue(name: str) -> Queue:
@@ -151,7 +155,8 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "redbeat_redis_options": {"socket_timeout": REDIS_SOCKET_TIMEOUT_S,
                                   "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-                                  "health_check_interval": 25, "retry_on_timeout": True},
+                                  "health_check_interval": 25, "retry_on_timeout": True,
+                                  "retry_period": BEAT_REDIS_RETRY_S},
         # the tasks package registers every task module
         "imports": ("tasks",),
         "worker_hijack_root_logger": True,

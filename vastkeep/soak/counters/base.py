@@ -12,8 +12,9 @@ within the bound). Any other ``url-fail`` is a client-visible failure, and so is
 while vastkeep's keepalive had reported that instance's ComfyUI lost (``connection-lost`` with no
 ``connection-restored`` yet): vastkeep knew and handed it out. An admin API call that found no server
 (``api-unreachable``) or a lease by name that failed (``task-error``) is expected only inside the window of a
-fault on the process that serves it (API; control worker) — from the injection to its restart plus
-:data:`PROCESS_GRACE_S` — else it is a failure.
+fault on the process that serves it (API; a control worker) or of Redis (which stops every process) — from the
+injection to its restart plus :data:`PROCESS_GRACE_S` — else it is a failure; so is a 5xx answer, except while
+Redis is away (the API cannot answer otherwise then).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Excused(StrEnum):
     RENEW_REFUSED_AFTER_BREAK = "renew-refused-after-break"
     RELEASE_REFUSED_AFTER_BREAK = "release-refused-after-break"
     RENEW_LATE = "renew-late"
+    HTTP_5XX_UNDER_REDIS_FAULT = "http-5xx-under-redis-fault"
 
 
 class MustNever(StrEnum):
@@ -69,6 +71,8 @@ class MustNever(StrEnum):
     LOG_LINES_DUPLICATED = "log-lines-duplicated"
     UNKNOWN_BILLING = "unknown-billing"
     CANARY_LEAKS = "canary-leaks"
+    GRANTED_WHILE_REDIS_AWAY = "granted-while-redis-away"
+    EXITED_ON_REDIS_FAULT = "exited-on-redis-fault"
 
 
 CLIENT_FAILURE_KINDS = tuple(ClientFailure)
@@ -177,11 +181,12 @@ def instance_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float
 
 
 def process_windows(injections: Iterable[Record], process: str) -> list[tuple[float, float]]:
-    """Windows in which the stack child ``process`` was down or frozen by a fault, plus the grace."""
+    """Windows in which the stack child ``process`` was down or frozen by a fault (its own, or one of Redis,
+    which stops every child), plus the grace."""
     out = []
     for inj in injections:
         fam = FAMILIES.get(str(inj.get("family")))
-        if fam is None or fam.target != PROCESS or fam.process != process:
+        if fam is None or fam.target != PROCESS or process not in fam.stops:
             continue
         at = num(inj["at"])
         back = inj.get("back_at") or inj.get("restored_at")
