@@ -12,10 +12,11 @@ Each value below is set explicitly because Celery's default is wrong for this sy
   and task; ``Settings`` already refuses a value below the poll intervals and the SSH time limit.
 * Two queues, routed by task-name prefix: ``vastkeep.control`` (short) and ``vastkeep.ssh`` (long).
 * Task events on, so Flower sees every task, sent and started.
-* Beat uses celery-redbeat (``beat_schedule.SCHEDULER``): the static schedule lives in Redis under
-  ``Keys.beat_prefix()`` with a lock, so every host may run beat and each entry still fires once per
-  interval. The lock expires ``BEAT_LOCK_TIMEOUT_S`` after its holder stops renewing it (renewed every
-  tick, at most ``BEAT_MAX_LOOP_INTERVAL_S`` apart); a standby beat retries the lock every tick interval.
+* Beat uses celery-redbeat (``beat_schedule.SCHEDULER``, ``worker.beat``): the static schedule lives in
+  Redis under ``Keys.beat_prefix()`` with a lock, so every host may run beat and each entry still fires
+  once per interval; a Redis outage is waited out, not fatal. The lock expires ``BEAT_LOCK_TIMEOUT_S``
+  after its holder stops renewing it (renewed every tick, at most ``BEAT_MAX_LOOP_INTERVAL_S`` apart); a
+  standby beat retries the lock every tick interval.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ REDIS_CONNECT_TIMEOUT_S = 5.0
 BEAT_MAX_LOOP_INTERVAL_S = 5
 #: a beat that stopped renewing loses the lock after this long (several missed ticks, never one slow tick)
 BEAT_LOCK_TIMEOUT_S = 30
-#: beat retries a lost Redis this long (redbeat's exponential wait, at most 30 s between tries) before it
-#: gives up and exits: without it a Redis restart made beat exit at once ("beat raised exception
-#: ConnectionError"), so it came back only when its supervisor restarted it (the soak's redis-restart)
-BEAT_REDIS_RETRY_S = 300
 
 
 def _queue(name: str) -> Queue:
@@ -155,8 +152,7 @@ def celery_config(settings: Settings, redis_url: str | None = None) -> dict[str,
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "redbeat_redis_options": {"socket_timeout": REDIS_SOCKET_TIMEOUT_S,
                                   "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-                                  "health_check_interval": 25, "retry_on_timeout": True,
-                                  "retry_period": BEAT_REDIS_RETRY_S},
+                                  "health_check_interval": 25, "retry_on_timeout": True},
         # the tasks package registers every task module
         "imports": ("tasks",),
         "worker_hijack_root_logger": True,

@@ -475,3 +475,20 @@ def test_long_process_faults_keep_their_child_free_for_their_hold_and_30_s():
     aways = sorted(s.at_s for s in steps if FAMILIES[s.family].process == "redis")
     assert all(b - a >= PROCESS_SPACING_S - 0.1 for a, b in zip(aways, aways[1:], strict=False))
     assert "redis-away" in {s.family for s in steps} and "pause-holder" in {s.family for s in steps}
+
+
+def test_a_child_restarted_over_a_redis_fault_exited_unless_its_own_fault_explains_it():
+    from vastkeep.soak.between import exited_children
+
+    before = {"redis": 0, "beat": 0, "worker-control": 1, "api": 0}
+    now = {"redis": {"restartCount": 1}, "beat": {"restartCount": 1}, "worker-control": {"restartCount": 2},
+           "api": {"restartCount": 0}}
+    assert exited_children(before, now, own_faults=["worker-control"]) == ["beat"]
+    assert exited_children(before, now, own_faults=[]) == ["beat", "worker-control"]
+
+
+def test_ssh_faults_follow_the_first_fault_that_gets_an_instance_replaced():
+    for seed in (1, 7, 20261207):
+        order = [s.family for s in build_plan(seed, 5, 127, full=False, fill=False)]
+        first = min(order.index(n) for n in ("destroyed-outside", "host-offline", "host-exited", "outbid"))
+        assert sorted(order[first + 1:first + 3]) == ["ssh-blackhole", "ssh-drop"]

@@ -103,7 +103,8 @@ FAMILIES: dict[str, Family] = {
         # cut past the lease TTL (15 s), the stale heartbeat (10 s) and the sweep's first restart step (10 s)
         Family("host-cut", PROCESS, (40, 50), process="hostb-keepalive", signal=Signal.CUT,
                affects=("hostb-control",)),
-        Family("pause-holder", PROCESS, (20, 28), process="hostb-keepalive", signal=Signal.STOP,
+        # paused past its lease TTL and long enough for another host to take the shard over (as the cut)
+        Family("pause-holder", PROCESS, (35, 45), process="hostb-keepalive", signal=Signal.STOP,
                full_only=True),
     )
 }
@@ -171,8 +172,7 @@ def build_plan(
     if unknown:
         raise ValueError(f"unknown fault families: {unknown}")
     rng = random.Random(seed)
-    order = names[:]
-    rng.shuffle(order)
+    order = _ssh_after_a_replacement(names[:], rng)
     window = end_s - start_s
     gap = min(window / max(1, len(order)), MAX_GAP_S)
     first_pass_s = min(window, max(gap, 6.0) * len(order))
@@ -191,6 +191,25 @@ def build_plan(
         hold = round(rng.uniform(*fam.hold_s), 1) if fam.hold_s[1] > 0 else 0.0
         steps.append(FaultStep(round(at, 1), name, hold, round(rng.random(), 4), _params(fam, rng)))
     return _space_processes(sorted(steps, key=lambda s: s.at_s), start_s, end_s)
+
+
+#: Families after which a new instance provisions (the pool replaces the one they killed): its SSH log
+#: collector runs then, and an SSH fault needs a running collector to strike.
+_REPLACED = ("destroyed-outside", "host-offline", "host-exited", "outbid")
+
+
+def _ssh_after_a_replacement(order: list[str], rng: random.Random) -> list[str]:
+    """A seeded shuffle in which the SSH families come right after the first family that gets an instance
+    replaced: collectors run only while an instance provisions, so an SSH fault planned where none runs waited
+    for one and, late in a short run, found none (the short form with 26 families, seed 20261207)."""
+    rng.shuffle(order)
+    ssh = [n for n in order if n.startswith("ssh-")]
+    first = next((i for i, n in enumerate(order) if n in _REPLACED), None)
+    if not ssh or first is None:
+        return order
+    rest = [n for n in order if not n.startswith("ssh-")]
+    at = rest.index(order[first]) + 1
+    return rest[:at] + ssh + rest[at:]
 
 
 def spacing_s(hold_s: float) -> float:

@@ -190,15 +190,16 @@ class SoakRun:
         track_processes(self.injections, self.stack.status, self.stack.home / "logs", self.clock,
                         self.obs.api_answers, self.obs.redis_answers)
         now = self.clock.now()
-        for record in self.injections:
+        for record in self.injections:  # a child restarted over a Redis fault, noticed as it happens
             back = record.get("back_at")
-            if record["family"] in between.REDIS_FAMILIES and back and "exited" not in record \
-                    and now >= float(back) + REDIS_SETTLE_S:
-                since = float(record["at"]) - 60
-                own = [str(r["target"]) for r in self.injections
-                       if r is not record and r.get("injected") and float(r["at"]) >= since]
-                record["exited"] = between.exited_children(record.get("restarts_all") or {},
-                                                           self.stack.status(), own)
+            if record["family"] not in between.REDIS_FAMILIES or not record.get("injected") \
+                    or (back and now > float(back) + REDIS_SETTLE_S):
+                continue
+            since = float(record["at"]) - 60  # a child's own fault struck before now explains its restart
+            own = [str(r["target"]) for r in self.injections
+                   if r is not record and r.get("injected") and since <= float(r["at"]) <= now]
+            seen = between.exited_children(record.get("restarts_all") or {}, self.stack.status(), own)
+            record["exited"] = sorted({*(record.get("exited") or []), *seen})
         shards: Mapping[str, float | None] | None = None
         for record in self.injections:
             if record["family"] not in between.HOSTB_FAMILIES or not record.get("injected"):
