@@ -136,10 +136,12 @@ def _sweeps_sent(stack: SoakStack) -> list[float]:
 
 
 def _lease_race(redis_url: str, n: int) -> list[dict[str, object]]:
-    client = Celery(broker=redis_url, backend=redis_url)
+    client = Celery("judge-race", broker=redis_url, backend=redis_url)
+    client.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
     try:
-        results = [client.send_task("vastkeep.pool.lease", kwargs={"duration_s": 60, "client": f"race-{i}",
-                                                                   "request_id": uuid.uuid4().hex})
+        results = [client.send_task("vastkeep.pool.lease", queue="vastkeep.control",
+                                    kwargs={"duration_s": 60, "client": f"race-{i}",
+                                            "request_id": uuid.uuid4().hex})
                    for i in range(n)]
         return [dict(r.get(timeout=60)) for r in results]
     finally:

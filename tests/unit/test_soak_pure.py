@@ -492,3 +492,17 @@ def test_ssh_faults_follow_the_first_fault_that_gets_an_instance_replaced():
         order = [s.family for s in build_plan(seed, 5, 127, full=False, fill=False)]
         first = min(order.index(n) for n in ("destroyed-outside", "host-offline", "host-exited", "outbid"))
         assert sorted(order[first + 1:first + 3]) == ["ssh-blackhole", "ssh-drop"]
+
+
+def test_a_control_plane_restart_waits_for_every_child_and_they_wait_for_it():
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.rules import hidden_by
+    from vastkeep.soak.tracking import node_marker
+
+    restart = FaultStep(at_s=0.0, family="control-plane-restart", hold_s=0.0)
+    beat_down = {"family": "kill-beat", "injected": True, "at": 100.0}
+    assert hidden_by(restart, [beat_down], 105.0, [], lambda: None)
+    assert not hidden_by(restart, [{**beat_down, "back_at": 110.0}], 150.0, [], lambda: None)
+    whole = {"family": "control-plane-restart", "injected": True, "at": 200.0}
+    assert hidden_by(FaultStep(0.0, "kill-api", 0.0), [whole], 210.0, [], lambda: None)
+    assert node_marker("worker-control") == "control@" and node_marker("hostb-keepalive") == "keepalive-b@"

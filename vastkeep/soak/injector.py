@@ -48,6 +48,8 @@ class Injection(TypedDict, total=False):
     spawned_at: float  # a killed or stopped-and-restarted child's new process started (supervisor's time)
     restarts_all: dict[str, int]  # Redis faults: every child's restart count when struck
     exited: list[str]  # Redis faults: children that exited (and were restarted) over it
+    pids: dict[str, int]  # a fault on several children at once: each one's leader pid
+    backs: dict[str, float]  # ... and when each one served again
     hostb_shards: list[str]  # host B faults: the keepalive shards host B held when struck
     moved_at: float  # ... when every one of them was held by a grant taken after the fault
     refused: int  # ... host B's renewals and fenced writes refused after it came back
@@ -86,6 +88,17 @@ class Injector:
                 self._instance(step, int(target))
             elif fam.target == API:
                 self._api(step)
+            elif fam.target == PROCESS and fam.together:
+                pids: dict[str, int] = {}
+                for cid, pid in self.stack.pids().items():
+                    if cid in fam.stops and pid:
+                        pids[cid] = pid
+                if set(pids) != set(fam.stops):
+                    inj["error"] = f"not running: {sorted(set(fam.stops) - set(pids))}"
+                    return inj
+                inj["target"], inj["pid"], inj["pids"] = "control-plane", pids[fam.process or ""], pids
+                for pid in pids.values():
+                    self._process(fam.signal, pid)
             elif fam.target == PROCESS:
                 process = fam.process or ""
                 pid = self.stack.pids().get(process)

@@ -54,6 +54,7 @@ class Family:
     observer: str | None = None  # the stack child whose work notices this instance fault
     affects: tuple[str, ...] = ()  # children a process fault stops besides ``process`` (Redis: all of them)
     full_only: bool = False  # too long for the short form's 4 minutes: only in a run of 10 minutes or more
+    together: bool = False  # a process fault that strikes ``process`` and every child of ``affects`` at once
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -67,6 +68,7 @@ _SSH_SEEN = ("ssh-backoff", "ssh-connected", "ssh-fallback-started")
 #: Every child that needs Redis, and the second worker host's (a Redis fault stops them all).
 _NEEDS_REDIS = ("worker-control", "worker-keepalive", "worker-ssh", "beat", "api", "hostb-control",
                 "hostb-keepalive")
+_CONTROL_PLANE = ("worker-keepalive", "worker-ssh", "beat", "api", "hostb-control", "hostb-keepalive")
 _PROCS = (
     ("control", "worker-control"),
     ("keepalive", "worker-keepalive"),
@@ -106,6 +108,10 @@ FAMILIES: dict[str, Family] = {
         # paused past its lease TTL and long enough for another host to take the shard over (as the cut)
         Family("pause-holder", PROCESS, (35, 45), process="hostb-keepalive", signal=Signal.STOP,
                full_only=True),
+        # a control-plane restart: every vastkeep process of both hosts killed at once and started again by
+        # its supervisor, while Redis (the state) and the cloud with its live instances stay up
+        Family("control-plane-restart", PROCESS, (0, 0), process="worker-control", signal=Signal.KILL,
+               affects=_CONTROL_PLANE, full_only=True, together=True),
     )
 }
 

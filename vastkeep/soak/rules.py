@@ -73,6 +73,12 @@ def hidden_by(
         return False
     if fam.target != PROCESS:
         return False
+    for record in injections:  # a restart of every process waits for all of them, and they wait for it
+        rfam = FAMILIES[record["family"]]
+        back = record.get("back_at")
+        if record.get("injected") and (fam.together or rfam.together) and set(fam.stops) & set(rfam.stops) \
+                and (back is None or now < float(back) + OBSERVER_SETTLE_S):
+            return True
     for record in injections:
         rfam = FAMILIES[record["family"]]
         if not record.get("injected") or rfam.observer not in fam.stops:

@@ -39,6 +39,45 @@ def log_mark_after(path: Path, marker: str, since: float, need: str = "") -> flo
     return None
 
 
+def node_marker(cid: str) -> str:
+    """What a worker child's node name starts with in its ``ready.`` line: ``worker-control`` → ``control@``,
+    host B's ``hostb-control`` → ``control-b@``."""
+    kind, _, queue = cid.partition("-")
+    return f"{queue}@" if kind == "worker" else f"{queue}-{kind.removeprefix('host')}@"
+
+
+def _serving_since(cid: str, since: float, logs: Path, clock: Clock, api_answers: Callable[[], bool],
+                   redis_answers: Callable[[], bool]) -> float | None:
+    """When the child ``cid`` served again after ``since``, or None: the API answers, Redis answers ``PING``,
+    beat logged ``beat: Starting...``, a worker logged ``<node> ready.``."""
+    if cid == "api":
+        return clock.now() if api_answers() else None
+    if cid == "redis":
+        return clock.now() if redis_answers() else None
+    if cid == "beat":
+        return log_mark_after(logs / "beat.log", "beat: Starting...", since)
+    return log_mark_after(logs / f"{cid}.log", node_marker(cid), since, need=" ready.")
+
+
+def _respawned(child: Mapping[str, object], old_pid: object) -> bool:
+    return child.get("status") == "running" and child.get("pid") not in (None, old_pid)
+
+
+def _track_together(record: Injection, status: Mapping[str, Mapping[str, object]], logs: Path, clock: Clock,
+                    api_answers: Callable[[], bool], redis_answers: Callable[[], bool]) -> None:
+    """A fault on several children at once is back when every one of them serves again."""
+    backs = record.setdefault("backs", {})
+    for cid, pid in (record.get("pids") or {}).items():
+        if cid in backs or not _respawned(status.get(cid) or {}, pid):
+            continue
+        seen = _serving_since(cid, float(record["at"]), logs, clock, api_answers, redis_answers)
+        if seen is not None:
+            backs[cid] = seen
+    if backs and set(backs) == set(record.get("pids") or {}):
+        record["respawned_at"] = min(backs.values())
+        record["back_at"] = max(backs.values())
+
+
 def track_processes(
     injections: list[Injection],
     status_fn: StatusFn,
@@ -53,10 +92,17 @@ def track_processes(
         fam = FAMILIES[record["family"]]
         if fam.target != PROCESS or not record.get("injected") or record.get("back_at"):
             continue
+        if fam.signal == Signal.CUT:  # host B's link: back when the relay moves bytes again
+            if record.get("restored_at"):
+                record["respawned_at"] = record["back_at"] = record["restored_at"]
+            continue
         status = status or status_fn()
+        if fam.together:
+            _track_together(record, status, logs, clock, api_answers, redis_answers)
+            continue
         child = status.get(fam.process or "") or {}
         if fam.signal in (Signal.KILL, Signal.TERM) and not record.get("respawned_at"):
-            if child.get("status") == "running" and child.get("pid") not in (None, record["pid"]):
+            if _respawned(child, record["pid"]):
                 record["respawned_at"] = clock.now()
                 started = iso_s(child.get("lastStartTime"))
                 if started is not None:
@@ -72,19 +118,9 @@ def track_processes(
         # after a kill every line is the new process's (the old one is dead): from the kill on, since the
         # runner may notice the new pid seconds after it started logging under load
         since = float(record["at"]) if fam.signal != Signal.STOP else float(record["respawned_at"])
-        if fam.process == "api":
-            if api_answers():
-                record["back_at"] = clock.now()
-        elif fam.process == "redis":
-            if redis_answers():
-                record["back_at"] = clock.now()
-        else:
-            process = fam.process or ""
-            marker = "beat: Starting..." if process == "beat" else f"{process.split('-')[-1]}@"
-            seen = log_mark_after(logs / f"{process}.log", marker, since,
-                                  need="" if process == "beat" else " ready.")
-            if seen is not None:
-                record["back_at"] = seen
+        seen = _serving_since(fam.process or "", since, logs, clock, api_answers, redis_answers)
+        if seen is not None:
+            record["back_at"] = seen
 
 
-__all__ = ["log_mark_after", "track_processes"]
+__all__ = ["log_mark_after", "node_marker", "track_processes"]
