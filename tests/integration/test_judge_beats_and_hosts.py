@@ -8,9 +8,11 @@ nothing to 4 instances while all of them run, then clients' leases by name race 
 Each duplicate is counted from a source other than vastkeep's own records:
 
 * rents: the cloud's ledger (a label rented again while alive; more rents than the pool's size);
-* polls: the cloud's request log (listing requests closer together than the single-flight snapshot allows);
+* polls: the cloud's request log (listings in a steady window against the single-flight bound: one per
+  snapshot refresh and one per reconcile round; the two callers send the same request);
 * shards and collectors: the kernel's socket table (``ss``): two keepalive processes holding a connection
-  to one instance's ComfyUI, or two SSH workers holding a session to one instance, in two samples in a row;
+  to one instance's ComfyUI, or two SSH worker processes holding a session to one instance, in two samples
+  in a row (the same connection in both: held, not a passing probe);
 * leases: the answers of the lease tasks (one instance granted twice, a fence handed out twice) and the
   pool's lease entries in Redis;
 * beat: the ``Sending due task`` lines of both beats (a sweep sent more often than its interval allows).
@@ -109,13 +111,15 @@ class SocketWatch:
         self._thread.join(10)
 
     def duplicates(self) -> dict[str, list[dict[str, object]]]:
-        """Per kind: an instance held by two processes (or two connections) in two samples in a row."""
+        """Per kind: an instance held by two processes in two samples in a row (one runner may hold two
+        connections to one ComfyUI, its ``/ws`` and a pooled HTTP one: that is one shard, not two)."""
         found: dict[str, list[dict[str, object]]] = {"comfy": [], "ssh": []}
         for prev, cur in zip(self.samples, self.samples[1:], strict=False):
             for where, conns in cur.items():
                 held = conns & prev.get(where, set())  # the same connection twice: held, not a probe
-                if len(held) > 1:
-                    found[where[1]].append({"instance": where[0], "pids": sorted({p for p, _ in held})})
+                pids = sorted({p for p, _ in held})
+                if len(pids) > 1:
+                    found[where[1]].append({"instance": where[0], "pids": pids})
         return found
 
     def held(self, kind: str) -> int:
@@ -169,6 +173,7 @@ def test_two_beats_and_three_hosts_duplicate_no_poll_shard_collector_rent_or_lea
             return len(obs.ready_and_leased()[0]) >= POOL
 
         warm_s = wait_for(lambda: ready() and time.time() - t0, 240, f"{POOL} instances ready", interval_s=2)
+        steady = (time.time(), time.time() + WINDOW_S)
         time.sleep(WINDOW_S)  # every host and both beats running over a warm pool
         answers = _lease_race(info.redis_url, 3 * POOL)
         time.sleep(5)
@@ -176,6 +181,7 @@ def test_two_beats_and_three_hosts_duplicate_no_poll_shard_collector_rent_or_lea
         obs.sample()
         requests = control.requests_seen(service="vast")
         ledger = control.ledger()
+        sweeps = _sweeps_sent(stack)
     finally:
         stack.stop()
         stack.cleanup()
@@ -183,21 +189,24 @@ def test_two_beats_and_three_hosts_duplicate_no_poll_shard_collector_rent_or_lea
     rents = [e for e in ledger if e.get("action") == "rent"]
     lists = sorted(float(r["ts"]) for r in requests if r.get("method") == "GET"  # type: ignore[arg-type]
                    and str(r.get("path", "")).rstrip("/").endswith("/instances"))
-    list_gaps = [b - a for a, b in zip(lists, lists[1:], strict=False)]
+    steady_lists = [x for x in lists if steady[0] <= x <= steady[1]]
+    # one listing per snapshot refresh (single-flight, at most every 5 s while instances are active) plus one
+    # per reconcile round (every 15 s): three hosts each polling on their own would list three times as often
+    most = WINDOW_S / 5.0 + WINDOW_S / 15.0 + 2
     granted = [a for a in answers if a.get("ok")]
-    sweeps = _sweeps_sent(stack)
     sweep_gaps = [b - a for a, b in zip(sweeps, sweeps[1:], strict=False)]
     dups = watch.duplicates()
     print(f"\n[judge] two beats, three hosts: pool warm after {warm_s:.0f} s; rents {len(rents)} for a pool "
-          f"of {POOL}, double rents {len(double_rents(ledger))}; listings {len(lists)}, closest two "
-          f"{min(list_gaps, default=0):.1f} s apart; keepalive connections seen {watch.held('comfy')}, "
+          f"of {POOL}, double rents {len(double_rents(ledger))}; listings {len(steady_lists)} in "
+          f"{WINDOW_S:.0f} s steady (single-flight bound {most:.0f}); "
+          f"keepalive connections seen {watch.held('comfy')}, "
           f"duplicated shards {len(dups['comfy'])}; SSH sessions seen {watch.held('ssh')}, duplicated "
           f"collectors {len(dups['ssh'])}; leases granted {len(granted)} of {len(answers)} asked, "
           f"instances {len({a['instanceId'] for a in granted})}, "
           f"fences {len({a['fence'] for a in granted})}; "
           f"sweeps sent {len(sweeps)}, closest two {min(sweep_gaps, default=0):.0f} s apart")
     assert not double_rents(ledger) and len(rents) == POOL
-    assert lists and min(list_gaps, default=99) >= 1.0, list_gaps  # one snapshot refresh at a time
+    assert 0 < len(steady_lists) <= most, steady_lists
     assert dups == {"comfy": [], "ssh": []}, dups
     assert watch.held("comfy") > 0  # the keepalive connections were there to be counted
     assert 0 < len(granted) <= POOL
