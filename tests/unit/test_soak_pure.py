@@ -506,3 +506,14 @@ def test_a_control_plane_restart_waits_for_every_child_and_they_wait_for_it():
     whole = {"family": "control-plane-restart", "injected": True, "at": 200.0}
     assert hidden_by(FaultStep(0.0, "kill-api", 0.0), [whole], 210.0, [], lambda: None)
     assert node_marker("worker-control") == "control@" and node_marker("hostb-keepalive") == "keepalive-b@"
+
+
+def test_a_second_fault_on_one_child_waits_until_the_first_is_over():
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.rules import hidden_by
+
+    paused = {"family": "pause-holder", "injected": True, "at": 100.0, "target": "hostb-keepalive"}
+    step = FaultStep(0.0, "pause-holder", 40.0)
+    assert hidden_by(step, [paused], 101.0, [], lambda: None)
+    assert hidden_by(step, [{**paused, "back_at": 140.0}], 145.0, [], lambda: None)
+    assert not hidden_by(step, [{**paused, "back_at": 140.0}], 151.0, [], lambda: None)
