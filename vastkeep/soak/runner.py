@@ -204,7 +204,9 @@ class SoakRun:
         for record in self.injections:
             if record["family"] not in between.HOSTB_FAMILIES or not record.get("injected"):
                 continue
-            if not record.get("moved_at"):
+            restored = record.get("restored_at")
+            late = restored is not None and now > float(restored) + judge.RECOVERY_GRACE_S
+            if not record.get("moved_at") and not late:  # a move long after host B returned is not its
                 shards = shards if shards is not None else self.obs.keepalive_shards()
                 hostb = between.pids_of_group(self.stack.pids().get("hostb-keepalive"))
                 if between.moved(record, shards) and between.stolen(record, self.obs.shard_owners(), hostb):
