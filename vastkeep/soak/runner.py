@@ -119,9 +119,12 @@ class SoakRun:
         pending = list(plan)
         undo: list[tuple[float, Injection]] = []
         while (elapsed := self.clock.monotonic() - t0m) < work_s:
-            if not self._redis_down():  # every read would wait out its timeout: sample once Redis is back
+            redis_down = self._redis_down()
+            if not redis_down:  # every read would wait out its timeout: sample once Redis is back
                 obs.sample()
-            while pending and pending[0].at_s <= elapsed:
+            # nor strike while it is away: choosing a target reads Redis, and the reads' timeouts made a 60 s
+            # outage's SIGCONT come 23-25 s late in the first 30-minute run
+            while pending and pending[0].at_s <= elapsed and not redis_down:
                 step = pending.pop(0)
                 record = self._strike(step, obs, inj, elapsed, work_s)
                 if record is None:  # not now: tried again shortly
@@ -206,7 +209,7 @@ class SoakRun:
                 continue
             restored = record.get("restored_at")
             late = restored is not None and now > float(restored) + judge.RECOVERY_GRACE_S
-            if not record.get("moved_at") and not late:  # a move long after host B returned is not its
+            if not record.get("moved_at") and not late and not self._redis_down():  # (late: not its move)
                 shards = shards if shards is not None else self.obs.keepalive_shards()
                 hostb = between.pids_of_group(self.stack.pids().get("hostb-keepalive"))
                 if between.moved(record, shards) and between.stolen(record, self.obs.shard_owners(), hostb):
