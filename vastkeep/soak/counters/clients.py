@@ -72,19 +72,11 @@ def judge_clients(
             else:
                 expected[Excused.REFUSED_NONE_IDLE] += 1
         elif op == "url-fail":
-            at = granted_at.get(str(line.get("lease")))
-            if (
-                inst is not None
-                and at is not None
-                and any(lost <= at and (back is None or at < back) for lost, back in comfy_lost.get(inst, ()))
-            ):  # granted while vastkeep's own keepalive said ComfyUI was lost
-                fail(ClientFailure.URL_DEAD, line)
-            elif inst is not None and inside(t, inst_w.get(inst, ())):
-                expected[Excused.URL_FAIL_UNDER_FAULT] += 1
-            elif inst is not None and inst in broken and broken[inst] <= t + 1.0:
-                expected[Excused.URL_FAIL_AFTER_BREAK] += 1
+            verdict = _url_fail(t, inst, granted_at.get(str(line.get("lease"))), comfy_lost, inst_w, broken)
+            if isinstance(verdict, Excused):
+                expected[verdict] += 1
             else:
-                fail(ClientFailure.URL_DEAD, line)
+                fail(verdict, line)
         elif op == "http-5xx":
             if inside(t, redis_w):  # the API answers 5xx while Redis is away: the right answer, not a bug
                 expected[Excused.HTTP_5XX_UNDER_REDIS_FAULT] += 1
@@ -110,6 +102,29 @@ def judge_clients(
         "grants": len(grants),
         "grant_latency_s": summary(latencies),
     }
+
+
+def _url_fail(
+    t: float,
+    inst: str | None,
+    granted: float | None,
+    comfy_lost: Mapping[str, Sequence[tuple[float, float | None]]],
+    inst_w: Mapping[str, list[tuple[float, float]]],
+    broken: Mapping[str, float],
+) -> ClientFailure | Excused:
+    """A dead ComfyUI URL: a failure when vastkeep granted it while its keepalive said ComfyUI was lost, or
+    when no fault on the instance and no break explains it; expected otherwise."""
+    if inst is None:
+        return ClientFailure.URL_DEAD
+    if granted is not None and any(
+        lost <= granted and (back is None or granted < back) for lost, back in comfy_lost.get(inst, ())
+    ):
+        return ClientFailure.URL_DEAD
+    if inside(t, inst_w.get(inst, ())):
+        return Excused.URL_FAIL_UNDER_FAULT
+    if inst in broken and broken[inst] <= t + 1.0:
+        return Excused.URL_FAIL_AFTER_BREAK
+    return ClientFailure.URL_DEAD
 
 
 def _judge_end(
