@@ -109,15 +109,17 @@ def moved(inj: Injection, shards: Mapping[str, float | None] | None) -> bool:
     return all((shards.get(n) or 0.0) > float(inj["at"]) for n in held)
 
 
-def count_refusals(log: Path, since: float) -> int:
-    """Lines of host B's keepalive log, from ``since`` on, where a renewal or a fenced write was refused."""
+def count_refusals(log: Path, since: float, until: float | None = None) -> int:
+    """Lines of host B's keepalive log, from ``since`` to ``until``, where a renewal or a fenced write was
+    refused."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return 0
     n = 0
     for line in text.splitlines():
-        if REFUSED_MARK in line and log_mark_after_line(line, since):
+        if REFUSED_MARK in line and log_mark_after_line(line, since) \
+                and (until is None or not log_mark_after_line(line, until)):
             n += 1
     return n
 

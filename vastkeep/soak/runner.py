@@ -215,8 +215,9 @@ class SoakRun:
                 if between.moved(record, shards) and between.stolen(record, self.obs.shard_owners(), hostb):
                     record["moved_at"] = self.clock.now()
             if record.get("restored_at"):
-                record["refused"] = between.count_refusals(
-                    self.stack.home / "logs" / "hostb-keepalive.log", float(record["at"]))
+                record["refused"] = between.count_refusals(  # this fault's: until its return plus 40 s
+                    self.stack.home / "logs" / "hostb-keepalive.log", float(record["at"]),
+                    float(record["restored_at"]) + judge.RECOVERY_GRACE_S)
 
     # ── judging ─────────────────────────────────────────────────────────────
     def _finish(self, obs: Observer, plan: list[FaultStep], started_at: str, warm_s: float) -> Report:
