@@ -293,13 +293,7 @@ class ComfyProcess:
         executed: list[str] = []
         states: dict[str, dict[str, object]] = {}
         for nid in cached:  # a cached output node shows its old result again
-            ui = self.cache[sigs[nid]][1]
-            if ui:
-                outputs[nid] = ui
-                meta[nid] = plan.meta(nid)
-                self._to_client(
-                    "executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid}
-                )
+            self._shown(pid, nid, self.cache[sigs[nid]][1], outputs, meta)
         new_cache = {sigs[nid]: self.cache[sigs[nid]] for nid in cached}
         for nid in run_order:
             class_type = prompt[nid]["class_type"]
@@ -323,38 +317,27 @@ class ComfyProcess:
                 return self._finish(new_cache, "error", outputs, meta, messages)
             except Exception as exc:  # a node raised: the prompt ends in execution_error
                 kind = exc.exception_type if isinstance(exc, NodeFailure) else type(exc).__name__
-                add(
-                    "execution_error",
-                    {
-                        "prompt_id": pid,
-                        "node_id": nid,
-                        "node_type": class_type,
-                        "executed": list(executed),
-                        "exception_message": str(exc),
-                        "exception_type": kind,
-                        "traceback": [
-                            f'  File "/opt/ComfyUI/execution.py", line 496, in execute\n    raise {kind}\n'
-                        ],
-                        "current_inputs": {},
-                        "current_outputs": list(values),
-                    },
-                )
+                add("execution_error", _error_data(pid, nid, class_type, executed, exc, kind, values))
                 self.on_phase(pid, "execution_error", node=nid, exception_type=kind)
                 return self._finish(new_cache, "error", outputs, meta, messages)
             values[nid] = result
             new_cache[sigs[nid]] = (result, ui)
             executed.append(nid)
             states[nid] = plan.state(pid, nid, 1, 1, "finished")
-            if ui:
-                outputs[nid] = ui
-                meta[nid] = plan.meta(nid)
-                self._to_client(
-                    "executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid}
-                )
+            self._shown(pid, nid, ui, outputs, meta)
         self.last_node_id = None
         add("execution_success", {"prompt_id": pid})
         self.on_phase(pid, "execution_success")
         return self._finish(new_cache, "success", outputs, meta, messages)
+
+    def _shown(self, pid: str, nid: str, ui: Any, outputs: dict[str, object],
+               meta: dict[str, object]) -> None:
+        """An output node's result: into the history entry, and ``executed`` to the client."""
+        if not ui:
+            return
+        outputs[nid] = ui
+        meta[nid] = plan.meta(nid)
+        self._to_client("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid})
 
     def _finish(self, cache: dict[str, CacheEntry], status: str, outputs: dict[str, object],
                 meta: dict[str, object], messages: list[list[object]]) -> Finished:
@@ -388,3 +371,19 @@ class ComfyProcess:
                     plan.preview_frame(png.encode_rgb(64, 64, color=(step * 0x0F0F0F) & 0xFFFFFF)),
                     self.client_id,
                 )
+
+
+def _error_data(pid: str, nid: str, class_type: str, executed: list[str], exc: Exception, kind: str,
+                values: dict[str, tuple[object, ...]]) -> dict[str, object]:
+    """``execution_error``'s fields as ComfyUI's ``execution.py`` sends them."""
+    return {
+        "prompt_id": pid,
+        "node_id": nid,
+        "node_type": class_type,
+        "executed": list(executed),
+        "exception_message": str(exc),
+        "exception_type": kind,
+        "traceback": [f'  File "/opt/ComfyUI/execution.py", line 496, in execute\n    raise {kind}\n'],
+        "current_inputs": {},
+        "current_outputs": list(values),
+    }

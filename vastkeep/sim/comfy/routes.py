@@ -23,78 +23,71 @@ SERVER_ERROR = "500 Internal Server Error\n\nServer got itself in trouble"
 UNSAFE_TYPES = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
 
 
-def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> None:
-    """Register the prompt routes at ``/`` and ``/api`` on ComfyUI's application."""
+class PromptRoutes:
+    """ComfyUI's prompt handlers, one method each, on the instance the gate chose for the request."""
 
-    def proc_of(request: web.Request) -> ComfyProcess:
-        h = host()
+    def __init__(self, host: Callable[[], ComfyHost | None]) -> None:
+        self.host = host
+
+    def proc_of(self, request: web.Request) -> ComfyProcess:
+        h = self.host()
         assert h is not None
         return h.process(request["sim_instance"])
 
-    async def body_of(request: web.Request) -> dict[str, Any] | None:
-        try:
-            data = await request.json()
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+    async def get_prompt(self, request: web.Request) -> web.Response:
+        return web.json_response(self.proc_of(request).queue_info())
 
-    def ok() -> web.Response:
-        return web.Response(status=200)
-
-    async def get_prompt(request: web.Request) -> web.Response:
-        return web.json_response(proc_of(request).queue_info())
-
-    async def post_prompt(request: web.Request) -> web.Response:
-        body = await body_of(request)
+    async def post_prompt(self, request: web.Request) -> web.Response:
+        body = await _body_of(request)
         if body is None:
             return web.Response(status=500, text=SERVER_ERROR)
-        status, answer = proc_of(request).submit(body)
+        status, answer = self.proc_of(request).submit(body)
         return web.json_response(answer, status=status)
 
-    async def get_queue(request: web.Request) -> web.Response:
-        return web.json_response(proc_of(request).current_queue())
+    async def get_queue(self, request: web.Request) -> web.Response:
+        return web.json_response(self.proc_of(request).current_queue())
 
-    async def post_queue(request: web.Request) -> web.Response:
-        body = await body_of(request)
+    async def post_queue(self, request: web.Request) -> web.Response:
+        body = await _body_of(request)
         if body is None:
             return web.Response(status=500, text=SERVER_ERROR)
-        proc = proc_of(request)
+        proc = self.proc_of(request)
         if body.get("clear"):
             proc.clear_pending()
         if "delete" in body:
             proc.delete_pending(list(body["delete"]))
-        return ok()
+        return web.Response(status=200)
 
-    async def post_interrupt(request: web.Request) -> web.Response:
-        body = await body_of(request) if request.can_read_body else {}
-        proc_of(request).interrupt((body or {}).get("prompt_id"))
-        return ok()
+    async def post_interrupt(self, request: web.Request) -> web.Response:
+        body = await _body_of(request) if request.can_read_body else {}
+        self.proc_of(request).interrupt((body or {}).get("prompt_id"))
+        return web.Response(status=200)
 
-    async def get_history(request: web.Request) -> web.Response:
+    async def get_history(self, request: web.Request) -> web.Response:
         q = request.rel_url.query
         max_items = int(q["max_items"]) if "max_items" in q else None
         offset = int(q.get("offset", -1))
-        return web.json_response(proc_of(request).get_history(max_items=max_items, offset=offset))
+        return web.json_response(self.proc_of(request).get_history(max_items=max_items, offset=offset))
 
-    async def get_history_item(request: web.Request) -> web.Response:
-        return web.json_response(proc_of(request).get_history(request.match_info["prompt_id"]))
+    async def get_history_item(self, request: web.Request) -> web.Response:
+        return web.json_response(self.proc_of(request).get_history(request.match_info["prompt_id"]))
 
-    async def post_history(request: web.Request) -> web.Response:
-        body = await body_of(request)
+    async def post_history(self, request: web.Request) -> web.Response:
+        body = await _body_of(request)
         if body is None:
             return web.Response(status=500, text=SERVER_ERROR)
-        proc = proc_of(request)
+        proc = self.proc_of(request)
         if body.get("clear"):
             proc.history.clear()
         for pid in body.get("delete", []):
             proc.history.pop(pid, None)
-        return ok()
+        return web.Response(status=200)
 
-    async def view(request: web.Request) -> web.StreamResponse:
+    async def view(self, request: web.Request) -> web.StreamResponse:
         q = request.rel_url.query
         if "filename" not in q:
             return web.Response(status=404)
-        dirs = proc_of(request).dirs
+        dirs = self.proc_of(request).dirs
         filename, kind = q["filename"], None
         for tag in ("output", "input", "temp"):  # an annotated name: "x.png [input]"
             if filename.endswith(f" [{tag}]"):
@@ -122,11 +115,11 @@ def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> No
             path, headers={"Content-Disposition": f'filename="{name}"', "Content-Type": ctype}
         )
 
-    async def upload_image(request: web.Request) -> web.Response:
+    async def upload_image(self, request: web.Request) -> web.Response:
         post = await request.post()
         image = post.get("image")
         kind = str(post.get("type") or "input")
-        dirs = proc_of(request).dirs
+        dirs = self.proc_of(request).dirs
         base = dirs.of(kind if kind in ("input", "temp", "output") else "input")
         if base is None or not isinstance(image, web.FileField) or not image.filename:
             return web.Response(status=400)
@@ -152,21 +145,42 @@ def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> No
             fh.write(data)
         return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
-    async def get_object_info(request: web.Request) -> web.Response:
-        files = proc_of(request).dirs.input_files()
+    async def get_object_info(self, request: web.Request) -> web.Response:
+        files = self.proc_of(request).dirs.input_files()
         return web.json_response(object_info(files, request.match_info.get("node_class")))
 
-    r = app.router
+
+async def _body_of(request: web.Request) -> dict[str, Any] | None:
+    try:
+        data = await request.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+#: (method, path under ``/`` and ``/api``, handler): ComfyUI's ``server.py`` routes this stand-in answers.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/prompt", "get_prompt"),
+    ("POST", "/prompt", "post_prompt"),
+    ("GET", "/queue", "get_queue"),
+    ("POST", "/queue", "post_queue"),
+    ("POST", "/interrupt", "post_interrupt"),
+    ("GET", "/history", "get_history"),
+    ("GET", "/history/{prompt_id}", "get_history_item"),
+    ("POST", "/history", "post_history"),
+    ("GET", "/view", "view"),
+    ("POST", "/upload/image", "upload_image"),
+    ("GET", "/object_info", "get_object_info"),
+    ("GET", "/object_info/{node_class}", "get_object_info"),
+)
+
+
+def add_routes(app: web.Application, host: Callable[[], ComfyHost | None]) -> None:
+    """Register the prompt routes at ``/`` and ``/api`` on ComfyUI's application."""
+    handlers = PromptRoutes(host)
     for prefix in ("", "/api"):
-        r.add_get(prefix + "/prompt", get_prompt)
-        r.add_post(prefix + "/prompt", post_prompt)
-        r.add_get(prefix + "/queue", get_queue)
-        r.add_post(prefix + "/queue", post_queue)
-        r.add_post(prefix + "/interrupt", post_interrupt)
-        r.add_get(prefix + "/history", get_history)
-        r.add_get(prefix + "/history/{prompt_id}", get_history_item)
-        r.add_post(prefix + "/history", post_history)
-        r.add_get(prefix + "/view", view)
-        r.add_post(prefix + "/upload/image", upload_image)
-        r.add_get(prefix + "/object_info", get_object_info)
-        r.add_get(prefix + "/object_info/{node_class}", get_object_info)
+        for method, path, name in ROUTES:
+            if method == "GET":
+                app.router.add_get(prefix + path, getattr(handlers, name))  # HEAD too, as before
+            else:
+                app.router.add_post(prefix + path, getattr(handlers, name))
