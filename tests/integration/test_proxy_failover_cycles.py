@@ -79,3 +79,4 @@ def test_without_consent_one_error_per_failover_and_the_next_prompt_works(proxy_
         targets.append(moved)
         refill(rig, first, moved)
     assert leased_before[1:] == targets[:-1], (leased_before, targets)
+
