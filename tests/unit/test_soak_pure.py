@@ -440,3 +440,17 @@ def test_a_comfy_crash_waits_until_the_keepalive_shards_run_again_after_a_kill(s
     run = _Run(now=112.0, injections=[kill])
     step = FaultStep(at_s=0.0, family="comfy-crash", hold_s=10.0)
     assert SoakRun._hidden_by(run, step, _Shards(shards)) is hidden  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("injections", "want"), [
+    ([], 0),  # planned, not struck yet
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": False}], 0),
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": True}], 1),
+    ([{"family": "comfy-crash", "injected": False, "under_prompt": True}], 0),  # not struck: not counted
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": True},
+      {"family": "comfy-crash", "injected": True}], 1),
+])
+def test_family_table_counts_the_crashes_struck_under_a_prompt(injections, want):
+    fams = family_table(injections, ["comfy-crash", "api-429"])
+    assert fams["comfy-crash"]["under_prompt"] == want
+    assert "under_prompt" not in fams["api-429"]

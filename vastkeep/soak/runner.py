@@ -197,6 +197,7 @@ class SoakRun:
                 self.say(
                     f"  +{elapsed:6.1f}s {step.family:<18} {record.get('target') or ''} "
                     f"{'' if record['injected'] else 'NOT INJECTED: ' + str(record.get('error'))}"
+                    f"{' (under a prompt)' if record.get('under_prompt') else ''}"
                 )
                 if record["injected"] and step.hold_s > 0:
                     undo.append((elapsed + step.hold_s, record))
