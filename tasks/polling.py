@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tasks import cloud
 from tasks.base import AnyTask, VastkeepTask, retry_on_redis
 from tasks.shutdown import stopping_check
 from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, PollSchedule, ShowAnswers
@@ -55,14 +56,13 @@ def poller(task: AnyTask | None = None) -> Iterator[Poller]:
         if task is not None:
             task.send_event(f"task-{kind}", retry=True, retry_policy=None, **fields)  # Celery's defaults
 
-    vast = res.vast_client()
+    vast = cloud.provider(res)
     try:
         yield Poller(res.store, PollPolicy.from_settings(res.settings), events=res.events, clock=res.clock,
                      announced=res.announced,
                      send=send, notify=notify, vast=vast)
     finally:
-        if vast is not None:
-            vast.close()
+        cloud.close(vast)
 
 
 # acks_late off for this one task: a dispatcher needs no redelivery (beat's ensure starts a new one within
@@ -115,7 +115,7 @@ def confirm_absence(self: VastkeepTask, instance_id: str | int) -> dict[str, obj
         if not iid.isdigit():
             return {"instance_id": iid, "error": "not an instance id"}
         res = wiring.resources()
-        vast = res.vast_client()
+        vast = cloud.provider(res)
         if vast is None:
             ShowAnswers(res.redis, res.keys).drop([iid])
             return {"instance_id": iid, "error": "no Vast.ai client (VAST_API_KEY unset)"}
@@ -123,7 +123,7 @@ def confirm_absence(self: VastkeepTask, instance_id: str | int) -> dict[str, obj
             schedule = PollSchedule(res.redis, res.keys, res.clock)
             return dict(polling_confirm(res.redis, res.keys, vast, schedule, iid))
         finally:
-            vast.close()
+            cloud.close(vast)
 
     return retry_on_redis(self, go, WHAT)
 

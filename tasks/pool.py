@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from tasks import cloud
 from tasks.base import AnyTask, VastkeepTask, retry_on_redis
 from vastkeep.core.errors import LeaseBusy, PermanentError, VastkeepError
 from vastkeep.pool import PoolLeases, build_leases, build_reconciler
@@ -55,14 +56,13 @@ def reconcile(self: VastkeepTask, wake_at: float | None = None) -> dict[str, obj
                 self.apply_async(kwargs={"wake_at": wake_at}, countdown=wait_s,
                                  expires=wait_s + res.settings.warm_pool_reconcile_interval_s)
                 return {"deferred": round(wait_s, 3)}
-        vast = res.vast_client(events=res.events)
+        vast = cloud.provider(res, events=res.events)
         try:
             return build_reconciler(res.settings, res.store, res.events, res.redis, res.keys, vast,
                                     res.clock, max_round_s=_round_limit_s(),
                                     check=check_after_lease).run(wake=wake_at is not None)
         finally:
-            if vast is not None:
-                vast.close()
+            cloud.close(vast)
 
     return retry_on_redis(self, go, WHAT)
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from tasks import cloud
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import NotFound
 from vastkeep.ports import flow as port_flow
 from vastkeep.ports.validator import PortValidator
-from vastkeep.providers.vast import VastClient
+from vastkeep.providers import Provider
 from vastkeep.state.leases import LeaseManager
 from worker import wiring
 from worker.app import app
@@ -34,10 +35,10 @@ def _validator() -> PortValidator:
     return PortValidator.from_settings(res.settings, clock=res.clock)
 
 
-def _vast_client() -> VastClient | None:
-    """A VastClient with the effective key (update-token's runtime override first), else None: no refresh."""
-    res = wiring.resources()
-    return res.vast_client()
+def _vast_client() -> Provider | None:
+    """The configured cloud's client (for Vast.ai: with the effective key, update-token's runtime override
+    first), else None: no refresh."""
+    return cloud.provider(wiring.resources())
 
 
 @app.task(name="vastkeep.ports.validate_instance", bind=True, base=VastkeepTask,
@@ -57,8 +58,7 @@ def validate_instance(self: VastkeepTask, instance_id: str | int) -> dict[str, o
             return {"instance_id": iid, "success": False, "port": None, "kind": None, "connection_url": None,
                     "error": exc.message, "firewall": False, "candidates": []}
         finally:
-            if vast is not None:
-                vast.close()
+            cloud.close(vast)
 
     return retry_on_redis(self, go, WHAT)
 
@@ -85,8 +85,7 @@ def validate_pool(self: VastkeepTask) -> dict[str, object]:
                                            leases=leases, progress=progress,
                                            probe_deadline_s=sweep_probe_deadline_s(res.settings))
         finally:
-            if vast is not None:
-                vast.close()
+            cloud.close(vast)
 
     try:
         return retry_on_redis(self, go, WHAT)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tasks import cloud
 from tasks.base import VastkeepTask, retry_on_redis
 from vastkeep.core.errors import ConfigError
 from vastkeep.core.settings import Settings
-from vastkeep.providers.vast import VastClient
+from vastkeep.providers import Provider
 from vastkeep.ssh import CollectorConfig, LogStore
 from vastkeep.ssh import flow as ssh_flow
 from vastkeep.ssh.provider_log import Fetch
@@ -37,15 +38,15 @@ COLLECT = "vastkeep.ssh.collect"
 def _provider_fetch(res: wiring.Resources) -> Fetch:
     """The provider's log API for the fallback; the client is built on first use (a run whose SSH works
     never needs it) and is None-safe when no Vast.ai key is configured."""
-    made: list[VastClient | None] = []
+    made: list[Provider | None] = []
 
     def fetch(instance_id: str, tail: int, url_guard: Callable[[str], str]) -> str:
         if not made:
-            made.append(res.vast_client())
-        vast = made[0]
-        if vast is None:
+            made.append(cloud.provider(res))
+        client = made[0]
+        if client is None:
             raise ConfigError("no Vast.ai key: the provider log API is not available")
-        return vast.request_logs(int(instance_id), tail, wait_s=PROVIDER_LOG_WAIT_S, url_guard=url_guard)
+        return client.container_logs(int(instance_id), tail, wait_s=PROVIDER_LOG_WAIT_S, url_guard=url_guard)
 
     return fetch
 

@@ -61,10 +61,14 @@ def test_a_record_stored_before_the_provider_seam_is_still_read(store, redis_cli
     assert [r.instance_id for r in store.list_instances()] == ["4242"]
     view = rec.to_status_dict()
     assert (view["sshHost"], view["sshPort"], view["dphTotal"]) == ("ssh5.example", 15458, 0.412)
+    assert rec.provider_status == rec.vast_status == view["vastStatus"] == "running"  # the old name reads too
     store.update_instance("4242", {"label": "vastkeep:default:1"})
     stored = json.loads(redis_client.get("vastkeep:instance:4242"))
     assert stored["ssh_proxy_host"] == "ssh5.example" and stored["price_per_hour"] == 0.412
-    assert not {"ssh_host", "ssh_port", "dph_total"} & set(stored)
+    assert stored["provider_status"] == "running"
+    assert not {"ssh_host", "ssh_port", "dph_total", "vast_status"} & set(stored)
+    store.update_instance("4242", {"vast_status": "exited"})  # an old caller's field name
+    assert store.get_instance("4242").provider_status == "exited"
 
 
 def test_status_dict_has_the_guides_fields(store, clock):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tests.fixtures.helpers import wait_until
 from vastkeep.state.store import InstanceRecord
 
 
@@ -125,12 +126,9 @@ def test_lease_ids_never_show_in_flower_events(vk_celery_worker, vk_celery_app, 
         gone = send("vastkeep.pool.release_lease", **redacted(new_id))
         ids.append(gone.id)
         assert gone.get(timeout=15)["ok"] is True
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            done = {e.get("uuid") for e in events if e.get("type") == "task-succeeded"}
-            if set(ids) <= done:
-                break
-            time.sleep(0.05)
+        # the assertions below say what was missing, so this wait records instead of failing
+        wait_until(lambda: set(ids) <= {e.get("uuid") for e in list(events)
+                                        if e.get("type") == "task-succeeded"}, timeout_s=15, interval_s=0.05)
     finally:
         stop.set()
         listener.join(5)

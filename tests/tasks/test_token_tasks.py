@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.token_cloud import SimCloud
 from vastkeep.core.settings import Secret
 from vastkeep.state.events import EventLog
@@ -95,12 +95,15 @@ def test_invalid_token_gives_durable_event_celery_event_and_error_line(cloud, vk
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     try:
-        deadline = time.monotonic() + 20
-        result = None
-        while not got.is_set() and time.monotonic() < deadline:
+        results: list[Any] = []
+
+        def caught() -> bool:
             # Fanout events reach only subscribed receivers: repeat until the listener has caught one.
-            result = run("validate_all")
-            got.wait(1.0)
+            results.append(run("validate_all"))
+            return got.wait(1.0)
+
+        wait_until(caught, timeout_s=20, interval_s=0)  # the assertions below say what was missing
+        result = results[-1] if results else None
     finally:
         stop.set()
         listener.join(5)

@@ -267,3 +267,42 @@ def test_the_vocabulary_scan_can_fail():
     fine = ('def ssh_host_key(x): ...\nssh_proxy_host = "h"\nprice_per_hour = 1\nreliability = 0.9\n'
             'a = "-p 18188:18188"\nvastkeep_status = "actual_statusx"\n')
     assert vast_words(fine) == []
+
+
+# ── one place chooses the cloud: a layer never imports a cloud's own module ────────────────────────
+#: a cloud's own modules inside ``vastkeep/providers/`` (``vast.py``, ``vast_map.py``, ...): a second cloud
+#: adds its prefix here, beside its words in :data:`PROVIDER_WORDS`
+CLOUD_MODULE_PREFIXES = ("vast",)
+#: who may import them outside ``providers/``: Vast.ai's builder for the registry (with its token pre-flight)
+#: and the token-check pools that pace Vast.ai's endpoints. Everyone else asks ``vastkeep.providers`` (the
+#: front door, the seam) and gets its client from ``providers.registry.build_provider``.
+CLOUD_MODULE_IMPORTERS = {"vastkeep/tokens/preflight.py", "vastkeep/tokens/pools.py"}
+
+
+def cloud_module_imports(path: Path, tree: ast.AST) -> list[str]:
+    """``line N: module`` for each import of a cloud's own module (``vastkeep.providers.vast*``)."""
+    found = []
+    for line, module in vastkeep_imports(tree, path):
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[1] == "providers" and parts[2].startswith(CLOUD_MODULE_PREFIXES):
+            found.append(f"line {line}: {module}")
+    return found
+
+
+@pytest.mark.parametrize("path", [f for f in LAYER_FILES if _rel(f) not in CLOUD_MODULE_IMPORTERS], ids=_rel)
+def test_layers_reach_a_cloud_only_through_the_seam(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    assert cloud_module_imports(path, tree) == [], (
+        f"{_rel(path)} imports a cloud's own module: use vastkeep.providers (Provider, Instance, Offer) and "
+        "get the client from vastkeep.providers.registry.build_provider")
+
+
+def test_the_cloud_module_check_can_fail():
+    bad = ast.parse("from vastkeep.providers.vast import VastClient\nimport vastkeep.providers.vast_map\n"
+                    "from ..providers.vast_models import VastOffer\n")
+    found = cloud_module_imports(PACKAGE / "pool" / "x.py", bad)
+    assert len(found) == 3, found
+    ok = ast.parse("from vastkeep.providers import Provider\n"
+                   "from vastkeep.providers.base import COMFYUI_PORT\n"
+                   "from vastkeep.providers.registry import build_provider\n")
+    assert cloud_module_imports(PACKAGE / "pool" / "x.py", ok) == []

@@ -56,7 +56,7 @@ async def adopt_instance(instance_id: str = INSTANCE_ID,
         except ValueError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         return {"instanceId": rec.instance_id, "adopted": True, "status": rec.status,
-                "vastStatus": rec.vast_status, "label": rec.label}
+                "vastStatus": rec.provider_status, "label": rec.label}
 
     return await run_in_threadpool(go)
 

@@ -259,8 +259,8 @@ def apply_provider_word(cur: InstanceRecord, row: Instance | None, absence_confi
                 cur.port_validation = None
             for key, value in moved.items():
                 setattr(cur, key, value)
-        if cur.vast_status != row.status_word or cur.provider_seen_at is None:
-            cur.vast_status = row.status_word
+        if cur.provider_status != row.status_word or cur.provider_seen_at is None:
+            cur.provider_status = row.status_word
             cur.provider_seen_at = seen_at if seen_at is not None else now
         for name in ("label", "gpu_name", "price_per_hour"):
             if getattr(cur, name) is None and getattr(row, name) is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vastkeep.core.settings import Settings
 from vastkeep.providers import Offer, OfferSpec
-from vastkeep.providers.vast_map import offer_query as _provider_query
+from vastkeep.providers import vast_offer_query as _provider_query
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from vastkeep.pool.plan import (
 )
 from vastkeep.pool.report import RoundReport
 from vastkeep.providers import Instance, Offer, Phase, Provider, RentOrder, record_from_instance
+from vastkeep.providers import vast_rent_env as _provider_env
 from vastkeep.providers.base import COMFYUI_PORT
-from vastkeep.providers.vast_map import rent_env as _provider_env
 from vastkeep.state import InstanceRecord, InstanceStatus, Lease, LeaseKeeper
 
 if TYPE_CHECKING:

@@ -253,7 +253,7 @@ def record_from_instance(instance: Instance, status: InstanceStatus = InstanceSt
                          extra: Mapping[str, object] | None = None) -> InstanceRecord:
     """A new record for an instance found at the provider: its label, GPU, price and address."""
     return InstanceRecord(
-        str(instance.id), status=status, vast_status=instance.status_word, public_ip=instance.public_ip,
+        str(instance.id), status=status, provider_status=instance.status_word, public_ip=instance.public_ip,
         ssh_proxy_host=instance.ssh_proxy_host, ssh_proxy_port=instance.ssh_proxy_port,
         ports=dict(instance.ports), label=instance.label, gpu_name=instance.gpu_name,
         price_per_hour=instance.price_per_hour, created_at=created_at, extra=dict(extra or {}))

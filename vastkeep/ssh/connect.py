@@ -158,31 +158,44 @@ def exec_channel(client: paramiko.SSHClient, command: str, timeout_s: float) -> 
     return channel
 
 
-def run_probe(client: paramiko.SSHClient, command: str, expect: bytes, timeout_s: float,
-              monotonic: Callable[[], float]) -> bool:
-    """One round trip (``echo keepalive``): True when ``expect`` came back within ``timeout_s``."""
+def capture(client: paramiko.SSHClient, command: str, limit: int, timeout_s: float,
+            monotonic: Callable[[], float], *, until: bytes | None = None) -> bytes | None:
+    """A short command's stdout within ``timeout_s``: at most ``limit`` bytes, or up to the first chunk
+    holding ``until``; None when it failed or ran out of time. The one bounded read of an exec channel
+    (the health probe and the rotation check both use it)."""
     deadline = monotonic() + timeout_s
     try:
         channel = exec_channel(client, command, timeout_s)
     except SSHError:
-        return False
-    got = b""
+        return None
+    out = b""
     try:
-        while expect not in got:
+        while len(out) < limit and (until is None or until not in out):
             left = deadline - monotonic()
             if left <= 0:
-                return False
+                return None
             channel.settimeout(left)
-            chunk = channel.recv(256)
+            chunk = channel.recv(min(65536, limit - len(out)))
             if not chunk:
                 break
-            got += chunk
-        return expect in got
+            out += chunk
     except (TimeoutError, paramiko.SSHException, EOFError, OSError):
-        return False
+        return None
     finally:
         with contextlib.suppress(Exception):
             channel.close()
+    return out
+
+
+#: what a health probe reads at most while it waits for its reply
+PROBE_READ_LIMIT = 65536
+
+
+def run_probe(client: paramiko.SSHClient, command: str, expect: bytes, timeout_s: float,
+              monotonic: Callable[[], float]) -> bool:
+    """One round trip (``echo keepalive``): True when ``expect`` came back within ``timeout_s``."""
+    got = capture(client, command, PROBE_READ_LIMIT, timeout_s, monotonic, until=expect)
+    return got is not None and expect in got
 
 
 KEEPALIVE_REQUEST = "keepalive@openssh.com"

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from vastkeep.core.errors import SSHError
+from vastkeep.ssh.connect import capture as _capture
 from vastkeep.ssh.connect import exec_channel
 from vastkeep.ssh.logstore import LogStore
 from vastkeep.state import EventSink
@@ -123,33 +123,6 @@ def remote_head(client: paramiko.SSHClient, path: str, size: int, timeout_s: flo
     if size <= 0:
         return b""
     return _capture(client, f"head -c {int(size)} {shlex.quote(path)}", size, timeout_s, monotonic) or b""
-
-
-def _capture(client: paramiko.SSHClient, command: str, limit: int, timeout_s: float,
-             monotonic: Callable[[], float]) -> bytes | None:
-    """A short command's stdout (at most ``limit`` bytes) within ``timeout_s``; None when it failed."""
-    deadline = monotonic() + timeout_s
-    try:
-        channel = exec_channel(client, command, timeout_s)
-    except SSHError:
-        return None
-    out = b""
-    try:
-        while len(out) < limit:
-            left = deadline - monotonic()
-            if left <= 0:
-                return None
-            channel.settimeout(left)
-            chunk = channel.recv(min(65536, limit - len(out)))
-            if not chunk:
-                break
-            out += chunk
-    except (TimeoutError, paramiko.SSHException, EOFError, OSError):
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            channel.close()
-    return out
 
 
 @dataclass

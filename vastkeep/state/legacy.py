@@ -1,9 +1,9 @@
 """Record field names as stored before the provider seam (read-compat only; nothing writes them now).
 
-Records written by earlier versions name three fields after Vast.ai's API. They are read under their
-neutral names, so a record survives the upgrade; the next write stores the neutral names only. This is
-the one module outside ``vastkeep/providers/`` allowed to spell those words (``tests/unit/test_layering.py``
-exempts it by name).
+Records written by earlier versions name four fields after Vast.ai (three of its API's, and
+``vast_status``, now ``provider_status``). They are read under their neutral names, so a record survives
+the upgrade; the next write stores the neutral names only. This is the one module outside
+``vastkeep/providers/`` allowed to spell those words (``tests/unit/test_layering.py`` exempts it by name).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ RENAMED_RECORD_FIELDS: Mapping[str, str] = {
     "ssh_host": "ssh_proxy_host",
     "ssh_port": "ssh_proxy_port",
     "dph_total": "price_per_hour",
+    "vast_status": "provider_status",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Final
 
 from vastkeep.core.clock import iso
@@ -55,7 +55,7 @@ class InstanceRecord:
 
     instance_id: str
     status: InstanceStatus = InstanceStatus.STARTING
-    vast_status: str | None = None
+    provider_status: str | None = None
     public_ip: str | None = None
     ssh_proxy_host: str | None = None
     ssh_proxy_port: int | None = None
@@ -81,8 +81,12 @@ class InstanceRecord:
     #: when the record entered its current status (stamped by the store on every change; starting and
     #: loading count as one provisioning phase): "stuck provisioning" is measured from here, not created_at
     status_since: float | None = None
+    #: the field's name before the provider seam, still accepted by the constructor (read as a property)
+    vast_status: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, vast_status: str | None = None) -> None:
+        if vast_status is not None and self.provider_status is None:
+            self.provider_status = vast_status
         self.instance_id = str(self.instance_id)
         if self.status not in INSTANCE_STATUSES:
             raise ValueError(f"unknown instance status {self.status!r}; "
@@ -126,7 +130,7 @@ class InstanceRecord:
         return {
             "contractId": self.instance_id, "status": self.status, "connectionUrl": self.connection_url,
             "lastHeartbeat": iso(self.last_heartbeat), "leasedUntil": iso(self.leased_until),
-            "vastStatus": self.vast_status, "publicIp": self.public_ip, "sshHost": self.ssh_proxy_host,
+            "vastStatus": self.provider_status, "publicIp": self.public_ip, "sshHost": self.ssh_proxy_host,
             "sshPort": self.ssh_proxy_port, "ports": dict(self.ports), "portValidation": self.port_validation,
             "label": self.label, "gpuName": self.gpu_name, "dphTotal": self.price_per_hour,
             "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at), "error": self.error,
@@ -139,7 +143,7 @@ class InstanceRecord:
 
 #: The JSON kind each typed field must hold when not null (checked by ``InstanceRecord.from_dict``).
 _FIELD_KINDS: dict[str, str] = {
-    "instance_id": "str|int", "status": "str", "vast_status": "str", "public_ip": "str",
+    "instance_id": "str|int", "status": "str", "provider_status": "str", "public_ip": "str",
     "ssh_proxy_host": "str", "ssh_proxy_port": "int", "ports": "dict", "connection_url": "str",
     "port_validation": "dict",
     "last_heartbeat": "time", "leased_until": "time", "lease_owner": "str", "label": "str", "gpu_name": "str",
@@ -169,6 +173,17 @@ def _is_kind(value: object, kind: str) -> bool:
 
 
 
+
+def _old_status(self: InstanceRecord) -> str | None:
+    return self.provider_status
+
+
+def _set_old_status(self: InstanceRecord, value: str | None) -> None:
+    self.provider_status = value
+
+
+# ``record.vast_status`` (read and write) as before the rename: old callers keep working
+setattr(InstanceRecord, "vast_status", property(_old_status, _set_old_status))  # noqa: B010 - after @dataclass
 
 #: every field name of a record
 FIELD_NAMES = frozenset(f.name for f in fields(InstanceRecord))

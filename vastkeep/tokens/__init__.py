@@ -5,7 +5,7 @@
   shared by all workers), ``pools`` (``CheckPools``, the bounded check threads a process shares between its
   managers; the Vast.ai key's pace) and ``update`` (what a runtime update answers).
 - ``preflight``: ``vast_client(...)``, the only way to build a Vast.ai client; its ``rent`` runs the
-  pre-flight.
+  pre-flight. ``vast_provider`` is the same client as the provider registry's builder for ``PROVIDER=vast``.
 
 Logger: ``vastkeep.tokens``.
 """
@@ -24,10 +24,10 @@ from vastkeep.tokens.checks import (
     classify,
 )
 from vastkeep.tokens.manager import CheckPools, TokenManager, TokenUpdate, UpdateRefusal
-from vastkeep.tokens.preflight import vast_client
+from vastkeep.tokens.preflight import vast_client, vast_provider
 
 __all__ = [
     "CIVITAI", "HUGGINGFACE", "INVALID", "SERVICES", "UNCONFIGURED", "UNKNOWN", "VALID", "VASTAI",
     "CheckPools", "TokenManager", "TokenResult", "TokenStatus", "TokenUpdate", "UpdateRefusal", "classify",
-    "vast_client",
+    "vast_client", "vast_provider",
 ]

@@ -18,6 +18,7 @@ from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings
 from vastkeep.providers.deadline import DeadlineWatchdog
 from vastkeep.providers.http import RetryPolicy
+from vastkeep.providers.registry import ProviderParts
 from vastkeep.providers.vast import CallPacer, VastClient
 from vastkeep.state import NULL_EVENTS, EventSink, KeyPacer
 from vastkeep.tokens.manager import VASTAI, CheckPools, TokenManager, TokenStore, key_pacer
@@ -67,6 +68,14 @@ def vast_client(settings: Settings, store: TokenStore, clock: Clock = SYSTEM_CLO
     return VastClient(token, settings.vast_api_url, clock=clock, preflight=preflight, **options)
 
 
+def vast_provider(parts: ProviderParts) -> VastClient | None:
+    """The registry's builder for ``PROVIDER=vast`` (:mod:`vastkeep.providers.registry`): exactly
+    :func:`vast_client` on the parts, so the pre-flight still wraps every rent."""
+    pools = parts.check_pools if isinstance(parts.check_pools, CheckPools) else None
+    return vast_client(parts.settings, parts.store, parts.clock, events=parts.events, check_pools=pools,
+                       watchdog=parts.watchdog)
+
+
 def shared_pacer(settings: Settings, store: TokenStore, key: str,
                  clock: Clock = SYSTEM_CLOCK) -> KeyPacer | None:
     """The Redis-backed pace of ``key`` (by fingerprint) on the store's Redis; None when the gap is 0 or the
@@ -74,4 +83,4 @@ def shared_pacer(settings: Settings, store: TokenStore, key: str,
     return key_pacer(store, settings.vast_api_min_gap_s, key, clock)
 
 
-__all__ = ["ClientOptions", "shared_pacer", "vast_client"]
+__all__ = ["ClientOptions", "shared_pacer", "vast_client", "vast_provider"]

@@ -95,6 +95,7 @@ class Settings:
     supervision_crash_loop_window_ms: int = 600000
     worker_stall_timeout_ms: int = 60000
     redis_url: str | None = None
+    provider: str = "vast"
     vast_api_key: Secret | None = None
     vast_api_url: str = "https://console.vast.ai/api/v0"
     vast_api_min_gap_ms: int = 500

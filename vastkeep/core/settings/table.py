@@ -99,6 +99,8 @@ SPECS: tuple[Spec, ...] = (
           lo=0, hi=_H),
     Spec("REDIS_URL", "url", None, "broker + state store; unset: `vastkeep up` embeds one",
           extra=("redis", "rediss", "unix")),
+    Spec("PROVIDER", "choice", "vast", "the GPU cloud the product talks to (vastkeep.providers.registry)",
+          extra=("vast",)),
     Spec("VAST_API_KEY", "secret", None, "Vast.ai API key; unset: the simulated cloud"),
     Spec("VAST_API_URL", "url", "https://console.vast.ai/api/v0", "Vast.ai API base URL", extra=_HTTP),
     Spec("VAST_API_MIN_GAP_MS", "ms", 500, "Vast.ai rate limit: minimum gap between two calls to one "
