@@ -14,7 +14,7 @@ HEARTBEAT_INTERVAL_S = 30.0
 #: The beat scheduler: celery-redbeat keeps this schedule in Redis and holds a lock there, so a beat
 #: started on every host (``vastkeep.target``) sends each entry once: one beat sends, the others wait
 #: for the lock and take over when its holder stops or dies (worker.config sets the lock's timing).
-SCHEDULER = "redbeat.RedBeatScheduler"
+SCHEDULER = "worker.beat:BeatScheduler"  # celery-redbeat's, waiting out a lost Redis (worker/beat.py)
 
 #: entry name → (task name, interval in seconds or the name of a Settings field in seconds)
 ENTRIES: dict[str, tuple[str, float | str]] = {

@@ -18,7 +18,7 @@ from celery.utils.timer2 import Entry, Timer
 from vastkeep.core.limits import raise_nofile_limit
 from vastkeep.core.settings import Settings
 from vastkeep.state.heartbeats import clear_heartbeat, write_heartbeat
-from worker import broker_guard, wiring
+from worker import broker_guard, pool_guard, wiring
 from worker.config import celery_config
 from worker.consumption import ConsumptionWatchdog
 from worker.limits import apply_time_limits, limits_over_visibility
@@ -26,6 +26,7 @@ from worker.limits import apply_time_limits, limits_over_visibility
 HEARTBEAT_INTERVAL_S = 15.0
 log = logging.getLogger("vastkeep.worker")
 broker_guard.install()  # a worker holding unacked messages must survive a Redis restart
+pool_guard.install()  # a late soft time limit must not tear a result frame (a 60 s Redis outage)
 
 
 def apply_settings(celery_app: Celery, settings: Settings, redis_url: str | None = None) -> None:

@@ -12,10 +12,11 @@ Each value below is set explicitly because Celery's default is wrong for this sy
   and task; ``Settings`` already refuses a value below the poll intervals and the SSH time limit.
 * Two queues, routed by task-name prefix: ``vastkeep.control`` (short) and ``vastkeep.ssh`` (long).
 * Task events on, so Flower sees every task, sent and started.
-* Beat uses celery-redbeat (``beat_schedule.SCHEDULER``): the static schedule lives in Redis under
-  ``Keys.beat_prefix()`` with a lock, so every host may run beat and each entry still fires once per
-  interval. The lock expires ``BEAT_LOCK_TIMEOUT_S`` after its holder stops renewing it (renewed every
-  tick, at most ``BEAT_MAX_LOOP_INTERVAL_S`` apart); a standby beat retries the lock every tick interval.
+* Beat uses celery-redbeat (``beat_schedule.SCHEDULER``, ``worker.beat``): the static schedule lives in
+  Redis under ``Keys.beat_prefix()`` with a lock, so every host may run beat and each entry still fires
+  once per interval; a Redis outage is waited out, not fatal. The lock expires ``BEAT_LOCK_TIMEOUT_S``
+  after its holder stops renewing it (renewed every tick, at most ``BEAT_MAX_LOOP_INTERVAL_S`` apart); a
+  standby beat retries the lock every tick interval.
 """
 
 from __future__ import annotations

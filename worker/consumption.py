@@ -86,6 +86,9 @@ class ConsumptionWatchdog(bootsteps.StartStopStep):
                 waiting = backlog(wiring.resources().redis, queues)
             except Exception as exc:  # noqa: BLE001 - Redis away: no evidence either way
                 log.debug("consumption watchdog: no sample (%s)", type(exc).__name__)
+                # the clock starts again once Redis answers: nobody could consume while it was away, and a
+                # clock run on through a 60 s outage would shut the worker down at its first sample after
+                watch = ConsumptionWatch(watch.received, None)
                 continue
             free = concurrency - len(worker_state.reserved_requests)
             watch, stalled = watch_consumption(watch, now_s=SYSTEM_CLOCK.monotonic(), backlog=waiting,

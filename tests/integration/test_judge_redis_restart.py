@@ -34,15 +34,7 @@ def pong(app, queue: str, timeout_s: float) -> bool:
         return False
 
 
-#: After a 60 s outage the control worker exits (2 of 2 runs): the soft time limit of the dispatch task
-#: that ran through the outage fires late, right after the reconnect, and the prefork parent then reads a
-#: torn result from the pool pipe (UnicodeDecodeError in celery.concurrency.asynpool._recv_message,
-#: "Unrecoverable error"). Recorded in docs/reliability.md (between machines); the fix is its own work.
-LATE_SOFT_LIMIT = pytest.mark.xfail(reason="the control worker exits after a 60 s outage: a late soft time "
-                                    "limit, a torn pool result (docs/reliability.md)", strict=False)
-
-
-@pytest.mark.parametrize("outage_s", [3.0, pytest.param(60.0, marks=[pytest.mark.slow, LATE_SOFT_LIMIT])])
+@pytest.mark.parametrize("outage_s", [3.0, pytest.param(60.0, marks=pytest.mark.slow)])
 def test_redis_restarted_under_load_every_worker_reconnects_and_state_survives(chaos, outage_s,
                                                                                request) -> None:
     """3 s: a restart. 60 s: Redis away for a minute (slow; ``pytest -m slow``)."""

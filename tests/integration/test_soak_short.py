@@ -1,9 +1,13 @@
 """The soak's short form: `vastkeep soak --minutes 4 --seed 20261207` as a user runs it, in CI.
 
 Real processes throughout: the command starts vastkeep up's children (embedded Redis, simulated cloud, a
-worker per queue, beat, admin API, Flower), four client programs that never import vastkeep, and every fault
-family of the plan at least once. It fails on any client-visible failure, any must-never count, a fault family
-injected 0 times or never observed, or a killed process not restarted (docs/reliability.md).
+worker per queue, beat, admin API, Flower) and a second worker host (a control and a keepalive worker that
+reach Redis through a relay the soak cuts), four client programs that never import vastkeep, and every fault
+family of the short plan at least once: among them a Redis restart on its AOF (``redis-restart``) and one
+partition (``host-cut``: the second host cut off from Redis past its leases). The 60 s Redis outage and the
+paused lease holder are in the full form only (``--minutes`` 10 or more). It fails on any client-visible
+failure, any must-never count, a fault family injected 0 times or never observed, or a killed process not
+restarted (docs/reliability.md).
 
 ``KNOWN_OPEN`` names the defects this run found on the code it was written against, each being fixed on its
 own branch; while it is not empty the test is an expected failure (it still runs, and the report it leaves

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_celery_config_selects_redbeat_with_a_lock_that_outlives_several_ticks() -> None:
     conf = celery_config(load_settings(environ={}, env_file=False), redis_url="redis://127.0.0.1:1/0")
-    assert conf["beat_scheduler"] == beat_schedule.SCHEDULER == "redbeat.RedBeatScheduler"
+    assert conf["beat_scheduler"] == beat_schedule.SCHEDULER == "worker.beat:BeatScheduler"
     assert conf["redbeat_redis_url"] == "redis://127.0.0.1:1/0"
     assert conf["redbeat_key_prefix"] == Keys().beat_prefix() == "vastkeep:redbeat:"
     assert conf["redbeat_lock_timeout"] >= 3 * conf["beat_max_loop_interval"]

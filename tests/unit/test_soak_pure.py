@@ -66,8 +66,10 @@ def test_process_faults_on_one_child_are_spaced():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_every_family_fits_the_short_forms_window(seed):
-    steps = build_plan(seed, 5, 135)
-    assert set(FAMILIES) <= {s.family for s in steps}
+    steps = build_plan(seed, 5, 135, full=False)
+    short = {name for name, fam in FAMILIES.items() if not fam.full_only}
+    assert {"redis-restart", "host-cut"} <= short  # the short form has a Redis restart and a partition
+    assert short == {s.family for s in steps}
     by_proc: dict[str, list[float]] = {}
     for s in steps:
         if FAMILIES[s.family].process:
@@ -347,7 +349,7 @@ def test_the_client_program_imports_no_vastkeep_and_parses():
 def test_log_mark_after_finds_the_first_ready_line_after_a_time(tmp_path):
     from datetime import datetime
 
-    from vastkeep.soak.runner import log_mark_after
+    from vastkeep.soak.tracking import log_mark_after
 
     log = tmp_path / "worker-control.log"
     log.write_text("[2026-12-07 05:03:08,381: INFO/MainProcess] control@vm ready.\n"
@@ -399,30 +401,9 @@ def test_a_lease_granted_while_vastkeep_knew_comfy_was_lost_is_a_failure_even_un
     ({"keepalive-shard-0": 50.0, "keepalive-shard-1": 51.0}, 40.0, True),
 ])
 def test_shards_running(shards, after, want):
-    from vastkeep.soak.runner import shards_running
+    from vastkeep.soak.rules import shards_running
 
     assert shards_running(shards, after) is want
-
-
-class _At:
-    def __init__(self, now: float) -> None:
-        self._now = now
-
-    def now(self) -> float:
-        return self._now
-
-
-class _Shards:
-    def __init__(self, shards: dict[str, float | None]) -> None:
-        self.shards = shards
-
-    def keepalive_shards(self) -> dict[str, float | None]:
-        return self.shards
-
-
-class _Run:
-    def __init__(self, now: float, injections: list[dict[str, object]]) -> None:
-        self.clock, self.injections = _At(now), injections
 
 
 @pytest.mark.parametrize(("shards", "hidden"), [
@@ -434,12 +415,108 @@ def test_a_comfy_crash_waits_until_the_keepalive_shards_run_again_after_a_kill(s
     """The worker was back 40 s ago (past the settle time), but a crash struck while its shards were not
     restarted yet measures the restart, not the detection through the held /ws."""
     from vastkeep.soak.plan import FaultStep
-    from vastkeep.soak.runner import SoakRun
+    from vastkeep.soak.rules import hidden_by
 
     kill = {"family": "kill-keepalive", "injected": True, "at": 60.0, "back_at": 72.0}
-    run = _Run(now=112.0, injections=[kill])
     step = FaultStep(at_s=0.0, family="comfy-crash", hold_s=10.0)
-    assert SoakRun._hidden_by(run, step, _Shards(shards)) is hidden  # type: ignore[arg-type]
+    assert hidden_by(step, [kill], 112.0, [], lambda: shards) is hidden  # type: ignore[list-item]
+
+
+# ── between machines (issue 20) ────────────────────────────────────────────
+def test_a_5xx_or_an_unanswered_call_while_redis_is_away_is_expected_and_not_after():
+    restart = {"family": "redis-restart", "injected": True, "target": "redis", "at": T0, "back_at": T0 + 11}
+    lines = [{"op": "http-5xx", "t0": T0 + 3}, {"op": "api-unreachable", "t0": T0 + 5},
+             {"op": "task-error", "t0": T0 + 8}, {"op": "http-5xx", "t0": T0 + 60}]
+    got = judge_clients(lines, [restart])
+    assert got["failures"]["http-5xx"] == 1 and got["failures"]["api-unreachable"] == 0
+    assert got["failures"]["task-error"] == 0
+    assert got["expected"] == {"http-5xx-under-redis-fault": 1, "api-unreachable-under-fault": 1,
+                               "task-error-under-fault": 1}
+
+
+def test_a_lease_by_name_held_by_a_cut_off_host_is_expected():
+    cut = {"family": "host-cut", "injected": True, "target": "hostb-keepalive", "at": T0,
+           "restored_at": T0 + 30, "back_at": T0 + 30}
+    lines = [{"op": "task-error", "t0": T0 + 20}, {"op": "task-error", "t0": T0 + 50}]
+    assert judge_clients(lines, [cut])["failures"]["task-error"] == 1
+
+
+@pytest.mark.parametrize(("lines", "ledger", "found"), [
+    ([{"op": "grant", "t0": T0 + 2, "t": T0 + 3, "instance": "5"}], [], 1),  # asked and answered while away
+    ([{"op": "grant", "t0": T0 - 1, "t": T0 + 0.5, "instance": "5"}], [], 0),  # asked before it went away
+    ([{"op": "grant", "t0": T0 + 12, "t": T0 + 12.1, "instance": "5"}], [], 0),  # after it was back
+    ([], [{"action": "rent", "ts": T0 + 8, "instance_id": 9}], 1),  # the cloud rented while Redis was away
+    ([], [{"action": "rent", "ts": T0 + 2, "instance_id": 9}], 0),  # a rent already on its way
+    ([], [{"action": "destroy", "ts": T0 + 8, "instance_id": 9}], 0),
+])
+def test_nothing_is_granted_or_rented_while_redis_is_away(lines, ledger, found):
+    from vastkeep.soak.between import granted_while_away
+
+    assert len(granted_while_away([(T0, T0 + 11)], lines, ledger)) == found
+
+
+def test_host_b_shards_moved_when_each_has_a_grant_after_the_fault():
+    from vastkeep.soak.between import hostb_shards, moved
+
+    owners = {"keepalive-shard-0": 101, "keepalive-shard-1": 202, "keepalive-shard-2": None}
+    assert hostb_shards(owners, {202, 203}) == ["keepalive-shard-1"]
+    inj = {"family": "host-cut", "at": T0, "hostb_shards": ["keepalive-shard-1"]}
+    assert not moved(inj, {"keepalive-shard-1": T0 - 5})  # still host B's grant
+    assert moved(inj, {"keepalive-shard-1": T0 + 12, "keepalive-shard-0": T0 - 100})
+    assert not moved({**inj, "hostb_shards": []}, {"keepalive-shard-1": T0 + 12})  # nothing to move
+
+
+def test_long_process_faults_keep_their_child_free_for_their_hold_and_30_s():
+    from vastkeep.soak.plan import spacing_s
+
+    assert spacing_s(0) == PROCESS_SPACING_S and spacing_s(12) == PROCESS_SPACING_S
+    assert spacing_s(60) == 90.0
+    steps = build_plan(11, 0, 1800)
+    aways = sorted(s.at_s for s in steps if FAMILIES[s.family].process == "redis")
+    assert all(b - a >= PROCESS_SPACING_S - 0.1 for a, b in zip(aways, aways[1:], strict=False))
+    assert "redis-away" in {s.family for s in steps} and "pause-holder" in {s.family for s in steps}
+
+
+def test_a_child_restarted_over_a_redis_fault_exited_unless_its_own_fault_explains_it():
+    from vastkeep.soak.between import exited_children
+
+    before = {"redis": 0, "beat": 0, "worker-control": 1, "api": 0}
+    now = {"redis": {"restartCount": 1}, "beat": {"restartCount": 1}, "worker-control": {"restartCount": 2},
+           "api": {"restartCount": 0}}
+    assert exited_children(before, now, own_faults=["worker-control"]) == ["beat"]
+    assert exited_children(before, now, own_faults=[]) == ["beat", "worker-control"]
+
+
+def test_ssh_faults_follow_the_first_fault_that_gets_an_instance_replaced():
+    for seed in (1, 7, 20261207):
+        order = [s.family for s in build_plan(seed, 5, 127, full=False, fill=False)]
+        first = min(order.index(n) for n in ("destroyed-outside", "host-offline", "host-exited", "outbid"))
+        assert sorted(order[first + 1:first + 3]) == ["ssh-blackhole", "ssh-drop"]
+
+
+def test_a_control_plane_restart_waits_for_every_child_and_they_wait_for_it():
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.rules import hidden_by
+    from vastkeep.soak.tracking import node_marker
+
+    restart = FaultStep(at_s=0.0, family="control-plane-restart", hold_s=0.0)
+    beat_down = {"family": "kill-beat", "injected": True, "at": 100.0}
+    assert hidden_by(restart, [beat_down], 105.0, [], lambda: None)
+    assert not hidden_by(restart, [{**beat_down, "back_at": 110.0}], 150.0, [], lambda: None)
+    whole = {"family": "control-plane-restart", "injected": True, "at": 200.0}
+    assert hidden_by(FaultStep(0.0, "kill-api", 0.0), [whole], 210.0, [], lambda: None)
+    assert node_marker("worker-control") == "control@" and node_marker("hostb-keepalive") == "keepalive-b@"
+
+
+def test_a_second_fault_on_one_child_waits_until_the_first_is_over():
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.rules import hidden_by
+
+    paused = {"family": "pause-holder", "injected": True, "at": 100.0, "target": "hostb-keepalive"}
+    step = FaultStep(0.0, "pause-holder", 40.0)
+    assert hidden_by(step, [paused], 101.0, [], lambda: None)
+    assert hidden_by(step, [{**paused, "back_at": 140.0}], 145.0, [], lambda: None)
+    assert not hidden_by(step, [{**paused, "back_at": 140.0}], 151.0, [], lambda: None)
 
 
 @pytest.mark.parametrize(("injections", "want"), [

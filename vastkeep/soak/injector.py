@@ -4,8 +4,9 @@ control API or signals to the stack's processes, and undoes it after its hold.
 Targets: instance faults strike one instance among those the warm-pool status shows ready (leased ones
 preferred, so clients meet the fault), picked by the step's ``pick``; SSH faults strike an instance whose
 log collector runs (collectors run while an instance provisions); process faults strike the stack child
-the supervisor runs (``kill -9`` of its leader, which the watchdog must restart; ``SIGSTOP`` of its whole
-process group, pool children included, then ``SIGCONT``).
+the supervisor runs (``kill -9`` of its leader, which the watchdog must restart; ``SIGTERM``, for Redis: a
+clean stop that the watchdog restarts on the same AOF; ``SIGSTOP`` of its whole process group, pool children
+included, then ``SIGCONT``; for host B, its Redis link cut at the relay, then restored).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class Injection(TypedDict, total=False):
     respawned_at: float
     back_at: float
     observed_s: float | None
+    spawned_at: float  # a killed or stopped-and-restarted child's new process started (supervisor's time)
+    restarts_all: dict[str, int]  # Redis faults: every child's restart count when struck
+    exited: list[str]  # Redis faults: children that exited (and were restarted) over it
+    pids: dict[str, int]  # a fault on several children at once: each one's leader pid
+    backs: dict[str, float]  # ... and when each one served again
+    hostb_shards: list[str]  # host B faults: the keepalive shards host B held when struck
+    moved_at: float  # ... when every one of them was held by a grant taken after the fault
+    refused: int  # ... host B's renewals and fenced writes refused after it came back
 
 
 class Injector:
@@ -84,6 +93,17 @@ class Injector:
                 self._instance(step, int(target))
             elif fam.target == API:
                 self._api(step)
+            elif fam.target == PROCESS and fam.together:
+                pids: dict[str, int] = {}
+                for cid, pid in self.stack.pids().items():
+                    if cid in fam.stops and pid:
+                        pids[cid] = pid
+                if set(pids) != set(fam.stops):
+                    inj["error"] = f"not running: {sorted(set(fam.stops) - set(pids))}"
+                    return inj
+                inj["target"], inj["pid"], inj["pids"] = "control-plane", pids[fam.process or ""], pids
+                for pid in pids.values():
+                    self._process(fam.signal, pid)
             elif fam.target == PROCESS:
                 process = fam.process or ""
                 pid = self.stack.pids().get(process)
@@ -92,16 +112,25 @@ class Injector:
                     return inj
                 restarts_before = self.stack.status()[process]["restartCount"]
                 inj["target"], inj["pid"], inj["restarts_before"] = fam.process, pid, restarts_before
-                if fam.signal == Signal.KILL:
-                    os.kill(pid, signal.SIGKILL)
-                else:
-                    os.killpg(pid, signal.SIGSTOP)
+                self._process(fam.signal, pid)
         except Exception as exc:  # noqa: BLE001 - a failed injection is reported, never fatal to the soak
             inj["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             return inj
         inj["at"] = self.clock.now()
         inj["injected"] = True
         return inj
+
+    def _process(self, how: Signal | None, pid: int) -> None:
+        if how == Signal.KILL:
+            os.kill(pid, signal.SIGKILL)
+        elif how == Signal.TERM:
+            os.kill(pid, signal.SIGTERM)
+        elif how == Signal.STOP:
+            os.killpg(pid, signal.SIGSTOP)
+        elif how == Signal.CUT and self.stack.relay is not None:
+            self.stack.relay.cut()
+        else:
+            raise ValueError(f"no way to strike a process with {how}")
 
     def _instance(self, step: FaultStep, iid: int) -> None:
         c, name = self.control, step.family
@@ -164,6 +193,8 @@ class Injector:
                     self.control.restore_comfy(iid)
             elif fam.target == PROCESS and fam.signal == Signal.STOP:
                 os.killpg(int(inj["pid"]), signal.SIGCONT)
+            elif fam.target == PROCESS and fam.signal == Signal.CUT and self.stack.relay is not None:
+                self.stack.relay.restore()
         except Exception as exc:  # noqa: BLE001 - the instance may be gone by now (replaced)
             inj["undo_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         inj["restored_at"] = self.clock.now()

@@ -36,7 +36,7 @@ class ObservedEvent(TypedDict):
 
 
 def _iso_s(value: object) -> float | None:
-    from vastkeep.soak.counters import _iso_s as parse  # noqa: PLC0415
+    from vastkeep.soak.counters import iso_s as parse  # noqa: PLC0415
 
     return parse(value)
 
@@ -54,6 +54,8 @@ class Observer:
         from vastkeep.state import EventLog, Keys, connect  # noqa: PLC0415
 
         self.redis = connect(redis_url, socket_timeout_s=5, socket_connect_timeout_s=3)
+        # one PING, short deadlines, no retries: "is Redis back?" while a Redis fault holds
+        self.probe = connect(redis_url, socket_timeout_s=1, socket_connect_timeout_s=1, retry_attempts=0)
         self.events_log = EventLog(self.redis, Keys(), SYSTEM_CLOCK)
         self.admin = admin_url.rstrip("/")
         self.headers = {"X-Admin-Key": admin_key}
@@ -165,6 +167,33 @@ class Observer:
         except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown, so not settled
             return None
         return {n: (lease.acquired_at if lease is not None else None) for n, lease in held.items()}
+
+    def redis_answers(self) -> bool:
+        """Redis answers ``PING`` now (after a Redis fault: it serves again)."""
+        try:
+            return bool(self.probe.ping())
+        except Exception:  # noqa: BLE001 - down, frozen or loading its AOF: not back
+            return False
+
+    def shard_owners(self) -> dict[str, int | None] | None:
+        """Each keepalive shard → the pid of the process holding its live lease (None: free); None when Redis
+        did not answer. Only the pid is read from the owner token; the token itself is never kept."""
+        from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
+        from vastkeep.state import Keys  # noqa: PLC0415
+        from vastkeep.state.leases import LeaseManager  # noqa: PLC0415
+        from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
+
+        try:
+            names = [n for n in SupervisionBook(self.redis, Keys()).all() if n.startswith(f"{LEASE_PREFIX}-")]
+            leases = LeaseManager(self.redis, Keys(), SYSTEM_CLOCK)
+            held = {n: leases.current(n) for n in names}
+        except Exception:  # noqa: BLE001 - Redis busy for a moment
+            return None
+        out: dict[str, int | None] = {}
+        for name, lease in held.items():
+            parts = lease.owner.split(":") if lease is not None else []
+            out[name] = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+        return out
 
     # ── derived views ───────────────────────────────────────────────────────
     def breaks(self) -> dict[str, list[float]]:

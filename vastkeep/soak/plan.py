@@ -27,10 +27,14 @@ class Target(StrEnum):
 
 
 class Signal(StrEnum):
-    """How a process fault strikes: ``kill -9`` (the watchdog restarts it) or ``SIGSTOP`` then ``SIGCONT``."""
+    """How a process fault strikes: ``kill -9`` (the watchdog restarts it), ``SIGTERM`` (a clean stop, then
+    the watchdog restarts it: Redis restarted on its AOF), ``SIGSTOP`` then ``SIGCONT``, or ``CUT``: the Redis
+    link of the second worker host black-holed, then restored (no signal; :mod:`vastkeep.soak.hostb`)."""
 
     KILL = "kill"
+    TERM = "term"
     STOP = "stop"
+    CUT = "cut"
 
 
 INSTANCE, API, PROCESS = Target.INSTANCE, Target.API, Target.PROCESS
@@ -48,11 +52,23 @@ class Family:
     process: str | None = None  # stack child id for process faults
     signal: Signal | None = None
     observer: str | None = None  # the stack child whose work notices this instance fault
+    affects: tuple[str, ...] = ()  # children a process fault stops besides ``process`` (Redis: all of them)
+    full_only: bool = False  # too long for the short form's 4 minutes: only in a run of 10 minutes or more
+    together: bool = False  # a process fault that strikes ``process`` and every child of ``affects`` at once
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        """Every stack child this fault keeps from working while it holds."""
+        return (*((self.process,) if self.process else ()), *self.affects)
 
 
 _COMFY_SEEN = ("ping-failure", "connection-lost", "instance-status", "instance-replaced", "lease-broken")
 _HOST_SEEN = ("instance-status", "instance-replaced", "instance-destroyed", "lease-broken")
 _SSH_SEEN = ("ssh-backoff", "ssh-connected", "ssh-fallback-started")
+#: Every child that needs Redis, and the second worker host's (a Redis fault stops them all).
+_NEEDS_REDIS = ("worker-control", "worker-keepalive", "worker-ssh", "beat", "api", "hostb-control",
+                "hostb-keepalive")
+_CONTROL_PLANE = ("worker-keepalive", "worker-ssh", "beat", "api", "hostb-control", "hostb-keepalive")
 _PROCS = (
     ("control", "worker-control"),
     ("keepalive", "worker-keepalive"),
@@ -83,6 +99,22 @@ FAMILIES: dict[str, Family] = {
         Family("api-malformed", API, (0, 0)),
         *(Family(f"kill-{kind}", PROCESS, (0, 0), process=cid, signal=Signal.KILL) for kind, cid in _PROCS),
         *(Family(f"stop-{kind}", PROCESS, (4, 12), process=cid, signal=Signal.STOP) for kind, cid in _PROCS),
+        # between machines (issue 20): Redis restarted on its AOF (the supervisor starts it again after its
+        # 10 s back-off), Redis unreachable for 60 s (frozen: connections hang, as behind a dead switch), the
+        # second worker host cut off from Redis past its leases, a lease holder paused past its lease TTL
+        Family("redis-restart", PROCESS, (0, 0), process="redis", signal=Signal.TERM, affects=_NEEDS_REDIS),
+        Family("redis-away", PROCESS, (60, 60), process="redis", signal=Signal.STOP, affects=_NEEDS_REDIS,
+               full_only=True),
+        # cut past the lease TTL (15 s), the stale heartbeat (10 s) and the sweep's first restart step (10 s)
+        Family("host-cut", PROCESS, (40, 50), process="hostb-keepalive", signal=Signal.CUT,
+               affects=("hostb-control",)),
+        # paused past its lease TTL and long enough for another host to take the shard over (as the cut)
+        Family("pause-holder", PROCESS, (35, 45), process="hostb-keepalive", signal=Signal.STOP,
+               full_only=True),
+        # a control-plane restart: every vastkeep process of both hosts killed at once and started again by
+        # its supervisor, while Redis (the state) and the cloud with its live instances stay up
+        Family("control-plane-restart", PROCESS, (0, 0), process="worker-control", signal=Signal.KILL,
+               affects=_CONTROL_PLANE, full_only=True, together=True),
     )
 }
 
@@ -127,23 +159,29 @@ def _params(family: Family, rng: random.Random) -> dict[str, float]:
 
 
 def build_plan(
-    seed: int, start_s: float, end_s: float, families: tuple[str, ...] | None = None, fill: bool = True
+    seed: int,
+    start_s: float,
+    end_s: float,
+    families: tuple[str, ...] | None = None,
+    fill: bool = True,
+    *,
+    full: bool = True,
 ) -> list[FaultStep]:
     """Steps from ``start_s`` to ``end_s`` (seconds after the workload starts), sorted by time.
 
     Each family of ``families`` (default every one) once in a seeded order over the window; with ``fill``,
     more random steps keep the first pass's mean gap for the rest of the window (a full form's long tail).
     Process faults on one child are kept :data:`PROCESS_SPACING_S` apart by pushing later steps back.
+    ``full=False`` (the short form) leaves out the families too long for it (``full_only``).
     """
     if end_s <= start_s:
         raise ValueError("the fault window is empty")
-    names = list(families or FAMILIES)
+    names = list(families or (n for n, f in FAMILIES.items() if full or not f.full_only))
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown fault families: {unknown}")
     rng = random.Random(seed)
-    order = names[:]
-    rng.shuffle(order)
+    order = _ssh_after_a_replacement(names[:], rng)
     window = end_s - start_s
     gap = min(window / max(1, len(order)), MAX_GAP_S)
     first_pass_s = min(window, max(gap, 6.0) * len(order))
@@ -164,33 +202,58 @@ def build_plan(
     return _space_processes(sorted(steps, key=lambda s: s.at_s), start_s, end_s)
 
 
+#: Families after which a new instance provisions (the pool replaces the one they killed): its SSH log
+#: collector runs then, and an SSH fault needs a running collector to strike.
+_REPLACED = ("destroyed-outside", "host-offline", "host-exited", "outbid")
+
+
+def _ssh_after_a_replacement(order: list[str], rng: random.Random) -> list[str]:
+    """A seeded shuffle in which the SSH families come right after the first family that gets an instance
+    replaced: collectors run only while an instance provisions, so an SSH fault planned where none runs waited
+    for one and, late in a short run, found none (the short form with 26 families, seed 20261207)."""
+    rng.shuffle(order)
+    ssh = [n for n in order if n.startswith("ssh-")]
+    first = next((i for i, n in enumerate(order) if n in _REPLACED), None)
+    if not ssh or first is None:
+        return order
+    rest = [n for n in order if not n.startswith("ssh-")]
+    at = rest.index(order[first]) + 1
+    return rest[:at] + ssh + rest[at:]
+
+
+def spacing_s(hold_s: float) -> float:
+    """How far a process fault keeps the next one on its child: :data:`PROCESS_SPACING_S`, or its hold plus
+    30 s when that is longer (a 60 s Redis outage, a 35 s cut), so the child settles between two faults."""
+    return max(PROCESS_SPACING_S, hold_s + 30.0)
+
+
 def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> list[FaultStep]:
-    """Keep faults on one process child :data:`PROCESS_SPACING_S` apart: a step too close to the one before is
-    pushed back; when that leaves the window, it takes the first free place from the window's start."""
-    taken: dict[str, list[float]] = {}
+    """Keep faults on one process child :func:`spacing_s` apart: a step too close to the one before is pushed
+    back; when that leaves the window, it takes the first free place from the window's start."""
+    taken: dict[str, list[tuple[float, float]]] = {}  # child -> (at, spacing) of its faults so far
     out = []
 
-    def free(proc: str, at: float) -> bool:
-        return all(abs(at - t) >= PROCESS_SPACING_S for t in taken.get(proc, ()))
+    def free(proc: str, at: float, gap: float) -> bool:
+        return all(abs(at - t) >= max(gap, g) for t, g in taken.get(proc, ()))
 
     for step in steps:
         proc = FAMILIES[step.family].process
-        at = step.at_s
-        if proc is not None and not free(proc, at):
-            at = max(taken[proc]) + PROCESS_SPACING_S
+        at, gap = step.at_s, spacing_s(step.hold_s)
+        if proc is not None and not free(proc, at, gap):
+            at = max(t + max(gap, g) for t, g in taken[proc])
             if at > end_s:
                 at = next(
                     (
                         start_s + 5.0 * k
                         for k in range(int((end_s - start_s) / 5.0) + 1)
-                        if free(proc, start_s + 5.0 * k)
+                        if free(proc, start_s + 5.0 * k, gap)
                     ),
                     end_s + 1,
                 )
             if at > end_s:
                 continue  # no room left for it in this run: the report shows it planned, injected 0 times
         if proc is not None:
-            taken.setdefault(proc, []).append(at)
+            taken.setdefault(proc, []).append((at, gap))
         out.append(FaultStep(round(at, 1), step.family, step.hold_s, step.pick, step.params))
     return sorted(out, key=lambda s: s.at_s)
 
@@ -215,4 +278,5 @@ __all__ = [
     "Target",
     "build_plan",
     "pick_target",
+    "spacing_s",
 ]

@@ -61,6 +61,7 @@ class Report(TypedDict, total=False):
     clientKills: list[dict[str, object]]
     eventCounts: dict[str, int]
     logicalDaemonRestarts: dict[str, int]
+    betweenMachines: list[dict[str, object]]
     folder: str
 
 
@@ -198,6 +199,13 @@ def format_table(report: Report) -> str:
             "logical daemons (supervision events): "
             + ", ".join(f"{k} {v}" for k, v in sorted(report["logicalDaemonRestarts"].items()))
         )
+    between = report.get("betweenMachines") or []
+    if between:
+        out += ["", "between machines (outage s; host B: shards it held, moved after s, renewals refused):"]
+        out += [
+            "  " + "  ".join(f"{k} {v}" for k, v in row.items() if k != "family") + f"  ({row['family']})"
+            for row in between
+        ]
     for note in report.get("notes") or []:
         out.append(f"note: {note}")
     out += ["", "RESULT: " + ("PASS" if report["ok"] else "FAIL")] + [f"  - {r}" for r in report["reasons"]]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from vastkeep.core.errors import StackError
+from vastkeep.soak.hostb import Relay, redis_target, relayed_url
 
 if TYPE_CHECKING:
     from vastkeep.stack import Stack
@@ -112,6 +113,7 @@ class SoakStack:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.out = io.StringIO()
+        self.relay: Relay | None = None
 
     def start(self) -> None:
         from vastkeep.core.settings import load_settings  # noqa: PLC0415
@@ -141,6 +143,21 @@ class SoakStack:
             target=self.stack.supervisor.run, args=(self._stop,), daemon=True, name="soak-supervisor"
         )
         self._thread.start()
+
+    def start_hostb(self) -> None:
+        """Host B (:mod:`vastkeep.soak.hostb`): a control and a keepalive worker that reach Redis through a
+        relay the soak can cut, supervised beside the stack's own children."""
+        stack = self._started()
+        url = stack.env["REDIS_URL"]
+        self.relay = Relay(*redis_target(url)).start()
+        env = {**stack.env, "REDIS_URL": relayed_url(url, self.relay.port)}
+        stack.spawn_worker("hostb-control", "control", node="control-b@%h", env=env, concurrency=2)
+        stack.spawn_worker("hostb-keepalive", "keepalive", node="keepalive-b@%h", env=env)
+
+    @property
+    def running(self) -> Stack:
+        """The started stack (``spawn_worker`` / ``spawn_beat`` add hosts and beats to it)."""
+        return self._started()
 
     def _started(self) -> Stack:
         if self.stack is None:
@@ -184,6 +201,8 @@ class SoakStack:
             self._thread.join(timeout=60)
         if self.stack is not None:
             self.stack.shutdown()
+        if self.relay is not None:
+            self.relay.stop()
 
     def cleanup(self) -> None:
         if not self.keep:

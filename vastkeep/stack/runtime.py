@@ -110,6 +110,23 @@ class Stack:
         self.supervisor.register(cid, ChildSpec(name=name, argv=argv, env=env or self.env, cwd=os.getcwd(),
                                                 log_path=str(self.logs / f"{cid}.log"), stop_last=stop_last))
 
+    def spawn_worker(self, cid: str, queue: str, *, node: str | None = None,
+                     env: dict[str, str] | None = None, concurrency: int | None = None) -> None:
+        """A supervised ``celery -A worker worker`` for ``queue`` (node ``<queue>@%h`` unless ``node``): the
+        stack's own workers, and the soak's second worker host (its own node names and ``REDIS_URL``)."""
+        py = sys.executable
+        self._spawn(cid, f"Worker-{cid.removeprefix('worker-')}", [
+            py, "-m", "celery", "-A", "worker", "worker", "-Q", f"vastkeep.{queue}",
+            "-n", node or f"{queue}@%h",
+            "-P", self.pools[queue], "-c", str(concurrency or self.concurrency[queue]),
+            "-l", self.settings.log_level], env=env)
+
+    def spawn_beat(self, cid: str) -> None:
+        """A supervised ``celery -A worker beat``: the stack's, or a second one (a second host's beat; the
+        redbeat lock in Redis lets one of them send)."""
+        self._spawn(cid, "Beat" if cid == "beat" else f"Beat-{cid}",
+                    [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", self.settings.log_level])
+
     def _wait(self, stop: threading.Event, what: str, timeout_s: float, ready: Callable[[], bool],
               cid: str) -> None:
         deadline = SYSTEM_CLOCK.monotonic() + timeout_s
@@ -206,14 +223,11 @@ class Stack:
                          workers=[f"{q}@{host}" for q in ("control", "ssh", "keepalive")])
         # 4. workers, beat, API, Flower
         celery = [py, "-m", "celery", "-A", "worker"]
-        level = ["-l", s.log_level]
         for q in ("control", "ssh", "keepalive"):
-            self._spawn(f"worker-{q}", f"Worker-{q}", celery + [
-                "worker", "-Q", f"vastkeep.{q}", "-n", f"{q}@%h", "-P", self.pools[q],
-                "-c", str(self.concurrency[q]), *level])
+            self.spawn_worker(f"worker-{q}", q)
         # the scheduler is celery-redbeat (worker.config): schedule and lock in this stack's Redis, so a
         # restarted beat child or a second stack's beat on the same Redis never sends an entry twice
-        self._spawn("beat", "Beat", celery + ["beat", *level])
+        self.spawn_beat("beat")
         self._spawn("api", "AdminAPI", [py, "-m", "uvicorn", "--factory", "worker.api:create",
                                         "--host", s.admin_api_host, "--port", str(s.admin_api_port),
                                         "--log-level", "warning", "--no-access-log"])

@@ -5,7 +5,8 @@ from its queues after a broker reconnect (celery#8030, #8082, #10205): nothing r
 has not exited. The worker watches itself: while messages wait in the queues it was started for, it has
 a free pool slot, and it received nothing, the clock runs; once that has held for the timeout the worker
 counts as stalled (and exits, so its supervisor starts a fresh one). A received message, an empty
-backlog or a full pool resets the clock; a sample Redis could not answer is no evidence either way.
+backlog or a full pool resets the clock; a sample Redis could not answer is no evidence either way, and
+the worker starts the clock again after it (no worker could consume while Redis was away).
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""When a planned fault may strike (pure): never two causes in one figure.
+
+- :func:`struck`: instances a fault still holds (or killed) are not struck again.
+- :func:`hidden_by`: a process fault waits while an instance fault that process must notice is unobserved;
+  an instance fault waits while the process that must notice it is down or back for less than
+  :data:`OBSERVER_SETTLE_S`, and a ComfyUI fault until every keepalive shard runs again
+  (:func:`shards_running`).
+
+Inputs are the injections so far (epoch seconds) and what the observer read; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from vastkeep.soak import counters as judge
+from vastkeep.soak.injector import Injection
+from vastkeep.soak.plan import FAMILIES, INSTANCE, PROCESS, FaultStep, Signal
+
+KEEPALIVE_WORKER = "worker-keepalive"
+OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and restarts it after 10 s more
+SAME_CHILD_GAP_S = 10.0  # a child back from one fault serves this long before the next one on it
+
+Shards = Mapping[str, float | None]
+
+
+def shards_running(shards: Shards | None, granted_after: float) -> bool:
+    """True when every keepalive shard is held by a grant taken after ``granted_after`` (0: any grant)."""
+    if not shards:
+        return False
+    return all(at is not None and at >= granted_after for at in shards.values())
+
+
+def struck(injections: Sequence[Injection], now: float) -> set[str]:
+    """Instances a fault still holds (or killed): never struck twice at once (one cause per figure)."""
+    out = set[str]()
+    for record in injections:
+        fam = FAMILIES[record["family"]]
+        if fam.target != INSTANCE or not record.get("injected"):
+            continue
+        if not fam.restorable:
+            out.add(str(record["target"]))
+            continue
+        undone = record.get("restored_at") if fam.hold_s[1] > 0 else record["at"]
+        if undone is None or now < float(undone) + judge.RECOVERY_GRACE_S:
+            out.add(str(record["target"]))
+    return out
+
+
+def hidden_by(
+    step: FaultStep,
+    injections: Sequence[Injection],
+    now: float,
+    events: Sequence[judge.Record],
+    shards: Callable[[], Shards | None],
+) -> bool:
+    """True while ``step`` and an earlier fault would blur each other's figures (the module's rules). For the
+    keepalive worker the shards themselves must run again: a grant taken after a kill, any grant after a stop
+    (supervision restarts them from beat's sweep, so a beat that is down too keeps them down well past the
+    settle time, and a crash struck then measured the restart, not the detection)."""
+    fam = FAMILIES[step.family]
+    if fam.target == INSTANCE and fam.observer:
+        shards_since = 0.0
+        for record in injections:
+            rfam = FAMILIES[record["family"]]
+            if record.get("injected") and fam.observer in rfam.stops:
+                back = record.get("back_at")
+                if back is None or now < float(back) + OBSERVER_SETTLE_S:
+                    return True
+                if rfam.signal == Signal.KILL:
+                    shards_since = max(shards_since, float(record["at"]))
+        if fam.observer == KEEPALIVE_WORKER:
+            return not shards_running(shards(), shards_since)
+        return False
+    if fam.target != PROCESS:
+        return False
+    for record in injections:
+        rfam = FAMILIES[record["family"]]
+        back = record.get("back_at")
+        if not record.get("injected"):
+            continue
+        # a restart of every process waits for all of them, and they wait for it
+        if (fam.together or rfam.together) and set(fam.stops) & set(rfam.stops) \
+                and (back is None or now < float(back) + OBSERVER_SETTLE_S):
+            return True
+        # one fault at a time on a child: two deferred steps released together never overlap on it (two
+        # pause-holder steps struck 1 s apart in a 30-minute run; the first SIGCONT ended both)
+        if fam.process is not None and rfam.process == fam.process \
+                and (back is None or now < float(back) + SAME_CHILD_GAP_S):
+            return True
+    for record in injections:
+        rfam = FAMILIES[record["family"]]
+        if not record.get("injected") or rfam.observer not in fam.stops:
+            continue
+        end = float(record["at"]) + (rfam.hold_s[1] or 0.0) + judge.RECOVERY_GRACE_S
+        if now < end and judge.observe_instance_fault(record, events) is None:
+            return True
+    return False
+
+
+__all__ = ["KEEPALIVE_WORKER", "OBSERVER_SETTLE_S", "hidden_by", "shards_running", "struck"]
