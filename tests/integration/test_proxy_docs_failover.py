@@ -21,25 +21,35 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
 
 
-def test_the_failover_example_runs_as_written(proxy_rig, redis_client, tmp_path):
-    rig = proxy_rig
-    first, spare = rig.ready_instance(), rig.ready_instance()
+def write_stack_json(rig, folder: Path) -> None:
+    """``.vastkeep/stack.json`` in ``folder`` the way ``vastkeep up`` leaves it, pointing at the rig."""
+    (folder / ".vastkeep").mkdir(exist_ok=True)
+    info = rig.sim.info
+    (folder / ".vastkeep" / "stack.json").write_text(json.dumps({
+        "admin_api_url": rig.admin_url, "admin_api_key": ADMIN_KEY, "proxy_url": rig.url, "simulated": True,
+        "simulator": {"control_url": info["control_url"], "control_token": info["control_token"]}}))
+
+
+def run_docs_example(rig, folder: Path) -> str:
+    """The page's setup blocks and its failover example, run as written in ``folder``; its output."""
     admin_setup = [b for b in blocks("bash") if "stack.json" in b and "export ADMIN_URL" in b]
     sim_setup = [b for b in blocks("bash") if "stack.json" in b and "export SIM_URL" in b]
     example = [b for b in blocks("python") if b.startswith("# failover example:")]
     assert len(admin_setup) == 1 and len(sim_setup) == 1 and len(example) == 1
-    (tmp_path / "example.py").write_text(example[0])
-    (tmp_path / ".vastkeep").mkdir()
-    info = rig.sim.info
-    (tmp_path / ".vastkeep" / "stack.json").write_text(json.dumps({
-        "admin_api_url": rig.admin_url, "admin_api_key": ADMIN_KEY, "proxy_url": rig.url, "simulated": True,
-        "simulator": {"control_url": info["control_url"], "control_token": info["control_token"]}}))
+    (folder / "example.py").write_text(example[0])
     env = {k: v for k, v in rig.env.items() if k not in ("ADMIN_URL", "ADMIN_KEY", "SIM_URL", "SIM_TOKEN")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     done = subprocess.run(["bash", "-c", admin_setup[0] + "\n" + sim_setup[0] + "\npython3 example.py\n"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_the_failover_example_runs_as_written(proxy_rig, redis_client, tmp_path):
+    rig = proxy_rig
+    first, spare = rig.ready_instance(), rig.ready_instance()
+    write_stack_json(rig, tmp_path)
+    out = run_docs_example(rig, tmp_path)
     assert f"crashed instance {first['id']}" in out
     assert f"failover: {first['id']} -> {spare['id']}" in out and "re-submitted: True" in out
     assert "PNG: True" in out and "released: True" in out

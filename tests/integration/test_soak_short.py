@@ -46,6 +46,8 @@ def test_short_soak_counts_nothing(tmp_path: Path):
     # the short form's promise: every fault family of the plan was injected and observed
     missing = {name: row for name, row in report["faults"].items() if not row["ok"]}
     assert not missing, f"fault families not injected or never observed: {sorted(missing)}\n{out}"
+    # and a failover during a prompt: a comfy-crash struck while a client's prompt ran on its target
+    assert report["faults"]["comfy-crash"]["under_prompt"] >= 1, f"{report['faults']['comfy-crash']}\n{out}"
     assert report["clientFailures"] == dict.fromkeys(report["clientFailures"], 0), out
     assert report["mustNever"] == dict.fromkeys(report["mustNever"], 0), out
     assert report["ok"] and proc.returncode == 0, out

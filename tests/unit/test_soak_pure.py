@@ -517,3 +517,33 @@ def test_a_second_fault_on_one_child_waits_until_the_first_is_over():
     assert hidden_by(step, [paused], 101.0, [], lambda: None)
     assert hidden_by(step, [{**paused, "back_at": 140.0}], 145.0, [], lambda: None)
     assert not hidden_by(step, [{**paused, "back_at": 140.0}], 151.0, [], lambda: None)
+
+
+@pytest.mark.parametrize(("injections", "want"), [
+    ([], 0),  # planned, not struck yet
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": False}], 0),
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": True}], 1),
+    ([{"family": "comfy-crash", "injected": False, "under_prompt": True}], 0),  # not struck: not counted
+    ([{"family": "comfy-crash", "injected": True, "under_prompt": True},
+      {"family": "comfy-crash", "injected": True}], 1),
+])
+def test_family_table_counts_the_crashes_struck_under_a_prompt(injections, want):
+    fams = family_table(injections, ["comfy-crash", "api-429"])
+    assert fams["comfy-crash"]["under_prompt"] == want
+    assert "under_prompt" not in fams["api-429"]
+
+
+@pytest.mark.parametrize(("event", "want"), [
+    ({"kind": "lease-broken", "data": {"instance_id": "5"}}, {"5": [10.0]}),
+    # a failover moved the lease off 5: its renew and release now answer the new instance, rightly
+    ({"kind": "failover-done", "data": {"instance_id": "5", "to_instance": "6", "outcome": "moved"}},
+     {"5": [10.0]}),
+    ({"kind": "failover-done", "data": {"instance_id": "5", "to_instance": None, "outcome": "failed"}}, {}),
+    ({"kind": "failover-started", "data": {"instance_id": "5"}}, {}),
+])
+def test_breaks_include_a_failover_that_moved_the_lease(event, want):
+    from vastkeep.soak.observe import Observer
+
+    obs = object.__new__(Observer)
+    obs.events = [{"id": "1", "ts": 10.0, **event}]
+    assert dict(obs.breaks()) == want

@@ -9,7 +9,8 @@ Behind a lease's endpoint (``st`` given, failover on) the client's socket outliv
 upstream drops (and a probe is refused) or the lease's failover moves it (the keepalive declared the instance
 lost), the relay reconnects upstream to the new instance with the same path and ``clientId``, sends the client
 the failover's status frame (and the one error of each of its prompts lost for want of consent), then relays
-the new instance's messages. Frames the client sends during the switch are dropped.
+the new instance's messages. Frames the client sends during the switch are dropped. A client that left (its
+socket closing while a frame was written to it) ends the relay: it is never taken for the instance dropping.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from vastkeep.proxy.server import ProxyServer
 
 log = logging.getLogger("vastkeep.proxy")
+#: What the relay does once one of its waits ended (:func:`next_step`).
+CLOSE, PROBE, RECONNECT = "close", "probe", "reconnect"
 _WS_HEADERS = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                "sec-websocket-protocol"}
 
@@ -48,6 +51,22 @@ async def _connect(server: ProxyServer, request: web.Request, url: str) -> aioht
                                   heartbeat=None, max_msg_size=0, compress=0,
                                   timeout=aiohttp.ClientWSTimeout(ws_close=5.0)),
         server.connect_timeout_s + server.timeout_s)
+
+
+class ClientGone(Exception):
+    """A frame could not be written to the client: its socket is closing (it left)."""
+
+
+def next_step(*, client_done: bool, client_gone: bool, failover: bool, upstream_done: bool,
+              moved: bool) -> str:
+    """After a wait of the relay: ``CLOSE`` (the client left or closed, or no failover behind this socket),
+    ``PROBE`` (the instance dropped us and the lease did not move: a strike, a probe, then reconnect) or
+    ``RECONNECT`` (the lease moved: to the new instance)."""
+    if client_done or client_gone or not failover:
+        return CLOSE
+    if upstream_done and not moved:
+        return PROBE
+    return RECONNECT
 
 
 async def relay_websocket(server: ProxyServer, request: web.Request, route: str, target: Target, tail: str,
@@ -92,12 +111,17 @@ async def relay_websocket(server: ProxyServer, request: web.Request, route: str,
             for f in (up_pump, moved):
                 if f is not None and f not in done:
                     f.cancel()
-            if client in done or st is None or changed is None or server.failover is None:
+            gone = up_pump in done and isinstance(up_pump.exception(), ClientGone)
+            step = next_step(client_done=client in done, client_gone=gone or down.closed,
+                             failover=st is not None and changed is not None and server.failover is not None,
+                             upstream_done=up_pump in done, moved=moved is not None and moved in done)
+            if step == CLOSE or st is None or changed is None or server.failover is None:
                 finished = client if client in done else up_pump
-                code = finished.result() if not finished.cancelled() and not finished.exception() else None
+                code = finished.result() if finished.done() and not finished.cancelled() \
+                    and not finished.exception() else None
                 await _close_both(holder[0], down, code)
                 break
-            if up_pump in done and moved not in done:  # the instance dropped us: is anybody there?
+            if step == PROBE:  # the instance dropped us: is anybody there?
                 server.failover.strike(st, "ws-drop", asyncio.get_running_loop().time())
                 await server.failover.probe(st)
             _close_soon(holder[0])
@@ -107,8 +131,12 @@ async def relay_websocket(server: ProxyServer, request: web.Request, route: str,
                 break
             holder[0], target = fresh
             if changed.is_set():  # moved: the client hears why before the new instance's messages
-                for frame in server.failover.frames_for(st, st.relays.get(rid)):
-                    await down.send_str(frame)
+                try:
+                    for frame in server.failover.frames_for(st, st.relays.get(rid)):
+                        await down.send_str(frame)
+                except (ConnectionError, RuntimeError, aiohttp.ClientError):  # the client left meanwhile
+                    await _close_both(holder[0], down, None)
+                    break
             fresh_socket = True  # reconnected once ComfyUI's first frame (its status) shows it registered us
     finally:
         client.cancel()
@@ -192,25 +220,31 @@ async def _pump_client(down: web.WebSocketResponse, holder: list[aiohttp.ClientW
 async def _pump(src: WebSocket, dst: WebSocket, m: ProxyMetrics, direction: str,
                 st: LeaseState | None = None, first: Callable[[], None] | None = None) -> int | None:
     """Copy frames from ``src`` to ``dst`` until ``src`` closes; returns its close code. ``first`` is called
-    when the first frame arrives."""
+    when the first frame arrives. Raises :class:`ClientGone` when ``dst`` is the client (``direction``
+    "down") and a frame cannot be written to it."""
     while True:
         msg = await src.receive()
         if first is not None:
             first()
             first = None
-        if msg.type == WSMsgType.TEXT:
-            if st is not None and '"prompt_id"' in msg.data:
-                st.observe(msg.data)
-            await dst.send_str(msg.data)
-        elif msg.type == WSMsgType.BINARY:
-            await dst.send_bytes(msg.data)
-        elif msg.type == WSMsgType.PING:
-            await dst.ping(msg.data)
-            continue
-        elif msg.type == WSMsgType.PONG:
-            await dst.pong(msg.data)
-            continue
-        else:  # CLOSE, CLOSING, CLOSED, ERROR
-            return src.close_code
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG):
+            return src.close_code  # CLOSE, CLOSING, CLOSED, ERROR
+        if msg.type == WSMsgType.TEXT and st is not None and '"prompt_id"' in msg.data:
+            st.observe(msg.data)
+        try:
+            if msg.type == WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            elif msg.type == WSMsgType.PING:
+                await dst.ping(msg.data)
+                continue
+            else:
+                await dst.pong(msg.data)
+                continue
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            if direction == "down":
+                raise ClientGone from exc
+            raise
         m.ws_messages[direction] += 1
         m.bytes[direction] += len(msg.data)

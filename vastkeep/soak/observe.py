@@ -197,10 +197,12 @@ class Observer:
 
     # ── derived views ───────────────────────────────────────────────────────
     def breaks(self) -> dict[str, list[float]]:
-        """Instance id → times vastkeep said its lease broke or it was replaced/destroyed."""
+        """Instance id → times vastkeep said its lease broke, moved it to another instance (a failover:
+        from then on the lease's renew and release answer the new instance) or it was replaced/destroyed."""
         out: dict[str, list[float]] = defaultdict(list)
         for ev in self.events:
-            if ev["kind"] in ("lease-broken", "instance-replaced", "instance-destroyed"):
+            moved = ev["kind"] == "failover-done" and ev["data"].get("to_instance") not in (None, "")
+            if moved or ev["kind"] in ("lease-broken", "instance-replaced", "instance-destroyed"):
                 out[str(ev["data"].get("instance_id"))].append(float(ev["ts"]))
         return out
 

@@ -178,6 +178,7 @@ class SoakRun:
         self.say(
             f"  +{elapsed:6.1f}s {step.family:<18} {record.get('target') or ''} "
             f"{'' if record['injected'] else 'NOT INJECTED: ' + str(record.get('error'))}"
+            f"{' (under a prompt)' if record.get('under_prompt') else ''}"
         )
         return record
 

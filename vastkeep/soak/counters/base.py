@@ -114,6 +114,7 @@ class FamilyRow(TypedDict, total=False):
     detection_s: list[float]
     detection: Summary
     ok: bool
+    under_prompt: int  # comfy-crash: strikes that landed while a client's prompt ran on the target
 
 
 class ClientVerdict(TypedDict, total=False):

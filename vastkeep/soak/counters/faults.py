@@ -48,7 +48,8 @@ def observe_api_fault(inj: Record, requests: Sequence[Record]) -> float | None:
 
 
 def family_table(injections: Sequence[Record], planned: Iterable[str]) -> dict[str, FamilyRow]:
-    """Per family: planned, injected, observed and the detection times (``observed_s`` of each injection)."""
+    """Per family: planned, injected, observed and the detection times (``observed_s`` of each injection);
+    for ``comfy-crash`` also how many struck under a client's prompt (``under_prompt``)."""
     out: dict[str, FamilyRow] = {}
     for name in planned:
         out.setdefault(name, {"planned": 0, "injected": 0, "observed": 0, "detection_s": []})
@@ -59,10 +60,14 @@ def family_table(injections: Sequence[Record], planned: Iterable[str]) -> dict[s
         )
         if inj.get("injected"):
             row["injected"] += 1
+            if inj.get("under_prompt"):
+                row["under_prompt"] = row.get("under_prompt", 0) + 1
             if inj.get("observed_s") is not None:
                 row["observed"] += 1
                 row["detection_s"].append(num(inj["observed_s"]))
-    for row in out.values():
+    for name, row in out.items():
+        if name == "comfy-crash":
+            row.setdefault("under_prompt", 0)
         row["detection"] = summary(row.pop("detection_s"))
         row["ok"] = row["planned"] == 0 or (row["injected"] > 0 and row["observed"] > 0)
     return out
