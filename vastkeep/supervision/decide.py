@@ -164,12 +164,21 @@ class DaemonRecord:
     last_handover_time: float | None = None  # the last restart because its holder was gone
 
     def to_json(self) -> dict[str, object]:
+        """The guide's names; ``leaseSeen`` and ``lastHandoverTime`` only when set, so a record the issue-20
+        rule never touched is stored byte for byte as before (and reads the same on older code)."""
+        out = self._guide_json()
+        if self.lease_seen:
+            out["leaseSeen"] = True
+        if self.last_handover_time is not None:
+            out["lastHandoverTime"] = self.last_handover_time
+        return out
+
+    def _guide_json(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "status": self.status, "restartCount": self.restart_count,
                 "consecutiveCrashes": self.consecutive_crashes, "lastStartTime": self.last_start_time,
                 "lastCrashTime": self.last_crash_time, "lastError": self.last_error,
                 "nextRestartAt": self.next_restart_at, "runningSince": self.running_since,
-                "crashTimes": list(self.crash_times), "alertedAt": self.alerted_at,
-                "leaseSeen": self.lease_seen, "lastHandoverTime": self.last_handover_time}
+                "crashTimes": list(self.crash_times), "alertedAt": self.alerted_at}
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> DaemonRecord:
@@ -320,7 +329,8 @@ def reset_record(record: DaemonRecord) -> DaemonRecord:
     ``lastCrashTime`` and ``lastError`` stay, as the history of what had failed.
     """
     return replace(record, status=DaemonStatus.REGISTERED, restart_count=0, consecutive_crashes=0,
-                   next_restart_at=None, running_since=None, crash_times=(), alerted_at=None)
+                   next_restart_at=None, running_since=None, crash_times=(), alerted_at=None,
+                   lease_seen=False, last_handover_time=None)
 
 
 __all__ = ["HOLDER_GONE", "START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement",
