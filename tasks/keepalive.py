@@ -3,22 +3,27 @@
 A shard runner holds its shard for a bounded run (``KEEPALIVE_RUN_S``) and then hands over to its
 continuation, so no task outlives the visibility timeout and a worker can be drained between runs. The
 supervision sweep (``vastkeep.supervision.sweep``, Layer 6) makes sure every shard has an owner: a shard
-whose heartbeat went stale and whose lease lapsed (a worker that died) is restarted with the guide's
-backoff. ``ensure_shards`` is no longer on the beat schedule: it stays an operator's tool that sends
-``run_shard`` at once for each shard whose lease is free. Two runners for one shard cannot both run: the
-second finds the lease held and returns ``busy`` without a continuation.
+whose heartbeat went stale and whose lease lapsed (a worker that died, a host paused or cut off) is
+started again at the next sweep, on whichever host takes the message; a run that ended in an error marks
+its heartbeat ``crashed`` and is restarted with the guide's backoff. ``ensure_shards`` is no longer on the
+beat schedule: it stays an operator's tool that sends ``run_shard`` at once for each shard whose lease is
+free. Two runners for one shard cannot both run: the second finds the lease held and returns ``busy``
+without a continuation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+
+from celery.exceptions import Retry
 
 from tasks.base import VastkeepTask, retry_on_redis
 from tasks.shutdown import stopping_check
 from vastkeep.core.settings import Settings
 from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, daemon_name, lease_name
 from vastkeep.keepalive import run_shard as run_shard_once
-from vastkeep.supervision import mark_handover
+from vastkeep.supervision import mark_crashed, mark_handover
 from worker import wiring
 from worker.app import app
 from worker.limits import KEEPALIVE_RUN_S, limits_for
@@ -56,7 +61,16 @@ def run_shard(self: VastkeepTask, shard: int) -> dict[str, object]:
                               should_stop=stopping_check(res, self.request.hostname),
                               announced=res.announced)
 
-    result = retry_on_redis(self, go, "keepalive shard")
+    try:
+        result = retry_on_redis(self, go, "keepalive shard")
+    except Retry:
+        raise  # a Redis blip: the task retries itself; nothing crashed
+    except Exception:
+        # a crash where it ran: supervision backs off (the guide's 10/20/40/60 s), rather than taking it for
+        # a holder gone elsewhere (restarted at the next sweep)
+        with contextlib.suppress(Exception):
+            mark_crashed(res.redis, res.keys, res.clock, daemon_name(n))
+        raise
     if result.get("result") == "done":
         # supervision (Layer 6) counts the shard alive while its continuation waits in the queue
         mark_handover(res.redis, res.keys, res.clock, daemon_name(n))

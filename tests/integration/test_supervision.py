@@ -17,10 +17,12 @@ from vastkeep.state import NULL_EVENTS, EventLog, Keys, LeaseManager, new_owner,
 from vastkeep.supervision import (
     SUPERVISOR_LEASE,
     SWEEP_BUSY,
+    DaemonRecord,
     DaemonSpec,
     SupervisionBook,
     SupervisionPolicy,
     keepalive_shard,
+    mark_crashed,
     no_jitter,
     publish_processes,
     sweep,
@@ -121,6 +123,7 @@ def test_a_queued_start_within_the_start_timeout_is_not_a_crash_and_a_handover_i
     clock.advance(30)
     assert once()["crashed"] == []
     leases.release(lease)
+    mark_crashed(redis_client, keys, clock, spec.id)  # the run ended in an error where it ran
     assert once()["crashed"] == ["keepalive-shard-1"]
 
 
@@ -196,3 +199,79 @@ def test_a_handover_mark_keeps_a_daemon_alive_while_its_continuation_is_queued(r
     assert once()["crashed"] == []
     clock.advance(2)  # the continuation never ran: now it is a crash
     assert once()["crashed"] == ["keepalive-shard-0"]
+
+
+# The defaults a production shard runs under: a 30 s keepalive interval, so a 15 s shard lease
+# (tasks/keepalive.py: min(15 s, interval / 2)), the beat's sweep every 5 s, SUPERVISION_* defaults.
+INTERVAL_S, LEASE_TTL_S, SWEEP_S = 30, 15, 5
+
+
+@pytest.mark.parametrize("earlier_crashes", [0, 2], ids=["first-fault", "after-two-crashes-in-the-run"])
+def test_a_paused_holders_shard_moves_within_one_interval_at_default_timings(redis_client,
+                                                                               earlier_crashes) -> None:
+    """Issue 20: host B (the shard's holder) is paused; host A must take the shard within one interval.
+
+    The bound is the lease TTL (the lapse) plus one sweep period plus the second host A takes to start: 21 s.
+    Before the fix the sweep counted the lapse as a crash and waited the guide's 10 s (20 s, 40 s after
+    earlier crashes in the run) first: 26 s and 56 s here, more in the soak."""
+    keys, clock = Keys("suptest-move"), FakeClock()
+    spec = keepalive_shard(0)
+    leases, book = LeaseManager(redis_client, keys, clock), SupervisionBook(redis_client, keys)
+    if earlier_crashes:  # the shard was restarted twice earlier in the run, the last time just now
+        sup = leases.acquire(SUPERVISOR_LEASE, new_owner("t"), 60_000)
+        assert sup is not None
+        book.write(sup, [DaemonRecord.from_json({"id": spec.id, "name": spec.name, "status": "running",
+                                                 "consecutiveCrashes": earlier_crashes, "restartCount": 2,
+                                                 "runningSince": clock.now()})])
+        leases.release(sup)
+    b_lease = leases.acquire(spec.lease, new_owner("hostB"), 600_000)  # lapses when the test says so
+    assert b_lease is not None
+    starts: list[float] = []
+    paused_at, moved_after = 32.0, None
+    for t in range(150):
+        if t < paused_at and t % 5 == 0:
+            write_heartbeat(redis_client, keys, clock, spec.id, kind="keepalive-shard", ttl_ms=60_000)
+        if t == paused_at + LEASE_TTL_S:
+            redis_client.delete(keys.lease(spec.lease))  # host B's lease lapses (no renewal while paused)
+        if t % SWEEP_S == 0:
+            sweep(redis=redis_client, keys=keys, specs=[spec], policy=SupervisionPolicy(),
+                  start=lambda s: starts.append(clock.now()), clock=clock)
+        clock.advance(1.0)
+        if starts and t > paused_at:  # host A's worker takes the start message within a second
+            a_lease = leases.acquire(spec.lease, new_owner("hostA"), 600_000)
+            if a_lease is not None:
+                assert a_lease.fence == b_lease.fence + 1
+                moved_after = t + 1 - paused_at
+                break
+    assert moved_after is not None, "host A never took the shard"
+    assert moved_after <= LEASE_TTL_S + SWEEP_S + 1 < INTERVAL_S, moved_after
+    rec = book.all()[spec.id]
+    assert (rec.status, rec.consecutive_crashes) == ("starting", earlier_crashes)
+    assert rec.restart_count == (3 if earlier_crashes else 1)
+    assert rec.last_crash_time is None and rec.crash_times == ()  # a holder gone is not a crash
+
+
+def test_a_holder_gone_again_soon_after_a_move_backs_off_like_a_crash(redis_client) -> None:
+    """A daemon that keeps vanishing without a word (a worker killed again and again) is a crash loop after
+    all: the second silent loss within the stable time waits the guide's 10 s."""
+    keys, clock = Keys("suptest-move2"), FakeClock()
+    spec = keepalive_shard(0)
+    leases = LeaseManager(redis_client, keys, clock)
+    starts: list[float] = []
+
+    def once() -> dict:
+        return sweep(redis=redis_client, keys=keys, specs=[spec], policy=SupervisionPolicy(),
+                     start=lambda s: starts.append(clock.now()), clock=clock, jitter=no_jitter)
+
+    for _ in range(2):
+        lease = leases.acquire(spec.lease, new_owner("h"), 600_000)
+        assert lease is not None
+        write_heartbeat(redis_client, keys, clock, spec.id, kind="keepalive-shard", ttl_ms=60_000)
+        once()
+        clock.advance(16)
+        redis_client.delete(keys.lease(spec.lease))
+        result = once()
+    assert len(starts) == 1  # the first loss: restarted at once; the second, 16 s later: a crash
+    assert result["crashed"] == ["keepalive-shard-0"]
+    rec = SupervisionBook(redis_client, keys).all()[spec.id]
+    assert (rec.status, rec.next_restart_at) == ("backoff", clock.now() + 10)

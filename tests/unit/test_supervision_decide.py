@@ -8,6 +8,7 @@ import pytest
 
 from vastkeep.core.backoff import RestartPolicy
 from vastkeep.supervision.decide import (
+    HOLDER_GONE,
     STALE_ERROR,
     START_TIMEOUT_ERROR,
     DaemonRecord,
@@ -87,6 +88,39 @@ CASES = [
     ("came back by itself during backoff: running, no restart",
      replace(R, status="backoff", next_restart_at=T + 5, consecutive_crashes=1), FRESH, T, "healthy", False,
      (), {"status": "running", "next_restart_at": None, "restart_count": 0}),
+    # issue 20: a holder gone (host paused, cut off, killed) is not a crash of the daemon where it ran
+    ("held its lease, lease lapsed, heartbeat stale, no crash reported: holder gone, restart now",
+     replace(R, status="running", running_since=T - 30, lease_seen=True), STALE, T, "restart", True,
+     ("restarted",), {"status": "starting", "restart_count": 1, "consecutive_crashes": 0,
+                      "last_start_time": T, "last_handover_time": T, "last_error": HOLDER_GONE,
+                      "last_crash_time": None, "crash_times": (), "next_restart_at": None,
+                      "lease_seen": False}),
+    ("holder gone after earlier crashes in the run: no backoff step either, the count stays",
+     replace(R, status="running", running_since=T - 5, consecutive_crashes=2, restart_count=2,
+             lease_seen=True), DEAD, T, "restart", True, ("restarted",),
+     {"status": "starting", "restart_count": 3, "consecutive_crashes": 2}),
+    ("holder gone again ≥ 60 s after the last move: restart now",
+     replace(R, status="running", running_since=T - 50, lease_seen=True, last_handover_time=T - 60), DEAD, T,
+     "restart", True, ("restarted",), {"last_handover_time": T}),
+    ("holder gone again < 60 s after the last move: a crash (a silent crash loop backs off)",
+     replace(R, status="running", running_since=T - 50, lease_seen=True, last_handover_time=T - 59), DEAD, T,
+     "crashed", False, ("crashed",),
+     {"status": "backoff", "consecutive_crashes": 1, "next_restart_at": T + 10,
+      "last_handover_time": T - 59}),
+    ("crash reported where it ran (heartbeat marked crashed): a crash even though it held its lease",
+     replace(R, status="running", running_since=T - 5, consecutive_crashes=1, lease_seen=True),
+     Observed(heartbeat_age_s=1.0, crashed=True), T, "crashed", False, ("crashed",),
+     {"status": "backoff", "consecutive_crashes": 2, "next_restart_at": T + 20, "lease_seen": False}),
+    ("never seen holding its lease: a crash as before",
+     replace(R, status="running", running_since=T - 30), DEAD, T, "crashed", False, ("crashed",),
+     {"next_restart_at": T + 10}),
+    ("a start that never came up is a start timeout, not a holder gone",
+     replace(R, status="starting", last_start_time=T - 60, lease_seen=True), DEAD, T, "crashed", False,
+     ("crashed",), {"last_error": START_TIMEOUT_ERROR}),
+    ("alive by its lease: lease seen", replace(R, status="running", running_since=T - 30), HELD, T,
+     "healthy", False, (), {"lease_seen": True}),
+    ("alive by its heartbeat only: lease not seen", replace(R, status="running", running_since=T - 30), FRESH,
+     T, "healthy", False, (), {"lease_seen": False}),
     ("failed stays failed", replace(R, status="failed", restart_count=3), DEAD, T, "failed", False, (),
      {"status": "failed"}),
     ("failed but beating again: running", replace(R, status="failed", restart_count=3), FRESH, T, "healthy",
@@ -144,7 +178,7 @@ def test_jitter_only_shortens_and_spreads_across_daemons() -> None:
 def test_record_json_round_trip() -> None:
     rec = replace(R, status="backoff", restart_count=2, consecutive_crashes=3, last_start_time=T,
                   last_crash_time=T + 1, last_error="x", next_restart_at=T + 40, crash_times=(T, T + 1),
-                  alerted_at=T)
+                  alerted_at=T, lease_seen=True, last_handover_time=T - 5)
     assert DaemonRecord.from_json(rec.to_json()) == rec
     assert set(rec.to_json()) >= {"name", "status", "restartCount", "consecutiveCrashes", "lastStartTime",
                                   "lastCrashTime", "lastError", "nextRestartAt"}

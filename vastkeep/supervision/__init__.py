@@ -57,6 +57,7 @@ from vastkeep.supervision.flow import (
     ResetView,
     daemon_status,
     find_daemon,
+    mark_crashed,
     mark_handover,
     reset_daemon,
     sweep,
@@ -69,6 +70,7 @@ __all__ = [
     "ALREADY_RESET", "NOT_FAILED", "RESET", "UNKNOWN", "find_daemon", "reset_daemon", "reset_record",
     "KEEPALIVE_SHARD", "POLL_DISPATCHER", "SSH_COLLECTOR", "SUPERVISOR_LEASE", "SWEEP_BUSY", "DaemonRecord",
     "DaemonSpec", "Decision", "Observed", "SupervisionBook", "SupervisionPolicy", "daemon_status", "decide",
-    "hash_jitter", "jittered_delay", "keepalive_shard", "mark_handover", "no_jitter", "poll_dispatcher",
+    "hash_jitter", "jittered_delay", "keepalive_shard", "mark_crashed", "mark_handover", "no_jitter",
+    "poll_dispatcher",
     "publish_processes", "read_processes", "ssh_collector", "sweep", "wanted_daemons", "watchdog_status",
 ]

@@ -21,6 +21,12 @@ record status          not alive →
 (new) ``registered``   ``start`` now: the first start never waits (and is not a restart)
 ``starting``           ``wait`` until ``start_timeout_s`` after the start was sent (the message may sit
                        in a queue); then it is a crash ("no heartbeat within the start timeout")
+``running``, holder    ``restart`` now, no backoff, not a crash: the daemon had held its lease
+gone                   (``leaseSeen``), the lease lapsed, the heartbeat is stale, and no crash was reported
+                       (a heartbeat marked ``crashed``). Its holder is gone (host paused, cut off, killed),
+                       nothing crashed where it ran; another host takes it at this sweep.
+                       ``lastHandoverTime`` = now. Only once per ``stable_after_s``: a second one sooner is
+                       a crash (a daemon that keeps vanishing without a word backs off)
 ``running``            a crash: ``consecutiveCrashes`` +1 (reset to 1 if it had run ``stable_after_s``),
                        status ``backoff`` until ``nextRestartAt`` = now + :func:`restart_delay` with jitter
 ``backoff``            ``wait``, then at ``nextRestartAt`` ``restart``: ``restartCount`` +1, ``starting``
@@ -86,6 +92,7 @@ class Announcement(StrEnum):
 STATUSES: tuple[DaemonStatus, ...] = tuple(DaemonStatus)
 START_TIMEOUT_ERROR = "no heartbeat within the start timeout"
 STALE_ERROR = "heartbeat stale and lease free"
+HOLDER_GONE = "holder gone: lease lapsed, heartbeat stale, no crash reported"
 
 
 def hash_jitter(daemon_id: str, crashes: int) -> float:
@@ -128,10 +135,11 @@ class Observed:
     lease_held: bool = False
     pid: int | None = None
     handover: bool = False  # the last heartbeat said "my continuation is sent" (it may wait in a queue)
+    crashed: bool = False  # the last heartbeat said "my run ended in an error" (a crash where it ran)
 
     def alive(self, policy: SupervisionPolicy) -> bool:
         age = self.heartbeat_age_s
-        fresh = age is not None and age <= policy.stale_s
+        fresh = age is not None and age <= policy.stale_s and not self.crashed
         handing_over = self.handover and age is not None and age <= policy.start_timeout_s
         return fresh or self.lease_held or handing_over
 
@@ -152,8 +160,20 @@ class DaemonRecord:
     running_since: float | None = None
     crash_times: tuple[float, ...] = ()
     alerted_at: float | None = None
+    lease_seen: bool = False  # seen holding its lease since its last start (it really ran)
+    last_handover_time: float | None = None  # the last restart because its holder was gone
 
     def to_json(self) -> dict[str, object]:
+        """The guide's names; ``leaseSeen`` and ``lastHandoverTime`` only when set, so a record the issue-20
+        rule never touched is stored byte for byte as before (and reads the same on older code)."""
+        out = self._guide_json()
+        if self.lease_seen:
+            out["leaseSeen"] = True
+        if self.last_handover_time is not None:
+            out["lastHandoverTime"] = self.last_handover_time
+        return out
+
+    def _guide_json(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "status": self.status, "restartCount": self.restart_count,
                 "consecutiveCrashes": self.consecutive_crashes, "lastStartTime": self.last_start_time,
                 "lastCrashTime": self.last_crash_time, "lastError": self.last_error,
@@ -180,7 +200,8 @@ class DaemonRecord:
                    last_error=None if error is None else str(error), next_restart_at=num("nextRestartAt"),
                    running_since=num("runningSince"),
                    crash_times=tuple(_number(t) for t in times),
-                   alerted_at=num("alertedAt"))
+                   alerted_at=num("alertedAt"), lease_seen=bool(data.get("leaseSeen") or False),
+                   last_handover_time=num("lastHandoverTime"))
 
 
 def _number(value: object) -> float:
@@ -226,12 +247,12 @@ def decide(record: DaemonRecord | None, observed: Observed, *, daemon_id: str, n
         return Decision(Action.RETIRE, None)
     alive = observed.alive(policy)
     if alive:
-        return _alive(record, now, policy, announce)
+        return _alive(record, observed, now, policy, announce)
     if record.status == DaemonStatus.FAILED:
         return Decision(Action.FAILED, record, announce=announce)
     if record.status == DaemonStatus.REGISTERED:
         started = replace(record, status=DaemonStatus.STARTING, last_start_time=now, running_since=None,
-                          next_restart_at=None)
+                          next_restart_at=None, lease_seen=False)
         return Decision(Action.START, started, start=True, announce=announce)
     starting_for_s = now - (record.last_start_time or now)
     if record.status == DaemonStatus.STARTING and starting_for_s < policy.start_timeout_s:
@@ -240,13 +261,33 @@ def decide(record: DaemonRecord | None, observed: Observed, *, daemon_id: str, n
         if record.next_restart_at is not None and now < record.next_restart_at:
             return Decision(Action.WAIT, record, announce=announce)
         restarted = replace(record, status=DaemonStatus.STARTING, restart_count=record.restart_count + 1,
-                            last_start_time=now, running_since=None, next_restart_at=None)
+                            last_start_time=now, running_since=None, next_restart_at=None, lease_seen=False)
         return Decision(Action.RESTART, restarted, start=True, announce=(*announce, Announcement.RESTARTED))
+    if holder_gone(record, observed, now, policy):
+        moved = replace(record, status=DaemonStatus.STARTING, restart_count=record.restart_count + 1,
+                        last_start_time=now, running_since=None, next_restart_at=None, lease_seen=False,
+                        last_handover_time=now, last_error=HOLDER_GONE)
+        return Decision(Action.RESTART, moved, start=True, announce=(*announce, Announcement.RESTARTED),
+                        delay_s=0.0)
     error = START_TIMEOUT_ERROR if record.status == DaemonStatus.STARTING else STALE_ERROR
     return _crashed(record, now, policy, jitter, error, announce)
 
 
-def _alive(record: DaemonRecord, now: float, policy: SupervisionPolicy,
+def holder_gone(record: DaemonRecord, observed: Observed, now: float, policy: SupervisionPolicy) -> bool:
+    """A ``running`` daemon that is not alive lost its holder rather than crashed where it ran.
+
+    It had held its lease since its last start (``leaseSeen``: it really ran), the lease lapsed and the
+    heartbeat went stale, and its last heartbeat reported no crash; and it was not already handed over
+    within ``stable_after_s`` (a daemon that keeps vanishing without a word is a crash loop after all, and
+    backs off on the guide's schedule). The caller has checked ``not observed.alive(policy)``.
+    """
+    if record.status != DaemonStatus.RUNNING or not record.lease_seen or observed.crashed:
+        return False
+    last = record.last_handover_time
+    return last is None or now - last >= policy.restart.stable_after_s
+
+
+def _alive(record: DaemonRecord, observed: Observed, now: float, policy: SupervisionPolicy,
            announce: tuple[Announcement, ...]) -> Decision:
     running = record.status == DaemonStatus.RUNNING and record.running_since is not None
     since = record.running_since if running and record.running_since is not None else now
@@ -254,7 +295,7 @@ def _alive(record: DaemonRecord, now: float, policy: SupervisionPolicy,
     if crashes and now - since >= policy.restart.stable_after_s:
         crashes = 0  # a stable run proves the daemon works: the next crash waits base_s again
     new = replace(record, status=DaemonStatus.RUNNING, running_since=since, consecutive_crashes=crashes,
-                  next_restart_at=None)
+                  next_restart_at=None, lease_seen=record.lease_seen or observed.lease_held)
     return Decision(Action.HEALTHY, new, announce=announce)
 
 
@@ -267,7 +308,7 @@ def _crashed(record: DaemonRecord, now: float, policy: SupervisionPolicy, jitter
     keep = max(1, policy.crash_loop_crashes)
     recent = tuple(t for t in (*record.crash_times, now) if t > window_start)[-keep:]
     crashed = replace(record, consecutive_crashes=crashes, last_crash_time=now, last_error=error,
-                      running_since=None, crash_times=recent)
+                      running_since=None, crash_times=recent, lease_seen=False)
     loop = len(recent) >= policy.crash_loop_crashes and (record.alerted_at is None
                                                           or record.alerted_at <= window_start)
     if loop:
@@ -288,10 +329,13 @@ def reset_record(record: DaemonRecord) -> DaemonRecord:
     ``lastCrashTime`` and ``lastError`` stay, as the history of what had failed.
     """
     return replace(record, status=DaemonStatus.REGISTERED, restart_count=0, consecutive_crashes=0,
-                   next_restart_at=None, running_since=None, crash_times=(), alerted_at=None)
+                   next_restart_at=None, running_since=None, crash_times=(), alerted_at=None,
+                   lease_seen=False, last_handover_time=None)
 
 
-__all__ = ["START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement", "DaemonRecord",
+__all__ = ["HOLDER_GONE", "START_TIMEOUT_ERROR", "STALE_ERROR", "STATUSES", "Action", "Announcement",
+           "DaemonRecord",
            "DaemonStatus",
            "Decision", "Jitter", "Observed",
-           "SupervisionPolicy", "decide", "hash_jitter", "jittered_delay", "no_jitter", "reset_record"]
+           "SupervisionPolicy", "decide", "hash_jitter", "holder_gone", "jittered_delay", "no_jitter",
+           "reset_record"]

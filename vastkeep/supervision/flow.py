@@ -74,7 +74,8 @@ def _observe(redis: Redis, keys: Keys, clock: Clock, specs: Sequence[DaemonSpec]
         out[spec.id] = Observed(heartbeat_age_s=float(beat["age_s"]) if beat else None,
                                 lease_held=held_by_id.get(spec.id, False),
                                 pid=int(beat["pid"]) if beat and beat.get("pid") is not None else None,
-                                handover=bool(beat.get("handover")) if beat else False)
+                                handover=bool(beat.get("handover")) if beat else False,
+                                crashed=bool(beat.get("crashed")) if beat else False)
     return out
 
 
@@ -195,6 +196,12 @@ def mark_handover(redis: Redis, keys: Keys, clock: Clock, daemon_id: str, *, ttl
     write_heartbeat(redis, keys, clock, daemon_id, kind="handover", handover=True, ttl_ms=ttl_ms)
 
 
+def mark_crashed(redis: Redis, keys: Keys, clock: Clock, daemon_id: str, *, ttl_ms: int = 600_000) -> None:
+    """Beat once with ``crashed`` when a run ends in an error: the next sweep counts a crash where it ran
+    (the guide's backoff), not a holder gone elsewhere (restarted at once). Safe to send twice."""
+    write_heartbeat(redis, keys, clock, daemon_id, kind="crashed", crashed=True, ttl_ms=ttl_ms)
+
+
 def daemon_status(rec: DaemonRecord, observed: Observed | None) -> DaemonView:
     """One daemon in the guide's getStatus shape (times as ISO-8601), plus heartbeatAgeS and nextRestartAt."""
     return {"name": rec.name, "pid": observed.pid if observed else None, "status": rec.status,
@@ -274,4 +281,5 @@ def _reset_view(redis: Redis, keys: Keys, clock: Clock, rec: DaemonRecord,
 
 __all__ = ["ALREADY_RESET", "NOT_FAILED", "RESET", "SUPERVISOR_LEASE", "SWEEP_BUSY", "UNKNOWN", "DaemonView",
            "ResetOutcome", "ResetView", "Start",
-           "daemon_status", "find_daemon", "mark_handover", "reset_daemon", "sweep", "watchdog_status"]
+           "daemon_status", "find_daemon", "mark_crashed", "mark_handover", "reset_daemon", "sweep",
+           "watchdog_status"]
