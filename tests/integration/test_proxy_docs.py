@@ -5,7 +5,6 @@ way ``vastkeep up`` leaves it."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,7 @@ import pytest
 
 from tests.fixtures.comfy import png_size
 from tests.fixtures.proxy import ADMIN_KEY
-
-DOC = Path(__file__).parents[2] / "docs" / "proxy.md"
-
-
-def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+from tests.fixtures.proxy_docs import blocks
 
 
 def setup_block() -> str:

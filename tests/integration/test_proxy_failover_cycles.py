@@ -16,7 +16,7 @@ import time
 import requests
 
 from tests.fixtures.failover import client_loop
-from tests.integration.test_proxy_docs_failover import run_docs_example, write_stack_json
+from tests.fixtures.proxy_docs import run_docs_example, write_stack_json
 from vastkeep.core.clock import iso
 
 CYCLES = 3

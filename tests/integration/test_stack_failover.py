@@ -5,7 +5,6 @@ example run as written from that folder (it reads ``.vastkeep/stack.json`` as ``
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.comfy import png_size
+from tests.fixtures.proxy_docs import blocks
 from tests.fixtures.stack import start_stack
 from vastkeep.core.clock import SYSTEM_CLOCK
 
 pytestmark = [pytest.mark.timeout(420)]
-DOC = Path(__file__).parents[2] / "docs" / "proxy.md"
-
-
-def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
 
 
 def test_the_failover_example_works_under_vastkeep_up(tmp_path: Path) -> None:
