@@ -87,6 +87,7 @@ class Announcement(StrEnum):
     RESTARTED = "restarted"
     FAILED = "failed"
     CRASH_LOOP = "crash-loop"
+    HOLDER_GONE = "holder-gone"
 
 
 STATUSES: tuple[DaemonStatus, ...] = tuple(DaemonStatus)
@@ -267,8 +268,8 @@ def decide(record: DaemonRecord | None, observed: Observed, *, daemon_id: str, n
         moved = replace(record, status=DaemonStatus.STARTING, restart_count=record.restart_count + 1,
                         last_start_time=now, running_since=None, next_restart_at=None, lease_seen=False,
                         last_handover_time=now, last_error=HOLDER_GONE)
-        return Decision(Action.RESTART, moved, start=True, announce=(*announce, Announcement.RESTARTED),
-                        delay_s=0.0)
+        return Decision(Action.RESTART, moved, start=True,
+                        announce=(*announce, Announcement.HOLDER_GONE, Announcement.RESTARTED), delay_s=0.0)
     error = START_TIMEOUT_ERROR if record.status == DaemonStatus.STARTING else STALE_ERROR
     return _crashed(record, now, policy, jitter, error, announce)
 

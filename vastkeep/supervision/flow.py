@@ -167,6 +167,9 @@ def _announce(spec: DaemonSpec, d: Decision, events: EventSink) -> None:
         elif what == Announcement.CRASHED:
             log.warning("[Watchdog] Process %s stopped (%s); restarting in %.1fs", spec.name, rec.last_error,
                         d.delay_s or 0.0)
+        elif what == Announcement.HOLDER_GONE:
+            # the guide's line family: an operator grepping "[Watchdog] Process" sees every move, crash or not
+            log.warning("[Watchdog] Process %s stopped (%s); restarting in 0.0s", spec.name, rec.last_error)
         elif what == Announcement.RESTARTED:
             log.warning("Restarted %s (attempt %d, %d crashes)", spec.id, rec.restart_count,
                         rec.consecutive_crashes)
