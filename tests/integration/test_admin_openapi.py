@@ -69,9 +69,11 @@ def test_openapi_document_matches_the_api(sim: Any, tmp_path: Path) -> None:
         options = requests.options(api.url + "/api/proxy/admin/safe-mode", headers={"X-Admin-Key": KEY},
                                    timeout=10)
         assert options.status_code == 405 and options.headers["Allow"] == "GET, POST", options.headers
+        # one worker: with two threads, hypothesis parses lambda sources concurrently and CPython 3.11's
+        # ast.parse fails with "SystemError: AST constructor recursion depth mismatch" (seen in a full run)
         run = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
-             f"{api.url}/openapi.json", "--checks", "all", "--no-color", "--workers", "2",
+             f"{api.url}/openapi.json", "--checks", "all", "--no-color", "--workers", "1",
              "--request-timeout", "20", "--suppress-health-check", "all"],
             cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
         client = redis.client()

@@ -197,24 +197,33 @@ async def _pump_client(down: web.WebSocketResponse, holder: list[aiohttp.ClientW
     client's close code. A frame the instance cannot take (it is going away) is dropped."""
     while True:
         msg = await down.receive()
-        up = holder[0]
+        if msg.type not in _FRAMES:
+            return down.close_code  # CLOSE, CLOSING, CLOSED, ERROR
         try:
-            if msg.type == WSMsgType.TEXT:
-                await up.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await up.send_bytes(msg.data)
-            elif msg.type == WSMsgType.PING:
-                await up.ping(msg.data)
+            if not await _write(holder[0], msg):
                 continue
-            elif msg.type == WSMsgType.PONG:
-                await up.pong(msg.data)
-                continue
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
-                return down.close_code
         except (ConnectionError, RuntimeError, aiohttp.ClientError):
             continue
         m.ws_messages["up"] += 1
         m.bytes["up"] += len(msg.data)
+
+
+_FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
+
+
+async def _write(dst: WebSocket, msg: aiohttp.WSMessage) -> bool:
+    """Write one frame of ``_FRAMES`` to ``dst``; True for a data frame (the metrics count those only)."""
+    if msg.type == WSMsgType.TEXT:
+        await dst.send_str(msg.data)
+    elif msg.type == WSMsgType.BINARY:
+        await dst.send_bytes(msg.data)
+    elif msg.type == WSMsgType.PING:
+        await dst.ping(msg.data)
+        return False
+    else:
+        await dst.pong(msg.data)
+        return False
+    return True
 
 
 async def _pump(src: WebSocket, dst: WebSocket, m: ProxyMetrics, direction: str,
@@ -227,20 +236,12 @@ async def _pump(src: WebSocket, dst: WebSocket, m: ProxyMetrics, direction: str,
         if first is not None:
             first()
             first = None
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG):
+        if msg.type not in _FRAMES:
             return src.close_code  # CLOSE, CLOSING, CLOSED, ERROR
         if msg.type == WSMsgType.TEXT and st is not None and '"prompt_id"' in msg.data:
             st.observe(msg.data)
         try:
-            if msg.type == WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-            elif msg.type == WSMsgType.PING:
-                await dst.ping(msg.data)
-                continue
-            else:
-                await dst.pong(msg.data)
+            if not await _write(dst, msg):
                 continue
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             if direction == "down":

@@ -206,6 +206,14 @@ class Observer:
                 out[str(ev["data"].get("instance_id"))].append(float(ev["ts"]))
         return out
 
+    def moves(self) -> list[tuple[float, str, str]]:
+        """``(time, from instance, to instance)`` of each failover: the lease holds the new one from then."""
+        return [
+            (float(ev["ts"]), str(ev["data"].get("instance_id")), str(ev["data"]["to_instance"]))
+            for ev in self.events
+            if ev["kind"] == "failover-done" and ev["data"].get("to_instance") not in (None, "")
+        ]
+
     def comfy_lost(self) -> dict[str, list[tuple[float, float | None]]]:
         """Instance id → spans from ``connection-lost`` to the next ``connection-restored`` (None: lost)."""
         out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)

@@ -229,7 +229,9 @@ def spacing_s(hold_s: float) -> float:
 
 def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> list[FaultStep]:
     """Keep faults on one process child :func:`spacing_s` apart: a step too close to the one before is pushed
-    back; when that leaves the window, it takes the first free place from the window's start."""
+    back; when that leaves the window, it takes the first free place from the window's start. A step that is
+    undone after ``hold_s`` ends within the window too: the workload's end undoes every fault still held,
+    and a host cut restored 15 s after it struck never moved a shard (the short form, seed 20261207)."""
     taken: dict[str, list[tuple[float, float]]] = {}  # child -> (at, spacing) of its faults so far
     out = []
 
@@ -239,18 +241,21 @@ def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> li
     for step in steps:
         proc = FAMILIES[step.family].process
         at, gap = step.at_s, spacing_s(step.hold_s)
-        if proc is not None and not free(proc, at, gap):
-            at = max(t + max(gap, g) for t, g in taken[proc])
-            if at > end_s:
+        last = max(start_s, end_s - step.hold_s)  # the latest start that is undone within the window
+        if proc is None:
+            at = min(at, last)
+        elif at > last or not free(proc, at, gap):
+            at = max((t + max(gap, g) for t, g in taken.get(proc, ())), default=at)
+            if at > last:
                 at = next(
                     (
                         start_s + 5.0 * k
-                        for k in range(int((end_s - start_s) / 5.0) + 1)
+                        for k in range(int((last - start_s) / 5.0) + 1)
                         if free(proc, start_s + 5.0 * k, gap)
                     ),
                     end_s + 1,
                 )
-            if at > end_s:
+            if at > last:
                 continue  # no room left for it in this run: the report shows it planned, injected 0 times
         if proc is not None:
             taken.setdefault(proc, []).append((at, gap))

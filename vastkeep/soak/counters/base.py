@@ -58,6 +58,7 @@ class Excused(StrEnum):
     TASK_ERROR_UNDER_FAULT = "task-error-under-fault"
     RENEW_REFUSED_AFTER_BREAK = "renew-refused-after-break"
     RELEASE_REFUSED_AFTER_BREAK = "release-refused-after-break"
+    RELEASE_LANDED_BEFORE = "release-landed-before"  # a retried release finds the lease gone: it had landed
     RENEW_LATE = "renew-late"
     HTTP_5XX_UNDER_REDIS_FAULT = "http-5xx-under-redis-fault"
     PROMPT_FAIL_UNDER_FAULT = "prompt-fail-under-fault"

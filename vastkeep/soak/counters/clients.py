@@ -22,6 +22,7 @@ from vastkeep.soak.counters.base import (
     num,
     process_windows,
     summary,
+    whole,
 )
 
 #: Instance faults the endpoint's failover must hide from a prompt (a crash is seen at once): a prompt that
@@ -175,6 +176,9 @@ def _judge_end(
             new, old = iso_s(line.get("leased_until")), iso_s(line.get("previous_until"))
             if new is None or (old is not None and new < old):
                 fail(ClientFailure.RENEW_WRONG, line)
+        return
+    if op == "release" and status in (404, 409) and whole(line.get("attempt") or 0) > 0:
+        expected[Excused.RELEASE_LANDED_BEFORE] += 1  # the attempt whose answer never came had landed
         return
     if status in (404, 409) and excused:
         expected[Excused(f"{op}-refused-after-break")] += 1

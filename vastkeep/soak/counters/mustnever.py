@@ -9,34 +9,54 @@ from collections.abc import Iterable, Mapping, Sequence
 from vastkeep.soak.counters.base import Hold, Record, iso_s, num, whole
 
 
-def lease_holds(lines: Sequence[Record], breaks: Mapping[str, Sequence[float]] | None = None) -> list[Hold]:
+def lease_holds(
+    lines: Sequence[Record],
+    breaks: Mapping[str, Sequence[float]] | None = None,
+    moves: Sequence[tuple[float, str, str]] = (),
+) -> list[Hold]:
     """Each grant as a hold ``{lease, instance, client, fence, start, end}``: it ends at its release (or a
     refused renewal), else at its ``leasedUntil`` (left to expire, or its client was killed), and at the
-    latest when vastkeep broke it (``breaks``: instance id → times of lease-broken events)."""
+    latest when vastkeep broke it (``breaks``: instance id → times of lease-broken events).
+
+    A release whose answer never came (a timeout, a 5xx) ended nothing the client knows of; when a later
+    attempt is answered, the hold ended when the first attempt was sent (it may have landed then). A failover
+    (``moves``: ``(time, from instance, to instance)``) ends the hold on its old instance (a break there) and
+    goes on as a hold of the new one: the lease holds that instance from then on."""
     holds: dict[str, Hold] = {}
+    unanswered: dict[str, float] = {}  # lease -> when its first unanswered release was sent
     for line in lines:
-        op, lease = line.get("op"), line.get("lease")
+        op, lease = line.get("op"), str(line.get("lease"))
         if op == "grant":
-            holds[str(lease)] = {
-                "lease": lease,
+            holds[lease] = {
+                "lease": line.get("lease"),
                 "instance": str(line.get("instance")),
                 "client": line.get("client"),
                 "fence": line.get("fence"),
                 "start": num(line.get("t") or 0),
                 "end": iso_s(line.get("leased_until")) or num(line.get("t") or 0),
             }
-        elif op in ("renew", "release") and str(lease) in holds:
-            h = holds[str(lease)]
-            if op == "renew" and line.get("status") == 200:
+        elif op in ("renew", "release") and lease in holds:
+            h, status = holds[lease], line.get("status")
+            sent = num(line.get("t0") or line.get("t") or h["end"])
+            if op == "renew" and status == 200:
                 h["end"] = iso_s(line.get("leased_until")) or h["end"]
-            elif line.get("status") is not None:  # released, or refused: the hold ended at the latest here
-                h["end"] = min(h["end"], num(line.get("t0") or line.get("t") or h["end"]))
-    for h in holds.values():
+            elif op == "release" and (status is None or whole(status) >= 500):
+                unanswered.setdefault(lease, sent)
+            elif status is not None:  # released, or refused: the hold ended at the latest here
+                h["end"] = min(h["end"], unanswered.get(lease, sent))
+    out = list(holds.values())
+    moved: set[tuple[object, str]] = set()  # (lease, instance): the proxy and the pool both report a move
+    for t, old, new in sorted(moves):
+        for h in list(out):
+            if h["instance"] == old and h["start"] <= t < h["end"] and (h["lease"], new) not in moved:
+                moved.add((h["lease"], new))
+                out.append({**h, "instance": new, "start": t})
+    for h in out:
         for tb in sorted((breaks or {}).get(h["instance"], ())):
             if h["start"] <= tb < h["end"]:
                 h["end"] = tb
                 break
-    return sorted(holds.values(), key=lambda h: h["start"])
+    return sorted(out, key=lambda h: h["start"])
 
 
 def double_leases(holds: Sequence[Hold], slack_s: float = 0.5) -> list[dict[str, object]]:
@@ -49,8 +69,8 @@ def double_leases(holds: Sequence[Hold], slack_s: float = 0.5) -> list[dict[str,
         hs = sorted(hs, key=lambda h: h["start"])
         for i, a in enumerate(hs):
             for b in hs[i + 1 :]:
-                if b["start"] >= a["end"] - slack_s:
-                    continue
+                if b["start"] >= a["end"] - slack_s or b["lease"] == a["lease"]:
+                    continue  # apart, or one lease (its hold moved away and back): not two holders
                 found.append(
                     {
                         "instance": inst,
