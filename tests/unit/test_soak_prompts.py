@@ -35,3 +35,13 @@ def test_a_release_answered_by_another_instance_is_right_after_a_fault_moved_the
                "answered_instance": "9"}
     assert judge_clients([release], [inj("comfy-crash", 40)])["failures"][ClientFailure.RELEASE_WRONG] == 0
     assert judge_clients([release], [])["failures"][ClientFailure.RELEASE_WRONG] == 1
+
+
+def test_a_prompt_that_failed_while_redis_was_away_is_expected():
+    # a 30-minute soak: a 90 s prompt wait across a 60 s Redis outage (the endpoint finds its lease in Redis)
+    away = {"family": "redis-away", "at": 1000, "target": "redis", "injected": True, "restored_at": 1060,
+            "back_at": 1060}
+    lines = [line("prompt-fail", 990, took_s=90), line("prompt-fail", 1200, took_s=90)]
+    v = judge_clients(lines, [away])
+    assert v["expected"][Excused.PROMPT_FAIL_UNDER_FAULT] == 1
+    assert v["failures"][ClientFailure.PROMPT_FAILED] == 1  # long after Redis was back: a failure

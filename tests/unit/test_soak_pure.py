@@ -192,6 +192,12 @@ def crash(target: str, at: float, restored: float | None = None, family: str = "
         # a retried release (its first attempt got no answer) finds the lease gone: the first one landed
         ({"op": "release", "instance": "5", "status": 404, "t0": T0, "attempt": 1}, [], None),
         ({"op": "release", "instance": "5", "status": 422, "t0": T0, "attempt": 1}, [], "release-wrong"),
+        # released after its leasedUntil (the client held it through a 90 s prompt while Redis was away for
+        # 60 s, in a 30-minute soak): it ran out, it was not lost; before its end, a 404 is a lost lease
+        ({"op": "release", "instance": "5", "status": 404, "t0": T0 + 31, "previous_until": iso(T0 + 30)}, [],
+         None),
+        ({"op": "release", "instance": "5", "status": 404, "t0": T0 + 10, "previous_until": iso(T0 + 30)}, [],
+         "lease-lost"),
         ({"op": "release", "instance": "5", "status": 422, "t0": T0}, [], "release-wrong"),
     ],
 )

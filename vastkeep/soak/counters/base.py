@@ -60,6 +60,7 @@ class Excused(StrEnum):
     RELEASE_REFUSED_AFTER_BREAK = "release-refused-after-break"
     RELEASE_LANDED_BEFORE = "release-landed-before"  # a retried release finds the lease gone: it had landed
     RENEW_LATE = "renew-late"
+    RELEASE_LATE = "release-late"  # released after its leasedUntil (held through a long prompt or an outage)
     HTTP_5XX_UNDER_REDIS_FAULT = "http-5xx-under-redis-fault"
     PROMPT_FAIL_UNDER_FAULT = "prompt-fail-under-fault"
 

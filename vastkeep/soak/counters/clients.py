@@ -38,10 +38,13 @@ def prompt_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, 
 
 
 def _judge_prompt(line: Record, t: float, inst: str | None, windows: Mapping[str, list[tuple[float, float]]],
-                  fail: Callable[[ClientFailure, Record], None], expected: dict[str, int]) -> None:
-    """A prompt sent through the endpoint that failed: expected only under a fault failover cannot hide."""
+                  redis_w: Sequence[tuple[float, float]], fail: Callable[[ClientFailure, Record], None],
+                  expected: dict[str, int]) -> None:
+    """A prompt sent through the endpoint that failed: expected only under a fault failover cannot hide, or
+    while Redis was away (the endpoint finds its lease in Redis; a lease whose time ran out then is gone)."""
     took = num(line.get("took_s") or 0)
-    if inst is not None and any(a <= t + took and t <= b for a, b in windows.get(inst, ())):
+    if (inst is not None and any(a <= t + took and t <= b for a, b in windows.get(inst, ()))) \
+            or any(a <= t + took and t <= b for a, b in redis_w):
         expected[Excused.PROMPT_FAIL_UNDER_FAULT] += 1
     else:
         fail(ClientFailure.PROMPT_FAILED, line)
@@ -100,7 +103,7 @@ def judge_clients(
             else:
                 fail(verdict, line)
         elif op == "prompt-fail":
-            _judge_prompt(line, t, inst, prompt_windows(injections), fail, expected)
+            _judge_prompt(line, t, inst, prompt_windows(injections), redis_w, fail, expected)
         elif op == "http-5xx":
             if inside(t, redis_w):  # the API answers 5xx while Redis is away: the right answer, not a bug
                 expected[Excused.HTTP_5XX_UNDER_REDIS_FAULT] += 1
@@ -184,9 +187,9 @@ def _judge_end(
         expected[Excused(f"{op}-refused-after-break")] += 1
         return
     if status in (404, 409):
-        until = iso_s(line.get("previous_until"))
-        if op == "renew" and until is not None and t >= until - LEASE_CLOCK_SLACK_S:
-            expected[Excused.RENEW_LATE] += 1
+        until = iso_s(line.get("previous_until"))  # the lease's end as the client last heard it
+        if until is not None and t >= until - LEASE_CLOCK_SLACK_S:  # it let the lease run out: not lost
+            expected[Excused.RENEW_LATE if op == "renew" else Excused.RELEASE_LATE] += 1
             return
         fail(ClientFailure.LEASE_LOST, line)
         return
