@@ -24,14 +24,12 @@ from redis import Redis
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 from vastkeep.core.settings import Settings, load_settings
 from vastkeep.providers.deadline import DeadlineWatchdog
-from vastkeep.providers.vast import VastClient
 from vastkeep.ssh import load_private_key
 from vastkeep.state.connection import connect
 from vastkeep.state.events import EventLog
 from vastkeep.state.keys import Keys
-from vastkeep.state.protocols import NULL_EVENTS, EventSink
 from vastkeep.state.store import StateStore
-from vastkeep.tokens import CheckPools, TokenManager, vast_client
+from vastkeep.tokens import CheckPools, TokenManager
 from worker.config import resolve_redis_url
 
 DEFAULT_KEYS_PREFIX = "vastkeep"
@@ -86,11 +84,6 @@ class Resources:
         """A token manager on this process's store, events, check threads and deadline watchdog."""
         return TokenManager.from_settings(self.settings, self.store, events=self.events, clock=self.clock,
                                           pools=self.check_pools, watchdog=self.deadline_watchdog)
-
-    def vast_client(self, *, events: EventSink = NULL_EVENTS) -> VastClient | None:
-        """A Vast.ai client with the effective key (None without one); close it after the task's run."""
-        return vast_client(self.settings, self.store, self.clock, events=events, check_pools=self.check_pools,
-                           watchdog=self.deadline_watchdog)
 
     def private_key(self, path: Path) -> paramiko.PKey:
         """The SSH private key at ``path``, read once per process (its content never leaves it)."""
