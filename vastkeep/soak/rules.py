@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from vastkeep.soak import between
 from vastkeep.soak import counters as judge
 from vastkeep.soak.injector import Injection
 from vastkeep.soak.plan import FAMILIES, INSTANCE, PROCESS, FaultStep, Signal
 
 KEEPALIVE_WORKER = "worker-keepalive"
 #: The between-machines families: a Redis restart inside a host cut ended the cut's figure (no move seen).
-BETWEEN = (*between.REDIS_FAMILIES, *between.HOSTB_FAMILIES)
+BETWEEN = ("redis-restart", "redis-away", "host-cut", "pause-holder")
 OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and restarts it after 10 s more
 SAME_CHILD_GAP_S = 10.0  # a child back from one fault serves this long before the next one on it
 
