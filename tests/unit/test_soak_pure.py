@@ -589,17 +589,3 @@ def test_breaks_include_a_failover_that_moved_the_lease(event, want):
     obs = object.__new__(Observer)
     obs.events = [{"id": "1", "ts": 10.0, **event}]
     assert dict(obs.breaks()) == want
-
-
-def test_one_between_machines_fault_at_a_time():
-    from vastkeep.soak.plan import FaultStep
-    from vastkeep.soak.rules import hidden_by
-
-    cut = {"family": "host-cut", "injected": True, "at": 100.0, "target": "hostb-keepalive"}
-    restart = FaultStep(0.0, "redis-restart", 0.0)
-    assert hidden_by(restart, [cut], 114.0, [], lambda: None)  # inside the cut: it waits
-    assert hidden_by(restart, [{**cut, "back_at": 145.0}], 150.0, [], lambda: None)  # just back
-    assert not hidden_by(restart, [{**cut, "back_at": 145.0}], 160.0, [], lambda: None)
-    away = {"family": "redis-away", "injected": True, "at": 100.0, "target": "redis"}
-    assert hidden_by(FaultStep(0.0, "host-cut", 40.0), [away], 130.0, [], lambda: None)
-    assert not hidden_by(FaultStep(0.0, "kill-api", 0.0), [cut], 110.0, [], lambda: None)  # others go on

@@ -1,8 +1,7 @@
 """When a planned fault may strike (pure): never two causes in one figure.
 
 - :func:`struck`: instances a fault still holds (or killed) are not struck again.
-- :func:`hidden_by`: a process fault waits while an instance fault that process must notice is unobserved,
-  or while another fault holds its child (one between-machines fault at a time);
+- :func:`hidden_by`: a process fault waits while an instance fault that process must notice is unobserved;
   an instance fault waits while the process that must notice it is down or back for less than
   :data:`OBSERVER_SETTLE_S`, and a ComfyUI fault until every keepalive shard runs again
   (:func:`shards_running`).
@@ -19,8 +18,6 @@ from vastkeep.soak.injector import Injection
 from vastkeep.soak.plan import FAMILIES, INSTANCE, PROCESS, FaultStep, Signal
 
 KEEPALIVE_WORKER = "worker-keepalive"
-#: The between-machines families: a Redis restart inside a host cut ended the cut's figure (no move seen).
-BETWEEN = ("redis-restart", "redis-away", "host-cut", "pause-holder")
 OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and restarts it after 10 s more
 SAME_CHILD_GAP_S = 10.0  # a child back from one fault serves this long before the next one on it
 
@@ -89,10 +86,6 @@ def hidden_by(
         # one fault at a time on a child: two deferred steps released together never overlap on it (two
         # pause-holder steps struck 1 s apart in a 30-minute run; the first SIGCONT ended both)
         if fam.process is not None and rfam.process == fam.process \
-                and (back is None or now < float(back) + SAME_CHILD_GAP_S):
-            return True
-        # one between-machines fault at a time (a Redis restart struck 14 s into a host cut, 30-minute run)
-        if step.family in BETWEEN and record["family"] in BETWEEN \
                 and (back is None or now < float(back) + SAME_CHILD_GAP_S):
             return True
     for record in injections:
