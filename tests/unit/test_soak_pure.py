@@ -483,6 +483,18 @@ def test_a_lease_by_name_held_by_a_cut_off_host_is_expected():
     assert judge_clients(lines, [cut])["failures"]["task-error"] == 1
 
 
+@pytest.mark.parametrize(("t0", "t", "failed"), [
+    (T0 - 20, T0 - 12, 1),  # sent and given up before the restart
+    (T0 - 26, T0 + 4, 0),  # sent before, waited through the restart (seed 120697433): covered
+    (T0 + 4, T0 + 34, 0),  # sent inside
+    (T0 + 40, T0 + 70, 1),  # sent well after it was back
+])
+def test_a_lease_by_name_is_judged_over_its_whole_wait(t0, t, failed):
+    restart = {"family": "redis-restart", "injected": True, "target": "redis", "at": T0, "back_at": T0 + 11}
+    lines = [{"op": "task-error", "t0": t0, "t": t}]
+    assert judge_clients(lines, [restart])["failures"]["task-error"] == failed
+
+
 @pytest.mark.parametrize(("lines", "ledger", "found"), [
     ([{"op": "grant", "t0": T0 + 2, "t": T0 + 3, "instance": "5"}], [], 1),  # asked and answered while away
     ([{"op": "grant", "t0": T0 - 1, "t": T0 + 0.5, "instance": "5"}], [], 0),  # asked before it went away

@@ -204,6 +204,12 @@ def inside(t: float, windows: Iterable[tuple[float, float]]) -> bool:
     return any(a <= t <= b for a, b in windows)
 
 
+def overlaps(start: float, end: float, windows: Iterable[tuple[float, float]]) -> bool:
+    """True when the span ``[start, end]`` meets a window: a call that waited through a fault that began
+    after it was sent is covered by it as much as one sent inside it."""
+    return any(a <= max(start, end) and min(start, end) <= b for a, b in windows)
+
+
 def iso_s(value: object) -> float | None:
     """Epoch seconds of an ISO-8601 time (the API's ``leasedUntil``), None when absent or unreadable."""
     if not isinstance(value, str):

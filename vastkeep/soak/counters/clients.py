@@ -20,6 +20,7 @@ from vastkeep.soak.counters.base import (
     instance_windows,
     iso_s,
     num,
+    overlaps,
     process_windows,
     summary,
     whole,
@@ -114,8 +115,8 @@ def judge_clients(
                 expected[Excused.API_UNREACHABLE_UNDER_FAULT] += 1
             else:
                 fail(ClientFailure.API_UNREACHABLE, line)
-        elif op == "task-error":
-            if inside(t, control_w):
+        elif op == "task-error":  # the task's whole wait, sent (t0) to given up (t), against the windows
+            if overlaps(t, num(line.get("t") or t), control_w):
                 expected[Excused.TASK_ERROR_UNDER_FAULT] += 1
             else:
                 fail(ClientFailure.TASK_ERROR, line)
