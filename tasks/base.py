@@ -16,17 +16,22 @@ of a failure, so the message is acknowledged once and never redelivered into the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from vastkeep.core.backoff import BackoffPolicy, backoff_ceiling, full_jitter
 from vastkeep.core.errors import TransientError
+from vastkeep.supervision import mark_crashed
+
+if TYPE_CHECKING:
+    from worker.wiring import Resources
 
 DEFAULT_RETRY_POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0)
 _rng = random.SystemRandom()
@@ -86,3 +91,17 @@ def retry_on_redis(task: AnyTask, fn: Callable[[], T], what: str) -> T:
         delay = retry_delay_s(task, exc)
         log.warning("%s: Redis unavailable (%s), retrying in %.1fs", what, type(exc).__name__, delay)
         raise task.retry(countdown=delay, exc=exc) from None
+
+
+def run_supervised(task: AnyTask, fn: Callable[[], T], what: str, res: Resources, daemon_id: str) -> T:
+    """:func:`retry_on_redis` for a supervised daemon's run: any other error first beats ``crashed`` for
+    ``daemon_id``, so the next sweep backs off where it ran (the guide's 10/20/40/60 s) rather than taking it
+    for a holder gone elsewhere (restarted at once); a Redis blip is a retry, not a crash."""
+    try:
+        return retry_on_redis(task, fn, what)
+    except Retry:
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):
+            mark_crashed(res.redis, res.keys, res.clock, daemon_id)
+        raise

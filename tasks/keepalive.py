@@ -13,17 +13,14 @@ without a continuation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-from celery.exceptions import Retry
-
-from tasks.base import VastkeepTask, retry_on_redis
+from tasks.base import VastkeepTask, retry_on_redis, run_supervised
 from tasks.shutdown import stopping_check
 from vastkeep.core.settings import Settings
 from vastkeep.keepalive import KeepalivePolicy, RunnerConfig, daemon_name, lease_name
 from vastkeep.keepalive import run_shard as run_shard_once
-from vastkeep.supervision import mark_crashed, mark_handover
+from vastkeep.supervision import mark_handover
 from worker import wiring
 from worker.app import app
 from worker.limits import KEEPALIVE_RUN_S, limits_for
@@ -61,16 +58,7 @@ def run_shard(self: VastkeepTask, shard: int) -> dict[str, object]:
                               should_stop=stopping_check(res, self.request.hostname),
                               announced=res.announced)
 
-    try:
-        result = retry_on_redis(self, go, "keepalive shard")
-    except Retry:
-        raise  # a Redis blip: the task retries itself; nothing crashed
-    except Exception:
-        # a crash where it ran: supervision backs off (the guide's 10/20/40/60 s), rather than taking it for
-        # a holder gone elsewhere (restarted at the next sweep)
-        with contextlib.suppress(Exception):
-            mark_crashed(res.redis, res.keys, res.clock, daemon_name(n))
-        raise
+    result = run_supervised(self, go, "keepalive shard", res, daemon_name(n))
     if result.get("result") == "done":
         # supervision (Layer 6) counts the shard alive while its continuation waits in the queue
         mark_handover(res.redis, res.keys, res.clock, daemon_name(n))

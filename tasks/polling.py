@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tasks import cloud
-from tasks.base import AnyTask, VastkeepTask, retry_on_redis
+from tasks.base import AnyTask, VastkeepTask, retry_on_redis, run_supervised
 from tasks.shutdown import stopping_check
 from vastkeep.polling import CONFIRM_TASK, DISPATCH_LEASE, Poller, PollPolicy, PollSchedule, ShowAnswers
 from vastkeep.polling import confirm_absence as polling_confirm
@@ -74,8 +74,9 @@ def dispatch(self: VastkeepTask, budget_s: float = DISPATCH_BUDGET_S) -> dict[st
     """Poll every due instance for ``budget_s`` seconds, then hand over to the next ``dispatch``."""
     budget = max(0.1, min(float(budget_s), DISPATCH_BUDGET_S))
 
+    res = wiring.resources()
+
     def go() -> dict[str, object]:
-        res = wiring.resources()
         with poller(self) as p:
             result = p.run(LeaseManager(res.redis, res.keys, res.clock), budget,
                            should_stop=stopping_check(res, self.request.hostname))
@@ -90,7 +91,7 @@ def dispatch(self: VastkeepTask, budget_s: float = DISPATCH_BUDGET_S) -> dict[st
                 dispatch.apply_async(kwargs={"budget_s": budget_s}, expires=ENSURE_INTERVAL_S * 3)
         return result
 
-    return retry_on_redis(self, go, WHAT)
+    return run_supervised(self, go, WHAT, res, DISPATCH_LEASE)
 
 
 @app.task(name="vastkeep.polling.refresh", bind=True, base=VastkeepTask, acks_late=False,

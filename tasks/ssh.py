@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tasks import cloud
-from tasks.base import VastkeepTask, retry_on_redis
+from tasks.base import VastkeepTask, retry_on_redis, run_supervised
 from vastkeep.core.errors import ConfigError
 from vastkeep.core.settings import Settings
 from vastkeep.providers import Provider
@@ -77,7 +77,7 @@ def collect(self: VastkeepTask, instance_id: str | int) -> dict[str, object]:
                                      allow_loopback=bool(settings.vastkeep_simulated),
                                      provider_tail=settings.ssh_provider_log_tail, stop=res.shutting_down)
 
-    result = retry_on_redis(self, go, WHAT)
+    result = run_supervised(self, go, WHAT, res, ssh_flow.heartbeat_name(iid))
     if result.get("continue"):
         # the continuation may wait in a busy vastkeep.ssh queue: supervision must not count that as a crash
         mark_handover(res.redis, res.keys, res.clock, ssh_flow.heartbeat_name(iid))

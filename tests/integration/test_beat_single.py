@@ -80,3 +80,22 @@ def test_two_beats_fire_each_entry_once_per_interval_and_fail_over(chaos: Chaos)
     sent = _rate(r, WINDOW_S / 2)
     assert expected / 2 - 2 <= sent <= expected / 2 + 2, sent
     standby.assert_alive()
+
+
+def test_a_beat_started_while_redis_is_down_takes_its_lock_once_redis_is_back(chaos: Chaos) -> None:
+    """A beat started while Redis restarts (30-minute soak, seed 280816024: beat restarted by its supervisor
+    8 s before a Redis restart, then exit code 1) waits for Redis, takes its lock and sends, by itself."""
+    from tests.fixtures.helpers import free_port
+
+    port = free_port()
+    env = chaos.env(f"redis://127.0.0.1:{port}/0", VKTEST_BEAT_INTERVAL_S=str(INTERVAL_S))
+    beat = _beat(chaos, env, "beat-early")
+    wait_for(lambda: "Redis unavailable" in beat.log() or not beat.alive(), 30, "the beat's start")
+    time.sleep(3.0)  # a few more ticks without Redis
+    beat.assert_alive()
+    server = chaos.redis(port=port)
+    r = server.client()
+    wait_for(lambda: "Acquired lock" in beat.log(), 30, "the lock taken once Redis is back")
+    wait_for(lambda: _sent(r) >= 2, 30, "probe sends from the beat")
+    beat.assert_alive()
+    assert "AttributeError" not in beat.log()

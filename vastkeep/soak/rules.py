@@ -1,7 +1,8 @@
 """When a planned fault may strike (pure): never two causes in one figure.
 
 - :func:`struck`: instances a fault still holds (or killed) are not struck again.
-- :func:`hidden_by`: a process fault waits while an instance fault that process must notice is unobserved;
+- :func:`hidden_by`: a process fault waits while an instance fault that process must notice is unobserved,
+  or while another between-machines fault holds (the plan keeps them apart; a deferred one may slip);
   an instance fault waits while the process that must notice it is down or back for less than
   :data:`OBSERVER_SETTLE_S`, and a ComfyUI fault until every keepalive shard runs again
   (:func:`shards_running`).
@@ -22,6 +23,16 @@ OBSERVER_SETTLE_S = 30.0  # supervision sees a stale daemon after 10 s and resta
 SAME_CHILD_GAP_S = 10.0  # a child back from one fault serves this long before the next one on it
 
 Shards = Mapping[str, float | None]
+
+#: The children that do an observer's work: the keepalive shards are spread over both hosts, so a ComfyUI
+#: fault on an instance whose shard host B held went unseen while host B was cut (a crash struck 0.1 s
+#: after a cut, 30-minute run seed 120697433).
+WATCHERS: dict[str, tuple[str, ...]] = {KEEPALIVE_WORKER: (KEEPALIVE_WORKER, "hostb-keepalive")}
+
+
+def watchers(observer: str | None) -> set[str]:
+    """The children whose fault keeps ``observer``'s work from being done."""
+    return set(WATCHERS.get(observer, (observer,))) if observer else set()
 
 
 def shards_running(shards: Shards | None, granted_after: float) -> bool:
@@ -63,7 +74,7 @@ def hidden_by(
         shards_since = 0.0
         for record in injections:
             rfam = FAMILIES[record["family"]]
-            if record.get("injected") and fam.observer in rfam.stops:
+            if record.get("injected") and watchers(fam.observer) & set(rfam.stops):
                 back = record.get("back_at")
                 if back is None or now < float(back) + OBSERVER_SETTLE_S:
                     return True
@@ -88,9 +99,12 @@ def hidden_by(
         if fam.process is not None and rfam.process == fam.process \
                 and (back is None or now < float(back) + SAME_CHILD_GAP_S):
             return True
+        # one between-machines fault at a time (a Redis restart struck 14 s into a host cut, 30-minute run)
+        if fam.between and rfam.between and (back is None or now < float(back) + SAME_CHILD_GAP_S):
+            return True
     for record in injections:
         rfam = FAMILIES[record["family"]]
-        if not record.get("injected") or rfam.observer not in fam.stops:
+        if not record.get("injected") or not watchers(rfam.observer) & set(fam.stops):
             continue
         end = float(record["at"]) + (rfam.hold_s[1] or 0.0) + judge.RECOVERY_GRACE_S
         if now < end and judge.observe_instance_fault(record, events) is None:
@@ -98,4 +112,5 @@ def hidden_by(
     return False
 
 
-__all__ = ["KEEPALIVE_WORKER", "OBSERVER_SETTLE_S", "hidden_by", "shards_running", "struck"]
+__all__ = ["KEEPALIVE_WORKER", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by", "shards_running", "struck",
+           "watchers"]

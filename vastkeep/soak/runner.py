@@ -161,6 +161,15 @@ class SoakRun:
             hidden = hidden or not between.hostb_holds(obs.shard_owners(), hostb_pids)
         if hidden and may_defer:
             return None
+        if hidden and any(r["family"] == step.family and r.get("injected") for r in self.injections):
+            # too late to wait, and its family has its figure: striking now would blur two figures (three
+            # host cuts held back by a Redis outage struck at once, 12 s before the end, in a 30-minute run)
+            skipped: Injection = {"family": step.family, "planned_at_s": step.at_s, "hold_s": step.hold_s,
+                                  "injected": False, "target": None, "at": now,
+                                  "error": "skipped: no time left to strike it apart from another fault"}
+            self.injections.append(skipped)
+            self.say(f"  +{elapsed:6.1f}s {step.family:<18} NOT INJECTED: {skipped['error']}")
+            return skipped
         busy = rules.struck(self.injections, now)
         ready, leased = obs.ready_and_leased()
         ready, leased = [i for i in ready if i not in busy], [i for i in leased if i not in busy]
