@@ -45,14 +45,14 @@ def _boom(*args: object, **kwargs: object) -> dict[str, object]:
 
 def test_a_collector_or_the_dispatcher_that_raises_marks_its_heartbeat_crashed(vk_celery_app, monkeypatch,
                                                                                 tmp_path) -> None:
-    import tasks.polling as tp
-    import tasks.ssh as ts
-    from worker import wiring
-
     from dataclasses import replace
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    import tasks.polling as tp
+    import tasks.ssh as ts
+    from worker import wiring
 
     key = tmp_path / "id_ed25519"
     key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(

@@ -237,6 +237,7 @@ def _comfy_first(order: list[str]) -> list[str]:
 #: the cut's figure: no move was seen; 30-minute run, seed 1793532032).
 BETWEEN_LANE = "between-machines"
 LANE_SETTLE_S = 25.0  # after one is undone, the processes reconnect and the shards are held again
+SETTLED_START_S = 30.0  # a step pushed out of its place takes one after this much of the window, if any
 
 
 def spacing_s(hold_s: float) -> float:
@@ -267,7 +268,10 @@ def _space_processes(steps: list[FaultStep], start_s: float, end_s: float) -> li
         at = min(step.at_s, last)
         if not fits(at):
             later = sorted(b for lane in gaps for _, b in taken.get(lane, ()) if b > at)
-            scan = (start_s + 5.0 * k for k in range(int((last - start_s) / 5.0) + 1))
+            steps_5s = [start_s + 5.0 * k for k in range(int((last - start_s) / 5.0) + 1)]
+            # the window's first SETTLED_START_S are the ComfyUI faults' (a stop-api pushed there left no
+            # prompt running for the crash to strike under: CI's short form, seed 20261207), then the rest
+            scan = sorted(steps_5s, key=lambda t: t < start_s + SETTLED_START_S)
             at = next((t for t in (*later, *scan) if t <= last and fits(t)), end_s + 1)
             if at > last:
                 continue  # no room left for it in this run: it is left out of the plan

@@ -30,6 +30,11 @@ Shards = Mapping[str, float | None]
 WATCHERS: dict[str, tuple[str, ...]] = {KEEPALIVE_WORKER: (KEEPALIVE_WORKER, "hostb-keepalive")}
 
 
+#: Faults struck under a client's work, and the children that work needs: a crash under a prompt waits while
+#: the admin API is down (no client gets a lease then, so no prompt runs: CI's short form, seed 20261207).
+NEEDS_CLIENTS: dict[str, tuple[str, ...]] = {"comfy-crash": ("api",)}
+
+
 def watchers(observer: str | None) -> set[str]:
     """The children whose fault keeps ``observer``'s work from being done."""
     return set(WATCHERS.get(observer, (observer,))) if observer else set()
@@ -70,6 +75,12 @@ def hidden_by(
     (supervision restarts them from beat's sweep, so a beat that is down too keeps them down well past the
     settle time, and a crash struck then measured the restart, not the detection)."""
     fam = FAMILIES[step.family]
+    if step.family in NEEDS_CLIENTS and any(
+        record.get("injected") and set(NEEDS_CLIENTS[step.family]) & set(FAMILIES[record["family"]].stops)
+        and (record.get("back_at") is None or now < float(record["back_at"]) + SAME_CHILD_GAP_S)
+        for record in injections
+    ):
+        return True
     if fam.target == INSTANCE and fam.observer:
         shards_since = 0.0
         for record in injections:
@@ -112,5 +123,5 @@ def hidden_by(
     return False
 
 
-__all__ = ["KEEPALIVE_WORKER", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by", "shards_running", "struck",
-           "watchers"]
+__all__ = ["KEEPALIVE_WORKER", "NEEDS_CLIENTS", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by",
+           "shards_running", "struck", "watchers"]
