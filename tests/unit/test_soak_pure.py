@@ -669,3 +669,17 @@ def test_a_crash_under_a_prompt_waits_while_the_api_is_down():
     assert hidden_by(crash, [{**stop, "back_at": 110.0}], 115.0, [], lambda: shards)
     assert not hidden_by(crash, [{**stop, "back_at": 110.0}], 121.0, [], lambda: shards)
     assert not hidden_by(FaultStep(0.0, "comfy-hang", 40.0), [stop], 105.0, [], lambda: shards)
+
+
+def test_a_process_fault_waits_for_a_crash_under_a_prompt_to_fail_over():
+    from vastkeep.soak.plan import FaultStep
+    from vastkeep.soak.rules import hidden_by
+
+    crash = {"family": "comfy-crash", "injected": True, "at": 100.0, "target": "7", "restored_at": 120.0,
+             "under_prompt": True}
+    seen = [{"kind": "ping-failure", "ts": 100.2, "data": {"instance_id": "7"}}]
+    moved = [*seen, {"kind": "failover-done", "ts": 100.4, "data": {"instance_id": "7", "to_instance": "8"}}]
+    kill = FaultStep(0.0, "kill-keepalive", 0.0)
+    assert hidden_by(kill, [crash], 101.0, seen, lambda: None)  # seen, not yet moved
+    assert not hidden_by(kill, [crash], 101.0, moved, lambda: None)
+    assert not hidden_by(kill, [{**crash, "under_prompt": False}], 101.0, seen, lambda: None)

@@ -118,7 +118,23 @@ def hidden_by(
         if not record.get("injected") or not watchers(rfam.observer) & set(fam.stops):
             continue
         end = float(record["at"]) + (rfam.hold_s[1] or 0.0) + judge.RECOVERY_GRACE_S
-        if now < end and judge.observe_instance_fault(record, events) is None:
+        if now < end and not _settled(record, events):
+            return True
+    return False
+
+
+def _settled(record: Injection, events: Sequence[judge.Record]) -> bool:
+    """An instance fault was seen; a crash under a prompt, also failed over (a control-plane restart struck
+    2 s after one, while the endpoint moved the lease: two faults in one figure, seed 120697433)."""
+    if judge.observe_instance_fault(record, events) is None:
+        return False
+    if not record.get("under_prompt"):
+        return True
+    target, at = str(record.get("target")), float(record["at"])
+    for ev in events:
+        data = ev.get("data")
+        if ev.get("kind") == "failover-done" and judge.num(ev.get("ts") or 0) >= at - 0.5 \
+                and isinstance(data, Mapping) and str(data.get("instance_id")) == target:
             return True
     return False
 
