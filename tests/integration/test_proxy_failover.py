@@ -11,6 +11,7 @@ prompt works. Each run prints fault → prompt running again beside detection + 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -158,3 +159,34 @@ def test_a_large_prompt_passes_whole_and_a_repeated_idempotency_key_queues_nothi
     assert first.status_code == 200 and again.json() == first.json()
     queued = [p for p in rig.sim.control.comfy_phases(int(inst["id"])) if p["phase"] == "queued"]
     assert len(queued) == 1
+
+
+def test_a_lease_that_ends_while_its_instance_is_gone_is_failed_over_once(proxy_rig, redis_client):
+    """No instance to move to, and the lease is released while its failover waits for one, a prompt still
+    open on the dead instance: one ``failover-done`` (outcome ``lease-ended``), then nothing more. Before, the
+    watch started it again every round while the prompt looked open (30-minute soak seed 280816024: 20,754
+    failovers of leases already over, their events flooding the capped stream)."""
+    rig, c = proxy_rig, proxy_rig.sim.control
+    first = rig.ready_instance(prompt_s=30.0)
+    lease = rig.lease()
+    base = lease["endpointUrl"]
+    pid = requests.post(base + "prompt", json={"prompt": empty_image_graph(8, 8, 1, "gone")},
+                        headers={"Idempotency-Key": "k-gone"}, timeout=10).json()["prompt_id"]
+    wait_for(lambda: any(p["phase"] == "execution_start" for p in c.comfy_phases(int(first["id"]), pid)), 10,
+             "the prompt running")
+    with Keepalive(redis_client, rig.store, EventLog(redis_client, Keys())):
+        c.crash_comfy(int(first["id"]))
+        wait_for(lambda: events_of(redis_client, "connection-lost"), 15, "the keepalive's verdict")
+        with contextlib.suppress(requests.RequestException):  # waits for a spare: none comes
+            requests.get(base + f"history/{pid}", timeout=2)
+        assert not events_of(redis_client, "failover-done")  # still waiting for an instance
+        r = requests.delete(f"{rig.admin_url}/api/proxy/admin/warm-pool/leases/{lease['leaseId']}",
+                            headers=rig.headers, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: events_of(redis_client, "failover-done"), 15, "the failover giving up")
+        time.sleep(3.0)  # a dozen watch rounds
+    started, done = events_of(redis_client, "failover-started"), events_of(redis_client, "failover-done")
+    assert len(started) == 1 and len(done) == 1, (len(started), len(done))
+    assert done[0].fields["outcome"] == "lease-ended" and done[0].fields["to_instance"] is None
+    assert rig.log_text().count(f"failover of a lease on instance {first['id']}") == 1
+    assert requests.get(base + "system_stats", timeout=10).status_code in (404, 410)

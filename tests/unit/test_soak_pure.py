@@ -280,6 +280,22 @@ def test_an_unanswered_release_ends_the_hold_when_it_was_sent_once_a_later_attem
     assert len(double_leases(lease_holds([grant("a", "L1", "5", T0, T0 + 60), busy, later]))) == 1
 
 
+@pytest.mark.parametrize(("released", "found"), [
+    ({}, 1),  # no word of it: the lease may still be held, the second grant is a double
+    ({("5", 1): T0 + 5.2}, 0),  # the API ended it on the release (then was killed before it answered)
+    ({("5", 1): T0 + 1}, 1),  # ended before the client asked: not this release's doing
+    ({("5", 2): T0 + 5.2}, 1),  # another grant of the instance
+])
+def test_an_unanswered_release_ends_the_hold_where_vastkeep_released_that_grant(released, found):
+    """30-minute soak seed 280816024: the release landed at 18:33:42.971 and the API was killed before it
+    answered; the client's three retries met the stopped API; the instance was rightly granted again."""
+    lines = [{**grant("a", "L1", "5", T0, T0 + 60), "fence": 1},
+             *({"op": "release", "lease": "L1", "status": None, "t0": T0 + 5 + k, "t": T0 + 5.1 + k}
+               for k in range(4)),
+             grant("b", "L2", "5", T0 + 12, T0 + 70)]
+    assert len(double_leases(lease_holds(lines, released=released))) == found
+
+
 @pytest.mark.parametrize(("moves", "doubles"), [
     ([], 0),  # without the failover, the lease stays on 5 and 6's grant looks free
     ([(T0 + 10, "5", "6")], 1),  # moved onto 6 at T0+10, then 6 granted to b while a holds it

@@ -92,6 +92,7 @@ class LeaseState:
     pending_error: dict[str, object] | None = None
     task: asyncio.Task[None] | None = None
     first_sign: float | None = None
+    over: bool = False  # the lease ended while its instance was gone: forgotten, never failed over again
 
     def in_use(self) -> bool:
         return bool(self.relays) or any(not p.done for p in self.prompts.values())
@@ -223,11 +224,14 @@ class Failover:
                 await self._emit("failover-started", instance_id=old.instance_id, reason=str(why),
                                  detect_s=round(detect_s, 3))
             if moved is None:
-                self.metrics.failovers[(str(why), "no-instance")] += 1
+                outcome = "lease-ended" if st.over else "failed"
+                self.metrics.failovers[(str(why), outcome)] += 1
                 await self._emit("failover-done", instance_id=old.instance_id, to_instance=None,
-                                 reason=str(why), outcome="failed", detect_s=round(detect_s, 3),
-                                 switch_s=None,
+                                 reason=str(why), outcome=outcome,
+                                 detect_s=round(detect_s, 3), switch_s=None,
                                  total_s=round(loop.time() - t0, 3), resubmitted=0, lost=0)
+                if st.over:  # once: the watch would start it again every round while a prompt looked open
+                    self.forget(st.token)
                 return
             await self._switch(st, old, moved, why, t0, detect_s)
         finally:
@@ -253,6 +257,7 @@ class Failover:
                 now = await self.resolver.token(st.token)
                 if now is not None and now.instance_id != old.instance_id and now.url:
                     return Moved(now.instance_id, now.fence or 0, now.url, old.instance_id, True)
+                st.over = now is None  # the lease itself ended (released, expired, broken): nothing to move
             if got == "gone" or loop.time() > deadline:
                 log.warning("failover of a lease on instance %s: %s", old.instance_id, got)
                 return None

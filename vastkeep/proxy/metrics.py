@@ -51,7 +51,7 @@ class ProxyMetrics:
         family("vastkeep_proxy_rejected_total", "counter", "requests refused before any upstream call",
                [(f'{{reason="{k}"}}', n) for k, n in sorted(self.rejected.items())])
         family("vastkeep_proxy_failovers_total", "counter",
-               "leases moved off a lost instance (outcome moved), or that found none to move to (failed)",
+               "leases moved off a lost instance (moved), with none to move to (failed), or ended meanwhile",
                [(f'{{reason="{r}",outcome="{o}"}}', n) for (r, o), n in sorted(self.failovers.items())])
         family("vastkeep_proxy_prompts_resubmitted_total", "counter",
                "prompts in flight re-submitted to the new instance after a failover",

@@ -214,6 +214,15 @@ class Observer:
             if ev["kind"] == "failover-done" and ev["data"].get("to_instance") not in (None, "")
         ]
 
+    def released(self) -> dict[tuple[str, int], float]:
+        """``(instance, fence)`` → when vastkeep ended that grant on a release (``pool-lease-ended``)."""
+        out: dict[tuple[str, int], float] = {}
+        for ev in self.events:
+            data = ev["data"]
+            if ev["kind"] == "pool-lease-ended" and data.get("reason") == "released":
+                out.setdefault((str(data.get("instance_id")), whole(data.get("fence") or 0)), float(ev["ts"]))
+        return out
+
     def comfy_lost(self) -> dict[str, list[tuple[float, float | None]]]:
         """Instance id → spans from ``connection-lost`` to the next ``connection-restored`` (None: lost)."""
         out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)

@@ -244,7 +244,7 @@ class SoakRun:
         breaks = obs.breaks()
         first_break = {k: min(v) for k, v in breaks.items()}
         clients = judge.judge_clients(lines, self.injections, broken=first_break, comfy_lost=obs.comfy_lost())
-        holds = judge.lease_holds(lines, breaks, obs.moves())
+        holds = judge.lease_holds(lines, breaks, obs.moves(), obs.released())
         must_never = dict(finish.must_never(obs, self.stack, self.clock, lines, holds))
         must_never[judge.MustNever.GRANTED_WHILE_REDIS_AWAY] = between.granted_while_away(
             between.redis_away_windows(self.injections), lines, obs.ledger)

@@ -1,25 +1,31 @@
 """The must-never counts (pure), each from a source other than vastkeep's own records: the clients' holds,
-the cloud's ledger, the remote log files, the texts searched for canaries."""
+the cloud's ledger, the remote log files, the texts searched for canaries. One exception, narrow: a hold
+whose client asked to release it and never heard back ends where vastkeep's event says that grant was
+released (the client had walked away from it; without the event the hold runs to its end)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-from vastkeep.soak.counters.base import Hold, Record, iso_s, num, whole
+from vastkeep.soak.counters.base import LEASE_CLOCK_SLACK_S, Hold, Record, iso_s, num, whole
 
 
 def lease_holds(
     lines: Sequence[Record],
     breaks: Mapping[str, Sequence[float]] | None = None,
     moves: Sequence[tuple[float, str, str]] = (),
+    released: Mapping[tuple[str, int], float] | None = None,
 ) -> list[Hold]:
     """Each grant as a hold ``{lease, instance, client, fence, start, end}``: it ends at its release (or a
     refused renewal), else at its ``leasedUntil`` (left to expire, or its client was killed), and at the
     latest when vastkeep broke it (``breaks``: instance id → times of lease-broken events).
 
     A release whose answer never came (a timeout, a 5xx) ended nothing the client knows of; when a later
-    attempt is answered, the hold ended when the first attempt was sent (it may have landed then). A failover
+    attempt is answered, the hold ended when the first attempt was sent (it may have landed then); when none
+    is, it ended where vastkeep ended that grant on a release (``released``: ``(instance, fence)`` → time of
+    its ``pool-lease-ended`` event, reason ``released``), if that came after the first attempt was sent (the
+    API wrote the release and was killed before it answered: 30-minute soak seed 280816024). A failover
     (``moves``: ``(time, from instance, to instance)``) ends the hold on its old instance (a break there) and
     goes on as a hold of the new one: the lease holds that instance from then on."""
     holds: dict[str, Hold] = {}
@@ -44,6 +50,11 @@ def lease_holds(
                 unanswered.setdefault(lease, sent)
             elif status is not None:  # released, or refused: the hold ended at the latest here
                 h["end"] = min(h["end"], unanswered.get(lease, sent))
+    for lease, sent in unanswered.items():
+        h = holds[lease]
+        ended = (released or {}).get((str(h["instance"]), whole(h["fence"] or 0)))
+        if ended is not None and sent - LEASE_CLOCK_SLACK_S <= ended < h["end"]:
+            h["end"] = ended
     out = list(holds.values())
     moved: set[tuple[object, str]] = set()  # (lease, instance): the proxy and the pool both report a move
     for t, old, new in sorted(moves):
