@@ -699,3 +699,13 @@ def test_a_process_fault_waits_for_a_crash_under_a_prompt_to_fail_over():
     assert hidden_by(kill, [crash], 101.0, seen, lambda: None)  # seen, not yet moved
     assert not hidden_by(kill, [crash], 101.0, moved, lambda: None)
     assert not hidden_by(kill, [{**crash, "under_prompt": False}], 101.0, seen, lambda: None)
+
+
+@pytest.mark.parametrize(("spares", "failed", "excused"), [(0, 0, 1), (2, 1, 0), (None, 1, 0)])
+def test_a_prompt_failed_under_a_crash_is_expected_only_when_no_instance_was_free(spares, failed, excused):
+    crash = {"family": "comfy-crash", "injected": True, "target": "5", "at": T0, "restored_at": T0 + 20,
+             "under_prompt": True, **({} if spares is None else {"spares": spares})}
+    line = {"op": "prompt-fail", "instance": "5", "t0": T0 - 0.1, "took_s": 15.5, "error": "ReadTimeout"}
+    got = judge_clients([line], [crash])
+    assert got["failures"]["prompt-failed"] == failed
+    assert got["expected"].get("prompt-fail-no-spare", 0) == excused

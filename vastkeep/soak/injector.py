@@ -42,7 +42,7 @@ class Injection(TypedDict, total=False):
     restarts_before: object
     restored_at: float
     under_prompt: bool  # comfy-crash: a client's prompt was running on the target when it struck
-    spares: int  # comfy-crash: ready instances nobody leased when it struck (where a failover can move)
+    spares: int  # comfy-crash: instances free for a lease in the last status before it struck
     undo_error: str
     respawned_at: float
     back_at: float
@@ -85,8 +85,6 @@ class Injector:
                     target = prompting(self.control, self.clock, [*leased, *ready])  # ready: leased next
                     inj["under_prompt"] = target is not None
                     target = target or pick_target(leased, step.pick) or pick_target(ready, step.pick)
-                    # ready instances the failover could move to, this one aside (none: it waits for a rent)
-                    inj["spares"] = len([i for i in ready if i != target])
                 else:
                     target = pick_target(leased, step.pick) or pick_target(ready, step.pick)
                 if target is None:

@@ -137,6 +137,15 @@ class Observer:
         leased = [i for i in ready if i.get("isLeased")]
         return [str(i["contractId"]) for i in ready], [str(i["contractId"]) for i in leased]
 
+    def free(self) -> list[str]:
+        """Instance ids the last status showed ready for a new lease: ready, not leased, ComfyUI not lost, not
+        in a check after a lease (where a failover can move a lease to)."""
+        if not self.snapshots:
+            return []
+        return [str(i["contractId"]) for i in self.snapshots[-1][1]
+                if i.get("status") == InstanceStatus.READY and not i.get("isLeased")
+                and not i.get("comfyuiLostSince") and not i.get("afterLease")]
+
     def collecting(self) -> list[str]:
         """Instance ids whose SSH log collector beat within the last 10 s (a collector runs while an instance
         provisions and for its hold after; an SSH fault elsewhere has nobody to notice it)."""

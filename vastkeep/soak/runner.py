@@ -180,6 +180,8 @@ class SoakRun:
             return None
         if held:
             record["hostb_shards"] = held
+        if step.family == "comfy-crash":  # where the failover can move the lease (none: it waits for a rent)
+            record["spares"] = len([i for i in obs.free() if i != record.get("target")])
         if step.family in between.REDIS_FAMILIES:  # every process must reconnect by itself: none restarted
             record["restarts_all"] = {cid: judge.whole(st.get("restartCount") or 0)
                                       for cid, st in self.stack.status().items()}

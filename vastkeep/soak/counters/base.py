@@ -63,6 +63,7 @@ class Excused(StrEnum):
     RELEASE_LATE = "release-late"  # released after its leasedUntil (held through a long prompt or an outage)
     HTTP_5XX_UNDER_REDIS_FAULT = "http-5xx-under-redis-fault"
     PROMPT_FAIL_UNDER_FAULT = "prompt-fail-under-fault"
+    PROMPT_FAIL_NO_SPARE = "prompt-fail-no-spare"  # a crash struck when no ready instance was free to move to
 
 
 class MustNever(StrEnum):

@@ -38,15 +38,29 @@ def prompt_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, 
     return instance_windows(i for i in injections if str(i.get("family")) not in FAILOVER_HIDES)
 
 
-def _judge_prompt(line: Record, t: float, inst: str | None, windows: Mapping[str, list[tuple[float, float]]],
+def no_spare_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, float]]]:
+    """Instance id → windows of a fault failover hides, struck when no ready instance was free (``spares``
+    0 when it struck): the failover waits for the pool to rent one, longer than a client waits for an
+    answer (a crash with none free in a 30-minute run: the move came 27.6 s later, every prompt re-sent)."""
+    return instance_windows(i for i in injections
+                            if str(i.get("family")) in FAILOVER_HIDES and i.get("spares") == 0)
+
+
+def _judge_prompt(line: Record, t: float, inst: str | None, injections: Sequence[Record],
                   redis_w: Sequence[tuple[float, float]], fail: Callable[[ClientFailure, Record], None],
                   expected: dict[str, int]) -> None:
     """A prompt sent through the endpoint that failed: expected only under a fault failover cannot hide, or
-    while Redis was away (the endpoint finds its lease in Redis; a lease whose time ran out then is gone)."""
+    while Redis was away (the endpoint finds its lease in Redis; a lease whose time ran out then is gone),
+    or under a crash that struck with no instance free to move to."""
     took = num(line.get("took_s") or 0)
-    if (inst is not None and any(a <= t + took and t <= b for a, b in windows.get(inst, ()))) \
-            or any(a <= t + took and t <= b for a, b in redis_w):
+
+    def meets(windows: Mapping[str, list[tuple[float, float]]]) -> bool:
+        return inst is not None and any(a <= t + took and t <= b for a, b in windows.get(inst, ()))
+
+    if meets(prompt_windows(injections)) or any(a <= t + took and t <= b for a, b in redis_w):
         expected[Excused.PROMPT_FAIL_UNDER_FAULT] += 1
+    elif meets(no_spare_windows(injections)):
+        expected[Excused.PROMPT_FAIL_NO_SPARE] += 1
     else:
         fail(ClientFailure.PROMPT_FAILED, line)
 
@@ -104,7 +118,7 @@ def judge_clients(
             else:
                 fail(verdict, line)
         elif op == "prompt-fail":
-            _judge_prompt(line, t, inst, prompt_windows(injections), redis_w, fail, expected)
+            _judge_prompt(line, t, inst, injections, redis_w, fail, expected)
         elif op == "http-5xx":
             if inside(t, redis_w):  # the API answers 5xx while Redis is away: the right answer, not a bug
                 expected[Excused.HTTP_5XX_UNDER_REDIS_FAULT] += 1
