@@ -171,6 +171,8 @@ class SoakRun:
             self.say(f"  +{elapsed:6.1f}s {step.family:<18} NOT INJECTED: {skipped['error']}")
             return skipped
         busy = rules.struck(self.injections, now)
+        if step.family == "comfy-crash" and may_defer and not [i for i in obs.free() if i not in busy]:
+            return None  # the failover needs an instance to move to: struck with none, it measures the pool
         ready, leased = obs.ready_and_leased()
         ready, leased = [i for i in ready if i not in busy], [i for i in leased if i not in busy]
         collecting = [i for i in obs.collecting() if i not in busy] if step.family.startswith("ssh-") else []
