@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from vastkeep.soak import counters as judge
+from vastkeep.soak.between import HOSTB_FAMILIES
 from vastkeep.soak.injector import Injection
 from vastkeep.soak.plan import FAMILIES, INSTANCE, PROCESS, FaultStep, Signal
 
@@ -28,6 +29,11 @@ Shards = Mapping[str, float | None]
 #: fault on an instance whose shard host B held went unseen while host B was cut (a crash struck 0.1 s
 #: after a cut, 30-minute run seed 120697433).
 WATCHERS: dict[str, tuple[str, ...]] = {KEEPALIVE_WORKER: (KEEPALIVE_WORKER, "hostb-keepalive")}
+
+
+#: The children that move host B's shards away (beat sends the sweep, host A's keepalive worker takes them):
+#: a host B fault's figure is that move.
+MOVERS = ("beat", KEEPALIVE_WORKER)
 
 
 #: Faults struck under a client's work, and the children that work needs: a crash under a prompt waits while
@@ -113,6 +119,15 @@ def hidden_by(
         # one between-machines fault at a time (a Redis restart struck 14 s into a host cut, 30-minute run)
         if fam.between and rfam.between and (back is None or now < float(back) + SAME_CHILD_GAP_S):
             return True
+        # host B's shards move through beat's sweep to host A's keepalive worker: a fault on either waits
+        # while a host B fault holds with its move unseen, and a host B fault waits while either is down or
+        # settling (a kill-beat 16 s into a pause, a kill-keepalive 15 s into one: moved only after SIGCONT)
+        if step.family in HOSTB_FAMILIES and set(rfam.stops) & set(MOVERS) \
+                and (back is None or now < float(back) + OBSERVER_SETTLE_S):
+            return True
+        if record["family"] in HOSTB_FAMILIES and set(fam.stops) & set(MOVERS) \
+                and back is None and not record.get("moved_at"):
+            return True
     for record in injections:
         rfam = FAMILIES[record["family"]]
         if not record.get("injected") or not watchers(rfam.observer) & set(fam.stops):
@@ -139,5 +154,5 @@ def _settled(record: Injection, events: Sequence[judge.Record]) -> bool:
     return False
 
 
-__all__ = ["KEEPALIVE_WORKER", "NEEDS_CLIENTS", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by",
+__all__ = ["KEEPALIVE_WORKER", "MOVERS", "NEEDS_CLIENTS", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by",
            "shards_running", "struck", "watchers"]
