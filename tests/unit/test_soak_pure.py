@@ -715,7 +715,7 @@ def test_a_host_b_fault_and_a_fault_on_what_moves_its_shards_wait_for_each_other
     """Beat's sweep moves host B's shards to host A's keepalive worker: a kill of either while host B is
     paused, its move unseen, delayed the move past the pause (65.8 and 68.6 s in two 30-minute runs)."""
     from vastkeep.soak.plan import FaultStep
-    from vastkeep.soak.rules import OBSERVER_SETTLE_S, hidden_by
+    from vastkeep.soak.rules import SAME_CHILD_GAP_S, hidden_by
 
     pause = {"family": "pause-holder", "injected": True, "at": 100.0, "target": "hostb-keepalive"}
     for step in (FaultStep(0.0, "kill-beat", 0.0), FaultStep(0.0, "kill-keepalive", 0.0)):
@@ -724,5 +724,6 @@ def test_a_host_b_fault_and_a_fault_on_what_moves_its_shards_wait_for_each_other
     assert not hidden_by(FaultStep(0.0, "kill-api", 0.0), [pause], 115.0, [], lambda: None)
     kill = {"family": "kill-beat", "injected": True, "at": 100.0, "target": "beat", "back_at": 111.0}
     cut = FaultStep(0.0, "host-cut", 40.0)
-    assert hidden_by(cut, [kill], 111.0 + OBSERVER_SETTLE_S - 1, [], lambda: None)
-    assert not hidden_by(cut, [kill], 111.0 + OBSERVER_SETTLE_S + 1, [], lambda: None)
+    assert hidden_by(cut, [{**kill, "back_at": None}], 105.0, [], lambda: None)  # beat down
+    assert hidden_by(cut, [kill], 111.0 + SAME_CHILD_GAP_S - 1, [], lambda: None)
+    assert not hidden_by(cut, [kill], 111.0 + SAME_CHILD_GAP_S + 1, [], lambda: None)

@@ -121,9 +121,10 @@ def hidden_by(
             return True
         # host B's shards move through beat's sweep to host A's keepalive worker: a fault on either waits
         # while a host B fault holds with its move unseen, and a host B fault waits while either is down or
-        # settling (a kill-beat 16 s into a pause, a kill-keepalive 15 s into one: moved only after SIGCONT)
+        # back for less than 10 s (a kill-beat 16 s into a pause, a kill-keepalive 15 s into one: moved only
+        # after SIGCONT; with the 30 s observer settle, the short form's cut waited past its window)
         if step.family in HOSTB_FAMILIES and set(rfam.stops) & set(MOVERS) \
-                and (back is None or now < float(back) + OBSERVER_SETTLE_S):
+                and (back is None or now < float(back) + SAME_CHILD_GAP_S):
             return True
         if record["family"] in HOSTB_FAMILIES and set(fam.stops) & set(MOVERS) \
                 and back is None and not record.get("moved_at"):
