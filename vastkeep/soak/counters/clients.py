@@ -46,7 +46,10 @@ def no_spare_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float
                             if str(i.get("family")) in FAILOVER_HIDES and i.get("spares") == 0)
 
 
-def _judge_prompt(line: Record, t: float, inst: str | None, injections: Sequence[Record],
+Windows = Mapping[str, list[tuple[float, float]]]
+
+
+def _judge_prompt(line: Record, t: float, inst: str | None, windows: tuple[Windows, Windows],
                   redis_w: Sequence[tuple[float, float]], fail: Callable[[ClientFailure, Record], None],
                   expected: dict[str, int]) -> None:
     """A prompt sent through the endpoint that failed: expected only under a fault failover cannot hide, or
@@ -54,12 +57,12 @@ def _judge_prompt(line: Record, t: float, inst: str | None, injections: Sequence
     or under a crash that struck with no instance free to move to."""
     took = num(line.get("took_s") or 0)
 
-    def meets(windows: Mapping[str, list[tuple[float, float]]]) -> bool:
-        return inst is not None and any(a <= t + took and t <= b for a, b in windows.get(inst, ()))
+    def meets(by_inst: Windows) -> bool:
+        return inst is not None and any(a <= t + took and t <= b for a, b in by_inst.get(inst, ()))
 
-    if meets(prompt_windows(injections)) or any(a <= t + took and t <= b for a, b in redis_w):
+    if meets(windows[0]) or any(a <= t + took and t <= b for a, b in redis_w):
         expected[Excused.PROMPT_FAIL_UNDER_FAULT] += 1
-    elif meets(no_spare_windows(injections)):
+    elif meets(windows[1]):
         expected[Excused.PROMPT_FAIL_NO_SPARE] += 1
     else:
         fail(ClientFailure.PROMPT_FAILED, line)
@@ -87,6 +90,7 @@ def judge_clients(
     # just before waits with it until the link is back)
     control_w = process_windows(injections, "worker-control") + process_windows(injections, "hostb-control")
     redis_w = process_windows(injections, "redis")
+    prompt_w = (prompt_windows(injections), no_spare_windows(injections))  # once, not per failed prompt
     failures: dict[str, int] = dict.fromkeys(CLIENT_FAILURE_KINDS, 0)
     expected: dict[str, int] = defaultdict(int)
     examples: dict[str, list[dict[str, object]]] = defaultdict(list)
@@ -118,7 +122,7 @@ def judge_clients(
             else:
                 fail(verdict, line)
         elif op == "prompt-fail":
-            _judge_prompt(line, t, inst, injections, redis_w, fail, expected)
+            _judge_prompt(line, t, inst, prompt_w, redis_w, fail, expected)
         elif op == "http-5xx":
             if inside(t, redis_w):  # the API answers 5xx while Redis is away: the right answer, not a bug
                 expected[Excused.HTTP_5XX_UNDER_REDIS_FAULT] += 1
