@@ -413,6 +413,7 @@ def test_report_fails_on_any_count_and_on_unseen_families():
         },
     )
     assert not bad["ok"] and len(bad["reasons"]) == 2 and "RESULT: FAIL" in format_table(bad)
+    assert 'double-rents           1   e.g. {"label": "x"}' in format_table(bad)  # where to look, printed
 
 
 def test_the_client_program_imports_no_vastkeep_and_parses():
@@ -727,3 +728,43 @@ def test_a_host_b_fault_and_a_fault_on_what_moves_its_shards_wait_for_each_other
     assert hidden_by(cut, [{**kill, "back_at": None}], 105.0, [], lambda: None)  # beat down
     assert hidden_by(cut, [kill], 111.0 + SAME_CHILD_GAP_S - 1, [], lambda: None)
     assert not hidden_by(cut, [kill], 111.0 + SAME_CHILD_GAP_S + 1, [], lambda: None)
+
+
+@pytest.mark.parametrize(("inj", "window"), [
+    ({"gone_at": T0 + 0.3, "spawned_at": T0 + 9}, (T0 + 0.3, T0 + 9)),  # away from when it stopped answering
+    ({"gone_at": None, "spawned_at": T0 + 9}, (T0, T0 + 9)),  # never seen to stop: from the signal
+    ({}, (T0, T0 + 10)),  # no new process recorded: until the soak saw it back
+])
+def test_redis_is_away_from_when_it_stopped_answering_until_its_new_process(inj, window):
+    from vastkeep.soak.between import redis_away_windows
+
+    record = {"family": "redis-restart", "injected": True, "at": T0, "back_at": T0 + 10, **inj}
+    assert redis_away_windows([record]) == [window]
+
+
+def test_a_redis_sent_sigterm_is_seen_to_stop_answering(tmp_path):
+    """A real redis-server: it answers for a moment after SIGTERM; the first PING it fails marks it away."""
+    import signal
+    import subprocess
+    import time
+
+    from vastkeep.core.clock import SystemClock
+    from vastkeep.soak.injector import stopped_answering
+    from vastkeep.soak.stackrun import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.time() + 10
+        while stopped_answering(url, SystemClock(), limit_s=0.2) is not None:  # until it is up
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        gone = stopped_answering(url, SystemClock())
+        assert gone is not None and sent <= gone < sent + 5
+    finally:
+        proc.kill()
+        proc.wait()

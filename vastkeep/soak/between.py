@@ -31,15 +31,17 @@ REFUSED_MARK = "lease lost"  # the keepalive runner's line for a renewal or fenc
 
 
 def redis_away_windows(injections: Iterable[Injection]) -> list[tuple[float, float]]:
-    """``(struck, could answer again)`` of each Redis fault that came back (epoch seconds): a restarted Redis
-    from its new process's start (the supervisor's time), a frozen one from its ``SIGCONT``; not from when the
-    soak noticed (``back_at``), which comes a sample later."""
+    """``(away, could answer again)`` of each Redis fault that came back (epoch seconds).
+
+    Away: a stopped Redis from when it first failed to answer (``gone_at``; it serves on for a moment after
+    ``SIGTERM``), else from the signal. Back: a restarted Redis from its new process's start (the supervisor's
+    time), a frozen one from its ``SIGCONT``; not from when the soak noticed (``back_at``), a sample later."""
     out = []
     for i in injections:
         if not i.get("injected") or i["family"] not in REDIS_FAMILIES or not i.get("back_at"):
             continue
         end = i.get("spawned_at") or i.get("restored_at") or i["back_at"]
-        out.append((float(i["at"]), min(float(end), float(i["back_at"]))))
+        out.append((float(i.get("gone_at") or i["at"]), min(float(end), float(i["back_at"]))))
     return out
 
 
@@ -61,12 +63,17 @@ def granted_while_away(
         if line.get("op") != "grant":
             continue
         t0, t = judge.num(line.get("t0") or line.get("t") or 0), judge.num(line.get("t") or 0)
-        if any(a <= t0 and t <= b for a, b in windows):
-            found.append({"source": "client", "instance": line.get("instance"), "t": t})
+        for a, b in windows:
+            if a <= t0 and t <= b:
+                found.append({"source": "client", "instance": line.get("instance"), "t": t,
+                              "asked_after_away_s": round(t0 - a, 3),
+                              "answered_before_back_s": round(b - t, 3)})
     for e in ledger:
         ts = judge.num(e.get("ts") or 0)
-        if e.get("action") == "rent" and any(a + IN_FLIGHT_S <= ts <= b for a, b in windows):
-            found.append({"source": "ledger", "instance": e.get("instance_id"), "t": ts})
+        for a, b in windows:
+            if e.get("action") == "rent" and a + IN_FLIGHT_S <= ts <= b:
+                found.append({"source": "ledger", "instance": e.get("instance_id"), "t": ts,
+                              "after_away_s": round(ts - a, 3)})
     return found
 
 

@@ -8,6 +8,7 @@ every figure.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
@@ -176,7 +177,11 @@ def format_table(report: Report) -> str:
             "expected under injected faults (not failures): "
             + ", ".join(f"{k} {v}" for k, v in sorted(report["clientExpected"].items()))
         )
-    out += ["", "must never happen (goal 0):"] + [f"  {k:<22} {v}" for k, v in report["mustNever"].items()]
+    examples = report.get("mustNeverExamples") or {}
+    out += ["", "must never happen (goal 0):"] + [
+        f"  {k:<22} {v}" + (f"   e.g. {_example(examples[k][0])}" if examples.get(k) else "")
+        for k, v in report["mustNever"].items()
+    ]
     out += [
         "",
         f"{'daemon':<18} {'kills':>5} {'restarted':>9} {'success':>8} {'down total':>10} {'down max':>9}",
@@ -210,6 +215,11 @@ def format_table(report: Report) -> str:
         out.append(f"note: {note}")
     out += ["", "RESULT: " + ("PASS" if report["ok"] else "FAIL")] + [f"  - {r}" for r in report["reasons"]]
     return "\n".join(out)
+
+
+def _example(item: object) -> str:
+    """One must-never case, short, so a failed run's printout says where to look."""
+    return json.dumps(item, default=str)[:160]
 
 
 __all__ = ["DaemonRow", "Report", "build_report", "daemon_table", "format_table"]
