@@ -40,7 +40,7 @@ from vastkeep.state import (
     LeaseManager,
     StateStore,
     as_text,
-    new_owner,
+    thread_owner,
 )
 from vastkeep.state.flowmarks import RedisClient
 
@@ -147,7 +147,7 @@ class ProviderSnapshot:
             return RefreshResult(skipped="no Vast.ai client (VAST_API_KEY unset)")
         if not force and not self.is_stale():
             return RefreshResult(skipped="fresh")
-        lease = self.leases.acquire(SNAPSHOT_LEASE, new_owner(SNAPSHOT_LEASE), SNAPSHOT_LEASE_TTL_MS)
+        lease = self.leases.acquire(SNAPSHOT_LEASE, thread_owner(SNAPSHOT_LEASE), SNAPSHOT_LEASE_TTL_MS)
         if lease is None:
             return RefreshResult(skipped="another refresh is running")
         try:

@@ -55,7 +55,7 @@ from vastkeep.state import (
     Lease,
     LeaseManager,
     Store,
-    new_owner,
+    thread_owner,
 )
 
 log = logging.getLogger("vastkeep.ports")
@@ -182,7 +182,7 @@ def validate_pool(store: Store, events: EventSink, validator: PortValidator, *,
     sweep = Sweep(probe_deadline_s, progress if progress is not None else SweepProgress())
     if leases is None:
         return _sweep(store, events, validator, records, vast, clock, None, sweep)
-    lease = leases.acquire(SWEEP_LEASE, new_owner(SWEEP_LEASE), phase_ttl_ms(refresh_budget_s(vast)))
+    lease = leases.acquire(SWEEP_LEASE, thread_owner(SWEEP_LEASE), phase_ttl_ms(refresh_budget_s(vast)))
     if lease is None:
         log.info("port sweep skipped: %s", SWEEP_BUSY)
         return {"skipped": SWEEP_BUSY}

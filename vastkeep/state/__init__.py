@@ -19,7 +19,7 @@ from vastkeep.state.flowmarks import KeepaliveDocs, PollMarks, RecordCache
 from vastkeep.state.heartbeats import Heartbeat, clear_heartbeat, read_heartbeats, write_heartbeat
 from vastkeep.state.keys import Keys
 from vastkeep.state.lease_keeper import LeaseKeeper, Progress
-from vastkeep.state.leases import Lease, LeaseInfo, LeaseManager, new_owner
+from vastkeep.state.leases import Lease, LeaseInfo, LeaseManager, new_owner, thread_owner
 from vastkeep.state.protocols import (
     NULL_EVENTS,
     EventSink,
@@ -57,5 +57,5 @@ __all__ = [
     "InstanceRecord", "KeyPacer", "Keys", "Lease", "LeaseKeeper", "LeaseManager", "LeaseStore",
     "PoolSettings", "Progress", "SharedRateLimiter", "StateStore", "Store", "TokenResultStore", "as_text",
     "clear_heartbeat", "comfyui_lost_since", "connect", "key_fingerprint", "new_owner", "read_heartbeats",
-    "write_heartbeat",
+    "thread_owner", "write_heartbeat",
 ]

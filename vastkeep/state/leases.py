@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,23 @@ def _lua(name: str) -> str:
 def new_owner(label: str = "") -> str:
     """A unique owner token: host, pid and a random part (plus an optional readable label)."""
     base = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+    return f"{label}:{base}" if label else base
+
+
+_THREAD = threading.local()
+
+
+def thread_owner(label: str = "") -> str:
+    """An owner token that stays the same for this thread of this process (random: still a capability).
+
+    For a single-flight job whose ``release`` can fail (Redis restarted or away as the job ends): the job's
+    next run in this thread takes the orphaned grant back (``acquire`` extends its owner's own grant)
+    instead of every run skipping until a TTL sized for the job's worst case runs out. Only for a job a
+    thread runs one at a time (a Celery prefork child, a request thread)."""
+    rand = getattr(_THREAD, "rand", None)
+    if rand is None:
+        rand = _THREAD.rand = uuid.uuid4().hex[:16]
+    base = f"{socket.gethostname()}:{os.getpid()}:{rand}"
     return f"{label}:{base}" if label else base
 
 
@@ -197,4 +215,4 @@ class LeaseManager:
             self.release(lease)
 
 
-__all__ = ["Lease", "LeaseInfo", "LeaseManager", "new_owner"]
+__all__ = ["Lease", "LeaseInfo", "LeaseManager", "new_owner", "thread_owner"]

@@ -31,8 +31,8 @@ from vastkeep.state import (
     EventSink,
     Keys,
     LeaseManager,
-    new_owner,
     read_heartbeats,
+    thread_owner,
     write_heartbeat,
 )
 from vastkeep.supervision.book import Redis, SupervisionBook, read_processes
@@ -84,7 +84,7 @@ def sweep(*, redis: Redis, keys: Keys, specs: Sequence[DaemonSpec], policy: Supe
           lease_ttl_ms: int = SUPERVISOR_LEASE_TTL_MS) -> dict[str, object]:
     """Supervise every daemon in ``specs`` once; returns counts (and ``skipped`` when not our turn)."""
     leases = LeaseManager(redis, keys, clock)
-    lease = leases.acquire(SUPERVISOR_LEASE, new_owner(SUPERVISOR_LEASE), lease_ttl_ms)
+    lease = leases.acquire(SUPERVISOR_LEASE, thread_owner(SUPERVISOR_LEASE), lease_ttl_ms)
     if lease is None:
         return {"skipped": SWEEP_BUSY}
     book = SupervisionBook(redis, keys)
