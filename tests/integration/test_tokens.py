@@ -327,12 +327,18 @@ def test_checks_whose_headers_drip_end_at_their_deadline(vast_stub: VastStub, st
                        specs=check_specs(vast_stub.url, vast_stub.url, vast_stub.url))
     before = len(_our_threads())
     peak = before
+    errors: list[str] = []
     for _ in range(20):
         t0 = time.monotonic()
         results = mgr.validate_all(use_cache=False)
         assert time.monotonic() - t0 < 0.2 + 0.2 + 0.3
-        assert all(r["status"] == "unknown" and "timed out" in r["error"] for r in results.values())
+        assert all(r["status"] == "unknown" for r in results.values())
+        errors += [str(r["error"]) for r in results.values()]
         peak = max(peak, len(_our_threads()))
+    # the deadline ends them; on a loaded machine a 0.05 s drip gap may stretch past the 0.2 s read timeout
+    # now and then (CI beside two soaks: 3 of 60), which ends that check sooner, never later
+    assert all(e.startswith("timed out after") or e == "read timeout" for e in errors), set(errors)
+    assert sum(e.startswith("timed out after") for e in errors) >= len(errors) // 2, set(errors)
     assert peak - before <= MAX_CHECK_THREADS, f"{peak - before} new threads"
     assert _token_check_threads() <= MAX_CHECK_THREADS
     assert len(vast_stub.calls()) == 20 * len(SERVICES)  # none was queued behind a stuck one
