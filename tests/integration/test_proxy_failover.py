@@ -190,3 +190,48 @@ def test_a_lease_that_ends_while_its_instance_is_gone_is_failed_over_once(proxy_
     assert done[0].fields["outcome"] == "lease-ended" and done[0].fields["to_instance"] is None
     assert rig.log_text().count(f"failover of a lease on instance {first['id']}") == 1
     assert requests.get(base + "system_stats", timeout=10).status_code in (404, 410)
+
+
+def test_a_spare_hung_as_the_lease_moves_onto_it_does_not_hold_the_next_failover(proxy_rig, redis_client):
+    """The instance crashes mid-prompt and the only spare hangs at the same moment: the lease moves onto the
+    hung spare, whose re-submission goes unanswered. It is given up after ``resubmit_timeout_s`` (10 s), the
+    prompt stays open, and once the keepalive declares the spare lost the lease's next failover takes it to
+    the instance that became ready meanwhile, where it finishes. Before, the re-submission waited for the
+    upstream read timeout (120 s, three tries) and held the lease's next failover all that while (30-minute
+    soak seed 314289232: a client's prompt failed on its 15 s read)."""
+    rig, c = proxy_rig, proxy_rig.sim.control
+    first = rig.ready_instance(prompt_s=30.0)
+    spare = rig.ready_instance(prompt_s=0.3)
+    lease = rig.lease()
+    assert lease["instanceId"] == str(first["id"])
+    base = lease["endpointUrl"]
+    pid = requests.post(base + "prompt", json={"prompt": empty_image_graph(8, 8, 1, "hung-spare")},
+                        headers={"Idempotency-Key": "k-hung-spare"}, timeout=10).json()["prompt_id"]
+    wait_for(lambda: any(p["phase"] == "execution_start" for p in c.comfy_phases(int(first["id"]), pid)), 10,
+             "the prompt running")
+    c.hang_comfy(int(spare["id"]))
+    c.crash_comfy(int(first["id"]))
+    struck = time.monotonic()
+    # the proxy's own detection (refused twice) moves the lease onto the spare, still a ready record
+    def knock() -> bool:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(base + f"history/{pid}", timeout=1)
+        return bool(events_of(redis_client, "failover-started"))
+
+    wait_for(knock, 10, "the first failover")
+    third = rig.ready_instance(prompt_s=0.3)
+    with Keepalive(redis_client, rig.store, EventLog(redis_client, Keys())):  # it declares the spare hung
+        def finished() -> bool:
+            with contextlib.suppress(requests.RequestException):
+                r = requests.get(base + f"history/{pid}", timeout=30)
+                return r.status_code == 200 and pid in r.json()
+            return False
+
+        wait_for(finished, 45, "the prompt finished after the second failover")
+    took_s = time.monotonic() - struck
+    done = events_of(redis_client, "failover-done")
+    hops = [(d.fields["instance_id"], d.fields["to_instance"], d.fields["resubmitted"]) for d in done]
+    assert hops == [(str(first["id"]), str(spare["id"]), 0), (str(spare["id"]), str(third["id"]), 1)], hops
+    assert any(p["phase"] == "execution_start" for p in c.comfy_phases(int(third["id"]), pid))
+    assert "unanswered by instance" in rig.log_text()
+    print(f"\n[failover onto a hung spare] fault -> prompt finished on the third instance in {took_s:.1f} s")

@@ -712,6 +712,24 @@ def test_a_prompt_failed_under_a_crash_is_expected_only_when_no_instance_was_fre
     assert got["expected"].get("prompt-fail-no-spare", 0) == excused
 
 
+HANG_ON_7 = {"family": "comfy-hang", "injected": True, "target": "7", "at": T0 + 0.05, "restored_at": T0 + 40}
+
+
+@pytest.mark.parametrize(("others", "failed", "excused"), [
+    ([HANG_ON_7], 0, 1),  # the only free instance hung as the crash struck: the lease moved onto it
+    ([{**HANG_ON_7, "at": T0 + 5}], 1, 0),  # hung later: the failover had a healthy spare
+    ([{**HANG_ON_7, "target": "8"}], 1, 0),  # another instance's fault
+    ([{**HANG_ON_7, "at": T0 - 100, "restored_at": T0 - 60}], 1, 0),  # over (with its grace) before the crash
+])
+def test_a_free_instance_under_a_fault_of_its_own_is_no_spare(others, failed, excused):
+    crash = {"family": "comfy-crash", "injected": True, "target": "5", "at": T0, "restored_at": T0 + 20,
+             "under_prompt": True, "spares": 1, "spare_ids": ["7"]}
+    line = {"op": "prompt-fail", "instance": "5", "t0": T0 - 0.1, "took_s": 15.5, "error": "ReadTimeout"}
+    got = judge_clients([line], [crash, *others])
+    assert got["failures"]["prompt-failed"] == failed
+    assert got["expected"].get("prompt-fail-no-spare", 0) == excused
+
+
 def test_a_host_b_fault_and_a_fault_on_what_moves_its_shards_wait_for_each_other():
     """Beat's sweep moves host B's shards to host A's keepalive worker: a kill of either while host B is
     paused, its move unseen, delayed the move past the pause (65.8 and 68.6 s in two 30-minute runs)."""

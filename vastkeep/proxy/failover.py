@@ -318,7 +318,7 @@ class Failover:
                 headers = {"Content-Type": up.content_type, "Content-Length": str(up.path.stat().st_size)}
                 with up.path.open("rb") as fh:
                     async with self.session().post(new.url.rstrip("/") + "/" + up.tail.lstrip("/"), data=fh,
-                                                   headers=headers) as r:
+                                                   headers=headers, timeout=self._quiet_bound()) as r:
                         await r.read()
             except (OSError, aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("failover: an upload could not be replayed on instance %s: %s", new.instance_id,
@@ -328,16 +328,26 @@ class Failover:
         url = new.url.rstrip("/") + "/prompt"
         for attempt in range(3):
             try:
-                async with self.session().post(url, json=failplan.resubmission(p)) as r:
+                async with self.session().post(url, json=failplan.resubmission(p),
+                                               timeout=self._quiet_bound()) as r:
                     await r.read()
                     if r.status == 200:
                         return True
                     log.warning("failover: prompt %s refused by instance %s (%d)", p.prompt_id,
                                 new.instance_id, r.status)
                     return False
-            except (aiohttp.ClientError, TimeoutError):
+            except TimeoutError:  # silent: hung too, most likely; the lease's next failover takes the prompt
+                log.warning("failover: prompt %s unanswered by instance %s for %.0f s; left for the next "
+                            "failover", p.prompt_id, new.instance_id, self.policy.resubmit_timeout_s)
+                return False
+            except aiohttp.ClientError:
                 await asyncio.sleep(random.uniform(0, 0.2 * 2**attempt))  # full jitter
         return False
+
+    def _quiet_bound(self) -> aiohttp.ClientTimeout:
+        """A call to the new instance during a failover: connect and each read bounded by the policy."""
+        bound = self.policy.resubmit_timeout_s
+        return aiohttp.ClientTimeout(total=None, sock_connect=bound, sock_read=bound)
 
     def frames_for(self, st: LeaseState, client_id: str | None) -> list[str]:
         """What a reconnected websocket sends its client first: the status frame, then the one error of each

@@ -40,6 +40,11 @@ class FailoverPolicy:
     watch_interval_s: float = 0.25  # how often leases in use are checked against their instance's record
     move_wait_s: float = 120.0  # how long a failover waits for a ready instance to move to
     reconnect_wait_s: float = 3.0  # how long re-submission waits for the websockets to reconnect
+    #: how long one re-submission (or one upload replayed) may go unanswered by the new instance: ComfyUI
+    #: queues a prompt in milliseconds, and a new instance that hangs must not hold the failover (and so the
+    #: lease's next one) for the upstream read timeout (120 s); an unanswered prompt stays open and goes with
+    #: the lease's next failover (a 30-minute soak: the lease moved onto a spare hung at the same moment)
+    resubmit_timeout_s: float = 10.0
     max_prompts: int = 256  # prompts remembered per lease (the oldest finished ones go first)
     max_uploads: int = 64  # uploads kept per lease for replay (the oldest go first)
 

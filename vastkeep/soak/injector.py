@@ -43,6 +43,7 @@ class Injection(TypedDict, total=False):
     restored_at: float
     under_prompt: bool  # comfy-crash: a client's prompt was running on the target when it struck
     spares: int  # comfy-crash: instances free for a lease in the last status before it struck
+    spare_ids: list[str]  # ... and which
     undo_error: str
     respawned_at: float
     back_at: float

@@ -183,7 +183,8 @@ class SoakRun:
         if held:
             record["hostb_shards"] = held
         if step.family == "comfy-crash":  # where the failover can move the lease (none: it waits for a rent)
-            record["spares"] = len([i for i in obs.free() if i != record.get("target")])
+            spare_ids = [i for i in obs.free() if i != record.get("target")]
+            record["spares"], record["spare_ids"] = len(spare_ids), spare_ids
         if step.family in between.REDIS_FAMILIES:  # every process must reconnect by itself: none restarted
             record["restarts_all"] = {cid: judge.whole(st.get("restartCount") or 0)
                                       for cid, st in self.stack.status().items()}

@@ -38,12 +38,34 @@ def prompt_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, 
     return instance_windows(i for i in injections if str(i.get("family")) not in FAILOVER_HIDES)
 
 
-def no_spare_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, float]]]:
-    """Instance id → windows of a fault failover hides, struck when no ready instance was free (``spares``
-    0 when it struck): the failover waits for the pool to rent one, longer than a client waits for an
-    answer (a crash with none free in a 30-minute run: the move came 27.6 s later, every prompt re-sent)."""
+#: an instance fault struck this close after a crash lands before the crash's failover is over (the proxy
+#: sees the crash and moves the lease within about 0.3 s)
+SAME_MOMENT_S = 2.0
+
+
+def healthy_spares(crash: Record, injections: Sequence[Record]) -> int | None:
+    """How many instances free for a lease when ``crash`` struck were not under a fault of their own then (or
+    struck within :data:`SAME_MOMENT_S` after): where its failover could move the lease and run the prompt
+    (a 30-minute run: the only free instance hung as the crash struck; the lease moved onto it)."""
+    ids, count = crash.get("spare_ids"), crash.get("spares")
+    if not isinstance(ids, list):
+        return count if isinstance(count, int) else None  # a report from before the ids were kept
+    at = num(crash["at"])
+    faulted = instance_windows(i for i in injections if i is not crash)
+
+    def hit(iid: object) -> bool:
+        return any(a <= at + SAME_MOMENT_S and at <= b for a, b in faulted.get(str(iid), ()))
+
+    return len([i for i in ids if not hit(i)])
+
+
+def no_spare_windows(injections: Sequence[Record]) -> dict[str, list[tuple[float, float]]]:
+    """Instance id → windows of a fault failover hides, struck when no healthy instance was free (``spares``
+    0 when it struck, or each one under a fault of its own): the failover waits for the pool to rent one,
+    longer than a client waits for an answer (a crash with none free in a 30-minute run: the move came
+    27.6 s later, every prompt re-sent)."""
     return instance_windows(i for i in injections
-                            if str(i.get("family")) in FAILOVER_HIDES and i.get("spares") == 0)
+                            if str(i.get("family")) in FAILOVER_HIDES and healthy_spares(i, injections) == 0)
 
 
 Windows = Mapping[str, list[tuple[float, float]]]
