@@ -786,3 +786,16 @@ def test_a_redis_sent_sigterm_is_seen_to_stop_answering(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(("handovers", "held"), [
+    ({"keepalive-shard-1": T0 - 25}, True),  # handed to host B 25 s ago: a vanish now is a crash loop
+    ({"keepalive-shard-1": T0 - 61}, False),  # over a minute ago: a vanish now is moved at once
+    ({"keepalive-shard-1": None}, False),  # never handed over
+    ({"keepalive-shard-0": T0 - 5, "keepalive-shard-1": None}, False),  # another shard, not host B's
+    (None, True),  # Redis busy: unknown, so wait
+])
+def test_a_host_b_fault_waits_a_minute_after_its_shard_was_handed_over(handovers, held):
+    from vastkeep.soak.rules import handed_over_lately
+
+    assert handed_over_lately(["keepalive-shard-1"], handovers, T0) is held

@@ -177,6 +177,19 @@ class Observer:
             return None
         return {n: (lease.acquired_at if lease is not None else None) for n, lease in held.items()}
 
+    def last_handovers(self) -> dict[str, float | None] | None:
+        """Each keepalive shard → when supervision last restarted it elsewhere because its holder was gone
+        (``lastHandoverTime``; None: never); None when Redis did not answer."""
+        from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
+        from vastkeep.state import Keys  # noqa: PLC0415
+        from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
+
+        try:
+            book = SupervisionBook(self.redis, Keys()).all()
+        except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown
+            return None
+        return {n: rec.last_handover_time for n, rec in book.items() if n.startswith(f"{LEASE_PREFIX}-")}
+
     def redis_answers(self) -> bool:
         """Redis answers ``PING`` now (after a Redis fault: it serves again)."""
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from vastkeep.core.backoff import RESTART_GATE_S
 from vastkeep.soak import counters as judge
 from vastkeep.soak.between import HOSTB_FAMILIES
 from vastkeep.soak.injector import Injection
@@ -39,6 +40,17 @@ MOVERS = ("beat", KEEPALIVE_WORKER)
 #: Faults struck under a client's work, and the children that work needs: a crash under a prompt waits while
 #: the admin API is down (no client gets a lease then, so no prompt runs: CI's short form, seed 20261207).
 NEEDS_CLIENTS: dict[str, tuple[str, ...]] = {"comfy-crash": ("api",)}
+
+
+def handed_over_lately(held: Sequence[str], handovers: Mapping[str, float | None] | None, now: float) -> bool:
+    """True while a shard host B holds was handed over to it less than ``RESTART_GATE_S`` (60 s) ago, or
+    when that is unknown. Supervision moves a shard whose holder vanished at once, but a second vanish within
+    60 s is a crash loop by design and backs off (36 s in a 30-minute run: host A's keepalive worker killed,
+    its shard handed to host B, host B paused 6 s later; the move came after the pause). A host B fault
+    then measures the backoff, not the move."""
+    if handovers is None:
+        return True
+    return any(now - float(handovers.get(n) or 0.0) < RESTART_GATE_S for n in held)
 
 
 def watchers(observer: str | None) -> set[str]:
@@ -155,5 +167,5 @@ def _settled(record: Injection, events: Sequence[judge.Record]) -> bool:
     return False
 
 
-__all__ = ["KEEPALIVE_WORKER", "MOVERS", "NEEDS_CLIENTS", "OBSERVER_SETTLE_S", "WATCHERS", "hidden_by",
-           "shards_running", "struck", "watchers"]
+__all__ = ["KEEPALIVE_WORKER", "MOVERS", "NEEDS_CLIENTS", "OBSERVER_SETTLE_S", "WATCHERS",
+           "handed_over_lately", "hidden_by", "shards_running", "struck", "watchers"]

@@ -158,7 +158,8 @@ class SoakRun:
         hostb_pids: set[int] = set()
         if step.family in between.HOSTB_FAMILIES:  # only while host B holds a shard: something to move
             hostb_pids = between.pids_of_group(self.stack.pids().get("hostb-keepalive"))
-            hidden = hidden or not between.hostb_holds(obs.shard_owners(), hostb_pids)
+            held_now = between.hostb_shards(obs.shard_owners(), hostb_pids)
+            hidden = hidden or not held_now or rules.handed_over_lately(held_now, obs.last_handovers(), now)
         if hidden and may_defer:
             return None
         if hidden and any(r["family"] == step.family and r.get("injected") for r in self.injections):
