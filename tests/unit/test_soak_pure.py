@@ -730,6 +730,21 @@ def test_a_free_instance_under_a_fault_of_its_own_is_no_spare(others, failed, ex
     assert got["expected"].get("prompt-fail-no-spare", 0) == excused
 
 
+@pytest.mark.parametrize(("granted_at", "failed", "excused"), [
+    (T0 + 0.02, 0, 1),  # another client took the only spare 0.02 s after the crash (30-minute run)
+    (T0 - 0.3, 0, 1),  # ... or just before it, after the status the crash read
+    (T0 + 3.0, 1, 0),  # later: the failover had it first, or should have
+])
+def test_a_spare_another_lease_took_as_the_crash_struck_is_no_spare(granted_at, failed, excused):
+    crash = {"family": "comfy-crash", "injected": True, "target": "5", "at": T0, "restored_at": T0 + 20,
+             "under_prompt": True, "spares": 1, "spare_ids": ["7"]}
+    grant = {"op": "grant", "client": "c14", "instance": "7", "t0": granted_at - 0.01, "t": granted_at}
+    line = {"op": "prompt-fail", "instance": "5", "t0": T0 - 0.1, "took_s": 15.5, "error": "ReadTimeout"}
+    got = judge_clients([grant, line], [crash])
+    assert got["failures"]["prompt-failed"] == failed
+    assert got["expected"].get("prompt-fail-no-spare", 0) == excused
+
+
 def test_a_host_b_fault_and_a_fault_on_what_moves_its_shards_wait_for_each_other():
     """Beat's sweep moves host B's shards to host A's keepalive worker: a kill of either while host B is
     paused, its move unseen, delayed the move past the pause (65.8 and 68.6 s in two 30-minute runs)."""

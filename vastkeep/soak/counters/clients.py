@@ -41,31 +41,40 @@ def prompt_windows(injections: Iterable[Record]) -> dict[str, list[tuple[float, 
 #: an instance fault struck this close after a crash lands before the crash's failover is over (the proxy
 #: sees the crash and moves the lease within about 0.3 s)
 SAME_MOMENT_S = 2.0
+#: a free instance another client's lease took this close to a crash was gone before its failover could
+#: move there (the proxy needs two refused calls, about 0.2 s: a grant 0.02 s after a crash took the only
+#: spare in a 30-minute run)
+GRANT_RACE_S = 0.5
 
 
-def healthy_spares(crash: Record, injections: Sequence[Record]) -> int | None:
-    """How many instances free for a lease when ``crash`` struck were not under a fault of their own then (or
-    struck within :data:`SAME_MOMENT_S` after): where its failover could move the lease and run the prompt
-    (a 30-minute run: the only free instance hung as the crash struck; the lease moved onto it)."""
+def healthy_spares(crash: Record, injections: Sequence[Record],
+                   grants: Sequence[tuple[float, str]] = ()) -> int | None:
+    """How many instances free for a lease when ``crash`` struck its failover could move the lease to: not
+    under a fault of their own then (or struck within :data:`SAME_MOMENT_S` after: the only free instance
+    hung as a crash struck, and the lease moved onto it), and not leased by another client within
+    :data:`GRANT_RACE_S` of the crash (``grants``: ``(time, instance)``)."""
     ids, count = crash.get("spare_ids"), crash.get("spares")
     if not isinstance(ids, list):
         return count if isinstance(count, int) else None  # a report from before the ids were kept
     at = num(crash["at"])
     faulted = instance_windows(i for i in injections if i is not crash)
+    taken = {inst for t, inst in grants if abs(t - at) <= GRANT_RACE_S}
 
-    def hit(iid: object) -> bool:
-        return any(a <= at + SAME_MOMENT_S and at <= b for a, b in faulted.get(str(iid), ()))
+    def lost(iid: object) -> bool:
+        struck = any(a <= at + SAME_MOMENT_S and at <= b for a, b in faulted.get(str(iid), ()))
+        return struck or str(iid) in taken
 
-    return len([i for i in ids if not hit(i)])
+    return len([i for i in ids if not lost(i)])
 
 
-def no_spare_windows(injections: Sequence[Record]) -> dict[str, list[tuple[float, float]]]:
+def no_spare_windows(injections: Sequence[Record],
+                     grants: Sequence[tuple[float, str]] = ()) -> dict[str, list[tuple[float, float]]]:
     """Instance id → windows of a fault failover hides, struck when no healthy instance was free (``spares``
-    0 when it struck, or each one under a fault of its own): the failover waits for the pool to rent one,
-    longer than a client waits for an answer (a crash with none free in a 30-minute run: the move came
-    27.6 s later, every prompt re-sent)."""
-    return instance_windows(i for i in injections
-                            if str(i.get("family")) in FAILOVER_HIDES and healthy_spares(i, injections) == 0)
+    0 when it struck, or each one under a fault of its own or taken by another lease at once): the failover
+    waits for the pool to rent one, longer than a client waits for an answer (a crash with none free in a
+    30-minute run: the move came 27.6 s later, every prompt re-sent)."""
+    return instance_windows(i for i in injections if str(i.get("family")) in FAILOVER_HIDES
+                            and healthy_spares(i, injections, grants) == 0)
 
 
 Windows = Mapping[str, list[tuple[float, float]]]
@@ -112,7 +121,8 @@ def judge_clients(
     # just before waits with it until the link is back)
     control_w = process_windows(injections, "worker-control") + process_windows(injections, "hostb-control")
     redis_w = process_windows(injections, "redis")
-    prompt_w = (prompt_windows(injections), no_spare_windows(injections))  # once, not per failed prompt
+    taken = [(num(x.get("t") or 0), str(x.get("instance"))) for x in lines if x.get("op") == "grant"]
+    prompt_w = (prompt_windows(injections), no_spare_windows(injections, taken))  # once, not per prompt
     failures: dict[str, int] = dict.fromkeys(CLIENT_FAILURE_KINDS, 0)
     expected: dict[str, int] = defaultdict(int)
     examples: dict[str, list[dict[str, object]]] = defaultdict(list)
