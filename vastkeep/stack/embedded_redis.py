@@ -12,10 +12,13 @@ through ``REDIS_URL`` in their environment.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +26,8 @@ from urllib.parse import quote
 from vastkeep.core.clock import SYSTEM_CLOCK, Clock
 
 DEFAULT_PORTS = range(6390, 6400)
+#: port → the open lock file that claims it for this process's life (closed, and so freed, when it exits)
+_CLAIMS: dict[int, int] = {}
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,}$")  # what secrets.token_urlsafe makes: no quoting needed
 
 
@@ -57,14 +62,52 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def claim_port(port: int) -> bool:
+    """Claim ``port`` for this process's life (an ``flock`` on a lock file per port in the temp folder): False
+    when another live process holds it.
+
+    A stack's Redis (or simulator) leaves its port for the watchdog's back-off when it restarts; another stack
+    starting on the same host then found that port free and took it, and the first stack's Redis could not
+    come back (a soak beside CI: 6390-6399 are every stack's first picks). The claim outlives the restart
+    gap; the kernel drops it when the process ends, however it ends. A lock file this user may not open
+    (another user's) proves nothing: the port then counts as claimable."""
+    if port in _CLAIMS:
+        return True
+    path = Path(tempfile.gettempdir()) / f"vastkeep-port-{int(port)}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _CLAIMS[port] = fd
+    return True
+
+
 def pick_port(preferred: Iterable[int] = DEFAULT_PORTS, host: str = "127.0.0.1") -> int:
-    """The first free port of ``preferred`` (stable across runs), else any free port."""
+    """The first free port of ``preferred`` (stable across runs) no other live process claims, else any free
+    port; claimed (:func:`claim_port`) for this process's life."""
     for port in preferred:
-        if port_is_free(port, host):
+        if port_is_free(port, host) and claim_port(port):
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if claim_port(port):
+            return port
+    raise OSError("no free port this process could claim (50 tries)")
+
+
+def release_port(port: int) -> None:
+    """Give up this process's claim on ``port`` (its stack stopped; the process goes on)."""
+    fd = _CLAIMS.pop(port, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def write_config(path: Path, password: str) -> Path:

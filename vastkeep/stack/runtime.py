@@ -81,6 +81,7 @@ class Stack:
         self.supervisor = Supervisor(on_change=self._write, publish=self._publish)
         self._redis: Redis[str] | None = None
         self._owns_home = False  # True once no other live stack runs from this folder
+        self._ports: list[int] = []  # ports this stack claimed (embedded_redis.claim_port), freed at shutdown
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -151,6 +152,7 @@ class Stack:
         config = er.write_config(self.home / REDIS_CONFIG_FILE, password)
         for attempt in range(attempts):
             port = er.pick_port() if attempt == 0 else er.pick_port(())
+            self._ports.append(port)
             self._spawn("redis", "Redis", er.redis_argv(port, data, config=config), stop_last=True)
             def up_or_exited(p: int = port) -> bool:
                 return bool(er.wait_ready(p, 0.3, password=password)) or self._exited("redis")
@@ -159,6 +161,7 @@ class Stack:
             if not self._exited("redis"):
                 return er.redis_url(port, password=password)
             self.supervisor.unregister("redis")
+            er.release_port(port)
             log.warning("embedded redis exited before answering on port %d (taken meanwhile?): "
                         "starting it on another free port", port)
         raise StackError(f"embedded redis did not start ({attempts} attempts); see {self.logs / 'redis.log'}")
@@ -248,6 +251,7 @@ class Stack:
         keys = {v: new_secret() for v in ("VASTKEEP_SIM_API_KEY", "VASTKEEP_SIM_HF_TOKEN",
                                           "VASTKEEP_SIM_CIVITAI_TOKEN", "VASTKEEP_SIM_CONTROL_TOKEN")}
         port = pick_port(range(0))  # fixed for the stack's life, so a restarted simulator keeps its URLs
+        self._ports.append(port)
         argv = [py, "-m", "vastkeep.cli", "simulate", "--host", "127.0.0.1", "--port", str(port),
                 "--state-dir", str(sim_dir), "--ready-file", str(ready), "--log-level", "WARNING"]
         # A realistic Vast.ai rate limit (below VAST_API_MIN_GAP_MS, the gap the shared limiter keeps).
@@ -317,6 +321,11 @@ class Stack:
     def shutdown(self) -> None:
         """Stop all children (idempotent) and remove the runtime file."""
         self.supervisor.stop_all()
+        from vastkeep.stack.embedded_redis import release_port  # noqa: PLC0415
+
+        for port in self._ports:  # the processes are gone: another stack may have these ports now
+            release_port(port)
+        self._ports.clear()
         if self._owns_home:  # never the runtime files of another live stack in this folder
             (self.home / STACK_FILE).unlink(missing_ok=True)
             (self.home / REDIS_CONFIG_FILE).unlink(missing_ok=True)
