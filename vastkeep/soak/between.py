@@ -9,7 +9,7 @@
   keepalive shards host B held when struck (:func:`hostb_shards`), when each was held by a grant taken after
   the fault (``moved_at``: observed), and, once host B is back, how many of its renewals the fences refused
   (``refused``: its keepalive worker's ``lease lost`` lines after the fault ended). A fault on host B strikes
-  only while host B holds a shard (:func:`hostb_holds`); otherwise there is nothing to move or refuse.
+  only while host B holds a shard (:func:`hostb_shards`); otherwise there is nothing to move or refuse.
 
 The pure parts take plain data; :func:`count_refusals` reads one log file.
 """
@@ -104,10 +104,6 @@ def hostb_shards(owners: Mapping[str, int | None] | None, hostb_pids: set[int]) 
     return sorted(name for name, pid in (owners or {}).items() if pid is not None and pid in hostb_pids)
 
 
-def hostb_holds(owners: Mapping[str, int | None] | None, hostb_pids: set[int]) -> bool:
-    return bool(hostb_shards(owners, hostb_pids))
-
-
 def moved(inj: Injection, shards: Mapping[str, float | None] | None) -> bool:
     """True when every shard host B held at the fault is held by a grant taken after it."""
     held = inj.get("hostb_shards") or []
@@ -169,7 +165,6 @@ __all__ = [
     "count_refusals",
     "exited_children",
     "granted_while_away",
-    "hostb_holds",
     "hostb_shards",
     "moved",
     "pids_of_group",

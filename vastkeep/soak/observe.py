@@ -21,6 +21,8 @@ from vastkeep.state import InstanceStatus
 
 if TYPE_CHECKING:
     from vastkeep.sim.control import SimControl
+    from vastkeep.state.leases import Lease
+    from vastkeep.supervision.decide import DaemonRecord
 
 SAMPLE_S = 2.0
 HTTP_TIMEOUT_S = (2.0, 4.0)
@@ -161,25 +163,8 @@ class Observer:
             if n.startswith("ssh-collector:") and float(b.get("age_s") or 0) < 10.0
         )
 
-    def keepalive_shards(self) -> dict[str, float | None] | None:
-        """Each keepalive shard supervision knows → when its live lease was granted (None: nobody holds it);
-        None when Redis did not answer. A crash is seen through a held ``/ws`` only while its shard runs."""
-        from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
-        from vastkeep.state import Keys  # noqa: PLC0415
-        from vastkeep.state.leases import LeaseManager  # noqa: PLC0415
-        from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
-
-        try:
-            names = [n for n in SupervisionBook(self.redis, Keys()).all() if n.startswith(f"{LEASE_PREFIX}-")]
-            leases = LeaseManager(self.redis, Keys(), SYSTEM_CLOCK)
-            held = {n: leases.current(n) for n in names}
-        except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown, so not settled
-            return None
-        return {n: (lease.acquired_at if lease is not None else None) for n, lease in held.items()}
-
-    def last_handovers(self) -> dict[str, float | None] | None:
-        """Each keepalive shard → when supervision last restarted it elsewhere because its holder was gone
-        (``lastHandoverTime``; None: never); None when Redis did not answer."""
+    def _shard_records(self) -> dict[str, DaemonRecord] | None:
+        """Supervision's record of each keepalive shard; None when Redis did not answer."""
         from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
         from vastkeep.state import Keys  # noqa: PLC0415
         from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
@@ -188,7 +173,38 @@ class Observer:
             book = SupervisionBook(self.redis, Keys()).all()
         except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown
             return None
-        return {n: rec.last_handover_time for n, rec in book.items() if n.startswith(f"{LEASE_PREFIX}-")}
+        return {n: rec for n, rec in book.items() if n.startswith(f"{LEASE_PREFIX}-")}
+
+    def _shard_leases(self) -> dict[str, Lease | None] | None:
+        """Each keepalive shard → its live lease (None: free); None when Redis did not answer."""
+        from vastkeep.state import Keys  # noqa: PLC0415
+        from vastkeep.state.leases import LeaseManager  # noqa: PLC0415
+
+        names = self._shard_records()
+        if names is None:
+            return None
+        try:
+            leases = LeaseManager(self.redis, Keys(), SYSTEM_CLOCK)
+            return {n: leases.current(n) for n in names}
+        except Exception:  # noqa: BLE001 - Redis busy for a moment: unknown
+            return None
+
+    def keepalive_shards(self) -> dict[str, float | None] | None:
+        """Each keepalive shard supervision knows → when its live lease was granted (None: nobody holds it);
+        None when Redis did not answer (unknown, so not settled). A crash is seen through a held ``/ws`` only
+        while its shard runs."""
+        held = self._shard_leases()
+        if held is None:
+            return None
+        return {n: (lease.acquired_at if lease is not None else None) for n, lease in held.items()}
+
+    def last_handovers(self) -> dict[str, float | None] | None:
+        """Each keepalive shard → when supervision last restarted it elsewhere because its holder was gone
+        (``lastHandoverTime``; None: never); None when Redis did not answer."""
+        records = self._shard_records()
+        if records is None:
+            return None
+        return {n: rec.last_handover_time for n, rec in records.items()}
 
     def redis_answers(self) -> bool:
         """Redis answers ``PING`` now (after a Redis fault: it serves again)."""
@@ -200,16 +216,8 @@ class Observer:
     def shard_owners(self) -> dict[str, int | None] | None:
         """Each keepalive shard → the pid of the process holding its live lease (None: free); None when Redis
         did not answer. Only the pid is read from the owner token; the token itself is never kept."""
-        from vastkeep.keepalive.runner import LEASE_PREFIX  # noqa: PLC0415
-        from vastkeep.state import Keys  # noqa: PLC0415
-        from vastkeep.state.leases import LeaseManager  # noqa: PLC0415
-        from vastkeep.supervision.book import SupervisionBook  # noqa: PLC0415
-
-        try:
-            names = [n for n in SupervisionBook(self.redis, Keys()).all() if n.startswith(f"{LEASE_PREFIX}-")]
-            leases = LeaseManager(self.redis, Keys(), SYSTEM_CLOCK)
-            held = {n: leases.current(n) for n in names}
-        except Exception:  # noqa: BLE001 - Redis busy for a moment
+        held = self._shard_leases()
+        if held is None:
             return None
         out: dict[str, int | None] = {}
         for name, lease in held.items():

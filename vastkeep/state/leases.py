@@ -39,7 +39,11 @@ def _lua(name: str) -> str:
 
 def new_owner(label: str = "") -> str:
     """A unique owner token: host, pid and a random part (plus an optional readable label)."""
-    base = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+    return _token(label, uuid.uuid4().hex[:16])
+
+
+def _token(label: str, rand: str) -> str:
+    base = f"{socket.gethostname()}:{os.getpid()}:{rand}"
     return f"{label}:{base}" if label else base
 
 
@@ -56,8 +60,7 @@ def thread_owner(label: str = "") -> str:
     rand = getattr(_THREAD, "rand", None)
     if rand is None:
         rand = _THREAD.rand = uuid.uuid4().hex[:16]
-    base = f"{socket.gethostname()}:{os.getpid()}:{rand}"
-    return f"{label}:{base}" if label else base
+    return _token(label, rand)
 
 
 class LeaseInfo(TypedDict):
